@@ -1,0 +1,69 @@
+/**
+ * The one error class of nattrav. Callers branch on {@link NattravError.code},
+ * never on the message text. This module imports nothing, so every layer
+ * (including the pure `wire` codec) may use it.
+ */
+
+/** Stable error codes. New codes may be added; existing ones never change meaning. */
+export const ErrorCode = {
+  /** An argument or option was invalid; the message names it and says what to pass instead. */
+  InvalidArgument: 'ERR_INVALID_ARGUMENT',
+  /** Bytes that should have been a STUN message were not (bad header, length, attribute, fingerprint). */
+  StunMalformed: 'ERR_STUN_MALFORMED',
+  /** A STUN message was well formed but not what the protocol expected at this point. */
+  Protocol: 'ERR_PROTOCOL',
+  /** The broker has no registration for the URI that was looked up. */
+  UnknownUri: 'ERR_UNKNOWN_URI',
+  /** The broker could not be reached (connection refused, no answer, reset). */
+  BrokerUnreachable: 'ERR_BROKER_UNREACHABLE',
+  /** The broker answered with an error response other than "unknown URI". */
+  BrokerError: 'ERR_BROKER_ERROR',
+  /** The recipient did not answer the broker's connection request. */
+  RecipientUnreachable: 'ERR_RECIPIENT_UNREACHABLE',
+  /** Every attempt to open the direct connection failed. */
+  ConnectFailed: 'ERR_CONNECT_FAILED',
+  /** A named time limit fired; the message says which limit and what was going on. */
+  Timeout: 'ERR_TIMEOUT',
+  /** The caller's signal aborted the operation. */
+  Aborted: 'ERR_ABORTED',
+  /** The object was closed while the operation was pending, or used after close. */
+  Closed: 'ERR_CLOSED',
+  /** A network lab operation failed (needs root, a command failed). */
+  Lab: 'ERR_LAB',
+} as const;
+
+/** One of the {@link ErrorCode} values. */
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Extra context an error may carry. */
+export interface NattravErrorOptions {
+  /** The underlying error, if any. */
+  cause?: unknown;
+  /** The IP address involved, when there is one. */
+  address?: string;
+  /** The port involved, when there is one. */
+  port?: number;
+}
+
+/** The base error of nattrav: a stable `code`, a human message, the cause and the endpoint involved. */
+export class NattravError extends Error {
+  /** Stable machine-readable code; see {@link ErrorCode}. */
+  readonly code: ErrorCodeValue;
+  /** The IP address involved, when there is one. */
+  readonly address?: string;
+  /** The port involved, when there is one. */
+  readonly port?: number;
+
+  constructor(code: ErrorCodeValue, message: string, options: NattravErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'NattravError';
+    this.code = code;
+    if (options.address !== undefined) this.address = options.address;
+    if (options.port !== undefined) this.port = options.port;
+  }
+}
+
+/** True when `err` is a {@link NattravError}, optionally with the given code. */
+export function isNattravError(err: unknown, code?: ErrorCodeValue): err is NattravError {
+  return err instanceof NattravError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,147 @@
+/**
+ * Wire constants of STUN (RFC 8489), its NAT behaviour discovery extension
+ * (RFC 5780) and nattrav's own methods and attributes.
+ *
+ * nattrav's methods sit in 0xE00-0xE0F, inside the range RFC 8489 §18.2 leaves
+ * to Expert Review (0x800-0xFFF). Its attributes sit in 0x4E00-0x4E1F
+ * (comprehension-required, Expert Review, §18.3) and 0xCE00-0xCE1F
+ * (comprehension-optional, Expert Review). No IETF-reviewed value is used.
+ */
+
+/** RFC 8489 §5: the fixed magic cookie in every header. */
+export const MAGIC_COOKIE = 0x2112a442;
+/** RFC 8489 §5: the header is 20 bytes. */
+export const HEADER_LENGTH = 20;
+/** RFC 8489 §5: transaction IDs are 96 bits. */
+export const TRANSACTION_ID_LENGTH = 12;
+/** RFC 8489 §14: attribute header (type + length) is 4 bytes. */
+export const ATTRIBUTE_HEADER_LENGTH = 4;
+/** RFC 8489 §14.7: FINGERPRINT XORs the CRC-32 with this. */
+export const FINGERPRINT_XOR = 0x5354554e;
+/** RFC 8489 §14.5: HMAC-SHA1 output is 20 bytes. */
+export const MESSAGE_INTEGRITY_LENGTH = 20;
+/** RFC 8489 §14.6: HMAC-SHA256 output is 32 bytes (may be truncated to no less than 16). */
+export const MESSAGE_INTEGRITY_SHA256_LENGTH = 32;
+/**
+ * The largest message nattrav accepts or produces. RFC 8489 §6.1 bounds UDP
+ * messages by the path MTU; a STUN length field allows 65535, which no honest
+ * nattrav message approaches.
+ */
+export const MAX_MESSAGE_LENGTH = 4096;
+
+/** RFC 8489 §5: the two class bits. */
+export const MessageClass = {
+  Request: 0b00,
+  Indication: 0b01,
+  SuccessResponse: 0b10,
+  ErrorResponse: 0b11,
+} as const;
+/** One of the {@link MessageClass} values. */
+export type MessageClassValue = (typeof MessageClass)[keyof typeof MessageClass];
+
+/** STUN methods: RFC 8489 §18.2, and nattrav's in the Expert Review range. */
+export const Method = {
+  /** RFC 8489 §18.2: Binding. */
+  Binding: 0x001,
+  /** nattrav: a peer registers (or refreshes) a URI over UDP. */
+  Register: 0xe01,
+  /** nattrav: an initiator asks the broker over TCP for a connection to a URI. */
+  Connect: 0xe02,
+  /** nattrav: the broker asks a registered recipient (over its UDP registration) to join an attempt. */
+  ConnectionRequest: 0xe03,
+  /** nattrav: the recipient joins an attempt over a fresh TCP connection to the broker. */
+  Join: 0xe04,
+  /** nattrav: the broker measures the round-trip time to a peer on its TCP exchange. */
+  Probe: 0xe05,
+  /** nattrav: the first message on a freshly punched connection, naming the attempt. */
+  Hello: 0xe06,
+} as const;
+
+/** STUN attribute types. */
+export const AttrType = {
+  /** RFC 8489 §14.1 */
+  MappedAddress: 0x0001,
+  /** RFC 5780 §7.2 */
+  ChangeRequest: 0x0003,
+  /** RFC 8489 §14.3 */
+  Username: 0x0006,
+  /** RFC 8489 §14.5 */
+  MessageIntegrity: 0x0008,
+  /** RFC 8489 §14.8 */
+  ErrorCode: 0x0009,
+  /** RFC 8489 §14.9 */
+  UnknownAttributes: 0x000a,
+  /** RFC 8489 §14.9 */
+  Realm: 0x0014,
+  /** RFC 8489 §14.10 */
+  Nonce: 0x0015,
+  /** RFC 8489 §14.6 */
+  MessageIntegritySha256: 0x001c,
+  /** RFC 8489 §14.2 */
+  XorMappedAddress: 0x0020,
+  /** RFC 5780 §7.6 */
+  Padding: 0x0026,
+  /** RFC 5780 §7.5 */
+  ResponsePort: 0x0027,
+  /** RFC 8489 §14.14 */
+  Software: 0x8022,
+  /** RFC 8489 §14.15 */
+  AlternateServer: 0x8023,
+  /** RFC 8489 §14.7 */
+  Fingerprint: 0x8028,
+  /** RFC 5780 §7.3 */
+  ResponseOrigin: 0x802b,
+  /** RFC 5780 §7.4 */
+  OtherAddress: 0x802c,
+
+  /** nattrav: the URI a peer registers or looks up (UTF-8, at most {@link MAX_URI_BYTES}). */
+  Uri: 0x4e01,
+  /** nattrav: 16 random bytes naming one connection attempt. */
+  AttemptId: 0x4e02,
+  /** nattrav: one of the sender's own private endpoints (XOR-address encoding; repeatable). */
+  PrivateEndpoint: 0x4e03,
+  /** nattrav: the other peer's public endpoint as the broker saw it (XOR-address encoding). */
+  PeerPublicEndpoint: 0x4e04,
+  /** nattrav: one of the other peer's private endpoints (XOR-address encoding; repeatable). */
+  PeerPrivateEndpoint: 0x4e05,
+  /** nattrav: milliseconds to wait after receipt before sending the SYN (u32). */
+  StartDelay: 0x4e06,
+  /** nattrav: registration lifetime in milliseconds (u32). */
+  Lifetime: 0x4e07,
+} as const;
+
+/** nattrav: the longest URI accepted, in UTF-8 bytes. */
+export const MAX_URI_BYTES = 512;
+/** RFC 8489 §14.14: SOFTWARE is fewer than 128 characters (at most 763 bytes). */
+export const MAX_SOFTWARE_BYTES = 763;
+/** RFC 8489 §14.8: the reason phrase is fewer than 128 characters (at most 763 bytes). */
+export const MAX_REASON_BYTES = 763;
+/** nattrav: the length of ATTEMPT-ID. */
+export const ATTEMPT_ID_LENGTH = 16;
+
+/** RFC 8489 §14.8 and §15: error codes on the wire (separate from exception codes). */
+export const StunErrorCode = {
+  TryAlternate: 300,
+  BadRequest: 400,
+  Unauthorized: 401,
+  Forbidden: 403,
+  /** nattrav: the looked-up URI is not registered. */
+  NotFound: 404,
+  UnknownAttribute: 420,
+  StaleNonce: 438,
+  /** nattrav: the recipient did not answer the connection request. */
+  RecipientUnreachable: 480,
+  ServerError: 500,
+} as const;
+
+/** RFC 5780 §7.2: CHANGE-REQUEST flag bits. */
+export const ChangeRequestFlag = {
+  ChangeIp: 0x04,
+  ChangePort: 0x02,
+} as const;
+
+/** RFC 8489 §14.1: address family values in (XOR-)MAPPED-ADDRESS. */
+export const AddressFamily = {
+  IPv4: 0x01,
+  IPv6: 0x02,
+} as const;
