@@ -1,0 +1,43 @@
+import type { Registry } from './registry/registry.js';
+
+/** Options of {@link createBroker}. */
+export interface BrokerOptions {
+  /** Address to bind UDP and TCP to. @default '0.0.0.0' */
+  host?: string;
+  /** Port for both UDP and TCP (0 picks a free one). @default 3478 */
+  port?: number;
+  /** Where registrations live. @default a new in-memory registry */
+  registry?: Registry;
+  /** Longest registration lifetime a peer may ask for, in ms. @default 120000 */
+  maxLifetimeMs?: number;
+  /** How long the recipient has to join an attempt after the broker's connection request, in ms. @default 5000 */
+  recipientTimeoutMs?: number;
+  /** How long a TCP exchange may stay idle before the broker drops it, in ms. @default 15000 */
+  exchangeIdleTimeoutMs?: number;
+  /** How long a round-trip probe may take, in ms. @default 3000 */
+  probeTimeoutMs?: number;
+  /** Most attempts waiting for their recipient at once. @default 4096 */
+  maxPendingAttempts?: number;
+  /** SOFTWARE attribute value in responses. @default 'nattrav broker' */
+  software?: string;
+}
+
+/** Fully resolved broker options. */
+export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry'>> & { registry?: Registry };
+
+/** Defaults of {@link BrokerOptions}, in one place. */
+export const BROKER_DEFAULTS = {
+  host: '0.0.0.0',
+  /** RFC 8489 §18.4: the default STUN port. */
+  port: 3478,
+  /** Two minutes: a peer refreshing every 10 s can miss many refreshes before it lapses. */
+  maxLifetimeMs: 120_000,
+  /** A recipient answers in one UDP round trip plus one TCP handshake; 5 s covers a few lost datagrams. */
+  recipientTimeoutMs: 5_000,
+  /** An exchange is a few round trips; 15 s idle means the peer is gone. */
+  exchangeIdleTimeoutMs: 15_000,
+  /** One TCP round trip; 3 s means the path is unusable for a timed punch anyway. */
+  probeTimeoutMs: 3_000,
+  maxPendingAttempts: 4096,
+  software: 'nattrav broker',
+} as const satisfies ResolvedBrokerOptions;

@@ -1,0 +1,31 @@
+import type { TransportAddress } from '../../wire/types.js';
+
+/** What the broker knows about one registered peer. */
+export interface Registration {
+  /** The URI the peer registered. */
+  readonly uri: string;
+  /** The peer's UDP endpoint as the broker saw it (its NAT's public mapping). */
+  readonly publicEndpoint: TransportAddress;
+  /** The endpoints the peer reported from its own interfaces. */
+  readonly privateEndpoints: readonly TransportAddress[];
+  /** When the registration lapses unless refreshed (milliseconds since the epoch). */
+  readonly expiresAt: number;
+}
+
+/**
+ * Where a broker keeps registrations. Implementations: {@link MemoryRegistry}
+ * (default, one broker) and later Redis (a cluster of brokers). Every method is
+ * async so that remote stores fit the same interface.
+ */
+export interface Registry {
+  /** Stores or replaces the registration for `registration.uri`. */
+  put(registration: Registration): Promise<void>;
+  /** The live registration for `uri`, or undefined when there is none or it expired. */
+  get(uri: string): Promise<Registration | undefined>;
+  /** Removes the registration; true when there was one. */
+  delete(uri: string): Promise<boolean>;
+  /** How many live registrations there are. */
+  size(): Promise<number>;
+  /** Releases resources (timers, connections). Idempotent. */
+  close(): Promise<void>;
+}

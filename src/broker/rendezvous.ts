@@ -1,0 +1,272 @@
+/**
+ * The rendezvous of one connection attempt, as the broker runs it:
+ *
+ * 1. The initiator opens a TCP exchange and sends Connect(URI, its private endpoints).
+ * 2. The broker looks the URI up; unknown -> 404 at once. Otherwise it sends a
+ *    ConnectionRequest(attempt ID) to the recipient's registered UDP endpoint,
+ *    retransmitting until the recipient acknowledges or joins.
+ * 3. The recipient opens a fresh TCP exchange and sends Join(attempt ID, its private endpoints).
+ * 4. With both exchanges open the broker knows both public TCP endpoints. It
+ *    probes each exchange once to measure its round-trip time.
+ * 5. It answers both requests at the same instant with the other side's public
+ *    and private endpoints and a start delay, so the two SYNs cross, then closes
+ *    its side of both exchanges first (the TIME_WAIT stays with the broker).
+ */
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { toTransportAddress } from '../common/endpoint.js';
+import { startPhase } from '../common/signal.js';
+import type { StunChannel } from '../common/stun-channel.js';
+import { isNattravError } from '../errors.js';
+import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import { StunMessage } from '../wire/message.js';
+import {
+  addAttemptId,
+  addU32,
+  addUri,
+  addXorAddress,
+  getAttemptId,
+  getUri,
+  getXorAddressAttrs,
+} from '../wire/nattrav.js';
+import type { TransportAddress } from '../wire/types.js';
+import type { Registry } from './registry/registry.js';
+import { startDelays } from './timing.js';
+
+/** The phases of an attempt (step numbers as in the module comment). */
+export type AttemptState = 'notifying' | 'probing' | 'done' | 'failed';
+
+interface Side {
+  readonly channel: StunChannel;
+  readonly request: StunMessage;
+  readonly publicEndpoint: TransportAddress;
+  readonly privateEndpoints: TransportAddress[];
+}
+
+interface Attempt {
+  readonly key: string;
+  readonly id: Uint8Array;
+  readonly uri: string;
+  state: AttemptState;
+  readonly initiator: Side;
+  recipient: Side | undefined;
+  readonly startedAt: number;
+  notifyTimer: NodeJS.Timeout | undefined;
+  deadline: NodeJS.Timeout | undefined;
+  readonly requestTxid: Uint8Array;
+}
+
+/** What the rendezvous needs from the broker around it. */
+export interface RendezvousContext {
+  readonly registry: Registry;
+  /** Sends a STUN message from the broker's UDP socket. */
+  sendUdp(message: StunMessage, to: TransportAddress): void;
+  /** Sends a message on an exchange, with the broker's SOFTWARE and FINGERPRINT. */
+  reply(channel: StunChannel, message: StunMessage): void;
+  readonly recipientTimeoutMs: number;
+  readonly probeTimeoutMs: number;
+  readonly maxPendingAttempts: number;
+  /** Reports progress (for logs). */
+  emit(event: RendezvousEvent): void;
+}
+
+/** A progress report of the rendezvous. */
+export type RendezvousEvent =
+  | { type: 'attempt'; uri: string; attemptId: string; initiator: TransportAddress }
+  | { type: 'scheduled'; uri: string; attemptId: string; rttInitiatorMs: number; rttRecipientMs: number; setupMs: number }
+  | { type: 'attempt-failed'; uri: string; attemptId: string; reason: string };
+
+/** Retransmission schedule of ConnectionRequest over UDP (RFC 8489 §6.2.1 style, faster start). */
+const NOTIFY_FIRST_RTO_MS = 250;
+
+/** Runs every attempt of one broker. */
+export class Rendezvous {
+  readonly #ctx: RendezvousContext;
+  readonly #attempts = new Map<string, Attempt>();
+  /** ConnectionRequest transaction ID (hex) -> attempt key. */
+  readonly #byTxid = new Map<string, string>();
+
+  constructor(ctx: RendezvousContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Attempts still running. */
+  get pending(): number {
+    return this.#attempts.size;
+  }
+
+  /** Steps 1-2: an initiator's Connect request arrived on `channel`. */
+  async connect(channel: StunChannel, request: StunMessage): Promise<void> {
+    const uri = getUri(request);
+    if (uri === undefined) {
+      this.#fail(channel, request, StunErrorCode.BadRequest, 'Connect needs a URI attribute');
+      return;
+    }
+    const registration = await this.#ctx.registry.get(uri);
+    if (registration === undefined) {
+      this.#fail(channel, request, StunErrorCode.NotFound, `unknown URI: ${uri}`);
+      return;
+    }
+    if (this.#attempts.size >= this.#ctx.maxPendingAttempts) {
+      this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy: too many pending attempts');
+      return;
+    }
+    const id = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
+    const key = Buffer.from(id).toString('hex');
+    const notify = StunMessage.request(Method.ConnectionRequest);
+    addAttemptId(notify, id);
+    addUri(notify, uri);
+    const attempt: Attempt = {
+      key,
+      id,
+      uri,
+      state: 'notifying',
+      initiator: this.#side(channel, request),
+      recipient: undefined,
+      startedAt: performance.now(),
+      notifyTimer: undefined,
+      deadline: undefined,
+      requestTxid: notify.transactionId,
+    };
+    this.#attempts.set(key, attempt);
+    this.#byTxid.set(Buffer.from(notify.transactionId).toString('hex'), key);
+    this.#ctx.emit({ type: 'attempt', uri, attemptId: key, initiator: attempt.initiator.publicEndpoint });
+
+    // Retransmit the ConnectionRequest with doubling intervals until acknowledged or joined.
+    const send = (rto: number): void => {
+      if (attempt.state !== 'notifying') return;
+      this.#ctx.sendUdp(notify, registration.publicEndpoint);
+      attempt.notifyTimer = setTimeout(() => send(rto * 2), rto);
+    };
+    send(NOTIFY_FIRST_RTO_MS);
+    attempt.deadline = setTimeout(() => {
+      this.#abandon(attempt, StunErrorCode.RecipientUnreachable, `recipient ${uri} did not join within ${this.#ctx.recipientTimeoutMs} ms`);
+    }, this.#ctx.recipientTimeoutMs);
+    channel.closed.then(() => {
+      if (attempt.state === 'notifying' || attempt.state === 'probing') {
+        this.#abandon(attempt, StunErrorCode.ServerError, 'the initiator closed its exchange');
+      }
+    }, () => undefined);
+  }
+
+  /** A response to a ConnectionRequest arrived over UDP: stop retransmitting it. */
+  acknowledge(response: StunMessage): void {
+    const txid = Buffer.from(response.transactionId).toString('hex');
+    const key = this.#byTxid.get(txid);
+    if (key === undefined) return;
+    const attempt = this.#attempts.get(key);
+    if (attempt === undefined) return;
+    clearTimeout(attempt.notifyTimer);
+    attempt.notifyTimer = undefined;
+    if (response.cls === MessageClass.ErrorResponse) {
+      this.#abandon(attempt, StunErrorCode.RecipientUnreachable, `recipient ${attempt.uri} refused the connection request`);
+    }
+  }
+
+  /** Steps 3-5: the recipient joined on `channel`. */
+  async join(channel: StunChannel, request: StunMessage): Promise<void> {
+    const id = getAttemptId(request);
+    const attempt = id === undefined ? undefined : this.#attempts.get(Buffer.from(id).toString('hex'));
+    if (attempt === undefined || attempt.state !== 'notifying') {
+      this.#fail(channel, request, StunErrorCode.NotFound, 'unknown or finished attempt');
+      return;
+    }
+    clearTimeout(attempt.notifyTimer);
+    clearTimeout(attempt.deadline);
+    attempt.recipient = this.#side(channel, request);
+    attempt.state = 'probing';
+    channel.closed.then(() => {
+      if (attempt.state === 'probing') this.#abandon(attempt, StunErrorCode.ServerError, 'the recipient closed its exchange');
+    }, () => undefined);
+
+    // Step 4: one probe per exchange, both at once.
+    let rtts: [number, number];
+    try {
+      rtts = await Promise.all([this.#probe(attempt.initiator.channel), this.#probe(channel)]);
+    } catch (err) {
+      const reason = isNattravError(err) ? err.message : String(err);
+      this.#abandon(attempt, StunErrorCode.ServerError, `round-trip probe failed: ${reason}`);
+      return;
+    }
+    if (attempt.state !== 'probing') return;
+
+    // Step 5: answer both at once, then close our side first.
+    const delays = startDelays(rtts[0], rtts[1]);
+    const recipient = attempt.recipient;
+    this.#ctx.reply(attempt.initiator.channel, this.#final(attempt, attempt.initiator, recipient, delays.initiatorMs));
+    this.#ctx.reply(recipient.channel, this.#final(attempt, recipient, attempt.initiator, delays.recipientMs));
+    attempt.state = 'done';
+    this.#forget(attempt);
+    attempt.initiator.channel.end();
+    recipient.channel.end();
+    this.#ctx.emit({
+      type: 'scheduled',
+      uri: attempt.uri,
+      attemptId: attempt.key,
+      rttInitiatorMs: rtts[0],
+      rttRecipientMs: rtts[1],
+      setupMs: Math.round(performance.now() - attempt.startedAt),
+    });
+  }
+
+  /** Ends every attempt (broker shutdown). */
+  close(): void {
+    for (const attempt of [...this.#attempts.values()]) {
+      this.#abandon(attempt, StunErrorCode.ServerError, 'broker shutting down');
+    }
+  }
+
+  #side(channel: StunChannel, request: StunMessage): Side {
+    const socket = channel.socket;
+    return {
+      channel,
+      request,
+      publicEndpoint: toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0),
+      privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint),
+    };
+  }
+
+  async #probe(channel: StunChannel): Promise<number> {
+    const phase = startPhase(undefined, this.#ctx.probeTimeoutMs, 'measuring the round trip to a peer');
+    try {
+      const started = performance.now();
+      await channel.request(StunMessage.request(Method.Probe), phase.signal);
+      return performance.now() - started;
+    } finally {
+      phase.dispose();
+    }
+  }
+
+  #final(attempt: Attempt, to: Side, other: Side, delayMs: number): StunMessage {
+    const response = to.request.successResponse();
+    addXorAddress(response, AttrType.XorMappedAddress, to.publicEndpoint);
+    addAttemptId(response, attempt.id);
+    addXorAddress(response, AttrType.PeerPublicEndpoint, other.publicEndpoint);
+    for (const endpoint of other.privateEndpoints) addXorAddress(response, AttrType.PeerPrivateEndpoint, endpoint);
+    addU32(response, AttrType.StartDelay, delayMs);
+    return response;
+  }
+
+  #fail(channel: StunChannel, request: StunMessage, code: number, reason: string): void {
+    this.#ctx.reply(channel, request.errorResponse(code, reason));
+    channel.end();
+  }
+
+  #abandon(attempt: Attempt, code: number, reason: string): void {
+    if (attempt.state === 'done' || attempt.state === 'failed') return;
+    attempt.state = 'failed';
+    this.#forget(attempt);
+    this.#fail(attempt.initiator.channel, attempt.initiator.request, code, reason);
+    if (attempt.recipient !== undefined) {
+      this.#fail(attempt.recipient.channel, attempt.recipient.request, code, reason);
+    }
+    this.#ctx.emit({ type: 'attempt-failed', uri: attempt.uri, attemptId: attempt.key, reason });
+  }
+
+  #forget(attempt: Attempt): void {
+    clearTimeout(attempt.notifyTimer);
+    clearTimeout(attempt.deadline);
+    this.#attempts.delete(attempt.key);
+    this.#byTxid.delete(Buffer.from(attempt.requestTxid).toString('hex'));
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * The broker's UDP side: STUN Binding (RFC 8489 §7.3 for any STUN client),
+ * registrations and their refreshes, and acknowledgements of connection requests.
+ * Anything that does not decode is dropped without an answer (RFC 8489 §6.3).
+ */
+import { toTransportAddress } from '../common/endpoint.js';
+import { isNattravError } from '../errors.js';
+import { decodeMessage, isStunMessage, unknownComprehensionRequired } from '../wire/codec.js';
+import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import type { StunMessage } from '../wire/message.js';
+import { addU32, addXorAddress, getU32Attr, getUri, getXorAddressAttrs } from '../wire/nattrav.js';
+import { encodeUnknownAttributes } from '../wire/unknown-attributes.js';
+import type { TransportAddress } from '../wire/types.js';
+import type { Registry } from './registry/registry.js';
+
+/** The attribute types the broker understands in requests. */
+export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
+  AttrType.MappedAddress,
+  AttrType.XorMappedAddress,
+  AttrType.Username,
+  AttrType.MessageIntegrity,
+  AttrType.MessageIntegritySha256,
+  AttrType.ErrorCode,
+  AttrType.ChangeRequest,
+  AttrType.ResponsePort,
+  AttrType.Padding,
+  AttrType.Realm,
+  AttrType.Nonce,
+  AttrType.Uri,
+  AttrType.AttemptId,
+  AttrType.PrivateEndpoint,
+  AttrType.PeerPublicEndpoint,
+  AttrType.PeerPrivateEndpoint,
+  AttrType.StartDelay,
+  AttrType.Lifetime,
+]);
+
+/** Shortest registration lifetime granted, in ms: shorter would be mostly refresh traffic. */
+export const MIN_LIFETIME_MS = 1_000;
+/** Lifetime granted when the peer asks for none, in ms. */
+export const DEFAULT_LIFETIME_MS = 30_000;
+
+/** What the UDP handler needs from the broker around it. */
+export interface UdpContext {
+  readonly registry: Registry;
+  readonly maxLifetimeMs: number;
+  now(): number;
+  send(message: StunMessage, to: TransportAddress): void;
+  /** A response to one of the broker's own requests (ConnectionRequest) arrived. */
+  onResponse(message: StunMessage): void;
+  onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
+  onBinding(remote: TransportAddress): void;
+}
+
+/** Handles one UDP datagram. Never throws. */
+export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddress: string, remotePort: number): Promise<void> {
+  if (!isStunMessage(data)) return;
+  let message: StunMessage;
+  try {
+    message = decodeMessage(data);
+  } catch {
+    return;
+  }
+  const remote = toTransportAddress(remoteAddress, remotePort);
+  if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
+    ctx.onResponse(message);
+    return;
+  }
+  if (message.cls !== MessageClass.Request) return;
+  const unknown = unknownComprehensionRequired(message, KNOWN_ATTRIBUTES);
+  if (unknown.length > 0) {
+    const response = message.errorResponse(StunErrorCode.UnknownAttribute, 'Unknown Attribute');
+    response.add(AttrType.UnknownAttributes, encodeUnknownAttributes(unknown));
+    ctx.send(response, remote);
+    return;
+  }
+  try {
+    switch (message.method) {
+      case Method.Binding: {
+        const response = message.successResponse();
+        addXorAddress(response, AttrType.XorMappedAddress, remote);
+        ctx.send(response, remote);
+        ctx.onBinding(remote);
+        return;
+      }
+      case Method.Register:
+        await register(ctx, message, remote);
+        return;
+      default:
+        ctx.send(message.errorResponse(StunErrorCode.BadRequest, `method 0x${message.method.toString(16)} is not served over UDP`), remote);
+    }
+  } catch (err) {
+    const malformed = isNattravError(err) ? err.message : 'internal error';
+    ctx.send(message.errorResponse(isNattravError(err) ? StunErrorCode.BadRequest : StunErrorCode.ServerError, malformed), remote);
+  }
+}
+
+async function register(ctx: UdpContext, request: StunMessage, remote: TransportAddress): Promise<void> {
+  const uri = getUri(request);
+  if (uri === undefined) {
+    ctx.send(request.errorResponse(StunErrorCode.BadRequest, 'Register needs a URI attribute'), remote);
+    return;
+  }
+  const asked = getU32Attr(request, AttrType.Lifetime) ?? DEFAULT_LIFETIME_MS;
+  const lifetimeMs = Math.min(ctx.maxLifetimeMs, Math.max(MIN_LIFETIME_MS, asked));
+  const privateEndpoints = getXorAddressAttrs(request, AttrType.PrivateEndpoint);
+  await ctx.registry.put({ uri, publicEndpoint: remote, privateEndpoints, expiresAt: ctx.now() + lifetimeMs });
+  const response = request.successResponse();
+  addXorAddress(response, AttrType.XorMappedAddress, remote);
+  addU32(response, AttrType.Lifetime, lifetimeMs);
+  ctx.send(response, remote);
+  ctx.onRegistered(uri, remote, lifetimeMs);
+}

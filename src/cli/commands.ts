@@ -1,0 +1,119 @@
+/** The `broker`, `listen` and `connect` commands: parse, call the library, print. */
+import type { Socket } from 'node:net';
+import {
+  connect,
+  createBroker,
+  createServer,
+  formatEndpoint,
+  parseHostPort,
+  type BrokerEvent,
+  type ConnectionInfo,
+  type NattravSocket,
+} from '../index.js';
+import { ExitCode, type Reporter } from './output.js';
+
+/** Resolves on the first SIGINT or SIGTERM. */
+function interrupted(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+}
+
+function infoFields(info: ConnectionInfo): Record<string, unknown> {
+  return {
+    path: info.path,
+    uri: info.uri,
+    local: formatEndpoint(info.local),
+    remote: formatEndpoint(info.remote),
+    public: formatEndpoint(info.publicEndpoint),
+    setupMs: info.setupMs,
+    attempts: info.attempts,
+  };
+}
+
+/** `nattrav broker [--listen HOST:PORT]`: runs until SIGINT/SIGTERM. */
+export async function brokerCommand(options: { listen: string }, out: Reporter): Promise<number> {
+  const { host, port } = parseHostPort(options.listen, '--listen', 3478);
+  const broker = createBroker({ host, port });
+  broker.on('event', (event: BrokerEvent) => {
+    const { type, ...fields } = event;
+    const text = Object.entries(fields)
+      .map(([k, v]) => `${k}=${typeof v === 'object' && v !== null && 'address' in v ? formatEndpoint(v as { address: string; port: number }) : String(v)}`)
+      .join(' ');
+    out.event(type, JSON.parse(JSON.stringify(fields)) as Record<string, unknown>, `broker: ${type} ${text}`);
+  });
+  broker.on('error', (err: Error) => out.event('warning', { message: err.message }, `broker: warning: ${err.message}`));
+  await broker.listen();
+  await interrupted();
+  await broker.close();
+  return ExitCode.Ok;
+}
+
+/** Pipes stdin to the socket and the socket to stdout; resolves when the socket has closed. */
+function pipeStdio(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    process.stdin.pipe(socket);
+    socket.pipe(process.stdout, { end: false });
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => {
+      process.stdin.unpipe(socket);
+      process.stdin.pause();
+      resolve();
+    });
+  });
+}
+
+/** `nattrav listen URI --broker HOST:PORT [--echo]`. */
+export async function listenCommand(uri: string, options: { broker: string; echo?: boolean }, out: Reporter): Promise<number> {
+  const server = createServer({ broker: options.broker, uri });
+  const firstConnection = new Promise<NattravSocket>((resolve) => {
+    server.on('connection', (socket: NattravSocket) => {
+      out.event('accepted', infoFields(socket.nattrav), `accepted ${socket.nattrav.path} connection from ${formatEndpoint(socket.nattrav.remote)} (${socket.nattrav.setupMs} ms)`);
+      if (options.echo === true) {
+        socket.on('error', () => socket.destroy());
+        socket.pipe(socket);
+      } else {
+        resolve(socket);
+      }
+    });
+  });
+  server.on('attemptFailed', (err: Error) => out.event('attempt-failed', { message: err.message }, `an incoming attempt failed: ${err.message}`));
+  server.on('unregistered', (err: Error) => out.event('unregistered', { message: err.message }, `registration lost: ${err.message}`));
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+    server.listen();
+  });
+  const address = server.address();
+  out.event(
+    'registered',
+    { uri, broker: options.broker, public: address ? formatEndpoint(address.publicEndpoint) : null },
+    `registered ${uri} with ${options.broker} (public ${address ? formatEndpoint(address.publicEndpoint) : '?'})`,
+  );
+  const stop = interrupted();
+  if (options.echo === true) {
+    await stop;
+  } else {
+    const winner = await Promise.race([firstConnection, stop]);
+    if (typeof winner !== 'string') {
+      server.close();
+      await Promise.race([pipeStdio(winner), stop]);
+    }
+  }
+  server.close();
+  return ExitCode.Ok;
+}
+
+/** `nattrav connect URI --broker HOST:PORT`. */
+export async function connectCommand(uri: string, options: { broker: string; timeout?: string }, out: Reporter): Promise<number> {
+  const controller = new AbortController();
+  const stop = interrupted().then((signal) => controller.abort(signal));
+  void stop;
+  const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
+  const socket = await connect({ broker: options.broker, uri, signal: controller.signal, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+  const info = socket.nattrav;
+  out.event('connected', infoFields(info), `connected to ${uri}: path ${info.path}, ${formatEndpoint(info.local)} -> ${formatEndpoint(info.remote)} in ${info.setupMs} ms`);
+  await pipeStdio(socket);
+  return ExitCode.Ok;
+}

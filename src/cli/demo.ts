@@ -1,0 +1,13 @@
+/** `nattrav demo`: prints each step of the library's demo. */
+import { runDemo } from '../index.js';
+import { ExitCode, type Reporter } from './output.js';
+
+/** Runs the demo and prints its steps and result. */
+export async function demoCommand(options: { loopback?: boolean }, out: Reporter): Promise<number> {
+  const result = await runDemo({
+    mode: options.loopback === true ? 'loopback' : 'auto',
+    onStep: (step) => out.event('step', { step: step.step, text: step.text, ...(step.detail ?? {}) }, `[${step.step}] ${step.text}`),
+  });
+  out.event('result', { ...result }, `result: ${result.mode} demo, path ${result.path}, setup ${result.setupMs} ms${result.skipped ? ` (lab skipped: ${result.skipped})` : ''}`);
+  return ExitCode.Ok;
+}

@@ -1,0 +1,132 @@
+/**
+ * STUN messages over one TCP connection (RFC 8489 §6.2.2: messages follow each
+ * other on the stream, each delimited by its header's length). Requests may go
+ * either way; responses are matched to pending requests by transaction ID.
+ */
+import type { Socket } from 'node:net';
+import { ErrorCode, NattravError } from '../errors.js';
+import { encodeMessage, type EncodeOptions } from '../wire/codec.js';
+import { MessageClass } from '../wire/constants.js';
+import { StunStreamDecoder } from '../wire/framing.js';
+import type { StunMessage } from '../wire/message.js';
+import { abortError } from './signal.js';
+
+/** Called for every message that is not a response to one of our requests. */
+export type MessageHandler = (message: StunMessage) => void;
+
+interface Pending {
+  resolve(message: StunMessage): void;
+  reject(err: Error): void;
+}
+
+/** A TCP socket carrying STUN messages. Closing or a malformed byte ends it. */
+export class StunChannel {
+  readonly socket: Socket;
+  readonly #decoder: StunStreamDecoder;
+  readonly #pending = new Map<string, Pending>();
+  readonly #onMessage: MessageHandler;
+  #closedError: NattravError | undefined;
+  /** Resolves when the socket has closed, for whatever reason. */
+  readonly closed: Promise<void>;
+
+  constructor(socket: Socket, onMessage: MessageHandler, options: { maxMessageLength?: number } = {}) {
+    this.socket = socket;
+    this.#onMessage = onMessage;
+    this.#decoder = new StunStreamDecoder(options.maxMessageLength);
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', (err) => this.#fail(this.#wrapSocketError(err)));
+    socket.on('end', () => {
+      this.#fail(new NattravError(ErrorCode.Closed, 'the other side closed the connection'));
+      socket.end();
+    });
+    socket.on('close', () => this.#fail(new NattravError(ErrorCode.Closed, 'the connection closed')));
+  }
+
+  /** Encodes and writes one message. Returns false when the socket is already closed. */
+  send(message: StunMessage, options?: EncodeOptions): boolean {
+    if (this.socket.destroyed || !this.socket.writable) return false;
+    this.socket.write(encodeMessage(message, options));
+    return true;
+  }
+
+  /**
+   * Sends a request and resolves with the response carrying its transaction ID
+   * (success or error response: the caller inspects the class). Rejects when the
+   * signal aborts or the connection ends first.
+   */
+  request(message: StunMessage, signal: AbortSignal, options?: EncodeOptions): Promise<StunMessage> {
+    const key = Buffer.from(message.transactionId).toString('hex');
+    return new Promise<StunMessage>((resolve, reject) => {
+      if (this.#closedError !== undefined) {
+        reject(this.#closedError);
+        return;
+      }
+      if (signal.aborted) {
+        reject(abortError(signal));
+        return;
+      }
+      const onAbort = (): void => {
+        this.#pending.delete(key);
+        reject(abortError(signal));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#pending.set(key, {
+        resolve: (m) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(m);
+        },
+        reject: (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      });
+      this.send(message, options);
+    });
+  }
+
+  /** Half-closes our side after pending writes (FIN). */
+  end(): void {
+    this.socket.end();
+  }
+
+  /** Closes the socket at once. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  #onData(chunk: Buffer): void {
+    let messages: StunMessage[];
+    try {
+      messages = this.#decoder.push(chunk);
+    } catch (err) {
+      this.#fail(err instanceof NattravError ? err : new NattravError(ErrorCode.StunMalformed, String(err)));
+      this.socket.destroy();
+      return;
+    }
+    for (const message of messages) {
+      const isResponse = message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse;
+      const key = Buffer.from(message.transactionId).toString('hex');
+      const pending = isResponse ? this.#pending.get(key) : undefined;
+      if (pending !== undefined) {
+        this.#pending.delete(key);
+        pending.resolve(message);
+      } else {
+        this.#onMessage(message);
+      }
+    }
+  }
+
+  #wrapSocketError(err: Error & { code?: string }): NattravError {
+    const where = `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}`;
+    return new NattravError(ErrorCode.Closed, `connection to ${where} failed: ${err.code ?? err.message}`, {
+      cause: err,
+    });
+  }
+
+  #fail(err: NattravError): void {
+    if (this.#closedError === undefined) this.#closedError = err;
+    for (const pending of this.#pending.values()) pending.reject(this.#closedError);
+    this.#pending.clear();
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * nattrav: direct TCP connections between peers behind NATs and firewalls.
+ *
+ * A recipient registers a URI with a connection broker ({@link createServer});
+ * an initiator looks it up ({@link connect}) and both open a direct TCP
+ * connection through their NATs. The result is a real `net.Socket`.
+ *
+ * @packageDocumentation
+ */
+
+export { ErrorCode, NattravError, isNattravError } from './errors.js';
+export type { ErrorCodeValue, NattravErrorOptions } from './errors.js';
+
+export { Broker, createBroker } from './broker/broker.js';
+export type { BrokerEvent } from './broker/broker.js';
+export type { BrokerOptions } from './broker/options.js';
+export { BROKER_DEFAULTS } from './broker/options.js';
+export type { RendezvousEvent } from './broker/rendezvous.js';
+export type { Registry, Registration } from './broker/registry/registry.js';
+export { MemoryRegistry } from './broker/registry/memory.js';
+export type { MemoryRegistryOptions } from './broker/registry/memory.js';
+
+export { connect } from './peer/connect.js';
+export { createServer, NattravServer } from './peer/server.js';
+export type { ConnectionListener, ServerAddress } from './peer/server.js';
+export { connectionInfo } from './peer/info.js';
+export type { ConnectionInfo, ConnectionPath, ConnectionRole, NattravSocket } from './peer/info.js';
+export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/options.js';
+export { PEER_DEFAULTS, DEFAULT_BROKER_PORT } from './peer/options.js';
+export type { RegisteredInfo } from './peer/registration.js';
+
+export { formatEndpoint, parseHostPort } from './common/endpoint.js';
+export type { HostPort } from './common/endpoint.js';
+
+/** The STUN codec (RFC 8489, RFC 5780) with nattrav's methods and attributes. */
+export * as wire from './wire/index.js';
+export type { TransportAddress } from './wire/types.js';
+
+export * from './lab/index.js';
+export { runDemo } from './lab/demo.js';
+export type { DemoOptions, DemoResult, DemoStep } from './lab/demo.js';

@@ -1,0 +1,65 @@
+import type { HostPort } from '../common/endpoint.js';
+
+/** A broker address: `"host:port"` or `{ host, port }`. The port defaults to 3478 in text form. */
+export type BrokerAddress = string | HostPort;
+
+/** RFC 8489 §18.4: the default STUN port, used when a broker address names none. */
+export const DEFAULT_BROKER_PORT = 3478;
+
+/** Options of {@link connect}. */
+export interface ConnectOptions {
+  /** The broker to ask. */
+  broker: BrokerAddress;
+  /** The URI the recipient registered. */
+  uri: string;
+  /** Aborts the whole connect at once; nothing stays open. */
+  signal?: AbortSignal;
+  /** Limit on the whole connect, all attempts included, in ms. @default 30000 */
+  timeoutMs?: number;
+  /** Attempts (each from a fresh local port) before giving up. @default 3 */
+  maxAttempts?: number;
+  /** Limit on the broker exchange of one attempt, in ms. @default 12000 */
+  exchangeTimeoutMs?: number;
+  /** Limit on the simultaneous open of one attempt, in ms. @default 5000 */
+  punchTimeoutMs?: number;
+}
+
+/** Options of {@link createServer}. */
+export interface ServerOptions {
+  /** The broker to register with. */
+  broker: BrokerAddress;
+  /** The URI to register. */
+  uri: string;
+  /** Interval between registration refreshes, in ms; must stay well under the NAT's UDP timeout (30 s on Linux). @default 10000 */
+  keepaliveMs?: number;
+  /** Lifetime asked of the broker, in ms. @default 3 × keepaliveMs */
+  lifetimeMs?: number;
+  /** Limit on one registration transaction (with retransmissions), in ms. @default 5000 */
+  registerTimeoutMs?: number;
+  /** Limit on the broker exchange of one attempt, in ms. @default 12000 */
+  exchangeTimeoutMs?: number;
+  /** Limit on the simultaneous open of one attempt, in ms. @default 5000 */
+  punchTimeoutMs?: number;
+}
+
+/** Defaults of the peer options, in one place, each with its reason. */
+export const PEER_DEFAULTS = {
+  /** Three attempts ride out one unlucky SYN timing and one lost exchange. */
+  maxAttempts: 3,
+  /** Three attempts at up to ~10 s each. */
+  timeoutMs: 30_000,
+  /** Covers the broker's 5 s wait for the recipient, a probe, and slack. */
+  exchangeTimeoutMs: 12_000,
+  /** SYNs are retransmitted 1 s and 3 s after the first; 5 s lets both land. */
+  punchTimeoutMs: 5_000,
+  /** Linux drops an idle UDP mapping after ~30-40 s; 10 s refreshes three times per timeout. */
+  keepaliveMs: 10_000,
+  /** A registration survives two lost refreshes. */
+  lifetimeFactor: 3,
+  /** RFC 8489 retransmits for ~39 s; a registration gives up far sooner and retries at the next refresh. */
+  registerTimeoutMs: 5_000,
+  /** The Hello is one round trip on an established connection. */
+  helloTimeoutMs: 3_000,
+  /** TCP connect to the broker: one handshake; 5 s means it is not there. */
+  brokerConnectTimeoutMs: 5_000,
+} as const;

@@ -1,0 +1,238 @@
+/**
+ * TCP simultaneous open through two NATs (see ../shared/TRAVERSAL-NOTES.md):
+ * both peers connect() to each other's public endpoint from the local port they
+ * used toward the broker, and keep that socket. The first SYN to reach the far
+ * NAT is dropped; the other crosses the mapping it opened. We never "SYN, abort,
+ * then listen": Linux conntrack marks the listener's SYN/ACK invalid.
+ *
+ * Then the Hello handshake proves both ends belong to the same attempt:
+ * 1. The initiator sends Hello(attempt ID).
+ * 2. The recipient checks the ID and answers with a success response.
+ * Bytes that follow a Hello on the stream are application data and are put back.
+ */
+import { connect as netConnect, createServer as netCreateServer, type Server, type Socket } from 'node:net';
+import { setImmediate as nextMacrotask } from 'node:timers/promises';
+import { formatEndpoint } from '../common/endpoint.js';
+import { abortError, sleep } from '../common/signal.js';
+import { ErrorCode, NattravError } from '../errors.js';
+import { encodeMessage } from '../wire/codec.js';
+import { MessageClass, Method } from '../wire/constants.js';
+import { StunStreamDecoder } from '../wire/framing.js';
+import { StunMessage } from '../wire/message.js';
+import { addAttemptId, getAttemptId } from '../wire/nattrav.js';
+import type { TransportAddress } from '../wire/types.js';
+
+/** After a RST (the far side's SYN not sent yet, or a NAT answering), try the same port again this soon. */
+const REFUSED_RETRY_MS = 100;
+
+/** How soon to try listening again while the exchange socket still holds the port. */
+const PORT_BUSY_RETRY_MS = 25;
+
+/** What to punch. */
+export interface PunchParams {
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly remote: TransportAddress;
+  readonly startDelayMs: number;
+  /** Aborts on the caller's abort or the punch time limit. */
+  readonly signal: AbortSignal;
+  /**
+   * After a refusal (RST), stop connecting and accept the peer's SYN on our
+   * port instead. Only for a recipient without a NAT in front of it: a RST
+   * then means the initiator is directly reachable too, and two reachable
+   * hosts otherwise refuse each other's SYNs forever. Behind a NAT a listener
+   * would fail (its SYN/ACK is invalid to conntrack), so NATed peers keep connecting.
+   */
+  readonly listenOnRefusal?: boolean;
+}
+
+/**
+ * Opens the connection by simultaneous open. Retries after a refusal (RST) from
+ * the same port until `signal` fires; the kernel itself retransmits lost SYNs.
+ */
+export async function simultaneousOpen(params: PunchParams): Promise<Socket> {
+  await sleep(params.startDelayMs, params.signal);
+  let lastError: unknown;
+  while (!params.signal.aborted) {
+    try {
+      return await connectOnce(params);
+    } catch (err) {
+      lastError = err;
+      const code = (err as { code?: string }).code;
+      if (params.signal.aborted) break;
+      if (code !== 'ECONNREFUSED' && code !== 'ECONNRESET' && code !== 'EADDRINUSE') {
+        throw punchError(params, err);
+      }
+      if (code === 'ECONNREFUSED' && params.listenOnRefusal === true) return acceptFrom(params);
+      await sleep(REFUSED_RETRY_MS, params.signal).catch(() => undefined);
+    }
+  }
+  const reason = abortError(params.signal);
+  if (lastError !== undefined && reason.code === ErrorCode.Timeout) {
+    throw new NattravError(reason.code, `${reason.message} (last error: ${(lastError as { code?: string }).code ?? String(lastError)})`, { cause: lastError, address: params.remote.address, port: params.remote.port });
+  }
+  throw reason;
+}
+
+function connectOnce(params: PunchParams): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({
+      host: params.remote.address,
+      port: params.remote.port,
+      localAddress: params.localAddress,
+      localPort: params.localPort,
+    });
+    const onAbort = (): void => {
+      socket.destroy();
+      reject(abortError(params.signal));
+    };
+    params.signal.addEventListener('abort', onAbort, { once: true });
+    socket.once('connect', () => {
+      params.signal.removeEventListener('abort', onAbort);
+      socket.off('error', onError);
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    const onError = (err: Error): void => {
+      params.signal.removeEventListener('abort', onAbort);
+      socket.destroy();
+      reject(err);
+    };
+    socket.once('error', onError);
+  });
+}
+
+/** Listens on our punch port until the expected peer connects (see {@link PunchParams.listenOnRefusal}). */
+async function acceptFrom(params: PunchParams): Promise<Socket> {
+  let server: Server | undefined;
+  while (server === undefined) {
+    try {
+      server = await listenOn(params.localAddress, params.localPort);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EADDRINUSE') throw punchError(params, err);
+      await sleep(PORT_BUSY_RETRY_MS, params.signal);
+    }
+  }
+  const listener = server;
+  try {
+    return await new Promise<Socket>((resolve, reject) => {
+      const onAbort = (): void => reject(abortError(params.signal));
+      if (params.signal.aborted) onAbort();
+      params.signal.addEventListener('abort', onAbort, { once: true });
+      listener.on('connection', (socket: Socket) => {
+        const from = socket.remoteAddress?.replace(/^::ffff:/, '');
+        if (from !== params.remote.address || socket.remotePort !== params.remote.port) {
+          socket.destroy();
+          return;
+        }
+        params.signal.removeEventListener('abort', onAbort);
+        socket.setNoDelay(true);
+        resolve(socket);
+      });
+    });
+  } finally {
+    listener.close();
+  }
+}
+
+function listenOn(host: string, port: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = netCreateServer();
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}
+
+function punchError(params: PunchParams, err: unknown): NattravError {
+  const code = (err as { code?: string }).code ?? String(err);
+  return new NattravError(
+    ErrorCode.ConnectFailed,
+    `simultaneous open from port ${params.localPort} to ${formatEndpoint(params.remote)} failed: ${code}`,
+    { cause: err, address: params.remote.address, port: params.remote.port },
+  );
+}
+
+/** Step 1 (initiator): send Hello and wait for the recipient's success response. */
+export async function helloAsInitiator(socket: Socket, attemptId: Uint8Array, signal: AbortSignal): Promise<void> {
+  const hello = StunMessage.request(Method.Hello);
+  addAttemptId(hello, attemptId);
+  socket.write(encodeMessage(hello, { fingerprint: true }));
+  const answer = await readOneMessage(socket, signal);
+  const sameTransaction = Buffer.from(answer.transactionId).equals(Buffer.from(hello.transactionId));
+  if (answer.method !== Method.Hello || answer.cls !== MessageClass.SuccessResponse || !sameTransaction) {
+    throw new NattravError(ErrorCode.Protocol, 'the peer did not accept our Hello: it is not the recipient of this attempt');
+  }
+}
+
+/** Step 2 (recipient): wait for the initiator's Hello naming `attemptId` and accept it. */
+export async function helloAsRecipient(socket: Socket, attemptId: Uint8Array, signal: AbortSignal): Promise<void> {
+  const hello = await readOneMessage(socket, signal);
+  const id = hello.method === Method.Hello && hello.cls === MessageClass.Request ? getAttemptId(hello) : undefined;
+  if (id === undefined || !Buffer.from(id).equals(Buffer.from(attemptId))) {
+    throw new NattravError(ErrorCode.Protocol, 'the connecting peer sent no Hello for this attempt');
+  }
+  socket.write(encodeMessage(hello.successResponse(), { fingerprint: true }));
+}
+
+/**
+ * Reads exactly one STUN message from the start of the stream and puts any
+ * following bytes back, leaving the socket as if nothing had been read after it.
+ */
+export async function readOneMessage(socket: Socket, signal: AbortSignal): Promise<StunMessage> {
+  const message = await new Promise<StunMessage>((resolve, reject) => {
+    const decoder = new StunStreamDecoder();
+    const cleanup = (): void => {
+      socket.off('readable', onReadable);
+      socket.off('error', onError);
+      socket.off('end', onEnd);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onReadable = (): void => {
+      let chunk: Buffer | null;
+      while ((chunk = socket.read() as Buffer | null) !== null) {
+        let found: StunMessage | undefined;
+        try {
+          found = decoder.pushUntilOne(chunk);
+        } catch (err) {
+          cleanup();
+          reject(err);
+          return;
+        }
+        if (found !== undefined) {
+          cleanup();
+          const rest = decoder.takeRemainder();
+          if (rest.length > 0) socket.unshift(rest);
+          resolve(found);
+          return;
+        }
+      }
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      reject(new NattravError(ErrorCode.Closed, `the peer connection failed during the handshake: ${err.message}`, { cause: err }));
+    };
+    const onEnd = (): void => {
+      cleanup();
+      reject(new NattravError(ErrorCode.Closed, 'the peer closed the connection during the handshake'));
+    };
+    const onAbort = (): void => {
+      cleanup();
+      reject(abortError(signal));
+    };
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+    socket.on('readable', onReadable);
+    socket.once('error', onError);
+    socket.once('end', onEnd);
+  });
+  // Removing the 'readable' listener resets the stream's flowing state on the
+  // next tick; wait for it so the caller's later on('data') starts the flow.
+  await nextMacrotask();
+  return message;
+}

@@ -1,0 +1,205 @@
+/**
+ * A recipient's registration with the broker over UDP. The same socket sends the
+ * periodic refreshes that keep the NAT mapping open and receives the broker's
+ * connection requests through that mapping.
+ */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { lookup } from 'node:dns/promises';
+import { EventEmitter } from 'node:events';
+import { formatEndpoint, localEndpoints, type HostPort, toTransportAddress } from '../common/endpoint.js';
+import { abortError, startPhase } from '../common/signal.js';
+import { ErrorCode, NattravError } from '../errors.js';
+import { decodeMessage, encodeMessage, isStunMessage } from '../wire/codec.js';
+import { AttrType, MessageClass, Method } from '../wire/constants.js';
+import { StunMessage } from '../wire/message.js';
+import { addU32, addUri, addXorAddress, getAttemptId, getErrorCode, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
+import type { TransportAddress } from '../wire/types.js';
+
+/** First retransmission of a Register request; doubled each time (RFC 8489 §6.2.1 uses 500 ms). */
+const REGISTER_FIRST_RTO_MS = 250;
+/** Attempt IDs remembered to ignore the broker's retransmitted connection requests. */
+const SEEN_ATTEMPTS_LIMIT = 1024;
+
+/** The registration's current state. */
+export type RegistrationState = 'idle' | 'registering' | 'registered' | 'lost' | 'closed';
+
+/** Result of one successful registration. */
+export interface RegisteredInfo {
+  readonly publicEndpoint: TransportAddress;
+  readonly lifetimeMs: number;
+}
+
+/** Options of {@link PeerRegistration}. */
+export interface PeerRegistrationOptions {
+  readonly broker: HostPort;
+  readonly uri: string;
+  readonly keepaliveMs: number;
+  readonly lifetimeMs: number;
+  readonly registerTimeoutMs: number;
+}
+
+/**
+ * Emits 'registered' (RegisteredInfo) on every successful refresh, 'lost'
+ * (NattravError) when a refresh fails, and 'connection-request' ({ attemptId })
+ * once per attempt the broker announces.
+ */
+export class PeerRegistration extends EventEmitter {
+  readonly #options: PeerRegistrationOptions;
+  #socket: UdpSocket | undefined;
+  #broker: TransportAddress | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #state: RegistrationState = 'idle';
+  readonly #seen = new Set<string>();
+  readonly #pending = new Map<string, (message: StunMessage) => void>();
+  readonly #closing = new AbortController();
+  #info: RegisteredInfo | undefined;
+
+  constructor(options: PeerRegistrationOptions) {
+    super();
+    this.#options = options;
+  }
+
+  /** Current state. */
+  get state(): RegistrationState {
+    return this.#state;
+  }
+
+  /** The last successful registration, if any. */
+  get info(): RegisteredInfo | undefined {
+    return this.#info;
+  }
+
+  /** Binds the socket and registers once; then refreshes every keepaliveMs until {@link close}. */
+  async start(signal?: AbortSignal): Promise<RegisteredInfo> {
+    if (this.#state !== 'idle') throw new NattravError(ErrorCode.Closed, `registration already ${this.#state}`);
+    this.#state = 'registering';
+    const { broker } = this.#options;
+    let address: string;
+    try {
+      address = (await lookup(broker.host)).address;
+    } catch (err) {
+      this.#state = 'idle';
+      throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: cannot resolve ${broker.host}`, { cause: err });
+    }
+    this.#broker = toTransportAddress(address, broker.port);
+    const socket = createSocket({ type: this.#broker.family === 'IPv6' ? 'udp6' : 'udp4' });
+    this.#socket = socket;
+    socket.on('message', (data, rinfo) => this.#onMessage(data, rinfo.address, rinfo.port));
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.bind(0, resolve));
+    const info = await this.#register(signal);
+    this.#schedule();
+    return info;
+  }
+
+  /** Stops refreshing and closes the socket. Idempotent. */
+  close(): void {
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    clearTimeout(this.#timer);
+    this.#closing.abort(new NattravError(ErrorCode.Closed, 'the registration was closed'));
+    this.#socket?.close();
+  }
+
+  #schedule(): void {
+    if (this.#state === 'closed') return;
+    this.#timer = setTimeout(() => {
+      this.#register().then(
+        () => this.#schedule(),
+        (err: unknown) => {
+          if (this.#state === 'closed') return;
+          this.#state = 'lost';
+          this.emit('lost', err);
+          this.#schedule();
+        },
+      );
+    }, this.#options.keepaliveMs);
+  }
+
+  /** One Register transaction with retransmissions. */
+  async #register(signal?: AbortSignal): Promise<RegisteredInfo> {
+    const { uri, lifetimeMs, registerTimeoutMs } = this.#options;
+    const broker = this.#broker as TransportAddress;
+    const socket = this.#socket as UdpSocket;
+    const request = StunMessage.request(Method.Register);
+    addUri(request, uri);
+    addU32(request, AttrType.Lifetime, lifetimeMs);
+    const port = socket.address().port;
+    for (const endpoint of localEndpoints(port, broker.family)) addXorAddress(request, AttrType.PrivateEndpoint, endpoint);
+    const bytes = encodeMessage(request, { fingerprint: true });
+    const key = Buffer.from(request.transactionId).toString('hex');
+    const phase = startPhase(
+      signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]),
+      registerTimeoutMs,
+      `registering ${uri} with broker ${formatEndpoint(broker)}`,
+    );
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const response = await new Promise<StunMessage>((resolve, reject) => {
+        const onAbort = (): void => reject(phase.error());
+        phase.signal.addEventListener('abort', onAbort, { once: true });
+        this.#pending.set(key, (message) => {
+          phase.signal.removeEventListener('abort', onAbort);
+          resolve(message);
+        });
+        const send = (rto: number): void => {
+          socket.send(bytes, broker.port, broker.address, () => undefined);
+          timer = setTimeout(() => send(rto * 2), rto);
+        };
+        send(REGISTER_FIRST_RTO_MS);
+      });
+      if (response.cls === MessageClass.ErrorResponse) {
+        const error = getErrorCode(response);
+        throw new NattravError(ErrorCode.BrokerError, `broker refused registration of ${uri}: ${error?.code ?? '?'} ${error?.reason ?? ''}`.trim());
+      }
+      const publicEndpoint = getXorMappedAddress(response);
+      if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
+      const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? lifetimeMs };
+      this.#info = info;
+      if (this.#state !== 'closed') this.#state = 'registered';
+      this.emit('registered', info);
+      return info;
+    } catch (err) {
+      if (err instanceof NattravError && err.code === ErrorCode.Timeout) {
+        throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: ${err.message}`, { cause: err, address: broker.address, port: broker.port });
+      }
+      throw err instanceof NattravError ? err : abortError(phase.signal);
+    } finally {
+      clearTimeout(timer);
+      this.#pending.delete(key);
+      phase.dispose();
+    }
+  }
+
+  #onMessage(data: Buffer, address: string, port: number): void {
+    const broker = this.#broker;
+    if (broker === undefined || !isStunMessage(data)) return;
+    const from = toTransportAddress(address, port);
+    if (from.address !== broker.address || from.port !== broker.port) return; // only the broker may talk here
+    let message: StunMessage;
+    try {
+      message = decodeMessage(data);
+    } catch {
+      return;
+    }
+    if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
+      this.#pending.get(Buffer.from(message.transactionId).toString('hex'))?.(message);
+      return;
+    }
+    if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return;
+    let attemptId: Uint8Array | undefined;
+    try {
+      attemptId = getAttemptId(message);
+    } catch {
+      return;
+    }
+    if (attemptId === undefined) return;
+    // Acknowledge every copy (the broker retransmits until it hears from us), act once.
+    this.#socket?.send(encodeMessage(message.successResponse(), { fingerprint: true }), port, address, () => undefined);
+    const key = Buffer.from(attemptId).toString('hex');
+    if (this.#seen.has(key)) return;
+    this.#seen.add(key);
+    if (this.#seen.size > SEEN_ATTEMPTS_LIMIT) this.#seen.delete(this.#seen.values().next().value as string);
+    this.emit('connection-request', { attemptId });
+  }
+}

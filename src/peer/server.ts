@@ -1,0 +1,204 @@
+/**
+ * The recipient: registers a URI with the broker over UDP and, for each
+ * connection request the broker forwards, joins the attempt over a fresh TCP
+ * exchange and opens the direct connection by simultaneous open.
+ *
+ * Events, as `net.Server`: 'listening' (first registration done), 'connection'
+ * (NattravSocket), 'error' (the first registration failed), 'close'. Also:
+ * 'registered' (each refresh), 'unregistered' (a refresh failed; it keeps
+ * trying), 'attemptFailed' (NattravError: one incoming attempt did not complete).
+ */
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { toHostPort, toTransportAddress, type HostPort } from '../common/endpoint.js';
+import { startPhase } from '../common/signal.js';
+import { ErrorCode, NattravError, isNattravError } from '../errors.js';
+import { Method } from '../wire/constants.js';
+import { StunMessage } from '../wire/message.js';
+import { addAttemptId } from '../wire/nattrav.js';
+import type { TransportAddress } from '../wire/types.js';
+import { runExchange } from './exchange.js';
+import { attachInfo, type NattravSocket } from './info.js';
+import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ServerOptions } from './options.js';
+import { helloAsRecipient, simultaneousOpen } from './punch.js';
+import { PeerRegistration, type RegisteredInfo } from './registration.js';
+import { checkUri, positiveInt } from './validate.js';
+
+/** Called for each accepted connection. */
+export type ConnectionListener = (socket: NattravSocket) => void;
+
+/** What {@link NattravServer.address} reports once registered. */
+export interface ServerAddress {
+  readonly uri: string;
+  readonly broker: HostPort;
+  /** Our UDP registration endpoint as the broker sees it. */
+  readonly publicEndpoint: TransportAddress;
+}
+
+/** A recipient of nattrav connections. Create it with {@link createServer}. */
+export class NattravServer extends EventEmitter {
+  readonly #uri: string;
+  readonly #broker: HostPort;
+  readonly #keepaliveMs: number;
+  readonly #lifetimeMs: number;
+  readonly #registerTimeoutMs: number;
+  readonly #exchangeTimeoutMs: number;
+  readonly #punchTimeoutMs: number;
+  readonly #attempts = new Set<AbortController>();
+  #registration: PeerRegistration | undefined;
+  #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
+
+  constructor(options: ServerOptions, onConnection?: ConnectionListener) {
+    super();
+    if (options === null || typeof options !== 'object') {
+      throw new NattravError(ErrorCode.InvalidArgument, 'createServer: expected options { broker, uri }');
+    }
+    this.#uri = checkUri(options.uri);
+    this.#broker = toHostPort(options.broker, 'broker', DEFAULT_BROKER_PORT);
+    this.#keepaliveMs = positiveInt(options.keepaliveMs, PEER_DEFAULTS.keepaliveMs, 'keepaliveMs');
+    this.#lifetimeMs = positiveInt(options.lifetimeMs, this.#keepaliveMs * PEER_DEFAULTS.lifetimeFactor, 'lifetimeMs');
+    this.#registerTimeoutMs = positiveInt(options.registerTimeoutMs, PEER_DEFAULTS.registerTimeoutMs, 'registerTimeoutMs');
+    this.#exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
+    this.#punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
+    if (onConnection !== undefined) this.on('connection', onConnection);
+  }
+
+  /** True once registered and until closed. */
+  get listening(): boolean {
+    return this.#state === 'listening';
+  }
+
+  /** The registered URI and our public endpoint, or null before 'listening'. */
+  address(): ServerAddress | null {
+    const info = this.#registration?.info;
+    if (this.#state !== 'listening' || info === undefined) return null;
+    return { uri: this.#uri, broker: this.#broker, publicEndpoint: info.publicEndpoint };
+  }
+
+  /** Registers with the broker; emits 'listening' or 'error'. */
+  listen(callback?: () => void): this {
+    if (this.#state !== 'idle') {
+      queueMicrotask(() => this.emit('error', new NattravError(ErrorCode.Closed, `listen: the server is already ${this.#state}`)));
+      return this;
+    }
+    if (callback !== undefined) this.once('listening', callback);
+    this.#state = 'starting';
+    const registration = new PeerRegistration({
+      broker: this.#broker,
+      uri: this.#uri,
+      keepaliveMs: this.#keepaliveMs,
+      lifetimeMs: this.#lifetimeMs,
+      registerTimeoutMs: this.#registerTimeoutMs,
+    });
+    this.#registration = registration;
+    registration.on('registered', (info: RegisteredInfo) => this.emit('registered', info));
+    registration.on('lost', (err: unknown) => this.emit('unregistered', err));
+    registration.on('connection-request', ({ attemptId }: { attemptId: Uint8Array }) => this.#accept(attemptId));
+    registration.start().then(
+      () => {
+        if (this.#state !== 'starting') return;
+        this.#state = 'listening';
+        this.emit('listening');
+      },
+      (err: unknown) => {
+        registration.close();
+        if (this.#state === 'closed') return;
+        this.#state = 'idle';
+        this.emit('error', err);
+      },
+    );
+    return this;
+  }
+
+  /** Stops registering, abandons attempts in progress, emits 'close'. Established connections stay open. Idempotent. */
+  close(callback?: () => void): this {
+    if (callback !== undefined) this.once('close', callback);
+    if (this.#state === 'closed') {
+      if (callback !== undefined) queueMicrotask(callback);
+      return this;
+    }
+    this.#state = 'closed';
+    this.#registration?.close();
+    for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
+    this.#attempts.clear();
+    queueMicrotask(() => this.emit('close'));
+    return this;
+  }
+
+  /** Closes the server and waits for 'close'. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await new Promise<void>((resolve) => this.close(() => resolve()));
+  }
+
+  /** One incoming attempt: Join exchange, simultaneous open, Hello. */
+  #accept(attemptId: Uint8Array): void {
+    if (this.#state !== 'listening' && this.#state !== 'starting') return;
+    const controller = new AbortController();
+    this.#attempts.add(controller);
+    const started = performance.now();
+    this.#join(attemptId, controller.signal, started).then(
+      (socket) => {
+        this.#attempts.delete(controller);
+        if (this.#state === 'closed') {
+          socket.destroy();
+          return;
+        }
+        this.emit('connection', socket);
+      },
+      (err: unknown) => {
+        this.#attempts.delete(controller);
+        if (this.#state === 'closed') return;
+        this.emit('attemptFailed', isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err }));
+      },
+    );
+  }
+
+  async #join(attemptId: Uint8Array, signal: AbortSignal, started: number): Promise<NattravSocket> {
+    const request = StunMessage.request(Method.Join);
+    addAttemptId(request, attemptId);
+    const exchange = startPhase(signal, this.#exchangeTimeoutMs, `joining an attempt for ${this.#uri} at the broker`);
+    let result;
+    try {
+      result = await runExchange(this.#broker, request, exchange.signal);
+    } finally {
+      exchange.dispose();
+    }
+    const punch = startPhase(signal, this.#punchTimeoutMs, `opening the direct connection for ${this.#uri}`);
+    let socket: Socket | undefined;
+    try {
+      socket = await simultaneousOpen({
+        localAddress: result.localAddress,
+        localPort: result.localPort,
+        remote: result.peerPublicEndpoint,
+        startDelayMs: result.startDelayMs,
+        signal: punch.signal,
+        // Our exchange's mapped endpoint equals its local one: no NAT in front of us.
+        listenOnRefusal: result.publicEndpoint.port === result.localPort && result.publicEndpoint.address === result.localAddress.replace(/^::ffff:/, ''),
+      });
+      await helloAsRecipient(socket, result.attemptId, punch.signal);
+    } catch (err) {
+      socket?.destroy();
+      throw err;
+    } finally {
+      punch.dispose();
+    }
+    return attachInfo(socket, {
+      path: 'direct',
+      role: 'recipient',
+      uri: this.#uri,
+      local: toTransportAddress(socket.localAddress ?? '0.0.0.0', socket.localPort ?? 0),
+      remote: toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0),
+      publicEndpoint: result.publicEndpoint,
+      peerPrivateEndpoints: result.peerPrivateEndpoints,
+      setupMs: Math.round(performance.now() - started),
+      attempts: 1,
+      attemptId: Buffer.from(result.attemptId).toString('hex'),
+    });
+  }
+}
+
+/** Creates a recipient for `options.uri`; call `listen()` to register. */
+export function createServer(options: ServerOptions, onConnection?: ConnectionListener): NattravServer {
+  return new NattravServer(options, onConnection);
+}
