@@ -69,7 +69,7 @@ export const AttrType = {
   MessageIntegrity: 0x0008,
   /** RFC 8489 §14.8 */
   ErrorCode: 0x0009,
-  /** RFC 8489 §14.9 */
+  /** RFC 8489 §14.13 */
   UnknownAttributes: 0x000a,
   /** RFC 8489 §14.9 */
   Realm: 0x0014,
@@ -145,3 +145,24 @@ export const AddressFamily = {
   IPv4: 0x01,
   IPv6: 0x02,
 } as const;
+
+/** RFC 8489 §14: attribute types below this are comprehension-required; from it up, comprehension-optional. */
+export const COMPREHENSION_OPTIONAL_MIN = 0x8000;
+/** RFC 8489 §14.7: the FINGERPRINT value is a 32-bit CRC. */
+export const FINGERPRINT_LENGTH = 4;
+/** RFC 8489 §14.6: a truncated MESSAGE-INTEGRITY-SHA256 is at least 16 bytes (and a multiple of 4). */
+export const MESSAGE_INTEGRITY_SHA256_MIN_LENGTH = 16;
+/** RFC 8489 §14.3: USERNAME is at most 513 bytes. */
+export const MAX_USERNAME_BYTES = 513;
+/** RFC 8489 §14.9: REALM is fewer than 128 characters (at most 763 bytes). */
+export const MAX_REALM_BYTES = 763;
+/** RFC 8489 §14.10: NONCE is fewer than 128 characters (at most 763 bytes). */
+export const MAX_NONCE_BYTES = 763;
+/** RFC 8489 §14.8: the smallest ERROR-CODE (class 3, number 0). */
+export const MIN_ERROR_CODE = 300;
+/** RFC 8489 §14.8: the largest ERROR-CODE (class 6, number 99). */
+export const MAX_ERROR_CODE = 699;
+/** RFC 8489 §5: methods are 12 bits. */
+export const MAX_METHOD = 0xfff;
+/** nattrav: at most this many PRIVATE-ENDPOINT (or PEER-PRIVATE-ENDPOINT) attributes in one message. */
+export const MAX_PRIVATE_ENDPOINTS = 16;

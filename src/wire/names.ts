@@ -1,0 +1,34 @@
+/** Human-readable names of attribute types, for error messages and logs. */
+import { AttrType } from './constants.js';
+
+const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
+  [AttrType.MappedAddress, 'MAPPED-ADDRESS'],
+  [AttrType.ChangeRequest, 'CHANGE-REQUEST'],
+  [AttrType.Username, 'USERNAME'],
+  [AttrType.MessageIntegrity, 'MESSAGE-INTEGRITY'],
+  [AttrType.ErrorCode, 'ERROR-CODE'],
+  [AttrType.UnknownAttributes, 'UNKNOWN-ATTRIBUTES'],
+  [AttrType.Realm, 'REALM'],
+  [AttrType.Nonce, 'NONCE'],
+  [AttrType.MessageIntegritySha256, 'MESSAGE-INTEGRITY-SHA256'],
+  [AttrType.XorMappedAddress, 'XOR-MAPPED-ADDRESS'],
+  [AttrType.Padding, 'PADDING'],
+  [AttrType.ResponsePort, 'RESPONSE-PORT'],
+  [AttrType.Software, 'SOFTWARE'],
+  [AttrType.AlternateServer, 'ALTERNATE-SERVER'],
+  [AttrType.Fingerprint, 'FINGERPRINT'],
+  [AttrType.ResponseOrigin, 'RESPONSE-ORIGIN'],
+  [AttrType.OtherAddress, 'OTHER-ADDRESS'],
+  [AttrType.Uri, 'URI'],
+  [AttrType.AttemptId, 'ATTEMPT-ID'],
+  [AttrType.PrivateEndpoint, 'PRIVATE-ENDPOINT'],
+  [AttrType.PeerPublicEndpoint, 'PEER-PUBLIC-ENDPOINT'],
+  [AttrType.PeerPrivateEndpoint, 'PEER-PRIVATE-ENDPOINT'],
+  [AttrType.StartDelay, 'START-DELAY'],
+  [AttrType.Lifetime, 'LIFETIME'],
+]);
+
+/** The attribute's name (`'XOR-MAPPED-ADDRESS'`), or `'attribute 0x4e99'` for a type nattrav does not know. */
+export function attributeName(type: number): string {
+  return NAMES.get(type) ?? `attribute 0x${type.toString(16).padStart(4, '0')}`;
+}

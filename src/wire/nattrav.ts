@@ -1,0 +1,131 @@
+/**
+ * Typed accessors and adders for the attributes the broker and peers use.
+ * Every getter returns undefined when the attribute is absent and throws
+ * StunMalformed (naming the attribute) when it is present but malformed;
+ * the first occurrence wins unless the getter returns a list.
+ */
+import {
+  ATTEMPT_ID_LENGTH,
+  AttrType,
+  MAX_PRIVATE_ENDPOINTS,
+  MAX_SOFTWARE_BYTES,
+  MAX_URI_BYTES,
+} from './constants.js';
+import { decodeAddress, decodeXorAddress, encodeAddress, encodeXorAddress } from './address.js';
+import { decodeChangeRequest, type ChangeRequest } from './change-request.js';
+import { decodeErrorCode, type ErrorCodeAttribute } from './error-code.js';
+import { checkBytes, invalidArgument, malformed } from './fail.js';
+import type { StunMessage } from './message.js';
+import { attributeName } from './names.js';
+import { decodeResponsePort } from './response-port.js';
+import { decodeText, encodeText } from './text.js';
+import type { TransportAddress } from './types.js';
+import { decodeU32, encodeU32 } from './uint.js';
+
+function decodeIfPresent<T>(msg: StunMessage, type: number, decode: (v: Uint8Array) => T): T | undefined {
+  const v = msg.get(type);
+  return v === undefined ? undefined : decode(v);
+}
+
+/** XOR-MAPPED-ADDRESS (RFC 8489 §14.2). */
+export function getXorMappedAddress(msg: StunMessage): TransportAddress | undefined {
+  return getXorAddressAttr(msg, AttrType.XorMappedAddress);
+}
+
+/** MAPPED-ADDRESS (RFC 8489 §14.1). */
+export function getMappedAddress(msg: StunMessage): TransportAddress | undefined {
+  return decodeIfPresent(msg, AttrType.MappedAddress, (v) => decodeAddress(v, 'MAPPED-ADDRESS'));
+}
+
+/** ERROR-CODE (RFC 8489 §14.8). */
+export function getErrorCode(msg: StunMessage): ErrorCodeAttribute | undefined {
+  return decodeIfPresent(msg, AttrType.ErrorCode, decodeErrorCode);
+}
+
+/** SOFTWARE (RFC 8489 §14.14). */
+export function getSoftware(msg: StunMessage): string | undefined {
+  return decodeIfPresent(msg, AttrType.Software, (v) => decodeText(v, MAX_SOFTWARE_BYTES, 'SOFTWARE'));
+}
+
+/** nattrav URI: non-empty UTF-8, at most `MAX_URI_BYTES`. */
+export function getUri(msg: StunMessage): string | undefined {
+  return decodeIfPresent(msg, AttrType.Uri, (v) => {
+    if (v.length === 0) throw malformed('URI is empty');
+    return decodeText(v, MAX_URI_BYTES, 'URI');
+  });
+}
+
+/** nattrav ATTEMPT-ID: exactly `ATTEMPT_ID_LENGTH` bytes (returned as a copy). */
+export function getAttemptId(msg: StunMessage): Uint8Array | undefined {
+  return decodeIfPresent(msg, AttrType.AttemptId, (v) => {
+    if (v.length !== ATTEMPT_ID_LENGTH) throw malformed(`ATTEMPT-ID is ${v.length} bytes, not ${ATTEMPT_ID_LENGTH}`);
+    return Uint8Array.from(v);
+  });
+}
+
+/** Any attribute in XOR-MAPPED-ADDRESS encoding (e.g. PEER-PUBLIC-ENDPOINT), XORed with `msg.transactionId`. */
+export function getXorAddressAttr(msg: StunMessage, type: number): TransportAddress | undefined {
+  return decodeIfPresent(msg, type, (v) => decodeXorAddress(v, msg.transactionId, attributeName(type)));
+}
+
+/** Every attribute of `type` in XOR-address encoding (PRIVATE-ENDPOINT, PEER-PRIVATE-ENDPOINT); more than `MAX_PRIVATE_ENDPOINTS` is malformed. */
+export function getXorAddressAttrs(msg: StunMessage, type: number): TransportAddress[] {
+  const values = msg.getAll(type);
+  if (values.length > MAX_PRIVATE_ENDPOINTS) {
+    throw malformed(`${values.length} ${attributeName(type)} attributes; at most ${MAX_PRIVATE_ENDPOINTS} are allowed`);
+  }
+  return values.map((v) => decodeXorAddress(v, msg.transactionId, attributeName(type)));
+}
+
+/** Any 32-bit unsigned attribute (START-DELAY, LIFETIME). */
+export function getU32Attr(msg: StunMessage, type: number): number | undefined {
+  return decodeIfPresent(msg, type, (v) => decodeU32(v, attributeName(type)));
+}
+
+/** CHANGE-REQUEST (RFC 5780 §7.2). */
+export function getChangeRequest(msg: StunMessage): ChangeRequest | undefined {
+  return decodeIfPresent(msg, AttrType.ChangeRequest, decodeChangeRequest);
+}
+
+/** RESPONSE-PORT (RFC 5780 §7.5). */
+export function getResponsePort(msg: StunMessage): number | undefined {
+  return decodeIfPresent(msg, AttrType.ResponsePort, decodeResponsePort);
+}
+
+/** OTHER-ADDRESS (RFC 5780 §7.4, MAPPED-ADDRESS encoding). */
+export function getOtherAddress(msg: StunMessage): TransportAddress | undefined {
+  return decodeIfPresent(msg, AttrType.OtherAddress, (v) => decodeAddress(v, 'OTHER-ADDRESS'));
+}
+
+/** RESPONSE-ORIGIN (RFC 5780 §7.3, MAPPED-ADDRESS encoding). */
+export function getResponseOrigin(msg: StunMessage): TransportAddress | undefined {
+  return decodeIfPresent(msg, AttrType.ResponseOrigin, (v) => decodeAddress(v, 'RESPONSE-ORIGIN'));
+}
+
+/** Adds `addr` in XOR-MAPPED-ADDRESS encoding under `type`, XORed with `msg.transactionId`. */
+export function addXorAddress(msg: StunMessage, type: number, addr: TransportAddress): StunMessage {
+  return msg.add(type, encodeXorAddress(addr, msg.transactionId));
+}
+
+/** Adds `addr` in MAPPED-ADDRESS encoding under `type`. */
+export function addAddress(msg: StunMessage, type: number, addr: TransportAddress): StunMessage {
+  return msg.add(type, encodeAddress(addr));
+}
+
+/** Adds URI; throws InvalidArgument when it is empty or over `MAX_URI_BYTES` of UTF-8. */
+export function addUri(msg: StunMessage, uri: string): StunMessage {
+  if (uri === '') throw invalidArgument('URI must not be empty');
+  return msg.add(AttrType.Uri, encodeText(uri, MAX_URI_BYTES, 'URI'));
+}
+
+/** Adds ATTEMPT-ID; throws InvalidArgument unless `id` is `ATTEMPT_ID_LENGTH` bytes. */
+export function addAttemptId(msg: StunMessage, id: Uint8Array): StunMessage {
+  checkBytes(id, 'attempt ID');
+  if (id.length !== ATTEMPT_ID_LENGTH) throw invalidArgument(`attempt ID must be ${ATTEMPT_ID_LENGTH} bytes, got ${id.length}`);
+  return msg.add(AttrType.AttemptId, Uint8Array.from(id));
+}
+
+/** Adds a 32-bit unsigned attribute (START-DELAY, LIFETIME); throws InvalidArgument outside 0-0xFFFFFFFF. */
+export function addU32(msg: StunMessage, type: number, n: number): StunMessage {
+  return msg.add(type, encodeU32(n));
+}
