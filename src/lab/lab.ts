@@ -1,0 +1,308 @@
+/**
+ * The network-namespace NAT lab.
+ *
+ * Topology (all IPv4):
+ *
+ * ```
+ *   inet namespace: bridge br0 = the "internet", 203.0.113.0/24
+ *     |-- broker          203.0.113.2
+ *     |-- public hosts    203.0.113.3, .4, ...
+ *     |-- site i, nat none: the host itself at 203.0.113.(10 * (i + 1))
+ *     `-- site i, NAT:    router wan0 203.0.113.(10 * (i + 1)) [nftables NAT]
+ *                          router lan0 <lanSubnet>.1  ---  host eth0 <lanSubnet>.2 (default via .1)
+ * ```
+ *
+ * Every namespace is named `ntlab-<pid>-<4 hex>-<role>`, so {@link cleanupStaleLabs} can find
+ * the ones whose owner died. Deleting a namespace deletes its interfaces, routes, conntrack
+ * table and nftables rulesets, so teardown is: kill processes by PID, delete namespaces.
+ */
+import { execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { ErrorCode, NattravError } from '../errors.js';
+import { natRuleset } from './nat.js';
+import { addNamespace, deleteNamespace, ip, ipIn, namespacePids, nft, nftLoad, sysctl } from './netns.js';
+import { planLab, PUBLIC_PREFIX_LENGTH, type LabPlan, type PlannedSite } from './plan.js';
+import { ProcessTracker } from './procs.js';
+import type {
+  LabHost, LabOptions, LabRunOptions, LabRunResult, LabSite, TrafficCounterReader, TrafficCounts,
+} from './types.js';
+
+/** The bridge in the internet namespace. */
+const BRIDGE = 'br0';
+
+/** Kernel settings of the internet namespace: bridged frames must not pass the IPv4/IPv6/ARP netfilter hooks (br_netfilter is built in). */
+const internetSysctls = {
+  'net.bridge.bridge-nf-call-iptables': 0,
+  'net.bridge.bridge-nf-call-ip6tables': 0,
+  'net.bridge.bridge-nf-call-arptables': 0,
+} as const;
+
+/** A network lab of namespaces, veths, a bridge and NAT routers; see the module comment. */
+export class Lab {
+  /** Labs not closed yet, torn down synchronously if the process exits without closing them. */
+  static readonly #open = new Set<Lab>();
+  static #exitHookInstalled = false;
+
+  /** `<pid>-<4 hex>`: the part of every namespace name that identifies this lab. */
+  readonly id: string;
+  /** The broker host, 203.0.113.2. */
+  readonly broker: LabHost;
+  readonly #plan: LabPlan;
+  readonly #created: string[] = [];
+  readonly #procs = new ProcessTracker();
+  #closing: Promise<void> | undefined;
+  #counters = 0;
+
+  private constructor(plan: LabPlan) {
+    this.#plan = plan;
+    this.id = plan.id;
+    this.broker = plan.broker;
+  }
+
+  /** Builds a lab. On any failure half-way it tears down what it made, then throws. */
+  static async create(options: LabOptions): Promise<Lab> {
+    const plan = planLab(options);
+    const lab = new Lab(plan);
+    Lab.#open.add(lab);
+    Lab.#installExitHook();
+    try {
+      await lab.#build(options.signal);
+    } catch (error) {
+      await lab.close().catch(() => {});
+      throw error;
+    }
+    return lab;
+  }
+
+  /** The extra public host called `name` (203.0.113.3, .4, ... in the order of `publicHosts`). */
+  publicHost(name: string): LabHost {
+    const host = this.#plan.publicHosts.get(name);
+    if (host === undefined) {
+      throw new NattravError(ErrorCode.InvalidArgument, `no public host "${name}" in this lab; it has: ${[...this.#plan.publicHosts.keys()].join(', ') || 'none'}`);
+    }
+    return host;
+  }
+
+  /** The site called `name`. */
+  site(name: string): LabSite {
+    const site = this.#plan.sites.get(name);
+    if (site === undefined) {
+      throw new NattravError(ErrorCode.InvalidArgument, `no site "${name}" in this lab; it has: ${[...this.#plan.sites.keys()].join(', ') || 'none'}`);
+    }
+    return site;
+  }
+
+  /** Every site, in the order they were given. */
+  get sites(): LabSite[] {
+    return [...this.#plan.sites.values()];
+  }
+
+  /** Every extra public host, in the order they were given. */
+  get publicHosts(): LabHost[] {
+    return [...this.#plan.publicHosts.values()];
+  }
+
+  /** Names of the namespaces this lab has created and not yet deleted. */
+  get namespaces(): string[] {
+    return [...this.#created];
+  }
+
+  /** True once {@link Lab.close} has been called. */
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  /** Spawns `ip netns exec <ns> command ...args`; the process is tracked and killed by PID at close(). */
+  spawn(host: LabHost, command: string, args: string[], options: SpawnOptions = {}): ChildProcess {
+    return this.#procs.spawn(this.#own(host).ns, command, args, options);
+  }
+
+  /** Runs to completion inside the host's namespace; rejects with NattravError(Lab) on non-zero exit unless allowFailure. */
+  run(host: LabHost, command: string, args: string[], options: LabRunOptions = {}): Promise<LabRunResult> {
+    try {
+      return this.#procs.run(this.#own(host).ns, command, args, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Installs an nftables byte/packet counter on all IPv4 traffic entering and leaving the host (except on `lo`); returns a reader. */
+  async trafficCounter(host: LabHost): Promise<TrafficCounterReader> {
+    const { ns } = this.#own(host);
+    const table = `nattrav_count${++this.#counters}`;
+    await nftLoad(ns, `table ip ${table} {
+  counter bytes_in {
+  }
+  counter bytes_out {
+  }
+  chain count_in {
+    type filter hook prerouting priority raw - 10; policy accept;
+    iifname != "lo" counter name "bytes_in"
+  }
+  chain count_out {
+    type filter hook postrouting priority srcnat + 50; policy accept;
+    oifname != "lo" counter name "bytes_out"
+  }
+}
+`);
+    return async (): Promise<TrafficCounts> => {
+      const input = await readCounter(ns, table, 'bytes_in');
+      const output = await readCounter(ns, table, 'bytes_out');
+      return { packetsIn: input.packets, bytesIn: input.bytes, packetsOut: output.packets, bytesOut: output.bytes };
+    };
+  }
+
+  /** Idempotent: kills tracked processes by PID (SIGTERM, then SIGKILL after 2 s), deletes every namespace it created. */
+  close(): Promise<void> {
+    this.#closing ??= this.#teardown();
+    return this.#closing;
+  }
+
+  /** Same as {@link Lab.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #own(host: LabHost): LabHost {
+    if (this.closed) throw new NattravError(ErrorCode.Closed, `lab ${this.id} is closed`);
+    if (typeof host !== 'object' || host === null || !this.#created.includes(host.ns)) {
+      throw new NattravError(ErrorCode.InvalidArgument, `host ${JSON.stringify(host?.name)} is not part of lab ${this.id}; pass a host from lab.broker, lab.publicHost() or lab.site()`);
+    }
+    return host;
+  }
+
+  async #build(signal: AbortSignal | undefined): Promise<void> {
+    // The signal is checked between steps, never handed to the commands: killing an
+    // `ip netns add` that already made its namespace would leak a namespace teardown never saw.
+    const check = (): void => {
+      if (signal?.aborted === true) {
+        throw new NattravError(ErrorCode.Aborted, `Lab.create was aborted; lab ${this.id} was torn down`, { cause: signal.reason });
+      }
+    };
+    const inet = this.#plan.internetNs;
+    check();
+    await this.#addNamespace(inet);
+    await sysctl(inet, internetSysctls);
+    await ipIn(inet, ['link', 'add', BRIDGE, 'type', 'bridge']);
+    await ipIn(inet, ['link', 'set', BRIDGE, 'up']);
+
+    /** Puts `host` on the internet: a veth from the bridge to `iface` inside the host's namespace. */
+    const attach = async (host: LabHost, tag: string, iface: string): Promise<void> => {
+      const port = `v-${tag}`;
+      await ip(['link', 'add', port, 'netns', inet, 'type', 'veth', 'peer', 'name', iface, 'netns', host.ns]);
+      await ipIn(inet, ['link', 'set', port, 'master', BRIDGE, 'up']);
+      await ipIn(host.ns, ['addr', 'add', `${host.address}/${PUBLIC_PREFIX_LENGTH}`, 'dev', iface]);
+      await ipIn(host.ns, ['link', 'set', iface, 'up']);
+    };
+    const publicHost = async (host: LabHost, tag: string): Promise<void> => {
+      check();
+      await this.#addNamespace(host.ns);
+      await attach(host, tag, 'eth0');
+    };
+    const site = async (planned: PlannedSite): Promise<void> => {
+      const tag = `s${planned.index}`;
+      const router = planned.router;
+      if (router === undefined || planned.nat === 'none') {
+        await publicHost(planned.host, tag);
+        return;
+      }
+      check();
+      await this.#addNamespace(router.ns);
+      await attach(router, tag, 'wan0');
+      await this.#addNamespace(planned.host.ns);
+      await ip(['link', 'add', 'lan0', 'netns', router.ns, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', planned.host.ns]);
+      await ipIn(router.ns, ['addr', 'add', `${planned.lanAddress ?? ''}/${planned.lanPrefixLength}`, 'dev', 'lan0']);
+      await ipIn(router.ns, ['link', 'set', 'lan0', 'up']);
+      await ipIn(planned.host.ns, ['addr', 'add', `${planned.host.address}/${planned.lanPrefixLength}`, 'dev', 'eth0']);
+      await ipIn(planned.host.ns, ['link', 'set', 'eth0', 'up']);
+      await ipIn(planned.host.ns, ['route', 'add', 'default', 'via', planned.lanAddress ?? '']);
+      await sysctl(router.ns, { 'net.ipv4.ip_forward': 1 });
+      check();
+      await nftLoad(router.ns, natRuleset(planned.nat, { wan: 'wan0', lan: 'lan0', wanAddress: router.address }));
+    };
+
+    // Hosts are independent of each other once the bridge exists; build them concurrently,
+    // but let every branch finish before reporting, so teardown sees all it made.
+    const results = await Promise.allSettled([
+      publicHost(this.broker, 'brk'),
+      ...[...this.#plan.publicHosts.values()].map((host, i) => publicHost(host, `p${i}`)),
+      ...[...this.#plan.sites.values()].map(site),
+    ]);
+    const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
+    check();
+  }
+
+  async #addNamespace(ns: string): Promise<void> {
+    await addNamespace(ns);
+    this.#created.push(ns);
+    await ipIn(ns, ['link', 'set', 'lo', 'up']);
+  }
+
+  async #teardown(): Promise<void> {
+    await this.#procs.killAll();
+    const failures: string[] = [];
+    // Hosts and routers first, the internet last (its bridge ports vanish with their peers).
+    for (const ns of [...this.#created].reverse()) {
+      try {
+        // Anything still inside (children of tracked processes) would keep the namespace
+        // alive after its name is gone: kill it by PID.
+        for (const pid of await namespacePids(ns)) killPid(pid);
+        await deleteNamespace(ns);
+        this.#created.splice(this.#created.indexOf(ns), 1);
+      } catch (error) {
+        failures.push(error instanceof Error ? error.message : String(error));
+      }
+    }
+    Lab.#open.delete(this);
+    if (failures.length > 0) {
+      throw new NattravError(ErrorCode.Lab, `closing lab ${this.id} left namespaces behind: ${failures.join('; ')}`);
+    }
+  }
+
+  /** Last resort when the process exits with the lab open: SIGKILL by PID, delete namespaces, synchronously. */
+  #closeSync(): void {
+    this.#procs.killAllSync();
+    for (const ns of [...this.#created].reverse()) {
+      try {
+        const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+        for (const pid of pids.split(/\s+/).filter((word) => /^\d+$/.test(word))) killPid(Number(pid));
+        execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+      } catch {
+        // Nothing more can be done while exiting; cleanupStaleLabs() will find it later.
+      }
+    }
+    this.#created.length = 0;
+  }
+
+  static #installExitHook(): void {
+    if (Lab.#exitHookInstalled) return;
+    Lab.#exitHookInstalled = true;
+    process.once('exit', () => {
+      for (const lab of Lab.#open) lab.#closeSync();
+    });
+  }
+}
+
+function killPid(pid: number): void {
+  if (pid === process.pid) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // Already gone.
+  }
+}
+
+async function readCounter(ns: string, table: string, name: string): Promise<{ packets: number; bytes: number }> {
+  const text = await nft(ns, ['-j', 'list', 'counter', 'ip', table, name]);
+  const parsed: unknown = JSON.parse(text);
+  const items = (parsed as { nftables?: unknown }).nftables;
+  if (Array.isArray(items)) {
+    for (const item of items) {
+      const counter = (item as { counter?: { packets?: unknown; bytes?: unknown } }).counter;
+      if (counter !== undefined && typeof counter.packets === 'number' && typeof counter.bytes === 'number') {
+        return { packets: counter.packets, bytes: counter.bytes };
+      }
+    }
+  }
+  throw new NattravError(ErrorCode.Lab, `nft -j list counter ip ${table} ${name} in ${ns} returned no counter: ${text.slice(0, 200)}`);
+}
