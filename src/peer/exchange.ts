@@ -4,6 +4,7 @@
  * answer the broker's round-trip Probe, and read the final response naming the
  * other peer. The local port of this connection is the one we punch from.
  */
+import { lookup } from 'node:dns/promises';
 import { connect as netConnect, type Socket } from 'node:net';
 import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
@@ -86,14 +87,29 @@ export async function runExchange(broker: HostPort, request: StunMessage, signal
   }
 }
 
-/** Opens a TCP connection to the broker; failures become ERR_BROKER_UNREACHABLE. */
-export function openBrokerConnection(broker: HostPort, signal: AbortSignal): Promise<Socket> {
+/**
+ * Opens a TCP connection to the broker; failures become ERR_BROKER_UNREACHABLE.
+ * The socket is bound explicitly (to the wildcard address, port 0) so that libuv
+ * sets SO_REUSEADDR on it: an auto-bound socket lacks it, and the punch could then
+ * not reuse its port while the exchange is still open.
+ */
+export async function openBrokerConnection(broker: HostPort, signal: AbortSignal): Promise<Socket> {
+  let resolved: { address: string; family: number };
+  try {
+    resolved = await lookup(broker.host);
+  } catch (err) {
+    throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: cannot resolve ${broker.host}`, { cause: err, address: broker.host, port: broker.port });
+  }
   return new Promise((resolve, reject) => {
     if (signal.aborted) {
       reject(abortError(signal));
       return;
     }
-    const socket = netConnect({ host: broker.host, port: broker.port });
+    const socket = netConnect({
+      host: resolved.address,
+      port: broker.port,
+      localAddress: resolved.family === 6 ? '::' : '0.0.0.0',
+    });
     socket.setNoDelay(true);
     const onAbort = (): void => {
       socket.destroy();
