@@ -78,8 +78,8 @@ async function labDemo(report: (step: DemoStep) => void): Promise<DemoResult> {
     report({ step: 'connected', text: `connected: path ${String(connected.path)}, initiator sees ${String(connected.remote)}, recipient sees ${String(accepted.remote)}, setup ${String(connected.setupMs)} ms` });
     report({
       step: 'data',
-      text: `sent ${pair.payloadBytes} bytes each way; the broker saw ${pair.brokerBytesDuringTransfer} bytes meanwhile (registration keepalives only)`,
-      detail: { payloadBytes: pair.payloadBytes, brokerBytes: pair.brokerBytesDuringTransfer },
+      text: `sent ${pair.payloadBytes} bytes each way; the broker saw ${pair.brokerBytesDuringTransfer} bytes meanwhile (it saw ${pair.brokerBytesDuringSetup} during setup)`,
+      detail: { payloadBytes: pair.payloadBytes, brokerBytes: pair.brokerBytesDuringTransfer, brokerSetupBytes: pair.brokerBytesDuringSetup },
     });
     return {
       mode: 'lab',

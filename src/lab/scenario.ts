@@ -48,8 +48,10 @@ export interface PairResult {
   readonly accepted: CliEvent;
   /** Application bytes sent each way. */
   readonly payloadBytes: number;
-  /** Bytes that entered the broker host while the payload crossed (keepalives only, if direct). */
+  /** Bytes in and out of the broker host while the payload crossed (keepalives only, if direct). */
   readonly brokerBytesDuringTransfer: number;
+  /** Bytes in and out of the broker host while the connection was set up (the exchanges): proves the counter counts. */
+  readonly brokerBytesDuringSetup: number;
 }
 
 /**
@@ -64,10 +66,11 @@ export async function runPair(
   uri: string,
   payloadBytes = 65_536,
 ): Promise<PairResult> {
+  const counter = await lab.trafficCounter(lab.broker);
+  const setup = await counter();
   const initiator = startCli(lab, initiatorHost, ['connect', uri, '--broker', broker.address]);
   const connected = await initiator.waitForEvent('connected', CONNECT_WAIT_MS);
   const accepted = await recipient.waitForEvent('accepted', START_TIMEOUT_MS);
-  const counter = await lab.trafficCounter(lab.broker);
   const before = await counter();
   const forward = `${'a'.repeat(payloadBytes)}\nEND-FROM-INITIATOR\n`;
   const backward = `${'b'.repeat(payloadBytes)}\nEND-FROM-RECIPIENT\n`;
@@ -83,6 +86,11 @@ export async function runPair(
     connected,
     accepted,
     payloadBytes,
-    brokerBytesDuringTransfer: after.bytesIn - before.bytesIn + (after.bytesOut - before.bytesOut),
+    brokerBytesDuringTransfer: total(after) - total(before),
+    brokerBytesDuringSetup: total(before) - total(setup),
   };
+}
+
+function total(counts: { bytesIn: number; bytesOut: number }): number {
+  return counts.bytesIn + counts.bytesOut;
 }
