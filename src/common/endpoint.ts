@@ -61,9 +61,12 @@ export function parseHostPort(text: string, what: string, defaultPort?: number):
   return { host, port: checkPort(Number(portText), what, true) };
 }
 
-/** Accepts `HOST:PORT` text or a {@link HostPort} object; validates either. */
+/** Accepts `HOST:PORT` text or a {@link HostPort} object to connect to; validates either (port 0 is refused). */
 export function toHostPort(value: string | HostPort, what: string, defaultPort?: number): HostPort {
-  if (typeof value === 'string') return parseHostPort(value, what, defaultPort);
+  if (typeof value === 'string') {
+    const parsed = parseHostPort(value, what, defaultPort);
+    return { host: parsed.host, port: checkPort(parsed.port, what) };
+  }
   if (value === null || typeof value !== 'object' || typeof value.host !== 'string' || value.host === '') {
     throw new NattravError(ErrorCode.InvalidArgument, `${what}: expected "HOST:PORT" or { host, port }`);
   }

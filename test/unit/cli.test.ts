@@ -1,0 +1,118 @@
+/**
+ * The `nattrav` command on loopback, as a user runs it: real processes, JSON
+ * events on stderr, data on stdout, documented exit codes.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { after, describe, test } from 'node:test';
+import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
+import { runDemo, type DemoStep } from '../../src/lab/demo.js';
+
+const children: ChildProcess[] = [];
+
+function cli(args: string[]): CliProcess {
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  return new CliProcess(child);
+}
+
+async function freeBroker(): Promise<{ proc: CliProcess; address: string }> {
+  const proc = cli(['broker', '--listen', '127.0.0.1:0', '--json']);
+  const listening = await proc.waitForEvent('listening', 10_000);
+  return { proc, address: `127.0.0.1:${String(listening.port)}` };
+}
+
+describe('nattrav CLI', () => {
+  after(() => {
+    for (const child of children) if (child.exitCode === null && child.pid !== undefined) child.kill('SIGKILL');
+  });
+
+  test('listen --echo and connect --json: events, data through the direct connection', async () => {
+    const { proc: broker, address } = await freeBroker();
+    const listener = cli(['listen', 'nattrav://echo', '--broker', address, '--echo', '--json']);
+    const registered = await listener.waitForEvent('registered', 10_000);
+    assert.equal(registered.uri, 'nattrav://echo');
+    await broker.waitForEvent('registered', 5_000, (e) => e.uri === 'nattrav://echo');
+
+    const client = cli(['connect', 'nattrav://echo', '--broker', address, '--json']);
+    const connected = await client.waitForEvent('connected', 15_000);
+    assert.equal(connected.path, 'direct');
+    assert.match(String(connected.local), /^127\.0\.0\.1:\d+$/);
+    assert.match(String(connected.remote), /^127\.0\.0\.1:\d+$/);
+    assert.equal(typeof connected.setupMs, 'number');
+    const accepted = await listener.waitForEvent('accepted', 5_000);
+    assert.equal(accepted.remote, connected.local);
+    assert.equal(accepted.path, 'direct');
+
+    client.write('round trip through nattrav\n');
+    await client.waitForStdout('round trip through nattrav\n', 5_000);
+    client.child.stdin?.end();
+    assert.equal(await client.exited, 0);
+    listener.child.kill('SIGTERM');
+    assert.equal(await listener.exited, 0);
+    broker.child.kill('SIGINT');
+    assert.equal(await broker.exited, 0);
+  });
+
+  test('exit 3 and "unknown URI" for an unregistered URI', async () => {
+    const { proc: broker, address } = await freeBroker();
+    const client = cli(['connect', 'nattrav://ghost', '--broker', address]);
+    assert.equal(await client.exited, 3);
+    assert.match(client.stderr, /unknown URI: nattrav:\/\/ghost/);
+    broker.child.kill('SIGTERM');
+    await broker.exited;
+  });
+
+  test('exit 4 and "broker unreachable" when nothing listens', async () => {
+    const { proc: broker, address } = await freeBroker();
+    broker.child.kill('SIGTERM');
+    await broker.exited;
+    const client = cli(['connect', 'nattrav://x', '--broker', address, '--json']);
+    const error = await client.waitForEvent('error', 10_000);
+    assert.equal(error.code, 'ERR_BROKER_UNREACHABLE');
+    assert.match(String(error.message), /broker unreachable/);
+    assert.equal(await client.exited, 4);
+  });
+
+  test('exit 2 with a message naming the bad option', async () => {
+    const badBroker = cli(['connect', 'nattrav://x', '--broker', '127.0.0.1:99999']);
+    assert.equal(await badBroker.exited, 2);
+    assert.match(badBroker.stderr, /broker: port must be an integer from 0 to 65535, got 99999/);
+    const zeroPort = cli(['connect', 'nattrav://x', '--broker', '127.0.0.1:0']);
+    assert.equal(await zeroPort.exited, 2);
+    assert.match(zeroPort.stderr, /broker: port must be an integer from 1 to 65535, got 0/);
+    const badTimeout = cli(['connect', 'nattrav://x', '--broker', '127.0.0.1:1', '--timeout', 'soon']);
+    assert.equal(await badTimeout.exited, 2);
+    assert.match(badTimeout.stderr, /--timeout.*positive whole number/);
+    const missing = cli(['listen', 'nattrav://x']);
+    assert.equal(await missing.exited, 2);
+    assert.match(missing.stderr, /--broker/);
+  });
+
+  test('exit 5 and the phase named when a time limit fires', async () => {
+    // A "broker" that accepts the exchange and never answers.
+    const silent = createServer((socket) => socket.resume());
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (silent.address() as { port: number }).port;
+      const client = cli(['connect', 'nattrav://x', '--broker', `127.0.0.1:${port}`, '--timeout', '300']);
+      assert.equal(await client.exited, 5);
+      assert.match(client.stderr, /timed out after 300 ms while connecting to nattrav:\/\/x/);
+    } finally {
+      silent.close();
+    }
+  });
+
+  test('demo in loopback mode reports each step and a direct path', async () => {
+    const steps: DemoStep[] = [];
+    const result = await runDemo({ mode: 'loopback', onStep: (s) => steps.push(s) });
+    assert.equal(result.mode, 'loopback');
+    assert.equal(result.path, 'direct');
+    assert.deepEqual(
+      steps.map((s) => s.step),
+      ['broker', 'registered', 'connecting', 'connected', 'data'],
+    );
+    assert.match(steps.find((s) => s.step === 'data')?.text ?? '', /hello from the recipient/);
+  });
+});
