@@ -9,19 +9,16 @@
  * trying), 'attemptFailed' (NattravError: one incoming attempt did not complete).
  */
 import { EventEmitter } from 'node:events';
-import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { toHostPort, toTransportAddress, type HostPort } from '../common/endpoint.js';
-import { startPhase } from '../common/signal.js';
+import { toHostPort, type HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import { Method } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import { addAttemptId } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
-import { runExchange } from './exchange.js';
-import { attachInfo, type NattravSocket } from './info.js';
+import { runAttempt } from './attempt.js';
+import type { NattravSocket } from './info.js';
 import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ServerOptions } from './options.js';
-import { helloAsRecipient, simultaneousOpen } from './punch.js';
 import { PeerRegistration, type RegisteredInfo } from './registration.js';
 import { checkUri, positiveInt } from './validate.js';
 
@@ -154,46 +151,20 @@ export class NattravServer extends EventEmitter {
     );
   }
 
-  async #join(attemptId: Uint8Array, signal: AbortSignal, started: number): Promise<NattravSocket> {
+  #join(attemptId: Uint8Array, signal: AbortSignal, started: number): Promise<NattravSocket> {
     const request = StunMessage.request(Method.Join);
     addAttemptId(request, attemptId);
-    const exchange = startPhase(signal, this.#exchangeTimeoutMs, `joining an attempt for ${this.#uri} at the broker`);
-    let result;
-    try {
-      result = await runExchange(this.#broker, request, exchange.signal);
-    } finally {
-      exchange.dispose();
-    }
-    const punch = startPhase(signal, this.#punchTimeoutMs, `opening the direct connection for ${this.#uri}`);
-    let socket: Socket | undefined;
-    try {
-      socket = await simultaneousOpen({
-        localAddress: result.localAddress,
-        localPort: result.localPort,
-        remote: result.peerPublicEndpoint,
-        startDelayMs: result.startDelayMs,
-        signal: punch.signal,
-        // Our exchange's mapped endpoint equals its local one: no NAT in front of us.
-        listenOnRefusal: result.publicEndpoint.port === result.localPort && result.publicEndpoint.address === result.localAddress.replace(/^::ffff:/, ''),
-      });
-      await helloAsRecipient(socket, result.attemptId, punch.signal);
-    } catch (err) {
-      socket?.destroy();
-      throw err;
-    } finally {
-      punch.dispose();
-    }
-    return attachInfo(socket, {
-      path: 'direct',
+    return runAttempt({
+      broker: this.#broker,
+      request,
       role: 'recipient',
       uri: this.#uri,
-      local: toTransportAddress(socket.localAddress ?? '0.0.0.0', socket.localPort ?? 0),
-      remote: toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0),
-      publicEndpoint: result.publicEndpoint,
-      peerPrivateEndpoints: result.peerPrivateEndpoints,
-      setupMs: Math.round(performance.now() - started),
-      attempts: 1,
-      attemptId: Buffer.from(result.attemptId).toString('hex'),
+      signal,
+      exchangeTimeoutMs: this.#exchangeTimeoutMs,
+      punchTimeoutMs: this.#punchTimeoutMs,
+      started,
+      // Each attempt is new to the recipient: the initiator counts its retries.
+      attempt: 1,
     });
   }
 }
