@@ -5,8 +5,8 @@
  *
  * ```
  *   inet namespace: bridge br0 = the "internet", 203.0.113.0/24
- *     |-- broker          203.0.113.2
- *     |-- public hosts    203.0.113.3, .4, ...
+ *     |-- broker          203.0.113.2 and alternate 203.0.113.3 (RFC 5780 needs two addresses)
+ *     |-- public hosts    203.0.113.4, .5, ...
  *     |-- site i, nat none: the host itself at 203.0.113.(10 * (i + 1))
  *     `-- site i, NAT:    router wan0 203.0.113.(10 * (i + 1)) [nftables NAT]
  *                          router lan0 <lanSubnet>.1  ---  host eth0 <lanSubnet>.2 (default via .1)
@@ -44,7 +44,7 @@ export class Lab {
 
   /** `<pid>-<4 hex>`: the part of every namespace name that identifies this lab. */
   readonly id: string;
-  /** The broker host, 203.0.113.2. */
+  /** The broker host, 203.0.113.2 (alternate address 203.0.113.3). */
   readonly broker: LabHost;
   readonly #plan: LabPlan;
   readonly #created: string[] = [];
@@ -73,7 +73,7 @@ export class Lab {
     return lab;
   }
 
-  /** The extra public host called `name` (203.0.113.3, .4, ... in the order of `publicHosts`). */
+  /** The extra public host called `name` (203.0.113.4, .5, ... in the order of `publicHosts`). */
   publicHost(name: string): LabHost {
     const host = this.#plan.publicHosts.get(name);
     if (host === undefined) {
@@ -197,6 +197,9 @@ export class Lab {
       check();
       await this.#addNamespace(host.ns);
       await attach(host, tag, 'eth0');
+      if (host.alternateAddress !== undefined) {
+        await ipIn(host.ns, ['addr', 'add', `${host.alternateAddress}/${PUBLIC_PREFIX_LENGTH}`, 'dev', 'eth0']);
+      }
     };
     const site = async (planned: PlannedSite): Promise<void> => {
       const tag = `s${planned.index}`;

@@ -21,7 +21,7 @@ export const PUBLIC_PREFIX_LENGTH = 24;
 const siteDefaults = { lanSubnet: '192.168.1.0/24' } as const;
 
 const maxSites = 25;
-const maxPublicHosts = 7;
+const maxPublicHosts = 6;
 const NAME = /^[A-Za-z0-9_.-]{1,32}$/;
 
 /** A site with everything the builder needs besides what {@link LabSite} says. */
@@ -122,7 +122,7 @@ export function planLab(options: LabOptions): LabPlan {
     if (name === 'broker' || publicHosts.has(name)) {
       throw invalid(`public host name "${name}" is used twice (or is "broker", which is taken); pass unique names`);
     }
-    publicHosts.set(name, host(name, `pub${i}`, `${PUBLIC_PREFIX}.${3 + i}`));
+    publicHosts.set(name, host(name, `pub${i}`, `${PUBLIC_PREFIX}.${4 + i}`));
   });
 
   const sites = new Map<string, PlannedSite>();
@@ -156,7 +156,7 @@ export function planLab(options: LabOptions): LabPlan {
   return {
     id,
     internetNs: ns('inet'),
-    broker: host('broker', 'broker', `${PUBLIC_PREFIX}.2`),
+    broker: Object.freeze({ ...host('broker', 'broker', `${PUBLIC_PREFIX}.2`), alternateAddress: `${PUBLIC_PREFIX}.3` }),
     publicHosts,
     sites,
   };

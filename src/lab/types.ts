@@ -40,6 +40,8 @@ export interface LabHost {
   readonly ns: string;
   /** The host's own IPv4 address (for a NAT router: its WAN, i.e. public, address). */
   readonly address: string;
+  /** A second public address on the same interface (the broker's, for RFC 5780 CHANGE-REQUEST). */
+  readonly alternateAddress?: string;
 }
 
 /** One site: a LAN host, and unless the NAT type is `none`, the NAT router in front of it. */
@@ -77,7 +79,7 @@ export interface SiteOptions {
 export interface LabOptions {
   /** The sites, at most 25; site `i` gets the public address 203.0.113.(10 * (i + 1)). */
   sites: SiteOptions[];
-  /** Extra public hosts (e.g. observers), at most 7; they get 203.0.113.3, .4, ... in order. */
+  /** Extra public hosts (e.g. observers), at most 6; they get 203.0.113.4, .5, ... in order. */
   publicHosts?: string[];
   /** Aborts the build; what was already made is torn down. */
   signal?: AbortSignal;
