@@ -12,23 +12,35 @@ import { ErrorCode, NattravError } from '../errors.js';
 import { encodeMessage } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
-import { addXorAddress } from '../wire/nattrav.js';
+import { addXorAddress, getAttemptId, getU32Attr } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { BROKER_DEFAULTS, type BrokerOptions, type ResolvedBrokerOptions } from './options.js';
 import { MemoryRegistry } from './registry/memory.js';
 import type { Registry } from './registry/registry.js';
+import { handleRegister } from './register.js';
+import { RelayHub, type RelayEnded } from './relay.js';
 import { Rendezvous, type RendezvousEvent } from './rendezvous.js';
 import { handleDatagram } from './udp.js';
+import { bindListeners, closeListeners } from './listeners.js';
+import { answerBinding, isWildcard, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
 
 /** Something the broker did, for logs and tests. */
 export type BrokerEvent =
   | RendezvousEvent
-  | { type: 'listening'; address: string; port: number }
+  | { type: 'listening'; address: string; port: number; alternatePort: number; alternateAddress?: string }
   | { type: 'binding'; transport: 'udp' | 'tcp'; remote: TransportAddress }
-  | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number };
+  | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number; transport?: 'tcp' }
+  | ({ type: 'relay-ended' } & RelayEnded);
 
-/** Tries to find a port free for both UDP and TCP when asked for port 0. */
-const SAME_PORT_TRIES = 20;
+/** One endpoint the broker listens on, UDP and TCP (see {@link Broker.addresses}). */
+export interface BrokerEndpoint {
+  readonly address: string;
+  readonly port: number;
+  /** RFC 5780 §3: on the alternate address. */
+  readonly alternateIp: boolean;
+  /** RFC 5780 §3: on the alternate port. */
+  readonly alternatePort: boolean;
+}
 
 /** A running (or not yet started) broker. Emits 'event' ({@link BrokerEvent}), 'listening', 'error', 'close'. */
 export class Broker extends EventEmitter {
@@ -37,8 +49,13 @@ export class Broker extends EventEmitter {
   readonly #ownsRegistry: boolean;
   readonly #sockets = new Set<Socket>();
   readonly #rendezvous: Rendezvous;
-  #udp: UdpSocket | undefined;
-  #tcp: Server | undefined;
+  readonly #relay: RelayHub;
+  /** TCP control connections of recipients whose UDP is blocked, by URI. */
+  readonly #controls = new Map<string, StunChannel>();
+  /** UDP sockets by `socketKey` (rfc5780.ts); the primary one also carries the broker's own requests. */
+  #udp = new Map<string, UdpSocket>();
+  #tcp: readonly Server[] = [];
+  #layout: Rfc5780Layout | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
   #address: { address: string; port: number } | undefined;
 
@@ -52,12 +69,31 @@ export class Broker extends EventEmitter {
         throw new NattravError(ErrorCode.InvalidArgument, `broker option ${key} must be a positive integer, got ${String(value)}`);
       }
     }
+    if (resolved.alternatePort !== undefined) checkPort(resolved.alternatePort, 'broker alternatePort');
+    if (resolved.alternateHost !== undefined && (resolved.alternateHost === '' || isWildcard(resolved.host))) {
+      throw new NattravError(
+        ErrorCode.InvalidArgument,
+        `broker alternateHost needs a specific primary host, not "${resolved.host}"; pass the host's first address as host and its second as alternateHost`,
+      );
+    }
     this.#options = resolved;
     this.#ownsRegistry = options.registry === undefined;
     this.#registry = options.registry ?? new MemoryRegistry();
+    this.#relay = new RelayHub(
+      { maxBytes: resolved.relayMaxBytes, maxDurationMs: resolved.relayMaxDurationMs },
+      (channel, message) => channel.send(message, { software: resolved.software, fingerprint: true }),
+      (ended) => this.emit('event', { type: 'relay-ended', ...ended } satisfies BrokerEvent),
+    );
     this.#rendezvous = new Rendezvous({
+      authorizeRelay: (attemptId) => this.#relay.authorize(attemptId),
       registry: this.#registry,
-      sendUdp: (message, to) => this.#sendUdp(message, to),
+      notify: (registration, message) => {
+        if (registration.transport === 'tcp') {
+          this.#controls.get(registration.uri)?.send(message, { software: resolved.software, fingerprint: true });
+        } else {
+          this.#sendUdp(message, registration.publicEndpoint);
+        }
+      },
       reply: (channel, message) => channel.send(message, { software: this.#options.software, fingerprint: true }),
       recipientTimeoutMs: resolved.recipientTimeoutMs,
       probeTimeoutMs: resolved.probeTimeoutMs,
@@ -71,6 +107,11 @@ export class Broker extends EventEmitter {
     return this.#registry;
   }
 
+  /** Connections being relayed right now. */
+  get activeRelays(): number {
+    return this.#relay.active;
+  }
+
   /** Attempts waiting for their recipient or being scheduled. */
   get pendingAttempts(): number {
     return this.#rendezvous.pending;
@@ -82,32 +123,53 @@ export class Broker extends EventEmitter {
     return { ...this.#address };
   }
 
-  /** Binds UDP and TCP on the same port and starts serving. Resolves with the bound address. */
+  /** Every endpoint listened on (UDP and TCP each): primary, alternate port, and with an alternate address both of its ports. */
+  addresses(): BrokerEndpoint[] {
+    const layout = this.#layout;
+    if (layout === undefined || this.#state !== 'listening') throw new NattravError(ErrorCode.Closed, 'the broker is not listening');
+    return [...this.#udp.keys()].map((key) => {
+      const id: ServerSocketId = { alternateIp: key.startsWith('alt-ip'), alternatePort: key.endsWith('alt-port') };
+      return { ...socketAddress(layout, id), ...id };
+    });
+  }
+
+  /**
+   * Binds UDP and TCP on the primary port and the alternate port (and on both
+   * ports of the alternate address, if any), then starts serving. Resolves with
+   * the primary address.
+   */
   async listen(): Promise<{ address: string; port: number }> {
     if (this.#state === 'listening' && this.#address !== undefined) return this.address();
     if (this.#state !== 'idle') throw new NattravError(ErrorCode.Closed, `cannot listen: the broker is ${this.#state}`);
     this.#state = 'starting';
-    const { host, port } = this.#options;
+    const { host, port, alternateHost, alternatePort } = this.#options;
     let lastError: unknown;
-    for (let i = 0; i < (port === 0 ? SAME_PORT_TRIES : 1); i++) {
-      try {
-        const tcp = await this.#listenTcp(host, port);
-        const bound = (tcp.address() as { port: number }).port;
-        try {
-          this.#udp = await this.#bindUdp(host, bound);
-        } catch (err) {
-          await new Promise<void>((resolve) => tcp.close(() => resolve()));
-          throw err;
-        }
-        this.#tcp = tcp;
-        this.#address = { address: host, port: bound };
-        this.#state = 'listening';
-        this.emit('event', { type: 'listening', address: host, port: bound } satisfies BrokerEvent);
-        this.emit('listening');
-        return this.address();
-      } catch (err) {
-        lastError = err;
+    try {
+      const bound = await bindListeners(
+        { host, port, ...(alternateHost === undefined ? {} : { alternateHost }), ...(alternatePort === undefined ? {} : { alternatePort }) },
+        { udp: (h, p, id) => this.#bindUdp(h, p, id), tcp: (h, p) => this.#listenTcp(h, p) },
+      );
+      if (this.#state !== 'starting') {
+        await closeListeners(bound.udp.values(), bound.tcp);
+        throw new NattravError(ErrorCode.Closed, 'the broker was closed while it was starting');
       }
+      this.#udp = new Map(bound.udp);
+      this.#tcp = bound.tcp;
+      this.#layout = bound.layout;
+      this.#address = { address: host, port: bound.layout.port };
+      this.#state = 'listening';
+      this.emit('event', {
+        type: 'listening',
+        address: host,
+        port: bound.layout.port,
+        alternatePort: bound.layout.alternatePort,
+        ...(alternateHost === undefined ? {} : { alternateAddress: alternateHost }),
+      } satisfies BrokerEvent);
+      this.emit('listening');
+      return this.address();
+    } catch (err) {
+      if (err instanceof NattravError) throw err;
+      lastError = err;
     }
     this.#state = 'idle';
     const code = (lastError as { code?: string } | undefined)?.code ?? String(lastError);
@@ -123,11 +185,9 @@ export class Broker extends EventEmitter {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
     this.#rendezvous.close();
+    this.#relay.close();
     for (const socket of this.#sockets) socket.destroy();
-    await Promise.all([
-      new Promise<void>((resolve) => (this.#tcp ? this.#tcp.close(() => resolve()) : resolve())),
-      new Promise<void>((resolve) => (this.#udp ? this.#udp.close(() => resolve()) : resolve())),
-    ]);
+    await closeListeners(this.#udp.values(), this.#tcp);
     if (this.#ownsRegistry) await this.#registry.close();
     this.emit('close');
   }
@@ -149,7 +209,7 @@ export class Broker extends EventEmitter {
     });
   }
 
-  #bindUdp(host: string, port: number): Promise<UdpSocket> {
+  #bindUdp(host: string, port: number, id: ServerSocketId): Promise<UdpSocket> {
     return new Promise((resolve, reject) => {
       const socket = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
       socket.once('error', reject);
@@ -162,7 +222,8 @@ export class Broker extends EventEmitter {
               registry: this.#registry,
               maxLifetimeMs: this.#options.maxLifetimeMs,
               now: Date.now,
-              send: (message, to) => this.#sendUdp(message, to),
+              send: (message, to) => this.#sendUdpFrom(socket, message, to),
+              binding: (request, remote) => this.#answerBinding(id, request, remote),
               onResponse: (message) => this.#rendezvous.acknowledge(message),
               onRegistered: (uri, publicEndpoint, lifetimeMs) =>
                 this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs } satisfies BrokerEvent),
@@ -178,10 +239,58 @@ export class Broker extends EventEmitter {
     });
   }
 
+  /** Sends from the primary UDP socket (the broker's own requests, e.g. ConnectionRequest). */
   #sendUdp(message: StunMessage, to: TransportAddress): void {
-    if (this.#udp === undefined || this.#state !== 'listening') return;
+    const primary = this.#udp.get(socketKey({ alternateIp: false, alternatePort: false }));
+    if (primary !== undefined) this.#sendUdpFrom(primary, message, to);
+  }
+
+  #sendUdpFrom(socket: UdpSocket, message: StunMessage, to: TransportAddress): void {
+    if (this.#state !== 'listening') return;
     const bytes = encodeMessage(message, { software: this.#options.software, fingerprint: true });
-    this.#udp.send(bytes, to.port, to.address, () => undefined);
+    socket.send(bytes, to.port, to.address, () => undefined);
+  }
+
+  /** RFC 5780 §6.1: answers a UDP Binding from the socket CHANGE-REQUEST asks for (see rfc5780.ts). */
+  #answerBinding(arrivedOn: ServerSocketId, request: StunMessage, remote: TransportAddress): void {
+    if (this.#layout === undefined) return;
+    const answer = answerBinding(request, arrivedOn, remote, this.#layout);
+    const socket = this.#udp.get(socketKey(answer.from));
+    if (socket !== undefined) this.#sendUdpFrom(socket, answer.response, answer.to);
+  }
+
+  /** Register over TCP: keep the channel so connection requests can go down it. */
+  #registerControl(channel: StunChannel, request: StunMessage): void {
+    const socket = channel.socket;
+    const remote = toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
+    handleRegister(
+      {
+        registry: this.#registry,
+        maxLifetimeMs: this.#options.maxLifetimeMs,
+        now: Date.now,
+        reply: (message) => channel.send(message, { software: this.#options.software, fingerprint: true }),
+        onRegistered: (uri, publicEndpoint, lifetimeMs) =>
+          this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, transport: 'tcp' } satisfies BrokerEvent),
+      },
+      request,
+      remote,
+      'tcp',
+    ).then(
+      (uri) => {
+        if (uri === undefined || this.#controls.get(uri) === channel) return;
+        this.#controls.set(uri, channel);
+        channel.closed.then(async () => {
+          if (this.#controls.get(uri) !== channel) return;
+          this.#controls.delete(uri);
+          // Nobody can reach the recipient any more: drop the registration if it is still this one.
+          const current = await this.#registry.get(uri);
+          if (current?.transport === 'tcp' && current.publicEndpoint.port === remote.port && current.publicEndpoint.address === remote.address) {
+            await this.#registry.delete(uri);
+          }
+        }, () => undefined);
+      },
+      (err: unknown) => channel.send(request.errorResponse(StunErrorCode.ServerError, err instanceof Error ? err.message : String(err))),
+    );
   }
 
   #onTcp(socket: Socket): void {
@@ -189,8 +298,13 @@ export class Broker extends EventEmitter {
     socket.once('close', () => this.#sockets.delete(socket));
     socket.setTimeout(this.#options.exchangeIdleTimeoutMs, () => socket.destroy());
     socket.setNoDelay(true);
-    let role: 'none' | 'initiator' | 'recipient' = 'none';
+    let role: 'none' | 'initiator' | 'recipient' | 'relay' | 'control' = 'none';
     const channel: StunChannel = new StunChannel(socket, (message) => {
+      if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
+        // A recipient acknowledging a connection request on its control connection.
+        if (role === 'control') this.#rendezvous.acknowledge(message);
+        return;
+      }
       if (message.cls !== MessageClass.Request) return;
       const reply = (response: StunMessage): void => {
         channel.send(response, { software: this.#options.software, fingerprint: true });
@@ -216,6 +330,32 @@ export class Broker extends EventEmitter {
             reply(message.errorResponse(StunErrorCode.BadRequest, err instanceof Error ? err.message : String(err)));
             channel.end();
           });
+          return;
+        }
+        case Method.Register: {
+          if (role !== 'none' && role !== 'control') {
+            reply(message.errorResponse(StunErrorCode.BadRequest, 'Register on an exchange connection'));
+            return;
+          }
+          role = 'control';
+          // A control connection lives as long as its registration; refreshes keep it busy.
+          socket.setTimeout(this.#options.maxLifetimeMs, () => socket.destroy());
+          this.#registerControl(channel, message);
+          return;
+        }
+        case Method.MappingProbe:
+          this.#rendezvous.mappingProbe(channel, message);
+          return;
+        case Method.Relay: {
+          const id = getAttemptId(message);
+          const side = getU32Attr(message, AttrType.Role);
+          if (id === undefined || (side !== 0 && side !== 1) || role !== 'none') {
+            reply(message.errorResponse(StunErrorCode.BadRequest, 'Relay needs ATTEMPT-ID and ROLE, once per connection'));
+            channel.end();
+            return;
+          }
+          role = 'relay';
+          this.#relay.join(Buffer.from(id).toString('hex'), side === 0 ? 'initiator' : 'recipient', channel, message);
           return;
         }
         default:

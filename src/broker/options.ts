@@ -20,10 +20,27 @@ export interface BrokerOptions {
   maxPendingAttempts?: number;
   /** SOFTWARE attribute value in responses. @default 'nattrav broker' */
   software?: string;
+  /**
+   * A second IP address of this host (RFC 5780 §3: the "alternate address"). With it the broker
+   * also listens on `alternateHost:port` and `alternateHost:alternatePort` (UDP and TCP), sends
+   * OTHER-ADDRESS in Binding responses, and honours CHANGE-REQUEST "change IP". `host` must then be
+   * a specific address, not a wildcard. No default: without it only "change port" is honoured.
+   */
+  alternateHost?: string;
+  /** The second port (RFC 5780 §3: the "alternate port"), always listened on (UDP and TCP). @default port + 1 */
+  alternatePort?: number;
+  /** Bytes (both directions) one relayed connection may carry; 0 = unlimited. @default 0 */
+  relayMaxBytes?: number;
+  /** Milliseconds one relayed connection may last; 0 = unlimited. @default 0 */
+  relayMaxDurationMs?: number;
 }
 
 /** Fully resolved broker options. */
-export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry'>> & { registry?: Registry };
+export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'alternateHost' | 'alternatePort'>> & {
+  registry?: Registry;
+  alternateHost?: string;
+  alternatePort?: number;
+};
 
 /** Defaults of {@link BrokerOptions}, in one place. */
 export const BROKER_DEFAULTS = {
@@ -40,4 +57,7 @@ export const BROKER_DEFAULTS = {
   probeTimeoutMs: 3_000,
   maxPendingAttempts: 4096,
   software: 'nattrav broker',
+  /** On one's own broker the relay is not metered; operators of a public broker set quotas. */
+  relayMaxBytes: 0,
+  relayMaxDurationMs: 0,
 } as const satisfies ResolvedBrokerOptions;

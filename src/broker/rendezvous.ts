@@ -8,9 +8,14 @@
  * 3. The recipient opens a fresh TCP exchange and sends Join(attempt ID, its private endpoints).
  * 4. With both exchanges open the broker knows both public TCP endpoints. It
  *    probes each exchange once to measure its round-trip time.
- * 5. It answers both requests at the same instant with the other side's public
- *    and private endpoints and a start delay, so the two SYNs cross, then closes
- *    its side of both exchanges first (the TIME_WAIT stays with the broker).
+ * 5. Meanwhile each peer has opened a MappingProbe connection from its
+ *    exchange's local port to the broker's alternate port: two public
+ *    endpoints per side tell how its NAT maps TCP (none, endpoint-independent,
+ *    sequential with a step, random). From both, the broker plans the
+ *    strategies (nat/plan.ts) and picks the first that has not failed yet.
+ * 6. It answers both requests at the same instant with the strategy, the other
+ *    side's endpoints and mapping, and a start delay, so the two SYNs cross,
+ *    then closes its side of both exchanges first (the TIME_WAIT stays with the broker).
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
@@ -26,12 +31,16 @@ import {
   addUri,
   addXorAddress,
   getAttemptId,
+  getU32Attr,
   getUri,
   getXorAddressAttrs,
 } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
-import type { Registry } from './registry/registry.js';
+import type { Registration, Registry } from './registry/registry.js';
 import { startDelays } from './timing.js';
+import { classifyMapping, encodeMappingKind, lastObservedPort, type MappingKind } from '../nat/mapping.js';
+import { nextStrategy, planStrategies } from '../nat/plan.js';
+import { StrategyCode, strategiesInMask, type StrategyName } from '../nat/strategy.js';
 
 /** The phases of an attempt (step numbers as in the module comment). */
 export type AttemptState = 'notifying' | 'probing' | 'done' | 'failed';
@@ -44,6 +53,7 @@ interface Side {
 }
 
 interface Attempt {
+  readonly failed: ReadonlySet<StrategyName>;
   readonly key: string;
   readonly id: Uint8Array;
   readonly uri: string;
@@ -59,8 +69,8 @@ interface Attempt {
 /** What the rendezvous needs from the broker around it. */
 export interface RendezvousContext {
   readonly registry: Registry;
-  /** Sends a STUN message from the broker's UDP socket. */
-  sendUdp(message: StunMessage, to: TransportAddress): void;
+  /** Sends a connection request to a registered recipient: over UDP to its mapping, or down its TCP control connection. */
+  notify(registration: Registration, message: StunMessage): void;
   /** Sends a message on an exchange, with the broker's SOFTWARE and FINGERPRINT. */
   reply(channel: StunChannel, message: StunMessage): void;
   readonly recipientTimeoutMs: number;
@@ -68,16 +78,44 @@ export interface RendezvousContext {
   readonly maxPendingAttempts: number;
   /** Reports progress (for logs). */
   emit(event: RendezvousEvent): void;
+  /** Allows one relay for the attempt (hex ID); false when the relay is full. */
+  authorizeRelay(attemptId: string): boolean;
 }
 
 /** A progress report of the rendezvous. */
 export type RendezvousEvent =
   | { type: 'attempt'; uri: string; attemptId: string; initiator: TransportAddress }
-  | { type: 'scheduled'; uri: string; attemptId: string; rttInitiatorMs: number; rttRecipientMs: number; setupMs: number }
+  | {
+      type: 'scheduled';
+      uri: string;
+      attemptId: string;
+      strategy: StrategyName;
+      plan: StrategyName[];
+      initiatorMapping: string;
+      recipientMapping: string;
+      rttInitiatorMs: number;
+      rttRecipientMs: number;
+      setupMs: number;
+    }
   | { type: 'attempt-failed'; uri: string; attemptId: string; reason: string };
 
 /** Retransmission schedule of ConnectionRequest over UDP (RFC 8489 §6.2.1 style, faster start). */
 const NOTIFY_FIRST_RTO_MS = 250;
+/** Mapping probes a peer sends per attempt (with its exchange: two observations from one local port). */
+export const MAPPING_PROBES = 1;
+/** How long to wait for late mapping probes after both exchanges are in, in ms; they leave with the exchange, so only loss delays them. */
+const MAPPING_WAIT_MS = 1_000;
+/** Probe observations kept for attempts the broker has not seen yet, at most (memory bound). */
+const MAX_PROBE_KEYS = 8192;
+/** Birthday: the cone side starts this much later, so the random side's mappings exist when its probes arrive. */
+const BIRTHDAY_CONE_LAG_MS = 200;
+
+/** Mapping-probe observations of one side of one attempt. */
+interface ProbeRecord {
+  readonly endpoints: TransportAddress[];
+  readonly expires: number;
+  waiters: Array<() => void>;
+}
 
 /** Runs every attempt of one broker. */
 export class Rendezvous {
@@ -85,6 +123,8 @@ export class Rendezvous {
   readonly #attempts = new Map<string, Attempt>();
   /** ConnectionRequest transaction ID (hex) -> attempt key. */
   readonly #byTxid = new Map<string, string>();
+  /** `<attempt id hex>/<role>` -> probe observations. */
+  readonly #probes = new Map<string, ProbeRecord>();
 
   constructor(ctx: RendezvousContext) {
     this.#ctx = ctx;
@@ -111,12 +151,16 @@ export class Rendezvous {
       this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy: too many pending attempts');
       return;
     }
-    const id = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
+    // The initiator proposes the ID so its mapping probes can name the attempt before we answer.
+    const proposed = getAttemptId(request);
+    const proposedKey = proposed === undefined ? undefined : Buffer.from(proposed).toString('hex');
+    const id = proposed !== undefined && !this.#attempts.has(proposedKey as string) ? proposed : new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
     const key = Buffer.from(id).toString('hex');
     const notify = StunMessage.request(Method.ConnectionRequest);
     addAttemptId(notify, id);
     addUri(notify, uri);
     const attempt: Attempt = {
+      failed: new Set(strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0)),
       key,
       id,
       uri,
@@ -135,7 +179,7 @@ export class Rendezvous {
     // Retransmit the ConnectionRequest with doubling intervals until acknowledged or joined.
     const send = (rto: number): void => {
       if (attempt.state !== 'notifying') return;
-      this.#ctx.sendUdp(notify, registration.publicEndpoint);
+      this.#ctx.notify(registration, notify);
       attempt.notifyTimer = setTimeout(() => send(rto * 2), rto);
     };
     send(NOTIFY_FIRST_RTO_MS);
@@ -190,11 +234,41 @@ export class Rendezvous {
     }
     if (attempt.state !== 'probing') return;
 
-    // Step 5: answer both at once, then close our side first.
-    const delays = startDelays(rtts[0], rtts[1]);
+    // Step 5: how each NAT maps TCP, and the strategy for this attempt.
+    await Promise.all([this.#waitForProbes(`${attempt.key}/initiator`), this.#waitForProbes(`${attempt.key}/recipient`)]);
+    if (attempt.state !== 'probing') return;
     const recipient = attempt.recipient;
-    this.#ctx.reply(attempt.initiator.channel, this.#final(attempt, attempt.initiator, recipient, delays.initiatorMs));
-    this.#ctx.reply(recipient.channel, this.#final(attempt, recipient, attempt.initiator, delays.recipientMs));
+    const initiatorProbes = this.#takeProbes(`${attempt.key}/initiator`);
+    const recipientProbes = this.#takeProbes(`${attempt.key}/recipient`);
+    const initiatorMapping = classifyMapping(attempt.initiator.publicEndpoint, initiatorProbes, attempt.initiator.privateEndpoints);
+    const recipientMapping = classifyMapping(recipient.publicEndpoint, recipientProbes, recipient.privateEndpoints);
+    const plan = planStrategies(
+      { mapping: initiatorMapping, publicAddress: attempt.initiator.publicEndpoint.address },
+      { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address },
+    );
+    const strategy = nextStrategy(plan, attempt.failed);
+    if (strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key)) {
+      this.#abandon(attempt, StunErrorCode.ServerError, 'broker busy: no relay capacity');
+      return;
+    }
+
+    // Step 6: answer both at once, then close our side first.
+    const delays = startDelays(rtts[0], rtts[1]);
+    let initiatorDelay = delays.initiatorMs;
+    let recipientDelay = delays.recipientMs;
+    if (strategy === 'birthday') {
+      if (initiatorMapping.kind === 'random') recipientDelay += BIRTHDAY_CONE_LAG_MS;
+      else initiatorDelay += BIRTHDAY_CONE_LAG_MS;
+    }
+    // For prediction the other side is named by the last port its NAT gave out.
+    const endpointFor = (side: Side, mapping: MappingKind, probes: TransportAddress[]): TransportAddress =>
+      strategy === 'predicted' && mapping.kind === 'sequential'
+        ? { ...side.publicEndpoint, port: lastObservedPort(side.publicEndpoint, probes) }
+        : side.publicEndpoint;
+    const initiatorView = { endpoint: endpointFor(attempt.initiator, initiatorMapping, initiatorProbes), mapping: initiatorMapping };
+    const recipientView = { endpoint: endpointFor(recipient, recipientMapping, recipientProbes), mapping: recipientMapping };
+    this.#ctx.reply(attempt.initiator.channel, this.#final(attempt, attempt.initiator, initiatorView, recipient, recipientView, strategy, initiatorDelay));
+    this.#ctx.reply(recipient.channel, this.#final(attempt, recipient, recipientView, attempt.initiator, initiatorView, strategy, recipientDelay));
     attempt.state = 'done';
     this.#forget(attempt);
     attempt.initiator.channel.end();
@@ -203,10 +277,74 @@ export class Rendezvous {
       type: 'scheduled',
       uri: attempt.uri,
       attemptId: attempt.key,
+      strategy,
+      plan,
+      initiatorMapping: describeMapping(initiatorMapping),
+      recipientMapping: describeMapping(recipientMapping),
       rttInitiatorMs: rtts[0],
       rttRecipientMs: rtts[1],
       setupMs: Math.round(performance.now() - attempt.startedAt),
     });
+  }
+
+  /**
+   * A MappingProbe arrived (on the alternate port): record the public endpoint
+   * the broker sees for that side of that attempt, answer, and close first.
+   */
+  mappingProbe(channel: StunChannel, request: StunMessage): void {
+    const id = getAttemptId(request);
+    const role = getU32Attr(request, AttrType.Role);
+    if (id === undefined || (role !== 0 && role !== 1)) {
+      this.#fail(channel, request, StunErrorCode.BadRequest, 'MappingProbe needs ATTEMPT-ID and ROLE');
+      return;
+    }
+    const socket = channel.socket;
+    const endpoint = toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
+    const key = `${Buffer.from(id).toString('hex')}/${role === 0 ? 'initiator' : 'recipient'}`;
+    this.#pruneProbes();
+    let record = this.#probes.get(key);
+    if (record === undefined) {
+      if (this.#probes.size >= MAX_PROBE_KEYS) {
+        this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy');
+        return;
+      }
+      record = { endpoints: [], expires: Date.now() + 30_000, waiters: [] };
+      this.#probes.set(key, record);
+    }
+    if (record.endpoints.length < MAPPING_PROBES) record.endpoints.push(endpoint);
+    const response = request.successResponse();
+    addXorAddress(response, AttrType.XorMappedAddress, endpoint);
+    this.#ctx.reply(channel, response);
+    channel.end();
+    if (record.endpoints.length >= MAPPING_PROBES) for (const wake of record.waiters.splice(0)) wake();
+  }
+
+  #waitForProbes(key: string): Promise<void> {
+    const record = this.#probes.get(key);
+    if (record !== undefined && record.endpoints.length >= MAPPING_PROBES) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, MAPPING_WAIT_MS);
+      let entry = this.#probes.get(key);
+      if (entry === undefined) {
+        entry = { endpoints: [], expires: Date.now() + 30_000, waiters: [] };
+        this.#probes.set(key, entry);
+      }
+      entry.waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  #takeProbes(key: string): TransportAddress[] {
+    const record = this.#probes.get(key);
+    this.#probes.delete(key);
+    return record?.endpoints ?? [];
+  }
+
+  #pruneProbes(): void {
+    const now = Date.now();
+    for (const [key, record] of this.#probes) if (record.expires < now && record.waiters.length === 0) this.#probes.delete(key);
   }
 
   /** Ends every attempt (broker shutdown). */
@@ -237,13 +375,24 @@ export class Rendezvous {
     }
   }
 
-  #final(attempt: Attempt, to: Side, other: Side, delayMs: number): StunMessage {
+  #final(
+    attempt: Attempt,
+    to: Side,
+    own: { endpoint: TransportAddress; mapping: MappingKind },
+    other: Side,
+    peer: { endpoint: TransportAddress; mapping: MappingKind },
+    strategy: StrategyName,
+    delayMs: number,
+  ): StunMessage {
     const response = to.request.successResponse();
     addXorAddress(response, AttrType.XorMappedAddress, to.publicEndpoint);
     addAttemptId(response, attempt.id);
-    addXorAddress(response, AttrType.PeerPublicEndpoint, other.publicEndpoint);
+    addXorAddress(response, AttrType.PeerPublicEndpoint, peer.endpoint);
     for (const endpoint of other.privateEndpoints) addXorAddress(response, AttrType.PeerPrivateEndpoint, endpoint);
     addU32(response, AttrType.StartDelay, delayMs);
+    addU32(response, AttrType.Strategy, StrategyCode[strategy]);
+    addU32(response, AttrType.Mapping, encodeMappingKind(own.mapping));
+    addU32(response, AttrType.PeerMapping, encodeMappingKind(peer.mapping));
     return response;
   }
 
@@ -269,4 +418,9 @@ export class Rendezvous {
     this.#attempts.delete(attempt.key);
     this.#byTxid.delete(Buffer.from(attempt.requestTxid).toString('hex'));
   }
+}
+
+/** `eim`, `sequential(+1)`, ... for logs. */
+function describeMapping(mapping: MappingKind): string {
+  return mapping.kind === 'sequential' ? `sequential(+${mapping.step})` : mapping.kind;
 }

@@ -8,10 +8,11 @@ import { isNattravError } from '../errors.js';
 import { decodeMessage, isStunMessage, unknownComprehensionRequired } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
-import { addU32, addXorAddress, getU32Attr, getUri, getXorAddressAttrs } from '../wire/nattrav.js';
+import { addXorAddress } from '../wire/nattrav.js';
 import { encodeUnknownAttributes } from '../wire/unknown-attributes.js';
 import type { TransportAddress } from '../wire/types.js';
 import type { Registry } from './registry/registry.js';
+import { handleRegister } from './register.js';
 
 /** The attribute types the broker understands in requests. */
 export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
@@ -35,10 +36,6 @@ export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
   AttrType.Lifetime,
 ]);
 
-/** Shortest registration lifetime granted, in ms: shorter would be mostly refresh traffic. */
-export const MIN_LIFETIME_MS = 1_000;
-/** Lifetime granted when the peer asks for none, in ms. */
-export const DEFAULT_LIFETIME_MS = 30_000;
 
 /** What the UDP handler needs from the broker around it. */
 export interface UdpContext {
@@ -46,6 +43,12 @@ export interface UdpContext {
   readonly maxLifetimeMs: number;
   now(): number;
   send(message: StunMessage, to: TransportAddress): void;
+  /**
+   * Answers a Binding request (RFC 5780 §6.1: CHANGE-REQUEST, RESPONSE-PORT, PADDING,
+   * OTHER-ADDRESS, RESPONSE-ORIGIN; see rfc5780.ts). Without it the answer is a plain
+   * RFC 8489 response with XOR-MAPPED-ADDRESS, sent back to the requester.
+   */
+  binding?(request: StunMessage, remote: TransportAddress): void;
   /** A response to one of the broker's own requests (ConnectionRequest) arrived. */
   onResponse(message: StunMessage): void;
   onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
@@ -77,9 +80,13 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
   try {
     switch (message.method) {
       case Method.Binding: {
-        const response = message.successResponse();
-        addXorAddress(response, AttrType.XorMappedAddress, remote);
-        ctx.send(response, remote);
+        if (ctx.binding !== undefined) {
+          ctx.binding(message, remote);
+        } else {
+          const response = message.successResponse();
+          addXorAddress(response, AttrType.XorMappedAddress, remote);
+          ctx.send(response, remote);
+        }
         ctx.onBinding(remote);
         return;
       }
@@ -96,18 +103,5 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
 }
 
 async function register(ctx: UdpContext, request: StunMessage, remote: TransportAddress): Promise<void> {
-  const uri = getUri(request);
-  if (uri === undefined) {
-    ctx.send(request.errorResponse(StunErrorCode.BadRequest, 'Register needs a URI attribute'), remote);
-    return;
-  }
-  const asked = getU32Attr(request, AttrType.Lifetime) ?? DEFAULT_LIFETIME_MS;
-  const lifetimeMs = Math.min(ctx.maxLifetimeMs, Math.max(MIN_LIFETIME_MS, asked));
-  const privateEndpoints = getXorAddressAttrs(request, AttrType.PrivateEndpoint);
-  await ctx.registry.put({ uri, publicEndpoint: remote, privateEndpoints, expiresAt: ctx.now() + lifetimeMs });
-  const response = request.successResponse();
-  addXorAddress(response, AttrType.XorMappedAddress, remote);
-  addU32(response, AttrType.Lifetime, lifetimeMs);
-  ctx.send(response, remote);
-  ctx.onRegistered(uri, remote, lifetimeMs);
+  await handleRegister({ ...ctx, reply: (message) => ctx.send(message, remote) }, request, remote, 'udp');
 }

@@ -34,13 +34,32 @@ export class StunChannel {
     this.#onMessage = onMessage;
     this.#decoder = new StunStreamDecoder(options.maxMessageLength);
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('error', (err) => this.#fail(this.#wrapSocketError(err)));
-    socket.on('end', () => {
-      this.#fail(new NattravError(ErrorCode.Closed, 'the other side closed the connection'));
-      socket.end();
-    });
-    socket.on('close', () => this.#fail(new NattravError(ErrorCode.Closed, 'the connection closed')));
+    socket.on('data', this.#dataListener);
+    socket.on('error', this.#errorListener);
+    socket.on('end', this.#endListener);
+    socket.on('close', this.#closeListener);
+  }
+
+  readonly #dataListener = (chunk: Buffer): void => this.#onData(chunk);
+  readonly #errorListener = (err: Error): void => this.#fail(this.#wrapSocketError(err));
+  readonly #endListener = (): void => {
+    this.#fail(new NattravError(ErrorCode.Closed, 'the other side closed the connection'));
+    this.socket.end();
+  };
+  readonly #closeListener = (): void => this.#fail(new NattravError(ErrorCode.Closed, 'the connection closed'));
+
+  /**
+   * Stops treating the socket as STUN: removes our listeners, fails pending
+   * requests, and returns bytes received after the last whole message. The
+   * caller owns the socket from here on (relay splicing).
+   */
+  detach(): Buffer {
+    this.socket.off('data', this.#dataListener);
+    this.socket.off('error', this.#errorListener);
+    this.socket.off('end', this.#endListener);
+    this.socket.off('close', this.#closeListener);
+    this.#fail(new NattravError(ErrorCode.Closed, 'the channel was detached'));
+    return this.#decoder.takeRemainder();
   }
 
   /** Encodes and writes one message. Returns false when the socket is already closed. */

@@ -1,21 +1,25 @@
 /**
- * One attempt, as either peer runs it: the broker exchange (Connect or Join),
- * the simultaneous open, and the Hello, each phase under its own time limit.
+ * One attempt, as either peer runs it: the broker exchange (Connect or Join,
+ * plus mapping probes), then the strategy the broker chose, under its own time
+ * limit, ending with the Hello that proves both ends belong to this attempt.
  */
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { toTransportAddress, type HostPort } from '../common/endpoint.js';
 import { startPhase } from '../common/signal.js';
+import type { StrategyName } from '../nat/strategy.js';
 import type { StunMessage } from '../wire/message.js';
-import { runExchange } from './exchange.js';
-import { attachInfo, type ConnectionRole, type NattravSocket } from './info.js';
-import { helloAsInitiator, helloAsRecipient, simultaneousOpen } from './punch.js';
+import { runExchange, type ExchangeResult } from './exchange.js';
+import { attachInfo, type ConnectionRole, type NattravSocket, type StrategyTrace } from './info.js';
+import { helloAsInitiator, helloAsRecipient } from './punch.js';
+import { STRATEGIES } from './strategies/index.js';
 
 /** What one attempt needs. */
 export interface AttemptParams {
   readonly broker: HostPort;
   /** The Connect (initiator) or Join (recipient) request. */
   readonly request: StunMessage;
+  readonly attemptId: Uint8Array;
   readonly role: ConnectionRole;
   readonly uri: string;
   readonly signal: AbortSignal;
@@ -25,54 +29,74 @@ export interface AttemptParams {
   readonly started: number;
   /** This attempt's number (1 = the first). */
   readonly attempt: number;
+  /** Strategies tried before this attempt (carried into the connection info). */
+  readonly trace: readonly StrategyTrace[];
+  /** Told as soon as the broker has chosen this attempt's strategy, and when it ends. */
+  readonly onTrace?: (event: StrategyTrace) => void;
 }
 
-/** Runs one attempt; resolves with the connected socket carrying its info. */
+/** Birthday probing needs SYN retransmissions to meet: give it at least this long, in ms. */
+const BIRTHDAY_MIN_MS = 8_000;
+
+/** How long each strategy may take, from the punch limit (listening and relay need no more). */
+function strategyTimeoutMs(strategy: StrategyName, punchTimeoutMs: number, exchangeTimeoutMs: number): number {
+  if (strategy === 'birthday') return Math.max(BIRTHDAY_MIN_MS, punchTimeoutMs);
+  if (strategy === 'relay') return exchangeTimeoutMs;
+  return punchTimeoutMs;
+}
+
+/**
+ * Runs one attempt; resolves with the connected socket carrying its info.
+ * On failure the error is annotated with the strategy that ran (`strategy` on
+ * the thrown object, undefined when the exchange itself failed).
+ */
 export async function runAttempt(params: AttemptParams): Promise<NattravSocket> {
   const { role, uri, signal } = params;
   const initiator = role === 'initiator';
-  const exchange = startPhase(signal, params.exchangeTimeoutMs, initiator ? `asking the broker for ${uri}` : `joining an attempt for ${uri} at the broker`);
-  let result;
+  const exchangePhase = startPhase(signal, params.exchangeTimeoutMs, initiator ? `asking the broker for ${uri}` : `joining an attempt for ${uri} at the broker`);
+  let exchange: ExchangeResult;
   try {
-    result = await runExchange(params.broker, params.request, exchange.signal).catch((err: unknown) => {
-      throw exchange.signal.aborted && !signal.aborted ? exchange.error() : err;
+    exchange = await runExchange(params.broker, params.request, { attemptId: params.attemptId, role }, exchangePhase.signal).catch((err: unknown) => {
+      throw exchangePhase.signal.aborted && !signal.aborted ? exchangePhase.error() : err;
     });
   } finally {
-    exchange.dispose();
+    exchangePhase.dispose();
   }
-  const punch = startPhase(signal, params.punchTimeoutMs, `opening the direct connection ${initiator ? 'to' : 'for'} ${uri}`);
-  let socket: Socket | undefined;
+  const strategy = exchange.strategy;
+  const strategyStarted = performance.now();
+  params.onTrace?.({ attempt: params.attempt, strategy, outcome: 'started', ms: 0 });
+  const limitMs = strategyTimeoutMs(strategy, params.punchTimeoutMs, params.exchangeTimeoutMs);
+  const phase = startPhase(signal, limitMs, `connecting ${initiator ? 'to' : 'for'} ${uri} by strategy ${strategy}`);
+  let socket: Socket;
   try {
-    socket = await simultaneousOpen({
-      localAddress: result.localAddress,
-      localPort: result.localPort,
-      remote: result.peerPublicEndpoint,
-      startDelayMs: result.startDelayMs,
-      signal: punch.signal,
-      // A recipient whose exchange's mapped endpoint equals its local one has no NAT in front of it.
-      listenOnRefusal:
-        !initiator &&
-        result.publicEndpoint.port === result.localPort &&
-        result.publicEndpoint.address === toTransportAddress(result.localAddress, 0).address,
+    socket = await STRATEGIES[strategy]({
+      role,
+      exchange,
+      broker: params.broker,
+      signal: phase.signal,
+      verify: (candidate) =>
+        initiator ? helloAsInitiator(candidate, exchange.attemptId, phase.signal) : helloAsRecipient(candidate, exchange.attemptId, phase.signal),
     });
-    if (initiator) await helloAsInitiator(socket, result.attemptId, punch.signal);
-    else await helloAsRecipient(socket, result.attemptId, punch.signal);
   } catch (err) {
-    socket?.destroy();
-    throw err;
+    const failure = { attempt: params.attempt, strategy, outcome: 'failed', ms: Math.round(performance.now() - strategyStarted), error: err instanceof Error ? err.message : String(err) } as const;
+    params.onTrace?.(failure);
+    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { strategy, trace: [...params.trace, failure] });
   } finally {
-    punch.dispose();
+    phase.dispose();
   }
+  const success: StrategyTrace = { attempt: params.attempt, strategy, outcome: 'succeeded', ms: Math.round(performance.now() - strategyStarted) };
+  params.onTrace?.(success);
   return attachInfo(socket, {
-    path: 'direct',
+    path: strategy,
     role,
     uri,
     local: toTransportAddress(socket.localAddress ?? '0.0.0.0', socket.localPort ?? 0),
     remote: toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0),
-    publicEndpoint: result.publicEndpoint,
-    peerPrivateEndpoints: result.peerPrivateEndpoints,
+    publicEndpoint: exchange.publicEndpoint,
+    peerPrivateEndpoints: exchange.peerPrivateEndpoints,
     setupMs: Math.round(performance.now() - params.started),
     attempts: params.attempt,
-    attemptId: Buffer.from(result.attemptId).toString('hex'),
+    attemptId: Buffer.from(exchange.attemptId).toString('hex'),
+    trace: [...params.trace, success],
   });
 }

@@ -3,15 +3,17 @@
  * open a direct TCP connection by simultaneous open. A failed attempt is retried
  * from a fresh local port (a new exchange), as the NatTrav paper does.
  */
+import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { toHostPort } from '../common/endpoint.js';
 import { startPhase, throwIfAborted } from '../common/signal.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
-import { Method } from '../wire/constants.js';
+import { strategyMask, type StrategyName } from '../nat/strategy.js';
+import { ATTEMPT_ID_LENGTH, AttrType, Method } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
-import { addUri } from '../wire/nattrav.js';
+import { addAttemptId, addU32, addUri } from '../wire/nattrav.js';
 import { runAttempt } from './attempt.js';
-import type { NattravSocket } from './info.js';
+import type { NattravSocket, StrategyTrace } from './info.js';
 import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ConnectOptions } from './options.js';
 import { checkUri, positiveInt } from './validate.js';
 
@@ -39,26 +41,46 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
   const started = performance.now();
   const whole = startPhase(options.signal, timeoutMs, `connecting to ${uri}`);
+  const failed = new Set<StrategyName>();
+  const trace: StrategyTrace[] = [];
   let lastError: NattravError | undefined;
   try {
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
+      const request = StunMessage.request(Method.Connect);
+      addUri(request, uri);
+      addAttemptId(request, attemptId);
+      if (failed.size > 0) addU32(request, AttrType.FailedStrategies, strategyMask(failed));
       try {
-        const request = StunMessage.request(Method.Connect);
-        addUri(request, uri);
-        return await runAttempt({ broker, request, role: 'initiator', uri, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt });
+        return await runAttempt({
+          broker, request, attemptId, role: 'initiator', uri, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
+          onTrace: (event) => {
+            if (event.outcome === 'failed') trace.push(event);
+            options.onTrace?.(event);
+          },
+        });
       } catch (err) {
-        if (whole.signal.aborted) throw whole.error();
+        if (whole.signal.aborted) throw withTrace(whole.error(), trace);
         const error = isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err });
         if (FINAL_CODES.has(error.code)) throw error;
+        const strategy = (err as { strategy?: StrategyName }).strategy;
+        if (strategy !== undefined) failed.add(strategy);
         lastError = error;
       }
     }
-    throw new NattravError(
-      ErrorCode.ConnectFailed,
-      `could not connect to ${uri}: ${maxAttempts} attempt(s) failed; last: ${lastError?.message ?? 'unknown'}`,
-      { cause: lastError },
+    throw withTrace(
+      new NattravError(ErrorCode.ConnectFailed, `could not connect to ${uri}: ${maxAttempts} attempt(s) failed; last: ${lastError?.message ?? 'unknown'}`, { cause: lastError }),
+      trace,
     );
   } finally {
     whole.dispose();
   }
+}
+
+/** Appends "strategies tried: ..." to an error's message, so a failing connect says what ran and why each failed. */
+function withTrace(error: NattravError, trace: readonly StrategyTrace[]): NattravError {
+  if (trace.length === 0) return error;
+  const tried = trace.map((t) => `${t.strategy} (attempt ${t.attempt}): ${t.outcome}${t.error === undefined ? '' : ` - ${t.error}`}`).join('; ');
+  const annotated = new NattravError(error.code, `${error.message}; strategies tried: ${tried}`, { cause: error.cause ?? error });
+  return Object.assign(annotated, { trace });
 }

@@ -10,9 +10,14 @@ import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } fro
 import { abortError } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
-import type { StunMessage } from '../wire/message.js';
+import { AttrType, MAX_PRIVATE_ENDPOINTS, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import { decodeMappingKind, type MappingKind } from '../nat/mapping.js';
+import { StrategyCode, strategyName, type StrategyName } from '../nat/strategy.js';
+import { encodeMessage } from '../wire/codec.js';
+import { StunMessage } from '../wire/message.js';
 import {
+  addAttemptId,
+  addU32,
   addXorAddress,
   getAttemptId,
   getErrorCode,
@@ -26,6 +31,12 @@ import type { TransportAddress } from '../wire/types.js';
 /** What the broker told us for one attempt. */
 export interface ExchangeResult {
   readonly attemptId: Uint8Array;
+  /** The strategy the broker chose for this attempt. */
+  readonly strategy: StrategyName;
+  /** How our NAT maps TCP, as the broker measured it. */
+  readonly mapping: MappingKind;
+  /** How the other peer's NAT maps TCP. */
+  readonly peerMapping: MappingKind;
   /** Our own public TCP endpoint as the broker saw it. */
   readonly publicEndpoint: TransportAddress;
   readonly peerPublicEndpoint: TransportAddress;
@@ -38,13 +49,31 @@ export interface ExchangeResult {
 
 /** Waits this long for the broker's FIN before dropping the exchange ourselves. */
 const BROKER_CLOSE_GRACE_MS = 2_000;
+/**
+ * Mapping probes per attempt, besides the exchange. One: a second probe from the
+ * same local port to the same broker port would be the same 4-tuple.
+ */
+const MAPPING_PROBES = 1;
+/** A mapping probe is one TCP handshake and one round trip; past this it is abandoned. */
+const MAPPING_PROBE_TIMEOUT_MS = 3_000;
+
+/** Who we are in the attempt, so mapping probes can name it. */
+export interface ExchangeIdentity {
+  readonly attemptId: Uint8Array;
+  readonly role: 'initiator' | 'recipient';
+}
 
 /**
  * Runs one exchange. `request` is the Connect or Join request; our private
  * endpoints (with this connection's local port) are added to it here.
  */
-export async function runExchange(broker: HostPort, request: StunMessage, signal: AbortSignal): Promise<ExchangeResult> {
+export async function runExchange(broker: HostPort, request: StunMessage, identity: ExchangeIdentity, signal: AbortSignal): Promise<ExchangeResult> {
   const socket = await openBrokerConnection(broker, signal);
+  // One more connection from the same local port to the broker's alternate port
+  // (port + 1) shows the broker how our NAT maps TCP. Losing it only costs precision.
+  for (let i = 0; i < MAPPING_PROBES; i++) {
+    void sendMappingProbe(broker, socket.localAddress ?? '0.0.0.0', socket.localPort ?? 0, identity, signal);
+  }
   const channel = new StunChannel(socket, (message) => {
     if (message.cls === MessageClass.Request && message.method === Method.Probe) {
       channel.send(message.successResponse(), { fingerprint: true });
@@ -53,7 +82,10 @@ export async function runExchange(broker: HostPort, request: StunMessage, signal
   try {
     const localAddress = socket.localAddress ?? '0.0.0.0';
     const localPort = socket.localPort ?? 0;
-    for (const endpoint of localEndpoints(localPort, toTransportAddress(localAddress, localPort).family)) {
+    // The exchange's own source address first (it may be loopback, which interface listings leave out).
+    const own = toTransportAddress(localAddress, localPort);
+    const others = localEndpoints(localPort, own.family).filter((e) => e.address !== own.address);
+    for (const endpoint of [own, ...others].slice(0, MAX_PRIVATE_ENDPOINTS)) {
       addXorAddress(request, AttrType.PrivateEndpoint, endpoint);
     }
     let response: StunMessage;
@@ -72,8 +104,13 @@ export async function runExchange(broker: HostPort, request: StunMessage, signal
     }
     // The broker closes first; answer its FIN, or drop the socket if it never comes.
     setTimeout(() => socket.destroy(), BROKER_CLOSE_GRACE_MS).unref();
+    const strategy = strategyName(getU32Attr(response, AttrType.Strategy) ?? StrategyCode.direct);
+    if (strategy === undefined) throw new NattravError(ErrorCode.Protocol, 'the broker chose a strategy this peer does not know');
     return {
       attemptId,
+      strategy,
+      mapping: decodeMappingKind(getU32Attr(response, AttrType.Mapping) ?? 0),
+      peerMapping: decodeMappingKind(getU32Attr(response, AttrType.PeerMapping) ?? 0),
       publicEndpoint,
       peerPublicEndpoint,
       peerPrivateEndpoints: getXorAddressAttrs(response, AttrType.PeerPrivateEndpoint),
@@ -133,6 +170,27 @@ export async function openBrokerConnection(broker: HostPort, signal: AbortSignal
       );
     });
   });
+}
+
+/** One MappingProbe from `localPort` to the broker's alternate port; errors are ignored. */
+async function sendMappingProbe(broker: HostPort, localAddress: string, localPort: number, identity: ExchangeIdentity, signal: AbortSignal): Promise<void> {
+  const probe = StunMessage.request(Method.MappingProbe);
+  addAttemptId(probe, identity.attemptId);
+  addU32(probe, AttrType.Role, identity.role === 'initiator' ? 0 : 1);
+  const limit = AbortSignal.any([signal, AbortSignal.timeout(MAPPING_PROBE_TIMEOUT_MS)]);
+  const socket = netConnect({ host: broker.host, port: broker.port + 1, localAddress, localPort });
+  socket.on('error', () => socket.destroy());
+  const stop = (): void => {
+    socket.destroy();
+  };
+  limit.addEventListener('abort', stop, { once: true });
+  socket.once('close', () => limit.removeEventListener('abort', stop));
+  socket.once('connect', () => {
+    socket.write(encodeMessage(probe, { fingerprint: true }));
+  });
+  // The broker answers and closes first; we answer its FIN.
+  socket.on('data', () => undefined);
+  socket.on('end', () => socket.end());
 }
 
 /** Maps a broker error response to the matching exception. */

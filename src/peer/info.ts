@@ -1,16 +1,34 @@
 /** What every nattrav connection reports about itself, on both sides. */
 import type { Socket } from 'node:net';
+import type { StrategyName } from '../nat/strategy.js';
 import type { TransportAddress } from '../wire/types.js';
 
-/** How a connection was made. Later strategies add values. */
-export type ConnectionPath = 'direct';
+/**
+ * How a connection was made: `lan` (private endpoint), `public` (the recipient
+ * listens), `reversal` (the initiator listens), `direct` (TCP simultaneous
+ * open), `predicted` (sequential port prediction), `birthday` (random-port
+ * probing) or `relay` (through the broker).
+ */
+export type ConnectionPath = StrategyName;
+
+/** One step of trying strategies, as reported by `connect({ onTrace })` and kept in the info. */
+export interface StrategyTrace {
+  /** The attempt (1 = the first) the strategy ran in. */
+  readonly attempt: number;
+  readonly strategy: StrategyName;
+  readonly outcome: 'started' | 'succeeded' | 'failed';
+  /** Milliseconds the strategy ran (0 when it starts). */
+  readonly ms: number;
+  /** Why it failed. */
+  readonly error?: string;
+}
 
 /** Which end of the connection this is. */
 export type ConnectionRole = 'initiator' | 'recipient';
 
 /** Facts about one established connection. */
 export interface ConnectionInfo {
-  /** How the connection was made: `direct` is TCP simultaneous open through both NATs. */
+  /** How the connection was made (see {@link ConnectionPath}). */
   readonly path: ConnectionPath;
   /** Which side we are. */
   readonly role: ConnectionRole;
@@ -18,7 +36,7 @@ export interface ConnectionInfo {
   readonly uri: string;
   /** Our end of the socket (as the kernel sees it). */
   readonly local: TransportAddress;
-  /** The other end of the socket: the other peer's public (NAT) endpoint, never the broker. */
+  /** The other end of the socket: the other peer's public (NAT) endpoint, or the broker for `relay`. */
   readonly remote: TransportAddress;
   /** Our own public endpoint for this attempt, as the broker saw it. */
   readonly publicEndpoint: TransportAddress;
@@ -30,6 +48,8 @@ export interface ConnectionInfo {
   readonly attempts: number;
   /** The attempt ID, hex. */
   readonly attemptId: string;
+  /** Every strategy tried on our side, failures first, ending with the one that succeeded. */
+  readonly trace: readonly StrategyTrace[];
 }
 
 /** A connected `net.Socket` carrying its {@link ConnectionInfo}. */

@@ -22,6 +22,8 @@ export interface ConnectOptions {
   exchangeTimeoutMs?: number;
   /** Limit on the simultaneous open of one attempt, in ms. @default 5000 */
   punchTimeoutMs?: number;
+  /** Called as strategies start, succeed and fail (`nattrav connect -v` prints these). */
+  onTrace?: (event: import('./info.js').StrategyTrace) => void;
 }
 
 /** Options of {@link createServer}. */
@@ -40,13 +42,18 @@ export interface ServerOptions {
   exchangeTimeoutMs?: number;
   /** Limit on the simultaneous open of one attempt, in ms. @default 5000 */
   punchTimeoutMs?: number;
+  /**
+   * How to register: 'udp', 'tcp' (a persistent control connection, for networks
+   * that block UDP), or 'auto' (UDP, switching to TCP when UDP gets no answer). @default 'auto'
+   */
+  registerTransport?: 'auto' | 'udp' | 'tcp';
 }
 
 /** Defaults of the peer options, in one place, each with its reason. */
 export const PEER_DEFAULTS = {
-  /** Three attempts ride out one unlucky SYN timing and one lost exchange. */
-  maxAttempts: 3,
-  /** Three attempts at up to ~10 s each. */
+  /** Enough for a plan's strategies (e.g. lan, direct, relay) plus one unlucky SYN timing. */
+  maxAttempts: 4,
+  /** Covers a slow strategy (birthday, ~8 s) followed by the relay. */
   timeoutMs: 30_000,
   /** Covers the broker's 5 s wait for the recipient, a probe, and slack. */
   exchangeTimeoutMs: 12_000,

@@ -8,6 +8,8 @@ import { lookup } from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
 import { formatEndpoint, localEndpoints, type HostPort, toTransportAddress } from '../common/endpoint.js';
 import { abortError, startPhase } from '../common/signal.js';
+import { StunChannel } from '../common/stun-channel.js';
+import { openBrokerConnection } from './exchange.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { decodeMessage, encodeMessage, isStunMessage } from '../wire/codec.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
@@ -27,6 +29,8 @@ export type RegistrationState = 'idle' | 'registering' | 'registered' | 'lost' |
 export interface RegisteredInfo {
   readonly publicEndpoint: TransportAddress;
   readonly lifetimeMs: number;
+  /** How the registration travels: UDP, or a TCP control connection when UDP is blocked. */
+  readonly transport: 'udp' | 'tcp';
 }
 
 /** Options of {@link PeerRegistration}. */
@@ -36,7 +40,12 @@ export interface PeerRegistrationOptions {
   readonly keepaliveMs: number;
   readonly lifetimeMs: number;
   readonly registerTimeoutMs: number;
+  /** 'udp' only, 'tcp' only (a control connection), or 'auto': UDP, and TCP when UDP gets no answer. */
+  readonly transport: 'auto' | 'udp' | 'tcp';
 }
+
+/** In 'auto', how long UDP may stay unanswered before switching to TCP, in ms (a few retransmissions). */
+const UDP_TRY_MS = 2_000;
 
 /**
  * Emits 'registered' (RegisteredInfo) on every successful refresh, 'lost'
@@ -53,6 +62,9 @@ export class PeerRegistration extends EventEmitter {
   readonly #pending = new Map<string, (message: StunMessage) => void>();
   readonly #closing = new AbortController();
   #info: RegisteredInfo | undefined;
+  /** Set once registration runs over a TCP control connection (UDP blocked). */
+  #control: StunChannel | undefined;
+  #transport: 'udp' | 'tcp' = 'udp';
 
   constructor(options: PeerRegistrationOptions) {
     super();
@@ -62,6 +74,11 @@ export class PeerRegistration extends EventEmitter {
   /** Current state. */
   get state(): RegistrationState {
     return this.#state;
+  }
+
+  /** How the registration currently travels. */
+  get transport(): 'udp' | 'tcp' {
+    return this.#transport;
   }
 
   /** The last successful registration, if any. */
@@ -87,7 +104,21 @@ export class PeerRegistration extends EventEmitter {
     socket.on('message', (data, rinfo) => this.#onMessage(data, rinfo.address, rinfo.port));
     socket.on('error', () => undefined);
     await new Promise<void>((resolve) => socket.bind(0, resolve));
-    const info = await this.#register(signal);
+    const mode = this.#options.transport;
+    let info: RegisteredInfo;
+    if (mode === 'tcp') {
+      this.#transport = 'tcp';
+      info = await this.#register(signal);
+    } else {
+      try {
+        info = await this.#register(signal, mode === 'auto' ? Math.min(UDP_TRY_MS, this.#options.registerTimeoutMs) : undefined);
+      } catch (err) {
+        if (mode !== 'auto' || !(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) throw err;
+        // No UDP answer: register over a TCP control connection instead (NatTrav's TCP registration).
+        this.#transport = 'tcp';
+        info = await this.#register(signal);
+      }
+    }
     this.#schedule();
     return info;
   }
@@ -99,6 +130,7 @@ export class PeerRegistration extends EventEmitter {
     clearTimeout(this.#timer);
     this.#closing.abort(new NattravError(ErrorCode.Closed, 'the registration was closed'));
     this.#socket?.close();
+    this.#control?.destroy();
   }
 
   #schedule(): void {
@@ -116,9 +148,11 @@ export class PeerRegistration extends EventEmitter {
     }, this.#options.keepaliveMs);
   }
 
-  /** One Register transaction with retransmissions. */
-  async #register(signal?: AbortSignal): Promise<RegisteredInfo> {
-    const { uri, lifetimeMs, registerTimeoutMs } = this.#options;
+  /** One Register transaction: over UDP with retransmissions, or on the TCP control connection. */
+  async #register(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
+    if (this.#transport === 'tcp') return this.#registerTcp(signal);
+    const { uri, lifetimeMs } = this.#options;
+    const registerTimeoutMs = timeoutMs ?? this.#options.registerTimeoutMs;
     const broker = this.#broker as TransportAddress;
     const socket = this.#socket as UdpSocket;
     const request = StunMessage.request(Method.Register);
@@ -148,17 +182,7 @@ export class PeerRegistration extends EventEmitter {
         };
         send(REGISTER_FIRST_RTO_MS);
       });
-      if (response.cls === MessageClass.ErrorResponse) {
-        const error = getErrorCode(response);
-        throw new NattravError(ErrorCode.BrokerError, `broker refused registration of ${uri}: ${error?.code ?? '?'} ${error?.reason ?? ''}`.trim());
-      }
-      const publicEndpoint = getXorMappedAddress(response);
-      if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
-      const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? lifetimeMs };
-      this.#info = info;
-      if (this.#state !== 'closed') this.#state = 'registered';
-      this.emit('registered', info);
-      return info;
+      return this.#registered(response);
     } catch (err) {
       if (err instanceof NattravError && err.code === ErrorCode.Timeout) {
         throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: ${err.message}`, { cause: err, address: broker.address, port: broker.port });
@@ -169,6 +193,75 @@ export class PeerRegistration extends EventEmitter {
       this.#pending.delete(key);
       phase.dispose();
     }
+  }
+
+  /** Checks a Register response and records the registration. */
+  #registered(response: StunMessage): RegisteredInfo {
+    const { uri, lifetimeMs } = this.#options;
+    if (response.cls === MessageClass.ErrorResponse) {
+      const error = getErrorCode(response);
+      throw new NattravError(ErrorCode.BrokerError, `broker refused registration of ${uri}: ${error?.code ?? '?'} ${error?.reason ?? ''}`.trim());
+    }
+    const publicEndpoint = getXorMappedAddress(response);
+    if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
+    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? lifetimeMs, transport: this.#transport };
+    this.#info = info;
+    if (this.#state !== 'closed') this.#state = 'registered';
+    this.emit('registered', info);
+    return info;
+  }
+
+  /** Register (or refresh) on the TCP control connection, opening it when needed. */
+  async #registerTcp(signal?: AbortSignal): Promise<RegisteredInfo> {
+    const { uri, lifetimeMs, registerTimeoutMs, broker } = this.#options;
+    const phase = startPhase(
+      signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]),
+      registerTimeoutMs,
+      `registering ${uri} over TCP with broker ${formatEndpoint({ address: broker.host, port: broker.port })}`,
+    );
+    try {
+      if (this.#control === undefined || this.#control.socket.destroyed) {
+        const socket = await openBrokerConnection(broker, phase.signal);
+        const channel: StunChannel = new StunChannel(socket, (message) => this.#onControlMessage(channel, message));
+        this.#control = channel;
+      }
+      const request = StunMessage.request(Method.Register);
+      addUri(request, uri);
+      addU32(request, AttrType.Lifetime, lifetimeMs);
+      const control = this.#control;
+      const own = toTransportAddress(control.socket.localAddress ?? '0.0.0.0', control.socket.localPort ?? 0);
+      addXorAddress(request, AttrType.PrivateEndpoint, own);
+      const response = await control.request(request, phase.signal, { fingerprint: true }).catch((err: unknown) => {
+        control.destroy();
+        throw phase.signal.aborted ? phase.error() : new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: the control connection closed (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+      });
+      return this.#registered(response);
+    } finally {
+      phase.dispose();
+    }
+  }
+
+  /** A message on the control connection: the broker's connection requests. */
+  #onControlMessage(channel: StunChannel, message: StunMessage): void {
+    if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return;
+    let attemptId: Uint8Array | undefined;
+    try {
+      attemptId = getAttemptId(message);
+    } catch {
+      return;
+    }
+    if (attemptId === undefined) return;
+    channel.send(message.successResponse(), { fingerprint: true });
+    this.#announce(attemptId);
+  }
+
+  /** Emits 'connection-request' once per attempt (the broker may send copies). */
+  #announce(attemptId: Uint8Array): void {
+    const key = Buffer.from(attemptId).toString('hex');
+    if (this.#seen.has(key)) return;
+    this.#seen.add(key);
+    if (this.#seen.size > SEEN_ATTEMPTS_LIMIT) this.#seen.delete(this.#seen.values().next().value as string);
+    this.emit('connection-request', { attemptId });
   }
 
   #onMessage(data: Buffer, address: string, port: number): void {
@@ -196,10 +289,6 @@ export class PeerRegistration extends EventEmitter {
     if (attemptId === undefined) return;
     // Acknowledge every copy (the broker retransmits until it hears from us), act once.
     this.#socket?.send(encodeMessage(message.successResponse(), { fingerprint: true }), port, address, () => undefined);
-    const key = Buffer.from(attemptId).toString('hex');
-    if (this.#seen.has(key)) return;
-    this.#seen.add(key);
-    if (this.#seen.size > SEEN_ATTEMPTS_LIMIT) this.#seen.delete(this.#seen.values().next().value as string);
-    this.emit('connection-request', { attemptId });
+    this.#announce(attemptId);
   }
 }

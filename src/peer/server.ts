@@ -42,6 +42,7 @@ export class NattravServer extends EventEmitter {
   readonly #registerTimeoutMs: number;
   readonly #exchangeTimeoutMs: number;
   readonly #punchTimeoutMs: number;
+  readonly #transport: 'auto' | 'udp' | 'tcp';
   readonly #attempts = new Set<AbortController>();
   #registration: PeerRegistration | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
@@ -58,6 +59,11 @@ export class NattravServer extends EventEmitter {
     this.#registerTimeoutMs = positiveInt(options.registerTimeoutMs, PEER_DEFAULTS.registerTimeoutMs, 'registerTimeoutMs');
     this.#exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
     this.#punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
+    const transport = options.registerTransport ?? 'auto';
+    if (transport !== 'auto' && transport !== 'udp' && transport !== 'tcp') {
+      throw new NattravError(ErrorCode.InvalidArgument, `registerTransport: expected 'auto', 'udp' or 'tcp', got ${String(transport)}`);
+    }
+    this.#transport = transport;
     if (onConnection !== undefined) this.on('connection', onConnection);
   }
 
@@ -87,6 +93,7 @@ export class NattravServer extends EventEmitter {
       keepaliveMs: this.#keepaliveMs,
       lifetimeMs: this.#lifetimeMs,
       registerTimeoutMs: this.#registerTimeoutMs,
+      transport: this.#transport,
     });
     this.#registration = registration;
     registration.on('registered', (info: RegisteredInfo) => this.emit('registered', info));
@@ -157,6 +164,8 @@ export class NattravServer extends EventEmitter {
     return runAttempt({
       broker: this.#broker,
       request,
+      attemptId,
+      trace: [],
       role: 'recipient',
       uri: this.#uri,
       signal,

@@ -55,6 +55,10 @@ export const Method = {
   Probe: 0xe05,
   /** nattrav: the first message on a freshly punched connection, naming the attempt. */
   Hello: 0xe06,
+  /** nattrav: a peer opens an extra connection to the broker's alternate port so the broker sees one more NAT mapping. */
+  MappingProbe: 0xe07,
+  /** nattrav: a peer asks the broker to splice it to the other peer of an attempt (the relay path). */
+  Relay: 0xe08,
 } as const;
 
 /** STUN attribute types. */
@@ -108,6 +112,16 @@ export const AttrType = {
   StartDelay: 0x4e06,
   /** nattrav: registration lifetime in milliseconds (u32). */
   Lifetime: 0x4e07,
+  /** nattrav: the strategy of this attempt (u32, a StrategyCode). */
+  Strategy: 0x4e08,
+  /** nattrav: the sender's role in an attempt (u32: 0 initiator, 1 recipient). */
+  Role: 0x4e09,
+  /** nattrav: how the receiver's own NAT maps TCP, as the broker measured it (u32, see MappingKind encoding). */
+  Mapping: 0x4e0a,
+  /** nattrav: how the other peer's NAT maps TCP, as the broker measured it (u32). */
+  PeerMapping: 0x4e0b,
+  /** nattrav: strategies that already failed for this connection (u32 bit mask of StrategyCode bits). */
+  FailedStrategies: 0x4e0c,
 } as const;
 
 /** nattrav: the longest URI accepted, in UTF-8 bytes. */

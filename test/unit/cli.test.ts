@@ -28,7 +28,7 @@ describe('nattrav CLI', () => {
     for (const child of children) if (child.exitCode === null && child.pid !== undefined) child.kill('SIGKILL');
   });
 
-  test('listen --echo and connect --json: events, data through the direct connection', async () => {
+  test('listen --echo and connect --json: events, data through the peer-to-peer connection', async () => {
     const { proc: broker, address } = await freeBroker();
     const listener = cli(['listen', 'nattrav://echo', '--broker', address, '--echo', '--json']);
     const registered = await listener.waitForEvent('registered', 10_000);
@@ -37,13 +37,13 @@ describe('nattrav CLI', () => {
 
     const client = cli(['connect', 'nattrav://echo', '--broker', address, '--json']);
     const connected = await client.waitForEvent('connected', 15_000);
-    assert.equal(connected.path, 'direct');
+    assert.equal(connected.path, 'public'); // loopback: the recipient has no NAT
     assert.match(String(connected.local), /^127\.0\.0\.1:\d+$/);
     assert.match(String(connected.remote), /^127\.0\.0\.1:\d+$/);
     assert.equal(typeof connected.setupMs, 'number');
     const accepted = await listener.waitForEvent('accepted', 5_000);
     assert.equal(accepted.remote, connected.local);
-    assert.equal(accepted.path, 'direct');
+    assert.equal(accepted.path, 'public');
 
     client.write('round trip through nattrav\n');
     await client.waitForStdout('round trip through nattrav\n', 5_000);
@@ -104,11 +104,11 @@ describe('nattrav CLI', () => {
     }
   });
 
-  test('demo in loopback mode reports each step and a direct path', async () => {
+  test('demo in loopback mode reports each step and the path', async () => {
     const steps: DemoStep[] = [];
     const result = await runDemo({ mode: 'loopback', onStep: (s) => steps.push(s) });
     assert.equal(result.mode, 'loopback');
-    assert.equal(result.path, 'direct');
+    assert.equal(result.path, 'public');
     assert.deepEqual(
       steps.map((s) => s.step),
       ['broker', 'registered', 'connecting', 'connected', 'data'],

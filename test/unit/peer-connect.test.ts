@@ -7,7 +7,7 @@ import { ErrorCode, NattravError } from '../../src/errors.js';
 import { encodeMessage } from '../../src/wire/codec.js';
 import { AttrType, MessageClass, Method } from '../../src/wire/constants.js';
 import { StunStreamDecoder } from '../../src/wire/framing.js';
-import { StunMessage } from '../../src/wire/message.js';
+import { encodeMessageType, StunMessage } from '../../src/wire/message.js';
 import { addXorAddress } from '../../src/wire/nattrav.js';
 import { startBroker, startRecipient, until } from '../helpers/loopback.js';
 
@@ -46,7 +46,9 @@ describe('connect() on loopback', () => {
     await until(() => accepted.length === 1, 5000, 'the recipient to accept');
     const other = accepted[0]!;
 
-    assert.equal(socket.nattrav.path, 'direct');
+    // On loopback the recipient has no NAT: the broker picks `public` (it listens, we connect).
+    assert.equal(socket.nattrav.path, 'public');
+    assert.equal(other.nattrav.path, 'public');
     assert.equal(socket.nattrav.role, 'initiator');
     assert.equal(other.nattrav.role, 'recipient');
     assert.notEqual(socket.remotePort, brokerPort, 'the socket must not lead to the broker');
@@ -181,14 +183,18 @@ describe('connect() on loopback', () => {
     const socket = await connect({ broker: proxyAddress, uri: 'nattrav://flaky', punchTimeoutMs: 800 });
     closers.push(() => socket.destroy());
     assert.equal(socket.nattrav.attempts, 2);
+    // The first strategy failed and is not tried again: the broker moves on in its plan.
+    assert.deepEqual(socket.nattrav.trace.map((t) => [t.strategy, t.outcome]), [['public', 'failed'], ['direct', 'succeeded']]);
     assert.equal(proxy.clientPorts.length, 2);
     assert.notEqual(proxy.clientPorts[0], proxy.clientPorts[1], 'the retry uses a fresh local port');
     assert.equal(socket.localPort, proxy.clientPorts[1]);
 
     proxy.corrupt = 2;
+    proxy.clientPorts.length = 0;
     await assert.rejects(connect({ broker: proxyAddress, uri: 'nattrav://flaky', punchTimeoutMs: 500, maxAttempts: 2 }), (err: NattravError) => {
       assert.equal(err.code, ErrorCode.ConnectFailed);
-      assert.match(err.message, /2 attempt\(s\) failed; last: timed out after 500 ms while opening the direct connection/);
+      assert.match(err.message, /2 attempt\(s\) failed; last: timed out after 500 ms while connecting to nattrav:\/\/flaky by strategy direct/);
+      assert.match(err.message, /strategies tried: public \(attempt 1\): failed - .*; direct \(attempt 2\): failed/);
       assert.ok(err.cause instanceof NattravError && err.cause.code === ErrorCode.Timeout);
       return true;
     });
@@ -205,7 +211,16 @@ function corruptingProxy(brokerPort: number, deadPort: number): { server: Server
     const upstream = netConnect({ host: '127.0.0.1', port: brokerPort, localAddress: '127.0.0.1', localPort: client.remotePort ?? 0 });
     const decoder = new StunStreamDecoder();
     client.pipe(upstream);
+    let mode: 'unknown' | 'stun' | 'raw' = 'unknown';
+    client.once('data', (chunk: Buffer) => {
+      // Only exchanges (Connect) are rewritten; relay connections pass untouched.
+      mode = chunk.length >= 2 && chunk.readUInt16BE(0) === encodeMessageType(Method.Connect, MessageClass.Request) ? 'stun' : 'raw';
+    });
     upstream.on('data', (chunk: Buffer) => {
+      if (mode !== 'stun') {
+        client.write(chunk);
+        return;
+      }
       for (const message of decoder.push(chunk)) {
         const corrupt = message.method === Method.Connect && message.cls === MessageClass.SuccessResponse && state.corrupt > 0;
         if (corrupt) state.corrupt--;

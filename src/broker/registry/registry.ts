@@ -10,6 +10,11 @@ export interface Registration {
   readonly privateEndpoints: readonly TransportAddress[];
   /** When the registration lapses unless refreshed (milliseconds since the epoch). */
   readonly expiresAt: number;
+  /**
+   * How the peer registered: over UDP (connection requests go to `publicEndpoint`)
+   * or over a TCP control connection held by one broker (requests go down it). @default 'udp'
+   */
+  readonly transport?: 'udp' | 'tcp';
 }
 
 /**

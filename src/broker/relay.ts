@@ -1,0 +1,164 @@
+/**
+ * The relay path: when nothing direct can work, both peers open a TCP
+ * connection to the broker with Relay(attempt ID, role); the broker answers
+ * both and splices the two sockets. Only attempts the broker itself scheduled
+ * with the relay strategy may be relayed, each once, within a short window.
+ * Per-connection byte and time quotas are the operator's (default unlimited).
+ */
+import type { Socket } from 'node:net';
+import type { StunChannel } from '../common/stun-channel.js';
+import { StunErrorCode } from '../wire/constants.js';
+import type { StunMessage } from '../wire/message.js';
+
+/** How long a scheduled relay waits for both peers, in ms: two TCP handshakes, generously. */
+export const RELAY_JOIN_WINDOW_MS = 10_000;
+/** Most relays authorized but not yet joined; more are refused (memory stays bounded). */
+const MAX_AUTHORIZED = 4096;
+
+/** Quotas of one relayed connection. */
+export interface RelayQuota {
+  /** Bytes (both directions together) after which the relay is cut; 0 = unlimited. */
+  readonly maxBytes: number;
+  /** Milliseconds after which the relay is cut; 0 = unlimited. */
+  readonly maxDurationMs: number;
+}
+
+/** How a relayed connection ended. */
+export interface RelayEnded {
+  readonly attemptId: string;
+  readonly bytes: number;
+  readonly durationMs: number;
+  readonly reason: 'closed' | 'byte-quota' | 'time-quota';
+}
+
+interface Waiting {
+  channel: StunChannel;
+  request: StunMessage;
+}
+
+interface Authorized {
+  timer: NodeJS.Timeout;
+  sides: Partial<Record<'initiator' | 'recipient', Waiting>>;
+}
+
+/** Pairs and splices relay connections. */
+export class RelayHub {
+  readonly #authorized = new Map<string, Authorized>();
+  readonly #active = new Set<Socket>();
+  readonly #quota: RelayQuota;
+  readonly #reply: (channel: StunChannel, message: StunMessage) => void;
+  readonly #onEnded: (ended: RelayEnded) => void;
+
+  constructor(quota: RelayQuota, reply: (channel: StunChannel, message: StunMessage) => void, onEnded: (ended: RelayEnded) => void) {
+    this.#quota = quota;
+    this.#reply = reply;
+    this.#onEnded = onEnded;
+  }
+
+  /** Sockets currently spliced. */
+  get active(): number {
+    return this.#active.size / 2;
+  }
+
+  /** Allows one relay for `attemptId` (hex) during {@link RELAY_JOIN_WINDOW_MS}. */
+  authorize(attemptId: string): boolean {
+    if (this.#authorized.has(attemptId)) return true;
+    if (this.#authorized.size >= MAX_AUTHORIZED) return false;
+    const timer = setTimeout(() => this.#expire(attemptId), RELAY_JOIN_WINDOW_MS);
+    timer.unref();
+    this.#authorized.set(attemptId, { timer, sides: {} });
+    return true;
+  }
+
+  /** A peer's Relay request arrived on `channel`. */
+  join(attemptId: string, role: 'initiator' | 'recipient', channel: StunChannel, request: StunMessage): void {
+    const entry = this.#authorized.get(attemptId);
+    if (entry === undefined || entry.sides[role] !== undefined) {
+      this.#reply(channel, request.errorResponse(StunErrorCode.Forbidden, 'no relay was scheduled for this attempt'));
+      channel.end();
+      return;
+    }
+    entry.sides[role] = { channel, request };
+    const { initiator, recipient } = entry.sides;
+    if (initiator === undefined || recipient === undefined) return;
+    clearTimeout(entry.timer);
+    this.#authorized.delete(attemptId);
+    this.#splice(attemptId, initiator, recipient);
+  }
+
+  /** Cuts every relay and forgets every authorization. */
+  close(): void {
+    for (const [id] of this.#authorized) this.#expire(id);
+    for (const socket of this.#active) socket.destroy();
+  }
+
+  #expire(attemptId: string): void {
+    const entry = this.#authorized.get(attemptId);
+    if (entry === undefined) return;
+    clearTimeout(entry.timer);
+    this.#authorized.delete(attemptId);
+    for (const side of Object.values(entry.sides)) {
+      if (side === undefined) continue;
+      this.#reply(side.channel, side.request.errorResponse(StunErrorCode.RecipientUnreachable, 'the other peer did not join the relay'));
+      side.channel.end();
+    }
+  }
+
+  #splice(attemptId: string, a: Waiting, b: Waiting): void {
+    const started = Date.now();
+    let bytes = 0;
+    let reason: RelayEnded['reason'] = 'closed';
+    let ended = false;
+    let closed = 0;
+    const pairs = [
+      [a.channel, b.channel.socket],
+      [b.channel, a.channel.socket],
+    ] as const;
+    const finish = (cut: boolean): void => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(timer);
+      for (const [channel] of pairs) {
+        this.#active.delete(channel.socket);
+        if (cut) channel.socket.destroy();
+      }
+      this.#onEnded({ attemptId, bytes, durationMs: Date.now() - started, reason });
+    };
+    const timer =
+      this.#quota.maxDurationMs > 0
+        ? setTimeout(() => {
+            reason = 'time-quota';
+            finish(true);
+          }, this.#quota.maxDurationMs)
+        : undefined;
+    for (const [channel, to] of pairs) {
+      const from = channel.socket;
+      // From here on the socket carries application bytes: stop parsing STUN on it.
+      const early = channel.detach();
+      this.#active.add(from);
+      from.setTimeout(0);
+      const pass = (chunk: Buffer): void => {
+        bytes += chunk.length;
+        if (this.#quota.maxBytes > 0 && bytes > this.#quota.maxBytes) {
+          reason = 'byte-quota';
+          finish(true);
+          return;
+        }
+        if (!to.write(chunk)) {
+          from.pause();
+          to.once('drain', () => from.resume());
+        }
+      };
+      if (early.length > 0) pass(early);
+      from.on('data', pass);
+      from.on('end', () => to.end());
+      from.on('error', () => finish(true));
+      from.on('close', () => {
+        if (++closed === 2) finish(false);
+      });
+    }
+    // Answer both only now, so every application byte finds the splice in place.
+    this.#reply(a.channel, a.request.successResponse());
+    this.#reply(b.channel, b.request.successResponse());
+  }
+}

@@ -1,0 +1,21 @@
+/** Every strategy runner, by name. */
+import type { StrategyName } from '../../nat/strategy.js';
+import { birthday } from './birthday.js';
+import { direct } from './direct.js';
+import { lan, publicStrategy, reversal } from './listening.js';
+import { predicted } from './predicted.js';
+import { relay } from './relay.js';
+import type { StrategyRunner } from './types.js';
+
+/** The runner for each strategy the broker may choose. */
+export const STRATEGIES: Readonly<Record<StrategyName, StrategyRunner>> = {
+  lan,
+  public: publicStrategy,
+  reversal,
+  direct,
+  predicted,
+  birthday,
+  relay,
+};
+
+export type { StrategyContext, StrategyRunner } from './types.js';

@@ -1,0 +1,83 @@
+/**
+ * The strategies where one side can simply listen:
+ * - `public`: the recipient has a public address; it listens, the initiator connects.
+ * - `reversal`: the initiator has a public address; the broker has asked the
+ *   recipient to dial it instead (P2PWG connection reversal).
+ * - `lan`: both sit behind the same public address; the recipient listens and
+ *   the initiator connects to its private endpoints.
+ * The listener uses the exchange's local port (the one the broker and the peer
+ * know); the dialer retries refused connects until the listener is up.
+ */
+import type { Server } from 'node:net';
+import { sleep } from '../../common/signal.js';
+import type { StrategyName } from '../../nat/strategy.js';
+import type { TransportAddress } from '../../wire/types.js';
+import { dial, listenOn, plainAddress } from './dial.js';
+import { SocketRace } from './race.js';
+import type { StrategyContext, StrategyRunner } from './types.js';
+
+/** After a refusal (listener not up yet), dial again this soon, in ms. */
+const REDIAL_MS = 100;
+
+/** Which side listens in each listening strategy. */
+const LISTENER: Partial<Record<StrategyName, 'initiator' | 'recipient'>> = {
+  public: 'recipient',
+  reversal: 'initiator',
+  lan: 'recipient',
+};
+
+function runner(strategy: StrategyName): StrategyRunner {
+  return async (ctx) => {
+    const race = new SocketRace(ctx);
+    if (LISTENER[strategy] === ctx.role) {
+      await accept(ctx, race);
+    } else {
+      const targets = strategy === 'lan' ? ctx.exchange.peerPrivateEndpoints : [ctx.exchange.peerPublicEndpoint];
+      await sleep(ctx.exchange.startDelayMs, ctx.signal).catch(() => undefined);
+      for (const target of targets) void redial(ctx, race, target);
+      if (targets.length === 0) race.fail(new Error('the peer reported no private endpoint'));
+    }
+    return race.result;
+  };
+}
+
+async function accept(ctx: StrategyContext, race: SocketRace): Promise<void> {
+  const { exchange } = ctx;
+  const allowed = new Set([exchange.peerPublicEndpoint.address, ...exchange.peerPrivateEndpoints.map((e) => e.address)]);
+  let server: Server;
+  try {
+    server = await listenOn(exchange.localAddress, exchange.localPort, ctx.signal);
+  } catch (err) {
+    race.fail(err);
+    return;
+  }
+  server.on('connection', (socket) => {
+    if (!allowed.has(plainAddress(socket.remoteAddress))) {
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    race.add(socket, true);
+  });
+  race.result.finally(() => server.close()).catch(() => undefined);
+}
+
+async function redial(ctx: StrategyContext, race: SocketRace, target: TransportAddress): Promise<void> {
+  while (!race.settled && !ctx.signal.aborted) {
+    const socket = dial(target);
+    race.add(socket);
+    const refused = await new Promise<boolean>((resolve) => {
+      socket.once('connect', () => resolve(false));
+      socket.once('close', () => resolve(true));
+    });
+    if (!refused) return;
+    await sleep(REDIAL_MS, ctx.signal).catch(() => undefined);
+  }
+}
+
+/** `public`: the recipient listens. */
+export const publicStrategy: StrategyRunner = runner('public');
+/** `reversal`: the initiator listens; the recipient dials. */
+export const reversal: StrategyRunner = runner('reversal');
+/** `lan`: the recipient listens; the initiator dials its private endpoints. */
+export const lan: StrategyRunner = runner('lan');

@@ -1,0 +1,30 @@
+/**
+ * `relay`: both peers open a TCP connection to the broker and send
+ * Relay(attempt ID, role); once both are in, the broker answers and splices
+ * the two sockets. The Hello then runs end to end through the broker.
+ */
+import { AttrType, MessageClass, Method } from '../../wire/constants.js';
+import { encodeMessage } from '../../wire/codec.js';
+import { StunMessage } from '../../wire/message.js';
+import { addAttemptId, addU32 } from '../../wire/nattrav.js';
+import { brokerError, openBrokerConnection } from '../exchange.js';
+import { readOneMessage } from '../punch.js';
+import type { StrategyRunner } from './types.js';
+
+/** Connects through the broker's relay and verifies the peer. */
+export const relay: StrategyRunner = async (ctx) => {
+  const socket = await openBrokerConnection(ctx.broker, ctx.signal);
+  try {
+    const request = StunMessage.request(Method.Relay);
+    addAttemptId(request, ctx.exchange.attemptId);
+    addU32(request, AttrType.Role, ctx.role === 'initiator' ? 0 : 1);
+    socket.write(encodeMessage(request, { fingerprint: true }));
+    const answer = await readOneMessage(socket, ctx.signal);
+    if (answer.cls === MessageClass.ErrorResponse) throw brokerError(answer, ctx.broker);
+    await ctx.verify(socket);
+    return socket;
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+};
