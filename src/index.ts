@@ -12,7 +12,7 @@ export { ErrorCode, NattravError, isNattravError } from './errors.js';
 export type { ErrorCodeValue, NattravErrorOptions } from './errors.js';
 
 export { Broker, createBroker } from './broker/broker.js';
-export type { BrokerEvent } from './broker/broker.js';
+export type { BrokerEndpoint, BrokerEvent } from './broker/broker.js';
 export type { BrokerOptions } from './broker/options.js';
 export { BROKER_DEFAULTS } from './broker/options.js';
 export type { RendezvousEvent } from './broker/rendezvous.js';
@@ -24,10 +24,19 @@ export { connect } from './peer/connect.js';
 export { createServer, NattravServer } from './peer/server.js';
 export type { ConnectionListener, ServerAddress } from './peer/server.js';
 export { connectionInfo } from './peer/info.js';
-export type { ConnectionInfo, ConnectionPath, ConnectionRole, NattravSocket } from './peer/info.js';
+export type { ConnectionInfo, ConnectionPath, ConnectionRole, NattravSocket, StrategyTrace } from './peer/info.js';
+export { planStrategies, nextStrategy } from './nat/plan.js';
+export type { SideFacts } from './nat/plan.js';
+export { classifyTcpMapping } from './nat/mapping.js';
+export type { MappingKind } from './nat/mapping.js';
+export { STRATEGY_NAMES } from './nat/strategy.js';
+export type { StrategyName } from './nat/strategy.js';
 export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/options.js';
 export { PEER_DEFAULTS, DEFAULT_BROKER_PORT } from './peer/options.js';
 export type { RegisteredInfo } from './peer/registration.js';
+
+export { describeNat, discoverNat, formatAllocation, DISCOVERY_DEFAULTS } from './nat/index.js';
+export type { Behaviour, ClassicNatName, DiscoverNatOptions, NatProfile, PortAllocation, TcpProfile } from './nat/index.js';
 
 export { formatEndpoint, parseHostPort } from './common/endpoint.js';
 export type { HostPort } from './common/endpoint.js';

@@ -38,7 +38,7 @@ import {
 import type { TransportAddress } from '../wire/types.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { startDelays } from './timing.js';
-import { classifyMapping, encodeMappingKind, lastObservedPort, type MappingKind } from '../nat/mapping.js';
+import { classifyTcpMapping, encodeMappingKind, lastObservedPort, type MappingKind } from '../nat/mapping.js';
 import { nextStrategy, planStrategies } from '../nat/plan.js';
 import { StrategyCode, strategiesInMask, type StrategyName } from '../nat/strategy.js';
 
@@ -240,8 +240,8 @@ export class Rendezvous {
     const recipient = attempt.recipient;
     const initiatorProbes = this.#takeProbes(`${attempt.key}/initiator`);
     const recipientProbes = this.#takeProbes(`${attempt.key}/recipient`);
-    const initiatorMapping = classifyMapping(attempt.initiator.publicEndpoint, initiatorProbes, attempt.initiator.privateEndpoints);
-    const recipientMapping = classifyMapping(recipient.publicEndpoint, recipientProbes, recipient.privateEndpoints);
+    const initiatorMapping = classifyTcpMapping(attempt.initiator.publicEndpoint, initiatorProbes, attempt.initiator.privateEndpoints);
+    const recipientMapping = classifyTcpMapping(recipient.publicEndpoint, recipientProbes, recipient.privateEndpoints);
     const plan = planStrategies(
       { mapping: initiatorMapping, publicAddress: attempt.initiator.publicEndpoint.address },
       { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address },

@@ -9,6 +9,7 @@ import {
   type BrokerEvent,
   type ConnectionInfo,
   type NattravSocket,
+  type StrategyTrace,
 } from '../index.js';
 import { ExitCode, type Reporter } from './output.js';
 
@@ -32,10 +33,19 @@ function infoFields(info: ConnectionInfo): Record<string, unknown> {
   };
 }
 
-/** `nattrav broker [--listen HOST:PORT]`: runs until SIGINT/SIGTERM. */
-export async function brokerCommand(options: { listen: string }, out: Reporter): Promise<number> {
+/** `nattrav broker [--listen HOST:PORT] [--alternate HOST]`: runs until SIGINT/SIGTERM. */
+export async function brokerCommand(
+  options: { listen: string; alternate?: string; relayMaxBytes?: string; relayMaxSeconds?: string },
+  out: Reporter,
+): Promise<number> {
   const { host, port } = parseHostPort(options.listen, '--listen', 3478);
-  const broker = createBroker({ host, port });
+  const broker = createBroker({
+    host,
+    port,
+    ...(options.alternate === undefined ? {} : { alternateHost: options.alternate }),
+    ...(options.relayMaxBytes === undefined ? {} : { relayMaxBytes: Number(options.relayMaxBytes) }),
+    ...(options.relayMaxSeconds === undefined ? {} : { relayMaxDurationMs: Number(options.relayMaxSeconds) * 1000 }),
+  });
   broker.on('event', (event: BrokerEvent) => {
     const { type, ...fields } = event;
     const text = Object.entries(fields)
@@ -88,8 +98,8 @@ export async function listenCommand(uri: string, options: { broker: string; echo
   const address = server.address();
   out.event(
     'registered',
-    { uri, broker: options.broker, public: address ? formatEndpoint(address.publicEndpoint) : null },
-    `registered ${uri} with ${options.broker} (public ${address ? formatEndpoint(address.publicEndpoint) : '?'})`,
+    { uri, broker: options.broker, public: address ? formatEndpoint(address.publicEndpoint) : null, transport: address?.transport ?? null },
+    `registered ${uri} with ${options.broker} over ${address?.transport ?? '?'} (public ${address ? formatEndpoint(address.publicEndpoint) : '?'})`,
   );
   const stop = interrupted();
   if (options.echo === true) {
@@ -105,15 +115,32 @@ export async function listenCommand(uri: string, options: { broker: string; echo
   return ExitCode.Ok;
 }
 
-/** `nattrav connect URI --broker HOST:PORT`. */
-export async function connectCommand(uri: string, options: { broker: string; timeout?: string }, out: Reporter): Promise<number> {
+/** `nattrav connect URI --broker HOST:PORT [-v]`. */
+export async function connectCommand(
+  uri: string,
+  options: { broker: string; timeout?: string; verbose?: boolean },
+  out: Reporter,
+): Promise<number> {
   const controller = new AbortController();
-  const stop = interrupted().then((signal) => controller.abort(signal));
-  void stop;
+  void interrupted().then((signal) => controller.abort(signal));
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
-  const socket = await connect({ broker: options.broker, uri, signal: controller.signal, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+  const onTrace = (event: StrategyTrace): void => {
+    const why = event.error === undefined ? '' : `: ${event.error}`;
+    out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
+  };
+  const socket = await connect({
+    broker: options.broker,
+    uri,
+    signal: controller.signal,
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    ...(options.verbose === true ? { onTrace } : {}),
+  });
   const info = socket.nattrav;
-  out.event('connected', infoFields(info), `connected to ${uri}: path ${info.path}, ${formatEndpoint(info.local)} -> ${formatEndpoint(info.remote)} in ${info.setupMs} ms`);
+  out.event(
+    'connected',
+    { ...infoFields(info), trace: info.trace },
+    `connected to ${uri}: path ${info.path}, ${formatEndpoint(info.local)} -> ${formatEndpoint(info.remote)} in ${info.setupMs} ms`,
+  );
   await pipeStdio(socket);
   return ExitCode.Ok;
 }

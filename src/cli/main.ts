@@ -7,7 +7,14 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { brokerCommand, connectCommand, listenCommand } from './commands.js';
 import { demoCommand } from './demo.js';
+import { labMatrixCommand, type LabMatrixOptions } from './lab.js';
+import { netcheckCommand } from './netcheck.js';
 import { ExitCode, Reporter } from './output.js';
+
+function wholeNumber(value: string): string {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('expected a whole number');
+  return value;
+}
 
 function positiveInteger(value: string): string {
   if (!/^\d+$/.test(value) || Number(value) <= 0) throw new InvalidArgumentError('expected a positive whole number of milliseconds');
@@ -32,8 +39,13 @@ async function main(argv: string[]): Promise<number> {
     .command('broker')
     .description('run a connection broker (UDP and TCP on one port)')
     .option('--listen <host:port>', 'address to listen on', '0.0.0.0:3478')
+    .option('--alternate <host>', 'second IP address of this host for RFC 5780 NAT discovery (needs a specific --listen host)')
+    .option('--relay-max-bytes <n>', 'cut a relayed connection after this many bytes (default: unlimited)', wholeNumber)
+    .option('--relay-max-seconds <n>', 'cut a relayed connection after this many seconds (default: unlimited)', wholeNumber)
     .option('--json', 'report events as JSON lines on stderr')
-    .action((options: { listen: string; json?: boolean }) => run((out) => brokerCommand(options, withJson(out, options.json))));
+    .action((options: { listen: string; alternate?: string; relayMaxBytes?: string; relayMaxSeconds?: string; json?: boolean }) =>
+      run((out) => brokerCommand(options, withJson(out, options.json))),
+    );
 
   program
     .command('listen')
@@ -52,10 +64,19 @@ async function main(argv: string[]): Promise<number> {
     .argument('<uri>', 'the URI to connect to')
     .requiredOption('--broker <host:port>', 'the broker to ask')
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
+    .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
     .option('--json', 'report events as JSON lines on stderr')
-    .action((uri: string, options: { broker: string; timeout?: string; json?: boolean }) =>
+    .action((uri: string, options: { broker: string; timeout?: string; verbose?: boolean; json?: boolean }) =>
       run((out) => connectCommand(uri, options, withJson(out, options.json))),
     );
+
+  program
+    .command('netcheck')
+    .description('classify the NAT between here and a broker (RFC 5780: mapping, filtering, port allocation, hairpinning, TCP)')
+    .requiredOption('--broker <host:port>', 'the broker (or any RFC 5780 STUN server) to test against')
+    .option('--no-tcp', 'skip the TCP tests')
+    .option('--json', 'report the result as one JSON line on stderr')
+    .action((options: { broker: string; tcp?: boolean; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))));
 
   program
     .command('demo')
@@ -63,6 +84,18 @@ async function main(argv: string[]): Promise<number> {
     .option('--loopback', 'skip the network lab even when root')
     .option('--json', 'report events as JSON lines on stderr')
     .action((options: { loopback?: boolean; json?: boolean }) => run((out) => demoCommand(options, withJson(out, options.json))));
+
+  program
+    .command('lab')
+    .description('network-namespace NAT lab tools (root)')
+    .command('matrix')
+    .description('connect every NAT type to every NAT type in the lab; print a table, optionally write an HTML report')
+    .option('--types <a,b,c>', 'NAT types to cross (default: all)')
+    .option('--delay <ms>', 'one-way delay on every site link, ms', '0')
+    .option('--repeats <n>', 'connects per pair', '1')
+    .option('--report <file.html>', 'write a standalone HTML report')
+    .option('--json', 'report events as JSON lines on stderr')
+    .action((options: LabMatrixOptions & { json?: boolean }) => run((out) => labMatrixCommand(options, withJson(out, options.json))));
 
   try {
     await program.parseAsync(argv);
@@ -77,14 +110,25 @@ function withJson(out: Reporter, json: boolean | undefined): Reporter {
   return json === true && !out.json ? new Reporter(true) : out;
 }
 
+// If the event loop ever empties while a command is still pending, something dropped its
+// last handle without settling: say so and fail rather than exit 0 with no result.
+let settled = false;
+process.once('beforeExit', () => {
+  if (settled) return;
+  process.stderr.write('nattrav: internal error: the operation stalled with nothing left to wait for\n');
+  process.exit(ExitCode.Failure);
+});
+
 main(process.argv).then(
   (code) => {
+    settled = true;
     process.exitCode = code;
     // Let stdout drain, then leave even if a handle (a keepalive timer) is still open.
     setTimeout(() => process.exit(code), 50).unref();
     if (process.stdout.writableLength === 0) process.stdout.end();
   },
   (err: unknown) => {
+    settled = true;
     process.stderr.write(`nattrav: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(ExitCode.Failure);
   },

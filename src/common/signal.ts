@@ -23,7 +23,7 @@ export function startPhase(parent: AbortSignal | undefined, timeoutMs: number, d
   const handle = setTimeout(() => {
     timer.abort(new NattravError(ErrorCode.Timeout, `timed out after ${timeoutMs} ms while ${doing}`));
   }, timeoutMs);
-  handle.unref?.();
+  // Not unref'd: a pending phase must keep the process alive until it settles or times out.
   const signal = parent === undefined ? timer.signal : AbortSignal.any([parent, timer.signal]);
   return {
     signal,

@@ -12,11 +12,27 @@ export {
   restrictedConeRuleset,
   symmetricRuleset,
   symmetricSequentialRuleset,
+  udpBlockedRuleset,
+  webOnlyRuleset,
   type NatRulesetOptions,
   type SequentialRulesetOptions,
 } from './nat.js';
 export { LAB_NS_PATTERN, LAB_NS_PREFIX } from './plan.js';
+export { MAX_DELAY_MS, ensureDelayLine } from './delayline.js';
 export {
+  minimumSetup,
+  runMatrix,
+  type MatrixAttempt,
+  type MatrixCell,
+  type MatrixOptions,
+  type MatrixPath,
+  type MatrixResult,
+  type MinimumSetup,
+  type SetupStep,
+} from './matrix.js';
+export { PATH_COLORS, renderMatrixReport } from './report.js';
+export {
+  HAIRPIN_NAT_TYPES,
   NAT_TYPES,
   type LabHost,
   type LabOptions,

@@ -12,15 +12,19 @@
  *                          router lan0 <lanSubnet>.1  ---  host eth0 <lanSubnet>.2 (default via .1)
  * ```
  *
+ * Sites may add a carrier-grade NAT in front of the router, several LAN hosts on a bridge,
+ * hairpinning, and a one-way delay on their internet link (a userspace delay line): see
+ * `site-builder.ts` and `delayline.ts`.
+ *
  * Every namespace is named `ntlab-<pid>-<4 hex>-<role>`, so {@link cleanupStaleLabs} can find
  * the ones whose owner died. Deleting a namespace deletes its interfaces, routes, conntrack
  * table and nftables rulesets, so teardown is: kill processes by PID, delete namespaces.
  */
 import { execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { ErrorCode, NattravError } from '../errors.js';
-import { natRuleset } from './nat.js';
-import { addNamespace, deleteNamespace, ip, ipIn, namespacePids, nft, nftLoad, sysctl } from './netns.js';
-import { planLab, PUBLIC_PREFIX_LENGTH, type LabPlan, type PlannedSite } from './plan.js';
+import { addNamespace, deleteNamespace, ipIn, namespacePids, nft, nftLoad, sysctl } from './netns.js';
+import { planLab, type LabPlan, type PlannedSite } from './plan.js';
+import { attachToInternet, BRIDGE_SYSCTLS, buildSite, type SiteBuildEnv } from './site-builder.js';
 import { ProcessTracker } from './procs.js';
 import type {
   LabHost, LabOptions, LabRunOptions, LabRunResult, LabSite, TrafficCounterReader, TrafficCounts,
@@ -30,11 +34,7 @@ import type {
 const BRIDGE = 'br0';
 
 /** Kernel settings of the internet namespace: bridged frames must not pass the IPv4/IPv6/ARP netfilter hooks (br_netfilter is built in). */
-const internetSysctls = {
-  'net.bridge.bridge-nf-call-iptables': 0,
-  'net.bridge.bridge-nf-call-ip6tables': 0,
-  'net.bridge.bridge-nf-call-arptables': 0,
-} as const;
+const internetSysctls = BRIDGE_SYSCTLS;
 
 /** A network lab of namespaces, veths, a bridge and NAT routers; see the module comment. */
 export class Lab {
@@ -185,43 +185,18 @@ export class Lab {
     await ipIn(inet, ['link', 'add', BRIDGE, 'type', 'bridge']);
     await ipIn(inet, ['link', 'set', BRIDGE, 'up']);
 
-    /** Puts `host` on the internet: a veth from the bridge to `iface` inside the host's namespace. */
-    const attach = async (host: LabHost, tag: string, iface: string): Promise<void> => {
-      const port = `v-${tag}`;
-      await ip(['link', 'add', port, 'netns', inet, 'type', 'veth', 'peer', 'name', iface, 'netns', host.ns]);
-      await ipIn(inet, ['link', 'set', port, 'master', BRIDGE, 'up']);
-      await ipIn(host.ns, ['addr', 'add', `${host.address}/${PUBLIC_PREFIX_LENGTH}`, 'dev', iface]);
-      await ipIn(host.ns, ['link', 'set', iface, 'up']);
+    const env: SiteBuildEnv = {
+      internetNs: inet,
+      addNamespace: (ns) => this.#addNamespace(ns),
+      check,
+      spawn: (ns, command, args, options) => this.#procs.spawn(ns, command, args, options),
     };
     const publicHost = async (host: LabHost, tag: string): Promise<void> => {
       check();
       await this.#addNamespace(host.ns);
-      await attach(host, tag, 'eth0');
-      if (host.alternateAddress !== undefined) {
-        await ipIn(host.ns, ['addr', 'add', `${host.alternateAddress}/${PUBLIC_PREFIX_LENGTH}`, 'dev', 'eth0']);
-      }
+      await attachToInternet(env, host.ns, tag, 'eth0', [host.address, ...(host.alternateAddress === undefined ? [] : [host.alternateAddress])], 0);
     };
-    const site = async (planned: PlannedSite): Promise<void> => {
-      const tag = `s${planned.index}`;
-      const router = planned.router;
-      if (router === undefined || planned.nat === 'none') {
-        await publicHost(planned.host, tag);
-        return;
-      }
-      check();
-      await this.#addNamespace(router.ns);
-      await attach(router, tag, 'wan0');
-      await this.#addNamespace(planned.host.ns);
-      await ip(['link', 'add', 'lan0', 'netns', router.ns, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', planned.host.ns]);
-      await ipIn(router.ns, ['addr', 'add', `${planned.lanAddress ?? ''}/${planned.lanPrefixLength}`, 'dev', 'lan0']);
-      await ipIn(router.ns, ['link', 'set', 'lan0', 'up']);
-      await ipIn(planned.host.ns, ['addr', 'add', `${planned.host.address}/${planned.lanPrefixLength}`, 'dev', 'eth0']);
-      await ipIn(planned.host.ns, ['link', 'set', 'eth0', 'up']);
-      await ipIn(planned.host.ns, ['route', 'add', 'default', 'via', planned.lanAddress ?? '']);
-      await sysctl(router.ns, { 'net.ipv4.ip_forward': 1 });
-      check();
-      await nftLoad(router.ns, natRuleset(planned.nat, { wan: 'wan0', lan: 'lan0', wanAddress: router.address }));
-    };
+    const site = (planned: PlannedSite): Promise<void> => buildSite(env, planned);
 
     // Hosts are independent of each other once the bridge exists; build them concurrently,
     // but let every branch finish before reporting, so teardown sees all it made.

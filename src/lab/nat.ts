@@ -25,8 +25,16 @@ export interface NatRulesetOptions {
    * @default 'lan0'
    */
   lan?: string;
-  /** The router's WAN IPv4 address (needed by `symmetric-sequential`, which snats to it). */
+  /** The router's WAN IPv4 address (needed by `symmetric-sequential` and by hairpinning, which snat to it). */
   wanAddress: string;
+  /**
+   * Hairpinning (only full-cone, restricted-cone, port-restricted): a LAN host sending to
+   * `wanAddress`:mapped port is dnat'ed to the internal endpoint that owns the mapping and
+   * snat'ed to `wanAddress`, so the receiver sees the sender's public endpoint and replies
+   * through the router.
+   * @default false
+   */
+  hairpin?: boolean;
 }
 
 /** Options of {@link symmetricSequentialRuleset}. */
@@ -71,7 +79,9 @@ function interfaces(options: NatRulesetOptions): { wan: string; lan: string } {
  * The filtering every type shares. `inboundDnat` adds the rule that forwards new inbound
  * connections the prerouting chain dnat'ed to the LAN (only cone types steer such traffic).
  */
-function homeRouterFilter(wan: string, lan: string, inboundDnat: boolean): string {
+function homeRouterFilter(wan: string, lan: string, inboundDnat: boolean, policy: ForwardPolicy = {}): string {
+  const before = (policy.before ?? []).map((rule) => `\n    ${rule}`).join('');
+  const outbound = policy.outbound ?? `iifname "${lan}" oifname "${wan}" accept`;
   return `
   # Unsolicited packets to the router itself from the WAN are dropped silently (no RST, no ICMP).
   chain input {
@@ -82,14 +92,24 @@ function homeRouterFilter(wan: string, lan: string, inboundDnat: boolean): strin
 
   # Forwarding: replies and LAN -> WAN pass${inboundDnat ? ', and new inbound flows the cone dnat chose' : ''}; nothing else.
   chain forward {
-    type filter hook forward priority filter; policy drop;
+    type filter hook forward priority filter; policy drop;${before}
     ct state invalid drop
     ct state established,related accept
-    iifname "${lan}" oifname "${wan}" accept${
+    ${outbound}${
       inboundDnat ? `\n    iifname "${wan}" oifname "${lan}" ct status dnat accept` : ''
-    }
+    }${policy.hairpin === true ? `\n    iifname "${lan}" oifname "${lan}" ct status dnat accept` : ''}
   }
 `;
+}
+
+/** What a type changes in the shared forward chain. */
+interface ForwardPolicy {
+  /** Rules before everything else (e.g. dropping all UDP). */
+  before?: string[];
+  /** The rule that lets new LAN -> WAN flows out. @default every flow */
+  outbound?: string;
+  /** Let hairpinned flows (LAN -> LAN through the router) through. */
+  hairpin?: boolean;
 }
 
 /**
@@ -102,12 +122,71 @@ function homeRouterFilter(wan: string, lan: string, inboundDnat: boolean): strin
  */
 export function portRestrictedRuleset(options: NatRulesetOptions): string {
   const { wan, lan } = interfaces(options);
+  if (options.hairpin === true) {
+    // Hairpinning needs to know which internal endpoint owns a public port: record mappings
+    // like the cone types do, but steer nothing from the WAN.
+    return `table ip ${NAT_TABLE} {${coneMapping(wan, false)}${hairpinChains(options, lan)}${homeRouterFilter(wan, lan, false, { hairpin: true })}}
+`;
+  }
   return `table ip ${NAT_TABLE} {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
     oifname "${wan}" masquerade
   }
 ${homeRouterFilter(wan, lan, false)}}
+`;
+}
+
+/**
+ * UDP blocked: a port-restricted NAT (masquerade) for TCP whose forward chain drops every UDP
+ * packet, both ways. Models networks where UDP registration with the broker fails.
+ */
+export function udpBlockedRuleset(options: NatRulesetOptions): string {
+  const { wan, lan } = interfaces(options);
+  return `table ip ${NAT_TABLE} {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "${wan}" masquerade
+  }
+${homeRouterFilter(wan, lan, false, { before: ['meta l4proto udp drop'] })}}
+`;
+}
+
+/**
+ * Web only: new flows may leave only as TCP to port 80 or 443 (masqueraded); UDP and every other
+ * port are dropped. Models an HTTP-only corporate firewall.
+ */
+export function webOnlyRuleset(options: NatRulesetOptions): string {
+  const { wan, lan } = interfaces(options);
+  return `table ip ${NAT_TABLE} {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "${wan}" masquerade
+  }
+${homeRouterFilter(wan, lan, false, { before: ['meta l4proto udp drop'], outbound: `iifname "${lan}" oifname "${wan}" tcp dport { 80, 443 } accept` })}}
+`;
+}
+
+/** The hairpinning chains (see {@link NatRulesetOptions.hairpin}); they need the `cone_*` maps. */
+function hairpinChains(options: NatRulesetOptions, lan: string): string {
+  if (!IPV4.test(options.wanAddress)) {
+    throw new NattravError(ErrorCode.InvalidArgument, `wanAddress "${options.wanAddress}" is not an IPv4 address; hairpinning needs the router's WAN address`);
+  }
+  const address = options.wanAddress;
+  return `
+
+  # Hairpinning: LAN -> our own public address : a mapped port goes back into the LAN ...
+  chain hairpin_dnat {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "${lan}" ip daddr ${address} dnat ip to udp dport map @cone_udp
+    iifname "${lan}" ip daddr ${address} dnat ip to tcp dport map @cone_tcp
+  }
+
+  # ... from the sender's public endpoint, so replies come back through the router.
+  chain hairpin_snat {
+    type nat hook postrouting priority srcnat - 10; policy accept;
+    iifname "${lan}" oifname "${lan}" ct status dnat snat ip to ${address}
+  }
 `;
 }
 
@@ -205,14 +284,15 @@ ${record('tcp')}
  */
 export function fullConeRuleset(options: NatRulesetOptions): string {
   const { wan, lan } = interfaces(options);
-  return `table ip ${NAT_TABLE} {${coneMapping(wan, false)}
+  const hairpin = options.hairpin === true;
+  return `table ip ${NAT_TABLE} {${coneMapping(wan, false)}${hairpin ? hairpinChains(options, lan) : ''}
   # Anyone may reach a mapped port.
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "${wan}" dnat ip to udp dport map @cone_udp
     iifname "${wan}" dnat ip to tcp dport map @cone_tcp
   }
-${homeRouterFilter(wan, lan, true)}}
+${homeRouterFilter(wan, lan, true, { hairpin })}}
 `;
 }
 
@@ -224,14 +304,15 @@ ${homeRouterFilter(wan, lan, true)}}
  */
 export function restrictedConeRuleset(options: NatRulesetOptions): string {
   const { wan, lan } = interfaces(options);
-  return `table ip ${NAT_TABLE} {${coneMapping(wan, true)}
+  const hairpin = options.hairpin === true;
+  return `table ip ${NAT_TABLE} {${coneMapping(wan, true)}${hairpin ? hairpinChains(options, lan) : ''}
   # Only addresses the internal endpoint contacted may reach its mapped port (from any port).
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "${wan}" udp dport . ip saddr @allow_udp dnat ip to udp dport map @cone_udp
     iifname "${wan}" tcp dport . ip saddr @allow_tcp dnat ip to tcp dport map @cone_tcp
   }
-${homeRouterFilter(wan, lan, true)}}
+${homeRouterFilter(wan, lan, true, { hairpin })}}
 `;
 }
 
@@ -248,6 +329,10 @@ export function natRuleset(nat: Exclude<NatType, 'none'>, options: NatRulesetOpt
       return symmetricRuleset(options);
     case 'symmetric-sequential':
       return symmetricSequentialRuleset(options);
+    case 'udp-blocked':
+      return udpBlockedRuleset(options);
+    case 'web-only':
+      return webOnlyRuleset(options);
     default: {
       const never: never = nat;
       throw new NattravError(ErrorCode.InvalidArgument, `unknown NAT type ${String(never)}`);

@@ -4,7 +4,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, NattravError } from '../errors.js';
-import { NAT_TYPES, type LabHost, type LabOptions, type LabSite, type NatType } from './types.js';
+import { validateDelayMs } from './delayline.js';
+import { HAIRPIN_NAT_TYPES, NAT_TYPES, type LabHost, type LabOptions, type LabSite, type NatType } from './types.js';
 
 /** Every lab namespace is named `ntlab-<owner pid>-<4 hex>-<role>`. */
 export const LAB_NS_PREFIX = 'ntlab-';
@@ -20,7 +21,13 @@ export const PUBLIC_PREFIX_LENGTH = 24;
 /** The defaults of {@link SiteOptions}. */
 const siteDefaults = { lanSubnet: '192.168.1.0/24' } as const;
 
+/** The carrier network between a CGN and the home routers behind it (RFC 6598 shared address space). */
+export const CGN_PREFIX = '100.64';
+/** Prefix length of each site's carrier network, 100.64.<site index>.0/24. */
+export const CGN_PREFIX_LENGTH = 24;
+
 const maxSites = 25;
+const maxHostsPerSite = 4;
 const maxPublicHosts = 6;
 const NAME = /^[A-Za-z0-9_.-]{1,32}$/;
 
@@ -30,6 +37,8 @@ export interface PlannedSite extends LabSite {
   readonly index: number;
   /** Prefix length of the LAN. */
   readonly lanPrefixLength: number;
+  /** With a CGN: the CGN's address on the carrier network (the router's default gateway). */
+  readonly cgnLanAddress?: string;
 }
 
 /** A whole lab, worked out. */
@@ -125,6 +134,7 @@ export function planLab(options: LabOptions): LabPlan {
     publicHosts.set(name, host(name, `pub${i}`, `${PUBLIC_PREFIX}.${4 + i}`));
   });
 
+  const wanDelayMs = validateDelayMs(options.wanDelayMs ?? 0, 'wanDelayMs');
   const sites = new Map<string, PlannedSite>();
   options.sites.forEach((site, index) => {
     if (typeof site !== 'object' || site === null || typeof site.name !== 'string' || !NAME.test(site.name)) {
@@ -135,21 +145,37 @@ export function planLab(options: LabOptions): LabPlan {
     if (!NAT_TYPES.includes(nat)) {
       throw invalid(`site "${site.name}": nat ${JSON.stringify(nat)} is unknown; pass one of ${NAT_TYPES.join(', ')}`);
     }
+    const hostCount = site.hosts ?? 1;
+    if (!Number.isInteger(hostCount) || hostCount < 1 || hostCount > maxHostsPerSite || (nat === 'none' && hostCount !== 1)) {
+      throw invalid(`site "${site.name}": hosts ${String(site.hosts)} is invalid; pass 1..${maxHostsPerSite} (only 1 with nat "none")`);
+    }
+    const cgn = site.cgn === true;
+    if (cgn && nat === 'none') throw invalid(`site "${site.name}": cgn needs a NAT type other than "none"`);
+    const hairpin = site.hairpin === true;
+    if (hairpin && !HAIRPIN_NAT_TYPES.includes(nat)) {
+      throw invalid(`site "${site.name}": hairpin applies to ${HAIRPIN_NAT_TYPES.join(', ')} only, not "${nat}"`);
+    }
+    const delayMs = site.delayMs === undefined ? wanDelayMs : validateDelayMs(site.delayMs, `site "${site.name}": delayMs`);
     const publicAddress = `${PUBLIC_PREFIX}.${10 * (index + 1)}`;
+    const common = { name: site.name, nat, index, publicAddress, hairpin, delayMs };
     if (nat === 'none') {
       if (site.lanSubnet !== undefined) parseLanSubnet(site.lanSubnet, site.name);
-      sites.set(site.name, Object.freeze({
-        name: site.name, nat, index, publicAddress, lanPrefixLength: PUBLIC_PREFIX_LENGTH,
-        host: host(`${site.name}-host`, `s${index}-host`, publicAddress),
-      }));
+      const only = host(`${site.name}-host`, `s${index}-host`, publicAddress);
+      sites.set(site.name, Object.freeze({ ...common, lanPrefixLength: PUBLIC_PREFIX_LENGTH, host: only, hosts: Object.freeze([only]) }));
       return;
     }
     const { network, prefixLength } = parseLanSubnet(site.lanSubnet ?? siteDefaults.lanSubnet, site.name);
+    if (2 ** (32 - prefixLength) < hostCount + 3) {
+      throw invalid(`site "${site.name}": lanSubnet "${site.lanSubnet ?? ''}" is too small for ${hostCount} hosts; pass a shorter prefix`);
+    }
     const lanAddress = formatIpv4(network + 1);
+    const hosts = Object.freeze(Array.from({ length: hostCount }, (_, j) =>
+      host(j === 0 ? `${site.name}-host` : `${site.name}-host${j + 1}`, j === 0 ? `s${index}-host` : `s${index}-host${j + 1}`, formatIpv4(network + 2 + j))));
+    const carrier = `${CGN_PREFIX}.${index}`;
     sites.set(site.name, Object.freeze({
-      name: site.name, nat, index, publicAddress, lanAddress, lanPrefixLength: prefixLength,
-      host: host(`${site.name}-host`, `s${index}-host`, formatIpv4(network + 2)),
-      router: host(`${site.name}-router`, `s${index}-rtr`, publicAddress),
+      ...common, lanAddress, lanPrefixLength: prefixLength, host: hosts[0] as LabHost, hosts,
+      router: host(`${site.name}-router`, `s${index}-rtr`, cgn ? `${carrier}.2` : publicAddress),
+      ...(cgn ? { cgn: host(`${site.name}-cgn`, `s${index}-cgn`, publicAddress), cgnLanAddress: `${carrier}.1` } : {}),
     }));
   });
 

@@ -13,6 +13,10 @@
  * - `symmetric`: address-and-port-dependent mapping with random ports.
  * - `symmetric-sequential`: address-and-port-dependent mapping where each new flow takes the
  *   next port (predictable).
+ * - `udp-blocked`: a port-restricted NAT for TCP that drops all UDP both ways (UDP-hostile
+ *   networks: registration over UDP fails).
+ * - `web-only`: only TCP to ports 80 and 443 may leave (masqueraded); no UDP, nothing else
+ *   (corporate networks behind an HTTP-only firewall).
  */
 export type NatType =
   | 'none'
@@ -20,7 +24,9 @@ export type NatType =
   | 'restricted-cone'
   | 'port-restricted'
   | 'symmetric'
-  | 'symmetric-sequential';
+  | 'symmetric-sequential'
+  | 'udp-blocked'
+  | 'web-only';
 
 /** Every {@link NatType}, in a stable order (useful for matrices and validation). */
 export const NAT_TYPES: readonly NatType[] = [
@@ -30,7 +36,12 @@ export const NAT_TYPES: readonly NatType[] = [
   'port-restricted',
   'symmetric',
   'symmetric-sequential',
+  'udp-blocked',
+  'web-only',
 ];
+
+/** The types {@link SiteOptions.hairpin} applies to: those whose mapping is endpoint-independent. */
+export const HAIRPIN_NAT_TYPES: readonly NatType[] = ['full-cone', 'restricted-cone', 'port-restricted'];
 
 /** One machine of the lab: a network namespace with one IPv4 address that identifies it. */
 export interface LabHost {
@@ -44,16 +55,27 @@ export interface LabHost {
   readonly alternateAddress?: string;
 }
 
-/** One site: a LAN host, and unless the NAT type is `none`, the NAT router in front of it. */
+/** One site: LAN hosts, and unless the NAT type is `none`, the NAT router in front of them. */
 export interface LabSite {
   /** The site's name, as given in {@link SiteOptions.name}. */
   readonly name: string;
   /** The NAT behaviour of the site's router. */
   readonly nat: NatType;
-  /** The LAN host (for `none`: the host sits directly on the public network). */
+  /** The first LAN host (for `none`: the host sits directly on the public network). */
   readonly host: LabHost;
-  /** The NAT router (absent for `none`); `router.address` is its WAN (public) address. */
+  /** Every LAN host, `hosts[0] === host` (192.168.1.2, .3, ... on the default LAN). */
+  readonly hosts: readonly LabHost[];
+  /**
+   * The NAT router (absent for `none`); `router.address` is its WAN address: the public address,
+   * or with {@link SiteOptions.cgn} its address inside the carrier network (100.64.x.2).
+   */
   readonly router?: LabHost;
+  /** The carrier-grade NAT in front of the router (with {@link SiteOptions.cgn}); `cgn.address` is the public address. */
+  readonly cgn?: LabHost;
+  /** Whether the router hairpins (see {@link SiteOptions.hairpin}). */
+  readonly hairpin: boolean;
+  /** One-way delay added to the site's link to the internet, each direction, in ms (0: none). */
+  readonly delayMs: number;
   /** The address the internet sees for this site. */
   readonly publicAddress: string;
   /** The router's LAN address, the LAN host's default gateway (absent for `none`). */
@@ -73,6 +95,31 @@ export interface SiteOptions {
    * @default '192.168.1.0/24'
    */
   lanSubnet?: string;
+  /**
+   * Put a carrier-grade NAT (port-restricted: masquerade) in front of the site's own NAT: the
+   * router's WAN gets 100.64.<site index>.2/24 (RFC 6598), the CGN's WAN the site's public
+   * address. Not with `nat: 'none'`.
+   * @default false
+   */
+  cgn?: boolean;
+  /**
+   * How many LAN hosts share the site's NAT, 1..4 (on a bridge in the router). Only 1 with `none`.
+   * @default 1
+   */
+  hosts?: number;
+  /**
+   * NAT hairpinning: a LAN host that sends to the NAT's public address and a mapped port is
+   * dnat'ed back into the LAN, with the sender's public endpoint as source. Only for the
+   * endpoint-independent mapping types ({@link HAIRPIN_NAT_TYPES}).
+   * @default false
+   */
+  hairpin?: boolean;
+  /**
+   * One-way delay on the site's link to the internet, each direction, in ms (so every round
+   * trip through it grows by twice this). Overrides {@link LabOptions.wanDelayMs}.
+   * @default LabOptions.wanDelayMs
+   */
+  delayMs?: number;
 }
 
 /** How to build a {@link Lab}. */
@@ -81,6 +128,12 @@ export interface LabOptions {
   sites: SiteOptions[];
   /** Extra public hosts (e.g. observers), at most 6; they get 203.0.113.4, .5, ... in order. */
   publicHosts?: string[];
+  /**
+   * One-way delay in ms on every site's link to the internet, each direction (a userspace delay
+   * line; the broker and public hosts get none). 0 builds no delay line.
+   * @default 0
+   */
+  wanDelayMs?: number;
   /** Aborts the build; what was already made is torn down. */
   signal?: AbortSignal;
 }

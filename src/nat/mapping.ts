@@ -7,6 +7,7 @@
  * prediction then fails and the plan moves on). Pure: no sockets.
  */
 import type { TransportAddress } from '../wire/types.js';
+import { MAX_SEQUENTIAL_STEP } from './classify.js';
 
 /** What the broker concluded about one side's TCP mapping. */
 export type MappingKind =
@@ -21,14 +22,12 @@ export type MappingKind =
   /** Too few observations (probes blocked or lost). */
   | { kind: 'unknown' };
 
-/** The largest port step still taken for a sequential allocator. */
-export const MAX_SEQUENTIAL_STEP = 16;
 
 /**
  * Classifies from the exchange's public endpoint, the probes' public endpoints
  * (same local port, other broker port) and the peer's own private endpoints.
  */
-export function classifyMapping(
+export function classifyTcpMapping(
   exchange: TransportAddress,
   probes: readonly TransportAddress[],
   privateEndpoints: readonly TransportAddress[],

@@ -25,7 +25,11 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
   else if (i === 'none') plan.push('reversal');
   if (coneLike(i) && coneLike(r)) plan.push('direct');
   else if ((i === 'sequential' && (coneLike(r) || r === 'sequential')) || (r === 'sequential' && coneLike(i))) plan.push('predicted');
-  else if ((i === 'random' && coneLike(r)) || (r === 'random' && coneLike(i))) plan.push('birthday');
+  else if ((i === 'random' && coneLike(r)) || (r === 'random' && coneLike(i))) {
+    // A full cone forwards every SYN to its host, whose RSTs would kill the birthday
+    // sockets; but then the cone side can simply listen. Try that briefly first.
+    plan.push(coneLike(r) ? 'public' : 'reversal', 'birthday');
+  }
   // A public side can still simultaneous-open with a cone when its listener is firewalled.
   if ((i === 'none' && (coneLike(r) || r === 'none')) || (r === 'none' && coneLike(i))) plan.push('direct');
   if ((i === 'none' && r === 'random') || (r === 'none' && i === 'random')) plan.push('birthday');

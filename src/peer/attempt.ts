@@ -38,10 +38,22 @@ export interface AttemptParams {
 /** Birthday probing needs SYN retransmissions to meet: give it at least this long, in ms. */
 const BIRTHDAY_MIN_MS = 8_000;
 
+/**
+ * Listening on a NATed side (public/reversal toward a cone, which works only for a
+ * full cone) is a guess: give up soon, in ms, so the next strategy still has time.
+ */
+const SPECULATIVE_LISTEN_MS = 1_500;
+
 /** How long each strategy may take, from the punch limit (listening and relay need no more). */
-function strategyTimeoutMs(strategy: StrategyName, punchTimeoutMs: number, exchangeTimeoutMs: number): number {
+function strategyTimeoutMs(exchange: ExchangeResult, role: ConnectionRole, punchTimeoutMs: number, exchangeTimeoutMs: number): number {
+  const { strategy } = exchange;
   if (strategy === 'birthday') return Math.max(BIRTHDAY_MIN_MS, punchTimeoutMs);
   if (strategy === 'relay') return exchangeTimeoutMs;
+  if (strategy === 'public' || strategy === 'reversal') {
+    const listenerIsUs = (strategy === 'public') === (role === 'recipient');
+    const listenerMapping = listenerIsUs ? exchange.mapping : exchange.peerMapping;
+    if (listenerMapping.kind !== 'none') return Math.min(SPECULATIVE_LISTEN_MS, punchTimeoutMs);
+  }
   return punchTimeoutMs;
 }
 
@@ -65,7 +77,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
   const strategy = exchange.strategy;
   const strategyStarted = performance.now();
   params.onTrace?.({ attempt: params.attempt, strategy, outcome: 'started', ms: 0 });
-  const limitMs = strategyTimeoutMs(strategy, params.punchTimeoutMs, params.exchangeTimeoutMs);
+  const limitMs = strategyTimeoutMs(exchange, role, params.punchTimeoutMs, params.exchangeTimeoutMs);
   const phase = startPhase(signal, limitMs, `connecting ${initiator ? 'to' : 'for'} ${uri} by strategy ${strategy}`);
   let socket: Socket;
   try {

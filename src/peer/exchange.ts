@@ -47,6 +47,8 @@ export interface ExchangeResult {
   readonly localPort: number;
 }
 
+/** TCP connect to the broker is one handshake; no answer in 5 s means the SYN is dropped on the way. */
+export const BROKER_CONNECT_TIMEOUT_MS = 5_000;
 /** Waits this long for the broker's FIN before dropping the exchange ourselves. */
 const BROKER_CLOSE_GRACE_MS = 2_000;
 /**
@@ -142,32 +144,46 @@ export async function openBrokerConnection(broker: HostPort, signal: AbortSignal
       reject(abortError(signal));
       return;
     }
+    const where = formatEndpoint({ address: resolved.address, port: broker.port });
     const socket = netConnect({
       host: resolved.address,
       port: broker.port,
       localAddress: resolved.family === 6 ? '::' : '0.0.0.0',
     });
     socket.setNoDelay(true);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      socket.off('error', onError);
+    };
     const onAbort = (): void => {
+      cleanup();
       socket.destroy();
       reject(abortError(signal));
     };
-    signal.addEventListener('abort', onAbort, { once: true });
-    socket.once('connect', () => {
-      signal.removeEventListener('abort', onAbort);
-      socket.removeAllListeners('error');
-      resolve(socket);
-    });
-    socket.once('error', (err: Error & { code?: string }) => {
-      signal.removeEventListener('abort', onAbort);
+    // A refused connection answers at once; silence means a firewall drops the SYN.
+    const timer = setTimeout(() => {
+      cleanup();
       socket.destroy();
       reject(
         new NattravError(
           ErrorCode.BrokerUnreachable,
-          `broker unreachable: ${formatEndpoint({ address: broker.host, port: broker.port })} (${err.code ?? err.message})`,
-          { cause: err, address: broker.host, port: broker.port },
+          `broker unreachable: no answer from ${where} over TCP within ${BROKER_CONNECT_TIMEOUT_MS} ms ` +
+            `(outbound TCP to port ${broker.port} seems blocked; a network that lets only web traffic out (TCP 80/443) needs an HTTP tunnel)`,
+          { address: resolved.address, port: broker.port },
         ),
       );
+    }, BROKER_CONNECT_TIMEOUT_MS);
+    const onError = (err: Error & { code?: string }): void => {
+      cleanup();
+      socket.destroy();
+      reject(new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: ${where} (${err.code ?? err.message})`, { cause: err, address: resolved.address, port: broker.port }));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      cleanup();
+      resolve(socket);
     });
   });
 }

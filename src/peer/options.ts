@@ -67,6 +67,4 @@ export const PEER_DEFAULTS = {
   registerTimeoutMs: 5_000,
   /** The Hello is one round trip on an established connection. */
   helloTimeoutMs: 3_000,
-  /** TCP connect to the broker: one handshake; 5 s means it is not there. */
-  brokerConnectTimeoutMs: 5_000,
 } as const;

@@ -116,7 +116,12 @@ export class PeerRegistration extends EventEmitter {
         if (mode !== 'auto' || !(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) throw err;
         // No UDP answer: register over a TCP control connection instead (NatTrav's TCP registration).
         this.#transport = 'tcp';
-        info = await this.#register(signal);
+        try {
+          info = await this.#register(signal);
+        } catch (tcpErr) {
+          if (!(tcpErr instanceof NattravError)) throw tcpErr;
+          throw new NattravError(tcpErr.code, `over UDP: ${err.message}; over TCP: ${tcpErr.message}`, { cause: tcpErr });
+        }
       }
     }
     this.#schedule();

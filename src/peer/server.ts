@@ -29,8 +29,10 @@ export type ConnectionListener = (socket: NattravSocket) => void;
 export interface ServerAddress {
   readonly uri: string;
   readonly broker: HostPort;
-  /** Our UDP registration endpoint as the broker sees it. */
+  /** Our registration endpoint as the broker sees it. */
   readonly publicEndpoint: TransportAddress;
+  /** How we are registered: UDP, or a TCP control connection when UDP is blocked. */
+  readonly transport: 'udp' | 'tcp';
 }
 
 /** A recipient of nattrav connections. Create it with {@link createServer}. */
@@ -76,7 +78,7 @@ export class NattravServer extends EventEmitter {
   address(): ServerAddress | null {
     const info = this.#registration?.info;
     if (this.#state !== 'listening' || info === undefined) return null;
-    return { uri: this.#uri, broker: this.#broker, publicEndpoint: info.publicEndpoint };
+    return { uri: this.#uri, broker: this.#broker, publicEndpoint: info.publicEndpoint, transport: info.transport };
   }
 
   /** Registers with the broker; emits 'listening' or 'error'. */

@@ -35,8 +35,11 @@ describe('nattrav CLI', () => {
     assert.equal(registered.uri, 'nattrav://echo');
     await broker.waitForEvent('registered', 5_000, (e) => e.uri === 'nattrav://echo');
 
-    const client = cli(['connect', 'nattrav://echo', '--broker', address, '--json']);
+    const client = cli(['connect', 'nattrav://echo', '--broker', address, '--json', '-v']);
     const connected = await client.waitForEvent('connected', 15_000);
+    // -v reports each strategy as it runs.
+    const strategies = client.events.filter((e) => e.event === 'strategy').map((e) => `${String(e.strategy)}:${String(e.outcome)}`);
+    assert.deepEqual(strategies, ['public:started', 'public:succeeded']);
     assert.equal(connected.path, 'public'); // loopback: the recipient has no NAT
     assert.match(String(connected.local), /^127\.0\.0\.1:\d+$/);
     assert.match(String(connected.remote), /^127\.0\.0\.1:\d+$/);

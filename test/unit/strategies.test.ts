@@ -1,18 +1,21 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { createSocket } from 'node:dgram';
 import { after, describe, test } from 'node:test';
 import type { BrokerEvent } from '../../src/broker/broker.js';
-import { classifyMapping, decodeMappingKind, encodeMappingKind } from '../../src/nat/mapping.js';
+import { classifyTcpMapping, decodeMappingKind, encodeMappingKind } from '../../src/nat/mapping.js';
 import { nextStrategy, planStrategies, type SideFacts } from '../../src/nat/plan.js';
 import { strategiesInMask, strategyMask } from '../../src/nat/strategy.js';
 import { runAttempt } from '../../src/peer/attempt.js';
 import { connect } from '../../src/peer/connect.js';
 import type { NattravSocket } from '../../src/peer/info.js';
 import { predictedTargets } from '../../src/peer/strategies/predicted.js';
-import { ATTEMPT_ID_LENGTH, AttrType, Method } from '../../src/wire/constants.js';
+import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
-import { addAttemptId, addU32, addUri } from '../../src/wire/nattrav.js';
+import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
+import { runExchange } from '../../src/peer/exchange.js';
+import { addAttemptId, addU32, addUri, getAttemptId } from '../../src/wire/nattrav.js';
 import type { TransportAddress } from '../../src/wire/types.js';
 import { startBroker, startRecipient, until } from '../helpers/loopback.js';
 
@@ -21,21 +24,21 @@ const at = (address: string, port: number): TransportAddress => ({ family: 'IPv4
 describe('mapping classification', () => {
   const lan = [at('192.168.1.2', 40000)];
   test('no NAT when the public endpoint is one of our own', () => {
-    assert.deepEqual(classifyMapping(at('192.168.1.2', 40000), [], lan), { kind: 'none' });
+    assert.deepEqual(classifyTcpMapping(at('192.168.1.2', 40000), [], lan), { kind: 'none' });
   });
   test('endpoint-independent when every flow from the port keeps one public port', () => {
-    assert.deepEqual(classifyMapping(at('203.0.113.10', 40000), [at('203.0.113.10', 40000), at('203.0.113.10', 40000)], lan), { kind: 'eim' });
-    assert.deepEqual(classifyMapping(at('203.0.113.10', 5555), [at('203.0.113.10', 5555)], lan), { kind: 'eim' });
+    assert.deepEqual(classifyTcpMapping(at('203.0.113.10', 40000), [at('203.0.113.10', 40000), at('203.0.113.10', 40000)], lan), { kind: 'eim' });
+    assert.deepEqual(classifyTcpMapping(at('203.0.113.10', 5555), [at('203.0.113.10', 5555)], lan), { kind: 'eim' });
   });
   test('sequential with its step, in any arrival order', () => {
-    assert.deepEqual(classifyMapping(at('203.0.113.10', 20004), [at('203.0.113.10', 20006), at('203.0.113.10', 20005)], lan), { kind: 'sequential', step: 1 });
-    assert.deepEqual(classifyMapping(at('203.0.113.10', 20000), [at('203.0.113.10', 20002), at('203.0.113.10', 20004)], lan), { kind: 'sequential', step: 2 });
+    assert.deepEqual(classifyTcpMapping(at('203.0.113.10', 20004), [at('203.0.113.10', 20006), at('203.0.113.10', 20005)], lan), { kind: 'sequential', step: 1 });
+    assert.deepEqual(classifyTcpMapping(at('203.0.113.10', 20000), [at('203.0.113.10', 20002), at('203.0.113.10', 20004)], lan), { kind: 'sequential', step: 2 });
   });
   test('random when the ports jump', () => {
-    assert.deepEqual(classifyMapping(at('203.0.113.10', 1234), [at('203.0.113.10', 51234), at('203.0.113.10', 33000)], lan), { kind: 'random' });
+    assert.deepEqual(classifyTcpMapping(at('203.0.113.10', 1234), [at('203.0.113.10', 51234), at('203.0.113.10', 33000)], lan), { kind: 'random' });
   });
   test('unknown without probes', () => {
-    assert.deepEqual(classifyMapping(at('203.0.113.10', 1234), [], lan), { kind: 'unknown' });
+    assert.deepEqual(classifyTcpMapping(at('203.0.113.10', 1234), [], lan), { kind: 'unknown' });
   });
   test('the wire encoding round-trips and rejects nonsense', () => {
     for (const kind of [{ kind: 'none' }, { kind: 'eim' }, { kind: 'sequential', step: 3 }, { kind: 'random' }, { kind: 'unknown' }] as const) {
@@ -67,7 +70,8 @@ describe('strategy plan', () => {
   test('sequential NATs are predicted; random ones meet a cone by birthday probing', () => {
     assert.deepEqual(planStrategies(side('sequential', A), side('eim', B)), ['predicted', 'relay']);
     assert.deepEqual(planStrategies(side('sequential', A), side('sequential', B)), ['predicted', 'relay']);
-    assert.deepEqual(planStrategies(side('eim', A), side('random', B)), ['birthday', 'relay']);
+    assert.deepEqual(planStrategies(side('eim', A), side('random', B)), ['reversal', 'birthday', 'relay']);
+    assert.deepEqual(planStrategies(side('random', A), side('eim', B)), ['public', 'birthday', 'relay']);
   });
   test('two hard NATs relay', () => {
     assert.deepEqual(planStrategies(side('random', A), side('random', B)), ['relay']);
@@ -205,5 +209,46 @@ describe('relay and TCP-only recipients on loopback', () => {
       if (!gone) await new Promise((resolve) => setTimeout(resolve, 20));
     }
     assert.ok(gone, 'the registration went with its control connection');
+  });
+
+  test('a failing connect says which strategies ran and why each failed', async () => {
+    const { broker, address } = await startBroker();
+    closers.push(() => broker.close());
+    // A recipient that joins every attempt at the broker and then does nothing: no strategy can succeed.
+    const udp = createSocket('udp4');
+    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+    closers.push(() => udp.close());
+    const port = broker.address().port;
+    udp.on('message', (data: Buffer) => {
+      const message = decodeMessage(data);
+      if (message.method !== Method.ConnectionRequest || message.cls !== MessageClass.Request) return;
+      udp.send(encodeMessage(message.successResponse()), port, '127.0.0.1');
+      const attemptId = getAttemptId(message) as Uint8Array;
+      const join = StunMessage.request(Method.Join);
+      addAttemptId(join, attemptId);
+      void runExchange({ host: '127.0.0.1', port }, join, { attemptId, role: 'recipient' }, AbortSignal.timeout(5_000)).catch(() => undefined);
+    });
+    const register = StunMessage.request(Method.Register);
+    addUri(register, 'nattrav://inert');
+    const registered = once(udp, 'message');
+    udp.send(encodeMessage(register), port, '127.0.0.1');
+    await registered;
+
+    const seen: string[] = [];
+    await assert.rejects(
+      connect({
+        broker: address,
+        uri: 'nattrav://inert',
+        punchTimeoutMs: 400,
+        exchangeTimeoutMs: 1_500,
+        onTrace: (e) => seen.push(`${e.strategy}:${e.outcome}`),
+      }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'ERR_CONNECT_FAILED');
+        assert.match(err.message, /strategies tried: public \(attempt 1\): failed - timed out after 400 ms while connecting to nattrav:\/\/inert by strategy public.*; direct \(attempt 2\): failed - .+; relay \(attempt 3\): failed - /);
+        return true;
+      },
+    );
+    assert.deepEqual(seen.slice(0, 4), ['public:started', 'public:failed', 'direct:started', 'direct:failed']);
   });
 });

@@ -1,0 +1,56 @@
+/**
+ * The least time a direct connection between two NATed peers can take in a lab whose site links
+ * each add `d` ms one way (the broker's link adds none), counted from the initiator's
+ * `connect()`. Each step is a number of one-way link crossings: a message between a peer and the
+ * broker crosses one delayed link (d), a message between the two peers crosses two (2d).
+ */
+
+/** One step of the rendezvous and its cost in one-way delays. */
+export interface SetupStep {
+  /** What happens. */
+  readonly step: string;
+  /** Delayed one-way link crossings on the critical path. */
+  readonly crossings: number;
+  /** `crossings * d`, ms. */
+  readonly ms: number;
+}
+
+/** The minimum setup time of a direct connection, step by step. */
+export interface MinimumSetup {
+  /** One-way delay per site link, ms. */
+  readonly delayMs: number;
+  readonly steps: readonly SetupStep[];
+  /** Crossings until both TCP sockets are established. */
+  readonly establishedCrossings: number;
+  /** Crossings until the Hello exchange is done (what `setupMs` measures). */
+  readonly totalCrossings: number;
+  /** `totalCrossings * d`, ms. */
+  readonly totalMs: number;
+}
+
+/** The critical path of README "How a connection is made", in one-way link crossings. */
+const criticalPath: ReadonlyArray<readonly [string, number]> = [
+  ['initiator -> broker TCP handshake (SYN, SYN/ACK)', 2],
+  ['Connect(URI) to the broker', 1],
+  ['ConnectionRequest to the recipient over its UDP registration', 1],
+  ['recipient -> broker TCP handshake', 2],
+  ['Join(attempt ID) to the broker', 1],
+  ['Probe round trip on both exchanges (in parallel)', 2],
+  ['answers with the peer endpoints and start delays', 1],
+  ['the SYNs cross both NATs (each crosses two links)', 2],
+  ['SYN/ACKs of the simultaneous open', 2],
+  ['Hello(attempt ID) and its success response', 4],
+];
+
+/** Computes {@link MinimumSetup} for a one-way delay of `delayMs` per site link. */
+export function minimumSetup(delayMs: number): MinimumSetup {
+  const steps = criticalPath.map(([step, crossings]) => ({ step, crossings, ms: crossings * delayMs }));
+  const totalCrossings = steps.reduce((sum, s) => sum + s.crossings, 0);
+  return {
+    delayMs,
+    steps,
+    establishedCrossings: totalCrossings - 4,
+    totalCrossings,
+    totalMs: totalCrossings * delayMs,
+  };
+}
