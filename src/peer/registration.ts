@@ -219,17 +219,15 @@ export class PeerRegistration extends EventEmitter {
   /** Register (or refresh) on the TCP control connection, opening it when needed. */
   async #registerTcp(signal?: AbortSignal): Promise<RegisteredInfo> {
     const { uri, lifetimeMs, registerTimeoutMs, broker } = this.#options;
-    const phase = startPhase(
-      signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]),
-      registerTimeoutMs,
-      `registering ${uri} over TCP with broker ${formatEndpoint({ address: broker.host, port: broker.port })}`,
-    );
+    const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
+    if (this.#control === undefined || this.#control.socket.destroyed) {
+      // Its own limit: a silent firewall is reported as blocked traffic, not as a registration timeout.
+      const socket = await openBrokerConnection(broker, outer);
+      const channel: StunChannel = new StunChannel(socket, (message) => this.#onControlMessage(channel, message));
+      this.#control = channel;
+    }
+    const phase = startPhase(outer, registerTimeoutMs, `registering ${uri} over TCP with broker ${formatEndpoint({ address: broker.host, port: broker.port })}`);
     try {
-      if (this.#control === undefined || this.#control.socket.destroyed) {
-        const socket = await openBrokerConnection(broker, phase.signal);
-        const channel: StunChannel = new StunChannel(socket, (message) => this.#onControlMessage(channel, message));
-        this.#control = channel;
-      }
       const request = StunMessage.request(Method.Register);
       addUri(request, uri);
       addU32(request, AttrType.Lifetime, lifetimeMs);
