@@ -223,7 +223,9 @@ export class PeerRegistration extends EventEmitter {
     if (this.#control === undefined || this.#control.socket.destroyed) {
       // Its own limit: a silent firewall is reported as blocked traffic, not as a registration timeout.
       const socket = await openBrokerConnection(broker, outer);
-      const channel: StunChannel = new StunChannel(socket, (message) => this.#onControlMessage(channel, message));
+      const channel: StunChannel = new StunChannel(socket, (message) =>
+        this.#onConnectionRequest(message, (response) => channel.send(response, { fingerprint: true })),
+      );
       this.#control = channel;
     }
     const phase = startPhase(outer, registerTimeoutMs, `registering ${uri} over TCP with broker ${formatEndpoint({ address: broker.host, port: broker.port })}`);
@@ -244,8 +246,11 @@ export class PeerRegistration extends EventEmitter {
     }
   }
 
-  /** A message on the control connection: the broker's connection requests. */
-  #onControlMessage(channel: StunChannel, message: StunMessage): void {
+  /**
+   * A ConnectionRequest from the broker, by UDP or on the control connection:
+   * acknowledge every copy (the broker retransmits until it hears from us), act once.
+   */
+  #onConnectionRequest(message: StunMessage, acknowledge: (response: StunMessage) => void): void {
     if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return;
     let attemptId: Uint8Array | undefined;
     try {
@@ -254,7 +259,7 @@ export class PeerRegistration extends EventEmitter {
       return;
     }
     if (attemptId === undefined) return;
-    channel.send(message.successResponse(), { fingerprint: true });
+    acknowledge(message.successResponse());
     this.#announce(attemptId);
   }
 
@@ -282,16 +287,8 @@ export class PeerRegistration extends EventEmitter {
       this.#pending.get(Buffer.from(message.transactionId).toString('hex'))?.(message);
       return;
     }
-    if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return;
-    let attemptId: Uint8Array | undefined;
-    try {
-      attemptId = getAttemptId(message);
-    } catch {
-      return;
-    }
-    if (attemptId === undefined) return;
-    // Acknowledge every copy (the broker retransmits until it hears from us), act once.
-    this.#socket?.send(encodeMessage(message.successResponse(), { fingerprint: true }), port, address, () => undefined);
-    this.#announce(attemptId);
+    this.#onConnectionRequest(message, (response) =>
+      this.#socket?.send(encodeMessage(response, { fingerprint: true }), port, address, () => undefined),
+    );
   }
 }
