@@ -27,16 +27,40 @@ export function predictedTargets(peer: TransportAddress, peerMapping: { kind: st
   return Array.from({ length: window }, (_, k) => ({ ...peer, port: peer.port + (k + 1) * step })).filter((t) => t.port <= 65535);
 }
 
-/** Runs the prediction from the exchange's local port. */
+/** After a refusal, dial again this soon, in ms. */
+const REDIAL_MS = 50;
+
+/**
+ * Runs the prediction from the exchange's local port. A refused SYN (a full
+ * cone forwards our SYN to a host whose matching socket is not open yet, and it
+ * answers RST) is dialled again: from a cone side the mapping is unchanged; from
+ * a sequential side each new flow takes the next port, which the peer's window
+ * still covers, so those re-dials stop at the window.
+ */
 export const predicted: StrategyRunner = async (ctx) => {
   const { exchange } = ctx;
   const race = new SocketRace(ctx);
   await sleep(exchange.startDelayMs, ctx.signal).catch(() => undefined);
   const targets = predictedTargets(exchange.peerPublicEndpoint, exchange.peerMapping);
-  // A sequential NAT facing a cone needs as many flows as the cone side has targets (one per predicted port of ours).
-  const flows = exchange.mapping.kind === 'sequential' && targets.length === 1 ? 1 : targets.length;
-  for (let k = 0; k < flows && !race.settled; k++) {
-    race.add(dial(targets[k] as TransportAddress, { address: exchange.localAddress, port: exchange.localPort }));
-  }
+  const local = { address: exchange.localAddress, port: exchange.localPort };
+  const ownSequential = exchange.mapping.kind === 'sequential';
+  // A sequential NAT facing a cone needs one flow at a time (each takes the next predicted port of ours).
+  const slots = ownSequential && targets.length === 1 ? 1 : targets.length;
+  let flows = 0;
+  const slot = async (target: TransportAddress): Promise<void> => {
+    while (!race.settled && !ctx.signal.aborted) {
+      if (ownSequential && flows >= PREDICTION_WINDOW) return;
+      flows++;
+      const socket = dial(target, local);
+      race.add(socket);
+      const refused = await new Promise<boolean>((resolve) => {
+        socket.once('connect', () => resolve(false));
+        socket.once('close', () => resolve(true));
+      });
+      if (!refused) return;
+      await sleep(REDIAL_MS, ctx.signal).catch(() => undefined);
+    }
+  };
+  for (let k = 0; k < slots; k++) void slot(targets[k] as TransportAddress);
   return race.result;
 };
