@@ -29,6 +29,8 @@ const ALTERNATE = '203.0.113.3';
 const STUN_PORT = 3478;
 /** The six NAT types the brief names (the lab may know more). */
 const TYPES: readonly NatType[] = ['none', 'full-cone', 'restricted-cone', 'port-restricted', 'symmetric', 'symmetric-sequential'];
+/** A site whose router drops all UDP: neither client gets a STUN answer over UDP. */
+const BLOCKED: NatType = 'udp-blocked';
 /** natdiscovery waits 3 s per silent test; with -m -f -H at most five of them. */
 const NATDISCOVERY_TIMEOUT_MS = 40_000;
 /** netcheck takes a few seconds at most; Node start-up in a namespace on a loaded machine adds some. */
@@ -106,9 +108,12 @@ async function waitForUdp(lab: Lab, host: LabHost, endpoints: string[]): Promise
   }
 }
 
-async function natdiscovery(lab: Lab, host: LabHost): Promise<{ verdict: CoturnVerdict; stdout: string }> {
-  const { stdout } = await lab.run(host, 'turnutils_natdiscovery', ['-m', '-f', '-H', '-p', String(STUN_PORT), PRIMARY], { timeoutMs: NATDISCOVERY_TIMEOUT_MS });
-  return { verdict: parseNatdiscovery(stdout), stdout };
+async function natdiscovery(lab: Lab, host: LabHost, allowFailure = false): Promise<{ verdict: CoturnVerdict; stdout: string; code: number }> {
+  const { stdout, code } = await lab.run(host, 'turnutils_natdiscovery', ['-m', '-f', '-H', '-p', String(STUN_PORT), PRIMARY], {
+    timeoutMs: NATDISCOVERY_TIMEOUT_MS,
+    allowFailure,
+  });
+  return { verdict: parseNatdiscovery(stdout), stdout, code };
 }
 
 async function netcheck(lab: Lab, host: LabHost): Promise<NatProfile> {
@@ -118,10 +123,10 @@ async function netcheck(lab: Lab, host: LabHost): Promise<NatProfile> {
   return JSON.parse(line) as NatProfile;
 }
 
-describe('interop: RFC 5780 NAT discovery, coturn and nattrav, every lab NAT type', () => {
+describe('interop: RFC 5780 NAT discovery, coturn and nattrav, every lab NAT type (web-only: no STUN at all, see the matrix)', () => {
   test('both clients agree with each other and with the lab; coturn\'s client agrees across both servers', async (t) => {
     if (!(await requireLab(t)) || !(await haveNatdiscovery(t))) return;
-    const lab = await Lab.create({ sites: TYPES.map((nat) => ({ name: nat, nat })) });
+    const lab = await Lab.create({ sites: [...TYPES, BLOCKED].map((nat) => ({ name: nat, nat })) });
     const dir = await mkdtemp(join(tmpdir(), 'nattrav-coturn-'));
     try {
       // Phase 1: coturn's server.
@@ -136,6 +141,9 @@ describe('interop: RFC 5780 NAT discovery, coturn and nattrav, every lab NAT typ
         const ours = await netcheck(lab, host);
         return { nat, coturnClient, ours };
       }));
+      // With no UDP answer coturn's client gives up (it exits 255, 'Bad file descriptor').
+      const blockedCoturn = await natdiscovery(lab, lab.site(BLOCKED).host, true);
+      const blockedOurs = await netcheck(lab, lab.site(BLOCKED).host);
       turnserver.kill('SIGTERM');
       await turnExited;
 
@@ -147,6 +155,19 @@ describe('interop: RFC 5780 NAT discovery, coturn and nattrav, every lab NAT typ
         const coturnClient = await natdiscovery(lab, host);
         return { coturnClient, ours: await netcheck(lab, host) };
       }));
+      const blockedCoturnOnOurs = await natdiscovery(lab, lab.site(BLOCKED).host, true);
+      const blockedOursOnOurs = await netcheck(lab, lab.site(BLOCKED).host);
+
+      // UDP blocked: coturn's client concludes nothing; ours says so, and still reaches the server over TCP.
+      t.diagnostic(`udp-blocked: coturn/coturn ${JSON.stringify(blockedCoturn.verdict)}; nattrav/coturn ${JSON.stringify(blockedOurs)}`);
+      assert.equal(blockedCoturn.verdict.mapping, undefined, `udp-blocked: coturn mapping\n${blockedCoturn.stdout}`);
+      assert.equal(blockedCoturn.verdict.rfc5780Responses, 0);
+      assert.equal(blockedOurs.udpBlocked, true, 'udp-blocked: our client reports UDP blocked');
+      assert.equal(blockedOurs.mapping, undefined);
+      assert.equal(blockedOurs.tcp?.blocked, false, 'udp-blocked: TCP still reaches the server');
+      assert.deepEqual(blockedCoturnOnOurs.verdict, blockedCoturn.verdict, 'udp-blocked: coturn client, both servers');
+      assert.equal(blockedCoturnOnOurs.code, blockedCoturn.code);
+      assert.deepEqual(blockedOursOnOurs, blockedOurs, 'udp-blocked: our client, both servers');
 
       for (const [i, { nat, coturnClient, ours }] of againstCoturn.entries()) {
         const expected = EXPECTED[nat];
