@@ -18,6 +18,10 @@ export const ErrorCode = {
   BrokerUnreachable: 'ERR_BROKER_UNREACHABLE',
   /** The broker answered with an error response other than "unknown URI". */
   BrokerError: 'ERR_BROKER_ERROR',
+  /** The broker could not prove its identity (wrong CA, bad signature, missing integrity): a possible fake broker. */
+  BrokerAuth: 'ERR_BROKER_AUTH',
+  /** The broker refused: the URI is held by another key, or the proof did not verify. */
+  Forbidden: 'ERR_FORBIDDEN',
   /** The recipient did not answer the broker's connection request. */
   RecipientUnreachable: 'ERR_RECIPIENT_UNREACHABLE',
   /** Every attempt to open the direct connection failed. */
@@ -30,6 +34,10 @@ export const ErrorCode = {
   Closed: 'ERR_CLOSED',
   /** A network lab operation failed (needs root, a command failed). */
   Lab: 'ERR_LAB',
+  /** The TLS handshake or the check of the peer's certificate failed; the message says what was wrong. */
+  Tls: 'ERR_TLS',
+  /** An identity (certificate, key, CA files) could not be loaded, saved or used. */
+  Identity: 'ERR_IDENTITY',
 } as const;
 
 /** One of the {@link ErrorCode} values. */

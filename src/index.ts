@@ -45,6 +45,9 @@ export type { HostPort } from './common/endpoint.js';
 export * as wire from './wire/index.js';
 export type { TransportAddress } from './wire/types.js';
 
+/** Keys, self-certifying URIs, the CA, identities and mutually authenticated TLS 1.3. */
+export * from './security/index.js';
+
 export * from './lab/index.js';
 export { runDemo } from './lab/demo.js';
 export type { DemoOptions, DemoResult, DemoStep } from './lab/demo.js';

@@ -9,7 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { checkPort, toTransportAddress } from '../common/endpoint.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { encodeMessage } from '../wire/codec.js';
+import { encodeMessage, type EncodeOptions } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { addXorAddress, getAttemptId, getU32Attr } from '../wire/nattrav.js';
@@ -17,11 +17,14 @@ import type { TransportAddress } from '../wire/types.js';
 import { BROKER_DEFAULTS, type BrokerOptions, type ResolvedBrokerOptions } from './options.js';
 import { MemoryRegistry } from './registry/memory.js';
 import type { Registry } from './registry/registry.js';
-import { handleRegister } from './register.js';
+import { buildAuth } from './auth.js';
+import { handleRegister, type RegisterAuth } from './register.js';
 import { RelayHub, type RelayEnded } from './relay.js';
 import { Rendezvous, type RendezvousEvent } from './rendezvous.js';
 import { handleDatagram } from './udp.js';
 import { bindListeners, closeListeners } from './listeners.js';
+import { BrokerGuard } from './guard.js';
+import { resolveLimits, type LimitedReport } from './limits.js';
 import { answerBinding, isWildcard, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
 
 /** Something the broker did, for logs and tests. */
@@ -30,7 +33,9 @@ export type BrokerEvent =
   | { type: 'listening'; address: string; port: number; alternatePort: number; alternateAddress?: string }
   | { type: 'binding'; transport: 'udp' | 'tcp'; remote: TransportAddress }
   | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number; transport?: 'tcp' }
-  | ({ type: 'relay-ended' } & RelayEnded);
+  | ({ type: 'relay-ended' } & RelayEnded)
+  /** A rate limit or cap refused something (limits.ts); throttled, never more than `limitedEventsPerSecond`. */
+  | ({ type: 'limited' } & LimitedReport);
 
 /** One endpoint the broker listens on, UDP and TCP (see {@link Broker.addresses}). */
 export interface BrokerEndpoint {
@@ -50,6 +55,9 @@ export class Broker extends EventEmitter {
   readonly #sockets = new Set<Socket>();
   readonly #rendezvous: Rendezvous;
   readonly #relay: RelayHub;
+  /** Rate limits, caps and anti-amplification (guard.ts). */
+  readonly #guard: BrokerGuard;
+  readonly #auth: RegisterAuth;
   /** TCP control connections of recipients whose UDP is blocked, by URI. */
   readonly #controls = new Map<string, StunChannel>();
   /** UDP sockets by `socketKey` (rfc5780.ts); the primary one also carries the broker's own requests. */
@@ -79,6 +87,8 @@ export class Broker extends EventEmitter {
     this.#options = resolved;
     this.#ownsRegistry = options.registry === undefined;
     this.#registry = options.registry ?? new MemoryRegistry();
+    this.#auth = buildAuth(resolved);
+    this.#guard = new BrokerGuard(resolveLimits(options.limits), (report) => this.emit('event', { type: 'limited', ...report } satisfies BrokerEvent));
     this.#relay = new RelayHub(
       { maxBytes: resolved.relayMaxBytes, maxDurationMs: resolved.relayMaxDurationMs },
       (channel, message) => channel.send(message, { software: resolved.software, fingerprint: true }),
@@ -88,10 +98,13 @@ export class Broker extends EventEmitter {
       authorizeRelay: (attemptId) => this.#relay.authorize(attemptId),
       registry: this.#registry,
       notify: (registration, message) => {
+        // Integrity under the recipient's session key: only this broker can ask it to connect.
+        const key = this.#auth.sessions.byUri(registration.uri)?.key;
+        const options = key === undefined ? {} : { integritySha256Key: key };
         if (registration.transport === 'tcp') {
-          this.#controls.get(registration.uri)?.send(message, { software: resolved.software, fingerprint: true });
+          this.#controls.get(registration.uri)?.send(message, { software: resolved.software, fingerprint: true, ...options });
         } else {
-          this.#sendUdp(message, registration.publicEndpoint);
+          this.#sendUdp(message, registration.publicEndpoint, options);
         }
       },
       reply: (channel, message) => channel.send(message, { software: this.#options.software, fingerprint: true }),
@@ -217,22 +230,27 @@ export class Broker extends EventEmitter {
         socket.off('error', reject);
         socket.on('error', (err) => this.emit('error', err));
         socket.on('message', (data, rinfo) => {
+          if (!this.#guard.admitDatagram(data, rinfo.address)) return;
           void handleDatagram(
             {
               registry: this.#registry,
               maxLifetimeMs: this.#options.maxLifetimeMs,
               now: Date.now,
-              send: (message, to) => this.#sendUdpFrom(socket, message, to),
-              binding: (request, remote) => this.#answerBinding(id, request, remote),
+              auth: this.#auth,
+              send: (message, to, options) => this.#replyUdp(socket, message, to, options, data.length),
+              binding: (request, remote) => this.#answerBinding(id, request, remote, data.length),
+              admitRegister: (request, remote) => this.#guard.admitRegister(request, remote.address),
               onResponse: (message) => this.#rendezvous.acknowledge(message),
-              onRegistered: (uri, publicEndpoint, lifetimeMs) =>
-                this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs } satisfies BrokerEvent),
+              onRegistered: (uri, publicEndpoint, lifetimeMs) => {
+                this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
+                this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs } satisfies BrokerEvent);
+              },
               onBinding: (remote) => this.emit('event', { type: 'binding', transport: 'udp', remote } satisfies BrokerEvent),
             },
             data,
             rinfo.address,
             rinfo.port,
-          );
+          ).catch(() => undefined); // handleDatagram never throws; this only keeps a bug from ending the process
         });
         resolve(socket);
       });
@@ -240,23 +258,30 @@ export class Broker extends EventEmitter {
   }
 
   /** Sends from the primary UDP socket (the broker's own requests, e.g. ConnectionRequest). */
-  #sendUdp(message: StunMessage, to: TransportAddress): void {
+  #sendUdp(message: StunMessage, to: TransportAddress, options?: EncodeOptions): void {
     const primary = this.#udp.get(socketKey({ alternateIp: false, alternatePort: false }));
-    if (primary !== undefined) this.#sendUdpFrom(primary, message, to);
+    if (primary !== undefined) this.#sendUdpFrom(primary, message, to, options);
   }
 
-  #sendUdpFrom(socket: UdpSocket, message: StunMessage, to: TransportAddress): void {
+  #sendUdpFrom(socket: UdpSocket, message: StunMessage, to: TransportAddress, options: EncodeOptions = {}): void {
     if (this.#state !== 'listening') return;
-    const bytes = encodeMessage(message, { software: this.#options.software, fingerprint: true });
+    const bytes = encodeMessage(message, { software: this.#options.software, fingerprint: true, ...options });
     socket.send(bytes, to.port, to.address, () => undefined);
   }
 
+  /** Answers a UDP request of `requestBytes` bytes, no larger than the anti-amplification rule allows (amplification.ts). */
+  #replyUdp(socket: UdpSocket, message: StunMessage, to: TransportAddress, options: EncodeOptions | undefined, requestBytes: number): void {
+    if (this.#state !== 'listening') return;
+    const bytes = this.#guard.fitUdp(message, { software: this.#options.software, fingerprint: true, ...options }, requestBytes, to.address);
+    if (bytes !== undefined) socket.send(bytes, to.port, to.address, () => undefined);
+  }
+
   /** RFC 5780 §6.1: answers a UDP Binding from the socket CHANGE-REQUEST asks for (see rfc5780.ts). */
-  #answerBinding(arrivedOn: ServerSocketId, request: StunMessage, remote: TransportAddress): void {
+  #answerBinding(arrivedOn: ServerSocketId, request: StunMessage, remote: TransportAddress, requestBytes: number): void {
     if (this.#layout === undefined) return;
     const answer = answerBinding(request, arrivedOn, remote, this.#layout);
     const socket = this.#udp.get(socketKey(answer.from));
-    if (socket !== undefined) this.#sendUdpFrom(socket, answer.response, answer.to);
+    if (socket !== undefined) this.#replyUdp(socket, answer.response, answer.to, undefined, requestBytes);
   }
 
   /** Register over TCP: keep the channel so connection requests can go down it. */
@@ -267,10 +292,13 @@ export class Broker extends EventEmitter {
       {
         registry: this.#registry,
         maxLifetimeMs: this.#options.maxLifetimeMs,
+        auth: this.#auth,
         now: Date.now,
-        reply: (message) => channel.send(message, { software: this.#options.software, fingerprint: true }),
-        onRegistered: (uri, publicEndpoint, lifetimeMs) =>
-          this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, transport: 'tcp' } satisfies BrokerEvent),
+        reply: (message, options) => channel.send(message, { software: this.#options.software, fingerprint: true, ...options }),
+        onRegistered: (uri, publicEndpoint, lifetimeMs) => {
+          this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
+          this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, transport: 'tcp' } satisfies BrokerEvent);
+        },
       },
       request,
       remote,
@@ -294,12 +322,14 @@ export class Broker extends EventEmitter {
   }
 
   #onTcp(socket: Socket): void {
+    if (!this.#guard.acceptTcp(socket)) return;
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
     socket.setTimeout(this.#options.exchangeIdleTimeoutMs, () => socket.destroy());
     socket.setNoDelay(true);
     let role: 'none' | 'initiator' | 'recipient' | 'relay' | 'control' = 'none';
     const channel: StunChannel = new StunChannel(socket, (message) => {
+      this.#guard.firstMessage(socket);
       if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
         // A recipient acknowledging a connection request on its control connection.
         if (role === 'control') this.#rendezvous.acknowledge(message);
@@ -308,7 +338,18 @@ export class Broker extends EventEmitter {
       if (message.cls !== MessageClass.Request) return;
       const reply = (response: StunMessage): void => {
         channel.send(response, { software: this.#options.software, fingerprint: true });
+        this.#guard.writable(socket);
       };
+      const verdict = this.#guard.tcpRequest(socket, message);
+      if (verdict.action === 'close') {
+        channel.destroy();
+        return;
+      }
+      if (verdict.action === 'refuse') {
+        reply(verdict.response);
+        channel.end();
+        return;
+      }
       switch (message.method) {
         case Method.Binding: {
           const remote = toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);

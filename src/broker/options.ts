@@ -1,7 +1,21 @@
+import type { BrokerLimitsOptions } from './limits.js';
 import type { Registry } from './registry/registry.js';
 
 /** Options of {@link createBroker}. */
 export interface BrokerOptions {
+  /**
+   * Accept registrations without proof of key. Only for closed networks: anyone
+   * can then take over any URI. The broker warns loudly at start. @default false
+   */
+  open?: boolean;
+  /** Trust anchors (PEM) for peer certificates: URIs that are not self-certifying then need a certificate from this CA. */
+  ca?: string;
+  /** The broker's certificate (PEM). With `key`, peers that trust its CA can authenticate the broker. */
+  cert?: string;
+  /** The broker's private key (PEM). */
+  key?: string;
+  /** Most registration sessions held at once (memory bound). @default 100000 */
+  maxSessions?: number;
   /** Address to bind UDP and TCP to. @default '0.0.0.0' */
   host?: string;
   /** Port for both UDP and TCP (0 picks a free one). @default 3478 */
@@ -33,11 +47,17 @@ export interface BrokerOptions {
   relayMaxBytes?: number;
   /** Milliseconds one relayed connection may last; 0 = unlimited. @default 0 */
   relayMaxDurationMs?: number;
+  /** Rate limits and caps against floods and bad input (limits.ts); any subset. @default BROKER_LIMITS_DEFAULTS */
+  limits?: BrokerLimitsOptions;
 }
 
 /** Fully resolved broker options. */
-export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'alternateHost' | 'alternatePort'>> & {
+export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'alternateHost' | 'alternatePort' | 'limits' | 'ca' | 'cert' | 'key'>> & {
+  ca?: string;
+  cert?: string;
+  key?: string;
   registry?: Registry;
+  limits?: BrokerLimitsOptions;
   alternateHost?: string;
   alternatePort?: number;
 };
@@ -57,6 +77,9 @@ export const BROKER_DEFAULTS = {
   probeTimeoutMs: 3_000,
   maxPendingAttempts: 4096,
   software: 'nattrav broker',
+  open: false,
+  /** A session is ~200 bytes; 100,000 stay well under 100 MB. */
+  maxSessions: 100_000,
   /** On one's own broker the relay is not metered; operators of a public broker set quotas. */
   relayMaxBytes: 0,
   relayMaxDurationMs: 0,

@@ -2,25 +2,54 @@
  * Registrations, over UDP (the normal case: the datagrams hold the NAT mapping
  * open) or over a persistent TCP control connection (a recipient whose UDP is
  * blocked: NatTrav's TCP registration, Gnutella's push request).
+ *
+ * Unless the broker runs in open mode, registering a URI needs proof of a key
+ * that may hold it (security/proof.ts): a self-certifying URI names its key's
+ * fingerprint; with a CA configured, other URIs need a certificate naming them;
+ * otherwise a plain name belongs to the first key that registers it, for as long
+ * as that registration is held. Refreshes are cheap: integrity under the session key.
  */
+import { keyFingerprint, sign, verify } from '../security/keys.js';
+import { brokerPayload, newEphemeralKey, NonceBook, registrationPayload, sessionKey } from '../security/proof.js';
+import { uriKeyFingerprint } from '../security/uri.js';
+import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
 import { AttrType, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { addU32, addXorAddress, getU32Attr, getUri, getXorAddressAttrs } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import type { Registry } from './registry/registry.js';
+import type { SessionTable } from './sessions.js';
 
 /** Shortest registration lifetime granted, in ms: shorter would be mostly refresh traffic. */
 export const MIN_LIFETIME_MS = 1_000;
 /** Lifetime granted when the peer asks for none, in ms. */
 export const DEFAULT_LIFETIME_MS = 30_000;
+/** Longest public key accepted (an RSA-4096 SPKI is ~550 bytes; ours are under 100). */
+const MAX_PUBLIC_KEY_BYTES = 1_024;
+
+/** How the broker authenticates registrations. */
+export interface RegisterAuth {
+  /** 'open': no proof needed (closed networks only; the broker says so loudly). */
+  readonly mode: 'authenticated' | 'open';
+  readonly nonces: NonceBook;
+  readonly sessions: SessionTable;
+  /**
+   * CA mode: checks that a peer certificate (DER) chains to the broker's CA,
+   * is valid now, names `uri` and carries `spki`; returns why not, or undefined.
+   */
+  readonly verifyCertificate?: (certDer: Uint8Array, uri: string, spki: Uint8Array) => string | undefined;
+  /** The broker's own key and certificate, to sign its answers so peers can authenticate it. */
+  readonly identity?: { readonly keyPem: string; readonly certDer: Uint8Array };
+}
 
 /** What a registration needs from the broker around it. */
 export interface RegisterContext {
   readonly registry: Registry;
   readonly maxLifetimeMs: number;
+  readonly auth: RegisterAuth;
   now(): number;
   /** Sends the response back the way the request came. */
-  reply(message: StunMessage): void;
+  reply(message: StunMessage, options?: EncodeOptions): void;
   onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
 }
 
@@ -33,17 +62,161 @@ export async function handleRegister(
 ): Promise<string | undefined> {
   const uri = getUri(request);
   if (uri === undefined) {
-    ctx.reply(request.errorResponse(StunErrorCode.BadRequest, 'Register needs a URI attribute'));
+    ctx.reply(request.errorResponse(StunErrorCode.BadRequest, 'Register needs a URI'));
     return undefined;
   }
   const asked = getU32Attr(request, AttrType.Lifetime) ?? DEFAULT_LIFETIME_MS;
   const lifetimeMs = Math.min(ctx.maxLifetimeMs, Math.max(MIN_LIFETIME_MS, asked));
+  const username = request.get(AttrType.Username);
+  if (username !== undefined) return refresh(ctx, request, remote, transport, uri, lifetimeMs, Buffer.from(username).toString('hex'));
+  const spki = request.get(AttrType.PublicKey);
+  if (spki === undefined) {
+    if (ctx.auth.mode === 'open') {
+      await store(ctx, uri, remote, request, lifetimeMs, transport, undefined);
+      const response = success(request, remote, lifetimeMs);
+      ctx.reply(response);
+      ctx.onRegistered(uri, remote, lifetimeMs);
+      return uri;
+    }
+    ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'proof of key required'));
+    return undefined;
+  }
+  if (spki.length > MAX_PUBLIC_KEY_BYTES) {
+    ctx.reply(request.errorResponse(StunErrorCode.BadRequest, 'PUBLIC-KEY too long'));
+    return undefined;
+  }
+  const nonce = request.get(AttrType.Nonce);
+  const binding = { source: remote, uri, spki };
+  const challenge = (code: number, reason: string): undefined => {
+    const response = request.errorResponse(code, reason);
+    response.add(AttrType.Nonce, ctx.auth.nonces.mint(binding));
+    ctx.reply(response);
+    return undefined;
+  };
+  if (nonce === undefined) return challenge(StunErrorCode.Unauthorized, 'sign this nonce');
+  const signature = request.get(AttrType.Signature);
+  const ephemeral = request.get(AttrType.EphemeralKey);
+  if (signature === undefined || ephemeral === undefined) return challenge(StunErrorCode.Unauthorized, 'SIGNATURE and EPHEMERAL-KEY needed');
+  const verdict = ctx.auth.nonces.accept(nonce, binding);
+  if (verdict === 'stale') return challenge(StunErrorCode.StaleNonce, 'stale nonce');
+  if (verdict === 'invalid') return challenge(StunErrorCode.Unauthorized, 'nonce not valid for this source, URI and key');
+  if (verdict === 'replayed') {
+    ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'replayed registration'));
+    return undefined;
+  }
+  const payload = registrationPayload({ nonce, uri, ephemeralKey: ephemeral, lifetimeMs: asked, transport });
+  if (!verify(spki, payload, signature)) {
+    ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'signature does not verify with PUBLIC-KEY'));
+    return undefined;
+  }
+  const refusal = await ownershipProblem(ctx, request, uri, spki);
+  if (refusal !== undefined) {
+    ctx.reply(request.errorResponse(StunErrorCode.Forbidden, refusal));
+    return undefined;
+  }
+  const own = newEphemeralKey();
+  const key = sessionKey(own, ephemeral, nonce);
+  if (key === undefined) {
+    ctx.reply(request.errorResponse(StunErrorCode.BadRequest, 'EPHEMERAL-KEY is not an X25519 key'));
+    return undefined;
+  }
+  const fingerprint = keyFingerprint(spki);
+  const session = ctx.auth.sessions.open(uri, key, fingerprint, ctx.now() + lifetimeMs);
+  if (session === undefined) {
+    ctx.reply(request.errorResponse(StunErrorCode.ServerError, 'broker full'));
+    return undefined;
+  }
+  await store(ctx, uri, remote, request, lifetimeMs, transport, fingerprint);
+  const response = success(request, remote, lifetimeMs);
+  const sessionId = Buffer.from(session.id, 'hex');
+  response.add(AttrType.Username, sessionId);
+  response.add(AttrType.EphemeralKey, own.publicKey);
+  if (ctx.auth.identity !== undefined) {
+    const proof = brokerPayload({ nonce, sessionId, brokerEphemeralKey: own.publicKey, peerEphemeralKey: ephemeral });
+    response.add(AttrType.Signature, sign(ctx.auth.identity.keyPem, proof));
+    response.add(AttrType.Certificate, ctx.auth.identity.certDer);
+  }
+  ctx.reply(response, { integritySha256Key: key });
+  ctx.onRegistered(uri, remote, lifetimeMs);
+  return uri;
+}
+
+/** A refresh under an existing session: integrity and a fresh sequence number, nothing else. */
+async function refresh(
+  ctx: RegisterContext,
+  request: StunMessage,
+  remote: TransportAddress,
+  transport: 'udp' | 'tcp',
+  uri: string,
+  lifetimeMs: number,
+  sessionId: string,
+): Promise<string | undefined> {
+  const session = ctx.auth.sessions.byId(sessionId);
+  // Unknown or expired session (e.g. the broker restarted): the peer proves its key again.
+  if (session === undefined || session.uri !== uri) {
+    ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'unknown session'));
+    return undefined;
+  }
+  const sequence = getU32Attr(request, AttrType.Sequence);
+  if (!verifyMessageIntegritySha256(request, session.key) || sequence === undefined) {
+    ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'refresh needs integrity under the session key'));
+    return undefined;
+  }
+  if (sequence <= session.lastSequence) {
+    ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'replayed refresh'), { integritySha256Key: session.key });
+    return undefined;
+  }
+  session.lastSequence = sequence;
+  session.expiresAt = ctx.now() + lifetimeMs;
+  await store(ctx, uri, remote, request, lifetimeMs, transport, session.keyFingerprint);
+  ctx.reply(success(request, remote, lifetimeMs), { integritySha256Key: session.key });
+  ctx.onRegistered(uri, remote, lifetimeMs);
+  return uri;
+}
+
+/** Why this key may not hold `uri`, or undefined when it may. */
+async function ownershipProblem(ctx: RegisterContext, request: StunMessage, uri: string, spki: Uint8Array): Promise<string | undefined> {
+  const claimed = uriKeyFingerprint(uri);
+  if (claimed !== undefined) {
+    return claimed === keyFingerprint(spki) ? undefined : 'PUBLIC-KEY does not match the self-certifying URI';
+  }
+  if (ctx.auth.verifyCertificate !== undefined) {
+    const certificate = request.get(AttrType.Certificate);
+    if (certificate === undefined) return `this broker needs a certificate from its CA naming ${uri}`;
+    const problem = ctx.auth.verifyCertificate(certificate, uri, spki);
+    if (problem !== undefined) return problem;
+  }
+  // Plain name: first key to register holds it while its registration lives.
+  const current = await ctx.registry.get(uri);
+  if (current?.keyFingerprint !== undefined && current.keyFingerprint !== keyFingerprint(spki)) {
+    return `${uri} is registered by another key`;
+  }
+  return undefined;
+}
+
+async function store(
+  ctx: RegisterContext,
+  uri: string,
+  remote: TransportAddress,
+  request: StunMessage,
+  lifetimeMs: number,
+  transport: 'udp' | 'tcp',
+  keyFingerprint: string | undefined,
+): Promise<void> {
   const privateEndpoints = getXorAddressAttrs(request, AttrType.PrivateEndpoint);
-  await ctx.registry.put({ uri, publicEndpoint: remote, privateEndpoints, expiresAt: ctx.now() + lifetimeMs, transport });
+  await ctx.registry.put({
+    uri,
+    publicEndpoint: remote,
+    privateEndpoints,
+    expiresAt: ctx.now() + lifetimeMs,
+    transport,
+    ...(keyFingerprint === undefined ? {} : { keyFingerprint }),
+  });
+}
+
+function success(request: StunMessage, remote: TransportAddress, lifetimeMs: number): StunMessage {
   const response = request.successResponse();
   addXorAddress(response, AttrType.XorMappedAddress, remote);
   addU32(response, AttrType.Lifetime, lifetimeMs);
-  ctx.reply(response);
-  ctx.onRegistered(uri, remote, lifetimeMs);
-  return uri;
+  return response;
 }

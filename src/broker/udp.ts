@@ -5,14 +5,14 @@
  */
 import { toTransportAddress } from '../common/endpoint.js';
 import { isNattravError } from '../errors.js';
-import { decodeMessage, isStunMessage, unknownComprehensionRequired } from '../wire/codec.js';
+import { decodeMessage, isStunMessage, unknownComprehensionRequired, type EncodeOptions } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { addXorAddress } from '../wire/nattrav.js';
 import { encodeUnknownAttributes } from '../wire/unknown-attributes.js';
 import type { TransportAddress } from '../wire/types.js';
 import type { Registry } from './registry/registry.js';
-import { handleRegister } from './register.js';
+import { handleRegister, type RegisterAuth } from './register.js';
 
 /** The attribute types the broker understands in requests. */
 export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
@@ -34,6 +34,11 @@ export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
   AttrType.PeerPrivateEndpoint,
   AttrType.StartDelay,
   AttrType.Lifetime,
+  AttrType.PublicKey,
+  AttrType.Signature,
+  AttrType.Certificate,
+  AttrType.EphemeralKey,
+  AttrType.Sequence,
 ]);
 
 
@@ -41,14 +46,18 @@ export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
 export interface UdpContext {
   readonly registry: Registry;
   readonly maxLifetimeMs: number;
+  /** How registrations are authenticated. */
+  readonly auth: RegisterAuth;
   now(): number;
-  send(message: StunMessage, to: TransportAddress): void;
+  send(message: StunMessage, to: TransportAddress, options?: EncodeOptions): void;
   /**
    * Answers a Binding request (RFC 5780 §6.1: CHANGE-REQUEST, RESPONSE-PORT, PADDING,
    * OTHER-ADDRESS, RESPONSE-ORIGIN; see rfc5780.ts). Without it the answer is a plain
    * RFC 8489 response with XOR-MAPPED-ADDRESS, sent back to the requester.
    */
   binding?(request: StunMessage, remote: TransportAddress): void;
+  /** Checks a Register request against the broker's caps first: an error response (429) refuses it. */
+  admitRegister?(request: StunMessage, remote: TransportAddress): StunMessage | undefined;
   /** A response to one of the broker's own requests (ConnectionRequest) arrived. */
   onResponse(message: StunMessage): void;
   onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
@@ -90,9 +99,15 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
         ctx.onBinding(remote);
         return;
       }
-      case Method.Register:
+      case Method.Register: {
+        const refused = ctx.admitRegister?.(message, remote);
+        if (refused !== undefined) {
+          ctx.send(refused, remote);
+          return;
+        }
         await register(ctx, message, remote);
         return;
+      }
       default:
         ctx.send(message.errorResponse(StunErrorCode.BadRequest, `method 0x${message.method.toString(16)} is not served over UDP`), remote);
     }
@@ -103,5 +118,5 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
 }
 
 async function register(ctx: UdpContext, request: StunMessage, remote: TransportAddress): Promise<void> {
-  await handleRegister({ ...ctx, reply: (message) => ctx.send(message, remote) }, request, remote, 'udp');
+  await handleRegister({ ...ctx, reply: (message, options) => ctx.send(message, remote, options) }, request, remote, 'udp');
 }

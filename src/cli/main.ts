@@ -5,6 +5,7 @@
  * stdout carries application data only. Exit codes: see output.ts / README.
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { addCaCommand } from './ca.js';
 import { brokerCommand, connectCommand, listenCommand } from './commands.js';
 import { demoCommand } from './demo.js';
 import { labMatrixCommand, type LabMatrixOptions } from './lab.js';
@@ -96,6 +97,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--report <file.html>', 'write a standalone HTML report')
     .option('--json', 'report events as JSON lines on stderr')
     .action((options: LabMatrixOptions & { json?: boolean }) => run((out) => labMatrixCommand(options, withJson(out, options.json))));
+
+  addCaCommand(program, run, withJson);
 
   try {
     await program.parseAsync(argv);

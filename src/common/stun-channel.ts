@@ -131,7 +131,14 @@ export class StunChannel {
         this.#pending.delete(key);
         pending.resolve(message);
       } else {
-        this.#onMessage(message);
+        try {
+          this.#onMessage(message);
+        } catch (err) {
+          // A handler that throws on bad input must not end the process: close this one connection.
+          this.#fail(err instanceof NattravError ? err : new NattravError(ErrorCode.Protocol, String(err), { cause: err }));
+          this.socket.destroy();
+          return;
+        }
       }
     }
   }

@@ -12,6 +12,7 @@ import { decodeMessage, encodeMessage, isStunMessage } from '../wire/codec.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { encodeChangeRequest } from '../wire/change-request.js';
 import { StunMessage } from '../wire/message.js';
+import { addRequestPadding } from '../wire/request-padding.js';
 import { getErrorCode, getMappedAddress, getOtherAddress, getXorMappedAddress } from '../wire/nattrav.js';
 import type { BindingOutcome, ChangeFlags, Endpoint, PortSample, UdpProbeIo } from './classify.js';
 
@@ -162,6 +163,8 @@ export class UdpProber implements UdpProbeIo {
   async binding(to: Endpoint, change: ChangeFlags | undefined, signal: AbortSignal): Promise<BindingOutcome | undefined> {
     const request = StunMessage.request(Method.Binding);
     if (change !== undefined) request.add(AttrType.ChangeRequest, encodeChangeRequest(change));
+    // As large as the answer, so an anti-amplification server (ours) answers in full.
+    addRequestPadding(request);
     const arrival = await transact(this.#socket, request, to, this.#timing, isResponse, signal);
     return arrival === undefined ? undefined : outcome(arrival);
   }
@@ -177,7 +180,7 @@ export class UdpProber implements UdpProbeIo {
   async freshMapping(to: Endpoint, signal: AbortSignal): Promise<PortSample | undefined> {
     const socket = await bindSocket(this.#family);
     try {
-      const arrival = await transact(socket, StunMessage.request(Method.Binding), to, this.#timing, isResponse, signal);
+      const arrival = await transact(socket, addRequestPadding(StunMessage.request(Method.Binding)), to, this.#timing, isResponse, signal);
       const result = arrival === undefined ? undefined : outcome(arrival);
       return result?.ok === true ? { local: socket.address().port, mapped: result.mapped.port } : undefined;
     } finally {

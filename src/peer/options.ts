@@ -47,6 +47,16 @@ export interface ServerOptions {
    * that block UDP), or 'auto' (UDP, switching to TCP when UDP gets no answer). @default 'auto'
    */
   registerTransport?: 'auto' | 'udp' | 'tcp';
+  /**
+   * Our identity (key, certificate naming `uri`, trusted CAs): proven to the
+   * broker at registration and used for TLS. @default a key kept in `keyDir`
+   * for this URI, with a self-signed certificate
+   */
+  identity?: import('../security/identity.js').Identity;
+  /** Where a default identity's key is kept. @default ~/.nattrav/keys */
+  keyDir?: string;
+  /** The CA (PEM) that issued the broker's certificate: set it and a broker that cannot prove itself is refused. */
+  brokerCa?: string;
 }
 
 /** Defaults of the peer options, in one place, each with its reason. */

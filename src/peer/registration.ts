@@ -11,10 +11,11 @@ import { abortError, startPhase } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { openBrokerConnection } from './exchange.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { decodeMessage, encodeMessage, isStunMessage } from '../wire/codec.js';
+import { decodeMessage, encodeMessage, isStunMessage, verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
+import { registerWithProof, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
-import { addU32, addUri, addXorAddress, getAttemptId, getErrorCode, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
+import { addU32, addUri, addXorAddress, getAttemptId, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 
 /** First retransmission of a Register request; doubled each time (RFC 8489 §6.2.1 uses 500 ms). */
@@ -42,6 +43,8 @@ export interface PeerRegistrationOptions {
   readonly registerTimeoutMs: number;
   /** 'udp' only, 'tcp' only (a control connection), or 'auto': UDP, and TCP when UDP gets no answer. */
   readonly transport: 'auto' | 'udp' | 'tcp';
+  /** The key to prove (and optionally a CA certificate, and the broker CA to demand). */
+  readonly keys: RegistrationKeys;
 }
 
 /** In 'auto', how long UDP may stay unanswered before switching to TCP, in ms (a few retransmissions). */
@@ -62,6 +65,8 @@ export class PeerRegistration extends EventEmitter {
   readonly #pending = new Map<string, (message: StunMessage) => void>();
   readonly #closing = new AbortController();
   #info: RegisteredInfo | undefined;
+  /** The session after a proof of key (undefined with an open-mode broker). */
+  #session: RegistrationSession | undefined;
   /** Set once registration runs over a TCP control connection (UDP blocked). */
   #control: StunChannel | undefined;
   #transport: 'udp' | 'tcp' = 'udp';
@@ -153,32 +158,89 @@ export class PeerRegistration extends EventEmitter {
     }, this.#options.keepaliveMs);
   }
 
-  /** One Register transaction: over UDP with retransmissions, or on the TCP control connection. */
+  /**
+   * One registration or refresh, with proof of key (register-proof.ts), over UDP
+   * with retransmissions or on the TCP control connection. The whole exchange
+   * (challenge and answer) shares one time limit.
+   */
   async #register(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
-    if (this.#transport === 'tcp') return this.#registerTcp(signal);
-    const { uri, lifetimeMs } = this.#options;
-    const registerTimeoutMs = timeoutMs ?? this.#options.registerTimeoutMs;
+    const { uri, lifetimeMs, broker } = this.#options;
+    const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
+    if (this.#transport === 'tcp' && (this.#control === undefined || this.#control.socket.destroyed)) {
+      // Its own limit: a silent firewall is reported as blocked traffic, not as a registration timeout.
+      const socket = await openBrokerConnection(broker, outer);
+      const channel: StunChannel = new StunChannel(socket, (message) =>
+        this.#onConnectionRequest(message, (response) => channel.send(response, { fingerprint: true })),
+      );
+      this.#control = channel;
+      this.#session = undefined; // a new connection is a new source: prove the key again
+    }
+    const where = this.#transport === 'tcp' ? 'over TCP ' : '';
+    const phase = startPhase(outer, timeoutMs ?? this.#options.registerTimeoutMs, `registering ${uri} ${where}with broker ${formatEndpoint({ address: broker.host, port: broker.port })}`);
+    try {
+      const { response, session } = await registerWithProof(
+        (request, options) => this.#transact(request, phase.signal, options),
+        () => this.#baseRequest(),
+        this.#options.keys,
+        uri,
+        lifetimeMs,
+        this.#transport,
+        this.#session,
+      );
+      this.#session = session;
+      return this.#registered(response);
+    } catch (err) {
+      if (err instanceof NattravError && err.code === ErrorCode.Timeout && this.#transport === 'udp') {
+        const target = this.#broker as TransportAddress;
+        throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: ${err.message}`, { cause: err, address: target.address, port: target.port });
+      }
+      throw err instanceof NattravError ? err : phase.error();
+    } finally {
+      phase.dispose();
+    }
+  }
+
+  /** A Register request with URI, LIFETIME and our private endpoints. */
+  #baseRequest(): StunMessage {
+    const request = StunMessage.request(Method.Register);
+    addUri(request, this.#options.uri);
+    addU32(request, AttrType.Lifetime, this.#options.lifetimeMs);
+    const family = (this.#broker as TransportAddress).family;
+    if (this.#transport === 'tcp') {
+      const socket = (this.#control as StunChannel).socket;
+      addXorAddress(request, AttrType.PrivateEndpoint, toTransportAddress(socket.localAddress ?? '0.0.0.0', socket.localPort ?? 0));
+    } else {
+      const port = (this.#socket as UdpSocket).address().port;
+      for (const endpoint of localEndpoints(port, family)) addXorAddress(request, AttrType.PrivateEndpoint, endpoint);
+    }
+    return request;
+  }
+
+  /** One request/response: UDP with doubling retransmissions, or a request on the control connection. */
+  async #transact(request: StunMessage, signal: AbortSignal, options: EncodeOptions = {}): Promise<StunMessage> {
+    if (this.#transport === 'tcp') {
+      const control = this.#control as StunChannel;
+      return control.request(request, signal, { fingerprint: true, ...options }).catch((err: unknown) => {
+        control.destroy();
+        if (signal.aborted) throw abortError(signal);
+        throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: the control connection closed (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+      });
+    }
     const broker = this.#broker as TransportAddress;
     const socket = this.#socket as UdpSocket;
-    const request = StunMessage.request(Method.Register);
-    addUri(request, uri);
-    addU32(request, AttrType.Lifetime, lifetimeMs);
-    const port = socket.address().port;
-    for (const endpoint of localEndpoints(port, broker.family)) addXorAddress(request, AttrType.PrivateEndpoint, endpoint);
-    const bytes = encodeMessage(request, { fingerprint: true });
+    const bytes = encodeMessage(request, { fingerprint: true, ...options });
     const key = Buffer.from(request.transactionId).toString('hex');
-    const phase = startPhase(
-      signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]),
-      registerTimeoutMs,
-      `registering ${uri} with broker ${formatEndpoint(broker)}`,
-    );
     let timer: NodeJS.Timeout | undefined;
     try {
-      const response = await new Promise<StunMessage>((resolve, reject) => {
-        const onAbort = (): void => reject(phase.error());
-        phase.signal.addEventListener('abort', onAbort, { once: true });
+      return await new Promise<StunMessage>((resolve, reject) => {
+        const onAbort = (): void => reject(abortError(signal));
+        if (signal.aborted) {
+          onAbort();
+          return;
+        }
+        signal.addEventListener('abort', onAbort, { once: true });
         this.#pending.set(key, (message) => {
-          phase.signal.removeEventListener('abort', onAbort);
+          signal.removeEventListener('abort', onAbort);
           resolve(message);
         });
         const send = (rto: number): void => {
@@ -187,63 +249,21 @@ export class PeerRegistration extends EventEmitter {
         };
         send(REGISTER_FIRST_RTO_MS);
       });
-      return this.#registered(response);
-    } catch (err) {
-      if (err instanceof NattravError && err.code === ErrorCode.Timeout) {
-        throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: ${err.message}`, { cause: err, address: broker.address, port: broker.port });
-      }
-      throw err instanceof NattravError ? err : abortError(phase.signal);
     } finally {
       clearTimeout(timer);
       this.#pending.delete(key);
-      phase.dispose();
     }
   }
 
-  /** Checks a Register response and records the registration. */
+  /** Records a successful registration. */
   #registered(response: StunMessage): RegisteredInfo {
-    const { uri, lifetimeMs } = this.#options;
-    if (response.cls === MessageClass.ErrorResponse) {
-      const error = getErrorCode(response);
-      throw new NattravError(ErrorCode.BrokerError, `broker refused registration of ${uri}: ${error?.code ?? '?'} ${error?.reason ?? ''}`.trim());
-    }
     const publicEndpoint = getXorMappedAddress(response);
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
-    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? lifetimeMs, transport: this.#transport };
+    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport };
     this.#info = info;
     if (this.#state !== 'closed') this.#state = 'registered';
     this.emit('registered', info);
     return info;
-  }
-
-  /** Register (or refresh) on the TCP control connection, opening it when needed. */
-  async #registerTcp(signal?: AbortSignal): Promise<RegisteredInfo> {
-    const { uri, lifetimeMs, registerTimeoutMs, broker } = this.#options;
-    const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
-    if (this.#control === undefined || this.#control.socket.destroyed) {
-      // Its own limit: a silent firewall is reported as blocked traffic, not as a registration timeout.
-      const socket = await openBrokerConnection(broker, outer);
-      const channel: StunChannel = new StunChannel(socket, (message) =>
-        this.#onConnectionRequest(message, (response) => channel.send(response, { fingerprint: true })),
-      );
-      this.#control = channel;
-    }
-    const phase = startPhase(outer, registerTimeoutMs, `registering ${uri} over TCP with broker ${formatEndpoint({ address: broker.host, port: broker.port })}`);
-    try {
-      const request = StunMessage.request(Method.Register);
-      addUri(request, uri);
-      addU32(request, AttrType.Lifetime, lifetimeMs);
-      const control = this.#control;
-      const own = toTransportAddress(control.socket.localAddress ?? '0.0.0.0', control.socket.localPort ?? 0);
-      addXorAddress(request, AttrType.PrivateEndpoint, own);
-      const response = await control.request(request, phase.signal, { fingerprint: true }).catch((err: unknown) => {
-        control.destroy();
-        throw phase.signal.aborted ? phase.error() : new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: the control connection closed (${err instanceof Error ? err.message : String(err)})`, { cause: err });
-      });
-      return this.#registered(response);
-    } finally {
-      phase.dispose();
-    }
   }
 
   /**
@@ -252,6 +272,8 @@ export class PeerRegistration extends EventEmitter {
    */
   #onConnectionRequest(message: StunMessage, acknowledge: (response: StunMessage) => void): void {
     if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return;
+    // With a session, only requests under its key come from our broker; others are ignored.
+    if (this.#session !== undefined && !verifyMessageIntegritySha256(message, this.#session.key)) return;
     let attemptId: Uint8Array | undefined;
     try {
       attemptId = getAttemptId(message);

@@ -8,7 +8,11 @@
  * 'registered' (each refresh), 'unregistered' (a refresh failed; it keeps
  * trying), 'attemptFailed' (NattravError: one incoming attempt did not complete).
  */
+import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { ephemeralOrKeptIdentity, type Identity } from '../security/identity.js';
+import { keyPairFromPrivatePem } from '../security/keys.js';
+import type { RegistrationKeys } from './register-proof.js';
 import { performance } from 'node:perf_hooks';
 import { toHostPort, type HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
@@ -45,6 +49,9 @@ export class NattravServer extends EventEmitter {
   readonly #exchangeTimeoutMs: number;
   readonly #punchTimeoutMs: number;
   readonly #transport: 'auto' | 'udp' | 'tcp';
+  readonly #identity: Identity | undefined;
+  readonly #keyDir: string | undefined;
+  readonly #brokerCa: string | undefined;
   readonly #attempts = new Set<AbortController>();
   #registration: PeerRegistration | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
@@ -66,6 +73,16 @@ export class NattravServer extends EventEmitter {
       throw new NattravError(ErrorCode.InvalidArgument, `registerTransport: expected 'auto', 'udp' or 'tcp', got ${String(transport)}`);
     }
     this.#transport = transport;
+    this.#identity = options.identity;
+    this.#keyDir = options.keyDir;
+    this.#brokerCa = options.brokerCa;
+    if (options.brokerCa !== undefined) {
+      try {
+        new X509Certificate(options.brokerCa);
+      } catch (err) {
+        throw new NattravError(ErrorCode.InvalidArgument, `brokerCa: not a PEM certificate (${(err as Error).message})`, { cause: err });
+      }
+    }
     if (onConnection !== undefined) this.on('connection', onConnection);
   }
 
@@ -89,6 +106,19 @@ export class NattravServer extends EventEmitter {
     }
     if (callback !== undefined) this.once('listening', callback);
     this.#state = 'starting';
+    this.#start().catch((err: unknown) => {
+      this.#registration?.close();
+      if (this.#state === 'closed') return;
+      this.#state = 'idle';
+      this.emit('error', err);
+    });
+    return this;
+  }
+
+  /** Resolves our keys, then registers; emits 'listening'. */
+  async #start(): Promise<void> {
+    const keys = await this.#keys();
+    if (this.#state !== 'starting') return;
     const registration = new PeerRegistration({
       broker: this.#broker,
       uri: this.#uri,
@@ -96,25 +126,31 @@ export class NattravServer extends EventEmitter {
       lifetimeMs: this.#lifetimeMs,
       registerTimeoutMs: this.#registerTimeoutMs,
       transport: this.#transport,
+      keys,
     });
     this.#registration = registration;
     registration.on('registered', (info: RegisteredInfo) => this.emit('registered', info));
     registration.on('lost', (err: unknown) => this.emit('unregistered', err));
     registration.on('connection-request', ({ attemptId }: { attemptId: Uint8Array }) => this.#accept(attemptId));
-    registration.start().then(
-      () => {
-        if (this.#state !== 'starting') return;
-        this.#state = 'listening';
-        this.emit('listening');
-      },
-      (err: unknown) => {
-        registration.close();
-        if (this.#state === 'closed') return;
-        this.#state = 'idle';
-        this.emit('error', err);
-      },
-    );
-    return this;
+    await registration.start();
+    if (this.#state !== 'starting') {
+      registration.close();
+      return;
+    }
+    this.#state = 'listening';
+    this.emit('listening');
+  }
+
+  /** The key we prove at registration: the configured identity's, or one kept for this URI. */
+  async #keys(): Promise<RegistrationKeys> {
+    const identity = this.#identity ?? (await ephemeralOrKeptIdentity(this.#uri, this.#keyDir === undefined ? {} : { dir: this.#keyDir }));
+    const certificate = new X509Certificate(identity.certPem);
+    return {
+      key: keyPairFromPrivatePem(identity.keyPem),
+      // Only a CA-issued certificate proves anything to a broker; a self-signed one is left out.
+      ...(certificate.issuer === certificate.subject ? {} : { certificateDer: certificate.raw }),
+      ...(this.#brokerCa === undefined ? {} : { brokerCa: new X509Certificate(this.#brokerCa) }),
+    };
   }
 
   /** Stops registering, abandons attempts in progress, emits 'close'. Established connections stay open. Idempotent. */

@@ -122,6 +122,22 @@ export const AttrType = {
   PeerMapping: 0x4e0b,
   /** nattrav: strategies that already failed for this connection (u32 bit mask of StrategyCode bits). */
   FailedStrategies: 0x4e0c,
+  /** nattrav: the sender's public key (SubjectPublicKeyInfo, DER). */
+  PublicKey: 0x4e0d,
+  /** nattrav: a signature by the sender's key over the registration proof (see security/proof.ts). */
+  Signature: 0x4e0e,
+  /** nattrav: the sender's X.509 certificate (DER), for CA-issued identities and the broker's own. */
+  Certificate: 0x4e0f,
+  /** nattrav: an ephemeral X25519 public key (32 bytes) for the keepalive session key. */
+  EphemeralKey: 0x4e10,
+  /** nattrav: a refresh counter (u32, strictly increasing per session) against replayed keepalives. */
+  Sequence: 0x4e11,
+  /**
+   * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
+   * answer it asks for, because the broker never answers an unverified source with more bytes than
+   * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.
+   */
+  RequestPadding: 0xce00,
 } as const;
 
 /** nattrav: the longest URI accepted, in UTF-8 bytes. */
@@ -143,6 +159,8 @@ export const StunErrorCode = {
   NotFound: 404,
   UnknownAttribute: 420,
   StaleNonce: 438,
+  /** RFC 6585 §4 (borrowed from HTTP): a rate or count limit of the broker refused the request; retry later. */
+  TooManyRequests: 429,
   /** nattrav: the recipient did not answer the connection request. */
   RecipientUnreachable: 480,
   ServerError: 500,

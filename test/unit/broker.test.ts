@@ -12,6 +12,7 @@ import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
 import { StunStreamDecoder } from '../../src/wire/framing.js';
 import { StunMessage } from '../../src/wire/message.js';
+import { addRequestPadding } from '../../src/wire/request-padding.js';
 import { addU32, addUri, getErrorCode, getU32Attr, getXorMappedAddress } from '../../src/wire/nattrav.js';
 import { decodeUnknownAttributes } from '../../src/wire/unknown-attributes.js';
 import { startBroker, startRecipient } from '../helpers/loopback.js';
@@ -75,7 +76,8 @@ describe('broker', () => {
   });
 
   test('registers a URI, grants a bounded lifetime, and keeps serving after garbage', async () => {
-    const { broker } = await startBroker({ maxLifetimeMs: 60_000 });
+    // Open mode: this test is about lifetimes and garbage, not proof of key (see registration-security).
+    const { broker } = await startBroker({ maxLifetimeMs: 60_000, open: true });
     closers.push(() => broker.close());
     const client = await udpClient();
     closers.push(() => client.close());
@@ -92,7 +94,8 @@ describe('broker', () => {
     const stored = await broker.registry.get('nattrav://carol');
     assert.equal(stored?.publicEndpoint.port, client.address().port);
 
-    const missing = await udpRequest(client, port, StunMessage.request(Method.Register));
+    // Padded: the broker never answers an unverified UDP source with more bytes than it sent.
+    const missing = await udpRequest(client, port, addRequestPadding(StunMessage.request(Method.Register)));
     assert.equal(getErrorCode(missing)?.code, StunErrorCode.BadRequest);
     assert.match(getErrorCode(missing)?.reason ?? '', /URI/);
   });
@@ -113,9 +116,9 @@ describe('broker', () => {
   });
 
   test('a recipient that never joins makes connect fail with ERR_RECIPIENT_UNREACHABLE', async () => {
-    const { broker, address } = await startBroker({ recipientTimeoutMs: 500 });
+    const { broker, address } = await startBroker({ recipientTimeoutMs: 500, open: true });
     closers.push(() => broker.close());
-    // Register from a plain UDP socket that ignores the connection request.
+    // Register (open mode) from a plain UDP socket that ignores the connection request.
     const client = await udpClient();
     closers.push(() => client.close());
     const register = StunMessage.request(Method.Register);

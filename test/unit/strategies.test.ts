@@ -212,7 +212,8 @@ describe('relay and TCP-only recipients on loopback', () => {
   });
 
   test('a failing connect says which strategies ran and why each failed', async () => {
-    const { broker, address } = await startBroker();
+    // Open mode: the inert recipient below registers without proof of key.
+    const { broker, address } = await startBroker({ open: true });
     closers.push(() => broker.close());
     // A recipient that joins every attempt at the broker and then does nothing: no strategy can succeed.
     const udp = createSocket('udp4');

@@ -15,6 +15,8 @@ export interface Registration {
    * or over a TCP control connection held by one broker (requests go down it). @default 'udp'
    */
   readonly transport?: 'udp' | 'tcp';
+  /** Fingerprint of the key that proved itself for this URI (absent in open mode). */
+  readonly keyFingerprint?: string;
 }
 
 /**

@@ -1,0 +1,398 @@
+/**
+ * What keeps the broker's work and memory bounded whatever arrives: token
+ * buckets per source IP address (held in a bounded LRU map, so a flood from
+ * many addresses costs a fixed amount of memory), caps on connections and
+ * registrations per source and in total, pending attempts per recipient URI,
+ * and a throttled report of every limit that bit. Pure bookkeeping: no
+ * sockets; the clock is injected.
+ */
+import { ErrorCode, NattravError } from '../errors.js';
+
+/** A token bucket's shape: a sustained rate and the burst allowed on top of it. */
+export interface RateSpec {
+  /** Tokens added per second (sustained rate). */
+  readonly perSecond: number;
+  /** Most tokens the bucket holds (largest burst). */
+  readonly burst: number;
+}
+
+/** The limits of one broker; every field has a generous default (see {@link BROKER_LIMITS_DEFAULTS}). */
+export interface BrokerLimits {
+  /** Buckets (source x kind) tracked at once; the least recently used is forgotten first. @default 65536 */
+  readonly trackedBuckets: number;
+  /** UDP Register requests (registrations and refreshes) per source address. @default { perSecond: 20, burst: 200 } */
+  readonly udpRegister: RateSpec;
+  /** UDP Binding requests per source address. @default { perSecond: 100, burst: 400 } */
+  readonly udpBinding: RateSpec;
+  /** Every other UDP datagram (responses, other methods, junk) per source address. @default { perSecond: 100, burst: 400 } */
+  readonly udpOther: RateSpec;
+  /** TCP connections accepted per source address. @default { perSecond: 100, burst: 400 } */
+  readonly tcpAccept: RateSpec;
+  /** TCP requests (any method) per source address. @default { perSecond: 400, burst: 2000 } */
+  readonly tcpRequest: RateSpec;
+  /** Connect and Join requests (registry lookups) per source address. @default { perSecond: 50, burst: 200 } */
+  readonly connect: RateSpec;
+  /** Connect requests per recipient URI, from all sources together. @default { perSecond: 20, burst: 100 } */
+  readonly connectPerUri: RateSpec;
+  /** Connect requests for one URI waiting at once (open initiator exchanges). @default 64 */
+  readonly maxPendingPerUri: number;
+  /** Relay requests per source address. @default { perSecond: 20, burst: 100 } */
+  readonly relay: RateSpec;
+  /** MappingProbe requests per source address. @default { perSecond: 100, burst: 400 } */
+  readonly mappingProbe: RateSpec;
+  /** Live registrations (URIs) granted to one source address. @default 1024 */
+  readonly maxRegistrationsPerSource: number;
+  /** Live registrations granted in total. @default 100000 */
+  readonly maxRegistrations: number;
+  /** Open TCP connections in total. @default 16384 */
+  readonly maxConnections: number;
+  /** Open TCP connections per source address. @default 512 */
+  readonly maxConnectionsPerSource: number;
+  /** A TCP connection must deliver its first complete STUN message within this many ms, or it is closed. @default 5000 */
+  readonly firstMessageTimeoutMs: number;
+  /** Bytes queued for a TCP peer that does not read; past this the connection is closed. @default 65536 */
+  readonly maxWriteBufferBytes: number;
+  /**
+   * Bytes a UDP answer may exceed its request by, from all sources together (the allowance that lets
+   * minimal 20-byte Binding requests of standard STUN clients get an answer; see amplification.ts).
+   * `{ perSecond: 0, burst: 0 }` makes every answer at most as large as its request. @default { perSecond: 65536, burst: 65536 }
+   */
+  readonly amplificationAllowance: RateSpec;
+  /** The same allowance per source address. @default { perSecond: 1024, burst: 8192 } */
+  readonly amplificationAllowancePerSource: RateSpec;
+  /** 'limited' events emitted per second at most (each kind and source at most once a second). @default 20 */
+  readonly limitedEventsPerSecond: number;
+}
+
+/** Options of the broker's limits: any subset of {@link BrokerLimits}. */
+export type BrokerLimitsOptions = Partial<BrokerLimits>;
+
+/** Defaults of {@link BrokerLimits}, in one place. */
+export const BROKER_LIMITS_DEFAULTS: BrokerLimits = {
+  /** 64 Ki buckets of ~150 bytes: about 10 MB at worst. */
+  trackedBuckets: 65_536,
+  /** A peer refreshes every 10 s; 200 at once covers a NAT with many peers starting together. */
+  udpRegister: { perSecond: 20, burst: 200 },
+  /** netcheck and coturn's natdiscovery send a few dozen at most. */
+  udpBinding: { perSecond: 100, burst: 400 },
+  udpOther: { perSecond: 100, burst: 400 },
+  /** Each connect opens an exchange and a mapping probe, up to 4 attempts: 20 concurrent connects need ~160. */
+  tcpAccept: { perSecond: 100, burst: 400 },
+  tcpRequest: { perSecond: 400, burst: 2000 },
+  /** 20 concurrent connects from one NAT address with retries stay far below. */
+  connect: { perSecond: 50, burst: 200 },
+  /** A recipient cannot usefully accept more; 20 concurrent connects with retries fit in the burst. */
+  connectPerUri: { perSecond: 20, burst: 100 },
+  maxPendingPerUri: 64,
+  relay: { perSecond: 20, burst: 100 },
+  mappingProbe: { perSecond: 100, burst: 400 },
+  /** A large NAT (CGN) may hide many peers behind one address. */
+  maxRegistrationsPerSource: 1024,
+  maxRegistrations: 100_000,
+  /** File descriptors are the real bound; 16 Ki sockets with 4 KiB of STUN buffer each is ~64 MB at worst. */
+  maxConnections: 16_384,
+  maxConnectionsPerSource: 512,
+  /** Like undici's headersTimeout: one small message needs one round trip, 5 s is generous. */
+  firstMessageTimeoutMs: 5_000,
+  /** Sixteen maximal STUN messages. */
+  maxWriteBufferBytes: 65_536,
+  /** 64 KB/s of extra bytes from the whole broker is useless to an attacker and plenty for coturn-style clients. */
+  amplificationAllowance: { perSecond: 65_536, burst: 65_536 },
+  amplificationAllowancePerSource: { perSecond: 1_024, burst: 8_192 },
+  limitedEventsPerSecond: 20,
+};
+
+/** Which limit bit. */
+export type LimitKind =
+  | 'udp-register'
+  | 'udp-binding'
+  | 'udp-other'
+  | 'tcp-accept'
+  | 'tcp-request'
+  | 'connect'
+  | 'connect-per-uri'
+  | 'pending-per-uri'
+  | 'relay'
+  | 'mapping-probe'
+  | 'registrations-per-source'
+  | 'registrations'
+  | 'connections'
+  | 'connections-per-source'
+  | 'first-message-timeout'
+  | 'write-buffer'
+  | 'amplification';
+
+/** The rate-limited kinds and the option naming each one's {@link RateSpec}. */
+const RATE_KINDS = {
+  'udp-register': 'udpRegister',
+  'udp-binding': 'udpBinding',
+  'udp-other': 'udpOther',
+  'tcp-accept': 'tcpAccept',
+  'tcp-request': 'tcpRequest',
+  connect: 'connect',
+  'connect-per-uri': 'connectPerUri',
+  relay: 'relay',
+  'mapping-probe': 'mappingProbe',
+} as const satisfies Partial<Record<LimitKind, keyof BrokerLimits>>;
+
+/** A kind limited by a token bucket per key. */
+export type RateKind = keyof typeof RATE_KINDS;
+
+/** Validates and completes limit options; throws InvalidArgument naming the bad field. */
+export function resolveLimits(options: BrokerLimitsOptions = {}): BrokerLimits {
+  const resolved: BrokerLimits = { ...BROKER_LIMITS_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+  const bad = (key: string, value: unknown, want: string): never => {
+    throw new NattravError(ErrorCode.InvalidArgument, `broker limit ${key} must be ${want}, got ${JSON.stringify(value)}`);
+  };
+  for (const [key, value] of Object.entries(resolved) as Array<[keyof BrokerLimits, BrokerLimits[keyof BrokerLimits]]>) {
+    if (typeof value === 'number') {
+      if (!Number.isInteger(value) || value <= 0) bad(key, value, 'a positive integer');
+    } else if (
+      typeof value !== 'object' || value === null ||
+      !Number.isFinite(value.perSecond) || value.perSecond < 0 || !Number.isFinite(value.burst) || value.burst < 0
+    ) {
+      bad(key, value, '{ perSecond, burst } with finite numbers >= 0');
+    }
+  }
+  return resolved;
+}
+
+/** A token bucket; the clock is passed in. */
+export class TokenBucket {
+  #tokens: number;
+  #last: number;
+  readonly #spec: RateSpec;
+
+  constructor(spec: RateSpec, now: number) {
+    this.#spec = spec;
+    this.#tokens = spec.burst;
+    this.#last = now;
+  }
+
+  /** Tokens available at `now`. */
+  available(now: number): number {
+    if (now > this.#last) {
+      this.#tokens = Math.min(this.#spec.burst, this.#tokens + ((now - this.#last) / 1000) * this.#spec.perSecond);
+      this.#last = now;
+    }
+    return this.#tokens;
+  }
+
+  /** Takes `n` tokens if there are that many; false (and nothing taken) otherwise. */
+  take(n: number, now: number): boolean {
+    if (this.available(now) < n) return false;
+    this.#tokens -= n;
+    return true;
+  }
+}
+
+/** A Map that holds at most `max` entries, forgetting the least recently used first. */
+export class LruMap<K, V> {
+  readonly #map = new Map<K, V>();
+  readonly #max: number;
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  /** Entries held. */
+  get size(): number {
+    return this.#map.size;
+  }
+
+  /** The value for `key`, marking it most recently used. */
+  get(key: K): V | undefined {
+    const value = this.#map.get(key);
+    if (value !== undefined) {
+      this.#map.delete(key);
+      this.#map.set(key, value);
+    }
+    return value;
+  }
+
+  /** Stores `value`, evicting the least recently used entry when full. */
+  set(key: K, value: V): void {
+    this.#map.delete(key);
+    if (this.#map.size >= this.#max) {
+      const oldest = this.#map.keys().next();
+      if (oldest.done !== true) this.#map.delete(oldest.value);
+    }
+    this.#map.set(key, value);
+  }
+}
+
+/** Token buckets per (kind, key) in one bounded LRU map. */
+export class RateLimiter {
+  readonly #limits: BrokerLimits;
+  readonly #buckets: LruMap<string, TokenBucket>;
+  readonly #now: () => number;
+
+  constructor(limits: BrokerLimits, now: () => number = Date.now) {
+    this.#limits = limits;
+    this.#buckets = new LruMap(limits.trackedBuckets);
+    this.#now = now;
+  }
+
+  /** Buckets held (bounded by `trackedBuckets`). */
+  get size(): number {
+    return this.#buckets.size;
+  }
+
+  /** Takes `n` tokens (default 1) from the bucket of `kind` for `key`; false when the limit bit. */
+  take(kind: RateKind, key: string, n = 1): boolean {
+    return this.bucket(kind, key).take(n, this.#now());
+  }
+
+  /** The bucket of `kind` for `key`, created full. */
+  bucket(kind: RateKind | 'amplification', key: string): TokenBucket {
+    const id = `${kind}|${key}`;
+    let bucket = this.#buckets.get(id);
+    if (bucket === undefined) {
+      const spec = kind === 'amplification' ? this.#limits.amplificationAllowancePerSource : this.#limits[RATE_KINDS[kind]];
+      bucket = new TokenBucket(spec, this.#now());
+      this.#buckets.set(id, bucket);
+    }
+    return bucket;
+  }
+}
+
+/** Counts open things per key with a per-key and a total cap; a key's entry exists only while its count is positive. */
+export class CountCap {
+  readonly #counts = new Map<string, number>();
+  readonly #perKey: number;
+  readonly #total: number;
+  #sum = 0;
+
+  constructor(perKey: number, total: number) {
+    this.#perKey = perKey;
+    this.#total = total;
+  }
+
+  /** How many are open in total. */
+  get total(): number {
+    return this.#sum;
+  }
+
+  /** Counts one more for `key`, or says which cap it would break. */
+  acquire(key: string): 'ok' | 'per-key' | 'total' {
+    if (this.#sum >= this.#total) return 'total';
+    const count = this.#counts.get(key) ?? 0;
+    if (count >= this.#perKey) return 'per-key';
+    this.#counts.set(key, count + 1);
+    this.#sum++;
+    return 'ok';
+  }
+
+  /** Counts one less for `key` (after a successful {@link CountCap.acquire}). */
+  release(key: string): void {
+    const count = this.#counts.get(key);
+    if (count === undefined) return;
+    if (count <= 1) this.#counts.delete(key);
+    else this.#counts.set(key, count - 1);
+    this.#sum--;
+  }
+}
+
+/**
+ * Live registrations granted by this broker: URI -> (source, expiry), with the
+ * count per source. Bounded by `maxRegistrations` (new URIs are refused when
+ * full of live entries; expired ones are swept first).
+ */
+export class RegistrationCap {
+  readonly #byUri = new Map<string, { source: string; expiresAt: number }>();
+  readonly #perSource = new Map<string, number>();
+  readonly #maxPerSource: number;
+  readonly #max: number;
+
+  constructor(maxPerSource: number, max: number) {
+    this.#maxPerSource = maxPerSource;
+    this.#max = max;
+  }
+
+  /** Registrations tracked (live or not yet swept). */
+  get size(): number {
+    return this.#byUri.size;
+  }
+
+  /** May `source` register (or refresh) `uri` at `now`? A refresh of its own URI always may. */
+  admit(uri: string, source: string, now: number): 'ok' | 'per-source' | 'total' {
+    const entry = this.#byUri.get(uri);
+    if (entry !== undefined && entry.source === source && entry.expiresAt > now) return 'ok';
+    if ((this.#perSource.get(source) ?? 0) >= this.#maxPerSource || this.#byUri.size >= this.#max) this.sweep(now);
+    if ((this.#perSource.get(source) ?? 0) >= this.#maxPerSource) return 'per-source';
+    if (this.#byUri.size >= this.#max && entry === undefined) return 'total';
+    return 'ok';
+  }
+
+  /** Records that `source` holds `uri` until `expiresAt` (replacing whoever held it). */
+  record(uri: string, source: string, expiresAt: number): void {
+    this.#remove(uri);
+    this.#byUri.set(uri, { source, expiresAt });
+    this.#perSource.set(source, (this.#perSource.get(source) ?? 0) + 1);
+  }
+
+  /** Forgets `uri` (its registration was dropped). */
+  forget(uri: string): void {
+    this.#remove(uri);
+  }
+
+  /** Drops every expired entry. */
+  sweep(now: number): void {
+    for (const [uri, entry] of this.#byUri) if (entry.expiresAt <= now) this.#remove(uri);
+  }
+
+  #remove(uri: string): void {
+    const entry = this.#byUri.get(uri);
+    if (entry === undefined) return;
+    this.#byUri.delete(uri);
+    const count = (this.#perSource.get(entry.source) ?? 1) - 1;
+    if (count <= 0) this.#perSource.delete(entry.source);
+    else this.#perSource.set(entry.source, count);
+  }
+}
+
+/** A limit that bit, as the broker reports it. */
+export interface LimitedReport {
+  readonly kind: LimitKind;
+  /** The source IP address (or, for per-URI kinds, the initiator's address). */
+  readonly source: string;
+  /** The recipient URI, for per-URI kinds. */
+  readonly uri?: string;
+}
+
+/** How often one (kind, source) pair may be reported, in ms: a flood is one line a second, not one per packet. */
+const REPORT_INTERVAL_MS = 1_000;
+/** (kind, source) pairs remembered for throttling. */
+const REPORT_KEYS = 4_096;
+
+/** Throttles limit reports: each (kind, source) once per {@link REPORT_INTERVAL_MS}, and `perSecond` in all. */
+export class LimitReporter {
+  readonly #last = new LruMap<string, number>(REPORT_KEYS);
+  readonly #global: TokenBucket;
+  readonly #now: () => number;
+  readonly #emit: (report: LimitedReport) => void;
+  /** Limits that bit since start, reported or not, by kind. */
+  readonly counts = new Map<LimitKind, number>();
+
+  constructor(perSecond: number, emit: (report: LimitedReport) => void, now: () => number = Date.now) {
+    this.#global = new TokenBucket({ perSecond, burst: perSecond }, now());
+    this.#emit = emit;
+    this.#now = now;
+  }
+
+  /** Notes that a limit bit and reports it unless throttled. Never throws. */
+  report(report: LimitedReport): void {
+    this.counts.set(report.kind, (this.counts.get(report.kind) ?? 0) + 1);
+    const now = this.#now();
+    const key = `${report.kind}|${report.source}`;
+    const last = this.#last.get(key);
+    if (last !== undefined && now - last < REPORT_INTERVAL_MS) return;
+    if (!this.#global.take(1, now)) return;
+    this.#last.set(key, now);
+    try {
+      this.#emit(report);
+    } catch {
+      // A listener's failure must not turn into the broker's.
+    }
+  }
+}

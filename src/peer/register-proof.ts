@@ -1,0 +1,135 @@
+/**
+ * The peer's side of registration with proof of key (see security/proof.ts for
+ * the protocol): a refresh under the session key when there is a session; else
+ * the challenge, the signed answer, and the new session. The broker's answers
+ * must carry integrity under the session key (and, when the peer trusts a
+ * broker CA, the broker's signature and certificate), or they are rejected:
+ * a fake broker cannot redirect the peer. Transport-agnostic: the caller
+ * supplies one request/response transaction over UDP or TCP.
+ */
+import { X509Certificate } from 'node:crypto';
+import { ErrorCode, NattravError } from '../errors.js';
+import { sign, verify, type KeyPairPem } from '../security/keys.js';
+import { brokerPayload, newEphemeralKey, registrationPayload, sessionKey } from '../security/proof.js';
+import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
+import { AttrType, MessageClass, StunErrorCode } from '../wire/constants.js';
+import type { StunMessage } from '../wire/message.js';
+import { addU32, getErrorCode } from '../wire/nattrav.js';
+
+/** One request/response over the registration's transport. */
+export type Transact = (request: StunMessage, options?: EncodeOptions) => Promise<StunMessage>;
+
+/** The key material a registration proves. */
+export interface RegistrationKeys {
+  readonly key: KeyPairPem;
+  /** A CA-issued certificate naming the URI (DER), for brokers that require one. */
+  readonly certificateDer?: Uint8Array;
+  /** The CA that must have issued the broker's certificate; set = authenticate the broker. */
+  readonly brokerCa?: X509Certificate;
+}
+
+/** A registration session (after a successful proof). */
+export interface RegistrationSession {
+  readonly id: Buffer;
+  readonly key: Buffer;
+  sequence: number;
+}
+
+/** A broker that cannot prove itself: connection requests and answers from it are not trusted. */
+function brokerAuthError(reason: string): NattravError {
+  return new NattravError(ErrorCode.BrokerAuth, `broker authentication failed: ${reason}`);
+}
+
+/**
+ * Registers (or refreshes). `base` builds a fresh Register request with URI,
+ * LIFETIME and private endpoints. Resolves with the broker's success response
+ * and the session to use next time.
+ */
+export async function registerWithProof(
+  transact: Transact,
+  base: () => StunMessage,
+  keys: RegistrationKeys,
+  uri: string,
+  lifetimeMs: number,
+  transport: 'udp' | 'tcp',
+  session: RegistrationSession | undefined,
+): Promise<{ response: StunMessage; session: RegistrationSession | undefined }> {
+  if (session !== undefined) {
+    const refresh = base();
+    refresh.add(AttrType.Username, session.id);
+    addU32(refresh, AttrType.Sequence, ++session.sequence);
+    const response = await transact(refresh, { integritySha256Key: session.key });
+    if (!isUnauthorized(response)) {
+      if (!verifyMessageIntegritySha256(response, session.key)) throw brokerAuthError('its answer to our refresh lacks integrity under the session key');
+      if (response.cls === MessageClass.ErrorResponse) throw refused(uri, response);
+      return { response, session };
+    }
+    // The broker forgot the session (restart, expiry): prove the key again.
+  }
+  const first = withKey(base(), keys);
+  const challenge = await transact(first);
+  if (challenge.cls === MessageClass.SuccessResponse) {
+    // An open-mode broker (no proof asked).
+    if (keys.brokerCa !== undefined) throw brokerAuthError('it accepted us without a challenge and did not prove its identity');
+    return { response: challenge, session: undefined };
+  }
+  const nonce = challenge.get(AttrType.Nonce);
+  if (nonce === undefined) throw refused(uri, challenge);
+  const ephemeral = newEphemeralKey();
+  const proof = withKey(base(), keys);
+  proof.add(AttrType.Nonce, nonce);
+  proof.add(AttrType.EphemeralKey, ephemeral.publicKey);
+  proof.add(AttrType.Signature, sign(keys.key.privateKeyPem, registrationPayload({ nonce, uri, ephemeralKey: ephemeral.publicKey, lifetimeMs, transport })));
+  const response = await transact(proof);
+  if (response.cls === MessageClass.ErrorResponse) throw refused(uri, response);
+  const id = response.get(AttrType.Username);
+  const brokerEphemeral = response.get(AttrType.EphemeralKey);
+  const key = brokerEphemeral === undefined ? undefined : sessionKey(ephemeral, brokerEphemeral, nonce);
+  if (id === undefined || brokerEphemeral === undefined || key === undefined) throw brokerAuthError('its answer carries no session');
+  if (!verifyMessageIntegritySha256(response, key)) throw brokerAuthError('its answer lacks integrity under the agreed key');
+  if (keys.brokerCa !== undefined) {
+    const problem = brokerIdentityProblem(response, keys.brokerCa, {
+      nonce,
+      sessionId: id,
+      brokerEphemeralKey: brokerEphemeral,
+      peerEphemeralKey: ephemeral.publicKey,
+    });
+    if (problem !== undefined) throw brokerAuthError(problem);
+  }
+  return { response, session: { id: Buffer.from(id), key, sequence: 0 } };
+}
+
+function withKey(request: StunMessage, keys: RegistrationKeys): StunMessage {
+  request.add(AttrType.PublicKey, keys.key.spki);
+  if (keys.certificateDer !== undefined) request.add(AttrType.Certificate, keys.certificateDer);
+  return request;
+}
+
+function isUnauthorized(response: StunMessage): boolean {
+  return response.cls === MessageClass.ErrorResponse && getErrorCode(response)?.code === StunErrorCode.Unauthorized;
+}
+
+function refused(uri: string, response: StunMessage): NattravError {
+  const error = getErrorCode(response);
+  const code = error?.code === StunErrorCode.Forbidden ? ErrorCode.Forbidden : ErrorCode.BrokerError;
+  return new NattravError(code, `broker refused registration of ${uri}: ${error?.code ?? '?'} ${error?.reason ?? ''}`.trim());
+}
+
+/** Why the broker's signed answer does not prove an identity issued by `ca`, or undefined. */
+function brokerIdentityProblem(response: StunMessage, ca: X509Certificate, payload: Parameters<typeof brokerPayload>[0]): string | undefined {
+  const der = response.get(AttrType.Certificate);
+  const signature = response.get(AttrType.Signature);
+  if (der === undefined || signature === undefined) return 'it presented no certificate';
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(Buffer.from(der));
+  } catch {
+    return 'its certificate does not parse';
+  }
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return 'its certificate was not issued by the trusted broker CA';
+  const now = new Date();
+  if (now < new Date(cert.validFrom) || now > new Date(cert.validTo)) return `its certificate is not valid now (${cert.validFrom} - ${cert.validTo})`;
+  const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
+  if (!verify(spki, brokerPayload(payload), signature)) return 'its signature does not verify';
+  return undefined;
+}

@@ -1,0 +1,166 @@
+/**
+ * Proof of key at registration (challenge/response), and the cheap session
+ * that protects keepalives afterwards.
+ *
+ * 1. A peer sends Register(URI, PUBLIC-KEY). The broker answers 401 with a
+ *    NONCE: a timestamp and an HMAC of (timestamp, source endpoint, URI, key)
+ *    under a secret only the broker knows. It keeps no state for it.
+ * 2. The peer sends Register(URI, PUBLIC-KEY, NONCE, EPHEMERAL-KEY, SIGNATURE),
+ *    the signature covering {@link registrationPayload}. The broker checks the
+ *    nonce (fresh, for this source, URI and key, never used before), the
+ *    signature, and that the key may hold the URI.
+ * 3. Both sides derive a session key from X25519(ephemeral keys) with HKDF.
+ *    Refreshes carry USERNAME (session ID), SEQUENCE (strictly increasing) and
+ *    MESSAGE-INTEGRITY-SHA256 under that key; so do the broker's answers and its
+ *    connection requests, which a fake broker therefore cannot produce.
+ * A captured registration cannot be replayed: its nonce is bound to its source
+ * and time, and is accepted once.
+ */
+import { createHmac, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+
+/** How long a nonce stays valid, in ms: one retransmitted round trip, with room for slow paths. */
+export const NONCE_LIFETIME_MS = 30_000;
+/** Bytes of the timestamp in a nonce (ms since the epoch, big-endian). */
+const NONCE_TIME_BYTES = 8;
+/** Bytes of the MAC in a nonce: 128 bits are plenty against forgery within its lifetime. */
+const NONCE_MAC_BYTES = 16;
+/** The length of a nonce on the wire. */
+export const NONCE_LENGTH = NONCE_TIME_BYTES + NONCE_MAC_BYTES;
+/** Length of a session ID (USERNAME in refreshes). */
+export const SESSION_ID_LENGTH = 16;
+/** Length of a raw X25519 public key. */
+export const X25519_KEY_LENGTH = 32;
+/** DER prefix that turns a raw X25519 key into a SubjectPublicKeyInfo (RFC 8410). */
+const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
+/** Domain separation of the signed payloads, so a signature means one thing only. */
+const REGISTER_CONTEXT = Buffer.from('nattrav register v1\0');
+const BROKER_CONTEXT = Buffer.from('nattrav broker v1\0');
+const SESSION_INFO = Buffer.from('nattrav session key v1');
+
+/** What a nonce is bound to. */
+export interface NonceBinding {
+  readonly source: { readonly address: string; readonly port: number };
+  readonly uri: string;
+  readonly spki: Uint8Array;
+}
+
+/** Mints and checks stateless nonces; remembers used ones (bounded) so each is accepted once. */
+export class NonceBook {
+  readonly #secret: Buffer;
+  readonly #now: () => number;
+  readonly #used = new Map<string, number>();
+  readonly #maxUsed: number;
+
+  constructor(options: { secret?: Uint8Array; now?: () => number; maxUsed?: number } = {}) {
+    this.#secret = Buffer.from(options.secret ?? randomBytes(32));
+    this.#now = options.now ?? Date.now;
+    this.#maxUsed = options.maxUsed ?? 65_536;
+  }
+
+  /** A fresh nonce for `binding`. */
+  mint(binding: NonceBinding): Buffer {
+    const time = Buffer.alloc(NONCE_TIME_BYTES);
+    time.writeBigUInt64BE(BigInt(this.#now()));
+    return Buffer.concat([time, this.#mac(time, binding)]);
+  }
+
+  /**
+   * Checks a nonce and, when valid, marks it used. 'stale': well formed and
+   * ours but too old; 'replayed': already accepted once; 'invalid': not ours,
+   * or for another source, URI or key.
+   */
+  accept(nonce: Uint8Array, binding: NonceBinding): 'ok' | 'stale' | 'replayed' | 'invalid' {
+    if (nonce.length !== NONCE_LENGTH) return 'invalid';
+    const time = Buffer.from(nonce.subarray(0, NONCE_TIME_BYTES));
+    const expected = this.#mac(time, binding);
+    if (!timingSafeEqual(expected, Buffer.from(nonce.subarray(NONCE_TIME_BYTES)))) return 'invalid';
+    const issued = Number(time.readBigUInt64BE());
+    const now = this.#now();
+    if (issued > now + 1_000 || now - issued > NONCE_LIFETIME_MS) return 'stale';
+    const key = Buffer.from(nonce).toString('hex');
+    this.#prune(now);
+    if (this.#used.has(key)) return 'replayed';
+    if (this.#used.size >= this.#maxUsed) return 'stale'; // under attack: ask again rather than remember more
+    this.#used.set(key, issued + NONCE_LIFETIME_MS);
+    return 'ok';
+  }
+
+  #mac(time: Buffer, binding: NonceBinding): Buffer {
+    const port = Buffer.alloc(2);
+    port.writeUInt16BE(binding.source.port);
+    return createHmac('sha256', this.#secret)
+      .update(time)
+      .update(lengthPrefixed(Buffer.from(binding.source.address)))
+      .update(port)
+      .update(lengthPrefixed(Buffer.from(binding.uri)))
+      .update(lengthPrefixed(Buffer.from(binding.spki)))
+      .digest()
+      .subarray(0, NONCE_MAC_BYTES);
+  }
+
+  #prune(now: number): void {
+    for (const [key, expires] of this.#used) {
+      if (expires > now) break; // insertion order is expiry order
+      this.#used.delete(key);
+    }
+  }
+}
+
+/** What the peer signs in step 2. */
+export function registrationPayload(fields: { nonce: Uint8Array; uri: string; ephemeralKey: Uint8Array; lifetimeMs: number; transport: 'udp' | 'tcp' }): Buffer {
+  const lifetime = Buffer.alloc(4);
+  lifetime.writeUInt32BE(fields.lifetimeMs >>> 0);
+  return Buffer.concat([
+    REGISTER_CONTEXT,
+    lengthPrefixed(Buffer.from(fields.nonce)),
+    lengthPrefixed(Buffer.from(fields.uri)),
+    lengthPrefixed(Buffer.from(fields.ephemeralKey)),
+    lifetime,
+    Buffer.from(fields.transport),
+  ]);
+}
+
+/** What a broker with an identity signs in its answer to step 2. */
+export function brokerPayload(fields: { nonce: Uint8Array; sessionId: Uint8Array; brokerEphemeralKey: Uint8Array; peerEphemeralKey: Uint8Array }): Buffer {
+  return Buffer.concat([
+    BROKER_CONTEXT,
+    lengthPrefixed(Buffer.from(fields.nonce)),
+    lengthPrefixed(Buffer.from(fields.sessionId)),
+    lengthPrefixed(Buffer.from(fields.brokerEphemeralKey)),
+    lengthPrefixed(Buffer.from(fields.peerEphemeralKey)),
+  ]);
+}
+
+/** An ephemeral X25519 key pair for one registration session. */
+export interface EphemeralKey {
+  /** Raw 32-byte public key (the EPHEMERAL-KEY attribute). */
+  readonly publicKey: Buffer;
+  readonly privateKey: KeyObject;
+}
+
+/** A fresh X25519 key pair. */
+export function newEphemeralKey(): EphemeralKey {
+  const { publicKey, privateKey } = generateKeyPairSync('x25519');
+  return { publicKey: publicKey.export({ format: 'der', type: 'spki' }).subarray(X25519_SPKI_PREFIX.length), privateKey };
+}
+
+/**
+ * The session key: HKDF-SHA256 over X25519(ours, theirs), salted with the
+ * nonce. Returns undefined for a malformed peer key (never throws).
+ */
+export function sessionKey(own: EphemeralKey, peerPublicKey: Uint8Array, nonce: Uint8Array): Buffer | undefined {
+  if (peerPublicKey.length !== X25519_KEY_LENGTH) return undefined;
+  try {
+    const publicKey = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, peerPublicKey]), format: 'der', type: 'spki' });
+    const shared = diffieHellman({ privateKey: own.privateKey, publicKey });
+    return Buffer.from(hkdfSync('sha256', shared, Buffer.from(nonce), SESSION_INFO, 32));
+  } catch {
+    return undefined;
+  }
+}
+
+function lengthPrefixed(bytes: Buffer): Buffer {
+  const length = Buffer.alloc(2);
+  length.writeUInt16BE(bytes.length);
+  return Buffer.concat([length, bytes]);
+}

@@ -1,0 +1,202 @@
+/**
+ * Mutually authenticated TLS 1.3 over a nattrav connection (direct or relayed).
+ *
+ * The initiator is the TLS client, the recipient the TLS server (requestCert).
+ * Node accepts any certificate in the handshake (`rejectUnauthorized: false`);
+ * each side then checks the other's with {@link verifyPeerCertificate}, whose
+ * rules handle both CA-issued certificates and self-certifying URIs.
+ *
+ * In TLS 1.3 the client finishes its handshake before the server has looked at
+ * the client's certificate, so a handshake that "succeeded" says nothing about
+ * whether the other side accepted us. Hence one more step, the confirmation:
+ *
+ * 1. Both sides complete the TLS handshake.
+ * 2. Each verifies the other's certificate. On failure it destroys the
+ *    connection and rejects with what was wrong.
+ * 3. On success it sends one confirmation byte ({@link CONFIRM_BYTE}) and waits
+ *    for the other's. The connection is handed over only when that arrives; if
+ *    the connection closes instead, the other side rejected us, and this side
+ *    rejects too. So both ends fail, and neither hangs.
+ *
+ * The confirmation bytes are consumed here; application data starts after them.
+ */
+import type { Socket } from 'node:net';
+import { TLSSocket, connect as tlsConnect, createSecureContext } from 'node:tls';
+import { abortError, raceAbort, startPhase } from '../common/signal.js';
+import { ErrorCode, NattravError, isNattravError } from '../errors.js';
+import type { Identity } from './identity.js';
+import { verifyPeerCertificate } from './verify.js';
+
+/** Options of {@link secureConnection} that say who we are and whom we trust. */
+export interface PeerTlsOptions {
+  identity: Identity;
+  /** extra trust anchors (PEM) besides identity.ca */
+  ca?: string[];
+}
+
+/** The rest of {@link secureConnection}'s options. */
+export interface SecureConnectionOptions extends PeerTlsOptions {
+  /** 'initiator' = TLS client, 'recipient' = TLS server. */
+  role: 'initiator' | 'recipient';
+  /** The URI the initiator connected to; required for the initiator, ignored for the recipient. */
+  expectedPeerUri?: string;
+  signal?: AbortSignal;
+  /** Limit on handshake, verification and confirmation together. @default {@link TLS_HANDSHAKE_TIMEOUT_MS} */
+  timeoutMs?: number;
+}
+
+/** A connection that passed {@link secureConnection}. */
+export interface SecureConnection {
+  socket: TLSSocket;
+  /** The other side's URI, from its verified certificate. */
+  peerUri: string;
+  /** The other side's certificate (PEM). */
+  peerCertificatePem: string;
+}
+
+/** The time for handshake, certificate checks and confirmation: a few round trips even on a slow relayed path. */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Only TLS 1.3: both ends are nattrav, and 1.3 encrypts the certificates. */
+const TLS_VERSION = 'TLSv1.3';
+/** The ALPN protocol name, so a nattrav TLS connection cannot be mistaken for another protocol's. */
+export const NATTRAV_ALPN = 'nattrav/1';
+/** Sent by each side once it has accepted the other's certificate (ASCII ACK). */
+export const CONFIRM_BYTE = 0x06;
+
+const PEER_REJECTED = 'the peer rejected our certificate or closed during the TLS handshake';
+
+/**
+ * Runs TLS 1.3 with mutual authentication over an already-connected socket.
+ * Resolves with the TLS socket, positioned at the first byte of application
+ * data, and the peer's verified URI. Rejects with NattravError: ERR_TLS (the
+ * message names what was wrong), ERR_TIMEOUT, ERR_ABORTED or ERR_INVALID_ARGUMENT;
+ * on any failure both the TLS socket and `socket` are destroyed.
+ */
+export async function secureConnection(socket: Socket, options: SecureConnectionOptions): Promise<SecureConnection> {
+  const { role, identity } = options;
+  if (role !== 'initiator' && role !== 'recipient') {
+    throw new NattravError(ErrorCode.InvalidArgument, `role ${String(role)}: pass 'initiator' or 'recipient'`);
+  }
+  if (role === 'initiator' && (options.expectedPeerUri === undefined || options.expectedPeerUri === '')) {
+    throw new NattravError(ErrorCode.InvalidArgument, 'the initiator must pass expectedPeerUri, the URI it connected to');
+  }
+  const timeoutMs = options.timeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
+  const phase = startPhase(options.signal, timeoutMs, `the TLS handshake as ${role}`);
+  let tlsSocket: TLSSocket | undefined;
+  const destroy = (): void => {
+    tlsSocket?.destroy();
+    socket.destroy();
+  };
+  try {
+    if (phase.signal.aborted) throw abortError(phase.signal);
+    tlsSocket = role === 'initiator' ? startClient(socket, identity) : startServer(socket, identity);
+    const secured = tlsSocket;
+    // Until the caller has the socket, no 'error' may go unhandled (the steps below report errors
+    // themselves). On failure the listener stays: the destroyed socket is nobody else's.
+    const swallow = (): void => undefined;
+    secured.on('error', swallow);
+    await raceAbort(handshake(secured, role), phase.signal, destroy);
+    const peerCert = secured.getPeerX509Certificate();
+    if (peerCert === undefined) throw new NattravError(ErrorCode.Tls, `the ${role === 'initiator' ? 'recipient' : 'initiator'} sent no certificate`);
+    const verified = await raceAbort(
+      verifyPeerCertificate(peerCert.raw, {
+        trust: [...identity.ca, ...(options.ca ?? [])],
+        ...(role === 'initiator' ? { expectedUri: options.expectedPeerUri, peerRole: 'server' as const } : { peerRole: 'client' as const }),
+      }),
+      phase.signal,
+      destroy,
+    );
+    secured.write(Buffer.of(CONFIRM_BYTE));
+    await raceAbort(confirmation(secured), phase.signal, destroy);
+    secured.off('error', swallow);
+    return { socket: secured, peerUri: verified.uri, peerCertificatePem: verified.certificatePem };
+  } catch (err) {
+    destroy();
+    if (isNattravError(err)) throw err;
+    throw new NattravError(ErrorCode.Tls, `TLS failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  } finally {
+    phase.dispose();
+  }
+}
+
+function startClient(socket: Socket, identity: Identity): TLSSocket {
+  return tlsConnect({
+    socket,
+    key: identity.keyPem,
+    cert: identity.certPem,
+    minVersion: TLS_VERSION,
+    maxVersion: TLS_VERSION,
+    ALPNProtocols: [NATTRAV_ALPN],
+    // verifyPeerCertificate does all checks, including the URI; Node's would reject self-signed certificates.
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
+  });
+}
+
+function startServer(socket: Socket, identity: Identity): TLSSocket {
+  return new TLSSocket(socket, {
+    isServer: true,
+    secureContext: createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: TLS_VERSION, maxVersion: TLS_VERSION }),
+    requestCert: true,
+    rejectUnauthorized: false,
+    ALPNProtocols: [NATTRAV_ALPN],
+  });
+}
+
+/** Step 1: resolves when the TLS handshake completes; rejects if it fails or the connection closes. */
+function handshake(socket: TLSSocket, role: 'initiator' | 'recipient'): Promise<void> {
+  const doneEvent = role === 'initiator' ? 'secureConnect' : 'secure';
+  return new Promise<void>((resolve, reject) => {
+    const cleanup = (): void => {
+      socket.off(doneEvent, onDone);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+    };
+    const onDone = (): void => {
+      cleanup();
+      resolve();
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      reject(new NattravError(ErrorCode.Tls, `TLS handshake failed: ${err.message}`, { cause: err }));
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(new NattravError(ErrorCode.Tls, PEER_REJECTED));
+    };
+    socket.on(doneEvent, onDone);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+  });
+}
+
+/** Step 3: reads exactly the peer's confirmation byte, leaving any later data buffered. */
+function confirmation(socket: TLSSocket): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const cleanup = (): void => {
+      socket.off('readable', onReadable);
+      socket.off('end', onClosed);
+      socket.off('close', onClosed);
+      socket.off('error', onError);
+    };
+    const onReadable = (): void => {
+      const chunk = socket.read(1) as Buffer | null;
+      if (chunk === null) return;
+      cleanup();
+      if (chunk[0] === CONFIRM_BYTE) resolve();
+      else reject(new NattravError(ErrorCode.Tls, `the peer sent 0x${chunk.toString('hex')} instead of its TLS confirmation; is it a nattrav peer?`));
+    };
+    const onClosed = (): void => {
+      cleanup();
+      reject(new NattravError(ErrorCode.Tls, PEER_REJECTED));
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      reject(new NattravError(ErrorCode.Tls, `${PEER_REJECTED} (${err.message})`, { cause: err }));
+    };
+    socket.on('readable', onReadable);
+    socket.on('end', onClosed);
+    socket.on('close', onClosed);
+    socket.on('error', onError);
+  });
+}

@@ -1,0 +1,256 @@
+/**
+ * A broker that bad input cannot hurt: rate limits and caps per source (a
+ * flooding address does not keep another from registering and connecting),
+ * per-recipient connection-request caps, anti-amplification of UDP answers
+ * (bytes out / bytes in <= 1 for every kind of unauthenticated request), and
+ * the slow-client (first message) timeout. Loopback only; distinct source
+ * addresses are 127.0.0.x (all local on Linux).
+ */
+import assert from 'node:assert/strict';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { once } from 'node:events';
+import { connect as netConnect, type Socket } from 'node:net';
+import { after, describe, test } from 'node:test';
+import type { Broker, BrokerEvent } from '../../src/broker/broker.js';
+import { connect } from '../../src/peer/connect.js';
+import { encodeChangeRequest } from '../../src/wire/change-request.js';
+import { decodeMessage, encodeMessage, isStunMessage } from '../../src/wire/codec.js';
+import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
+import { StunStreamDecoder } from '../../src/wire/framing.js';
+import { StunMessage } from '../../src/wire/message.js';
+import { addUri, getErrorCode, getMappedAddress, getOtherAddress, getXorMappedAddress } from '../../src/wire/nattrav.js';
+import { encodePadding } from '../../src/wire/padding.js';
+import { addRequestPadding } from '../../src/wire/request-padding.js';
+import { encodeResponsePort } from '../../src/wire/response-port.js';
+import { startBroker, startRecipient, until } from '../helpers/loopback.js';
+
+/** The flooding source: a loopback address other than the legitimate peers' 127.0.0.1. */
+const ATTACKER = '127.0.0.3';
+/** How long to collect UDP answers after the last request; loopback answers in well under a millisecond. */
+const COLLECT_MS = 300;
+
+function udpSocket(address: string): Promise<UdpSocket> {
+  return new Promise((resolve) => {
+    const socket = createSocket('udp4');
+    socket.bind(0, address, () => resolve(socket));
+  });
+}
+
+/** Collects every STUN datagram arriving on `socket`, by transaction ID (hex). */
+function collect(socket: UdpSocket): Map<string, Buffer[]> {
+  const byTxid = new Map<string, Buffer[]>();
+  socket.on('message', (data: Buffer) => {
+    if (!isStunMessage(data)) return;
+    const key = data.subarray(8, 20).toString('hex');
+    byTxid.set(key, [...(byTxid.get(key) ?? []), data]);
+  });
+  return byTxid;
+}
+
+const txid = (m: StunMessage): string => Buffer.from(m.transactionId).toString('hex');
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Opens a TCP connection from `localAddress` and resolves once connected. */
+async function tcp(port: number, localAddress: string): Promise<Socket> {
+  const socket = netConnect({ host: '127.0.0.1', port, localAddress });
+  socket.on('error', () => undefined);
+  await once(socket, 'connect');
+  return socket;
+}
+
+describe('broker hardening', () => {
+  const closers: Array<() => unknown> = [];
+  after(async () => {
+    for (const close of closers.reverse()) await close();
+  });
+
+  async function broker(options: Parameters<typeof startBroker>[0] = {}): Promise<{ broker: Broker; address: string; port: number; events: BrokerEvent[] }> {
+    const started = await startBroker(options);
+    closers.push(() => started.broker.close());
+    const events: BrokerEvent[] = [];
+    started.broker.on('event', (e: BrokerEvent) => events.push(e));
+    return { ...started, port: started.broker.address().port, events };
+  }
+
+  test('amplification: every kind of unauthenticated UDP request gets at most as many bytes back as it sent (strict mode)', async (t) => {
+    const { port } = await broker({ alternateHost: '127.0.0.2', limits: { amplificationAllowance: { perSecond: 0, burst: 0 } } });
+    const client = await udpSocket('127.0.0.1');
+    closers.push(() => client.close());
+    const answers = collect(client);
+    const own = client.address().port;
+    const fp = { fingerprint: true };
+    const kinds: Array<[string, StunMessage, { fingerprint?: boolean }]> = [
+      ['Binding, bare header (20 bytes)', StunMessage.request(Method.Binding), {}],
+      ['Binding + FINGERPRINT', StunMessage.request(Method.Binding), fp],
+      ['Binding + CHANGE-REQUEST (port)', StunMessage.request(Method.Binding).add(AttrType.ChangeRequest, encodeChangeRequest({ changeIp: false, changePort: true })), fp],
+      ['Binding + CHANGE-REQUEST (ip+port)', StunMessage.request(Method.Binding).add(AttrType.ChangeRequest, encodeChangeRequest({ changeIp: true, changePort: true })), fp],
+      ['Binding + PADDING 100', StunMessage.request(Method.Binding).add(AttrType.Padding, encodePadding(100)), fp],
+      ['Binding + PADDING 1600', StunMessage.request(Method.Binding).add(AttrType.Padding, encodePadding(1600)), fp],
+      ['Binding + RESPONSE-PORT', StunMessage.request(Method.Binding).add(AttrType.ResponsePort, encodeResponsePort(own)), fp],
+      ['Binding + REQUEST-PADDING (nattrav clients)', addRequestPadding(StunMessage.request(Method.Binding)), fp],
+      ['Register, no proof', addUri(StunMessage.request(Method.Register), 'nattrav://amplify'), fp],
+      ['Register, no URI', StunMessage.request(Method.Register), fp],
+      ['Register, no URI, padded', addRequestPadding(StunMessage.request(Method.Register)), fp],
+      ['unknown method', StunMessage.request(0xe0f), fp],
+      ['unknown comprehension-required attribute (420)', StunMessage.request(Method.Binding).add(0x4e99, new Uint8Array(4)), fp],
+    ];
+    const sent = new Map<string, { name: string; bytes: number }>();
+    for (const [name, request, options] of kinds) {
+      const bytes = encodeMessage(request, options);
+      sent.set(txid(request), { name, bytes: bytes.length });
+      client.send(bytes, port, '127.0.0.1');
+    }
+    await pause(COLLECT_MS);
+    let answered = 0;
+    for (const [id, { name, bytes }] of sent) {
+      const out = (answers.get(id) ?? []).reduce((sum, b) => sum + b.length, 0);
+      t.diagnostic(`${name}: in ${bytes} B, out ${out} B, ratio ${(out / bytes).toFixed(2)}`);
+      assert.ok(out <= bytes, `${name}: ${out} bytes out for ${bytes} in`);
+      if (out > 0) answered++;
+    }
+    assert.ok(answered >= 9, `most kinds are still answered (${answered})`);
+    // nattrav's own padded Binding gets the whole RFC 5780 answer.
+    const ours = [...sent].find(([, v]) => v.name.includes('REQUEST-PADDING'));
+    const answer = decodeMessage((answers.get(ours?.[0] ?? '') ?? [])[0] ?? Buffer.alloc(0));
+    assert.ok(getXorMappedAddress(answer) && getMappedAddress(answer) && getOtherAddress(answer), 'padded request: XOR-MAPPED, MAPPED and OTHER-ADDRESS');
+  });
+
+  test('amplification: bare 20-byte Bindings (coturn) are answered from a bounded allowance', async () => {
+    const { port, events } = await broker({ alternateHost: '127.0.0.2' });
+    const client = await udpSocket(ATTACKER);
+    closers.push(() => client.close());
+    const answers = collect(client);
+    const first = StunMessage.request(Method.Binding);
+    client.send(encodeMessage(first), port, '127.0.0.1');
+    await until(() => answers.has(txid(first)), 2_000, 'an answer to a bare Binding');
+    const reply = decodeMessage((answers.get(txid(first)) ?? [])[0] as Buffer);
+    assert.ok(getOtherAddress(reply) && getMappedAddress(reply), 'coturn natdiscovery needs OTHER-ADDRESS and MAPPED-ADDRESS');
+    const started = Date.now();
+    const count = 2_000;
+    for (let i = 0; i < count; i++) {
+      client.send(encodeMessage(StunMessage.request(Method.Binding)), port, '127.0.0.1');
+      if (i % 100 === 99) await pause(5);
+    }
+    await pause(COLLECT_MS);
+    const seconds = (Date.now() - started) / 1000;
+    const bytesIn = (count + 1) * 20;
+    const bytesOut = [...answers.values()].flat().reduce((sum, b) => sum + b.length, 0);
+    // Per-source allowance: 8192 burst + 1024/s.
+    assert.ok(bytesOut <= bytesIn + 8192 + 1024 * (seconds + 1), `${bytesOut} bytes out for ${bytesIn} in over ${seconds} s`);
+    assert.ok(events.some((e) => e.type === 'limited' && e.source === ATTACKER), 'the flood was reported');
+  });
+
+  test('a flooding source is limited; a peer at another address still registers and connects', async () => {
+    const { port, address, events, broker: b } = await broker({
+      open: true,
+      limits: { maxRegistrationsPerSource: 20, udpRegister: { perSecond: 20, burst: 50 }, connect: { perSecond: 20, burst: 40 } },
+    });
+    const attacker = await udpSocket(ATTACKER);
+    closers.push(() => attacker.close());
+    const answers = collect(attacker);
+    const flood = async (): Promise<void> => {
+      for (let i = 0; i < 2_000; i++) {
+        attacker.send(encodeMessage(addRequestPadding(addUri(StunMessage.request(Method.Register), `nattrav://flood/${i}`))), port, '127.0.0.1');
+        if (i % 100 === 99) await pause(5);
+      }
+    };
+    const lookups = async (): Promise<number> => {
+      let refused = 0;
+      await Promise.all(Array.from({ length: 100 }, async (_, i) => {
+        const socket = await tcp(port, ATTACKER);
+        const decoder = new StunStreamDecoder();
+        socket.write(encodeMessage(addUri(StunMessage.request(Method.Connect), `nattrav://nobody/${i}`)));
+        await new Promise<void>((resolve) => {
+          socket.on('data', (chunk) => {
+            for (const m of decoder.push(chunk)) if (getErrorCode(m)?.code === StunErrorCode.TooManyRequests) refused++;
+          });
+          socket.on('close', () => resolve());
+          setTimeout(() => socket.destroy(), 2_000);
+        });
+      }));
+      return refused;
+    };
+    const [, refusedLookups, legit] = await Promise.all([
+      flood(),
+      lookups(),
+      (async () => {
+        const { server } = await startRecipient(address, 'nattrav://legit');
+        closers.push(() => server.close());
+        const socket = await connect({ broker: address, uri: 'nattrav://legit', timeoutMs: 10_000 });
+        socket.destroy();
+        return true;
+      })(),
+    ]);
+    assert.equal(legit, true);
+    await pause(COLLECT_MS);
+    let fromAttacker = 0;
+    for (let i = 0; i < 2_000; i++) if (await b.registry.get(`nattrav://flood/${i}`)) fromAttacker++;
+    assert.ok(fromAttacker <= 20, `${fromAttacker} registrations from one address`);
+    const tooMany = [...answers.values()].flat().filter((d) => getErrorCode(decodeMessage(d))?.code === StunErrorCode.TooManyRequests).length;
+    assert.ok(tooMany > 0, 'over the per-source cap: 429');
+    assert.ok(refusedLookups > 0, 'lookups over the rate: 429');
+    const kinds = new Set(events.flatMap((e) => (e.type === 'limited' ? [e.kind] : [])));
+    for (const kind of ['udp-register', 'registrations-per-source', 'connect'] as const) assert.ok(kinds.has(kind), `reported: ${kind} (got ${[...kinds].join(', ')})`);
+    assert.ok(events.filter((e) => e.type === 'limited').length <= 20 * 10, 'limited events are themselves rate-limited');
+  });
+
+  test('connection requests to one recipient are capped (pending and per second)', async () => {
+    const { port, address, events } = await broker({ limits: { connectPerUri: { perSecond: 5, burst: 10 }, maxPendingPerUri: 5 } });
+    const { server } = await startRecipient(address, 'nattrav://victim');
+    closers.push(() => server.close());
+    const started = Date.now();
+    let refused = 0;
+    const sockets = await Promise.all(Array.from({ length: 60 }, () => tcp(port, ATTACKER)));
+    closers.push(() => sockets.forEach((s) => s.destroy()));
+    await Promise.all(sockets.map((socket) => new Promise<void>((resolve) => {
+      const decoder = new StunStreamDecoder();
+      socket.on('data', (chunk) => {
+        for (const m of decoder.push(chunk)) if (getErrorCode(m)?.code === StunErrorCode.TooManyRequests) refused++;
+      });
+      socket.once('close', () => resolve());
+      setTimeout(resolve, 1_000);
+      socket.write(encodeMessage(addUri(StunMessage.request(Method.Connect), 'nattrav://victim')));
+    })));
+    const attempts = events.filter((e) => e.type === 'attempt' && e.uri === 'nattrav://victim').length;
+    const seconds = (Date.now() - started) / 1000;
+    assert.ok(attempts <= 5, `${attempts} attempts reached the recipient at once (cap 5) in ${seconds} s`);
+    assert.ok(refused >= 50, `${refused} refused with 429`);
+    assert.ok(events.some((e) => e.type === 'limited' && (e.kind === 'pending-per-uri' || e.kind === 'connect-per-uri') && e.uri === 'nattrav://victim'));
+  });
+
+  test('a client that sends 10 bytes and then nothing is closed after the first-message timeout', async () => {
+    const { port, events } = await broker({ limits: { firstMessageTimeoutMs: 300 } });
+    const socket = await tcp(port, ATTACKER);
+    const started = Date.now();
+    socket.write(encodeMessage(StunMessage.request(Method.Binding)).subarray(0, 10));
+    await Promise.race([once(socket, 'close'), pause(3_000).then(() => assert.fail('still open after 3 s'))]);
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 250 && elapsed < 2_000, `closed after ${elapsed} ms`);
+    assert.ok(events.some((e) => e.type === 'limited' && e.kind === 'first-message-timeout'));
+  });
+
+  test('TCP connections are capped per source; others still get answers', async () => {
+    const { port, events } = await broker({ limits: { maxConnectionsPerSource: 5 } });
+    const sockets = await Promise.all(Array.from({ length: 12 }, () => tcp(port, ATTACKER)));
+    closers.push(() => sockets.forEach((s) => s.destroy()));
+    await pause(200);
+    const open = sockets.filter((s) => !s.destroyed && s.readyState === 'open' && !s.readableEnded);
+    assert.ok(open.length <= 5 + 1, `${open.length} of 12 still open`);
+    assert.ok(events.some((e) => e.type === 'limited' && e.kind === 'connections-per-source'));
+    const other = await tcp(port, '127.0.0.1');
+    closers.push(() => other.destroy());
+    other.write(encodeMessage(StunMessage.request(Method.Binding)));
+    const decoder = new StunStreamDecoder();
+    const [answer] = await new Promise<StunMessage[]>((resolve) => other.on('data', (chunk) => resolve(decoder.push(chunk))));
+    assert.equal(answer?.cls, MessageClass.SuccessResponse);
+  });
+
+  test('an oversize length in a TCP header closes the connection at once', async () => {
+    const { port } = await broker();
+    const socket = await tcp(port, ATTACKER);
+    const header = Buffer.from(encodeMessage(StunMessage.request(Method.Binding)));
+    header.writeUInt16BE(0xfffc, 2);
+    socket.write(header);
+    await Promise.race([once(socket, 'close'), pause(2_000).then(() => assert.fail('still open'))]);
+  });
+});

@@ -1,0 +1,20 @@
+/** Helpers for the security tests: certificates the library itself refuses to make. */
+import type { KeyPairPem } from '../../src/security/keys.js';
+import { cryptoPrivateKey, signingAlgorithm, toPem, x509 } from '../../src/security/x509.js';
+
+const DAY_MS = 86_400_000;
+
+/** A self-signed certificate naming `uris` for `key`, without the library's checks (e.g. someone else's self-certifying URI). */
+export async function forgeSelfSigned(key: KeyPairPem, uris: string[]): Promise<string> {
+  const cert = await x509.X509CertificateGenerator.create({
+    subject: [{ CN: ['forged'] }],
+    issuer: [{ CN: ['forged'] }],
+    notBefore: new Date(Date.now() - DAY_MS),
+    notAfter: new Date(Date.now() + DAY_MS),
+    publicKey: key.spki,
+    signingKey: await cryptoPrivateKey(key.privateKeyPem, key.type),
+    signingAlgorithm: signingAlgorithm(key.type),
+    extensions: [new x509.SubjectAlternativeNameExtension(uris.map((value) => ({ type: x509.URL, value })))],
+  });
+  return toPem(cert);
+}
