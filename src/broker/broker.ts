@@ -6,6 +6,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { checkPort, toTransportAddress } from '../common/endpoint.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { ErrorCode, NattravError } from '../errors.js';
@@ -46,6 +47,9 @@ export interface BrokerEndpoint {
   /** RFC 5780 §3: on the alternate port. */
   readonly alternatePort: boolean;
 }
+
+/** TLS on the broker's TCP channel: 1.3 only. */
+const TLS_VERSION = 'TLSv1.3';
 
 /** A running (or not yet started) broker. Emits 'event' ({@link BrokerEvent}), 'listening', 'error', 'close'. */
 export class Broker extends EventEmitter {
@@ -327,9 +331,38 @@ export class Broker extends EventEmitter {
     socket.once('close', () => this.#sockets.delete(socket));
     socket.setTimeout(this.#options.exchangeIdleTimeoutMs, () => socket.destroy());
     socket.setNoDelay(true);
+    this.#serveTcp(socket, socket);
+  }
+
+  /**
+   * STARTTLS: answer in clear, then run TLS 1.3 as server on the same socket and
+   * serve it again, encrypted. The peer sends nothing until it has our answer,
+   * so no byte is left behind in the plain stream.
+   */
+  #startTls(raw: Socket, channel: StunChannel, request: StunMessage): void {
+    const { cert, key } = this.#options;
+    if (cert === undefined || key === undefined) {
+      channel.send(request.errorResponse(StunErrorCode.BadRequest, 'this broker has no certificate'), { software: this.#options.software, fingerprint: true });
+      channel.end();
+      return;
+    }
+    channel.send(request.successResponse(), { fingerprint: true });
+    const early = channel.detach();
+    if (early.length > 0) {
+      raw.destroy(); // bytes before the handshake: not a well-behaved peer
+      return;
+    }
+    const secure = new TLSSocket(raw, { isServer: true, cert, key, minVersion: TLS_VERSION, maxVersion: TLS_VERSION });
+    secure.on('error', () => raw.destroy());
+    secure.once('secure', () => this.#serveTcp(secure, raw));
+  }
+
+  /** Serves STUN on `socket` (plain, or TLS over `raw`). */
+  #serveTcp(socket: Socket, raw: Socket): void {
     let role: 'none' | 'initiator' | 'recipient' | 'relay' | 'control' = 'none';
+    const secured = socket !== raw;
     const channel: StunChannel = new StunChannel(socket, (message) => {
-      this.#guard.firstMessage(socket);
+      this.#guard.firstMessage(raw);
       if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
         // A recipient acknowledging a connection request on its control connection.
         if (role === 'control') this.#rendezvous.acknowledge(message);
@@ -384,6 +417,13 @@ export class Broker extends EventEmitter {
           this.#registerControl(channel, message);
           return;
         }
+        case Method.StartTls:
+          if (role !== 'none' || secured) {
+            reply(message.errorResponse(StunErrorCode.BadRequest, 'StartTls must come first, once'));
+            return;
+          }
+          this.#startTls(raw, channel, message);
+          return;
         case Method.MappingProbe:
           this.#rendezvous.mappingProbe(channel, message);
           return;

@@ -31,6 +31,8 @@ export interface AttemptParams {
   readonly attempt: number;
   /** Strategies tried before this attempt (carried into the connection info). */
   readonly trace: readonly StrategyTrace[];
+  /** The broker's CA (PEM): exchanges then run over TLS and the broker must prove itself. */
+  readonly brokerCa?: string;
   /** Told as soon as the broker has chosen this attempt's strategy, and when it ends. */
   readonly onTrace?: (event: StrategyTrace) => void;
 }
@@ -68,7 +70,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
   const exchangePhase = startPhase(signal, params.exchangeTimeoutMs, initiator ? `asking the broker for ${uri}` : `joining an attempt for ${uri} at the broker`);
   let exchange: ExchangeResult;
   try {
-    exchange = await runExchange(params.broker, params.request, { attemptId: params.attemptId, role }, exchangePhase.signal).catch((err: unknown) => {
+    exchange = await runExchange(params.broker, params.request, { attemptId: params.attemptId, role }, exchangePhase.signal, params.brokerCa).catch((err: unknown) => {
       throw exchangePhase.signal.aborted && !signal.aborted ? exchangePhase.error() : err;
     });
   } finally {
@@ -85,6 +87,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
       role,
       exchange,
       broker: params.broker,
+      ...(params.brokerCa === undefined ? {} : { brokerCa: params.brokerCa }),
       signal: phase.signal,
       verify: (candidate) =>
         initiator ? helloAsInitiator(candidate, exchange.attemptId, phase.signal) : helloAsRecipient(candidate, exchange.attemptId, phase.signal),

@@ -22,6 +22,8 @@ const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.UnknownUri,
   ErrorCode.BrokerUnreachable,
   ErrorCode.RecipientUnreachable,
+  ErrorCode.BrokerAuth,
+  ErrorCode.Forbidden,
   ErrorCode.Aborted,
   ErrorCode.InvalidArgument,
 ]);
@@ -54,6 +56,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
       try {
         return await runAttempt({
           broker, request, attemptId, role: 'initiator', uri, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
+          ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           onTrace: (event) => {
             if (event.outcome === 'failed') trace.push(event);
             options.onTrace?.(event);

@@ -6,6 +6,8 @@
  */
 import { lookup } from 'node:dns/promises';
 import { connect as netConnect, type Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
+import { readOneMessage } from './punch.js';
 import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
@@ -69,8 +71,14 @@ export interface ExchangeIdentity {
  * Runs one exchange. `request` is the Connect or Join request; our private
  * endpoints (with this connection's local port) are added to it here.
  */
-export async function runExchange(broker: HostPort, request: StunMessage, identity: ExchangeIdentity, signal: AbortSignal): Promise<ExchangeResult> {
-  const socket = await openBrokerConnection(broker, signal);
+export async function runExchange(
+  broker: HostPort,
+  request: StunMessage,
+  identity: ExchangeIdentity,
+  signal: AbortSignal,
+  brokerCa?: string,
+): Promise<ExchangeResult> {
+  const socket = await openBrokerConnection(broker, signal, brokerCa);
   // One more connection from the same local port to the broker's alternate port
   // (port + 1) shows the broker how our NAT maps TCP. Losing it only costs precision.
   for (let i = 0; i < MAPPING_PROBES; i++) {
@@ -132,7 +140,7 @@ export async function runExchange(broker: HostPort, request: StunMessage, identi
  * sets SO_REUSEADDR on it: an auto-bound socket lacks it, and the punch could then
  * not reuse its port while the exchange is still open.
  */
-export async function openBrokerConnection(broker: HostPort, signal: AbortSignal): Promise<Socket> {
+async function openPlainBrokerConnection(broker: HostPort, signal: AbortSignal): Promise<Socket> {
   let resolved: { address: string; family: number };
   try {
     resolved = await lookup(broker.host);
@@ -186,6 +194,42 @@ export async function openBrokerConnection(broker: HostPort, signal: AbortSignal
       resolve(socket);
     });
   });
+}
+
+/**
+ * Opens a TCP connection to the broker; with `brokerCa`, upgrades it to TLS 1.3
+ * (STARTTLS) and requires the broker's certificate to chain to that CA, so a
+ * fake broker cannot answer our exchanges. Failures: ERR_BROKER_UNREACHABLE,
+ * ERR_BROKER_AUTH.
+ */
+export async function openBrokerConnection(broker: HostPort, signal: AbortSignal, brokerCa?: string): Promise<Socket> {
+  const raw = await openPlainBrokerConnection(broker, signal);
+  if (brokerCa === undefined) return raw;
+  try {
+    raw.write(encodeMessage(StunMessage.request(Method.StartTls), { fingerprint: true }));
+    const answer = await readOneMessage(raw, signal);
+    if (answer.cls !== MessageClass.SuccessResponse) {
+      throw new NattravError(ErrorCode.BrokerAuth, 'broker authentication failed: the broker offers no TLS (it has no certificate)');
+    }
+    const secure = connectTls({ socket: raw, ca: brokerCa, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', checkServerIdentity: () => undefined });
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => reject(abortError(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+      secure.once('secureConnect', () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      });
+      secure.once('error', (err: Error) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(new NattravError(ErrorCode.BrokerAuth, `broker authentication failed: ${err.message}`, { cause: err }));
+      });
+    });
+    secure.setNoDelay(true);
+    return secure;
+  } catch (err) {
+    raw.destroy();
+    throw err;
+  }
 }
 
 /** One MappingProbe from `localPort` to the broker's alternate port; errors are ignored. */

@@ -22,6 +22,8 @@ export interface ConnectOptions {
   exchangeTimeoutMs?: number;
   /** Limit on the simultaneous open of one attempt, in ms. @default 5000 */
   punchTimeoutMs?: number;
+  /** The CA (PEM) that issued the broker's certificate: exchanges then run over TLS and a fake broker is refused. */
+  brokerCa?: string;
   /** Called as strategies start, succeed and fail (`nattrav connect -v` prints these). */
   onTrace?: (event: import('./info.js').StrategyTrace) => void;
 }

@@ -45,6 +45,8 @@ export interface PeerRegistrationOptions {
   readonly transport: 'auto' | 'udp' | 'tcp';
   /** The key to prove (and optionally a CA certificate, and the broker CA to demand). */
   readonly keys: RegistrationKeys;
+  /** The broker's CA (PEM) for TLS on the control connection. */
+  readonly brokerCa?: string;
 }
 
 /** In 'auto', how long UDP may stay unanswered before switching to TCP, in ms (a few retransmissions). */
@@ -168,7 +170,7 @@ export class PeerRegistration extends EventEmitter {
     const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
     if (this.#transport === 'tcp' && (this.#control === undefined || this.#control.socket.destroyed)) {
       // Its own limit: a silent firewall is reported as blocked traffic, not as a registration timeout.
-      const socket = await openBrokerConnection(broker, outer);
+      const socket = await openBrokerConnection(broker, outer, this.#options.brokerCa);
       const channel: StunChannel = new StunChannel(socket, (message) =>
         this.#onConnectionRequest(message, (response) => channel.send(response, { fingerprint: true })),
       );

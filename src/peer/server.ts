@@ -127,6 +127,7 @@ export class NattravServer extends EventEmitter {
       registerTimeoutMs: this.#registerTimeoutMs,
       transport: this.#transport,
       keys,
+      ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
     });
     this.#registration = registration;
     registration.on('registered', (info: RegisteredInfo) => this.emit('registered', info));
@@ -212,6 +213,7 @@ export class NattravServer extends EventEmitter {
       started,
       // Each attempt is new to the recipient: the initiator counts its retries.
       attempt: 1,
+      ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
     });
   }
 }

@@ -59,6 +59,8 @@ export const Method = {
   MappingProbe: 0xe07,
   /** nattrav: a peer asks the broker to splice it to the other peer of an attempt (the relay path). */
   Relay: 0xe08,
+  /** nattrav: upgrade this TCP connection to TLS 1.3 (STARTTLS), so the peer can authenticate the broker. */
+  StartTls: 0xe09,
 } as const;
 
 /** STUN attribute types. */

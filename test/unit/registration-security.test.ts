@@ -204,11 +204,19 @@ describe('secure registration', () => {
     const ok = await startRecipient(genuine.address, 'nattrav://grace', { brokerCa: brokerCa.certPem, keyDir: join(keyDir, 'grace') });
     closers.push(() => ok.server.close());
 
+    // Over TCP too: exchanges run over TLS (STARTTLS) and the connection is made.
+    const socket = await connect({ broker: genuine.address, uri: 'nattrav://grace', brokerCa: brokerCa.certPem });
+    assert.equal(socket.nattrav.path, 'public');
+    socket.destroy();
     for (const fake of [await startBroker({ cert: impostor.certPem, key: impostor.keyPem }), await startBroker(), await startBroker({ open: true })]) {
       closers.push(() => fake.broker.close());
       const victim = createServer({ broker: fake.address, uri: 'nattrav://grace', brokerCa: brokerCa.certPem, keyDir: join(keyDir, 'grace') });
       const [error] = (await Promise.all([once(victim, 'error'), victim.listen()]))[0] as [NattravError];
       assert.equal(error.code, 'ERR_BROKER_AUTH', error.message);
+      await assert.rejects(connect({ broker: fake.address, uri: 'nattrav://grace', brokerCa: brokerCa.certPem }), (err: NattravError) => {
+        assert.equal(err.code, 'ERR_BROKER_AUTH', err.message);
+        return true;
+      });
     }
   });
 

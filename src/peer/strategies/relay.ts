@@ -13,7 +13,7 @@ import type { StrategyRunner } from './types.js';
 
 /** Connects through the broker's relay and verifies the peer. */
 export const relay: StrategyRunner = async (ctx) => {
-  const socket = await openBrokerConnection(ctx.broker, ctx.signal);
+  const socket = await openBrokerConnection(ctx.broker, ctx.signal, ctx.brokerCa);
   try {
     const request = StunMessage.request(Method.Relay);
     addAttemptId(request, ctx.exchange.attemptId);

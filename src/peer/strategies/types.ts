@@ -10,6 +10,8 @@ export interface StrategyContext {
   /** What the broker said for this attempt (endpoints, mappings, start delay, strategy). */
   readonly exchange: ExchangeResult;
   readonly broker: HostPort;
+  /** The broker's CA (PEM), when the broker must prove itself (TLS to the broker). */
+  readonly brokerCa?: string;
   /** Aborts on the caller's abort or the strategy's time limit. */
   readonly signal: AbortSignal;
   /** Runs the Hello for our role on a connected socket; rejects when it is not our peer. */
