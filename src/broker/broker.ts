@@ -31,7 +31,16 @@ import { answerBinding, isWildcard, socketAddress, socketKey, type Rfc5780Layout
 /** Something the broker did, for logs and tests. */
 export type BrokerEvent =
   | RendezvousEvent
-  | { type: 'listening'; address: string; port: number; alternatePort: number; alternateAddress?: string }
+  | {
+      type: 'listening';
+      address: string;
+      port: number;
+      alternatePort: number;
+      alternateAddress?: string;
+      /** 'open': no proof of key; 'authenticated': proof of key; '+tls': the broker can prove itself too. */
+      security: 'open' | 'authenticated' | 'authenticated+tls';
+    }
+  | { type: 'warning'; message: string }
   | { type: 'binding'; transport: 'udp' | 'tcp'; remote: TransportAddress }
   | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number; transport?: 'tcp' }
   | ({ type: 'relay-ended' } & RelayEnded)
@@ -47,6 +56,10 @@ export interface BrokerEndpoint {
   /** RFC 5780 §3: on the alternate port. */
   readonly alternatePort: boolean;
 }
+
+/** Said at start in open mode, as loudly as a log line can. */
+export const OPEN_MODE_WARNING =
+  'OPEN MODE: registrations are NOT authenticated; anyone can register or take over any URI. Use only on a closed network.';
 
 /** TLS on the broker's TCP channel: 1.3 only. */
 const TLS_VERSION = 'TLSv1.3';
@@ -181,7 +194,11 @@ export class Broker extends EventEmitter {
         port: bound.layout.port,
         alternatePort: bound.layout.alternatePort,
         ...(alternateHost === undefined ? {} : { alternateAddress: alternateHost }),
+        security: this.#auth.mode === 'open' ? 'open' : this.#options.cert === undefined ? 'authenticated' : 'authenticated+tls',
       } satisfies BrokerEvent);
+      if (this.#auth.mode === 'open') {
+        this.emit('event', { type: 'warning', message: OPEN_MODE_WARNING } satisfies BrokerEvent);
+      }
       this.emit('listening');
       return this.address();
     } catch (err) {

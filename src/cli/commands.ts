@@ -1,8 +1,11 @@
 /** The `broker`, `listen` and `connect` commands: parse, call the library, print. */
+import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import {
   connect,
   createBroker,
+  ErrorCode,
+  NattravError,
   createServer,
   formatEndpoint,
   parseHostPort,
@@ -33,11 +36,29 @@ function infoFields(info: ConnectionInfo): Record<string, unknown> {
   };
 }
 
-/** `nattrav broker [--listen HOST:PORT] [--alternate HOST]`: runs until SIGINT/SIGTERM. */
-export async function brokerCommand(
-  options: { listen: string; alternate?: string; relayMaxBytes?: string; relayMaxSeconds?: string },
-  out: Reporter,
-): Promise<number> {
+/** Options of `nattrav broker`. */
+export interface BrokerCommandOptions {
+  listen: string;
+  alternate?: string;
+  relayMaxBytes?: string;
+  relayMaxSeconds?: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  open?: boolean;
+}
+
+/** Reads a PEM file named by an option, with an error naming the option. */
+export async function readPem(path: string, option: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new NattravError(ErrorCode.InvalidArgument, `${option}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
+  }
+}
+
+/** `nattrav broker [--listen HOST:PORT] [...]`: runs until SIGINT/SIGTERM. */
+export async function brokerCommand(options: BrokerCommandOptions, out: Reporter): Promise<number> {
   const { host, port } = parseHostPort(options.listen, '--listen', 3478);
   const broker = createBroker({
     host,
@@ -45,8 +66,16 @@ export async function brokerCommand(
     ...(options.alternate === undefined ? {} : { alternateHost: options.alternate }),
     ...(options.relayMaxBytes === undefined ? {} : { relayMaxBytes: Number(options.relayMaxBytes) }),
     ...(options.relayMaxSeconds === undefined ? {} : { relayMaxDurationMs: Number(options.relayMaxSeconds) * 1000 }),
+    ...(options.ca === undefined ? {} : { ca: await readPem(options.ca, '--ca') }),
+    ...(options.cert === undefined ? {} : { cert: await readPem(options.cert, '--cert') }),
+    ...(options.key === undefined ? {} : { key: await readPem(options.key, '--key') }),
+    ...(options.open === true ? { open: true } : {}),
   });
   broker.on('event', (event: BrokerEvent) => {
+    if (event.type === 'warning') {
+      out.event('warning', { message: event.message }, `\n*** nattrav broker: WARNING: ${event.message} ***\n`);
+      return;
+    }
     const { type, ...fields } = event;
     const text = Object.entries(fields)
       .map(([k, v]) => `${k}=${typeof v === 'object' && v !== null && 'address' in v ? formatEndpoint(v as { address: string; port: number }) : String(v)}`)

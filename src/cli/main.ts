@@ -6,7 +6,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { addCaCommand } from './ca.js';
-import { brokerCommand, connectCommand, listenCommand } from './commands.js';
+import { brokerCommand, connectCommand, listenCommand, type BrokerCommandOptions } from './commands.js';
 import { demoCommand } from './demo.js';
 import { labMatrixCommand, type LabMatrixOptions } from './lab.js';
 import { netcheckCommand } from './netcheck.js';
@@ -43,8 +43,12 @@ async function main(argv: string[]): Promise<number> {
     .option('--alternate <host>', 'second IP address of this host for RFC 5780 NAT discovery (needs a specific --listen host)')
     .option('--relay-max-bytes <n>', 'cut a relayed connection after this many bytes (default: unlimited)', wholeNumber)
     .option('--relay-max-seconds <n>', 'cut a relayed connection after this many seconds (default: unlimited)', wholeNumber)
+    .option('--ca <file>', 'CA certificate (PEM): URIs that are not self-certifying need a certificate from it')
+    .option('--cert <file>', 'the broker\'s certificate (PEM), so peers that trust its CA can authenticate it')
+    .option('--key <file>', 'the broker\'s private key (PEM)')
+    .option('--open', 'accept registrations without proof of key (closed networks only; warns loudly)')
     .option('--json', 'report events as JSON lines on stderr')
-    .action((options: { listen: string; alternate?: string; relayMaxBytes?: string; relayMaxSeconds?: string; json?: boolean }) =>
+    .action((options: BrokerCommandOptions & { json?: boolean }) =>
       run((out) => brokerCommand(options, withJson(out, options.json))),
     );
 

@@ -96,6 +96,7 @@ export async function secureConnection(socket: Socket, options: SecureConnection
     const swallow = (): void => undefined;
     secured.on('error', swallow);
     await raceAbort(handshake(secured, role), phase.signal, destroy);
+    if (secured.destroyed) throw new NattravError(ErrorCode.Tls, PEER_REJECTED);
     const peerCert = secured.getPeerX509Certificate();
     if (peerCert === undefined) throw new NattravError(ErrorCode.Tls, `the ${role === 'initiator' ? 'recipient' : 'initiator'} sent no certificate`);
     const verified = await raceAbort(
@@ -198,5 +199,8 @@ function confirmation(socket: TLSSocket): Promise<void> {
     socket.on('end', onClosed);
     socket.on('close', onClosed);
     socket.on('error', onError);
+    // The byte may be buffered already, or the connection gone while we verified: look now.
+    if (socket.destroyed) onClosed();
+    else onReadable();
   });
 }
