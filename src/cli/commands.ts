@@ -13,6 +13,8 @@ import {
   type ConnectionInfo,
   type NattravSocket,
   type StrategyTrace,
+  type Identity,
+  loadIdentity,
 } from '../index.js';
 import { ExitCode, type Reporter } from './output.js';
 
@@ -26,6 +28,8 @@ function interrupted(): Promise<NodeJS.Signals> {
 
 function infoFields(info: ConnectionInfo): Record<string, unknown> {
   return {
+    tls: info.tls,
+    ...(info.peerUri === undefined ? {} : { peerUri: info.peerUri }),
     path: info.path,
     uri: info.uri,
     local: formatEndpoint(info.local),
@@ -103,9 +107,49 @@ function pipeStdio(socket: Socket): Promise<void> {
   });
 }
 
-/** `nattrav listen URI --broker HOST:PORT [--echo]`. */
-export async function listenCommand(uri: string, options: { broker: string; echo?: boolean }, out: Reporter): Promise<number> {
-  const server = createServer({ broker: options.broker, uri });
+/** Options shared by `listen` and `connect` for identities and trust. */
+interface SecurityOptions {
+  tls?: boolean;
+  identity?: string;
+  ca?: string;
+  brokerCa?: string;
+}
+
+/** Options of `nattrav listen`. */
+export interface ListenCommandOptions extends SecurityOptions {
+  broker: string;
+  echo?: boolean;
+  keyDir?: string;
+}
+
+/** Options of `nattrav connect`. */
+export interface ConnectCommandOptions extends SecurityOptions {
+  broker: string;
+  timeout?: string;
+  verbose?: boolean;
+}
+
+/** Loads --identity, --ca and --broker-ca. */
+async function security(options: SecurityOptions): Promise<{ identity?: Identity; ca?: string[]; brokerCa?: string }> {
+  const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
+  return {
+    ...(options.identity === undefined ? {} : { identity: await loadIdentity(options.identity) }),
+    ...(ca === undefined ? {} : { ca }),
+    ...(options.brokerCa === undefined ? {} : { brokerCa: await readPem(options.brokerCa, '--broker-ca') }),
+  };
+}
+
+/** `nattrav listen URI --broker HOST:PORT [--echo] [--tls ...]`. */
+export async function listenCommand(uri: string, options: ListenCommandOptions, out: Reporter): Promise<number> {
+  const { identity, ca, brokerCa } = await security(options);
+  const server = createServer({
+    broker: options.broker,
+    uri,
+    ...(identity === undefined ? {} : { identity }),
+    ...(brokerCa === undefined ? {} : { brokerCa }),
+    ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
+    ...(options.tls === true ? { tls: { ca: ca ?? [] } } : {}),
+  });
   const firstConnection = new Promise<NattravSocket>((resolve) => {
     server.on('connection', (socket: NattravSocket) => {
       out.event('accepted', infoFields(socket.nattrav), `accepted ${socket.nattrav.path} connection from ${formatEndpoint(socket.nattrav.remote)} (${socket.nattrav.setupMs} ms)`);
@@ -145,11 +189,8 @@ export async function listenCommand(uri: string, options: { broker: string; echo
 }
 
 /** `nattrav connect URI --broker HOST:PORT [-v]`. */
-export async function connectCommand(
-  uri: string,
-  options: { broker: string; timeout?: string; verbose?: boolean },
-  out: Reporter,
-): Promise<number> {
+export async function connectCommand(uri: string, options: ConnectCommandOptions, out: Reporter): Promise<number> {
+  const { identity, ca, brokerCa } = await security(options);
   const controller = new AbortController();
   void interrupted().then((signal) => controller.abort(signal));
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
@@ -163,6 +204,8 @@ export async function connectCommand(
     signal: controller.signal,
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
     ...(options.verbose === true ? { onTrace } : {}),
+    ...(brokerCa === undefined ? {} : { brokerCa }),
+    ...(options.tls === true ? { tls: { ...(identity === undefined ? {} : { identity }), ca: ca ?? [] } } : {}),
   });
   const info = socket.nattrav;
   out.event(

@@ -6,7 +6,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { addCaCommand } from './ca.js';
-import { brokerCommand, connectCommand, listenCommand, type BrokerCommandOptions } from './commands.js';
+import { brokerCommand, connectCommand, listenCommand, type BrokerCommandOptions, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
 import { demoCommand } from './demo.js';
 import { labMatrixCommand, type LabMatrixOptions } from './lab.js';
 import { netcheckCommand } from './netcheck.js';
@@ -58,8 +58,13 @@ async function main(argv: string[]): Promise<number> {
     .argument('<uri>', 'the URI to register, e.g. nattrav://alice')
     .requiredOption('--broker <host:port>', 'the broker to register with')
     .option('--echo', 'echo every connection back instead of piping the first to stdio')
+    .option('--tls', 'TLS 1.3 with mutual authentication on every connection')
+    .option('--identity <dir>', 'our identity: cert.pem, key.pem (and ca.pem) as written by nattrav ca issue')
+    .option('--ca <file>', 'also trust certificates from this CA (PEM)')
+    .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
+    .option('--key-dir <dir>', 'where a default identity\'s key is kept (default ~/.nattrav/keys)')
     .option('--json', 'report events as JSON lines on stderr')
-    .action((uri: string, options: { broker: string; echo?: boolean; json?: boolean }) =>
+    .action((uri: string, options: ListenCommandOptions & { json?: boolean }) =>
       run((out) => listenCommand(uri, options, withJson(out, options.json))),
     );
 
@@ -70,8 +75,12 @@ async function main(argv: string[]): Promise<number> {
     .requiredOption('--broker <host:port>', 'the broker to ask')
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
     .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
+    .option('--tls', 'TLS 1.3 with mutual authentication: the recipient\'s certificate must name URI')
+    .option('--identity <dir>', 'our identity for TLS (default: a throwaway self-certifying one)')
+    .option('--ca <file>', 'trust certificates from this CA (PEM)')
+    .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
     .option('--json', 'report events as JSON lines on stderr')
-    .action((uri: string, options: { broker: string; timeout?: string; verbose?: boolean; json?: boolean }) =>
+    .action((uri: string, options: ConnectCommandOptions & { json?: boolean }) =>
       run((out) => connectCommand(uri, options, withJson(out, options.json))),
     );
 

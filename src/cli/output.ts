@@ -21,6 +21,8 @@ export const ExitCode = {
   ConnectFailed: 6,
   /** The network lab could not be built or used. */
   Lab: 7,
+  /** Authentication failed: TLS, a fake broker, a URI held by another key, or a bad identity. */
+  Security: 8,
   /** Interrupted by SIGINT. */
   Interrupted: 130,
 } as const;
@@ -33,6 +35,10 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.ConnectFailed]: ExitCode.ConnectFailed,
   [ErrorCode.RecipientUnreachable]: ExitCode.ConnectFailed,
   [ErrorCode.Lab]: ExitCode.Lab,
+  [ErrorCode.Tls]: ExitCode.Security,
+  [ErrorCode.BrokerAuth]: ExitCode.Security,
+  [ErrorCode.Forbidden]: ExitCode.Security,
+  [ErrorCode.Identity]: ExitCode.Security,
   [ErrorCode.Aborted]: ExitCode.Interrupted,
 };
 

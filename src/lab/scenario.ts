@@ -25,17 +25,17 @@ export interface LabBroker {
   readonly address: string;
 }
 
-/** Starts `nattrav broker` on the lab's broker host. */
-export async function startLabBroker(lab: Lab): Promise<LabBroker> {
+/** Starts `nattrav broker` on the lab's broker host (with `extraArgs`, e.g. --ca). */
+export async function startLabBroker(lab: Lab, extraArgs: string[] = []): Promise<LabBroker> {
   const address = `${lab.broker.address}:${LAB_BROKER_PORT}`;
-  const process = startCli(lab, lab.broker, ['broker', '--listen', address]);
+  const process = startCli(lab, lab.broker, ['broker', '--listen', address, ...extraArgs]);
   await process.waitForEvent('listening', START_TIMEOUT_MS);
   return { process, address };
 }
 
-/** Starts `nattrav listen URI` on `host` and waits until it is registered. */
-export async function startLabRecipient(lab: Lab, host: LabHost, broker: LabBroker, uri: string, echo = false): Promise<CliProcess> {
-  const process = startCli(lab, host, ['listen', uri, '--broker', broker.address, ...(echo ? ['--echo'] : [])]);
+/** Starts `nattrav listen URI` on `host` (with `extraArgs`, e.g. --tls) and waits until it is registered. */
+export async function startLabRecipient(lab: Lab, host: LabHost, broker: LabBroker, uri: string, echo = false, extraArgs: string[] = []): Promise<CliProcess> {
+  const process = startCli(lab, host, ['listen', uri, '--broker', broker.address, ...(echo ? ['--echo'] : []), ...extraArgs]);
   await process.waitForEvent('registered', START_TIMEOUT_MS);
   return process;
 }
@@ -65,10 +65,11 @@ export async function runPair(
   recipient: CliProcess,
   uri: string,
   payloadBytes = 65_536,
+  connectArgs: string[] = [],
 ): Promise<PairResult> {
   const counter = await lab.trafficCounter(lab.broker);
   const setup = await counter();
-  const initiator = startCli(lab, initiatorHost, ['connect', uri, '--broker', broker.address]);
+  const initiator = startCli(lab, initiatorHost, ['connect', uri, '--broker', broker.address, ...connectArgs]);
   const connected = await initiator.waitForEvent('connected', CONNECT_WAIT_MS);
   const accepted = await recipient.waitForEvent('accepted', START_TIMEOUT_MS);
   const before = await counter();

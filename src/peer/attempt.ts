@@ -113,5 +113,6 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
     attempts: params.attempt,
     attemptId: Buffer.from(exchange.attemptId).toString('hex'),
     trace: [...params.trace, success],
+    tls: false,
   });
 }

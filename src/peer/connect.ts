@@ -14,6 +14,9 @@ import { StunMessage } from '../wire/message.js';
 import { addAttemptId, addU32, addUri } from '../wire/nattrav.js';
 import { runAttempt } from './attempt.js';
 import type { NattravSocket, StrategyTrace } from './info.js';
+import type { PeerTls } from './options.js';
+import { secure, throwawayIdentity } from './secure.js';
+import type { Identity } from '../security/identity.js';
 import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ConnectOptions } from './options.js';
 import { checkUri, positiveInt } from './validate.js';
 
@@ -26,6 +29,7 @@ const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.Forbidden,
   ErrorCode.Aborted,
   ErrorCode.InvalidArgument,
+  ErrorCode.Tls,
 ]);
 
 /**
@@ -41,6 +45,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const maxAttempts = positiveInt(options.maxAttempts, PEER_DEFAULTS.maxAttempts, 'maxAttempts');
   const exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
   const punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
+  const tls = options.tls === undefined ? undefined : await tlsSettings(options.tls);
   const started = performance.now();
   const whole = startPhase(options.signal, timeoutMs, `connecting to ${uri}`);
   const failed = new Set<StrategyName>();
@@ -54,7 +59,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
       addAttemptId(request, attemptId);
       if (failed.size > 0) addU32(request, AttrType.FailedStrategies, strategyMask(failed));
       try {
-        return await runAttempt({
+        const socket = await runAttempt({
           broker, request, attemptId, role: 'initiator', uri, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           onTrace: (event) => {
@@ -62,6 +67,13 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
             options.onTrace?.(event);
           },
         });
+        if (tls === undefined) return socket;
+        try {
+          return await secure(socket, { ...tls, expectedPeerUri: uri, signal: whole.signal, started });
+        } catch (err) {
+          socket.destroy();
+          throw err;
+        }
       } catch (err) {
         if (whole.signal.aborted) throw withTrace(whole.error(), trace);
         const error = isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err });
@@ -86,4 +98,10 @@ function withTrace(error: NattravError, trace: readonly StrategyTrace[]): Nattra
   const tried = trace.map((t) => `${t.strategy} (attempt ${t.attempt}): ${t.outcome}${t.error === undefined ? '' : ` - ${t.error}`}`).join('; ');
   const annotated = new NattravError(error.code, `${error.message}; strategies tried: ${tried}`, { cause: error.cause ?? error });
   return Object.assign(annotated, { trace });
+}
+
+/** Our identity and trust anchors for TLS. */
+async function tlsSettings(tls: true | PeerTls): Promise<{ identity: Identity; ca: string[] }> {
+  const settings = tls === true ? {} : tls;
+  return { identity: settings.identity ?? (await throwawayIdentity()), ca: settings.ca ?? [] };
 }

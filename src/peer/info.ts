@@ -50,6 +50,10 @@ export interface ConnectionInfo {
   readonly attemptId: string;
   /** Every strategy tried on our side, failures first, ending with the one that succeeded. */
   readonly trace: readonly StrategyTrace[];
+  /** With TLS: the other peer's URI from its verified certificate. */
+  readonly peerUri?: string;
+  /** True when the socket is a TLS 1.3 socket with both ends authenticated. */
+  readonly tls: boolean;
 }
 
 /** A connected `net.Socket` carrying its {@link ConnectionInfo}. */

@@ -24,6 +24,12 @@ export interface ConnectOptions {
   punchTimeoutMs?: number;
   /** The CA (PEM) that issued the broker's certificate: exchanges then run over TLS and a fake broker is refused. */
   brokerCa?: string;
+  /**
+   * TLS 1.3 with mutual authentication over the connection: the recipient's
+   * certificate must name `uri`. `true` uses a throwaway self-certifying
+   * identity of ours and trusts only self-certifying recipients. @default off
+   */
+  tls?: true | PeerTls;
   /** Called as strategies start, succeed and fail (`nattrav connect -v` prints these). */
   onTrace?: (event: import('./info.js').StrategyTrace) => void;
 }
@@ -59,6 +65,20 @@ export interface ServerOptions {
   keyDir?: string;
   /** The CA (PEM) that issued the broker's certificate: set it and a broker that cannot prove itself is refused. */
   brokerCa?: string;
+  /**
+   * TLS 1.3 with mutual authentication on every accepted connection, with our
+   * `identity` (or the default one). `true` trusts only self-certifying initiators
+   * and `identity.ca`. @default off
+   */
+  tls?: true | Omit<PeerTls, 'identity'>;
+}
+
+/** Who we are and whom we trust, for TLS between peers. */
+export interface PeerTls {
+  /** Our key and certificate. @default for connect(): a throwaway self-certifying identity */
+  identity?: import('../security/identity.js').Identity;
+  /** Trust anchors (PEM) besides `identity.ca`. Self-certifying peers need none. */
+  ca?: string[];
 }
 
 /** Defaults of the peer options, in one place, each with its reason. */

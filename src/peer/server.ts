@@ -13,6 +13,7 @@ import { EventEmitter } from 'node:events';
 import { ephemeralOrKeptIdentity, type Identity } from '../security/identity.js';
 import { keyPairFromPrivatePem } from '../security/keys.js';
 import type { RegistrationKeys } from './register-proof.js';
+import { secure } from './secure.js';
 import { performance } from 'node:perf_hooks';
 import { toHostPort, type HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
@@ -52,6 +53,9 @@ export class NattravServer extends EventEmitter {
   readonly #identity: Identity | undefined;
   readonly #keyDir: string | undefined;
   readonly #brokerCa: string | undefined;
+  readonly #tls: { ca: string[] } | undefined;
+  /** The identity proven at registration (and used for TLS), once resolved. */
+  #resolvedIdentity: Identity | undefined;
   readonly #attempts = new Set<AbortController>();
   #registration: PeerRegistration | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
@@ -76,6 +80,7 @@ export class NattravServer extends EventEmitter {
     this.#identity = options.identity;
     this.#keyDir = options.keyDir;
     this.#brokerCa = options.brokerCa;
+    this.#tls = options.tls === undefined ? undefined : { ca: options.tls === true ? [] : (options.tls.ca ?? []) };
     if (options.brokerCa !== undefined) {
       try {
         new X509Certificate(options.brokerCa);
@@ -145,6 +150,7 @@ export class NattravServer extends EventEmitter {
   /** The key we prove at registration: the configured identity's, or one kept for this URI. */
   async #keys(): Promise<RegistrationKeys> {
     const identity = this.#identity ?? (await ephemeralOrKeptIdentity(this.#uri, this.#keyDir === undefined ? {} : { dir: this.#keyDir }));
+    this.#resolvedIdentity = identity;
     const certificate = new X509Certificate(identity.certPem);
     return {
       key: keyPairFromPrivatePem(identity.keyPem),
@@ -180,7 +186,17 @@ export class NattravServer extends EventEmitter {
     const controller = new AbortController();
     this.#attempts.add(controller);
     const started = performance.now();
-    this.#join(attemptId, controller.signal, started).then(
+    this.#join(attemptId, controller.signal, started)
+      .then(async (socket) => {
+        if (this.#tls === undefined || this.#resolvedIdentity === undefined) return socket;
+        try {
+          return await secure(socket, { identity: this.#resolvedIdentity, ca: this.#tls.ca, signal: controller.signal, started });
+        } catch (err) {
+          socket.destroy();
+          throw err;
+        }
+      })
+      .then(
       (socket) => {
         this.#attempts.delete(controller);
         if (this.#state === 'closed') {

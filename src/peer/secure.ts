@@ -1,0 +1,39 @@
+/**
+ * TLS between peers, after the connection is made (direct or relayed): wraps
+ * the socket with security/tls.ts and carries the connection info over.
+ */
+import { performance } from 'node:perf_hooks';
+import { generateKeyPair } from '../security/keys.js';
+import { selfSignedCertificate } from '../security/ca.js';
+import type { Identity } from '../security/identity.js';
+import { secureConnection } from '../security/tls.js';
+import { selfCertifyingUri } from '../security/uri.js';
+import { attachInfo, type NattravSocket } from './info.js';
+
+/** A throwaway self-certifying identity, for an initiator that has none. */
+export async function throwawayIdentity(): Promise<Identity> {
+  const key = generateKeyPair();
+  const uri = selfCertifyingUri(key.spki);
+  return { uri, keyPem: key.privateKeyPem, certPem: await selfSignedCertificate({ key, uri }), ca: [] };
+}
+
+/** Runs mutual TLS over a connected nattrav socket; resolves with the TLS socket carrying the updated info. */
+export async function secure(
+  socket: NattravSocket,
+  options: { identity: Identity; ca: string[]; expectedPeerUri?: string; signal?: AbortSignal; started: number },
+): Promise<NattravSocket> {
+  const role = socket.nattrav.role;
+  const result = await secureConnection(socket, {
+    role,
+    identity: options.identity,
+    ca: options.ca,
+    ...(options.expectedPeerUri === undefined ? {} : { expectedPeerUri: options.expectedPeerUri }),
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+  });
+  return attachInfo(result.socket, {
+    ...socket.nattrav,
+    peerUri: result.peerUri,
+    tls: true,
+    setupMs: Math.round(performance.now() - options.started),
+  });
+}
