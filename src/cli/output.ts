@@ -21,7 +21,7 @@ export const ExitCode = {
   ConnectFailed: 6,
   /** The network lab could not be built or used. */
   Lab: 7,
-  /** Authentication failed: TLS, a fake broker, a URI held by another key, or a bad identity. */
+  /** Authentication failed: TLS, a broker that cannot prove itself, or a URI held by another key. */
   Security: 8,
   /** Interrupted by SIGINT. */
   Interrupted: 130,
@@ -38,7 +38,6 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.Tls]: ExitCode.Security,
   [ErrorCode.BrokerAuth]: ExitCode.Security,
   [ErrorCode.Forbidden]: ExitCode.Security,
-  [ErrorCode.Identity]: ExitCode.Security,
   [ErrorCode.Aborted]: ExitCode.Interrupted,
 };
 
