@@ -13,6 +13,7 @@ import { openBrokerConnection } from './exchange.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { decodeMessage, encodeMessage, isStunMessage, verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
 import { registerWithProof, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
+import { addRequestPadding } from '../wire/request-padding.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import { addU32, addUri, addXorAddress, getAttemptId, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
@@ -230,6 +231,8 @@ export class PeerRegistration extends EventEmitter {
     }
     const broker = this.#broker as TransportAddress;
     const socket = this.#socket as UdpSocket;
+    // The broker never answers an unauthenticated datagram with more bytes than it got (no amplification).
+    addRequestPadding(request);
     const bytes = encodeMessage(request, { fingerprint: true, ...options });
     const key = Buffer.from(request.transactionId).toString('hex');
     let timer: NodeJS.Timeout | undefined;
