@@ -5,6 +5,7 @@
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { ErrorCode, NattravError } from '../errors.js';
+import { issuedCertificate } from '../security/issued.js';
 import { NonceBook } from '../security/proof.js';
 import type { ResolvedBrokerOptions } from './options.js';
 import type { RegisterAuth } from './register.js';
@@ -37,15 +38,9 @@ export function buildAuth(options: ResolvedBrokerOptions): RegisterAuth {
 
 /** Why `der` does not prove `uri` for `spki` under `ca`, or undefined when it does. */
 export function certificateProblem(der: Uint8Array, uri: string, spki: Uint8Array, ca: X509Certificate, now = new Date()): string | undefined {
-  let cert: X509Certificate;
-  try {
-    cert = new X509Certificate(Buffer.from(der));
-  } catch {
-    return 'CERTIFICATE is not an X.509 certificate';
-  }
-  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return 'certificate not issued by the broker\'s CA';
-  if (now < new Date(cert.validFrom)) return `certificate not valid before ${cert.validFrom}`;
-  if (now > new Date(cert.validTo)) return `certificate expired on ${cert.validTo}`;
+  const checked = issuedCertificate(der, ca, "the broker's CA", now);
+  if ('problem' in checked) return checked.problem;
+  const { cert } = checked;
   const uris = (cert.subjectAltName ?? '')
     .split(/,\s*/)
     .filter((entry) => entry.startsWith('URI:'))

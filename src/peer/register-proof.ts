@@ -9,6 +9,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { ErrorCode, NattravError } from '../errors.js';
+import { issuedCertificate } from '../security/issued.js';
 import { sign, verify, type KeyPairPem } from '../security/keys.js';
 import { brokerPayload, newEphemeralKey, registrationPayload, sessionKey } from '../security/proof.js';
 import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
@@ -120,15 +121,9 @@ function brokerIdentityProblem(response: StunMessage, ca: X509Certificate, paylo
   const der = response.get(AttrType.Certificate);
   const signature = response.get(AttrType.Signature);
   if (der === undefined || signature === undefined) return 'it presented no certificate';
-  let cert: X509Certificate;
-  try {
-    cert = new X509Certificate(Buffer.from(der));
-  } catch {
-    return 'its certificate does not parse';
-  }
-  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return 'its certificate was not issued by the trusted broker CA';
-  const now = new Date();
-  if (now < new Date(cert.validFrom) || now > new Date(cert.validTo)) return `its certificate is not valid now (${cert.validFrom} - ${cert.validTo})`;
+  const checked = issuedCertificate(der, ca, 'the trusted broker CA');
+  if ('problem' in checked) return `its ${checked.problem}`;
+  const { cert } = checked;
   const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
   if (!verify(spki, brokerPayload(payload), signature)) return 'its signature does not verify';
   return undefined;
