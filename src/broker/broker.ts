@@ -25,7 +25,7 @@ import { Rendezvous, type RendezvousEvent } from './rendezvous.js';
 import { handleDatagram } from './udp.js';
 import { bindListeners, closeListeners } from './listeners.js';
 import { BrokerGuard } from './guard.js';
-import { resolveLimits, type LimitedReport } from './limits.js';
+import { resolveLimits, STUN_COMPAT_ALLOWANCE, type LimitedReport } from './limits.js';
 import { answerBinding, isWildcard, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
 
 /** Something the broker did, for logs and tests. */
@@ -105,7 +105,7 @@ export class Broker extends EventEmitter {
     this.#ownsRegistry = options.registry === undefined;
     this.#registry = options.registry ?? new MemoryRegistry();
     this.#auth = buildAuth(resolved);
-    this.#guard = new BrokerGuard(resolveLimits(options.limits), (report) => this.emit('event', { type: 'limited', ...report } satisfies BrokerEvent));
+    this.#guard = new BrokerGuard(resolveLimits({ ...(resolved.stunCompat ? STUN_COMPAT_ALLOWANCE : {}), ...options.limits }), (report) => this.emit('event', { type: 'limited', ...report } satisfies BrokerEvent));
     this.#relay = new RelayHub(
       { maxBytes: resolved.relayMaxBytes, maxDurationMs: resolved.relayMaxDurationMs },
       (channel, message) => channel.send(message, { software: resolved.software, fingerprint: true }),

@@ -55,10 +55,11 @@ export interface BrokerLimits {
   /**
    * Bytes a UDP answer may exceed its request by, from all sources together (the allowance that lets
    * minimal 20-byte Binding requests of standard STUN clients get an answer; see amplification.ts).
-   * `{ perSecond: 0, burst: 0 }` makes every answer at most as large as its request. @default { perSecond: 65536, burst: 65536 }
+   * `{ perSecond: 0, burst: 0 }` makes every answer at most as large as its request.
+   * @default { perSecond: 0, burst: 0 } (strict); the broker option `stunCompat` sets {@link STUN_COMPAT_ALLOWANCE}
    */
   readonly amplificationAllowance: RateSpec;
-  /** The same allowance per source address. @default { perSecond: 1024, burst: 8192 } */
+  /** The same allowance per source address. @default { perSecond: 0, burst: 0 } */
   readonly amplificationAllowancePerSource: RateSpec;
   /** 'limited' events emitted per second at most (each kind and source at most once a second). @default 20 */
   readonly limitedEventsPerSecond: number;
@@ -96,11 +97,21 @@ export const BROKER_LIMITS_DEFAULTS: BrokerLimits = {
   firstMessageTimeoutMs: 5_000,
   /** Sixteen maximal STUN messages. */
   maxWriteBufferBytes: 65_536,
-  /** 64 KB/s of extra bytes from the whole broker is useless to an attacker and plenty for coturn-style clients. */
-  amplificationAllowance: { perSecond: 65_536, burst: 65_536 },
-  amplificationAllowancePerSource: { perSecond: 1_024, burst: 8_192 },
+  /** Strict by default: no unauthenticated answer is larger than its request (amplification factor <= 1). */
+  amplificationAllowance: { perSecond: 0, burst: 0 },
+  amplificationAllowancePerSource: { perSecond: 0, burst: 0 },
   limitedEventsPerSecond: 20,
 };
+
+/**
+ * The allowance `stunCompat` turns on, so classic STUN clients that send a bare
+ * 20-byte Binding (coturn's) still get their mapped address: 64 KB/s of extra
+ * bytes from the whole broker, 1 KB/s per source, is useless to an attacker.
+ */
+export const STUN_COMPAT_ALLOWANCE = {
+  amplificationAllowance: { perSecond: 65_536, burst: 65_536 },
+  amplificationAllowancePerSource: { perSecond: 1_024, burst: 8_192 },
+} as const satisfies Partial<BrokerLimits>;
 
 /** Which limit bit. */
 export type LimitKind =

@@ -49,6 +49,12 @@ export interface BrokerOptions {
   relayMaxDurationMs?: number;
   /** Rate limits and caps against floods and bad input (limits.ts); any subset. @default BROKER_LIMITS_DEFAULTS */
   limits?: BrokerLimitsOptions;
+  /**
+   * Answer classic STUN clients whose bare 20-byte Binding is smaller than any
+   * answer, within a small bounded byte allowance (STUN_COMPAT_ALLOWANCE). Off,
+   * no unauthenticated answer is larger than its request. @default false
+   */
+  stunCompat?: boolean;
 }
 
 /** Fully resolved broker options. */
@@ -78,6 +84,7 @@ export const BROKER_DEFAULTS = {
   maxPendingAttempts: 4096,
   software: 'nattrav broker',
   open: false,
+  stunCompat: false,
   /** A session is ~200 bytes; 100,000 stay well under 100 MB. */
   maxSessions: 100_000,
   /** On one's own broker the relay is not metered; operators of a public broker set quotas. */

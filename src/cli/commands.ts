@@ -50,6 +50,7 @@ export interface BrokerCommandOptions {
   cert?: string;
   key?: string;
   open?: boolean;
+  stunCompat?: boolean;
 }
 
 /** Reads a PEM file named by an option, with an error naming the option. */
@@ -74,6 +75,7 @@ export async function brokerCommand(options: BrokerCommandOptions, out: Reporter
     ...(options.cert === undefined ? {} : { cert: await readPem(options.cert, '--cert') }),
     ...(options.key === undefined ? {} : { key: await readPem(options.key, '--key') }),
     ...(options.open === true ? { open: true } : {}),
+    ...(options.stunCompat === true ? { stunCompat: true } : {}),
   });
   broker.on('event', (event: BrokerEvent) => {
     if (event.type === 'warning') {

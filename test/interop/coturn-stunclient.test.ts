@@ -38,7 +38,8 @@ describe('interop: coturn turnutils_stunclient against the nattrav broker', () =
 
   test('on loopback: prints the address and port the broker saw', async (t) => {
     if (!(await haveStunclient(t))) return;
-    const { broker } = await startBroker();
+    // coturn's client sends a bare 20-byte Binding: smaller than any answer, so it needs stunCompat.
+    const { broker } = await startBroker({ stunCompat: true });
     closers.push(() => broker.close());
     const seen: BrokerEvent[] = [];
     broker.on('event', (e: BrokerEvent) => seen.push(e));
@@ -55,7 +56,7 @@ describe('interop: coturn turnutils_stunclient against the nattrav broker', () =
     if (!(await requireLab(t)) || !(await haveStunclient(t))) return;
     const lab = await Lab.create({ sites: [{ name: 'a', nat: 'port-restricted' }] });
     closers.push(() => lab.close());
-    await startLabBroker(lab);
+    await startLabBroker(lab, ['--stun-compat']);
     const site = lab.site('a');
     const result = await lab.run(site.host, 'turnutils_stunclient', ['-p', String(LAB_BROKER_PORT), lab.broker.address], { timeoutMs: 10_000 });
     const match = REFLEXIVE.exec(result.stdout);

@@ -115,8 +115,8 @@ describe('broker hardening', () => {
     assert.ok(getXorMappedAddress(answer) && getMappedAddress(answer) && getOtherAddress(answer), 'padded request: XOR-MAPPED, MAPPED and OTHER-ADDRESS');
   });
 
-  test('amplification: bare 20-byte Bindings (coturn) are answered from a bounded allowance', async () => {
-    const { port, events } = await broker({ alternateHost: '127.0.0.2' });
+  test('amplification: with stunCompat, bare 20-byte Bindings (coturn) are answered from a bounded allowance', async () => {
+    const { port, events } = await broker({ alternateHost: '127.0.0.2', stunCompat: true });
     const client = await udpSocket(ATTACKER);
     closers.push(() => client.close());
     const answers = collect(client);

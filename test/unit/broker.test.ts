@@ -24,7 +24,8 @@ async function udpClient(): Promise<UdpSocket> {
 }
 
 async function udpRequest(socket: UdpSocket, port: number, request: StunMessage | Buffer): Promise<StunMessage> {
-  const bytes = Buffer.isBuffer(request) ? request : encodeMessage(request);
+  // Padded like our own clients' requests: the broker never answers with more bytes than it got.
+  const bytes = Buffer.isBuffer(request) ? request : encodeMessage(addRequestPadding(request));
   const reply = once(socket, 'message');
   socket.send(bytes, port, '127.0.0.1');
   const [data] = (await Promise.race([reply, new Promise((_, reject) => setTimeout(() => reject(new Error('no UDP answer')), 2000))])) as [Buffer];
