@@ -26,6 +26,17 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.PeerPrivateEndpoint, 'PEER-PRIVATE-ENDPOINT'],
   [AttrType.StartDelay, 'START-DELAY'],
   [AttrType.Lifetime, 'LIFETIME'],
+  [AttrType.Strategy, 'STRATEGY'],
+  [AttrType.Role, 'ROLE'],
+  [AttrType.Mapping, 'MAPPING'],
+  [AttrType.PeerMapping, 'PEER-MAPPING'],
+  [AttrType.FailedStrategies, 'FAILED-STRATEGIES'],
+  [AttrType.PublicKey, 'PUBLIC-KEY'],
+  [AttrType.Signature, 'SIGNATURE'],
+  [AttrType.Certificate, 'CERTIFICATE'],
+  [AttrType.EphemeralKey, 'EPHEMERAL-KEY'],
+  [AttrType.Sequence, 'SEQUENCE'],
+  [AttrType.RequestPadding, 'REQUEST-PADDING'],
 ]);
 
 /** The attribute's name (`'XOR-MAPPED-ADDRESS'`), or `'attribute 0x4e99'` for a type nattrav does not know. */
