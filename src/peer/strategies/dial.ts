@@ -3,6 +3,7 @@ import { connect as netConnect, createServer, type Server, type Socket } from 'n
 import { sleep } from '../../common/signal.js';
 import { ErrorCode, NattravError } from '../../errors.js';
 import type { TransportAddress } from '../../wire/types.js';
+import type { SocketRace } from './race.js';
 
 /** How soon to try listening again while the exchange socket still holds the port, in ms. */
 const PORT_BUSY_RETRY_MS = 25;
@@ -16,6 +17,29 @@ export function dial(remote: TransportAddress, local?: { address: string; port: 
   });
   socket.setNoDelay(true);
   return socket;
+}
+
+/**
+ * Dials `target` into `race`; after a refusal (the far side not ready, or a
+ * full cone's host answering RST) dials again after `retryMs`, until the race
+ * settles, `signal` aborts, or `mayDial()` says no more.
+ */
+export async function dialUntilConnected(
+  race: SocketRace,
+  signal: AbortSignal,
+  target: TransportAddress,
+  options: { local?: { address: string; port: number }; retryMs: number; mayDial?: () => boolean },
+): Promise<void> {
+  while (!race.settled && !signal.aborted && (options.mayDial?.() ?? true)) {
+    const socket = dial(target, options.local);
+    race.add(socket);
+    const refused = await new Promise<boolean>((resolve) => {
+      socket.once('connect', () => resolve(false));
+      socket.once('close', () => resolve(true));
+    });
+    if (!refused) return;
+    await sleep(options.retryMs, signal).catch(() => undefined);
+  }
 }
 
 /** Listens on `address:port`, retrying while the port is still held by our closing exchange. */

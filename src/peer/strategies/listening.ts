@@ -11,8 +11,7 @@
 import type { Server } from 'node:net';
 import { sleep } from '../../common/signal.js';
 import type { StrategyName } from '../../nat/strategy.js';
-import type { TransportAddress } from '../../wire/types.js';
-import { dial, listenOn, plainAddress } from './dial.js';
+import { dialUntilConnected, listenOn, plainAddress } from './dial.js';
 import { SocketRace } from './race.js';
 import type { StrategyContext, StrategyRunner } from './types.js';
 
@@ -34,7 +33,7 @@ function runner(strategy: StrategyName): StrategyRunner {
     } else {
       const targets = strategy === 'lan' ? ctx.exchange.peerPrivateEndpoints : [ctx.exchange.peerPublicEndpoint];
       await sleep(ctx.exchange.startDelayMs, ctx.signal).catch(() => undefined);
-      for (const target of targets) void redial(ctx, race, target);
+      for (const target of targets) void dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS });
       if (targets.length === 0) race.fail(new Error('the peer reported no private endpoint'));
     }
     return race.result;
@@ -60,19 +59,6 @@ async function accept(ctx: StrategyContext, race: SocketRace): Promise<void> {
     race.add(socket, true);
   });
   race.result.finally(() => server.close()).catch(() => undefined);
-}
-
-async function redial(ctx: StrategyContext, race: SocketRace, target: TransportAddress): Promise<void> {
-  while (!race.settled && !ctx.signal.aborted) {
-    const socket = dial(target);
-    race.add(socket);
-    const refused = await new Promise<boolean>((resolve) => {
-      socket.once('connect', () => resolve(false));
-      socket.once('close', () => resolve(true));
-    });
-    if (!refused) return;
-    await sleep(REDIAL_MS, ctx.signal).catch(() => undefined);
-  }
 }
 
 /** `public`: the recipient listens. */

@@ -13,7 +13,7 @@
  */
 import { sleep } from '../../common/signal.js';
 import type { TransportAddress } from '../../wire/types.js';
-import { dial } from './dial.js';
+import { dialUntilConnected } from './dial.js';
 import { SocketRace } from './race.js';
 import type { StrategyRunner } from './types.js';
 
@@ -47,20 +47,10 @@ export const predicted: StrategyRunner = async (ctx) => {
   // A sequential NAT facing a cone needs one flow at a time (each takes the next predicted port of ours).
   const slots = ownSequential && targets.length === 1 ? 1 : targets.length;
   let flows = 0;
-  const slot = async (target: TransportAddress): Promise<void> => {
-    while (!race.settled && !ctx.signal.aborted) {
-      if (ownSequential && flows >= PREDICTION_WINDOW) return;
-      flows++;
-      const socket = dial(target, local);
-      race.add(socket);
-      const refused = await new Promise<boolean>((resolve) => {
-        socket.once('connect', () => resolve(false));
-        socket.once('close', () => resolve(true));
-      });
-      if (!refused) return;
-      await sleep(REDIAL_MS, ctx.signal).catch(() => undefined);
-    }
-  };
-  for (let k = 0; k < slots; k++) void slot(targets[k] as TransportAddress);
+  // Each dial from a sequential NAT is a new flow on the next port; stop at the window.
+  const mayDial = (): boolean => !ownSequential || flows++ < PREDICTION_WINDOW;
+  for (let k = 0; k < slots; k++) {
+    void dialUntilConnected(race, ctx.signal, targets[k] as TransportAddress, { local, retryMs: REDIAL_MS, mayDial });
+  }
   return race.result;
 };
