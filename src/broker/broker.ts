@@ -142,6 +142,11 @@ export class Broker extends EventEmitter {
     return this.#relay.active;
   }
 
+  /** Mapping-probe records held for attempts in progress. */
+  get probeRecords(): number {
+    return this.#rendezvous.probeRecords;
+  }
+
   /** Attempts waiting for their recipient or being scheduled. */
   get pendingAttempts(): number {
     return this.#rendezvous.pending;

@@ -135,6 +135,11 @@ export class Rendezvous {
     return this.#attempts.size;
   }
 
+  /** Mapping-probe records held (bounded; each is taken when its attempt is scheduled or abandoned). */
+  get probeRecords(): number {
+    return this.#probes.size;
+  }
+
   /** Steps 1-2: an initiator's Connect request arrived on `channel`. */
   async connect(channel: StunChannel, request: StunMessage): Promise<void> {
     const uri = getUri(request);
@@ -236,10 +241,11 @@ export class Rendezvous {
 
     // Step 5: how each NAT maps TCP, and the strategy for this attempt.
     await Promise.all([this.#waitForProbes(`${attempt.key}/initiator`), this.#waitForProbes(`${attempt.key}/recipient`)]);
-    if (attempt.state !== 'probing') return;
-    const recipient = attempt.recipient;
+    // Take the records whatever became of the attempt: left behind with their waiters they would never be pruned.
     const initiatorProbes = this.#takeProbes(`${attempt.key}/initiator`);
     const recipientProbes = this.#takeProbes(`${attempt.key}/recipient`);
+    if (attempt.state !== 'probing') return;
+    const recipient = attempt.recipient;
     const initiatorMapping = classifyTcpMapping(attempt.initiator.publicEndpoint, initiatorProbes, attempt.initiator.privateEndpoints);
     const recipientMapping = classifyTcpMapping(recipient.publicEndpoint, recipientProbes, recipient.privateEndpoints);
     const plan = planStrategies(
