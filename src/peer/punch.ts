@@ -10,7 +10,8 @@
  * 2. The recipient checks the ID and answers with a success response.
  * Bytes that follow a Hello on the stream are application data and are put back.
  */
-import { connect as netConnect, createServer as netCreateServer, type Server, type Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
+import { listenOn, plainAddress } from './strategies/dial.js';
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import { formatEndpoint } from '../common/endpoint.js';
 import { abortError, sleep } from '../common/signal.js';
@@ -24,9 +25,6 @@ import type { TransportAddress } from '../wire/types.js';
 
 /** After a RST (the far side's SYN not sent yet, or a NAT answering), try the same port again this soon. */
 const REFUSED_RETRY_MS = 100;
-
-/** How soon to try listening again while the exchange socket still holds the port. */
-const PORT_BUSY_RETRY_MS = 25;
 
 /** What to punch. */
 export interface PunchParams {
@@ -104,24 +102,15 @@ function connectOnce(params: PunchParams): Promise<Socket> {
 
 /** Listens on our punch port until the expected peer connects (see {@link PunchParams.listenOnRefusal}). */
 async function acceptFrom(params: PunchParams): Promise<Socket> {
-  let server: Server | undefined;
-  while (server === undefined) {
-    try {
-      server = await listenOn(params.localAddress, params.localPort);
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'EADDRINUSE') throw punchError(params, err);
-      await sleep(PORT_BUSY_RETRY_MS, params.signal);
-    }
-  }
-  const listener = server;
+  // Retries while the closing exchange still holds the port; other errors name the port.
+  const listener = await listenOn(params.localAddress, params.localPort, params.signal);
   try {
     return await new Promise<Socket>((resolve, reject) => {
       const onAbort = (): void => reject(abortError(params.signal));
       if (params.signal.aborted) onAbort();
       params.signal.addEventListener('abort', onAbort, { once: true });
       listener.on('connection', (socket: Socket) => {
-        const from = socket.remoteAddress?.replace(/^::ffff:/, '');
-        if (from !== params.remote.address || socket.remotePort !== params.remote.port) {
+        if (plainAddress(socket.remoteAddress) !== params.remote.address || socket.remotePort !== params.remote.port) {
           socket.destroy();
           return;
         }
@@ -133,17 +122,6 @@ async function acceptFrom(params: PunchParams): Promise<Socket> {
   } finally {
     listener.close();
   }
-}
-
-function listenOn(host: string, port: number): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const server = netCreateServer();
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      resolve(server);
-    });
-  });
 }
 
 function punchError(params: PunchParams, err: unknown): NattravError {
