@@ -97,6 +97,4 @@ export const PEER_DEFAULTS = {
   lifetimeFactor: 3,
   /** RFC 8489 retransmits for ~39 s; a registration gives up far sooner and retries at the next refresh. */
   registerTimeoutMs: 5_000,
-  /** The Hello is one round trip on an established connection. */
-  helloTimeoutMs: 3_000,
 } as const;
