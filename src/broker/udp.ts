@@ -5,7 +5,7 @@
  */
 import { toTransportAddress } from '../common/endpoint.js';
 import { isNattravError } from '../errors.js';
-import { decodeMessage, isStunMessage, unknownComprehensionRequired, type EncodeOptions } from '../wire/codec.js';
+import { decodeDatagram, unknownComprehensionRequired, type EncodeOptions } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { addXorAddress } from '../wire/nattrav.js';
@@ -66,13 +66,8 @@ export interface UdpContext {
 
 /** Handles one UDP datagram. Never throws. */
 export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddress: string, remotePort: number): Promise<void> {
-  if (!isStunMessage(data)) return;
-  let message: StunMessage;
-  try {
-    message = decodeMessage(data);
-  } catch {
-    return;
-  }
+  const message = decodeDatagram(data);
+  if (message === undefined) return;
   const remote = toTransportAddress(remoteAddress, remotePort);
   if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
     ctx.onResponse(message);

@@ -8,7 +8,7 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { abortError } from '../common/signal.js';
-import { decodeMessage, encodeMessage, isStunMessage } from '../wire/codec.js';
+import { decodeDatagram, encodeMessage } from '../wire/codec.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { encodeChangeRequest } from '../wire/change-request.js';
 import { StunMessage } from '../wire/message.js';
@@ -78,13 +78,8 @@ function transact(
       signal.removeEventListener('abort', onAbort);
     };
     const onMessage = (data: Buffer, rinfo: RemoteInfo): void => {
-      if (!isStunMessage(data)) return;
-      let message: StunMessage;
-      try {
-        message = decodeMessage(data);
-      } catch {
-        return;
-      }
+      const message = decodeDatagram(data);
+      if (message === undefined) return;
       if (!id.equals(message.transactionId) || !accept(message)) return;
       finish();
       resolve({ message, rinfo });

@@ -11,7 +11,7 @@ import { abortError, startPhase } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { openBrokerConnection } from './exchange.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { decodeMessage, encodeMessage, isStunMessage, verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
+import { decodeDatagram, encodeMessage, verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
 import { registerWithProof, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
 import { addRequestPadding } from '../wire/request-padding.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
@@ -301,15 +301,11 @@ export class PeerRegistration extends EventEmitter {
 
   #onMessage(data: Buffer, address: string, port: number): void {
     const broker = this.#broker;
-    if (broker === undefined || !isStunMessage(data)) return;
+    if (broker === undefined) return;
     const from = toTransportAddress(address, port);
     if (from.address !== broker.address || from.port !== broker.port) return; // only the broker may talk here
-    let message: StunMessage;
-    try {
-      message = decodeMessage(data);
-    } catch {
-      return;
-    }
+    const message = decodeDatagram(data);
+    if (message === undefined) return;
     if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
       this.#pending.get(Buffer.from(message.transactionId).toString('hex'))?.(message);
       return;

@@ -137,6 +137,20 @@ export function decodeMessage(buf: Uint8Array, maxMessageLength: number = MAX_ME
 }
 
 /**
+ * The message in a datagram, or undefined when it is not a well-formed STUN
+ * message: what every UDP receiver does with stray or malformed bytes (RFC 8489
+ * §6.3: silently discard). Never throws.
+ */
+export function decodeDatagram(buf: Uint8Array): StunMessage | undefined {
+  if (!isStunMessage(buf)) return undefined;
+  try {
+    return decodeMessage(buf);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Cheap check for demultiplexing: at least a header, first two bits zero,
  * magic cookie present, length a multiple of 4 and within `MAX_MESSAGE_LENGTH`.
  * Does not require the whole message to be present; {@link decodeMessage} checks the rest.

@@ -14,6 +14,7 @@ export {
   encodeMessage,
   decodeMessage,
   isStunMessage,
+  decodeDatagram,
   verifyMessageIntegrity,
   verifyMessageIntegritySha256,
   longTermKey,

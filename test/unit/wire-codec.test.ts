@@ -17,6 +17,7 @@ import {
   addU32,
   addUri,
   addXorAddress,
+  decodeDatagram,
   decodeMessage,
   encodeErrorCode,
   encodeMessage,
@@ -315,4 +316,15 @@ test('StunStreamDecoder rejects garbage as soon as it cannot be STUN', () => {
   const dec = new StunStreamDecoder();
   assertMalformed(() => dec.push(Buffer.concat([BINDING_REQUEST, APP_BYTES])), /not STUN/);
   assert.equal(dec.buffered, APP_BYTES.length);
+});
+
+test('decodeDatagram: the message, or undefined for stray, truncated or corrupted bytes (never throws)', () => {
+  const good = encodeMessage(StunMessage.request(Method.Binding), { fingerprint: true });
+  const decoded = decodeDatagram(good);
+  assert.equal(decoded?.method, Method.Binding);
+  assert.equal(decodeDatagram(Buffer.from('GET / HTTP/1.1\r\n\r\n')), undefined);
+  assert.equal(decodeDatagram(good.subarray(0, good.length - 4)), undefined);
+  const corrupted = Buffer.from(good);
+  corrupted[corrupted.length - 1] ^= 0xff; // FINGERPRINT no longer matches
+  assert.equal(decodeDatagram(corrupted), undefined);
 });
