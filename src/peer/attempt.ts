@@ -95,7 +95,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
   } catch (err) {
     const failure = { attempt: params.attempt, strategy, outcome: 'failed', ms: Math.round(performance.now() - strategyStarted), error: err instanceof Error ? err.message : String(err) } as const;
     params.onTrace?.(failure);
-    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { strategy, trace: [...params.trace, failure] });
+    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { strategy });
   } finally {
     phase.dispose();
   }

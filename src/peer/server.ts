@@ -186,31 +186,33 @@ export class NattravServer extends EventEmitter {
     const controller = new AbortController();
     this.#attempts.add(controller);
     const started = performance.now();
-    this.#join(attemptId, controller.signal, started)
-      .then(async (socket) => {
-        if (this.#tls === undefined || this.#resolvedIdentity === undefined) return socket;
-        try {
-          return await secure(socket, { identity: this.#resolvedIdentity, ca: this.#tls.ca, signal: controller.signal, started });
-        } catch (err) {
-          socket.destroy();
+    void this.#establish(attemptId, controller, started);
+  }
+
+  /** Joins the attempt, runs TLS when configured, and emits 'connection' or 'attemptFailed'. */
+  async #establish(attemptId: Uint8Array, controller: AbortController, started: number): Promise<void> {
+    let socket: NattravSocket;
+    try {
+      socket = await this.#join(attemptId, controller.signal, started);
+      if (this.#tls !== undefined && this.#resolvedIdentity !== undefined) {
+        const plain = socket;
+        socket = await secure(plain, { identity: this.#resolvedIdentity, ca: this.#tls.ca, signal: controller.signal, started }).catch((err: unknown) => {
+          plain.destroy();
           throw err;
-        }
-      })
-      .then(
-      (socket) => {
-        this.#attempts.delete(controller);
-        if (this.#state === 'closed') {
-          socket.destroy();
-          return;
-        }
-        this.emit('connection', socket);
-      },
-      (err: unknown) => {
-        this.#attempts.delete(controller);
-        if (this.#state === 'closed') return;
-        this.emit('attemptFailed', isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err }));
-      },
-    );
+        });
+      }
+    } catch (err) {
+      this.#attempts.delete(controller);
+      if (this.#state === 'closed') return;
+      this.emit('attemptFailed', isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err }));
+      return;
+    }
+    this.#attempts.delete(controller);
+    if (this.#state === 'closed') {
+      socket.destroy();
+      return;
+    }
+    this.emit('connection', socket);
   }
 
   #join(attemptId: Uint8Array, signal: AbortSignal, started: number): Promise<NattravSocket> {
