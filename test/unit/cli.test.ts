@@ -58,6 +58,22 @@ describe('nattrav CLI', () => {
     assert.equal(await broker.exited, 0);
   });
 
+  test('broker --open says loudly that registrations are not authenticated', async () => {
+    const open = cli(['broker', '--listen', '127.0.0.1:0', '--open', '--json']);
+    const listening = await open.waitForEvent('listening', 10_000);
+    assert.equal(listening.security, 'open');
+    const warning = await open.waitForEvent('warning', 5_000);
+    assert.match(String(warning.message), /OPEN MODE: registrations are NOT authenticated/);
+    open.child.kill('SIGTERM');
+    await open.exited;
+    const secure = cli(['broker', '--listen', '127.0.0.1:0', '--json']);
+    assert.equal((await secure.waitForEvent('listening', 10_000)).security, 'authenticated');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(secure.events.some((e) => e.event === 'warning'), false);
+    secure.child.kill('SIGTERM');
+    await secure.exited;
+  });
+
   test('exit 3 and "unknown URI" for an unregistered URI', async () => {
     const { proc: broker, address } = await freeBroker();
     const client = cli(['connect', 'nattrav://ghost', '--broker', address]);
