@@ -6,7 +6,8 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { addCaCommand } from './ca.js';
-import { brokerCommand, connectCommand, listenCommand, type BrokerCommandOptions, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
+import { brokerCommand, type BrokerCommandOptions } from './broker.js';
+import { connectCommand, listenCommand, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
 import { demoCommand } from './demo.js';
 import { labMatrixCommand, type LabMatrixOptions } from './lab.js';
 import { netcheckCommand } from './netcheck.js';
