@@ -5,6 +5,12 @@
  * an initiator looks it up ({@link connect}) and both open a direct TCP
  * connection through their NATs. The result is a real `net.Socket`.
  *
+ * This entry is the user API only: the broker, the peer side, NAT discovery
+ * (netcheck), keys/CA/identities/TLS, errors and their types. Two more entries
+ * carry the internals some tools need:
+ * - `nattrav/wire`: the STUN codec (RFC 8489, RFC 5780) with nattrav's methods and attributes;
+ * - `nattrav/lab`: the network-namespace NAT lab, the matrix runner, its report and the demo.
+ *
  * @packageDocumentation
  */
 
@@ -25,10 +31,6 @@ export { createServer, NattravServer } from './peer/server.js';
 export type { ConnectionListener, ServerAddress } from './peer/server.js';
 export { connectionInfo } from './peer/info.js';
 export type { ConnectionInfo, ConnectionPath, ConnectionRole, NattravSocket, StrategyTrace } from './peer/info.js';
-export { planStrategies, nextStrategy } from './nat/plan.js';
-export type { SideFacts } from './nat/plan.js';
-export { classifyTcpMapping } from './nat/mapping.js';
-export type { MappingKind } from './nat/mapping.js';
 export { STRATEGY_NAMES } from './nat/strategy.js';
 export type { StrategyName } from './nat/strategy.js';
 export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/options.js';
@@ -40,14 +42,7 @@ export type { Behaviour, ClassicNatName, DiscoverNatOptions, NatProfile, PortAll
 
 export { formatEndpoint, parseHostPort } from './common/endpoint.js';
 export type { HostPort } from './common/endpoint.js';
-
-/** The STUN codec (RFC 8489, RFC 5780) with nattrav's methods and attributes. */
-export * as wire from './wire/index.js';
 export type { TransportAddress } from './wire/types.js';
 
 /** Keys, self-certifying URIs, the CA, identities and mutually authenticated TLS 1.3. */
 export * from './security/index.js';
-
-export * from './lab/index.js';
-export { runDemo } from './lab/demo.js';
-export type { DemoOptions, DemoResult, DemoStep } from './lab/demo.js';

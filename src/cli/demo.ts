@@ -1,5 +1,5 @@
 /** `nattrav demo`: prints each step of the library's demo. */
-import { runDemo } from '../index.js';
+import { runDemo } from '../lab/index.js';
 import { ExitCode, type Reporter } from './output.js';
 
 /** Runs the demo and prints its steps and result. */

@@ -1,14 +1,7 @@
 /** `nattrav lab matrix`: parse, run the NAT matrix in the network lab, print, write the report. */
 import { writeFile } from 'node:fs/promises';
-import {
-  ErrorCode,
-  NAT_TYPES,
-  NattravError,
-  renderMatrixReport,
-  runMatrix,
-  type MatrixCell,
-  type NatType,
-} from '../index.js';
+import { ErrorCode, NattravError } from '../index.js';
+import { NAT_TYPES, renderMatrixReport, runMatrix, type MatrixCell, type NatType } from '../lab/index.js';
 import { ExitCode, type Reporter } from './output.js';
 
 /** Options of `nattrav lab matrix`, as commander parses them. */

@@ -1,6 +1,14 @@
 /**
- * The network-namespace NAT lab: real Linux NATs (nftables) between hosts in namespaces, for
- * tests that prove traversal against the kernel rather than a simulation. Needs root.
+ * `nattrav/lab`: the network-namespace NAT lab. Real Linux NATs (nftables) between hosts in
+ * namespaces, for tests that prove traversal against the kernel rather than a simulation; the
+ * NAT-type matrix runner and its HTML report; and the demo (`nattrav demo`). Building a lab
+ * needs root; {@link labSupport} says whether this machine can, and why not.
+ *
+ * ```ts
+ * import { runMatrix, renderMatrixReport, NAT_TYPES } from 'nattrav/lab';
+ * ```
+ *
+ * @module
  */
 export { Lab } from './lab.js';
 export { cleanupStaleLabs, labSupport } from './support.js';
@@ -45,3 +53,4 @@ export {
   type TrafficCounterReader,
   type TrafficCounts,
 } from './types.js';
+export { runDemo, type DemoOptions, type DemoResult, type DemoStep } from './demo.js';

@@ -1,4 +1,13 @@
-/** The STUN codec (RFC 8489, RFC 5780) and nattrav's methods and attributes. Pure: no sockets, no timers. */
+/**
+ * `nattrav/wire`: the STUN codec (RFC 8489, RFC 5780) and nattrav's methods and attributes.
+ * Pure: no sockets, no timers. Every message nattrav sends, over UDP and TCP, is framed by it.
+ *
+ * ```ts
+ * import { StunMessage, encodeMessage, decodeMessage } from 'nattrav/wire';
+ * ```
+ *
+ * @module
+ */
 export * from './constants.js';
 export type { AddressFamilyName, TransportAddress, StunAttribute } from './types.js';
 export {
