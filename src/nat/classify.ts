@@ -64,6 +64,14 @@ export const MAX_SEQUENTIAL_STEP = 16;
 /** Fewest samples needed to see a step twice (two differences). */
 export const MIN_ALLOCATION_SAMPLES = 3;
 
+/**
+ * How to get the full RFC 5780 answer from a server without OTHER-ADDRESS: a
+ * nattrav broker with a second IP address (`nattrav broker --alternate`).
+ */
+export const FULL_RFC5780_HINT =
+  'for the full RFC 5780 answer (mapping and filtering), run the broker on a host with two IP addresses: ' +
+  'nattrav broker --listen IP:PORT --alternate IP2';
+
 /** True when both endpoints have the same address and port. */
 export function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
   return a.address === b.address && a.port === b.port;
@@ -158,7 +166,7 @@ export async function runUdpDiscovery(io: UdpProbeIo, server: Endpoint, plan: Ud
   };
   const other = test1.otherAddress;
   if (other === undefined) {
-    notes.push('the server sent no OTHER-ADDRESS (no RFC 5780 support): mapping and filtering were not tested');
+    notes.push('the server sent no OTHER-ADDRESS (no RFC 5780 support): mapping and filtering were not tested', FULL_RFC5780_HINT);
   } else {
     profile.filtering = await filtering(io, server, notes, signal);
     profile.mapping = await mapping(io, server, other, test1.mapped, notes, signal);

@@ -6,13 +6,13 @@
  */
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { toHostPort, type HostPort } from '../common/endpoint.js';
+import { formatEndpoint, toHostPort, type HostPort } from '../common/endpoint.js';
 import { abortError, throwIfAborted } from '../common/signal.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { runTcpDiscovery, runUdpDiscovery, type Endpoint } from './classify.js';
 import type { NatProfile } from './profile.js';
 import { TcpProber } from './tcp-prober.js';
-import { UdpProber } from './udp-prober.js';
+import { UdpProber, type UdpTiming } from './udp-prober.js';
 
 /** RFC 8489 §18.4: the default STUN port. */
 const DEFAULT_STUN_PORT = 3478;
@@ -62,6 +62,13 @@ function positiveInteger(value: unknown, name: string): number {
   return value;
 }
 
+/** How long one unanswered UDP transaction waits in all: the resends' timeouts plus the last wait. */
+function silenceMs(timing: UdpTiming): number {
+  let total = timing.lastWaitMs;
+  for (let i = 0, rto = timing.rtoMs; i < timing.transmissions - 1; i++, rto *= 2) total += rto;
+  return total;
+}
+
 /** Resolves a host name to one address (IP literals pass through). */
 async function resolveServer(server: HostPort, signal: AbortSignal | undefined): Promise<Endpoint> {
   if (isIP(server.host) !== 0) return { address: server.host, port: server.port };
@@ -85,6 +92,11 @@ async function resolveServer(server: HostPort, signal: AbortSignal | undefined):
  * public address, hairpinning and allocation; `notes` says what was skipped.
  * Takes about one round trip per test, plus 700 ms (default timing) for each
  * test a NAT silences.
+ *
+ * `udpBlocked` is reported only when TCP reaches the server and UDP does not.
+ * When neither answers, or UDP does not and the TCP tests are off (so a UDP
+ * block cannot be told from a server that is down), it rejects with
+ * ERR_BROKER_UNREACHABLE naming the server.
  */
 export async function discoverNat(options: DiscoverNatOptions): Promise<NatProfile> {
   if (options === null || typeof options !== 'object') {
@@ -110,10 +122,27 @@ export async function discoverNat(options: DiscoverNatOptions): Promise<NatProfi
     udp.close();
   }
   const profile: NatProfile = findings.profile;
-  if (settings.tcp === false) return profile;
+  const where = formatEndpoint(server);
+  const udpSilence = `no UDP answer from ${where} within ${silenceMs(timing)} ms`;
+  if (settings.tcp === false) {
+    if (!profile.udpBlocked) return profile;
+    throw new NattravError(
+      ErrorCode.BrokerUnreachable,
+      `broker unreachable: ${udpSilence}. UDP may be blocked on the way, or the broker may be down; ` +
+        'the TCP tests, which were off, tell the two apart (netcheck: drop --no-tcp; discoverNat: tcp: true)',
+      { address: server.address, port: server.port },
+    );
+  }
   const tcpProber = new TcpProber(tcpTimeoutMs);
   try {
     const { tcp, notes } = await runTcpDiscovery(tcpProber, server, findings.otherAddress, samples, signal);
+    if (profile.udpBlocked && tcp.blocked) {
+      throw new NattravError(
+        ErrorCode.BrokerUnreachable,
+        `broker unreachable: neither UDP nor TCP to ${where} got an answer (${udpSilence}; TCP: ${tcpProber.lastFailure ?? 'no answer'})`,
+        { address: server.address, port: server.port },
+      );
+    }
     profile.tcp = tcp;
     if (notes.length > 0) profile.notes = [...(profile.notes ?? []), ...notes];
   } finally {

@@ -49,10 +49,16 @@ export class TcpProber implements TcpProbeIo {
   readonly #timeoutMs: number;
   readonly #sockets = new Set<Socket>();
   #sharedPort = 0;
+  #lastFailure: string | undefined;
 
   /** `timeoutMs` bounds each connection plus its Binding exchange. */
   constructor(timeoutMs: number) {
     this.#timeoutMs = timeoutMs;
+  }
+
+  /** Why the latest probe got no mapping ("ECONNREFUSED", "timed out after 1000 ms ..."); undefined after a success. */
+  get lastFailure(): string | undefined {
+    return this.#lastFailure;
   }
 
   /** The local port all shared connections use (0 until the first one connected). */
@@ -88,12 +94,13 @@ export class TcpProber implements TcpProbeIo {
       const local = socket.localPort ?? 0;
       const channel = new StunChannel(socket, () => undefined);
       const response = await channel.request(StunMessage.request(Method.Binding), phase.signal, { fingerprint: true });
-      if (response.cls !== MessageClass.SuccessResponse) return undefined;
-      const mapped = getXorMappedAddress(response) ?? getMappedAddress(response);
+      const mapped = response.cls === MessageClass.SuccessResponse ? (getXorMappedAddress(response) ?? getMappedAddress(response)) : undefined;
+      this.#lastFailure = mapped === undefined ? 'the Binding got no mapped address back' : undefined;
       return mapped === undefined ? undefined : { local, mapped: { address: mapped.address, port: mapped.port } };
-    } catch {
+    } catch (err) {
       // A refused, reset or timed-out probe is a result ("no mapping seen"), not an error; the caller's abort is.
       if (signal.aborted) throw phase.error();
+      this.#lastFailure = phase.signal.aborted ? phase.error().message : ((err as { code?: string }).code ?? String(err));
       return undefined;
     } finally {
       phase.dispose();

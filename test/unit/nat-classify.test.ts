@@ -189,6 +189,8 @@ describe('nat: RFC 5780 test sequence against a simulated NAT', () => {
     assert.equal(otherAddress, undefined);
     assert.deepEqual(profile.allocation, { kind: 'preserving' });
     assert.match(profile.notes?.[0] ?? '', /OTHER-ADDRESS/);
+    // And how to get the full answer: a broker with a second address.
+    assert.match(profile.notes?.[1] ?? '', /full RFC 5780 answer.*nattrav broker --listen IP:PORT --alternate IP2/);
   });
 
   test('a server that ignores CHANGE-REQUEST does not make a full cone', async () => {
