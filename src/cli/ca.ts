@@ -1,6 +1,6 @@
 /**
  * `nattrav ca`: a small CA for peer identities. Thin: parses, calls the
- * library (src/security), prints one event per command.
+ * library (src/security), prints one result per command on stdout.
  *
  *   nattrav ca init DIR [--key-type T] [--name NAME] [--days N]     -> DIR/ca.pem, DIR/ca-key.pem
  *   nattrav ca issue --ca DIR --uri URI --out DIR [--key-type T] [--days N]
@@ -67,7 +67,7 @@ export async function caInitCommand(dir: string, options: CaInitOptions, out: Re
   });
   await writeCaDir(dir, files);
   const info = describeCertificate(files.certPem);
-  out.event(
+  out.result(
     'ca-created',
     { cert: join(dir, 'ca.pem'), key: join(dir, 'ca-key.pem'), subject: info.subject, keyType: info.keyType, fingerprint: info.fingerprint, notAfter: info.notAfter },
     `created CA "${info.subject}" (${String(info.keyType)}, valid until ${info.notAfter}) in ${dir}: ca.pem, ca-key.pem`,
@@ -86,7 +86,7 @@ export async function caIssueCommand(options: CaIssueOptions, out: Reporter): Pr
   });
   await saveIdentity(options.out, { uri: options.uri, keyPem: issued.keyPem, certPem: issued.certPem, ca: [ca.certPem] });
   const info = describeCertificate(issued.certPem);
-  out.event(
+  out.result(
     'certificate-issued',
     { uri: options.uri, cert: join(options.out, 'cert.pem'), key: join(options.out, 'key.pem'), ca: join(options.out, 'ca.pem'), keyType: info.keyType, fingerprint: info.fingerprint, notAfter: info.notAfter },
     `issued a certificate for ${options.uri} (${String(info.keyType)}, valid until ${info.notAfter}) in ${options.out}: cert.pem, key.pem, ca.pem`,
@@ -103,7 +103,7 @@ export async function caShowCommand(file: string, out: Reporter): Promise<number
     throw new NattravError(ErrorCode.InvalidArgument, `could not read ${file}: ${(err as Error).message}`, { cause: err });
   }
   const info = describeCertificate(text);
-  out.event('certificate', { file, ...info }, humanLines(info).join('\n'));
+  out.result('certificate', { file, ...info }, humanLines(info).join('\n'));
   return ExitCode.Ok;
 }
 
@@ -128,7 +128,7 @@ export function addCaCommand(program: Command, run: Run, withJson: WithJson): vo
     .option('--key-type <type>', `key type: ${KEY_TYPES.join(' or ')}`, keyType)
     .option('--name <name>', `the CA's common name (default: ${CA_DEFAULTS.caName})`)
     .option('--days <n>', `validity in days (default: ${String(CA_DEFAULTS.caValidDays)})`, positiveDays)
-    .option('--json', 'report the result as one JSON line on stderr')
+    .option('--json', 'print the result as one JSON line (on stdout)')
     .action((dir: string, options: CaInitOptions & { json?: boolean }) => run((out) => caInitCommand(dir, options, withJson(out, options.json))));
   ca.command('issue')
     .description('issue a certificate for a URI: OUT/cert.pem, OUT/key.pem (0600), OUT/ca.pem')
@@ -137,11 +137,11 @@ export function addCaCommand(program: Command, run: Run, withJson: WithJson): vo
     .requiredOption('--out <dir>', 'directory for the identity (created; existing files are never overwritten)')
     .option('--key-type <type>', `key type: ${KEY_TYPES.join(' or ')}`, keyType)
     .option('--days <n>', `validity in days (default: ${String(CA_DEFAULTS.leafValidDays)})`, positiveDays)
-    .option('--json', 'report the result as one JSON line on stderr')
+    .option('--json', 'print the result as one JSON line (on stdout)')
     .action((options: CaIssueOptions & { json?: boolean }) => run((out) => caIssueCommand(options, withJson(out, options.json))));
   ca.command('show')
     .description('print a certificate: subject, URIs, validity, key type, fingerprint')
     .argument('<file>', 'a PEM certificate')
-    .option('--json', 'report the result as one JSON line on stderr')
+    .option('--json', 'print the result as one JSON line (on stdout)')
     .action((file: string, options: { json?: boolean }) => run((out) => caShowCommand(file, withJson(out, options.json))));
 }

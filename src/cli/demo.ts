@@ -1,4 +1,4 @@
-/** `nattrav demo`: prints each step of the library's demo. */
+/** `nattrav demo`: prints each step of the library's demo (progress, stderr) and its result (stdout). */
 import { runDemo } from '../lab/index.js';
 import { ExitCode, type Reporter } from './output.js';
 
@@ -8,6 +8,6 @@ export async function demoCommand(options: { loopback?: boolean }, out: Reporter
     mode: options.loopback === true ? 'loopback' : 'auto',
     onStep: (step) => out.event('step', { step: step.step, text: step.text, ...(step.detail ?? {}) }, `[${step.step}] ${step.text}`),
   });
-  out.event('result', { ...result }, `result: ${result.mode} demo, path ${result.path}, setup ${result.setupMs} ms${result.skipped ? ` (lab skipped: ${result.skipped})` : ''}`);
+  out.result('result', { ...result }, `result: ${result.mode} demo, path ${result.path}, setup ${result.setupMs} ms${result.skipped ? ` (lab skipped: ${result.skipped})` : ''}`);
   return ExitCode.Ok;
 }

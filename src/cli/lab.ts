@@ -1,4 +1,7 @@
-/** `nattrav lab matrix`: parse, run the NAT matrix in the network lab, print, write the report. */
+/**
+ * `nattrav lab matrix`: parse, run the NAT matrix in the network lab, print,
+ * write the report. Each cell and the summary are results (stdout); the start is progress (stderr).
+ */
 import { writeFile } from 'node:fs/promises';
 import { ErrorCode, NattravError } from '../index.js';
 import { NAT_TYPES, renderMatrixReport, runMatrix, type MatrixCell, type NatType } from '../lab/index.js';
@@ -51,12 +54,12 @@ export async function labMatrixCommand(options: LabMatrixOptions, out: Reporter)
       delayMs,
       repeats,
       signal: controller.signal,
-      onCell: (cell) => out.event('cell', { ...cell }, cellLine(cell)),
+      onCell: (cell) => out.result('cell', { ...cell }, cellLine(cell)),
     });
     if (options.report !== undefined) await writeFile(options.report, renderMatrixReport(result));
     const connected = result.cells.filter((c) => c.outcome === 'connected').length;
     const { cells: _cells, ...summary } = result;
-    out.event(
+    out.result(
       'matrix',
       { ...summary, connected, total: result.cells.length, ...(options.report === undefined ? {} : { report: options.report }) },
       `${connected}/${result.cells.length} pairs connected in ${(result.durationMs / 1000).toFixed(1)} s; direct-connection floor at this delay: ${result.minimum.totalMs} ms (${result.minimum.totalCrossings} one-way delays)${options.report === undefined ? '' : `; report: ${options.report}`}`,

@@ -2,7 +2,8 @@
 /**
  * The `nattrav` command. Thin: parses argv, calls the library, prints.
  * Progress and events go to stderr (human text, or JSON lines with --json);
- * stdout carries application data only. Exit codes: see output.ts / README.
+ * stdout carries a command's result (netcheck, ca, lab matrix, demo) or, for
+ * listen/connect, application data only. Exit codes: see output.ts / README.
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { addCaCommand } from './ca.js';
@@ -90,15 +91,15 @@ async function main(argv: string[]): Promise<number> {
     .command('netcheck')
     .description('classify the NAT between here and a broker (RFC 5780: mapping, filtering, port allocation, hairpinning, TCP)')
     .requiredOption('--broker <host:port>', 'the broker (or any RFC 5780 STUN server) to test against')
-    .option('--no-tcp', 'skip the TCP tests')
-    .option('--json', 'report the result as one JSON line on stderr')
+    .option('--no-tcp', 'skip the TCP tests (then a UDP block cannot be told from a broker that is down)')
+    .option('--json', 'print the result as one JSON line on stdout')
     .action((options: { broker: string; tcp?: boolean; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))));
 
   program
     .command('demo')
     .description('two peers behind two NATs connect directly (network lab as root; loopback otherwise)')
     .option('--loopback', 'skip the network lab even when root')
-    .option('--json', 'report events as JSON lines on stderr')
+    .option('--json', 'JSON lines: steps on stderr, the result on stdout')
     .action((options: { loopback?: boolean; json?: boolean }) => run((out) => demoCommand(options, withJson(out, options.json))));
 
   program
@@ -110,7 +111,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--delay <ms>', 'one-way delay on every site link, ms', '0')
     .option('--repeats <n>', 'connects per pair', '1')
     .option('--report <file.html>', 'write a standalone HTML report')
-    .option('--json', 'report events as JSON lines on stderr')
+    .option('--json', 'JSON lines: each cell and the summary on stdout, progress on stderr')
     .action((options: LabMatrixOptions & { json?: boolean }) => run((out) => labMatrixCommand(options, withJson(out, options.json))));
 
   addCaCommand(program, run, withJson);

@@ -1,6 +1,8 @@
 /**
- * How the CLI reports: human lines on stderr by default, or with --json one
- * JSON object per line on stderr. stdout is reserved for application data.
+ * How the CLI reports: human lines by default, or with --json one JSON object
+ * per line. Progress, logs and errors go to stderr; a command's result
+ * (netcheck's profile, what `ca` made or read, the matrix, the demo's outcome)
+ * goes to stdout. listen/connect print no result: their stdout is the connection's data.
  */
 import { isNattravError, ErrorCode, type ErrorCodeValue } from '../index.js';
 
@@ -46,14 +48,26 @@ export function exitCodeFor(err: unknown): number {
   return isNattravError(err) ? (EXIT_BY_CODE[err.code] ?? ExitCode.Failure) : ExitCode.Failure;
 }
 
-/** Writes events as human text or JSON lines, always on stderr. */
+/** Writes progress events (stderr) and results (stdout) as human text or JSON lines. */
 export class Reporter {
   constructor(readonly json: boolean) {}
 
-  /** Reports an event: `human` is the text line, `fields` the JSON body (with `event`). */
+  /** Reports progress on stderr: `human` is the text line, `fields` the JSON body (with `event`). */
   event(event: string, fields: Record<string, unknown>, human: string): void {
-    if (this.json) process.stderr.write(`${JSON.stringify({ event, ...fields })}\n`);
-    else process.stderr.write(`${human}\n`);
+    process.stderr.write(this.#line(event, fields, human));
+  }
+
+  /**
+   * Prints a result on stdout, in the same shape as {@link Reporter.event}: with
+   * --json stdout carries nothing but such lines, one JSON object each.
+   * Never for listen/connect, whose stdout is application data.
+   */
+  result(event: string, fields: Record<string, unknown>, human: string): void {
+    process.stdout.write(this.#line(event, fields, human));
+  }
+
+  #line(event: string, fields: Record<string, unknown>, human: string): string {
+    return this.json ? `${JSON.stringify({ event, ...fields })}\n` : `${human}\n`;
   }
 
   /** Reports a failure and returns the exit code to use. */

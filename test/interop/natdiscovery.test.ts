@@ -117,10 +117,13 @@ async function natdiscovery(lab: Lab, host: LabHost, allowFailure = false): Prom
 }
 
 async function netcheck(lab: Lab, host: LabHost): Promise<NatProfile> {
-  const { stderr } = await lab.run(host, process.execPath, [CLI_PATH, 'netcheck', '--broker', `${PRIMARY}:${STUN_PORT}`, '--json'], { timeoutMs: NETCHECK_TIMEOUT_MS });
-  const line = stderr.split('\n').find((l) => l.startsWith('{"event":"netcheck"'));
-  assert.ok(line, `no netcheck event in: ${stderr}`);
-  return JSON.parse(line) as NatProfile;
+  const { stdout, stderr } = await lab.run(host, process.execPath, [CLI_PATH, 'netcheck', '--broker', `${PRIMARY}:${STUN_PORT}`, '--json'], { timeoutMs: NETCHECK_TIMEOUT_MS });
+  // The result is the one JSON line on stdout.
+  const lines = stdout.split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 1, `stdout: ${stdout}\nstderr: ${stderr}`);
+  const result = JSON.parse(lines[0]) as NatProfile & { event?: string };
+  assert.equal(result.event, 'netcheck', lines[0]);
+  return result;
 }
 
 describe('interop: RFC 5780 NAT discovery, coturn and nattrav, every lab NAT type (web-only: no STUN at all, see the matrix)', () => {

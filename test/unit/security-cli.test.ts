@@ -1,4 +1,4 @@
-/** `nattrav ca init|issue|show` as a user runs them: files OpenSSL verifies, JSON events, exit codes. */
+/** `nattrav ca init|issue|show` as a user runs them: files OpenSSL verifies, JSON results on stdout, errors on stderr, exit codes. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -10,13 +10,19 @@ import { CLI_PATH } from '../../src/lab/cli-process.js';
 const work = mkdtempSync(join(tmpdir(), 'nattrav-ca-cli-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-function nattrav(args: string[]): { status: number | null; stderr: string; events: Array<Record<string, unknown>> } {
-  const result = spawnSync(process.execPath, [CLI_PATH, ...args], { cwd: work, encoding: 'utf8' });
-  const events = result.stderr
+type Json = Record<string, unknown>;
+
+function jsonLines(text: string): Json[] {
+  return text
     .split('\n')
     .filter((line) => line.startsWith('{'))
-    .map((line) => JSON.parse(line) as Record<string, unknown>);
-  return { status: result.status, stderr: result.stderr, events };
+    .map((line) => JSON.parse(line) as Json);
+}
+
+/** `results`: JSON lines on stdout; `events`: JSON lines on stderr (errors). */
+function nattrav(args: string[]): { status: number | null; stdout: string; stderr: string; results: Json[]; events: Json[] } {
+  const result = spawnSync(process.execPath, [CLI_PATH, ...args], { cwd: work, encoding: 'utf8' });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr, results: jsonLines(result.stdout), events: jsonLines(result.stderr) };
 }
 
 function opensslVerify(caFile: string, certFile: string): { status: number | null; output: string } {
@@ -31,15 +37,15 @@ describe('nattrav ca', () => {
       const outDir = join(work, `alice-${keyType}`);
       const init = nattrav(['ca', 'init', caDir, '--key-type', keyType, '--name', 'Test CA', '--days', '30', '--json']);
       assert.equal(init.status, 0, init.stderr);
-      assert.equal(init.events[0]?.event, 'ca-created');
-      assert.equal(init.events[0]?.keyType, keyType);
-      assert.equal(init.events[0]?.subject, 'CN=Test CA');
+      assert.equal(init.results[0]?.event, 'ca-created');
+      assert.equal(init.results[0]?.keyType, keyType);
+      assert.equal(init.results[0]?.subject, 'CN=Test CA');
       assert.equal(statSync(join(caDir, 'ca-key.pem')).mode & 0o777, 0o600);
 
       const issue = nattrav(['ca', 'issue', '--ca', caDir, '--uri', 'nattrav://alice', '--out', outDir, '--key-type', keyType, '--json']);
       assert.equal(issue.status, 0, issue.stderr);
-      assert.equal(issue.events[0]?.event, 'certificate-issued');
-      assert.equal(issue.events[0]?.uri, 'nattrav://alice');
+      assert.equal(issue.results[0]?.event, 'certificate-issued');
+      assert.equal(issue.results[0]?.uri, 'nattrav://alice');
       assert.equal(statSync(join(outDir, 'key.pem')).mode & 0o777, 0o600);
       assert.equal(readFileSync(join(outDir, 'ca.pem'), 'utf8'), readFileSync(join(caDir, 'ca.pem'), 'utf8'));
       const verified = opensslVerify(join(outDir, 'ca.pem'), join(outDir, 'cert.pem'));
@@ -47,11 +53,11 @@ describe('nattrav ca', () => {
 
       const show = nattrav(['ca', 'show', join(outDir, 'cert.pem'), '--json']);
       assert.equal(show.status, 0, show.stderr);
-      assert.deepEqual(show.events[0]?.uris, ['nattrav://alice']);
-      assert.equal(show.events[0]?.keyType, keyType);
-      assert.match(String(show.events[0]?.fingerprint), /^[a-z2-7]{52}$/);
+      assert.deepEqual(show.results[0]?.uris, ['nattrav://alice']);
+      assert.equal(show.results[0]?.keyType, keyType);
+      assert.match(String(show.results[0]?.fingerprint), /^[a-z2-7]{52}$/);
       const human = nattrav(['ca', 'show', join(outDir, 'cert.pem')]);
-      assert.match(human.stderr, /URI: nattrav:\/\/alice/);
+      assert.match(human.stdout, /URI: nattrav:\/\/alice/);
     });
   }
 
@@ -64,6 +70,7 @@ describe('nattrav ca', () => {
     const before = readFileSync(join(work, 'ca-one', 'ca-key.pem'), 'utf8');
     const again = nattrav(['ca', 'init', 'ca-one', '--json']);
     assert.equal(again.status, 1);
+    assert.equal(again.stdout, '', 'an error is no result');
     assert.equal(again.events[0]?.code, 'ERR_IDENTITY');
     assert.match(String(again.events[0]?.message), /already exists/);
     assert.equal(readFileSync(join(work, 'ca-one', 'ca-key.pem'), 'utf8'), before);
