@@ -4,7 +4,13 @@
  * consistently, and that the report renders.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'node:test';
+import { promisify } from 'node:util';
+import { CLI_PATH } from '../../src/lab/cli-process.js';
 import { minimumSetup, renderMatrixReport, runMatrix, type MatrixCell, type NatType } from '../../src/lab/index.js';
 import { requireLab } from './helpers.js';
 
@@ -70,4 +76,29 @@ test('runMatrix records every ordered pair and the report renders', { timeout: 1
   assert.doesNotMatch(html, /(src|href)="https?:/, 'no external resources');
   for (const type of types) assert.ok(html.includes(`>${type}</text>`), `heatmap labels ${type}`);
   assert.equal((html.match(/<rect /g) ?? []).length, types.length ** 2);
+});
+
+test('nattrav lab matrix: cells and summary on stdout (JSON lines with --json), the start on stderr', { timeout: 120_000 }, async (t) => {
+  if (!(await requireLab(t))) return;
+  const run = promisify(execFile);
+  // The matrix's listeners keep their keys under HOME.
+  const home = await mkdtemp(join(tmpdir(), 'nattrav-matrix-cli-'));
+  const options = { env: { ...process.env, HOME: home }, timeout: 60_000 };
+  try {
+    const json = await run(process.execPath, [CLI_PATH, 'lab', 'matrix', '--types', 'none', '--json'], options);
+    const results = json.stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(results.map((r) => r.event), ['cell', 'matrix'], json.stdout);
+    assert.deepEqual([results[0].initiator, results[0].recipient], ['none', 'none']);
+    assert.equal(results[1].total, 1);
+    const progress = json.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { event: string }).event);
+    assert.deepEqual(progress, ['matrix-start'], json.stderr);
+
+    const human = await run(process.execPath, [CLI_PATH, 'lab', 'matrix', '--types', 'none'], options);
+    assert.match(human.stdout, /^none -> none +\S+/);
+    assert.match(human.stdout, /\n\d\/1 pairs connected in /);
+    assert.match(human.stderr, /^NAT matrix: 1x1 pairs/);
+    assert.doesNotMatch(human.stderr, /none -> none|pairs connected/);
+  } finally {
+    await rm(home, { recursive: true, force: true });
+  }
 });
