@@ -15,9 +15,10 @@ import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants
 import type { StunMessage } from '../wire/message.js';
 import { addXorAddress, getAttemptId, getU32Attr } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
-import { BROKER_DEFAULTS, type BrokerOptions, type ResolvedBrokerOptions } from './options.js';
+import { amplificationMode, BROKER_DEFAULTS, type BrokerOptions, type ResolvedBrokerOptions } from './options.js';
 import { MemoryRegistry } from './registry/memory.js';
 import type { Registry } from './registry/registry.js';
+import { udpRequestInfo, type UdpRequestInfo } from './amplification.js';
 import { buildAuth } from './auth.js';
 import { handleRegister, type RegisterAuth } from './register.js';
 import { RelayHub, type RelayEnded } from './relay.js';
@@ -25,7 +26,7 @@ import { Rendezvous, type RendezvousEvent } from './rendezvous.js';
 import { handleDatagram } from './udp.js';
 import { bindListeners, closeListeners } from './listeners.js';
 import { BrokerGuard } from './guard.js';
-import { resolveLimits, STUN_COMPAT_ALLOWANCE, type LimitedReport } from './limits.js';
+import { resolveLimits, type LimitedReport } from './limits.js';
 import { answerBinding, isWildcard, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
 
 /** Something the broker did, for logs and tests. */
@@ -101,11 +102,12 @@ export class Broker extends EventEmitter {
         `broker alternateHost needs a specific primary host, not "${resolved.host}"; pass the host's first address as host and its second as alternateHost`,
       );
     }
+    const amplification = amplificationMode(resolved);
     this.#options = resolved;
     this.#ownsRegistry = options.registry === undefined;
     this.#registry = options.registry ?? new MemoryRegistry();
     this.#auth = buildAuth(resolved);
-    this.#guard = new BrokerGuard(resolveLimits({ ...(resolved.stunCompat ? STUN_COMPAT_ALLOWANCE : {}), ...options.limits }), (report) => this.emit('event', { type: 'limited', ...report } satisfies BrokerEvent));
+    this.#guard = new BrokerGuard(resolveLimits(options.limits), (report) => this.emit('event', { type: 'limited', ...report } satisfies BrokerEvent), { amplification });
     this.#relay = new RelayHub(
       { maxBytes: resolved.relayMaxBytes, maxDurationMs: resolved.relayMaxDurationMs },
       (channel, message) => channel.send(message, { software: resolved.software, fingerprint: true }),
@@ -263,8 +265,8 @@ export class Broker extends EventEmitter {
               maxLifetimeMs: this.#options.maxLifetimeMs,
               now: Date.now,
               auth: this.#auth,
-              send: (message, to, options) => this.#replyUdp(socket, message, to, options, data.length),
-              binding: (request, remote) => this.#answerBinding(id, request, remote, data.length),
+              reply: (request, response, to, options) => this.#replyUdp(socket, response, to, options, udpRequestInfo(request, data)),
+              binding: (request, remote) => this.#answerBinding(id, request, remote, udpRequestInfo(request, data)),
               admitRegister: (request, remote) => this.#guard.admitRegister(request, remote.address),
               onResponse: (message) => this.#rendezvous.acknowledge(message),
               onRegistered: (uri, publicEndpoint, lifetimeMs) => {
@@ -295,19 +297,19 @@ export class Broker extends EventEmitter {
     socket.send(bytes, to.port, to.address, () => undefined);
   }
 
-  /** Answers a UDP request of `requestBytes` bytes, no larger than the anti-amplification rule allows (amplification.ts). */
-  #replyUdp(socket: UdpSocket, message: StunMessage, to: TransportAddress, options: EncodeOptions | undefined, requestBytes: number): void {
+  /** Answers a UDP request, no larger than the anti-amplification rule allows (amplification.ts). */
+  #replyUdp(socket: UdpSocket, message: StunMessage, to: TransportAddress, options: EncodeOptions | undefined, request: UdpRequestInfo): void {
     if (this.#state !== 'listening') return;
-    const bytes = this.#guard.fitUdp(message, { software: this.#options.software, fingerprint: true, ...options }, requestBytes, to.address);
+    const bytes = this.#guard.fitUdp(message, { software: this.#options.software, fingerprint: true, ...options }, request, to.address);
     if (bytes !== undefined) socket.send(bytes, to.port, to.address, () => undefined);
   }
 
   /** RFC 5780 §6.1: answers a UDP Binding from the socket CHANGE-REQUEST asks for (see rfc5780.ts). */
-  #answerBinding(arrivedOn: ServerSocketId, request: StunMessage, remote: TransportAddress, requestBytes: number): void {
+  #answerBinding(arrivedOn: ServerSocketId, request: StunMessage, remote: TransportAddress, info: UdpRequestInfo): void {
     if (this.#layout === undefined) return;
     const answer = answerBinding(request, arrivedOn, remote, this.#layout);
     const socket = this.#udp.get(socketKey(answer.from));
-    if (socket !== undefined) this.#replyUdp(socket, answer.response, answer.to, undefined, requestBytes);
+    if (socket !== undefined) this.#replyUdp(socket, answer.response, answer.to, undefined, info);
   }
 
   /** Register over TCP: keep the channel so connection requests can go down it. */

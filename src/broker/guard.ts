@@ -11,7 +11,7 @@ import type { EncodeOptions } from '../wire/codec.js';
 import { HEADER_LENGTH, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import { decodeMessageType, type StunMessage } from '../wire/message.js';
 import { getUri } from '../wire/nattrav.js';
-import { fitResponse, RESPONSE_FLOOR_BYTES } from './amplification.js';
+import { fitResponse, fitUnauthenticated, type AmplificationMode, type UdpRequestInfo } from './amplification.js';
 import { CountCap, LimitReporter, RateLimiter, RegistrationCap, TokenBucket, type BrokerLimits, type LimitedReport, type RateKind } from './limits.js';
 
 /** What a TCP request may do after the guard looked at it. */
@@ -29,10 +29,17 @@ export class BrokerGuard {
   /** Open initiator exchanges per recipient URI (entries exist only while positive; bounded by maxConnections). */
   readonly #pendingPerUri = new Map<string, number>();
   readonly #allowance: TokenBucket;
+  readonly #amplification: AmplificationMode;
   readonly #now: () => number;
 
-  constructor(limits: BrokerLimits, report: (report: LimitedReport) => void, now: () => number = Date.now) {
+  /** `amplification`: how large unauthenticated UDP answers may be (amplification.ts). `now`: the clock. */
+  constructor(
+    limits: BrokerLimits,
+    report: (report: LimitedReport) => void,
+    { amplification = 'minimal', now = Date.now }: { amplification?: AmplificationMode; now?: () => number } = {},
+  ) {
     this.limits = limits;
+    this.#amplification = amplification;
     this.#now = now;
     this.#rates = new RateLimiter(limits, now);
     this.#reporter = new LimitReporter(limits.limitedEventsPerSecond, report, now);
@@ -68,28 +75,22 @@ export class BrokerGuard {
   }
 
   /**
-   * Encodes a UDP answer to a request of `requestBytes` from `source` under the
-   * anti-amplification rule (amplification.ts); undefined means no answer.
-   * Answers under integrity (to a peer that proved its key) are not shrunk.
-   * Only Binding answers may draw on the allowance (the RFC 8489 bare-header exception).
+   * Encodes a UDP answer to `request` from `source` under the anti-amplification
+   * rule (amplification.ts); undefined means no answer. Answers under integrity
+   * (to a peer that proved its key) are not shrunk. Bytes beyond the request come
+   * from the per-source and broker-wide budgets (`amplificationAllowance*`).
    */
-  fitUdp(message: StunMessage, options: EncodeOptions, requestBytes: number, source: string): Buffer | undefined {
+  fitUdp(message: StunMessage, options: EncodeOptions, request: UdpRequestInfo, source: string): Buffer | undefined {
     if (options.integrityKey !== undefined || options.integritySha256Key !== undefined) return fitResponse(message, options, Number.MAX_SAFE_INTEGER);
-    const floor = message.method === Method.Binding ? RESPONSE_FLOOR_BYTES : requestBytes;
-    const generous = fitResponse(message, options, Math.max(requestBytes, floor));
-    if (generous !== undefined && generous.length <= requestBytes) return generous;
-    if (generous !== undefined) {
-      const excess = generous.length - requestBytes;
+    const answer = fitUnauthenticated(message, options, request, this.#amplification, (excess) => {
       const now = this.#now();
       const perSource = this.#rates.bucket('amplification', source);
-      if (perSource.available(now) >= excess && this.#allowance.take(excess, now)) {
-        perSource.take(excess, now);
-        return generous;
-      }
-    }
-    const strict = fitResponse(message, options, requestBytes);
-    if (strict === undefined) this.limited({ kind: 'amplification', source });
-    return strict;
+      if (perSource.available(now) < excess || !this.#allowance.take(excess, now)) return false;
+      perSource.take(excess, now);
+      return true;
+    });
+    if (answer === undefined) this.limited({ kind: 'amplification', source });
+    return answer;
   }
 
   /** A Register request from `source` (UDP or TCP): a 429 response when a registration cap refuses it. */

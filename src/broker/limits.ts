@@ -53,13 +53,14 @@ export interface BrokerLimits {
   /** Bytes queued for a TCP peer that does not read; past this the connection is closed. @default 65536 */
   readonly maxWriteBufferBytes: number;
   /**
-   * Bytes a UDP answer may exceed its request by, from all sources together (the allowance that lets
-   * minimal 20-byte Binding requests of standard STUN clients get an answer; see amplification.ts).
-   * `{ perSecond: 0, burst: 0 }` makes every answer at most as large as its request.
-   * @default { perSecond: 0, burst: 0 } (strict); the broker option `stunCompat` sets {@link STUN_COMPAT_ALLOWANCE}
+   * Bytes per second by which unauthenticated UDP answers may exceed their requests, from all sources
+   * together: the budget that lets standard STUN clients' bare 20-byte Binding requests get an answer
+   * (at most 2.5 times the request; see amplification.ts). `{ perSecond: 0, burst: 0 }` makes every
+   * answer at most as large as its request, as the broker option `strictAmplification` does.
+   * @default { perSecond: 262144, burst: 262144 }
    */
   readonly amplificationAllowance: RateSpec;
-  /** The same allowance per source address. @default { perSecond: 0, burst: 0 } */
+  /** The same budget per source address (per possible victim). @default { perSecond: 4096, burst: 16384 } */
   readonly amplificationAllowancePerSource: RateSpec;
   /** 'limited' events emitted per second at most (each kind and source at most once a second). @default 20 */
   readonly limitedEventsPerSecond: number;
@@ -97,21 +98,20 @@ export const BROKER_LIMITS_DEFAULTS: BrokerLimits = {
   firstMessageTimeoutMs: 5_000,
   /** Sixteen maximal STUN messages. */
   maxWriteBufferBytes: 65_536,
-  /** Strict by default: no unauthenticated answer is larger than its request (amplification factor <= 1). */
-  amplificationAllowance: { perSecond: 0, burst: 0 },
-  amplificationAllowancePerSource: { perSecond: 0, burst: 0 },
+  /**
+   * A bare Binding's answer exceeds its request by 24 bytes (44 for 20), so 256 KiB/s answers some
+   * 10,900 standard STUN clients a second (a browser's ICE agent sends a handful per call), and caps
+   * what the whole broker adds to anyone's traffic at about 2 Mbit/s (after a burst of 256 KiB).
+   */
+  amplificationAllowance: { perSecond: 262_144, burst: 262_144 },
+  /**
+   * Above what the per-source Binding rate (udpBinding: 100/s, burst 400) can draw with 2.5 x 20-byte
+   * answers (30 bytes each: 3,000 B/s, burst 12,000), so a busy NAT address is cut by the packet rate,
+   * never by bytes; one victim receives at most 4 KiB/s (after 16 KiB) more than the requests sent in its name.
+   */
+  amplificationAllowancePerSource: { perSecond: 4_096, burst: 16_384 },
   limitedEventsPerSecond: 20,
 };
-
-/**
- * The allowance `stunCompat` turns on, so classic STUN clients that send a bare
- * 20-byte Binding (coturn's) still get their mapped address: 64 KB/s of extra
- * bytes from the whole broker, 1 KB/s per source, is useless to an attacker.
- */
-export const STUN_COMPAT_ALLOWANCE = {
-  amplificationAllowance: { perSecond: 65_536, burst: 65_536 },
-  amplificationAllowancePerSource: { perSecond: 1_024, burst: 8_192 },
-} as const satisfies Partial<BrokerLimits>;
 
 /** Which limit bit. */
 export type LimitKind =

@@ -1,3 +1,5 @@
+import { ErrorCode, NattravError } from '../errors.js';
+import type { AmplificationMode } from './amplification.js';
 import type { BrokerLimitsOptions } from './limits.js';
 import type { Registry } from './registry/registry.js';
 
@@ -50,9 +52,21 @@ export interface BrokerOptions {
   /** Rate limits and caps against floods and bad input (limits.ts); any subset. @default BROKER_LIMITS_DEFAULTS */
   limits?: BrokerLimitsOptions;
   /**
-   * Answer classic STUN clients whose bare 20-byte Binding is smaller than any
-   * answer, within a small bounded byte allowance (STUN_COMPAT_ALLOWANCE). Off,
-   * no unauthenticated answer is larger than its request. @default false
+   * Never answer an unauthenticated UDP request with more bytes than it had
+   * (amplification factor <= 1). Standard STUN clients' bare 20-byte Binding
+   * requests then get no answer; nattrav's own clients pad their requests and
+   * are unaffected. Off, a Binding answer may be up to 2.5 times its request,
+   * from byte budgets per source and for the whole broker (amplification.ts,
+   * limits `amplificationAllowance*`). Not with `stunCompat`. @default false
+   */
+  strictAmplification?: boolean;
+  /**
+   * Give small Binding requests the full RFC 5780 answer (MAPPED-ADDRESS,
+   * RESPONSE-ORIGIN and OTHER-ADDRESS besides XOR-MAPPED-ADDRESS), up to 124
+   * bytes (amplification up to 6.2 for a bare request), from the same byte
+   * budgets. Only coturn's `turnutils_natdiscovery` needs it to print what it
+   * prints against coturn's server; it classifies NATs without it. Not with
+   * `strictAmplification`. @default false
    */
   stunCompat?: boolean;
 }
@@ -84,6 +98,7 @@ export const BROKER_DEFAULTS = {
   maxPendingAttempts: 4096,
   software: 'nattrav broker',
   open: false,
+  strictAmplification: false,
   stunCompat: false,
   /** A session is ~200 bytes; 100,000 stay well under 100 MB. */
   maxSessions: 100_000,
@@ -91,3 +106,22 @@ export const BROKER_DEFAULTS = {
   relayMaxBytes: 0,
   relayMaxDurationMs: 0,
 } as const satisfies ResolvedBrokerOptions;
+
+/**
+ * The anti-amplification mode the options ask for (amplification.ts); throws
+ * InvalidArgument for a non-boolean flag or for both flags at once.
+ */
+export function amplificationMode(options: Pick<ResolvedBrokerOptions, 'strictAmplification' | 'stunCompat'>): AmplificationMode {
+  for (const key of ['strictAmplification', 'stunCompat'] as const) {
+    if (typeof options[key] !== 'boolean') {
+      throw new NattravError(ErrorCode.InvalidArgument, `broker option ${key} must be true or false, got ${JSON.stringify(options[key])}`);
+    }
+  }
+  if (options.strictAmplification && options.stunCompat) {
+    throw new NattravError(
+      ErrorCode.InvalidArgument,
+      'broker options strictAmplification and stunCompat contradict each other (answers never larger than requests vs. full RFC 5780 answers to small requests); pass one of them',
+    );
+  }
+  return options.strictAmplification ? 'strict' : options.stunCompat ? 'stun-compat' : 'minimal';
+}

@@ -49,7 +49,8 @@ export interface UdpContext {
   /** How registrations are authenticated. */
   readonly auth: RegisterAuth;
   now(): number;
-  send(message: StunMessage, to: TransportAddress, options?: EncodeOptions): void;
+  /** Sends `response` to `request` (the broker sizes it by the request: amplification.ts). */
+  reply(request: StunMessage, response: StunMessage, to: TransportAddress, options?: EncodeOptions): void;
   /**
    * Answers a Binding request (RFC 5780 §6.1: CHANGE-REQUEST, RESPONSE-PORT, PADDING,
    * OTHER-ADDRESS, RESPONSE-ORIGIN; see rfc5780.ts). Without it the answer is a plain
@@ -78,7 +79,7 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
   if (unknown.length > 0) {
     const response = message.errorResponse(StunErrorCode.UnknownAttribute, 'Unknown Attribute');
     response.add(AttrType.UnknownAttributes, encodeUnknownAttributes(unknown));
-    ctx.send(response, remote);
+    ctx.reply(message, response, remote);
     return;
   }
   try {
@@ -89,7 +90,7 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
         } else {
           const response = message.successResponse();
           addXorAddress(response, AttrType.XorMappedAddress, remote);
-          ctx.send(response, remote);
+          ctx.reply(message, response, remote);
         }
         ctx.onBinding(remote);
         return;
@@ -97,21 +98,21 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
       case Method.Register: {
         const refused = ctx.admitRegister?.(message, remote);
         if (refused !== undefined) {
-          ctx.send(refused, remote);
+          ctx.reply(message, refused, remote);
           return;
         }
         await register(ctx, message, remote);
         return;
       }
       default:
-        ctx.send(message.errorResponse(StunErrorCode.BadRequest, `method 0x${message.method.toString(16)} is not served over UDP`), remote);
+        ctx.reply(message, message.errorResponse(StunErrorCode.BadRequest, `method 0x${message.method.toString(16)} is not served over UDP`), remote);
     }
   } catch (err) {
     const malformed = isNattravError(err) ? err.message : 'internal error';
-    ctx.send(message.errorResponse(isNattravError(err) ? StunErrorCode.BadRequest : StunErrorCode.ServerError, malformed), remote);
+    ctx.reply(message, message.errorResponse(isNattravError(err) ? StunErrorCode.BadRequest : StunErrorCode.ServerError, malformed), remote);
   }
 }
 
 async function register(ctx: UdpContext, request: StunMessage, remote: TransportAddress): Promise<void> {
-  await handleRegister({ ...ctx, reply: (message, options) => ctx.send(message, remote, options) }, request, remote, 'udp');
+  await handleRegister({ ...ctx, reply: (message, options) => ctx.reply(request, message, remote, options) }, request, remote, 'udp');
 }

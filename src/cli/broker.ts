@@ -14,6 +14,7 @@ export interface BrokerCommandOptions {
   cert?: string;
   key?: string;
   open?: boolean;
+  strictAmplification?: boolean;
   stunCompat?: boolean;
 }
 
@@ -30,6 +31,7 @@ export async function brokerCommand(options: BrokerCommandOptions, out: Reporter
     ...(options.cert === undefined ? {} : { cert: await readPem(options.cert, '--cert') }),
     ...(options.key === undefined ? {} : { key: await readPem(options.key, '--key') }),
     ...(options.open === true ? { open: true } : {}),
+    ...(options.strictAmplification === true ? { strictAmplification: true } : {}),
     ...(options.stunCompat === true ? { stunCompat: true } : {}),
   });
   broker.on('event', (event: BrokerEvent) => {

@@ -49,7 +49,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--cert <file>', 'the broker\'s certificate (PEM), so peers that trust its CA can authenticate it')
     .option('--key <file>', 'the broker\'s private key (PEM)')
     .option('--open', 'accept registrations without proof of key (closed networks only; warns loudly)')
-    .option('--stun-compat', 'answer classic STUN clients\' bare 20-byte Binding requests within a small byte allowance')
+    .option('--strict-amplification', 'never answer an unauthenticated UDP request with more bytes than it had (bare STUN Bindings then get no answer)')
+    .option('--stun-compat', 'full RFC 5780 answers (up to 124 bytes) to small Binding requests, as coturn\'s natdiscovery expects')
     .option('--json', 'report events as JSON lines on stderr')
     .action((options: BrokerCommandOptions & { json?: boolean }) =>
       run((out) => brokerCommand(options, withJson(out, options.json))),
