@@ -95,7 +95,7 @@ export class TcpProber implements TcpProbeIo {
       const channel = new StunChannel(socket, () => undefined);
       const response = await channel.request(StunMessage.request(Method.Binding), phase.signal, { fingerprint: true });
       const mapped = response.cls === MessageClass.SuccessResponse ? (getXorMappedAddress(response) ?? getMappedAddress(response)) : undefined;
-      this.#lastFailure = mapped === undefined ? 'the Binding got no mapped address back' : undefined;
+      this.#lastFailure = mapped === undefined ? 'the answer to the Binding carried no mapped address' : undefined;
       return mapped === undefined ? undefined : { local, mapped: { address: mapped.address, port: mapped.port } };
     } catch (err) {
       // A refused, reset or timed-out probe is a result ("no mapping seen"), not an error; the caller's abort is.
