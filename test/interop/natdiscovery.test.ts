@@ -4,20 +4,25 @@
  * 1. coturn's server (`turnserver` on 203.0.113.2 and .3) with coturn's client
  *    (`turnutils_natdiscovery -m -f -H`) and with ours (`nattrav netcheck`):
  *    both clients must classify each NAT alike, and as the lab built it.
- * 2. Our broker (`nattrav broker --alternate`) with coturn's client and ours:
- *    each client must give the same answers as against coturn's server.
+ * 2. Our broker (`nattrav broker --alternate --stun-compat`) with coturn's client
+ *    and ours: each client must give the same answers as against coturn's server;
+ *    without --stun-compat coturn's client must reach the same verdicts.
  *
  * One lab, one site per NAT type; the sites run in parallel, the two clients
  * on one site one after the other (a sequential NAT's counter is per router).
+ *
+ * 3. On loopback (no root): coturn's client against a broker without
+ *    --stun-compat, whose answers to its bare 20-byte requests are the minimal
+ *    ones (at most 2.5 times the request), still classifies.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { CLI_PATH, startCli } from '../../src/lab/cli-process.js';
+import { CLI_PATH, CliProcess, startCli } from '../../src/lab/cli-process.js';
 import { Lab } from '../../src/lab/lab.js';
 import type { LabHost, NatType } from '../../src/lab/types.js';
 import type { Behaviour, NatProfile } from '../../src/nat/profile.js';
@@ -151,7 +156,9 @@ describe('interop: RFC 5780 NAT discovery, coturn and nattrav, every lab NAT typ
       await turnExited;
 
       // Phase 2: our broker, same addresses and ports.
-      // coturn's client sends 20- and 28-byte requests, smaller than RFC 5780 answers: it needs --stun-compat.
+      // coturn's client sends 20- and 28-byte requests. By default its bare ones get the minimal answer
+      // (XOR-MAPPED-ADDRESS and OTHER-ADDRESS: it classifies alike, see the loopback test below, but
+      // prints fewer "No ALG" lines); --stun-compat gives it every attribute coturn's server sends.
       const broker = startCli(lab, lab.broker, ['broker', '--listen', `${PRIMARY}:${STUN_PORT}`, '--alternate', ALTERNATE, '--stun-compat']);
       await broker.waitForEvent('listening', SERVER_START_TIMEOUT_MS);
       const againstOurs = await Promise.all(TYPES.map(async (nat) => {
@@ -161,6 +168,13 @@ describe('interop: RFC 5780 NAT discovery, coturn and nattrav, every lab NAT typ
       }));
       const blockedCoturnOnOurs = await natdiscovery(lab, lab.site(BLOCKED).host, true);
       const blockedOursOnOurs = await netcheck(lab, lab.site(BLOCKED).host);
+      broker.child.kill('SIGTERM');
+      await broker.exited;
+
+      // Phase 3: our broker with no amplification flag: the minimal answers to bare requests.
+      const minimal = startCli(lab, lab.broker, ['broker', '--listen', `${PRIMARY}:${STUN_PORT}`, '--alternate', ALTERNATE]);
+      await minimal.waitForEvent('listening', SERVER_START_TIMEOUT_MS);
+      const againstMinimal = await Promise.all(TYPES.map(async (nat) => (await natdiscovery(lab, lab.site(nat).host)).verdict));
 
       // UDP blocked: coturn's client concludes nothing; ours says so, and still reaches the server over TCP.
       t.diagnostic(`udp-blocked: coturn/coturn ${JSON.stringify(blockedCoturn.verdict)}; nattrav/coturn ${JSON.stringify(blockedOurs)}`);
@@ -195,10 +209,36 @@ describe('interop: RFC 5780 NAT discovery, coturn and nattrav, every lab NAT typ
         assert.deepEqual(coturnOnOurs.verdict, coturnClient.verdict, `${nat}: coturn's client against our broker\n${coturnOnOurs.stdout}`);
         // And our client finds the same profile against either server (TCP included).
         assert.deepEqual(oursOnOurs, ours, `${nat}: our client against our broker vs against coturn`);
+        // Without --stun-compat coturn's client still reaches the same verdicts.
+        const minimalVerdict = againstMinimal[i];
+        t.diagnostic(`${nat}: coturn/nattrav without --stun-compat ${JSON.stringify(minimalVerdict)}`);
+        assert.equal(minimalVerdict?.mapping, coturnClient.verdict.mapping, `${nat}: mapping without --stun-compat`);
+        assert.equal(minimalVerdict?.filtering, coturnClient.verdict.filtering, `${nat}: filtering without --stun-compat`);
       }
     } finally {
       await lab.close();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('interop: coturn natdiscovery on loopback against a broker without --stun-compat', () => {
+  test('classifies "no NAT" from the minimal answers (endpoint-independent mapping and filtering)', async (t) => {
+    if (!(await haveNatdiscovery(t))) return;
+    // 127.0.0.2 is a second local address on Linux's loopback: the RFC 5780 alternate address.
+    const child = spawn(process.execPath, [CLI_PATH, 'broker', '--listen', '127.0.0.1:0', '--alternate', '127.0.0.2', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const broker = new CliProcess(child);
+    try {
+      const listening = await broker.waitForEvent('listening', SERVER_START_TIMEOUT_MS);
+      const { stdout } = await run('turnutils_natdiscovery', ['-m', '-f', '-H', '-p', String(listening.port), '127.0.0.1'], { timeout: NATDISCOVERY_TIMEOUT_MS });
+      const verdict = parseNatdiscovery(stdout);
+      t.diagnostic(JSON.stringify(verdict));
+      assert.equal(verdict.mapping, 'endpoint-independent', stdout);
+      assert.equal(verdict.filtering, 'endpoint-independent', stdout);
+      assert.ok(verdict.rfc5780Responses >= 3, `OTHER-ADDRESS in the answers to bare requests\n${stdout}`);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await broker.exited;
     }
   });
 });
