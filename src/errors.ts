@@ -38,6 +38,14 @@ export const ErrorCode = {
   Tls: 'ERR_TLS',
   /** An identity (certificate, key, CA files) could not be loaded, saved or used. */
   Identity: 'ERR_IDENTITY',
+  /** A local address to listen on or bind to is in use; `port` (and `address`) name it. */
+  AddressInUse: 'ERR_ADDRESS_IN_USE',
+  /** The other peer requires TLS and this side was set up without it (`tls` / `--tls`). */
+  TlsRequired: 'ERR_TLS_REQUIRED',
+  /** The other peer runs without TLS and this side requires it. */
+  PlainRequired: 'ERR_PLAIN_REQUIRED',
+  /** An established connection ended badly: reset, timed out, cut by a relay quota. The message says which. */
+  ConnectionBroken: 'ERR_CONNECTION_BROKEN',
 } as const;
 
 /** One of the {@link ErrorCode} values. */

@@ -30,7 +30,7 @@ export { connect } from './peer/connect.js';
 export { createServer, NattravServer } from './peer/server.js';
 export type { ConnectionListener, ServerAddress } from './peer/server.js';
 export { connectionInfo } from './peer/info.js';
-export type { ConnectionInfo, ConnectionPath, ConnectionRole, NattravSocket, StrategyTrace } from './peer/info.js';
+export type { CloseReason, ConnectionClosed, ConnectionInfo, ConnectionPath, ConnectionRole, NattravSocket, RelayQuota, StrategyTrace } from './peer/info.js';
 export { STRATEGY_NAMES } from './nat/strategy.js';
 export type { StrategyName } from './nat/strategy.js';
 export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/options.js';

@@ -240,7 +240,8 @@ export class Broker extends EventEmitter {
 
   #listenTcp(host: string, port: number): Promise<Server> {
     return new Promise((resolve, reject) => {
-      const server = createServer((socket) => this.#onTcp(socket));
+      // allowHalfOpen: the relay passes a peer's FIN on as a FIN; STUN channels end their side themselves.
+      const server = createServer({ allowHalfOpen: true }, (socket) => this.#onTcp(socket));
       server.once('error', reject);
       server.listen({ host, port, exclusive: true }, () => {
         server.off('error', reject);

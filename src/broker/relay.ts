@@ -3,12 +3,20 @@
  * connection to the broker with Relay(attempt ID, role); the broker answers
  * both and splices the two sockets. Only attempts the broker itself scheduled
  * with the relay strategy may be relayed, each once, within a short window.
- * Per-connection byte and time quotas are the operator's (default unlimited).
+ * Per-connection byte and time quotas are the operator's (default unlimited);
+ * the success response tells both peers the quotas (RELAY-QUOTA), so a peer
+ * whose connection is cut can say why.
+ *
+ * The splice is a TCP connection in each direction: a FIN from one peer is
+ * passed on as a FIN to the other, whose direction stays open until it ends
+ * too (half-close). A quota cut resets both connections, so neither peer can
+ * take it for a clean end.
  */
 import type { Socket } from 'node:net';
 import type { StunChannel } from '../common/stun-channel.js';
 import { StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
+import { addRelayQuota } from '../wire/nattrav.js';
 
 /** How long a scheduled relay waits for both peers, in ms: two TCP handshakes, generously. */
 export const RELAY_JOIN_WINDOW_MS = 10_000;
@@ -120,7 +128,7 @@ export class RelayHub {
       clearTimeout(timer);
       for (const [channel] of pairs) {
         this.#active.delete(channel.socket);
-        if (cut) channel.socket.destroy();
+        if (cut) reset(channel.socket);
       }
       this.#onEnded({ attemptId, bytes, durationMs: Date.now() - started, reason });
     };
@@ -158,7 +166,16 @@ export class RelayHub {
       });
     }
     // Answer both only now, so every application byte finds the splice in place.
-    this.#reply(a.channel, a.request.successResponse());
-    this.#reply(b.channel, b.request.successResponse());
+    for (const side of [a, b]) this.#reply(side.channel, addRelayQuota(side.request.successResponse(), this.#quota));
+  }
+}
+
+/** Ends `socket` with a TCP RST where it can (a plain TCP socket), so the peer sees a reset, not a clean end. */
+function reset(socket: Socket): void {
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    // A TLS socket (STARTTLS) has no TCP handle of its own.
+    socket.destroy();
   }
 }

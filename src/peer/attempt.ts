@@ -13,6 +13,7 @@ import { runExchange, type ExchangeResult } from './exchange.js';
 import { attachInfo, type ConnectionRole, type NattravSocket, type StrategyTrace } from './info.js';
 import { helloAsInitiator, helloAsRecipient } from './punch.js';
 import { STRATEGIES } from './strategies/index.js';
+import { relayQuotaOf } from './strategies/relay.js';
 
 /** What one attempt needs. */
 export interface AttemptParams {
@@ -33,6 +34,8 @@ export interface AttemptParams {
   readonly trace: readonly StrategyTrace[];
   /** The broker's CA (PEM): exchanges then run over TLS and the broker must prove itself. */
   readonly brokerCa?: string;
+  /** Whether TLS follows the Hello (announced in it, so a mismatch fails on both sides with a reason). */
+  readonly tls: boolean;
   /** Told as soon as the broker has chosen this attempt's strategy, and when it ends. */
   readonly onTrace?: (event: StrategyTrace) => void;
 }
@@ -90,7 +93,9 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
       ...(params.brokerCa === undefined ? {} : { brokerCa: params.brokerCa }),
       signal: phase.signal,
       verify: (candidate) =>
-        initiator ? helloAsInitiator(candidate, exchange.attemptId, phase.signal) : helloAsRecipient(candidate, exchange.attemptId, phase.signal),
+        initiator
+          ? helloAsInitiator(candidate, exchange.attemptId, phase.signal, params.tls)
+          : helloAsRecipient(candidate, exchange.attemptId, phase.signal, params.tls),
     });
   } catch (err) {
     const failure = { attempt: params.attempt, strategy, outcome: 'failed', ms: Math.round(performance.now() - strategyStarted), error: err instanceof Error ? err.message : String(err) } as const;
@@ -101,6 +106,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
   }
   const success: StrategyTrace = { attempt: params.attempt, strategy, outcome: 'succeeded', ms: Math.round(performance.now() - strategyStarted) };
   params.onTrace?.(success);
+  const relayQuota = relayQuotaOf(socket);
   return attachInfo(socket, {
     path: strategy,
     role,
@@ -114,5 +120,6 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
     attemptId: Buffer.from(exchange.attemptId).toString('hex'),
     trace: [...params.trace, success],
     tls: false,
+    ...(relayQuota === undefined ? {} : { relayQuota }),
   });
 }

@@ -13,7 +13,7 @@ import { ATTEMPT_ID_LENGTH, AttrType, Method } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import { addAttemptId, addU32, addUri } from '../wire/nattrav.js';
 import { runAttempt } from './attempt.js';
-import type { NattravSocket, StrategyTrace } from './info.js';
+import { handOver, type NattravSocket, type StrategyTrace } from './info.js';
 import type { PeerTls } from './options.js';
 import { secure, throwawayIdentity } from './secure.js';
 import type { Identity } from '../security/identity.js';
@@ -30,6 +30,8 @@ const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.Aborted,
   ErrorCode.InvalidArgument,
   ErrorCode.Tls,
+  ErrorCode.TlsRequired,
+  ErrorCode.PlainRequired,
 ]);
 
 /**
@@ -60,16 +62,16 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
       if (failed.size > 0) addU32(request, AttrType.FailedStrategies, strategyMask(failed));
       try {
         const socket = await runAttempt({
-          broker, request, attemptId, role: 'initiator', uri, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
+          broker, request, attemptId, role: 'initiator', uri, tls: tls !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           onTrace: (event) => {
             if (event.outcome === 'failed') trace.push(event);
             options.onTrace?.(event);
           },
         });
-        if (tls === undefined) return socket;
+        if (tls === undefined) return handOver(socket);
         try {
-          return await secure(socket, { ...tls, expectedPeerUri: uri, signal: whole.signal, started });
+          return handOver(await secure(socket, { ...tls, expectedPeerUri: uri, signal: whole.signal, started }));
         } catch (err) {
           socket.destroy();
           throw err;

@@ -157,6 +157,8 @@ async function openPlainBrokerConnection(broker: HostPort, signal: AbortSignal):
       host: resolved.address,
       port: broker.port,
       localAddress: resolved.family === 6 ? '::' : '0.0.0.0',
+      // The relay strategy keeps this socket as the connection, which half-closes like TCP.
+      allowHalfOpen: true,
     });
     socket.setNoDelay(true);
     const cleanup = (): void => {

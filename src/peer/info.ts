@@ -1,5 +1,7 @@
 /** What every nattrav connection reports about itself, on both sides. */
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { ErrorCode, NattravError } from '../errors.js';
 import type { StrategyName } from '../nat/strategy.js';
 import type { TransportAddress } from '../wire/types.js';
 
@@ -54,15 +56,170 @@ export interface ConnectionInfo {
   readonly peerUri?: string;
   /** True when the socket is a TLS 1.3 socket with both ends authenticated. */
   readonly tls: boolean;
+  /** For `relay`: the quotas the broker announced for this connection (0 = unlimited). */
+  readonly relayQuota?: RelayQuota;
+  /** Application bytes received so far (after the Hello and, with TLS, decrypted). */
+  readonly bytesIn: number;
+  /** Application bytes written so far (handed to the socket, possibly not yet sent). */
+  readonly bytesOut: number;
+  /** Milliseconds since the connection was established, until it closed. */
+  readonly durationMs: number;
+  /** How the connection ended, once it has: resolves on the socket's 'close' and never rejects. */
+  readonly closed: Promise<ConnectionClosed>;
 }
+
+/** The quotas of a relayed connection (0 = unlimited). */
+export interface RelayQuota {
+  readonly maxBytes: number;
+  readonly maxDurationMs: number;
+}
+
+/**
+ * Why a connection ended:
+ * - `closed`: both sides ended their writes (FIN, or TLS close_notify) and nothing failed;
+ * - `reset`: the other side (or a middlebox) reset the connection, or a write hit a closed peer;
+ * - `timeout`: TCP keepalive found the other side gone;
+ * - `relay-quota`: the broker's relay cut the connection at the quota it announced;
+ * - `destroyed`: this side destroyed the socket before both directions had ended;
+ * - `error`: any other socket error (the `error` says which).
+ */
+export type CloseReason = 'closed' | 'reset' | 'timeout' | 'relay-quota' | 'destroyed' | 'error';
+
+/** What {@link ConnectionInfo.closed} resolves with. */
+export interface ConnectionClosed {
+  readonly reason: CloseReason;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly durationMs: number;
+  /** Whether the other side ended its direction (FIN / close_notify). */
+  readonly remoteEnded: boolean;
+  /** Whether we ended our direction and every byte we wrote was handed to the kernel. */
+  readonly localEnded: boolean;
+  /** For every reason but `closed`: an `ERR_CONNECTION_BROKEN` error whose message says what happened. */
+  readonly error?: NattravError;
+}
+
+/** The facts fixed at setup; {@link attachInfo} adds the live counters and `closed`. */
+export type ConnectionFacts = Omit<ConnectionInfo, 'bytesIn' | 'bytesOut' | 'durationMs' | 'closed'>;
 
 /** A connected `net.Socket` carrying its {@link ConnectionInfo}. */
 export type NattravSocket = Socket & { readonly nattrav: ConnectionInfo };
 
-/** Attaches `info` to `socket` as a read-only `nattrav` property. */
-export function attachInfo(socket: Socket, info: ConnectionInfo): NattravSocket {
+/**
+ * TCP keepalive on an established connection, in ms of idleness before the first probe.
+ * libuv then probes every second, ten times: a peer that vanished is found within about
+ * 25 s of silence, and NAT mappings see traffic well within their TCP timeouts.
+ */
+export const KEEPALIVE_IDLE_MS = 15_000;
+
+/**
+ * Attaches `facts` to `socket` as a read-only `nattrav` property with live byte counts and
+ * a `closed` promise. `raw` is the TCP socket under a TLS socket (keepalive and the relay's
+ * byte count live there); for a plain socket it is the socket itself.
+ */
+export function attachInfo(socket: Socket, facts: ConnectionFacts, raw: Socket = socket): NattravSocket {
+  const established = performance.now();
+  // Bytes already read but not consumed (the Hello's remainder) are application data.
+  const baseIn = socket.bytesRead - socket.readableLength;
+  const baseOut = socket.bytesWritten;
+  const rawBase = raw.bytesRead + raw.bytesWritten;
+  let endedAt: number | undefined;
+  let remoteEnded = false;
+  let localEnded = false;
+  raw.setKeepAlive(true, KEEPALIVE_IDLE_MS);
+  const bytesIn = (): number => socket.bytesRead - baseIn;
+  const bytesOut = (): number => socket.bytesWritten - baseOut;
+  const durationMs = (): number => Math.round((endedAt ?? performance.now()) - established);
+  socket.once('end', () => (remoteEnded = true));
+  socket.once('finish', () => (localEnded = true));
+  const closed = new Promise<ConnectionClosed>((resolve) => {
+    const onClose = (): void => {
+      endedAt = performance.now();
+      const counts = { bytesIn: bytesIn(), bytesOut: bytesOut(), durationMs: durationMs(), remoteEnded, localEnded };
+      const relayBytes = raw.bytesRead + raw.bytesWritten - rawBase;
+      resolve({ ...counts, ...closeReason(socket.errored, counts, facts.relayQuota, relayBytes) });
+    };
+    // A reset can close the socket between the handshake and here.
+    if (socket.closed) queueMicrotask(onClose);
+    else socket.once('close', onClose);
+  });
+  const info = Object.defineProperties(
+    { ...facts, closed },
+    {
+      bytesIn: { get: bytesIn, enumerable: true },
+      bytesOut: { get: bytesOut, enumerable: true },
+      durationMs: { get: durationMs, enumerable: true },
+    },
+  ) as ConnectionInfo;
   Object.defineProperty(socket, 'nattrav', { value: Object.freeze(info), enumerable: false, writable: false });
+  // Until the caller has the socket (handOver), an error (a reset right after setup) is only
+  // recorded for `closed`: it must not crash the process from inside nattrav.
+  const swallow = (): void => undefined;
+  socket.on('error', swallow);
+  unclaimed.set(socket, swallow);
   return socket as NattravSocket;
+}
+
+/** The error listeners attachInfo holds until the socket is handed to the caller. */
+const unclaimed = new WeakMap<Socket, () => void>();
+
+/**
+ * Gives `socket` to the caller: from here on its 'error' events are the caller's to
+ * handle, as on any `net.Socket` (an error that came earlier is in `nattrav.closed`).
+ */
+export function handOver(socket: NattravSocket): NattravSocket {
+  const swallow = unclaimed.get(socket);
+  if (swallow !== undefined) socket.off('error', swallow);
+  unclaimed.delete(socket);
+  return socket;
+}
+
+/** The facts of `info` without its live parts, to build the info of a socket layered on top. */
+export function factsOf(info: ConnectionInfo): ConnectionFacts {
+  const { bytesIn: _in, bytesOut: _out, durationMs: _ms, closed: _closed, ...facts } = info;
+  return facts;
+}
+
+/**
+ * Decides why a connection closed, from the socket's error and what each side ended.
+ * `relayBytes` is what crossed the relay in both directions (the broker's count).
+ */
+export function closeReason(
+  errored: Error | null,
+  counts: { durationMs: number; remoteEnded: boolean; localEnded: boolean },
+  relayQuota: RelayQuota | undefined,
+  relayBytes: number,
+): { reason: CloseReason; error?: NattravError } {
+  const broken = (reason: CloseReason, message: string): { reason: CloseReason; error: NattravError } => ({
+    reason,
+    error: new NattravError(ErrorCode.ConnectionBroken, message, errored === null ? {} : { cause: errored }),
+  });
+  if (errored === null) {
+    if (counts.remoteEnded && counts.localEnded) return { reason: 'closed' };
+    const pending = [counts.remoteEnded ? undefined : 'the other side had not ended', counts.localEnded ? undefined : 'we had not ended'];
+    return broken('destroyed', `the connection was closed on this side before both directions ended (${pending.filter((p) => p !== undefined).join(', ')})`);
+  }
+  const code = (errored as NodeJS.ErrnoException).code ?? '';
+  if (code === 'ECONNRESET' || code === 'EPIPE') {
+    if (relayQuota !== undefined && (relayQuota.maxBytes > 0 || relayQuota.maxDurationMs > 0)) {
+      const quota = describeQuota(relayQuota);
+      // The broker counts bytes still in flight that we never saw: half the quota is evidence enough.
+      const byBytes = relayQuota.maxBytes > 0 && relayBytes >= relayQuota.maxBytes / 2;
+      const byTime = relayQuota.maxDurationMs > 0 && counts.durationMs >= relayQuota.maxDurationMs - 1_000;
+      if (byBytes || byTime) {
+        return broken('relay-quota', `the broker's relay cut the connection at its quota (${quota}; this connection: ${relayBytes} bytes in ${counts.durationMs} ms)`);
+      }
+      return broken('reset', `the connection was reset (${code}); it ran through the broker's relay (quota ${quota}), so the broker or the other peer cut it`);
+    }
+    return broken('reset', `the connection was reset (${code}): the other peer died or aborted before ending cleanly`);
+  }
+  if (code === 'ETIMEDOUT') return broken('timeout', `the other side stopped answering (${code}: TCP keepalive or retransmission timed out)`);
+  return broken('error', `the connection failed: ${errored.message}`);
+}
+
+function describeQuota(quota: RelayQuota): string {
+  const parts = [quota.maxBytes > 0 ? `${quota.maxBytes} bytes` : undefined, quota.maxDurationMs > 0 ? `${quota.maxDurationMs / 1000} s` : undefined];
+  return parts.filter((p) => p !== undefined).join(' or ');
 }
 
 /** The {@link ConnectionInfo} of a socket nattrav made, or undefined for any other socket. */

@@ -17,10 +17,10 @@ import { formatEndpoint } from '../common/endpoint.js';
 import { abortError, sleep } from '../common/signal.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { encodeMessage } from '../wire/codec.js';
-import { MessageClass, Method } from '../wire/constants.js';
+import { AttrType, MessageClass, Method, SecurityMode, StunErrorCode } from '../wire/constants.js';
 import { StunStreamDecoder } from '../wire/framing.js';
 import { StunMessage } from '../wire/message.js';
-import { addAttemptId, getAttemptId } from '../wire/nattrav.js';
+import { addAttemptId, addU32, getAttemptId, getSecurityMode, type SecurityModeValue } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 
 /** After a RST (the far side's SYN not sent yet, or a NAT answering), try the same port again this soon. */
@@ -79,6 +79,7 @@ function connectOnce(params: PunchParams): Promise<Socket> {
       port: params.remote.port,
       localAddress: params.localAddress,
       localPort: params.localPort,
+      allowHalfOpen: true,
     });
     const onAbort = (): void => {
       socket.destroy();
@@ -133,24 +134,52 @@ function punchError(params: PunchParams, err: unknown): NattravError {
   );
 }
 
-/** Step 1 (initiator): send Hello and wait for the recipient's success response. */
-export async function helloAsInitiator(socket: Socket, attemptId: Uint8Array, signal: AbortSignal): Promise<void> {
+/** What each side runs after the Hello, so a plain peer and a TLS peer fail with a reason instead of garbage. */
+function securityOf(tls: boolean): SecurityModeValue {
+  return tls ? SecurityMode.Tls : SecurityMode.Plain;
+}
+
+/** The error for a Hello whose SECURITY differs from ours, naming what the other side wants. */
+function securityMismatch(ourTls: boolean, side: 'initiator' | 'recipient'): NattravError {
+  return ourTls
+    ? new NattravError(ErrorCode.PlainRequired, `the ${side} runs without TLS and this side requires it (drop --tls / tls on one side, or add it on the other)`)
+    : new NattravError(ErrorCode.TlsRequired, `the ${side} requires TLS and this side runs without it (use --tls / the tls option on both sides)`);
+}
+
+/** Step 1 (initiator): send Hello (attempt ID, our SECURITY) and wait for the recipient's success response. */
+export async function helloAsInitiator(socket: Socket, attemptId: Uint8Array, signal: AbortSignal, tls: boolean): Promise<void> {
   const hello = StunMessage.request(Method.Hello);
   addAttemptId(hello, attemptId);
+  addU32(hello, AttrType.Security, securityOf(tls));
   socket.write(encodeMessage(hello, { fingerprint: true }));
   const answer = await readOneMessage(socket, signal);
   const sameTransaction = Buffer.from(answer.transactionId).equals(Buffer.from(hello.transactionId));
+  if (answer.method === Method.Hello && sameTransaction && answer.cls === MessageClass.ErrorResponse) {
+    const theirs = getSecurityMode(answer);
+    if (theirs !== undefined && theirs !== securityOf(tls)) throw securityMismatch(tls, 'recipient');
+  }
   if (answer.method !== Method.Hello || answer.cls !== MessageClass.SuccessResponse || !sameTransaction) {
     throw new NattravError(ErrorCode.Protocol, 'the peer did not accept our Hello: it is not the recipient of this attempt');
   }
 }
 
-/** Step 2 (recipient): wait for the initiator's Hello naming `attemptId` and accept it. */
-export async function helloAsRecipient(socket: Socket, attemptId: Uint8Array, signal: AbortSignal): Promise<void> {
+/**
+ * Step 2 (recipient): wait for the initiator's Hello naming `attemptId` and accept it.
+ * A Hello whose SECURITY differs from ours is refused with an error response carrying
+ * our own, so both sides report the mismatch.
+ */
+export async function helloAsRecipient(socket: Socket, attemptId: Uint8Array, signal: AbortSignal, tls: boolean): Promise<void> {
   const hello = await readOneMessage(socket, signal);
   const id = hello.method === Method.Hello && hello.cls === MessageClass.Request ? getAttemptId(hello) : undefined;
   if (id === undefined || !Buffer.from(id).equals(Buffer.from(attemptId))) {
     throw new NattravError(ErrorCode.Protocol, 'the connecting peer sent no Hello for this attempt');
+  }
+  const theirs = getSecurityMode(hello) ?? SecurityMode.Plain;
+  if (theirs !== securityOf(tls)) {
+    const refusal = hello.errorResponse(StunErrorCode.Forbidden, tls ? 'TLS required' : 'plain TCP required');
+    addU32(refusal, AttrType.Security, securityOf(tls));
+    await new Promise<void>((resolve) => socket.end(encodeMessage(refusal, { fingerprint: true }), resolve));
+    throw securityMismatch(tls, 'initiator');
   }
   socket.write(encodeMessage(hello.successResponse(), { fingerprint: true }));
 }
@@ -210,7 +239,14 @@ export async function readOneMessage(socket: Socket, signal: AbortSignal): Promi
     socket.once('end', onEnd);
   });
   // Removing the 'readable' listener resets the stream's flowing state on the
-  // next tick; wait for it so the caller's later on('data') starts the flow.
-  await nextMacrotask();
+  // next tick; wait for it so the caller's later on('data') starts the flow. An
+  // error meanwhile (a reset) stays on the socket (`errored`) for whoever owns it next.
+  const swallow = (): void => undefined;
+  socket.on('error', swallow);
+  try {
+    await nextMacrotask();
+  } finally {
+    socket.off('error', swallow);
+  }
   return message;
 }

@@ -8,7 +8,7 @@ import { selfSignedCertificate } from '../security/ca.js';
 import type { Identity } from '../security/identity.js';
 import { secureConnection } from '../security/tls.js';
 import { selfCertifyingUri } from '../security/uri.js';
-import { attachInfo, type NattravSocket } from './info.js';
+import { attachInfo, factsOf, type NattravSocket } from './info.js';
 
 /** A throwaway self-certifying identity, for an initiator that has none. */
 export async function throwawayIdentity(): Promise<Identity> {
@@ -30,10 +30,9 @@ export async function secure(
     ...(options.expectedPeerUri === undefined ? {} : { expectedPeerUri: options.expectedPeerUri }),
     ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
-  return attachInfo(result.socket, {
-    ...socket.nattrav,
-    peerUri: result.peerUri,
-    tls: true,
-    setupMs: Math.round(performance.now() - options.started),
-  });
+  return attachInfo(
+    result.socket,
+    { ...factsOf(socket.nattrav), peerUri: result.peerUri, tls: true, setupMs: Math.round(performance.now() - options.started) },
+    socket,
+  );
 }

@@ -22,7 +22,7 @@ import { StunMessage } from '../wire/message.js';
 import { addAttemptId } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { runAttempt } from './attempt.js';
-import type { NattravSocket } from './info.js';
+import { handOver, type NattravSocket } from './info.js';
 import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredInfo } from './registration.js';
 import { checkUri, positiveInt } from './validate.js';
@@ -212,7 +212,7 @@ export class NattravServer extends EventEmitter {
       socket.destroy();
       return;
     }
-    this.emit('connection', socket);
+    this.emit('connection', handOver(socket));
   }
 
   #join(attemptId: Uint8Array, signal: AbortSignal, started: number): Promise<NattravSocket> {
@@ -231,6 +231,7 @@ export class NattravServer extends EventEmitter {
       started,
       // Each attempt is new to the recipient: the initiator counts its retries.
       attempt: 1,
+      tls: this.#tls !== undefined,
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
     });
   }

@@ -1,20 +1,11 @@
 /** Validation of peer options at the API boundary. */
 import { ErrorCode, NattravError } from '../errors.js';
+import { checkNattravUri } from '../security/uri.js';
 import { MAX_URI_BYTES } from '../wire/constants.js';
 
-/** Checks a URI: non-empty text of at most MAX_URI_BYTES UTF-8 bytes, no control characters. */
+/** Checks a URI (see {@link checkNattravUri}): `nattrav://NAME[/LABEL]`, at most MAX_URI_BYTES of UTF-8. */
 export function checkUri(uri: unknown): string {
-  if (typeof uri !== 'string' || uri.length === 0) {
-    throw new NattravError(ErrorCode.InvalidArgument, 'uri: expected a non-empty string such as "nattrav://alice"');
-  }
-  if (Buffer.byteLength(uri, 'utf8') > MAX_URI_BYTES) {
-    throw new NattravError(ErrorCode.InvalidArgument, `uri: at most ${MAX_URI_BYTES} bytes of UTF-8, got ${Buffer.byteLength(uri, 'utf8')}`);
-  }
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(uri)) {
-    throw new NattravError(ErrorCode.InvalidArgument, 'uri: control characters are not allowed');
-  }
-  return uri;
+  return checkNattravUri(uri, 'uri', MAX_URI_BYTES);
 }
 
 /** `value` if given (must be a positive integer), else `fallback`. */

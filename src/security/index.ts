@@ -4,7 +4,7 @@
  */
 export { DEFAULT_KEY_TYPE, FINGERPRINT_LENGTH, KEY_TYPES, generateKeyPair, keyFingerprint, keyPairFromPrivatePem, sign as signWithKey, verify as verifyWithKey } from './keys.js';
 export type { KeyPairPem, KeyType } from './keys.js';
-export { MAX_LABEL_LENGTH, SELF_CERTIFYING_PREFIX, selfCertifyingUri, uriKeyFingerprint, uriMatchesKey } from './uri.js';
+export { MAX_LABEL_LENGTH, SELF_CERTIFYING_PREFIX, checkNattravUri, selfCertifyingUri, uriKeyFingerprint, uriMatchesKey } from './uri.js';
 export { CA_DEFAULTS, createCa, issueCertificate, readCaDir, selfSignedCertificate, writeCaDir } from './ca.js';
 export type { CaFiles, CreateCaOptions, IssueCertificateOptions, SelfSignedCertificateOptions } from './ca.js';
 export { defaultKeyDir, ephemeralOrKeptIdentity, loadIdentity, newSelfCertifyingIdentity, saveIdentity } from './identity.js';

@@ -152,6 +152,7 @@ function handshake(socket: TLSSocket, role: 'initiator' | 'recipient'): Promise<
       socket.off(doneEvent, onDone);
       socket.off('error', onError);
       socket.off('close', onClose);
+      socket.off('end', onClose);
     };
     const onDone = (): void => {
       cleanup();
@@ -168,6 +169,8 @@ function handshake(socket: TLSSocket, role: 'initiator' | 'recipient'): Promise<
     socket.on(doneEvent, onDone);
     socket.on('error', onError);
     socket.on('close', onClose);
+    // Sockets allow half-open: the peer's FIN before the handshake is done ends it, no close follows.
+    socket.on('end', onClose);
   });
 }
 
@@ -199,8 +202,12 @@ function confirmation(socket: TLSSocket): Promise<void> {
     socket.on('end', onClosed);
     socket.on('close', onClosed);
     socket.on('error', onError);
-    // The byte may be buffered already, or the connection gone while we verified: look now.
+    // The byte may be buffered already, or the connection gone (or half-closed: sockets
+    // allow half-open) while we verified: look now.
     if (socket.destroyed) onClosed();
-    else onReadable();
+    else {
+      onReadable();
+      if (socket.readableEnded) onClosed();
+    }
   });
 }

@@ -63,3 +63,38 @@ export function uriMatchesKey(uri: string, spki: Uint8Array): boolean {
 function isValidLabel(label: string): boolean {
   return label.length <= MAX_LABEL_LENGTH && LABEL_PATTERN.test(label);
 }
+
+/** Characters of a URI's name and label segments (RFC 3986 unreserved). */
+const URI_CHAR = /[A-Za-z0-9._~-]/;
+
+/**
+ * Checks that `uri` is a nattrav URI: `nattrav://NAME[/LABEL...]`, where NAME and each
+ * label segment use A-Z a-z 0-9 - . _ ~, at most `maxBytes` bytes in all. Returns it;
+ * throws InvalidArgument naming `what` and the first thing that is wrong.
+ */
+export function checkNattravUri(uri: unknown, what = 'uri', maxBytes = 512): string {
+  const fail = (why: string): never => {
+    throw new NattravError(ErrorCode.InvalidArgument, `${what} ${JSON.stringify(uri)}: ${why}; expected nattrav://NAME such as nattrav://alice`);
+  };
+  if (typeof uri !== 'string') return fail('not a string');
+  if (uri === '') return fail('empty');
+  const bytes = Buffer.byteLength(uri, 'utf8');
+  if (bytes > maxBytes) return fail(`${bytes} bytes long, at most ${maxBytes} are allowed`);
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(uri);
+  if (scheme === null) return fail('no scheme');
+  if (scheme[1] !== 'nattrav') return fail(`scheme "${String(scheme[1])}:" is not nattrav:`);
+  if (!uri.startsWith('nattrav://')) return fail('nattrav: must be followed by //');
+  const rest = uri.slice('nattrav://'.length);
+  if (rest === '' || rest.startsWith('/')) return fail('no name after nattrav://');
+  for (let i = 0; i < rest.length; i++) {
+    const ch = rest[i] as string;
+    if (ch === '/') {
+      if (i === rest.length - 1 || rest[i + 1] === '/') return fail(`empty label at position ${'nattrav://'.length + i + 1}`);
+      continue;
+    }
+    if (!URI_CHAR.test(ch)) {
+      return fail(`${JSON.stringify(ch)} at position ${'nattrav://'.length + i} is not allowed (names and labels use A-Z a-z 0-9 - . _ ~, with / between labels)`);
+    }
+  }
+  return uri;
+}

@@ -134,6 +134,10 @@ export const AttrType = {
   EphemeralKey: 0x4e10,
   /** nattrav: a refresh counter (u32, strictly increasing per session) against replayed keepalives. */
   Sequence: 0x4e11,
+  /** nattrav: what the sender runs over the connection after the Hello (u32, a {@link SecurityMode}). */
+  Security: 0x4e12,
+  /** nattrav: the relay's quotas for this connection (u64 bytes, both directions; u32 milliseconds; 0 = unlimited). */
+  RelayQuota: 0x4e13,
   /**
    * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
    * answer it asks for, because the broker never answers an unverified source with more bytes than
@@ -141,6 +145,17 @@ export const AttrType = {
    */
   RequestPadding: 0xce00,
 } as const;
+
+/** nattrav: values of SECURITY in a Hello (absent means plain). */
+export const SecurityMode = {
+  /** Application bytes follow the Hello as they are. */
+  Plain: 0,
+  /** A mutually authenticated TLS 1.3 handshake follows the Hello. */
+  Tls: 1,
+} as const;
+
+/** nattrav: the length of RELAY-QUOTA (u64 bytes + u32 milliseconds). */
+export const RELAY_QUOTA_LENGTH = 12;
 
 /** nattrav: the longest URI accepted, in UTF-8 bytes. */
 export const MAX_URI_BYTES = 512;

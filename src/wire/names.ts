@@ -36,6 +36,8 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.Certificate, 'CERTIFICATE'],
   [AttrType.EphemeralKey, 'EPHEMERAL-KEY'],
   [AttrType.Sequence, 'SEQUENCE'],
+  [AttrType.Security, 'SECURITY'],
+  [AttrType.RelayQuota, 'RELAY-QUOTA'],
   [AttrType.RequestPadding, 'REQUEST-PADDING'],
 ]);
 

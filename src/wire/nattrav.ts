@@ -10,6 +10,7 @@ import {
   MAX_PRIVATE_ENDPOINTS,
   MAX_SOFTWARE_BYTES,
   MAX_URI_BYTES,
+  SecurityMode,
 } from './constants.js';
 import { decodeAddress, decodeXorAddress, encodeAddress, encodeXorAddress } from './address.js';
 import { decodeChangeRequest, type ChangeRequest } from './change-request.js';
@@ -17,10 +18,14 @@ import { decodeErrorCode, type ErrorCodeAttribute } from './error-code.js';
 import { checkBytes, invalidArgument, malformed } from './fail.js';
 import type { StunMessage } from './message.js';
 import { attributeName } from './names.js';
+import { decodeRelayQuota, encodeRelayQuota, type RelayQuotaAttribute } from './relay-quota.js';
 import { decodeResponsePort } from './response-port.js';
 import { decodeText, encodeText } from './text.js';
 import type { TransportAddress } from './types.js';
 import { decodeU32, encodeU32 } from './uint.js';
+
+/** One of the {@link SecurityMode} values. */
+export type SecurityModeValue = (typeof SecurityMode)[keyof typeof SecurityMode];
 
 function decodeIfPresent<T>(msg: StunMessage, type: number, decode: (v: Uint8Array) => T): T | undefined {
   const v = msg.get(type);
@@ -128,4 +133,23 @@ export function addAttemptId(msg: StunMessage, id: Uint8Array): StunMessage {
 /** Adds a 32-bit unsigned attribute (START-DELAY, LIFETIME); throws InvalidArgument outside 0-0xFFFFFFFF. */
 export function addU32(msg: StunMessage, type: number, n: number): StunMessage {
   return msg.add(type, encodeU32(n));
+}
+
+/** SECURITY (nattrav): what the Hello's sender runs after it; absent means plain. */
+export function getSecurityMode(msg: StunMessage): SecurityModeValue | undefined {
+  return decodeIfPresent(msg, AttrType.Security, (v) => {
+    const mode = decodeU32(v, 'SECURITY');
+    if (mode !== SecurityMode.Plain && mode !== SecurityMode.Tls) throw malformed(`SECURITY ${mode} is not a known mode`);
+    return mode;
+  });
+}
+
+/** RELAY-QUOTA (nattrav, see relay-quota.ts). */
+export function getRelayQuota(msg: StunMessage): RelayQuotaAttribute | undefined {
+  return decodeIfPresent(msg, AttrType.RelayQuota, decodeRelayQuota);
+}
+
+/** Adds RELAY-QUOTA. */
+export function addRelayQuota(msg: StunMessage, quota: RelayQuotaAttribute): StunMessage {
+  return msg.add(AttrType.RelayQuota, encodeRelayQuota(quota));
 }

@@ -109,6 +109,7 @@ describe('relay and TCP-only recipients on loopback', () => {
       request,
       attemptId,
       role: 'initiator',
+      tls: false,
       uri,
       signal: AbortSignal.timeout(10_000),
       exchangeTimeoutMs: 5_000,
@@ -154,14 +155,27 @@ describe('relay and TCP-only recipients on loopback', () => {
     closers.push(() => broker.close());
     const events: BrokerEvent[] = [];
     broker.on('event', (e: BrokerEvent) => events.push(e));
-    const { server } = await startRecipient(address, 'nattrav://metered');
+    const { server, accepted } = await startRecipient(address, 'nattrav://metered');
     closers.push(() => server.close());
+    server.on('connection', (s: NattravSocket) => s.on('error', () => undefined));
     const socket = await attemptSkipping(address, 'nattrav://metered', ['lan', 'public', 'direct']);
     socket.on('error', () => undefined);
+    // The broker announced its quotas with the relay's answer.
+    assert.deepEqual(socket.nattrav.relayQuota, { maxBytes: 4_000, maxDurationMs: 60_000 });
     socket.write(Buffer.alloc(20_000));
-    await once(socket, 'close');
+    const mine = await socket.nattrav.closed;
     const ended = events.find((e) => e.type === 'relay-ended');
     assert.ok(ended?.type === 'relay-ended' && ended.reason === 'byte-quota');
+    // Both peers see a reset, not a clean end, and can say it was the quota.
+    assert.equal(mine.reason, 'relay-quota', String(mine.error?.message));
+    assert.match(String(mine.error?.message), /quota \(4000 bytes or 60 s/);
+    await until(() => accepted.length === 1, 5_000, 'the recipient socket');
+    // The receiving side saw less than the quota (the cut dropped what was in flight), so it
+    // cannot be sure it was the quota rather than the other peer: its message names both.
+    const theirs = await (accepted[0] as NattravSocket).nattrav.closed;
+    assert.ok(theirs.reason === 'relay-quota' || theirs.reason === 'reset', theirs.reason);
+    assert.equal(theirs.error?.code, 'ERR_CONNECTION_BROKEN');
+    assert.match(String(theirs.error?.message), /relay.*4000 bytes or 60 s/);
 
     const timed = await startBroker({ relayMaxDurationMs: 300 });
     closers.push(() => timed.broker.close());
@@ -169,9 +183,10 @@ describe('relay and TCP-only recipients on loopback', () => {
     timed.broker.on('event', (e: BrokerEvent) => timedEvents.push(e));
     const second = await startRecipient(timed.address, 'nattrav://brief');
     closers.push(() => second.server.close());
+    second.server.on('connection', (s: NattravSocket) => s.on('error', () => undefined));
     const brief = await attemptSkipping(timed.address, 'nattrav://brief', ['lan', 'public', 'direct']);
     brief.on('error', () => undefined);
-    await once(brief, 'close');
+    assert.equal((await brief.nattrav.closed).reason, 'relay-quota');
     assert.ok(timedEvents.some((e) => e.type === 'relay-ended' && e.reason === 'time-quota'));
   });
 

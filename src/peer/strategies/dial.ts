@@ -13,6 +13,8 @@ export function dial(remote: TransportAddress, local?: { address: string; port: 
   const socket = netConnect({
     host: remote.address,
     port: remote.port,
+    // A nattrav connection half-closes like TCP: the peer's FIN ends only its direction.
+    allowHalfOpen: true,
     ...(local === undefined ? {} : { localAddress: local.address, localPort: local.port }),
   });
   socket.setNoDelay(true);
@@ -47,7 +49,7 @@ export async function listenOn(address: string, port: number, signal: AbortSigna
   for (;;) {
     try {
       return await new Promise<Server>((resolve, reject) => {
-        const server = createServer();
+        const server = createServer({ allowHalfOpen: true });
         server.once('error', reject);
         server.listen({ host: address, port }, () => {
           server.off('error', reject);

@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import { abortError } from '../../common/signal.js';
-import { ErrorCode, NattravError } from '../../errors.js';
+import { ErrorCode, NattravError, isNattravError } from '../../errors.js';
 import type { StrategyContext } from './types.js';
 
 /** Collects candidate sockets for one strategy run. */
@@ -60,6 +60,8 @@ export class SocketRace {
         (err: unknown) => {
           this.#lastError = err;
           this.#drop(socket);
+          // The other peer itself answered with a security mode unlike ours: no other candidate can do better.
+          if (isNattravError(err, ErrorCode.TlsRequired) || isNattravError(err, ErrorCode.PlainRequired)) this.#finish(undefined, err);
         },
       );
     };

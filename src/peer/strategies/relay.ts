@@ -6,10 +6,20 @@
 import { AttrType, MessageClass, Method } from '../../wire/constants.js';
 import { encodeMessage } from '../../wire/codec.js';
 import { StunMessage } from '../../wire/message.js';
-import { addAttemptId, addU32 } from '../../wire/nattrav.js';
+import { addAttemptId, addU32, getRelayQuota } from '../../wire/nattrav.js';
+import type { RelayQuotaAttribute } from '../../wire/relay-quota.js';
+import type { Socket } from 'node:net';
 import { brokerError, openBrokerConnection } from '../exchange.js';
 import { readOneMessage } from '../punch.js';
 import type { StrategyRunner } from './types.js';
+
+/** The quotas the broker announced for each relayed socket. */
+const quotas = new WeakMap<Socket, RelayQuotaAttribute>();
+
+/** The relay quotas the broker announced for `socket`, if it is a relayed connection. */
+export function relayQuotaOf(socket: Socket): RelayQuotaAttribute | undefined {
+  return quotas.get(socket);
+}
 
 /** Connects through the broker's relay and verifies the peer. */
 export const relay: StrategyRunner = async (ctx) => {
@@ -21,6 +31,8 @@ export const relay: StrategyRunner = async (ctx) => {
     socket.write(encodeMessage(request, { fingerprint: true }));
     const answer = await readOneMessage(socket, ctx.signal);
     if (answer.cls === MessageClass.ErrorResponse) throw brokerError(answer, ctx.broker);
+    const quota = getRelayQuota(answer);
+    if (quota !== undefined) quotas.set(socket, quota);
     await ctx.verify(socket);
     return socket;
   } catch (err) {
