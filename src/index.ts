@@ -40,7 +40,7 @@ export type { RegisteredInfo } from './peer/registration.js';
 export { describeNat, discoverNat, formatAllocation, DISCOVERY_DEFAULTS } from './nat/index.js';
 export type { Behaviour, ClassicNatName, DiscoverNatOptions, NatProfile, PortAllocation, TcpProfile } from './nat/index.js';
 
-export { formatEndpoint, parseHostPort } from './common/endpoint.js';
+export { formatEndpoint, parseHostPort, toHostPort } from './common/endpoint.js';
 export type { HostPort } from './common/endpoint.js';
 export type { TransportAddress } from './wire/types.js';
 

@@ -213,12 +213,7 @@ export class Broker extends EventEmitter {
       lastError = err;
     }
     this.#state = 'idle';
-    const code = (lastError as { code?: string } | undefined)?.code ?? String(lastError);
-    throw new NattravError(ErrorCode.InvalidArgument, `cannot listen on ${host}:${port}: ${code}`, {
-      cause: lastError,
-      address: host,
-      port,
-    });
+    throw listenError(lastError, host, port, alternateHost);
   }
 
   /** Stops serving, drops every exchange, and closes the registry it created. Idempotent. */
@@ -478,4 +473,22 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
 function dropUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/**
+ * The error for a failed bind, naming the address and port that failed (the primary or
+ * the alternate one): ERR_ADDRESS_IN_USE for a port in use, else ERR_INVALID_ARGUMENT.
+ */
+function listenError(err: unknown, host: string, port: number, alternateHost: string | undefined): NattravError {
+  const sys = (err ?? {}) as NodeJS.ErrnoException & { address?: string; port?: number; hostname?: string };
+  const code = sys.code ?? String(err);
+  const address = sys.address ?? sys.hostname ?? host;
+  const failedPort = sys.port ?? port;
+  const which = alternateHost !== undefined && address === alternateHost ? 'the alternate address ' : '';
+  const where = `${which}${address}:${failedPort}`;
+  if (code === 'EADDRINUSE') {
+    return new NattravError(ErrorCode.AddressInUse, `cannot listen on ${where}: port ${failedPort} is in use (the broker needs UDP and TCP on it)`, { cause: err, address, port: failedPort });
+  }
+  const why = code === 'EADDRNOTAVAIL' ? 'not an address of this host' : code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'no such host' : code === 'EACCES' ? 'permission denied' : 'failed';
+  return new NattravError(ErrorCode.InvalidArgument, `cannot listen on ${where}: ${why} (${code})`, { cause: err, address, port: failedPort });
 }

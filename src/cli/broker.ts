@@ -1,8 +1,9 @@
 /** The `broker` command: parse, call the library, print. */
-import { createBroker, formatEndpoint, parseHostPort, type BrokerEvent } from '../index.js';
+import { isIP } from 'node:net';
+import { ErrorCode, NattravError, createBroker, formatEndpoint, parseHostPort, type BrokerEvent } from '../index.js';
 import { ExitCode, type Reporter } from './output.js';
 import { readPem } from './pem.js';
-import { interrupted } from './signals.js';
+import type { StopSignals } from './signals.js';
 
 /** Options of `nattrav broker`. */
 export interface BrokerCommandOptions {
@@ -19,12 +20,13 @@ export interface BrokerCommandOptions {
 }
 
 /** `nattrav broker [--listen HOST:PORT] [...]`: runs until SIGINT/SIGTERM. */
-export async function brokerCommand(options: BrokerCommandOptions, out: Reporter): Promise<number> {
+export async function brokerCommand(options: BrokerCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const { host, port } = parseHostPort(options.listen, '--listen', 3478);
+  const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
   const broker = createBroker({
     host,
     port,
-    ...(options.alternate === undefined ? {} : { alternateHost: options.alternate }),
+    ...(alternate === undefined ? {} : { alternateHost: alternate.host, ...(alternate.port === undefined ? {} : { alternatePort: alternate.port }) }),
     ...(options.relayMaxBytes === undefined ? {} : { relayMaxBytes: Number(options.relayMaxBytes) }),
     ...(options.relayMaxSeconds === undefined ? {} : { relayMaxDurationMs: Number(options.relayMaxSeconds) * 1000 }),
     ...(options.ca === undefined ? {} : { ca: await readPem(options.ca, '--ca') }),
@@ -46,9 +48,39 @@ export async function brokerCommand(options: BrokerCommandOptions, out: Reporter
     out.event(type, JSON.parse(JSON.stringify(fields)) as Record<string, unknown>, `broker: ${type} ${text}`);
   });
   broker.on('error', (err: Error) => out.event('warning', { message: err.message }, `broker: warning: ${err.message}`));
-  await broker.listen();
-  await interrupted();
+  try {
+    await broker.listen();
+  } catch (err) {
+    await broker.close();
+    // The error names the address that failed; say which option gave it.
+    const failed = (err as { address?: string }).address;
+    if (alternate !== undefined && failed === alternate.host && err instanceof NattravError) {
+      throw new NattravError(err.code, `--alternate ${options.alternate}: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
+  await stop.wait();
   await broker.close();
-  return ExitCode.Ok;
+  return stop.exitCode ?? ExitCode.Ok;
+}
+
+/**
+ * `--alternate HOST` or `--alternate HOST:PORT`: the second address for RFC 5780, and
+ * optionally the alternate port (used on both addresses; default: the --listen port + 1).
+ */
+function parseAlternate(text: string, listenPort: number): { host: string; port?: number } {
+  const bare = !/:\d+$/.test(text) || (isIP(text) === 6 && !text.startsWith('['));
+  const parsed = parseHostPort(text, '--alternate', 0);
+  if (isIP(parsed.host) === 0) {
+    throw new NattravError(ErrorCode.InvalidArgument, `--alternate: "${parsed.host}" is not an IP address; pass this host's second IP address (HOST or HOST:PORT)`);
+  }
+  if (bare) return { host: parsed.host };
+  if (parsed.port === 0 || parsed.port === listenPort) {
+    throw new NattravError(
+      ErrorCode.InvalidArgument,
+      `--alternate: port ${parsed.port} cannot be the alternate port (it must differ from the --listen port ${listenPort}); pass HOST alone to use ${listenPort === 0 ? 'the listen port + 1' : listenPort + 1}`,
+    );
+  }
+  return { host: parsed.host, port: parsed.port };
 }
 

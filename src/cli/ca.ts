@@ -25,6 +25,7 @@ import {
   type KeyType,
 } from '../index.js';
 import { ExitCode, type Reporter } from './output.js';
+import { examples } from './help.js';
 
 /** Runs a command with a reporter; main.ts's `run`. */
 type Run = (fn: (out: Reporter) => Promise<number>) => void;
@@ -129,19 +130,22 @@ export function addCaCommand(program: Command, run: Run, withJson: WithJson): vo
     .option('--name <name>', `the CA's common name (default: ${CA_DEFAULTS.caName})`)
     .option('--days <n>', `validity in days (default: ${String(CA_DEFAULTS.caValidDays)})`, positiveDays)
     .option('--json', 'print the result as one JSON line (on stdout)')
-    .action((dir: string, options: CaInitOptions & { json?: boolean }) => run((out) => caInitCommand(dir, options, withJson(out, options.json))));
+    .action((dir: string, options: CaInitOptions & { json?: boolean }) => run((out) => caInitCommand(dir, options, withJson(out, options.json))))
+    .addHelpText('after', examples(['nattrav ca init ./my-ca', 'nattrav ca init ./my-ca --key-type ed25519 --name "Home CA" --days 3650']));
   ca.command('issue')
     .description('issue a certificate for a URI: OUT/cert.pem, OUT/key.pem (0600), OUT/ca.pem')
-    .requiredOption('--ca <dir>', 'the CA directory (from ca init)')
-    .requiredOption('--uri <uri>', 'the URI the certificate names, e.g. nattrav://alice')
-    .requiredOption('--out <dir>', 'directory for the identity (created; existing files are never overwritten)')
+    .requiredOption('--ca <dir>', '(required) the CA directory (from ca init)')
+    .requiredOption('--uri <uri>', '(required) the URI the certificate names, e.g. nattrav://alice')
+    .requiredOption('--out <dir>', '(required) directory for the identity (created; existing files are never overwritten)')
     .option('--key-type <type>', `key type: ${KEY_TYPES.join(' or ')}`, keyType)
     .option('--days <n>', `validity in days (default: ${String(CA_DEFAULTS.leafValidDays)})`, positiveDays)
     .option('--json', 'print the result as one JSON line (on stdout)')
-    .action((options: CaIssueOptions & { json?: boolean }) => run((out) => caIssueCommand(options, withJson(out, options.json))));
+    .action((options: CaIssueOptions & { json?: boolean }) => run((out) => caIssueCommand(options, withJson(out, options.json))))
+    .addHelpText('after', examples(['nattrav ca issue --ca ./my-ca --uri nattrav://alice --out ./alice']));
   ca.command('show')
     .description('print a certificate: subject, URIs, validity, key type, fingerprint')
     .argument('<file>', 'a PEM certificate')
     .option('--json', 'print the result as one JSON line (on stdout)')
-    .action((file: string, options: { json?: boolean }) => run((out) => caShowCommand(file, withJson(out, options.json))));
+    .action((file: string, options: { json?: boolean }) => run((out) => caShowCommand(file, withJson(out, options.json))))
+    .addHelpText('after', examples(['nattrav ca show ./alice/cert.pem', 'nattrav ca show ./my-ca/ca.pem --json']));
 }

@@ -1,23 +1,22 @@
-/** The `broker`, `listen` and `connect` commands: parse, call the library, print. */
-import type { Socket } from 'node:net';
+/** The `listen` and `connect` commands: parse, call the library, print. */
 import {
+  DEFAULT_BROKER_PORT,
+  checkNattravUri,
   connect,
-  createBroker,
-  ErrorCode,
-  NattravError,
   createServer,
   formatEndpoint,
-  parseHostPort,
-  type BrokerEvent,
+  loadIdentity,
+  toHostPort,
   type ConnectionInfo,
+  type Identity,
+  type NattravServer,
   type NattravSocket,
   type StrategyTrace,
-  type Identity,
-  loadIdentity,
 } from '../index.js';
-import { ExitCode, type Reporter } from './output.js';
+import type { Reporter } from './output.js';
 import { readPem } from './pem.js';
-import { interrupted } from './signals.js';
+import { pipeStdio, reportNotConnected, reportPipe } from './pipe.js';
+import type { StopSignals } from './signals.js';
 
 function infoFields(info: ConnectionInfo): Record<string, unknown> {
   return {
@@ -31,20 +30,6 @@ function infoFields(info: ConnectionInfo): Record<string, unknown> {
     setupMs: info.setupMs,
     attempts: info.attempts,
   };
-}
-
-/** Pipes stdin to the socket and the socket to stdout; resolves when the socket has closed. */
-function pipeStdio(socket: Socket): Promise<void> {
-  return new Promise((resolve) => {
-    process.stdin.pipe(socket);
-    socket.pipe(process.stdout, { end: false });
-    socket.on('error', () => socket.destroy());
-    socket.once('close', () => {
-      process.stdin.unpipe(socket);
-      process.stdin.pause();
-      resolve();
-    });
-  });
 }
 
 /** Options shared by `listen` and `connect` for identities and trust. */
@@ -69,6 +54,12 @@ export interface ConnectCommandOptions extends SecurityOptions {
   verbose?: boolean;
 }
 
+/** Checks the URI and --broker before anything touches the network; errors name what was wrong (exit 2). */
+function checkTarget(uri: string, broker: string): void {
+  checkNattravUri(uri, 'URI');
+  toHostPort(broker, '--broker', DEFAULT_BROKER_PORT);
+}
+
 /** Loads --identity, --ca and --broker-ca. */
 async function security(options: SecurityOptions): Promise<{ identity?: Identity; ca?: string[]; brokerCa?: string }> {
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
@@ -79,8 +70,33 @@ async function security(options: SecurityOptions): Promise<{ identity?: Identity
   };
 }
 
-/** `nattrav listen URI --broker HOST:PORT [--echo] [--tls ...]`. */
-export async function listenCommand(uri: string, options: ListenCommandOptions, out: Reporter): Promise<number> {
+/** Registers; resolves false when a stop signal came first (the server is then closed). */
+function register(server: NattravServer, stop: StopSignals): Promise<boolean> {
+  return new Promise<boolean>((resolve, reject) => {
+    const onStop = (): void => {
+      server.close();
+      resolve(false);
+    };
+    stop.signal.addEventListener('abort', onStop, { once: true });
+    server.once('listening', () => {
+      stop.signal.removeEventListener('abort', onStop);
+      resolve(true);
+    });
+    server.once('error', (err: unknown) => {
+      stop.signal.removeEventListener('abort', onStop);
+      reject(err);
+    });
+    server.listen();
+  });
+}
+
+/**
+ * `nattrav listen URI --broker HOST:PORT [--echo] [--tls ...]`. Without --echo the first
+ * connection is piped to stdin/stdout (the registration is withdrawn when it arrives);
+ * with --echo every connection is echoed until a signal.
+ */
+export async function listenCommand(uri: string, options: ListenCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
+  checkTarget(uri, options.broker);
   const { identity, ca, brokerCa } = await security(options);
   const server = createServer({
     broker: options.broker,
@@ -93,66 +109,85 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   const firstConnection = new Promise<NattravSocket>((resolve) => {
     server.on('connection', (socket: NattravSocket) => {
       out.event('accepted', infoFields(socket.nattrav), `accepted ${socket.nattrav.path} connection from ${formatEndpoint(socket.nattrav.remote)} (${socket.nattrav.setupMs} ms)`);
-      if (options.echo === true) {
-        socket.on('error', () => socket.destroy());
-        socket.pipe(socket);
-      } else {
+      if (options.echo !== true) {
         resolve(socket);
+        return;
       }
+      // Echo: the other side's FIN ends our echo too (half-close), then the connection closes.
+      socket.on('error', () => undefined);
+      socket.pipe(socket);
+      void socket.nattrav.closed.then((closed) =>
+        out.event(
+          'closed',
+          { bytesIn: closed.bytesIn, bytesOut: closed.bytesOut, durationMs: closed.durationMs, reason: closed.reason, ...(closed.error === undefined ? {} : { message: closed.error.message }) },
+          `echo connection closed (${closed.reason}): ${closed.bytesIn} bytes in, ${closed.bytesOut} bytes out${closed.error === undefined ? '' : `: ${closed.error.message}`}`,
+        ),
+      );
     });
   });
-  server.on('attemptFailed', (err: Error) => out.event('attempt-failed', { message: err.message }, `an incoming attempt failed: ${err.message}`));
+  server.on('attemptFailed', (err: Error & { code?: string }) =>
+    out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`),
+  );
   server.on('unregistered', (err: Error) => out.event('unregistered', { message: err.message }, `registration lost: ${err.message}`));
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-    server.listen();
-  });
+  if (!(await register(server, stop))) {
+    reportNotConnected(out, 'interrupted');
+    return stop.exitCode as number;
+  }
   const address = server.address();
   out.event(
     'registered',
     { uri, broker: options.broker, public: address ? formatEndpoint(address.publicEndpoint) : null, transport: address?.transport ?? null },
     `registered ${uri} with ${options.broker} over ${address?.transport ?? '?'} (public ${address ? formatEndpoint(address.publicEndpoint) : '?'})`,
   );
-  const stop = interrupted();
   if (options.echo === true) {
-    await stop;
-  } else {
-    const winner = await Promise.race([firstConnection, stop]);
-    if (typeof winner !== 'string') {
-      server.close();
-      await Promise.race([pipeStdio(winner), stop]);
-    }
+    await stop.wait();
+    server.close();
+    return stop.exitCode as number;
   }
+  const winner = await Promise.race([firstConnection, stop.wait()]);
   server.close();
-  return ExitCode.Ok;
+  if (typeof winner === 'string') {
+    reportNotConnected(out, 'interrupted');
+    return stop.exitCode as number;
+  }
+  return reportPipe(await pipeStdio(winner, stop.signal), stop, out);
 }
 
-/** `nattrav connect URI --broker HOST:PORT [-v]`. */
-export async function connectCommand(uri: string, options: ConnectCommandOptions, out: Reporter): Promise<number> {
+/** `nattrav connect URI --broker HOST:PORT [-v] [--tls ...]`: pipes stdin/stdout to the connection. */
+export async function connectCommand(uri: string, options: ConnectCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
+  checkTarget(uri, options.broker);
   const { identity, ca, brokerCa } = await security(options);
-  const controller = new AbortController();
-  void interrupted().then((signal) => controller.abort(signal));
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
   const onTrace = (event: StrategyTrace): void => {
     const why = event.error === undefined ? '' : `: ${event.error}`;
     out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
   };
-  const socket = await connect({
-    broker: options.broker,
-    uri,
-    signal: controller.signal,
-    ...(timeoutMs === undefined ? {} : { timeoutMs }),
-    ...(options.verbose === true ? { onTrace } : {}),
-    ...(brokerCa === undefined ? {} : { brokerCa }),
-    ...(options.tls === true ? { tls: { ...(identity === undefined ? {} : { identity }), ca: ca ?? [] } } : {}),
-  });
+  let socket: NattravSocket;
+  try {
+    socket = await connect({
+      broker: options.broker,
+      uri,
+      signal: stop.signal,
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      ...(options.verbose === true ? { onTrace } : {}),
+      ...(brokerCa === undefined ? {} : { brokerCa }),
+      ...(options.tls === true ? { tls: { ...(identity === undefined ? {} : { identity }), ca: ca ?? [] } } : {}),
+    });
+  } catch (err) {
+    if (stop.exitCode !== undefined) {
+      out.event('interrupted', { signal: stop.received }, `interrupted by ${String(stop.received)} while connecting`);
+      reportNotConnected(out, 'interrupted');
+      return stop.exitCode;
+    }
+    const code = out.error(err);
+    reportNotConnected(out, 'not-connected');
+    return code;
+  }
   const info = socket.nattrav;
   out.event(
     'connected',
     { ...infoFields(info), trace: info.trace },
     `connected to ${uri}: path ${info.path}, ${formatEndpoint(info.local)} -> ${formatEndpoint(info.remote)} in ${info.setupMs} ms`,
   );
-  await pipeStdio(socket);
-  return ExitCode.Ok;
+  return reportPipe(await pipeStdio(socket, stop.signal), stop, out);
 }

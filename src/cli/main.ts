@@ -12,7 +12,16 @@ import { connectCommand, listenCommand, type ConnectCommandOptions, type ListenC
 import { demoCommand } from './demo.js';
 import { labMatrixCommand, type LabMatrixOptions } from './lab.js';
 import { netcheckCommand } from './netcheck.js';
+import { createRequire } from 'node:module';
 import { ExitCode, Reporter } from './output.js';
+import { StopSignals } from './signals.js';
+import { examples } from './help.js';
+
+/** The version in package.json. */
+function packageVersion(): string {
+  const pkg = createRequire(import.meta.url)('../../../package.json') as { version?: string };
+  return pkg.version ?? 'unknown';
+}
 
 function wholeNumber(value: string): string {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('expected a whole number');
@@ -30,6 +39,7 @@ async function main(argv: string[]): Promise<number> {
     .name('nattrav')
     .description('Direct TCP connections between peers behind NATs, through a connection broker.')
     .option('--json', 'report events as JSON lines on stderr')
+    .version(packageVersion(), '-V, --version', 'print the version of nattrav')
     .exitOverride()
     .showHelpAfterError();
   const reporter = (): Reporter => new Reporter(program.opts<{ json?: boolean }>().json === true);
@@ -37,12 +47,24 @@ async function main(argv: string[]): Promise<number> {
     const out = reporter();
     result = fn(out).catch((err: unknown) => out.error(err));
   };
+  // Long-running commands: the first SIGINT/SIGTERM winds them down (exit 130/143), a second exits at once.
+  const runStoppable = (fn: (out: Reporter, stop: StopSignals) => Promise<number>): void => {
+    const stop = new StopSignals();
+    run((out) =>
+      fn(out, stop)
+        .catch((err: unknown) => {
+          if (stop.exitCode === undefined) throw err;
+          return stop.exitCode;
+        })
+        .finally(() => stop.dispose()),
+    );
+  };
 
   program
     .command('broker')
     .description('run a connection broker (UDP and TCP on one port)')
     .option('--listen <host:port>', 'address to listen on', '0.0.0.0:3478')
-    .option('--alternate <host>', 'second IP address of this host for RFC 5780 NAT discovery (needs a specific --listen host)')
+    .option('--alternate <host[:port]>', 'second IP address of this host for RFC 5780 NAT discovery (needs a specific --listen host); :PORT sets the alternate port (default: --listen port + 1)')
     .option('--relay-max-bytes <n>', 'cut a relayed connection after this many bytes (default: unlimited)', wholeNumber)
     .option('--relay-max-seconds <n>', 'cut a relayed connection after this many seconds (default: unlimited)', wholeNumber)
     .option('--ca <file>', 'CA certificate (PEM): URIs that are not self-certifying need a certificate from it')
@@ -53,14 +75,15 @@ async function main(argv: string[]): Promise<number> {
     .option('--stun-compat', 'full RFC 5780 answers (up to 124 bytes) to small Binding requests, as coturn\'s natdiscovery expects')
     .option('--json', 'report events as JSON lines on stderr')
     .action((options: BrokerCommandOptions & { json?: boolean }) =>
-      run((out) => brokerCommand(options, withJson(out, options.json))),
-    );
+      runStoppable((out, stop) => brokerCommand(options, withJson(out, options.json), stop)),
+    )
+    .addHelpText('after', examples(['nattrav broker --listen 0.0.0.0:3478', 'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json']));
 
   program
     .command('listen')
     .description('register URI and accept connections (first one piped to stdin/stdout, like nc -l)')
     .argument('<uri>', 'the URI to register, e.g. nattrav://alice')
-    .requiredOption('--broker <host:port>', 'the broker to register with')
+    .requiredOption('--broker <host:port>', '(required) the broker to register with')
     .option('--echo', 'echo every connection back instead of piping the first to stdio')
     .option('--tls', 'TLS 1.3 with mutual authentication on every connection')
     .option('--identity <dir>', 'our identity: cert.pem, key.pem (and ca.pem) as written by nattrav ca issue')
@@ -69,14 +92,15 @@ async function main(argv: string[]): Promise<number> {
     .option('--key-dir <dir>', 'where a default identity\'s key is kept (default ~/.nattrav/keys)')
     .option('--json', 'report events as JSON lines on stderr')
     .action((uri: string, options: ListenCommandOptions & { json?: boolean }) =>
-      run((out) => listenCommand(uri, options, withJson(out, options.json))),
-    );
+      runStoppable((out, stop) => listenCommand(uri, options, withJson(out, options.json), stop)),
+    )
+    .addHelpText('after', examples(['nattrav listen nattrav://alice --broker broker.example:3478 > received.bin', 'nattrav listen nattrav://echo --broker 127.0.0.1:3478 --echo --json']));
 
   program
     .command('connect')
     .description('connect to URI and pipe stdin/stdout to the connection, like nc')
     .argument('<uri>', 'the URI to connect to')
-    .requiredOption('--broker <host:port>', 'the broker to ask')
+    .requiredOption('--broker <host:port>', '(required) the broker to ask')
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
     .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
     .option('--tls', 'TLS 1.3 with mutual authentication: the recipient\'s certificate must name URI')
@@ -85,23 +109,26 @@ async function main(argv: string[]): Promise<number> {
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
     .option('--json', 'report events as JSON lines on stderr')
     .action((uri: string, options: ConnectCommandOptions & { json?: boolean }) =>
-      run((out) => connectCommand(uri, options, withJson(out, options.json))),
-    );
+      runStoppable((out, stop) => connectCommand(uri, options, withJson(out, options.json), stop)),
+    )
+    .addHelpText('after', examples(['nattrav connect nattrav://alice --broker broker.example:3478 < file.bin', 'echo hello | nattrav connect nattrav://echo --broker 127.0.0.1:3478 -v']));
 
   program
     .command('netcheck')
     .description('classify the NAT between here and a broker (RFC 5780: mapping, filtering, port allocation, hairpinning, TCP)')
-    .requiredOption('--broker <host:port>', 'the broker (or any RFC 5780 STUN server) to test against')
+    .requiredOption('--broker <host:port>', '(required) the broker (or any RFC 5780 STUN server) to test against')
     .option('--no-tcp', 'skip the TCP tests (then a UDP block cannot be told from a broker that is down)')
     .option('--json', 'print the result as one JSON line on stdout')
-    .action((options: { broker: string; tcp?: boolean; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))));
+    .action((options: { broker: string; tcp?: boolean; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))))
+    .addHelpText('after', examples(['nattrav netcheck --broker broker.example:3478', 'nattrav netcheck --broker 203.0.113.3:3478 --json']));
 
   program
     .command('demo')
     .description('two peers behind two NATs connect directly (network lab as root; loopback otherwise)')
     .option('--loopback', 'skip the network lab even when root')
     .option('--json', 'JSON lines: steps on stderr, the result on stdout')
-    .action((options: { loopback?: boolean; json?: boolean }) => run((out) => demoCommand(options, withJson(out, options.json))));
+    .action((options: { loopback?: boolean; json?: boolean }) => run((out) => demoCommand(options, withJson(out, options.json))))
+    .addHelpText('after', examples(['sudo nattrav demo', 'nattrav demo --loopback --json']));
 
   program
     .command('lab')
@@ -113,7 +140,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--repeats <n>', 'connects per pair', '1')
     .option('--report <file.html>', 'write a standalone HTML report')
     .option('--json', 'JSON lines: each cell and the summary on stdout, progress on stderr')
-    .action((options: LabMatrixOptions & { json?: boolean }) => run((out) => labMatrixCommand(options, withJson(out, options.json))));
+    .action((options: LabMatrixOptions & { json?: boolean }) => run((out) => labMatrixCommand(options, withJson(out, options.json))))
+    .addHelpText('after', examples(['sudo nattrav lab matrix --types port-restricted,symmetric', 'sudo nattrav lab matrix --delay 25 --report matrix.html']));
 
   addCaCommand(program, run, withJson);
 

@@ -25,8 +25,14 @@ export const ExitCode = {
   Lab: 7,
   /** Authentication failed: TLS, a broker that cannot prove itself, or a URI held by another key. */
   Security: 8,
-  /** Interrupted by SIGINT. */
+  /** An established connection broke: reset, timed out, cut by a relay quota, or the peer died before ending cleanly. */
+  ConnectionBroken: 9,
+  /** The address or port to listen on is in use. */
+  AddressInUse: 10,
+  /** Interrupted by SIGINT (128 + 2). */
   Interrupted: 130,
+  /** Stopped by SIGTERM (128 + 15). */
+  Terminated: 143,
 } as const;
 
 const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
@@ -41,6 +47,10 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.BrokerAuth]: ExitCode.Security,
   [ErrorCode.Forbidden]: ExitCode.Security,
   [ErrorCode.Aborted]: ExitCode.Interrupted,
+  [ErrorCode.TlsRequired]: ExitCode.Security,
+  [ErrorCode.PlainRequired]: ExitCode.Security,
+  [ErrorCode.ConnectionBroken]: ExitCode.ConnectionBroken,
+  [ErrorCode.AddressInUse]: ExitCode.AddressInUse,
 };
 
 /** The exit code for an error. */
