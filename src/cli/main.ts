@@ -128,7 +128,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--loopback', 'skip the network lab even when root')
     .option('--json', 'JSON lines: steps on stderr, the result on stdout')
     .action((options: { loopback?: boolean; json?: boolean }) => run((out) => demoCommand(options, withJson(out, options.json))))
-    .addHelpText('after', examples(['sudo nattrav demo', 'nattrav demo --loopback --json']));
+    .addHelpText('after', examples(['nattrav demo', 'nattrav demo --loopback --json']));
 
   program
     .command('lab')
@@ -141,7 +141,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--report <file.html>', 'write a standalone HTML report')
     .option('--json', 'JSON lines: each cell and the summary on stdout, progress on stderr')
     .action((options: LabMatrixOptions & { json?: boolean }) => run((out) => labMatrixCommand(options, withJson(out, options.json))))
-    .addHelpText('after', examples(['sudo nattrav lab matrix --types port-restricted,symmetric', 'sudo nattrav lab matrix --delay 25 --report matrix.html']));
+    .addHelpText('after', examples(['nattrav lab matrix --types port-restricted,symmetric', 'nattrav lab matrix --delay 25 --report matrix.html']));
 
   addCaCommand(program, run, withJson);
 

@@ -30,6 +30,8 @@ export interface DemoOptions {
   mode?: 'auto' | 'lab' | 'loopback';
   /** Called for each step as it happens. */
   onStep?: (step: DemoStep) => void;
+  /** Where the loopback recipient keeps its key. @default ~/.nattrav/keys */
+  keyDir?: string;
 }
 
 /** The outcome of {@link runDemo}. */
@@ -56,9 +58,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     if (support.ok) return labDemo(report);
     if (mode === 'lab') throw new Error(`the network lab is unavailable: ${support.reason}`);
     report({ step: 'skipped', text: `skipping the network lab: ${support.reason}; running the same peers on loopback instead`, detail: { reason: support.reason } });
-    return { ...(await loopbackDemo(report)), skipped: support.reason };
+    return { ...(await loopbackDemo(report, options.keyDir)), skipped: support.reason };
   }
-  return loopbackDemo(report);
+  return loopbackDemo(report, options.keyDir);
 }
 
 async function labDemo(report: (step: DemoStep) => void): Promise<DemoResult> {
@@ -94,14 +96,14 @@ async function labDemo(report: (step: DemoStep) => void): Promise<DemoResult> {
   }
 }
 
-async function loopbackDemo(report: (step: DemoStep) => void): Promise<DemoResult> {
+async function loopbackDemo(report: (step: DemoStep) => void, keyDir: string | undefined): Promise<DemoResult> {
   const broker = createBroker({ host: '127.0.0.1', port: 0 });
   const sockets: Socket[] = [];
   try {
     const { port } = await broker.listen();
     const brokerAddress = `127.0.0.1:${port}`;
     report({ step: 'broker', text: `broker listening on ${brokerAddress} (UDP and TCP)` });
-    const recipient = createServer({ broker: brokerAddress, uri: DEMO_URI });
+    const recipient = createServer({ broker: brokerAddress, uri: DEMO_URI, ...(keyDir === undefined ? {} : { keyDir }) });
     const accepted = new Promise<NattravSocket>((resolve) => recipient.once('connection', resolve));
     recipient.listen();
     await once(recipient, 'listening');

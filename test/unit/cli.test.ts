@@ -4,15 +4,20 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
 import { runDemo, type DemoStep } from '../../src/lab/demo.js';
 
 const children: ChildProcess[] = [];
+// Keys of default identities go here, never into the real ~/.nattrav.
+const home = mkdtempSync(join(tmpdir(), 'nattrav-cli-'));
 
 function cli(args: string[]): CliProcess {
-  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
   children.push(child);
   return new CliProcess(child);
 }
@@ -26,6 +31,7 @@ async function freeBroker(): Promise<{ proc: CliProcess; address: string }> {
 describe('nattrav CLI', () => {
   after(() => {
     for (const child of children) if (child.exitCode === null && child.pid !== undefined) child.kill('SIGKILL');
+    rmSync(home, { recursive: true, force: true });
   });
 
   test('listen --echo and connect --json: events, data through the peer-to-peer connection', async () => {
@@ -52,10 +58,11 @@ describe('nattrav CLI', () => {
     await client.waitForStdout('round trip through nattrav\n', 5_000);
     client.child.stdin?.end();
     assert.equal(await client.exited, 0);
+    // A stop signal exits with 128 + its number, as the README says.
     listener.child.kill('SIGTERM');
-    assert.equal(await listener.exited, 0);
+    assert.equal(await listener.exited, 143);
     broker.child.kill('SIGINT');
-    assert.equal(await broker.exited, 0);
+    assert.equal(await broker.exited, 130);
   });
 
   test('broker --open says loudly that registrations are not authenticated', async () => {
@@ -125,7 +132,7 @@ describe('nattrav CLI', () => {
 
   test('demo in loopback mode reports each step and the path', async () => {
     const steps: DemoStep[] = [];
-    const result = await runDemo({ mode: 'loopback', onStep: (s) => steps.push(s) });
+    const result = await runDemo({ mode: 'loopback', onStep: (s) => steps.push(s), keyDir: join(home, 'keys') });
     assert.equal(result.mode, 'loopback');
     assert.equal(result.path, 'public');
     assert.deepEqual(
