@@ -7,7 +7,6 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { toTransportAddress, type HostPort } from '../common/endpoint.js';
 import { startPhase } from '../common/signal.js';
-import type { StrategyName } from '../nat/strategy.js';
 import type { StunMessage } from '../wire/message.js';
 import { runExchange, type ExchangeResult } from './exchange.js';
 import { attachInfo, type ConnectionRole, type NattravSocket, type StrategyTrace } from './info.js';

@@ -12,7 +12,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { after, describe, test } from 'node:test';
 import { MAX_AMPLIFICATION, STUN_COMPAT_ANSWER_BYTES } from '../../src/broker/amplification.js';
 import { createBroker, type Broker, type BrokerEvent } from '../../src/broker/broker.js';
@@ -22,7 +21,7 @@ import { answerBinding } from '../../src/broker/rfc5780.js';
 import { isNattravError } from '../../src/errors.js';
 import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
 import { encodeChangeRequest } from '../../src/wire/change-request.js';
-import { decodeMessage, encodeMessage, isStunMessage } from '../../src/wire/codec.js';
+import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { AttrType, MessageClass, Method } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addUri, getErrorCode, getMappedAddress, getOtherAddress, getXorMappedAddress } from '../../src/wire/nattrav.js';
@@ -30,6 +29,7 @@ import { encodePadding } from '../../src/wire/padding.js';
 import { addRequestPadding } from '../../src/wire/request-padding.js';
 import { encodeResponsePort } from '../../src/wire/response-port.js';
 import { startBroker } from '../helpers/loopback.js';
+import { collect, udpSocket } from '../helpers/udp.js';
 
 /** How long to collect UDP answers after the last request; loopback answers in well under a millisecond. */
 const COLLECT_MS = 300;
@@ -37,25 +37,7 @@ const COLLECT_MS = 300;
 const BARE_BYTES = 20;
 
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-const txid = (m: StunMessage): string => Buffer.from(m.transactionId).toString('hex');
 
-function udpSocket(address: string): Promise<UdpSocket> {
-  return new Promise((resolve) => {
-    const socket = createSocket(address.includes(':') ? 'udp6' : 'udp4');
-    socket.bind(0, address, () => resolve(socket));
-  });
-}
-
-/** Collects every STUN datagram arriving on `socket`, by transaction ID (hex). */
-function collect(socket: UdpSocket): Map<string, Buffer[]> {
-  const byTxid = new Map<string, Buffer[]>();
-  socket.on('message', (data: Buffer) => {
-    if (!isStunMessage(data)) return;
-    const key = data.subarray(8, 20).toString('hex');
-    byTxid.set(key, [...(byTxid.get(key) ?? []), data]);
-  });
-  return byTxid;
-}
 
 /** A key for Register requests that ask for a nonce (its SubjectPublicKeyInfo, DER). */
 const PUBLIC_KEY = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'der' });

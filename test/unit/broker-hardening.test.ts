@@ -7,42 +7,25 @@
  * 127.0.0.x (all local on Linux).
  */
 import assert from 'node:assert/strict';
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import type { Broker, BrokerEvent } from '../../src/broker/broker.js';
 import { connect } from '../../src/peer/connect.js';
-import { decodeMessage, encodeMessage, isStunMessage } from '../../src/wire/codec.js';
+import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
 import { StunStreamDecoder } from '../../src/wire/framing.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addUri, getErrorCode } from '../../src/wire/nattrav.js';
 import { addRequestPadding } from '../../src/wire/request-padding.js';
 import { startBroker, startRecipient } from '../helpers/loopback.js';
+import { collect, udpSocket } from '../helpers/udp.js';
 
 /** The flooding source: a loopback address other than the legitimate peers' 127.0.0.1. */
 const ATTACKER = '127.0.0.3';
 /** How long to collect UDP answers after the last request; loopback answers in well under a millisecond. */
 const COLLECT_MS = 300;
 
-function udpSocket(address: string): Promise<UdpSocket> {
-  return new Promise((resolve) => {
-    const socket = createSocket('udp4');
-    socket.bind(0, address, () => resolve(socket));
-  });
-}
-
-/** Collects every STUN datagram arriving on `socket`, by transaction ID (hex). */
-function collect(socket: UdpSocket): Map<string, Buffer[]> {
-  const byTxid = new Map<string, Buffer[]>();
-  socket.on('message', (data: Buffer) => {
-    if (!isStunMessage(data)) return;
-    const key = data.subarray(8, 20).toString('hex');
-    byTxid.set(key, [...(byTxid.get(key) ?? []), data]);
-  });
-  return byTxid;
-}
 
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

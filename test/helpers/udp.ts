@@ -1,0 +1,22 @@
+/** UDP fixtures for broker tests on loopback. */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { isStunMessage } from '../../src/wire/codec.js';
+
+/** A UDP socket bound to an ephemeral port of `address` (IPv4 or IPv6). */
+export function udpSocket(address: string): Promise<UdpSocket> {
+  return new Promise((resolve) => {
+    const socket = createSocket(address.includes(':') ? 'udp6' : 'udp4');
+    socket.bind(0, address, () => resolve(socket));
+  });
+}
+
+/** Collects every STUN datagram arriving on `socket`, by transaction ID (hex). */
+export function collect(socket: UdpSocket): Map<string, Buffer[]> {
+  const byTxid = new Map<string, Buffer[]>();
+  socket.on('message', (data: Buffer) => {
+    if (!isStunMessage(data)) return;
+    const key = data.subarray(8, 20).toString('hex');
+    byTxid.set(key, [...(byTxid.get(key) ?? []), data]);
+  });
+  return byTxid;
+}
