@@ -44,6 +44,8 @@ export type BrokerEvent =
   | { type: 'warning'; message: string }
   | { type: 'binding'; transport: 'udp' | 'tcp'; remote: TransportAddress }
   | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number; transport?: 'tcp' }
+  /** The recipient withdrew its registration (LIFETIME 0 under its session): `uri` is unknown from now on. */
+  | { type: 'withdrawn'; uri: string; transport: 'udp' | 'tcp' }
   | ({ type: 'relay-ended' } & RelayEnded)
   /** A rate limit or cap refused something (limits.ts); throttled, never more than `limitedEventsPerSecond`. */
   | ({ type: 'limited' } & LimitedReport);
@@ -269,6 +271,7 @@ export class Broker extends EventEmitter {
                 this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
                 this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs } satisfies BrokerEvent);
               },
+              onWithdrawn: (uri, transport) => this.#withdrawn(uri, transport),
               onBinding: (remote) => this.emit('event', { type: 'binding', transport: 'udp', remote } satisfies BrokerEvent),
             },
             data,
@@ -308,6 +311,12 @@ export class Broker extends EventEmitter {
     if (socket !== undefined) this.#replyUdp(socket, answer.response, answer.to, undefined, info);
   }
 
+  /** A registration was withdrawn by its holder: free its place under the caps and say so. */
+  #withdrawn(uri: string, transport: 'udp' | 'tcp'): void {
+    this.#guard.unregistered(uri);
+    this.emit('event', { type: 'withdrawn', uri, transport } satisfies BrokerEvent);
+  }
+
   /** Register over TCP: keep the channel so connection requests can go down it. */
   #registerControl(channel: StunChannel, request: StunMessage): void {
     const socket = channel.socket;
@@ -323,6 +332,7 @@ export class Broker extends EventEmitter {
           this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
           this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, transport: 'tcp' } satisfies BrokerEvent);
         },
+        onWithdrawn: (uri, transport) => this.#withdrawn(uri, transport),
       },
       request,
       remote,

@@ -8,19 +8,21 @@
  * fingerprint; with a CA configured, other URIs need a certificate naming them;
  * otherwise a plain name belongs to the first key that registers it, for as long
  * as that registration is held. Refreshes are cheap: integrity under the session key.
+ * A refresh asking for LIFETIME 0 withdraws the registration and ends the session
+ * (see {@link WITHDRAWAL_LIFETIME_MS}): only the session's holder can send one, once.
  */
 import { keyFingerprint, sign, verify } from '../security/keys.js';
 import { brokerPayload, newEphemeralKey, NonceBook, registrationPayload, sessionKey } from '../security/proof.js';
 import { uriKeyFingerprint } from '../security/uri.js';
 import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
-import { AttrType, StunErrorCode } from '../wire/constants.js';
+import { AttrType, StunErrorCode, WITHDRAWAL_LIFETIME_MS } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { addU32, addXorAddress, getU32Attr, getUri, getXorAddressAttrs } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import type { Registry } from './registry/registry.js';
-import type { SessionTable } from './sessions.js';
+import type { Session, SessionTable } from './sessions.js';
 
-/** Shortest registration lifetime granted, in ms: shorter would be mostly refresh traffic. */
+/** Shortest registration lifetime granted, in ms: shorter would be mostly refresh traffic (0 is a withdrawal, not a lifetime). */
 export const MIN_LIFETIME_MS = 1_000;
 /** Lifetime granted when the peer asks for none, in ms. */
 export const DEFAULT_LIFETIME_MS = 30_000;
@@ -51,9 +53,11 @@ export interface RegisterContext {
   /** Sends the response back the way the request came. */
   reply(message: StunMessage, options?: EncodeOptions): void;
   onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
+  /** The registration of `uri` was withdrawn by its holder (and removed from the registry). */
+  onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
 }
 
-/** Handles one Register request from `remote` arriving over `transport`; returns the URI registered. */
+/** Handles one Register request from `remote` arriving over `transport`; returns the URI registered (undefined when refused or withdrawn). */
 export async function handleRegister(
   ctx: RegisterContext,
   request: StunMessage,
@@ -66,8 +70,12 @@ export async function handleRegister(
     return undefined;
   }
   const asked = getU32Attr(request, AttrType.Lifetime) ?? DEFAULT_LIFETIME_MS;
-  const lifetimeMs = Math.min(ctx.maxLifetimeMs, Math.max(MIN_LIFETIME_MS, asked));
   const username = request.get(AttrType.Username);
+  if (asked === WITHDRAWAL_LIFETIME_MS) {
+    await withdraw(ctx, request, remote, transport, uri, username === undefined ? undefined : Buffer.from(username).toString('hex'));
+    return undefined;
+  }
+  const lifetimeMs = Math.min(ctx.maxLifetimeMs, Math.max(MIN_LIFETIME_MS, asked));
   if (username !== undefined) return refresh(ctx, request, remote, transport, uri, lifetimeMs, Buffer.from(username).toString('hex'));
   const spki = request.get(AttrType.PublicKey);
   if (spki === undefined) {
@@ -151,6 +159,21 @@ async function refresh(
   lifetimeMs: number,
   sessionId: string,
 ): Promise<string | undefined> {
+  const session = authenticateRefresh(ctx, request, uri, sessionId);
+  if (session === undefined) return undefined;
+  session.expiresAt = ctx.now() + lifetimeMs;
+  await store(ctx, uri, remote, request, lifetimeMs, transport, session.keyFingerprint);
+  ctx.reply(success(request, remote, lifetimeMs), { integritySha256Key: session.key });
+  ctx.onRegistered(uri, remote, lifetimeMs);
+  return uri;
+}
+
+/**
+ * Checks a message under a session: the session exists and holds `uri`, the message
+ * carries integrity under its key and a SEQUENCE above every one accepted so far.
+ * Answers the refusal itself (undefined); on success records the sequence number.
+ */
+function authenticateRefresh(ctx: RegisterContext, request: StunMessage, uri: string, sessionId: string): Session | undefined {
   const session = ctx.auth.sessions.byId(sessionId);
   // Unknown or expired session (e.g. the broker restarted): the peer proves its key again.
   if (session === undefined || session.uri !== uri) {
@@ -167,11 +190,54 @@ async function refresh(
     return undefined;
   }
   session.lastSequence = sequence;
-  session.expiresAt = ctx.now() + lifetimeMs;
-  await store(ctx, uri, remote, request, lifetimeMs, transport, session.keyFingerprint);
-  ctx.reply(success(request, remote, lifetimeMs), { integritySha256Key: session.key });
-  ctx.onRegistered(uri, remote, lifetimeMs);
-  return uri;
+  return session;
+}
+
+/**
+ * LIFETIME 0: the holder withdraws its registration. Under a session (the normal case)
+ * the refresh checks apply, then the session ends, so the same withdrawal replayed, or any
+ * older refresh, finds no session. Without one, only an open-mode registration made
+ * without a key can be withdrawn, and only from the endpoint that holds it. Answers
+ * success with LIFETIME 0; a refusal changes nothing.
+ */
+async function withdraw(
+  ctx: RegisterContext,
+  request: StunMessage,
+  remote: TransportAddress,
+  transport: 'udp' | 'tcp',
+  uri: string,
+  sessionId: string | undefined,
+): Promise<void> {
+  if (sessionId !== undefined) {
+    const session = authenticateRefresh(ctx, request, uri, sessionId);
+    if (session === undefined) return;
+    ctx.auth.sessions.end(session);
+    const current = await ctx.registry.get(uri);
+    // Another key's registration (a registry shared by brokers) is not this session's to remove.
+    const removed = current !== undefined && current.keyFingerprint === session.keyFingerprint && (await ctx.registry.delete(uri));
+    ctx.reply(success(request, remote, WITHDRAWAL_LIFETIME_MS), { integritySha256Key: session.key });
+    if (removed) ctx.onWithdrawn?.(uri, transport);
+    return;
+  }
+  if (ctx.auth.mode !== 'open') {
+    ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'a withdrawal needs integrity under the registration\'s session'));
+    return;
+  }
+  const current = await ctx.registry.get(uri);
+  if (current !== undefined) {
+    const sameHolder =
+      current.keyFingerprint === undefined &&
+      (current.transport ?? 'udp') === transport &&
+      current.publicEndpoint.address === remote.address &&
+      current.publicEndpoint.port === remote.port;
+    if (!sameHolder) {
+      ctx.reply(request.errorResponse(StunErrorCode.Forbidden, `${uri} is held by another endpoint or key`));
+      return;
+    }
+    await ctx.registry.delete(uri);
+  }
+  ctx.reply(success(request, remote, WITHDRAWAL_LIFETIME_MS));
+  if (current !== undefined) ctx.onWithdrawn?.(uri, transport);
 }
 
 /** Why this key may not hold `uri`, or undefined when it may. */

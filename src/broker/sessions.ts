@@ -59,6 +59,12 @@ export class SessionTable {
     return session !== undefined && session.expiresAt > this.#now() ? session : undefined;
   }
 
+  /** Ends `session` (a withdrawal): its ID opens nothing any more, so its messages, replayed or not, are refused. */
+  end(session: Session): void {
+    if (this.#byId.get(session.id) === session) this.#byId.delete(session.id);
+    if (this.#byUri.get(session.uri) === session) this.#byUri.delete(session.uri);
+  }
+
   /** Ends the session holding `uri`. */
   drop(uri: string): void {
     const session = this.#byUri.get(uri);

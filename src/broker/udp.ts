@@ -62,6 +62,8 @@ export interface UdpContext {
   /** A response to one of the broker's own requests (ConnectionRequest) arrived. */
   onResponse(message: StunMessage): void;
   onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
+  /** The holder of `uri` withdrew its registration (LIFETIME 0, see register.ts). */
+  onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
   onBinding(remote: TransportAddress): void;
 }
 

@@ -5,7 +5,8 @@
  * must carry integrity under the session key (and, when the peer trusts a
  * broker CA, the broker's signature and certificate), or they are rejected:
  * a fake broker cannot redirect the peer. Transport-agnostic: the caller
- * supplies one request/response transaction over UDP or TCP.
+ * supplies one request/response transaction over UDP or TCP. A withdrawal is a
+ * refresh asking for LIFETIME 0 (see {@link withdrawalRequest}).
  */
 import { X509Certificate } from 'node:crypto';
 import { ErrorCode, NattravError } from '../errors.js';
@@ -13,9 +14,9 @@ import { issuedCertificate } from '../security/issued.js';
 import { sign, verify, type KeyPairPem } from '../security/keys.js';
 import { brokerPayload, newEphemeralKey, registrationPayload, sessionKey } from '../security/proof.js';
 import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
-import { AttrType, MessageClass, StunErrorCode } from '../wire/constants.js';
-import type { StunMessage } from '../wire/message.js';
-import { addU32, getErrorCode } from '../wire/nattrav.js';
+import { AttrType, MessageClass, Method, StunErrorCode, WITHDRAWAL_LIFETIME_MS } from '../wire/constants.js';
+import { StunMessage } from '../wire/message.js';
+import { addU32, addUri, getErrorCode } from '../wire/nattrav.js';
 
 /** One request/response over the registration's transport. */
 export type Transact = (request: StunMessage, options?: EncodeOptions) => Promise<StunMessage>;
@@ -57,9 +58,7 @@ export async function registerWithProof(
 ): Promise<{ response: StunMessage; session: RegistrationSession | undefined }> {
   if (session !== undefined) {
     const refresh = base();
-    refresh.add(AttrType.Username, session.id);
-    addU32(refresh, AttrType.Sequence, ++session.sequence);
-    const response = await transact(refresh, { integritySha256Key: session.key });
+    const response = await transact(refresh, underSession(refresh, session));
     if (!isUnauthorized(response)) {
       if (!verifyMessageIntegritySha256(response, session.key)) throw brokerAuthError('its answer to our refresh lacks integrity under the session key');
       if (response.cls === MessageClass.ErrorResponse) throw refused(uri, response);
@@ -98,6 +97,26 @@ export async function registerWithProof(
     if (problem !== undefined) throw brokerAuthError(problem);
   }
   return { response, session: { id: Buffer.from(id), key, sequence: 0 } };
+}
+
+/**
+ * The withdrawal of `uri`'s registration: a Register with LIFETIME 0, under the session
+ * (USERNAME, the next SEQUENCE, integrity under the session key) when there is one.
+ * Without a session only an open-mode broker accepts it, from the registered endpoint.
+ * Send it with the returned encode options.
+ */
+export function withdrawalRequest(uri: string, session: RegistrationSession | undefined): { request: StunMessage; options: EncodeOptions } {
+  const request = StunMessage.request(Method.Register);
+  addUri(request, uri);
+  addU32(request, AttrType.Lifetime, WITHDRAWAL_LIFETIME_MS);
+  return { request, options: session === undefined ? {} : underSession(request, session) };
+}
+
+/** Adds the session's USERNAME and next SEQUENCE to `request`; returns the options that add its integrity. */
+function underSession(request: StunMessage, session: RegistrationSession): EncodeOptions {
+  request.add(AttrType.Username, session.id);
+  addU32(request, AttrType.Sequence, ++session.sequence);
+  return { integritySha256Key: session.key };
 }
 
 function withKey(request: StunMessage, keys: RegistrationKeys): StunMessage {

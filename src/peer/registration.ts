@@ -1,7 +1,8 @@
 /**
  * A recipient's registration with the broker over UDP. The same socket sends the
  * periodic refreshes that keep the NAT mapping open and receives the broker's
- * connection requests through that mapping.
+ * connection requests through that mapping. Closing withdraws the registration
+ * (a refresh asking for LIFETIME 0), so the URI is unknown at once, not after a lifetime.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
@@ -12,7 +13,8 @@ import { StunChannel } from '../common/stun-channel.js';
 import { openBrokerConnection } from './exchange.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { decodeDatagram, encodeMessage, verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
-import { registerWithProof, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
+import { registerWithProof, withdrawalRequest, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
+import { closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawOverControl, withdrawOverUdp } from './withdrawal.js';
 import { addRequestPadding } from '../wire/request-padding.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
@@ -73,6 +75,10 @@ export class PeerRegistration extends EventEmitter {
   /** Set once registration runs over a TCP control connection (UDP blocked). */
   #control: StunChannel | undefined;
   #transport: 'udp' | 'tcp' = 'udp';
+  /** The registration or refresh in flight, if any: close() lets it settle to know whether there is a session to withdraw. */
+  #inflight: Promise<RegisteredInfo> | undefined;
+  /** Set by the first close(): settles once the withdrawal left and the sockets closed. */
+  #closed: Promise<void> | undefined;
 
   constructor(options: PeerRegistrationOptions) {
     super();
@@ -103,15 +109,17 @@ export class PeerRegistration extends EventEmitter {
     try {
       address = (await lookup(broker.host)).address;
     } catch (err) {
+      this.#throwIfClosed();
       this.#state = 'idle';
       throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: cannot resolve ${broker.host}`, { cause: err });
     }
+    this.#throwIfClosed(); // closed while resolving: no socket yet, none to leak
     this.#broker = toTransportAddress(address, broker.port);
     const socket = createSocket({ type: this.#broker.family === 'IPv6' ? 'udp6' : 'udp4' });
     this.#socket = socket;
     socket.on('message', (data, rinfo) => this.#onMessage(data, rinfo.address, rinfo.port));
     socket.on('error', () => undefined);
-    await new Promise<void>((resolve) => socket.bind(0, resolve));
+    await this.#bind(socket);
     const mode = this.#options.transport;
     let info: RegisteredInfo;
     if (mode === 'tcp') {
@@ -122,6 +130,7 @@ export class PeerRegistration extends EventEmitter {
         info = await this.#register(signal, mode === 'auto' ? Math.min(UDP_TRY_MS, this.#options.registerTimeoutMs) : undefined);
       } catch (err) {
         if (mode !== 'auto' || !(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) throw err;
+        this.#throwIfClosed();
         // No UDP answer: register over a TCP control connection instead (NatTrav's TCP registration).
         this.#transport = 'tcp';
         try {
@@ -132,18 +141,75 @@ export class PeerRegistration extends EventEmitter {
         }
       }
     }
+    // Closed while the answer was on its way: close() withdraws what was just granted.
+    this.#throwIfClosed();
     this.#schedule();
     return info;
   }
 
-  /** Stops refreshing and closes the socket. Idempotent. */
-  close(): void {
-    if (this.#state === 'closed') return;
+  /**
+   * Stops refreshing, withdraws the registration when one was granted (one unanswered
+   * message under the session: the broker forgets the URI at once), and closes the
+   * sockets. Safe during {@link start}, which then rejects with ERR_CLOSED. Idempotent:
+   * every call returns the same promise, which settles (never rejects) once the
+   * withdrawal was sent, within about {@link WITHDRAWAL_SEND_BOUND_MS} ms.
+   */
+  close(): Promise<void> {
+    if (this.#closed !== undefined) return this.#closed;
     this.#state = 'closed';
     clearTimeout(this.#timer);
+    this.#closed = this.#release();
+    return this.#closed;
+  }
+
+  /** Throws ERR_CLOSED once close() was called (start() checks after each await). */
+  #throwIfClosed(): void {
+    if (this.#closed !== undefined) throw new NattravError(ErrorCode.Closed, 'the registration was closed');
+  }
+
+  /** Binds `socket` to an ephemeral port; rejects with ERR_CLOSED when closed first (a socket closed mid-bind never calls back). */
+  #bind(socket: UdpSocket): Promise<void> {
+    const closing = this.#closing.signal;
+    return new Promise<void>((resolve, reject) => {
+      const onClose = (): void => reject(abortError(closing));
+      if (closing.aborted) {
+        onClose();
+        return;
+      }
+      closing.addEventListener('abort', onClose, { once: true });
+      socket.bind(0, () => {
+        closing.removeEventListener('abort', onClose);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * What close() does once the state is 'closed': stop the exchange in flight, send the
+   * withdrawal on the transport the registration uses, close both sockets.
+   */
+  async #release(): Promise<void> {
+    // A proof of key in flight may be granted any moment: give it the bound, so that what
+    // the broker grants is withdrawn too. Anything else in flight is stopped at once.
+    const granting = this.#session === undefined ? this.#inflight : undefined;
+    if (granting !== undefined) await settledWithin(granting, WITHDRAWAL_SEND_BOUND_MS);
     this.#closing.abort(new NattravError(ErrorCode.Closed, 'the registration was closed'));
-    this.#socket?.close();
-    this.#control?.destroy();
+    // An answer already taken off the socket still completes its exchange: let it (microtasks).
+    if (this.#inflight !== undefined) await settledWithin(this.#inflight, WITHDRAWAL_SEND_BOUND_MS);
+    const withdrawal = this.#info === undefined ? undefined : withdrawalRequest(this.#options.uri, this.#session);
+    const socket = this.#socket;
+    const control = this.#control;
+    if (withdrawal !== undefined && this.#transport === 'tcp' && control !== undefined && !control.socket.destroyed) {
+      closeQuietly(socket);
+      await withdrawOverControl(control, withdrawal);
+      return;
+    }
+    control?.destroy();
+    if (withdrawal !== undefined && this.#transport === 'udp' && socket !== undefined && this.#broker !== undefined) {
+      await withdrawOverUdp(socket, this.#broker, withdrawal);
+      return;
+    }
+    closeQuietly(socket);
   }
 
   #schedule(): void {
@@ -166,7 +232,17 @@ export class PeerRegistration extends EventEmitter {
    * with retransmissions or on the TCP control connection. The whole exchange
    * (challenge and answer) shares one time limit.
    */
-  async #register(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
+  #register(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
+    const exchange = this.#exchangeOnce(signal, timeoutMs);
+    this.#inflight = exchange;
+    const settled = (): void => {
+      if (this.#inflight === exchange) this.#inflight = undefined;
+    };
+    exchange.then(settled, settled);
+    return exchange;
+  }
+
+  async #exchangeOnce(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
     const { uri, lifetimeMs, broker } = this.#options;
     const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
     if (this.#transport === 'tcp' && (this.#control === undefined || this.#control.socket.destroyed)) {
@@ -266,7 +342,8 @@ export class PeerRegistration extends EventEmitter {
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
     const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport };
     this.#info = info;
-    if (this.#state !== 'closed') this.#state = 'registered';
+    if (this.#closed !== undefined) return info; // granted while closing: close() withdraws it
+    this.#state = 'registered';
     this.emit('registered', info);
     return info;
   }
@@ -277,6 +354,8 @@ export class PeerRegistration extends EventEmitter {
    */
   #onConnectionRequest(message: StunMessage, acknowledge: (response: StunMessage) => void): void {
     if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return;
+    // Closing: the sockets live on only to finish a proof and send the withdrawal.
+    if (this.#closed !== undefined) return;
     // With a session, only requests under its key come from our broker; others are ignored.
     if (this.#session !== undefined && !verifyMessageIntegritySha256(message, this.#session.key)) return;
     let attemptId: Uint8Array | undefined;

@@ -59,6 +59,8 @@ export class NattravServer extends EventEmitter {
   readonly #attempts = new Set<AbortController>();
   #registration: PeerRegistration | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
+  /** Set by the first close(): settles once the registration was withdrawn and 'close' emitted. */
+  #closed: Promise<void> | undefined;
 
   constructor(options: ServerOptions, onConnection?: ConnectionListener) {
     super();
@@ -112,7 +114,7 @@ export class NattravServer extends EventEmitter {
     if (callback !== undefined) this.once('listening', callback);
     this.#state = 'starting';
     this.#start().catch((err: unknown) => {
-      this.#registration?.close();
+      void this.#registration?.close();
       if (this.#state === 'closed') return;
       this.#state = 'idle';
       this.emit('error', err);
@@ -140,7 +142,7 @@ export class NattravServer extends EventEmitter {
     registration.on('connection-request', ({ attemptId }: { attemptId: Uint8Array }) => this.#accept(attemptId));
     await registration.start();
     if (this.#state !== 'starting') {
-      registration.close();
+      void registration.close();
       return;
     }
     this.#state = 'listening';
@@ -160,18 +162,23 @@ export class NattravServer extends EventEmitter {
     };
   }
 
-  /** Stops registering, abandons attempts in progress, emits 'close'. Established connections stay open. Idempotent. */
+  /**
+   * Stops registering and withdraws the registration (the broker forgets the URI at
+   * once), abandons attempts in progress, and emits 'close' once the withdrawal was
+   * sent (a few ms; at most about 200). Established connections stay open. Idempotent:
+   * `callback` runs once the server is closed, however often close() is called.
+   */
   close(callback?: () => void): this {
-    if (callback !== undefined) this.once('close', callback);
-    if (this.#state === 'closed') {
-      if (callback !== undefined) queueMicrotask(callback);
-      return this;
+    if (this.#closed === undefined) {
+      this.#state = 'closed';
+      const withdrawn = this.#registration?.close() ?? Promise.resolve();
+      for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
+      this.#attempts.clear();
+      this.#closed = withdrawn.then(() => {
+        this.emit('close');
+      });
     }
-    this.#state = 'closed';
-    this.#registration?.close();
-    for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
-    this.#attempts.clear();
-    queueMicrotask(() => this.emit('close'));
+    if (callback !== undefined) void this.#closed.then(callback);
     return this;
   }
 

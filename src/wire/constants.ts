@@ -112,7 +112,7 @@ export const AttrType = {
   PeerPrivateEndpoint: 0x4e05,
   /** nattrav: milliseconds to wait after receipt before sending the SYN (u32). */
   StartDelay: 0x4e06,
-  /** nattrav: registration lifetime in milliseconds (u32). */
+  /** nattrav: registration lifetime in milliseconds (u32); {@link WITHDRAWAL_LIFETIME_MS} in a refresh withdraws it. */
   Lifetime: 0x4e07,
   /** nattrav: the strategy of this attempt (u32, a StrategyCode). */
   Strategy: 0x4e08,
@@ -159,6 +159,11 @@ export const RELAY_QUOTA_LENGTH = 12;
 
 /** nattrav: the longest URI accepted, in UTF-8 bytes. */
 export const MAX_URI_BYTES = 512;
+/**
+ * nattrav: LIFETIME 0 in an authenticated Register refresh withdraws the registration and
+ * ends its session; the answer says LIFETIME 0 (as a TURN Refresh with LIFETIME 0, RFC 8656 §7.3).
+ */
+export const WITHDRAWAL_LIFETIME_MS = 0;
 /** RFC 8489 §14.14: SOFTWARE is fewer than 128 characters (at most 763 bytes). */
 export const MAX_SOFTWARE_BYTES = 763;
 /** RFC 8489 §14.8: the reason phrase is fewer than 128 characters (at most 763 bytes). */
