@@ -70,12 +70,16 @@ async function security(options: SecurityOptions): Promise<{ identity?: Identity
   };
 }
 
+/** Closes the server; resolves once its registration has been withdrawn (a few ms, at most about 200). */
+function withdraw(server: NattravServer): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
 /** Registers; resolves false when a stop signal came first (the server is then closed). */
 function register(server: NattravServer, stop: StopSignals): Promise<boolean> {
   return new Promise<boolean>((resolve, reject) => {
     const onStop = (): void => {
-      server.close();
-      resolve(false);
+      server.close(() => resolve(false));
     };
     stop.signal.addEventListener('abort', onStop, { once: true });
     server.once('listening', () => {
@@ -141,11 +145,11 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   );
   if (options.echo === true) {
     await stop.wait();
-    server.close();
+    await withdraw(server);
     return stop.exitCode as number;
   }
   const winner = await Promise.race([firstConnection, stop.wait()]);
-  server.close();
+  await withdraw(server);
   if (typeof winner === 'string') {
     reportNotConnected(out, 'interrupted');
     return stop.exitCode as number;
