@@ -2,7 +2,8 @@
 // Runs every built test file with node's test runner (Node 20's `node --test`
 // does not expand globs). Order: unit, interop, lab. Extra args narrow by substring.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
@@ -24,5 +25,15 @@ if (selected.length === 0) {
   console.error('no test files found under dist/test (did the build run?)');
   process.exit(1);
 }
-const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...selected], { stdio: 'inherit' });
+// Tests never write into the real home directory (default identities live in ~/.nattrav):
+// every test process and the CLI processes it starts get a temporary HOME, removed afterwards.
+// npm keeps using the real cache (the packaging test installs offline from it).
+const home = mkdtempSync(join(tmpdir(), 'nattrav-test-home-'));
+const env = { ...process.env, HOME: home, npm_config_cache: process.env.npm_config_cache ?? join(homedir(), '.npm') };
+let result;
+try {
+  result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...selected], { stdio: 'inherit', env });
+} finally {
+  rmSync(home, { recursive: true, force: true });
+}
 process.exit(result.status ?? 1);

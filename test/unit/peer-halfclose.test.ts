@@ -5,6 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, describe, test } from 'node:test';
 import { strategyMask, type StrategyName } from '../../src/nat/strategy.js';
@@ -18,6 +21,8 @@ import { addAttemptId, addU32, addUri } from '../../src/wire/nattrav.js';
 import { startBroker, startRecipient, until } from '../helpers/loopback.js';
 import { connect } from '../../src/peer/connect.js';
 
+// Keys of the identities made here stay in a temporary directory.
+const keyDir = mkdtempSync(join(tmpdir(), 'nattrav-halfclose-'));
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
 /** Reads everything until the other side's end. */
@@ -34,13 +39,14 @@ describe('half-close and close reporting', () => {
   const closers: Array<() => unknown> = [];
   after(async () => {
     for (const close of closers.reverse()) await close();
+    rmSync(keyDir, { recursive: true, force: true });
   });
 
   /** Connects as initiator by `path` (public: the first plan on loopback; relay: every direct strategy marked failed). */
   async function open(path: StrategyName, tls: boolean): Promise<{ initiator: NattravSocket; recipient: NattravSocket }> {
     const { broker, address } = await startBroker();
     closers.push(() => broker.close());
-    const identity = await newSelfCertifyingIdentity();
+    const identity = await newSelfCertifyingIdentity({ dir: keyDir });
     const { server, accepted } = await startRecipient(address, identity.uri, { identity, ...(tls ? { tls: true } : {}) });
     closers.push(() => server.close());
     const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
@@ -56,7 +62,7 @@ describe('half-close and close reporting', () => {
       request, attemptId, role: 'initiator', tls, uri: identity.uri, signal,
       exchangeTimeoutMs: 5_000, punchTimeoutMs: 3_000, started, attempt: 1, trace: [],
     });
-    if (tls) initiator = await secure(initiator, { identity: await newSelfCertifyingIdentity(), ca: [], expectedPeerUri: identity.uri, signal, started });
+    if (tls) initiator = await secure(initiator, { identity: await newSelfCertifyingIdentity({ dir: keyDir }), ca: [], expectedPeerUri: identity.uri, signal, started });
     await until(() => accepted.length === 1, 5_000, 'the recipient to accept');
     const recipient = accepted[0] as NattravSocket;
     assert.equal(initiator.nattrav.path, path);
@@ -113,7 +119,7 @@ describe('half-close and close reporting', () => {
     test(`a ${initiatorTls ? 'TLS' : 'plain'} initiator and a ${recipientTls ? 'TLS' : 'plain'} recipient fail on both sides, naming what the other wants`, async () => {
       const { broker, address } = await startBroker();
       closers.push(() => broker.close());
-      const identity = await newSelfCertifyingIdentity();
+      const identity = await newSelfCertifyingIdentity({ dir: keyDir });
       const { server } = await startRecipient(address, identity.uri, { identity, ...(recipientTls ? { tls: true } : {}) });
       closers.push(() => server.close());
       const failures: Error[] = [];
