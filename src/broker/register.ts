@@ -101,22 +101,28 @@ export async function handleRegister(
     ctx.reply(response);
     return undefined;
   };
+  const replayed = (): undefined => {
+    ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'replayed registration'));
+    return undefined;
+  };
   if (nonce === undefined) return challenge(StunErrorCode.Unauthorized, 'sign this nonce');
   const signature = request.get(AttrType.Signature);
   const ephemeral = request.get(AttrType.EphemeralKey);
   if (signature === undefined || ephemeral === undefined) return challenge(StunErrorCode.Unauthorized, 'SIGNATURE and EPHEMERAL-KEY needed');
-  const verdict = ctx.auth.nonces.accept(nonce, binding);
+  // Check the nonce, then the signature, and only then record the nonce as used:
+  // proofs with garbage signatures must not fill the record (it is bounded per source).
+  const verdict = ctx.auth.nonces.check(nonce, binding);
   if (verdict === 'stale') return challenge(StunErrorCode.StaleNonce, 'stale nonce');
   if (verdict === 'invalid') return challenge(StunErrorCode.Unauthorized, 'nonce not valid for this source, URI and key');
-  if (verdict === 'replayed') {
-    ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'replayed registration'));
-    return undefined;
-  }
+  if (verdict === 'replayed') return replayed();
   const payload = registrationPayload({ nonce, uri, ephemeralKey: ephemeral, lifetimeMs: asked, transport });
   if (!verify(spki, payload, signature)) {
     ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'signature does not verify with PUBLIC-KEY'));
     return undefined;
   }
+  const used = ctx.auth.nonces.use(nonce, binding);
+  if (used === 'replayed') return replayed();
+  if (used === 'full') return challenge(StunErrorCode.StaleNonce, 'stale nonce (too many proofs from this address)');
   const refusal = await ownershipProblem(ctx, request, uri, spki);
   if (refusal !== undefined) {
     ctx.reply(request.errorResponse(StunErrorCode.Forbidden, refusal));

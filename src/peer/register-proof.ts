@@ -1,7 +1,8 @@
 /**
  * The peer's side of registration with proof of key (see security/proof.ts for
  * the protocol): a refresh under the session key when there is a session; else
- * the challenge, the signed answer, and the new session. The broker's answers
+ * the challenge, the signed answer (once more with the fresh nonce of a 438
+ * Stale Nonce answer), and the new session. The broker's answers
  * must carry integrity under the session key (and, when the peer trusts a
  * broker CA, the broker's signature and certificate), or they are rejected:
  * a fake broker cannot redirect the peer. Transport-agnostic: the caller
@@ -12,7 +13,7 @@ import { X509Certificate } from 'node:crypto';
 import { ErrorCode, NattravError } from '../errors.js';
 import { issuedCertificate } from '../security/issued.js';
 import { sign, verify, type KeyPairPem } from '../security/keys.js';
-import { brokerPayload, newEphemeralKey, registrationPayload, sessionKey } from '../security/proof.js';
+import { brokerPayload, newEphemeralKey, registrationPayload, sessionKey, type EphemeralKey } from '../security/proof.js';
 import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode, WITHDRAWAL_LIFETIME_MS } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
@@ -73,14 +74,18 @@ export async function registerWithProof(
     if (keys.brokerCa !== undefined) throw brokerAuthError('it accepted us without a challenge and did not prove its identity');
     return { response: challenge, session: undefined };
   }
-  const nonce = challenge.get(AttrType.Nonce);
+  let nonce = challenge.get(AttrType.Nonce);
   if (nonce === undefined) throw refused(uri, challenge);
-  const ephemeral = newEphemeralKey();
-  const proof = withKey(base(), keys);
-  proof.add(AttrType.Nonce, nonce);
-  proof.add(AttrType.EphemeralKey, ephemeral.publicKey);
-  proof.add(AttrType.Signature, sign(keys.key.privateKeyPem, registrationPayload({ nonce, uri, ephemeralKey: ephemeral.publicKey, lifetimeMs, transport })));
-  const response = await transact(proof);
+  let ephemeral = newEphemeralKey();
+  let response = await transact(signedProof(base, keys, uri, lifetimeMs, transport, nonce, ephemeral));
+  // 438: the nonce went stale on its way (a slow path, or a broker under a flood of proofs).
+  // Its answer carries a fresh one: prove once more with it; a second refusal is final.
+  const fresh = isStaleNonce(response) ? response.get(AttrType.Nonce) : undefined;
+  if (fresh !== undefined) {
+    nonce = fresh;
+    ephemeral = newEphemeralKey();
+    response = await transact(signedProof(base, keys, uri, lifetimeMs, transport, nonce, ephemeral));
+  }
   if (response.cls === MessageClass.ErrorResponse) throw refused(uri, response);
   const id = response.get(AttrType.Username);
   const brokerEphemeral = response.get(AttrType.EphemeralKey);
@@ -97,6 +102,23 @@ export async function registerWithProof(
     if (problem !== undefined) throw brokerAuthError(problem);
   }
   return { response, session: { id: Buffer.from(id), key, sequence: 0 } };
+}
+
+/** Step 2 of the proof (security/proof.ts): the Register signed over `nonce` and our ephemeral key. */
+function signedProof(
+  base: () => StunMessage,
+  keys: RegistrationKeys,
+  uri: string,
+  lifetimeMs: number,
+  transport: 'udp' | 'tcp',
+  nonce: Uint8Array,
+  ephemeral: EphemeralKey,
+): StunMessage {
+  const proof = withKey(base(), keys);
+  proof.add(AttrType.Nonce, nonce);
+  proof.add(AttrType.EphemeralKey, ephemeral.publicKey);
+  proof.add(AttrType.Signature, sign(keys.key.privateKeyPem, registrationPayload({ nonce, uri, ephemeralKey: ephemeral.publicKey, lifetimeMs, transport })));
+  return proof;
 }
 
 /**
@@ -123,6 +145,10 @@ function withKey(request: StunMessage, keys: RegistrationKeys): StunMessage {
   request.add(AttrType.PublicKey, keys.key.spki);
   if (keys.certificateDer !== undefined) request.add(AttrType.Certificate, keys.certificateDer);
   return request;
+}
+
+function isStaleNonce(response: StunMessage): boolean {
+  return response.cls === MessageClass.ErrorResponse && getErrorCode(response)?.code === StunErrorCode.StaleNonce;
 }
 
 function isUnauthorized(response: StunMessage): boolean {

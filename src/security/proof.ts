@@ -7,8 +7,10 @@
  *    under a secret only the broker knows. It keeps no state for it.
  * 2. The peer sends Register(URI, PUBLIC-KEY, NONCE, EPHEMERAL-KEY, SIGNATURE),
  *    the signature covering {@link registrationPayload}. The broker checks the
- *    nonce (fresh, for this source, URI and key, never used before), the
- *    signature, and that the key may hold the URI.
+ *    nonce (fresh, for this source, URI and key, never used before), then the
+ *    signature, and only then records the nonce as used (bounded per source, so
+ *    garbage signatures cost the record nothing); then that the key may hold the
+ *    URI. A stale nonce gets 438 with a fresh nonce, and the peer proves once more.
  * 3. Both sides derive a session key from X25519(ephemeral keys) with HKDF.
  *    Refreshes carry USERNAME (session ID), SEQUENCE (strictly increasing) and
  *    MESSAGE-INTEGRITY-SHA256 under that key; so do the broker's answers and its
@@ -20,6 +22,8 @@ import { createHmac, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSy
 
 /** How long a nonce stays valid, in ms: one retransmitted round trip, with room for slow paths. */
 export const NONCE_LIFETIME_MS = 30_000;
+/** How far in the future a nonce's time may be, in ms (the broker's clock stepping back). */
+const NONCE_CLOCK_SKEW_MS = 1_000;
 /** Bytes of the timestamp in a nonce (ms since the epoch, big-endian). */
 const NONCE_TIME_BYTES = 8;
 /** Bytes of the MAC in a nonce: 128 bits are plenty against forgery within its lifetime. */
@@ -44,17 +48,44 @@ export interface NonceBinding {
   readonly spki: Uint8Array;
 }
 
-/** Mints and checks stateless nonces; remembers used ones (bounded) so each is accepted once. */
+/** Used nonces remembered at once, in total (about 100 bytes each: some 6.5 MB). */
+export const MAX_USED_NONCES = 65_536;
+/**
+ * Used nonces remembered per source address. One address can use at most its UDP
+ * Register budget in a nonce lifetime (limits.ts `udpRegister`: 200 + 20/s x 30 s = 800),
+ * so this never bites an honest NAT address, and 64 addresses are needed to fill the table.
+ */
+export const MAX_USED_NONCES_PER_SOURCE = 1_024;
+
+/** What {@link NonceBook.check} says of a nonce. */
+export type NonceVerdict = 'ok' | 'stale' | 'replayed' | 'invalid';
+
+/**
+ * Mints and checks stateless nonces; remembers used ones so each is accepted once.
+ * The record is written only by {@link NonceBook.use}, which the broker calls after
+ * the signature verified: a proof with a garbage signature costs the table nothing.
+ * It is bounded per source address and in total.
+ */
 export class NonceBook {
   readonly #secret: Buffer;
   readonly #now: () => number;
-  readonly #used = new Map<string, number>();
+  /** Used nonce (hex) -> when it may be forgotten and which source used it; insertion order is expiry order. */
+  readonly #used = new Map<string, { expires: number; source: string }>();
+  readonly #perSource = new Map<string, number>();
   readonly #maxUsed: number;
+  readonly #maxUsedPerSource: number;
 
-  constructor(options: { secret?: Uint8Array; now?: () => number; maxUsed?: number } = {}) {
+  /** `maxUsed` @default MAX_USED_NONCES; `maxUsedPerSource` @default MAX_USED_NONCES_PER_SOURCE; `now` @default Date.now */
+  constructor(options: { secret?: Uint8Array; now?: () => number; maxUsed?: number; maxUsedPerSource?: number } = {}) {
     this.#secret = Buffer.from(options.secret ?? randomBytes(32));
     this.#now = options.now ?? Date.now;
-    this.#maxUsed = options.maxUsed ?? 65_536;
+    this.#maxUsed = options.maxUsed ?? MAX_USED_NONCES;
+    this.#maxUsedPerSource = options.maxUsedPerSource ?? MAX_USED_NONCES_PER_SOURCE;
+  }
+
+  /** Used nonces remembered (for tests and metrics). */
+  get used(): number {
+    return this.#used.size;
   }
 
   /** A fresh nonce for `binding`. */
@@ -65,23 +96,38 @@ export class NonceBook {
   }
 
   /**
-   * Checks a nonce and, when valid, marks it used. 'stale': well formed and
-   * ours but too old; 'replayed': already accepted once; 'invalid': not ours,
-   * or for another source, URI or key.
+   * Checks a nonce without recording anything. 'stale': well formed and ours but
+   * too old (the window is exact: at {@link NONCE_LIFETIME_MS} after minting it is
+   * stale) or from the future; 'replayed': already used; 'invalid': not ours, or for
+   * another source, URI or key.
    */
-  accept(nonce: Uint8Array, binding: NonceBinding): 'ok' | 'stale' | 'replayed' | 'invalid' {
+  check(nonce: Uint8Array, binding: NonceBinding): NonceVerdict {
     if (nonce.length !== NONCE_LENGTH) return 'invalid';
     const time = Buffer.from(nonce.subarray(0, NONCE_TIME_BYTES));
     const expected = this.#mac(time, binding);
     if (!timingSafeEqual(expected, Buffer.from(nonce.subarray(NONCE_TIME_BYTES)))) return 'invalid';
     const issued = Number(time.readBigUInt64BE());
     const now = this.#now();
-    if (issued > now + 1_000 || now - issued > NONCE_LIFETIME_MS) return 'stale';
-    const key = Buffer.from(nonce).toString('hex');
+    if (issued > now + NONCE_CLOCK_SKEW_MS || now - issued >= NONCE_LIFETIME_MS) return 'stale';
     this.#prune(now);
+    return this.#used.has(Buffer.from(nonce).toString('hex')) ? 'replayed' : 'ok';
+  }
+
+  /**
+   * Records a nonce that {@link NonceBook.check} accepted, once the proof it came
+   * with verified. 'replayed': recorded already; 'full': its source, or the whole
+   * table, holds as many as allowed (the proof is refused as stale: the peer asks again).
+   */
+  use(nonce: Uint8Array, binding: NonceBinding): 'ok' | 'replayed' | 'full' {
+    const key = Buffer.from(nonce).toString('hex');
+    this.#prune(this.#now());
     if (this.#used.has(key)) return 'replayed';
-    if (this.#used.size >= this.#maxUsed) return 'stale'; // under attack: ask again rather than remember more
-    this.#used.set(key, issued + NONCE_LIFETIME_MS);
+    const source = binding.source.address;
+    const count = this.#perSource.get(source) ?? 0;
+    if (count >= this.#maxUsedPerSource || this.#used.size >= this.#maxUsed) return 'full';
+    // Kept a full lifetime from now (past its own expiry): insertion order stays expiry order.
+    this.#used.set(key, { expires: this.#now() + NONCE_LIFETIME_MS, source });
+    this.#perSource.set(source, count + 1);
     return 'ok';
   }
 
@@ -99,9 +145,12 @@ export class NonceBook {
   }
 
   #prune(now: number): void {
-    for (const [key, expires] of this.#used) {
+    for (const [key, { expires, source }] of this.#used) {
       if (expires > now) break; // insertion order is expiry order
       this.#used.delete(key);
+      const left = (this.#perSource.get(source) ?? 1) - 1;
+      if (left <= 0) this.#perSource.delete(source);
+      else this.#perSource.set(source, left);
     }
   }
 }
