@@ -7,7 +7,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import { checkPort, toTransportAddress } from '../common/endpoint.js';
+import { toTransportAddress } from '../common/endpoint.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { encodeMessage, type EncodeOptions } from '../wire/codec.js';
@@ -15,7 +15,7 @@ import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants
 import type { StunMessage } from '../wire/message.js';
 import { addXorAddress, getAttemptId, getU32Attr } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
-import { amplificationMode, BROKER_DEFAULTS, type BrokerOptions, type ResolvedBrokerOptions } from './options.js';
+import { amplificationMode, resolveBrokerOptions, type BrokerOptions, type ResolvedBrokerOptions } from './options.js';
 import { MemoryRegistry } from './registry/memory.js';
 import type { Registry } from './registry/registry.js';
 import { udpRequestInfo, type UdpRequestInfo } from './amplification.js';
@@ -27,7 +27,7 @@ import { handleDatagram } from './udp.js';
 import { bindListeners, closeListeners } from './listeners.js';
 import { BrokerGuard } from './guard.js';
 import { resolveLimits, type LimitedReport } from './limits.js';
-import { answerBinding, isWildcard, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
+import { answerBinding, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
 
 /** Something the broker did, for logs and tests. */
 export type BrokerEvent =
@@ -89,21 +89,7 @@ export class Broker extends EventEmitter {
 
   constructor(options: BrokerOptions = {}) {
     super();
-    const resolved = { ...BROKER_DEFAULTS, ...dropUndefined(options) } as ResolvedBrokerOptions;
-    checkPort(resolved.port, 'broker port', true);
-    for (const key of ['maxLifetimeMs', 'recipientTimeoutMs', 'exchangeIdleTimeoutMs', 'probeTimeoutMs', 'maxPendingAttempts'] as const) {
-      const value = resolved[key];
-      if (!Number.isInteger(value) || value <= 0) {
-        throw new NattravError(ErrorCode.InvalidArgument, `broker option ${key} must be a positive integer, got ${String(value)}`);
-      }
-    }
-    if (resolved.alternatePort !== undefined) checkPort(resolved.alternatePort, 'broker alternatePort');
-    if (resolved.alternateHost !== undefined && (resolved.alternateHost === '' || isWildcard(resolved.host))) {
-      throw new NattravError(
-        ErrorCode.InvalidArgument,
-        `broker alternateHost needs a specific primary host, not "${resolved.host}"; pass the host's first address as host and its second as alternateHost`,
-      );
-    }
+    const resolved = resolveBrokerOptions(options);
     const amplification = amplificationMode(resolved);
     this.#options = resolved;
     this.#ownsRegistry = options.registry === undefined;
@@ -133,6 +119,8 @@ export class Broker extends EventEmitter {
       probeTimeoutMs: resolved.probeTimeoutMs,
       maxPendingAttempts: resolved.maxPendingAttempts,
       emit: (event) => this.emit('event', event),
+      limits: this.#guard.limits,
+      limited: (report) => this.#guard.limited(report),
     });
   }
 
@@ -479,10 +467,6 @@ export class Broker extends EventEmitter {
 /** Creates a broker; call {@link Broker.listen} to start it. */
 export function createBroker(options: BrokerOptions = {}): Broker {
   return new Broker(options);
-}
-
-function dropUndefined<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /**

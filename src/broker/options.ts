@@ -1,7 +1,9 @@
+import { checkPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import type { AmplificationMode } from './amplification.js';
 import type { BrokerLimitsOptions } from './limits.js';
 import type { Registry } from './registry/registry.js';
+import { isWildcard } from './rfc5780.js';
 
 /** Options of {@link createBroker}. */
 export interface BrokerOptions {
@@ -30,6 +32,18 @@ export interface BrokerOptions {
   recipientTimeoutMs?: number;
   /** How long a TCP exchange may stay idle before the broker drops it, in ms. @default 15000 */
   exchangeIdleTimeoutMs?: number;
+  /**
+   * Longest life of a TCP exchange (any connection that is not a recipient's control
+   * connection or a spliced relay), in ms, however busy it is. @default 30000
+   */
+  exchangeMaxLifetimeMs?: number;
+  /**
+   * Once the first byte of a STUN message arrived on a TCP connection, the whole message
+   * must arrive within this many ms, or the connection is closed (every message, on
+   * every connection, control connections included; the first message also has
+   * limits `firstMessageTimeoutMs` from the accept). @default 5000
+   */
+  messageTimeoutMs?: number;
   /** How long a round-trip probe may take, in ms. @default 3000 */
   probeTimeoutMs?: number;
   /** Most attempts waiting for their recipient at once. @default 4096 */
@@ -45,9 +59,15 @@ export interface BrokerOptions {
   alternateHost?: string;
   /** The second port (RFC 5780 §3: the "alternate port"), always listened on (UDP and TCP). @default port + 1 */
   alternatePort?: number;
-  /** Bytes (both directions) one relayed connection may carry; 0 = unlimited. @default 0 */
+  /**
+   * Bytes (both directions together) one relayed connection may carry before it is cut;
+   * 0 = unlimited, only when you say so (a broker for your own peers). @default 1073741824 (1 GiB)
+   */
   relayMaxBytes?: number;
-  /** Milliseconds one relayed connection may last; 0 = unlimited. @default 0 */
+  /**
+   * Milliseconds one relayed connection may last before it is cut; 0 = unlimited, only
+   * when you say so. @default 3600000 (1 hour)
+   */
   relayMaxDurationMs?: number;
   /** Rate limits and caps against floods and bad input (limits.ts); any subset. @default BROKER_LIMITS_DEFAULTS */
   limits?: BrokerLimitsOptions;
@@ -93,6 +113,10 @@ export const BROKER_DEFAULTS = {
   recipientTimeoutMs: 5_000,
   /** An exchange is a few round trips; 15 s idle means the peer is gone. */
   exchangeIdleTimeoutMs: 15_000,
+  /** A peer gives up on its exchange after 12 s (peer option exchangeTimeoutMs); 30 s is well past that. */
+  exchangeMaxLifetimeMs: 30_000,
+  /** Like undici's headersTimeout: a STUN message is at most a few KiB, one round trip on any usable path; 5 s is generous. */
+  messageTimeoutMs: 5_000,
   /** One TCP round trip; 3 s means the path is unusable for a timed punch anyway. */
   probeTimeoutMs: 3_000,
   maxPendingAttempts: 4096,
@@ -102,10 +126,79 @@ export const BROKER_DEFAULTS = {
   stunCompat: false,
   /** A session is ~200 bytes; 100,000 stay well under 100 MB. */
   maxSessions: 100_000,
-  /** On one's own broker the relay is not metered; operators of a public broker set quotas. */
-  relayMaxBytes: 0,
-  relayMaxDurationMs: 0,
+  /**
+   * A broker serves strangers, and a relayed connection costs its operator twice its bytes.
+   * 1 GiB covers what relays are for (a shell, a file of some hundred MB, a video call of
+   * about an hour at 2 Mbit/s) while one stranger cannot run up more than 2 GiB of the
+   * operator's traffic per attempt; 0 (unlimited) is for brokers of one's own peers.
+   */
+  relayMaxBytes: 1_073_741_824,
+  /** One hour: an interactive session; a relay held open idle for days ties up two sockets. 0: unlimited. */
+  relayMaxDurationMs: 3_600_000,
 } as const satisfies ResolvedBrokerOptions;
+
+/** Options that must be integers >= 1 (`port` and the relay quotas have their own rules). */
+const POSITIVE_INTEGERS = [
+  'maxLifetimeMs',
+  'recipientTimeoutMs',
+  'exchangeIdleTimeoutMs',
+  'exchangeMaxLifetimeMs',
+  'messageTimeoutMs',
+  'probeTimeoutMs',
+  'maxPendingAttempts',
+  'maxSessions',
+] as const satisfies ReadonlyArray<keyof ResolvedBrokerOptions>;
+/** Node's timers hold at most 2^31 - 1 ms (about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * Completes `options` with {@link BROKER_DEFAULTS} and checks every field, the one
+ * option validator of the broker (limits are checked by limits.ts `resolveLimits`).
+ * Throws ERR_INVALID_ARGUMENT naming the option and what to pass instead. Does not
+ * touch `options`.
+ */
+export function resolveBrokerOptions(options: BrokerOptions): ResolvedBrokerOptions {
+  const resolved = { ...BROKER_DEFAULTS, ...dropUndefined(options) } as ResolvedBrokerOptions;
+  const bad = (key: string, want: string): never => {
+    throw new NattravError(ErrorCode.InvalidArgument, `broker option ${key} must be ${want}, got ${describe((resolved as Record<string, unknown>)[key])}`);
+  };
+  for (const key of POSITIVE_INTEGERS) {
+    const value = resolved[key];
+    if (!Number.isSafeInteger(value) || value <= 0) bad(key, 'a positive integer');
+    if (key.endsWith('Ms') && value > MAX_TIMER_MS) bad(key, `at most ${MAX_TIMER_MS} ms (about 24 days)`);
+  }
+  if (!Number.isSafeInteger(resolved.relayMaxBytes) || resolved.relayMaxBytes < 0) {
+    bad('relayMaxBytes', 'a whole number of bytes (0 for unlimited)');
+  }
+  if (!Number.isSafeInteger(resolved.relayMaxDurationMs) || resolved.relayMaxDurationMs < 0 || resolved.relayMaxDurationMs > MAX_TIMER_MS) {
+    bad('relayMaxDurationMs', `a whole number of ms up to ${MAX_TIMER_MS} (0 for unlimited)`);
+  }
+  if (typeof resolved.host !== 'string' || resolved.host === '') bad('host', "an IP address or host name (e.g. '0.0.0.0')");
+  if (typeof resolved.software !== 'string') bad('software', 'a string');
+  if (typeof resolved.open !== 'boolean') bad('open', 'true or false');
+  for (const key of ['ca', 'cert', 'key'] as const) {
+    if (resolved[key] !== undefined && typeof resolved[key] !== 'string') bad(key, 'a PEM string');
+  }
+  if (resolved.limits !== undefined && (typeof resolved.limits !== 'object' || resolved.limits === null)) bad('limits', 'an object of limits (see BROKER_LIMITS_DEFAULTS)');
+  checkPort(resolved.port, 'broker port', true);
+  if (resolved.alternatePort !== undefined) checkPort(resolved.alternatePort, 'broker alternatePort');
+  if (resolved.alternateHost !== undefined && (resolved.alternateHost === '' || isWildcard(resolved.host))) {
+    throw new NattravError(
+      ErrorCode.InvalidArgument,
+      `broker alternateHost needs a specific primary host, not "${resolved.host}"; pass the host's first address as host and its second as alternateHost`,
+    );
+  }
+  amplificationMode(resolved);
+  return resolved;
+}
+
+function describe(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+function dropUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
 
 /**
  * The anti-amplification mode the options ask for (amplification.ts); throws

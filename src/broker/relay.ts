@@ -3,9 +3,10 @@
  * connection to the broker with Relay(attempt ID, role); the broker answers
  * both and splices the two sockets. Only attempts the broker itself scheduled
  * with the relay strategy may be relayed, each once, within a short window.
- * Per-connection byte and time quotas are the operator's (default unlimited);
- * the success response tells both peers the quotas (RELAY-QUOTA), so a peer
- * whose connection is cut can say why.
+ * Per-connection byte and time quotas default to 1 GiB and 1 hour (options.ts
+ * BROKER_DEFAULTS: a broker serves strangers); 0 means unlimited. The success
+ * response tells both peers the quotas (RELAY-QUOTA), so a peer whose
+ * connection is cut can say why.
  *
  * The splice is a TCP connection in each direction: a FIN from one peer is
  * passed on as a FIN to the other, whose direction stays open until it ends
