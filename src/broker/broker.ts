@@ -5,50 +5,28 @@
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
-import { createServer, type Server, type Socket } from 'node:net';
-import { TLSSocket } from 'node:tls';
-import { toTransportAddress } from '../common/endpoint.js';
-import { StunChannel } from '../common/stun-channel.js';
+import type { Server } from 'node:net';
 import { ErrorCode, NattravError } from '../errors.js';
 import { encodeMessage, type EncodeOptions } from '../wire/codec.js';
-import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
-import { addXorAddress, getAttemptId, getU32Attr } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { amplificationMode, resolveBrokerOptions, type BrokerOptions, type ResolvedBrokerOptions } from './options.js';
 import { MemoryRegistry } from './registry/memory.js';
 import type { Registry } from './registry/registry.js';
 import { udpRequestInfo, type UdpRequestInfo } from './amplification.js';
 import { buildAuth } from './auth.js';
-import { handleRegister, type RegisterAuth } from './register.js';
-import { RelayHub, type RelayEnded } from './relay.js';
-import { Rendezvous, type RendezvousEvent } from './rendezvous.js';
+import type { BrokerEvent } from './events.js';
+import type { RegisterAuth } from './register.js';
+import { RelayHub } from './relay.js';
+import { Rendezvous } from './rendezvous.js';
 import { handleDatagram } from './udp.js';
 import { bindListeners, closeListeners } from './listeners.js';
 import { BrokerGuard } from './guard.js';
-import { resolveLimits, type LimitedReport } from './limits.js';
+import { resolveLimits } from './limits.js';
 import { answerBinding, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
+import { TcpService } from './tcp.js';
 
-/** Something the broker did, for logs and tests. */
-export type BrokerEvent =
-  | RendezvousEvent
-  | {
-      type: 'listening';
-      address: string;
-      port: number;
-      alternatePort: number;
-      alternateAddress?: string;
-      /** 'open': no proof of key; 'authenticated': proof of key; '+tls': the broker can prove itself too. */
-      security: 'open' | 'authenticated' | 'authenticated+tls';
-    }
-  | { type: 'warning'; message: string }
-  | { type: 'binding'; transport: 'udp' | 'tcp'; remote: TransportAddress }
-  | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number; transport?: 'tcp' }
-  /** The recipient withdrew its registration (LIFETIME 0 under its session): `uri` is unknown from now on. */
-  | { type: 'withdrawn'; uri: string; transport: 'udp' | 'tcp' }
-  | ({ type: 'relay-ended' } & RelayEnded)
-  /** A rate limit or cap refused something (limits.ts); throttled, never more than `limitedEventsPerSecond`. */
-  | ({ type: 'limited' } & LimitedReport);
+export type { BrokerEvent } from './events.js';
 
 /** One endpoint the broker listens on, UDP and TCP (see {@link Broker.addresses}). */
 export interface BrokerEndpoint {
@@ -64,27 +42,25 @@ export interface BrokerEndpoint {
 export const OPEN_MODE_WARNING =
   'OPEN MODE: registrations are NOT authenticated; anyone can register or take over any URI. Use only on a closed network.';
 
-/** TLS on the broker's TCP channel: 1.3 only. */
-const TLS_VERSION = 'TLSv1.3';
-
 /** A running (or not yet started) broker. Emits 'event' ({@link BrokerEvent}), 'listening', 'error', 'close'. */
 export class Broker extends EventEmitter {
   readonly #options: ResolvedBrokerOptions;
   readonly #registry: Registry;
   readonly #ownsRegistry: boolean;
-  readonly #sockets = new Set<Socket>();
   readonly #rendezvous: Rendezvous;
   readonly #relay: RelayHub;
   /** Rate limits, caps and anti-amplification (guard.ts). */
   readonly #guard: BrokerGuard;
   readonly #auth: RegisterAuth;
-  /** TCP control connections of recipients whose UDP is blocked, by URI. */
-  readonly #controls = new Map<string, StunChannel>();
+  /** Accepting and serving TCP, STARTTLS, the connections' deadlines, control connections (tcp.ts). */
+  readonly #tcpService: TcpService;
   /** UDP sockets by `socketKey` (rfc5780.ts); the primary one also carries the broker's own requests. */
   #udp = new Map<string, UdpSocket>();
   #tcp: readonly Server[] = [];
   #layout: Rfc5780Layout | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
+  /** Settles when a listen() in progress has finished (bound everything, or closed what it bound). */
+  #starting: Promise<void> = Promise.resolve();
   #address: { address: string; port: number } | undefined;
 
   constructor(options: BrokerOptions = {}) {
@@ -109,7 +85,7 @@ export class Broker extends EventEmitter {
         const key = this.#auth.sessions.byUri(registration.uri)?.key;
         const options = key === undefined ? {} : { integritySha256Key: key };
         if (registration.transport === 'tcp') {
-          this.#controls.get(registration.uri)?.send(message, { software: resolved.software, fingerprint: true, ...options });
+          this.#tcpService.control(registration.uri)?.send(message, { software: resolved.software, fingerprint: true, ...options });
         } else {
           this.#sendUdp(message, registration.publicEndpoint, options);
         }
@@ -119,8 +95,16 @@ export class Broker extends EventEmitter {
       probeTimeoutMs: resolved.probeTimeoutMs,
       maxPendingAttempts: resolved.maxPendingAttempts,
       emit: (event) => this.emit('event', event),
-      limits: this.#guard.limits,
-      limited: (report) => this.#guard.limited(report),
+    });
+    this.#tcpService = new TcpService({
+      options: resolved,
+      registry: this.#registry,
+      auth: this.#auth,
+      guard: this.#guard,
+      rendezvous: this.#rendezvous,
+      relay: this.#relay,
+      emit: (event) => this.emit('event', event),
+      withdrawn: (uri, transport) => this.#withdrawn(uri, transport),
     });
   }
 
@@ -169,16 +153,27 @@ export class Broker extends EventEmitter {
     if (this.#state === 'listening' && this.#address !== undefined) return this.address();
     if (this.#state !== 'idle') throw new NattravError(ErrorCode.Closed, `cannot listen: the broker is ${this.#state}`);
     this.#state = 'starting';
+    const starting = this.#start();
+    // close() waits for this, so that nothing is left bound once it resolved.
+    this.#starting = starting.then(() => undefined, () => undefined);
+    return starting;
+  }
+
+  async #start(): Promise<{ address: string; port: number }> {
     const { host, port, alternateHost, alternatePort } = this.#options;
     let lastError: unknown;
     try {
+      // Each socket is checked as soon as it is bound: a close() meanwhile closes it at once and stops the binding.
       const bound = await bindListeners(
         { host, port, ...(alternateHost === undefined ? {} : { alternateHost }), ...(alternatePort === undefined ? {} : { alternatePort }) },
-        { udp: (h, p, id) => this.#bindUdp(h, p, id), tcp: (h, p) => this.#listenTcp(h, p) },
+        {
+          udp: (h, p, id) => this.#openWhileStarting(() => this.#bindUdp(h, p, id), (socket) => closeListeners([socket], [])),
+          tcp: (h, p) => this.#openWhileStarting(() => this.#tcpService.listen(h, p), (server) => closeListeners([], [server])),
+        },
       );
       if (this.#state !== 'starting') {
         await closeListeners(bound.udp.values(), bound.tcp);
-        throw new NattravError(ErrorCode.Closed, 'the broker was closed while it was starting');
+        throw closedWhileStarting();
       }
       this.#udp = new Map(bound.udp);
       this.#tcp = bound.tcp;
@@ -212,7 +207,9 @@ export class Broker extends EventEmitter {
     this.#state = 'closed';
     this.#rendezvous.close();
     this.#relay.close();
-    for (const socket of this.#sockets) socket.destroy();
+    this.#tcpService.close();
+    // A listen() in progress closes what it bound as soon as its bind returns.
+    await this.#starting;
     await closeListeners(this.#udp.values(), this.#tcp);
     if (this.#ownsRegistry) await this.#registry.close();
     this.emit('close');
@@ -223,17 +220,19 @@ export class Broker extends EventEmitter {
     await this.close();
   }
 
-  #listenTcp(host: string, port: number): Promise<Server> {
-    return new Promise((resolve, reject) => {
-      // allowHalfOpen: the relay passes a peer's FIN on as a FIN; STUN channels end their side themselves.
-      const server = createServer({ allowHalfOpen: true }, (socket) => this.#onTcp(socket));
-      server.once('error', reject);
-      server.listen({ host, port, exclusive: true }, () => {
-        server.off('error', reject);
-        server.on('error', (err) => this.emit('error', err));
-        resolve(server);
-      });
-    });
+  /**
+   * Opens one socket or server for listen(), checking the state before and after:
+   * once close() was called it opens nothing more, and closes what it just opened
+   * before throwing ERR_CLOSED (so bindListeners stops and close() finds nothing bound).
+   */
+  async #openWhileStarting<T>(open: () => Promise<T>, close: (opened: T) => Promise<void>): Promise<T> {
+    if (this.#state !== 'starting') throw closedWhileStarting();
+    const opened = await open();
+    if (this.#state !== 'starting') {
+      await close(opened);
+      throw closedWhileStarting();
+    }
+    return opened;
   }
 
   #bindUdp(host: string, port: number, id: ServerSocketId): Promise<UdpSocket> {
@@ -304,169 +303,15 @@ export class Broker extends EventEmitter {
     this.#guard.unregistered(uri);
     this.emit('event', { type: 'withdrawn', uri, transport } satisfies BrokerEvent);
   }
-
-  /** Register over TCP: keep the channel so connection requests can go down it. */
-  #registerControl(channel: StunChannel, request: StunMessage): void {
-    const socket = channel.socket;
-    const remote = toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
-    handleRegister(
-      {
-        registry: this.#registry,
-        maxLifetimeMs: this.#options.maxLifetimeMs,
-        auth: this.#auth,
-        now: Date.now,
-        reply: (message, options) => channel.send(message, { software: this.#options.software, fingerprint: true, ...options }),
-        onRegistered: (uri, publicEndpoint, lifetimeMs) => {
-          this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
-          this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, transport: 'tcp' } satisfies BrokerEvent);
-        },
-        onWithdrawn: (uri, transport) => this.#withdrawn(uri, transport),
-      },
-      request,
-      remote,
-      'tcp',
-    ).then(
-      (uri) => {
-        if (uri === undefined || this.#controls.get(uri) === channel) return;
-        this.#controls.set(uri, channel);
-        channel.closed.then(async () => {
-          if (this.#controls.get(uri) !== channel) return;
-          this.#controls.delete(uri);
-          // Nobody can reach the recipient any more: drop the registration if it is still this one.
-          const current = await this.#registry.get(uri);
-          if (current?.transport === 'tcp' && current.publicEndpoint.port === remote.port && current.publicEndpoint.address === remote.address) {
-            await this.#registry.delete(uri);
-          }
-        }, () => undefined);
-      },
-      (err: unknown) => channel.send(request.errorResponse(StunErrorCode.ServerError, err instanceof Error ? err.message : String(err))),
-    );
-  }
-
-  #onTcp(socket: Socket): void {
-    if (!this.#guard.acceptTcp(socket)) return;
-    this.#sockets.add(socket);
-    socket.once('close', () => this.#sockets.delete(socket));
-    socket.setTimeout(this.#options.exchangeIdleTimeoutMs, () => socket.destroy());
-    socket.setNoDelay(true);
-    this.#serveTcp(socket, socket);
-  }
-
-  /**
-   * STARTTLS: answer in clear, then run TLS 1.3 as server on the same socket and
-   * serve it again, encrypted. The peer sends nothing until it has our answer,
-   * so no byte is left behind in the plain stream.
-   */
-  #startTls(raw: Socket, channel: StunChannel, request: StunMessage): void {
-    const { cert, key } = this.#options;
-    if (cert === undefined || key === undefined) {
-      channel.send(request.errorResponse(StunErrorCode.BadRequest, 'this broker has no certificate'), { software: this.#options.software, fingerprint: true });
-      channel.end();
-      return;
-    }
-    channel.send(request.successResponse(), { fingerprint: true });
-    const early = channel.detach();
-    if (early.length > 0) {
-      raw.destroy(); // bytes before the handshake: not a well-behaved peer
-      return;
-    }
-    const secure = new TLSSocket(raw, { isServer: true, cert, key, minVersion: TLS_VERSION, maxVersion: TLS_VERSION });
-    secure.on('error', () => raw.destroy());
-    secure.once('secure', () => this.#serveTcp(secure, raw));
-  }
-
-  /** Serves STUN on `socket` (plain, or TLS over `raw`). */
-  #serveTcp(socket: Socket, raw: Socket): void {
-    let role: 'none' | 'initiator' | 'recipient' | 'relay' | 'control' = 'none';
-    const secured = socket !== raw;
-    const channel: StunChannel = new StunChannel(socket, (message) => {
-      this.#guard.firstMessage(raw);
-      if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
-        // A recipient acknowledging a connection request on its control connection.
-        if (role === 'control') this.#rendezvous.acknowledge(message);
-        return;
-      }
-      if (message.cls !== MessageClass.Request) return;
-      const reply = (response: StunMessage): void => {
-        channel.send(response, { software: this.#options.software, fingerprint: true });
-        this.#guard.writable(socket);
-      };
-      const verdict = this.#guard.tcpRequest(socket, message);
-      if (verdict.action === 'close') {
-        channel.destroy();
-        return;
-      }
-      if (verdict.action === 'refuse') {
-        reply(verdict.response);
-        channel.end();
-        return;
-      }
-      switch (message.method) {
-        case Method.Binding: {
-          const remote = toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
-          const response = message.successResponse();
-          addXorAddress(response, AttrType.XorMappedAddress, remote);
-          reply(response);
-          this.emit('event', { type: 'binding', transport: 'tcp', remote } satisfies BrokerEvent);
-          return;
-        }
-        case Method.Connect:
-        case Method.Join: {
-          if (role !== 'none') {
-            reply(message.errorResponse(StunErrorCode.BadRequest, 'one attempt per exchange'));
-            return;
-          }
-          role = message.method === Method.Connect ? 'initiator' : 'recipient';
-          const run = role === 'initiator' ? this.#rendezvous.connect(channel, message) : this.#rendezvous.join(channel, message);
-          run.catch((err: unknown) => {
-            reply(message.errorResponse(StunErrorCode.BadRequest, err instanceof Error ? err.message : String(err)));
-            channel.end();
-          });
-          return;
-        }
-        case Method.Register: {
-          if (role !== 'none' && role !== 'control') {
-            reply(message.errorResponse(StunErrorCode.BadRequest, 'Register on an exchange connection'));
-            return;
-          }
-          role = 'control';
-          // A control connection lives as long as its registration; refreshes keep it busy.
-          socket.setTimeout(this.#options.maxLifetimeMs, () => socket.destroy());
-          this.#registerControl(channel, message);
-          return;
-        }
-        case Method.StartTls:
-          if (role !== 'none' || secured) {
-            reply(message.errorResponse(StunErrorCode.BadRequest, 'StartTls must come first, once'));
-            return;
-          }
-          this.#startTls(raw, channel, message);
-          return;
-        case Method.MappingProbe:
-          this.#rendezvous.mappingProbe(channel, message);
-          return;
-        case Method.Relay: {
-          const id = getAttemptId(message);
-          const side = getU32Attr(message, AttrType.Role);
-          if (id === undefined || (side !== 0 && side !== 1) || role !== 'none') {
-            reply(message.errorResponse(StunErrorCode.BadRequest, 'Relay needs ATTEMPT-ID and ROLE, once per connection'));
-            channel.end();
-            return;
-          }
-          role = 'relay';
-          this.#relay.join(Buffer.from(id).toString('hex'), side === 0 ? 'initiator' : 'recipient', channel, message);
-          return;
-        }
-        default:
-          reply(message.errorResponse(StunErrorCode.BadRequest, `method 0x${message.method.toString(16)} is not served over TCP`));
-      }
-    });
-  }
 }
 
 /** Creates a broker; call {@link Broker.listen} to start it. */
 export function createBroker(options: BrokerOptions = {}): Broker {
   return new Broker(options);
+}
+
+function closedWhileStarting(): NattravError {
+  return new NattravError(ErrorCode.Closed, 'the broker was closed while it was starting');
 }
 
 /**

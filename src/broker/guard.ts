@@ -12,7 +12,7 @@ import { HEADER_LENGTH, MessageClass, Method, StunErrorCode } from '../wire/cons
 import { decodeMessageType, type StunMessage } from '../wire/message.js';
 import { getUri } from '../wire/nattrav.js';
 import { fitResponse, fitUnauthenticated, type AmplificationMode, type UdpRequestInfo } from './amplification.js';
-import { CountCap, LimitReporter, RateLimiter, RegistrationCap, TokenBucket, type BrokerLimits, type LimitedReport, type RateKind } from './limits.js';
+import { LimitReporter, RateLimiter, RegistrationCap, TokenBucket, type BrokerLimits, type LimitedReport, type RateKind } from './limits.js';
 
 /** What a TCP request may do after the guard looked at it. */
 export type TcpVerdict = { readonly action: 'serve' } | { readonly action: 'refuse'; readonly response: StunMessage } | { readonly action: 'close' };
@@ -24,7 +24,6 @@ export class BrokerGuard {
   readonly limits: BrokerLimits;
   readonly #rates: RateLimiter;
   readonly #reporter: LimitReporter;
-  readonly #connections: CountCap;
   readonly #registrations: RegistrationCap;
   /** Open initiator exchanges per recipient URI (entries exist only while positive; bounded by maxConnections). */
   readonly #pendingPerUri = new Map<string, number>();
@@ -43,7 +42,6 @@ export class BrokerGuard {
     this.#now = now;
     this.#rates = new RateLimiter(limits, now);
     this.#reporter = new LimitReporter(limits.limitedEventsPerSecond, report, now);
-    this.#connections = new CountCap(limits.maxConnectionsPerSource, limits.maxConnections);
     this.#registrations = new RegistrationCap(limits.maxRegistrationsPerSource, limits.maxRegistrations);
     this.#allowance = new TokenBucket(limits.amplificationAllowance, now());
   }
@@ -54,8 +52,8 @@ export class BrokerGuard {
   }
 
   /** Sizes of every table the guard keeps (for tests and metrics). */
-  get tables(): { buckets: number; connections: number; registrations: number; pendingUris: number } {
-    return { buckets: this.#rates.size, connections: this.#connections.total, registrations: this.#registrations.size, pendingUris: this.#pendingPerUri.size };
+  get tables(): { buckets: number; registrations: number; pendingUris: number } {
+    return { buckets: this.#rates.size, registrations: this.#registrations.size, pendingUris: this.#pendingPerUri.size };
   }
 
   /** Reports a limit (throttled). */
@@ -120,34 +118,11 @@ export class BrokerGuard {
   }
 
   /**
-   * A new TCP connection: false when a cap or the accept rate refuses it (the
-   * socket is then destroyed). Otherwise it is counted until it closes and must
-   * deliver a whole first message within `firstMessageTimeoutMs` (see {@link BrokerGuard.firstMessage}).
+   * A new TCP connection from `source`: false when the accept rate refuses it (the
+   * caller destroys the socket). The connection caps and deadlines are tcp-deadlines.ts's.
    */
-  acceptTcp(socket: Socket): boolean {
-    const source = socket.remoteAddress ?? '?';
-    if (!this.#take('tcp-accept', source)) {
-      socket.destroy();
-      return false;
-    }
-    const verdict = this.#connections.acquire(source);
-    if (verdict !== 'ok') {
-      this.limited({ kind: verdict === 'total' ? 'connections' : 'connections-per-source', source });
-      socket.destroy();
-      return false;
-    }
-    const timer = setTimeout(() => {
-      this.limited({ kind: 'first-message-timeout', source });
-      socket.destroy();
-    }, this.limits.firstMessageTimeoutMs);
-    timer.unref();
-    firstMessageTimers.set(socket, timer);
-    socket.once('close', () => {
-      clearTimeout(timer);
-      firstMessageTimers.delete(socket);
-      this.#connections.release(source);
-    });
-    return true;
+  acceptTcp(source: string): boolean {
+    return this.#take('tcp-accept', source);
   }
 
   /**
@@ -201,14 +176,6 @@ export class BrokerGuard {
     }
   }
 
-  /** A whole message arrived on `socket`: the first-message timeout no longer applies. */
-  firstMessage(socket: Socket): void {
-    const timer = firstMessageTimers.get(socket);
-    if (timer === undefined) return;
-    clearTimeout(timer);
-    firstMessageTimers.delete(socket);
-  }
-
   /** False (and the socket destroyed) when a peer lets more than `maxWriteBufferBytes` pile up unread. */
   writable(socket: Socket): boolean {
     if (socket.writableLength <= this.limits.maxWriteBufferBytes) return true;
@@ -223,6 +190,3 @@ export class BrokerGuard {
     return false;
   }
 }
-
-/** First-message timers by socket (weak: a destroyed socket takes its entry with it). */
-const firstMessageTimers = new WeakMap<Socket, NodeJS.Timeout>();

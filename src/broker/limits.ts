@@ -130,6 +130,12 @@ export type LimitKind =
   | 'connections'
   | 'connections-per-source'
   | 'first-message-timeout'
+  /** A TCP connection did not finish a message (or a TLS handshake) within `messageTimeoutMs` of its first byte. */
+  | 'message-timeout'
+  /** A TCP exchange reached `exchangeMaxLifetimeMs`. */
+  | 'exchange-lifetime'
+  /** At the connection cap, an idle or half-sent connection (`source`) was closed to make room (tcp-deadlines.ts). */
+  | 'evicted'
   | 'write-buffer'
   | 'amplification';
 

@@ -1,0 +1,326 @@
+/**
+ * The broker's TCP side: accepting connections under the caps and deadlines of
+ * tcp-deadlines.ts, STARTTLS, and serving STUN on each connection: Binding, the
+ * exchanges of an attempt (rendezvous.ts), mapping probes, relays (relay.ts), and
+ * the control connections of recipients whose UDP is blocked (register.ts).
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { toTransportAddress } from '../common/endpoint.js';
+import { StunChannel } from '../common/stun-channel.js';
+import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import type { StunMessage } from '../wire/message.js';
+import { addXorAddress, getAttemptId, getU32Attr } from '../wire/nattrav.js';
+import type { BrokerEvent } from './events.js';
+import type { BrokerGuard } from './guard.js';
+import type { ResolvedBrokerOptions } from './options.js';
+import { handleRegister, type RegisterAuth } from './register.js';
+import type { Registry } from './registry/registry.js';
+import type { RelayHub } from './relay.js';
+import type { Rendezvous } from './rendezvous.js';
+import { ConnectionTable, type ConnectionRole } from './tcp-deadlines.js';
+
+/** TLS on the broker's TCP channel: 1.3 only. */
+const TLS_VERSION = 'TLSv1.3';
+
+/** What TCP serving needs from the broker around it. */
+export interface TcpContext {
+  readonly options: ResolvedBrokerOptions;
+  readonly registry: Registry;
+  readonly auth: RegisterAuth;
+  readonly guard: BrokerGuard;
+  readonly rendezvous: Rendezvous;
+  readonly relay: RelayHub;
+  emit(event: BrokerEvent): void;
+  /** A registration was withdrawn by its holder (LIFETIME 0). */
+  withdrawn(uri: string, transport: 'udp' | 'tcp'): void;
+  /** The clock of the connection deadlines. @default Date.now */
+  now?(): number;
+}
+
+/** The role of a connection in {@link TcpService.serve}'s dispatch. */
+type ServedRole = 'none' | 'initiator' | 'recipient' | 'relay' | 'control';
+
+const DEADLINE_ROLE: Record<ServedRole, ConnectionRole> = { none: 'new', initiator: 'attempt', recipient: 'attempt', relay: 'relay', control: 'control' };
+
+/** Serves TCP for one broker: its servers, its connections and its recipients' control connections. */
+export class TcpService {
+  readonly #ctx: TcpContext;
+  readonly #connections: ConnectionTable<Socket>;
+  /** TCP control connections of recipients whose UDP is blocked, by URI. */
+  readonly #controls = new Map<string, StunChannel>();
+  readonly #sockets = new Set<Socket>();
+  #sweeper: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(ctx: TcpContext) {
+    this.#ctx = ctx;
+    const { limits } = ctx.guard;
+    this.#connections = new ConnectionTable(
+      {
+        firstMessageMs: limits.firstMessageTimeoutMs,
+        messageMs: ctx.options.messageTimeoutMs,
+        lifetimeMs: ctx.options.exchangeMaxLifetimeMs,
+        maxConnections: limits.maxConnections,
+        maxConnectionsPerSource: limits.maxConnectionsPerSource,
+      },
+      ctx.now ?? Date.now,
+    );
+  }
+
+  /** Open connections (bounded by limits `maxConnections`). */
+  get connections(): number {
+    return this.#connections.size;
+  }
+
+  /** The control connection of `uri`'s recipient, if it registered over TCP. */
+  control(uri: string): StunChannel | undefined {
+    return this.#controls.get(uri);
+  }
+
+  /** Listens on `host:port`; resolves with the server once it listens. */
+  listen(host: string, port: number): Promise<Server> {
+    return new Promise((resolve, reject) => {
+      // allowHalfOpen: the relay passes a peer's FIN on as a FIN; STUN channels end their side themselves.
+      const server = createServer({ allowHalfOpen: true }, (socket) => this.#accept(socket));
+      server.once('error', reject);
+      server.listen({ host, port, exclusive: true }, () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.#ctx.emit({ type: 'warning', message: `TCP server on ${host}:${port}: ${err.message}` }));
+        resolve(server);
+      });
+    });
+  }
+
+  /** Checks every connection's deadlines now (the sweeper does it every `sweepIntervalMs`). */
+  sweep(): void {
+    for (const { handle, source, expiry } of this.#connections.expired()) {
+      this.#ctx.guard.limited({ kind: expiry, source });
+      handle.destroy();
+    }
+  }
+
+  /** Closes every connection; no more are served. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
+  #accept(socket: Socket): void {
+    const source = socket.remoteAddress ?? '?';
+    if (this.#closed || !this.#ctx.guard.acceptTcp(source)) {
+      socket.destroy();
+      return;
+    }
+    const admission = this.#connections.admit(source);
+    if (admission.verdict !== 'ok') {
+      this.#ctx.guard.limited({ kind: admission.verdict === 'total' ? 'connections' : 'connections-per-source', source });
+      socket.destroy();
+      return;
+    }
+    if (admission.evicted !== undefined) {
+      this.#ctx.guard.limited({ kind: 'evicted', source: admission.evicted.remoteAddress ?? '?' });
+      admission.evicted.destroy();
+    }
+    this.#connections.add(socket, source);
+    this.#sockets.add(socket);
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      this.#connections.remove(socket);
+    });
+    if (this.#sweeper === undefined) {
+      this.#sweeper = setInterval(() => this.sweep(), this.#connections.sweepIntervalMs);
+      this.#sweeper.unref();
+    }
+    socket.setTimeout(this.#ctx.options.exchangeIdleTimeoutMs, () => socket.destroy());
+    socket.setNoDelay(true);
+    this.#serve(socket, socket);
+  }
+
+  /** Feeds what arrives on `socket` (plain, or decrypted TLS) to the deadlines of `raw`; returns how to stop. */
+  #track(socket: Socket, raw: Socket): () => void {
+    const listener = (chunk: Buffer): void => this.#connections.received(raw, chunk);
+    // Before the channel's own listener, so a message's bytes count before it is served.
+    socket.prependListener('data', listener);
+    return () => socket.off('data', listener);
+  }
+
+  /**
+   * STARTTLS: answer in clear, then run TLS 1.3 as server on the same socket and
+   * serve it again, encrypted. The peer sends nothing until it has our answer,
+   * so no byte is left behind in the plain stream. The handshake has the deadline
+   * of a message.
+   */
+  #startTls(raw: Socket, channel: StunChannel, request: StunMessage, untrack: () => void): void {
+    const { cert, key, software } = this.#ctx.options;
+    if (cert === undefined || key === undefined) {
+      channel.send(request.errorResponse(StunErrorCode.BadRequest, 'this broker has no certificate'), { software, fingerprint: true });
+      channel.end();
+      return;
+    }
+    channel.send(request.successResponse(), { fingerprint: true });
+    const early = channel.detach();
+    untrack();
+    if (early.length > 0) {
+      raw.destroy(); // bytes before the handshake: not a well-behaved peer
+      return;
+    }
+    this.#connections.handshaking(raw);
+    const secure = new TLSSocket(raw, { isServer: true, cert, key, minVersion: TLS_VERSION, maxVersion: TLS_VERSION });
+    secure.on('error', () => raw.destroy());
+    secure.once('secure', () => {
+      this.#connections.handshaken(raw);
+      this.#serve(secure, raw);
+    });
+  }
+
+  /** Register over TCP: keep the channel so connection requests can go down it. */
+  #registerControl(channel: StunChannel, request: StunMessage): void {
+    const { software, maxLifetimeMs } = this.#ctx.options;
+    const socket = channel.socket;
+    const remote = toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
+    handleRegister(
+      {
+        registry: this.#ctx.registry,
+        maxLifetimeMs,
+        auth: this.#ctx.auth,
+        now: Date.now,
+        reply: (message, options) => channel.send(message, { software, fingerprint: true, ...options }),
+        onRegistered: (uri, publicEndpoint, lifetimeMs) => {
+          this.#ctx.guard.registered(uri, publicEndpoint.address, lifetimeMs);
+          this.#ctx.emit({ type: 'registered', uri, publicEndpoint, lifetimeMs, transport: 'tcp' });
+        },
+        onWithdrawn: (uri, transport) => this.#ctx.withdrawn(uri, transport),
+      },
+      request,
+      remote,
+      'tcp',
+    ).then(
+      (uri) => {
+        if (uri === undefined || this.#controls.get(uri) === channel) return;
+        this.#controls.set(uri, channel);
+        void channel.closed.then(() => this.#controlClosed(uri, channel, remote));
+      },
+      (err: unknown) => channel.send(request.errorResponse(StunErrorCode.ServerError, err instanceof Error ? err.message : String(err))),
+    );
+  }
+
+  /**
+   * A control connection closed: nobody can reach its recipient any more. If the
+   * registration is still this connection's, drop it, free its place under the
+   * registration caps, and end its session. Never rejects: a registry that fails
+   * (a remote one) is reported as a warning.
+   */
+  async #controlClosed(uri: string, channel: StunChannel, remote: { address: string; port: number }): Promise<void> {
+    if (this.#controls.get(uri) !== channel) return;
+    this.#controls.delete(uri);
+    try {
+      const current = await this.#ctx.registry.get(uri);
+      const ours = current?.transport === 'tcp' && current.publicEndpoint.port === remote.port && current.publicEndpoint.address === remote.address;
+      if (!ours) return;
+      await this.#ctx.registry.delete(uri);
+      this.#ctx.guard.unregistered(uri);
+      this.#ctx.auth.sessions.drop(uri);
+    } catch (err) {
+      this.#ctx.emit({ type: 'warning', message: `dropping ${uri} after its control connection closed: ${err instanceof Error ? err.message : String(err)}` });
+    }
+  }
+
+  /** Serves STUN on `socket` (plain, or TLS over `raw`). */
+  #serve(socket: Socket, raw: Socket): void {
+    const { software, maxLifetimeMs } = this.#ctx.options;
+    const { guard, rendezvous, relay } = this.#ctx;
+    let role: ServedRole = 'none';
+    const secured = socket !== raw;
+    const setRole = (next: ServedRole): void => {
+      role = next;
+      this.#connections.setRole(raw, DEADLINE_ROLE[next]);
+    };
+    const untrack = this.#track(socket, raw);
+    const channel: StunChannel = new StunChannel(socket, (message) => {
+      if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
+        // A recipient acknowledging a connection request on its control connection.
+        if (role === 'control') rendezvous.acknowledge(message);
+        return;
+      }
+      if (message.cls !== MessageClass.Request) return;
+      const reply = (response: StunMessage): void => {
+        channel.send(response, { software, fingerprint: true });
+        guard.writable(socket);
+      };
+      const verdict = guard.tcpRequest(socket, message);
+      if (verdict.action === 'close') {
+        channel.destroy();
+        return;
+      }
+      if (verdict.action === 'refuse') {
+        reply(verdict.response);
+        channel.end();
+        return;
+      }
+      switch (message.method) {
+        case Method.Binding: {
+          const remote = toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
+          const response = message.successResponse();
+          addXorAddress(response, AttrType.XorMappedAddress, remote);
+          reply(response);
+          this.#ctx.emit({ type: 'binding', transport: 'tcp', remote });
+          return;
+        }
+        case Method.Connect:
+        case Method.Join: {
+          if (role !== 'none') {
+            reply(message.errorResponse(StunErrorCode.BadRequest, 'one attempt per exchange'));
+            return;
+          }
+          const initiator = message.method === Method.Connect;
+          setRole(initiator ? 'initiator' : 'recipient');
+          const run = initiator ? rendezvous.connect(channel, message) : rendezvous.join(channel, message);
+          run.catch((err: unknown) => {
+            reply(message.errorResponse(StunErrorCode.BadRequest, err instanceof Error ? err.message : String(err)));
+            channel.end();
+          });
+          return;
+        }
+        case Method.Register: {
+          if (role !== 'none' && role !== 'control') {
+            reply(message.errorResponse(StunErrorCode.BadRequest, 'Register on an exchange connection'));
+            return;
+          }
+          setRole('control');
+          // A control connection lives as long as its registration; refreshes keep it busy.
+          socket.setTimeout(maxLifetimeMs, () => socket.destroy());
+          this.#registerControl(channel, message);
+          return;
+        }
+        case Method.StartTls:
+          if (role !== 'none' || secured) {
+            reply(message.errorResponse(StunErrorCode.BadRequest, 'StartTls must come first, once'));
+            return;
+          }
+          this.#startTls(raw, channel, message, untrack);
+          return;
+        case Method.MappingProbe:
+          rendezvous.mappingProbe(channel, message);
+          return;
+        case Method.Relay: {
+          const id = getAttemptId(message);
+          const side = getU32Attr(message, AttrType.Role);
+          if (id === undefined || (side !== 0 && side !== 1) || role !== 'none') {
+            reply(message.errorResponse(StunErrorCode.BadRequest, 'Relay needs ATTEMPT-ID and ROLE, once per connection'));
+            channel.end();
+            return;
+          }
+          // From here the connection carries application bytes: the relay's quotas bound it, not STUN deadlines.
+          setRole('relay');
+          untrack();
+          relay.join(Buffer.from(id).toString('hex'), side === 0 ? 'initiator' : 'recipient', channel, message);
+          return;
+        }
+        default:
+          reply(message.errorResponse(StunErrorCode.BadRequest, `method 0x${message.method.toString(16)} is not served over TCP`));
+      }
+    });
+  }
+}
