@@ -95,6 +95,8 @@ export class Broker extends EventEmitter {
       probeTimeoutMs: resolved.probeTimeoutMs,
       maxPendingAttempts: resolved.maxPendingAttempts,
       emit: (event) => this.emit('event', event),
+      limits: this.#guard.limits,
+      limited: (report) => this.#guard.limited(report),
     });
     this.#tcpService = new TcpService({
       options: resolved,

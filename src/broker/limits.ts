@@ -40,6 +40,13 @@ export interface BrokerLimits {
   readonly relay: RateSpec;
   /** MappingProbe requests per source address. @default { perSecond: 100, burst: 400 } */
   readonly mappingProbe: RateSpec;
+  /**
+   * Expensive strategies scheduled for one recipient URI, in tokens: a prediction window costs 1,
+   * a birthday run 8 (nat/plan.ts STRATEGY_COST); past it the attempt is relayed. @default { perSecond: 0.5, burst: 16 }
+   */
+  readonly expensivePerUri: RateSpec;
+  /** The same budget per initiator source address. @default { perSecond: 0.25, burst: 16 } */
+  readonly expensivePerSource: RateSpec;
   /** Live registrations (URIs) granted to one source address. @default 1024 */
   readonly maxRegistrationsPerSource: number;
   /** Live registrations granted in total. @default 100000 */
@@ -88,6 +95,13 @@ export const BROKER_LIMITS_DEFAULTS: BrokerLimits = {
   maxPendingPerUri: 64,
   relay: { perSecond: 20, burst: 100 },
   mappingProbe: { perSecond: 100, burst: 400 },
+  /**
+   * A birthday run makes the recipient open up to 2048 connections: two at once, then one per
+   * 16 s per recipient (32 s per initiator), so forged retries cannot turn it into a flood.
+   * Prediction windows (4 connections) are cheap enough for 16 at once, then one per 2 s.
+   */
+  expensivePerUri: { perSecond: 0.5, burst: 16 },
+  expensivePerSource: { perSecond: 0.25, burst: 16 },
   /** A large NAT (CGN) may hide many peers behind one address. */
   maxRegistrationsPerSource: 1024,
   maxRegistrations: 100_000,
@@ -125,6 +139,8 @@ export type LimitKind =
   | 'pending-per-uri'
   | 'relay'
   | 'mapping-probe'
+  | 'expensive-per-uri'
+  | 'expensive-per-source'
   | 'registrations-per-source'
   | 'registrations'
   | 'connections'
@@ -150,6 +166,8 @@ const RATE_KINDS = {
   'connect-per-uri': 'connectPerUri',
   relay: 'relay',
   'mapping-probe': 'mappingProbe',
+  'expensive-per-uri': 'expensivePerUri',
+  'expensive-per-source': 'expensivePerSource',
 } as const satisfies Partial<Record<LimitKind, keyof BrokerLimits>>;
 
 /** A kind limited by a token bucket per key. */

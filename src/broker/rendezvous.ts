@@ -11,18 +11,27 @@
  * 5. Meanwhile each peer has opened a MappingProbe connection from its
  *    exchange's local port to the broker's alternate port: two public
  *    endpoints per side tell how its NAT maps TCP (none, endpoint-independent,
- *    sequential with a step, random). From both, the broker plans the
- *    strategies (nat/plan.ts) and picks the first that has not failed yet.
- * 6. It answers both requests at the same instant with the strategy, the other
- *    side's endpoints and mapping, and a start delay, so the two SYNs cross,
- *    then closes its side of both exchanges first (the TIME_WAIT stays with the broker).
+ *    sequential with a step, random). Only probes from the exchange's own
+ *    address count (probe-book.ts).
+ * 6. From both sides, the round trips and what it scheduled before for this
+ *    initiator and URI, the broker decides (schedule.ts, a pure function) the
+ *    strategy, each side's answer and start delay; it answers both at the same
+ *    instant, so the two SYNs cross, then closes its side of both exchanges
+ *    first (the TIME_WAIT stays with the broker).
+ *
+ * This file does the I/O and the timers around those decisions: every handler
+ * parses the whole request before it changes any state, and time comes from the
+ * injected clock, so tests run the whole rendezvous on a fake one.
  */
 import { randomBytes } from 'node:crypto';
-import { performance } from 'node:perf_hooks';
+import { clockDeadline, systemClock, type Clock, type TimerHandle } from '../common/clock.js';
 import { toTransportAddress } from '../common/endpoint.js';
-import { startPhase } from '../common/signal.js';
 import type { StunChannel } from '../common/stun-channel.js';
 import { isNattravError } from '../errors.js';
+import { encodeMappingKind, type MappingKind } from '../nat/mapping.js';
+import { strategyCost } from '../nat/plan.js';
+import { StrategyCode, strategiesInMask, type StrategyName } from '../nat/strategy.js';
+import type { EncodeOptions } from '../wire/codec.js';
 import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import {
@@ -31,29 +40,44 @@ import {
   addUri,
   addXorAddress,
   getAttemptId,
+  getRole,
   getU32Attr,
   getUri,
   getXorAddressAttrs,
+  type RoleName,
 } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
+import { AttemptHistory } from './attempt-history.js';
+import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } from './limits.js';
+import { ProbeBook } from './probe-book.js';
 import type { Registration, Registry } from './registry/registry.js';
-import { startDelays } from './timing.js';
-import { classifyTcpMapping, encodeMappingKind, lastObservedPort, type MappingKind } from '../nat/mapping.js';
-import { nextStrategy, planStrategies } from '../nat/plan.js';
-import { StrategyCode, strategiesInMask, type StrategyName } from '../nat/strategy.js';
+import { scheduleAttempt, type Answer, type Schedule } from './schedule.js';
 
 /** The phases of an attempt (step numbers as in the module comment). */
 export type AttemptState = 'notifying' | 'probing' | 'done' | 'failed';
 
+/** What the rendezvous uses of an exchange's connection: a {@link StunChannel}, or a fake one in tests. */
+export interface ExchangeChannel {
+  readonly socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined };
+  /** Resolves when the connection has closed. */
+  readonly closed: Promise<void>;
+  send(message: StunMessage, options?: EncodeOptions): boolean;
+  /** Sends a request and resolves with its response; rejects when `signal` aborts or the connection ends. */
+  request(message: StunMessage, signal: AbortSignal): Promise<StunMessage>;
+  /** Ends our side of the connection. */
+  end(): void;
+}
+
 interface Side {
-  readonly channel: StunChannel;
+  readonly channel: ExchangeChannel;
   readonly request: StunMessage;
   readonly publicEndpoint: TransportAddress;
   readonly privateEndpoints: TransportAddress[];
 }
 
 interface Attempt {
-  readonly failed: ReadonlySet<StrategyName>;
+  /** What the initiator's FAILED-STRATEGIES says (a claim: see nat/plan.ts chooseStrategy). */
+  readonly claimed: ReadonlySet<StrategyName>;
   readonly key: string;
   readonly id: Uint8Array;
   readonly uri: string;
@@ -61,8 +85,8 @@ interface Attempt {
   readonly initiator: Side;
   recipient: Side | undefined;
   readonly startedAt: number;
-  notifyTimer: NodeJS.Timeout | undefined;
-  deadline: NodeJS.Timeout | undefined;
+  notifyTimer: TimerHandle | undefined;
+  deadline: TimerHandle | undefined;
   readonly requestTxid: Uint8Array;
 }
 
@@ -72,7 +96,7 @@ export interface RendezvousContext {
   /** Sends a connection request to a registered recipient: over UDP to its mapping, or down its TCP control connection. */
   notify(registration: Registration, message: StunMessage): void;
   /** Sends a message on an exchange, with the broker's SOFTWARE and FINGERPRINT. */
-  reply(channel: StunChannel, message: StunMessage): void;
+  reply(channel: ExchangeChannel, message: StunMessage): void;
   readonly recipientTimeoutMs: number;
   readonly probeTimeoutMs: number;
   readonly maxPendingAttempts: number;
@@ -80,6 +104,12 @@ export interface RendezvousContext {
   emit(event: RendezvousEvent): void;
   /** Allows one relay for the attempt (hex ID); false when the relay is full. */
   authorizeRelay(attemptId: string): boolean;
+  /** The broker's limits; `expensivePerUri` and `expensivePerSource` apply here. @default BROKER_LIMITS_DEFAULTS */
+  readonly limits?: BrokerLimits;
+  /** Reports a limit that bit (the broker throttles the reports). */
+  limited?(report: LimitedReport): void;
+  /** Time and timers. @default systemClock */
+  readonly clock?: Clock;
 }
 
 /** A progress report of the rendezvous. */
@@ -91,6 +121,8 @@ export type RendezvousEvent =
       attemptId: string;
       strategy: StrategyName;
       plan: StrategyName[];
+      /** Strategies of the plan passed over, and why (nat/plan.ts SkipReason). */
+      skipped: Array<{ strategy: StrategyName; reason: string }>;
       initiatorMapping: string;
       recipientMapping: string;
       rttInitiatorMs: number;
@@ -100,34 +132,63 @@ export type RendezvousEvent =
   | { type: 'attempt-failed'; uri: string; attemptId: string; reason: string };
 
 /** Retransmission schedule of ConnectionRequest over UDP (RFC 8489 §6.2.1 style, faster start). */
-const NOTIFY_FIRST_RTO_MS = 250;
-/** Mapping probes a peer sends per attempt (with its exchange: two observations from one local port). */
-export const MAPPING_PROBES = 1;
+export const NOTIFY_FIRST_RTO_MS = 250;
 /** How long to wait for late mapping probes after both exchanges are in, in ms; they leave with the exchange, so only loss delays them. */
-const MAPPING_WAIT_MS = 1_000;
-/** Probe observations kept for attempts the broker has not seen yet, at most (memory bound). */
-const MAX_PROBE_KEYS = 8192;
-/** Birthday: the cone side starts this much later, so the random side's mappings exist when its probes arrive. */
-const BIRTHDAY_CONE_LAG_MS = 200;
+export const MAPPING_WAIT_MS = 1_000;
 
-/** Mapping-probe observations of one side of one attempt. */
-interface ProbeRecord {
-  readonly endpoints: TransportAddress[];
-  readonly expires: number;
-  waiters: Array<() => void>;
+/** A Connect request, parsed whole before anything changes. */
+interface ConnectRequest {
+  readonly uri: string | undefined;
+  readonly proposedId: Uint8Array | undefined;
+  readonly privateEndpoints: TransportAddress[];
+  readonly claimed: ReadonlySet<StrategyName>;
+}
+
+/** Reads every attribute of a Connect the rendezvous uses; throws StunMalformed on a malformed one. */
+function parseConnect(request: StunMessage): ConnectRequest {
+  return {
+    uri: getUri(request),
+    proposedId: getAttemptId(request),
+    privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint),
+    claimed: new Set(strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0)),
+  };
+}
+
+/** Reads every attribute of a Join the rendezvous uses; throws StunMalformed on a malformed one. */
+function parseJoin(request: StunMessage): { id: Uint8Array | undefined; privateEndpoints: TransportAddress[] } {
+  return { id: getAttemptId(request), privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint) };
+}
+
+/** Reads a MappingProbe's attempt ID and role; undefined when either is missing or malformed. */
+function parseMappingProbe(request: StunMessage): { id: Uint8Array; role: RoleName } | undefined {
+  try {
+    const id = getAttemptId(request);
+    const role = getRole(request);
+    return id === undefined || role === undefined ? undefined : { id, role };
+  } catch (err) {
+    if (isNattravError(err)) return undefined;
+    throw err;
+  }
 }
 
 /** Runs every attempt of one broker. */
 export class Rendezvous {
   readonly #ctx: RendezvousContext;
+  readonly #clock: Clock;
   readonly #attempts = new Map<string, Attempt>();
   /** ConnectionRequest transaction ID (hex) -> attempt key. */
   readonly #byTxid = new Map<string, string>();
-  /** `<attempt id hex>/<role>` -> probe observations. */
-  readonly #probes = new Map<string, ProbeRecord>();
+  readonly #probes: ProbeBook;
+  /** What was scheduled per initiator address and URI: the evidence retries are planned from. */
+  readonly #history = new AttemptHistory();
+  /** Expensive-strategy budgets per recipient URI and per initiator address. */
+  readonly #budgets: RateLimiter;
 
   constructor(ctx: RendezvousContext) {
     this.#ctx = ctx;
+    this.#clock = ctx.clock ?? systemClock;
+    this.#probes = new ProbeBook(this.#clock);
+    this.#budgets = new RateLimiter(ctx.limits ?? resolveLimits(), () => this.#clock.now());
   }
 
   /** Attempts still running. */
@@ -140,9 +201,10 @@ export class Rendezvous {
     return this.#probes.size;
   }
 
-  /** Steps 1-2: an initiator's Connect request arrived on `channel`. */
-  async connect(channel: StunChannel, request: StunMessage): Promise<void> {
-    const uri = getUri(request);
+  /** Steps 1-2: an initiator's Connect request arrived on `channel`. Throws StunMalformed (nothing changed) on a malformed request. */
+  async connect(channel: ExchangeChannel, request: StunMessage): Promise<void> {
+    const parsed = parseConnect(request);
+    const uri = parsed.uri;
     if (uri === undefined) {
       this.#fail(channel, request, StunErrorCode.BadRequest, 'Connect needs a URI attribute');
       return;
@@ -157,38 +219,37 @@ export class Rendezvous {
       return;
     }
     // The initiator proposes the ID so its mapping probes can name the attempt before we answer.
-    const proposed = getAttemptId(request);
-    const proposedKey = proposed === undefined ? undefined : Buffer.from(proposed).toString('hex');
-    const id = proposed !== undefined && !this.#attempts.has(proposedKey as string) ? proposed : new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
-    const key = Buffer.from(id).toString('hex');
+    const proposed = parsed.proposedId;
+    const id = proposed !== undefined && !this.#attempts.has(hex(proposed)) ? proposed : new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
+    const key = hex(id);
     const notify = StunMessage.request(Method.ConnectionRequest);
     addAttemptId(notify, id);
     addUri(notify, uri);
     const attempt: Attempt = {
-      failed: new Set(strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0)),
+      claimed: parsed.claimed,
       key,
       id,
       uri,
       state: 'notifying',
-      initiator: this.#side(channel, request),
+      initiator: side(channel, request, parsed.privateEndpoints),
       recipient: undefined,
-      startedAt: performance.now(),
+      startedAt: this.#clock.now(),
       notifyTimer: undefined,
       deadline: undefined,
       requestTxid: notify.transactionId,
     };
     this.#attempts.set(key, attempt);
-    this.#byTxid.set(Buffer.from(notify.transactionId).toString('hex'), key);
+    this.#byTxid.set(hex(notify.transactionId), key);
     this.#ctx.emit({ type: 'attempt', uri, attemptId: key, initiator: attempt.initiator.publicEndpoint });
 
     // Retransmit the ConnectionRequest with doubling intervals until acknowledged or joined.
     const send = (rto: number): void => {
       if (attempt.state !== 'notifying') return;
       this.#ctx.notify(registration, notify);
-      attempt.notifyTimer = setTimeout(() => send(rto * 2), rto);
+      attempt.notifyTimer = this.#clock.setTimeout(() => send(rto * 2), rto);
     };
     send(NOTIFY_FIRST_RTO_MS);
-    attempt.deadline = setTimeout(() => {
+    attempt.deadline = this.#clock.setTimeout(() => {
       this.#abandon(attempt, StunErrorCode.RecipientUnreachable, `recipient ${uri} did not join within ${this.#ctx.recipientTimeoutMs} ms`);
     }, this.#ctx.recipientTimeoutMs);
     channel.closed.then(() => {
@@ -200,29 +261,29 @@ export class Rendezvous {
 
   /** A response to a ConnectionRequest arrived over UDP: stop retransmitting it. */
   acknowledge(response: StunMessage): void {
-    const txid = Buffer.from(response.transactionId).toString('hex');
-    const key = this.#byTxid.get(txid);
+    const key = this.#byTxid.get(hex(response.transactionId));
     if (key === undefined) return;
     const attempt = this.#attempts.get(key);
     if (attempt === undefined) return;
-    clearTimeout(attempt.notifyTimer);
+    this.#clock.clearTimeout(attempt.notifyTimer);
     attempt.notifyTimer = undefined;
     if (response.cls === MessageClass.ErrorResponse) {
       this.#abandon(attempt, StunErrorCode.RecipientUnreachable, `recipient ${attempt.uri} refused the connection request`);
     }
   }
 
-  /** Steps 3-5: the recipient joined on `channel`. */
-  async join(channel: StunChannel, request: StunMessage): Promise<void> {
-    const id = getAttemptId(request);
-    const attempt = id === undefined ? undefined : this.#attempts.get(Buffer.from(id).toString('hex'));
+  /** Steps 3-6: the recipient joined on `channel`. Throws StunMalformed (nothing changed) on a malformed request. */
+  async join(channel: ExchangeChannel, request: StunMessage): Promise<void> {
+    const parsed = parseJoin(request);
+    const attempt = parsed.id === undefined ? undefined : this.#attempts.get(hex(parsed.id));
     if (attempt === undefined || attempt.state !== 'notifying') {
       this.#fail(channel, request, StunErrorCode.NotFound, 'unknown or finished attempt');
       return;
     }
-    clearTimeout(attempt.notifyTimer);
-    clearTimeout(attempt.deadline);
-    attempt.recipient = this.#side(channel, request);
+    this.#clock.clearTimeout(attempt.notifyTimer);
+    this.#clock.clearTimeout(attempt.deadline);
+    const recipient = side(channel, request, parsed.privateEndpoints);
+    attempt.recipient = recipient;
     attempt.state = 'probing';
     channel.closed.then(() => {
       if (attempt.state === 'probing') this.#abandon(attempt, StunErrorCode.ServerError, 'the recipient closed its exchange');
@@ -239,42 +300,43 @@ export class Rendezvous {
     }
     if (attempt.state !== 'probing') return;
 
-    // Step 5: how each NAT maps TCP, and the strategy for this attempt.
-    await Promise.all([this.#waitForProbes(`${attempt.key}/initiator`), this.#waitForProbes(`${attempt.key}/recipient`)]);
-    // Take the records whatever became of the attempt: left behind with their waiters they would never be pruned.
-    const initiatorProbes = this.#takeProbes(`${attempt.key}/initiator`);
-    const recipientProbes = this.#takeProbes(`${attempt.key}/recipient`);
+    // Step 5: the mapping probes of each side, from its exchange's own address.
+    const initiatorSource = attempt.initiator.publicEndpoint.address;
+    const recipientSource = recipient.publicEndpoint.address;
+    await Promise.all([
+      this.#probes.wait(attempt.key, 'initiator', initiatorSource, MAPPING_WAIT_MS),
+      this.#probes.wait(attempt.key, 'recipient', recipientSource, MAPPING_WAIT_MS),
+    ]);
+    // Take the records whatever became of the attempt: left behind they would only expire.
+    const initiatorProbes = this.#probes.take(attempt.key, 'initiator', initiatorSource);
+    const recipientProbes = this.#probes.take(attempt.key, 'recipient', recipientSource);
     if (attempt.state !== 'probing') return;
-    const recipient = attempt.recipient;
-    const initiatorMapping = classifyTcpMapping(attempt.initiator.publicEndpoint, initiatorProbes, attempt.initiator.privateEndpoints);
-    const recipientMapping = classifyTcpMapping(recipient.publicEndpoint, recipientProbes, recipient.privateEndpoints);
-    const plan = planStrategies(
-      { mapping: initiatorMapping, publicAddress: attempt.initiator.publicEndpoint.address },
-      { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address },
+
+    // Step 6: decide (pure), then act.
+    const now = this.#clock.now();
+    const schedule = scheduleAttempt(
+      {
+        initiator: { ...attempt.initiator, probes: initiatorProbes },
+        recipient: { ...recipient, probes: recipientProbes },
+      },
+      { initiatorMs: rtts[0], recipientMs: rtts[1] },
+      { history: this.#history.recent(initiatorSource, attempt.uri, now), claimed: attempt.claimed, budget: this.#budget(initiatorSource, attempt.uri, now) },
+      now,
     );
-    const strategy = nextStrategy(plan, attempt.failed);
-    if (strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key)) {
+    this.#reportBudget(schedule, initiatorSource, attempt.uri, now);
+    if (schedule.strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key)) {
       this.#abandon(attempt, StunErrorCode.ServerError, 'broker busy: no relay capacity');
       return;
     }
-
-    // Step 6: answer both at once, then close our side first.
-    const delays = startDelays(rtts[0], rtts[1]);
-    let initiatorDelay = delays.initiatorMs;
-    let recipientDelay = delays.recipientMs;
-    if (strategy === 'birthday') {
-      if (initiatorMapping.kind === 'random') recipientDelay += BIRTHDAY_CONE_LAG_MS;
-      else initiatorDelay += BIRTHDAY_CONE_LAG_MS;
+    if (schedule.cost > 0) {
+      this.#budgets.bucket('expensive-per-uri', attempt.uri).take(schedule.cost, now);
+      this.#budgets.bucket('expensive-per-source', initiatorSource).take(schedule.cost, now);
     }
-    // For prediction the other side is named by the last port its NAT gave out.
-    const endpointFor = (side: Side, mapping: MappingKind, probes: TransportAddress[]): TransportAddress =>
-      strategy === 'predicted' && mapping.kind === 'sequential'
-        ? { ...side.publicEndpoint, port: lastObservedPort(side.publicEndpoint, probes) }
-        : side.publicEndpoint;
-    const initiatorView = { endpoint: endpointFor(attempt.initiator, initiatorMapping, initiatorProbes), mapping: initiatorMapping };
-    const recipientView = { endpoint: endpointFor(recipient, recipientMapping, recipientProbes), mapping: recipientMapping };
-    this.#ctx.reply(attempt.initiator.channel, this.#final(attempt, attempt.initiator, initiatorView, recipient, recipientView, strategy, initiatorDelay));
-    this.#ctx.reply(recipient.channel, this.#final(attempt, recipient, recipientView, attempt.initiator, initiatorView, strategy, recipientDelay));
+    this.#history.record(initiatorSource, attempt.uri, schedule.strategy, now);
+
+    // Answer both at once, then close our side first.
+    this.#ctx.reply(attempt.initiator.channel, this.#final(attempt, attempt.initiator, schedule.answers.initiator, schedule.strategy));
+    this.#ctx.reply(recipient.channel, this.#final(attempt, recipient, schedule.answers.recipient, schedule.strategy));
     attempt.state = 'done';
     this.#forget(attempt);
     attempt.initiator.channel.end();
@@ -283,74 +345,37 @@ export class Rendezvous {
       type: 'scheduled',
       uri: attempt.uri,
       attemptId: attempt.key,
-      strategy,
-      plan,
-      initiatorMapping: describeMapping(initiatorMapping),
-      recipientMapping: describeMapping(recipientMapping),
+      strategy: schedule.strategy,
+      plan: [...schedule.plan],
+      skipped: schedule.skipped.map((s) => ({ ...s })),
+      initiatorMapping: describeMapping(schedule.mappings.initiator),
+      recipientMapping: describeMapping(schedule.mappings.recipient),
       rttInitiatorMs: rtts[0],
       rttRecipientMs: rtts[1],
-      setupMs: Math.round(performance.now() - attempt.startedAt),
+      setupMs: Math.round(now - attempt.startedAt),
     });
   }
 
   /**
-   * A MappingProbe arrived (on the alternate port): record the public endpoint
-   * the broker sees for that side of that attempt, answer, and close first.
+   * A MappingProbe arrived (on the alternate port): note the public endpoint the
+   * broker sees for that side of that attempt (probe-book.ts decides whether it
+   * counts), answer with it, and close first.
    */
-  mappingProbe(channel: StunChannel, request: StunMessage): void {
-    const id = getAttemptId(request);
-    const role = getU32Attr(request, AttrType.Role);
-    if (id === undefined || (role !== 0 && role !== 1)) {
+  mappingProbe(channel: ExchangeChannel, request: StunMessage): void {
+    const parsed = parseMappingProbe(request);
+    if (parsed === undefined) {
       this.#fail(channel, request, StunErrorCode.BadRequest, 'MappingProbe needs ATTEMPT-ID and ROLE');
       return;
     }
-    const socket = channel.socket;
-    const endpoint = toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
-    const key = `${Buffer.from(id).toString('hex')}/${role === 0 ? 'initiator' : 'recipient'}`;
-    this.#pruneProbes();
-    let record = this.#probes.get(key);
-    if (record === undefined) {
-      if (this.#probes.size >= MAX_PROBE_KEYS) {
-        this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy');
-        return;
-      }
-      record = { endpoints: [], expires: Date.now() + 30_000, waiters: [] };
-      this.#probes.set(key, record);
+    const endpoint = remoteEndpoint(channel);
+    if (this.#probes.observe(hex(parsed.id), parsed.role, endpoint) === 'full') {
+      this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy');
+      return;
     }
-    if (record.endpoints.length < MAPPING_PROBES) record.endpoints.push(endpoint);
     const response = request.successResponse();
     addXorAddress(response, AttrType.XorMappedAddress, endpoint);
     this.#ctx.reply(channel, response);
     channel.end();
-    if (record.endpoints.length >= MAPPING_PROBES) for (const wake of record.waiters.splice(0)) wake();
-  }
-
-  #waitForProbes(key: string): Promise<void> {
-    const record = this.#probes.get(key);
-    if (record !== undefined && record.endpoints.length >= MAPPING_PROBES) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, MAPPING_WAIT_MS);
-      let entry = this.#probes.get(key);
-      if (entry === undefined) {
-        entry = { endpoints: [], expires: Date.now() + 30_000, waiters: [] };
-        this.#probes.set(key, entry);
-      }
-      entry.waiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-
-  #takeProbes(key: string): TransportAddress[] {
-    const record = this.#probes.get(key);
-    this.#probes.delete(key);
-    return record?.endpoints ?? [];
-  }
-
-  #pruneProbes(): void {
-    const now = Date.now();
-    for (const [key, record] of this.#probes) if (record.expires < now && record.waiters.length === 0) this.#probes.delete(key);
   }
 
   /** Ends every attempt (broker shutdown). */
@@ -360,49 +385,46 @@ export class Rendezvous {
     }
   }
 
-  #side(channel: StunChannel, request: StunMessage): Side {
-    const socket = channel.socket;
-    return {
-      channel,
-      request,
-      publicEndpoint: toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0),
-      privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint),
-    };
+  /** Expensive-strategy tokens left for `uri` and `source`: the smaller of the two budgets. */
+  #budget(source: string, uri: string, now: number): number {
+    return Math.min(this.#budgets.bucket('expensive-per-uri', uri).available(now), this.#budgets.bucket('expensive-per-source', source).available(now));
   }
 
-  async #probe(channel: StunChannel): Promise<number> {
-    const phase = startPhase(undefined, this.#ctx.probeTimeoutMs, 'measuring the round trip to a peer');
+  /** Reports which budget made the schedule pass over an expensive strategy. */
+  #reportBudget(schedule: Schedule, source: string, uri: string, now: number): void {
+    const blocked = schedule.skipped.find((s) => s.reason === 'budget');
+    if (blocked === undefined || this.#ctx.limited === undefined) return;
+    const cost = strategyCost(blocked.strategy);
+    const perUri = this.#budgets.bucket('expensive-per-uri', uri).available(now) < cost;
+    this.#ctx.limited({ kind: perUri ? 'expensive-per-uri' : 'expensive-per-source', source, uri });
+  }
+
+  async #probe(channel: ExchangeChannel): Promise<number> {
+    const deadline = clockDeadline(this.#clock, this.#ctx.probeTimeoutMs, 'measuring the round trip to a peer');
     try {
-      const started = performance.now();
-      await channel.request(StunMessage.request(Method.Probe), phase.signal);
-      return performance.now() - started;
+      const started = this.#clock.now();
+      await channel.request(StunMessage.request(Method.Probe), deadline.signal);
+      return this.#clock.now() - started;
     } finally {
-      phase.dispose();
+      deadline.dispose();
     }
   }
 
-  #final(
-    attempt: Attempt,
-    to: Side,
-    own: { endpoint: TransportAddress; mapping: MappingKind },
-    other: Side,
-    peer: { endpoint: TransportAddress; mapping: MappingKind },
-    strategy: StrategyName,
-    delayMs: number,
-  ): StunMessage {
+  /** The final answer to `to`'s request (step 6). */
+  #final(attempt: Attempt, to: Side, answer: Answer, strategy: StrategyName): StunMessage {
     const response = to.request.successResponse();
-    addXorAddress(response, AttrType.XorMappedAddress, to.publicEndpoint);
+    addXorAddress(response, AttrType.XorMappedAddress, answer.publicEndpoint);
     addAttemptId(response, attempt.id);
-    addXorAddress(response, AttrType.PeerPublicEndpoint, peer.endpoint);
-    for (const endpoint of other.privateEndpoints) addXorAddress(response, AttrType.PeerPrivateEndpoint, endpoint);
-    addU32(response, AttrType.StartDelay, delayMs);
+    addXorAddress(response, AttrType.PeerPublicEndpoint, answer.peerPublicEndpoint);
+    for (const endpoint of answer.peerPrivateEndpoints) addXorAddress(response, AttrType.PeerPrivateEndpoint, endpoint);
+    addU32(response, AttrType.StartDelay, answer.startDelayMs);
     addU32(response, AttrType.Strategy, StrategyCode[strategy]);
-    addU32(response, AttrType.Mapping, encodeMappingKind(own.mapping));
-    addU32(response, AttrType.PeerMapping, encodeMappingKind(peer.mapping));
+    addU32(response, AttrType.Mapping, encodeMappingKind(answer.mapping));
+    addU32(response, AttrType.PeerMapping, encodeMappingKind(answer.peerMapping));
     return response;
   }
 
-  #fail(channel: StunChannel, request: StunMessage, code: number, reason: string): void {
+  #fail(channel: ExchangeChannel, request: StunMessage, code: number, reason: string): void {
     this.#ctx.reply(channel, request.errorResponse(code, reason));
     channel.end();
   }
@@ -419,11 +441,23 @@ export class Rendezvous {
   }
 
   #forget(attempt: Attempt): void {
-    clearTimeout(attempt.notifyTimer);
-    clearTimeout(attempt.deadline);
+    this.#clock.clearTimeout(attempt.notifyTimer);
+    this.#clock.clearTimeout(attempt.deadline);
     this.#attempts.delete(attempt.key);
-    this.#byTxid.delete(Buffer.from(attempt.requestTxid).toString('hex'));
+    this.#byTxid.delete(hex(attempt.requestTxid));
   }
+}
+
+function side(channel: ExchangeChannel, request: StunMessage, privateEndpoints: TransportAddress[]): Side {
+  return { channel, request, publicEndpoint: remoteEndpoint(channel), privateEndpoints };
+}
+
+function remoteEndpoint(channel: ExchangeChannel): TransportAddress {
+  return toTransportAddress(channel.socket.remoteAddress ?? '0.0.0.0', channel.socket.remotePort ?? 0);
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
 }
 
 /** `eim`, `sequential(+1)`, ... for logs. */

@@ -41,3 +41,68 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
 export function nextStrategy(plan: readonly StrategyName[], failed: ReadonlySet<StrategyName>): StrategyName {
   return plan.find((name) => !failed.has(name)) ?? 'relay';
 }
+
+/**
+ * What a strategy may cost the recipient beyond one connection, in tokens of the broker's
+ * expensive-strategy budget (limits `expensivePerUri`, `expensivePerSource`): a prediction
+ * window is a few connections, a birthday run hundreds of sockets and up to 2048 probes.
+ * Strategies not listed are cheap (one connection each way, or the relay).
+ */
+export const STRATEGY_COST: Readonly<Partial<Record<StrategyName, number>>> = { predicted: 1, birthday: 8 };
+
+/** The cost of `strategy` in budget tokens (0: cheap). */
+export function strategyCost(strategy: StrategyName): number {
+  return STRATEGY_COST[strategy] ?? 0;
+}
+
+/** What the broker knows of earlier attempts when it picks a strategy. */
+export interface FailureView {
+  /** Strategies this broker scheduled recently for the same initiator and URI: its own evidence. */
+  readonly scheduled: ReadonlySet<StrategyName>;
+  /** Strategies the initiator says failed (FAILED-STRATEGIES): a claim, not evidence. */
+  readonly claimed: ReadonlySet<StrategyName>;
+  /** Budget tokens left for an expensive strategy (see {@link STRATEGY_COST}). */
+  readonly budget: number;
+}
+
+/** Why a strategy of the plan was passed over. */
+export type SkipReason =
+  /** Scheduled by this broker for this initiator and URI, and the initiator says it failed. */
+  | 'failed'
+  /** Only the initiator says it failed (or would get there): a claim may lead to a cheaper strategy only. */
+  | 'claimed'
+  /** Expensive, and the budget for this recipient or initiator is spent. */
+  | 'budget';
+
+/** The strategy to run now, and why the ones before it in the plan were passed over. */
+export interface StrategyChoice {
+  readonly strategy: StrategyName;
+  /** Strategies counted as failed: scheduled here and claimed failed. */
+  readonly failed: readonly StrategyName[];
+  readonly skipped: ReadonlyArray<{ readonly strategy: StrategyName; readonly reason: SkipReason }>;
+}
+
+/**
+ * Picks the strategy for an attempt from its plan. A strategy counts as failed only
+ * when this broker scheduled it for the same initiator and URI and the initiator says
+ * it failed (the broker cannot see whether a direct connection worked, but it does
+ * know what it asked for). The initiator's claim alone may only move on to cheaper
+ * strategies: an expensive one (prediction, birthday) runs only when the broker's own
+ * evidence reaches it, and only while the budget lasts; otherwise the relay (always
+ * last in a plan, and cheap for the recipient) or the next cheap strategy runs.
+ */
+export function chooseStrategy(plan: readonly StrategyName[], view: FailureView): StrategyChoice {
+  const failed = plan.filter((s) => view.scheduled.has(s) && view.claimed.has(s));
+  const evidence = nextStrategy(plan, new Set(failed));
+  const skipped: Array<{ strategy: StrategyName; reason: SkipReason }> = [];
+  for (const strategy of plan) {
+    const cost = strategyCost(strategy);
+    let reason: SkipReason | undefined;
+    if (failed.includes(strategy)) reason = 'failed';
+    else if (view.claimed.has(strategy) || (cost > 0 && strategy !== evidence)) reason = 'claimed';
+    else if (cost > view.budget) reason = 'budget';
+    if (reason === undefined) return { strategy, failed, skipped };
+    skipped.push({ strategy, reason });
+  }
+  return { strategy: 'relay', failed, skipped };
+}

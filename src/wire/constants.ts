@@ -114,15 +114,15 @@ export const AttrType = {
   StartDelay: 0x4e06,
   /** nattrav: registration lifetime in milliseconds (u32); {@link WITHDRAWAL_LIFETIME_MS} in a refresh withdraws it. */
   Lifetime: 0x4e07,
-  /** nattrav: the strategy of this attempt (u32, a StrategyCode). */
+  /** nattrav: the strategy of this attempt (u32, a {@link StrategyCode}). */
   Strategy: 0x4e08,
-  /** nattrav: the sender's role in an attempt (u32: 0 initiator, 1 recipient). */
+  /** nattrav: the sender's role in an attempt (u32, a {@link RoleCode}). */
   Role: 0x4e09,
   /** nattrav: how the receiver's own NAT maps TCP, as the broker measured it (u32, see MappingKind encoding). */
   Mapping: 0x4e0a,
   /** nattrav: how the other peer's NAT maps TCP, as the broker measured it (u32). */
   PeerMapping: 0x4e0b,
-  /** nattrav: strategies that already failed for this connection (u32 bit mask of StrategyCode bits). */
+  /** nattrav: strategies that already failed for this connection, as the initiator says (u32, bit `1 << code` per {@link StrategyCode}). */
   FailedStrategies: 0x4e0c,
   /** nattrav: the sender's public key (SubjectPublicKeyInfo, DER). */
   PublicKey: 0x4e0d,
@@ -144,6 +144,35 @@ export const AttrType = {
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.
    */
   RequestPadding: 0xce00,
+} as const;
+
+/** nattrav: values of ROLE, the sender's part in an attempt (MappingProbe, Relay). */
+export const RoleCode = {
+  /** The peer that asked for the connection (Connect). */
+  initiator: 0,
+  /** The registered peer that was asked (Join). */
+  recipient: 1,
+} as const;
+
+/**
+ * nattrav: values of STRATEGY, how the broker tells both peers to connect (README "Strategies");
+ * the failure of a strategy is bit `1 << code` of FAILED-STRATEGIES.
+ */
+export const StrategyCode = {
+  /** Same public address: connect to the recipient's private endpoint. */
+  lan: 1,
+  /** The recipient has a public address: it listens, the initiator connects. */
+  public: 2,
+  /** The initiator has a public address: it listens, the recipient connects (P2PWG connection reversal). */
+  reversal: 3,
+  /** Both NATs map endpoint-independently: TCP simultaneous open. */
+  direct: 4,
+  /** A sequential symmetric NAT: aim at its next port(s) (P2PWG N+1). */
+  predicted: 5,
+  /** A random symmetric NAT against a cone: many ports on one side, probes from the other. */
+  birthday: 6,
+  /** Nothing direct can work: the broker splices two TCP connections. */
+  relay: 7,
 } as const;
 
 /** nattrav: values of SECURITY in a Hello (absent means plain). */

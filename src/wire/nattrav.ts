@@ -10,6 +10,7 @@ import {
   MAX_PRIVATE_ENDPOINTS,
   MAX_SOFTWARE_BYTES,
   MAX_URI_BYTES,
+  RoleCode,
   SecurityMode,
 } from './constants.js';
 import { decodeAddress, decodeXorAddress, encodeAddress, encodeXorAddress } from './address.js';
@@ -23,6 +24,9 @@ import { decodeResponsePort } from './response-port.js';
 import { decodeText, encodeText } from './text.js';
 import type { TransportAddress } from './types.js';
 import { decodeU32, encodeU32 } from './uint.js';
+
+/** A role in an attempt: a key of {@link RoleCode}. */
+export type RoleName = keyof typeof RoleCode;
 
 /** One of the {@link SecurityMode} values. */
 export type SecurityModeValue = (typeof SecurityMode)[keyof typeof SecurityMode];
@@ -133,6 +137,21 @@ export function addAttemptId(msg: StunMessage, id: Uint8Array): StunMessage {
 /** Adds a 32-bit unsigned attribute (START-DELAY, LIFETIME); throws InvalidArgument outside 0-0xFFFFFFFF. */
 export function addU32(msg: StunMessage, type: number, n: number): StunMessage {
   return msg.add(type, encodeU32(n));
+}
+
+/** ROLE (nattrav): the sender's part in an attempt; a code other than a {@link RoleCode} is malformed. */
+export function getRole(msg: StunMessage): RoleName | undefined {
+  return decodeIfPresent(msg, AttrType.Role, (v) => {
+    const code = decodeU32(v, 'ROLE');
+    if (code === RoleCode.initiator) return 'initiator';
+    if (code === RoleCode.recipient) return 'recipient';
+    throw malformed(`ROLE ${code} is not a known role`);
+  });
+}
+
+/** Adds ROLE. */
+export function addRole(msg: StunMessage, role: RoleName): StunMessage {
+  return msg.add(AttrType.Role, encodeU32(RoleCode[role]));
 }
 
 /** SECURITY (nattrav): what the Hello's sender runs after it; absent means plain. */

@@ -1,0 +1,145 @@
+/**
+ * The scheduling of one attempt, as a pure function (tailscale's `makeProbePlan`;
+ * our own nat/classify.ts): from what the broker saw of both sides (public
+ * endpoints, private endpoints, mapping probes), the round trips it measured and
+ * what it knows of earlier attempts, it decides the strategy, what each side is
+ * told and when each side starts. No sockets, no timers, no clock of its own:
+ * `now` comes in. The rendezvous (rendezvous.ts) does the I/O around it.
+ */
+import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
+import { chooseStrategy, planStrategies, strategyCost, type SkipReason } from '../nat/plan.js';
+import type { StrategyName } from '../nat/strategy.js';
+import type { TransportAddress } from '../wire/types.js';
+import { startDelays, type StartDelays } from './timing.js';
+
+/** Birthday: the cone side starts this much later, so the random side's mappings exist when its probes arrive. */
+export const BIRTHDAY_CONE_LAG_MS = 200;
+/**
+ * How long a strategy the broker scheduled counts as evidence for a retry by the same
+ * initiator, in ms: longer than a whole `connect()` (30 s by default, 4 attempts).
+ */
+export const ATTEMPT_HISTORY_MS = 60_000;
+
+/** What the broker saw of one side of an attempt. */
+export interface AttemptSide {
+  /** The exchange's public endpoint, as the broker saw it. */
+  readonly publicEndpoint: TransportAddress;
+  /** The private endpoints the peer listed (PRIVATE-ENDPOINT). */
+  readonly privateEndpoints: readonly TransportAddress[];
+  /** Mapping-probe observations from the exchange's own address (probe-book.ts). */
+  readonly probes: readonly TransportAddress[];
+}
+
+/** Both sides of an attempt. */
+export interface AttemptSides {
+  readonly initiator: AttemptSide;
+  readonly recipient: AttemptSide;
+}
+
+/** Round trips the broker measured on each exchange, in ms. */
+export interface RoundTrips {
+  readonly initiatorMs: number;
+  readonly recipientMs: number;
+}
+
+/** A strategy this broker scheduled earlier for the same initiator and URI (attempt-history.ts). */
+export interface ScheduledBefore {
+  readonly strategy: StrategyName;
+  /** When, on the rendezvous' clock. */
+  readonly at: number;
+}
+
+/** What the broker knows of failures when it schedules an attempt. */
+export interface Failures {
+  /** Strategies it scheduled for this initiator and URI; those older than {@link ATTEMPT_HISTORY_MS} do not count. */
+  readonly history: readonly ScheduledBefore[];
+  /** The initiator's FAILED-STRATEGIES: a claim that may only lead to cheaper strategies. */
+  readonly claimed: ReadonlySet<StrategyName>;
+  /** Expensive-strategy tokens left for this recipient and initiator (nat/plan.ts STRATEGY_COST). */
+  readonly budget: number;
+}
+
+/** What one side is told in its final answer. */
+export interface Answer {
+  /** XOR-MAPPED-ADDRESS: the side's own exchange endpoint, as the broker saw it. */
+  readonly publicEndpoint: TransportAddress;
+  /** PEER-PUBLIC-ENDPOINT: where the other side is (for prediction, the last port its NAT gave out). */
+  readonly peerPublicEndpoint: TransportAddress;
+  /** PEER-PRIVATE-ENDPOINT, one attribute each. */
+  readonly peerPrivateEndpoints: readonly TransportAddress[];
+  /** START-DELAY: how long to wait after receipt before the strategy starts, in ms. */
+  readonly startDelayMs: number;
+  /** MAPPING: how the side's own NAT maps TCP. */
+  readonly mapping: MappingKind;
+  /** PEER-MAPPING: how the other side's NAT maps TCP. */
+  readonly peerMapping: MappingKind;
+}
+
+/** The broker's decision for one attempt. */
+export interface Schedule {
+  readonly strategy: StrategyName;
+  /** Every strategy that may connect these sides, best first (nat/plan.ts). */
+  readonly plan: readonly StrategyName[];
+  /** Strategies counted as failed (scheduled here recently, and claimed failed). */
+  readonly failed: readonly StrategyName[];
+  /** Strategies of the plan passed over, and why. */
+  readonly skipped: ReadonlyArray<{ readonly strategy: StrategyName; readonly reason: SkipReason }>;
+  /** Expensive-strategy tokens the strategy uses (0 for a cheap one). */
+  readonly cost: number;
+  readonly mappings: { readonly initiator: MappingKind; readonly recipient: MappingKind };
+  readonly delays: StartDelays;
+  readonly answers: { readonly initiator: Answer; readonly recipient: Answer };
+}
+
+/**
+ * Schedules an attempt (rendezvous steps 5 and 6): classifies both TCP mappings,
+ * plans, picks the strategy (nat/plan.ts `chooseStrategy`), and computes both
+ * answers with start delays so the two sides start together (timing.ts). Pure.
+ */
+export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures: Failures, now: number): Schedule {
+  const { initiator, recipient } = sides;
+  const initiatorMapping = classifyTcpMapping(initiator.publicEndpoint, initiator.probes, initiator.privateEndpoints);
+  const recipientMapping = classifyTcpMapping(recipient.publicEndpoint, recipient.probes, recipient.privateEndpoints);
+  const plan = planStrategies(
+    { mapping: initiatorMapping, publicAddress: initiator.publicEndpoint.address },
+    { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address },
+  );
+  const scheduled = new Set(failures.history.filter((h) => now - h.at <= ATTEMPT_HISTORY_MS).map((h) => h.strategy));
+  const choice = chooseStrategy(plan, { scheduled, claimed: failures.claimed, budget: failures.budget });
+  const strategy = choice.strategy;
+
+  const base = startDelays(rtts.initiatorMs, rtts.recipientMs);
+  let initiatorMs = base.initiatorMs;
+  let recipientMs = base.recipientMs;
+  if (strategy === 'birthday') {
+    // The random side opens its sockets first; the cone side's probes follow.
+    if (initiatorMapping.kind === 'random') recipientMs += BIRTHDAY_CONE_LAG_MS;
+    else initiatorMs += BIRTHDAY_CONE_LAG_MS;
+  }
+  // For prediction a sequential side is named by the last port its NAT gave out.
+  const aim = (side: AttemptSide, mapping: MappingKind): TransportAddress =>
+    strategy === 'predicted' && mapping.kind === 'sequential'
+      ? { ...side.publicEndpoint, port: lastObservedPort(side.publicEndpoint, side.probes) }
+      : side.publicEndpoint;
+  const answer = (own: AttemptSide, ownMapping: MappingKind, other: AttemptSide, otherMapping: MappingKind, startDelayMs: number): Answer => ({
+    publicEndpoint: own.publicEndpoint,
+    peerPublicEndpoint: aim(other, otherMapping),
+    peerPrivateEndpoints: other.privateEndpoints,
+    startDelayMs,
+    mapping: ownMapping,
+    peerMapping: otherMapping,
+  });
+  return {
+    strategy,
+    plan,
+    failed: choice.failed,
+    skipped: choice.skipped,
+    cost: strategyCost(strategy),
+    mappings: { initiator: initiatorMapping, recipient: recipientMapping },
+    delays: { initiatorMs, recipientMs },
+    answers: {
+      initiator: answer(initiator, initiatorMapping, recipient, recipientMapping, initiatorMs),
+      recipient: answer(recipient, recipientMapping, initiator, initiatorMapping, recipientMs),
+    },
+  };
+}
