@@ -42,10 +42,10 @@ export interface BrokerLimits {
   readonly mappingProbe: RateSpec;
   /**
    * Expensive strategies scheduled for one recipient URI, in tokens: a prediction window costs 1,
-   * a birthday run 8 (nat/plan.ts STRATEGY_COST); past it the attempt is relayed. @default { perSecond: 0.5, burst: 16 }
+   * a birthday run 8 (nat/plan.ts STRATEGY_COST); past it the attempt is relayed. @default { perSecond: 0.5, burst: 32 }
    */
   readonly expensivePerUri: RateSpec;
-  /** The same budget per initiator source address. @default { perSecond: 0.25, burst: 16 } */
+  /** The same budget per initiator source address. @default { perSecond: 0.25, burst: 32 } */
   readonly expensivePerSource: RateSpec;
   /** Live registrations (URIs) granted to one source address. @default 1024 */
   readonly maxRegistrationsPerSource: number;
@@ -96,12 +96,13 @@ export const BROKER_LIMITS_DEFAULTS: BrokerLimits = {
   relay: { perSecond: 20, burst: 100 },
   mappingProbe: { perSecond: 100, burst: 400 },
   /**
-   * A birthday run makes the recipient open up to 2048 connections: two at once, then one per
-   * 16 s per recipient (32 s per initiator), so forged retries cannot turn it into a flood.
-   * Prediction windows (4 connections) are cheap enough for 16 at once, then one per 2 s.
+   * A birthday run makes the recipient open up to 2048 connections: four at once (an initiator
+   * behind a random NAT trying every cone NAT type of the lab in a row needs three), then one
+   * per 16 s per recipient and one per 32 s per initiator, so forged retries cannot turn it into
+   * a flood. Prediction windows (4 connections) are cheap enough for 32 at once, then one per 2 s.
    */
-  expensivePerUri: { perSecond: 0.5, burst: 16 },
-  expensivePerSource: { perSecond: 0.25, burst: 16 },
+  expensivePerUri: { perSecond: 0.5, burst: 32 },
+  expensivePerSource: { perSecond: 0.25, burst: 32 },
   /** A large NAT (CGN) may hide many peers behind one address. */
   maxRegistrationsPerSource: 1024,
   maxRegistrations: 100_000,

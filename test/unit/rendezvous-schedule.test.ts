@@ -452,6 +452,29 @@ describe('rendezvous on a fake clock', () => {
     assert.equal(strategyOf(second), 'birthday');
   });
 
+  test('an attacker that earns the evidence with one cheap try gets the default budget of birthdays, not 40', async () => {
+    const h = await harness();
+    const evil = at('192.0.2.50', 40_000);
+    assert.equal(strategyOf(await attempt(h, 1, { initiatorAt: evil, initiatorProbe: at(evil.address, 55_555) })), 'public');
+    const got: Array<StrategyName | undefined> = [];
+    for (let i = 0; i < 40; i++) got.push(strategyOf(await attempt(h, 10 + i, { failed: ['public'], initiatorAt: evil, initiatorProbe: at(evil.address, 20_000 + i * 333) })));
+    // Defaults: 32 tokens per recipient and per initiator, 8 per birthday; the run takes ~2 s of fake time.
+    assert.equal(got.filter((s) => s === 'birthday').length, 4);
+    assert.equal(got.filter((s) => s === 'relay').length, 36);
+  });
+
+  test('with the default limits an initiator behind a random NAT reaches three cone recipients in a row by birthday', async () => {
+    const uris = ['nattrav://restricted', 'nattrav://port-restricted', 'nattrav://udp-blocked'];
+    const h = await harness(uris);
+    const got: Array<StrategyName | undefined> = [];
+    for (const [i, uri] of uris.entries()) {
+      assert.equal(strategyOf(await attempt(h, 1 + i * 2, { uri, initiatorProbe: at(A, 50_000 + i * 7) })), 'public');
+      got.push(strategyOf(await attempt(h, 2 + i * 2, { uri, failed: ['public'], initiatorProbe: at(A, 30_000 + i * 7) })));
+      await h.clock.advance(5_000); // each lab cell takes a few seconds
+    }
+    assert.deepEqual(got, ['birthday', 'birthday', 'birthday']);
+  });
+
   test('expensive strategies are rate-limited per recipient URI on the fake clock, and the limit is reported', async () => {
     const h = await harness(['nattrav://bob'], { expensivePerUri: { perSecond: 0.5, burst: 16 }, expensivePerSource: { perSecond: 1_000, burst: 1_000 } });
     const run = (i: number, failed: StrategyName[] = ['public']): Promise<Run> =>
