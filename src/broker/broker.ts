@@ -252,7 +252,7 @@ export class Broker extends EventEmitter {
               maxLifetimeMs: this.#options.maxLifetimeMs,
               now: Date.now,
               auth: this.#auth,
-              reply: (request, response, to, options) => this.#replyUdp(socket, response, to, options, udpRequestInfo(request, data)),
+              reply: (request, response, to, options, verified) => this.#replyUdp(socket, response, to, options, udpRequestInfo(request, data), verified),
               binding: (request, remote) => this.#answerBinding(id, request, remote, udpRequestInfo(request, data)),
               admitRegister: (request, remote) => this.#guard.admitRegister(request, remote.address),
               onResponse: (message) => this.#rendezvous.acknowledge(message),
@@ -286,9 +286,9 @@ export class Broker extends EventEmitter {
   }
 
   /** Answers a UDP request, no larger than the anti-amplification rule allows (amplification.ts). */
-  #replyUdp(socket: UdpSocket, message: StunMessage, to: TransportAddress, options: EncodeOptions | undefined, request: UdpRequestInfo): void {
+  #replyUdp(socket: UdpSocket, message: StunMessage, to: TransportAddress, options: EncodeOptions | undefined, request: UdpRequestInfo, verified = false): void {
     if (this.#state !== 'listening') return;
-    const bytes = this.#guard.fitUdp(message, { software: this.#options.software, fingerprint: true, ...options }, request, to.address);
+    const bytes = this.#guard.fitUdp(message, { software: this.#options.software, fingerprint: true, ...options }, request, to.address, verified);
     if (bytes !== undefined) socket.send(bytes, to.port, to.address, () => undefined);
   }
 

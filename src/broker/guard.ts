@@ -74,12 +74,19 @@ export class BrokerGuard {
 
   /**
    * Encodes a UDP answer to `request` from `source` under the anti-amplification
-   * rule (amplification.ts); undefined means no answer. Answers under integrity
-   * (to a peer that proved its key) are not shrunk. Bytes beyond the request come
-   * from the per-source and broker-wide budgets (`amplificationAllowance*`).
+   * rule (amplification.ts); undefined means no answer. Only answers to a `verified`
+   * source (one that echoed a nonce or routability token from its address: register.ts)
+   * are not shrunk; an answer under integrity to any other source is never larger than
+   * its request (a peer with a session could otherwise spoof a victim's address).
+   * Bytes beyond the request of unauthenticated Binding answers come from the
+   * per-source and broker-wide budgets (`amplificationAllowance*`).
    */
-  fitUdp(message: StunMessage, options: EncodeOptions, request: UdpRequestInfo, source: string): Buffer | undefined {
-    if (options.integrityKey !== undefined || options.integritySha256Key !== undefined) return fitResponse(message, options, Number.MAX_SAFE_INTEGER);
+  fitUdp(message: StunMessage, options: EncodeOptions, request: UdpRequestInfo, source: string, verified = false): Buffer | undefined {
+    if (options.integrityKey !== undefined || options.integritySha256Key !== undefined) {
+      const answer = fitResponse(message, options, verified ? Number.MAX_SAFE_INTEGER : request.bytes);
+      if (answer === undefined) this.limited({ kind: 'amplification', source });
+      return answer;
+    }
     const answer = fitUnauthenticated(message, options, request, this.#amplification, (excess) => {
       const now = this.#now();
       const perSource = this.#rates.bucket('amplification', source);

@@ -7,7 +7,9 @@
  * that may hold it (security/proof.ts): a self-certifying URI names its key's
  * fingerprint; with a CA configured, other URIs need a certificate naming them;
  * otherwise a plain name belongs to the first key that registers it, for as long
- * as that registration is held. Refreshes are cheap: integrity under the session key.
+ * as that registration is held. Refreshes are cheap: integrity under the session key;
+ * one from a new UDP source moves the registration only once that source echoed a
+ * routability token (answers to an unverified source are never larger than its request).
  * A refresh asking for LIFETIME 0 withdraws the registration and ends the session
  * (see {@link WITHDRAWAL_LIFETIME_MS}): only the session's holder can send one, once.
  */
@@ -50,8 +52,13 @@ export interface RegisterContext {
   readonly maxLifetimeMs: number;
   readonly auth: RegisterAuth;
   now(): number;
-  /** Sends the response back the way the request came. */
-  reply(message: StunMessage, options?: EncodeOptions): void;
+  /**
+   * Sends the response back the way the request came. `verified`: the request's source
+   * proved it receives at its address (it echoed a nonce or routability token we sent
+   * there), so the answer may be larger than the request; otherwise a UDP answer is cut
+   * to the request's size (amplification.ts), integrity or not.
+   */
+  reply(message: StunMessage, options?: EncodeOptions, verified?: boolean): void;
   onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
   /** The registration of `uri` was withdrawn by its holder (and removed from the registry). */
   onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
@@ -135,7 +142,7 @@ export async function handleRegister(
     return undefined;
   }
   const fingerprint = keyFingerprint(spki);
-  const session = ctx.auth.sessions.open(uri, key, fingerprint, ctx.now() + lifetimeMs);
+  const session = ctx.auth.sessions.open(uri, key, fingerprint, ctx.now() + lifetimeMs, remote);
   if (session === undefined) {
     ctx.reply(request.errorResponse(StunErrorCode.ServerError, 'broker full'));
     return undefined;
@@ -150,12 +157,17 @@ export async function handleRegister(
     response.add(AttrType.Signature, sign(ctx.auth.identity.keyPem, proof));
     response.add(AttrType.Certificate, ctx.auth.identity.certDer);
   }
-  ctx.reply(response, { integritySha256Key: key });
+  ctx.reply(response, { integritySha256Key: key }, true); // the nonce came back from `remote`
   ctx.onRegistered(uri, remote, lifetimeMs);
   return uri;
 }
 
-/** A refresh under an existing session: integrity and a fresh sequence number, nothing else. */
+/**
+ * A refresh under an existing session: integrity and a fresh sequence number. From
+ * another source than the session's, over UDP, it moves the registration only with a
+ * routability token echoed from there (security/proof.ts step 4); TCP's handshake is
+ * that check already.
+ */
 async function refresh(
   ctx: RegisterContext,
   request: StunMessage,
@@ -167,11 +179,26 @@ async function refresh(
 ): Promise<string | undefined> {
   const session = authenticateRefresh(ctx, request, uri, sessionId);
   if (session === undefined) return undefined;
+  if (transport === 'udp' && !sameEndpoint(session.endpoint, remote)) {
+    const echo = request.get(AttrType.Nonce);
+    if (echo === undefined || !ctx.auth.nonces.checkRoutability(echo, session.id, remote)) {
+      // Not (yet) shown to receive there: a token for that address, no larger than the refresh.
+      const challenge = request.errorResponse(StunErrorCode.StaleNonce, 'new address: echo this nonce from it');
+      challenge.add(AttrType.Nonce, ctx.auth.nonces.mintRoutability(session.id, remote));
+      ctx.reply(challenge, { integritySha256Key: session.key });
+      return undefined;
+    }
+  }
+  session.endpoint = { address: remote.address, port: remote.port };
   session.expiresAt = ctx.now() + lifetimeMs;
   await store(ctx, uri, remote, request, lifetimeMs, transport, session.keyFingerprint);
-  ctx.reply(success(request, remote, lifetimeMs), { integritySha256Key: session.key });
+  ctx.reply(success(request, remote, lifetimeMs), { integritySha256Key: session.key }, true);
   ctx.onRegistered(uri, remote, lifetimeMs);
   return uri;
+}
+
+function sameEndpoint(a: { address: string; port: number }, b: { address: string; port: number }): boolean {
+  return a.address === b.address && a.port === b.port;
 }
 
 /**
@@ -221,7 +248,7 @@ async function withdraw(
     const current = await ctx.registry.get(uri);
     // Another key's registration (a registry shared by brokers) is not this session's to remove.
     const removed = current !== undefined && current.keyFingerprint === session.keyFingerprint && (await ctx.registry.delete(uri));
-    ctx.reply(success(request, remote, WITHDRAWAL_LIFETIME_MS), { integritySha256Key: session.key });
+    ctx.reply(success(request, remote, WITHDRAWAL_LIFETIME_MS), { integritySha256Key: session.key }, transport === 'tcp' || sameEndpoint(session.endpoint, remote));
     if (removed) ctx.onWithdrawn?.(uri, transport);
     return;
   }

@@ -16,6 +16,12 @@ export interface Session {
   /** Highest SEQUENCE accepted so far. */
   lastSequence: number;
   expiresAt: number;
+  /**
+   * The source the session's holder was last verified at: where it proved its key, or a
+   * new address it echoed a routability token from (register.ts). Its registration and
+   * connection requests go nowhere else.
+   */
+  endpoint: { readonly address: string; readonly port: number };
 }
 
 /** The broker's sessions, by ID and by URI. */
@@ -35,13 +41,13 @@ export class SessionTable {
     return this.#byId.size;
   }
 
-  /** Opens a session for `uri` (replacing the URI's previous one); undefined when full of live sessions. */
-  open(uri: string, key: Buffer, keyFingerprint: string, expiresAt: number): Session | undefined {
+  /** Opens a session for `uri` held at `endpoint` (replacing the URI's previous one); undefined when full of live sessions. */
+  open(uri: string, key: Buffer, keyFingerprint: string, expiresAt: number, endpoint: Session['endpoint']): Session | undefined {
     this.#prune();
     const previous = this.#byUri.get(uri);
     if (previous !== undefined) this.#byId.delete(previous.id);
     else if (this.#byId.size >= this.#max) return undefined;
-    const session: Session = { id: randomBytes(SESSION_ID_LENGTH).toString('hex'), uri, key, keyFingerprint, lastSequence: 0, expiresAt };
+    const session: Session = { id: randomBytes(SESSION_ID_LENGTH).toString('hex'), uri, key, keyFingerprint, lastSequence: 0, expiresAt, endpoint };
     this.#byId.set(session.id, session);
     this.#byUri.set(uri, session);
     return session;

@@ -49,8 +49,12 @@ export interface UdpContext {
   /** How registrations are authenticated. */
   readonly auth: RegisterAuth;
   now(): number;
-  /** Sends `response` to `request` (the broker sizes it by the request: amplification.ts). */
-  reply(request: StunMessage, response: StunMessage, to: TransportAddress, options?: EncodeOptions): void;
+  /**
+   * Sends `response` to `request` (the broker sizes it by the request: amplification.ts).
+   * `verified`: `to` proved it receives at its address (register.ts), so an answer under
+   * integrity may exceed the request.
+   */
+  reply(request: StunMessage, response: StunMessage, to: TransportAddress, options?: EncodeOptions, verified?: boolean): void;
   /**
    * Answers a Binding request (RFC 5780 §6.1: CHANGE-REQUEST, RESPONSE-PORT, PADDING,
    * OTHER-ADDRESS, RESPONSE-ORIGIN; see rfc5780.ts). Without it the answer is a plain
@@ -116,5 +120,5 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
 }
 
 async function register(ctx: UdpContext, request: StunMessage, remote: TransportAddress): Promise<void> {
-  await handleRegister({ ...ctx, reply: (message, options) => ctx.reply(request, message, remote, options) }, request, remote, 'udp');
+  await handleRegister({ ...ctx, reply: (message, options, verified) => ctx.reply(request, message, remote, options, verified) }, request, remote, 'udp');
 }

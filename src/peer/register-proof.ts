@@ -5,8 +5,10 @@
  * Stale Nonce answer), and the new session. The broker's answers
  * must carry integrity under the session key (and, when the peer trusts a
  * broker CA, the broker's signature and certificate), or they are rejected:
- * a fake broker cannot redirect the peer. Transport-agnostic: the caller
- * supplies one request/response transaction over UDP or TCP. A withdrawal is a
+ * a fake broker cannot redirect the peer. A refresh from a new address is
+ * answered 438 with a routability nonce, which the peer echoes once from there
+ * (security/proof.ts step 4). Transport-agnostic: the caller supplies one
+ * request/response transaction over UDP or TCP. A withdrawal is a
  * refresh asking for LIFETIME 0 (see {@link withdrawalRequest}).
  */
 import { X509Certificate } from 'node:crypto';
@@ -59,7 +61,15 @@ export async function registerWithProof(
 ): Promise<{ response: StunMessage; session: RegistrationSession | undefined }> {
   if (session !== undefined) {
     const refresh = base();
-    const response = await transact(refresh, underSession(refresh, session));
+    let response = await transact(refresh, underSession(refresh, session));
+    // 438 with a NONCE under the session key: the broker saw us at a new address (our NAT's
+    // mapping changed) and moves the registration once we echo the nonce from there. Once.
+    const echo = isStaleNonce(response) && verifyMessageIntegritySha256(response, session.key) ? response.get(AttrType.Nonce) : undefined;
+    if (echo !== undefined) {
+      const again = base();
+      again.add(AttrType.Nonce, echo);
+      response = await transact(again, underSession(again, session));
+    }
     if (!isUnauthorized(response)) {
       if (!verifyMessageIntegritySha256(response, session.key)) throw brokerAuthError('its answer to our refresh lacks integrity under the session key');
       if (response.cls === MessageClass.ErrorResponse) throw refused(uri, response);

@@ -17,6 +17,11 @@
  *    connection requests, which a fake broker therefore cannot produce.
  * A captured registration cannot be replayed: its nonce is bound to its source
  * and time, and is accepted once.
+ * 4. A refresh under the session from another source address than the session's
+ *    (the peer's NAT mapping changed, or a peer spoofing a victim's address) moves
+ *    nothing at first: the broker answers 438 with a routability token (a nonce bound
+ *    to the session and that address), no larger than the refresh, and the
+ *    registration moves when a refresh from that address echoes it.
  */
 import { createHmac, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 
@@ -131,6 +136,20 @@ export class NonceBook {
     return 'ok';
   }
 
+  /**
+   * A return-routability token for session `sessionId` at `source`: sent to a new source
+   * address of a refresh, which must echo it from there before the registration moves.
+   * Stateless like a nonce, and domain-separated from registration nonces.
+   */
+  mintRoutability(sessionId: string, source: NonceBinding['source']): Buffer {
+    return this.mint(routabilityBinding(sessionId, source));
+  }
+
+  /** Whether `token` is a fresh routability token (same exact window as a nonce) for `sessionId` at `source`. */
+  checkRoutability(token: Uint8Array, sessionId: string, source: NonceBinding['source']): boolean {
+    return this.check(token, routabilityBinding(sessionId, source)) === 'ok';
+  }
+
   #mac(time: Buffer, binding: NonceBinding): Buffer {
     const port = Buffer.alloc(2);
     port.writeUInt16BE(binding.source.port);
@@ -153,6 +172,11 @@ export class NonceBook {
       else this.#perSource.set(source, left);
     }
   }
+}
+
+/** The binding of a routability token: no URI starts with the NUL-separated context, so it is never a registration nonce. */
+function routabilityBinding(sessionId: string, source: NonceBinding['source']): NonceBinding {
+  return { source, uri: `nattrav routability v1\0${sessionId}`, spki: new Uint8Array(0) };
 }
 
 /** What the peer signs in step 2. */
