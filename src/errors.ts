@@ -44,6 +44,11 @@ export const ErrorCode = {
   TlsRequired: 'ERR_TLS_REQUIRED',
   /** The other peer runs without TLS and this side requires it. */
   PlainRequired: 'ERR_PLAIN_REQUIRED',
+  /**
+   * The peer's key is not the one expected: not the pinned key (`expectKey`), or not the key
+   * remembered for its URI (known keys) and the change was not accepted.
+   */
+  KeyMismatch: 'ERR_KEY_MISMATCH',
   /** An established connection ended badly: reset, timed out, cut by a relay quota. The message says which. */
   ConnectionBroken: 'ERR_CONNECTION_BROKEN',
 } as const;

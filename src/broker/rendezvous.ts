@@ -36,6 +36,7 @@ import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, StunErrorCode } from
 import { StunMessage } from '../wire/message.js';
 import {
   addAttemptId,
+  addPeerKey,
   addU32,
   addUri,
   addXorAddress,
@@ -81,6 +82,8 @@ interface Attempt {
   readonly key: string;
   readonly id: Uint8Array;
   readonly uri: string;
+  /** The fingerprint of the key the recipient registered with (absent in open mode): told to the initiator (PEER-KEY). */
+  readonly recipientKey: string | undefined;
   state: AttemptState;
   readonly initiator: Side;
   recipient: Side | undefined;
@@ -230,6 +233,7 @@ export class Rendezvous {
       key,
       id,
       uri,
+      recipientKey: registration.keyFingerprint,
       state: 'notifying',
       initiator: side(channel, request, parsed.privateEndpoints),
       recipient: undefined,
@@ -421,6 +425,8 @@ export class Rendezvous {
     addU32(response, AttrType.Strategy, StrategyCode[strategy]);
     addU32(response, AttrType.Mapping, encodeMappingKind(answer.mapping));
     addU32(response, AttrType.PeerMapping, encodeMappingKind(answer.peerMapping));
+    // The initiator authenticates a plain name end to end with the key its holder proved to us.
+    if (to === attempt.initiator && attempt.recipientKey !== undefined) addPeerKey(response, attempt.recipientKey);
     return response;
   }
 

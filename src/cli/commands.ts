@@ -22,6 +22,7 @@ function infoFields(info: ConnectionInfo): Record<string, unknown> {
   return {
     tls: info.tls,
     ...(info.peerUri === undefined ? {} : { peerUri: info.peerUri }),
+    ...(info.peerKeyFingerprint === undefined ? {} : { peerKey: info.peerKeyFingerprint, peerVouchedBy: info.peerVouchedBy }),
     path: info.path,
     uri: info.uri,
     local: formatEndpoint(info.local),
@@ -50,6 +51,9 @@ export interface ListenCommandOptions extends SecurityOptions {
 /** Options of `nattrav connect`. */
 export interface ConnectCommandOptions extends SecurityOptions {
   broker: string;
+  expectKey?: string;
+  acceptNewKey?: boolean;
+  knownKeys?: string;
   timeout?: string;
   verbose?: boolean;
 }
@@ -108,7 +112,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(identity === undefined ? {} : { identity }),
     ...(brokerCa === undefined ? {} : { brokerCa }),
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
-    ...(options.tls === true ? { tls: { ca: ca ?? [] } } : {}),
+    tls: options.tls === false ? false : { ca: ca ?? [] },
   });
   const firstConnection = new Promise<NattravSocket>((resolve) => {
     server.on('connection', (socket: NattravSocket) => {
@@ -140,8 +144,9 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   const address = server.address();
   out.event(
     'registered',
-    { uri, broker: options.broker, public: address ? formatEndpoint(address.publicEndpoint) : null, transport: address?.transport ?? null },
-    `registered ${uri} with ${options.broker} over ${address?.transport ?? '?'} (public ${address ? formatEndpoint(address.publicEndpoint) : '?'})`,
+    { uri, broker: options.broker, public: address ? formatEndpoint(address.publicEndpoint) : null, transport: address?.transport ?? null, key: address?.keyFingerprint ?? null, tls: options.tls !== false },
+    `registered ${uri} with ${options.broker} over ${address?.transport ?? '?'} (public ${address ? formatEndpoint(address.publicEndpoint) : '?'}); key ${address?.keyFingerprint ?? '?'}` +
+      (options.tls === false ? ' (no TLS: connections are not authenticated)' : `: initiators can pin it with --expect-key ${address?.keyFingerprint ?? '?'}`),
   );
   if (options.echo === true) {
     await stop.wait();
@@ -175,7 +180,10 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       ...(options.verbose === true ? { onTrace } : {}),
       ...(brokerCa === undefined ? {} : { brokerCa }),
-      ...(options.tls === true ? { tls: { ...(identity === undefined ? {} : { identity }), ca: ca ?? [] } } : {}),
+      tls: options.tls === false ? false : { ...(identity === undefined ? {} : { identity }), ca: ca ?? [] },
+      ...(options.expectKey === undefined ? {} : { expectKey: options.expectKey }),
+      ...(options.acceptNewKey === true ? { acceptChangedKey: true } : {}),
+      ...(options.knownKeys === undefined ? {} : { knownKeysFile: options.knownKeys }),
     });
   } catch (err) {
     if (stop.exitCode !== undefined) {

@@ -50,13 +50,13 @@ async function main(argv: string[]): Promise<number> {
   // Long-running commands: the first SIGINT/SIGTERM winds them down (exit 130/143), a second exits at once.
   const runStoppable = (fn: (out: Reporter, stop: StopSignals) => Promise<number>): void => {
     const stop = new StopSignals();
+    // The handlers stay until the process exits: a signal while the result is being flushed
+    // must not kill the process with the signal instead of the command's exit code.
     run((out) =>
-      fn(out, stop)
-        .catch((err: unknown) => {
-          if (stop.exitCode === undefined) throw err;
-          return stop.exitCode;
-        })
-        .finally(() => stop.dispose()),
+      fn(out, stop).catch((err: unknown) => {
+        if (stop.exitCode === undefined) throw err;
+        return stop.exitCode;
+      }),
     );
   };
 
@@ -85,7 +85,8 @@ async function main(argv: string[]): Promise<number> {
     .argument('<uri>', 'the URI to register, e.g. nattrav://alice')
     .requiredOption('--broker <host:port>', '(required) the broker to register with')
     .option('--echo', 'echo every connection back instead of piping the first to stdio')
-    .option('--tls', 'TLS 1.3 with mutual authentication on every connection')
+    .option('--tls', 'TLS 1.3 with mutual authentication on every connection (the default)')
+    .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
     .option('--identity <dir>', 'our identity: cert.pem, key.pem (and ca.pem) as written by nattrav ca issue')
     .option('--ca <file>', 'also trust certificates from this CA (PEM)')
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
@@ -103,7 +104,11 @@ async function main(argv: string[]): Promise<number> {
     .requiredOption('--broker <host:port>', '(required) the broker to ask')
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
     .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
-    .option('--tls', 'TLS 1.3 with mutual authentication: the recipient\'s certificate must name URI')
+    .option('--tls', 'TLS 1.3 with mutual authentication, the recipient\'s key checked against URI (the default)')
+    .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
+    .option('--expect-key <fingerprint>', 'the key the recipient must hold, as nattrav listen prints it (pins a plain name)')
+    .option('--accept-new-key', 'accept and remember a plain name\'s key that differs from the one remembered')
+    .option('--known-keys <file>', 'where keys of plain names are remembered (default ~/.nattrav/known_keys)')
     .option('--identity <dir>', 'our identity for TLS (default: a throwaway self-certifying one)')
     .option('--ca <file>', 'trust certificates from this CA (PEM)')
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')

@@ -39,6 +39,14 @@ export interface AttemptParams {
   readonly onTrace?: (event: StrategyTrace) => void;
 }
 
+/** The key the broker said the other peer registered with, per socket an attempt made (initiator side). */
+const brokerKeys = new WeakMap<Socket, string>();
+
+/** The fingerprint of the key the broker holds for the other peer of `socket`'s attempt, if it gave one. */
+export function brokerPeerKeyOf(socket: Socket): string | undefined {
+  return brokerKeys.get(socket);
+}
+
 /** Birthday probing needs SYN retransmissions to meet: give it at least this long, in ms. */
 const BIRTHDAY_MIN_MS = 8_000;
 
@@ -106,6 +114,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
   const success: StrategyTrace = { attempt: params.attempt, strategy, outcome: 'succeeded', ms: Math.round(performance.now() - strategyStarted) };
   params.onTrace?.(success);
   const relayQuota = relayQuotaOf(socket);
+  if (exchange.peerKeyFingerprint !== undefined) brokerKeys.set(socket, exchange.peerKeyFingerprint);
   return attachInfo(socket, {
     path: strategy,
     role,

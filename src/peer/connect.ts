@@ -12,7 +12,9 @@ import { strategyMask, type StrategyName } from '../nat/strategy.js';
 import { ATTEMPT_ID_LENGTH, AttrType, Method } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import { addAttemptId, addU32, addUri } from '../wire/nattrav.js';
-import { runAttempt } from './attempt.js';
+import { brokerPeerKeyOf, runAttempt } from './attempt.js';
+import { checkFingerprint, defaultKnownKeysFile, expectedKey, readKnownKeys, rememberKey, type ExpectedKey } from '../security/known-keys.js';
+import { uriKeyFingerprint } from '../security/uri.js';
 import { handOver, type NattravSocket, type StrategyTrace } from './info.js';
 import type { PeerTls } from './options.js';
 import { secure, throwawayIdentity } from './secure.js';
@@ -32,6 +34,7 @@ const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.Tls,
   ErrorCode.TlsRequired,
   ErrorCode.PlainRequired,
+  ErrorCode.KeyMismatch,
 ]);
 
 /**
@@ -47,7 +50,12 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const maxAttempts = positiveInt(options.maxAttempts, PEER_DEFAULTS.maxAttempts, 'maxAttempts');
   const exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
   const punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
-  const tls = options.tls === undefined ? undefined : await tlsSettings(options.tls);
+  const tls = options.tls === false ? undefined : await tlsSettings(options.tls ?? true);
+  const pinned = options.expectKey === undefined ? undefined : checkFingerprint(options.expectKey, 'expectKey');
+  if (tls === undefined && pinned !== undefined) {
+    throw new NattravError(ErrorCode.InvalidArgument, 'expectKey needs TLS: the key is checked in the TLS handshake (drop tls: false / --no-tls)');
+  }
+  const knownKeysFile = options.knownKeysFile === false ? undefined : (options.knownKeysFile ?? defaultKnownKeysFile());
   const started = performance.now();
   const whole = startPhase(options.signal, timeoutMs, `connecting to ${uri}`);
   const failed = new Set<StrategyName>();
@@ -71,7 +79,24 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
         });
         if (tls === undefined) return handOver(socket);
         try {
-          return handOver(await secure(socket, { ...tls, expectedPeerUri: uri, signal: whole.signal, started }));
+          const expected = await expectedRecipientKey(uri, socket, {
+            pinned,
+            knownKeysFile,
+            acceptChange: options.acceptChangedKey === true,
+            caConfigured: tls.ca.length > 0 || tls.identity.ca.length > 0,
+          });
+          const secured = await secure(socket, {
+            ...tls,
+            expectedPeerUri: uri,
+            ...(expected.fingerprint === undefined ? {} : { expectedKeyFingerprint: expected.fingerprint }),
+            signal: whole.signal,
+            started,
+          });
+          const info = secured.nattrav;
+          if (expected.remember && knownKeysFile !== undefined && info.peerVouchedBy === 'key' && info.peerKeyFingerprint !== undefined) {
+            await rememberKey(knownKeysFile, uri, info.peerKeyFingerprint);
+          }
+          return handOver(secured);
         } catch (err) {
           socket.destroy();
           throw err;
@@ -100,6 +125,30 @@ function withTrace(error: NattravError, trace: readonly StrategyTrace[]): Nattra
   const tried = trace.map((t) => `${t.strategy} (attempt ${t.attempt}): ${t.outcome}${t.error === undefined ? '' : ` - ${t.error}`}`).join('; ');
   const annotated = new NattravError(error.code, `${error.message}; strategies tried: ${tried}`, { cause: error.cause ?? error });
   return Object.assign(annotated, { trace });
+}
+
+/**
+ * The key a plain-name recipient must prove (see known-keys.ts); none for a self-certifying
+ * URI, whose name is its key; none but a pinned one when a CA is configured.
+ */
+async function expectedRecipientKey(
+  uri: string,
+  socket: NattravSocket,
+  options: { pinned: string | undefined; knownKeysFile: string | undefined; acceptChange: boolean; caConfigured: boolean },
+): Promise<ExpectedKey> {
+  if (uriKeyFingerprint(uri) !== undefined) return { fingerprint: undefined, remember: false };
+  // With a CA the CA is the authority for names; only a key the user pinned also counts.
+  if (options.caConfigured) return { fingerprint: options.pinned, remember: false };
+  const remembered = options.knownKeysFile === undefined ? undefined : (await readKnownKeys(options.knownKeysFile)).get(uri);
+  const fromBroker = brokerPeerKeyOf(socket);
+  return expectedKey({
+    uri,
+    acceptChange: options.acceptChange,
+    ...(options.pinned === undefined ? {} : { pinned: options.pinned }),
+    ...(fromBroker === undefined ? {} : { fromBroker }),
+    ...(remembered === undefined ? {} : { remembered }),
+    ...(options.knownKeysFile === undefined ? {} : { file: options.knownKeysFile }),
+  });
 }
 
 /** Our identity and trust anchors for TLS. */

@@ -27,6 +27,7 @@ import {
   getXorAddressAttr,
   getXorAddressAttrs,
   getXorMappedAddress,
+  getPeerKey,
 } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 
@@ -44,6 +45,8 @@ export interface ExchangeResult {
   readonly peerPublicEndpoint: TransportAddress;
   readonly peerPrivateEndpoints: TransportAddress[];
   readonly startDelayMs: number;
+  /** The fingerprint of the key the other peer registered with, when the broker knows it (initiator only). */
+  readonly peerKeyFingerprint?: string;
   /** The local address and port of the exchange: punch from these. */
   readonly localAddress: string;
   readonly localPort: number;
@@ -115,6 +118,7 @@ export async function runExchange(
     // The broker closes first; answer its FIN, or drop the socket if it never comes.
     setTimeout(() => socket.destroy(), BROKER_CLOSE_GRACE_MS).unref();
     const strategy = strategyName(getU32Attr(response, AttrType.Strategy) ?? StrategyCode.direct);
+    const peerKey = getPeerKey(response);
     if (strategy === undefined) throw new NattravError(ErrorCode.Protocol, 'the broker chose a strategy this peer does not know');
     return {
       attemptId,
@@ -125,6 +129,7 @@ export async function runExchange(
       peerPublicEndpoint,
       peerPrivateEndpoints: getXorAddressAttrs(response, AttrType.PeerPrivateEndpoint),
       startDelayMs: Math.min(getU32Attr(response, AttrType.StartDelay) ?? 0, 10_000),
+      ...(peerKey === undefined ? {} : { peerKeyFingerprint: peerKey }),
       localAddress,
       localPort,
     };

@@ -54,6 +54,14 @@ export interface ConnectionInfo {
   readonly trace: readonly StrategyTrace[];
   /** With TLS: the other peer's URI from its verified certificate. */
   readonly peerUri?: string;
+  /** With TLS: the fingerprint of the other peer's verified key (lowercase base32 SHA-256 of its SPKI). */
+  readonly peerKeyFingerprint?: string;
+  /**
+   * With TLS: what vouched for the other peer's key: its self-certifying URI, a trusted CA, or
+   * `key`: the key pinned by the user, remembered for the URI, or given by the broker for a
+   * plain name (only as good as the broker's authentication the first time).
+   */
+  readonly peerVouchedBy?: 'self-certifying' | 'ca' | 'key';
   /** True when the socket is a TLS 1.3 socket with both ends authenticated. */
   readonly tls: boolean;
   /** For `relay`: the quotas the broker announced for this connection (0 = unlimited). */

@@ -25,11 +25,24 @@ export interface ConnectOptions {
   /** The CA (PEM) that issued the broker's certificate: exchanges then run over TLS and a fake broker is refused. */
   brokerCa?: string;
   /**
-   * TLS 1.3 with mutual authentication over the connection: the recipient's
-   * certificate must name `uri`. `true` uses a throwaway self-certifying
-   * identity of ours and trusts only self-certifying recipients. @default off
+   * End-to-end authentication and encryption: TLS 1.3 with mutual authentication over
+   * the connection, whatever its path. The recipient's key must match `uri`: the
+   * fingerprint a self-certifying URI names, a certificate naming `uri` from a trusted CA
+   * (`ca`), or for a plain name the key pinned with `expectKey`, else the key the broker
+   * holds for the name (remembered in `knownKeysFile`: a later different key is refused).
+   * Our identity defaults to a throwaway self-certifying one. `false` opts out, for
+   * protocols that do their own security. @default true
    */
-  tls?: true | PeerTls;
+  tls?: boolean | PeerTls;
+  /**
+   * The fingerprint the recipient's key must have (lowercase base32 SHA-256 of its SPKI,
+   * as `nattrav listen` prints it): pins a plain name's key instead of trusting the broker.
+   */
+  expectKey?: string;
+  /** Where keys of plain names are remembered; `false` remembers nothing. @default ~/.nattrav/known_keys */
+  knownKeysFile?: string | false;
+  /** Accept (and remember) a plain name's key that differs from the remembered one. @default false */
+  acceptChangedKey?: boolean;
   /** Called as strategies start, succeed and fail (`nattrav connect -v` prints these). */
   onTrace?: (event: import('./info.js').StrategyTrace) => void;
 }
@@ -67,10 +80,11 @@ export interface ServerOptions {
   brokerCa?: string;
   /**
    * TLS 1.3 with mutual authentication on every accepted connection, with our
-   * `identity` (or the default one). `true` trusts only self-certifying initiators
-   * and `identity.ca`. @default off
+   * `identity` (or the default one). Initiators must prove a self-certifying URI or
+   * hold a certificate from `identity.ca` / `ca`. `false` opts out (plain TCP; a TLS
+   * initiator is then refused with ERR_TLS_REQUIRED on its side). @default true
    */
-  tls?: true | Omit<PeerTls, 'identity'>;
+  tls?: boolean | Omit<PeerTls, 'identity'>;
 }
 
 /** Who we are and whom we trust, for TLS between peers. */

@@ -11,7 +11,7 @@
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ephemeralOrKeptIdentity, type Identity } from '../security/identity.js';
-import { keyPairFromPrivatePem } from '../security/keys.js';
+import { keyFingerprint, keyPairFromPrivatePem } from '../security/keys.js';
 import type { RegistrationKeys } from './register-proof.js';
 import { secure } from './secure.js';
 import { performance } from 'node:perf_hooks';
@@ -38,6 +38,8 @@ export interface ServerAddress {
   readonly publicEndpoint: TransportAddress;
   /** How we are registered: UDP, or a TCP control connection when UDP is blocked. */
   readonly transport: 'udp' | 'tcp';
+  /** The fingerprint of our key (what initiators can pin with `expectKey` / `--expect-key`). */
+  readonly keyFingerprint: string;
 }
 
 /** A recipient of nattrav connections. Create it with {@link createServer}. */
@@ -54,6 +56,8 @@ export class NattravServer extends EventEmitter {
   readonly #keyDir: string | undefined;
   readonly #brokerCa: string | undefined;
   readonly #tls: { ca: string[] } | undefined;
+  /** The fingerprint of that identity's key. */
+  #keyFingerprint: string | undefined;
   /** The identity proven at registration (and used for TLS), once resolved. */
   #resolvedIdentity: Identity | undefined;
   readonly #attempts = new Set<AbortController>();
@@ -82,7 +86,7 @@ export class NattravServer extends EventEmitter {
     this.#identity = options.identity;
     this.#keyDir = options.keyDir;
     this.#brokerCa = options.brokerCa;
-    this.#tls = options.tls === undefined ? undefined : { ca: options.tls === true ? [] : (options.tls.ca ?? []) };
+    this.#tls = options.tls === false ? undefined : { ca: options.tls === undefined || options.tls === true ? [] : (options.tls.ca ?? []) };
     if (options.brokerCa !== undefined) {
       try {
         new X509Certificate(options.brokerCa);
@@ -101,8 +105,8 @@ export class NattravServer extends EventEmitter {
   /** The registered URI and our public endpoint, or null before 'listening'. */
   address(): ServerAddress | null {
     const info = this.#registration?.info;
-    if (this.#state !== 'listening' || info === undefined) return null;
-    return { uri: this.#uri, broker: this.#broker, publicEndpoint: info.publicEndpoint, transport: info.transport };
+    if (this.#state !== 'listening' || info === undefined || this.#keyFingerprint === undefined) return null;
+    return { uri: this.#uri, broker: this.#broker, publicEndpoint: info.publicEndpoint, transport: info.transport, keyFingerprint: this.#keyFingerprint };
   }
 
   /** Registers with the broker; emits 'listening' or 'error'. */
@@ -154,8 +158,10 @@ export class NattravServer extends EventEmitter {
     const identity = this.#identity ?? (await ephemeralOrKeptIdentity(this.#uri, this.#keyDir === undefined ? {} : { dir: this.#keyDir }));
     this.#resolvedIdentity = identity;
     const certificate = new X509Certificate(identity.certPem);
+    const key = keyPairFromPrivatePem(identity.keyPem);
+    this.#keyFingerprint = keyFingerprint(key.spki);
     return {
-      key: keyPairFromPrivatePem(identity.keyPem),
+      key,
       // Only a CA-issued certificate proves anything to a broker; a self-signed one is left out.
       ...(certificate.issuer === certificate.subject ? {} : { certificateDer: certificate.raw }),
       ...(this.#brokerCa === undefined ? {} : { brokerCa: new X509Certificate(this.#brokerCa) }),

@@ -40,6 +40,8 @@ export interface SecureConnectionOptions extends PeerTlsOptions {
   role: 'initiator' | 'recipient';
   /** The URI the initiator connected to; required for the initiator, ignored for the recipient. */
   expectedPeerUri?: string;
+  /** The key the peer must hold when neither its URI nor a CA vouches for it (see verify.ts rule 6). */
+  expectedKeyFingerprint?: string;
   signal?: AbortSignal;
   /** Limit on handshake, verification and confirmation together. @default {@link TLS_HANDSHAKE_TIMEOUT_MS} */
   timeoutMs?: number;
@@ -52,6 +54,10 @@ export interface SecureConnection {
   peerUri: string;
   /** The other side's certificate (PEM). */
   peerCertificatePem: string;
+  /** The fingerprint of the other side's key (base32 SHA-256 of its SPKI). */
+  peerKeyFingerprint: string;
+  /** How the other side was authenticated. */
+  vouchedBy: 'self-certifying' | 'ca' | 'key';
 }
 
 /** The time for handshake, certificate checks and confirmation: a few round trips even on a slow relayed path. */
@@ -103,6 +109,7 @@ export async function secureConnection(socket: Socket, options: SecureConnection
       verifyPeerCertificate(peerCert.raw, {
         trust: [...identity.ca, ...(options.ca ?? [])],
         ...(role === 'initiator' ? { expectedUri: options.expectedPeerUri, peerRole: 'server' as const } : { peerRole: 'client' as const }),
+        ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint }),
       }),
       phase.signal,
       destroy,
@@ -110,7 +117,7 @@ export async function secureConnection(socket: Socket, options: SecureConnection
     secured.write(Buffer.of(CONFIRM_BYTE));
     await raceAbort(confirmation(secured), phase.signal, destroy);
     secured.off('error', swallow);
-    return { socket: secured, peerUri: verified.uri, peerCertificatePem: verified.certificatePem };
+    return { socket: secured, peerUri: verified.uri, peerCertificatePem: verified.certificatePem, peerKeyFingerprint: verified.keyFingerprint, vouchedBy: verified.vouchedBy };
   } catch (err) {
     destroy();
     if (isNattravError(err)) throw err;

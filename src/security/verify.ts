@@ -19,6 +19,9 @@
  *    whose subject is the certificate's issuer. Intermediate CAs are not supported.
  * 5. If the certificate limits its extended key usage, it must allow the role
  *    the peer plays (serverAuth for a recipient, clientAuth for an initiator).
+ * 6. Else, with `expectedKeyFingerprint` (a key pinned by the user, or the key the
+ *    broker holds for a plain name), the certificate's key must have that
+ *    fingerprint: the handshake proved the peer holds it.
  */
 import { ErrorCode, NattravError } from '../errors.js';
 import { keyFingerprint } from './keys.js';
@@ -35,6 +38,11 @@ export interface VerifyPeerOptions {
   peerRole?: 'server' | 'client';
   /** The time to check validity at. @default new Date() */
   now?: Date;
+  /**
+   * The fingerprint (lowercase base32 SHA-256 of the SPKI, as in self-certifying URIs) the
+   * peer's key must have when neither its URI nor a trust anchor vouches for it (rule 6).
+   */
+  expectedKeyFingerprint?: string;
 }
 
 /** A certificate that passed {@link verifyPeerCertificate}. */
@@ -43,8 +51,12 @@ export interface VerifiedPeer {
   uri: string;
   /** The certificate as PEM. */
   certificatePem: string;
-  /** True when the URI is self-certifying and the key matched it; false when a trust anchor vouched. */
+  /** True when the URI is self-certifying and the key matched it; false when a trust anchor or a pinned key vouched. */
   selfCertifying: boolean;
+  /** How the peer was authenticated. */
+  vouchedBy: 'self-certifying' | 'ca' | 'key';
+  /** The fingerprint of the peer's key (base32 SHA-256 of its SPKI). */
+  keyFingerprint: string;
 }
 
 const EKU_FOR_ROLE = { server: x509.ExtendedKeyUsage.serverAuth, client: x509.ExtendedKeyUsage.clientAuth } as const;
@@ -86,23 +98,40 @@ export async function verifyPeerCertificate(certificate: string | Uint8Array, op
 
   // 3. Self-certifying URIs.
   const fingerprint = uriKeyFingerprint(uri);
+  const actual = keyFingerprint(certificateSpki(cert));
+  const verified = (vouchedBy: VerifiedPeer['vouchedBy']): VerifiedPeer => ({
+    uri,
+    certificatePem: toPem(cert),
+    selfCertifying: vouchedBy === 'self-certifying',
+    vouchedBy,
+    keyFingerprint: actual,
+  });
   if (fingerprint !== undefined) {
-    if (keyFingerprint(certificateSpki(cert)) !== fingerprint) throw tlsError(`certificate key does not match self-certifying URI ${uri}`);
-    return { uri, certificatePem: toPem(cert), selfCertifying: true };
+    if (actual !== fingerprint) throw tlsError(`certificate key does not match self-certifying URI ${uri}`);
+    return verified('self-certifying');
   }
 
   // 4. A trust anchor vouches.
   const anchors = options.trust.flatMap(splitPemCertificates).map((pem) => parseCertificate(pem, ErrorCode.Identity, 'trusted CA certificate'));
-  if (anchors.length === 0) {
-    throw tlsError(`certificate of ${uri} not issued by a trusted CA (no CA is configured, and ${uri} is not a self-certifying URI)`);
-  }
   const raw = Buffer.from(cert.rawData);
-  if (anchors.some((anchor) => raw.equals(Buffer.from(anchor.rawData)))) return { uri, certificatePem: toPem(cert), selfCertifying: false };
+  if (anchors.some((anchor) => raw.equals(Buffer.from(anchor.rawData)))) return verified('ca');
   for (const anchor of anchors) {
     if (!isCaCertificate(anchor) || anchor.subject !== cert.issuer) continue;
     if (!(await signedBy(cert, anchor))) continue;
     checkValidity(anchor, `the CA certificate of ${uri} (${anchor.subject})`, now);
-    return { uri, certificatePem: toPem(cert), selfCertifying: false };
+    return verified('ca');
+  }
+
+  // 6. A key we were told to expect.
+  if (options.expectedKeyFingerprint !== undefined) {
+    if (actual === options.expectedKeyFingerprint) return verified('key');
+    throw new NattravError(
+      ErrorCode.KeyMismatch,
+      `the key of ${uri} is ${actual}, not the expected ${options.expectedKeyFingerprint}${anchors.length === 0 ? '' : ', and no trusted CA issued its certificate'}`,
+    );
+  }
+  if (anchors.length === 0) {
+    throw tlsError(`certificate of ${uri} not issued by a trusted CA (no CA is configured, ${uri} is not a self-certifying URI, and no key was given to expect)`);
   }
   throw tlsError(`certificate of ${uri} not issued by a trusted CA (issuer ${cert.issuer})`);
 }

@@ -139,6 +139,12 @@ export const AttrType = {
   /** nattrav: the relay's quotas for this connection (u64 bytes, both directions; u32 milliseconds; 0 = unlimited). */
   RelayQuota: 0x4e13,
   /**
+   * nattrav: the fingerprint of the key the other peer registered with (text: lowercase base32
+   * SHA-256 of its SubjectPublicKeyInfo, {@link KEY_FINGERPRINT_LENGTH} characters), so an
+   * initiator can authenticate a plain name end to end.
+   */
+  PeerKey: 0x4e14,
+  /**
    * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
    * answer it asks for, because the broker never answers an unverified source with more bytes than
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.
@@ -182,6 +188,9 @@ export const SecurityMode = {
   /** A mutually authenticated TLS 1.3 handshake follows the Hello. */
   Tls: 1,
 } as const;
+
+/** nattrav: the length of PEER-KEY (base32 of a SHA-256 digest, unpadded). */
+export const KEY_FINGERPRINT_LENGTH = 52;
 
 /** nattrav: the length of RELAY-QUOTA (u64 bytes + u32 milliseconds). */
 export const RELAY_QUOTA_LENGTH = 12;

@@ -38,6 +38,7 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.Sequence, 'SEQUENCE'],
   [AttrType.Security, 'SECURITY'],
   [AttrType.RelayQuota, 'RELAY-QUOTA'],
+  [AttrType.PeerKey, 'PEER-KEY'],
   [AttrType.RequestPadding, 'REQUEST-PADDING'],
 ]);
 

@@ -10,6 +10,7 @@ import {
   MAX_PRIVATE_ENDPOINTS,
   MAX_SOFTWARE_BYTES,
   MAX_URI_BYTES,
+  KEY_FINGERPRINT_LENGTH,
   RoleCode,
   SecurityMode,
 } from './constants.js';
@@ -171,4 +172,21 @@ export function getRelayQuota(msg: StunMessage): RelayQuotaAttribute | undefined
 /** Adds RELAY-QUOTA. */
 export function addRelayQuota(msg: StunMessage, quota: RelayQuotaAttribute): StunMessage {
   return msg.add(AttrType.RelayQuota, encodeRelayQuota(quota));
+}
+
+/** PEER-KEY (nattrav): the other peer's key fingerprint, checked for its form. */
+export function getPeerKey(msg: StunMessage): string | undefined {
+  return decodeIfPresent(msg, AttrType.PeerKey, (v) => {
+    const text = decodeText(v, KEY_FINGERPRINT_LENGTH, 'PEER-KEY');
+    if (!/^[a-z2-7]+$/.test(text) || text.length !== KEY_FINGERPRINT_LENGTH) throw malformed(`PEER-KEY must be ${KEY_FINGERPRINT_LENGTH} characters a-z 2-7`);
+    return text;
+  });
+}
+
+/** Adds PEER-KEY; throws InvalidArgument unless `fingerprint` has the form of a key fingerprint. */
+export function addPeerKey(msg: StunMessage, fingerprint: string): StunMessage {
+  if (!/^[a-z2-7]+$/.test(fingerprint) || fingerprint.length !== KEY_FINGERPRINT_LENGTH) {
+    throw invalidArgument(`PEER-KEY must be ${KEY_FINGERPRINT_LENGTH} characters a-z 2-7, got ${JSON.stringify(fingerprint)}`);
+  }
+  return msg.add(AttrType.PeerKey, encodeText(fingerprint, KEY_FINGERPRINT_LENGTH, 'PEER-KEY'));
 }

@@ -47,7 +47,7 @@ describe('half-close and close reporting', () => {
     const { broker, address } = await startBroker();
     closers.push(() => broker.close());
     const identity = await newSelfCertifyingIdentity({ dir: keyDir });
-    const { server, accepted } = await startRecipient(address, identity.uri, { identity, ...(tls ? { tls: true } : {}) });
+    const { server, accepted } = await startRecipient(address, identity.uri, { identity, tls });
     closers.push(() => server.close());
     const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
     const request = StunMessage.request(Method.Connect);
@@ -120,12 +120,12 @@ describe('half-close and close reporting', () => {
       const { broker, address } = await startBroker();
       closers.push(() => broker.close());
       const identity = await newSelfCertifyingIdentity({ dir: keyDir });
-      const { server } = await startRecipient(address, identity.uri, { identity, ...(recipientTls ? { tls: true } : {}) });
+      const { server } = await startRecipient(address, identity.uri, { identity, tls: recipientTls });
       closers.push(() => server.close());
       const failures: Error[] = [];
       server.on('attemptFailed', (err: Error) => failures.push(err));
       const started = Date.now();
-      await assert.rejects(connect({ broker: address, uri: identity.uri, ...(initiatorTls ? { tls: true } : {}) }), (err: Error & { code?: string }) => {
+      await assert.rejects(connect({ broker: address, uri: identity.uri, tls: initiatorTls }), (err: Error & { code?: string }) => {
         assert.equal(err.code, recipientTls ? 'ERR_TLS_REQUIRED' : 'ERR_PLAIN_REQUIRED');
         assert.match(err.message, recipientTls ? /the recipient requires TLS/ : /the recipient runs without TLS/);
         return true;

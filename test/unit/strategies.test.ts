@@ -125,7 +125,7 @@ describe('relay and TCP-only recipients on loopback', () => {
     closers.push(() => broker.close());
     const events: BrokerEvent[] = [];
     broker.on('event', (e: BrokerEvent) => events.push(e));
-    const { server, accepted } = await startRecipient(address, 'nattrav://relayed');
+    const { server, accepted } = await startRecipient(address, 'nattrav://relayed', { tls: false });
     closers.push(() => server.close());
     const socket = await attemptSkipping(address, 'nattrav://relayed', ['lan', 'public', 'direct']);
     await until(() => accepted.length === 1, 5_000, 'the relayed recipient');
@@ -155,7 +155,7 @@ describe('relay and TCP-only recipients on loopback', () => {
     closers.push(() => broker.close());
     const events: BrokerEvent[] = [];
     broker.on('event', (e: BrokerEvent) => events.push(e));
-    const { server, accepted } = await startRecipient(address, 'nattrav://metered');
+    const { server, accepted } = await startRecipient(address, 'nattrav://metered', { tls: false });
     closers.push(() => server.close());
     server.on('connection', (s: NattravSocket) => s.on('error', () => undefined));
     const socket = await attemptSkipping(address, 'nattrav://metered', ['lan', 'public', 'direct']);
@@ -181,7 +181,7 @@ describe('relay and TCP-only recipients on loopback', () => {
     closers.push(() => timed.broker.close());
     const timedEvents: BrokerEvent[] = [];
     timed.broker.on('event', (e: BrokerEvent) => timedEvents.push(e));
-    const second = await startRecipient(timed.address, 'nattrav://brief');
+    const second = await startRecipient(timed.address, 'nattrav://brief', { tls: false });
     closers.push(() => second.server.close());
     second.server.on('connection', (s: NattravSocket) => s.on('error', () => undefined));
     const brief = await attemptSkipping(timed.address, 'nattrav://brief', ['lan', 'public', 'direct']);
