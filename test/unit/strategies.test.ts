@@ -96,7 +96,11 @@ describe('relay and TCP-only recipients on loopback', () => {
     for (const close of closers.reverse()) await close();
   });
 
-  /** Runs one initiator attempt with the given strategies marked failed, so the broker moves on to the next. */
+  /**
+   * Runs one initiator attempt whose FAILED-STRATEGIES names `failed`. The broker never scheduled
+   * them for this initiator, so the claim may only lead to a cheap strategy: past lan, public and
+   * direct on loopback that is the relay (never prediction or birthday; see nat/plan.ts chooseStrategy).
+   */
   async function attemptSkipping(address: string, uri: string, failed: Parameters<typeof strategyMask>[0]): Promise<NattravSocket> {
     const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
     const request = StunMessage.request(Method.Connect);
