@@ -1,6 +1,6 @@
 /** The `broker` command: parse, call the library, print. */
 import { isIP } from 'node:net';
-import { ErrorCode, NattravError, createBroker, formatEndpoint, parseHostPort, type BrokerEvent } from '../index.js';
+import { ErrorCode, NattravError, createBroker, formatEndpoint, parseHostPort, type BrokerEvent, type BrokerOptions } from '../index.js';
 import { ExitCode, type Reporter } from './output.js';
 import { readPem } from './pem.js';
 import type { StopSignals } from './signals.js';
@@ -27,8 +27,7 @@ export async function brokerCommand(options: BrokerCommandOptions, out: Reporter
     host,
     port,
     ...(alternate === undefined ? {} : { alternateHost: alternate.host, ...(alternate.port === undefined ? {} : { alternatePort: alternate.port }) }),
-    ...(options.relayMaxBytes === undefined ? {} : { relayMaxBytes: Number(options.relayMaxBytes) }),
-    ...(options.relayMaxSeconds === undefined ? {} : { relayMaxDurationMs: Number(options.relayMaxSeconds) * 1000 }),
+    ...relayQuotas(options),
     ...(options.ca === undefined ? {} : { ca: await readPem(options.ca, '--ca') }),
     ...(options.cert === undefined ? {} : { cert: await readPem(options.cert, '--cert') }),
     ...(options.key === undefined ? {} : { key: await readPem(options.key, '--key') }),
@@ -62,6 +61,26 @@ export async function brokerCommand(options: BrokerCommandOptions, out: Reporter
   await stop.wait();
   await broker.close();
   return stop.exitCode ?? ExitCode.Ok;
+}
+
+/** The longest relay time a broker can enforce (Node's timers hold 2^31 - 1 ms, about 24.8 days). */
+const MAX_RELAY_SECONDS = Math.floor(2_147_483_647 / 1000);
+
+/**
+ * `--relay-max-bytes N` / `--relay-max-seconds N`: omitted, the broker's defaults apply
+ * (1 GiB, 1 hour per relayed connection); 0 lifts a quota, explicitly.
+ */
+function relayQuotas(options: BrokerCommandOptions): Pick<BrokerOptions, 'relayMaxBytes' | 'relayMaxDurationMs'> {
+  const quotas: Pick<BrokerOptions, 'relayMaxBytes' | 'relayMaxDurationMs'> = {};
+  if (options.relayMaxBytes !== undefined) quotas.relayMaxBytes = Number(options.relayMaxBytes);
+  if (options.relayMaxSeconds !== undefined) {
+    const seconds = Number(options.relayMaxSeconds);
+    if (seconds > MAX_RELAY_SECONDS) {
+      throw new NattravError(ErrorCode.InvalidArgument, `--relay-max-seconds: at most ${MAX_RELAY_SECONDS} (about 24 days), or 0 for no time limit; got ${options.relayMaxSeconds}`);
+    }
+    quotas.relayMaxDurationMs = seconds * 1000;
+  }
+  return quotas;
 }
 
 /**

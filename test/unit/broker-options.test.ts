@@ -4,7 +4,12 @@
  * unlimited only when 0 is passed explicitly; the caller's object is never changed.
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
 import { createBroker } from '../../src/broker/broker.js';
 import { BROKER_DEFAULTS, resolveBrokerOptions, type BrokerOptions } from '../../src/broker/options.js';
 import { ErrorCode, NattravError } from '../../src/errors.js';
@@ -57,5 +62,19 @@ describe('broker options', () => {
     assert.deepEqual(options, copy);
     assert.equal(resolved.messageTimeoutMs, 100);
     assert.equal(resolved.exchangeMaxLifetimeMs, BROKER_DEFAULTS.exchangeMaxLifetimeMs);
+  });
+
+  const home = mkdtempSync(join(tmpdir(), 'nattrav-broker-cli-'));
+  after(() => rmSync(home, { recursive: true, force: true }));
+  const cli = (args: string[]): CliProcess => new CliProcess(spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } }));
+
+  test('CLI: --relay-max-bytes 0 --relay-max-seconds 0 is accepted; a time no timer can hold is refused naming the flag', async () => {
+    const unlimited = cli(['broker', '--listen', '127.0.0.1:0', '--relay-max-bytes', '0', '--relay-max-seconds', '0', '--json']);
+    await unlimited.waitForEvent('listening', 10_000);
+    unlimited.child.kill('SIGTERM');
+    await unlimited.exited;
+    const tooLong = cli(['broker', '--listen', '127.0.0.1:0', '--relay-max-seconds', '3000000']);
+    assert.equal(await tooLong.exited, 2);
+    assert.match(tooLong.stderr, /--relay-max-seconds: at most 2147483 \(about 24 days\), or 0 for no time limit; got 3000000/);
   });
 });
