@@ -4,6 +4,8 @@
  * answer the broker's round-trip Probe, and read the final response naming the
  * other peer. The local port of this connection is the one we punch from.
  */
+import { X509Certificate } from 'node:crypto';
+import { brokerCertificateProblem } from '../security/issued.js';
 import { lookup } from 'node:dns/promises';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
@@ -218,7 +220,17 @@ export async function openBrokerConnection(broker: HostPort, signal: AbortSignal
     if (answer.cls !== MessageClass.SuccessResponse) {
       throw new NattravError(ErrorCode.BrokerAuth, 'broker authentication failed: the broker offers no TLS (it has no certificate)');
     }
-    const secure = connectTls({ socket: raw, ca: brokerCa, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', checkServerIdentity: () => undefined });
+    const secure = connectTls({
+      socket: raw,
+      ca: brokerCa,
+      minVersion: 'TLSv1.3',
+      maxVersion: 'TLSv1.3',
+      // The chain is Node's to check against brokerCa; that the certificate names a broker (not a peer) is ours.
+      checkServerIdentity: (_host, peer) => {
+        const problem = brokerCertificateProblem(new X509Certificate(peer.raw), broker.host);
+        return problem === undefined ? undefined : new Error(problem);
+      },
+    });
     await new Promise<void>((resolve, reject) => {
       const onAbort = (): void => reject(abortError(signal));
       signal.addEventListener('abort', onAbort, { once: true });

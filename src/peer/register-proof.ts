@@ -13,7 +13,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { ErrorCode, NattravError } from '../errors.js';
-import { issuedCertificate } from '../security/issued.js';
+import { brokerCertificateProblem, issuedCertificate } from '../security/issued.js';
 import { sign, verify, type KeyPairPem } from '../security/keys.js';
 import { brokerPayload, newEphemeralKey, registrationPayload, sessionKey, type EphemeralKey } from '../security/proof.js';
 import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
@@ -31,6 +31,8 @@ export interface RegistrationKeys {
   readonly certificateDer?: Uint8Array;
   /** The CA that must have issued the broker's certificate; set = authenticate the broker. */
   readonly brokerCa?: X509Certificate;
+  /** The broker's host as we dialed it, which its certificate may name instead of a nattrav-broker:// URI. */
+  readonly brokerHost?: string;
 }
 
 /** A registration session (after a successful proof). */
@@ -103,7 +105,7 @@ export async function registerWithProof(
   if (id === undefined || brokerEphemeral === undefined || key === undefined) throw brokerAuthError('its answer carries no session');
   if (!verifyMessageIntegritySha256(response, key)) throw brokerAuthError('its answer lacks integrity under the agreed key');
   if (keys.brokerCa !== undefined) {
-    const problem = brokerIdentityProblem(response, keys.brokerCa, {
+    const problem = brokerIdentityProblem(response, keys.brokerCa, keys.brokerHost ?? '', {
       nonce,
       sessionId: id,
       brokerEphemeralKey: brokerEphemeral,
@@ -172,13 +174,15 @@ function refused(uri: string, response: StunMessage): NattravError {
 }
 
 /** Why the broker's signed answer does not prove an identity issued by `ca`, or undefined. */
-function brokerIdentityProblem(response: StunMessage, ca: X509Certificate, payload: Parameters<typeof brokerPayload>[0]): string | undefined {
+function brokerIdentityProblem(response: StunMessage, ca: X509Certificate, host: string, payload: Parameters<typeof brokerPayload>[0]): string | undefined {
   const der = response.get(AttrType.Certificate);
   const signature = response.get(AttrType.Signature);
   if (der === undefined || signature === undefined) return 'it presented no certificate';
   const checked = issuedCertificate(der, ca, 'the trusted broker CA');
   if ('problem' in checked) return `its ${checked.problem}`;
   const { cert } = checked;
+  const notBroker = brokerCertificateProblem(cert, host);
+  if (notBroker !== undefined) return `its ${notBroker}`;
   const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
   if (!verify(spki, brokerPayload(payload), signature)) return 'its signature does not verify';
   return undefined;

@@ -164,7 +164,7 @@ export class NattravServer extends EventEmitter {
       key,
       // Only a CA-issued certificate proves anything to a broker; a self-signed one is left out.
       ...(certificate.issuer === certificate.subject ? {} : { certificateDer: certificate.raw }),
-      ...(this.#brokerCa === undefined ? {} : { brokerCa: new X509Certificate(this.#brokerCa) }),
+      ...(this.#brokerCa === undefined ? {} : { brokerCa: new X509Certificate(this.#brokerCa), brokerHost: this.#broker.host }),
     };
   }
 

@@ -220,6 +220,31 @@ describe('secure registration', () => {
     }
   });
 
+  test('a broker presenting a peer certificate from the trusted CA is refused, over UDP and TCP', async () => {
+    const ca = await createCa({ name: 'one CA for brokers and peers' });
+    // mallory holds a genuine peer certificate of the CA and runs a broker with it.
+    const mallory = await issueCertificate({ ca, uri: 'nattrav://mallory' });
+    const impersonator = await startBroker({ cert: mallory.certPem, key: mallory.keyPem });
+    closers.push(() => impersonator.broker.close());
+    const victim = createServer({ broker: impersonator.address, uri: 'nattrav://heidi', brokerCa: ca.certPem, keyDir: join(keyDir, 'heidi') });
+    const [error] = (await Promise.all([once(victim, 'error'), victim.listen()]))[0] as [NattravError];
+    assert.equal(error.code, 'ERR_BROKER_AUTH', error.message);
+    assert.match(error.message, /names the peer nattrav:\/\/mallory: a peer's certificate cannot authenticate a broker/);
+    await assert.rejects(connect({ broker: impersonator.address, uri: 'nattrav://heidi', brokerCa: ca.certPem }), (err: NattravError) => {
+      assert.equal(err.code, 'ERR_BROKER_AUTH', err.message);
+      assert.match(err.message, /a peer's certificate cannot authenticate a broker/);
+      return true;
+    });
+    // The same CA's broker certificate (nattrav-broker://) is accepted.
+    const real = await issueCertificate({ ca, uri: 'nattrav-broker://real' });
+    const genuine = await startBroker({ cert: real.certPem, key: real.keyPem });
+    closers.push(() => genuine.broker.close());
+    const ok = await startRecipient(genuine.address, 'nattrav://heidi', { brokerCa: ca.certPem, keyDir: join(keyDir, 'heidi') });
+    closers.push(() => ok.server.close());
+    const socket = await connect({ broker: genuine.address, uri: 'nattrav://heidi', brokerCa: ca.certPem, knownKeysFile: false });
+    socket.destroy();
+  });
+
   test('a recipient acts only on connection requests under its session key', async () => {
     // A minimal broker on one UDP socket: real registration handling, and requests we forge at will.
     const socket = createSocket('udp4');
