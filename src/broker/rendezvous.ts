@@ -20,18 +20,15 @@
  *    first (the TIME_WAIT stays with the broker).
  *
  * This file does the I/O and the timers around those decisions: every handler
- * parses the whole request before it changes any state, and time comes from the
+ * parses the whole request (exchange-requests.ts) before it changes any state, and time comes from the
  * injected clock, so tests run the whole rendezvous on a fake one.
  */
 import { randomBytes } from 'node:crypto';
 import { clockDeadline, systemClock, type Clock, type TimerHandle } from '../common/clock.js';
-import { toTransportAddress } from '../common/endpoint.js';
-import type { StunChannel } from '../common/stun-channel.js';
 import { isNattravError } from '../errors.js';
 import { encodeMappingKind, type MappingKind } from '../nat/mapping.js';
 import { strategyCost } from '../nat/plan.js';
-import { StrategyCode, strategiesInMask, type StrategyName } from '../nat/strategy.js';
-import type { EncodeOptions } from '../wire/codec.js';
+import { StrategyCode, type StrategyName } from '../nat/strategy.js';
 import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import {
@@ -40,34 +37,19 @@ import {
   addU32,
   addUri,
   addXorAddress,
-  getAttemptId,
-  getRole,
-  getU32Attr,
-  getUri,
-  getXorAddressAttrs,
-  type RoleName,
 } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { AttemptHistory } from './attempt-history.js';
+import { parseConnect, parseJoin, parseMappingProbe, remoteEndpoint, type ExchangeChannel } from './exchange-requests.js';
 import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } from './limits.js';
 import { ProbeBook } from './probe-book.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { scheduleAttempt, type Answer, type Schedule } from './schedule.js';
 
+export type { ExchangeChannel } from './exchange-requests.js';
+
 /** The phases of an attempt (step numbers as in the module comment). */
 export type AttemptState = 'notifying' | 'probing' | 'done' | 'failed';
-
-/** What the rendezvous uses of an exchange's connection: a {@link StunChannel}, or a fake one in tests. */
-export interface ExchangeChannel {
-  readonly socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined };
-  /** Resolves when the connection has closed. */
-  readonly closed: Promise<void>;
-  send(message: StunMessage, options?: EncodeOptions): boolean;
-  /** Sends a request and resolves with its response; rejects when `signal` aborts or the connection ends. */
-  request(message: StunMessage, signal: AbortSignal): Promise<StunMessage>;
-  /** Ends our side of the connection. */
-  end(): void;
-}
 
 interface Side {
   readonly channel: ExchangeChannel;
@@ -138,41 +120,6 @@ export type RendezvousEvent =
 export const NOTIFY_FIRST_RTO_MS = 250;
 /** How long to wait for late mapping probes after both exchanges are in, in ms; they leave with the exchange, so only loss delays them. */
 export const MAPPING_WAIT_MS = 1_000;
-
-/** A Connect request, parsed whole before anything changes. */
-interface ConnectRequest {
-  readonly uri: string | undefined;
-  readonly proposedId: Uint8Array | undefined;
-  readonly privateEndpoints: TransportAddress[];
-  readonly claimed: ReadonlySet<StrategyName>;
-}
-
-/** Reads every attribute of a Connect the rendezvous uses; throws StunMalformed on a malformed one. */
-function parseConnect(request: StunMessage): ConnectRequest {
-  return {
-    uri: getUri(request),
-    proposedId: getAttemptId(request),
-    privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint),
-    claimed: new Set(strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0)),
-  };
-}
-
-/** Reads every attribute of a Join the rendezvous uses; throws StunMalformed on a malformed one. */
-function parseJoin(request: StunMessage): { id: Uint8Array | undefined; privateEndpoints: TransportAddress[] } {
-  return { id: getAttemptId(request), privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint) };
-}
-
-/** Reads a MappingProbe's attempt ID and role; undefined when either is missing or malformed. */
-function parseMappingProbe(request: StunMessage): { id: Uint8Array; role: RoleName } | undefined {
-  try {
-    const id = getAttemptId(request);
-    const role = getRole(request);
-    return id === undefined || role === undefined ? undefined : { id, role };
-  } catch (err) {
-    if (isNattravError(err)) return undefined;
-    throw err;
-  }
-}
 
 /** Runs every attempt of one broker. */
 export class Rendezvous {
@@ -456,10 +403,6 @@ export class Rendezvous {
 
 function side(channel: ExchangeChannel, request: StunMessage, privateEndpoints: TransportAddress[]): Side {
   return { channel, request, publicEndpoint: remoteEndpoint(channel), privateEndpoints };
-}
-
-function remoteEndpoint(channel: ExchangeChannel): TransportAddress {
-  return toTransportAddress(channel.socket.remoteAddress ?? '0.0.0.0', channel.socket.remotePort ?? 0);
 }
 
 function hex(bytes: Uint8Array): string {

@@ -1,0 +1,67 @@
+/**
+ * The exchange side of the rendezvous: what it uses of an exchange's TCP
+ * connection, and the parsing of each request it serves. Each parser reads
+ * every attribute the rendezvous uses, so a handler can refuse a malformed
+ * request before it changes any state (rendezvous.ts).
+ */
+import { toTransportAddress } from '../common/endpoint.js';
+import type { StunChannel } from '../common/stun-channel.js';
+import { isNattravError } from '../errors.js';
+import { strategiesInMask, type StrategyName } from '../nat/strategy.js';
+import type { EncodeOptions } from '../wire/codec.js';
+import { AttrType } from '../wire/constants.js';
+import type { StunMessage } from '../wire/message.js';
+import { getAttemptId, getRole, getU32Attr, getUri, getXorAddressAttrs, type RoleName } from '../wire/nattrav.js';
+import type { TransportAddress } from '../wire/types.js';
+
+/** What the rendezvous uses of an exchange's connection: a {@link StunChannel}, or a fake one in tests. */
+export interface ExchangeChannel {
+  readonly socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined };
+  /** Resolves when the connection has closed. */
+  readonly closed: Promise<void>;
+  send(message: StunMessage, options?: EncodeOptions): boolean;
+  /** Sends a request and resolves with its response; rejects when `signal` aborts or the connection ends. */
+  request(message: StunMessage, signal: AbortSignal): Promise<StunMessage>;
+  /** Ends our side of the connection. */
+  end(): void;
+}
+
+/** A Connect request, parsed whole before anything changes. */
+export interface ConnectRequest {
+  readonly uri: string | undefined;
+  readonly proposedId: Uint8Array | undefined;
+  readonly privateEndpoints: TransportAddress[];
+  readonly claimed: ReadonlySet<StrategyName>;
+}
+
+/** Reads every attribute of a Connect the rendezvous uses; throws StunMalformed on a malformed one. */
+export function parseConnect(request: StunMessage): ConnectRequest {
+  return {
+    uri: getUri(request),
+    proposedId: getAttemptId(request),
+    privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint),
+    claimed: new Set(strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0)),
+  };
+}
+
+/** Reads every attribute of a Join the rendezvous uses; throws StunMalformed on a malformed one. */
+export function parseJoin(request: StunMessage): { id: Uint8Array | undefined; privateEndpoints: TransportAddress[] } {
+  return { id: getAttemptId(request), privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint) };
+}
+
+/** Reads a MappingProbe's attempt ID and role; undefined when either is missing or malformed. */
+export function parseMappingProbe(request: StunMessage): { id: Uint8Array; role: RoleName } | undefined {
+  try {
+    const id = getAttemptId(request);
+    const role = getRole(request);
+    return id === undefined || role === undefined ? undefined : { id, role };
+  } catch (err) {
+    if (isNattravError(err)) return undefined;
+    throw err;
+  }
+}
+
+/** The peer's endpoint of an exchange, as the broker sees it. */
+export function remoteEndpoint(channel: ExchangeChannel): TransportAddress {
+  return toTransportAddress(channel.socket.remoteAddress ?? '0.0.0.0', channel.socket.remotePort ?? 0);
+}
