@@ -154,12 +154,16 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     return stop.exitCode as number;
   }
   const winner = await Promise.race([firstConnection, stop.wait()]);
-  await withdraw(server);
+  // The registration is withdrawn while the connection runs: its bytes never wait for the broker.
+  const withdrawn = withdraw(server);
   if (typeof winner === 'string') {
+    await withdrawn;
     reportNotConnected(out, 'interrupted');
     return stop.exitCode as number;
   }
-  return reportPipe(await pipeStdio(winner, stop.signal), stop, out);
+  const outcome = await pipeStdio(winner, stop.signal);
+  await withdrawn;
+  return reportPipe(outcome, stop, out);
 }
 
 /** `nattrav connect URI --broker HOST:PORT [-v] [--tls ...]`: pipes stdin/stdout to the connection. */
