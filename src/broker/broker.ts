@@ -78,7 +78,8 @@ export class Broker extends EventEmitter {
       (ended) => this.emit('event', { type: 'relay-ended', ...ended } satisfies BrokerEvent),
     );
     this.#rendezvous = new Rendezvous({
-      authorizeRelay: (attemptId) => this.#relay.authorize(attemptId),
+      authorizeRelay: (attemptId, secret) => this.#relay.authorize(attemptId, secret),
+      sessionKeyFor: (uri) => this.#auth.sessions.byUri(uri)?.key,
       registry: this.#registry,
       notify: (registration, message) => {
         // Integrity under the recipient's session key: only this broker can ask it to connect.

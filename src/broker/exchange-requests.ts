@@ -9,7 +9,9 @@ import type { StunChannel } from '../common/stun-channel.js';
 import { isNattravError } from '../errors.js';
 import { strategiesInMask, type StrategyName } from '../nat/strategy.js';
 import type { EncodeOptions } from '../wire/codec.js';
+import { X25519_KEY_LENGTH } from '../security/proof.js';
 import { AttrType } from '../wire/constants.js';
+import { malformed } from '../wire/fail.js';
 import type { StunMessage } from '../wire/message.js';
 import { getAttemptId, getRole, getU32Attr, getUri, getXorAddressAttrs, type RoleName } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
@@ -32,6 +34,8 @@ export interface ConnectRequest {
   readonly proposedId: Uint8Array | undefined;
   readonly privateEndpoints: TransportAddress[];
   readonly claimed: ReadonlySet<StrategyName>;
+  /** The initiator's X25519 public key, to seal the attempt secret for it. */
+  readonly ephemeralKey: Uint8Array | undefined;
 }
 
 /** Reads every attribute of a Connect the rendezvous uses; throws StunMalformed on a malformed one. */
@@ -41,6 +45,7 @@ export function parseConnect(request: StunMessage): ConnectRequest {
     proposedId: getAttemptId(request),
     privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint),
     claimed: new Set(strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0)),
+    ephemeralKey: ephemeralKeyOf(request),
   };
 }
 
@@ -64,4 +69,11 @@ export function parseMappingProbe(request: StunMessage): { id: Uint8Array; role:
 /** The peer's endpoint of an exchange, as the broker sees it. */
 export function remoteEndpoint(channel: ExchangeChannel): TransportAddress {
   return toTransportAddress(channel.socket.remoteAddress ?? '0.0.0.0', channel.socket.remotePort ?? 0);
+}
+
+/** EPHEMERAL-KEY of a Connect (X25519, 32 bytes); throws StunMalformed for another length. */
+function ephemeralKeyOf(request: StunMessage): Uint8Array | undefined {
+  const value = request.get(AttrType.EphemeralKey);
+  if (value !== undefined && value.length !== X25519_KEY_LENGTH) throw malformed(`EPHEMERAL-KEY must be ${X25519_KEY_LENGTH} bytes, got ${value.length}`);
+  return value;
 }

@@ -18,6 +18,7 @@ import type { StunChannel } from '../common/stun-channel.js';
 import { StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { addRelayQuota } from '../wire/nattrav.js';
+import { verifyMessageIntegritySha256 } from '../wire/codec.js';
 
 /** How long a scheduled relay waits for both peers, in ms: two TCP handshakes, generously. */
 export const RELAY_JOIN_WINDOW_MS = 10_000;
@@ -47,6 +48,8 @@ interface Waiting {
 
 interface Authorized {
   timer: NodeJS.Timeout;
+  /** The attempt secret: each Relay request must carry integrity under it. */
+  secret: Buffer;
   sides: Partial<Record<'initiator' | 'recipient', Waiting>>;
 }
 
@@ -70,12 +73,12 @@ export class RelayHub {
   }
 
   /** Allows one relay for `attemptId` (hex) during {@link RELAY_JOIN_WINDOW_MS}. */
-  authorize(attemptId: string): boolean {
+  authorize(attemptId: string, secret: Buffer): boolean {
     if (this.#authorized.has(attemptId)) return true;
     if (this.#authorized.size >= MAX_AUTHORIZED) return false;
     const timer = setTimeout(() => this.#expire(attemptId), RELAY_JOIN_WINDOW_MS);
     timer.unref();
-    this.#authorized.set(attemptId, { timer, sides: {} });
+    this.#authorized.set(attemptId, { timer, secret, sides: {} });
     return true;
   }
 
@@ -84,6 +87,12 @@ export class RelayHub {
     const entry = this.#authorized.get(attemptId);
     if (entry === undefined || entry.sides[role] !== undefined) {
       this.#reply(channel, request.errorResponse(StunErrorCode.Forbidden, 'no relay was scheduled for this attempt'));
+      channel.end();
+      return;
+    }
+    // Knowing the attempt ID is not enough: only the two peers hold the attempt's secret.
+    if (!verifyMessageIntegritySha256(request, entry.secret)) {
+      this.#reply(channel, request.errorResponse(StunErrorCode.Forbidden, 'a Relay needs integrity under the attempt secret'));
       channel.end();
       return;
     }

@@ -31,6 +31,9 @@ import { strategyCost } from '../nat/plan.js';
 import { StrategyCode, type StrategyName } from '../nat/strategy.js';
 import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
+import { newAttemptSecret, recipientSealKey, sealSecret } from '../security/attempt-secret.js';
+import { newEphemeralKey, sessionKey } from '../security/proof.js';
+import { verifyMessageIntegritySha256 } from '../wire/codec.js';
 import {
   addAttemptId,
   addPeerKey,
@@ -66,6 +69,10 @@ interface Attempt {
   readonly uri: string;
   /** The fingerprint of the key the recipient registered with (absent in open mode): told to the initiator (PEER-KEY). */
   readonly recipientKey: string | undefined;
+  /** The per-attempt secret, sealed to each side in its answer (security/attempt-secret.ts). */
+  readonly secret: Buffer;
+  /** The initiator's X25519 key from its Connect, to seal the secret for it. */
+  readonly initiatorEphemeral: Uint8Array | undefined;
   state: AttemptState;
   readonly initiator: Side;
   recipient: Side | undefined;
@@ -87,8 +94,10 @@ export interface RendezvousContext {
   readonly maxPendingAttempts: number;
   /** Reports progress (for logs). */
   emit(event: RendezvousEvent): void;
-  /** Allows one relay for the attempt (hex ID); false when the relay is full. */
-  authorizeRelay(attemptId: string): boolean;
+  /** Allows one relay for the attempt (hex ID), whose Relay requests must carry integrity under `secret`; false when the relay is full. */
+  authorizeRelay(attemptId: string, secret: Buffer): boolean;
+  /** The session key of the registration holding `uri` (undefined in open mode): a Join must carry integrity under it. */
+  sessionKeyFor(uri: string): Buffer | undefined;
   /** The broker's limits; `expensivePerUri` and `expensivePerSource` apply here. @default BROKER_LIMITS_DEFAULTS */
   readonly limits?: BrokerLimits;
   /** Reports a limit that bit (the broker throttles the reports). */
@@ -181,6 +190,8 @@ export class Rendezvous {
       id,
       uri,
       recipientKey: registration.keyFingerprint,
+      secret: newAttemptSecret(),
+      initiatorEphemeral: parsed.ephemeralKey,
       state: 'notifying',
       initiator: side(channel, request, parsed.privateEndpoints),
       recipient: undefined,
@@ -231,6 +242,12 @@ export class Rendezvous {
       this.#fail(channel, request, StunErrorCode.NotFound, 'unknown or finished attempt');
       return;
     }
+    // Only the holder of the registration may join: a bystander who learned the attempt ID cannot.
+    const sessionKey = this.#ctx.sessionKeyFor(attempt.uri);
+    if (sessionKey !== undefined && !verifyMessageIntegritySha256(request, sessionKey)) {
+      this.#fail(channel, request, StunErrorCode.Forbidden, `a Join needs integrity under the session of ${attempt.uri}`);
+      return;
+    }
     this.#clock.clearTimeout(attempt.notifyTimer);
     this.#clock.clearTimeout(attempt.deadline);
     const recipient = side(channel, request, parsed.privateEndpoints);
@@ -275,7 +292,7 @@ export class Rendezvous {
       now,
     );
     this.#reportBudget(schedule, initiatorSource, attempt.uri, now);
-    if (schedule.strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key)) {
+    if (schedule.strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key, attempt.secret)) {
       this.#abandon(attempt, StunErrorCode.ServerError, 'broker busy: no relay capacity');
       return;
     }
@@ -372,8 +389,19 @@ export class Rendezvous {
     addU32(response, AttrType.Strategy, StrategyCode[strategy]);
     addU32(response, AttrType.Mapping, encodeMappingKind(answer.mapping));
     addU32(response, AttrType.PeerMapping, encodeMappingKind(answer.peerMapping));
-    // The initiator authenticates a plain name end to end with the key its holder proved to us.
-    if (to === attempt.initiator && attempt.recipientKey !== undefined) addPeerKey(response, attempt.recipientKey);
+    if (to === attempt.initiator) {
+      // The initiator authenticates a plain name end to end with the key its holder proved to us.
+      if (attempt.recipientKey !== undefined) addPeerKey(response, attempt.recipientKey);
+      // The attempt secret, sealed under X25519 with the initiator's ephemeral key.
+      const ours = newEphemeralKey();
+      const key = attempt.initiatorEphemeral === undefined ? undefined : sessionKey(ours, attempt.initiatorEphemeral, attempt.id);
+      if (key !== undefined) {
+        response.add(AttrType.EphemeralKey, ours.publicKey);
+        response.add(AttrType.AttemptSecret, sealSecret(key, attempt.secret, attempt.id));
+      }
+    } else {
+      response.add(AttrType.AttemptSecret, sealSecret(recipientSealKey(this.#ctx.sessionKeyFor(attempt.uri), attempt.id), attempt.secret, attempt.id));
+    }
     return response;
   }
 

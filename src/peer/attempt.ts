@@ -33,6 +33,8 @@ export interface AttemptParams {
   readonly trace: readonly StrategyTrace[];
   /** The broker's CA (PEM): exchanges then run over TLS and the broker must prove itself. */
   readonly brokerCa?: string;
+  /** The recipient's registration session key (its Join is authenticated with it). */
+  readonly sessionKey?: Uint8Array;
   /** Whether TLS follows the Hello (announced in it, so a mismatch fails on both sides with a reason). */
   readonly tls: boolean;
   /** Told as soon as the broker has chosen this attempt's strategy, and when it ends. */
@@ -80,7 +82,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
   const exchangePhase = startPhase(signal, params.exchangeTimeoutMs, initiator ? `asking the broker for ${uri}` : `joining an attempt for ${uri} at the broker`);
   let exchange: ExchangeResult;
   try {
-    exchange = await runExchange(params.broker, params.request, { attemptId: params.attemptId, role }, exchangePhase.signal, params.brokerCa).catch((err: unknown) => {
+    exchange = await runExchange(params.broker, params.request, { attemptId: params.attemptId, role, ...(params.sessionKey === undefined ? {} : { sessionKey: params.sessionKey }) }, exchangePhase.signal, params.brokerCa).catch((err: unknown) => {
       throw exchangePhase.signal.aborted && !signal.aborted ? exchangePhase.error() : err;
     });
   } finally {
@@ -101,8 +103,8 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
       signal: phase.signal,
       verify: (candidate) =>
         initiator
-          ? helloAsInitiator(candidate, exchange.attemptId, phase.signal, params.tls)
-          : helloAsRecipient(candidate, exchange.attemptId, phase.signal, params.tls),
+          ? helloAsInitiator(candidate, exchange, phase.signal, params.tls)
+          : helloAsRecipient(candidate, exchange, phase.signal, params.tls),
     });
   } catch (err) {
     const failure = { attempt: params.attempt, strategy, outcome: 'failed', ms: Math.round(performance.now() - strategyStarted), error: err instanceof Error ? err.message : String(err) } as const;

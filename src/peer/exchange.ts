@@ -5,6 +5,8 @@
  * other peer. The local port of this connection is the one we punch from.
  */
 import { X509Certificate } from 'node:crypto';
+import { openSecret, recipientSealKey } from '../security/attempt-secret.js';
+import { newEphemeralKey, sessionKey, type EphemeralKey } from '../security/proof.js';
 import { brokerCertificateProblem } from '../security/issued.js';
 import { lookup } from 'node:dns/promises';
 import { connect as netConnect, type Socket } from 'node:net';
@@ -47,6 +49,8 @@ export interface ExchangeResult {
   readonly peerPublicEndpoint: TransportAddress;
   readonly peerPrivateEndpoints: TransportAddress[];
   readonly startDelayMs: number;
+  /** The attempt's secret from the broker: the Hello and Relay requests prove it. */
+  readonly attemptSecret: Buffer;
   /** The fingerprint of the key the other peer registered with, when the broker knows it (initiator only). */
   readonly peerKeyFingerprint?: string;
   /** The local address and port of the exchange: punch from these. */
@@ -70,6 +74,8 @@ const MAPPING_PROBE_TIMEOUT_MS = 3_000;
 export interface ExchangeIdentity {
   readonly attemptId: Uint8Array;
   readonly role: 'initiator' | 'recipient';
+  /** The recipient's registration session key: its Join carries integrity under it, and the attempt secret comes sealed under it. */
+  readonly sessionKey?: Uint8Array;
 }
 
 /**
@@ -83,6 +89,9 @@ export async function runExchange(
   signal: AbortSignal,
   brokerCa?: string,
 ): Promise<ExchangeResult> {
+  // The initiator's X25519 key: the broker seals the attempt secret for it (a bystander cannot open it).
+  const ephemeral = identity.role === 'initiator' ? newEphemeralKey() : undefined;
+  if (ephemeral !== undefined) request.add(AttrType.EphemeralKey, ephemeral.publicKey);
   const socket = await openBrokerConnection(broker, signal, brokerCa);
   // One more connection from the same local port to the broker's alternate port
   // (port + 1) shows the broker how our NAT maps TCP. Losing it only costs precision.
@@ -105,7 +114,10 @@ export async function runExchange(
     }
     let response: StunMessage;
     try {
-      response = await channel.request(request, signal, { fingerprint: true });
+      response = await channel.request(request, signal, {
+        fingerprint: true,
+        ...(identity.sessionKey === undefined ? {} : { integritySha256Key: identity.sessionKey }),
+      });
     } catch (err) {
       if (signal.aborted) throw abortError(signal);
       throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: ${formatEndpoint({ address: broker.host, port: broker.port })} closed the exchange before answering`, { cause: err, address: broker.host, port: broker.port });
@@ -121,6 +133,10 @@ export async function runExchange(
     setTimeout(() => socket.destroy(), BROKER_CLOSE_GRACE_MS).unref();
     const strategy = strategyName(getU32Attr(response, AttrType.Strategy) ?? StrategyCode.direct);
     const peerKey = getPeerKey(response);
+    const attemptSecret = openAttemptSecret(response, attemptId, identity, ephemeral);
+    if (attemptSecret === undefined) {
+      throw new NattravError(ErrorCode.BrokerAuth, 'the broker answered without an attempt secret sealed for us: it is not a broker we can work with (or not the broker we registered with)');
+    }
     if (strategy === undefined) throw new NattravError(ErrorCode.Protocol, 'the broker chose a strategy this peer does not know');
     return {
       attemptId,
@@ -131,6 +147,7 @@ export async function runExchange(
       peerPublicEndpoint,
       peerPrivateEndpoints: getXorAddressAttrs(response, AttrType.PeerPrivateEndpoint),
       startDelayMs: Math.min(getU32Attr(response, AttrType.StartDelay) ?? 0, 10_000),
+      attemptSecret,
       ...(peerKey === undefined ? {} : { peerKeyFingerprint: peerKey }),
       localAddress,
       localPort,
@@ -285,4 +302,14 @@ export function brokerError(response: StunMessage, broker: HostPort): NattravErr
     default:
       return new NattravError(ErrorCode.BrokerError, `broker error ${error?.code ?? '?'}: ${reason}`, where);
   }
+}
+
+/** Opens the attempt secret of the broker's answer (see security/attempt-secret.ts); undefined when absent or not ours. */
+function openAttemptSecret(response: StunMessage, attemptId: Uint8Array, identity: ExchangeIdentity, ephemeral: EphemeralKey | undefined): Buffer | undefined {
+  const sealed = response.get(AttrType.AttemptSecret);
+  if (sealed === undefined) return undefined;
+  if (identity.role === 'recipient') return openSecret(recipientSealKey(identity.sessionKey, attemptId), sealed, attemptId);
+  const brokerKey = response.get(AttrType.EphemeralKey);
+  const key = ephemeral === undefined || brokerKey === undefined ? undefined : sessionKey(ephemeral, brokerKey, attemptId);
+  return key === undefined ? undefined : openSecret(key, sealed, attemptId);
 }

@@ -16,7 +16,7 @@ import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import { formatEndpoint } from '../common/endpoint.js';
 import { abortError, sleep } from '../common/signal.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { encodeMessage } from '../wire/codec.js';
+import { encodeMessage, verifyMessageIntegritySha256 } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, SecurityMode, StunErrorCode } from '../wire/constants.js';
 import { StunStreamDecoder } from '../wire/framing.js';
 import { StunMessage } from '../wire/message.js';
@@ -134,6 +134,16 @@ function punchError(params: PunchParams, err: unknown): NattravError {
   );
 }
 
+/**
+ * What the Hello proves: the attempt ID, and the attempt secret both peers got from the
+ * broker (each Hello message carries MESSAGE-INTEGRITY-SHA256 under it), so a bystander
+ * who knows the attempt ID can neither start nor answer it.
+ */
+export interface HelloAttempt {
+  readonly attemptId: Uint8Array;
+  readonly attemptSecret: Uint8Array;
+}
+
 /** What each side runs after the Hello, so a plain peer and a TLS peer fail with a reason instead of garbage. */
 function securityOf(tls: boolean): SecurityModeValue {
   return tls ? SecurityMode.Tls : SecurityMode.Plain;
@@ -147,12 +157,16 @@ function securityMismatch(ourTls: boolean, side: 'initiator' | 'recipient'): Nat
 }
 
 /** Step 1 (initiator): send Hello (attempt ID, our SECURITY) and wait for the recipient's success response. */
-export async function helloAsInitiator(socket: Socket, attemptId: Uint8Array, signal: AbortSignal, tls: boolean): Promise<void> {
+export async function helloAsInitiator(socket: Socket, attempt: HelloAttempt, signal: AbortSignal, tls: boolean): Promise<void> {
   const hello = StunMessage.request(Method.Hello);
-  addAttemptId(hello, attemptId);
+  addAttemptId(hello, attempt.attemptId);
   addU32(hello, AttrType.Security, securityOf(tls));
-  socket.write(encodeMessage(hello, { fingerprint: true }));
+  socket.write(encodeMessage(hello, { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
   const answer = await readOneMessage(socket, signal);
+  // Only the recipient the broker told the secret to can answer with integrity under it.
+  if (!verifyMessageIntegritySha256(answer, attempt.attemptSecret)) {
+    throw new NattravError(ErrorCode.Protocol, 'the peer did not prove the attempt secret: it is not the recipient of this attempt');
+  }
   const sameTransaction = Buffer.from(answer.transactionId).equals(Buffer.from(hello.transactionId));
   if (answer.method === Method.Hello && sameTransaction && answer.cls === MessageClass.ErrorResponse) {
     const theirs = getSecurityMode(answer);
@@ -168,20 +182,23 @@ export async function helloAsInitiator(socket: Socket, attemptId: Uint8Array, si
  * A Hello whose SECURITY differs from ours is refused with an error response carrying
  * our own, so both sides report the mismatch.
  */
-export async function helloAsRecipient(socket: Socket, attemptId: Uint8Array, signal: AbortSignal, tls: boolean): Promise<void> {
+export async function helloAsRecipient(socket: Socket, attempt: HelloAttempt, signal: AbortSignal, tls: boolean): Promise<void> {
   const hello = await readOneMessage(socket, signal);
   const id = hello.method === Method.Hello && hello.cls === MessageClass.Request ? getAttemptId(hello) : undefined;
-  if (id === undefined || !Buffer.from(id).equals(Buffer.from(attemptId))) {
+  if (id === undefined || !Buffer.from(id).equals(Buffer.from(attempt.attemptId))) {
     throw new NattravError(ErrorCode.Protocol, 'the connecting peer sent no Hello for this attempt');
+  }
+  if (!verifyMessageIntegritySha256(hello, attempt.attemptSecret)) {
+    throw new NattravError(ErrorCode.Protocol, 'the connecting peer did not prove the attempt secret: it is not the initiator of this attempt');
   }
   const theirs = getSecurityMode(hello) ?? SecurityMode.Plain;
   if (theirs !== securityOf(tls)) {
     const refusal = hello.errorResponse(StunErrorCode.Forbidden, tls ? 'TLS required' : 'plain TCP required');
     addU32(refusal, AttrType.Security, securityOf(tls));
-    await new Promise<void>((resolve) => socket.end(encodeMessage(refusal, { fingerprint: true }), resolve));
+    await new Promise<void>((resolve) => socket.end(encodeMessage(refusal, { integritySha256Key: attempt.attemptSecret, fingerprint: true }), resolve));
     throw securityMismatch(tls, 'initiator');
   }
-  socket.write(encodeMessage(hello.successResponse(), { fingerprint: true }));
+  socket.write(encodeMessage(hello.successResponse(), { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
 }
 
 /**

@@ -154,6 +154,11 @@ export class PeerRegistration extends EventEmitter {
    * every call returns the same promise, which settles (never rejects) once the
    * withdrawal was sent, within about {@link WITHDRAWAL_SEND_BOUND_MS} ms.
    */
+  /** The key of the current session with the broker (undefined before the first answer and in open mode). */
+  get sessionKey(): Buffer | undefined {
+    return this.#session?.key;
+  }
+
   close(): Promise<void> {
     if (this.#closed !== undefined) return this.#closed;
     this.#state = 'closed';

@@ -245,6 +245,7 @@ export class NattravServer extends EventEmitter {
       // Each attempt is new to the recipient: the initiator counts its retries.
       attempt: 1,
       tls: this.#tls !== undefined,
+      ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
     });
   }

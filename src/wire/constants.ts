@@ -145,6 +145,11 @@ export const AttrType = {
    */
   PeerKey: 0x4e14,
   /**
+   * nattrav: the per-attempt secret, sealed for its receiver (AES-256-GCM: 12-byte nonce, 32-byte
+   * ciphertext, 16-byte tag; see security/attempt-secret.ts).
+   */
+  AttemptSecret: 0x4e15,
+  /**
    * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
    * answer it asks for, because the broker never answers an unverified source with more bytes than
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.

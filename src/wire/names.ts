@@ -39,6 +39,7 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.Security, 'SECURITY'],
   [AttrType.RelayQuota, 'RELAY-QUOTA'],
   [AttrType.PeerKey, 'PEER-KEY'],
+  [AttrType.AttemptSecret, 'ATTEMPT-SECRET'],
   [AttrType.RequestPadding, 'REQUEST-PADDING'],
 ]);
 

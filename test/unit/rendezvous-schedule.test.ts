@@ -248,6 +248,7 @@ async function harness(uris: string[] = ['nattrav://bob'], limits: BrokerLimitsO
     maxPendingAttempts: 4096,
     emit: (event) => h.events.push(event),
     authorizeRelay: () => true,
+    sessionKeyFor: () => undefined,
     limits: resolveLimits(limits),
     limited: (report) => h.limited.push(report),
     clock,

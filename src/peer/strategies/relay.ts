@@ -28,7 +28,8 @@ export const relay: StrategyRunner = async (ctx) => {
     const request = StunMessage.request(Method.Relay);
     addAttemptId(request, ctx.exchange.attemptId);
     addU32(request, AttrType.Role, ctx.role === 'initiator' ? 0 : 1);
-    socket.write(encodeMessage(request, { fingerprint: true }));
+    // Integrity under the attempt secret: the broker relays only the two peers of the attempt.
+    socket.write(encodeMessage(request, { integritySha256Key: ctx.exchange.attemptSecret, fingerprint: true }));
     const answer = await readOneMessage(socket, ctx.signal);
     if (answer.cls === MessageClass.ErrorResponse) throw brokerError(answer, ctx.broker);
     const quota = getRelayQuota(answer);
