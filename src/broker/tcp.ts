@@ -10,7 +10,7 @@ import { toTransportAddress } from '../common/endpoint.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
-import { addXorAddress, getAttemptId, getU32Attr } from '../wire/nattrav.js';
+import { addXorAddress, getAttemptId, getRole, type RoleName } from '../wire/nattrav.js';
 import type { BrokerEvent } from './events.js';
 import type { BrokerGuard } from './guard.js';
 import type { ResolvedBrokerOptions } from './options.js';
@@ -305,9 +305,8 @@ export class TcpService {
           rendezvous.mappingProbe(channel, message);
           return;
         case Method.Relay: {
-          const id = getAttemptId(message);
-          const side = getU32Attr(message, AttrType.Role);
-          if (id === undefined || (side !== 0 && side !== 1) || role !== 'none') {
+          const parsed = parseRelay(message);
+          if (parsed === undefined || role !== 'none') {
             reply(message.errorResponse(StunErrorCode.BadRequest, 'Relay needs ATTEMPT-ID and ROLE, once per connection'));
             channel.end();
             return;
@@ -315,12 +314,23 @@ export class TcpService {
           // From here the connection carries application bytes: the relay's quotas bound it, not STUN deadlines.
           setRole('relay');
           untrack();
-          relay.join(Buffer.from(id).toString('hex'), side === 0 ? 'initiator' : 'recipient', channel, message);
+          relay.join(Buffer.from(parsed.id).toString('hex'), parsed.role, channel, message);
           return;
         }
         default:
           reply(message.errorResponse(StunErrorCode.BadRequest, `method 0x${message.method.toString(16)} is not served over TCP`));
       }
     });
+  }
+}
+
+/** A Relay request's attempt ID and role (wire/nattrav.ts ROLE); undefined when either is missing or malformed. */
+function parseRelay(request: StunMessage): { id: Uint8Array; role: RoleName } | undefined {
+  try {
+    const id = getAttemptId(request);
+    const role = getRole(request);
+    return id === undefined || role === undefined ? undefined : { id, role };
+  } catch {
+    return undefined;
   }
 }

@@ -11,7 +11,7 @@ import { brokerCertificateProblem } from '../security/issued.js';
 import { lookup } from 'node:dns/promises';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
-import { readOneMessage } from './punch.js';
+import { readOneMessage } from './sockets.js';
 import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
@@ -23,6 +23,7 @@ import { encodeMessage } from '../wire/codec.js';
 import { StunMessage } from '../wire/message.js';
 import {
   addAttemptId,
+  addRole,
   addU32,
   addXorAddress,
   getAttemptId,
@@ -272,7 +273,7 @@ export async function openBrokerConnection(broker: HostPort, signal: AbortSignal
 async function sendMappingProbe(broker: HostPort, localAddress: string, localPort: number, identity: ExchangeIdentity, signal: AbortSignal): Promise<void> {
   const probe = StunMessage.request(Method.MappingProbe);
   addAttemptId(probe, identity.attemptId);
-  addU32(probe, AttrType.Role, identity.role === 'initiator' ? 0 : 1);
+  addRole(probe, identity.role);
   const limit = AbortSignal.any([signal, AbortSignal.timeout(MAPPING_PROBE_TIMEOUT_MS)]);
   const socket = netConnect({ host: broker.host, port: broker.port + 1, localAddress, localPort });
   socket.on('error', () => socket.destroy());

@@ -16,7 +16,7 @@ export interface ConnectOptions {
   signal?: AbortSignal;
   /** Limit on the whole connect, all attempts included, in ms. @default 30000 */
   timeoutMs?: number;
-  /** Attempts (each from a fresh local port) before giving up. @default 3 */
+  /** Attempts (each from a fresh local port) before giving up. @default 4 */
   maxAttempts?: number;
   /** Limit on the broker exchange of one attempt, in ms. @default 12000 */
   exchangeTimeoutMs?: number;

@@ -11,14 +11,12 @@
  * Bytes that follow a Hello on the stream are application data and are put back.
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { listenOn, plainAddress } from './strategies/dial.js';
-import { setImmediate as nextMacrotask } from 'node:timers/promises';
+import { listenOn, plainAddress, readOneMessage } from './sockets.js';
 import { formatEndpoint } from '../common/endpoint.js';
 import { abortError, sleep } from '../common/signal.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { encodeMessage, verifyMessageIntegritySha256 } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, SecurityMode, StunErrorCode } from '../wire/constants.js';
-import { StunStreamDecoder } from '../wire/framing.js';
 import { StunMessage } from '../wire/message.js';
 import { addAttemptId, addU32, getAttemptId, getSecurityMode, type SecurityModeValue } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
@@ -199,71 +197,4 @@ export async function helloAsRecipient(socket: Socket, attempt: HelloAttempt, si
     throw securityMismatch(tls, 'initiator');
   }
   socket.write(encodeMessage(hello.successResponse(), { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
-}
-
-/**
- * Reads exactly one STUN message from the start of the stream and puts any
- * following bytes back, leaving the socket as if nothing had been read after it.
- */
-export async function readOneMessage(socket: Socket, signal: AbortSignal): Promise<StunMessage> {
-  const message = await new Promise<StunMessage>((resolve, reject) => {
-    const decoder = new StunStreamDecoder();
-    const cleanup = (): void => {
-      socket.off('readable', onReadable);
-      socket.off('error', onError);
-      socket.off('end', onEnd);
-      signal.removeEventListener('abort', onAbort);
-    };
-    const onReadable = (): void => {
-      let chunk: Buffer | null;
-      while ((chunk = socket.read() as Buffer | null) !== null) {
-        let found: StunMessage | undefined;
-        try {
-          found = decoder.pushUntilOne(chunk);
-        } catch (err) {
-          cleanup();
-          reject(err);
-          return;
-        }
-        if (found !== undefined) {
-          cleanup();
-          const rest = decoder.takeRemainder();
-          if (rest.length > 0) socket.unshift(rest);
-          resolve(found);
-          return;
-        }
-      }
-    };
-    const onError = (err: Error): void => {
-      cleanup();
-      reject(new NattravError(ErrorCode.Closed, `the peer connection failed during the handshake: ${err.message}`, { cause: err }));
-    };
-    const onEnd = (): void => {
-      cleanup();
-      reject(new NattravError(ErrorCode.Closed, 'the peer closed the connection during the handshake'));
-    };
-    const onAbort = (): void => {
-      cleanup();
-      reject(abortError(signal));
-    };
-    if (signal.aborted) {
-      onAbort();
-      return;
-    }
-    signal.addEventListener('abort', onAbort, { once: true });
-    socket.on('readable', onReadable);
-    socket.once('error', onError);
-    socket.once('end', onEnd);
-  });
-  // Removing the 'readable' listener resets the stream's flowing state on the
-  // next tick; wait for it so the caller's later on('data') starts the flow. An
-  // error meanwhile (a reset) stays on the socket (`errored`) for whoever owns it next.
-  const swallow = (): void => undefined;
-  socket.on('error', swallow);
-  try {
-    await nextMacrotask();
-  } finally {
-    socket.off('error', swallow);
-  }
-  return message;
 }

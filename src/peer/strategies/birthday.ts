@@ -9,7 +9,7 @@
 import { randomInt } from 'node:crypto';
 import { sleep } from '../../common/signal.js';
 import type { Socket } from 'node:net';
-import { dial } from './dial.js';
+import { dial } from '../sockets.js';
 import { SocketRace } from './race.js';
 import type { StrategyContext, StrategyRunner } from './types.js';
 

@@ -11,7 +11,7 @@
 import type { Server } from 'node:net';
 import { sleep } from '../../common/signal.js';
 import type { StrategyName } from '../../nat/strategy.js';
-import { dialUntilConnected, listenOn, plainAddress } from './dial.js';
+import { dialUntilConnected, listenOn, plainAddress } from '../sockets.js';
 import { SocketRace } from './race.js';
 import type { StrategyContext, StrategyRunner } from './types.js';
 

@@ -13,7 +13,7 @@
  */
 import { sleep } from '../../common/signal.js';
 import type { TransportAddress } from '../../wire/types.js';
-import { dialUntilConnected } from './dial.js';
+import { dialUntilConnected } from '../sockets.js';
 import { SocketRace } from './race.js';
 import type { StrategyRunner } from './types.js';
 

@@ -3,14 +3,14 @@
  * Relay(attempt ID, role); once both are in, the broker answers and splices
  * the two sockets. The Hello then runs end to end through the broker.
  */
-import { AttrType, MessageClass, Method } from '../../wire/constants.js';
+import { MessageClass, Method } from '../../wire/constants.js';
 import { encodeMessage } from '../../wire/codec.js';
 import { StunMessage } from '../../wire/message.js';
-import { addAttemptId, addU32, getRelayQuota } from '../../wire/nattrav.js';
+import { addAttemptId, addRole, getRelayQuota } from '../../wire/nattrav.js';
 import type { RelayQuotaAttribute } from '../../wire/relay-quota.js';
 import type { Socket } from 'node:net';
 import { brokerError, openBrokerConnection } from '../exchange.js';
-import { readOneMessage } from '../punch.js';
+import { readOneMessage } from '../sockets.js';
 import type { StrategyRunner } from './types.js';
 
 /** The quotas the broker announced for each relayed socket. */
@@ -27,7 +27,7 @@ export const relay: StrategyRunner = async (ctx) => {
   try {
     const request = StunMessage.request(Method.Relay);
     addAttemptId(request, ctx.exchange.attemptId);
-    addU32(request, AttrType.Role, ctx.role === 'initiator' ? 0 : 1);
+    addRole(request, ctx.role);
     // Integrity under the attempt secret: the broker relays only the two peers of the attempt.
     socket.write(encodeMessage(request, { integritySha256Key: ctx.exchange.attemptSecret, fingerprint: true }));
     const answer = await readOneMessage(socket, ctx.signal);
