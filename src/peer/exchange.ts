@@ -231,7 +231,16 @@ async function openPlainBrokerConnection(broker: HostPort, signal: AbortSignal):
  */
 export async function openBrokerConnection(broker: HostPort, signal: AbortSignal, brokerCa?: string): Promise<Socket> {
   const raw = await openPlainBrokerConnection(broker, signal);
-  if (brokerCa === undefined) return raw;
+  return brokerCa === undefined ? raw : secureBrokerConnection(raw, broker, brokerCa, signal);
+}
+
+/**
+ * Upgrades `raw`, a connection to the broker, to TLS 1.3 (STARTTLS) and requires the
+ * broker's certificate to chain to `brokerCa` and name a broker. Both the StartTls
+ * answer and the handshake stop when `signal` aborts (with its reason); `raw` is
+ * destroyed on any failure. ERR_BROKER_AUTH when the broker cannot prove itself.
+ */
+export async function secureBrokerConnection(raw: Socket, broker: HostPort, brokerCa: string, signal: AbortSignal): Promise<Socket> {
   try {
     raw.write(encodeMessage(StunMessage.request(Method.StartTls), { fingerprint: true }));
     const answer = await readOneMessage(raw, signal);

@@ -7,10 +7,11 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
 import { formatEndpoint, localEndpoints, type HostPort, toTransportAddress } from '../common/endpoint.js';
 import { abortError, startPhase } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
-import { openBrokerConnection } from './exchange.js';
+import { openBrokerConnection, secureBrokerConnection } from './exchange.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { decodeDatagram, encodeMessage, verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
 import { registerWithProof, withdrawalRequest, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
@@ -250,18 +251,24 @@ export class PeerRegistration extends EventEmitter {
   async #exchangeOnce(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
     const { uri, lifetimeMs, broker } = this.#options;
     const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
+    let connection: Socket | undefined;
     if (this.#transport === 'tcp' && (this.#control === undefined || this.#control.socket.destroyed)) {
-      // Its own limit: a silent firewall is reported as blocked traffic, not as a registration timeout.
-      const socket = await openBrokerConnection(broker, outer, this.#options.brokerCa);
-      const channel: StunChannel = new StunChannel(socket, (message) =>
-        this.#onConnectionRequest(message, (response) => channel.send(response, { fingerprint: true })),
-      );
-      this.#control = channel;
-      this.#session = undefined; // a new connection is a new source: prove the key again
+      // The TCP connect has its own limit: a silent firewall is reported as blocked traffic, not as a registration timeout.
+      connection = await openBrokerConnection(broker, outer);
     }
     const where = this.#transport === 'tcp' ? 'over TCP ' : '';
     const phase = startPhase(outer, timeoutMs ?? this.#options.registerTimeoutMs, `registering ${uri} ${where}with broker ${formatEndpoint({ address: broker.host, port: broker.port })}`);
     try {
+      if (connection !== undefined) {
+        // STARTTLS and the TLS handshake are under the registration's limit: a silent broker cannot hold us.
+        const { brokerCa } = this.#options;
+        const socket = brokerCa === undefined ? connection : await secureBrokerConnection(connection, broker, brokerCa, phase.signal);
+        const channel: StunChannel = new StunChannel(socket, (message) =>
+          this.#onConnectionRequest(message, (response) => channel.send(response, { fingerprint: true })),
+        );
+        this.#control = channel;
+        this.#session = undefined; // a new connection is a new source: prove the key again
+      }
       const { response, session } = await registerWithProof(
         (request, options) => this.#transact(request, phase.signal, options),
         () => this.#baseRequest(),
