@@ -256,7 +256,7 @@ export class Broker extends EventEmitter {
               reply: (request, response, to, options, verified) => this.#replyUdp(socket, response, to, options, udpRequestInfo(request, data), verified),
               binding: (request, remote) => this.#answerBinding(id, request, remote, udpRequestInfo(request, data)),
               admitRegister: (request, remote) => this.#guard.admitRegister(request, remote.address),
-              onResponse: (message) => this.#rendezvous.acknowledge(message),
+              onResponse: (message, remote) => this.#rendezvous.acknowledge(message, { transport: 'udp', from: remote }),
               onRegistered: (uri, publicEndpoint, lifetimeMs) => {
                 this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
                 this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs } satisfies BrokerEvent);

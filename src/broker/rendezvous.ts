@@ -24,6 +24,7 @@
  * injected clock, so tests run the whole rendezvous on a fake one.
  */
 import { randomBytes } from 'node:crypto';
+import { sameEndpoint } from '../common/endpoint.js';
 import { clockDeadline, systemClock, type Clock, type TimerHandle } from '../common/clock.js';
 import { isNattravError } from '../errors.js';
 import { encodeMappingKind, type MappingKind } from '../nat/mapping.js';
@@ -40,6 +41,7 @@ import {
   addU32,
   addUri,
   addXorAddress,
+  getErrorCode,
 } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { AttemptHistory } from './attempt-history.js';
@@ -80,6 +82,14 @@ interface Attempt {
   notifyTimer: TimerHandle | undefined;
   deadline: TimerHandle | undefined;
   readonly requestTxid: Uint8Array;
+  /** Where the ConnectionRequest goes (the registration when the attempt began): only an answer from there counts. */
+  readonly notified: AnswerSource;
+}
+
+/** Where an answer to a ConnectionRequest came from: the recipient's UDP mapping, or its TCP control connection. */
+export interface AnswerSource {
+  readonly transport: 'udp' | 'tcp';
+  readonly from: TransportAddress;
 }
 
 /** What the rendezvous needs from the broker around it. */
@@ -129,6 +139,8 @@ export type RendezvousEvent =
 export const NOTIFY_FIRST_RTO_MS = 250;
 /** How long to wait for late mapping probes after both exchanges are in, in ms; they leave with the exchange, so only loss delays them. */
 export const MAPPING_WAIT_MS = 1_000;
+/** A recipient's refusal reason is passed on to the initiator up to this many characters. */
+const MAX_REFUSAL_REASON = 200;
 
 /** Runs every attempt of one broker. */
 export class Rendezvous {
@@ -142,6 +154,8 @@ export class Rendezvous {
   readonly #history = new AttemptHistory();
   /** Expensive-strategy budgets per recipient URI and per initiator address. */
   readonly #budgets: RateLimiter;
+  /** The last ConnectionRequest SEQUENCE sent. */
+  #sequence = 0;
 
   constructor(ctx: RendezvousContext) {
     this.#ctx = ctx;
@@ -184,6 +198,8 @@ export class Rendezvous {
     const notify = StunMessage.request(Method.ConnectionRequest);
     addAttemptId(notify, id);
     addUri(notify, uri);
+    // Rising per broker, under the session's integrity: the recipient acts on each number once.
+    addU32(notify, AttrType.Sequence, this.#nextSequence());
     const attempt: Attempt = {
       claimed: parsed.claimed,
       key,
@@ -199,6 +215,7 @@ export class Rendezvous {
       notifyTimer: undefined,
       deadline: undefined,
       requestTxid: notify.transactionId,
+      notified: { transport: registration.transport ?? 'udp', from: registration.publicEndpoint },
     };
     this.#attempts.set(key, attempt);
     this.#byTxid.set(hex(notify.transactionId), key);
@@ -221,17 +238,41 @@ export class Rendezvous {
     }, () => undefined);
   }
 
-  /** A response to a ConnectionRequest arrived over UDP: stop retransmitting it. */
-  acknowledge(response: StunMessage): void {
+  /**
+   * The recipient answered a ConnectionRequest (over UDP, or on its control connection):
+   * stop retransmitting it, and on a refusal fail the attempt at once with the recipient's
+   * reason. Only the recipient's own answer counts: with a session it must carry integrity
+   * under the session key of the attempt's URI, and `source` (the UDP and TCP paths always
+   * give it) must be where the request went. Anything else is ignored, so a forged
+   * acknowledgement or refusal changes nothing.
+   */
+  acknowledge(response: StunMessage, source?: AnswerSource): void {
     const key = this.#byTxid.get(hex(response.transactionId));
     if (key === undefined) return;
     const attempt = this.#attempts.get(key);
-    if (attempt === undefined) return;
+    if (attempt === undefined || attempt.state !== 'notifying') return;
+    const sessionKey = this.#ctx.sessionKeyFor(attempt.uri);
+    if (sessionKey !== undefined && !verifyMessageIntegritySha256(response, sessionKey)) return;
+    if (source !== undefined && (source.transport !== attempt.notified.transport || !sameEndpoint(source.from, attempt.notified.from))) return;
+    let refusal: string | undefined;
+    if (response.cls === MessageClass.ErrorResponse) {
+      try {
+        refusal = getErrorCode(response)?.reason ?? 'no reason given';
+      } catch {
+        refusal = 'no reason given'; // a malformed ERROR-CODE from the recipient itself still refuses
+      }
+    }
     this.#clock.clearTimeout(attempt.notifyTimer);
     attempt.notifyTimer = undefined;
-    if (response.cls === MessageClass.ErrorResponse) {
-      this.#abandon(attempt, StunErrorCode.RecipientUnreachable, `recipient ${attempt.uri} refused the connection request`);
+    if (refusal !== undefined) {
+      this.#abandon(attempt, StunErrorCode.RecipientUnreachable, `recipient ${attempt.uri} refused the connection request: ${refusal.slice(0, MAX_REFUSAL_REASON)}`);
     }
+  }
+
+  /** The next ConnectionRequest SEQUENCE (32 bits; wraps after four billion requests, far beyond a session's life). */
+  #nextSequence(): number {
+    this.#sequence = this.#sequence >= 0xffffffff ? 1 : this.#sequence + 1;
+    return this.#sequence;
   }
 
   /** Steps 3-6: the recipient joined on `channel`. Throws StunMalformed (nothing changed) on a malformed request. */

@@ -240,8 +240,8 @@ export class TcpService {
     const untrack = this.#track(socket, raw);
     const channel: StunChannel = new StunChannel(socket, (message) => {
       if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
-        // A recipient acknowledging a connection request on its control connection.
-        if (role === 'control') rendezvous.acknowledge(message);
+        // A recipient answering a connection request on its control connection (rendezvous.ts checks it is the URI's).
+        if (role === 'control') rendezvous.acknowledge(message, { transport: 'tcp', from: toTransportAddress(raw.remoteAddress ?? '0.0.0.0', raw.remotePort ?? 0) });
         return;
       }
       if (message.cls !== MessageClass.Request) return;

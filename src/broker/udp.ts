@@ -63,8 +63,8 @@ export interface UdpContext {
   binding?(request: StunMessage, remote: TransportAddress): void;
   /** Checks a Register request against the broker's caps first: an error response (429) refuses it. */
   admitRegister?(request: StunMessage, remote: TransportAddress): StunMessage | undefined;
-  /** A response to one of the broker's own requests (ConnectionRequest) arrived. */
-  onResponse(message: StunMessage): void;
+  /** A response to one of the broker's own requests (ConnectionRequest) arrived from `remote` (checked against the attempt: rendezvous.ts). */
+  onResponse(message: StunMessage, remote: TransportAddress): void;
   onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
   /** The holder of `uri` withdrew its registration (LIFETIME 0, see register.ts). */
   onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
@@ -77,7 +77,7 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
   if (message === undefined) return;
   const remote = toTransportAddress(remoteAddress, remotePort);
   if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
-    ctx.onResponse(message);
+    ctx.onResponse(message, remote);
     return;
   }
   if (message.cls !== MessageClass.Request) return;

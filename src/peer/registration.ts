@@ -17,15 +17,14 @@ import { decodeDatagram, encodeMessage, verifyMessageIntegritySha256, type Encod
 import { registerWithProof, withdrawalRequest, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
 import { closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawOverControl, withdrawOverUdp } from './withdrawal.js';
 import { addRequestPadding } from '../wire/request-padding.js';
-import { AttrType, MessageClass, Method } from '../wire/constants.js';
+import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import { ConnectionRequestBook, type RequestAnswer } from './connection-requests.js';
 import { StunMessage } from '../wire/message.js';
 import { addU32, addUri, addXorAddress, getAttemptId, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 
 /** First retransmission of a Register request; doubled each time (RFC 8489 §6.2.1 uses 500 ms). */
 const REGISTER_FIRST_RTO_MS = 250;
-/** Attempt IDs remembered to ignore the broker's retransmitted connection requests. */
-const SEEN_ATTEMPTS_LIMIT = 1024;
 
 /** The registration's current state. */
 export type RegistrationState = 'idle' | 'registering' | 'registered' | 'lost' | 'closed';
@@ -51,6 +50,12 @@ export interface PeerRegistrationOptions {
   readonly keys: RegistrationKeys;
   /** The broker's CA (PEM) for TLS on the control connection. */
   readonly brokerCa?: string;
+  /**
+   * Decides on each new connection request: undefined accepts it ('connection-request'
+   * follows), a reason refuses it (answered 429 with that reason; 'connection-refused'
+   * follows). @default accept every request
+   */
+  readonly admit?: (attemptId: Uint8Array) => string | undefined;
 }
 
 /** In 'auto', how long UDP may stay unanswered before switching to TCP, in ms (a few retransmissions). */
@@ -58,8 +63,9 @@ const UDP_TRY_MS = 2_000;
 
 /**
  * Emits 'registered' (RegisteredInfo) on every successful refresh, 'lost'
- * (NattravError) when a refresh fails, and 'connection-request' ({ attemptId })
- * once per attempt the broker announces.
+ * (NattravError) when a refresh fails, 'connection-request' ({ attemptId })
+ * once per attempt the broker announces and we accept, and 'connection-refused'
+ * ({ attemptId, reason }) once per attempt `admit` refused.
  */
 export class PeerRegistration extends EventEmitter {
   readonly #options: PeerRegistrationOptions;
@@ -67,7 +73,9 @@ export class PeerRegistration extends EventEmitter {
   #broker: TransportAddress | undefined;
   #timer: NodeJS.Timeout | undefined;
   #state: RegistrationState = 'idle';
-  readonly #seen = new Set<string>();
+  /** The connection requests of the current session (connection-requests.ts); a new session gets a new book. */
+  #requests = new ConnectionRequestBook();
+  #requestsSession: RegistrationSession | undefined;
   readonly #pending = new Map<string, (message: StunMessage) => void>();
   readonly #closing = new AbortController();
   #info: RegisteredInfo | undefined;
@@ -264,7 +272,7 @@ export class PeerRegistration extends EventEmitter {
         const { brokerCa } = this.#options;
         const socket = brokerCa === undefined ? connection : await secureBrokerConnection(connection, broker, brokerCa, phase.signal);
         const channel: StunChannel = new StunChannel(socket, (message) =>
-          this.#onConnectionRequest(message, (response) => channel.send(response, { fingerprint: true })),
+          this.#onConnectionRequest(message, (response, options) => channel.send(response, options)),
         );
         this.#control = channel;
         this.#session = undefined; // a new connection is a new source: prove the key again
@@ -361,33 +369,46 @@ export class PeerRegistration extends EventEmitter {
   }
 
   /**
-   * A ConnectionRequest from the broker, by UDP or on the control connection:
-   * acknowledge every copy (the broker retransmits until it hears from us), act once.
+   * A ConnectionRequest from the broker, by UDP or on the control connection: answer
+   * every copy alike (the broker retransmits until it hears from us), act once. With a
+   * session only requests under its key count, each SEQUENCE once (connection-requests.ts),
+   * and our answer carries integrity under the key too, so the broker can tell it from a
+   * forgery.
    */
-  #onConnectionRequest(message: StunMessage, acknowledge: (response: StunMessage) => void): void {
+  #onConnectionRequest(message: StunMessage, answer: (response: StunMessage, options: EncodeOptions) => void): void {
     if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return;
     // Closing: the sockets live on only to finish a proof and send the withdrawal.
     if (this.#closed !== undefined) return;
+    const session = this.#session;
     // With a session, only requests under its key come from our broker; others are ignored.
-    if (this.#session !== undefined && !verifyMessageIntegritySha256(message, this.#session.key)) return;
+    if (session !== undefined && !verifyMessageIntegritySha256(message, session.key)) return;
     let attemptId: Uint8Array | undefined;
+    let sequence: number | undefined;
     try {
       attemptId = getAttemptId(message);
+      sequence = getU32Attr(message, AttrType.Sequence);
     } catch {
       return;
     }
     if (attemptId === undefined) return;
-    acknowledge(message.successResponse());
-    this.#announce(attemptId);
-  }
-
-  /** Emits 'connection-request' once per attempt (the broker may send copies). */
-  #announce(attemptId: Uint8Array): void {
+    if (this.#requestsSession !== session) {
+      this.#requests = new ConnectionRequestBook();
+      this.#requestsSession = session;
+    }
     const key = Buffer.from(attemptId).toString('hex');
-    if (this.#seen.has(key)) return;
-    this.#seen.add(key);
-    if (this.#seen.size > SEEN_ATTEMPTS_LIMIT) this.#seen.delete(this.#seen.values().next().value as string);
-    this.emit('connection-request', { attemptId });
+    const verdict = this.#requests.check(key, sequence);
+    if (verdict.kind === 'ignore') return;
+    const options: EncodeOptions = { fingerprint: true, ...(session === undefined ? {} : { integritySha256Key: session.key }) };
+    if (verdict.kind === 'copy') {
+      answer(answerTo(message, verdict.answer), options);
+      return;
+    }
+    const reason = this.#options.admit?.(attemptId);
+    const decision: RequestAnswer = reason === undefined ? { accepted: true } : { accepted: false, reason };
+    this.#requests.record(key, sequence, decision);
+    answer(answerTo(message, decision), options);
+    if (reason === undefined) this.emit('connection-request', { attemptId });
+    else this.emit('connection-refused', { attemptId, reason });
   }
 
   #onMessage(data: Buffer, address: string, port: number): void {
@@ -401,8 +422,13 @@ export class PeerRegistration extends EventEmitter {
       this.#pending.get(Buffer.from(message.transactionId).toString('hex'))?.(message);
       return;
     }
-    this.#onConnectionRequest(message, (response) =>
-      this.#socket?.send(encodeMessage(response, { fingerprint: true }), port, address, () => undefined),
+    this.#onConnectionRequest(message, (response, options) =>
+      this.#socket?.send(encodeMessage(response, options), port, address, () => undefined),
     );
   }
+}
+
+/** Our answer to a ConnectionRequest: success, or 429 with the reason of a refusal. */
+function answerTo(request: StunMessage, answer: RequestAnswer): StunMessage {
+  return answer.accepted ? request.successResponse() : request.errorResponse(StunErrorCode.TooManyRequests, answer.reason);
 }
