@@ -151,8 +151,10 @@ export class RelayHub {
         : undefined;
     for (const [channel, to] of pairs) {
       const from = channel.socket;
-      // From here on the socket carries application bytes: stop parsing STUN on it.
+      // From here on the socket carries application bytes: stop parsing STUN on it. A FIN
+      // from this peer ends only its direction (passed on below), not the other one.
       const early = channel.detach();
+      from.allowHalfOpen = true;
       this.#active.add(from);
       from.setTimeout(0);
       const pass = (chunk: Buffer): void => {

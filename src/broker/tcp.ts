@@ -81,8 +81,10 @@ export class TcpService {
   /** Listens on `host:port`; resolves with the server once it listens. */
   listen(host: string, port: number): Promise<Server> {
     return new Promise((resolve, reject) => {
-      // allowHalfOpen: the relay passes a peer's FIN on as a FIN; STUN channels end their side themselves.
-      const server = createServer({ allowHalfOpen: true }, (socket) => this.#accept(socket));
+      // Not allowHalfOpen: an exchange ends both ways at the first FIN, as it always did (the lab's
+      // full-cone NAT then keeps the punch port's mapping usable). The relay turns half-close on
+      // for its own sockets when it splices them (relay.ts).
+      const server = createServer((socket) => this.#accept(socket));
       server.once('error', reject);
       server.listen({ host, port, exclusive: true }, () => {
         server.off('error', reject);
