@@ -29,6 +29,7 @@ function infoFields(info: ConnectionInfo): Record<string, unknown> {
     remote: formatEndpoint(info.remote),
     public: formatEndpoint(info.publicEndpoint),
     setupMs: info.setupMs,
+    traversalMs: info.traversalMs,
     attempts: info.attempts,
   };
 }

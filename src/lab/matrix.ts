@@ -25,7 +25,10 @@ export interface MatrixAttempt {
   readonly outcome: 'connected' | 'failed';
   /** The `connected` event's path (a {@link MatrixPath}, or whatever a newer peer reports). */
   readonly path?: string;
-  /** The connection's own `setupMs` (from connect() to usable). */
+  /**
+   * The connection's traversal time (`traversalMs`: from connect() until the direct or relayed
+   * connection is proven by the Hello, before end-to-end TLS), which the protocol floor bounds.
+   */
   readonly setupMs?: number;
   /** From process start to the `connected` or final event, ms (includes Node start-up). */
   readonly wallMs: number;
@@ -214,7 +217,7 @@ async function runConnect(lab: Lab, broker: string, host: LabHost, uri: string, 
       wallMs,
       echoOk,
       ...(typeof connected.path === 'string' ? { path: connected.path } : {}),
-      ...(typeof connected.setupMs === 'number' ? { setupMs: connected.setupMs } : {}),
+      ...(typeof connected.traversalMs === 'number' ? { setupMs: connected.traversalMs } : typeof connected.setupMs === 'number' ? { setupMs: connected.setupMs } : {}),
     };
   } finally {
     await stop(connect);

@@ -13,6 +13,7 @@ import { attachInfo, type ConnectionRole, type NattravSocket, type StrategyTrace
 import { helloAsInitiator, helloAsRecipient } from './punch.js';
 import { STRATEGIES } from './strategies/index.js';
 import { relayQuotaOf } from './strategies/relay.js';
+import type { SocketBudget } from './strategies/socket-budget.js';
 
 /** What one attempt needs. */
 export interface AttemptParams {
@@ -39,6 +40,8 @@ export interface AttemptParams {
   readonly tls: boolean;
   /** Told as soon as the broker has chosen this attempt's strategy, and when it ends. */
   readonly onTrace?: (event: StrategyTrace) => void;
+  /** The recipient's shared budget of attempt sockets (strategies/socket-budget.ts). @default unlimited */
+  readonly sockets?: SocketBudget;
 }
 
 /** The key the broker said the other peer registered with, per socket an attempt made (initiator side). */
@@ -100,6 +103,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
       exchange,
       broker: params.broker,
       ...(params.brokerCa === undefined ? {} : { brokerCa: params.brokerCa }),
+      ...(params.sockets === undefined ? {} : { sockets: params.sockets }),
       signal: phase.signal,
       verify: (candidate) =>
         initiator
@@ -126,6 +130,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
     publicEndpoint: exchange.publicEndpoint,
     peerPrivateEndpoints: exchange.peerPrivateEndpoints,
     setupMs: Math.round(performance.now() - params.started),
+    traversalMs: Math.round(performance.now() - params.started),
     attempts: params.attempt,
     attemptId: Buffer.from(exchange.attemptId).toString('hex'),
     trace: [...params.trace, success],

@@ -44,8 +44,10 @@ export interface ConnectionInfo {
   readonly publicEndpoint: TransportAddress;
   /** The other peer's private endpoints, as it reported them. */
   readonly peerPrivateEndpoints: readonly TransportAddress[];
-  /** Milliseconds from the start of connect() (initiator) or the broker's request (recipient) until usable. */
+  /** Milliseconds from the start of connect() (initiator) or the broker's request (recipient) until usable (TLS included). */
   readonly setupMs: number;
+  /** Milliseconds of that until the traversal was done (the Hello), before TLS: what the protocol's floor bounds. */
+  readonly traversalMs: number;
   /** Which attempt succeeded (1 = the first). The recipient sees 1: each attempt is new to it. */
   readonly attempts: number;
   /** The attempt ID, hex. */
@@ -138,14 +140,29 @@ export function attachInfo(socket: Socket, facts: ConnectionFacts, raw: Socket =
   const bytesIn = (): number => socket.bytesRead - baseIn;
   const bytesOut = (): number => socket.bytesWritten - baseOut;
   const durationMs = (): number => Math.round((endedAt ?? performance.now()) - established);
-  socket.once('end', () => (remoteEnded = true));
+  // libuv (Node 20) can report a reset that arrives while data is queued as a plain end of
+  // stream (libuv #2319). A relay cuts at its quota with a reset: an "end" that comes at the
+  // quota is that cut, not the other peer ending, and must not pass for a clean close.
+  let cutAtQuota = false;
+  socket.once('end', () => {
+    remoteEnded = true;
+    const quota = facts.relayQuota;
+    if (quota === undefined) return;
+    const relayBytes = raw.bytesRead + raw.bytesWritten - rawBase;
+    const nearBytes = quota.maxBytes > 0 && relayBytes >= quota.maxBytes * RELAY_CUT_FRACTION;
+    const nearTime = quota.maxDurationMs > 0 && performance.now() - established >= quota.maxDurationMs - RELAY_CUT_TIME_SLACK_MS;
+    if (nearBytes || nearTime) {
+      cutAtQuota = true;
+      socket.destroy();
+    }
+  });
   socket.once('finish', () => (localEnded = true));
   const closed = new Promise<ConnectionClosed>((resolve) => {
     const onClose = (): void => {
       endedAt = performance.now();
       const counts = { bytesIn: bytesIn(), bytesOut: bytesOut(), durationMs: durationMs(), remoteEnded, localEnded };
       const relayBytes = raw.bytesRead + raw.bytesWritten - rawBase;
-      resolve({ ...counts, ...closeReason(socket.errored, counts, facts.relayQuota, relayBytes) });
+      resolve({ ...counts, ...(cutAtQuota ? quotaCut(facts.relayQuota as RelayQuota, relayBytes, counts.durationMs) : closeReason(socket.errored, counts, facts.relayQuota, relayBytes)) });
     };
     // A reset can close the socket between the handshake and here.
     if (socket.closed) queueMicrotask(onClose);
@@ -186,6 +203,22 @@ export function handOver(socket: NattravSocket): NattravSocket {
 export function factsOf(info: ConnectionInfo): ConnectionFacts {
   const { bytesIn: _in, bytesOut: _out, durationMs: _ms, closed: _closed, ...facts } = info;
   return facts;
+}
+
+/** An end of stream on a relayed connection past this fraction of its byte quota is taken for the quota's cut. */
+const RELAY_CUT_FRACTION = 0.9;
+/** ... or within this many ms of its time quota. */
+const RELAY_CUT_TIME_SLACK_MS = 1_000;
+
+/** The report of a relayed connection whose end came at the relay's quota. */
+function quotaCut(quota: RelayQuota, relayBytes: number, durationMs: number): { reason: CloseReason; error: NattravError } {
+  return {
+    reason: 'relay-quota',
+    error: new NattravError(
+      ErrorCode.ConnectionBroken,
+      `the broker's relay ended the connection at its quota (${describeQuota(quota)}; this connection: ${relayBytes} bytes in ${durationMs} ms): data may be missing`,
+    ),
+  };
 }
 
 /**
