@@ -85,6 +85,22 @@ export interface ServerOptions {
    * initiator is then refused with ERR_TLS_REQUIRED on its side). @default true
    */
   tls?: boolean | Omit<PeerTls, 'identity'>;
+  /**
+   * Incoming attempts run at once; a connection request beyond them is refused at once
+   * (the initiator fails with ERR_RECIPIENT_UNREACHABLE and "recipient busy: N attempts
+   * in progress") and the server emits 'attemptRefused'. The broker's per-recipient
+   * allowance is sized for 20 concurrent connects; 32 leaves them room for retries, and
+   * 32 attempts reserve 128 of the default 1024 attempt sockets. @default 32
+   */
+  maxConcurrentAttempts?: number;
+  /**
+   * Sockets all incoming attempts may hold at once (exchange, mapping probe, punch and
+   * listener: 4 reserved per attempt; each further socket a strategy opens, e.g. birthday's
+   * 256, is taken from what is left, and a strategy stops opening when none is). Four
+   * birthday sprays' worth, and a quarter of 4096, the smallest usual descriptor limit, so
+   * established connections keep the rest. A request that finds fewer than 4 left is refused. @default 1024
+   */
+  maxAttemptSockets?: number;
 }
 
 /** Who we are and whom we trust, for TLS between peers. */
@@ -111,4 +127,8 @@ export const PEER_DEFAULTS = {
   lifetimeFactor: 3,
   /** RFC 8489 retransmits for ~39 s; a registration gives up far sooner and retries at the next refresh. */
   registerTimeoutMs: 5_000,
+  /** 20 concurrent connects (what the broker's per-recipient allowance is sized for) with room for retries (see ServerOptions.maxConcurrentAttempts). */
+  maxConcurrentAttempts: 32,
+  /** Four birthday sprays of 256, a quarter of a 4096 descriptor limit (see ServerOptions.maxAttemptSockets). */
+  maxAttemptSockets: 1024,
 } as const;

@@ -6,7 +6,10 @@
  * Events, as `net.Server`: 'listening' (first registration done), 'connection'
  * (NattravSocket), 'error' (the first registration failed), 'close'. Also:
  * 'registered' (each refresh), 'unregistered' (a refresh failed; it keeps
- * trying), 'attemptFailed' (NattravError: one incoming attempt did not complete).
+ * trying), 'attemptFailed' (NattravError: one incoming attempt did not complete),
+ * 'attemptRefused' ({ attemptId, reason }: a connection request refused because
+ * `maxConcurrentAttempts` attempts were running or the sockets of `maxAttemptSockets`
+ * were spent; the initiator fails at once with that reason).
  */
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -26,6 +29,21 @@ import { handOver, type NattravSocket } from './info.js';
 import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredInfo } from './registration.js';
 import { checkUri, positiveInt } from './validate.js';
+import { SocketBudget } from './strategies/socket-budget.js';
+
+/**
+ * Sockets reserved for each incoming attempt: its broker exchange, its mapping probe,
+ * its punch socket and a listener (listening strategies, direct's accept after a refusal).
+ */
+export const ATTEMPT_BASE_SOCKETS = 4;
+
+/** What 'attemptRefused' reports. */
+export interface AttemptRefusal {
+  /** The attempt ID (hex). */
+  readonly attemptId: string;
+  /** What the initiator was told, e.g. "recipient busy: 16 attempts in progress". */
+  readonly reason: string;
+}
 
 /** Called for each accepted connection. */
 export type ConnectionListener = (socket: NattravSocket) => void;
@@ -61,6 +79,9 @@ export class NattravServer extends EventEmitter {
   /** The identity proven at registration (and used for TLS), once resolved. */
   #resolvedIdentity: Identity | undefined;
   readonly #attempts = new Set<AbortController>();
+  readonly #maxConcurrentAttempts: number;
+  /** The sockets incoming attempts may hold at once, shared with their strategies. */
+  readonly #sockets: SocketBudget;
   #registration: PeerRegistration | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
   /** Set by the first close(): settles once the registration was withdrawn and 'close' emitted. */
@@ -78,6 +99,12 @@ export class NattravServer extends EventEmitter {
     this.#registerTimeoutMs = positiveInt(options.registerTimeoutMs, PEER_DEFAULTS.registerTimeoutMs, 'registerTimeoutMs');
     this.#exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
     this.#punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
+    this.#maxConcurrentAttempts = positiveInt(options.maxConcurrentAttempts, PEER_DEFAULTS.maxConcurrentAttempts, 'maxConcurrentAttempts');
+    const maxAttemptSockets = positiveInt(options.maxAttemptSockets, PEER_DEFAULTS.maxAttemptSockets, 'maxAttemptSockets');
+    if (maxAttemptSockets < ATTEMPT_BASE_SOCKETS) {
+      throw new NattravError(ErrorCode.InvalidArgument, `maxAttemptSockets: expected at least ${ATTEMPT_BASE_SOCKETS} (the sockets of one attempt), got ${maxAttemptSockets}`);
+    }
+    this.#sockets = new SocketBudget(maxAttemptSockets);
     const transport = options.registerTransport ?? 'auto';
     if (transport !== 'auto' && transport !== 'udp' && transport !== 'tcp') {
       throw new NattravError(ErrorCode.InvalidArgument, `registerTransport: expected 'auto', 'udp' or 'tcp', got ${String(transport)}`);
@@ -138,12 +165,16 @@ export class NattravServer extends EventEmitter {
       registerTimeoutMs: this.#registerTimeoutMs,
       transport: this.#transport,
       keys,
+      admit: () => this.#refusal(),
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
     });
     this.#registration = registration;
     registration.on('registered', (info: RegisteredInfo) => this.emit('registered', info));
     registration.on('lost', (err: unknown) => this.emit('unregistered', err));
     registration.on('connection-request', ({ attemptId }: { attemptId: Uint8Array }) => this.#accept(attemptId));
+    registration.on('connection-refused', ({ attemptId, reason }: { attemptId: Uint8Array; reason: string }) => {
+      this.emit('attemptRefused', { attemptId: Buffer.from(attemptId).toString('hex'), reason } satisfies AttemptRefusal);
+    });
     await registration.start();
     if (this.#state !== 'starting') {
       void registration.close();
@@ -193,13 +224,31 @@ export class NattravServer extends EventEmitter {
     await new Promise<void>((resolve) => this.close(() => resolve()));
   }
 
-  /** One incoming attempt: Join exchange, simultaneous open, Hello. */
+  /** Attempts running now (at most `maxConcurrentAttempts`). */
+  get attemptsInProgress(): number {
+    return this.#attempts.size;
+  }
+
+  /** Sockets incoming attempts hold now (at most `maxAttemptSockets`). */
+  get attemptSockets(): number {
+    return this.#sockets.inUse;
+  }
+
+  /** Why a new connection request must be refused now, or undefined when it can run (the registration answers 429 with it). */
+  #refusal(): string | undefined {
+    if (this.#attempts.size >= this.#maxConcurrentAttempts) return `recipient busy: ${this.#attempts.size} attempts in progress`;
+    if (this.#sockets.available < ATTEMPT_BASE_SOCKETS) return `recipient busy: its attempts hold ${this.#sockets.inUse} of ${this.#sockets.limit} sockets`;
+    return undefined;
+  }
+
+  /** One incoming attempt (admitted by {@link #refusal} just before): Join exchange, simultaneous open, Hello. */
   #accept(attemptId: Uint8Array): void {
     if (this.#state !== 'listening' && this.#state !== 'starting') return;
+    if (!this.#sockets.tryTake(ATTEMPT_BASE_SOCKETS)) return;
     const controller = new AbortController();
     this.#attempts.add(controller);
     const started = performance.now();
-    void this.#establish(attemptId, controller, started);
+    void this.#establish(attemptId, controller, started).finally(() => this.#sockets.release(ATTEMPT_BASE_SOCKETS));
   }
 
   /** Joins the attempt, runs TLS when configured, and emits 'connection' or 'attemptFailed'. */
@@ -245,6 +294,7 @@ export class NattravServer extends EventEmitter {
       // Each attempt is new to the recipient: the initiator counts its retries.
       attempt: 1,
       tls: this.#tls !== undefined,
+      sockets: this.#sockets,
       ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
     });

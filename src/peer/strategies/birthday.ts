@@ -34,22 +34,33 @@ export const birthday: StrategyRunner = async (ctx) => {
   return race.result;
 };
 
-/** Random side: many fresh mappings toward the cone's one endpoint; each waits (SYN retransmits) for a probe. */
+/**
+ * Random side: many fresh mappings toward the cone's one endpoint; each waits (SYN
+ * retransmits) for a probe. Our sockets stay open until the race ends, so once the
+ * socket budget is spent no more come back: the spray stops there, with fewer mappings.
+ */
 async function spray(ctx: StrategyContext, race: SocketRace): Promise<void> {
   for (let i = 0; i < BIRTHDAY_PORTS && !race.settled; i += BATCH_SIZE) {
-    for (let j = i; j < Math.min(i + BATCH_SIZE, BIRTHDAY_PORTS); j++) race.add(dial(ctx.exchange.peerPublicEndpoint));
+    for (let j = i; j < Math.min(i + BATCH_SIZE, BIRTHDAY_PORTS); j++) {
+      if (!race.mayOpen()) return;
+      race.add(dial(ctx.exchange.peerPublicEndpoint));
+    }
     await sleep(BATCH_PAUSE_MS, ctx.signal).catch(() => undefined);
   }
 }
 
-/** Cone side: probes from our mapped port to random ports of the peer's address, each closed after a while. */
+/**
+ * Cone side: probes from our mapped port to random ports of the peer's address, each
+ * closed after a while. With the socket budget spent, it waits for expired probes to
+ * give theirs back.
+ */
 async function probe(ctx: StrategyContext, race: SocketRace): Promise<void> {
   const { exchange } = ctx;
   const tried = new Set<number>();
   const local = { address: exchange.localAddress, port: exchange.localPort };
   for (let sent = 0; sent < BIRTHDAY_PROBES && !race.settled; ) {
     const batch: Socket[] = [];
-    for (let j = 0; j < BATCH_SIZE && sent < BIRTHDAY_PROBES; j++, sent++) {
+    for (let j = 0; j < BATCH_SIZE && sent < BIRTHDAY_PROBES && race.mayOpen(); j++, sent++) {
       let port = randomInt(MIN_NAT_PORT, 65536);
       while (tried.has(port)) port = randomInt(MIN_NAT_PORT, 65536);
       tried.add(port);
@@ -57,9 +68,11 @@ async function probe(ctx: StrategyContext, race: SocketRace): Promise<void> {
       race.add(socket);
       batch.push(socket);
     }
-    setTimeout(() => {
-      for (const socket of batch) if (socket.connecting) race.drop(socket);
-    }, PROBE_LIFETIME_MS).unref();
+    if (batch.length > 0) {
+      setTimeout(() => {
+        for (const socket of batch) if (socket.connecting) race.drop(socket);
+      }, PROBE_LIFETIME_MS).unref();
+    }
     await sleep(BATCH_PAUSE_MS, ctx.signal).catch(() => undefined);
   }
 }

@@ -33,7 +33,7 @@ function runner(strategy: StrategyName): StrategyRunner {
     } else {
       const targets = strategy === 'lan' ? ctx.exchange.peerPrivateEndpoints : [ctx.exchange.peerPublicEndpoint];
       await sleep(ctx.exchange.startDelayMs, ctx.signal).catch(() => undefined);
-      for (const target of targets) void dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS });
+      for (const target of targets) void dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS, mayDial: () => race.mayOpen() });
       if (targets.length === 0) race.fail(new Error('the peer reported no private endpoint'));
     }
     return race.result;

@@ -48,7 +48,7 @@ export const predicted: StrategyRunner = async (ctx) => {
   const slots = ownSequential && targets.length === 1 ? 1 : targets.length;
   let flows = 0;
   // Each dial from a sequential NAT is a new flow on the next port; stop at the window.
-  const mayDial = (): boolean => !ownSequential || flows++ < PREDICTION_WINDOW;
+  const mayDial = (): boolean => race.mayOpen() && (!ownSequential || flows++ < PREDICTION_WINDOW);
   for (let k = 0; k < slots; k++) {
     void dialUntilConnected(race, ctx.signal, targets[k] as TransportAddress, { local, retryMs: REDIAL_MS, mayDial });
   }

@@ -1,7 +1,9 @@
 /**
  * Many candidate sockets, one winner: every candidate that connects is
  * verified (Hello); the first verified wins, every other candidate is closed,
- * and a later success cancels nothing that already won.
+ * and a later success cancels nothing that already won. Each candidate holds
+ * one socket of the context's budget (socket-budget.ts) until it closes or wins;
+ * strategies ask {@link SocketRace.mayOpen} before they open one.
  */
 import type { Socket } from 'node:net';
 import { abortError } from '../../common/signal.js';
@@ -12,6 +14,8 @@ import type { StrategyContext } from './types.js';
 export class SocketRace {
   readonly #ctx: StrategyContext;
   readonly #candidates = new Set<Socket>();
+  /** Gives a candidate's socket back to the budget (once: on close, or when it wins and leaves the attempt). */
+  readonly #holds = new WeakMap<Socket, () => void>();
   #winner: Socket | undefined;
   #settled = false;
   #lastError: unknown;
@@ -42,11 +46,33 @@ export class SocketRace {
     return this.#candidates.size;
   }
 
-  /** Adds a socket that is connecting (or connected, or accepted). */
-  add(socket: Socket, alreadyConnected = false): void {
-    if (this.#settled) {
+  /**
+   * True when the budget has a socket left for one more candidate. When not, the
+   * reason is kept as the race's last error (a timeout then names it).
+   */
+  mayOpen(): boolean {
+    const budget = this.#ctx.sockets;
+    if (budget === undefined || budget.available > 0) return true;
+    this.#lastError = new Error(`socket budget exhausted: incoming attempts hold all ${budget.limit} sockets (maxAttemptSockets)`);
+    return false;
+  }
+
+  /** Adds a socket that is connecting (or connected, or accepted); false when it was closed at once (race over, or no socket left in the budget). */
+  add(socket: Socket, alreadyConnected = false): boolean {
+    if (this.#settled || !this.mayOpen()) {
       socket.destroy();
-      return;
+      return false;
+    }
+    const budget = this.#ctx.sockets;
+    if (budget !== undefined) {
+      budget.tryTake();
+      let held = true;
+      const giveBack = (): void => {
+        if (held) budget.release();
+        held = false;
+      };
+      socket.once('close', giveBack);
+      this.#holds.set(socket, giveBack);
     }
     this.#candidates.add(socket);
     socket.on('error', (err: Error) => {
@@ -67,6 +93,7 @@ export class SocketRace {
     };
     if (alreadyConnected) verify();
     else socket.once('connect', verify);
+    return true;
   }
 
   /** Closes one candidate. */
@@ -101,6 +128,8 @@ export class SocketRace {
     for (const socket of this.#candidates) if (socket !== winner) socket.destroy();
     this.#candidates.clear();
     if (winner !== undefined) {
+      // The winner becomes the application's connection: it no longer counts against the attempts.
+      this.#holds.get(winner)?.();
       winner.removeAllListeners('error');
       this.#resolve(winner);
     } else this.#reject(err);

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { HostPort } from '../../common/endpoint.js';
 import type { ExchangeResult } from '../exchange.js';
 import type { ConnectionRole } from '../info.js';
+import type { SocketBudget } from './socket-budget.js';
 
 /** The context of one strategy run. */
 export interface StrategyContext {
@@ -14,6 +15,8 @@ export interface StrategyContext {
   readonly brokerCa?: string;
   /** Aborts on the caller's abort or the strategy's time limit. */
   readonly signal: AbortSignal;
+  /** The recipient's shared budget of attempt sockets: every candidate socket takes one (race.ts). @default unlimited (the initiator) */
+  readonly sockets?: SocketBudget;
   /** Runs the Hello for our role on a connected socket; rejects when it is not our peer. */
   verify(socket: Socket): Promise<void>;
 }
