@@ -8,7 +8,8 @@
  * together may arrive out of order), older ones never, so a captured request
  * cannot be replayed. The broker retransmits a request until it hears from us:
  * a copy (same sequence, same attempt) gets the same answer again and nothing more.
- * Requests without SEQUENCE (open mode, or an older broker) are told apart by
+ * Requests without SEQUENCE (an older broker), and every request in open mode
+ * (no session: a SEQUENCE without integrity proves nothing), are told apart by
  * attempt ID only.
  */
 

@@ -386,7 +386,8 @@ export class PeerRegistration extends EventEmitter {
     let sequence: number | undefined;
     try {
       attemptId = getAttemptId(message);
-      sequence = getU32Attr(message, AttrType.Sequence);
+      // Only integrity makes a SEQUENCE trustworthy: without a session (open mode) a forged high one would silence the real ones.
+      sequence = session === undefined ? undefined : getU32Attr(message, AttrType.Sequence);
     } catch {
       return;
     }
