@@ -80,6 +80,7 @@ export class Broker extends EventEmitter {
     this.#rendezvous = new Rendezvous({
       authorizeRelay: (attemptId, secret) => this.#relay.authorize(attemptId, secret),
       sessionKeyFor: (uri) => this.#auth.sessions.byUri(uri)?.key,
+      alternatePort: () => this.#layout?.alternatePort,
       registry: this.#registry,
       notify: (registration, message) => {
         // Integrity under the recipient's session key: only this broker can ask it to connect.

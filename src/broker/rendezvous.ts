@@ -108,6 +108,8 @@ export interface RendezvousContext {
   authorizeRelay(attemptId: string, secret: Buffer): boolean;
   /** The session key of the registration holding `uri` (undefined in open mode): a Join must carry integrity under it. */
   sessionKeyFor(uri: string): Buffer | undefined;
+  /** The broker's alternate port, announced in every final answer (peers send their mapping probes there). */
+  alternatePort?(): number | undefined;
   /** The broker's limits; `expensivePerUri` and `expensivePerSource` apply here. @default BROKER_LIMITS_DEFAULTS */
   readonly limits?: BrokerLimits;
   /** Reports a limit that bit (the broker throttles the reports). */
@@ -430,6 +432,8 @@ export class Rendezvous {
     addU32(response, AttrType.Strategy, StrategyCode[strategy]);
     addU32(response, AttrType.Mapping, encodeMappingKind(answer.mapping));
     addU32(response, AttrType.PeerMapping, encodeMappingKind(answer.peerMapping));
+    const alternatePort = this.#ctx.alternatePort?.();
+    if (alternatePort !== undefined) addU32(response, AttrType.AlternatePort, alternatePort);
     if (to === attempt.initiator) {
       // The initiator authenticates a plain name end to end with the key its holder proved to us.
       if (attempt.recipientKey !== undefined) addPeerKey(response, attempt.recipientKey);

@@ -134,6 +134,8 @@ export async function runExchange(
     setTimeout(() => socket.destroy(), BROKER_CLOSE_GRACE_MS).unref();
     const strategy = strategyName(getU32Attr(response, AttrType.Strategy) ?? StrategyCode.direct);
     const peerKey = getPeerKey(response);
+    const announced = getU32Attr(response, AttrType.AlternatePort);
+    if (announced !== undefined && announced > 0 && announced <= 65_535) rememberAlternatePort(broker, announced);
     const attemptSecret = openAttemptSecret(response, attemptId, identity, ephemeral);
     if (attemptSecret === undefined) {
       throw new NattravError(ErrorCode.BrokerAuth, 'the broker answered without an attempt secret sealed for us: it is not a broker we can work with (or not the broker we registered with)');
@@ -284,7 +286,7 @@ async function sendMappingProbe(broker: HostPort, localAddress: string, localPor
   addAttemptId(probe, identity.attemptId);
   addRole(probe, identity.role);
   const limit = AbortSignal.any([signal, AbortSignal.timeout(MAPPING_PROBE_TIMEOUT_MS)]);
-  const socket = netConnect({ host: broker.host, port: broker.port + 1, localAddress, localPort });
+  const socket = netConnect({ host: broker.host, port: alternatePortOf(broker), localAddress, localPort });
   socket.on('error', () => socket.destroy());
   const stop = (): void => {
     socket.destroy();
@@ -322,4 +324,22 @@ function openAttemptSecret(response: StunMessage, attemptId: Uint8Array, identit
   const brokerKey = response.get(AttrType.EphemeralKey);
   const key = ephemeral === undefined || brokerKey === undefined ? undefined : sessionKey(ephemeral, brokerKey, attemptId);
   return key === undefined ? undefined : openSecret(key, sealed, attemptId);
+}
+
+/** The alternate port each broker announced (ALTERNATE-PORT in its final answers), by "host:port"; bounded. */
+const alternatePorts = new Map<string, number>();
+/** Brokers remembered at most (a peer talks to a handful). */
+const MAX_REMEMBERED_BROKERS = 64;
+
+/** Remembers the alternate port `broker` announced. */
+export function rememberAlternatePort(broker: HostPort, port: number): void {
+  const key = `${broker.host}:${broker.port}`;
+  alternatePorts.delete(key);
+  if (alternatePorts.size >= MAX_REMEMBERED_BROKERS) alternatePorts.delete(alternatePorts.keys().next().value as string);
+  alternatePorts.set(key, port);
+}
+
+/** Where mapping probes to `broker` go: the port it announced, or (before it announced one) its port + 1. */
+export function alternatePortOf(broker: HostPort): number {
+  return alternatePorts.get(`${broker.host}:${broker.port}`) ?? broker.port + 1;
 }

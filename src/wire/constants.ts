@@ -155,6 +155,11 @@ export const AttrType = {
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.
    */
   RequestPadding: 0xce00,
+  /**
+   * nattrav (comprehension-optional): the broker's alternate port (u32), where peers send their
+   * mapping probes; a peer that never heard it assumes the broker's port + 1.
+   */
+  AlternatePort: 0xce01,
 } as const;
 
 /** nattrav: values of ROLE, the sender's part in an attempt (MappingProbe, Relay). */
