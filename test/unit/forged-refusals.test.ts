@@ -12,7 +12,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { handleRegister } from '../../src/broker/register.js';
+import { answerRegister } from '../helpers/register-only-broker.js';
 import { MemoryRegistry } from '../../src/broker/registry/memory.js';
 import { Rendezvous, type ExchangeChannel } from '../../src/broker/rendezvous.js';
 import { SessionTable } from '../../src/broker/sessions.js';
@@ -165,19 +165,7 @@ describe('the recipient acts on each connection request once', () => {
       }
       if (message.method !== Method.Register || message.cls !== MessageClass.Request) return;
       recipient = { address: rinfo.address, port: rinfo.port };
-      void handleRegister(
-        {
-          registry: new MemoryRegistry({ sweepIntervalMs: 0 }),
-          maxLifetimeMs: 60_000,
-          auth,
-          now: Date.now,
-          reply: (response, options) => socket.send(encodeMessage(response, { fingerprint: true, ...options }), rinfo.port, rinfo.address),
-          onRegistered: () => undefined,
-        },
-        message,
-        { family: 'IPv4', address: rinfo.address, port: rinfo.port },
-        'udp',
-      );
+      answerRegister(socket, auth, message, rinfo);
     });
     const server = createServer({ broker: `127.0.0.1:${socket.address().port}`, uri: 'nattrav://ivan', keyDir, exchangeTimeoutMs: 200 });
     try {

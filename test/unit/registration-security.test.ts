@@ -10,8 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { handleRegister } from '../../src/broker/register.js';
-import { MemoryRegistry } from '../../src/broker/registry/memory.js';
+import { answerRegister } from '../helpers/register-only-broker.js';
 import { SessionTable } from '../../src/broker/sessions.js';
 import type { NattravError } from '../../src/errors.js';
 import { createCa, issueCertificate } from '../../src/security/ca.js';
@@ -256,19 +255,7 @@ describe('secure registration', () => {
       const message = decodeMessage(data);
       if (message.method !== Method.Register || message.cls !== MessageClass.Request) return;
       recipient = { address: rinfo.address, port: rinfo.port };
-      void handleRegister(
-        {
-          registry: new MemoryRegistry({ sweepIntervalMs: 0 }),
-          maxLifetimeMs: 60_000,
-          auth,
-          now: Date.now,
-          reply: (response, options) => socket.send(encodeMessage(response, { fingerprint: true, ...options }), rinfo.port, rinfo.address),
-          onRegistered: () => undefined,
-        },
-        message,
-        { family: 'IPv4', address: rinfo.address, port: rinfo.port },
-        'udp',
-      );
+      answerRegister(socket, auth, message, rinfo);
     });
     const server = createServer({ broker: `127.0.0.1:${socket.address().port}`, uri: 'nattrav://heidi', keyDir: join(keyDir, 'heidi'), exchangeTimeoutMs: 200 });
     closers.push(() => server.close());
