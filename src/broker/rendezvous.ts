@@ -75,6 +75,8 @@ interface Attempt {
   readonly secret: Buffer;
   /** The initiator's X25519 key from its Connect, to seal the secret for it. */
   readonly initiatorEphemeral: Uint8Array | undefined;
+  /** The recipient's session key when the Connect came (undefined only in open mode): Join, answers and sealing use it. */
+  readonly sessionKey: Buffer | undefined;
   state: AttemptState;
   readonly initiator: Side;
   recipient: Side | undefined;
@@ -143,6 +145,8 @@ export const NOTIFY_FIRST_RTO_MS = 250;
 export const MAPPING_WAIT_MS = 1_000;
 /** A recipient's refusal reason is passed on to the initiator up to this many characters. */
 const MAX_REFUSAL_REASON = 200;
+/** URIs whose ConnectionRequest SEQUENCE the broker keeps at most (memory bound; least recently used go first). */
+const MAX_SEQUENCE_URIS = 65_536;
 
 /** Runs every attempt of one broker. */
 export class Rendezvous {
@@ -157,7 +161,8 @@ export class Rendezvous {
   /** Expensive-strategy budgets per recipient URI and per initiator address. */
   readonly #budgets: RateLimiter;
   /** The last ConnectionRequest SEQUENCE sent. */
-  #sequence = 0;
+  /** The last ConnectionRequest SEQUENCE per URI (insertion order = least recently used first). */
+  readonly #sequences = new Map<string, number>();
 
   constructor(ctx: RendezvousContext) {
     this.#ctx = ctx;
@@ -200,8 +205,9 @@ export class Rendezvous {
     const notify = StunMessage.request(Method.ConnectionRequest);
     addAttemptId(notify, id);
     addUri(notify, uri);
-    // Rising per broker, under the session's integrity: the recipient acts on each number once.
-    addU32(notify, AttrType.Sequence, this.#nextSequence());
+    // Rising per URI, under the session's integrity: the recipient acts on each number once (its
+    // replay window counts its own requests, so other recipients' traffic must not push it along).
+    addU32(notify, AttrType.Sequence, this.#nextSequence(uri));
     const attempt: Attempt = {
       claimed: parsed.claimed,
       key,
@@ -210,6 +216,8 @@ export class Rendezvous {
       recipientKey: registration.keyFingerprint,
       secret: newAttemptSecret(),
       initiatorEphemeral: parsed.ephemeralKey,
+      // Taken now: a session that ends later (a withdrawal) must not turn the checks off for this attempt.
+      sessionKey: this.#ctx.sessionKeyFor(uri),
       state: 'notifying',
       initiator: side(channel, request, parsed.privateEndpoints),
       recipient: undefined,
@@ -253,7 +261,7 @@ export class Rendezvous {
     if (key === undefined) return;
     const attempt = this.#attempts.get(key);
     if (attempt === undefined || attempt.state !== 'notifying') return;
-    const sessionKey = this.#ctx.sessionKeyFor(attempt.uri);
+    const sessionKey = attempt.sessionKey;
     if (sessionKey !== undefined && !verifyMessageIntegritySha256(response, sessionKey)) return;
     if (source !== undefined && (source.transport !== attempt.notified.transport || !sameEndpoint(source.from, attempt.notified.from))) return;
     let refusal: string | undefined;
@@ -271,10 +279,15 @@ export class Rendezvous {
     }
   }
 
-  /** The next ConnectionRequest SEQUENCE (32 bits; wraps after four billion requests, far beyond a session's life). */
-  #nextSequence(): number {
-    this.#sequence = this.#sequence >= 0xffffffff ? 1 : this.#sequence + 1;
-    return this.#sequence;
+  /** The next ConnectionRequest SEQUENCE for `uri` (32 bits; wraps after four billion requests, far beyond a session's life). */
+  #nextSequence(uri: string): number {
+    const next = ((this.#sequences.get(uri) ?? 0) % 0xffffffff) + 1;
+    this.#sequences.delete(uri);
+    // Bounded: the URIs asked for least recently are forgotten first (a forgotten URI starts again at 1,
+    // which its recipient's book accepts only in a new session; the old session's requests are long gone).
+    if (this.#sequences.size >= MAX_SEQUENCE_URIS) this.#sequences.delete(this.#sequences.keys().next().value as string);
+    this.#sequences.set(uri, next);
+    return next;
   }
 
   /** Steps 3-6: the recipient joined on `channel`. Throws StunMalformed (nothing changed) on a malformed request. */
@@ -286,7 +299,7 @@ export class Rendezvous {
       return;
     }
     // Only the holder of the registration may join: a bystander who learned the attempt ID cannot.
-    const sessionKey = this.#ctx.sessionKeyFor(attempt.uri);
+    const sessionKey = attempt.sessionKey;
     if (sessionKey !== undefined && !verifyMessageIntegritySha256(request, sessionKey)) {
       this.#fail(channel, request, StunErrorCode.Forbidden, `a Join needs integrity under the session of ${attempt.uri}`);
       return;
@@ -445,7 +458,7 @@ export class Rendezvous {
         response.add(AttrType.AttemptSecret, sealSecret(key, attempt.secret, attempt.id));
       }
     } else {
-      response.add(AttrType.AttemptSecret, sealSecret(recipientSealKey(this.#ctx.sessionKeyFor(attempt.uri), attempt.id), attempt.secret, attempt.id));
+      response.add(AttrType.AttemptSecret, sealSecret(recipientSealKey(attempt.sessionKey, attempt.id), attempt.secret, attempt.id));
     }
     return response;
   }

@@ -115,10 +115,18 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
+  let piped = false;
   const firstConnection = new Promise<NattravSocket>((resolve) => {
     server.on('connection', (socket: NattravSocket) => {
       out.event('accepted', infoFields(socket.nattrav), `accepted ${socket.nattrav.path} connection from ${formatEndpoint(socket.nattrav.remote)} (${socket.nattrav.setupMs} ms)`);
       if (options.echo !== true) {
+        if (piped) {
+          // Only the first connection is piped; one that slipped in before the registration was withdrawn is closed.
+          socket.on('error', () => undefined);
+          socket.destroy();
+          return;
+        }
+        piped = true;
         resolve(socket);
         return;
       }

@@ -48,7 +48,8 @@ export async function pipeStdio(
     socket.end();
     setTimeout(() => socket.destroy(), STOP_GRACE_MS).unref();
   };
-  stop.addEventListener('abort', onStop, { once: true });
+  if (stop.aborted) onStop();
+  else stop.addEventListener('abort', onStop, { once: true });
   try {
     const closed = await socket.nattrav.closed;
     stopInput();

@@ -35,6 +35,8 @@ const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.TlsRequired,
   ErrorCode.PlainRequired,
   ErrorCode.KeyMismatch,
+  // Our own files (identity, known keys): another attempt would fail the same way.
+  ErrorCode.Identity,
 ]);
 
 /**

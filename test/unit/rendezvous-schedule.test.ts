@@ -5,7 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import { MemoryRegistry } from '../../src/broker/registry/memory.js';
+import { openSecret, recipientSealKey } from '../../src/security/attempt-secret.js';
 import { MAPPING_WAIT_MS, Rendezvous, type ExchangeChannel, type RendezvousEvent } from '../../src/broker/rendezvous.js';
 import { resolveLimits, type BrokerLimitsOptions, type LimitedReport } from '../../src/broker/limits.js';
 import { ATTEMPT_HISTORY_MS, BIRTHDAY_CONE_LAG_MS, scheduleAttempt, type AttemptSide, type Failures } from '../../src/broker/schedule.js';
@@ -516,5 +518,42 @@ describe('rendezvous on a fake clock', () => {
     const h = await harness();
     const run = await attempt(h, 1, { failed: ['lan', 'public', 'direct'] });
     assert.equal(strategyOf(run), 'relay');
+  });
+  test('a session that ends after the Connect does not open the attempt: Join still needs its integrity, the secret stays sealed under it', async () => {
+    const clock = new FakeClock(NOW);
+    const registry = new MemoryRegistry({ now: () => NOW, sweepIntervalMs: 0 });
+    await registry.put({ uri: 'nattrav://bob', publicEndpoint: at(B, 3478), privateEndpoints: [], expiresAt: NOW + 3_600_000 });
+    const sessionKey = randomBytes(32);
+    let current: Buffer | undefined = sessionKey;
+    const rendezvous = new Rendezvous({
+      registry,
+      notify: () => undefined,
+      reply: (channel, message) => channel.send(message),
+      recipientTimeoutMs: RECIPIENT_TIMEOUT_MS,
+      probeTimeoutMs: 3_000,
+      maxPendingAttempts: 10,
+      emit: () => undefined,
+      authorizeRelay: () => true,
+      sessionKeyFor: () => current,
+      limits: resolveLimits({}),
+      clock,
+    });
+    await rendezvous.connect(new FakeChannel(clock, at(A, 40_000), 10), connectRequest('nattrav://bob', 7));
+    // The recipient withdraws (its session ends) while the attempt waits for its Join.
+    current = undefined;
+    const bystander = new FakeChannel(clock, at('192.0.2.66', 50_000), 50);
+    await rendezvous.join(bystander, joinRequest(7));
+    assert.equal(getErrorCode(answered(bystander))?.code, StunErrorCode.Forbidden);
+    // The real recipient, with integrity under the session it had, still joins; its secret is sealed under that session.
+    const recipient = new FakeChannel(clock, at(B, 50_001), 10);
+    const joined = rendezvous.join(recipient, decodeMessage(encodeMessage(joinRequest(7), { integritySha256Key: sessionKey })));
+    await clock.advance(2_000);
+    await joined;
+    const answer = answered(recipient);
+    assert.equal(answer.cls, MessageClass.SuccessResponse);
+    const id = new Uint8Array(16).fill(7);
+    const sealed = answer.get(AttrType.AttemptSecret) as Uint8Array;
+    assert.equal(openSecret(recipientSealKey(undefined, id), sealed, id), undefined, 'not sealed under the open-mode key');
+    assert.ok(openSecret(recipientSealKey(sessionKey, id), sealed, id) !== undefined);
   });
 });
