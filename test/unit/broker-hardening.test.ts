@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
-import type { Broker, BrokerEvent } from '../../src/broker/broker.js';
 import { connect } from '../../src/peer/connect.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
@@ -18,7 +17,7 @@ import { StunStreamDecoder } from '../../src/wire/framing.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addUri, getErrorCode } from '../../src/wire/nattrav.js';
 import { addRequestPadding } from '../../src/wire/request-padding.js';
-import { startBroker, startRecipient, until } from '../helpers/loopback.js';
+import { startBroker, startWatchedBroker, startRecipient, until } from '../helpers/loopback.js';
 import { collect, udpSocket } from '../helpers/udp.js';
 
 /** The flooding source: a loopback address other than the legitimate peers' 127.0.0.1. */
@@ -43,13 +42,7 @@ describe('broker hardening', () => {
     for (const close of closers.reverse()) await close();
   });
 
-  async function broker(options: Parameters<typeof startBroker>[0] = {}): Promise<{ broker: Broker; address: string; port: number; events: BrokerEvent[] }> {
-    const started = await startBroker(options);
-    closers.push(() => started.broker.close());
-    const events: BrokerEvent[] = [];
-    started.broker.on('event', (e: BrokerEvent) => events.push(e));
-    return { ...started, port: started.broker.address().port, events };
-  }
+  const broker = (options: Parameters<typeof startBroker>[0] = {}): ReturnType<typeof startWatchedBroker> => startWatchedBroker(closers, options);
 
   test('a flooding source is limited; a peer at another address still registers and connects', async () => {
     const { port, address, events, broker: b } = await broker({

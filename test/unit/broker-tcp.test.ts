@@ -14,7 +14,7 @@ import { connect as netConnect, createServer as netServer, type Socket } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createBroker, type Broker, type BrokerEvent } from '../../src/broker/broker.js';
+import { createBroker, type BrokerEvent } from '../../src/broker/broker.js';
 import { MemoryRegistry } from '../../src/broker/registry/memory.js';
 import type { Registration } from '../../src/broker/registry/registry.js';
 import { ConnectionTable, FrameTracker } from '../../src/broker/tcp-deadlines.js';
@@ -29,7 +29,7 @@ import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/co
 import { StunStreamDecoder } from '../../src/wire/framing.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addU32, addUri, getErrorCode } from '../../src/wire/nattrav.js';
-import { startBroker, startRecipient, until } from '../helpers/loopback.js';
+import { startBroker, startWatchedBroker, startRecipient, until } from '../helpers/loopback.js';
 
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -162,13 +162,7 @@ describe('broker TCP deadlines (loopback)', () => {
     await rm(keyDir, { recursive: true, force: true });
   });
 
-  async function broker(options: Parameters<typeof startBroker>[0] = {}): Promise<{ broker: Broker; address: string; port: number; events: BrokerEvent[] }> {
-    const started = await startBroker(options);
-    closers.push(() => started.broker.close());
-    const events: BrokerEvent[] = [];
-    started.broker.on('event', (e: BrokerEvent) => events.push(e));
-    return { ...started, port: started.broker.address().port, events };
-  }
+  const broker = (options: Parameters<typeof startBroker>[0] = {}): ReturnType<typeof startWatchedBroker> => startWatchedBroker(closers, options);
 
   test('a client trickling a byte every 100 ms is closed messageTimeoutMs after its first byte; a busy exchange at its lifetime', async () => {
     const { port, events } = await broker({ messageTimeoutMs: 400, exchangeMaxLifetimeMs: 1_200 });
