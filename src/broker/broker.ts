@@ -78,6 +78,7 @@ export class Broker extends EventEmitter {
       (ended) => this.emit('event', { type: 'relay-ended', ...ended } satisfies BrokerEvent),
     );
     this.#rendezvous = new Rendezvous({
+      clock: resolved.clock,
       authorizeRelay: (attemptId, secret) => this.#relay.authorize(attemptId, secret),
       sessionKeyFor: (uri) => this.#auth.sessions.byUri(uri)?.key,
       alternatePort: () => this.#layout?.alternatePort,

@@ -1,4 +1,5 @@
 import { checkPort } from '../common/endpoint.js';
+import { systemClock, type Clock } from '../common/clock.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import type { AmplificationMode } from './amplification.js';
 import type { BrokerLimitsOptions } from './limits.js';
@@ -89,10 +90,17 @@ export interface BrokerOptions {
    * `strictAmplification`. @default false
    */
   stunCompat?: boolean;
+  /**
+   * The clock of the broker's timers and deadlines: each attempt's steps (rendezvous.ts)
+   * and the TCP connections' message deadlines, lifetimes and sweeps (tcp.ts). Tests
+   * pass a fake one and move its time by hand. @default the system clock
+   */
+  clock?: Clock;
 }
 
 /** Fully resolved broker options. */
-export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'alternateHost' | 'alternatePort' | 'limits' | 'ca' | 'cert' | 'key'>> & {
+export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'alternateHost' | 'alternatePort' | 'limits' | 'ca' | 'cert' | 'key' | 'clock'>> & {
+  clock: Clock;
   ca?: string;
   cert?: string;
   key?: string;
@@ -105,6 +113,7 @@ export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'a
 /** Defaults of {@link BrokerOptions}, in one place. */
 export const BROKER_DEFAULTS = {
   host: '0.0.0.0',
+  clock: systemClock,
   /** RFC 8489 §18.4: the default STUN port. */
   port: 3478,
   /** Two minutes: a peer refreshing every 10 s can miss many refreshes before it lapses. */
@@ -178,6 +187,10 @@ export function resolveBrokerOptions(options: BrokerOptions): ResolvedBrokerOpti
   if (typeof resolved.open !== 'boolean') bad('open', 'true or false');
   for (const key of ['ca', 'cert', 'key'] as const) {
     if (resolved[key] !== undefined && typeof resolved[key] !== 'string') bad(key, 'a PEM string');
+  }
+  const clock = resolved.clock as Partial<Clock> | null;
+  if (typeof clock !== 'object' || clock === null || typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') {
+    bad('clock', 'a Clock (now, setTimeout, clearTimeout)');
   }
   if (resolved.limits !== undefined && (typeof resolved.limits !== 'object' || resolved.limits === null)) bad('limits', 'an object of limits (see BROKER_LIMITS_DEFAULTS)');
   checkPort(resolved.port, 'broker port', true);

@@ -7,6 +7,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { toTransportAddress } from '../common/endpoint.js';
+import type { TimerHandle } from '../common/clock.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
@@ -34,8 +35,6 @@ export interface TcpContext {
   emit(event: BrokerEvent): void;
   /** A registration was withdrawn by its holder (LIFETIME 0). */
   withdrawn(uri: string, transport: 'udp' | 'tcp'): void;
-  /** The clock of the connection deadlines. @default Date.now */
-  now?(): number;
 }
 
 /** The role of a connection in {@link TcpService.serve}'s dispatch. */
@@ -50,7 +49,8 @@ export class TcpService {
   /** TCP control connections of recipients whose UDP is blocked, by URI. */
   readonly #controls = new Map<string, StunChannel>();
   readonly #sockets = new Set<Socket>();
-  #sweeper: NodeJS.Timeout | undefined;
+  /** The next sweep, on the broker's clock, while any connection is open. */
+  #sweeper: TimerHandle | undefined;
   #closed = false;
 
   constructor(ctx: TcpContext) {
@@ -64,7 +64,7 @@ export class TcpService {
         maxConnections: limits.maxConnections,
         maxConnectionsPerSource: limits.maxConnectionsPerSource,
       },
-      ctx.now ?? Date.now,
+      () => ctx.options.clock.now(),
     );
   }
 
@@ -94,7 +94,7 @@ export class TcpService {
     });
   }
 
-  /** Checks every connection's deadlines now (the sweeper does it every `sweepIntervalMs`). */
+  /** Checks every connection's deadlines now (the sweeper does it every `sweepIntervalMs` while connections are open). */
   sweep(): void {
     for (const { handle, source, expiry } of this.#connections.expired()) {
       this.#ctx.guard.limited({ kind: expiry, source });
@@ -102,10 +102,22 @@ export class TcpService {
     }
   }
 
+  /** Sweeps every `sweepIntervalMs` on the broker's clock until no connection is left (the next accept starts it again). */
+  #scheduleSweep(): void {
+    if (this.#sweeper !== undefined || this.#closed) return;
+    const { clock } = this.#ctx.options;
+    this.#sweeper = clock.setTimeout(() => {
+      this.#sweeper = undefined;
+      this.sweep();
+      if (this.#connections.size > 0) this.#scheduleSweep();
+    }, this.#connections.sweepIntervalMs);
+  }
+
   /** Closes every connection; no more are served. Idempotent. */
   close(): void {
     this.#closed = true;
-    clearInterval(this.#sweeper);
+    this.#ctx.options.clock.clearTimeout(this.#sweeper);
+    this.#sweeper = undefined;
     for (const socket of this.#sockets) socket.destroy();
   }
 
@@ -131,10 +143,7 @@ export class TcpService {
       this.#sockets.delete(socket);
       this.#connections.remove(socket);
     });
-    if (this.#sweeper === undefined) {
-      this.#sweeper = setInterval(() => this.sweep(), this.#connections.sweepIntervalMs);
-      this.#sweeper.unref();
-    }
+    this.#scheduleSweep();
     socket.setTimeout(this.#ctx.options.exchangeIdleTimeoutMs, () => socket.destroy());
     socket.setNoDelay(true);
     this.#serve(socket, socket);

@@ -1,11 +1,16 @@
 /** Loopback fixtures for unit tests: a broker and a registered recipient, always closed. */
 import { once } from 'node:events';
+import { connect as netConnect } from 'node:net';
 import { createBroker, type Broker } from '../../src/broker/broker.js';
 import type { BrokerEvent } from '../../src/broker/events.js';
 import type { BrokerOptions } from '../../src/broker/options.js';
 import type { NattravSocket } from '../../src/peer/info.js';
 import { createServer, type NattravServer } from '../../src/peer/server.js';
 import type { ServerOptions } from '../../src/peer/options.js';
+import { encodeMessage } from '../../src/wire/codec.js';
+import { Method } from '../../src/wire/constants.js';
+import { StunStreamDecoder } from '../../src/wire/framing.js';
+import { StunMessage } from '../../src/wire/message.js';
 
 /** Starts a broker on 127.0.0.1 with a free port. */
 export async function startBroker(options: BrokerOptions = {}): Promise<{ broker: Broker; address: string }> {
@@ -45,5 +50,29 @@ export async function until(predicate: () => boolean, timeoutMs: number, what: s
   while (!predicate()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/**
+ * Resolves once an in-process broker on `port` has read every byte written to it before
+ * the call: a Binding on a fresh TCP connection from `localAddress` is answered only
+ * after the broker's event loop (the test's own) went through the poll in which the
+ * earlier bytes, already in the kernel, were read. So a test on a fake clock can move
+ * the clock knowing what the broker has seen, without sleeping.
+ */
+export async function brokerCaughtUp(port: number, localAddress = '127.0.0.99'): Promise<void> {
+  const socket = netConnect({ host: '127.0.0.1', port, localAddress });
+  try {
+    socket.on('error', () => undefined);
+    await once(socket, 'connect');
+    const request = StunMessage.request(Method.Binding);
+    socket.write(encodeMessage(request));
+    const decoder = new StunStreamDecoder();
+    for await (const chunk of socket) {
+      if (decoder.push(chunk as Buffer).some((m) => Buffer.from(m.transactionId).equals(request.transactionId))) return;
+    }
+    throw new Error('the broker closed the connection instead of answering');
+  } finally {
+    socket.destroy();
   }
 }

@@ -29,7 +29,8 @@ import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/co
 import { StunStreamDecoder } from '../../src/wire/framing.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addU32, addUri, getErrorCode } from '../../src/wire/nattrav.js';
-import { startBroker, startWatchedBroker, startRecipient, until } from '../helpers/loopback.js';
+import { FakeClock } from '../helpers/fake-clock.js';
+import { brokerCaughtUp, startBroker, startWatchedBroker, startRecipient, until } from '../helpers/loopback.js';
 
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -41,10 +42,9 @@ async function tcp(port: number, localAddress = '127.0.0.1'): Promise<Socket> {
   return socket;
 }
 
-/** Resolves with how many ms after `since` the socket closed; rejects after `timeoutMs`. */
-async function closedAfter(socket: Socket, since: number, timeoutMs: number): Promise<number> {
-  if (!socket.destroyed) await Promise.race([once(socket, 'close'), pause(timeoutMs).then(() => assert.fail(`still open after ${timeoutMs} ms`))]);
-  return Date.now() - since;
+/** Resolves when the broker's close of `socket` reached it (the broker closed it already: only I/O is awaited). */
+async function closed(socket: Socket): Promise<void> {
+  if (!socket.destroyed) await Promise.race([once(socket, 'close'), pause(3_000).then(() => assert.fail('the broker closed it, yet it is still open after 3 s'))]);
 }
 
 /** A Binding request padded to `bytes` on the wire (PADDING is not shed by the broker's decoder). */
@@ -164,41 +164,56 @@ describe('broker TCP deadlines (loopback)', () => {
 
   const broker = (options: Parameters<typeof startBroker>[0] = {}): ReturnType<typeof startWatchedBroker> => startWatchedBroker(closers, options);
 
-  test('a client trickling a byte every 100 ms is closed messageTimeoutMs after its first byte; a busy exchange at its lifetime', async () => {
-    const { port, events } = await broker({ messageTimeoutMs: 400, exchangeMaxLifetimeMs: 1_200 });
+  test('a client trickling a byte every 100 ms is closed messageTimeoutMs after its first byte; a busy exchange at its lifetime (fake clock)', async () => {
+    const clock = new FakeClock();
+    const { port, events } = await broker({ clock, messageTimeoutMs: 400, exchangeMaxLifetimeMs: 1_200 });
     const slow = await tcp(port, '127.0.0.3');
-    const started = Date.now();
     const message = bindingBytes(200);
-    let i = 0;
-    const trickle = setInterval(() => slow.write(message.subarray(i, ++i)), 100);
-    const slowClosed = await closedAfter(slow, started, 3_000);
-    clearInterval(trickle);
-    assert.ok(slowClosed >= 350 && slowClosed < 1_200, `closed after ${slowClosed} ms (idle timeout 15 s never fired: bytes kept coming)`);
+    // One byte of a 200-byte message every 100 ms of the broker's time: bytes keep coming, the message never ends.
+    for (let i = 0; i < 4; i++) {
+      slow.write(message.subarray(i, i + 1));
+      await brokerCaughtUp(port);
+      await clock.advance(i < 3 ? 100 : 50);
+    }
+    await brokerCaughtUp(port);
+    assert.equal(slow.destroyed, false, 'open 350 ms after its first byte');
+    await clock.advance(150);
+    await closed(slow);
 
     const busy = await tcp(port, '127.0.0.4');
-    const opened = Date.now();
-    let answers = 0;
     const decoder = new StunStreamDecoder();
-    busy.on('data', (chunk) => (answers += decoder.push(chunk).length));
-    const ask = setInterval(() => busy.write(bindingBytes()), 100);
-    const busyClosed = await closedAfter(busy, opened, 4_000);
-    clearInterval(ask);
-    assert.ok(answers >= 5, `${answers} Bindings answered before the end`);
-    assert.ok(busyClosed >= 1_100 && busyClosed < 2_500, `busy exchange closed after ${busyClosed} ms (lifetime 1,200)`);
+    let answers = 0;
+    busy.on('data', (chunk: Buffer) => (answers += decoder.push(chunk).length));
+    // A Binding every 100 ms, each answered: busy, never slow, yet closed at its lifetime.
+    let elapsed = 0;
+    for (; elapsed < 1_100; elapsed += 100) {
+      const before = answers;
+      busy.write(bindingBytes());
+      await until(() => answers > before || busy.destroyed, 3_000, 'the Binding answer');
+      await clock.advance(100);
+    }
+    await brokerCaughtUp(port);
+    assert.equal(busy.destroyed, false, `open ${elapsed} ms after it opened`);
+    assert.equal(answers, 11);
+    await clock.advance(200);
+    await closed(busy);
     const kinds = events.flatMap((e) => (e.type === 'limited' ? [e.kind] : []));
     assert.ok(kinds.includes('message-timeout') && kinds.includes('exchange-lifetime'), kinds.join(', '));
   });
 
-  test('a STARTTLS handshake that never starts is closed after messageTimeoutMs', async () => {
+  test('a STARTTLS handshake that never starts is closed after messageTimeoutMs (fake clock)', async () => {
+    const clock = new FakeClock();
     const ca = await createCa({ name: 'broker CA' });
     const issued = await issueCertificate({ ca, uri: 'nattrav-broker://tcp-test' });
-    const { port, events } = await broker({ cert: issued.certPem, key: issued.keyPem, messageTimeoutMs: 300 });
+    const { port, events } = await broker({ clock, cert: issued.certPem, key: issued.keyPem, messageTimeoutMs: 300 });
     const socket = await tcp(port, '127.0.0.5');
     socket.write(encodeMessage(StunMessage.request(Method.StartTls)));
     await once(socket, 'data'); // the clear answer; then we stay silent instead of sending a ClientHello
-    const answered = Date.now();
-    const closed = await closedAfter(socket, answered, 3_000);
-    assert.ok(closed >= 250 && closed < 1_500, `closed ${closed} ms after the STARTTLS answer`);
+    await clock.advance(250);
+    await brokerCaughtUp(port);
+    assert.equal(socket.destroyed, false, 'open 250 ms after the answer');
+    await clock.advance(150); // past 300 ms by more than one sweep (every 75 ms)
+    await closed(socket);
     assert.ok(events.some((e) => e.type === 'limited' && e.kind === 'message-timeout'));
   });
 
