@@ -110,6 +110,7 @@ export class Broker extends EventEmitter {
       relay: this.#relay,
       emit: (event) => this.emit('event', event),
       withdrawn: (uri, transport) => this.#withdrawn(uri, transport),
+      alternatePort: () => this.#layout?.alternatePort,
     });
   }
 
@@ -264,6 +265,7 @@ export class Broker extends EventEmitter {
                 this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs } satisfies BrokerEvent);
               },
               onWithdrawn: (uri, transport) => this.#withdrawn(uri, transport),
+              alternatePort: () => this.#layout?.alternatePort,
               onBinding: (remote) => this.emit('event', { type: 'binding', transport: 'udp', remote } satisfies BrokerEvent),
             },
             data,

@@ -60,6 +60,8 @@ export interface RegisterContext {
    */
   reply(message: StunMessage, options?: EncodeOptions, verified?: boolean): void;
   onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
+  /** The broker's alternate port, announced in answers to new registrations (where the recipient's mapping probes go). */
+  alternatePort?(): number | undefined;
   /** The registration of `uri` was withdrawn by its holder (and removed from the registry). */
   onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
 }
@@ -88,6 +90,7 @@ export async function handleRegister(
   if (spki === undefined) {
     if (ctx.auth.mode === 'open') {
       await store(ctx, uri, remote, request, lifetimeMs, transport, undefined);
+      // No ALTERNATE-PORT here: the source is unverified, so the answer may not outgrow the request.
       const response = success(request, remote, lifetimeMs);
       ctx.reply(response);
       ctx.onRegistered(uri, remote, lifetimeMs);
@@ -148,7 +151,7 @@ export async function handleRegister(
     return undefined;
   }
   await store(ctx, uri, remote, request, lifetimeMs, transport, fingerprint);
-  const response = success(request, remote, lifetimeMs);
+  const response = announceAlternatePort(ctx, success(request, remote, lifetimeMs));
   const sessionId = Buffer.from(session.id, 'hex');
   response.add(AttrType.Username, sessionId);
   response.add(AttrType.EphemeralKey, own.publicKey);
@@ -311,6 +314,17 @@ async function store(
     transport,
     ...(keyFingerprint === undefined ? {} : { keyFingerprint }),
   });
+}
+
+/**
+ * Adds ALTERNATE-PORT to the answer of a registration proven from its source (never to
+ * refreshes or open-mode registrations: answers to an unverified source must stay no
+ * larger than the request). Peers of an open broker learn it from the round-trip probe.
+ */
+function announceAlternatePort(ctx: RegisterContext, response: StunMessage): StunMessage {
+  const port = ctx.alternatePort?.();
+  if (port !== undefined) addU32(response, AttrType.AlternatePort, port);
+  return response;
 }
 
 function success(request: StunMessage, remote: TransportAddress, lifetimeMs: number): StunMessage {

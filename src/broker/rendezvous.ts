@@ -423,11 +423,20 @@ export class Rendezvous {
     this.#ctx.limited({ kind: perUri ? 'expensive-per-uri' : 'expensive-per-source', source, uri });
   }
 
+  /** Adds ALTERNATE-PORT (where mapping probes go) to `message`, when the broker is listening. */
+  #announceAlternatePort(message: StunMessage): void {
+    const alternatePort = this.#ctx.alternatePort?.();
+    if (alternatePort !== undefined) addU32(message, AttrType.AlternatePort, alternatePort);
+  }
+
   async #probe(channel: ExchangeChannel): Promise<number> {
     const deadline = clockDeadline(this.#clock, this.#ctx.probeTimeoutMs, 'measuring the round trip to a peer');
     try {
       const started = this.#clock.now();
-      await channel.request(StunMessage.request(Method.Probe), deadline.signal);
+      const probe = StunMessage.request(Method.Probe);
+      // Where mapping probes go: a peer new to this broker guessed port + 1, and probes again if that was wrong.
+      this.#announceAlternatePort(probe);
+      await channel.request(probe, deadline.signal);
       return this.#clock.now() - started;
     } finally {
       deadline.dispose();
@@ -445,8 +454,7 @@ export class Rendezvous {
     addU32(response, AttrType.Strategy, StrategyCode[strategy]);
     addU32(response, AttrType.Mapping, encodeMappingKind(answer.mapping));
     addU32(response, AttrType.PeerMapping, encodeMappingKind(answer.peerMapping));
-    const alternatePort = this.#ctx.alternatePort?.();
-    if (alternatePort !== undefined) addU32(response, AttrType.AlternatePort, alternatePort);
+    this.#announceAlternatePort(response);
     if (to === attempt.initiator) {
       // The initiator authenticates a plain name end to end with the key its holder proved to us.
       if (attempt.recipientKey !== undefined) addPeerKey(response, attempt.recipientKey);

@@ -35,6 +35,8 @@ export interface TcpContext {
   emit(event: BrokerEvent): void;
   /** A registration was withdrawn by its holder (LIFETIME 0). */
   withdrawn(uri: string, transport: 'udp' | 'tcp'): void;
+  /** The broker's alternate port once listening (announced in registration answers). */
+  alternatePort(): number | undefined;
 }
 
 /** The role of a connection in {@link TcpService.serve}'s dispatch. */
@@ -203,6 +205,7 @@ export class TcpService {
           this.#ctx.emit({ type: 'registered', uri, publicEndpoint, lifetimeMs, transport: 'tcp' });
         },
         onWithdrawn: (uri, transport) => this.#ctx.withdrawn(uri, transport),
+        alternatePort: () => this.#ctx.alternatePort(),
       },
       request,
       remote,

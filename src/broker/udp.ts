@@ -12,7 +12,7 @@ import { addXorAddress } from '../wire/nattrav.js';
 import { encodeUnknownAttributes } from '../wire/unknown-attributes.js';
 import type { TransportAddress } from '../wire/types.js';
 import type { Registry } from './registry/registry.js';
-import { handleRegister, type RegisterAuth } from './register.js';
+import { handleRegister, type RegisterAuth, type RegisterContext } from './register.js';
 
 /** The attribute types the broker understands in requests. */
 export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
@@ -43,7 +43,7 @@ export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
 
 
 /** What the UDP handler needs from the broker around it. */
-export interface UdpContext {
+export interface UdpContext extends Pick<RegisterContext, 'alternatePort'> {
   readonly registry: Registry;
   readonly maxLifetimeMs: number;
   /** How registrations are authenticated. */

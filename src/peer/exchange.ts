@@ -12,6 +12,7 @@ import { lookup } from 'node:dns/promises';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import { readOneMessage } from './sockets.js';
+import { alternatePortOf, learnAlternatePort } from './alternate-port.js';
 import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
@@ -94,14 +95,25 @@ export async function runExchange(
   const ephemeral = identity.role === 'initiator' ? newEphemeralKey() : undefined;
   if (ephemeral !== undefined) request.add(AttrType.EphemeralKey, ephemeral.publicKey);
   const socket = await openBrokerConnection(broker, signal, brokerCa);
-  // One more connection from the same local port to the broker's alternate port
-  // (port + 1) shows the broker how our NAT maps TCP. Losing it only costs precision.
-  for (let i = 0; i < MAPPING_PROBES; i++) {
-    void sendMappingProbe(broker, socket.localAddress ?? '0.0.0.0', socket.localPort ?? 0, identity, signal);
-  }
+  // One more connection from the same local port to the broker's alternate port (as
+  // it announced, else port + 1) shows the broker how our NAT maps TCP. Losing it only
+  // costs precision.
+  const probeFrom = { address: socket.localAddress ?? '0.0.0.0', port: socket.localPort ?? 0 };
+  let probedPort = alternatePortOf(broker);
+  const probeMapping = (): void => {
+    for (let i = 0; i < MAPPING_PROBES; i++) void sendMappingProbe(broker, probedPort, probeFrom, identity, signal);
+  };
+  probeMapping();
   const channel = new StunChannel(socket, (message) => {
     if (message.cls === MessageClass.Request && message.method === Method.Probe) {
       channel.send(message.successResponse(), { fingerprint: true });
+      // The broker's round-trip probe names its alternate port: a peer that guessed wrong
+      // (its first attempt through this broker) probes again, in time for the broker's wait.
+      const announced = learnAlternatePort(broker, message);
+      if (announced !== undefined && announced !== probedPort) {
+        probedPort = announced;
+        probeMapping();
+      }
     }
   });
   try {
@@ -134,8 +146,7 @@ export async function runExchange(
     setTimeout(() => socket.destroy(), BROKER_CLOSE_GRACE_MS).unref();
     const strategy = strategyName(getU32Attr(response, AttrType.Strategy) ?? StrategyCode.direct);
     const peerKey = getPeerKey(response);
-    const announced = getU32Attr(response, AttrType.AlternatePort);
-    if (announced !== undefined && announced > 0 && announced <= 65_535) rememberAlternatePort(broker, announced);
+    learnAlternatePort(broker, response);
     const attemptSecret = openAttemptSecret(response, attemptId, identity, ephemeral);
     if (attemptSecret === undefined) {
       throw new NattravError(ErrorCode.BrokerAuth, 'the broker answered without an attempt secret sealed for us: it is not a broker we can work with (or not the broker we registered with)');
@@ -280,13 +291,13 @@ export async function secureBrokerConnection(raw: Socket, broker: HostPort, brok
   }
 }
 
-/** One MappingProbe from `localPort` to the broker's alternate port; errors are ignored. */
-async function sendMappingProbe(broker: HostPort, localAddress: string, localPort: number, identity: ExchangeIdentity, signal: AbortSignal): Promise<void> {
+/** One MappingProbe from `from` (the exchange's local address and port) to the broker's `port`; errors are ignored. */
+async function sendMappingProbe(broker: HostPort, port: number, from: { address: string; port: number }, identity: ExchangeIdentity, signal: AbortSignal): Promise<void> {
   const probe = StunMessage.request(Method.MappingProbe);
   addAttemptId(probe, identity.attemptId);
   addRole(probe, identity.role);
   const limit = AbortSignal.any([signal, AbortSignal.timeout(MAPPING_PROBE_TIMEOUT_MS)]);
-  const socket = netConnect({ host: broker.host, port: alternatePortOf(broker), localAddress, localPort });
+  const socket = netConnect({ host: broker.host, port, localAddress: from.address, localPort: from.port });
   socket.on('error', () => socket.destroy());
   const stop = (): void => {
     socket.destroy();
@@ -324,22 +335,4 @@ function openAttemptSecret(response: StunMessage, attemptId: Uint8Array, identit
   const brokerKey = response.get(AttrType.EphemeralKey);
   const key = ephemeral === undefined || brokerKey === undefined ? undefined : sessionKey(ephemeral, brokerKey, attemptId);
   return key === undefined ? undefined : openSecret(key, sealed, attemptId);
-}
-
-/** The alternate port each broker announced (ALTERNATE-PORT in its final answers), by "host:port"; bounded. */
-const alternatePorts = new Map<string, number>();
-/** Brokers remembered at most (a peer talks to a handful). */
-const MAX_REMEMBERED_BROKERS = 64;
-
-/** Remembers the alternate port `broker` announced. */
-export function rememberAlternatePort(broker: HostPort, port: number): void {
-  const key = `${broker.host}:${broker.port}`;
-  alternatePorts.delete(key);
-  if (alternatePorts.size >= MAX_REMEMBERED_BROKERS) alternatePorts.delete(alternatePorts.keys().next().value as string);
-  alternatePorts.set(key, port);
-}
-
-/** Where mapping probes to `broker` go: the port it announced, or (before it announced one) its port + 1. */
-export function alternatePortOf(broker: HostPort): number {
-  return alternatePorts.get(`${broker.host}:${broker.port}`) ?? broker.port + 1;
 }

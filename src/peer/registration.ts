@@ -14,6 +14,7 @@ import { StunChannel } from '../common/stun-channel.js';
 import { openBrokerConnection, secureBrokerConnection } from './exchange.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { decodeDatagram, encodeMessage, verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
+import { learnAlternatePort } from './alternate-port.js';
 import { registerWithProof, withdrawalRequest, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
 import { closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawOverControl, withdrawOverUdp } from './withdrawal.js';
 import { addRequestPadding } from '../wire/request-padding.js';
@@ -361,6 +362,7 @@ export class PeerRegistration extends EventEmitter {
     const publicEndpoint = getXorMappedAddress(response);
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
     const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport };
+    learnAlternatePort(this.#options.broker, response); // where our mapping probes will go
     this.#info = info;
     if (this.#closed !== undefined) return info; // granted while closing: close() withdraws it
     this.#state = 'registered';
