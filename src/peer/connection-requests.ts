@@ -8,9 +8,9 @@
  * together may arrive out of order), older ones never, so a captured request
  * cannot be replayed. The broker retransmits a request until it hears from us:
  * a copy (same sequence, same attempt) gets the same answer again and nothing more.
- * Requests without SEQUENCE (an older broker), and every request in open mode
- * (no session: a SEQUENCE without integrity proves nothing), are told apart by
- * attempt ID only.
+ * Under a session a request without SEQUENCE is ignored (registration.ts). In open
+ * mode (no session: a SEQUENCE without integrity proves nothing) requests are told
+ * apart by attempt ID only.
  */
 
 /** Requests remembered (and the width of the sequence window). */

@@ -394,6 +394,8 @@ export class PeerRegistration extends EventEmitter {
       return;
     }
     if (attemptId === undefined) return;
+    // Our broker numbers every request of a session; one without a number could be replayed at will.
+    if (session !== undefined && sequence === undefined) return;
     if (this.#requestsSession !== session) {
       this.#requests = new ConnectionRequestBook();
       this.#requestsSession = session;

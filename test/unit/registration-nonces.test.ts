@@ -25,9 +25,9 @@ import { addU32, addUri, getErrorCode } from '../../src/wire/nattrav.js';
 import { addRequestPadding } from '../../src/wire/request-padding.js';
 import type { TransportAddress } from '../../src/wire/types.js';
 import { startBroker, startRecipient } from '../helpers/loopback.js';
+import { proof, register, LIFETIME_MS } from '../helpers/register-messages.js';
 import { udpSocket } from '../helpers/udp.js';
 
-const LIFETIME_MS = 30_000;
 
 /** A broker's registration handling on a fake clock, answering in memory. */
 function fakeBroker(nonces: { maxUsed?: number; maxUsedPerSource?: number } = {}): {
@@ -57,25 +57,6 @@ function fakeBroker(nonces: { maxUsed?: number; maxUsedPerSource?: number } = {}
 }
 
 const source = (i: number): TransportAddress => ({ family: 'IPv4', address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, port: 40_000 + (i % 1000) });
-
-function register(uri: string, key: KeyPairPem): StunMessage {
-  const request = StunMessage.request(Method.Register);
-  addUri(request, uri);
-  addU32(request, AttrType.Lifetime, LIFETIME_MS);
-  request.add(AttrType.PublicKey, key.spki);
-  return request;
-}
-
-/** The signed proof for `nonce`; `garbage` replaces the signature with random bytes of the same length. */
-function proof(uri: string, key: KeyPairPem, nonce: Uint8Array, garbage = false): StunMessage {
-  const request = register(uri, key);
-  const ephemeral = newEphemeralKey();
-  const signature = sign(key.privateKeyPem, registrationPayload({ nonce, uri, ephemeralKey: ephemeral.publicKey, lifetimeMs: LIFETIME_MS, transport: 'udp' }));
-  request.add(AttrType.Nonce, nonce);
-  request.add(AttrType.EphemeralKey, ephemeral.publicKey);
-  request.add(AttrType.Signature, garbage ? Buffer.from(signature).reverse() : signature);
-  return request;
-}
 
 const code = (message: StunMessage): number | undefined => (message.cls === MessageClass.ErrorResponse ? getErrorCode(message)?.code : undefined);
 

@@ -244,7 +244,7 @@ describe('secure registration', () => {
     socket.destroy();
   });
 
-  test('a recipient acts only on connection requests under its session key', async () => {
+  test('a recipient acts only on numbered connection requests under its session key', async () => {
     // A minimal broker on one UDP socket: real registration handling, and requests we forge at will.
     const socket = createSocket('udp4');
     await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
@@ -270,9 +270,12 @@ describe('secure registration', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal(actedOn, 0, 'requests without (or with wrong) integrity are ignored');
     const key = auth.sessions.byUri('nattrav://heidi')?.key as Buffer;
+    // Under the key but without SEQUENCE: our broker numbers every request, so it is ignored (it could be replayed).
     socket.send(encodeMessage(request(), { fingerprint: true, integritySha256Key: key }), to.port, to.address);
+    socket.send(encodeMessage(addU32(request(), AttrType.Sequence, 1), { fingerprint: true, integritySha256Key: key }), to.port, to.address);
     const deadline = Date.now() + 3_000;
     while (actedOn === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.equal(actedOn, 1, 'a request under the session key is acted on');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(actedOn, 1, 'only the numbered request under the session key is acted on');
   });
 });
