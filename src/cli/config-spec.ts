@@ -108,7 +108,8 @@ export function commandSpecs(command: Command): OptionSpec[] {
   }
   return [...byKey].map(([key, options]) => {
     const first = options[0] as Option;
-    const valued = options.find((option) => !option.isBoolean()) ?? first;
+    // commander's isBoolean() is false for --no-x; what counts is whether a value follows the flag.
+    const valued = options.find((option) => option.required || option.optional) ?? first;
     const parseArg = valued.parseArg;
     return {
       command: path,
@@ -116,7 +117,7 @@ export function commandSpecs(command: Command): OptionSpec[] {
       attribute: first.attributeName(),
       env: envName(key),
       flags: options.map((option) => option.flags).join('/'),
-      kind: valued.isBoolean() ? 'boolean' : valued.optional ? 'optional' : 'value',
+      kind: valued.required ? 'value' : valued.optional ? 'optional' : 'boolean',
       path: /<(file|dir)\b[^>]*>/.test(valued.flags),
       multiple: valued.variadic || Array.isArray(valued.defaultValue),
       defaultValue: defaultOf(options),

@@ -20,16 +20,31 @@ import { CommanderError, type Command } from 'commander';
 import { ErrorCode, NattravError } from '../index.js';
 import { ExitCode, Reporter } from './output.js';
 import { examples } from './help.js';
-import { allCommands, commandPath, commandSpecs, programSpecs, resolveOption, type ConfigValues, type OptionSpec, type ResolvedValue } from './config-spec.js';
+import { allCommands, commandPath, commandSpecs, programSpecs, resolveOption, type ConfigValues, type OptionSpec, type ResolveInputs, type ResolvedValue } from './config-spec.js';
 import { loadConfig, locateConfig, type ConfigLocation } from './config-file.js';
 
 /** Runs a command with a reporter; main.ts's `run`. */
 type Run = (fn: (out: Reporter) => Promise<number>) => void;
 
-/** The config file as loaded for this run. */
+/** The config file as loaded for this run, and the environment it was loaded in. */
 interface LoadedConfig {
   readonly location: ConfigLocation;
   readonly values: ConfigValues | undefined;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly home: string;
+}
+
+/** The inputs of {@link resolveOption} for `flag` (if any) under `config`. */
+function inputsFor(config: LoadedConfig, flag: { value: unknown } | undefined): ResolveInputs {
+  return { env: config.env, home: config.home, ...(flag === undefined ? {} : { flag }), ...(config.values === undefined ? {} : { file: config.values }) };
+}
+
+/** What {@link addConfig} reads besides the command line. */
+export interface ConfigContext {
+  /** The environment (NATTRAV_*, XDG_CONFIG_HOME). @default process.env */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** The home directory (~/.config, `~/` in the file). @default os.homedir() */
+  readonly home?: string;
 }
 
 /**
@@ -37,23 +52,25 @@ interface LoadedConfig {
  * environment / config-file defaults of every command's options (also of
  * commands added after this call).
  */
-export function addConfig(program: Command, run: Run): void {
+export function addConfig(program: Command, run: Run, context: ConfigContext = {}): void {
+  const env = context.env ?? process.env;
+  const home = context.home ?? homedir();
   program.option('--config <file>', 'read option values from this JSON file (default: NATTRAV_CONFIG, or $XDG_CONFIG_HOME/nattrav/config.json or ~/.config/nattrav/config.json when present)');
   let loading: Promise<LoadedConfig> | undefined;
   const config = (): Promise<LoadedConfig> => {
     loading ??= (async () => {
-      const location = locateConfig(program.getOptionValue('config') as string | undefined, process.env, homedir());
-      return { location, values: await loadConfig(location, programSpecs(program), homedir()) };
+      const location = locateConfig(program.getOptionValue('config') as string | undefined, env, home);
+      return { location, env, home, values: await loadConfig(location, programSpecs(program), home) };
     })();
     return loading;
   };
   const hooked = new WeakSet<Command>();
   const beforeSubcommand = async (parent: Command, sub: Command): Promise<void> => {
     try {
-      const { values } = await config();
-      if (parent.parent === null) applyConfigured(parent, values);
+      const loaded = await config();
+      if (parent.parent === null) applyConfigured(parent, loaded);
       watchFlags(sub, hooked);
-      applyConfigured(sub, values);
+      applyConfigured(sub, loaded);
     } catch (err) {
       // Reported like any bad input (exit 2); the CommanderError only ends the parse.
       new Reporter(program.getOptionValue('json') === true).error(err);
@@ -79,10 +96,10 @@ export function addConfig(program: Command, run: Run): void {
 }
 
 /** Sets the options of `command` that the environment or the file gives and no flag set. */
-function applyConfigured(command: Command, values: ConfigValues | undefined): void {
+function applyConfigured(command: Command, config: LoadedConfig): void {
   for (const spec of commandSpecs(command)) {
     if (command.getOptionValueSource(spec.attribute) === 'cli') continue;
-    const resolved = resolveOption(spec, { env: process.env, ...(values === undefined ? {} : { file: values }) });
+    const resolved = resolveOption(spec, inputsFor(config, undefined));
     if (resolved.source === 'env' || resolved.source === 'file') {
       command.setOptionValueWithSource(spec.attribute, resolved.value, resolved.source === 'env' ? 'env' : 'config');
     }
@@ -142,7 +159,7 @@ function parseFlags(command: Command, flags: readonly string[]): Map<string, unk
 }
 
 /** `nattrav config [COMMAND [FLAGS...]]`: prints the configurable options' effective values and sources. */
-export async function configCommand(program: Command, words: readonly string[], config: LoadedConfig, out: Reporter): Promise<number> {
+async function configCommand(program: Command, words: readonly string[], config: LoadedConfig, out: Reporter): Promise<number> {
   let commands = allCommands(program);
   let given = new Map<Command, Map<string, unknown>>();
   if (words.length > 0) {
@@ -160,8 +177,7 @@ export async function configCommand(program: Command, words: readonly string[], 
     commandSpecs(command).map((spec) => {
       const flags = given.get(command);
       const flag = flags?.has(spec.attribute) === true ? { value: flags.get(spec.attribute) } : undefined;
-      const inputs = { env: process.env, ...(flag === undefined ? {} : { flag }), ...(config.values === undefined ? {} : { file: config.values }) };
-      return { spec, resolved: resolveOption(spec, inputs) };
+      return { spec, resolved: resolveOption(spec, inputsFor(config, flag)) };
     }),
   );
   const file = { path: config.location.path, source: config.location.source, found: config.values !== undefined };
