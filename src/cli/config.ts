@@ -147,7 +147,18 @@ function target(program: Command, words: readonly string[]): { command: Command;
 
 /** The flags `flags` give `command`, as commander parses them (positional arguments are ignored). */
 function parseFlags(command: Command, flags: readonly string[]): Map<string, unknown> {
-  const parsed = command.parseOptions([...flags]);
+  // A bad flag value is reported once, by the caller, as this command's usage error (exit 2).
+  const output = command.configureOutput();
+  command.configureOutput({ ...output, writeErr: () => undefined });
+  let parsed: { operands: string[]; unknown: string[] };
+  try {
+    parsed = command.parseOptions([...flags]);
+  } catch (err) {
+    if (!(err instanceof CommanderError)) throw err;
+    throw new NattravError(ErrorCode.InvalidArgument, err.message.replace(/^error: /, ''), { cause: err });
+  } finally {
+    command.configureOutput(output);
+  }
   if (parsed.unknown.length > 0) {
     throw new NattravError(ErrorCode.InvalidArgument, `nattrav ${commandPath(command)} has no option ${String(parsed.unknown[0])}`);
   }
