@@ -26,6 +26,17 @@ import { loadConfig, locateConfig, type ConfigLocation } from './config-file.js'
 /** Runs a command with a reporter; main.ts's `run`. */
 type Run = (fn: (out: Reporter) => Promise<number>) => void;
 
+const CONFIG_HELP = `
+Precedence: flag > NATTRAV_<OPTION> (e.g. NATTRAV_BROKER_CA for --broker-ca; flags
+without a value take 1/0, true/false, yes/no, on/off) > config file > default.
+The file (--config FILE, NATTRAV_CONFIG, or $XDG_CONFIG_HOME/nattrav/config.json,
+~/.config/nattrav/config.json) is JSON; keys are long option names, top-level keys
+apply to every command with the option, "commands" holds per-command sections:
+  { "broker": "broker.example:3478", "identity": "./alice",
+    "commands": { "connect": { "timeout": 5000 }, "ca issue": { "days": 30 } } }
+Relative paths resolve against the file's directory.
+`;
+
 /** The config file as loaded for this run, and the environment it was loaded in. */
 interface LoadedConfig {
   readonly location: ConfigLocation;
@@ -82,6 +93,11 @@ export function addConfig(program: Command, run: Run, context: ConfigContext = {
     }
   };
   program.hook('preSubcommand', beforeSubcommand);
+  program.addHelpText(
+    'after',
+    '\nEvery command\'s options can also be set by NATTRAV_<OPTION> variables (NATTRAV_BROKER, NATTRAV_BROKER_CA, ...)\n' +
+      'and a JSON config file; a flag beats the environment, which beats the file. See nattrav config --help.\n',
+  );
 
   program
     .command('config')
@@ -92,7 +108,7 @@ export function addConfig(program: Command, run: Run, context: ConfigContext = {
     .action((words: string[], options: { json?: boolean }) =>
       run(async (out) => configCommand(program, words, await config(), options.json === true && !out.json ? new Reporter(true) : out)),
     )
-    .addHelpText('after', examples(['nattrav config', 'NATTRAV_BROKER=broker.example:3478 nattrav config connect --timeout 5000 --json']));
+    .addHelpText('after', `${CONFIG_HELP}${examples(['nattrav config', 'NATTRAV_BROKER=broker.example:3478 nattrav config connect --timeout 5000 --json'])}`);
 }
 
 /** Sets the options of `command` that the environment or the file gives and no flag set. */
@@ -219,7 +235,7 @@ function humanConfig(file: { path: string; source: string; found: boolean }, ent
   for (const { spec, resolved } of entries) {
     if (spec.command !== command) {
       command = spec.command;
-      lines.push('', command === '' ? 'nattrav (every command)' : `nattrav ${command}`);
+      lines.push('', command === '' ? 'nattrav (global options)' : `nattrav ${command}`);
     }
     const from = resolved.origin === undefined ? resolved.source : `${resolved.source} ${resolved.origin}`;
     lines.push(`  ${`--${spec.key}`.padEnd(width)}  ${shown(resolved.value).padEnd(valueWidth)}  ${from}`);
