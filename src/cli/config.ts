@@ -17,7 +17,7 @@
 import { EventEmitter } from 'node:events';
 import { homedir } from 'node:os';
 import { CommanderError, type Command } from 'commander';
-import { ErrorCode, NattravError } from '../index.js';
+import { ErrorCode, NattravError, isNattravError } from '../index.js';
 import { ExitCode, Reporter } from './output.js';
 import { examples } from './help.js';
 import { allCommands, commandPath, commandSpecs, programSpecs, resolveOption, type ConfigValues, type OptionSpec, type ResolveInputs, type ResolvedValue } from './config-spec.js';
@@ -75,17 +75,20 @@ export function addConfig(program: Command, run: Run, context: ConfigContext = {
     })();
     return loading;
   };
-  const hooked = new WeakSet<Command>();
+  // Commands whose flags are watched, and commands (with subcommands) that got the hook.
+  const watched = new WeakSet<Command>();
+  const hooked = new WeakSet<Command>([program]);
   const beforeSubcommand = async (parent: Command, sub: Command): Promise<void> => {
     try {
       const loaded = await config();
       if (parent.parent === null) applyConfigured(parent, loaded);
-      watchFlags(sub, hooked);
+      watchFlags(sub, watched);
       applyConfigured(sub, loaded);
     } catch (err) {
+      if (!isNattravError(err)) throw err;
       // Reported like any bad input (exit 2); the CommanderError only ends the parse.
       new Reporter(program.getOptionValue('json') === true).error(err);
-      throw new CommanderError(ExitCode.Usage, 'nattrav.config', err instanceof Error ? err.message : String(err));
+      throw new CommanderError(ExitCode.Usage, 'nattrav.config', err.message);
     }
     if (sub.commands.length > 0 && !hooked.has(sub)) {
       hooked.add(sub);

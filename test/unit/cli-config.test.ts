@@ -175,6 +175,23 @@ describe('nattrav configuration: flags, NATTRAV_* variables, config file', () =>
     assert.match(json.stderr, /^\{"event":"error","code":"ERR_BROKER_UNREACHABLE"/m);
   });
 
+  test('a subcommand of a subcommand (ca init) takes its options from the file section, the environment and flags', async () => {
+    const caInit = async (args: string[], env: Record<string, string> = {}): Promise<Record<string, unknown>> => {
+      const dir = mkdtempSync(join(root, 'ca-'));
+      const run = await nattrav(['ca', 'init', join(dir, 'ca'), '--json', ...args], env);
+      assert.equal(run.code, 0, run.stderr);
+      return JSON.parse(run.stdout) as Record<string, unknown>;
+    };
+    writeConfig({ commands: { 'ca init': { 'key-type': 'ed25519', days: 2 } } });
+    const fromFile = await caInit([]);
+    assert.equal(fromFile.keyType, 'ed25519');
+    const validMs = Date.parse(String(fromFile.notAfter)) - Date.now();
+    assert.ok(validMs > 0 && validMs <= 2 * 86_400_000, `valid for ${String(validMs)} ms, expected at most 2 days`);
+    writeConfig({ 'key-type': 'ed25519' });
+    assert.equal((await caInit([], { NATTRAV_KEY_TYPE: 'ecdsa-p256' })).keyType, 'ecdsa-p256');
+    assert.equal((await caInit(['--key-type', 'ed25519'], { NATTRAV_KEY_TYPE: 'ecdsa-p256' })).keyType, 'ed25519');
+  });
+
   test('which file: --config, then NATTRAV_CONFIG, then XDG_CONFIG_HOME, then ~/.config; paths relative to the file', async () => {
     const other = join(root, 'other');
     mkdirSync(other, { recursive: true });
