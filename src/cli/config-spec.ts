@@ -154,7 +154,8 @@ function parsed(spec: OptionSpec, text: string, previous: unknown, where: string
     return previous === spec.defaultValue || !Array.isArray(previous) ? [text] : [...(previous as unknown[]), text];
   }
   try {
-    return spec.parse(text, previous);
+    // A copy: a parser that pushes onto `previous` must not change the option's default list.
+    return spec.parse(text, Array.isArray(previous) ? [...(previous as unknown[])] : previous);
   } catch (err) {
     if (err instanceof InvalidArgumentError) throw invalid(where, spec, `${JSON.stringify(text)} is invalid: ${err.message}`);
     throw err;
@@ -228,13 +229,14 @@ export interface ResolveInputs {
 /**
  * The effective value of one option: a flag beats the environment, the
  * environment beats the config file (a command's section beats its top-level
- * keys), the file beats the default. Throws NattravError (InvalidArgument) for
+ * keys), the file beats the default. An empty variable counts as unset. Throws NattravError (InvalidArgument) for
  * a value the option does not accept.
  */
 export function resolveOption(spec: OptionSpec, inputs: ResolveInputs): ResolvedValue {
   if (inputs.flag !== undefined) return { value: inputs.flag.value, source: 'flag' };
+  // An empty variable counts as unset, as with NATTRAV_CONFIG and XDG_CONFIG_HOME.
   const text = inputs.env[spec.env];
-  if (text !== undefined) return { value: valueFromEnv(spec, text), source: 'env', origin: spec.env };
+  if (text !== undefined && text !== '') return { value: valueFromEnv(spec, text), source: 'env', origin: spec.env };
   const file = inputs.file;
   if (file !== undefined) {
     const fromFile = (raw: unknown, origin: string): ResolvedValue => ({

@@ -123,7 +123,9 @@ describe('values from the environment and the file', () => {
     for (const word of ['1', 'true', 'YES', 'on']) assert.equal(valueFromEnv(verbose, word), true, word);
     for (const word of ['0', 'false', 'No', 'off']) assert.equal(valueFromEnv(verbose, word), false, word);
     rejects(() => valueFromEnv(verbose, 'maybe'), /^NATTRAV_VERBOSE: expected 1 or 0 .*got "maybe"/);
-    rejects(() => valueFromEnv(verbose, ''), /NATTRAV_VERBOSE/);
+    rejects(() => valueFromEnv(verbose, 'y'), /NATTRAV_VERBOSE/);
+    // An empty variable is no setting at all.
+    assert.deepEqual(resolveOption(verbose, { env: { NATTRAV_VERBOSE: '' } }), { value: undefined, source: 'default' });
     assert.equal(valueFromEnv(spec(program, 'netcheck', 'tcp'), '0'), false);
   });
 
@@ -138,6 +140,15 @@ describe('values from the environment and the file', () => {
     assert.deepEqual(valueFromFile(spec(program, 'connect', 'allow'), ['nattrav://a', 'nattrav://b'], where, '/'), ['nattrav://a', 'nattrav://b']);
     assert.deepEqual(valueFromFile(spec(program, 'connect', 'allow'), 'nattrav://a', where, '/'), ['nattrav://a']);
     assert.deepEqual(valueFromFile(spec(program, 'connect', 'peer'), ['x', 'y'], where, '/'), ['x', 'y']);
+    // A parser that pushes onto the list it is given leaves the option's default alone.
+    const pushing = new Command().option('--add <v>', 'pushes', (v: string, previous: string[]) => {
+      previous.push(v);
+      return previous;
+    }, []);
+    const add = commandSpecs(pushing)[0] as OptionSpec;
+    assert.deepEqual(valueFromFile(add, ['a', 'b'], where, '/'), ['a', 'b']);
+    assert.deepEqual(valueFromFile(add, ['c'], where, '/'), ['c']);
+    assert.deepEqual(pushing.getOptionValue('add'), []);
     rejects(() => valueFromFile(spec(program, 'connect', 'allow'), ['ok', true], where, '/'), /expected a string, a number or a list of them, got boolean true/);
   });
 
