@@ -7,6 +7,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { addCaCommand } from './ca.js';
+import { addConfig } from './config.js';
 import { brokerCommand, type BrokerCommandOptions } from './broker.js';
 import { connectCommand, listenCommand, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
 import { demoCommand } from './demo.js';
@@ -149,6 +150,8 @@ async function main(argv: string[]): Promise<number> {
     .addHelpText('after', examples(['nattrav lab matrix --types port-restricted,symmetric', 'nattrav lab matrix --delay 25 --report matrix.html']));
 
   addCaCommand(program, run, withJson);
+  // Environment variables and the config file for every command's options, and `nattrav config`.
+  addConfig(program, run);
 
   try {
     await program.parseAsync(argv);
