@@ -1,6 +1,6 @@
 /** Loopback fixtures for unit tests: a broker and a registered recipient, always closed. */
 import { once } from 'node:events';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { createBroker, type Broker } from '../../src/broker/broker.js';
 import type { BrokerEvent } from '../../src/broker/events.js';
 import type { BrokerOptions } from '../../src/broker/options.js';
@@ -75,4 +75,11 @@ export async function brokerCaughtUp(port: number, localAddress = '127.0.0.99'):
   } finally {
     socket.destroy();
   }
+}
+
+/** A TCP connection to 127.0.0.1:`port` from `localAddress` (errors ignored: attackers and slow clients get closed). */
+export function tcpFrom(port: number, localAddress: string): Socket {
+  const socket = netConnect({ host: '127.0.0.1', port, localAddress });
+  socket.on('error', () => undefined);
+  return socket;
 }
