@@ -90,7 +90,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
           const secured = await secure(socket, {
             ...tls,
             expectedPeerUri: uri,
-            ...(expected.fingerprint === undefined ? {} : { expectedKeyFingerprint: expected.fingerprint }),
+            ...(expected.fingerprint === undefined ? {} : { expectedKeyFingerprint: expected.fingerprint, keyPinned: pinned !== undefined }),
             signal: whole.signal,
             started,
           });

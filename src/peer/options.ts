@@ -37,6 +37,8 @@ export interface ConnectOptions {
   /**
    * The fingerprint the recipient's key must have (lowercase base32 SHA-256 of its SPKI,
    * as `nattrav listen` prints it): pins a plain name's key instead of trusting the broker.
+   * A pin holds whoever else vouches: a certificate from a trusted CA or a self-certifying
+   * URI with another key is refused too (ERR_KEY_MISMATCH).
    */
   expectKey?: string;
   /** Where keys of plain names are remembered; `false` remembers nothing. @default ~/.nattrav/known_keys */

@@ -20,7 +20,7 @@ export async function throwawayIdentity(): Promise<Identity> {
 /** Runs mutual TLS over a connected nattrav socket; resolves with the TLS socket carrying the updated info. */
 export async function secure(
   socket: NattravSocket,
-  options: { identity: Identity; ca: string[]; expectedPeerUri?: string; expectedKeyFingerprint?: string; signal?: AbortSignal; started: number },
+  options: { identity: Identity; ca: string[]; expectedPeerUri?: string; expectedKeyFingerprint?: string; keyPinned?: boolean; signal?: AbortSignal; started: number },
 ): Promise<NattravSocket> {
   const role = socket.nattrav.role;
   const result = await secureConnection(socket, {
@@ -28,7 +28,7 @@ export async function secure(
     identity: options.identity,
     ca: options.ca,
     ...(options.expectedPeerUri === undefined ? {} : { expectedPeerUri: options.expectedPeerUri }),
-    ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint }),
+    ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint, keyPinned: options.keyPinned === true }),
     ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
   return attachInfo(

@@ -42,6 +42,8 @@ export interface SecureConnectionOptions extends PeerTlsOptions {
   expectedPeerUri?: string;
   /** The key the peer must hold when neither its URI nor a CA vouches for it (see verify.ts rule 6). */
   expectedKeyFingerprint?: string;
+  /** `expectedKeyFingerprint` is the user's pin: it must match whoever vouches (verify.ts). */
+  keyPinned?: boolean;
   signal?: AbortSignal;
   /** Limit on handshake, verification and confirmation together. @default {@link TLS_HANDSHAKE_TIMEOUT_MS} */
   timeoutMs?: number;
@@ -109,7 +111,7 @@ export async function secureConnection(socket: Socket, options: SecureConnection
       verifyPeerCertificate(peerCert.raw, {
         trust: [...identity.ca, ...(options.ca ?? [])],
         ...(role === 'initiator' ? { expectedUri: options.expectedPeerUri, peerRole: 'server' as const } : { peerRole: 'client' as const }),
-        ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint }),
+        ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint, keyPinned: options.keyPinned === true }),
       }),
       phase.signal,
       destroy,

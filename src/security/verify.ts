@@ -22,6 +22,8 @@
  * 6. Else, with `expectedKeyFingerprint` (a key pinned by the user, or the key the
  *    broker holds for a plain name), the certificate's key must have that
  *    fingerprint: the handshake proved the peer holds it.
+ * A key pinned by the user (`keyPinned`) must match in every case, also when rule 3
+ * or 4 vouched.
  */
 import { ErrorCode, NattravError } from '../errors.js';
 import { keyFingerprint } from './keys.js';
@@ -43,6 +45,11 @@ export interface VerifyPeerOptions {
    * peer's key must have when neither its URI nor a trust anchor vouches for it (rule 6).
    */
   expectedKeyFingerprint?: string;
+  /**
+   * `expectedKeyFingerprint` is the user's pin (`expectKey`, `--expect-key`): the key must
+   * have it even when the URI or a trust anchor vouches for the certificate.
+   */
+  keyPinned?: boolean;
 }
 
 /** A certificate that passed {@link verifyPeerCertificate}. */
@@ -99,13 +106,14 @@ export async function verifyPeerCertificate(certificate: string | Uint8Array, op
   // 3. Self-certifying URIs.
   const fingerprint = uriKeyFingerprint(uri);
   const actual = keyFingerprint(certificateSpki(cert));
-  const verified = (vouchedBy: VerifiedPeer['vouchedBy']): VerifiedPeer => ({
-    uri,
-    certificatePem: toPem(cert),
-    selfCertifying: vouchedBy === 'self-certifying',
-    vouchedBy,
-    keyFingerprint: actual,
-  });
+  const verified = (vouchedBy: VerifiedPeer['vouchedBy']): VerifiedPeer => {
+    const pin = options.keyPinned === true ? options.expectedKeyFingerprint : undefined;
+    if (pin !== undefined && actual !== pin) {
+      const by = vouchedBy === 'ca' ? 'a trusted CA issued its certificate' : `the URI names it`;
+      throw new NattravError(ErrorCode.KeyMismatch, `the key of ${uri} is ${actual}, not the pinned ${pin} (${by}, but a pin must match)`);
+    }
+    return { uri, certificatePem: toPem(cert), selfCertifying: vouchedBy === 'self-certifying', vouchedBy, keyFingerprint: actual };
+  };
   if (fingerprint !== undefined) {
     if (actual !== fingerprint) throw tlsError(`certificate key does not match self-certifying URI ${uri}`);
     return verified('self-certifying');

@@ -24,6 +24,8 @@ import type { NattravSocket } from '../../src/peer/info.js';
 import { createCa, issueCertificate } from '../../src/security/ca.js';
 import { newSelfCertifyingIdentity } from '../../src/security/identity.js';
 import { expectedKey, readKnownKeys, rememberKey } from '../../src/security/known-keys.js';
+import { generateKeyPair, keyFingerprint } from '../../src/security/keys.js';
+import type { NattravError } from '../../src/errors.js';
 import { startBroker, startRecipient, until } from '../helpers/loopback.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nattrav-e2e-'));
@@ -111,7 +113,7 @@ describe('end-to-end authentication by default', () => {
     assert.equal(theirs.nattrav.peerUri, `nattrav://k-${String(theirs.nattrav.peerKeyFingerprint)}`);
   });
 
-  test('CA-issued name: the certificate must come from the trusted CA', async () => {
+  test('CA-issued name: the certificate must come from the trusted CA; a pinned key must match all the same', async () => {
     const { broker, address } = await startBroker();
     closers.push(() => broker.close());
     const ca = await createCa({ name: 'e2e CA' });
@@ -121,6 +123,15 @@ describe('end-to-end authentication by default', () => {
     const socket = await connect({ broker: address, uri: 'nattrav://ca-named', tls: { ca: [ca.certPem] }, knownKeysFile: false });
     closers.push(() => socket.destroy());
     assert.equal(socket.nattrav.peerVouchedBy, 'ca');
+    // A pin holds even when the CA vouches: its own key connects, another is refused.
+    const pinnedRight = await connect({ broker: address, uri: 'nattrav://ca-named', tls: { ca: [ca.certPem] }, knownKeysFile: false, expectKey: String(socket.nattrav.peerKeyFingerprint) });
+    pinnedRight.destroy();
+    const other = keyFingerprint(generateKeyPair().spki);
+    await assert.rejects(connect({ broker: address, uri: 'nattrav://ca-named', tls: { ca: [ca.certPem] }, knownKeysFile: false, expectKey: other }), (err: NattravError) => {
+      assert.equal(err.code, 'ERR_KEY_MISMATCH');
+      assert.match(err.message, /not the pinned .*a trusted CA issued its certificate, but a pin must match/);
+      return true;
+    });
   });
 
   test('expectKey pins the key: the right one connects, a wrong one fails with ERR_KEY_MISMATCH', async () => {
