@@ -43,6 +43,7 @@ export type { Behaviour, ClassicNatName, DiscoverNatOptions, NatProfile, PortAll
 export { formatEndpoint, parseHostPort, toHostPort } from './common/endpoint.js';
 export type { HostPort } from './common/endpoint.js';
 export type { TransportAddress } from './wire/types.js';
+export type { Clock, TimerHandle } from './common/clock.js';
 
 /** Keys, self-certifying URIs, the CA, identities and mutually authenticated TLS 1.3. */
 export * from './security/index.js';
