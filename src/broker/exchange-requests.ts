@@ -10,7 +10,7 @@ import { isNattravError } from '../errors.js';
 import { strategiesInMask, type StrategyName } from '../nat/strategy.js';
 import type { EncodeOptions } from '../wire/codec.js';
 import { X25519_KEY_LENGTH } from '../security/proof.js';
-import { AttrType } from '../wire/constants.js';
+import { AttrType, MAPPING_KEY_LENGTH } from '../wire/constants.js';
 import { malformed } from '../wire/fail.js';
 import type { StunMessage } from '../wire/message.js';
 import { getAttemptId, getRole, getU32Attr, getUri, getXorAddressAttrs, type RoleName } from '../wire/nattrav.js';
@@ -36,6 +36,8 @@ export interface ConnectRequest {
   readonly claimed: ReadonlySet<StrategyName>;
   /** The initiator's X25519 public key, to seal the attempt secret for it. */
   readonly ephemeralKey: Uint8Array | undefined;
+  /** The key of the initiator's mapping probes' integrity (MAPPING-KEY). */
+  readonly mappingKey: Uint8Array | undefined;
 }
 
 /** Reads every attribute of a Connect the rendezvous uses; throws StunMalformed on a malformed one. */
@@ -46,6 +48,7 @@ export function parseConnect(request: StunMessage): ConnectRequest {
     privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint),
     claimed: new Set(strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0)),
     ephemeralKey: ephemeralKeyOf(request),
+    mappingKey: fixedLength(request, AttrType.MappingKey, MAPPING_KEY_LENGTH, 'MAPPING-KEY'),
   };
 }
 
@@ -73,7 +76,12 @@ export function remoteEndpoint(channel: ExchangeChannel): TransportAddress {
 
 /** EPHEMERAL-KEY of a Connect (X25519, 32 bytes); throws StunMalformed for another length. */
 function ephemeralKeyOf(request: StunMessage): Uint8Array | undefined {
-  const value = request.get(AttrType.EphemeralKey);
-  if (value !== undefined && value.length !== X25519_KEY_LENGTH) throw malformed(`EPHEMERAL-KEY must be ${X25519_KEY_LENGTH} bytes, got ${value.length}`);
+  return fixedLength(request, AttrType.EphemeralKey, X25519_KEY_LENGTH, 'EPHEMERAL-KEY');
+}
+
+/** Attribute `type` of `request`, which must be `length` bytes long; throws StunMalformed for another length. */
+function fixedLength(request: StunMessage, type: number, length: number, name: string): Uint8Array | undefined {
+  const value = request.get(type);
+  if (value !== undefined && value.length !== length) throw malformed(`${name} must be ${length} bytes, got ${value.length}`);
   return value;
 }

@@ -229,6 +229,11 @@ export class Rendezvous {
     };
     this.#attempts.set(key, attempt);
     this.#byTxid.set(hex(notify.transactionId), key);
+    // Each side's mapping probes count only under its key (probe-book.ts).
+    const { mappingKey } = parsed;
+    if (mappingKey !== undefined) this.#probes.require(key, 'initiator', (probe) => verifyMessageIntegritySha256(probe, mappingKey));
+    const recipientKey = attempt.sessionKey;
+    if (recipientKey !== undefined) this.#probes.require(key, 'recipient', (probe) => verifyMessageIntegritySha256(probe, recipientKey));
     this.#ctx.emit({ type: 'attempt', uri, attemptId: key, initiator: attempt.initiator.publicEndpoint });
 
     // Retransmit the ConnectionRequest with doubling intervals until acknowledged or joined.
@@ -392,8 +397,13 @@ export class Rendezvous {
       return;
     }
     const endpoint = remoteEndpoint(channel);
-    if (this.#probes.observe(hex(parsed.id), parsed.role, endpoint) === 'full') {
+    const outcome = this.#probes.observe(hex(parsed.id), parsed.role, endpoint, request);
+    if (outcome === 'full') {
       this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy');
+      return;
+    }
+    if (outcome === 'forged') {
+      this.#fail(channel, request, StunErrorCode.Forbidden, `a MappingProbe of the ${parsed.role} needs integrity under its ${parsed.role === 'initiator' ? 'MAPPING-KEY' : 'session key'}`);
       return;
     }
     const response = request.successResponse();

@@ -4,7 +4,7 @@
  * answer the broker's round-trip Probe, and read the final response naming the
  * other peer. The local port of this connection is the one we punch from.
  */
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { openSecret, recipientSealKey } from '../security/attempt-secret.js';
 import { newEphemeralKey, sessionKey, type EphemeralKey } from '../security/proof.js';
 import { brokerCertificateProblem } from '../security/issued.js';
@@ -17,7 +17,7 @@ import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } fro
 import { abortError } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { AttrType, MAX_PRIVATE_ENDPOINTS, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import { AttrType, MAPPING_KEY_LENGTH, MAX_PRIVATE_ENDPOINTS, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import { decodeMappingKind, type MappingKind } from '../nat/mapping.js';
 import { StrategyCode, strategyName, type StrategyName } from '../nat/strategy.js';
 import { encodeMessage } from '../wire/codec.js';
@@ -94,6 +94,10 @@ export async function runExchange(
   // The initiator's X25519 key: the broker seals the attempt secret for it (a bystander cannot open it).
   const ephemeral = identity.role === 'initiator' ? newEphemeralKey() : undefined;
   if (ephemeral !== undefined) request.add(AttrType.EphemeralKey, ephemeral.publicKey);
+  // Our mapping probes carry integrity the broker can check: under a key the initiator
+  // sends with its Connect, under the session key for the recipient.
+  const probeKey = identity.role === 'initiator' ? randomBytes(MAPPING_KEY_LENGTH) : identity.sessionKey;
+  if (identity.role === 'initiator' && probeKey !== undefined) request.add(AttrType.MappingKey, probeKey);
   const socket = await openBrokerConnection(broker, signal, brokerCa);
   // One more connection from the same local port to the broker's alternate port (as
   // it announced, else port + 1) shows the broker how our NAT maps TCP. Losing it only
@@ -101,7 +105,7 @@ export async function runExchange(
   const probeFrom = { address: socket.localAddress ?? '0.0.0.0', port: socket.localPort ?? 0 };
   let probedPort = alternatePortOf(broker);
   const probeMapping = (): void => {
-    for (let i = 0; i < MAPPING_PROBES; i++) void sendMappingProbe(broker, probedPort, probeFrom, identity, signal);
+    for (let i = 0; i < MAPPING_PROBES; i++) void sendMappingProbe(broker, probedPort, probeFrom, identity, probeKey, signal);
   };
   probeMapping();
   const channel = new StunChannel(socket, (message) => {
@@ -291,8 +295,15 @@ export async function secureBrokerConnection(raw: Socket, broker: HostPort, brok
   }
 }
 
-/** One MappingProbe from `from` (the exchange's local address and port) to the broker's `port`; errors are ignored. */
-async function sendMappingProbe(broker: HostPort, port: number, from: { address: string; port: number }, identity: ExchangeIdentity, signal: AbortSignal): Promise<void> {
+/** One MappingProbe from `from` (the exchange's local address and port) to the broker's `port`, with integrity under `key`; errors are ignored. */
+async function sendMappingProbe(
+  broker: HostPort,
+  port: number,
+  from: { address: string; port: number },
+  identity: ExchangeIdentity,
+  key: Uint8Array | undefined,
+  signal: AbortSignal,
+): Promise<void> {
   const probe = StunMessage.request(Method.MappingProbe);
   addAttemptId(probe, identity.attemptId);
   addRole(probe, identity.role);
@@ -305,7 +316,7 @@ async function sendMappingProbe(broker: HostPort, port: number, from: { address:
   limit.addEventListener('abort', stop, { once: true });
   socket.once('close', () => limit.removeEventListener('abort', stop));
   socket.once('connect', () => {
-    socket.write(encodeMessage(probe, { fingerprint: true }));
+    socket.write(encodeMessage(probe, { fingerprint: true, ...(key === undefined ? {} : { integritySha256Key: key }) }));
   });
   // The broker answers and closes first; we answer its FIN.
   socket.on('data', () => undefined);

@@ -150,6 +150,12 @@ export const AttrType = {
    */
   AttemptSecret: 0x4e15,
   /**
+   * nattrav: in a Connect, the key ({@link MAPPING_KEY_LENGTH} random bytes) under which the
+   * initiator's mapping probes carry MESSAGE-INTEGRITY-SHA256, so the broker counts only the
+   * probes of whoever sent the Connect (the recipient's use its session key).
+   */
+  MappingKey: 0x4e16,
+  /**
    * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
    * answer it asks for, because the broker never answers an unverified source with more bytes than
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.
@@ -268,3 +274,6 @@ export const MAX_ERROR_CODE = 699;
 export const MAX_METHOD = 0xfff;
 /** nattrav: at most this many PRIVATE-ENDPOINT (or PEER-PRIVATE-ENDPOINT) attributes in one message. */
 export const MAX_PRIVATE_ENDPOINTS = 16;
+
+/** Bytes of a MAPPING-KEY. */
+export const MAPPING_KEY_LENGTH = 32;

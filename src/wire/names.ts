@@ -40,6 +40,7 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.RelayQuota, 'RELAY-QUOTA'],
   [AttrType.PeerKey, 'PEER-KEY'],
   [AttrType.AttemptSecret, 'ATTEMPT-SECRET'],
+  [AttrType.MappingKey, 'MAPPING-KEY'],
   [AttrType.AlternatePort, 'ALTERNATE-PORT'],
   [AttrType.RequestPadding, 'REQUEST-PADDING'],
 ]);

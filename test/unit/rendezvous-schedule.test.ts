@@ -236,7 +236,7 @@ interface Harness {
 
 const RECIPIENT_TIMEOUT_MS = 5_000;
 
-async function harness(uris: string[] = ['nattrav://bob'], limits: BrokerLimitsOptions = {}): Promise<Harness> {
+async function harness(uris: string[] = ['nattrav://bob'], limits: BrokerLimitsOptions = {}, sessionKey?: Buffer): Promise<Harness> {
   const clock = new FakeClock(NOW);
   const registry = new MemoryRegistry({ now: () => NOW, sweepIntervalMs: 0 });
   for (const uri of uris) await registry.put({ uri, publicEndpoint: at(B, 3478), privateEndpoints: [], expiresAt: NOW + 3_600_000 });
@@ -250,7 +250,7 @@ async function harness(uris: string[] = ['nattrav://bob'], limits: BrokerLimitsO
     maxPendingAttempts: 4096,
     emit: (event) => h.events.push(event),
     authorizeRelay: () => true,
-    sessionKeyFor: () => undefined,
+    sessionKeyFor: () => sessionKey,
     limits: resolveLimits(limits),
     limited: (report) => h.limited.push(report),
     clock,
@@ -555,5 +555,55 @@ describe('rendezvous on a fake clock', () => {
     const sealed = answer.get(AttrType.AttemptSecret) as Uint8Array;
     assert.equal(openSecret(recipientSealKey(undefined, id), sealed, id), undefined, 'not sealed under the open-mode key');
     assert.ok(openSecret(recipientSealKey(sessionKey, id), sealed, id) !== undefined);
+  });
+});
+
+describe('mapping probes carry integrity (a neighbour behind the same NAT cannot tell the broker a mapping)', () => {
+  const mappingKey = randomBytes(32);
+  const sessionKey = randomBytes(32);
+  /** A MappingProbe as it arrives off the wire, with integrity under `key` (none: undefined). */
+  const signedProbe = (h: Harness, id: number, role: RoleName, from: TransportAddress, key: Uint8Array | undefined): FakeChannel => {
+    const request = addRole(addAttemptId(StunMessage.request(Method.MappingProbe), new Uint8Array(16).fill(id)), role);
+    const channel = new FakeChannel(h.clock, from);
+    h.rendezvous.mappingProbe(channel, decodeMessage(encodeMessage(request, key === undefined ? {} : { integritySha256Key: key })));
+    return channel;
+  };
+  const connectWithKey = (id: number): StunMessage => decodeMessage(encodeMessage(connectRequest('nattrav://bob', id).add(AttrType.MappingKey, mappingKey)));
+  const codeOf = (channel: FakeChannel): number | undefined => getErrorCode(answered(channel))?.code;
+
+  /** Runs attempt `id` with the genuine probes (the initiator's from A:40000, like its exchange: no port change) after `before`. */
+  async function run(h: Harness, id: number, before: () => void): Promise<Extract<RendezvousEvent, { type: 'scheduled' }>> {
+    const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
+    before();
+    await h.rendezvous.connect(initiator, connectWithKey(id));
+    const forgedAfter = signedProbe(h, id, 'initiator', at(A, 61_000), undefined);
+    assert.equal(codeOf(forgedAfter), StunErrorCode.Forbidden, 'a probe without integrity after the Connect is refused');
+    const wrongKey = signedProbe(h, id, 'initiator', at(A, 61_001), randomBytes(32));
+    assert.equal(codeOf(wrongKey), StunErrorCode.Forbidden, 'a probe under another key is refused');
+    assert.equal(answered(signedProbe(h, id, 'initiator', at(A, 40_000), mappingKey)).cls, MessageClass.SuccessResponse);
+    const unsignedRecipient = signedProbe(h, id, 'recipient', at(B, 62_000), undefined);
+    assert.equal(codeOf(unsignedRecipient), StunErrorCode.Forbidden, "the recipient's probes need its session key");
+    assert.equal(answered(signedProbe(h, id, 'recipient', at(B, 50_000), sessionKey)).cls, MessageClass.SuccessResponse);
+    const recipient = new FakeChannel(h.clock, at(B, 50_000), 10);
+    const joined = h.rendezvous.join(recipient, decodeMessage(encodeMessage(joinRequest(id), { integritySha256Key: sessionKey })));
+    await h.clock.advance(50);
+    await joined;
+    const scheduled = h.events.find((e): e is Extract<RendezvousEvent, { type: 'scheduled' }> => e.type === 'scheduled' && e.attemptId === Buffer.alloc(16, id).toString('hex'));
+    assert.ok(scheduled, 'scheduled');
+    return scheduled;
+  }
+
+  test('forged probes are refused after the Connect, dropped when they came before it, and never take the genuine probe\'s place', async () => {
+    const h = await harness(['nattrav://bob'], {}, sessionKey);
+    const clean = await run(h, 1, () => undefined);
+    // The neighbour is faster than the peer: its forged probes (other ports: "a random NAT") arrive before the Connect.
+    const raced = await run(h, 2, () => {
+      for (let i = 0; i < 3; i++) signedProbe(h, 2, 'initiator', at(A, 63_000 + i * 977), undefined);
+      signedProbe(h, 2, 'recipient', at(B, 64_000), undefined);
+    });
+    assert.notEqual(clean.initiatorMapping, 'unknown');
+    assert.equal(raced.initiatorMapping, clean.initiatorMapping, 'the mapping the broker saw is the genuine one');
+    assert.equal(raced.recipientMapping, clean.recipientMapping);
+    assert.ok(raced.setupMs < MAPPING_WAIT_MS, 'the broker did not wait for probes the forgeries kept out');
   });
 });
