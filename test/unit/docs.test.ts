@@ -227,6 +227,17 @@ describe('docs: Mermaid diagrams', () => {
   });
 });
 
+/** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens. */
+function slug(heading: string): string {
+  return heading.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-');
+}
+
+/** Links to `#anchor` in `markdown` that no heading of it produces. */
+function brokenAnchors(markdown: string): string[] {
+  const anchors = new Set([...markdown.matchAll(/^#{1,6} (.+)$/gm)].map((m) => slug(m[1] as string)));
+  return [...markdown.matchAll(/\]\(#([^)]+)\)/g)].map((m) => m[1] as string).filter((a) => !anchors.has(a));
+}
+
 describe('docs: paths', () => {
   it('every repository path the docs mention exists', () => {
     for (const doc of DOCS) {
@@ -234,6 +245,14 @@ describe('docs: paths', () => {
       assert.ok(paths.length > 0, `${doc} mentions no path`);
       for (const path of paths) assert.ok(existsSync(resolve(REPO_ROOT, path)), `${doc} mentions ${path}, which does not exist`);
     }
+  });
+
+  it('every #anchor link of the docs names a heading of the same doc', () => {
+    for (const doc of DOCS) assert.deepEqual(brokenAnchors(read(doc)), [], doc);
+  });
+
+  it('the anchor check knows GitHub slugs and sees a broken one', () => {
+    assert.deepEqual(brokenAnchors('## Deploying a broker\n## `nattrav expose`: ports\nsee [a](#deploying-a-broker), [b](#nattrav-expose-ports), [c](#gone)'), ['gone']);
   });
 
   it('the path finder sees backticked paths and relative links, and skips URLs', () => {
