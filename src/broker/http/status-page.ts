@@ -74,7 +74,7 @@ export function renderStatusPage(status: BrokerStatus, options: StatusPageOption
 ${tile('Registrations now', String(status.registrations), 'registrations', `${status.registrationsMade} made, ${status.refreshes} refreshes, ${status.withdrawals} withdrawn`)}
 ${tile('Connection attempts', String(status.attempts), 'attempts', `${status.retries} retries, ${status.pendingAttempts} pending`)}
 ${tile('Success rate', formatRate(status.successRate), 'success-rate', 'attempts the broker brought to a path, of those finished')}
-${tile('Active relays', String(status.relay.active), 'relays-active', `${status.relay.started} relays started`)}
+${tile('Active relays', String(status.relay.active), 'relays-active', `started: ${status.relay.started}`)}
 ${tile('Relayed', formatBytes(status.relay.bytes), 'relay-bytes', `${status.relay.bytes} bytes, both directions`, status.relay.bytes)}
 </section>
 <section class="charts">

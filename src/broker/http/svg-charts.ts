@@ -41,7 +41,7 @@ export function barChart(bars: readonly Bar[], title: string): string {
   return svg(width, height, title, rows);
 }
 
-const CELL = 44;
+const CELL = 62;
 const HEAT_LABEL = 78;
 
 /** A grid of counts, `rows` down and `columns` across, darker for more. */
@@ -50,7 +50,9 @@ export function heatmap(rows: readonly string[], columns: readonly string[], cel
   const width = HEAT_LABEL + columns.length * CELL + 4;
   const height = HEAT_LABEL - 50 + rows.length * CELL + 4;
   const top = HEAT_LABEL - 50;
-  const head = columns.map((c, j) => `<text x="${HEAT_LABEL + j * CELL + CELL / 2}" y="${top - 8}" text-anchor="middle">${escapeHtml(c)}</text>`).join('');
+  const head =
+    `<text x="4" y="12" style="font-size:9px;fill:#555">rows: initiator</text><text x="4" y="24" style="font-size:9px;fill:#555">columns: recipient</text>` +
+    columns.map((c, j) => `<text x="${HEAT_LABEL + j * CELL + CELL / 2}" y="${top - 8}" text-anchor="middle">${escapeHtml(c)}</text>`).join('');
   const body = rows
     .map((r, i) => {
       const y = top + i * CELL;
@@ -74,7 +76,7 @@ export function heatmap(rows: readonly string[], columns: readonly string[], cel
 }
 
 const HIST_HEIGHT = 120;
-const HIST_BAR = 34;
+const HIST_BAR = 46;
 
 /** Vertical bars over labelled buckets, the count above each bar. */
 export function histogramChart(labels: readonly string[], counts: readonly number[], title: string): string {
