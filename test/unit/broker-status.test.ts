@@ -233,6 +233,22 @@ describe('status server hardening', () => {
     assert.throws(() => serveBrokerStatus(broker, { headersTimeoutMs: 5_000, requestTimeoutMs: 1_000 }), /headersTimeoutMs/);
   });
 
+  test('listen twice at once binds once; close during listen leaves nothing bound', async () => {
+    const broker = createBroker({ host: '127.0.0.1', port: 0 });
+    const twice = serveBrokerStatus(broker);
+    closers.push(() => twice.close());
+    const [first, second] = await Promise.all([twice.listen(), twice.listen()]);
+    assert.deepEqual(first, second);
+    const closing = serveBrokerStatus(broker);
+    const listening = closing.listen();
+    await closing.close();
+    await assert.rejects(listening, (err: Error & { code?: string }) => err.code === 'ERR_CLOSED');
+    assert.throws(() => closing.address(), /not listening/);
+    await twice.close();
+    await twice.close();
+    await assert.rejects(fetch(`http://127.0.0.1:${first.port}/healthz`), 'closed means closed');
+  });
+
   test('a port in use is ERR_ADDRESS_IN_USE naming the address', async () => {
     const { http } = await startWatched();
     const broker = createBroker({ host: '127.0.0.1', port: 0 });

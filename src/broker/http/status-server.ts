@@ -77,6 +77,8 @@ export class BrokerStatusServer extends EventEmitter {
   readonly #options: Required<Omit<StatusServerOptions, 'monitor'>>;
   readonly #server: Server;
   #state: 'idle' | 'listening' | 'closed' = 'idle';
+  /** The listen() in progress, if any (close() waits for it). */
+  #starting: Promise<{ address: string; port: number }> | undefined;
 
   constructor(broker: Broker, options: StatusServerOptions = {}) {
     super();
@@ -115,22 +117,33 @@ export class BrokerStatusServer extends EventEmitter {
   async listen(): Promise<{ address: string; port: number }> {
     if (this.#state === 'listening') return this.address();
     if (this.#state === 'closed') throw new NattravError(ErrorCode.Closed, 'the status server is closed');
+    this.#starting ??= this.#start();
+    return this.#starting;
+  }
+
+  async #start(): Promise<{ address: string; port: number }> {
     const { host, port } = this.#options;
-    await new Promise<void>((resolve, reject) => {
-      const failed = (err: NodeJS.ErrnoException): void => {
-        const where = `${host}:${port}`;
-        reject(
-          err.code === 'EADDRINUSE'
-            ? new NattravError(ErrorCode.AddressInUse, `cannot serve HTTP on ${where}: port ${port} is in use`, { cause: err, address: host, port })
-            : new NattravError(ErrorCode.InvalidArgument, `cannot serve HTTP on ${where}: ${err.code === 'EADDRNOTAVAIL' ? 'not an address of this host' : (err.code ?? err.message)}`, { cause: err, address: host, port }),
-        );
-      };
-      this.#server.once('error', failed);
-      this.#server.listen({ host, port, exclusive: true }, () => {
-        this.#server.off('error', failed);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const failed = (err: NodeJS.ErrnoException): void => {
+          const where = `${host}:${port}`;
+          reject(
+            err.code === 'EADDRINUSE'
+              ? new NattravError(ErrorCode.AddressInUse, `cannot serve HTTP on ${where}: port ${port} is in use`, { cause: err, address: host, port })
+              : new NattravError(ErrorCode.InvalidArgument, `cannot serve HTTP on ${where}: ${err.code === 'EADDRNOTAVAIL' ? 'not an address of this host' : (err.code ?? err.message)}`, { cause: err, address: host, port }),
+          );
+        };
+        this.#server.once('error', failed);
+        this.#server.listen({ host, port, exclusive: true }, () => {
+          this.#server.off('error', failed);
+          resolve();
+        });
       });
-    });
+    } finally {
+      this.#starting = undefined;
+    }
+    // close() came while binding: it waited for us, and closes what we bound.
+    if (this.#state === 'closed') throw new NattravError(ErrorCode.Closed, 'the status server was closed while it was starting');
     this.#state = 'listening';
     return this.address();
   }
@@ -142,13 +155,13 @@ export class BrokerStatusServer extends EventEmitter {
     return { address: bound.address, port: bound.port };
   }
 
-  /** Stops serving and closes every connection (and the monitor it made). Idempotent. */
+  /** Stops serving and closes every connection (and the monitor it made). Idempotent; also during listen(). */
   async close(): Promise<void> {
     if (this.#state === 'closed') return;
-    const wasListening = this.#state === 'listening';
     this.#state = 'closed';
     if (this.#ownsMonitor) this.#monitor.close();
-    if (!wasListening) return;
+    await this.#starting?.catch(() => undefined);
+    if (!this.#server.listening) return;
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
