@@ -67,7 +67,7 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
     await broker.close();
     // The error names the address that failed; say which option gave it.
     const failed = (err as { address?: string }).address;
-    if (alternate !== undefined && failed === alternate.host && err instanceof NattravError) {
+    if (alternate !== undefined && failed === alternate.host && err instanceof NattravError && !err.message.startsWith('--http')) {
       throw new NattravError(err.code, `--alternate ${options.alternate}: ${err.message}`, { cause: err });
     }
     throw err;

@@ -28,6 +28,7 @@ const PATH_COLOURS: Readonly<Record<string, string>> = {
   none: '#a50f15',
 };
 
+/** Escapes text for HTML content and double-quoted attributes (svg-charts.ts). */
 export { escapeHtml };
 
 /** 1234567 -> "1.2 MiB". */
