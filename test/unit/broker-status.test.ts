@@ -167,6 +167,40 @@ describe('broker monitor, /metrics and the status page (loopback)', () => {
   });
 });
 
+describe('the monitor over time', () => {
+  test('samples every sampleIntervalMs, keeps historySamples, and the page draws them once there are two', async () => {
+    const registry = new MemoryRegistry();
+    const broker = createBroker({ host: '127.0.0.1', port: 0, registry });
+    closers.push(() => broker.close());
+    const monitor = new BrokerMonitor(broker, { sampleIntervalMs: 40, historySamples: 3 });
+    closers.push(() => monitor.close());
+    const before = await monitor.status();
+    assert.equal(before.history.length, 0);
+    assert.match(renderStatusPage(before), /the charts appear after two samples/);
+    await registry.put({ uri: 'nattrav://sampled', publicEndpoint: { family: 'IPv4', address: '127.0.0.1', port: 9 }, privateEndpoints: [], expiresAt: Date.now() + 60_000 });
+    const deadline = Date.now() + 5_000;
+    let status = before;
+    while (status.history.length < 3 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 40));
+      status = await monitor.status();
+    }
+    assert.equal(status.history.length, 3);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    status = await monitor.status();
+    assert.equal(status.history.length, 3, 'never more than historySamples');
+    assert.equal(status.history.at(-1)?.registrations, 1);
+    assert.ok((status.history[0]?.at ?? 0) < (status.history[2]?.at ?? 0), 'oldest first');
+    const html = renderStatusPage(status);
+    assert.match(html, /<figcaption>Registrations and active relays<\/figcaption><svg/);
+    assert.match(html, /registrations: 1<\/text>/);
+    monitor.close();
+    const closed = (await monitor.status()).history.at(-1)?.at;
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    assert.equal((await monitor.status()).history.at(-1)?.at, closed, 'a closed monitor samples no more');
+    assert.throws(() => new BrokerMonitor(broker, { sampleIntervalMs: 0 }), /monitor option sampleIntervalMs must be a positive integer/);
+  });
+});
+
 describe('status server hardening', () => {
   test('GET/HEAD only, fixed routes, long targets and big headers refused; the server stays up', async () => {
     const { url, http } = await startWatched();

@@ -8,6 +8,7 @@
  * relay end reasons), so no input can make the series grow.
  */
 import { Counter, Gauge, Histogram, Registry as MetricsRegistry } from 'prom-client';
+import { ErrorCode, NattravError } from '../../errors.js';
 import { STRATEGY_NAMES, type StrategyName } from '../../nat/strategy.js';
 import type { Broker } from '../broker.js';
 import type { BrokerEvent } from '../events.js';
@@ -48,6 +49,29 @@ export interface RecentAttempt {
   readonly reason?: string;
 }
 
+/** Options of {@link BrokerMonitor}. */
+export interface BrokerMonitorOptions {
+  /** How often the monitor samples the numbers the page draws over time, in ms. @default 10000 */
+  sampleIntervalMs?: number;
+  /** Samples kept (the newest). @default 60 (ten minutes at the default interval) */
+  historySamples?: number;
+}
+
+/** Defaults of {@link BrokerMonitorOptions}. */
+export const MONITOR_DEFAULTS = { sampleIntervalMs: 10_000, historySamples: 60 } as const;
+
+/** The numbers at one moment, for the page's charts over time. */
+export interface StatusSample {
+  /** ms since the epoch. */
+  readonly at: number;
+  readonly registrations: number;
+  readonly activeRelays: number;
+  /** Attempts started so far (a counter: the page draws its increase per interval). */
+  readonly attempts: number;
+  /** Bytes relayed so far (a counter). */
+  readonly relayBytes: number;
+}
+
 /** Attempts of one path. */
 export interface PathCounts {
   /** The broker answered both peers with this path. */
@@ -86,6 +110,10 @@ export interface BrokerStatus {
   readonly successRate: number | undefined;
   /** Setup times of scheduled attempts: count per bucket of {@link SETUP_BUCKETS_SECONDS}, then the rest (> the last bound). */
   readonly setup: { readonly boundsSeconds: readonly number[]; readonly counts: readonly number[]; readonly count: number; readonly sumSeconds: number };
+  /** Samples taken every `sampleIntervalMs`, oldest first (at most `historySamples`). */
+  readonly history: readonly StatusSample[];
+  /** The interval between samples, in ms. */
+  readonly sampleIntervalMs: number;
   /** The last {@link RECENT_ATTEMPTS} finished attempts, newest first. */
   readonly recent: readonly RecentAttempt[];
   /** Relays. */
@@ -115,8 +143,15 @@ export class BrokerMonitor {
   readonly #relaysActive: Gauge;
   readonly #pending: Gauge;
 
-  constructor(broker: Broker) {
+  readonly #history: StatusSample[] = [];
+  readonly #sampleIntervalMs: number;
+  readonly #historySamples: number;
+  readonly #sampler: NodeJS.Timeout;
+
+  constructor(broker: Broker, options: BrokerMonitorOptions = {}) {
     this.#broker = broker;
+    this.#sampleIntervalMs = positive('sampleIntervalMs', options.sampleIntervalMs ?? MONITOR_DEFAULTS.sampleIntervalMs);
+    this.#historySamples = positive('historySamples', options.historySamples ?? MONITOR_DEFAULTS.historySamples);
     const registers = [this.metrics];
     this.#registrations = new Counter({ name: 'nattrav_broker_registrations_total', help: 'Registrations stored, by kind: new, or a refresh renewing one', labelNames: ['kind'], registers });
     this.#withdrawals = new Counter({ name: 'nattrav_broker_withdrawals_total', help: 'Registrations withdrawn by their holders', registers });
@@ -154,6 +189,9 @@ export class BrokerMonitor {
     this.#byPath.inc({ path: 'none', result: 'failed' }, 0);
     for (const reason of RELAY_END_REASONS) this.#relaysEnded.inc({ reason }, 0);
     broker.on('event', this.#onEvent);
+    // Sampling never keeps the process alive; a sample that fails (a registry that is down) is skipped.
+    this.#sampler = setInterval(() => void this.#sample().catch(() => undefined), this.#sampleIntervalMs);
+    this.#sampler.unref();
   }
 
   /** `/metrics`: every metric in the Prometheus text format (version 0.0.4). */
@@ -168,6 +206,7 @@ export class BrokerMonitor {
 
   /** Stops counting (the metrics keep their values). Idempotent. */
   close(): void {
+    clearInterval(this.#sampler);
     this.#broker.off('event', this.#onEvent);
   }
 
@@ -207,6 +246,8 @@ export class BrokerMonitor {
       retries: sum(retries.values),
       pendingAttempts: sum(pending.values),
       byPath: paths,
+      history: [...this.#history],
+      sampleIntervalMs: this.#sampleIntervalMs,
       recent: [...this.#recent].reverse(),
       natPairs: natPairs.values
         .filter((v) => v.value > 0)
@@ -262,6 +303,12 @@ export class BrokerMonitor {
     }
   }
 
+  async #sample(): Promise<void> {
+    const [registrations, attempts] = await Promise.all([this.#broker.registry.size(), this.#attempts.get()]);
+    this.#history.push({ at: Date.now(), registrations, activeRelays: this.#broker.activeRelays, attempts: sum(attempts.values), relayBytes: this.#broker.relayedBytes });
+    if (this.#history.length > this.#historySamples) this.#history.shift();
+  }
+
   #remember(attempt: RecentAttempt): void {
     this.#recent.push(attempt);
     if (this.#recent.length > RECENT_ATTEMPTS) this.#recent.shift();
@@ -269,8 +316,16 @@ export class BrokerMonitor {
 }
 
 /** Starts counting `broker`'s events (see {@link BrokerMonitor}). */
-export function monitorBroker(broker: Broker): BrokerMonitor {
-  return new BrokerMonitor(broker);
+export function monitorBroker(broker: Broker, options: BrokerMonitorOptions = {}): BrokerMonitor {
+  return new BrokerMonitor(broker, options);
+}
+
+/** Checks a monitor option: a positive integer a timer can hold. */
+function positive(key: keyof BrokerMonitorOptions, value: number): number {
+  if (!Number.isSafeInteger(value) || value <= 0 || value > 2_147_483_647) {
+    throw new NattravError(ErrorCode.InvalidArgument, `monitor option ${key} must be a positive integer, got ${String(value)}`);
+  }
+  return value;
 }
 
 /** `sequential(+2)` -> `sequential`; anything not a known kind -> `unknown` (labels stay bounded). */

@@ -5,7 +5,7 @@
  * `data-metric` attribute so tools (and the browser test) can read it. Everything
  * rendered goes through {@link escapeHtml}: URIs and failure reasons come from peers.
  */
-import { barChart, escapeHtml, heatmap, histogramChart, type Bar } from './svg-charts.js';
+import { barChart, escapeHtml, heatmap, histogramChart, lineChart, type Bar } from './svg-charts.js';
 import { ATTEMPT_PATHS, NAT_MAPPING_LABELS, type BrokerStatus, type RecentAttempt } from './monitor.js';
 
 /** Options of {@link renderStatusPage}. */
@@ -83,12 +83,46 @@ ${tile('Relayed', formatBytes(status.relay.bytes), 'relay-bytes', `${status.rela
 ${pathTable(status)}</figure>
 <figure><figcaption>Attempts by NAT mapping (initiator × recipient)</figcaption>${heatmap(NAT_MAPPING_LABELS, NAT_MAPPING_LABELS, cells, 'attempts by NAT pair')}</figure>
 <figure><figcaption>Setup time (${status.setup.count} scheduled${meanMs === undefined ? '' : `, mean ${meanMs} ms`})</figcaption>${histogramChart(bucketLabels, status.setup.counts, 'setup time histogram')}</figure>
+${historyFigures(status)}
 <figure><figcaption>Relays ended, by reason</figcaption>${barChart(Object.entries(status.relay.ended).map(([label, value]) => ({ label, value, colour: '#d94801' })), 'relays ended by reason')}</figure>
 </section>
 <section><h2>Recent attempts</h2>${recentTable(status.recent)}</section>
 </body>
 </html>
 `;
+}
+
+/** Registrations and relays over the sampled window, and what each interval added (attempts, relayed bytes). */
+function historyFigures(status: BrokerStatus): string {
+  const samples = status.history;
+  if (samples.length < 2) {
+    return `<figure><figcaption>Over time</figcaption><p class="note">Sampled every ${status.sampleIntervalMs / 1000} s; the charts appear after two samples.</p></figure>`;
+  }
+  const span = `-${formatDuration(((samples.at(-1)?.at ?? 0) - (samples[0]?.at ?? 0)) / 1000)}`;
+  const per = (pick: (s: (typeof samples)[number]) => number): number[] => samples.slice(1).map((s, i) => Math.max(0, pick(s) - pick(samples[i] as (typeof samples)[number])));
+  const every = `${status.sampleIntervalMs / 1000} s`;
+  return (
+    `<figure><figcaption>Registrations and active relays</figcaption>${lineChart(
+      [
+        { label: 'registrations', values: samples.map((s) => s.registrations), colour: '#2171b5' },
+        { label: 'active relays', values: samples.map((s) => s.activeRelays), colour: '#d94801' },
+      ],
+      [span, 'now'],
+      'registrations and active relays over time',
+    )}</figure>` +
+    `<figure><figcaption>Attempts started, per ${every}</figcaption>${lineChart([{ label: 'attempts', values: per((s) => s.attempts), colour: '#238b45' }], [span, 'now'], 'attempts per interval')}</figure>` +
+    `<figure><figcaption>Relayed KiB, per ${every}</figcaption>${lineChart(
+      [{ label: 'relayed KiB', values: per((s) => s.relayBytes).map((b) => Math.round(b / 1024)), colour: '#d94801' }],
+      [span, 'now'],
+      'relayed bytes per interval',
+    )}</figure>`
+  );
+}
+
+/** 125 -> "2 min 5 s". */
+function formatDuration(seconds: number): string {
+  const whole = Math.round(seconds);
+  return whole < 60 ? `${whole} s` : `${Math.floor(whole / 60)} min${whole % 60 === 0 ? '' : ` ${whole % 60} s`}`;
 }
 
 function tile(label: string, value: string, metric: string, detail: string, raw?: number): string {

@@ -99,6 +99,44 @@ export function histogramChart(labels: readonly string[], counts: readonly numbe
   return svg(width, height, title, axis + bars);
 }
 
+/** One line of {@link lineChart}. */
+export interface Line {
+  readonly label: string;
+  readonly values: readonly number[];
+  /** A CSS colour (ours, never input). */
+  readonly colour: string;
+}
+
+const LINE_WIDTH = 360;
+const LINE_HEIGHT = 120;
+const LINE_LEFT = 40;
+
+/**
+ * Lines over time on one scale (0 to the largest value), the newest point on the right;
+ * `xLabels` name the left and right ends, a legend prints each line's last value.
+ */
+export function lineChart(lines: readonly Line[], xLabels: readonly [string, string], title: string): string {
+  const max = Math.max(1, ...lines.flatMap((l) => l.values));
+  const points = Math.max(2, ...lines.map((l) => l.values.length));
+  const plotWidth = LINE_WIDTH - LINE_LEFT - 6;
+  const y = (v: number): number => 6 + (LINE_HEIGHT - 6) * (1 - v / max);
+  const paths = lines
+    .map((line) => {
+      const offset = points - line.values.length;
+      const coords = line.values.map((v, i) => `${(LINE_LEFT + ((offset + i) / (points - 1)) * plotWidth).toFixed(1)},${y(v).toFixed(1)}`);
+      return coords.length === 0 ? '' : `<polyline points="${coords.join(' ')}" fill="none" stroke="${escapeHtml(line.colour)}" stroke-width="2"/>`;
+    })
+    .join('');
+  const axes =
+    `<line x1="${LINE_LEFT}" y1="${LINE_HEIGHT}" x2="${LINE_WIDTH - 6}" y2="${LINE_HEIGHT}" stroke="#999"/>` +
+    `<text x="${LINE_LEFT - 4}" y="12" text-anchor="end">${max}</text><text x="${LINE_LEFT - 4}" y="${LINE_HEIGHT}" text-anchor="end">0</text>` +
+    `<text x="${LINE_LEFT}" y="${LINE_HEIGHT + 14}">${escapeHtml(xLabels[0])}</text><text x="${LINE_WIDTH - 6}" y="${LINE_HEIGHT + 14}" text-anchor="end">${escapeHtml(xLabels[1])}</text>`;
+  const legend = lines
+    .map((line, i) => `<rect x="${LINE_LEFT + i * 150}" y="${LINE_HEIGHT + 24}" width="10" height="10" fill="${escapeHtml(line.colour)}"/><text x="${LINE_LEFT + 14 + i * 150}" y="${LINE_HEIGHT + 33}">${escapeHtml(line.label)}: ${line.values.at(-1) ?? 0}</text>`)
+    .join('');
+  return svg(LINE_WIDTH, LINE_HEIGHT + 40, title, axes + paths + legend);
+}
+
 function svg(width: number, height: number, title: string, body: string): string {
   return `<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}"><title>${escapeHtml(title)}</title>${body}</svg>`;
 }
