@@ -24,6 +24,13 @@ export { BROKER_DEFAULTS } from './broker/options.js';
 export type { RendezvousEvent } from './broker/rendezvous.js';
 export type { Registry, Registration } from './broker/registry/registry.js';
 export { MemoryRegistry } from './broker/registry/memory.js';
+/** Watching a broker: counters from its events as Prometheus metrics, and an HTTP status page / `/metrics` / `/healthz`. */
+export { BrokerMonitor, monitorBroker, ATTEMPT_PATHS, MONITOR_DEFAULTS, NAT_MAPPING_LABELS, RELAY_END_REASONS, SETUP_BUCKETS_SECONDS, RECENT_ATTEMPTS } from './broker/http/monitor.js';
+export type { AttemptPath, BrokerMonitorOptions, BrokerStatus, NatMappingLabel, PathCounts, RecentAttempt, StatusSample } from './broker/http/monitor.js';
+export { BrokerStatusServer, serveBrokerStatus, STATUS_SERVER_DEFAULTS } from './broker/http/status-server.js';
+export type { StatusRequestEvent, StatusServerOptions } from './broker/http/status-server.js';
+export { renderStatusPage } from './broker/http/status-page.js';
+export type { StatusPageOptions } from './broker/http/status-page.js';
 export type { MemoryRegistryOptions } from './broker/registry/memory.js';
 
 export { connect } from './peer/connect.js';

@@ -76,6 +76,7 @@ export class Broker extends EventEmitter {
       { maxBytes: resolved.relayMaxBytes, maxDurationMs: resolved.relayMaxDurationMs },
       (channel, message) => channel.send(message, { software: resolved.software, fingerprint: true }),
       (ended) => this.emit('event', { type: 'relay-ended', ...ended } satisfies BrokerEvent),
+      (attemptId) => this.emit('event', { type: 'relay-started', attemptId } satisfies BrokerEvent),
     );
     this.#rendezvous = new Rendezvous({
       clock: resolved.clock,
@@ -122,6 +123,16 @@ export class Broker extends EventEmitter {
   /** Connections being relayed right now. */
   get activeRelays(): number {
     return this.#relay.active;
+  }
+
+  /** Application bytes relayed since the broker was made, both directions, relays still running included. */
+  get relayedBytes(): number {
+    return this.#relay.bytesRelayed;
+  }
+
+  /** True from the moment {@link Broker.listen} resolved until {@link Broker.close} is called. */
+  get listening(): boolean {
+    return this.#state === 'listening';
   }
 
   /** Mapping-probe records held for attempts in progress. */
@@ -260,9 +271,9 @@ export class Broker extends EventEmitter {
               binding: (request, remote) => this.#answerBinding(id, request, remote, udpRequestInfo(request, data)),
               admitRegister: (request, remote) => this.#guard.admitRegister(request, remote.address),
               onResponse: (message, remote) => this.#rendezvous.acknowledge(message, { transport: 'udp', from: remote }),
-              onRegistered: (uri, publicEndpoint, lifetimeMs) => {
+              onRegistered: (uri, publicEndpoint, lifetimeMs, refresh) => {
                 this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
-                this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs } satisfies BrokerEvent);
+                this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, refresh } satisfies BrokerEvent);
               },
               onWithdrawn: (uri, transport) => this.#withdrawn(uri, transport),
               alternatePort: () => this.#layout?.alternatePort,

@@ -19,9 +19,12 @@ export type BrokerEvent =
   /** Something went wrong that the broker survived (e.g. a registry that failed while a control connection closed). */
   | { type: 'warning'; message: string }
   | { type: 'binding'; transport: 'udp' | 'tcp'; remote: TransportAddress }
-  | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number; transport?: 'tcp' }
+  /** A registration was stored; `refresh`: a keepalive renewing one the peer already held (logged at debug level). */
+  | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number; refresh: boolean; transport?: 'tcp' }
   /** The recipient withdrew its registration (LIFETIME 0 under its session): `uri` is unknown from now on. */
   | { type: 'withdrawn'; uri: string; transport: 'udp' | 'tcp' }
+  /** Both peers of a relayed attempt joined: the broker splices their connections from now on. */
+  | { type: 'relay-started'; attemptId: string }
   | ({ type: 'relay-ended' } & RelayEnded)
   /** A rate limit or cap refused something (limits.ts); throttled, never more than `limitedEventsPerSecond`. */
   | ({ type: 'limited' } & LimitedReport);

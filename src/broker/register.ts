@@ -59,7 +59,8 @@ export interface RegisterContext {
    * to the request's size (amplification.ts), integrity or not.
    */
   reply(message: StunMessage, options?: EncodeOptions, verified?: boolean): void;
-  onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
+  /** A registration was stored; `refresh`: it renews one the same peer already held (a keepalive), not a new one. */
+  onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number, refresh: boolean): void;
   /** The broker's alternate port, announced in answers to new registrations (where the recipient's mapping probes go). */
   alternatePort?(): number | undefined;
   /** The registration of `uri` was withdrawn by its holder (and removed from the registry). */
@@ -89,11 +90,13 @@ export async function handleRegister(
   const spki = request.get(AttrType.PublicKey);
   if (spki === undefined) {
     if (ctx.auth.mode === 'open') {
+      // Open mode has no sessions: a Register from where the live registration already points renews it.
+      const held = await ctx.registry.get(uri);
       await store(ctx, uri, remote, request, lifetimeMs, transport, undefined);
       // No ALTERNATE-PORT here: the source is unverified, so the answer may not outgrow the request.
       const response = success(request, remote, lifetimeMs);
       ctx.reply(response);
-      ctx.onRegistered(uri, remote, lifetimeMs);
+      ctx.onRegistered(uri, remote, lifetimeMs, held !== undefined && sameEndpoint(held.publicEndpoint, remote) && (held.transport ?? 'udp') === transport);
       return uri;
     }
     ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'proof of key required'));
@@ -161,7 +164,7 @@ export async function handleRegister(
     response.add(AttrType.Certificate, ctx.auth.identity.certDer);
   }
   ctx.reply(response, { integritySha256Key: key }, true); // the nonce came back from `remote`
-  ctx.onRegistered(uri, remote, lifetimeMs);
+  ctx.onRegistered(uri, remote, lifetimeMs, false);
   return uri;
 }
 
@@ -196,7 +199,7 @@ async function refresh(
   session.expiresAt = ctx.now() + lifetimeMs;
   await store(ctx, uri, remote, request, lifetimeMs, transport, session.keyFingerprint);
   ctx.reply(success(request, remote, lifetimeMs), { integritySha256Key: session.key }, true);
-  ctx.onRegistered(uri, remote, lifetimeMs);
+  ctx.onRegistered(uri, remote, lifetimeMs, true);
   return uri;
 }
 

@@ -60,16 +60,30 @@ export class RelayHub {
   readonly #quota: RelayQuota;
   readonly #reply: (channel: StunChannel, message: StunMessage) => void;
   readonly #onEnded: (ended: RelayEnded) => void;
+  readonly #onStarted: (attemptId: string) => void;
+  /** Application bytes passed on by every relay since the hub was made, both directions. */
+  #bytes = 0;
 
-  constructor(quota: RelayQuota, reply: (channel: StunChannel, message: StunMessage) => void, onEnded: (ended: RelayEnded) => void) {
+  constructor(
+    quota: RelayQuota,
+    reply: (channel: StunChannel, message: StunMessage) => void,
+    onEnded: (ended: RelayEnded) => void,
+    onStarted: (attemptId: string) => void = () => undefined,
+  ) {
     this.#quota = quota;
     this.#reply = reply;
     this.#onEnded = onEnded;
+    this.#onStarted = onStarted;
   }
 
-  /** Sockets currently spliced. */
+  /** Connections currently spliced (each is two sockets). */
   get active(): number {
     return this.#active.size / 2;
+  }
+
+  /** Application bytes relayed so far, both directions, relays still running included. */
+  get bytesRelayed(): number {
+    return this.#bytes;
   }
 
   /** Allows one relay for `attemptId` (hex) during {@link RELAY_JOIN_WINDOW_MS}. */
@@ -159,6 +173,7 @@ export class RelayHub {
       from.setTimeout(0);
       const pass = (chunk: Buffer): void => {
         bytes += chunk.length;
+        this.#bytes += chunk.length;
         if (this.#quota.maxBytes > 0 && bytes > this.#quota.maxBytes) {
           reason = 'byte-quota';
           finish(true);
@@ -177,6 +192,7 @@ export class RelayHub {
         if (++closed === 2) finish(false);
       });
     }
+    this.#onStarted(attemptId);
     // Answer both only now, so every application byte finds the splice in place.
     for (const side of [a, b]) this.#reply(side.channel, addRelayQuota(side.request.successResponse(), this.#quota));
   }

@@ -122,7 +122,8 @@ export interface RendezvousContext {
 
 /** A progress report of the rendezvous. */
 export type RendezvousEvent =
-  | { type: 'attempt'; uri: string; attemptId: string; initiator: TransportAddress }
+  /** A Connect was taken on; `retry`: the initiator said earlier strategies of its connect failed (FAILED-STRATEGIES). */
+  | { type: 'attempt'; uri: string; attemptId: string; initiator: TransportAddress; retry: boolean }
   | {
       type: 'scheduled';
       uri: string;
@@ -234,7 +235,7 @@ export class Rendezvous {
     if (mappingKey !== undefined) this.#probes.require(key, 'initiator', (probe) => verifyMessageIntegritySha256(probe, mappingKey));
     const recipientKey = attempt.sessionKey;
     if (recipientKey !== undefined) this.#probes.require(key, 'recipient', (probe) => verifyMessageIntegritySha256(probe, recipientKey));
-    this.#ctx.emit({ type: 'attempt', uri, attemptId: key, initiator: attempt.initiator.publicEndpoint });
+    this.#ctx.emit({ type: 'attempt', uri, attemptId: key, initiator: attempt.initiator.publicEndpoint, retry: parsed.claimed.size > 0 });
 
     // Retransmit the ConnectionRequest with doubling intervals until acknowledged or joined.
     const send = (rto: number): void => {

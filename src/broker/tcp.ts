@@ -200,9 +200,9 @@ export class TcpService {
         auth: this.#ctx.auth,
         now: Date.now,
         reply: (message, options) => channel.send(message, { software, fingerprint: true, ...options }),
-        onRegistered: (uri, publicEndpoint, lifetimeMs) => {
+        onRegistered: (uri, publicEndpoint, lifetimeMs, refresh) => {
           this.#ctx.guard.registered(uri, publicEndpoint.address, lifetimeMs);
-          this.#ctx.emit({ type: 'registered', uri, publicEndpoint, lifetimeMs, transport: 'tcp' });
+          this.#ctx.emit({ type: 'registered', uri, publicEndpoint, lifetimeMs, refresh, transport: 'tcp' });
         },
         onWithdrawn: (uri, transport) => this.#ctx.withdrawn(uri, transport),
         alternatePort: () => this.#ctx.alternatePort(),

@@ -65,7 +65,7 @@ export interface UdpContext extends Pick<RegisterContext, 'alternatePort'> {
   admitRegister?(request: StunMessage, remote: TransportAddress): StunMessage | undefined;
   /** A response to one of the broker's own requests (ConnectionRequest) arrived from `remote` (checked against the attempt: rendezvous.ts). */
   onResponse(message: StunMessage, remote: TransportAddress): void;
-  onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number): void;
+  onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number, refresh: boolean): void;
   /** The holder of `uri` withdrew its registration (LIFETIME 0, see register.ts). */
   onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
   onBinding(remote: TransportAddress): void;

@@ -1,7 +1,9 @@
-/** The `broker` command: parse, call the library, print. */
+/** The `broker` command: parse, call the library, log. */
 import { isIP } from 'node:net';
-import { ErrorCode, NattravError, createBroker, formatEndpoint, parseHostPort, type BrokerEvent, type BrokerOptions } from '../index.js';
-import { ExitCode, type Reporter } from './output.js';
+import type { Logger } from 'pino';
+import { ErrorCode, NattravError, createBroker, parseHostPort, serveBrokerStatus, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type StatusRequestEvent } from '../index.js';
+import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
+import { ExitCode } from './output.js';
 import { readPem } from './pem.js';
 import type { StopSignals } from './signals.js';
 
@@ -17,11 +19,29 @@ export interface BrokerCommandOptions {
   open?: boolean;
   strictAmplification?: boolean;
   stunCompat?: boolean;
+  /** `--http HOST:PORT`: serve the status page, /metrics and /healthz there. */
+  http?: string;
+  /** `--log-format json|pretty` (commander checked the choice). */
+  logFormat?: LogFormat;
+  /** `--log-level` (commander checked the choice). @default 'info' */
+  logLevel?: LogLevel;
+  /** `--json`: the same as `--log-format json`. */
+  json?: boolean;
 }
 
-/** `nattrav broker [--listen HOST:PORT] [...]`: runs until SIGINT/SIGTERM. */
-export async function brokerCommand(options: BrokerCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
+/** The log format `--log-format` and `--json` ask for (default json); both at odds is a usage error naming them. */
+export function brokerLogFormat(options: Pick<BrokerCommandOptions, 'logFormat' | 'json'>): LogFormat {
+  if (options.json === true && options.logFormat !== undefined && options.logFormat !== 'json') {
+    throw new NattravError(ErrorCode.InvalidArgument, `--json means --log-format json; it contradicts --log-format ${options.logFormat}: pass one of them`);
+  }
+  return options.logFormat ?? 'json';
+}
+
+/** `nattrav broker [--listen HOST:PORT] [--http HOST:PORT] [...]`: runs until SIGINT/SIGTERM. */
+export async function brokerCommand(options: BrokerCommandOptions, stop: StopSignals): Promise<number> {
+  const log = createBrokerLogger(brokerLogFormat(options), options.logLevel ?? 'info');
   const { host, port } = parseHostPort(options.listen, '--listen', 3478);
+  const http = options.http === undefined ? undefined : parseHostPort(options.http, '--http');
   const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
   const broker = createBroker({
     host,
@@ -35,32 +55,47 @@ export async function brokerCommand(options: BrokerCommandOptions, out: Reporter
     ...(options.strictAmplification === true ? { strictAmplification: true } : {}),
     ...(options.stunCompat === true ? { stunCompat: true } : {}),
   });
-  broker.on('event', (event: BrokerEvent) => {
-    if (event.type === 'warning') {
-      out.event('warning', { message: event.message }, `\n*** nattrav broker: WARNING: ${event.message} ***\n`);
-      return;
-    }
-    const { type, ...fields } = event;
-    const text = Object.entries(fields)
-      .map(([k, v]) => `${k}=${typeof v === 'object' && v !== null && 'address' in v ? formatEndpoint(v as { address: string; port: number }) : String(v)}`)
-      .join(' ');
-    out.event(type, JSON.parse(JSON.stringify(fields)) as Record<string, unknown>, `broker: ${type} ${text}`);
-  });
-  broker.on('error', (err: Error) => out.event('warning', { message: err.message }, `broker: warning: ${err.message}`));
+  broker.on('event', (event: BrokerEvent) => logBrokerEvent(log, event));
+  broker.on('error', (err: Error) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`));
+  // Made before the broker listens, so its counters see every event.
+  const status = http === undefined ? undefined : statusServer(broker, http, log);
   try {
     await broker.listen();
+    if (status !== undefined) await startStatus(status, options.http as string, log);
   } catch (err) {
+    await status?.close();
     await broker.close();
     // The error names the address that failed; say which option gave it.
     const failed = (err as { address?: string }).address;
-    if (alternate !== undefined && failed === alternate.host && err instanceof NattravError) {
+    if (alternate !== undefined && failed === alternate.host && err instanceof NattravError && !err.message.startsWith('--http')) {
       throw new NattravError(err.code, `--alternate ${options.alternate}: ${err.message}`, { cause: err });
     }
     throw err;
   }
   await stop.wait();
+  await status?.close();
   await broker.close();
   return stop.exitCode ?? ExitCode.Ok;
+}
+
+/** The status server for `--http`, its requests logged at debug (the page reloads itself every few seconds). */
+function statusServer(broker: Broker, at: { host: string; port: number }, log: Logger): BrokerStatusServer {
+  const server = serveBrokerStatus(broker, { host: at.host, port: at.port });
+  server.on('request', (request: StatusRequestEvent) => log.debug({ event: 'http-request', ...request }, `http-request ${request.method} ${request.path} ${request.status} ${request.ms} ms from ${request.remote}`));
+  server.on('warning', (err: Error) => log.warn({ event: 'warning', message: `--http: ${err.message}` }, `warning: --http: ${err.message}`));
+  return server;
+}
+
+/** Starts the status server; a failure names --http. */
+async function startStatus(server: BrokerStatusServer, flag: string, log: Logger): Promise<void> {
+  try {
+    const { address, port } = await server.listen();
+    const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}/`;
+    log.info({ event: 'http-listening', address, port, url }, `http-listening ${url} (status page; /metrics, /healthz)`);
+  } catch (err) {
+    if (err instanceof NattravError) throw new NattravError(err.code, `--http ${flag}: ${err.message}`, { cause: err });
+    throw err;
+  }
 }
 
 /** The longest relay time a broker can enforce (Node's timers hold 2^31 - 1 ms, about 24.8 days). */

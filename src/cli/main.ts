@@ -5,7 +5,8 @@
  * stdout carries a command's result (netcheck, ca, lab matrix, demo) or, for
  * listen/connect, application data only. Exit codes: see output.ts / README.
  */
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { LOG_FORMATS, LOG_LEVELS } from './broker-log.js';
 import { addCaCommand } from './ca.js';
 import { addConfig } from './config.js';
 import { brokerCommand, type BrokerCommandOptions } from './broker.js';
@@ -44,12 +45,12 @@ async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .showHelpAfterError();
   const reporter = (): Reporter => new Reporter(program.opts<{ json?: boolean }>().json === true);
-  const run = (fn: (out: Reporter) => Promise<number>): void => {
-    const out = reporter();
+  const run = (fn: (out: Reporter) => Promise<number>, json?: boolean): void => {
+    const out = withJson(reporter(), json);
     result = fn(out).catch((err: unknown) => out.error(err));
   };
   // Long-running commands: the first SIGINT/SIGTERM winds them down (exit 130/143), a second exits at once.
-  const runStoppable = (fn: (out: Reporter, stop: StopSignals) => Promise<number>): void => {
+  const runStoppable = (fn: (out: Reporter, stop: StopSignals) => Promise<number>, json?: boolean): void => {
     const stop = new StopSignals();
     // The handlers stay until the process exits: a signal while the result is being flushed
     // must not kill the process with the signal instead of the command's exit code.
@@ -58,6 +59,7 @@ async function main(argv: string[]): Promise<number> {
         if (stop.exitCode === undefined) throw err;
         return stop.exitCode;
       }),
+      json,
     );
   };
 
@@ -74,11 +76,19 @@ async function main(argv: string[]): Promise<number> {
     .option('--open', 'accept registrations without proof of key (closed networks only; warns loudly)')
     .option('--strict-amplification', 'never answer an unauthenticated UDP request with more bytes than it had (bare STUN Bindings then get no answer)')
     .option('--stun-compat', 'full RFC 5780 answers (up to 124 bytes) to small Binding requests, as coturn\'s natdiscovery expects')
-    .option('--json', 'report events as JSON lines on stderr')
-    .action((options: BrokerCommandOptions & { json?: boolean }) =>
-      runStoppable((out, stop) => brokerCommand(options, withJson(out, options.json), stop)),
-    )
-    .addHelpText('after', examples(['nattrav broker --listen 0.0.0.0:3478', 'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json']));
+    .option('--http <host:port>', 'serve a status page (/), Prometheus /metrics and /healthz over HTTP here')
+    .addOption(new Option('--log-format <format>', 'logs on stderr: JSON lines with time and level, or one readable line per event (default: json)').choices(LOG_FORMATS))
+    .addOption(new Option('--log-level <level>', 'least severe level logged; registration refreshes and status requests are debug (default: info)').choices(LOG_LEVELS))
+    .option('--json', 'the same as --log-format json')
+    .action((options: BrokerCommandOptions) => {
+      // `nattrav --json broker` too. Logs follow --log-format; an error that stops the broker is a JSON line when JSON was asked for explicitly.
+      const json = options.json === true || program.opts<{ json?: boolean }>().json === true;
+      runStoppable((out, stop) => brokerCommand({ ...options, json }, stop), json || options.logFormat === 'json');
+    })
+    .addHelpText(
+      'after',
+      examples(['nattrav broker --listen 0.0.0.0:3478', 'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json', 'nattrav broker --http 127.0.0.1:8080 --log-format pretty --log-level debug']),
+    );
 
   program
     .command('listen')
