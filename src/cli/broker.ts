@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { ErrorCode, NattravError, createBroker, parseHostPort, serveBrokerStatus, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type StatusRequestEvent } from '../index.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
+import { blameLimit, limitsTable, parseLimits } from './limits.js';
 import { ExitCode } from './output.js';
 import { readPem } from './pem.js';
 import type { StopSignals } from './signals.js';
@@ -27,6 +28,10 @@ export interface BrokerCommandOptions {
   logLevel?: LogLevel;
   /** `--json`: the same as `--log-format json`. */
   json?: boolean;
+  /** `--limit NAME=VALUE`, repeatable (limits.ts). */
+  limit?: string[];
+  /** `--list-limits`: print every limit's name, default and meaning, and exit. */
+  listLimits?: boolean;
 }
 
 /** The log format `--log-format` and `--json` ask for (default json); both at odds is a usage error naming them. */
@@ -39,13 +44,19 @@ export function brokerLogFormat(options: Pick<BrokerCommandOptions, 'logFormat' 
 
 /** `nattrav broker [--listen HOST:PORT] [--http HOST:PORT] [...]`: runs until SIGINT/SIGTERM. */
 export async function brokerCommand(options: BrokerCommandOptions, stop: StopSignals): Promise<number> {
+  if (options.listLimits === true) {
+    process.stdout.write(limitsTable());
+    return ExitCode.Ok;
+  }
   const log = createBrokerLogger(brokerLogFormat(options), options.logLevel ?? 'info');
   const { host, port } = parseHostPort(options.listen, '--listen', 3478);
   const http = options.http === undefined ? undefined : parseHostPort(options.http, '--http');
   const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
-  const broker = createBroker({
+  const limits = parseLimits(options.limit ?? []);
+  const broker = createBrokerBlamingLimits(options.limit ?? [], {
     host,
     port,
+    ...limits,
     ...(alternate === undefined ? {} : { alternateHost: alternate.host, ...(alternate.port === undefined ? {} : { alternatePort: alternate.port }) }),
     ...relayQuotas(options),
     ...(options.ca === undefined ? {} : { ca: await readPem(options.ca, '--ca') }),
@@ -76,6 +87,15 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
   await status?.close();
   await broker.close();
   return stop.exitCode ?? ExitCode.Ok;
+}
+
+/** createBroker, with an error about a value from --limit naming that --limit. */
+function createBrokerBlamingLimits(entries: readonly string[], options: BrokerOptions): Broker {
+  try {
+    return createBroker(options);
+  } catch (err) {
+    throw blameLimit(err, entries);
+  }
 }
 
 /** The status server for `--http`, its requests logged at debug (the page reloads itself every few seconds). */

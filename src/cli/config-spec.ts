@@ -13,6 +13,7 @@ import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command, type Option } from 'commander';
 import { ErrorCode, NattravError } from '../index.js';
+import { collect } from './repeatable.js';
 
 /** Where an option's effective value came from, in order of precedence. */
 export type ConfigSource = 'flag' | 'env' | 'file' | 'default';
@@ -47,7 +48,7 @@ export interface OptionSpec {
   readonly kind: 'boolean' | 'value' | 'optional';
   /** The value names a file or directory (`<file>`/`<dir>` in the flags): relative paths in a config file resolve against its directory. */
   readonly path: boolean;
-  /** The option may be given several times (variadic, or a list default): a config file may give a list. */
+  /** The option may be given several times (variadic, a list default, or repeatable.ts `collect`): a config file may give a list. */
   readonly multiple: boolean;
   /** The value when nothing sets it. */
   readonly defaultValue: unknown;
@@ -119,7 +120,7 @@ export function commandSpecs(command: Command): OptionSpec[] {
       flags: options.map((option) => option.flags).join('/'),
       kind: valued.required ? 'value' : valued.optional ? 'optional' : 'boolean',
       path: /<(file|dir)\b[^>]*>/.test(valued.flags),
-      multiple: valued.variadic || Array.isArray(valued.defaultValue),
+      multiple: valued.variadic || Array.isArray(valued.defaultValue) || parseArg === collect,
       defaultValue: defaultOf(options),
       preset: valued.presetArg,
       parse: parseArg === undefined ? undefined : (value: string, previous: unknown) => parseArg(value, previous),

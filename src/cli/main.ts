@@ -18,6 +18,7 @@ import { createRequire } from 'node:module';
 import { ExitCode, Reporter } from './output.js';
 import { StopSignals } from './signals.js';
 import { examples } from './help.js';
+import { collect } from './repeatable.js';
 
 /** The version in package.json. */
 function packageVersion(): string {
@@ -80,6 +81,8 @@ async function main(argv: string[]): Promise<number> {
     .addOption(new Option('--log-format <format>', 'logs on stderr: JSON lines with time and level, or one readable line per event (default: json)').choices(LOG_FORMATS))
     .addOption(new Option('--log-level <level>', 'least severe level logged; registration refreshes and status requests are debug (default: info)').choices(LOG_LEVELS))
     .option('--json', 'the same as --log-format json')
+    .option('--limit <name=value>', 'set one of the broker\'s rates, caps or timeouts, e.g. maxConnections=20000, udpRegister=50/200 (PER_SECOND/BURST), recipientTimeoutMs=8000; repeatable', collect, undefined)
+    .option('--list-limits', 'print every limit\'s name, default and meaning, then exit')
     .action((options: BrokerCommandOptions) => {
       // `nattrav --json broker` too. Logs follow --log-format; an error that stops the broker is a JSON line when JSON was asked for explicitly.
       const json = options.json === true || program.opts<{ json?: boolean }>().json === true;
@@ -87,7 +90,12 @@ async function main(argv: string[]): Promise<number> {
     })
     .addHelpText(
       'after',
-      examples(['nattrav broker --listen 0.0.0.0:3478', 'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json', 'nattrav broker --http 127.0.0.1:8080 --log-format pretty --log-level debug']),
+      examples([
+        'nattrav broker --listen 0.0.0.0:3478',
+        'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json',
+        'nattrav broker --http 127.0.0.1:8080 --log-format pretty --log-level debug',
+        'nattrav broker --limit maxRegistrations=500000 --limit udpRegister=50/500',
+      ]),
     );
 
   program
