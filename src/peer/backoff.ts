@@ -22,6 +22,7 @@
  */
 import { systemClock, type Clock, type TimerHandle } from '../common/clock.js';
 import { ErrorCode, NattravError } from '../errors.js';
+import { PEER_DEFAULTS } from './options.js';
 
 /** Capped exponential backoff with jitter. */
 export interface BackoffPolicy {
@@ -38,7 +39,7 @@ export interface BackoffPolicy {
  * long is asked once a minute, not hammered), half of each delay random so that peers
  * a broker restart cut off all at once do not come back all at once.
  */
-export const REGISTRATION_BACKOFF: BackoffPolicy = { initialMs: 1_000, maxMs: 60_000, jitter: 0.5 };
+export const REGISTRATION_BACKOFF: BackoffPolicy = { initialMs: PEER_DEFAULTS.retryInitialMs, maxMs: PEER_DEFAULTS.retryMaxMs, jitter: 0.5 };
 
 /** The delay after `failures` (≥ 1) consecutive failures, in ms, at most `capMs`; `random` returns a number in [0, 1). */
 export function backoffDelayMs(policy: BackoffPolicy, failures: number, random: () => number, capMs = policy.maxMs): number {
@@ -61,7 +62,7 @@ export interface AttemptResult<T> {
 }
 
 /** A failed try that will be retried. */
-export interface RetryInfo {
+export interface RegistrationRetry {
   /** Why the try failed. */
   readonly error: unknown;
   /** Consecutive failures so far (1 after the first). */
@@ -93,7 +94,7 @@ export interface KeepaliveLoopOptions<T> {
   /** Once per loss of a registration we held, with the reason. */
   readonly onLost?: (error: unknown) => void;
   /** Each failure that will be retried. */
-  readonly onRetry?: (retry: RetryInfo) => void;
+  readonly onRetry?: (retry: RegistrationRetry) => void;
 }
 
 /** Runs a registration's keepalives and retries on a clock (see the module comment). */

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { KeepaliveLoop, REGISTRATION_BACKOFF, backoffDelayMs, type AttemptResult, type RegistrationKind, type RetryInfo } from '../../src/peer/backoff.js';
+import { KeepaliveLoop, REGISTRATION_BACKOFF, backoffDelayMs, type AttemptResult, type RegistrationKind, type RegistrationRetry } from '../../src/peer/backoff.js';
 import { FakeClock, settle } from '../helpers/fake-clock.js';
 
 const KEEPALIVE_MS = 10_000;
@@ -23,9 +23,9 @@ function scripted(clock: FakeClock, outcomes: string[]): { attempt: () => Promis
   return { attempt, tries };
 }
 
-function recorder(): { events: string[]; retries: RetryInfo[]; onRegistered: (info: string, kind: RegistrationKind) => void; onLost: (e: unknown) => void; onRetry: (r: RetryInfo) => void } {
+function recorder(): { events: string[]; retries: RegistrationRetry[]; onRegistered: (info: string, kind: RegistrationKind) => void; onLost: (e: unknown) => void; onRetry: (r: RegistrationRetry) => void } {
   const events: string[] = [];
-  const retries: RetryInfo[] = [];
+  const retries: RegistrationRetry[] = [];
   return {
     events,
     retries,
