@@ -18,6 +18,10 @@
  * 3. `lost`: tries again after the backoff delay, capped at `keepaliveMs` (a registered
  *    peer sends that often anyway, and the registration is back within one keepalive
  *    interval after the broker is). Success -> `registered` ('again').
+ *
+ * A retry's delay counts from when the failed try started (a try that timed out has
+ * used up part of it), never earlier than its end: so while lost, tries start at least
+ * every `keepaliveMs` (as long as one try takes less).
  * 4. `closed` (close()): no more tries; an attempt in flight is ignored when it settles.
  */
 import { systemClock, type Clock, type TimerHandle } from '../common/clock.js';
@@ -105,6 +109,8 @@ export class KeepaliveLoop<T> {
   #state: KeepaliveState = 'idle';
   #failures = 0;
   #timer: TimerHandle | undefined;
+  /** When the current (or last) try started, on the clock. */
+  #triedAt = 0;
   #first: { resolve: (info: T) => void; reject: (error: unknown) => void } | undefined;
 
   constructor(options: KeepaliveLoopOptions<T>) {
@@ -133,6 +139,7 @@ export class KeepaliveLoop<T> {
   interrupt(error: unknown): void {
     if (this.#state !== 'registered') return;
     this.#clock.clearTimeout(this.#timer);
+    this.#triedAt = this.#clock.now(); // the delay counts from now: no try failed
     this.#lose(error);
   }
 
@@ -147,6 +154,7 @@ export class KeepaliveLoop<T> {
 
   #run(): void {
     const from = this.#state;
+    this.#triedAt = this.#clock.now();
     this.#options.attempt().then(
       (result) => this.#succeeded(from, result),
       (error: unknown) => this.#failed(from, error),
@@ -200,7 +208,8 @@ export class KeepaliveLoop<T> {
   #retry(error: unknown, phase: 'start' | 'lost'): void {
     this.#failures++;
     const cap = phase === 'lost' ? this.#options.keepaliveMs : this.#policy.maxMs;
-    const delayMs = backoffDelayMs(this.#policy, this.#failures, this.#options.random ?? Math.random, cap);
+    const spent = this.#clock.now() - this.#triedAt;
+    const delayMs = Math.max(0, backoffDelayMs(this.#policy, this.#failures, this.#options.random ?? Math.random, cap) - spent);
     this.#options.onRetry?.({ error, failures: this.#failures, delayMs, phase });
     if (this.#state !== 'closed') this.#after(delayMs);
   }

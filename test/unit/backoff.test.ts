@@ -179,4 +179,25 @@ describe('KeepaliveLoop', () => {
     assert.deepEqual(rec.events, ['registered:first:grant 1', 'lost:control connection closed', 'retry:lost:1:1000', 'registered:again:grant 2']);
     loop.close(new Error('closed'));
   });
+
+  test('a retry counts its delay from when the failed try started: slow failures do not stretch the gap beyond the delay', async () => {
+    const clock = new FakeClock(0);
+    const tries: number[] = [];
+    let n = 0;
+    // The first try succeeds; every later one fails after 600 ms (a registration timing out).
+    const attempt = async (): Promise<AttemptResult<string>> => {
+      tries.push(clock.now());
+      if (n++ === 0) return { info: 'first', renewed: false };
+      await new Promise<void>((resolve) => clock.setTimeout(resolve, 600));
+      throw new Error('timed out');
+    };
+    const rec = recorder();
+    const loop = new KeepaliveLoop({ attempt, keepaliveMs: 2_000, clock, random: () => 0, ...rec });
+    await Promise.all([loop.start(), clock.advance(0)]);
+    await clock.advance(2_000 + 12_000);
+    // Lost at 2_600; tries start 1 s, 2 s, then every keepalive (2 s) after the previous start.
+    assert.deepEqual(tries.slice(0, 7), [0, 2_000, 3_000, 5_000, 7_000, 9_000, 11_000]);
+    assert.deepEqual(rec.retries.slice(0, 3).map((r) => r.delayMs), [400, 1_400, 1_400]);
+    loop.close(new Error('closed'));
+  });
 });
