@@ -141,7 +141,8 @@ export class NattravServer extends EventEmitter {
     this.#broker = toHostPort(options.broker, 'broker', DEFAULT_BROKER_PORT);
     this.#keepaliveMs = positiveInt(options.keepaliveMs, PEER_DEFAULTS.keepaliveMs, 'keepaliveMs');
     this.#lifetimeMs = positiveInt(options.lifetimeMs, this.#keepaliveMs * PEER_DEFAULTS.lifetimeFactor, 'lifetimeMs');
-    this.#registerTimeoutMs = positiveInt(options.registerTimeoutMs, PEER_DEFAULTS.registerTimeoutMs, 'registerTimeoutMs');
+    // A try should not outlast the interval between tries.
+    this.#registerTimeoutMs = positiveInt(options.registerTimeoutMs, Math.min(PEER_DEFAULTS.registerTimeoutMs, this.#keepaliveMs), 'registerTimeoutMs');
     this.#exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
     this.#punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
     this.#maxConcurrentAttempts = positiveInt(options.maxConcurrentAttempts, PEER_DEFAULTS.maxConcurrentAttempts, 'maxConcurrentAttempts');
@@ -181,10 +182,10 @@ export class NattravServer extends EventEmitter {
     return this.#state === 'listening';
   }
 
-  /** The registered URI and our public endpoint, or null before 'listening'. */
+  /** The registered URI and our public endpoint (as last registered), or null before the first registration and once closed. */
   address(): ServerAddress | null {
     const info = this.#registration?.info;
-    if (this.#state !== 'listening' || info === undefined || this.#keyFingerprint === undefined) return null;
+    if (this.#state === 'closed' || info === undefined || this.#keyFingerprint === undefined) return null;
     return { uri: this.#uri, broker: this.#broker, publicEndpoint: info.publicEndpoint, transport: info.transport, keyFingerprint: this.#keyFingerprint };
   }
 
