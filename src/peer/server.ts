@@ -13,7 +13,7 @@
  * - 'registrationLost' (NattravError, the reason): the registration we held is gone (a
  *   refresh failed, or the broker had forgotten it: it restarted); tries follow. Also
  *   emitted as 'unregistered', its former name;
- * - 'registrationRetry' (RegistrationRetry): a try failed, at start or after a loss, and
+ * - 'registrationRetry' (RegistrationRetryEvent): a try failed, at start or after a loss, and
  *   the next comes in `delayMs`;
  * - 'attemptFailed' (NattravError: one incoming attempt did not complete);
  * - 'attemptRefused' ({ attemptId, reason }: a connection request refused because
@@ -39,12 +39,10 @@ import { runAttempt } from './attempt.js';
 import { handOver, type NattravSocket } from './info.js';
 import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredEvent } from './registration.js';
-import { REGISTRATION_BACKOFF } from './backoff.js';
-import type { RegistrationRetry } from './backoff.js';
+import { REGISTRATION_BACKOFF, type RegistrationRetry } from './backoff.js';
 import { checkUri, positiveInt } from './validate.js';
 import { checkNattravUri } from '../security/uri.js';
 import type { VerifiedPeer } from '../security/verify.js';
-import type { TransportAddress as Endpoint } from '../wire/types.js';
 import { SocketBudget } from './strategies/socket-budget.js';
 
 /**
@@ -68,7 +66,7 @@ export interface ConnectionRejection {
   /** The fingerprint of its key. */
   readonly peerKeyFingerprint: string;
   /** Where the connection came from (the initiator's public endpoint, or the broker's relay). */
-  readonly remote: Endpoint;
+  readonly remote: TransportAddress;
   /** The reason the initiator was told. */
   readonly reason: string;
 }
