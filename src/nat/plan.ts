@@ -23,7 +23,9 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
   if (initiator.publicAddress === recipient.publicAddress && !(i === 'none' && r === 'none')) plan.push('lan');
   if (r === 'none') plan.push('public');
   else if (i === 'none') plan.push('reversal');
-  if (coneLike(i) && coneLike(r)) plan.push('direct');
+  // Two unfiltered cones (full cone, or no NAT behind a firewall-less cone) answer an early SYN
+  // with the host's RST, so a simultaneous open can miss itself; a listening recipient cannot.
+  if (coneLike(i) && coneLike(r)) plan.push('direct', 'public');
   else if ((i === 'sequential' && (coneLike(r) || r === 'sequential')) || (r === 'sequential' && coneLike(i))) plan.push('predicted');
   else if ((i === 'random' && coneLike(r)) || (r === 'random' && coneLike(i))) {
     // A full cone forwards every SYN to its host, whose RSTs would kill the birthday

@@ -62,7 +62,7 @@ describe('scheduleAttempt: every strategy, its answers and its delays', () => {
   test('direct: both cones get the other side, and both SYNs leave when the slower side hears the broker', () => {
     const s = scheduleAttempt({ initiator: nat('eim', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') }, rtts, fresh, NOW);
     assert.equal(s.strategy, 'direct');
-    assert.deepEqual(s.plan, ['direct', 'relay']);
+    assert.deepEqual(s.plan, ['direct', 'public', 'relay']);
     // One-way delays 5 and 25 ms: the initiator waits 20 ms, the recipient not at all.
     assert.deepEqual(s.delays, { initiatorMs: 20, recipientMs: 0 });
     assert.deepEqual(s.answers.initiator, {
@@ -113,7 +113,7 @@ describe('scheduleAttempt: every strategy, its answers and its delays', () => {
 
   test('relay: two hard NATs, and the last resort when everything failed', () => {
     assert.equal(scheduleAttempt({ initiator: nat('random', A, '192.168.1.2'), recipient: nat('random', B, '10.0.0.2') }, rtts, fresh, NOW).strategy, 'relay');
-    assert.equal(scheduleAttempt({ initiator: nat('eim', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') }, rtts, after('direct', 'relay'), NOW).strategy, 'relay');
+    assert.equal(scheduleAttempt({ initiator: nat('eim', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') }, rtts, after('direct', 'public', 'relay'), NOW).strategy, 'relay');
   });
 
   test('unknown mappings (no probes) are planned as cones', () => {

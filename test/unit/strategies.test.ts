@@ -57,10 +57,10 @@ describe('strategy plan', () => {
   const A = '203.0.113.10';
   const B = '203.0.113.20';
   test('cones meet by simultaneous open; relay is the last resort', () => {
-    assert.deepEqual(planStrategies(side('eim', A), side('eim', B)), ['direct', 'relay']);
+    assert.deepEqual(planStrategies(side('eim', A), side('eim', B)), ['direct', 'public', 'relay']);
   });
   test('behind one public address the LAN path comes first', () => {
-    assert.deepEqual(planStrategies(side('eim', A), side('eim', A)), ['lan', 'direct', 'relay']);
+    assert.deepEqual(planStrategies(side('eim', A), side('eim', A)), ['lan', 'direct', 'public', 'relay']);
   });
   test('a public recipient listens; a public initiator is dialled (reversal)', () => {
     assert.deepEqual(planStrategies(side('eim', A), side('none', B)), ['public', 'direct', 'relay']);
