@@ -269,7 +269,7 @@ describe('secure registration', () => {
     socket.send(encodeMessage(request(), { fingerprint: true, integritySha256Key: Buffer.alloc(32, 9) }), to.port, to.address);
     await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal(actedOn, 0, 'requests without (or with wrong) integrity are ignored');
-    const key = auth.sessions.byUri('nattrav://heidi')?.key as Buffer;
+    const key = (await auth.sessions.byUri('nattrav://heidi'))?.key as Buffer;
     // Under the key but without SEQUENCE: our broker numbers every request, so it is ignored (it could be replayed).
     socket.send(encodeMessage(request(), { fingerprint: true, integritySha256Key: key }), to.port, to.address);
     socket.send(encodeMessage(addU32(request(), AttrType.Sequence, 1), { fingerprint: true, integritySha256Key: key }), to.port, to.address);

@@ -30,6 +30,13 @@ export class MemoryRegistry implements Registry {
     this.#entries.set(registration.uri, registration);
   }
 
+  async claim(registration: Registration & { readonly keyFingerprint: string }): Promise<string | undefined> {
+    const holder = (await this.get(registration.uri))?.keyFingerprint;
+    if (holder !== undefined && holder !== registration.keyFingerprint) return holder;
+    this.#entries.set(registration.uri, registration);
+    return undefined;
+  }
+
   async get(uri: string): Promise<Registration | undefined> {
     const entry = this.#entries.get(uri);
     if (entry === undefined) return undefined;
@@ -41,7 +48,9 @@ export class MemoryRegistry implements Registry {
   }
 
   async delete(uri: string): Promise<boolean> {
-    return this.#entries.delete(uri);
+    const live = (await this.get(uri)) !== undefined;
+    this.#entries.delete(uri);
+    return live;
   }
 
   async size(): Promise<number> {
