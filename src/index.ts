@@ -25,6 +25,14 @@ export type { RendezvousEvent } from './broker/rendezvous.js';
 export type { Registry, Registration } from './broker/registry/registry.js';
 export { MemoryRegistry } from './broker/registry/memory.js';
 export type { MemoryRegistryOptions } from './broker/registry/memory.js';
+export { RedisRegistry, connectRedis } from './broker/registry/redis.js';
+export type { ConnectRedisOptions, RedisBackend } from './broker/registry/redis.js';
+export type { RedisStoreOptions } from './broker/registry/redis-codec.js';
+export { RedisConnection } from './broker/registry/redis-connection.js';
+export type { RedisConnectionOptions } from './broker/registry/redis-connection.js';
+export { RedisSessionStore } from './broker/registry/redis-sessions.js';
+export { SessionTable } from './broker/sessions.js';
+export type { SequenceVerdict, Session, SessionEndpoint, SessionStore } from './broker/sessions.js';
 
 export { connect } from './peer/connect.js';
 export { createServer, NattravServer } from './peer/server.js';
