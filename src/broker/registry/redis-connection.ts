@@ -161,7 +161,7 @@ export class RedisConnection {
     });
     try {
       await withDeadline(single.connect(), connectTimeoutMs);
-      const info = await single.sendCommand(['INFO', 'cluster'], { timeout: commandTimeoutMs });
+      const info = await withDeadline(single.sendCommand(['INFO', 'cluster'], { timeout: commandTimeoutMs }), commandTimeoutMs);
       if (!/cluster_enabled:1/.test(String(info))) {
         up = true;
         return new RedisConnection(target.display, commandTimeoutMs, report, single, undefined);
@@ -195,8 +195,10 @@ export class RedisConnection {
     const options = { timeout: this.#commandTimeoutMs, typeMapping: TYPE_MAPPING };
     try {
       if (this.#closed) throw new Error('the connection is closed');
-      if (this.#clusterClient !== undefined) return await this.#clusterClient.sendCommand(key, readonly, args, options);
-      return await (this.#client as CommandClient).sendCommand(args, options);
+      // node-redis's own timeout covers only the wait to be written: a server that takes the
+      // command and never answers (stopped, overloaded) is caught by this deadline.
+      const sent = this.#clusterClient !== undefined ? this.#clusterClient.sendCommand(key, readonly, args, options) : (this.#client as CommandClient).sendCommand(args, options);
+      return await withDeadline(sent, this.#commandTimeoutMs);
     } catch (err) {
       const failed = new NattravError(ErrorCode.RegistryUnavailable, `Redis ${this.display}: ${args[0] as string} failed: ${describe(err)}`, { cause: err });
       // A script the server does not hold yet is not a failure (script() sends it).
@@ -223,7 +225,8 @@ export class RedisConnection {
       do {
         let reply: unknown;
         try {
-          reply = await node.sendCommand(['SCAN', cursor, 'MATCH', pattern, 'COUNT', String(SCAN_COUNT)], { timeout: this.#commandTimeoutMs, typeMapping: TYPE_MAPPING });
+          const sent = node.sendCommand(['SCAN', cursor, 'MATCH', pattern, 'COUNT', String(SCAN_COUNT)], { timeout: this.#commandTimeoutMs, typeMapping: TYPE_MAPPING });
+          reply = await withDeadline(sent, this.#commandTimeoutMs);
         } catch (err) {
           throw new NattravError(ErrorCode.RegistryUnavailable, `Redis ${this.display}: SCAN failed: ${describe(err)}`, { cause: err });
         }
