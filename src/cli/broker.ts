@@ -1,6 +1,6 @@
 /** The `broker` command: parse, call the library, print. */
 import { isIP } from 'node:net';
-import { ErrorCode, NattravError, createBroker, formatEndpoint, parseHostPort, type BrokerEvent, type BrokerOptions } from '../index.js';
+import { ErrorCode, NattravError, connectRedis, createBroker, formatEndpoint, parseHostPort, type BrokerEvent, type BrokerOptions, type RedisBackend } from '../index.js';
 import { ExitCode, type Reporter } from './output.js';
 import { readPem } from './pem.js';
 import type { StopSignals } from './signals.js';
@@ -17,13 +17,45 @@ export interface BrokerCommandOptions {
   open?: boolean;
   strictAmplification?: boolean;
   stunCompat?: boolean;
+  redis?: string;
 }
 
 /** `nattrav broker [--listen HOST:PORT] [...]`: runs until SIGINT/SIGTERM. */
 export async function brokerCommand(options: BrokerCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const { host, port } = parseHostPort(options.listen, '--listen', 3478);
   const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
+  const redis = options.redis === undefined ? undefined : await openRedis(options.redis, out);
+  try {
+    return await serve(options, out, stop, { host, port, alternate, redis });
+  } finally {
+    await redis?.close();
+  }
+}
+
+/** Connects to `--redis URL`; a bad URL names the flag (exit 2), a silent server is ERR_REGISTRY_UNAVAILABLE (exit 4). */
+async function openRedis(url: string, out: Reporter): Promise<RedisBackend> {
+  let backend: RedisBackend;
+  try {
+    backend = await connectRedis({ url, onError: (err) => out.event('warning', { message: err.message }, `broker: warning: ${err.message}`) });
+  } catch (err) {
+    if (err instanceof NattravError && err.code === ErrorCode.InvalidArgument) throw new NattravError(err.code, `--redis: ${err.message}`, { cause: err });
+    throw err;
+  }
+  const { display, cluster } = backend.connection;
+  out.event('registry', { kind: 'redis', server: display, cluster }, `broker: registry redis ${display}${cluster ? ' (cluster)' : ''}`);
+  return backend;
+}
+
+interface Serving {
+  readonly host: string;
+  readonly port: number;
+  readonly alternate: { host: string; port?: number } | undefined;
+  readonly redis: RedisBackend | undefined;
+}
+
+async function serve(options: BrokerCommandOptions, out: Reporter, stop: StopSignals, { host, port, alternate, redis }: Serving): Promise<number> {
   const broker = createBroker({
+    ...(redis === undefined ? {} : { registry: redis.registry, sessions: redis.sessions }),
     host,
     port,
     ...(alternate === undefined ? {} : { alternateHost: alternate.host, ...(alternate.port === undefined ? {} : { alternatePort: alternate.port }) }),

@@ -74,11 +74,12 @@ async function main(argv: string[]): Promise<number> {
     .option('--open', 'accept registrations without proof of key (closed networks only; warns loudly)')
     .option('--strict-amplification', 'never answer an unauthenticated UDP request with more bytes than it had (bare STUN Bindings then get no answer)')
     .option('--stun-compat', 'full RFC 5780 answers (up to 124 bytes) to small Binding requests, as coturn\'s natdiscovery expects')
+    .option('--redis <url>', 'keep registrations and sessions in Redis >= 7 (redis://[user:password@]host:port or rediss://; a single server or a cluster), shared with other brokers using it')
     .option('--json', 'report events as JSON lines on stderr')
     .action((options: BrokerCommandOptions & { json?: boolean }) =>
       runStoppable((out, stop) => brokerCommand(options, withJson(out, options.json), stop)),
     )
-    .addHelpText('after', examples(['nattrav broker --listen 0.0.0.0:3478', 'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json']));
+    .addHelpText('after', examples(['nattrav broker --listen 0.0.0.0:3478', 'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json', 'NATTRAV_REDIS=rediss://broker:PASSWORD@redis.internal:6379 nattrav broker']));
 
   program
     .command('listen')
