@@ -30,6 +30,13 @@ const RECONNECT_FIRST_MS = 100;
 const RECONNECT_MAX_MS = 2_000;
 /** Connection failures are reported at most this often: an outage must not flood the log. */
 const REPORT_INTERVAL_MS = 5_000;
+/**
+ * Commands waiting at once on one connection. A server that takes commands and never
+ * answers leaves each one waiting after its deadline; this bounds them (then fail at once).
+ */
+const MAX_QUEUED_COMMANDS = 10_000;
+/** GETDEL, and the Lua and hash commands used, are in Redis 6.2; 7 is what is tested and supported. */
+const MIN_REDIS_MAJOR = 7;
 /** Keys asked for per SCAN step. */
 const SCAN_COUNT = 1_000;
 
@@ -152,7 +159,7 @@ export class RedisConnection {
     const timing = { connectTimeout: connectTimeoutMs, reconnectStrategy };
     const socket = target.tls ? { tls: true as const, ...timing } : { tls: false as const, ...timing };
     const credentials = { ...(target.username === undefined ? {} : { username: target.username }), ...(target.password === undefined ? {} : { password: target.password }) };
-    const common = { ...credentials, disableOfflineQueue: true, commandOptions: { timeout: commandTimeoutMs } };
+    const common = { ...credentials, disableOfflineQueue: true, commandsQueueMaxLength: MAX_QUEUED_COMMANDS, commandOptions: { timeout: commandTimeoutMs } };
     const single = createClient({ ...common, database: target.database, socket: { ...socket, host: target.host, port: target.port } }) as unknown as CommandClient;
     let failure: Error | undefined;
     single.on('error', (err) => {
@@ -161,8 +168,12 @@ export class RedisConnection {
     });
     try {
       await withDeadline(single.connect(), connectTimeoutMs);
-      const info = await withDeadline(single.sendCommand(['INFO', 'cluster'], { timeout: commandTimeoutMs }), commandTimeoutMs);
-      if (!/cluster_enabled:1/.test(String(info))) {
+      const info = String(await withDeadline(single.sendCommand(['INFO'], { timeout: commandTimeoutMs }), commandTimeoutMs));
+      const version = /redis_version:(\d+)/.exec(info)?.[1];
+      if (version === undefined || Number(version) < MIN_REDIS_MAJOR) {
+        throw new NattravError(ErrorCode.RegistryUnavailable, `Redis ${target.display} is version ${version ?? 'unknown'}; the broker needs Redis ${MIN_REDIS_MAJOR} or later`);
+      }
+      if (!/cluster_enabled:1/.test(info)) {
         up = true;
         return new RedisConnection(target.display, commandTimeoutMs, report, single, undefined);
       }
