@@ -80,10 +80,17 @@ interface Started {
   readonly port: number;
 }
 
-async function startOne(extra: readonly string[] = [], withBus = false): Promise<Started> {
+/** A certificate and key (PEM files) for a TLS-only redis-server. */
+export interface RedisTls {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+async function startOne(extra: readonly string[] = [], withBus = false, tls?: RedisTls): Promise<Started> {
   const dir = await mkdtemp(join(tmpdir(), 'nattrav-redis-'));
   const port = await freePort(withBus);
-  const child = spawn('redis-server', ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...extra], {
+  const listen = tls === undefined ? ['--port', String(port)] : ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-auth-clients', 'no'];
+  const child = spawn('redis-server', ['--save', '', '--appendonly', 'no', ...listen, '--bind', '127.0.0.1', '--dir', dir, ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -126,11 +133,11 @@ async function stopOne(started: Started): Promise<void> {
   await rm(started.dir, { recursive: true, force: true });
 }
 
-function serverOf(started: readonly Started[]): RedisServer {
+function serverOf(started: readonly Started[], scheme = 'redis'): RedisServer {
   const first = started[0] as Started;
   let stopped: Promise<void> | undefined;
   return {
-    url: `redis://127.0.0.1:${first.port}`,
+    url: `${scheme}://127.0.0.1:${first.port}`,
     port: first.port,
     pids: started.map((s) => s.child.pid as number),
     stop: () => (stopped ??= Promise.all(started.map(stopOne)).then(() => undefined)),
@@ -139,9 +146,17 @@ function serverOf(started: readonly Started[]): RedisServer {
   };
 }
 
-/** Starts one redis-server; `extra` arguments are appended (e.g. `--requirepass`). */
-export async function startRedis(extra: readonly string[] = []): Promise<RedisServer> {
-  return serverOf([await startOne(extra)]);
+/** Starts one redis-server; `extra` arguments are appended (e.g. `--requirepass`); with `tls` it speaks TLS only (`rediss://`). */
+export async function startRedis(extra: readonly string[] = [], tls?: RedisTls): Promise<RedisServer> {
+  return serverOf([await startOne(extra, false, tls)], tls === undefined ? 'redis' : 'rediss');
+}
+
+/** Writes a self-signed certificate for 127.0.0.1 (openssl) into `dir`: the server's, and the CA a client must trust. */
+export async function selfSignedForLoopback(dir: string): Promise<RedisTls> {
+  const certFile = join(dir, 'redis-cert.pem');
+  const keyFile = join(dir, 'redis-key.pem');
+  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { timeout: 10_000 });
+  return { certFile, keyFile };
 }
 
 /** Starts `nodes` redis-servers as one Redis Cluster (masters only) and waits until it serves every slot. */

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { connectRedis } from '../../src/broker/registry/redis.js';
 import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
-import { haveRedis, startRedis } from '../helpers/redis-server.js';
+import { haveRedis, selfSignedForLoopback, startRedis } from '../helpers/redis-server.js';
 
 const children: ChildProcess[] = [];
 const closers: Array<() => unknown> = [];
@@ -25,8 +25,8 @@ after(async () => {
   for (const home of homes) rmSync(home, { recursive: true, force: true });
 });
 
-function cli(args: string[], home: string = homes[0]): CliProcess {
-  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
+function cli(args: string[], home: string = homes[0], env: Record<string, string> = {}): CliProcess {
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home, ...env } });
   children.push(child);
   return new CliProcess(child);
 }
@@ -64,6 +64,23 @@ describe('nattrav broker --redis', () => {
     assert.equal(error?.code, 'ERR_REGISTRY_UNAVAILABLE');
     assert.match(String(error?.message), new RegExp(`Redis redis://nattrav:\\*\\*\\*@127.0.0.1:${server.port} is unreachable`));
     assert.ok(!JSON.stringify(proc.events).includes('topsecret'), 'the password is never printed');
+  });
+
+  test('rediss:// with a user and password, trusting the server\'s CA through NODE_EXTRA_CA_CERTS', async (t) => {
+    if (!(await haveRedis(t))) return;
+    const tls = await selfSignedForLoopback(homes[1]);
+    const server = await startRedis(['--requirepass', 'tls-secret'], tls);
+    closers.push(() => server.stop());
+    const url = `rediss://default:tls-secret@127.0.0.1:${server.port}`;
+    const untrusted = cli(['broker', '--listen', '127.0.0.1:0', '--redis', url, '--json']);
+    assert.equal(await untrusted.exited, 4, 'a certificate nobody vouches for is refused');
+    assert.match(String(untrusted.events.find((e) => e.event === 'error')?.message), /self.signed|certificate/i);
+    const proc = cli(['broker', '--listen', '127.0.0.1:0', '--redis', url, '--json'], homes[0], { NODE_EXTRA_CA_CERTS: tls.certFile });
+    const registry = await proc.waitForEvent('registry', 10_000);
+    assert.equal(registry.server, `rediss://default:***@127.0.0.1:${server.port}`);
+    await proc.waitForEvent('listening', 10_000);
+    proc.child.kill('SIGTERM');
+    assert.equal(await proc.exited, 143);
   });
 
   test('two broker processes on one redis-server: a name held through one cannot be taken through the other', async (t) => {
