@@ -74,8 +74,8 @@ export function redisScript(source: string): RedisScript {
   return { source, sha1: createHash('sha1').update(source).digest('hex') };
 }
 
-/** A parsed Redis URL and what the client needs of it. */
-interface Target {
+/** A parsed Redis URL: what the client needs of it. */
+export interface RedisTarget {
   readonly host: string;
   readonly port: number;
   readonly tls: boolean;
@@ -90,7 +90,7 @@ interface Target {
  * Checks a Redis URL; throws ERR_INVALID_ARGUMENT saying what is wrong (the message shows
  * the URL with its password masked).
  */
-export function parseRedisUrl(url: string): Target {
+export function parseRedisUrl(url: string): RedisTarget {
   let parsed: URL;
   try {
     parsed = new URL(url);
