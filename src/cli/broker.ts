@@ -24,7 +24,7 @@ export interface BrokerCommandOptions {
 export async function brokerCommand(options: BrokerCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const { host, port } = parseHostPort(options.listen, '--listen', 3478);
   const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
-  const redis = options.redis === undefined ? undefined : await openRedis(options.redis, out);
+  const redis = options.redis === undefined ? undefined : await openRedis(options.redis, out, stop.signal);
   try {
     return await serve(options, out, stop, { host, port, alternate, redis });
   } finally {
@@ -33,10 +33,10 @@ export async function brokerCommand(options: BrokerCommandOptions, out: Reporter
 }
 
 /** Connects to `--redis URL`; a bad URL names the flag (exit 2), a silent server is ERR_REGISTRY_UNAVAILABLE (exit 4). */
-async function openRedis(url: string, out: Reporter): Promise<RedisBackend> {
+async function openRedis(url: string, out: Reporter, signal: AbortSignal): Promise<RedisBackend> {
   let backend: RedisBackend;
   try {
-    backend = await connectRedis({ url, onError: (err) => out.event('warning', { message: err.message }, `broker: warning: ${err.message}`) });
+    backend = await connectRedis({ url, signal, onError: (err) => out.event('warning', { message: err.message }, `broker: warning: ${err.message}`) });
   } catch (err) {
     if (err instanceof NattravError && err.code === ErrorCode.InvalidArgument) throw new NattravError(err.code, `--redis: ${err.message}`, { cause: err });
     throw err;

@@ -139,6 +139,28 @@ describe('RedisRegistry on a real redis-server', () => {
     assert.ok(Date.now() - started < 2_000, 'a refused connection is not retried at start');
   });
 
+  test('a server that accepts and never answers: connecting ends at its deadline, or at once on abort', async (t) => {
+    if (!(await haveRedis(t))) return;
+    const server = await startRedis();
+    closers.push(() => server.stop());
+    server.pause();
+    try {
+      await assert.rejects(connectRedis({ url: server.url, connectTimeoutMs: 500 }), (err: NattravError) => {
+        assert.equal(err.code, 'ERR_REGISTRY_UNAVAILABLE');
+        assert.match(err.message, /is unreachable: no answer within 500 ms/);
+        return true;
+      });
+      const controller = new AbortController();
+      const reason = new Error('stopped by the test');
+      setTimeout(() => controller.abort(reason), 100);
+      const started = Date.now();
+      await assert.rejects(connectRedis({ url: server.url, connectTimeoutMs: 20_000, signal: controller.signal }), (err: unknown) => err === reason);
+      assert.ok(Date.now() - started < 5_000, 'the abort ended it, not the deadline');
+    } finally {
+      server.resume();
+    }
+  });
+
   test('the server goes away: commands fail at once and it is reported; it comes back: the connection too', async (t) => {
     if (!(await haveRedis(t))) return;
     const first = await startRedis();

@@ -17,8 +17,10 @@ export interface RedisConnectionOptions {
   commandTimeoutMs?: number;
   /** Longest wait for the connection at start (and for each reconnection), in ms. @default 5000 */
   connectTimeoutMs?: number;
-  /** Told about every failure of the connection (a lost server, a failed reconnection), at most once per `reportIntervalMs`. */
+  /** Told about failures of the connection and of commands (a lost server, a failed reconnection, a command without answer), at most one report per 5 s. */
   onError?: (err: NattravError) => void;
+  /** Aborts connecting (the error is the signal's reason). */
+  signal?: AbortSignal;
 }
 
 /** A Redis state shared by brokers answers in well under a millisecond on a LAN; 2 s means it is gone. */
@@ -166,9 +168,10 @@ export class RedisConnection {
       failure = err;
       if (up) report(err);
     });
+    const { signal } = options;
     try {
-      await withDeadline(single.connect(), connectTimeoutMs);
-      const info = String(await withDeadline(single.sendCommand(['INFO'], { timeout: commandTimeoutMs }), commandTimeoutMs));
+      await withDeadline(single.connect(), connectTimeoutMs, signal);
+      const info = String(await withDeadline(single.sendCommand(['INFO'], { timeout: commandTimeoutMs }), commandTimeoutMs, signal));
       const version = /redis_version:(\d+)/.exec(info)?.[1];
       if (version === undefined || Number(version) < MIN_REDIS_MAJOR) {
         throw new NattravError(ErrorCode.RegistryUnavailable, `Redis ${target.display} is version ${version ?? 'unknown'}; the broker needs Redis ${MIN_REDIS_MAJOR} or later`);
@@ -186,7 +189,7 @@ export class RedisConnection {
       cluster.on('error', (err) => (up ? report(err) : (failure = err)));
       cluster.on('node-error', (err) => (up ? report(err) : (failure = err)));
       try {
-        await withDeadline(cluster.connect(), connectTimeoutMs);
+        await withDeadline(cluster.connect(), connectTimeoutMs, signal);
       } catch (err) {
         cluster.destroy();
         throw err;
@@ -196,6 +199,7 @@ export class RedisConnection {
     } catch (err) {
       single.destroy();
       if (err instanceof NattravError) throw err;
+      if (signal?.aborted === true && err === signal.reason) throw err;
       const cause = failure ?? err;
       throw new NattravError(ErrorCode.RegistryUnavailable, `Redis ${target.display} is unreachable: ${describe(cause)}`, { cause });
     }
@@ -257,6 +261,11 @@ export class RedisConnection {
     }
   }
 
+  /** Same as {@link RedisConnection.close}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
   /** Closes the connection (commands in flight are answered first, if the server still answers). Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -300,14 +309,21 @@ function describe(err: unknown): string {
   return typeof code === 'string' && !message.includes(code) ? `${message} (${code})` : message;
 }
 
-async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+/** `promise`, or a rejection after `ms` ("no answer within"), or `signal`'s reason when it aborts first. */
+async function withDeadline<T>(promise: Promise<T>, ms: number, signal?: AbortSignal): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    if (signal === undefined) return;
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
   });
   try {
     return await Promise.race([promise, deadline]);
   } finally {
     clearTimeout(timer);
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
   }
 }

@@ -110,6 +110,8 @@ export interface RedisBackend {
   readonly connection: RedisConnection;
   /** Closes the connection. Idempotent. */
   close(): Promise<void>;
+  /** Same as {@link RedisBackend.close}. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /**
@@ -125,5 +127,6 @@ export async function connectRedis(options: ConnectRedisOptions): Promise<RedisB
     sessions: new RedisSessionStore(connection, stores),
     connection,
     close: () => connection.close(),
+    [Symbol.asyncDispose]: () => connection.close(),
   };
 }
