@@ -162,7 +162,7 @@ export class RedisConnection {
     const socket = target.tls ? { tls: true as const, ...timing } : { tls: false as const, ...timing };
     const credentials = { ...(target.username === undefined ? {} : { username: target.username }), ...(target.password === undefined ? {} : { password: target.password }) };
     const common = { ...credentials, disableOfflineQueue: true, commandsQueueMaxLength: MAX_QUEUED_COMMANDS, commandOptions: { timeout: commandTimeoutMs } };
-    const single = createClient({ ...common, database: target.database, socket: { ...socket, host: target.host, port: target.port } }) as unknown as CommandClient;
+    const single: CommandClient = createClient({ ...common, database: target.database, socket: { ...socket, host: target.host, port: target.port } });
     let failure: Error | undefined;
     single.on('error', (err) => {
       failure = err;
@@ -185,7 +185,7 @@ export class RedisConnection {
       const cluster = createCluster({
         rootNodes: [{ ...credentials, socket: { ...socket, host: target.host, port: target.port } }],
         defaults: { ...common, socket },
-      } as never) as unknown as ClusterClient;
+      }) as unknown as ClusterClient; // node-redis's generic node types, narrowed to what is used here
       cluster.on('error', (err) => (up ? report(err) : (failure = err)));
       cluster.on('node-error', (err) => (up ? report(err) : (failure = err)));
       try {
