@@ -1,6 +1,6 @@
 /**
  * Two brokers (in this process, each with its own Redis connection, as two processes
- * would have) on one real redis-server on loopback: the owner binding of plain names,
+ * would have) on one real redis-server on loopback, then on a real three-node Redis Cluster: the owner binding of plain names,
  * the sessions and the lookups are shared, so a request may land on either broker.
  * And a Redis that stops answering makes the broker answer 500, report it, and go on.
  */
@@ -18,7 +18,7 @@ import type { StunMessage } from '../../src/wire/message.js';
 import { getErrorCode } from '../../src/wire/nattrav.js';
 import { startBroker } from '../helpers/loopback.js';
 import { RawPeer, refreshBytes } from '../helpers/raw-peer.js';
-import { haveRedis, startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { haveRedis, startRedis, startRedisCluster, type RedisServer } from '../helpers/redis-server.js';
 
 const closers: Array<() => unknown> = [];
 after(async () => {
@@ -40,15 +40,20 @@ function errorOf(message: StunMessage): { code: number; reason: string } | undef
   return message.cls === MessageClass.ErrorResponse ? getErrorCode(message) : undefined;
 }
 
-describe('two brokers sharing one redis-server', () => {
+const SHARED: ReadonlyArray<[string, () => Promise<RedisServer>, boolean]> = [
+  ['one redis-server', () => startRedis(), false],
+  ['a three-node Redis Cluster', () => startRedisCluster(3), true],
+];
+
+for (const [what, startShared, cluster] of SHARED) describe(`two brokers sharing ${what}`, () => {
   let server: RedisServer | undefined;
   let one: Awaited<ReturnType<typeof sharedBroker>>;
   let two: Awaited<ReturnType<typeof sharedBroker>>;
   /** False (the test skipped, or failed in CI) without redis-server. */
-  const ready = async (t: { skip(reason: string): void }): Promise<boolean> => server !== undefined || (await haveRedis(t) && false);
+  const ready = async (t: { skip(reason: string): void }): Promise<boolean> => server !== undefined || (await haveRedis(t, cluster) && false);
   before(async () => {
-    if (!(await haveRedis({ skip: () => undefined }))) return;
-    server = await startRedis();
+    if (!(await haveRedis({ skip: () => undefined }, cluster))) return;
+    server = await startShared();
     closers.push(() => server?.stop());
     one = await sharedBroker(server.url);
     two = await sharedBroker(server.url);
@@ -134,8 +139,11 @@ describe('two brokers sharing one redis-server', () => {
     await assert.rejects(attempt, (err: NattravError) => err.code === 'ERR_RECIPIENT_UNREACHABLE', 'a recipient that never joins; but not an unknown URI');
   });
 
+});
+
+describe('a broker whose Redis stops answering', () => {
   test('Redis stops answering: the broker answers 500 "registry unavailable", reports it, and serves again when Redis is back', async (t) => {
-    if (!(await ready(t))) return;
+    if (!(await haveRedis(t))) return;
     const reports: NattravError[] = [];
     const own = await startRedis();
     closers.push(() => own.stop());
