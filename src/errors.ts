@@ -56,6 +56,12 @@ export const ErrorCode = {
   NotAllowed: 'ERR_NOT_ALLOWED',
   /** An established connection ended badly: reset, timed out, cut by a relay quota. The message says which. */
   ConnectionBroken: 'ERR_CONNECTION_BROKEN',
+  /**
+   * The broker's shared registry (Redis) did not answer, or answered with an error: at start
+   * (the message names the server, never its password), or for one request (the peer is told
+   * "registry unavailable" and the broker reports it).
+   */
+  RegistryUnavailable: 'ERR_REGISTRY_UNAVAILABLE',
 } as const;
 
 /** One of the {@link ErrorCode} values. */

@@ -32,6 +32,14 @@ export type { StatusRequestEvent, StatusServerOptions } from './broker/http/stat
 export { renderStatusPage } from './broker/http/status-page.js';
 export type { StatusPageOptions } from './broker/http/status-page.js';
 export type { MemoryRegistryOptions } from './broker/registry/memory.js';
+export { RedisRegistry, connectRedis } from './broker/registry/redis.js';
+export type { ConnectRedisOptions, RedisBackend } from './broker/registry/redis.js';
+export type { RedisStoreOptions } from './broker/registry/redis-codec.js';
+export { RedisConnection } from './broker/registry/redis-connection.js';
+export type { RedisConnectionOptions } from './broker/registry/redis-connection.js';
+export { RedisSessionStore } from './broker/registry/redis-sessions.js';
+export { SessionTable } from './broker/sessions.js';
+export type { SequenceVerdict, Session, SessionEndpoint, SessionStore } from './broker/sessions.js';
 
 export { connect } from './peer/connect.js';
 export { createServer, NattravServer } from './peer/server.js';

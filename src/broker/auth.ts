@@ -30,7 +30,7 @@ export function buildAuth(options: ResolvedBrokerOptions): RegisterAuth {
   return {
     mode: options.open ? 'open' : 'authenticated',
     nonces: new NonceBook(),
-    sessions: new SessionTable(options.maxSessions),
+    sessions: options.sessions ?? new SessionTable(options.maxSessions),
     ...(ca === undefined ? {} : { verifyCertificate: (der, uri, spki) => certificateProblem(der, uri, spki, ca) }),
     ...(identity === undefined ? {} : { identity }),
   };

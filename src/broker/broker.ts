@@ -81,12 +81,11 @@ export class Broker extends EventEmitter {
     this.#rendezvous = new Rendezvous({
       clock: resolved.clock,
       authorizeRelay: (attemptId, secret) => this.#relay.authorize(attemptId, secret),
-      sessionKeyFor: (uri) => this.#auth.sessions.byUri(uri)?.key,
+      sessionKeyFor: async (uri) => (await this.#auth.sessions.byUri(uri))?.key,
       alternatePort: () => this.#layout?.alternatePort,
       registry: this.#registry,
-      notify: (registration, message) => {
+      notify: (registration, message, key) => {
         // Integrity under the recipient's session key: only this broker can ask it to connect.
-        const key = this.#auth.sessions.byUri(registration.uri)?.key;
         const options = key === undefined ? {} : { integritySha256Key: key };
         if (registration.transport === 'tcp') {
           this.#tcpService.control(registration.uri)?.send(message, { software: resolved.software, fingerprint: true, ...options });
@@ -218,7 +217,7 @@ export class Broker extends EventEmitter {
     throw listenError(lastError, host, port, alternateHost);
   }
 
-  /** Stops serving, drops every exchange, and closes the registry it created. Idempotent. */
+  /** Stops serving, drops every exchange, and closes the registry and session table it created. Idempotent. */
   async close(): Promise<void> {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
@@ -229,6 +228,7 @@ export class Broker extends EventEmitter {
     await this.#starting;
     await closeListeners(this.#udp.values(), this.#tcp);
     if (this.#ownsRegistry) await this.#registry.close();
+    if (this.#options.sessions === undefined) await this.#auth.sessions.close();
     this.emit('close');
   }
 

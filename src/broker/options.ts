@@ -4,6 +4,7 @@ import { ErrorCode, NattravError } from '../errors.js';
 import type { AmplificationMode } from './amplification.js';
 import type { BrokerLimitsOptions } from './limits.js';
 import type { Registry } from './registry/registry.js';
+import type { SessionStore } from './sessions.js';
 import { isWildcard } from './rfc5780.js';
 
 /** Options of {@link createBroker}. */
@@ -27,6 +28,12 @@ export interface BrokerOptions {
   port?: number;
   /** Where registrations live. @default a new in-memory registry */
   registry?: Registry;
+  /**
+   * Where registration sessions live (their keys are secrets). Brokers that share a
+   * `registry` must share this too, so that a refresh may land on any of them.
+   * @default a new in-memory table of at most `maxSessions`
+   */
+  sessions?: SessionStore;
   /** Longest registration lifetime a peer may ask for, in ms. @default 120000 */
   maxLifetimeMs?: number;
   /** How long the recipient has to join an attempt after the broker's connection request, in ms. @default 5000 */
@@ -99,12 +106,13 @@ export interface BrokerOptions {
 }
 
 /** Fully resolved broker options. */
-export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'alternateHost' | 'alternatePort' | 'limits' | 'ca' | 'cert' | 'key' | 'clock'>> & {
+export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'sessions' | 'alternateHost' | 'alternatePort' | 'limits' | 'ca' | 'cert' | 'key' | 'clock'>> & {
   clock: Clock;
   ca?: string;
   cert?: string;
   key?: string;
   registry?: Registry;
+  sessions?: SessionStore;
   limits?: BrokerLimitsOptions;
   alternateHost?: string;
   alternatePort?: number;

@@ -22,7 +22,7 @@ import type { StunMessage } from '../wire/message.js';
 import { addU32, addXorAddress, getU32Attr, getUri, getXorAddressAttrs } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import type { Registry } from './registry/registry.js';
-import type { Session, SessionTable } from './sessions.js';
+import type { Session, SessionStore } from './sessions.js';
 
 /** Shortest registration lifetime granted, in ms: shorter would be mostly refresh traffic (0 is a withdrawal, not a lifetime). */
 export const MIN_LIFETIME_MS = 1_000;
@@ -36,7 +36,7 @@ export interface RegisterAuth {
   /** 'open': no proof needed (closed networks only; the broker says so loudly). */
   readonly mode: 'authenticated' | 'open';
   readonly nonces: NonceBook;
-  readonly sessions: SessionTable;
+  readonly sessions: SessionStore;
   /**
    * CA mode: checks that a peer certificate (DER) chains to the broker's CA,
    * is valid now, names `uri` and carries `spki`; returns why not, or undefined.
@@ -136,9 +136,9 @@ export async function handleRegister(
   const used = ctx.auth.nonces.use(nonce, binding);
   if (used === 'replayed') return replayed();
   if (used === 'full') return challenge(StunErrorCode.StaleNonce, 'stale nonce (too many proofs from this address)');
-  const refusal = await ownershipProblem(ctx, request, uri, spki);
-  if (refusal !== undefined) {
-    ctx.reply(request.errorResponse(StunErrorCode.Forbidden, refusal));
+  const ownership = ownershipProblem(ctx, request, uri, spki);
+  if (ownership.problem !== undefined) {
+    ctx.reply(request.errorResponse(StunErrorCode.Forbidden, ownership.problem));
     return undefined;
   }
   const own = newEphemeralKey();
@@ -148,12 +148,16 @@ export async function handleRegister(
     return undefined;
   }
   const fingerprint = keyFingerprint(spki);
-  const session = ctx.auth.sessions.open(uri, key, fingerprint, ctx.now() + lifetimeMs, remote);
+  // The registration first: a plain name is claimed atomically (another broker may race for it),
+  // and only its holder may then replace the URI's session.
+  if (!(await store(ctx, uri, remote, request, lifetimeMs, transport, fingerprint, ownership.plain))) return undefined;
+  const session = await ctx.auth.sessions.open(uri, key, fingerprint, ctx.now() + lifetimeMs, remote);
   if (session === undefined) {
+    // Without a session nobody could refresh or reach it: take the registration back.
+    if ((await ctx.registry.get(uri))?.keyFingerprint === fingerprint) await ctx.registry.delete(uri);
     ctx.reply(request.errorResponse(StunErrorCode.ServerError, 'broker full'));
     return undefined;
   }
-  await store(ctx, uri, remote, request, lifetimeMs, transport, fingerprint);
   const response = announceAlternatePort(ctx, success(request, remote, lifetimeMs));
   const sessionId = Buffer.from(session.id, 'hex');
   response.add(AttrType.Username, sessionId);
@@ -183,7 +187,7 @@ async function refresh(
   lifetimeMs: number,
   sessionId: string,
 ): Promise<string | undefined> {
-  const session = authenticateRefresh(ctx, request, uri, sessionId);
+  const session = await authenticateRefresh(ctx, request, uri, sessionId);
   if (session === undefined) return undefined;
   if (transport === 'udp' && !sameEndpoint(session.endpoint, remote)) {
     const echo = request.get(AttrType.Nonce);
@@ -195,9 +199,11 @@ async function refresh(
       return undefined;
     }
   }
-  session.endpoint = { address: remote.address, port: remote.port };
-  session.expiresAt = ctx.now() + lifetimeMs;
-  await store(ctx, uri, remote, request, lifetimeMs, transport, session.keyFingerprint);
+  if (!(await ctx.auth.sessions.renew(session, remote, ctx.now() + lifetimeMs))) {
+    ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'unknown session'));
+    return undefined;
+  }
+  if (!(await store(ctx, uri, remote, request, lifetimeMs, transport, session.keyFingerprint, true, session.key))) return undefined;
   ctx.reply(success(request, remote, lifetimeMs), { integritySha256Key: session.key }, true);
   ctx.onRegistered(uri, remote, lifetimeMs, true);
   return uri;
@@ -210,12 +216,13 @@ function sameEndpoint(a: { address: string; port: number }, b: { address: string
 /**
  * Checks a message under a session: the session exists and holds `uri`, the message
  * carries integrity under its key and a SEQUENCE above every one accepted so far.
- * Answers the refusal itself (undefined); on success records the sequence number.
+ * Answers the refusal itself (undefined); on success records the sequence number
+ * (atomically in the session store: a replay handed to two brokers at once passes one).
  */
-function authenticateRefresh(ctx: RegisterContext, request: StunMessage, uri: string, sessionId: string): Session | undefined {
-  const session = ctx.auth.sessions.byId(sessionId);
+async function authenticateRefresh(ctx: RegisterContext, request: StunMessage, uri: string, sessionId: string): Promise<Session | undefined> {
+  const session = await ctx.auth.sessions.find(uri, sessionId);
   // Unknown or expired session (e.g. the broker restarted): the peer proves its key again.
-  if (session === undefined || session.uri !== uri) {
+  if (session === undefined) {
     ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'unknown session'));
     return undefined;
   }
@@ -224,11 +231,15 @@ function authenticateRefresh(ctx: RegisterContext, request: StunMessage, uri: st
     ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'refresh needs integrity under the session key'));
     return undefined;
   }
-  if (sequence <= session.lastSequence) {
+  const verdict = await ctx.auth.sessions.advance(session, sequence);
+  if (verdict === 'unknown') {
+    ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'unknown session'));
+    return undefined;
+  }
+  if (verdict === 'replayed') {
     ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'replayed refresh'), { integritySha256Key: session.key });
     return undefined;
   }
-  session.lastSequence = sequence;
   return session;
 }
 
@@ -248,9 +259,9 @@ async function withdraw(
   sessionId: string | undefined,
 ): Promise<void> {
   if (sessionId !== undefined) {
-    const session = authenticateRefresh(ctx, request, uri, sessionId);
+    const session = await authenticateRefresh(ctx, request, uri, sessionId);
     if (session === undefined) return;
-    ctx.auth.sessions.end(session);
+    await ctx.auth.sessions.end(session);
     const current = await ctx.registry.get(uri);
     // Another key's registration (a registry shared by brokers) is not this session's to remove.
     const removed = current !== undefined && current.keyFingerprint === session.keyFingerprint && (await ctx.registry.delete(uri));
@@ -279,26 +290,28 @@ async function withdraw(
   if (current !== undefined) ctx.onWithdrawn?.(uri, transport);
 }
 
-/** Why this key may not hold `uri`, or undefined when it may. */
-async function ownershipProblem(ctx: RegisterContext, request: StunMessage, uri: string, spki: Uint8Array): Promise<string | undefined> {
+/**
+ * Why this key may not hold `uri` (`problem`), and whether `uri` is a plain name, which the
+ * first key to register holds while its registration lives (claimed in {@link store}).
+ */
+function ownershipProblem(ctx: RegisterContext, request: StunMessage, uri: string, spki: Uint8Array): { problem?: string; plain: boolean } {
   const claimed = uriKeyFingerprint(uri);
   if (claimed !== undefined) {
-    return claimed === keyFingerprint(spki) ? undefined : 'PUBLIC-KEY does not match the self-certifying URI';
+    return claimed === keyFingerprint(spki) ? { plain: false } : { problem: 'PUBLIC-KEY does not match the self-certifying URI', plain: false };
   }
-  if (ctx.auth.verifyCertificate !== undefined) {
-    const certificate = request.get(AttrType.Certificate);
-    if (certificate === undefined) return `this broker needs a certificate from its CA naming ${uri}`;
-    const problem = ctx.auth.verifyCertificate(certificate, uri, spki);
-    if (problem !== undefined) return problem;
-  }
-  // Plain name: first key to register holds it while its registration lives.
-  const current = await ctx.registry.get(uri);
-  if (current?.keyFingerprint !== undefined && current.keyFingerprint !== keyFingerprint(spki)) {
-    return `${uri} is registered by another key`;
-  }
-  return undefined;
+  if (ctx.auth.verifyCertificate === undefined) return { plain: true };
+  const certificate = request.get(AttrType.Certificate);
+  if (certificate === undefined) return { problem: `this broker needs a certificate from its CA naming ${uri}`, plain: false };
+  const problem = ctx.auth.verifyCertificate(certificate, uri, spki);
+  // A certificate from the CA vouches for the key; the name still goes to the first key while it is registered.
+  return problem === undefined ? { plain: true } : { problem, plain: false };
 }
 
+/**
+ * Stores the registration. With `claim` (a plain name, or any refresh) only if no live
+ * registration of another key holds the URI, atomically across brokers; a refusal is
+ * answered here (under `integrityKey` when given) and returns false.
+ */
 async function store(
   ctx: RegisterContext,
   uri: string,
@@ -307,16 +320,22 @@ async function store(
   lifetimeMs: number,
   transport: 'udp' | 'tcp',
   keyFingerprint: string | undefined,
-): Promise<void> {
-  const privateEndpoints = getXorAddressAttrs(request, AttrType.PrivateEndpoint);
-  await ctx.registry.put({
-    uri,
-    publicEndpoint: remote,
-    privateEndpoints,
-    expiresAt: ctx.now() + lifetimeMs,
-    transport,
-    ...(keyFingerprint === undefined ? {} : { keyFingerprint }),
-  });
+  claim = false,
+  integrityKey?: Buffer,
+): Promise<boolean> {
+  const registration = { uri, publicEndpoint: remote, privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint), expiresAt: ctx.now() + lifetimeMs, transport };
+  if (keyFingerprint === undefined) {
+    await ctx.registry.put(registration);
+    return true;
+  }
+  if (!claim) {
+    await ctx.registry.put({ ...registration, keyFingerprint });
+    return true;
+  }
+  if ((await ctx.registry.claim({ ...registration, keyFingerprint })) === undefined) return true;
+  const refusal = request.errorResponse(StunErrorCode.Forbidden, `${uri} is registered by another key`);
+  ctx.reply(refusal, integrityKey === undefined ? {} : { integritySha256Key: integrityKey });
+  return false;
 }
 
 /**

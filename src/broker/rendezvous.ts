@@ -97,8 +97,11 @@ export interface AnswerSource {
 /** What the rendezvous needs from the broker around it. */
 export interface RendezvousContext {
   readonly registry: Registry;
-  /** Sends a connection request to a registered recipient: over UDP to its mapping, or down its TCP control connection. */
-  notify(registration: Registration, message: StunMessage): void;
+  /**
+   * Sends a connection request to a registered recipient: over UDP to its mapping, or down
+   * its TCP control connection; under integrity with `sessionKey` (the attempt's) when given.
+   */
+  notify(registration: Registration, message: StunMessage, sessionKey: Buffer | undefined): void;
   /** Sends a message on an exchange, with the broker's SOFTWARE and FINGERPRINT. */
   reply(channel: ExchangeChannel, message: StunMessage): void;
   readonly recipientTimeoutMs: number;
@@ -109,7 +112,7 @@ export interface RendezvousContext {
   /** Allows one relay for the attempt (hex ID), whose Relay requests must carry integrity under `secret`; false when the relay is full. */
   authorizeRelay(attemptId: string, secret: Buffer): boolean;
   /** The session key of the registration holding `uri` (undefined in open mode): a Join must carry integrity under it. */
-  sessionKeyFor(uri: string): Buffer | undefined;
+  sessionKeyFor(uri: string): Promise<Buffer | undefined>;
   /** The broker's alternate port, announced in every final answer (peers send their mapping probes there). */
   alternatePort?(): number | undefined;
   /** The broker's limits; `expensivePerUri` and `expensivePerSource` apply here. @default BROKER_LIMITS_DEFAULTS */
@@ -195,6 +198,8 @@ export class Rendezvous {
       this.#fail(channel, request, StunErrorCode.NotFound, `unknown URI: ${uri}`);
       return;
     }
+    // Taken now: a session that ends later (a withdrawal) must not turn the checks off for this attempt.
+    const uriSessionKey = await this.#ctx.sessionKeyFor(uri);
     if (this.#attempts.size >= this.#ctx.maxPendingAttempts) {
       this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy: too many pending attempts');
       return;
@@ -217,8 +222,7 @@ export class Rendezvous {
       recipientKey: registration.keyFingerprint,
       secret: newAttemptSecret(),
       initiatorEphemeral: parsed.ephemeralKey,
-      // Taken now: a session that ends later (a withdrawal) must not turn the checks off for this attempt.
-      sessionKey: this.#ctx.sessionKeyFor(uri),
+      sessionKey: uriSessionKey,
       state: 'notifying',
       initiator: side(channel, request, parsed.privateEndpoints),
       recipient: undefined,
@@ -240,7 +244,7 @@ export class Rendezvous {
     // Retransmit the ConnectionRequest with doubling intervals until acknowledged or joined.
     const send = (rto: number): void => {
       if (attempt.state !== 'notifying') return;
-      this.#ctx.notify(registration, notify);
+      this.#ctx.notify(registration, notify, attempt.sessionKey);
       attempt.notifyTimer = this.#clock.setTimeout(() => send(rto * 2), rto);
     };
     send(NOTIFY_FIRST_RTO_MS);

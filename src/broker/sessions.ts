@@ -1,33 +1,87 @@
 /**
  * Registration sessions: after a peer proved its key, refreshes and connection
- * requests are protected with a session key (see security/proof.ts). Bounded:
- * at most `max` sessions; expired ones go first.
+ * requests are protected with a session key (see security/proof.ts). A URI has at
+ * most one session; the store is found by (URI, session ID), so that a store shared
+ * by brokers (Redis, registry/redis-sessions.ts) keeps each URI's state in one place.
+ * The memory table here is bounded: at most `max` sessions; expired ones go first.
  */
 import { randomBytes } from 'node:crypto';
 import { SESSION_ID_LENGTH } from '../security/proof.js';
 
-/** One peer's registration session. */
+/** An endpoint a session's holder was verified at. */
+export interface SessionEndpoint {
+  readonly address: string;
+  readonly port: number;
+}
+
+/** One peer's registration session, as read from its store (a snapshot: change it through the store). */
 export interface Session {
   readonly id: string;
   readonly uri: string;
+  /** The session key (a secret: integrity of refreshes and connection requests). */
   readonly key: Buffer;
   /** Fingerprint of the key that proved itself. */
   readonly keyFingerprint: string;
   /** Highest SEQUENCE accepted so far. */
-  lastSequence: number;
-  expiresAt: number;
+  readonly lastSequence: number;
+  /** When the session lapses (milliseconds since the epoch), like its registration. */
+  readonly expiresAt: number;
   /**
    * The source the session's holder was last verified at: where it proved its key, or a
    * new address it echoed a routability token from (register.ts). Its registration and
    * connection requests go nowhere else.
    */
-  endpoint: { readonly address: string; readonly port: number };
+  readonly endpoint: SessionEndpoint;
 }
 
-/** The broker's sessions, by ID and by URI. */
-export class SessionTable {
-  readonly #byId = new Map<string, Session>();
-  readonly #byUri = new Map<string, Session>();
+/** What {@link SessionStore.advance} decided: the number was taken, was not above the last one, or the session is gone. */
+export type SequenceVerdict = 'accepted' | 'replayed' | 'unknown';
+
+/**
+ * Where a broker keeps registration sessions. Implementations: {@link SessionTable}
+ * (memory, one broker) and `RedisSessionStore` (shared by brokers). A session counts
+ * only while live (`expiresAt` after the store's clock) and only under its own ID:
+ * opening a new session for a URI ends the old one.
+ */
+export interface SessionStore {
+  /** Opens a session for `uri` held at `endpoint` (replacing the URI's previous one); undefined when the store is full of live sessions. */
+  open(uri: string, key: Buffer, keyFingerprint: string, expiresAt: number, endpoint: SessionEndpoint): Promise<Session | undefined>;
+  /** The live session `id` of `uri`. */
+  find(uri: string, id: string): Promise<Session | undefined>;
+  /** The live session holding `uri`. */
+  byUri(uri: string): Promise<Session | undefined>;
+  /**
+   * Takes `sequence` for `session` if it is above every number taken so far, atomically:
+   * of two brokers handed the same number at once, exactly one gets 'accepted'.
+   */
+  advance(session: Session, sequence: number): Promise<SequenceVerdict>;
+  /** Moves the live `session` to `endpoint` and extends it to `expiresAt`; false when it is gone. */
+  renew(session: Session, endpoint: SessionEndpoint, expiresAt: number): Promise<boolean>;
+  /** Ends `session` (a withdrawal): its ID opens nothing any more, so its messages, replayed or not, are refused. False when it was gone. */
+  end(session: Session): Promise<boolean>;
+  /** Ends the session holding `uri`, whichever it is. */
+  drop(uri: string): Promise<void>;
+  /** Releases resources. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** A new random session ID (hex), {@link SESSION_ID_LENGTH} bytes. */
+export function newSessionId(): string {
+  return randomBytes(SESSION_ID_LENGTH).toString('hex');
+}
+
+interface Entry {
+  readonly id: string;
+  readonly key: Buffer;
+  readonly keyFingerprint: string;
+  lastSequence: number;
+  expiresAt: number;
+  endpoint: SessionEndpoint;
+}
+
+/** The broker's sessions in this process's memory, by URI; at most `max` of them. */
+export class SessionTable implements SessionStore {
+  readonly #byUri = new Map<string, Entry>();
   readonly #max: number;
   readonly #now: () => number;
 
@@ -36,55 +90,71 @@ export class SessionTable {
     this.#now = now;
   }
 
-  /** Number of sessions held. */
+  /** Number of sessions held (expired ones included until pruned). */
   get size(): number {
-    return this.#byId.size;
+    return this.#byUri.size;
   }
 
-  /** Opens a session for `uri` held at `endpoint` (replacing the URI's previous one); undefined when full of live sessions. */
-  open(uri: string, key: Buffer, keyFingerprint: string, expiresAt: number, endpoint: Session['endpoint']): Session | undefined {
+  async open(uri: string, key: Buffer, keyFingerprint: string, expiresAt: number, endpoint: SessionEndpoint): Promise<Session | undefined> {
     this.#prune();
-    const previous = this.#byUri.get(uri);
-    if (previous !== undefined) this.#byId.delete(previous.id);
-    else if (this.#byId.size >= this.#max) return undefined;
-    const session: Session = { id: randomBytes(SESSION_ID_LENGTH).toString('hex'), uri, key, keyFingerprint, lastSequence: 0, expiresAt, endpoint };
-    this.#byId.set(session.id, session);
-    this.#byUri.set(uri, session);
-    return session;
+    if (!this.#byUri.has(uri) && this.#byUri.size >= this.#max) return undefined;
+    const entry: Entry = { id: newSessionId(), key, keyFingerprint, lastSequence: 0, expiresAt, endpoint: { address: endpoint.address, port: endpoint.port } };
+    this.#byUri.set(uri, entry);
+    return snapshot(uri, entry);
   }
 
-  /** The live session with this ID. */
-  byId(id: string): Session | undefined {
-    const session = this.#byId.get(id);
-    return session !== undefined && session.expiresAt > this.#now() ? session : undefined;
+  async find(uri: string, id: string): Promise<Session | undefined> {
+    const entry = this.#live(uri, id);
+    return entry === undefined ? undefined : snapshot(uri, entry);
   }
 
-  /** The live session holding `uri`. */
-  byUri(uri: string): Session | undefined {
-    const session = this.#byUri.get(uri);
-    return session !== undefined && session.expiresAt > this.#now() ? session : undefined;
+  async byUri(uri: string): Promise<Session | undefined> {
+    const entry = this.#byUri.get(uri);
+    return entry === undefined ? undefined : this.find(uri, entry.id);
   }
 
-  /** Ends `session` (a withdrawal): its ID opens nothing any more, so its messages, replayed or not, are refused. */
-  end(session: Session): void {
-    if (this.#byId.get(session.id) === session) this.#byId.delete(session.id);
-    if (this.#byUri.get(session.uri) === session) this.#byUri.delete(session.uri);
+  async advance(session: Session, sequence: number): Promise<SequenceVerdict> {
+    const entry = this.#live(session.uri, session.id);
+    if (entry === undefined) return 'unknown';
+    if (sequence <= entry.lastSequence) return 'replayed';
+    entry.lastSequence = sequence;
+    return 'accepted';
   }
 
-  /** Ends the session holding `uri`. */
-  drop(uri: string): void {
-    const session = this.#byUri.get(uri);
-    if (session === undefined) return;
+  async renew(session: Session, endpoint: SessionEndpoint, expiresAt: number): Promise<boolean> {
+    const entry = this.#live(session.uri, session.id);
+    if (entry === undefined) return false;
+    entry.endpoint = { address: endpoint.address, port: endpoint.port };
+    entry.expiresAt = expiresAt;
+    return true;
+  }
+
+  async end(session: Session): Promise<boolean> {
+    if (this.#byUri.get(session.uri)?.id !== session.id) return false;
+    return this.#byUri.delete(session.uri);
+  }
+
+  async drop(uri: string): Promise<void> {
     this.#byUri.delete(uri);
-    this.#byId.delete(session.id);
+  }
+
+  async close(): Promise<void> {
+    this.#byUri.clear();
+  }
+
+  #live(uri: string, id: string): Entry | undefined {
+    const entry = this.#byUri.get(uri);
+    return entry !== undefined && entry.id === id && entry.expiresAt > this.#now() ? entry : undefined;
   }
 
   #prune(): void {
     const now = this.#now();
-    for (const [id, session] of this.#byId) {
-      if (session.expiresAt > now) continue;
-      this.#byId.delete(id);
-      if (this.#byUri.get(session.uri) === session) this.#byUri.delete(session.uri);
+    for (const [uri, entry] of this.#byUri) {
+      if (entry.expiresAt <= now) this.#byUri.delete(uri);
     }
   }
+}
+
+function snapshot(uri: string, entry: Entry): Session {
+  return { id: entry.id, uri, key: entry.key, keyFingerprint: entry.keyFingerprint, lastSequence: entry.lastSequence, expiresAt: entry.expiresAt, endpoint: entry.endpoint };
 }

@@ -13,6 +13,7 @@ import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants
 import type { StunMessage } from '../wire/message.js';
 import { addXorAddress, getAttemptId, getRole, type RoleName } from '../wire/nattrav.js';
 import type { BrokerEvent } from './events.js';
+import { failureAnswer } from './failure.js';
 import type { BrokerGuard } from './guard.js';
 import type { ResolvedBrokerOptions } from './options.js';
 import { handleRegister, type RegisterAuth } from './register.js';
@@ -216,7 +217,7 @@ export class TcpService {
         this.#controls.set(uri, channel);
         void channel.closed.then(() => this.#controlClosed(uri, channel, remote));
       },
-      (err: unknown) => channel.send(request.errorResponse(StunErrorCode.ServerError, err instanceof Error ? err.message : String(err))),
+      (err: unknown) => channel.send(failureAnswer(request, err), { software, fingerprint: true }),
     );
   }
 
@@ -235,7 +236,7 @@ export class TcpService {
       if (!ours) return;
       await this.#ctx.registry.delete(uri);
       this.#ctx.guard.unregistered(uri);
-      this.#ctx.auth.sessions.drop(uri);
+      await this.#ctx.auth.sessions.drop(uri);
     } catch (err) {
       this.#ctx.emit({ type: 'warning', message: `dropping ${uri} after its control connection closed: ${err instanceof Error ? err.message : String(err)}` });
     }
@@ -292,7 +293,7 @@ export class TcpService {
           setRole(initiator ? 'initiator' : 'recipient');
           const run = initiator ? rendezvous.connect(channel, message) : rendezvous.join(channel, message);
           run.catch((err: unknown) => {
-            reply(message.errorResponse(StunErrorCode.BadRequest, err instanceof Error ? err.message : String(err)));
+            reply(failureAnswer(message, err));
             channel.end();
           });
           return;

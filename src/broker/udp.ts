@@ -4,7 +4,6 @@
  * Anything that does not decode is dropped without an answer (RFC 8489 §6.3).
  */
 import { toTransportAddress } from '../common/endpoint.js';
-import { isNattravError } from '../errors.js';
 import { decodeDatagram, unknownComprehensionRequired, type EncodeOptions } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
@@ -12,6 +11,7 @@ import { addXorAddress } from '../wire/nattrav.js';
 import { encodeUnknownAttributes } from '../wire/unknown-attributes.js';
 import type { TransportAddress } from '../wire/types.js';
 import type { Registry } from './registry/registry.js';
+import { failureAnswer } from './failure.js';
 import { handleRegister, type RegisterAuth, type RegisterContext } from './register.js';
 
 /** The attribute types the broker understands in requests. */
@@ -114,8 +114,7 @@ export async function handleDatagram(ctx: UdpContext, data: Buffer, remoteAddres
         ctx.reply(message, message.errorResponse(StunErrorCode.BadRequest, `method 0x${message.method.toString(16)} is not served over UDP`), remote);
     }
   } catch (err) {
-    const malformed = isNattravError(err) ? err.message : 'internal error';
-    ctx.reply(message, message.errorResponse(isNattravError(err) ? StunErrorCode.BadRequest : StunErrorCode.ServerError, malformed), remote);
+    ctx.reply(message, failureAnswer(message, err), remote);
   }
 }
 

@@ -1,7 +1,7 @@
 /** The `broker` command: parse, call the library, log. */
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { ErrorCode, NattravError, createBroker, parseHostPort, serveBrokerStatus, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type StatusRequestEvent } from '../index.js';
+import { ErrorCode, NattravError, connectRedis, createBroker, parseHostPort, serveBrokerStatus, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent } from '../index.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
 import { blameLimit, limitsTable, parseLimits } from './limits.js';
 import { ExitCode } from './output.js';
@@ -32,6 +32,8 @@ export interface BrokerCommandOptions {
   limit?: string[];
   /** `--list-limits`: print every limit's name, default and meaning, and exit. */
   listLimits?: boolean;
+  /** `--redis URL`: registrations and sessions in Redis, shared with other brokers. */
+  redis?: string;
 }
 
 /** The log format `--log-format` and `--json` ask for (default json); both at odds is a usage error naming them. */
@@ -53,7 +55,42 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
   const http = options.http === undefined ? undefined : parseHostPort(options.http, '--http');
   const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
   const limits = parseLimits(options.limit ?? []);
+  const redis = options.redis === undefined ? undefined : await openRedis(options.redis, log, stop.signal);
+  try {
+    return await serve(options, log, stop, { host, port, http, alternate, limits, redis });
+  } finally {
+    await redis?.close();
+  }
+}
+
+/** Connects to `--redis URL`; a bad URL names the flag (exit 2), a silent server is ERR_REGISTRY_UNAVAILABLE (exit 4). */
+async function openRedis(url: string, log: Logger, signal: AbortSignal): Promise<RedisBackend> {
+  let backend: RedisBackend;
+  try {
+    backend = await connectRedis({ url, signal, onError: (err) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`) });
+  } catch (err) {
+    if (err instanceof NattravError && err.code === ErrorCode.InvalidArgument) throw new NattravError(err.code, `--redis: ${err.message}`, { cause: err });
+    throw err;
+  }
+  const { display, cluster } = backend.connection;
+  log.info({ event: 'registry', kind: 'redis', server: display, cluster }, `registry redis ${display}${cluster ? ' (cluster)' : ''}`);
+  return backend;
+}
+
+/** What brokerCommand parsed and opened for serve(). */
+interface Serving {
+  readonly host: string;
+  readonly port: number;
+  readonly http: { host: string; port: number } | undefined;
+  readonly alternate: { host: string; port?: number } | undefined;
+  readonly limits: ReturnType<typeof parseLimits>;
+  readonly redis: RedisBackend | undefined;
+}
+
+/** Runs the broker (and its status server) until a stop signal. */
+async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSignals, { host, port, http, alternate, limits, redis }: Serving): Promise<number> {
   const broker = createBrokerBlamingLimits(options.limit ?? [], {
+    ...(redis === undefined ? {} : { registry: redis.registry, sessions: redis.sessions }),
     host,
     port,
     ...limits,

@@ -216,7 +216,7 @@ async function configCommand(program: Command, words: readonly string[], config:
     key: spec.key,
     flags: spec.flags,
     env: spec.env,
-    value: resolved.value ?? null,
+    value: maskedUrl(resolved.value) ?? null,
     source: resolved.source,
     ...(resolved.origin === undefined ? {} : { origin: resolved.origin }),
   }));
@@ -224,7 +224,13 @@ async function configCommand(program: Command, words: readonly string[], config:
   return ExitCode.Ok;
 }
 
-function shown(value: unknown): string {
+/** A URL's password (`--redis redis://user:PASSWORD@host`) is never printed: `***` stands for it. */
+function maskedUrl(value: unknown): unknown {
+  return typeof value === 'string' ? value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*):[^@/]+@/i, '$1:***@') : value;
+}
+
+function shown(raw: unknown): string {
+  const value = maskedUrl(raw);
   if (value === undefined) return '(not set)';
   return typeof value === 'string' ? value : JSON.stringify(value);
 }

@@ -15,7 +15,7 @@ export const ExitCode = {
   Usage: 2,
   /** The broker has no registration for the URI. */
   UnknownUri: 3,
-  /** The broker could not be reached. */
+  /** The broker could not be reached (for `broker --redis`: its Redis). */
   BrokerUnreachable: 4,
   /** A time limit fired. */
   Timeout: 5,
@@ -39,6 +39,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.InvalidArgument]: ExitCode.Usage,
   [ErrorCode.UnknownUri]: ExitCode.UnknownUri,
   [ErrorCode.BrokerUnreachable]: ExitCode.BrokerUnreachable,
+  [ErrorCode.RegistryUnavailable]: ExitCode.BrokerUnreachable,
   [ErrorCode.Timeout]: ExitCode.Timeout,
   [ErrorCode.ConnectFailed]: ExitCode.ConnectFailed,
   [ErrorCode.RecipientUnreachable]: ExitCode.ConnectFailed,

@@ -66,7 +66,7 @@ async function harness(key: Buffer): Promise<{ rendezvous: Rendezvous; notified:
     maxPendingAttempts: 16,
     emit: () => undefined,
     authorizeRelay: () => true,
-    sessionKeyFor: (uri) => (uri === 'nattrav://bob' ? key : undefined),
+    sessionKeyFor: async (uri) => (uri === 'nattrav://bob' ? key : undefined),
     clock,
   });
   const initiator = new FakeChannel();
@@ -173,7 +173,7 @@ describe('the recipient acts on each connection request once', () => {
       server.on('attemptFailed', () => actedOn++); // joining fails here: this broker has no TCP side
       server.listen();
       await once(server, 'listening');
-      const key = auth.sessions.byUri('nattrav://ivan')?.key as Buffer;
+      const key = (await auth.sessions.byUri('nattrav://ivan'))?.key as Buffer;
       const to = recipient as { address: string; port: number };
       const request = (sequence: number): Buffer => {
         const message = StunMessage.request(Method.ConnectionRequest).add(AttrType.AttemptId, randomBytes(16));

@@ -24,6 +24,7 @@ import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/co
 import { StunMessage } from '../../src/wire/message.js';
 import { addU32, addUri, getErrorCode } from '../../src/wire/nattrav.js';
 import { startBroker, startRecipient } from '../helpers/loopback.js';
+import { RawPeer as HandPeer } from '../helpers/raw-peer.js';
 
 /** A raw UDP client speaking the registration protocol by hand, as an attacker would. */
 class RawPeer {
@@ -270,7 +271,7 @@ describe('secure registration', () => {
     socket.send(encodeMessage(request(), { fingerprint: true, integritySha256Key: Buffer.alloc(32, 9) }), to.port, to.address);
     await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal(actedOn, 0, 'requests without (or with wrong) integrity are ignored');
-    const key = auth.sessions.byUri('nattrav://heidi')?.key as Buffer;
+    const key = (await auth.sessions.byUri('nattrav://heidi'))?.key as Buffer;
     // Under the key but without SEQUENCE: our broker numbers every request, so it is ignored (it could be replayed).
     socket.send(encodeMessage(request(), { fingerprint: true, integritySha256Key: key }), to.port, to.address);
     socket.send(encodeMessage(addU32(request(), AttrType.Sequence, 1), { fingerprint: true, integritySha256Key: key }), to.port, to.address);
@@ -278,5 +279,22 @@ describe('secure registration', () => {
     while (actedOn === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal(actedOn, 1, 'only the numbered request under the session key is acted on');
+  });
+
+  test('a broker full of sessions refuses a new registration and keeps nothing of it', async () => {
+    const closers: Array<() => unknown> = [];
+    const { broker } = await startBroker({ maxSessions: 1 });
+    try {
+      const port = broker.address().port;
+      const first = await HandPeer.open(port, closers);
+      await first.register('nattrav://first', generateKeyPair());
+      const second = await HandPeer.open(port, closers);
+      await assert.rejects(second.register('nattrav://second', generateKeyPair()), /"code":500.*broker full/);
+      assert.equal(await broker.registry.get('nattrav://second'), undefined, 'the registration is taken back');
+      assert.ok(await broker.registry.get('nattrav://first'));
+    } finally {
+      for (const close of closers) await close();
+      await broker.close();
+    }
   });
 });

@@ -4,8 +4,6 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,13 +15,13 @@ import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
 import { connect } from '../../src/peer/connect.js';
 import { withdrawalRequest } from '../../src/peer/register-proof.js';
 import { PeerRegistration } from '../../src/peer/registration.js';
-import { generateKeyPair, sign, type KeyPairPem } from '../../src/security/keys.js';
-import { newEphemeralKey, registrationPayload, sessionKey } from '../../src/security/proof.js';
-import { decodeMessage, encodeMessage, verifyMessageIntegritySha256, type EncodeOptions } from '../../src/wire/codec.js';
-import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
+import { generateKeyPair } from '../../src/security/keys.js';
+import { decodeMessage, encodeMessage, verifyMessageIntegritySha256 } from '../../src/wire/codec.js';
+import { AttrType, MessageClass, StunErrorCode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
-import { addU32, addUri, getErrorCode, getU32Attr } from '../../src/wire/nattrav.js';
+import { getErrorCode, getU32Attr } from '../../src/wire/nattrav.js';
 import { startBroker, startRecipient, until } from '../helpers/loopback.js';
+import { RawPeer, refreshBytes, register } from '../helpers/raw-peer.js';
 
 // Keys of default identities go here, never into the real ~/.nattrav.
 const home = mkdtempSync(join(tmpdir(), 'nattrav-withdraw-'));
@@ -59,75 +57,6 @@ async function expectUnknown(address: string, uri: string): Promise<number> {
     return true;
   });
   return performance.now() - started;
-}
-
-/** A session as a raw client holds it after proving its key: what it needs to sign refreshes. */
-interface RawSession {
-  readonly id: Uint8Array;
-  readonly key: Buffer;
-}
-
-/** A raw UDP client speaking the registration protocol by hand, as the tests (and an attacker) need. */
-class RawPeer {
-  private constructor(readonly socket: UdpSocket, readonly brokerPort: number) {}
-
-  static async open(brokerPort: number): Promise<RawPeer> {
-    const socket = createSocket('udp4');
-    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-    const peer = new RawPeer(socket, brokerPort);
-    closers.push(() => socket.close());
-    return peer;
-  }
-
-  async send(request: StunMessage, options: EncodeOptions = {}): Promise<StunMessage> {
-    return this.sendBytes(encodeMessage(request, options));
-  }
-
-  async sendBytes(bytes: Buffer): Promise<StunMessage> {
-    const reply = once(this.socket, 'message');
-    this.socket.send(bytes, this.brokerPort, '127.0.0.1');
-    const [data] = (await Promise.race([reply, new Promise((_, reject) => setTimeout(() => reject(new Error('no answer')), 2_000))])) as [Buffer];
-    return decodeMessage(data);
-  }
-
-  /** Proves `key` for `uri` and returns the session the broker opened. */
-  async register(uri: string, key: KeyPairPem, lifetimeMs = 60_000): Promise<RawSession> {
-    const first = register(uri, lifetimeMs);
-    first.add(AttrType.PublicKey, key.spki);
-    const challenge = await this.send(first);
-    const nonce = challenge.get(AttrType.Nonce);
-    assert.ok(nonce, 'a challenge with a NONCE');
-    const ephemeral = newEphemeralKey();
-    const proof = register(uri, lifetimeMs);
-    proof.add(AttrType.PublicKey, key.spki);
-    proof.add(AttrType.Nonce, nonce);
-    proof.add(AttrType.EphemeralKey, ephemeral.publicKey);
-    proof.add(AttrType.Signature, sign(key.privateKeyPem, registrationPayload({ nonce, uri, ephemeralKey: ephemeral.publicKey, lifetimeMs, transport: 'udp' })));
-    const ok = await this.send(proof);
-    assert.equal(ok.cls, MessageClass.SuccessResponse, JSON.stringify(getErrorCode(ok)));
-    const id = ok.get(AttrType.Username);
-    const brokerEphemeral = ok.get(AttrType.EphemeralKey);
-    assert.ok(id && brokerEphemeral);
-    const sessionKeyBytes = sessionKey(ephemeral, brokerEphemeral, nonce);
-    assert.ok(sessionKeyBytes);
-    return { id, key: sessionKeyBytes };
-  }
-}
-
-/** A bare Register request for `uri` asking for `lifetimeMs` (0: a withdrawal). */
-function register(uri: string, lifetimeMs: number): StunMessage {
-  const request = StunMessage.request(Method.Register);
-  addUri(request, uri);
-  addU32(request, AttrType.Lifetime, lifetimeMs);
-  return request;
-}
-
-/** A refresh under `session` with `sequence`: its bytes, signed with `key` (the session's unless forging; null: no integrity). */
-function refreshBytes(uri: string, lifetimeMs: number, session: RawSession, sequence: number, key: Buffer | null = session.key): Buffer {
-  const request = register(uri, lifetimeMs);
-  request.add(AttrType.Username, session.id);
-  addU32(request, AttrType.Sequence, sequence);
-  return encodeMessage(request, key === null ? {} : { integritySha256Key: key });
 }
 
 function errorCodeOf(message: StunMessage): number | undefined {
@@ -228,7 +157,7 @@ describe('withdrawing a registration', () => {
   test('the owner withdraws with LIFETIME 0 under its session: the answer says LIFETIME 0, and the session is over', async () => {
     const { broker, address, events } = await brokerWithEvents();
     const port = Number(address.split(':')[1]);
-    const peer = await RawPeer.open(port);
+    const peer = await RawPeer.open(port, closers);
     const uri = 'nattrav://owner';
     const session = await peer.register(uri, generateKeyPair());
     const answer = await peer.sendBytes(refreshBytes(uri, 0, session, 1));
@@ -245,8 +174,8 @@ describe('withdrawing a registration', () => {
   test('forged, misdirected and replayed withdrawals change nothing', async () => {
     const { broker, address, events } = await brokerWithEvents();
     const port = Number(address.split(':')[1]);
-    const owner = await RawPeer.open(port);
-    const attacker = await RawPeer.open(port);
+    const owner = await RawPeer.open(port, closers);
+    const attacker = await RawPeer.open(port, closers);
     const uri = 'nattrav://victim';
     const key = generateKeyPair();
     const session = await owner.register(uri, key);
@@ -288,8 +217,8 @@ describe('withdrawing a registration', () => {
   test('an open-mode registration made without a key is withdrawn only from the endpoint that holds it', async () => {
     const { broker, address, events } = await brokerWithEvents({ open: true });
     const port = Number(address.split(':')[1]);
-    const holder = await RawPeer.open(port);
-    const stranger = await RawPeer.open(port);
+    const holder = await RawPeer.open(port, closers);
+    const stranger = await RawPeer.open(port, closers);
     const uri = 'nattrav://open-name';
     assert.equal((await holder.send(register(uri, 60_000))).cls, MessageClass.SuccessResponse);
     const refused = await stranger.send(register(uri, 0));

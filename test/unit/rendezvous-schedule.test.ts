@@ -250,7 +250,7 @@ async function harness(uris: string[] = ['nattrav://bob'], limits: BrokerLimitsO
     maxPendingAttempts: 4096,
     emit: (event) => h.events.push(event),
     authorizeRelay: () => true,
-    sessionKeyFor: () => sessionKey,
+    sessionKeyFor: async () => sessionKey,
     limits: resolveLimits(limits),
     limited: (report) => h.limited.push(report),
     clock,
@@ -534,7 +534,7 @@ describe('rendezvous on a fake clock', () => {
       maxPendingAttempts: 10,
       emit: () => undefined,
       authorizeRelay: () => true,
-      sessionKeyFor: () => current,
+      sessionKeyFor: async () => current,
       limits: resolveLimits({}),
       clock,
     });

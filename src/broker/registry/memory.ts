@@ -30,7 +30,19 @@ export class MemoryRegistry implements Registry {
     this.#entries.set(registration.uri, registration);
   }
 
+  async claim(registration: Registration & { readonly keyFingerprint: string }): Promise<string | undefined> {
+    // No await before the set: another claim must not run in between.
+    const holder = this.#live(registration.uri)?.keyFingerprint;
+    if (holder !== undefined && holder !== registration.keyFingerprint) return holder;
+    this.#entries.set(registration.uri, registration);
+    return undefined;
+  }
+
   async get(uri: string): Promise<Registration | undefined> {
+    return this.#live(uri);
+  }
+
+  #live(uri: string): Registration | undefined {
     const entry = this.#entries.get(uri);
     if (entry === undefined) return undefined;
     if (entry.expiresAt <= this.#now()) {
@@ -41,7 +53,9 @@ export class MemoryRegistry implements Registry {
   }
 
   async delete(uri: string): Promise<boolean> {
-    return this.#entries.delete(uri);
+    const live = this.#live(uri) !== undefined;
+    this.#entries.delete(uri);
+    return live;
   }
 
   async size(): Promise<number> {

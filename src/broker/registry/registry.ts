@@ -21,15 +21,23 @@ export interface Registration {
 
 /**
  * Where a broker keeps registrations. Implementations: {@link MemoryRegistry}
- * (default, one broker) and later Redis (a cluster of brokers). Every method is
- * async so that remote stores fit the same interface.
+ * (default, one broker) and `RedisRegistry` (shared by brokers). Every method is
+ * async so that remote stores fit the same interface. A registration is live while
+ * its `expiresAt` is after the registry's clock: at `expiresAt` it is gone.
  */
 export interface Registry {
   /** Stores or replaces the registration for `registration.uri`. */
   put(registration: Registration): Promise<void>;
+  /**
+   * Stores `registration` unless a live registration of its URI carries another key
+   * fingerprint, atomically (the owner binding of plain names: the first key holds the
+   * name while registered, across every broker sharing the registry). Returns undefined
+   * when stored, else the fingerprint of the key holding the URI.
+   */
+  claim(registration: Registration & { readonly keyFingerprint: string }): Promise<string | undefined>;
   /** The live registration for `uri`, or undefined when there is none or it expired. */
   get(uri: string): Promise<Registration | undefined>;
-  /** Removes the registration; true when there was one. */
+  /** Removes the registration; true when there was a live one. */
   delete(uri: string): Promise<boolean>;
   /** How many live registrations there are. */
   size(): Promise<number>;

@@ -1,0 +1,133 @@
+/**
+ * How the broker's state is laid out in Redis: the keys of a URI (`<prefix>reg:{<uri>}`,
+ * `<prefix>sess:{<uri>}`: the `{uri}` hash tag keeps them in one Redis Cluster slot), and
+ * its registration, one binary string of a few dozen bytes (not JSON), laid out so that a
+ * Lua script can read the expiry and the key fingerprint at fixed offsets (redis.ts CLAIM):
+ *
+ *   0      version (1)
+ *   1      transport: 0 absent, 1 udp, 2 tcp
+ *   2..7   expiresAt, ms since the epoch, unsigned 48-bit big-endian
+ *   8      length L of the key fingerprint (0: none)
+ *   9..    the fingerprint, L bytes of ASCII
+ *   ..     the public endpoint: family (4 or 6), port (16 bits), length A, A bytes of address text
+ *   ..     count N of private endpoints (1 byte), then N endpoints as above
+ *
+ * The URI is not in the value: it is in the key. Addresses are kept as text, so that
+ * what comes back is exactly what was stored (an IPv6 scope, an address's spelling).
+ */
+import { ErrorCode, NattravError } from '../../errors.js';
+import type { TransportAddress } from '../../wire/types.js';
+import type { Registration } from './registry.js';
+
+/** The layout's version byte. */
+export const REGISTRATION_VERSION = 1;
+/** Offset of expiresAt (48 bits) in the value. */
+export const EXPIRES_OFFSET = 2;
+/** Offset of the fingerprint's length byte. */
+export const FINGERPRINT_LENGTH_OFFSET = 8;
+/** Largest expiresAt the 48-bit field holds (year 10889). */
+const MAX_EXPIRES_AT = 2 ** 48 - 1;
+/** Most bytes of a fingerprint or count of private endpoints: one length byte. */
+const MAX_BYTE = 255;
+/** An endpoint's bytes before its address text: family, port, length. */
+const ENDPOINT_HEADER_LENGTH = 4;
+const TRANSPORT_CODES = { absent: 0, udp: 1, tcp: 2 } as const;
+
+/** Encodes `registration` (without its URI); throws ERR_INVALID_ARGUMENT for a value the layout cannot hold. */
+export function encodeRegistration(registration: Registration): Buffer {
+  const { expiresAt, keyFingerprint, privateEndpoints } = registration;
+  if (!Number.isSafeInteger(expiresAt) || expiresAt < 0 || expiresAt > MAX_EXPIRES_AT) {
+    throw new NattravError(ErrorCode.InvalidArgument, `registration expiresAt must be whole milliseconds since the epoch, got ${expiresAt}`);
+  }
+  const fingerprint = Buffer.from(keyFingerprint ?? '', 'ascii');
+  if (fingerprint.length > MAX_BYTE || (keyFingerprint !== undefined && fingerprint.length === 0)) {
+    throw new NattravError(ErrorCode.InvalidArgument, `registration keyFingerprint must be 1 to ${MAX_BYTE} ASCII characters`);
+  }
+  if (privateEndpoints.length > MAX_BYTE) {
+    throw new NattravError(ErrorCode.InvalidArgument, `a registration holds at most ${MAX_BYTE} private endpoints, got ${privateEndpoints.length}`);
+  }
+  const header = Buffer.alloc(FINGERPRINT_LENGTH_OFFSET + 1);
+  header[0] = REGISTRATION_VERSION;
+  header[1] = TRANSPORT_CODES[registration.transport ?? 'absent'];
+  header.writeUIntBE(expiresAt, EXPIRES_OFFSET, 6);
+  header[FINGERPRINT_LENGTH_OFFSET] = fingerprint.length;
+  const endpoints = [registration.publicEndpoint, ...privateEndpoints].map(encodeEndpoint);
+  return Buffer.concat([header, fingerprint, endpoints[0] as Uint8Array, Buffer.of(privateEndpoints.length), ...endpoints.slice(1)]);
+}
+
+/** Decodes a value of {@link encodeRegistration} stored for `uri`; throws ERR_REGISTRY_UNAVAILABLE for bytes that are not one. */
+export function decodeRegistration(uri: string, value: Buffer): Registration {
+  try {
+    if (value[0] !== REGISTRATION_VERSION) throw new Error(`unknown layout version ${value[0]}`);
+    const transport = (['absent', 'udp', 'tcp'] as const)[value[1] as number];
+    if (transport === undefined) throw new Error(`unknown transport code ${value[1]}`);
+    const expiresAt = value.readUIntBE(EXPIRES_OFFSET, 6);
+    const fingerprintLength = value.readUInt8(FINGERPRINT_LENGTH_OFFSET);
+    let offset = FINGERPRINT_LENGTH_OFFSET + 1;
+    const keyFingerprint = value.toString('ascii', offset, offset + fingerprintLength);
+    offset += fingerprintLength;
+    const next = (): TransportAddress => {
+      const family = value[offset] === 4 ? 'IPv4' : value[offset] === 6 ? 'IPv6' : undefined;
+      if (family === undefined) throw new Error(`unknown address family ${value[offset]}`);
+      const end = offset + ENDPOINT_HEADER_LENGTH + value.readUInt8(offset + 3);
+      if (end > value.length) throw new Error('truncated endpoint');
+      const endpoint = { family, address: value.toString('ascii', offset + ENDPOINT_HEADER_LENGTH, end), port: value.readUInt16BE(offset + 1) } as const;
+      offset = end;
+      return endpoint;
+    };
+    const publicEndpoint = next();
+    const count = value.readUInt8(offset++);
+    const privateEndpoints = Array.from({ length: count }, next);
+    if (offset !== value.length) throw new Error(`${value.length - offset} bytes after the last endpoint`);
+    return {
+      uri,
+      publicEndpoint,
+      privateEndpoints,
+      expiresAt,
+      ...(transport === 'absent' ? {} : { transport }),
+      ...(fingerprintLength === 0 ? {} : { keyFingerprint }),
+    };
+  } catch (err) {
+    throw new NattravError(ErrorCode.RegistryUnavailable, `the registration of ${uri} in Redis is not one this broker can read (${(err as Error).message})`, { cause: err });
+  }
+}
+
+/** The expiresAt of an encoded registration, without decoding the rest. */
+export function registrationExpiresAt(value: Buffer): number {
+  return value.length > FINGERPRINT_LENGTH_OFFSET ? value.readUIntBE(EXPIRES_OFFSET, 6) : 0;
+}
+
+function encodeEndpoint(endpoint: TransportAddress): Buffer {
+  const address = Buffer.from(endpoint.address, 'ascii');
+  if (address.length > MAX_BYTE || !Number.isInteger(endpoint.port) || endpoint.port < 0 || endpoint.port > 0xffff) {
+    throw new NattravError(ErrorCode.InvalidArgument, `registration endpoint ${endpoint.address} port ${endpoint.port} cannot be stored`);
+  }
+  const header = Buffer.alloc(ENDPOINT_HEADER_LENGTH);
+  header[0] = endpoint.family === 'IPv4' ? 4 : 6;
+  header.writeUInt16BE(endpoint.port, 1);
+  header[3] = address.length;
+  return Buffer.concat([header, address]);
+}
+
+/** Options of `RedisRegistry` and `RedisSessionStore`. */
+export interface RedisStoreOptions {
+  /** Prefix of every key, so that one Redis can hold several deployments. No `{` or `}`. @default 'nattrav:' */
+  keyPrefix?: string;
+  /** Clock returning milliseconds since the epoch. @default Date.now */
+  now?: () => number;
+}
+
+/** The Redis key of `uri`'s `kind` of state: `<prefix><kind>:{<uri>}` (the hash tag keeps a URI's keys in one slot). */
+export function redisKey(prefix: string, kind: 'reg' | 'sess', uri: string): string {
+  return `${prefix}${kind}:{${uri}}`;
+}
+
+/** The checked key prefix; throws ERR_INVALID_ARGUMENT for one with a hash-tag brace. */
+export function checkKeyPrefix(prefix: string | undefined): string {
+  const checked = prefix ?? 'nattrav:';
+  if (typeof checked !== 'string' || /[{}]/.test(checked)) {
+    throw new NattravError(ErrorCode.InvalidArgument, `Redis keyPrefix must be a string without { or } (they make hash tags), got ${JSON.stringify(checked)}`);
+  }
+  return checked;
+}
+

@@ -1,0 +1,234 @@
+/**
+ * One list of tests for every Registry and SessionStore implementation: in memory, on a
+ * real redis-server, and on a real three-node Redis Cluster. Each runs on a clock the test
+ * moves by hand (the stores take `now`), so expiry is checked at the exact millisecond;
+ * Redis's own TTLs are checked in registry-redis.test.ts. Each Redis test uses its own key
+ * prefix on a server started for this file (no persistence, stopped by PID at the end).
+ */
+import assert from 'node:assert/strict';
+import { after, describe, test, type TestContext } from 'node:test';
+import { randomBytes } from 'node:crypto';
+import { MemoryRegistry } from '../../src/broker/registry/memory.js';
+import { connectRedis, type RedisBackend } from '../../src/broker/registry/redis.js';
+import type { Registration, Registry } from '../../src/broker/registry/registry.js';
+import { SessionTable, type SessionStore } from '../../src/broker/sessions.js';
+import { haveRedis, startRedis, startRedisCluster, type RedisServer } from '../helpers/redis-server.js';
+
+/** What each test gets: the stores, on a clock it moves with `advance`. */
+interface Subject {
+  readonly registry: Registry;
+  readonly sessions: SessionStore;
+  advance(ms: number): void;
+  now(): number;
+}
+
+/** Builds a fresh subject for one test, or undefined when the test was skipped. */
+type Factory = (t: TestContext) => Promise<Subject | undefined>;
+
+const closers: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const close of closers.reverse()) await close();
+});
+
+function clock(): { now: () => number; advance(ms: number): void } {
+  let time = Date.now();
+  return { now: () => time, advance: (ms) => (time += ms) };
+}
+
+const memory: Factory = async () => {
+  const { now, advance } = clock();
+  return { registry: new MemoryRegistry({ now, sweepIntervalMs: 0 }), sessions: new SessionTable(1000, now), advance, now };
+};
+
+/** A Redis factory: one server (or cluster) for the file, started by the first test that needs it. */
+function redis(start: () => Promise<RedisServer>, cluster: boolean): Factory {
+  let server: Promise<RedisServer> | undefined;
+  let prefixes = 0;
+  return async (t) => {
+    if (!(await haveRedis(t, cluster))) return undefined;
+    server ??= start().then((started) => {
+      closers.push(() => started.stop());
+      return started;
+    });
+    const { url } = await server;
+    const { now, advance } = clock();
+    const backend: RedisBackend = await connectRedis({ url, keyPrefix: `test${prefixes++}:`, now });
+    closers.push(() => backend.close());
+    assert.equal(backend.connection.cluster, cluster, 'the connection found the kind of server it runs on');
+    return { registry: backend.registry, sessions: backend.sessions, advance, now };
+  };
+}
+
+const implementations: ReadonlyArray<[string, Factory]> = [
+  ['memory', memory],
+  ['Redis, single server', redis(() => startRedis(), false)],
+  ['Redis Cluster, three masters', redis(() => startRedisCluster(3), true)],
+];
+
+const LIFETIME_MS = 30_000;
+
+function registration(subject: Subject, uri: string, extra: Partial<Registration> = {}): Registration {
+  return { uri, publicEndpoint: { family: 'IPv4', address: '203.0.113.7', port: 40_001 }, privateEndpoints: [], expiresAt: subject.now() + LIFETIME_MS, ...extra };
+}
+
+for (const [name, make] of implementations) {
+  describe(`Registry compliance: ${name}`, () => {
+    const run = (title: string, body: (s: Subject) => Promise<void>): void => {
+      test(title, async (t) => {
+        const subject = await make(t);
+        if (subject !== undefined) await body(subject);
+      });
+    };
+
+    run('what is put comes back exactly, every field', async (s) => {
+      const full = registration(s, 'nattrav://full', {
+        privateEndpoints: [
+          { family: 'IPv4', address: '192.168.1.20', port: 5000 },
+          { family: 'IPv6', address: 'fd00::1:2', port: 65_535 },
+        ],
+        transport: 'tcp',
+        keyFingerprint: 'abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrst',
+        publicEndpoint: { family: 'IPv6', address: '2001:db8::7', port: 0 },
+      });
+      const bare = registration(s, 'nattrav://bare ünïcode {braces}');
+      await s.registry.put(full);
+      await s.registry.put(bare);
+      assert.deepEqual(await s.registry.get('nattrav://full'), full);
+      assert.deepEqual(await s.registry.get(bare.uri), bare);
+      assert.equal(await s.registry.get('nattrav://nobody'), undefined);
+    });
+
+    run('a registration is live until its expiresAt, gone at it', async (s) => {
+      await s.registry.put(registration(s, 'nattrav://lapsing'));
+      s.advance(LIFETIME_MS - 1);
+      assert.ok(await s.registry.get('nattrav://lapsing'), 'live 1 ms before');
+      assert.equal(await s.registry.size(), 1);
+      s.advance(1);
+      assert.equal(await s.registry.get('nattrav://lapsing'), undefined, 'gone at expiresAt');
+      assert.equal(await s.registry.size(), 0);
+    });
+
+    run('put replaces, and a later expiresAt extends the registration', async (s) => {
+      await s.registry.put(registration(s, 'nattrav://moving'));
+      s.advance(LIFETIME_MS - 10);
+      const moved = registration(s, 'nattrav://moving', { publicEndpoint: { family: 'IPv4', address: '198.51.100.9', port: 7 } });
+      await s.registry.put(moved);
+      s.advance(20);
+      assert.deepEqual(await s.registry.get('nattrav://moving'), moved);
+    });
+
+    run('a registration put already expired is not there', async (s) => {
+      await s.registry.put(registration(s, 'nattrav://stale', { expiresAt: s.now() }));
+      assert.equal(await s.registry.get('nattrav://stale'), undefined);
+      assert.equal(await s.registry.size(), 0);
+    });
+
+    run('delete says whether a live registration was removed', async (s) => {
+      await s.registry.put(registration(s, 'nattrav://a'));
+      await s.registry.put(registration(s, 'nattrav://b', { expiresAt: s.now() + 5 }));
+      assert.equal(await s.registry.delete('nattrav://a'), true);
+      assert.equal(await s.registry.get('nattrav://a'), undefined);
+      assert.equal(await s.registry.delete('nattrav://a'), false, 'twice');
+      s.advance(5);
+      assert.equal(await s.registry.delete('nattrav://b'), false, 'expired');
+      assert.equal(await s.registry.delete('nattrav://never'), false);
+    });
+
+    run('size counts live registrations only', async (s) => {
+      for (let i = 0; i < 5; i++) await s.registry.put(registration(s, `nattrav://n${i}`, { expiresAt: s.now() + (i + 1) * 1000 }));
+      assert.equal(await s.registry.size(), 5);
+      s.advance(2000);
+      assert.equal(await s.registry.size(), 3);
+    });
+
+    run('claim: the first key holds a name while registered, then it is free', async (s) => {
+      const uri = 'nattrav://claimed';
+      assert.equal(await s.registry.claim({ ...registration(s, uri), keyFingerprint: 'key-one' }), undefined);
+      assert.equal(await s.registry.claim({ ...registration(s, uri), keyFingerprint: 'key-one' }), undefined, 'its holder refreshes');
+      const other = { ...registration(s, uri, { publicEndpoint: { family: 'IPv4', address: '198.51.100.66', port: 1 } }), keyFingerprint: 'key-two' } as const;
+      assert.equal(await s.registry.claim(other), 'key-one', 'another key is told who holds it');
+      assert.equal((await s.registry.get(uri))?.publicEndpoint.address, '203.0.113.7', 'and changed nothing');
+      s.advance(LIFETIME_MS);
+      assert.equal(await s.registry.claim({ ...other, expiresAt: s.now() + LIFETIME_MS }), undefined, 'free once lapsed');
+      assert.equal((await s.registry.get(uri))?.keyFingerprint, 'key-two');
+    });
+
+    run('claim takes a name from a registration without a key (open mode)', async (s) => {
+      await s.registry.put(registration(s, 'nattrav://open'));
+      assert.equal(await s.registry.claim({ ...registration(s, 'nattrav://open'), keyFingerprint: 'keyed' }), undefined);
+      assert.equal((await s.registry.get('nattrav://open'))?.keyFingerprint, 'keyed');
+    });
+
+    run('claims racing for one name: exactly one key gets it', async (s) => {
+      const uri = 'nattrav://contested';
+      const results = await Promise.all(Array.from({ length: 12 }, (_, i) => s.registry.claim({ ...registration(s, uri), keyFingerprint: `key-${i}` })));
+      const winners = results.flatMap((holder, i) => (holder === undefined ? [`key-${i}`] : []));
+      assert.equal(winners.length, 1, `one winner, got ${winners.join(', ')}`);
+      assert.equal((await s.registry.get(uri))?.keyFingerprint, winners[0]);
+      assert.ok(results.every((holder) => holder === undefined || holder === winners[0]), 'the losers are told the winner');
+    });
+
+    run('sessions: opened, found by URI and ID only, replaced by the next one', async (s) => {
+      const key = Buffer.concat([Buffer.alloc(3), randomBytes(29)]);
+      const endpoint = { address: '203.0.113.7', port: 40_001 };
+      const first = await s.sessions.open('nattrav://s', key, 'fp', s.now() + LIFETIME_MS, endpoint);
+      assert.ok(first);
+      assert.match(first.id, /^[0-9a-f]{32}$/);
+      const found = await s.sessions.find('nattrav://s', first.id);
+      assert.deepEqual(found, { id: first.id, uri: 'nattrav://s', key, keyFingerprint: 'fp', lastSequence: 0, expiresAt: s.now() + LIFETIME_MS, endpoint });
+      assert.deepEqual(await s.sessions.byUri('nattrav://s'), found);
+      assert.equal(await s.sessions.find('nattrav://other', first.id), undefined, 'another URI');
+      assert.equal(await s.sessions.find('nattrav://s', '0'.repeat(32)), undefined, 'another ID');
+      const second = await s.sessions.open('nattrav://s', randomBytes(32), 'fp', s.now() + LIFETIME_MS, endpoint);
+      assert.ok(second);
+      assert.notEqual(second.id, first.id);
+      assert.equal(await s.sessions.find('nattrav://s', first.id), undefined, 'the old session is gone');
+      assert.equal(await s.sessions.advance(first, 1), 'unknown');
+      assert.equal(await s.sessions.end(first), false, 'ending the old one does not end the new one');
+      assert.equal((await s.sessions.byUri('nattrav://s'))?.id, second.id);
+    });
+
+    run('sessions: SEQUENCE rises, replays and older numbers are refused', async (s) => {
+      const session = await s.sessions.open('nattrav://seq', randomBytes(32), 'fp', s.now() + LIFETIME_MS, { address: '::1', port: 1 });
+      assert.ok(session);
+      assert.equal(await s.sessions.advance(session, 5), 'accepted');
+      assert.equal(await s.sessions.advance(session, 5), 'replayed');
+      assert.equal(await s.sessions.advance(session, 4), 'replayed');
+      assert.equal(await s.sessions.advance(session, 6), 'accepted');
+      assert.equal((await s.sessions.find('nattrav://seq', session.id))?.lastSequence, 6);
+    });
+
+    run('sessions: one SEQUENCE handed to many at once is accepted once', async (s) => {
+      const session = await s.sessions.open('nattrav://race', randomBytes(32), 'fp', s.now() + LIFETIME_MS, { address: '::1', port: 1 });
+      assert.ok(session);
+      const verdicts = await Promise.all(Array.from({ length: 20 }, () => s.sessions.advance(session, 7)));
+      assert.equal(verdicts.filter((v) => v === 'accepted').length, 1, verdicts.join(' '));
+      assert.equal(verdicts.filter((v) => v === 'replayed').length, 19);
+    });
+
+    run('sessions: renew moves and extends; expiry and end close them', async (s) => {
+      const session = await s.sessions.open('nattrav://renew', randomBytes(32), 'fp', s.now() + 1000, { address: '203.0.113.7', port: 1 });
+      assert.ok(session);
+      s.advance(999);
+      assert.equal(await s.sessions.renew(session, { address: '198.51.100.1', port: 2 }, s.now() + 1000), true);
+      s.advance(999);
+      const renewed = await s.sessions.byUri('nattrav://renew');
+      assert.deepEqual(renewed?.endpoint, { address: '198.51.100.1', port: 2 });
+      s.advance(1);
+      assert.equal(await s.sessions.find('nattrav://renew', session.id), undefined, 'gone at expiresAt');
+      assert.equal(await s.sessions.byUri('nattrav://renew'), undefined);
+      assert.equal(await s.sessions.advance(session, 1), 'unknown');
+      assert.equal(await s.sessions.renew(session, { address: '198.51.100.1', port: 2 }, s.now() + 1000), false, 'an expired session is not renewed');
+
+      const ended = await s.sessions.open('nattrav://end', randomBytes(32), 'fp', s.now() + 1000, { address: '203.0.113.7', port: 1 });
+      assert.ok(ended);
+      assert.equal(await s.sessions.end(ended), true);
+      assert.equal(await s.sessions.find('nattrav://end', ended.id), undefined);
+      assert.equal(await s.sessions.end(ended), false, 'twice');
+      const dropped = await s.sessions.open('nattrav://drop', randomBytes(32), 'fp', s.now() + 1000, { address: '203.0.113.7', port: 1 });
+      assert.ok(dropped);
+      await s.sessions.drop('nattrav://drop');
+      assert.equal(await s.sessions.byUri('nattrav://drop'), undefined);
+    });
+  });
+}

@@ -1,0 +1,194 @@
+/**
+ * What only the Redis registry has: its byte layout, Redis's own TTLs, the URL it is
+ * given, passwords, and a server that goes away and comes back. Real redis-servers on
+ * loopback (registry-compliance.test.ts checks the behaviour it shares with memory).
+ */
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { randomBytes } from 'node:crypto';
+import { decodeRegistration, encodeRegistration, redisKey } from '../../src/broker/registry/redis-codec.js';
+import { parseRedisUrl } from '../../src/broker/registry/redis-connection.js';
+import { connectRedis } from '../../src/broker/registry/redis.js';
+import type { Registration } from '../../src/broker/registry/registry.js';
+import type { NattravError } from '../../src/errors.js';
+import { haveRedis, startRedis } from '../helpers/redis-server.js';
+
+const closers: Array<() => unknown> = [];
+after(async () => {
+  for (const close of closers.reverse()) await close();
+});
+
+const SAMPLE: Registration = {
+  uri: 'nattrav://x',
+  publicEndpoint: { family: 'IPv4', address: '1.2.3.4', port: 0x1234 },
+  privateEndpoints: [{ family: 'IPv6', address: '::1', port: 80 }],
+  expiresAt: 0x0102030405,
+  transport: 'tcp',
+  keyFingerprint: 'ab',
+};
+
+function registrationUntil(expiresAt: number, uri = 'nattrav://ttl'): Registration {
+  return { uri, publicEndpoint: { family: 'IPv4', address: '203.0.113.70', port: 40_000 }, privateEndpoints: [{ family: 'IPv4', address: '192.168.1.70', port: 40_000 }], expiresAt, keyFingerprint: 'x'.repeat(52) };
+}
+
+describe('the Redis registration layout', () => {
+  test('bytes: version, transport, expiresAt (48 bits), fingerprint, endpoints as family/port/text', () => {
+    const hex = encodeRegistration(SAMPLE).toString('hex');
+    assert.equal(
+      hex,
+      '01' + '02' + '000102030405' + '02' + '6162' + '04123407' + Buffer.from('1.2.3.4').toString('hex') + '01' + '06005003' + Buffer.from('::1').toString('hex'),
+    );
+    assert.deepEqual(decodeRegistration('nattrav://x', Buffer.from(hex, 'hex')), SAMPLE);
+  });
+
+  test('bytes that are not a registration are ERR_REGISTRY_UNAVAILABLE naming the URI, never a crash', () => {
+    const good = encodeRegistration(SAMPLE);
+    for (const [what, bytes] of [
+      ['another version', Buffer.concat([Buffer.of(9), good.subarray(1)])],
+      ['truncated', good.subarray(0, good.length - 2)],
+      ['trailing bytes', Buffer.concat([good, Buffer.of(0)])],
+      ['empty', Buffer.alloc(0)],
+    ] as const) {
+      assert.throws(() => decodeRegistration('nattrav://x', bytes), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && err.message.includes('nattrav://x'), what);
+    }
+  });
+
+  test('what the layout cannot hold is refused when stored', () => {
+    assert.throws(() => encodeRegistration({ ...SAMPLE, expiresAt: 1.5 }), /expiresAt/);
+    assert.throws(() => encodeRegistration({ ...SAMPLE, keyFingerprint: '' }), /keyFingerprint/);
+    assert.throws(() => encodeRegistration({ ...SAMPLE, privateEndpoints: Array.from({ length: 256 }, () => SAMPLE.publicEndpoint) }), /at most 255/);
+  });
+
+  test("keys: a URI's registration and session share its hash tag, whatever the URI holds", () => {
+    assert.equal(redisKey('nattrav:', 'reg', 'nattrav://a'), 'nattrav:reg:{nattrav://a}');
+    assert.equal(redisKey('nattrav:', 'sess', 'nattrav://a'), 'nattrav:sess:{nattrav://a}');
+  });
+});
+
+describe('Redis URLs', () => {
+  test('redis:// and rediss:// with user, password and database are understood', () => {
+    const parsed = parseRedisUrl('rediss://broker:s%40cret@[::1]:6380/2');
+    assert.deepEqual(parsed, { host: '::1', port: 6380, tls: true, username: 'broker', password: 's@cret', database: 2, display: 'rediss://broker:***@[::1]:6380/2' });
+    assert.equal(parseRedisUrl('redis://localhost').port, 6379);
+  });
+
+  test('a bad URL is ERR_INVALID_ARGUMENT saying what is wrong, with the password masked', () => {
+    for (const [url, why] of [
+      ['http://h:1', /scheme must be redis:\/\/ or rediss:\/\//],
+      ['redis://:pw@', /not a URL|no host/],
+      ['redis://h:1/x', /database number/],
+      ['redis://h:1/0?tls=1', /no query/],
+      ['localhost:6379', /scheme|not a URL/],
+      ['redis://user:hunter2@h:99999', /not a URL/],
+    ] as const) {
+      assert.throws(() => parseRedisUrl(url), (err: NattravError) => {
+        assert.equal(err.code, 'ERR_INVALID_ARGUMENT', url);
+        assert.match(err.message, why, url);
+        assert.ok(!err.message.includes('hunter2') && !err.message.includes(':pw@'), `the password is masked: ${err.message}`);
+        return true;
+      });
+    }
+  });
+});
+
+describe('RedisRegistry on a real redis-server', () => {
+  test('registrations and sessions expire by Redis TTL, with their registration lapse', async (t) => {
+    if (!(await haveRedis(t))) return;
+    const server = await startRedis();
+    closers.push(() => server.stop());
+    const backend = await connectRedis({ url: server.url });
+    closers.push(() => backend.close());
+    const lifetimeMs = 1_500;
+    const expiresAt = Date.now() + lifetimeMs;
+    await backend.registry.put(registrationUntil(expiresAt));
+    await backend.sessions.open('nattrav://ttl', randomBytes(32), 'fp', expiresAt, { address: '203.0.113.70', port: 1 });
+    const key = redisKey('nattrav:', 'reg', 'nattrav://ttl');
+    const session = redisKey('nattrav:', 'sess', 'nattrav://ttl');
+    for (const which of [key, session]) {
+      const ttl = Number(await backend.connection.command(which, ['PTTL', which]));
+      assert.ok(ttl > 0 && ttl <= lifetimeMs, `PTTL of ${which}: ${ttl}`);
+    }
+    const size = Number(await backend.connection.command(key, ['STRLEN', key]));
+    assert.ok(size < 120, `a registration with a 52-character fingerprint and two endpoints takes ${size} bytes`);
+    // Redis drops expired keys when they are touched (EXISTS touches them), so this is its TTL, not a sweep.
+    // The TTL counts from when Redis got the command: a little after expiresAt on a busy machine.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, expiresAt - Date.now()) + 300));
+    assert.equal(Number(await backend.connection.command(key, ['EXISTS', key, session])), 0, 'Redis dropped both keys');
+  });
+
+  test('a password: the right one connects, a wrong one is ERR_REGISTRY_UNAVAILABLE that does not repeat it', async (t) => {
+    if (!(await haveRedis(t))) return;
+    const server = await startRedis(['--requirepass', 'right-secret']);
+    closers.push(() => server.stop());
+    const backend = await connectRedis({ url: `redis://:right-secret@127.0.0.1:${server.port}` });
+    closers.push(() => backend.close());
+    assert.equal(await backend.registry.size(), 0);
+    await assert.rejects(connectRedis({ url: `redis://:wrong-secret@127.0.0.1:${server.port}`, connectTimeoutMs: 2_000 }), (err: NattravError) => {
+      assert.equal(err.code, 'ERR_REGISTRY_UNAVAILABLE');
+      assert.match(err.message, new RegExp(`redis://:\\*\\*\\*@127.0.0.1:${server.port}`));
+      assert.ok(!err.message.includes('wrong-secret'), err.message);
+      return true;
+    });
+  });
+
+  test('nothing listening: ERR_REGISTRY_UNAVAILABLE naming the server, at once', async (t) => {
+    if (!(await haveRedis(t))) return;
+    const server = await startRedis();
+    const port = server.port;
+    await server.stop();
+    const started = Date.now();
+    await assert.rejects(connectRedis({ url: `redis://127.0.0.1:${port}`, connectTimeoutMs: 2_000 }), (err: NattravError) => {
+      assert.equal(err.code, 'ERR_REGISTRY_UNAVAILABLE');
+      assert.match(err.message, new RegExp(`Redis redis://127.0.0.1:${port} is unreachable`));
+      return true;
+    });
+    assert.ok(Date.now() - started < 2_000, 'a refused connection is not retried at start');
+  });
+
+  test('a server that accepts and never answers: connecting ends at its deadline, or at once on abort', async (t) => {
+    if (!(await haveRedis(t))) return;
+    const server = await startRedis();
+    closers.push(() => server.stop());
+    server.pause();
+    try {
+      await assert.rejects(connectRedis({ url: server.url, connectTimeoutMs: 500 }), (err: NattravError) => {
+        assert.equal(err.code, 'ERR_REGISTRY_UNAVAILABLE');
+        assert.match(err.message, /is unreachable: no answer within 500 ms/);
+        return true;
+      });
+      const controller = new AbortController();
+      const reason = new Error('stopped by the test');
+      setTimeout(() => controller.abort(reason), 100);
+      const started = Date.now();
+      await assert.rejects(connectRedis({ url: server.url, connectTimeoutMs: 20_000, signal: controller.signal }), (err: unknown) => err === reason);
+      assert.ok(Date.now() - started < 5_000, 'the abort ended it, not the deadline');
+    } finally {
+      server.resume();
+    }
+  });
+
+  test('the server goes away: commands fail at once and it is reported; it comes back: the connection too', async (t) => {
+    if (!(await haveRedis(t))) return;
+    const first = await startRedis();
+    closers.push(() => first.stop());
+    const reports: NattravError[] = [];
+    const backend = await connectRedis({ url: first.url, commandTimeoutMs: 1_000, onError: (err) => reports.push(err) });
+    closers.push(() => backend.close());
+    await backend.registry.put(registrationUntil(Date.now() + 60_000, 'nattrav://before'));
+    await first.stop();
+    await assert.rejects(backend.registry.get('nattrav://before'), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE');
+    assert.ok(reports.length >= 1 && reports.every((r) => r.code === 'ERR_REGISTRY_UNAVAILABLE'), 'reported');
+    const second = await startRedis(['--port', String(first.port)]);
+    closers.push(() => second.stop());
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        assert.equal(await backend.registry.get('nattrav://before'), undefined, 'a new, empty server');
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  });
+});
