@@ -101,7 +101,7 @@ describe('nattrav broker --redis', () => {
     const backend = await connectRedis({ url: server.url });
     closers.push(() => backend.close());
     assert.ok(await backend.registry.get('nattrav://shared-name'), 'the registration is in Redis');
-    const thief = cli(['listen', 'nattrav://shared-name', '--broker', two.address, '--echo', '--json'], homes[1]);
+    const thief = cli(['listen', 'nattrav://shared-name', '--broker', two.address, '--echo', '--once', '--json'], homes[1]);
     assert.equal(await thief.exited, 8, 'another key is refused by the other broker');
     assert.match(String(thief.events.find((e) => e.event === 'error')?.message), /registered by another key/);
     holder.child.kill('SIGTERM');
