@@ -51,6 +51,11 @@ export const ErrorCode = {
   KeyMismatch: 'ERR_KEY_MISMATCH',
   /** An established connection ended badly: reset, timed out, cut by a relay quota. The message says which. */
   ConnectionBroken: 'ERR_CONNECTION_BROKEN',
+  /**
+   * The service behind `expose` did not take the connection: it refused or could not be
+   * reached, or the exposer was at its connection limit. The message carries the reason.
+   */
+  ServiceRefused: 'ERR_SERVICE_REFUSED',
 } as const;
 
 /** One of the {@link ErrorCode} values. */
