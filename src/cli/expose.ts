@@ -1,0 +1,91 @@
+/**
+ * `nattrav expose [HOST:]PORT [URI]`: parse, call the library's expose, print. The URI
+ * to share is the result (stdout); progress and the per-connection log go to stderr.
+ */
+import {
+  DEFAULT_BROKER_PORT,
+  Exposer,
+  checkNattravUri,
+  formatEndpoint,
+  loadOrCreateIdentity,
+  parseServiceAddress,
+  toHostPort,
+  type Identity,
+  type ServiceEvent,
+} from '../index.js';
+import type { Reporter } from './output.js';
+import { readPem } from './pem.js';
+import { reportServiceEvent } from './service-log.js';
+import type { StopSignals } from './signals.js';
+
+/** Options of `nattrav expose`. */
+export interface ExposeCommandOptions {
+  broker: string;
+  tls?: boolean;
+  identity?: string;
+  ca?: string;
+  brokerCa?: string;
+  keyDir?: string;
+  maxConnections?: string;
+}
+
+/** Loads --identity DIR, or makes a self-certifying identity there; says so when it made one. */
+export async function identityFromDir(dir: string | undefined, out: Reporter): Promise<Identity | undefined> {
+  if (dir === undefined) return undefined;
+  const { identity, created } = await loadOrCreateIdentity(dir);
+  if (created) out.event('identity-created', { dir, uri: identity.uri }, `created the identity ${identity.uri} in ${dir}; the same identity is used whenever --identity ${dir} is given`);
+  return identity;
+}
+
+/** Exposes the service until a stop signal; returns the exit code. */
+export async function exposeCommand(target: string, uri: string | undefined, options: ExposeCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
+  const service = parseServiceAddress(target, 'TARGET');
+  if (uri !== undefined) checkNattravUri(uri, 'URI');
+  toHostPort(options.broker, '--broker', DEFAULT_BROKER_PORT);
+  const identity = await identityFromDir(options.identity, out);
+  const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
+  const brokerCa = options.brokerCa === undefined ? undefined : await readPem(options.brokerCa, '--broker-ca');
+  const exposer = new Exposer({
+    broker: options.broker,
+    target: service,
+    signal: stop.signal,
+    ...(uri === undefined ? {} : { uri }),
+    ...(identity === undefined ? {} : { identity }),
+    ...(brokerCa === undefined ? {} : { brokerCa }),
+    ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
+    ...(options.maxConnections === undefined ? {} : { maxConnections: Number(options.maxConnections) }),
+    tls: options.tls === false ? false : { ca: ca ?? [] },
+  });
+  exposer.on('event', (event: ServiceEvent) => reportServiceEvent(out, event));
+  exposer.on('attemptFailed', (err: Error & { code?: string }) => out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`));
+  let lost = false;
+  exposer.on('unregistered', (err: Error) => {
+    lost = true;
+    out.event('registration-lost', { message: err.message }, `registration lost: ${err.message}`);
+  });
+  exposer.on('registered', () => {
+    if (!lost) return;
+    lost = false;
+    out.event('registered', { uri: exposer.uri, again: true }, `registered ${String(exposer.uri)} again`);
+  });
+  let address;
+  try {
+    address = await exposer.start();
+  } catch (err) {
+    if (stop.exitCode === undefined) throw err;
+    out.event('interrupted', { signal: stop.received }, `interrupted by ${String(stop.received)} while registering`);
+    return stop.exitCode;
+  }
+  const where = formatEndpoint({ address: service.host, port: service.port });
+  const tls = options.tls !== false;
+  out.event(
+    'registered',
+    { uri: address.uri, broker: options.broker, target: where, public: formatEndpoint(address.publicEndpoint), transport: address.transport, key: address.keyFingerprint, tls },
+    `exposing ${where} as ${address.uri} via ${options.broker} over ${address.transport} (public ${formatEndpoint(address.publicEndpoint)}); key ${address.keyFingerprint}` +
+      (tls ? '' : ' (no TLS: connections are not authenticated)'),
+  );
+  out.result('exposed', { uri: address.uri, target: where, key: address.keyFingerprint, tls }, address.uri);
+  await stop.wait();
+  await exposer.close();
+  return stop.exitCode as number;
+}
