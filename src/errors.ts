@@ -49,6 +49,11 @@ export const ErrorCode = {
    * remembered for its URI (known keys) and the change was not accepted.
    */
   KeyMismatch: 'ERR_KEY_MISMATCH',
+  /**
+   * The recipient does not accept connections from our identity (its allow-list): on the
+   * initiator, the message carries the recipient's reason; on the recipient, it names the initiator.
+   */
+  NotAllowed: 'ERR_NOT_ALLOWED',
   /** An established connection ended badly: reset, timed out, cut by a relay quota. The message says which. */
   ConnectionBroken: 'ERR_CONNECTION_BROKEN',
   /**

@@ -31,14 +31,15 @@ export type { MemoryRegistryOptions } from './broker/registry/memory.js';
 
 export { connect } from './peer/connect.js';
 export { createServer, NattravServer } from './peer/server.js';
-export type { ConnectionListener, ServerAddress } from './peer/server.js';
+export type { AttemptRefusal, ConnectionListener, ConnectionRejection, RegistrationRetryEvent, ServerAddress } from './peer/server.js';
 export { connectionInfo, resetConnection } from './peer/info.js';
 export type { CloseReason, ConnectionClosed, ConnectionInfo, ConnectionPath, ConnectionRole, NattravSocket, RelayQuota, StrategyTrace } from './peer/info.js';
 export { STRATEGY_NAMES } from './nat/strategy.js';
 export type { StrategyName } from './nat/strategy.js';
 export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/options.js';
 export { PEER_DEFAULTS, DEFAULT_BROKER_PORT } from './peer/options.js';
-export type { RegisteredInfo } from './peer/registration.js';
+export type { RegisteredEvent, RegisteredInfo } from './peer/registration.js';
+export type { RegistrationKind } from './peer/backoff.js';
 
 export { expose, Exposer, EXPOSE_DEFAULTS } from './service/expose.js';
 export type { ExposeOptions } from './service/expose.js';

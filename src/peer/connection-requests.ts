@@ -12,6 +12,11 @@
  * (no session: a SEQUENCE without integrity proves nothing), are told apart by
  * attempt ID only.
  */
+import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
+import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import type { StunMessage } from '../wire/message.js';
+import { getAttemptId, getU32Attr } from '../wire/nattrav.js';
+import type { RegistrationSession } from './register-proof.js';
 
 /** Requests remembered (and the width of the sequence window). */
 export const REQUEST_WINDOW = 1024;
@@ -65,4 +70,68 @@ export class ConnectionRequestBook {
       }
     }
   }
+}
+
+/** A request acted on: accepted (reason undefined) or refused with the reason. */
+export interface RequestDecision {
+  readonly attemptId: Uint8Array;
+  readonly reason: string | undefined;
+}
+
+/** Sends an answer back the way the request came, encoded with `options`. */
+export type AnswerRequest = (response: StunMessage, options: EncodeOptions) => void;
+
+/**
+ * The recipient's handling of ConnectionRequests from the broker, by UDP or on the
+ * control connection: answer every copy alike (the broker retransmits until it hears
+ * from us), act once. With a session only requests under its key count, each SEQUENCE
+ * once (the book above), and our answer carries integrity under the key too, so the
+ * broker can tell it from a forgery. A new session starts a new book.
+ */
+export class ConnectionRequests {
+  #book = new ConnectionRequestBook();
+  #bookSession: RegistrationSession | undefined;
+
+  /**
+   * Handles `message` under `session` (undefined: open mode): answers it, and returns the
+   * decision when it is a new request (`admit` says undefined to accept, or the reason to
+   * refuse); undefined for anything else (not a request, a copy, a forgery, a replay).
+   */
+  handle(message: StunMessage, session: RegistrationSession | undefined, admit: (attemptId: Uint8Array) => string | undefined, answer: AnswerRequest): RequestDecision | undefined {
+    if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return undefined;
+    // With a session, only requests under its key come from our broker; others are ignored.
+    if (session !== undefined && !verifyMessageIntegritySha256(message, session.key)) return undefined;
+    let attemptId: Uint8Array | undefined;
+    let sequence: number | undefined;
+    try {
+      attemptId = getAttemptId(message);
+      // Only integrity makes a SEQUENCE trustworthy: without a session (open mode) a forged high one would silence the real ones.
+      sequence = session === undefined ? undefined : getU32Attr(message, AttrType.Sequence);
+    } catch {
+      return undefined;
+    }
+    if (attemptId === undefined) return undefined;
+    if (this.#bookSession !== session) {
+      this.#book = new ConnectionRequestBook();
+      this.#bookSession = session;
+    }
+    const key = Buffer.from(attemptId).toString('hex');
+    const verdict = this.#book.check(key, sequence);
+    if (verdict.kind === 'ignore') return undefined;
+    const options: EncodeOptions = { fingerprint: true, ...(session === undefined ? {} : { integritySha256Key: session.key }) };
+    if (verdict.kind === 'copy') {
+      answer(answerTo(message, verdict.answer), options);
+      return undefined;
+    }
+    const reason = admit(attemptId);
+    const decision: RequestAnswer = reason === undefined ? { accepted: true } : { accepted: false, reason };
+    this.#book.record(key, sequence, decision);
+    answer(answerTo(message, decision), options);
+    return { attemptId, reason };
+  }
+}
+
+/** Our answer to a ConnectionRequest: success, or 429 with the reason of a refusal. */
+function answerTo(request: StunMessage, answer: RequestAnswer): StunMessage {
+  return answer.accepted ? request.successResponse() : request.errorResponse(StunErrorCode.TooManyRequests, answer.reason);
 }

@@ -101,6 +101,32 @@ export interface ServerOptions {
    * established connections keep the rest. A request that finds fewer than 4 left is refused. @default 1024
    */
   maxAttemptSockets?: number;
+  /**
+   * Fail fast: when the first registration fails, emit 'error' and stop (as `nattrav listen
+   * --once`). Without it the server keeps trying the broker with capped exponential backoff
+   * (`retryInitialMs` doubling to `retryMaxMs`, each delay shortened by up to half at
+   * random), reporting each failed try with 'registrationRetry', and never gives up. Either
+   * way a registration lost later is tried again. @default false
+   */
+  once?: boolean;
+  /** The delay before the second try after a failed registration, in ms; doubled after each further failure. @default 1000 */
+  retryInitialMs?: number;
+  /**
+   * The longest delay between tries, in ms. While a registration that was held is being
+   * made again (the broker restarted or was away), tries come at least every `keepaliveMs`,
+   * so it is back within one keepalive interval after the broker is. @default 60000
+   */
+  retryMaxMs?: number;
+  /**
+   * Only initiators that proved one of these identities (nattrav URIs, checked in the
+   * mutual TLS handshake: a self-certifying URI's key, or a certificate from a trusted
+   * CA naming the URI) get a 'connection'. Anyone else is refused right after the
+   * handshake: the initiator's connect() fails with ERR_NOT_ALLOWED and the reason
+   * ("nattrav://k-... is not on the allow-list of nattrav://alice"), and the server emits
+   * 'connectionRejected'. Needs TLS (an error names both options with `tls: false`).
+   * @default everyone who proves an identity
+   */
+  allow?: readonly string[];
 }
 
 /** Who we are and whom we trust, for TLS between peers. */
@@ -125,8 +151,12 @@ export const PEER_DEFAULTS = {
   keepaliveMs: 10_000,
   /** A registration survives two lost refreshes. */
   lifetimeFactor: 3,
-  /** RFC 8489 retransmits for ~39 s; a registration gives up far sooner and retries at the next refresh. */
+  /** RFC 8489 retransmits for ~39 s; a registration gives up far sooner and retries after its backoff delay. */
   registerTimeoutMs: 5_000,
+  /** The first retry of a failed registration: soon enough for a broker that is restarting. */
+  retryInitialMs: 1_000,
+  /** A broker that is down for long is asked once a minute, not hammered (peers that held a registration retry every keepalive). */
+  retryMaxMs: 60_000,
   /** 20 concurrent connects (what the broker's per-recipient allowance is sized for) with room for retries (see ServerOptions.maxConcurrentAttempts). */
   maxConcurrentAttempts: 32,
   /** Four birthday sprays of 256, a quarter of a 4096 descriptor limit (see ServerOptions.maxAttemptSockets). */

@@ -1,8 +1,10 @@
 /**
  * A recipient's registration with the broker over UDP. The same socket sends the
  * periodic refreshes that keep the NAT mapping open and receives the broker's
- * connection requests through that mapping. Closing withdraws the registration
- * (a refresh asking for LIFETIME 0), so the URI is unknown at once, not after a lifetime.
+ * connection requests through that mapping. When and how often it asks, and how it
+ * retries a broker that is away (at start, or after a restart), is backoff.ts's
+ * decision. Closing withdraws the registration (a refresh asking for LIFETIME 0), so
+ * the URI is unknown at once, not after a lifetime.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
@@ -12,19 +14,17 @@ import { formatEndpoint, localEndpoints, type HostPort, toTransportAddress } fro
 import { abortError, startPhase } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { openBrokerConnection, secureBrokerConnection } from './exchange.js';
-import { ErrorCode, NattravError } from '../errors.js';
-import { decodeDatagram, encodeMessage, verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
+import { ErrorCode, NattravError, isNattravError } from '../errors.js';
+import { KeepaliveLoop, type AttemptResult, type BackoffPolicy, type RegistrationKind, type RegistrationRetry } from './backoff.js';
+import { decodeDatagram, encodeMessage, type EncodeOptions } from '../wire/codec.js';
 import { registerWithProof, withdrawalRequest, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
+import { UdpTransactions } from './udp-transactions.js';
 import { closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawOverControl, withdrawOverUdp } from './withdrawal.js';
-import { addRequestPadding } from '../wire/request-padding.js';
-import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
-import { ConnectionRequestBook, type RequestAnswer } from './connection-requests.js';
+import { AttrType, MessageClass, Method } from '../wire/constants.js';
+import { ConnectionRequests, type AnswerRequest } from './connection-requests.js';
 import { StunMessage } from '../wire/message.js';
-import { addU32, addUri, addXorAddress, getAttemptId, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
+import { addU32, addUri, addXorAddress, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
-
-/** First retransmission of a Register request; doubled each time (RFC 8489 §6.2.1 uses 500 ms). */
-const REGISTER_FIRST_RTO_MS = 250;
 
 /** The registration's current state. */
 export type RegistrationState = 'idle' | 'registering' | 'registered' | 'lost' | 'closed';
@@ -35,6 +35,12 @@ export interface RegisteredInfo {
   readonly lifetimeMs: number;
   /** How the registration travels: UDP, or a TCP control connection when UDP is blocked. */
   readonly transport: 'udp' | 'tcp';
+}
+
+/** What 'registered' reports: the registration, and whether it is the first, a refresh, or registered again after a loss. */
+export interface RegisteredEvent extends RegisteredInfo {
+  /** 'first' after start, 'refresh' while it holds, 'again' after 'registration-lost' (the broker restarted, or was away). */
+  readonly kind: RegistrationKind;
 }
 
 /** Options of {@link PeerRegistration}. */
@@ -56,27 +62,34 @@ export interface PeerRegistrationOptions {
    * follows). @default accept every request
    */
   readonly admit?: (attemptId: Uint8Array) => string | undefined;
+  /** True: the first registration's failure ends start() (fail fast); else it is retried. @default false */
+  readonly once?: boolean;
+  /** How retries are spaced. @default REGISTRATION_BACKOFF (backoff.ts) */
+  readonly backoff?: BackoffPolicy;
 }
 
 /** In 'auto', how long UDP may stay unanswered before switching to TCP, in ms (a few retransmissions). */
 const UDP_TRY_MS = 2_000;
 
+/** Errors no retry can cure: our own arguments and identity files. */
+const INCURABLE: ReadonlySet<string> = new Set([ErrorCode.InvalidArgument, ErrorCode.Identity, ErrorCode.Closed]);
+
 /**
- * Emits 'registered' (RegisteredInfo) on every successful refresh, 'lost'
- * (NattravError) when a refresh fails, 'connection-request' ({ attemptId })
- * once per attempt the broker announces and we accept, and 'connection-refused'
- * ({ attemptId, reason }) once per attempt `admit` refused.
+ * Emits 'registered' (RegisteredEvent) on every success, 'lost' (NattravError) once
+ * when a registration we held is lost, 'retry' (RegistrationRetry) for each failed try that
+ * will be retried, 'connection-request' ({ attemptId }) once per attempt the broker
+ * announces and we accept, and 'connection-refused' ({ attemptId, reason }) once per
+ * attempt `admit` refused.
  */
 export class PeerRegistration extends EventEmitter {
   readonly #options: PeerRegistrationOptions;
   #socket: UdpSocket | undefined;
   #broker: TransportAddress | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  #loop: KeepaliveLoop<RegisteredInfo> | undefined;
   #state: RegistrationState = 'idle';
   /** The connection requests of the current session (connection-requests.ts); a new session gets a new book. */
-  #requests = new ConnectionRequestBook();
-  #requestsSession: RegistrationSession | undefined;
-  readonly #pending = new Map<string, (message: StunMessage) => void>();
+  readonly #requests = new ConnectionRequests();
+  readonly #udp = new UdpTransactions();
   readonly #closing = new AbortController();
   #info: RegisteredInfo | undefined;
   /** The session after a proof of key (undefined with an open-mode broker). */
@@ -109,17 +122,52 @@ export class PeerRegistration extends EventEmitter {
     return this.#info;
   }
 
-  /** Binds the socket and registers once; then refreshes every keepaliveMs until {@link close}. */
-  async start(signal?: AbortSignal): Promise<RegisteredInfo> {
-    if (this.#state !== 'idle') throw new NattravError(ErrorCode.Closed, `registration already ${this.#state}`);
+  /**
+   * Binds the socket and registers, retrying with backoff (backoff.ts) until the broker
+   * grants it, unless `once`; then refreshes every keepaliveMs until {@link close}, and
+   * registers again when the registration is lost. Resolves with the first registration;
+   * rejects with the failure that ended the start (with `once`, or our own configuration
+   * is wrong) or ERR_CLOSED.
+   */
+  start(): Promise<RegisteredInfo> {
+    if (this.#state !== 'idle') return Promise.reject(new NattravError(ErrorCode.Closed, `registration already ${this.#state}`));
     this.#state = 'registering';
+    const loop = new KeepaliveLoop<RegisteredInfo>({
+      attempt: () => this.#attempt(),
+      keepaliveMs: this.#options.keepaliveMs,
+      ...(this.#options.backoff === undefined ? {} : { policy: this.#options.backoff }),
+      once: this.#options.once === true,
+      isFinal: (err) => !isNattravError(err) || INCURABLE.has(err.code),
+      onRegistered: (info, kind) => {
+        this.#state = 'registered';
+        this.emit('registered', { ...info, kind } satisfies RegisteredEvent);
+      },
+      onLost: (err) => {
+        this.#state = 'lost';
+        this.emit('lost', err);
+      },
+      onRetry: (retry: RegistrationRetry) => this.emit('retry', retry),
+    });
+    this.#loop = loop;
+    return loop.start();
+  }
+
+  /** One try for the loop: the first registration (until one is granted), else a refresh on the transport in use. */
+  async #attempt(): Promise<AttemptResult<RegisteredInfo>> {
+    const before = this.#session;
+    const info = this.#info === undefined ? await this.#first() : await this.#register();
+    // A held session replaced by a new one: the broker had forgotten us (restart, expiry, a closed control connection).
+    return { info, renewed: before !== undefined && this.#session !== before };
+  }
+
+  /** Resolves the broker's name and binds our UDP socket (once). */
+  async #open(): Promise<void> {
     const { broker } = this.#options;
     let address: string;
     try {
       address = (await lookup(broker.host)).address;
     } catch (err) {
       this.#throwIfClosed();
-      this.#state = 'idle';
       throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: cannot resolve ${broker.host}`, { cause: err });
     }
     this.#throwIfClosed(); // closed while resolving: no socket yet, none to leak
@@ -129,31 +177,36 @@ export class PeerRegistration extends EventEmitter {
     socket.on('message', (data, rinfo) => this.#onMessage(data, rinfo.address, rinfo.port));
     socket.on('error', () => undefined);
     await this.#bind(socket);
+  }
+
+  /** The first registration: UDP, TCP, or in 'auto' UDP and then TCP when UDP gets no answer. */
+  async #first(): Promise<RegisteredInfo> {
+    if (this.#socket === undefined) await this.#open();
     const mode = this.#options.transport;
-    let info: RegisteredInfo;
     if (mode === 'tcp') {
       this.#transport = 'tcp';
-      info = await this.#register(signal);
-    } else {
+      return this.#register();
+    }
+    this.#transport = 'udp';
+    try {
+      return await this.#register(undefined, mode === 'auto' ? Math.min(UDP_TRY_MS, this.#options.registerTimeoutMs) : undefined);
+    } catch (err) {
+      if (mode !== 'auto' || !(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) throw err;
+      this.#throwIfClosed();
+      // No UDP answer: register over a TCP control connection instead (NatTrav's TCP registration).
+      this.#transport = 'tcp';
       try {
-        info = await this.#register(signal, mode === 'auto' ? Math.min(UDP_TRY_MS, this.#options.registerTimeoutMs) : undefined);
-      } catch (err) {
-        if (mode !== 'auto' || !(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) throw err;
-        this.#throwIfClosed();
-        // No UDP answer: register over a TCP control connection instead (NatTrav's TCP registration).
-        this.#transport = 'tcp';
-        try {
-          info = await this.#register(signal);
-        } catch (tcpErr) {
-          if (!(tcpErr instanceof NattravError)) throw tcpErr;
-          throw new NattravError(tcpErr.code, `over UDP: ${err.message}; over TCP: ${tcpErr.message}`, { cause: tcpErr });
-        }
+        return await this.#register();
+      } catch (tcpErr) {
+        if (!(tcpErr instanceof NattravError)) throw tcpErr;
+        throw new NattravError(tcpErr.code, `over UDP: ${err.message}; over TCP: ${tcpErr.message}`, { cause: tcpErr });
       }
     }
-    // Closed while the answer was on its way: close() withdraws what was just granted.
-    this.#throwIfClosed();
-    this.#schedule();
-    return info;
+  }
+
+  /** The key of the current session with the broker (undefined before the first answer and in open mode). */
+  get sessionKey(): Buffer | undefined {
+    return this.#session?.key;
   }
 
   /**
@@ -163,15 +216,10 @@ export class PeerRegistration extends EventEmitter {
    * every call returns the same promise, which settles (never rejects) once the
    * withdrawal was sent, within about {@link WITHDRAWAL_SEND_BOUND_MS} ms.
    */
-  /** The key of the current session with the broker (undefined before the first answer and in open mode). */
-  get sessionKey(): Buffer | undefined {
-    return this.#session?.key;
-  }
-
   close(): Promise<void> {
     if (this.#closed !== undefined) return this.#closed;
     this.#state = 'closed';
-    clearTimeout(this.#timer);
+    this.#loop?.close(new NattravError(ErrorCode.Closed, 'the registration was closed'));
     this.#closed = this.#release();
     return this.#closed;
   }
@@ -226,21 +274,6 @@ export class PeerRegistration extends EventEmitter {
     closeQuietly(socket);
   }
 
-  #schedule(): void {
-    if (this.#state === 'closed') return;
-    this.#timer = setTimeout(() => {
-      this.#register().then(
-        () => this.#schedule(),
-        (err: unknown) => {
-          if (this.#state === 'closed') return;
-          this.#state = 'lost';
-          this.emit('lost', err);
-          this.#schedule();
-        },
-      );
-    }, this.#options.keepaliveMs);
-  }
-
   /**
    * One registration or refresh, with proof of key (register-proof.ts), over UDP
    * with retransmissions or on the TCP control connection. The whole exchange
@@ -275,6 +308,12 @@ export class PeerRegistration extends EventEmitter {
           this.#onConnectionRequest(message, (response, options) => channel.send(response, options)),
         );
         this.#control = channel;
+        // The control connection closing takes the registration with it: register again without waiting for the next refresh.
+        void channel.closed.then(() => {
+          if (this.#control === channel && this.#inflight === undefined) {
+            this.#loop?.interrupt(new NattravError(ErrorCode.BrokerUnreachable, 'broker unreachable: the control connection closed'));
+          }
+        });
         this.#session = undefined; // a new connection is a new source: prove the key again
       }
       const { response, session } = await registerWithProof(
@@ -325,35 +364,7 @@ export class PeerRegistration extends EventEmitter {
         throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: the control connection closed (${err instanceof Error ? err.message : String(err)})`, { cause: err });
       });
     }
-    const broker = this.#broker as TransportAddress;
-    const socket = this.#socket as UdpSocket;
-    // The broker never answers an unauthenticated datagram with more bytes than it got (no amplification).
-    addRequestPadding(request);
-    const bytes = encodeMessage(request, { fingerprint: true, ...options });
-    const key = Buffer.from(request.transactionId).toString('hex');
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await new Promise<StunMessage>((resolve, reject) => {
-        const onAbort = (): void => reject(abortError(signal));
-        if (signal.aborted) {
-          onAbort();
-          return;
-        }
-        signal.addEventListener('abort', onAbort, { once: true });
-        this.#pending.set(key, (message) => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(message);
-        });
-        const send = (rto: number): void => {
-          socket.send(bytes, broker.port, broker.address, () => undefined);
-          timer = setTimeout(() => send(rto * 2), rto);
-        };
-        send(REGISTER_FIRST_RTO_MS);
-      });
-    } finally {
-      clearTimeout(timer);
-      this.#pending.delete(key);
-    }
+    return this.#udp.request(this.#socket as UdpSocket, this.#broker as TransportAddress, request, signal, options);
   }
 
   /** Records a successful registration. */
@@ -361,53 +372,17 @@ export class PeerRegistration extends EventEmitter {
     const publicEndpoint = getXorMappedAddress(response);
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
     const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport };
-    this.#info = info;
-    if (this.#closed !== undefined) return info; // granted while closing: close() withdraws it
-    this.#state = 'registered';
-    this.emit('registered', info);
+    this.#info = info; // also when granted while closing: close() withdraws it
     return info;
   }
 
-  /**
-   * A ConnectionRequest from the broker, by UDP or on the control connection: answer
-   * every copy alike (the broker retransmits until it hears from us), act once. With a
-   * session only requests under its key count, each SEQUENCE once (connection-requests.ts),
-   * and our answer carries integrity under the key too, so the broker can tell it from a
-   * forgery.
-   */
-  #onConnectionRequest(message: StunMessage, answer: (response: StunMessage, options: EncodeOptions) => void): void {
-    if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return;
+  /** A ConnectionRequest from the broker (connection-requests.ts answers it); emits what was decided. */
+  #onConnectionRequest(message: StunMessage, answer: AnswerRequest): void {
     // Closing: the sockets live on only to finish a proof and send the withdrawal.
     if (this.#closed !== undefined) return;
-    const session = this.#session;
-    // With a session, only requests under its key come from our broker; others are ignored.
-    if (session !== undefined && !verifyMessageIntegritySha256(message, session.key)) return;
-    let attemptId: Uint8Array | undefined;
-    let sequence: number | undefined;
-    try {
-      attemptId = getAttemptId(message);
-      // Only integrity makes a SEQUENCE trustworthy: without a session (open mode) a forged high one would silence the real ones.
-      sequence = session === undefined ? undefined : getU32Attr(message, AttrType.Sequence);
-    } catch {
-      return;
-    }
-    if (attemptId === undefined) return;
-    if (this.#requestsSession !== session) {
-      this.#requests = new ConnectionRequestBook();
-      this.#requestsSession = session;
-    }
-    const key = Buffer.from(attemptId).toString('hex');
-    const verdict = this.#requests.check(key, sequence);
-    if (verdict.kind === 'ignore') return;
-    const options: EncodeOptions = { fingerprint: true, ...(session === undefined ? {} : { integritySha256Key: session.key }) };
-    if (verdict.kind === 'copy') {
-      answer(answerTo(message, verdict.answer), options);
-      return;
-    }
-    const reason = this.#options.admit?.(attemptId);
-    const decision: RequestAnswer = reason === undefined ? { accepted: true } : { accepted: false, reason };
-    this.#requests.record(key, sequence, decision);
-    answer(answerTo(message, decision), options);
+    const decided = this.#requests.handle(message, this.#session, (attemptId) => this.#options.admit?.(attemptId), answer);
+    if (decided === undefined) return;
+    const { attemptId, reason } = decided;
     if (reason === undefined) this.emit('connection-request', { attemptId });
     else this.emit('connection-refused', { attemptId, reason });
   }
@@ -420,16 +395,11 @@ export class PeerRegistration extends EventEmitter {
     const message = decodeDatagram(data);
     if (message === undefined) return;
     if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
-      this.#pending.get(Buffer.from(message.transactionId).toString('hex'))?.(message);
+      this.#udp.deliver(message);
       return;
     }
     this.#onConnectionRequest(message, (response, options) =>
       this.#socket?.send(encodeMessage(response, options), port, address, () => undefined),
     );
   }
-}
-
-/** Our answer to a ConnectionRequest: success, or 429 with the reason of a refusal. */
-function answerTo(request: StunMessage, answer: RequestAnswer): StunMessage {
-  return answer.accepted ? request.successResponse() : request.errorResponse(StunErrorCode.TooManyRequests, answer.reason);
 }

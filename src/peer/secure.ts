@@ -7,6 +7,7 @@ import { generateKeyPair } from '../security/keys.js';
 import { selfSignedCertificate } from '../security/ca.js';
 import type { Identity } from '../security/identity.js';
 import { secureConnection } from '../security/tls.js';
+import type { VerifiedPeer } from '../security/verify.js';
 import { selfCertifyingUri } from '../security/uri.js';
 import { attachInfo, factsOf, type NattravSocket } from './info.js';
 
@@ -20,7 +21,16 @@ export async function throwawayIdentity(): Promise<Identity> {
 /** Runs mutual TLS over a connected nattrav socket; resolves with the TLS socket carrying the updated info. */
 export async function secure(
   socket: NattravSocket,
-  options: { identity: Identity; ca: string[]; expectedPeerUri?: string; expectedKeyFingerprint?: string; signal?: AbortSignal; started: number },
+  options: {
+    identity: Identity;
+    ca: string[];
+    expectedPeerUri?: string;
+    expectedKeyFingerprint?: string;
+    signal?: AbortSignal;
+    started: number;
+    /** Recipient only: refuses a verified initiator with a reason (security/tls.ts step 4). */
+    admit?: (peer: VerifiedPeer) => string | undefined;
+  },
 ): Promise<NattravSocket> {
   const role = socket.nattrav.role;
   const result = await secureConnection(socket, {
@@ -30,6 +40,7 @@ export async function secure(
     ...(options.expectedPeerUri === undefined ? {} : { expectedPeerUri: options.expectedPeerUri }),
     ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint }),
     ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.admit === undefined ? {} : { admit: options.admit }),
   });
   return attachInfo(
     result.socket,

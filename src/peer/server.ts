@@ -1,15 +1,26 @@
 /**
  * The recipient: registers a URI with the broker over UDP and, for each
  * connection request the broker forwards, joins the attempt over a fresh TCP
- * exchange and opens the direct connection by simultaneous open.
+ * exchange and opens the direct connection by simultaneous open. It serves until
+ * closed: a broker that is away at start, or restarts, is tried again with backoff
+ * (backoff.ts), unless `once`.
  *
  * Events, as `net.Server`: 'listening' (first registration done), 'connection'
- * (NattravSocket), 'error' (the first registration failed), 'close'. Also:
- * 'registered' (each refresh), 'unregistered' (a refresh failed; it keeps
- * trying), 'attemptFailed' (NattravError: one incoming attempt did not complete),
- * 'attemptRefused' ({ attemptId, reason }: a connection request refused because
- * `maxConcurrentAttempts` attempts were running or the sockets of `maxAttemptSockets`
- * were spent; the initiator fails at once with that reason).
+ * (NattravSocket), 'error' (only with `once`, or when our own configuration is wrong:
+ * the first registration failed), 'close'. Also:
+ * - 'registered' (RegisteredEvent): each registration; `kind` is 'first', 'refresh' (each
+ *   keepalive) or 'again' (after 'registrationLost');
+ * - 'registrationLost' (NattravError, the reason): the registration we held is gone (a
+ *   refresh failed, or the broker had forgotten it: it restarted); tries follow. Also
+ *   emitted as 'unregistered', its former name;
+ * - 'registrationRetry' (RegistrationRetry): a try failed, at start or after a loss, and
+ *   the next comes in `delayMs`;
+ * - 'attemptFailed' (NattravError: one incoming attempt did not complete);
+ * - 'attemptRefused' ({ attemptId, reason }: a connection request refused because
+ *   `maxConcurrentAttempts` attempts were running or the sockets of `maxAttemptSockets`
+ *   were spent; the initiator fails at once with that reason);
+ * - 'connectionRejected' (ConnectionRejection): an initiator that proved an identity not
+ *   in `allow` was refused after the TLS handshake; it sees ERR_NOT_ALLOWED with the reason.
  */
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -27,8 +38,13 @@ import type { TransportAddress } from '../wire/types.js';
 import { runAttempt } from './attempt.js';
 import { handOver, type NattravSocket } from './info.js';
 import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ServerOptions } from './options.js';
-import { PeerRegistration, type RegisteredInfo } from './registration.js';
+import { PeerRegistration, type RegisteredEvent } from './registration.js';
+import { REGISTRATION_BACKOFF } from './backoff.js';
+import type { RegistrationRetry } from './backoff.js';
 import { checkUri, positiveInt } from './validate.js';
+import { checkNattravUri } from '../security/uri.js';
+import type { VerifiedPeer } from '../security/verify.js';
+import type { TransportAddress as Endpoint } from '../wire/types.js';
 import { SocketBudget } from './strategies/socket-budget.js';
 
 /**
@@ -43,6 +59,30 @@ export interface AttemptRefusal {
   readonly attemptId: string;
   /** What the initiator was told, e.g. "recipient busy: 16 attempts in progress". */
   readonly reason: string;
+}
+
+/** What 'connectionRejected' reports: an initiator that proved its identity, which `allow` does not list. */
+export interface ConnectionRejection {
+  /** The identity the initiator proved in the TLS handshake. */
+  readonly peerUri: string;
+  /** The fingerprint of its key. */
+  readonly peerKeyFingerprint: string;
+  /** Where the connection came from (the initiator's public endpoint, or the broker's relay). */
+  readonly remote: Endpoint;
+  /** The reason the initiator was told. */
+  readonly reason: string;
+}
+
+/** What 'registrationRetry' reports: a failed try, and when the next one comes. */
+export interface RegistrationRetryEvent {
+  /** Why the try failed. */
+  readonly error: NattravError;
+  /** Consecutive failed tries so far (1 after the first). */
+  readonly failures: number;
+  /** When the next try comes, in ms from now. */
+  readonly delayMs: number;
+  /** 'start': never registered yet; 'lost': registering again after 'registrationLost'. */
+  readonly phase: 'start' | 'lost';
 }
 
 /** Called for each accepted connection. */
@@ -74,6 +114,11 @@ export class NattravServer extends EventEmitter {
   readonly #keyDir: string | undefined;
   readonly #brokerCa: string | undefined;
   readonly #tls: { ca: string[] } | undefined;
+  /** The identities initiators must prove, or undefined for everyone. */
+  readonly #allow: ReadonlySet<string> | undefined;
+  readonly #once: boolean;
+  readonly #retryInitialMs: number;
+  readonly #retryMaxMs: number;
   /** The fingerprint of that identity's key. */
   #keyFingerprint: string | undefined;
   /** The identity proven at registration (and used for TLS), once resolved. */
@@ -114,6 +159,13 @@ export class NattravServer extends EventEmitter {
     this.#keyDir = options.keyDir;
     this.#brokerCa = options.brokerCa;
     this.#tls = options.tls === false ? undefined : { ca: options.tls === undefined || options.tls === true ? [] : (options.tls.ca ?? []) };
+    this.#allow = allowList(options.allow, options.tls === false);
+    this.#once = options.once === true;
+    this.#retryInitialMs = positiveInt(options.retryInitialMs, PEER_DEFAULTS.retryInitialMs, 'retryInitialMs');
+    this.#retryMaxMs = positiveInt(options.retryMaxMs, Math.max(PEER_DEFAULTS.retryMaxMs, this.#retryInitialMs), 'retryMaxMs');
+    if (this.#retryMaxMs < this.#retryInitialMs) {
+      throw new NattravError(ErrorCode.InvalidArgument, `retryMaxMs (${this.#retryMaxMs}) must not be less than retryInitialMs (${this.#retryInitialMs})`);
+    }
     if (options.brokerCa !== undefined) {
       try {
         new X509Certificate(options.brokerCa);
@@ -136,7 +188,7 @@ export class NattravServer extends EventEmitter {
     return { uri: this.#uri, broker: this.#broker, publicEndpoint: info.publicEndpoint, transport: info.transport, keyFingerprint: this.#keyFingerprint };
   }
 
-  /** Registers with the broker; emits 'listening' or 'error'. */
+  /** Registers with the broker (trying again until it answers, unless `once`); emits 'listening', or 'error' when the start failed for good. */
   listen(callback?: () => void): this {
     if (this.#state !== 'idle') {
       queueMicrotask(() => this.emit('error', new NattravError(ErrorCode.Closed, `listen: the server is already ${this.#state}`)));
@@ -166,11 +218,20 @@ export class NattravServer extends EventEmitter {
       transport: this.#transport,
       keys,
       admit: () => this.#refusal(),
+      once: this.#once,
+      backoff: { initialMs: this.#retryInitialMs, maxMs: this.#retryMaxMs, jitter: REGISTRATION_BACKOFF.jitter },
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
     });
     this.#registration = registration;
-    registration.on('registered', (info: RegisteredInfo) => this.emit('registered', info));
-    registration.on('lost', (err: unknown) => this.emit('unregistered', err));
+    registration.on('registered', (event: RegisteredEvent) => this.emit('registered', event));
+    registration.on('lost', (err: unknown) => {
+      const error = asNattravError(err);
+      this.emit('registrationLost', error);
+      this.emit('unregistered', error);
+    });
+    registration.on('retry', (retry: RegistrationRetry) => {
+      this.emit('registrationRetry', { ...retry, error: asNattravError(retry.error) } satisfies RegistrationRetryEvent);
+    });
     registration.on('connection-request', ({ attemptId }: { attemptId: Uint8Array }) => this.#accept(attemptId));
     registration.on('connection-refused', ({ attemptId, reason }: { attemptId: Uint8Array; reason: string }) => {
       this.emit('attemptRefused', { attemptId: Buffer.from(attemptId).toString('hex'), reason } satisfies AttemptRefusal);
@@ -254,11 +315,19 @@ export class NattravServer extends EventEmitter {
   /** Joins the attempt, runs TLS when configured, and emits 'connection' or 'attemptFailed'. */
   async #establish(attemptId: Uint8Array, controller: AbortController, started: number): Promise<void> {
     let socket: NattravSocket;
+    let rejected: ConnectionRejection | undefined;
     try {
       socket = await this.#join(attemptId, controller.signal, started);
       if (this.#tls !== undefined && this.#resolvedIdentity !== undefined) {
         const plain = socket;
-        socket = await secure(plain, { identity: this.#resolvedIdentity, ca: this.#tls.ca, signal: controller.signal, started }).catch((err: unknown) => {
+        const allow = this.#allow;
+        const admit = (peer: VerifiedPeer): string | undefined => {
+          if (allow === undefined || allow.has(peer.uri)) return undefined;
+          const reason = `${peer.uri} is not on the allow-list of ${this.#uri}`;
+          rejected = { peerUri: peer.uri, peerKeyFingerprint: peer.keyFingerprint, remote: plain.nattrav.remote, reason };
+          return reason;
+        };
+        socket = await secure(plain, { identity: this.#resolvedIdentity, ca: this.#tls.ca, signal: controller.signal, started, admit }).catch((err: unknown) => {
           plain.destroy();
           throw err;
         });
@@ -266,7 +335,8 @@ export class NattravServer extends EventEmitter {
     } catch (err) {
       this.#attempts.delete(controller);
       if (this.#state === 'closed') return;
-      this.emit('attemptFailed', isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err }));
+      if (rejected !== undefined && isNattravError(err, ErrorCode.NotAllowed)) this.emit('connectionRejected', rejected);
+      else this.emit('attemptFailed', asNattravError(err));
       return;
     }
     this.#attempts.delete(controller);
@@ -299,6 +369,23 @@ export class NattravServer extends EventEmitter {
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
     });
   }
+}
+
+/** `allow` checked: nattrav URIs, at least one, and TLS on (it is what proves them). */
+function allowList(allow: readonly string[] | undefined, tlsOff: boolean): ReadonlySet<string> | undefined {
+  if (allow === undefined) return undefined;
+  if (!Array.isArray(allow) || allow.length === 0) {
+    throw new NattravError(ErrorCode.InvalidArgument, 'allow: expected a non-empty array of nattrav URIs (leave it out to accept every verified initiator)');
+  }
+  if (tlsOff) {
+    throw new NattravError(ErrorCode.InvalidArgument, 'allow needs TLS: initiators prove their identity in the TLS handshake; drop tls: false (--no-tls) or drop allow (--allow)');
+  }
+  return new Set(allow.map((uri, i) => checkNattravUri(uri, `allow[${i}]`)));
+}
+
+/** `err` as a NattravError (an unexpected one becomes ERR_CONNECT_FAILED with its text). */
+function asNattravError(err: unknown): NattravError {
+  return isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err });
 }
 
 /** Creates a recipient for `options.uri`; call `listen()` to register. */

@@ -17,6 +17,10 @@
  *    for the other's. The connection is handed over only when that arrives; if
  *    the connection closes instead, the other side rejected us, and this side
  *    rejects too. So both ends fail, and neither hangs.
+ * 4. A recipient that verified the initiator but does not admit it (`admit`, e.g. an
+ *    allow-list) sends {@link REJECT_BYTE} and its reason instead of the confirmation,
+ *    then ends the TLS stream. The initiator rejects with ERR_NOT_ALLOWED and that
+ *    reason; the recipient with ERR_NOT_ALLOWED naming the initiator.
  *
  * The confirmation bytes are consumed here; application data starts after them.
  */
@@ -25,7 +29,7 @@ import { TLSSocket, connect as tlsConnect, createSecureContext } from 'node:tls'
 import { abortError, raceAbort, startPhase } from '../common/signal.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import type { Identity } from './identity.js';
-import { verifyPeerCertificate } from './verify.js';
+import { verifyPeerCertificate, type VerifiedPeer } from './verify.js';
 
 /** Options of {@link secureConnection} that say who we are and whom we trust. */
 export interface PeerTlsOptions {
@@ -45,6 +49,8 @@ export interface SecureConnectionOptions extends PeerTlsOptions {
   signal?: AbortSignal;
   /** Limit on handshake, verification and confirmation together. @default {@link TLS_HANDSHAKE_TIMEOUT_MS} */
   timeoutMs?: number;
+  /** Recipient only: decides on the verified initiator; undefined admits it, a reason refuses it (step 4). @default admit everyone verified */
+  admit?: (peer: VerifiedPeer) => string | undefined;
 }
 
 /** A connection that passed {@link secureConnection}. */
@@ -68,6 +74,12 @@ const TLS_VERSION = 'TLSv1.3';
 export const NATTRAV_ALPN = 'nattrav/1';
 /** Sent by each side once it has accepted the other's certificate (ASCII ACK). */
 export const CONFIRM_BYTE = 0x06;
+/** Sent by a recipient instead of {@link CONFIRM_BYTE} when it refuses the verified initiator (ASCII NAK); its reason follows. */
+export const REJECT_BYTE = 0x15;
+/** The longest reason after {@link REJECT_BYTE}, in bytes; more is cut off. */
+export const REJECT_REASON_MAX_BYTES = 512;
+/** How long a refusing recipient waits for the initiator to close after the reason, in ms (then it closes): one slow round trip. */
+const REJECT_LINGER_MS = 2_000;
 
 const PEER_REJECTED = 'the peer rejected our certificate or closed during the TLS handshake';
 
@@ -114,6 +126,11 @@ export async function secureConnection(socket: Socket, options: SecureConnection
       phase.signal,
       destroy,
     );
+    const refusal = role === 'recipient' ? options.admit?.(verified) : undefined;
+    if (refusal !== undefined) {
+      await raceAbort(refuse(secured, refusal), phase.signal, destroy);
+      throw new NattravError(ErrorCode.NotAllowed, `refused ${verified.uri}: ${refusal}`);
+    }
     secured.write(Buffer.of(CONFIRM_BYTE));
     await raceAbort(confirmation(secured), phase.signal, destroy);
     secured.off('error', swallow);
@@ -195,6 +212,7 @@ function confirmation(socket: TLSSocket): Promise<void> {
       if (chunk === null) return;
       cleanup();
       if (chunk[0] === CONFIRM_BYTE) resolve();
+      else if (chunk[0] === REJECT_BYTE) void refusalReason(socket).then((reason) => reject(new NattravError(ErrorCode.NotAllowed, `the recipient refused the connection: ${reason}`)));
       else reject(new NattravError(ErrorCode.Tls, `the peer sent 0x${chunk.toString('hex')} instead of its TLS confirmation; is it a nattrav peer?`));
     };
     const onClosed = (): void => {
@@ -216,5 +234,52 @@ function confirmation(socket: TLSSocket): Promise<void> {
       onReadable();
       if (socket.readableEnded) onClosed();
     }
+  });
+}
+
+/** Step 4, the recipient's side: the refusal and its reason instead of the confirmation, then the end of the stream; resolves once the initiator closed (or after {@link REJECT_LINGER_MS}). */
+function refuse(socket: TLSSocket, reason: string): Promise<void> {
+  const text = Buffer.from(reason, 'utf8').subarray(0, REJECT_REASON_MAX_BYTES);
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(linger);
+      socket.off('close', done);
+      socket.off('end', done);
+      resolve();
+    };
+    const linger = setTimeout(done, REJECT_LINGER_MS);
+    socket.on('close', done);
+    socket.on('end', done);
+    // Whatever the initiator sent (its confirmation) is read and dropped: unread bytes would turn our close into a reset that could destroy the reason.
+    socket.resume();
+    socket.end(Buffer.concat([Buffer.of(REJECT_BYTE), text]));
+  });
+}
+
+/** Step 4, the initiator's side: the reason after {@link REJECT_BYTE}, up to the end of the stream, as printable text. */
+function refusalReason(socket: TLSSocket): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    const done = (): void => {
+      socket.off('data', onData);
+      socket.off('end', done);
+      socket.off('close', done);
+      socket.off('error', done);
+      const text = Buffer.concat(parts).subarray(0, REJECT_REASON_MAX_BYTES).toString('utf8');
+      // Only printable text reaches our logs and terminals.
+      resolve(text.replace(/[^\x20-\x7e]/g, '?') || 'no reason given');
+    };
+    const onData = (chunk: Buffer): void => {
+      parts.push(chunk);
+      size += chunk.length;
+      if (size >= REJECT_REASON_MAX_BYTES) done();
+    };
+    socket.on('data', onData);
+    socket.on('end', done);
+    socket.on('close', done);
+    socket.on('error', done);
+    socket.resume();
+    if (socket.readableEnded || socket.destroyed) done();
   });
 }

@@ -56,6 +56,8 @@ describe('registration over TCP with a silent broker', () => {
       uri: options.uri,
       registerTransport: 'tcp',
       registerTimeoutMs: REGISTER_TIMEOUT_MS,
+      // Fail fast: the first failure is what is under test (without it the server retries).
+      once: true,
       keyDir,
       ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
     });

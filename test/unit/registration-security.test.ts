@@ -119,7 +119,7 @@ describe('secure registration', () => {
     const { broker, address } = await startBroker();
     closers.push(() => broker.close());
     const { server } = await startRecipient(address, 'nattrav://carol', { keyDir: join(keyDir, 'owner'), keepaliveMs: 200, lifetimeMs: 800 });
-    const rogue = createServer({ broker: address, uri: 'nattrav://carol', keyDir: join(keyDir, 'rogue') });
+    const rogue = createServer({ broker: address, uri: 'nattrav://carol', keyDir: join(keyDir, 'rogue'), once: true });
     const [error] = (await Promise.all([once(rogue, 'error'), rogue.listen()]))[0] as [NattravError];
     assert.equal(error.code, 'ERR_FORBIDDEN');
     assert.match(error.message, /nattrav:\/\/carol is registered by another key/);
@@ -184,6 +184,7 @@ describe('secure registration', () => {
         broker: address,
         uri,
         keyDir: join(keyDir, 'ca-case'),
+        once: true,
         ...(cert === undefined ? {} : { identity: { uri, keyPem: cert.keyPem, certPem: cert.certPem, ca: [] } }),
       });
       const [error] = (await Promise.all([once(server, 'error'), server.listen()]))[0] as [NattravError];
@@ -209,7 +210,7 @@ describe('secure registration', () => {
     socket.destroy();
     for (const fake of [await startBroker({ cert: impostor.certPem, key: impostor.keyPem }), await startBroker(), await startBroker({ open: true })]) {
       closers.push(() => fake.broker.close());
-      const victim = createServer({ broker: fake.address, uri: 'nattrav://grace', brokerCa: brokerCa.certPem, keyDir: join(keyDir, 'grace') });
+      const victim = createServer({ broker: fake.address, uri: 'nattrav://grace', brokerCa: brokerCa.certPem, keyDir: join(keyDir, 'grace'), once: true });
       const [error] = (await Promise.all([once(victim, 'error'), victim.listen()]))[0] as [NattravError];
       assert.equal(error.code, 'ERR_BROKER_AUTH', error.message);
       await assert.rejects(connect({ broker: fake.address, uri: 'nattrav://grace', brokerCa: brokerCa.certPem }), (err: NattravError) => {
@@ -225,7 +226,7 @@ describe('secure registration', () => {
     const mallory = await issueCertificate({ ca, uri: 'nattrav://mallory' });
     const impersonator = await startBroker({ cert: mallory.certPem, key: mallory.keyPem });
     closers.push(() => impersonator.broker.close());
-    const victim = createServer({ broker: impersonator.address, uri: 'nattrav://heidi', brokerCa: ca.certPem, keyDir: join(keyDir, 'heidi') });
+    const victim = createServer({ broker: impersonator.address, uri: 'nattrav://heidi', brokerCa: ca.certPem, keyDir: join(keyDir, 'heidi'), once: true });
     const [error] = (await Promise.all([once(victim, 'error'), victim.listen()]))[0] as [NattravError];
     assert.equal(error.code, 'ERR_BROKER_AUTH', error.message);
     assert.match(error.message, /names the peer nattrav:\/\/mallory: a peer's certificate cannot authenticate a broker/);
