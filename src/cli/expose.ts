@@ -10,7 +10,11 @@ import {
   loadOrCreateIdentity,
   parseServiceAddress,
   toHostPort,
+  type ConnectionRejection,
   type Identity,
+  type NattravError,
+  type RegisteredEvent,
+  type RegistrationRetryEvent,
   type ServiceEvent,
 } from '../index.js';
 import type { Reporter } from './output.js';
@@ -27,6 +31,10 @@ export interface ExposeCommandOptions {
   brokerCa?: string;
   keyDir?: string;
   maxConnections?: string;
+  /** Only these initiator identities get a connection. */
+  allow?: string[];
+  /** Fail fast when the first registration fails, instead of retrying. */
+  once?: boolean;
 }
 
 /** Loads --identity DIR, or makes a self-certifying identity there; says so when it made one. */
@@ -41,6 +49,7 @@ export async function identityFromDir(dir: string | undefined, out: Reporter): P
 export async function exposeCommand(target: string, uri: string | undefined, options: ExposeCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const service = parseServiceAddress(target, 'TARGET');
   if (uri !== undefined) checkNattravUri(uri, 'URI');
+  for (const allowed of options.allow ?? []) checkNattravUri(allowed, '--allow');
   toHostPort(options.broker, '--broker', DEFAULT_BROKER_PORT);
   const identity = await identityFromDir(options.identity, out);
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
@@ -54,20 +63,31 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
     ...(brokerCa === undefined ? {} : { brokerCa }),
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
     ...(options.maxConnections === undefined ? {} : { maxConnections: Number(options.maxConnections) }),
+    ...(options.allow === undefined ? {} : { allow: options.allow }),
+    ...(options.once === true ? { once: true } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
   exposer.on('event', (event: ServiceEvent) => reportServiceEvent(out, event));
   exposer.on('attemptFailed', (err: Error & { code?: string }) => out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`));
-  let lost = false;
-  exposer.on('unregistered', (err: Error) => {
-    lost = true;
-    out.event('registration-lost', { message: err.message }, `registration lost: ${err.message}`);
+  exposer.on('registered', (event: RegisteredEvent) => {
+    if (event.kind !== 'again') return;
+    out.event('registered', { uri: exposer.uri, public: formatEndpoint(event.publicEndpoint), transport: event.transport, again: true }, `registered ${String(exposer.uri)} again (public ${formatEndpoint(event.publicEndpoint)})`);
   });
-  exposer.on('registered', () => {
-    if (!lost) return;
-    lost = false;
-    out.event('registered', { uri: exposer.uri, again: true }, `registered ${String(exposer.uri)} again`);
-  });
+  exposer.on('registrationLost', (err: NattravError) => out.event('registration-lost', { code: err.code, message: err.message }, `registration lost: ${err.message}; registering again`));
+  exposer.on('registrationRetry', (retry: RegistrationRetryEvent) =>
+    out.event(
+      'registration-retry',
+      { code: retry.error.code, message: retry.error.message, failures: retry.failures, retryInMs: retry.delayMs, phase: retry.phase },
+      `registering with ${options.broker} failed (${retry.failures} in a row): ${retry.error.message}; next try in ${(retry.delayMs / 1000).toFixed(1)} s`,
+    ),
+  );
+  exposer.on('connectionRejected', (rejection: ConnectionRejection) =>
+    out.event(
+      'connection-rejected',
+      { peerUri: rejection.peerUri, peerKey: rejection.peerKeyFingerprint, remote: formatEndpoint(rejection.remote), reason: rejection.reason },
+      `refused ${rejection.peerUri} from ${formatEndpoint(rejection.remote)}: not on the allow-list`,
+    ),
+  );
   let address;
   try {
     address = await exposer.start();

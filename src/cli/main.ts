@@ -25,6 +25,11 @@ function packageVersion(): string {
   return pkg.version ?? 'unknown';
 }
 
+/** Collects a repeatable option's values. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
 function wholeNumber(value: string): string {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('expected a whole number');
   return value;
@@ -138,11 +143,13 @@ async function main(argv: string[]): Promise<number> {
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
     .option('--key-dir <dir>', 'where the key of a plain-name URI is kept (default ~/.nattrav/keys)')
     .option('--max-connections <n>', 'peer connections carried at once; more are refused with "busy" (default 64)', positiveCount)
+    .option('--allow <uri>', 'accept only initiators that prove this identity in the TLS handshake (repeat for several; forward --identity DIR prints its URI)', collect, undefined)
+    .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
     .option('--json', 'JSON lines: the URI on stdout, progress and one line per connection on stderr')
     .action((target: string, uri: string | undefined, options: ExposeCommandOptions & { json?: boolean }) =>
       runStoppable((out, stop) => exposeCommand(target, uri, options, withJson(out, options.json), stop)),
     )
-    .addHelpText('after', examples(['nattrav expose 8080 --broker broker.example:3478', 'nattrav expose 127.0.0.1:22 --broker broker.example:3478 --identity ~/.nattrav/ssh --json']));
+    .addHelpText('after', examples(['nattrav expose 8080 --broker broker.example:3478', 'nattrav expose 127.0.0.1:22 --broker broker.example:3478 --identity ~/.nattrav/ssh --allow nattrav://k-<fingerprint> --json']));
 
   program
     .command('forward')

@@ -61,8 +61,8 @@ export const EXPOSE_DEFAULTS = {
   refusalLingerMs: 5_000,
 } as const;
 
-/** Events re-emitted from the server underneath, with the server's arguments. */
-const SERVER_EVENTS = ['registered', 'unregistered', 'attemptFailed', 'attemptRefused'] as const;
+/** Events re-emitted from the server underneath, with the server's arguments (see createServer). */
+const SERVER_EVENTS = ['registered', 'registrationLost', 'registrationRetry', 'unregistered', 'connectionRejected', 'attemptFailed', 'attemptRefused'] as const;
 
 /** One connection in progress: how to stop it. */
 interface Active {
@@ -72,8 +72,12 @@ interface Active {
 
 /**
  * An exposed service. Events: `'event'` ({@link ServiceEvent}: `accepted` and `closed` per
- * peer connection), and from the server underneath `'registered'`, `'unregistered'`,
- * `'attemptFailed'`, `'attemptRefused'` (see createServer).
+ * peer connection), and from the server underneath, with its arguments (see createServer):
+ * `'registered'` (kind `first`, `refresh` or `again`), `'registrationLost'`,
+ * `'registrationRetry'`, `'unregistered'`, `'connectionRejected'` (an initiator not in
+ * `allow`), `'attemptFailed'`, `'attemptRefused'`. Unless `once`, start() waits through a
+ * broker that is away (reporting each try with `'registrationRetry'`), and a registration
+ * lost later is made again: the exposer serves until closed.
  */
 export class Exposer extends EventEmitter {
   readonly #options: ExposeOptions;
@@ -126,7 +130,8 @@ export class Exposer extends EventEmitter {
 
   /**
    * Makes the identity when needed, then registers; resolves with the registration.
-   * Rejects like createServer's 'error', or with ERR_ABORTED when `signal` aborts.
+   * Rejects like createServer's 'error' (with `once`: the first registration failed; or our
+   * own configuration is wrong), or with ERR_ABORTED when `signal` aborts.
    */
   async start(): Promise<ServerAddress> {
     if (this.#state !== 'idle') throw new NattravError(ErrorCode.Closed, `start: the exposer is already ${this.#state}`);
