@@ -5,6 +5,8 @@ import { ErrorCode, NattravError } from '../errors.js';
 /** The host of a bare `PORT`: loopback, so nothing is exposed or listened on beyond this machine by accident. */
 export const DEFAULT_SERVICE_HOST = '127.0.0.1';
 
+const EXPECTED = 'expected [HOST:]PORT such as 8080 or 127.0.0.1:8080';
+
 /**
  * Parses `PORT`, `HOST:PORT` or `[IPv6]:PORT` (or takes a {@link HostPort}); a bare port means
  * {@link DEFAULT_SERVICE_HOST}. `what` names the argument in the error; `allowZero` admits
@@ -17,14 +19,15 @@ export function parseServiceAddress(value: string | HostPort, what: string, allo
     }
     return { host: value.host, port: checkPort(value.port, what, allowZero) };
   }
-  if (typeof value !== 'string') throw new NattravError(ErrorCode.InvalidArgument, `${what}: expected [HOST:]PORT such as 8080 or 127.0.0.1:8080`);
+  if (typeof value !== 'string') throw new NattravError(ErrorCode.InvalidArgument, `${what}: ${EXPECTED}`);
   const text = value.trim();
   if (/^\d+$/.test(text)) return { host: DEFAULT_SERVICE_HOST, port: checkPort(Number(text), what, allowZero) };
+  if (text !== '' && !text.includes(':')) throw new NattravError(ErrorCode.InvalidArgument, `${what}: missing port in "${text}"; ${EXPECTED}`);
   try {
     const parsed = parseHostPort(text, what);
     return { host: parsed.host, port: checkPort(parsed.port, what, allowZero) };
   } catch (err) {
     const message = (err as Error).message;
-    throw new NattravError(ErrorCode.InvalidArgument, `${message}; expected [HOST:]PORT such as 8080 or 127.0.0.1:8080`, { cause: err });
+    throw new NattravError(ErrorCode.InvalidArgument, `${message}; ${EXPECTED}`, { cause: err });
   }
 }

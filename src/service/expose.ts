@@ -262,6 +262,10 @@ function listen(server: NattravServer, signal: AbortSignal | undefined): Promise
       cleanup();
       server.close(() => reject(abortError(signal as AbortSignal)));
     };
+    if (signal?.aborted === true) {
+      onAbort();
+      return;
+    }
     server.once('listening', onListening);
     server.once('error', onError);
     signal?.addEventListener('abort', onAbort, { once: true });
