@@ -19,7 +19,7 @@ import { formatEndpoint, type HostPort } from '../common/endpoint.js';
 import { abortError, throwIfAborted } from '../common/signal.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import type { ServerOptions } from '../peer/options.js';
-import { handOver, type NattravSocket } from '../peer/info.js';
+import type { NattravSocket } from '../peer/info.js';
 import { throwawayIdentity } from '../peer/secure.js';
 import { createServer, type NattravServer, type ServerAddress } from '../peer/server.js';
 import { checkUri, positiveInt } from '../peer/validate.js';
@@ -179,8 +179,7 @@ export class Exposer extends EventEmitter {
     await this.close();
   }
 
-  #accept(connection: NattravSocket): void {
-    const peer = handOver(connection);
+  #accept(peer: NattravSocket): void {
     // Failures are in peer.nattrav.closed and reach the log through the splice.
     peer.on('error', () => undefined);
     if (this.#state === 'closed') {

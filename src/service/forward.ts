@@ -186,10 +186,8 @@ export class Forwarder extends EventEmitter {
       return;
     }
     const controller = new AbortController();
-    let stop = (graceMs: number): void => {
-      void graceMs;
-      controller.abort(new NattravError(ErrorCode.Closed, 'the forwarder was closed'));
-    };
+    // Until the splice runs, stopping aborts the connect or the wait for the status frame.
+    let stop: (graceMs: number) => void = () => controller.abort(new NattravError(ErrorCode.Closed, 'the forwarder was closed'));
     const done = this.#serve(id, client, controller.signal, started, (s) => (stop = s)).then(finish);
     this.#active.set(id, { stop: (graceMs) => stop(graceMs), done });
   }

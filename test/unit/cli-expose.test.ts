@@ -211,6 +211,10 @@ describe('nattrav expose / forward', () => {
       assert.equal(await waiting.exited, 130);
       assert.ok(Date.now() - sent < 2_000, 'stopped within 2 s');
       assert.equal(waiting.stdout, '', 'no URI is printed before it is registered');
+      // --once: the first failed registration is the end (exit 4, broker unreachable).
+      const once = cli(['expose', '8080', '--broker', `127.0.0.1:${sink.address().port}`, '--once', '--json']);
+      assert.equal(await exitOf(once, 20_000), 4, once.stderr);
+      assert.equal(once.events.find((e) => e.event === 'error')?.code, 'ERR_BROKER_UNREACHABLE');
     } finally {
       sink.close();
     }
