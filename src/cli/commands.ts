@@ -8,9 +8,13 @@ import {
   loadIdentity,
   toHostPort,
   type ConnectionInfo,
+  type ConnectionRejection,
   type Identity,
+  type NattravError,
   type NattravServer,
   type NattravSocket,
+  type RegisteredEvent,
+  type RegistrationRetryEvent,
   type StrategyTrace,
 } from '../index.js';
 import type { Reporter } from './output.js';
@@ -47,6 +51,12 @@ export interface ListenCommandOptions extends SecurityOptions {
   broker: string;
   echo?: boolean;
   keyDir?: string;
+  /** Fail fast when the first registration fails, instead of retrying. */
+  once?: boolean;
+  /** The registration refresh interval, ms (validated by the parser). */
+  keepalive?: string;
+  /** Only these initiator identities get a connection. */
+  allow?: string[];
 }
 
 /** Options of `nattrav connect`. */
@@ -99,13 +109,49 @@ function register(server: NattravServer, stop: StopSignals): Promise<boolean> {
   });
 }
 
+/** Reports the registration's progress: registered (first and again), lost, each failed try. */
+function reportRegistration(server: NattravServer, uri: string, options: ListenCommandOptions, out: Reporter): void {
+  server.on('registered', (event: RegisteredEvent) => {
+    if (event.kind === 'refresh') return;
+    const key = server.address()?.keyFingerprint ?? null;
+    const again = event.kind === 'again';
+    const publicEndpoint = formatEndpoint(event.publicEndpoint);
+    out.event(
+      'registered',
+      { uri, broker: options.broker, public: publicEndpoint, transport: event.transport, key, tls: options.tls !== false, again },
+      `registered ${uri}${again ? ' again' : ''} with ${options.broker} over ${event.transport} (public ${publicEndpoint}); key ${key ?? '?'}` +
+        (options.tls === false ? ' (no TLS: connections are not authenticated)' : `: initiators can pin it with --expect-key ${key ?? '?'}`),
+    );
+  });
+  server.on('registrationLost', (err: NattravError) =>
+    out.event('registration-lost', { code: err.code, message: err.message }, `registration lost: ${err.message}; registering again`),
+  );
+  server.on('registrationRetry', (retry: RegistrationRetryEvent) =>
+    out.event(
+      'registration-retry',
+      { code: retry.error.code, message: retry.error.message, failures: retry.failures, retryInMs: retry.delayMs, phase: retry.phase },
+      `registering with ${options.broker} failed (${retry.failures} in a row): ${retry.error.message}; next try in ${(retry.delayMs / 1000).toFixed(1)} s`,
+    ),
+  );
+  server.on('connectionRejected', (rejection: ConnectionRejection) =>
+    out.event(
+      'connection-rejected',
+      { peerUri: rejection.peerUri, peerKey: rejection.peerKeyFingerprint, remote: formatEndpoint(rejection.remote), reason: rejection.reason },
+      `refused ${rejection.peerUri} from ${formatEndpoint(rejection.remote)}: not on the allow-list`,
+    ),
+  );
+}
+
 /**
- * `nattrav listen URI --broker HOST:PORT [--echo] [--tls ...]`. Without --echo the first
- * connection is piped to stdin/stdout (the registration is withdrawn when it arrives);
- * with --echo every connection is echoed until a signal.
+ * `nattrav listen URI --broker HOST:PORT [--echo] [--once] [--allow URI]... [--tls ...]`.
+ * Without --echo the first connection is piped to stdin/stdout (the registration is
+ * withdrawn when it arrives); with --echo every connection is echoed until a signal.
+ * A broker that is away (at start, or restarting) is tried again until it answers,
+ * unless --once.
  */
 export async function listenCommand(uri: string, options: ListenCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   checkTarget(uri, options.broker);
+  for (const allowed of options.allow ?? []) checkNattravUri(allowed, '--allow');
   const { identity, ca, brokerCa } = await security(options);
   const server = createServer({
     broker: options.broker,
@@ -113,6 +159,9 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(identity === undefined ? {} : { identity }),
     ...(brokerCa === undefined ? {} : { brokerCa }),
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
+    ...(options.once === true ? { once: true } : {}),
+    ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
+    ...(options.allow === undefined ? {} : { allow: options.allow }),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
   let piped = false;
@@ -145,18 +194,11 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   server.on('attemptFailed', (err: Error & { code?: string }) =>
     out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`),
   );
-  server.on('unregistered', (err: Error) => out.event('unregistered', { message: err.message }, `registration lost: ${err.message}`));
+  reportRegistration(server, uri, options, out);
   if (!(await register(server, stop))) {
     reportNotConnected(out, 'interrupted');
     return stop.exitCode as number;
   }
-  const address = server.address();
-  out.event(
-    'registered',
-    { uri, broker: options.broker, public: address ? formatEndpoint(address.publicEndpoint) : null, transport: address?.transport ?? null, key: address?.keyFingerprint ?? null, tls: options.tls !== false },
-    `registered ${uri} with ${options.broker} over ${address?.transport ?? '?'} (public ${address ? formatEndpoint(address.publicEndpoint) : '?'}); key ${address?.keyFingerprint ?? '?'}` +
-      (options.tls === false ? ' (no TLS: connections are not authenticated)' : `: initiators can pin it with --expect-key ${address?.keyFingerprint ?? '?'}`),
-  );
   if (options.echo === true) {
     await stop.wait();
     await withdraw(server);

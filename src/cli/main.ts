@@ -97,6 +97,9 @@ async function main(argv: string[]): Promise<number> {
     .argument('<uri>', 'the URI to register, e.g. nattrav://alice')
     .requiredOption('--broker <host:port>', '(required) the broker to register with')
     .option('--echo', 'echo every connection back instead of piping the first to stdio')
+    .option('--keepalive <ms>', 'registration refresh interval, ms (default 10000; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
+    .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
+    .option('--allow <uri>', 'accept only initiators that prove this identity in the TLS handshake (repeat for several)', collect, undefined)
     .option('--tls', 'TLS 1.3 with mutual authentication on every connection (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
     .option('--identity <dir>', 'our identity: cert.pem, key.pem (and ca.pem) as written by nattrav ca issue')
@@ -107,7 +110,11 @@ async function main(argv: string[]): Promise<number> {
     .action((uri: string, options: ListenCommandOptions & { json?: boolean }) =>
       runStoppable((out, stop) => listenCommand(uri, options, withJson(out, options.json), stop)),
     )
-    .addHelpText('after', examples(['nattrav listen nattrav://alice --broker broker.example:3478 > received.bin', 'nattrav listen nattrav://echo --broker 127.0.0.1:3478 --echo --json']));
+    .addHelpText('after', examples([
+        'nattrav listen nattrav://alice --broker broker.example:3478 > received.bin',
+        'nattrav listen nattrav://echo --broker 127.0.0.1:3478 --echo --json',
+        'nattrav listen nattrav://svc --broker broker.example:3478 --echo --allow nattrav://k-<fingerprint> --allow nattrav://ops',
+      ]));
 
   program
     .command('connect')

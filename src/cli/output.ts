@@ -23,7 +23,7 @@ export const ExitCode = {
   ConnectFailed: 6,
   /** The network lab could not be built or used. */
   Lab: 7,
-  /** Authentication failed: TLS, a broker that cannot prove itself, or a URI held by another key. */
+  /** Authentication failed: TLS, a broker that cannot prove itself, a URI held by another key, or the recipient's allow-list refused us. */
   Security: 8,
   /** An established connection broke: reset, timed out, cut by a relay quota, or the peer died before ending cleanly. */
   ConnectionBroken: 9,
@@ -49,6 +49,8 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.Aborted]: ExitCode.Interrupted,
   [ErrorCode.TlsRequired]: ExitCode.Security,
   [ErrorCode.PlainRequired]: ExitCode.Security,
+  [ErrorCode.NotAllowed]: ExitCode.Security,
+  [ErrorCode.KeyMismatch]: ExitCode.Security,
   [ErrorCode.ConnectionBroken]: ExitCode.ConnectionBroken,
   [ErrorCode.AddressInUse]: ExitCode.AddressInUse,
 };

@@ -103,7 +103,8 @@ async function loopbackDemo(report: (step: DemoStep) => void, keyDir: string | u
     const { port } = await broker.listen();
     const brokerAddress = `127.0.0.1:${port}`;
     report({ step: 'broker', text: `broker listening on ${brokerAddress} (UDP and TCP)` });
-    const recipient = createServer({ broker: brokerAddress, uri: DEMO_URI, ...(keyDir === undefined ? {} : { keyDir }) });
+    // once: a one-shot demo fails rather than waits when its broker does not answer.
+    const recipient = createServer({ broker: brokerAddress, uri: DEMO_URI, once: true, ...(keyDir === undefined ? {} : { keyDir }) });
     const accepted = new Promise<NattravSocket>((resolve) => recipient.once('connection', resolve));
     recipient.listen();
     await once(recipient, 'listening');

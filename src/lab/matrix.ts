@@ -172,7 +172,8 @@ interface CellSpec { initiator: NatType; recipient: NatType; repeats: number; co
 
 async function runCell(lab: Lab, broker: string, initiatorHost: LabHost, recipientHost: LabHost, spec: CellSpec): Promise<MatrixCell> {
   const uri = `nattrav://matrix-${spec.initiator}-${spec.recipient}-${randomBytes(3).toString('hex')}`;
-  const listener = startCli(lab, recipientHost, ['listen', uri, '--broker', broker, '--echo']);
+  // --once: a recipient that cannot register fails the cell now (the matrix names the blocked traffic) instead of retrying.
+  const listener = startCli(lab, recipientHost, ['listen', uri, '--broker', broker, '--echo', '--once']);
   try {
     try {
       await listener.waitForEvent('registered', registerTimeoutMs);

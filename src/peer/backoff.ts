@@ -126,7 +126,7 @@ export class KeepaliveLoop<T> {
 
   /** Starts; resolves with the first registration, or rejects with the failure that ended the start. */
   start(): Promise<T> {
-    if (this.#state !== 'idle') return Promise.reject(new Error(`the keepalive loop is already ${this.#state}`));
+    if (this.#state !== 'idle') return Promise.reject(new NattravError(ErrorCode.Closed, `the keepalive loop is already ${this.#state}`));
     this.#state = 'starting';
     const first = new Promise<T>((resolve, reject) => {
       this.#first = { resolve, reject };

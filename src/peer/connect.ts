@@ -35,6 +35,8 @@ const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.TlsRequired,
   ErrorCode.PlainRequired,
   ErrorCode.KeyMismatch,
+  // The recipient's allow-list refused our identity: it will refuse it again.
+  ErrorCode.NotAllowed,
   // Our own files (identity, known keys): another attempt would fail the same way.
   ErrorCode.Identity,
 ]);

@@ -57,7 +57,7 @@ export interface ServerOptions {
   keepaliveMs?: number;
   /** Lifetime asked of the broker, in ms. @default 3 × keepaliveMs */
   lifetimeMs?: number;
-  /** Limit on one registration transaction (with retransmissions), in ms. @default 5000 */
+  /** Limit on one registration transaction (with retransmissions), in ms. @default 5000, or keepaliveMs when that is shorter */
   registerTimeoutMs?: number;
   /** Limit on the broker exchange of one attempt, in ms. @default 12000 */
   exchangeTimeoutMs?: number;

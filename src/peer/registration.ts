@@ -187,6 +187,9 @@ export class PeerRegistration extends EventEmitter {
       this.#transport = 'tcp';
       return this.#register();
     }
+    // A control connection left by a refused try in 'auto' is not reused: this try starts over on UDP.
+    this.#control?.destroy();
+    this.#control = undefined;
     this.#transport = 'udp';
     try {
       return await this.#register(undefined, mode === 'auto' ? Math.min(UDP_TRY_MS, this.#options.registerTimeoutMs) : undefined);

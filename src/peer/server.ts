@@ -13,7 +13,7 @@
  * - 'registrationLost' (NattravError, the reason): the registration we held is gone (a
  *   refresh failed, or the broker had forgotten it: it restarted); tries follow. Also
  *   emitted as 'unregistered', its former name;
- * - 'registrationRetry' (RegistrationRetry): a try failed, at start or after a loss, and
+ * - 'registrationRetry' (RegistrationRetryEvent): a try failed, at start or after a loss, and
  *   the next comes in `delayMs`;
  * - 'attemptFailed' (NattravError: one incoming attempt did not complete);
  * - 'attemptRefused' ({ attemptId, reason }: a connection request refused because
@@ -39,12 +39,10 @@ import { runAttempt } from './attempt.js';
 import { handOver, type NattravSocket } from './info.js';
 import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredEvent } from './registration.js';
-import { REGISTRATION_BACKOFF } from './backoff.js';
-import type { RegistrationRetry } from './backoff.js';
+import { REGISTRATION_BACKOFF, type RegistrationRetry } from './backoff.js';
 import { checkUri, positiveInt } from './validate.js';
 import { checkNattravUri } from '../security/uri.js';
 import type { VerifiedPeer } from '../security/verify.js';
-import type { TransportAddress as Endpoint } from '../wire/types.js';
 import { SocketBudget } from './strategies/socket-budget.js';
 
 /**
@@ -68,7 +66,7 @@ export interface ConnectionRejection {
   /** The fingerprint of its key. */
   readonly peerKeyFingerprint: string;
   /** Where the connection came from (the initiator's public endpoint, or the broker's relay). */
-  readonly remote: Endpoint;
+  readonly remote: TransportAddress;
   /** The reason the initiator was told. */
   readonly reason: string;
 }
@@ -141,7 +139,8 @@ export class NattravServer extends EventEmitter {
     this.#broker = toHostPort(options.broker, 'broker', DEFAULT_BROKER_PORT);
     this.#keepaliveMs = positiveInt(options.keepaliveMs, PEER_DEFAULTS.keepaliveMs, 'keepaliveMs');
     this.#lifetimeMs = positiveInt(options.lifetimeMs, this.#keepaliveMs * PEER_DEFAULTS.lifetimeFactor, 'lifetimeMs');
-    this.#registerTimeoutMs = positiveInt(options.registerTimeoutMs, PEER_DEFAULTS.registerTimeoutMs, 'registerTimeoutMs');
+    // A try should not outlast the interval between tries.
+    this.#registerTimeoutMs = positiveInt(options.registerTimeoutMs, Math.min(PEER_DEFAULTS.registerTimeoutMs, this.#keepaliveMs), 'registerTimeoutMs');
     this.#exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
     this.#punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
     this.#maxConcurrentAttempts = positiveInt(options.maxConcurrentAttempts, PEER_DEFAULTS.maxConcurrentAttempts, 'maxConcurrentAttempts');
@@ -181,10 +180,10 @@ export class NattravServer extends EventEmitter {
     return this.#state === 'listening';
   }
 
-  /** The registered URI and our public endpoint, or null before 'listening'. */
+  /** The registered URI and our public endpoint (as last registered), or null before the first registration and once closed. */
   address(): ServerAddress | null {
     const info = this.#registration?.info;
-    if (this.#state !== 'listening' || info === undefined || this.#keyFingerprint === undefined) return null;
+    if (this.#state === 'closed' || info === undefined || this.#keyFingerprint === undefined) return null;
     return { uri: this.#uri, broker: this.#broker, publicEndpoint: info.publicEndpoint, transport: info.transport, keyFingerprint: this.#keyFingerprint };
   }
 

@@ -219,4 +219,28 @@ describe('secureConnection', () => {
     raw[0].destroy();
     raw[1].destroy();
   });
+
+  test('a recipient that refuses the verified initiator: both fail with ERR_NOT_ALLOWED, the initiator with the reason as printable text, cut at 512 bytes', async () => {
+    const [alice, bob] = await Promise.all([newSelfCertifyingIdentity({ dir: keyDir }), newSelfCertifyingIdentity({ dir: keyDir })]);
+    const raw = await socketPair();
+    let judged: string | undefined;
+    const reason = `no entry for you\u0007\n${'x'.repeat(600)}`;
+    const [a, b] = await Promise.allSettled([
+      secureConnection(raw[0], { identity: alice, role: 'initiator', expectedPeerUri: bob.uri }),
+      secureConnection(raw[1], { identity: bob, role: 'recipient', admit: (peer) => ((judged = peer.uri), reason) }),
+    ]);
+    assert.equal(judged, alice.uri, 'admit sees the identity the initiator proved');
+    const refused = (result: PromiseSettledResult<SecureConnection>): NattravError => {
+      assert.equal(result.status, 'rejected');
+      const err: unknown = (result as PromiseRejectedResult).reason;
+      assert.ok(isNattravError(err, ErrorCode.NotAllowed), String(err));
+      return err;
+    };
+    const initiator = refused(a);
+    assert.equal(initiator.message, `the recipient refused the connection: no entry for you??${'x'.repeat(512 - 18)}`);
+    const recipient = refused(b);
+    assert.match(recipient.message, new RegExp(`^refused ${alice.uri}: no entry for you`));
+    assert.ok(raw[0].destroyed && raw[1].destroyed);
+  });
 });
+
