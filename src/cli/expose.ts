@@ -10,13 +10,10 @@ import {
   loadOrCreateIdentity,
   parseServiceAddress,
   toHostPort,
-  type ConnectionRejection,
   type Identity,
-  type NattravError,
-  type RegisteredEvent,
-  type RegistrationRetryEvent,
   type ServiceEvent,
 } from '../index.js';
+import { reportRegistration } from './commands.js';
 import type { Reporter } from './output.js';
 import { readPem } from './pem.js';
 import { reportServiceEvent } from './service-log.js';
@@ -35,6 +32,8 @@ export interface ExposeCommandOptions {
   allow?: string[];
   /** Fail fast when the first registration fails, instead of retrying. */
   once?: boolean;
+  /** Registration refresh interval, ms. */
+  keepalive?: string;
 }
 
 /** Loads --identity DIR, or makes a self-certifying identity there; says so when it made one. */
@@ -65,29 +64,12 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
     ...(options.maxConnections === undefined ? {} : { maxConnections: Number(options.maxConnections) }),
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.once === true ? { once: true } : {}),
+    ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
   exposer.on('event', (event: ServiceEvent) => reportServiceEvent(out, event));
   exposer.on('attemptFailed', (err: Error & { code?: string }) => out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`));
-  exposer.on('registered', (event: RegisteredEvent) => {
-    if (event.kind !== 'again') return;
-    out.event('registered', { uri: exposer.uri, public: formatEndpoint(event.publicEndpoint), transport: event.transport, again: true }, `registered ${String(exposer.uri)} again (public ${formatEndpoint(event.publicEndpoint)})`);
-  });
-  exposer.on('registrationLost', (err: NattravError) => out.event('registration-lost', { code: err.code, message: err.message }, `registration lost: ${err.message}; registering again`));
-  exposer.on('registrationRetry', (retry: RegistrationRetryEvent) =>
-    out.event(
-      'registration-retry',
-      { code: retry.error.code, message: retry.error.message, failures: retry.failures, retryInMs: retry.delayMs, phase: retry.phase },
-      `registering with ${options.broker} failed (${retry.failures} in a row): ${retry.error.message}; next try in ${(retry.delayMs / 1000).toFixed(1)} s`,
-    ),
-  );
-  exposer.on('connectionRejected', (rejection: ConnectionRejection) =>
-    out.event(
-      'connection-rejected',
-      { peerUri: rejection.peerUri, peerKey: rejection.peerKeyFingerprint, remote: formatEndpoint(rejection.remote), reason: rejection.reason },
-      `refused ${rejection.peerUri} from ${formatEndpoint(rejection.remote)}: not on the allow-list`,
-    ),
-  );
+  reportRegistration(exposer, options, out);
   let address;
   try {
     address = await exposer.start();
@@ -98,12 +80,6 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
   }
   const where = formatEndpoint({ address: service.host, port: service.port });
   const tls = options.tls !== false;
-  out.event(
-    'registered',
-    { uri: address.uri, broker: options.broker, target: where, public: formatEndpoint(address.publicEndpoint), transport: address.transport, key: address.keyFingerprint, tls },
-    `exposing ${where} as ${address.uri} via ${options.broker} over ${address.transport} (public ${formatEndpoint(address.publicEndpoint)}); key ${address.keyFingerprint}` +
-      (tls ? '' : ' (no TLS: connections are not authenticated)'),
-  );
   out.result('exposed', { uri: address.uri, target: where, key: address.keyFingerprint, tls }, address.uri);
   await stop.wait();
   await exposer.close();

@@ -152,6 +152,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--max-connections <n>', 'peer connections carried at once; more are refused with "busy" (default 64)', positiveCount)
     .option('--allow <uri>', 'accept only initiators that prove this identity in the TLS handshake (repeat for several; forward --identity DIR prints its URI)', collect, undefined)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
+    .option('--keepalive <ms>', 'registration refresh interval, ms (default 10000; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
     .option('--json', 'JSON lines: the URI on stdout, progress and one line per connection on stderr')
     .action((target: string, uri: string | undefined, options: ExposeCommandOptions & { json?: boolean }) =>
       runStoppable((out, stop) => exposeCommand(target, uri, options, withJson(out, options.json), stop)),
