@@ -241,13 +241,21 @@ async function refuse(peer: NattravSocket, status: Exclude<PreambleStatus, 'ok'>
   clearTimeout(linger);
 }
 
-/** Registers `server`; rejects with its 'error', or with ERR_ABORTED when `signal` aborts first. */
+/**
+ * Registers `server`; rejects with its 'error', with ERR_CLOSED when it is closed first
+ * (Exposer.close() during start), or with ERR_ABORTED when `signal` aborts first.
+ */
 function listen(server: NattravServer, signal: AbortSignal | undefined): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const cleanup = (): void => {
       signal?.removeEventListener('abort', onAbort);
       server.off('listening', onListening);
       server.off('error', onError);
+      server.off('close', onClose);
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(new NattravError(ErrorCode.Closed, 'the exposer was closed while it was starting'));
     };
     const onListening = (): void => {
       cleanup();
@@ -267,6 +275,7 @@ function listen(server: NattravServer, signal: AbortSignal | undefined): Promise
     }
     server.once('listening', onListening);
     server.once('error', onError);
+    server.once('close', onClose);
     signal?.addEventListener('abort', onAbort, { once: true });
     server.listen();
   });

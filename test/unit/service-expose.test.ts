@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as netConnect, createServer as createTcpServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -262,6 +263,20 @@ describe('expose and forward on loopback', () => {
     const closed = await closedOf(events, 1, 'forwarder');
     assert.equal(closed.reason, 'failed');
     assert.match(String(closed.message), /could not connect to nattrav:\/\/k-.*(TLS|plain)/);
+  });
+
+  test('close() while start() waits for a broker that does not answer: start() rejects with ERR_CLOSED, nothing is left running', { timeout: 30_000 }, async () => {
+    const silent = createSocket('udp4');
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise<void>((resolve) => silent.close(() => resolve())));
+    const exposer = new Exposer({ broker: `127.0.0.1:${silent.address().port}`, target: '80', keyDir });
+    const retries: unknown[] = [];
+    exposer.on('registrationRetry', (retry: unknown) => retries.push(retry));
+    const starting = exposer.start();
+    await until(() => retries.length > 0, 15_000, 'a failed registration try');
+    await exposer.close();
+    await assert.rejects(starting, (err: unknown) => isNattravError(err, 'ERR_CLOSED'));
+    assert.equal(exposer.address(), null);
   });
 
   test('bad options name what was wrong; a port in use is ERR_ADDRESS_IN_USE naming it', async () => {
