@@ -15,7 +15,7 @@ import { createServer as createTcpServer, type Server, type Socket } from 'node:
 import { performance } from 'node:perf_hooks';
 import { formatEndpoint, type HostPort } from '../common/endpoint.js';
 import { throwIfAborted } from '../common/signal.js';
-import { ErrorCode, NattravError } from '../errors.js';
+import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import { connect } from '../peer/connect.js';
 import { resetConnection, type ConnectionPath, type NattravSocket } from '../peer/info.js';
 import type { ConnectOptions, PeerTls } from '../peer/options.js';
@@ -202,7 +202,7 @@ export class Forwarder extends EventEmitter {
     } catch (err) {
       resetSocket(client);
       if (signal.aborted) return { reason: 'stopped', message: 'closed on this side while connecting', ...none };
-      return { reason: 'failed', side: 'peer', message: `could not connect to ${this.#uri}: ${errorMessage(err)}`, ...none };
+      return { reason: 'failed', side: 'peer', message: `could not connect to ${this.#uri}: ${errorMessage(err)}`, ...codeOf(err), ...none };
     }
     const peerName = peer.nattrav.peerUri ?? this.#uri;
     const about = { peer: peerName, path: peer.nattrav.path };
@@ -219,7 +219,7 @@ export class Forwarder extends EventEmitter {
       resetConnection(peer);
       resetSocket(client);
       if (signal.aborted) return { reason: 'stopped', message: 'closed on this side while waiting for the exposer', ...about, ...none };
-      return { reason: 'error', side: 'peer', message: errorMessage(err), ...about, ...none };
+      return { reason: 'error', side: 'peer', message: errorMessage(err), ...codeOf(err), ...about, ...none };
     }
     this.#event({ type: 'connected', id, path: peer.nattrav.path, peer: peerName, setupMs: Math.round(performance.now() - started) });
     const spliced = splice(peer, client, 'the local client');
@@ -231,6 +231,11 @@ export class Forwarder extends EventEmitter {
   #event(event: ServiceEvent): void {
     this.emit('event', event);
   }
+}
+
+/** `{ code }` of a NattravError, for the log entry. */
+function codeOf(err: unknown): { code?: string } {
+  return isNattravError(err) ? { code: err.code } : {};
 }
 
 function errorMessage(err: unknown): string {

@@ -29,6 +29,8 @@ export interface SpliceResult {
   readonly side?: 'peer' | 'local';
   /** What happened, for every reason but `closed`. */
   readonly message?: string;
+  /** The error code behind `failed` or `error` when nattrav raised it, e.g. `ERR_UNKNOWN_URI`, `ERR_NOT_ALLOWED`. */
+  readonly code?: string;
   /** Bytes that came from the peer and were handed to the local socket. */
   readonly bytesIn: number;
   /** Bytes that came from the local socket and were handed to the peer. */

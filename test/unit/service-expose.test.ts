@@ -248,7 +248,7 @@ describe('expose and forward on loopback', () => {
     await until(() => broker.events.some((e) => e.type === 'withdrawn' && e.uri === exposer.uri), 5_000, 'the withdrawal');
   });
 
-  test('plain TCP on both sides (tls: false) carries bytes; a plain forwarder to a TLS exposer fails with the reason', async () => {
+  test('plain TCP on both sides (tls: false) carries bytes; a TLS forwarder (the default) to a plain exposer fails with the reason', async () => {
     const echo = await service((socket) => socket.pipe(socket));
     const plain = await chain(echo.port, { tls: false }, { tls: false });
     const c = client(plain.port);
@@ -262,7 +262,21 @@ describe('expose and forward on loopback', () => {
     assert.equal((await refused.outcome).error?.code, 'ECONNRESET');
     const closed = await closedOf(events, 1, 'forwarder');
     assert.equal(closed.reason, 'failed');
-    assert.match(String(closed.message), /could not connect to nattrav:\/\/k-.*(TLS|plain)/);
+    assert.equal(closed.code, 'ERR_PLAIN_REQUIRED');
+    assert.match(String(closed.message), /could not connect to nattrav:\/\/k-.*TLS/);
+  });
+
+  test('an unknown URI: the client is reset and the log says the broker does not know it', async () => {
+    const broker = await startWatchedBroker(closers);
+    const forwarder = await forward({ broker: broker.address, uri: 'nattrav://nobody-here', listen: '0', knownKeysFile: false });
+    closers.push(() => forwarder.close());
+    const events: ServiceEvent[] = [];
+    forwarder.on('event', (e: ServiceEvent) => events.push(e));
+    const c = client((forwarder.address() as { port: number }).port);
+    assert.equal((await c.outcome).error?.code, 'ECONNRESET');
+    const closed = await closedOf(events, 1, 'forwarder');
+    assert.deepEqual([closed.reason, closed.code, closed.peer], ['failed', 'ERR_UNKNOWN_URI', 'nattrav://nobody-here']);
+    assert.match(String(closed.message), /could not connect to nattrav:\/\/nobody-here: unknown URI: nattrav:\/\/nobody-here/);
   });
 
   test('close() while start() waits for a broker that does not answer: start() rejects with ERR_CLOSED, nothing is left running', { timeout: 30_000 }, async () => {
