@@ -62,6 +62,11 @@ export const ErrorCode = {
    * "registry unavailable" and the broker reports it).
    */
   RegistryUnavailable: 'ERR_REGISTRY_UNAVAILABLE',
+  /**
+   * The service behind `expose` did not take the connection: it refused or could not be
+   * reached, or the exposer was at its connection limit. The message carries the reason.
+   */
+  ServiceRefused: 'ERR_SERVICE_REFUSED',
 } as const;
 
 /** One of the {@link ErrorCode} values. */

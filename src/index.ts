@@ -5,7 +5,10 @@
  * an initiator looks it up ({@link connect}) and both open a direct TCP
  * connection through their NATs. The result is a real `net.Socket`.
  *
- * This entry is the user API only: the broker, the peer side, NAT discovery
+ * {@link expose} makes a local TCP service reachable by URI and {@link forward} carries
+ * local connections to it, one peer connection each.
+ *
+ * This entry is the user API only: the broker, the peer side, expose/forward, NAT discovery
  * (netcheck), keys/CA/identities/TLS, errors and their types. Two more entries
  * carry the internals some tools need:
  * - `nattrav/wire`: the STUN codec (RFC 8489, RFC 5780) with nattrav's methods and attributes;
@@ -44,7 +47,7 @@ export type { SequenceVerdict, Session, SessionEndpoint, SessionStore } from './
 export { connect } from './peer/connect.js';
 export { createServer, NattravServer } from './peer/server.js';
 export type { AttemptRefusal, ConnectionListener, ConnectionRejection, RegistrationRetryEvent, ServerAddress } from './peer/server.js';
-export { connectionInfo } from './peer/info.js';
+export { connectionInfo, resetConnection } from './peer/info.js';
 export type { CloseReason, ConnectionClosed, ConnectionInfo, ConnectionPath, ConnectionRole, NattravSocket, RelayQuota, StrategyTrace } from './peer/info.js';
 export { STRATEGY_NAMES } from './nat/strategy.js';
 export type { StrategyName } from './nat/strategy.js';
@@ -52,6 +55,16 @@ export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/option
 export { PEER_DEFAULTS, DEFAULT_BROKER_PORT } from './peer/options.js';
 export type { RegisteredEvent, RegisteredInfo } from './peer/registration.js';
 export type { RegistrationKind } from './peer/backoff.js';
+
+export { expose, Exposer, EXPOSE_DEFAULTS } from './service/expose.js';
+export type { ExposeOptions } from './service/expose.js';
+export { forward, Forwarder, FORWARD_DEFAULTS } from './service/forward.js';
+export type { ForwardOptions } from './service/forward.js';
+export type { ServiceAccepted, ServiceClosed, ServiceConnected, ServiceEvent } from './service/events.js';
+export type { ServiceCloseReason, SpliceResult } from './service/splice.js';
+export { DEFAULT_SERVICE_HOST, parseServiceAddress } from './service/address.js';
+export { PREAMBLE_MAGIC, PREAMBLE_VERSION, PREAMBLE_TIMEOUT_MS, PreambleStatusCode, decodePreamble, encodePreamble, readPreamble } from './service/preamble.js';
+export type { Preamble, PreambleStatus } from './service/preamble.js';
 
 export { describeNat, discoverNat, formatAllocation, DISCOVERY_DEFAULTS } from './nat/index.js';
 export type { Behaviour, ClassicNatName, DiscoverNatOptions, NatProfile, PortAllocation, TcpProfile } from './nat/index.js';

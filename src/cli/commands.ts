@@ -15,8 +15,10 @@ import {
   type NattravSocket,
   type RegisteredEvent,
   type RegistrationRetryEvent,
+  type ServerAddress,
   type StrategyTrace,
 } from '../index.js';
+import type { EventEmitter } from 'node:events';
 import type { Reporter } from './output.js';
 import { readPem } from './pem.js';
 import { pipeStdio, reportNotConnected, reportPipe } from './pipe.js';
@@ -109,11 +111,16 @@ function register(server: NattravServer, stop: StopSignals): Promise<boolean> {
   });
 }
 
+/** What registers and reports its progress: a NattravServer, or an Exposer (which passes on its server's events). */
+export type RegistrationSource = EventEmitter & { address(): ServerAddress | null };
+
 /** Reports the registration's progress: registered (first and again), lost, each failed try. */
-function reportRegistration(server: NattravServer, uri: string, options: ListenCommandOptions, out: Reporter): void {
+export function reportRegistration(server: RegistrationSource, options: { broker: string; tls?: boolean }, out: Reporter): void {
   server.on('registered', (event: RegisteredEvent) => {
     if (event.kind === 'refresh') return;
-    const key = server.address()?.keyFingerprint ?? null;
+    const address = server.address();
+    const uri = address?.uri ?? '?';
+    const key = address?.keyFingerprint ?? null;
     const again = event.kind === 'again';
     const publicEndpoint = formatEndpoint(event.publicEndpoint);
     out.event(
@@ -194,7 +201,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   server.on('attemptFailed', (err: Error & { code?: string }) =>
     out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`),
   );
-  reportRegistration(server, uri, options, out);
+  reportRegistration(server, options, out);
   if (!(await register(server, stop))) {
     reportNotConnected(out, 'interrupted');
     return stop.exitCode as number;

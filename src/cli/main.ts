@@ -12,6 +12,8 @@ import { addConfig } from './config.js';
 import { brokerCommand, type BrokerCommandOptions } from './broker.js';
 import { connectCommand, listenCommand, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
 import { demoCommand } from './demo.js';
+import { exposeCommand, type ExposeCommandOptions } from './expose.js';
+import { forwardCommand, type ForwardCommandOptions } from './forward.js';
 import { labMatrixCommand, type LabMatrixOptions } from './lab.js';
 import { netcheckCommand } from './netcheck.js';
 import { createRequire } from 'node:module';
@@ -33,6 +35,11 @@ function wholeNumber(value: string): string {
 
 function positiveInteger(value: string): string {
   if (!/^\d+$/.test(value) || Number(value) <= 0) throw new InvalidArgumentError('expected a positive whole number of milliseconds');
+  return value;
+}
+
+function positiveCount(value: string): string {
+  if (!/^\d+$/.test(value) || Number(value) <= 0) throw new InvalidArgumentError('expected a positive whole number');
   return value;
 }
 
@@ -145,6 +152,50 @@ async function main(argv: string[]): Promise<number> {
       runStoppable((out, stop) => connectCommand(uri, options, withJson(out, options.json), stop)),
     )
     .addHelpText('after', examples(['nattrav connect nattrav://alice --broker broker.example:3478 < file.bin', 'echo hello | nattrav connect nattrav://echo --broker 127.0.0.1:3478 -v']));
+
+  program
+    .command('expose')
+    .description('make a local TCP service reachable by URI: every incoming peer connection is forwarded to it')
+    .argument('<target>', 'the local service, [HOST:]PORT (host 127.0.0.1 when left out)')
+    .argument('[uri]', 'the URI to register (default: a self-certifying nattrav://k-... URI, printed on stdout)')
+    .requiredOption('--broker <host:port>', '(required) the broker to register with')
+    .option('--identity <dir>', 'keep our identity here: loaded if the directory holds one, else a new self-certifying one is saved there (same URI next run)')
+    .option('--tls', 'TLS 1.3 with mutual authentication on every connection (the default)')
+    .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
+    .option('--ca <file>', 'also trust certificates from this CA (PEM)')
+    .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
+    .option('--key-dir <dir>', 'where the key of a plain-name URI is kept (default ~/.nattrav/keys)')
+    .option('--max-connections <n>', 'peer connections carried at once; more are refused with "busy" (default 64)', positiveCount)
+    .option('--allow <uri>', 'accept only initiators that prove this identity in the TLS handshake (repeat for several; forward --identity DIR prints its URI)', collect, undefined)
+    .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
+    .option('--keepalive <ms>', 'registration refresh interval, ms (default 10000; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
+    .option('--json', 'JSON lines: the URI on stdout, progress and one line per connection on stderr')
+    .action((target: string, uri: string | undefined, options: ExposeCommandOptions & { json?: boolean }) =>
+      runStoppable((out, stop) => exposeCommand(target, uri, options, withJson(out, options.json), stop)),
+    )
+    .addHelpText('after', examples(['nattrav expose 8080 --broker broker.example:3478', 'nattrav expose 127.0.0.1:22 --broker broker.example:3478 --identity ~/.nattrav/ssh --allow nattrav://k-<fingerprint> --json']));
+
+  program
+    .command('forward')
+    .description('accept local TCP connections and carry each over its own peer connection to a service made reachable with expose')
+    .argument('<uri>', 'the URI expose printed, e.g. nattrav://k-...')
+    .requiredOption('--listen <[host:]port>', '(required) where to accept local connections (host 127.0.0.1 when left out; port 0: any free port)')
+    .requiredOption('--broker <host:port>', '(required) the broker to ask')
+    .option('--identity <dir>', 'our identity, kept here (created self-certifying when the directory holds none), so an exposer can allow it')
+    .option('--tls', 'TLS 1.3 with mutual authentication, the exposer\'s key checked against URI (the default)')
+    .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
+    .option('--expect-key <fingerprint>', 'the key the exposer must hold (pins a plain name)')
+    .option('--accept-new-key', 'accept and remember a plain name\'s key that differs from the one remembered')
+    .option('--known-keys <file>', 'where keys of plain names are remembered (default ~/.nattrav/known_keys)')
+    .option('--ca <file>', 'trust certificates from this CA (PEM)')
+    .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
+    .option('--timeout <ms>', 'give up a peer connection after this many milliseconds (default 30000)', positiveInteger)
+    .option('--max-connections <n>', 'local connections carried at once; more are reset (default 64)', positiveCount)
+    .option('--json', 'JSON lines: the listening address on stdout, progress and one line per connection on stderr')
+    .action((uri: string, options: ForwardCommandOptions & { json?: boolean }) =>
+      runStoppable((out, stop) => forwardCommand(uri, options, withJson(out, options.json), stop)),
+    )
+    .addHelpText('after', examples(['nattrav forward nattrav://k-... --listen 8080 --broker broker.example:3478', 'nattrav forward nattrav://k-... --listen 127.0.0.1:2222 --broker 127.0.0.1:3478 --json']));
 
   program
     .command('netcheck')

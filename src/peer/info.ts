@@ -137,6 +137,7 @@ export function attachInfo(socket: Socket, facts: ConnectionFacts, raw: Socket =
   let remoteEnded = false;
   let localEnded = false;
   raw.setKeepAlive(true, KEEPALIVE_IDLE_MS);
+  if (raw !== socket) rawSockets.set(socket, raw);
   const bytesIn = (): number => socket.bytesRead - baseIn;
   const bytesOut = (): number => socket.bytesWritten - baseOut;
   const durationMs = (): number => Math.round((endedAt ?? performance.now()) - established);
@@ -183,6 +184,29 @@ export function attachInfo(socket: Socket, facts: ConnectionFacts, raw: Socket =
   socket.on('error', swallow);
   unclaimed.set(socket, swallow);
   return socket as NattravSocket;
+}
+
+/** The TCP socket under each TLS socket attachInfo was given (see {@link resetConnection}). */
+const rawSockets = new WeakMap<Socket, Socket>();
+
+/**
+ * Aborts a nattrav connection with a TCP reset (RST) where it can, so the other peer sees
+ * `reset` (ECONNRESET) rather than a clean end: for passing on a failure that must not pass
+ * for a finished transfer. Under TLS the reset goes out on the TCP socket beneath (no
+ * close_notify). A socket that cannot be reset (already closed) is destroyed.
+ */
+export function resetConnection(socket: Socket): void {
+  let raw = socket;
+  for (let below = rawSockets.get(raw); below !== undefined && below !== raw; below = rawSockets.get(raw)) raw = below;
+  if (!raw.destroyed && !raw.connecting) {
+    try {
+      raw.resetAndDestroy();
+    } catch {
+      // Not a TCP handle (a test's stream pair): a plain destroy is all there is.
+    }
+  }
+  raw.destroy();
+  socket.destroy();
 }
 
 /** The error listeners attachInfo holds until the socket is handed to the caller. */

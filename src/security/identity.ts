@@ -113,6 +113,22 @@ export async function newSelfCertifyingIdentity(options: KeptIdentityOptions & {
   return { uri, keyPem: key.privateKeyPem, certPem, ca: options.ca ?? [] };
 }
 
+/**
+ * The identity kept in `dir`: loaded when `dir` holds one (cert.pem and key.pem, as
+ * {@link saveIdentity} or `nattrav ca issue` write them), else a new self-certifying one
+ * (`nattrav://k-<fingerprint>[/<label>]`) saved there, so the same URI comes back next time.
+ * `created` says which. A directory with only one of the two files is an error (ERR_IDENTITY).
+ */
+export async function loadOrCreateIdentity(dir: string, options: { keyType?: KeyType; label?: string } = {}): Promise<{ identity: Identity; created: boolean }> {
+  const [cert, key] = await Promise.all([readOptional(join(dir, IDENTITY_CERT_FILE)), readOptional(join(dir, IDENTITY_KEY_FILE))]);
+  if (cert !== undefined || key !== undefined) return { identity: await loadIdentity(dir), created: false };
+  const pair = generateKeyPair(options.keyType ?? DEFAULT_KEY_TYPE);
+  const uri = selfCertifyingUri(pair.spki, options.label);
+  const identity: Identity = { uri, keyPem: pair.privateKeyPem, certPem: await selfSignedCertificate({ key: pair, uri }), ca: [] };
+  await saveIdentity(dir, identity);
+  return { identity, created: true };
+}
+
 /** The file a kept key for `uri` lives in. */
 export function keptKeyPath(dir: string, uri: string): string {
   return join(dir, `${createHash('sha256').update(uri).digest('hex')}.pem`);

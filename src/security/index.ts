@@ -7,7 +7,7 @@ export type { KeyPairPem, KeyType } from './keys.js';
 export { MAX_LABEL_LENGTH, SELF_CERTIFYING_PREFIX, checkNattravUri, selfCertifyingUri, uriKeyFingerprint, uriMatchesKey } from './uri.js';
 export { CA_DEFAULTS, createCa, issueCertificate, readCaDir, selfSignedCertificate, writeCaDir } from './ca.js';
 export type { CaFiles, CreateCaOptions, IssueCertificateOptions, SelfSignedCertificateOptions } from './ca.js';
-export { defaultKeyDir, ephemeralOrKeptIdentity, loadIdentity, newSelfCertifyingIdentity, saveIdentity } from './identity.js';
+export { defaultKeyDir, ephemeralOrKeptIdentity, loadIdentity, loadOrCreateIdentity, newSelfCertifyingIdentity, saveIdentity } from './identity.js';
 export type { Identity, KeptIdentityOptions } from './identity.js';
 export { verifyPeerCertificate } from './verify.js';
 export type { VerifiedPeer, VerifyPeerOptions } from './verify.js';

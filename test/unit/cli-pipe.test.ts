@@ -357,13 +357,13 @@ describe('bad input: exit 2 and a message naming what was wrong, before any traf
     assert.equal(await version.proc.exited, 0);
     const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
     assert.equal(readFileSync(version.stdoutFile, 'utf8').trim(), pkg.version);
-    for (const command of [['broker'], ['listen'], ['connect'], ['netcheck'], ['demo'], ['lab', 'matrix'], ['ca', 'init'], ['ca', 'issue'], ['ca', 'show']]) {
+    for (const command of [['broker'], ['listen'], ['connect'], ['expose'], ['forward'], ['netcheck'], ['demo'], ['lab', 'matrix'], ['ca', 'init'], ['ca', 'issue'], ['ca', 'show']]) {
       const help = cli([...command, '--help']);
       assert.equal(await help.proc.exited, 0);
       const text = readFileSync(help.stdoutFile, 'utf8');
       assert.match(text, /Examples:\n {2}\$ nattrav /, `${command.join(' ')} --help has examples`);
       const required = [...text.matchAll(/^ {2}(--[a-z-]+) <[^>]+> +\(required\)/gm)].map((m) => m[1]);
-      const expected = { listen: ['--broker'], connect: ['--broker'], netcheck: ['--broker'], issue: ['--ca', '--uri', '--out'] }[command[command.length - 1] as string] ?? [];
+      const expected = { listen: ['--broker'], connect: ['--broker'], expose: ['--broker'], forward: ['--listen', '--broker'], netcheck: ['--broker'], issue: ['--ca', '--uri', '--out'] }[command[command.length - 1] as string] ?? [];
       assert.deepEqual(required, expected, `${command.join(' ')} --help marks required options`);
     }
   });
