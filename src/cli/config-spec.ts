@@ -27,6 +27,8 @@ export type ConfigSource = 'flag' | 'env' | 'file' | 'default';
 export const NOT_CONFIGURABLE: Readonly<Record<string, readonly string[]>> = {
   '': ['config', 'version'],
   connect: ['expect-key', 'accept-new-key'],
+  forward: ['expect-key', 'accept-new-key', 'listen'],
+  broker: ['list-limits'],
   'ca init': ['name'],
   'ca issue': ['ca', 'uri', 'out'],
   'lab matrix': ['report'],
