@@ -27,6 +27,10 @@ const EXAMPLES: Record<string, Example> = {
   'allow-list.mjs': {
     stdout: [/^ops: hello nattrav:\/\/ops, this is nattrav:\/\/vault$/m, /^stranger: ERR_NOT_ALLOWED: .*nattrav:\/\/k-[a-z2-7]{52} is not on the allow-list of nattrav:\/\/vault$/m],
   },
+  'ssh-forward.sh': {
+    root: true,
+    stdout: [/^ssh: logged in as \S+ over nattrav$/m, /^exposed as nattrav:\/\/k-[a-z2-7]{52}$/m],
+  },
   'http.mjs': {
     stdout: [/^200 GET \/hello from nattrav:\/\/k-[a-z2-7]{52}$/m, /^200 POST \/upload from nattrav:\/\/k-[a-z2-7]{52}: some bytes$/m],
   },
