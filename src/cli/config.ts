@@ -22,6 +22,7 @@ import { ExitCode, Reporter } from './output.js';
 import { examples } from './help.js';
 import { allCommands, commandPath, commandSpecs, programSpecs, resolveOption, type ConfigValues, type OptionSpec, type ResolveInputs, type ResolvedValue } from './config-spec.js';
 import { loadConfig, locateConfig, type ConfigLocation } from './config-file.js';
+import { maskUrlPassword } from '../common/url.js';
 
 /** Runs a command with a reporter; main.ts's `run`. */
 type Run = (fn: (out: Reporter) => Promise<number>) => void;
@@ -226,7 +227,7 @@ async function configCommand(program: Command, words: readonly string[], config:
 
 /** A URL's password (`--redis redis://user:PASSWORD@host`) is never printed: `***` stands for it. */
 function maskedUrl(value: unknown): unknown {
-  return typeof value === 'string' ? value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*):[^@/]+@/i, '$1:***@') : value;
+  return typeof value === 'string' ? maskUrlPassword(value) : value;
 }
 
 function shown(raw: unknown): string {

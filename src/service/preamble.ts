@@ -106,7 +106,9 @@ export function decodePreamble(bytes: Uint8Array): { preamble: Preamble; length:
   if (status === undefined) throw new NattravError(ErrorCode.Protocol, `unknown expose status ${bytes[4] as number} in the exposer's status frame`);
   const length = PREAMBLE_HEADER_BYTES + (bytes[5] as number);
   if (bytes.length < length) return undefined;
-  return { preamble: { status, reason: Buffer.from(bytes.subarray(PREAMBLE_HEADER_BYTES, length)).toString('utf8') }, length };
+  // The reason comes from the remote exposer and ends up in our log: printable ASCII only (no terminal escapes, no forged lines).
+  const reason = Buffer.from(bytes.subarray(PREAMBLE_HEADER_BYTES, length)).toString('utf8').replace(/[^\x20-\x7e]/g, '?');
+  return { preamble: { status, reason }, length };
 }
 
 /**

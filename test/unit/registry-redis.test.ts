@@ -8,6 +8,7 @@ import { after, describe, test } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { decodeRegistration, encodeRegistration, redisKey } from '../../src/broker/registry/redis-codec.js';
 import { parseRedisUrl } from '../../src/broker/registry/redis-connection.js';
+import { maskUrlPassword } from '../../src/common/url.js';
 import { connectRedis } from '../../src/broker/registry/redis.js';
 import type { Registration } from '../../src/broker/registry/registry.js';
 import type { NattravError } from '../../src/errors.js';
@@ -70,6 +71,19 @@ describe('Redis URLs', () => {
     const parsed = parseRedisUrl('rediss://broker:s%40cret@[::1]:6380/2');
     assert.deepEqual(parsed, { host: '::1', port: 6380, tls: true, username: 'broker', password: 's@cret', database: 2, display: 'rediss://broker:***@[::1]:6380/2' });
     assert.equal(parseRedisUrl('redis://localhost').port, 6379);
+  });
+
+  test('a password with an unencoded / or @ is never printed, parsed or not', () => {
+    assert.equal(maskUrlPassword('redis://:Ab/cd+ef==@redis.internal:6379'), 'redis://:***@redis.internal:6379');
+    assert.equal(maskUrlPassword('redis://u:p@ss@host'), 'redis://u:***@host');
+    assert.equal(maskUrlPassword('redis://host:6379/0'), 'redis://host:6379/0');
+    for (const url of ['redis://:Ab/cd+ef==@redis.internal:6379', 'redis://u:12/x9@host:6379', 'redis://u:p#w@host']) {
+      assert.throws(() => parseRedisUrl(url), (err: Error) => {
+        assert.doesNotMatch(err.message, /Ab\/cd|12\/x9|p#w/, err.message);
+        assert.match(err.message, /\*\*\*/);
+        return true;
+      });
+    }
   });
 
   test('a bad URL is ERR_INVALID_ARGUMENT saying what is wrong, with the password masked', () => {

@@ -35,6 +35,11 @@ describe('expose preamble v1: bytes', () => {
     assert.equal(decodePreamble(frame)?.preamble.reason, 'a'.repeat(254));
   });
 
+  test("a hostile exposer's reason reaches our log as printable ASCII only (no terminal escapes, no forged lines)", () => {
+    const frame = encodePreamble({ status: 'refused', reason: '\r\u001b[2K#7 closed\nfake line é' });
+    assert.equal(decodePreamble(frame)?.preamble.reason, '??[2K#7 closed?fake line ?');
+  });
+
   test('decode: needs more bytes, then the frame and its length', () => {
     const frame = hex('4e5850 01 01 03 626164 ff');
     assert.equal(decodePreamble(frame.subarray(0, 2)), undefined);

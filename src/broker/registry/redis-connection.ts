@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { createClient, createCluster, RESP_TYPES } from '@redis/client';
 import { ErrorCode, NattravError } from '../../errors.js';
+import { maskUrlPassword } from '../../common/url.js';
 
 /** Options of {@link RedisConnection.connect}. */
 export interface RedisConnectionOptions {
@@ -97,7 +98,15 @@ export function parseRedisUrl(url: string): RedisTarget {
   try {
     parsed = new URL(url);
   } catch {
-    throw new NattravError(ErrorCode.InvalidArgument, `Redis URL ${JSON.stringify(maskPassword(url))} is not a URL; pass redis://[user:password@]host[:port][/db] or rediss://... for TLS`);
+    throw new NattravError(ErrorCode.InvalidArgument, `Redis URL ${JSON.stringify(maskUrlPassword(url))} is not a URL; pass redis://[user:password@]host[:port][/db] or rediss://... for TLS`);
+  }
+  // An unencoded '/' (or '?', '#') in the password ends the authority early: the parser sees
+  // part of the password as a port and the rest as a path. Refuse it without echoing it.
+  if (parsed.username === '' && parsed.password === '' && maskUrlPassword(url) !== url) {
+    throw new NattravError(
+      ErrorCode.InvalidArgument,
+      `Redis URL ${JSON.stringify(maskUrlPassword(url))}: its user and password did not parse; percent-encode them ('/' as %2F, '@' as %40, ':' in a user as %3A)`,
+    );
   }
   const display = `${parsed.protocol}//${parsed.username}${parsed.password === '' ? '' : ':***'}${parsed.username !== '' || parsed.password !== '' ? '@' : ''}${parsed.host}${parsed.pathname}`;
   const bad = (why: string): never => {
@@ -117,11 +126,6 @@ export function parseRedisUrl(url: string): RedisTarget {
     database: path === '' ? 0 : Number(path),
     display,
   };
-}
-
-/** `url` with anything between `:` and `@` after the scheme masked (for a URL too broken to parse). */
-function maskPassword(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:@/]*):[^@/]*@/i, '$1:***@');
 }
 
 /** An open connection to a Redis server or cluster. */
