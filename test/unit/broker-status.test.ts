@@ -167,6 +167,32 @@ describe('broker monitor, /metrics and the status page (loopback)', () => {
   });
 });
 
+describe('the monitor and a shared registry', () => {
+  test('concurrent scrapes and page requests share one count of the registry (a Redis count scans every key)', async () => {
+    class SlowRegistry extends MemoryRegistry {
+      counts = 0;
+      override async size(): Promise<number> {
+        this.counts++;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return super.size();
+      }
+    }
+    const registry = new SlowRegistry({ sweepIntervalMs: 0 });
+    const broker = createBroker({ host: '127.0.0.1', port: 0, registry });
+    const monitor = new BrokerMonitor(broker);
+    try {
+      await Promise.all([...Array.from({ length: 10 }, () => monitor.metricsText()), ...Array.from({ length: 10 }, () => monitor.status())]);
+      assert.equal(registry.counts, 1, 'twenty concurrent requests, one count');
+      await monitor.metricsText();
+      assert.equal(registry.counts, 2, 'a later request counts afresh (no stale number)');
+    } finally {
+      monitor.close();
+      await broker.close();
+      await registry.close();
+    }
+  });
+});
+
 describe('the monitor over time', () => {
   test('samples every sampleIntervalMs, keeps historySamples, and the page draws them once there are two', async () => {
     const registry = new MemoryRegistry();

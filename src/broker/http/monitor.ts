@@ -144,6 +144,8 @@ export class BrokerMonitor {
   readonly #pending: Gauge;
 
   readonly #history: StatusSample[] = [];
+  /** The count of live registrations running now, shared by its callers (see #registrationCount). */
+  #counting: Promise<number> | undefined;
   readonly #sampleIntervalMs: number;
   readonly #historySamples: number;
   readonly #sampler: NodeJS.Timeout;
@@ -177,8 +179,8 @@ export class BrokerMonitor {
       name: 'nattrav_broker_registrations_active',
       help: 'Live registrations in the registry',
       registers,
-      async collect() {
-        this.set(await broker.registry.size());
+      collect: async () => {
+        this.#registrationsActive.set(await this.#registrationCount());
       },
     });
     this.#relaysActive = new Gauge({ name: 'nattrav_broker_relays_active', help: 'Relayed connections running now', registers, collect() { this.set(broker.activeRelays); } });
@@ -303,8 +305,23 @@ export class BrokerMonitor {
     }
   }
 
+  /**
+   * Live registrations, never counted twice at once: on a shared registry (Redis) a count scans
+   * every key, so concurrent page requests and scrapes from anyone who reaches --http share one
+   * count instead of piling up scans that would starve the broker's own requests.
+   */
+  #registrationCount(): Promise<number> {
+    if (this.#counting === undefined) {
+      const counting = this.#broker.registry.size().finally(() => {
+        if (this.#counting === counting) this.#counting = undefined;
+      });
+      this.#counting = counting;
+    }
+    return this.#counting;
+  }
+
   async #sample(): Promise<void> {
-    const [registrations, attempts] = await Promise.all([this.#broker.registry.size(), this.#attempts.get()]);
+    const [registrations, attempts] = await Promise.all([this.#registrationCount(), this.#attempts.get()]);
     this.#history.push({ at: Date.now(), registrations, activeRelays: this.#broker.activeRelays, attempts: sum(attempts.values), relayBytes: this.#broker.relayedBytes });
     if (this.#history.length > this.#historySamples) this.#history.shift();
   }
