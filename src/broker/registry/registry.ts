@@ -1,4 +1,5 @@
 import type { TransportAddress } from '../../wire/types.js';
+import type { BrokerBus } from '../bus/bus.js';
 
 /** What the broker knows about one registered peer. */
 export interface Registration {
@@ -17,6 +18,12 @@ export interface Registration {
   readonly transport?: 'udp' | 'tcp';
   /** Fingerprint of the key that proved itself for this URI (absent in open mode). */
   readonly keyFingerprint?: string;
+  /**
+   * The bus ID ({@link BrokerBus.id}) of the broker that took this registration: it holds
+   * the peer's NAT mapping towards its own address (or its TCP control connection), so
+   * connection requests for the peer go out through it. Absent: the broker reading it.
+   */
+  readonly broker?: string;
 }
 
 /**
