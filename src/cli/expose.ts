@@ -28,6 +28,10 @@ export interface ExposeCommandOptions {
   brokerCa?: string;
   keyDir?: string;
   maxConnections?: string;
+  /** Connections of one peer at once. */
+  maxConnectionsPerPeer?: string;
+  /** Close connections idle this many seconds. */
+  idleTimeout?: string;
   /** Only these initiator identities get a connection. */
   allow?: string[];
   /** Fail fast when the first registration fails, instead of retrying. */
@@ -62,6 +66,8 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
     ...(brokerCa === undefined ? {} : { brokerCa }),
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
     ...(options.maxConnections === undefined ? {} : { maxConnections: Number(options.maxConnections) }),
+    ...(options.maxConnectionsPerPeer === undefined ? {} : { maxConnectionsPerPeer: Number(options.maxConnectionsPerPeer) }),
+    ...(options.idleTimeout === undefined ? {} : { idleTimeoutMs: Number(options.idleTimeout) * 1000 }),
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.once === true ? { once: true } : {}),
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),

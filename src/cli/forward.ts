@@ -23,6 +23,8 @@ export interface ForwardCommandOptions {
   knownKeys?: string;
   timeout?: string;
   maxConnections?: string;
+  /** Close connections idle this many seconds. */
+  idleTimeout?: string;
 }
 
 /** Forwards until a stop signal; returns the exit code. */
@@ -45,6 +47,7 @@ export async function forwardCommand(uri: string, options: ForwardCommandOptions
     ...(options.knownKeys === undefined ? {} : { knownKeysFile: options.knownKeys }),
     ...(options.timeout === undefined ? {} : { timeoutMs: Number(options.timeout) }),
     ...(options.maxConnections === undefined ? {} : { maxConnections: Number(options.maxConnections) }),
+    ...(options.idleTimeout === undefined ? {} : { idleTimeoutMs: Number(options.idleTimeout) * 1000 }),
   });
   forwarder.on('event', (event: ServiceEvent) => reportServiceEvent(out, event));
   let address;

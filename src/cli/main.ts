@@ -166,6 +166,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
     .option('--key-dir <dir>', 'where the key of a plain-name URI is kept (default ~/.nattrav/keys)')
     .option('--max-connections <n>', 'peer connections carried at once; more are refused with "busy" (default 64)', positiveCount)
+    .option('--max-connections-per-peer <n>', 'connections of one peer identity carried at once, so one peer cannot hold them all (default: half of --max-connections)', positiveCount)
+    .option('--idle-timeout <seconds>', 'close a connection over which nothing went either way for this long (default: never)', positiveCount)
     .option('--allow <uri>', 'accept only initiators that prove this identity in the TLS handshake (repeat for several; forward --identity DIR prints its URI)', collect, undefined)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
     .option('--keepalive <ms>', 'registration refresh interval, ms (default 10000; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
@@ -190,7 +192,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--ca <file>', 'trust certificates from this CA (PEM)')
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
     .option('--timeout <ms>', 'give up a peer connection after this many milliseconds (default 30000)', positiveInteger)
-    .option('--max-connections <n>', 'local connections carried at once; more are reset (default 64)', positiveCount)
+    .option('--max-connections <n>', 'local connections carried at once; more are reset (default 32: an exposer carries 32 of one peer by default)', positiveCount)
+    .option('--idle-timeout <seconds>', 'close a connection over which nothing went either way for this long (default: never)', positiveCount)
     .option('--json', 'JSON lines: the listening address on stdout, progress and one line per connection on stderr')
     .action((uri: string, options: ForwardCommandOptions & { json?: boolean }) =>
       runStoppable((out, stop) => forwardCommand(uri, options, withJson(out, options.json), stop)),

@@ -8,9 +8,12 @@
  * unless the caller keeps it (pass it as `identity`; see `loadOrCreateIdentity`).
  *
  * Bounds on what peers can make us do: at most `maxConnections` spliced or connecting
- * at once (more get status `busy`), each service connect within
- * `targetConnectTimeoutMs`, a refused peer that never closes is dropped after
- * `refusalLingerMs`; attempts in progress are bounded by createServer's own limits.
+ * at once and `maxConnectionsPerPeer` of them for one peer identity (more get status
+ * `busy`), so one peer cannot hold them all; each service connect within
+ * `targetConnectTimeoutMs`; with `idleTimeoutMs`, a connection that carries nothing for
+ * that long is closed; at most `maxConnections` refusals wait for their peer to close,
+ * each for `refusalLingerMs` at most (more are reset at once); attempts in progress are
+ * bounded by createServer's own limits.
  */
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
@@ -41,6 +44,13 @@ export interface ExposeOptions extends Omit<ServerOptions, 'uri'> {
   uri?: string;
   /** Peer connections spliced or connecting at once; one more gets status `busy` at once. @default 64 */
   maxConnections?: number;
+  /**
+   * Of those, connections of one peer (its authenticated URI; without TLS, its address)
+   * at once; one more gets status `busy`. @default half of maxConnections, rounded up (32)
+   */
+  maxConnectionsPerPeer?: number;
+  /** Close a connection over which no byte went either way for this long, in ms (0: never). @default 0 */
+  idleTimeoutMs?: number;
   /** Limit on each connect to the service, in ms. @default 10000 */
   targetConnectTimeoutMs?: number;
   /** After close(), how long open connections get to end before they are destroyed, in ms. @default 1000 */
@@ -83,9 +93,15 @@ export class Exposer extends EventEmitter {
   readonly #options: ExposeOptions;
   readonly #target: HostPort;
   readonly #maxConnections: number;
+  readonly #maxPerPeer: number;
+  readonly #idleTimeoutMs: number;
   readonly #targetConnectTimeoutMs: number;
   readonly #closeGraceMs: number;
   readonly #active = new Map<number, Active>();
+  /** Open connections per peer name (only names with at least one). */
+  readonly #perPeer = new Map<string, number>();
+  /** Refusals waiting for their peer to close (bounded by maxConnections). */
+  readonly #refusing = new Set<Promise<void>>();
   readonly #stopping = new AbortController();
   #uri: string | undefined;
   #server: NattravServer | undefined;
@@ -98,6 +114,8 @@ export class Exposer extends EventEmitter {
     if (options === null || typeof options !== 'object') throw new NattravError(ErrorCode.InvalidArgument, 'expose: expected options { broker, target }');
     this.#target = parseServiceAddress(options.target, 'target');
     this.#maxConnections = positiveInt(options.maxConnections, EXPOSE_DEFAULTS.maxConnections, 'maxConnections');
+    this.#maxPerPeer = positiveInt(options.maxConnectionsPerPeer, Math.ceil(this.#maxConnections / 2), 'maxConnectionsPerPeer');
+    this.#idleTimeoutMs = options.idleTimeoutMs === 0 ? 0 : positiveInt(options.idleTimeoutMs, 0, 'idleTimeoutMs');
     this.#targetConnectTimeoutMs = positiveInt(options.targetConnectTimeoutMs, EXPOSE_DEFAULTS.targetConnectTimeoutMs, 'targetConnectTimeoutMs');
     this.#closeGraceMs = positiveInt(options.closeGraceMs, EXPOSE_DEFAULTS.closeGraceMs, 'closeGraceMs');
     if (options.uri !== undefined) checkUri(options.uri);
@@ -142,7 +160,7 @@ export class Exposer extends EventEmitter {
       const identity: Identity | undefined = this.#options.identity ?? (this.#uri === undefined ? await throwawayIdentity() : undefined);
       this.#uri ??= identity?.uri;
       if (this.#state !== 'starting') throw new NattravError(ErrorCode.Closed, 'the exposer was closed while it was starting');
-      const { target: _target, maxConnections: _max, targetConnectTimeoutMs: _connect, closeGraceMs: _grace, signal: _signal, ...serverOptions } = this.#options;
+      const { target: _target, maxConnections: _max, maxConnectionsPerPeer: _perPeer, idleTimeoutMs: _idle, targetConnectTimeoutMs: _connect, closeGraceMs: _grace, signal: _signal, ...serverOptions } = this.#options;
       const server = createServer({ ...serverOptions, uri: this.#uri as string, ...(identity === undefined ? {} : { identity }) }, (peer) => this.#accept(peer));
       this.#server = server;
       for (const name of SERVER_EVENTS) server.on(name, (...args: unknown[]) => this.emit(name, ...args));
@@ -159,8 +177,9 @@ export class Exposer extends EventEmitter {
 
   /**
    * Withdraws the registration, stops connects in progress, ends open connections (FIN
-   * both ways) and destroys what is left after `closeGraceMs`. Resolves once every
-   * connection has closed and its `closed` event was emitted. Idempotent.
+   * both ways) and destroys what is left after `closeGraceMs` (refusals still waiting for
+   * their peer at once). Resolves once every connection has closed and its `closed` event
+   * was emitted. Idempotent.
    */
   close(): Promise<void> {
     if (this.#closed === undefined) {
@@ -169,7 +188,8 @@ export class Exposer extends EventEmitter {
       const withdrawn = new Promise<void>((resolve) => (this.#server === undefined ? resolve() : this.#server.close(() => resolve())));
       const active = [...this.#active.values()];
       for (const connection of active) connection.stop(this.#closeGraceMs);
-      this.#closed = Promise.all([withdrawn, ...active.map((a) => a.done)]).then(() => undefined);
+      const refusing = [...this.#refusing];
+      this.#closed = Promise.all([withdrawn, ...active.map((a) => a.done), ...refusing]).then(() => undefined);
     }
     return this.#closed;
   }
@@ -193,17 +213,47 @@ export class Exposer extends EventEmitter {
     const base = { id, peer: from, path: info.path };
     this.#event({ type: 'accepted', id, from, path: info.path });
     const finish = (result: SpliceResult): void => {
-      this.#active.delete(id);
       this.#event({ type: 'closed', ...base, ...result, durationMs: Math.round(performance.now() - started) });
     };
-    if (this.#active.size >= this.#maxConnections) {
-      const reason = `the exposer is busy: ${this.#active.size} connections open, its limit (maxConnections)`;
-      void refuse(peer, 'busy', reason).then(() => finish({ reason: 'busy', message: reason, bytesIn: 0, bytesOut: 0 }));
+    // Connections of one peer: its proven identity, or without TLS its address (each connection has its own port).
+    const peerKey = info.peerUri ?? info.remote.address;
+    const ofPeer = this.#perPeer.get(peerKey) ?? 0;
+    const busy =
+      this.#active.size >= this.#maxConnections
+        ? `the exposer is busy: ${this.#active.size} connections open, its limit (maxConnections)`
+        : ofPeer >= this.#maxPerPeer
+          ? `the exposer is busy: ${ofPeer} connections of ${peerKey} open, its limit per peer (maxConnectionsPerPeer)`
+          : undefined;
+    if (busy !== undefined) {
+      this.#refuseBusy(peer, busy, () => finish({ reason: 'busy', message: busy, bytesIn: 0, bytesOut: 0 }));
       return;
     }
+    this.#perPeer.set(peerKey, ofPeer + 1);
     let stop: (graceMs: number) => void = () => peer.destroy();
-    const done = this.#serve(peer, (s) => (stop = s)).then(finish);
+    const done = this.#serve(peer, (s) => (stop = s)).then((result) => {
+      this.#active.delete(id);
+      const left = (this.#perPeer.get(peerKey) ?? 1) - 1;
+      if (left > 0) this.#perPeer.set(peerKey, left);
+      else this.#perPeer.delete(peerKey);
+      finish(result);
+    });
     this.#active.set(id, { stop: (graceMs) => stop(graceMs), done });
+  }
+
+  /**
+   * Tells a peer over a limit that we are busy. At most maxConnections such refusals wait
+   * for their peer's close at once: beyond that (a flood of connections) the peer is reset
+   * without a word, so refusals cannot hold more sockets than the connections themselves.
+   */
+  #refuseBusy(peer: NattravSocket, reason: string, finish: () => void): void {
+    if (this.#refusing.size >= this.#maxConnections) {
+      peer.destroy();
+      void peer.nattrav.closed.then(finish);
+      return;
+    }
+    const refusal = refuse(peer, 'busy', reason, this.#stopping.signal).then(finish);
+    this.#refusing.add(refusal);
+    void refusal.then(() => this.#refusing.delete(refusal));
   }
 
   /** Connects to the service, sends the status frame, and splices; `onSplice` learns how to stop the splice. */
@@ -221,7 +271,7 @@ export class Exposer extends EventEmitter {
       return { reason: 'refused', side: 'local', message: err.message, bytesIn: 0, bytesOut: 0 };
     }
     peer.write(encodePreamble({ status: 'ok', reason: '' }));
-    const spliced = splice(peer, local, 'the service');
+    const spliced = splice(peer, local, 'the service', this.#idleTimeoutMs);
     onSplice(spliced.stop);
     return spliced.done;
   }
@@ -231,14 +281,23 @@ export class Exposer extends EventEmitter {
   }
 }
 
-/** Sends a refusal frame and our FIN; resolves once the forwarder has closed (or after refusalLingerMs). */
-async function refuse(peer: NattravSocket, status: Exclude<PreambleStatus, 'ok'>, reason: string): Promise<void> {
+/**
+ * Sends a refusal frame and our FIN; resolves once the forwarder has closed (or after
+ * refusalLingerMs, or at once when `stopping` aborts: the exposer is closing).
+ */
+async function refuse(peer: NattravSocket, status: Exclude<PreambleStatus, 'ok'>, reason: string, stopping?: AbortSignal): Promise<void> {
   // Read (and drop) whatever the peer sends, so its FIN is seen and the socket closes.
   peer.resume();
   peer.end(encodePreamble({ status, reason }));
-  const linger = setTimeout(() => peer.destroy(), EXPOSE_DEFAULTS.refusalLingerMs).unref();
+  const drop = (): void => {
+    peer.destroy();
+  };
+  const linger = setTimeout(drop, EXPOSE_DEFAULTS.refusalLingerMs).unref();
+  stopping?.addEventListener('abort', drop, { once: true });
+  if (stopping?.aborted === true) drop();
   await peer.nattrav.closed;
   clearTimeout(linger);
+  stopping?.removeEventListener('abort', drop);
 }
 
 /**

@@ -30,8 +30,10 @@ import { splice, type SpliceResult } from './splice.js';
 export interface ForwardOptions extends Omit<ConnectOptions, 'signal' | 'onTrace'> {
   /** Where to accept local clients: `"[HOST:]PORT"` (host 127.0.0.1 when left out; port 0: any free port) or `{ host, port }`. */
   listen: string | HostPort;
-  /** Clients carried or connecting at once; one more is reset at once. @default 64 */
+  /** Clients carried or connecting at once; one more is reset at once. @default 32 */
   maxConnections?: number;
+  /** Close a connection over which no byte went either way for this long, in ms (0: never). @default 0 */
+  idleTimeoutMs?: number;
   /** Limit on waiting for the exposer's status frame, in ms. @default 15000 */
   preambleTimeoutMs?: number;
   /** After close(), how long open connections get to end before they are destroyed, in ms. @default 1000 */
@@ -42,8 +44,8 @@ export interface ForwardOptions extends Omit<ConnectOptions, 'signal' | 'onTrace
 
 /** Defaults of {@link ForwardOptions}, each with its reason. */
 export const FORWARD_DEFAULTS = {
-  /** Matches an exposer's default limit (EXPOSE_DEFAULTS.maxConnections). */
-  maxConnections: 64,
+  /** All of a forwarder's connections are one peer to the exposer, which by default carries 32 per peer (half its 64). */
+  maxConnections: 32,
   /** See PREAMBLE_TIMEOUT_MS. */
   preambleTimeoutMs: PREAMBLE_TIMEOUT_MS,
   /** As expose. */
@@ -73,6 +75,7 @@ export class Forwarder extends EventEmitter {
   readonly #listen: HostPort;
   readonly #uri: string;
   readonly #maxConnections: number;
+  readonly #idleTimeoutMs: number;
   readonly #preambleTimeoutMs: number;
   readonly #closeGraceMs: number;
   readonly #active = new Map<number, Active>();
@@ -88,6 +91,7 @@ export class Forwarder extends EventEmitter {
     this.#uri = checkUri(options.uri);
     this.#listen = parseServiceAddress(options.listen, 'listen', true);
     this.#maxConnections = positiveInt(options.maxConnections, FORWARD_DEFAULTS.maxConnections, 'maxConnections');
+    this.#idleTimeoutMs = options.idleTimeoutMs === 0 ? 0 : positiveInt(options.idleTimeoutMs, 0, 'idleTimeoutMs');
     this.#preambleTimeoutMs = positiveInt(options.preambleTimeoutMs, FORWARD_DEFAULTS.preambleTimeoutMs, 'preambleTimeoutMs');
     this.#closeGraceMs = positiveInt(options.closeGraceMs, FORWARD_DEFAULTS.closeGraceMs, 'closeGraceMs');
     this.#options = { ...options };
@@ -197,7 +201,7 @@ export class Forwarder extends EventEmitter {
     const none = { bytesIn: 0, bytesOut: 0 };
     let peer: NattravSocket;
     try {
-      const { listen: _listen, maxConnections: _max, preambleTimeoutMs: _preamble, closeGraceMs: _grace, signal: _signal, ...connectOptions } = this.#options;
+      const { listen: _listen, maxConnections: _max, idleTimeoutMs: _idle, preambleTimeoutMs: _preamble, closeGraceMs: _grace, signal: _signal, ...connectOptions } = this.#options;
       peer = await connect({ ...connectOptions, tls: this.#tls, signal });
     } catch (err) {
       resetSocket(client);
@@ -222,7 +226,7 @@ export class Forwarder extends EventEmitter {
       return { reason: 'error', side: 'peer', message: errorMessage(err), ...codeOf(err), ...about, ...none };
     }
     this.#event({ type: 'connected', id, path: peer.nattrav.path, peer: peerName, setupMs: Math.round(performance.now() - started) });
-    const spliced = splice(peer, client, 'the local client');
+    const spliced = splice(peer, client, 'the local client', this.#idleTimeoutMs);
     onSplice(spliced.stop);
     if (this.#state === 'closed') spliced.stop(this.#closeGraceMs);
     return { ...(await spliced.done), ...about };

@@ -17,10 +17,11 @@ import { resetConnection, type ConnectionClosed, type NattravSocket } from '../p
  * - `error`: another failure (the message says which);
  * - `refused`: the exposed service refused or could not be reached (the preamble said so);
  * - `busy`: a connection limit was reached (the exposer's or the forwarder's);
+ * - `idle`: no byte went either way for the idle timeout; both sides were closed;
  * - `failed`: the forwarder could not make the peer connection (the message says why);
  * - `stopped`: this side was closed while the connection ran.
  */
-export type ServiceCloseReason = 'closed' | 'reset' | 'timeout' | 'relay-quota' | 'error' | 'refused' | 'busy' | 'failed' | 'stopped';
+export type ServiceCloseReason = 'closed' | 'reset' | 'timeout' | 'relay-quota' | 'error' | 'refused' | 'busy' | 'idle' | 'failed' | 'stopped';
 
 /** How a splice ended. */
 export interface SpliceResult {
@@ -56,11 +57,23 @@ interface Failure {
 
 /**
  * Splices `peer` (a nattrav connection) and `local` (a TCP socket with allowHalfOpen).
- * `localName` names the local side in messages, e.g. "the local service".
+ * `localName` names the local side in messages, e.g. "the local service". With
+ * `idleTimeoutMs` (> 0), a connection over which no byte went either way for that long
+ * is reset on both sides (reason `idle`): a cut, not an end of data, so neither end
+ * takes it for a finished exchange. Every byte spliced crosses the peer socket, so its
+ * inactivity timer sees both directions.
  */
-export function splice(peer: NattravSocket, local: Socket, localName: string): Splice {
+export function splice(peer: NattravSocket, local: Socket, localName: string, idleTimeoutMs = 0): Splice {
   let failure: Failure | undefined;
   let stopped = false;
+  let idle = false;
+  if (idleTimeoutMs > 0) {
+    peer.setTimeout(idleTimeoutMs, () => {
+      idle = true;
+      resetConnection(peer);
+      if (!local.destroyed) local.resetAndDestroy();
+    });
+  }
   let graceTimer: NodeJS.Timeout | undefined;
   const localBase = { read: local.bytesRead, written: local.bytesWritten };
   peer.on('error', (error: Error) => {
@@ -86,6 +99,9 @@ export function splice(peer: NattravSocket, local: Socket, localName: string): S
   const done = Promise.all([peer.nattrav.closed, localClosed]).then(([closed]): SpliceResult => {
     if (graceTimer !== undefined) clearTimeout(graceTimer);
     const counts = { bytesIn: local.bytesWritten - localBase.written, bytesOut: local.bytesRead - localBase.read };
+    if (idle && failure === undefined && !stopped) {
+      return { ...counts, reason: 'idle', message: `no byte went either way for ${idleTimeoutMs} ms (the idle timeout); both sides were reset` };
+    }
     return { ...counts, ...outcome(closed, failure, stopped, localName) };
   });
   return {

@@ -2,7 +2,7 @@
  * expose() and forward() on loopback: a local service reached through its URI by
  * several clients at once, half-close in both orders, a refused service's reason at
  * the forwarder and a reset client, resets passed through both ways, connection
- * limits, close() and bad options. Every connection is TLS with self-certifying
+ * limits (in all, per peer, idle, waiting refusals), close() and bad options. Every connection is TLS with self-certifying
  * identities (the default), except where a test says otherwise.
  */
 import assert from 'node:assert/strict';
@@ -12,11 +12,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as netConnect, createServer as createTcpServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { after, describe, test } from 'node:test';
 import { isNattravError } from '../../src/errors.js';
 import { Exposer, expose, type ExposeOptions } from '../../src/service/expose.js';
 import type { ServiceClosed, ServiceEvent } from '../../src/service/events.js';
 import { Forwarder, forward, type ForwardOptions } from '../../src/service/forward.js';
+import { connect } from '../../src/peer/connect.js';
+import { readPreamble } from '../../src/service/preamble.js';
 import { startWatchedBroker, until } from '../helpers/loopback.js';
 
 const keyDir = mkdtempSync(join(tmpdir(), 'nattrav-expose-'));
@@ -229,6 +232,74 @@ describe('expose and forward on loopback', () => {
     first.socket.destroy();
   });
 
+  test('one peer gets at most maxConnectionsPerPeer connections: its next is "busy", another peer still gets in', async () => {
+    const holding = await service(() => undefined);
+    const first = await chain(holding.port, { maxConnections: 4, maxConnectionsPerPeer: 1 });
+    const held = client(first.port);
+    held.socket.write('x');
+    await until(() => first.forwarded.some((e) => e.type === 'connected'), 15_000, 'the first client connected');
+    const refused = client(first.port);
+    assert.equal((await refused.outcome).error?.code, 'ECONNRESET');
+    const busy = await closedOf(first.forwarded, 2, 'forwarder');
+    assert.equal(busy.reason, 'busy');
+    assert.match(String(busy.message), /the exposer is busy: 1 connections of nattrav:\/\/k-\S+ open, its limit per peer \(maxConnectionsPerPeer\)/);
+    // A second forwarder has its own (throwaway) identity: a peer of its own, with room left.
+    const other = await forward({ broker: first.broker.address, uri: first.exposer.uri as string, listen: '127.0.0.1:0', knownKeysFile: false });
+    closers.push(() => other.close());
+    const otherEvents: ServiceEvent[] = [];
+    other.on('event', (e: ServiceEvent) => otherEvents.push(e));
+    const admitted = client((other.address() as { port: number }).port);
+    admitted.socket.write('y');
+    await until(() => otherEvents.some((e) => e.type === 'connected'), 15_000, 'the other peer connected');
+    assert.equal(first.exposer.connections, 2);
+    held.socket.destroy();
+    admitted.socket.destroy();
+  });
+
+  test('idleTimeoutMs: a connection that carries bytes stays, a quiet one is reset on both sides and logged as idle', async () => {
+    const echo = await service((socket) => socket.pipe(socket));
+    const { exposed, forwarded, port } = await chain(echo.port, { idleTimeoutMs: 400 });
+    const c = client(port);
+    // A byte every 100 ms for 1.2 s (three idle timeouts): nothing cuts a connection in use.
+    for (let i = 0; i < 12; i++) {
+      c.socket.write('.');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.equal(exposed.some((e) => e.type === 'closed'), false, 'no connection closed while bytes went through');
+    const outcome = await c.outcome;
+    assert.equal(outcome.error?.code, 'ECONNRESET', 'the client learns of the cut by a reset, not an end of data');
+    assert.equal(outcome.data.toString(), '.'.repeat(12));
+    const atExposer = await closedOf(exposed, 1, 'exposer');
+    assert.equal(atExposer.reason, 'idle');
+    assert.match(String(atExposer.message), /no byte went either way for 400 ms \(the idle timeout\)/);
+    assert.equal((await closedOf(forwarded, 1, 'forwarder')).reason, 'reset');
+  });
+
+  test('busy answers are bounded: beyond maxConnections waiting refusals a peer is reset at once, and close() does not wait for a refused peer', async () => {
+    const holding = await service(() => undefined);
+    const { exposer, exposed, broker, forwarded, port } = await chain(holding.port, { maxConnections: 1 });
+    const held = client(port);
+    held.socket.write('x');
+    await until(() => forwarded.some((e) => e.type === 'connected'), 15_000, 'the first client connected');
+    // Raw peer connections that never close: the first gets its busy frame and lingers, the second is reset without one.
+    const raw = async () => {
+      const peer = await connect({ broker: broker.address, uri: exposer.uri as string, knownKeysFile: false });
+      peer.on('error', () => undefined);
+      closers.push(() => peer.destroy());
+      return peer;
+    };
+    const lingering = await raw();
+    assert.equal((await readPreamble(lingering, { timeoutMs: 10_000 })).status, 'busy');
+    // Reset at once: during the TLS handshake's last step, or before any frame.
+    await assert.rejects(raw().then((flooded) => readPreamble(flooded, { timeoutMs: 10_000 })));
+    assert.equal(exposer.connections, 1);
+    const closing = performance.now();
+    await exposer.close();
+    assert.ok(performance.now() - closing < 4_000, 'close() did not wait out the 5 s linger of the refused peer');
+    assert.equal(exposed.filter((e) => e.type === 'closed' && e.reason === 'busy').length, 2);
+    held.socket.destroy();
+  });
+
   test('close() ends open connections with a FIN, logs them as stopped, and withdraws the URI', async () => {
     let arrived = 0;
     const holding = await service((socket) => socket.on('data', (chunk: Buffer) => (arrived += chunk.length)));
@@ -298,6 +369,9 @@ describe('expose and forward on loopback', () => {
     assert.throws(() => new Exposer({ broker: '127.0.0.1:1', target: 80, uri: 'nattrav://x' } as unknown as ExposeOptions), /target: expected \[HOST:\]PORT/);
     assert.throws(() => new Exposer({ broker: '127.0.0.1:1', target: '80', uri: 'http://x' }), /uri "http:\/\/x": scheme "http:" is not nattrav:/);
     assert.throws(() => new Exposer({ broker: '127.0.0.1:1', target: '80', maxConnections: 0 }), /maxConnections: expected a positive integer/);
+    assert.throws(() => new Exposer({ broker: '127.0.0.1:1', target: '80', maxConnectionsPerPeer: 1.5 }), /maxConnectionsPerPeer: expected a positive integer/);
+    assert.throws(() => new Exposer({ broker: '127.0.0.1:1', target: '80', idleTimeoutMs: -1 }), /idleTimeoutMs: expected a positive integer/);
+    assert.throws(() => new Forwarder({ broker: '127.0.0.1:1', uri: 'nattrav://x', listen: '0', idleTimeoutMs: Number.NaN }), /idleTimeoutMs: expected a positive integer/);
     assert.throws(() => new Forwarder({ broker: '127.0.0.1:1', uri: 'nattrav://x', listen: '70000' }), /listen: port must be an integer from 0 to 65535, got 70000/);
     const taken = await service(() => undefined);
     const busy = new Forwarder({ broker: '127.0.0.1:1', uri: 'nattrav://x', listen: String(taken.port), tls: false });
