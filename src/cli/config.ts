@@ -84,7 +84,11 @@ export function addConfig(program: Command, run: Run, context: ConfigContext = {
       const loaded = await config();
       if (parent.parent === null) applyConfigured(parent, loaded);
       watchFlags(sub, watched);
-      applyConfigured(sub, loaded);
+      const weakened = applyConfigured(sub, loaded);
+      // Said once the flags are parsed: a flag given after all (--tls) takes the setting back.
+      if (weakened.length > 0 && sub.name() !== 'config') {
+        sub.hook('preAction', () => warnWeakened(weakened.filter((w) => sub.getOptionValueSource(w.attribute) !== 'cli'), new Reporter(program.getOptionValue('json') === true)));
+      }
     } catch (err) {
       if (!isNattravError(err)) throw err;
       // Reported like any bad input (exit 2); the CommanderError only ends the parse.
@@ -115,14 +119,51 @@ export function addConfig(program: Command, run: Run, context: ConfigContext = {
     .addHelpText('after', `${CONFIG_HELP}${examples(['nattrav config', 'NATTRAV_BROKER=broker.example:3478 nattrav config connect --timeout 5000 --json'])}`);
 }
 
-/** Sets the options of `command` that the environment or the file gives and no flag set. */
-function applyConfigured(command: Command, config: LoadedConfig): void {
+/**
+ * Settings that turn protection off: typed on the command line they are plain to see,
+ * from the environment or a file they could go unnoticed, so those are said aloud.
+ */
+const WEAKENING: ReadonlyArray<{ readonly attribute: string; readonly value: unknown; readonly what: string }> = [
+  { attribute: 'tls', value: false, what: 'TLS is off: connections are neither encrypted nor authenticated end to end' },
+  { attribute: 'open', value: true, what: 'the broker runs in OPEN MODE: anyone can register or take over any URI' },
+];
+
+/** A protection turned off by the environment or the config file. */
+interface Weakened {
+  readonly attribute: string;
+  readonly key: string;
+  readonly source: 'env' | 'file';
+  /** The variable (NATTRAV_TLS), or the key and the file (`tls in /etc/nattrav.json`). */
+  readonly from: string;
+  readonly what: string;
+}
+
+/**
+ * Sets the options of `command` that the environment or the file gives and no flag set;
+ * returns those of them that turn a protection off.
+ */
+function applyConfigured(command: Command, config: LoadedConfig): Weakened[] {
+  const weakened: Weakened[] = [];
   for (const spec of commandSpecs(command)) {
     if (command.getOptionValueSource(spec.attribute) === 'cli') continue;
     const resolved = resolveOption(spec, inputsFor(config, undefined));
     if (resolved.source === 'env' || resolved.source === 'file') {
       command.setOptionValueWithSource(spec.attribute, resolved.value, resolved.source === 'env' ? 'env' : 'config');
+      const weakening = WEAKENING.find((w) => w.attribute === spec.attribute && w.value === resolved.value);
+      if (weakening !== undefined) {
+        const origin = resolved.origin ?? spec.key;
+        const from = resolved.source === 'env' ? origin : `${origin} in ${config.values?.file ?? 'the config file'}`;
+        weakened.push({ attribute: spec.attribute, key: spec.key, source: resolved.source, from, what: weakening.what });
+      }
     }
+  }
+  return weakened;
+}
+
+/** One warning on stderr per protection the environment or the file turned off. */
+function warnWeakened(weakened: readonly Weakened[], out: Reporter): void {
+  for (const w of weakened) {
+    out.event('warning', { option: w.key, source: w.source, from: w.from, message: w.what }, `warning: ${w.what} (set by ${w.from}, not on the command line)`);
   }
 }
 

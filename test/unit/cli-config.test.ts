@@ -175,6 +175,23 @@ describe('nattrav configuration: flags, NATTRAV_* variables, config file', () =>
     assert.match(json.stderr, /^\{"event":"error","code":"ERR_BROKER_UNREACHABLE"/m);
   });
 
+  test('protection turned off by the environment or the file is said on stderr; on the command line it is not repeated', async () => {
+    const connect = (args: string[], env: Record<string, string> = {}): Promise<Run> => nattrav(['connect', 'nattrav://nobody', '--broker', brokerAddress, ...args], env);
+    writeConfig(undefined);
+    const fromEnv = await connect([], { NATTRAV_TLS: 'false' });
+    assert.equal(fromEnv.code, 3, fromEnv.stderr);
+    assert.match(fromEnv.stderr, /^warning: TLS is off: connections are neither encrypted nor authenticated end to end \(set by NATTRAV_TLS, not on the command line\)$/m);
+    writeConfig({ commands: { connect: { tls: false } } });
+    const fromFile = await connect(['--json']);
+    const warning = fromFile.stderr.split('\n').find((line) => line.includes('"warning"'));
+    assert.deepEqual(JSON.parse(String(warning)), { event: 'warning', option: 'tls', source: 'file', from: `commands.connect.tls in ${xdgFile}`, message: 'TLS is off: connections are neither encrypted nor authenticated end to end' });
+    // Typed by hand: plain to see already, no warning; a flag turning TLS back on beats the file.
+    assert.doesNotMatch((await connect(['--no-tls'])).stderr, /warning/);
+    assert.doesNotMatch((await connect(['--tls'])).stderr, /warning/);
+    writeConfig(undefined);
+    assert.doesNotMatch((await connect([])).stderr, /warning/);
+  });
+
   test('a subcommand of a subcommand (ca init) takes its options from the file section, the environment and flags', async () => {
     const caInit = async (args: string[], env: Record<string, string> = {}): Promise<Record<string, unknown>> => {
       const dir = mkdtempSync(join(root, 'ca-'));
