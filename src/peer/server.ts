@@ -317,8 +317,14 @@ export class NattravServer extends EventEmitter {
     let rejected: ConnectionRejection | undefined;
     try {
       socket = await this.#join(attemptId, controller.signal, started);
-      if (this.#tls !== undefined && this.#resolvedIdentity !== undefined) {
+      if (this.#tls !== undefined) {
         const plain = socket;
+        // Fail closed: with TLS asked for, a connection never goes on plain (nor past the allow-list) for want of an identity.
+        const identity = this.#resolvedIdentity;
+        if (identity === undefined) {
+          plain.destroy();
+          throw new NattravError(ErrorCode.Identity, 'TLS is on but the server has no identity yet: the connection was dropped');
+        }
         const allow = this.#allow;
         const admit = (peer: VerifiedPeer): string | undefined => {
           if (allow === undefined || allow.has(peer.uri)) return undefined;
@@ -326,7 +332,7 @@ export class NattravServer extends EventEmitter {
           rejected = { peerUri: peer.uri, peerKeyFingerprint: peer.keyFingerprint, remote: plain.nattrav.remote, reason };
           return reason;
         };
-        socket = await secure(plain, { identity: this.#resolvedIdentity, ca: this.#tls.ca, signal: controller.signal, started, admit }).catch((err: unknown) => {
+        socket = await secure(plain, { identity, ca: this.#tls.ca, signal: controller.signal, started, admit }).catch((err: unknown) => {
           plain.destroy();
           throw err;
         });
