@@ -154,7 +154,8 @@ export async function handleRegister(
   const session = await ctx.auth.sessions.open(uri, key, fingerprint, ctx.now() + lifetimeMs, remote);
   if (session === undefined) {
     // Without a session nobody could refresh or reach it: take the registration back.
-    if ((await ctx.registry.get(uri))?.keyFingerprint === fingerprint) await ctx.registry.delete(uri);
+    const stored = await ctx.registry.get(uri);
+    if (stored?.keyFingerprint === fingerprint) await ctx.registry.deleteIf(stored);
     ctx.reply(request.errorResponse(StunErrorCode.ServerError, 'broker full'));
     return undefined;
   }
@@ -264,7 +265,7 @@ async function withdraw(
     await ctx.auth.sessions.end(session);
     const current = await ctx.registry.get(uri);
     // Another key's registration (a registry shared by brokers) is not this session's to remove.
-    const removed = current !== undefined && current.keyFingerprint === session.keyFingerprint && (await ctx.registry.delete(uri));
+    const removed = current !== undefined && current.keyFingerprint === session.keyFingerprint && (await ctx.registry.deleteIf(current));
     ctx.reply(success(request, remote, WITHDRAWAL_LIFETIME_MS), { integritySha256Key: session.key }, transport === 'tcp' || sameEndpoint(session.endpoint, remote));
     if (removed) ctx.onWithdrawn?.(uri, transport);
     return;
@@ -284,7 +285,7 @@ async function withdraw(
       ctx.reply(request.errorResponse(StunErrorCode.Forbidden, `${uri} is held by another endpoint or key`));
       return;
     }
-    await ctx.registry.delete(uri);
+    await ctx.registry.deleteIf(current);
   }
   ctx.reply(success(request, remote, WITHDRAWAL_LIFETIME_MS));
   if (current !== undefined) ctx.onWithdrawn?.(uri, transport);

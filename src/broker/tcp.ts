@@ -233,8 +233,8 @@ export class TcpService {
     try {
       const current = await this.#ctx.registry.get(uri);
       const ours = current?.transport === 'tcp' && current.publicEndpoint.port === remote.port && current.publicEndpoint.address === remote.address;
-      if (!ours) return;
-      await this.#ctx.registry.delete(uri);
+      // Only if nothing replaced it meanwhile (the peer may already be registered again, through another broker).
+      if (!ours || !(await this.#ctx.registry.deleteIf(current))) return;
       this.#ctx.guard.unregistered(uri);
       await this.#ctx.auth.sessions.drop(uri);
     } catch (err) {

@@ -325,6 +325,32 @@ describe('broker TCP control connections and start/close', () => {
     assert.deepEqual(unhandled, []);
   });
 
+  test('a registration made again while its old control connection is cleaned up stays (read, then delete only if unchanged)', async () => {
+    const uri = 'nattrav://moved-on';
+    let racing = false;
+    class RacingRegistry extends MemoryRegistry {
+      // The peer registers again (as through another broker sharing the registry) between the clean-up's read and its delete.
+      override async get(asked: string): Promise<Registration | undefined> {
+        const seen = await super.get(asked);
+        if (racing && asked === uri && seen !== undefined) {
+          racing = false;
+          await this.put({ ...seen, publicEndpoint: { family: 'IPv4', address: '203.0.113.50', port: 40_000 }, expiresAt: Date.now() + 60_000 });
+        }
+        return seen;
+      }
+    }
+    const registry = new RacingRegistry({ sweepIntervalMs: 0 });
+    const broker = createBroker({ host: '127.0.0.1', port: 0, registry });
+    closers.push(() => broker.close());
+    const { port } = await broker.listen();
+    const { channel } = await registerOverTcp(port, uri, generateKeyPair());
+    racing = true;
+    channel.destroy();
+    await until(() => !racing, 2_000, 'the clean-up read the registration');
+    await pause(50);
+    assert.equal((await registry.get(uri))?.publicEndpoint.address, '203.0.113.50', 'the new registration was not removed');
+  });
+
   test('close() during listen(): once close() resolved, no UDP or TCP port is left bound', async () => {
     const free = async (port: number): Promise<boolean> => {
       const udp = createSocket('udp4');

@@ -134,6 +134,30 @@ for (const [name, make] of implementations) {
       assert.equal(await s.registry.delete('nattrav://never'), false);
     });
 
+    run('deleteIf removes only the registration it was given: one put in between stays', async (s) => {
+      const first = registration(s, 'nattrav://a', { keyFingerprint: 'f1', transport: 'tcp' });
+      await s.registry.put(first);
+      const read = await s.registry.get('nattrav://a');
+      assert.ok(read !== undefined);
+      // The peer registered again (another endpoint, a later expiry) before the clean-up ran.
+      const again = registration(s, 'nattrav://a', { keyFingerprint: 'f1', transport: 'tcp', publicEndpoint: { family: 'IPv4', address: '203.0.113.8', port: 40_002 } });
+      await s.registry.put(again);
+      assert.equal(await s.registry.deleteIf(read), false, 'the stale view removes nothing');
+      assert.deepEqual(await s.registry.get('nattrav://a'), again);
+      for (const changed of [{ expiresAt: again.expiresAt + 1 }, { keyFingerprint: 'f2' }, { transport: 'udp' as const }, { privateEndpoints: [{ family: 'IPv4' as const, address: '10.0.0.2', port: 1 }] }]) {
+        assert.equal(await s.registry.deleteIf({ ...again, ...changed }), false, `differs in ${Object.keys(changed).join()}`);
+      }
+      const current = await s.registry.get('nattrav://a');
+      assert.ok(current !== undefined);
+      assert.equal(await s.registry.deleteIf(current), true);
+      assert.equal(await s.registry.get('nattrav://a'), undefined);
+      assert.equal(await s.registry.deleteIf(current), false, 'twice');
+      await s.registry.put(registration(s, 'nattrav://b', { expiresAt: s.now() + 5 }));
+      const expiring = await s.registry.get('nattrav://b');
+      s.advance(5);
+      assert.equal(await s.registry.deleteIf(expiring as Registration), false, 'expired');
+    });
+
     run('size counts live registrations only', async (s) => {
       for (let i = 0; i < 5; i++) await s.registry.put(registration(s, `nattrav://n${i}`, { expiresAt: s.now() + (i + 1) * 1000 }));
       assert.equal(await s.registry.size(), 5);

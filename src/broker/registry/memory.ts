@@ -1,4 +1,4 @@
-import type { Registration, Registry } from './registry.js';
+import { sameRegistration, type Registration, type Registry } from './registry.js';
 
 /** Options of {@link MemoryRegistry}. */
 export interface MemoryRegistryOptions {
@@ -56,6 +56,13 @@ export class MemoryRegistry implements Registry {
     const live = this.#live(uri) !== undefined;
     this.#entries.delete(uri);
     return live;
+  }
+
+  async deleteIf(expected: Registration): Promise<boolean> {
+    const live = this.#live(expected.uri);
+    if (live === undefined || !sameRegistration(live, expected)) return false;
+    this.#entries.delete(expected.uri);
+    return true;
   }
 
   async size(): Promise<number> {

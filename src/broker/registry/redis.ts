@@ -41,6 +41,15 @@ end
 return false
 `);
 
+/** Deletes KEYS[1] only if it still holds ARGV[1] (the bytes read before). Returns 1 when deleted. */
+const DELETE_IF = redisScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+`);
+
 /** A {@link Registry} in Redis (a single server or a Redis Cluster), shared by every broker using it. */
 export class RedisRegistry implements Registry {
   readonly #redis: RedisConnection;
@@ -81,6 +90,13 @@ export class RedisRegistry implements Registry {
     const key = redisKey(this.#prefix, 'reg', uri);
     const value = await this.#redis.command(key, ['GETDEL', key]);
     return Buffer.isBuffer(value) && registrationExpiresAt(value) > this.#now();
+  }
+
+  async deleteIf(expected: Registration): Promise<boolean> {
+    if (expected.expiresAt <= this.#now()) return false;
+    const key = redisKey(this.#prefix, 'reg', expected.uri);
+    // The codec is deterministic: the same registration encodes to the bytes stored.
+    return Number(await this.#redis.script(DELETE_IF, key, [encodeRegistration(expected)])) === 1;
   }
 
   /** Live registrations on every node: a SCAN, for status pages and tests, not for hot paths. */

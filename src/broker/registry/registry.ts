@@ -46,8 +46,28 @@ export interface Registry {
   get(uri: string): Promise<Registration | undefined>;
   /** Removes the registration; true when there was a live one. */
   delete(uri: string): Promise<boolean>;
+  /**
+   * Removes the registration of `expected.uri` only if it is still `expected` (as
+   * {@link Registry.get} gave it, every field equal), atomically: one put in between (a
+   * refresh, the peer registering again through another broker) stays. True when a live
+   * registration was removed. For clean-ups that read, decide, then remove.
+   */
+  deleteIf(expected: Registration): Promise<boolean>;
   /** How many live registrations there are. */
   size(): Promise<number>;
   /** Releases resources (timers, connections). Idempotent. */
   close(): Promise<void>;
+}
+
+/** Whether two registrations say the same thing, field by field (what {@link Registry.deleteIf} compares). */
+export function sameRegistration(a: Registration, b: Registration): boolean {
+  const endpoints = (r: Registration): string => [r.publicEndpoint, ...r.privateEndpoints].map((e) => `${e.family}/${e.address}/${e.port}`).join(' ');
+  return (
+    a.uri === b.uri &&
+    a.expiresAt === b.expiresAt &&
+    (a.transport ?? 'udp') === (b.transport ?? 'udp') &&
+    a.keyFingerprint === b.keyFingerprint &&
+    a.broker === b.broker &&
+    endpoints(a) === endpoints(b)
+  );
 }
