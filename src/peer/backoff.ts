@@ -63,6 +63,8 @@ export interface AttemptResult<T> {
   readonly info: T;
   /** The broker had forgotten the registration we held (restart, expiry) and a new proof of key made a new one. */
   readonly renewed: boolean;
+  /** With `renewed`: why the registration held was lost (e.g. its broker stopped answering and another one took it), for onLost. */
+  readonly lost?: unknown;
 }
 
 /** A failed try that will be retried. */
@@ -165,7 +167,7 @@ export class KeepaliveLoop<T> {
     this.#timer = this.#clock.setTimeout(() => this.#run(), delayMs);
   }
 
-  #succeeded(from: KeepaliveState, { info, renewed }: AttemptResult<T>): void {
+  #succeeded(from: KeepaliveState, { info, renewed, lost }: AttemptResult<T>): void {
     if (this.#state !== from) return; // closed (or interrupted) while the attempt ran
     this.#failures = 0;
     this.#state = 'registered';
@@ -174,7 +176,7 @@ export class KeepaliveLoop<T> {
       this.#first?.resolve(info);
       this.#first = undefined;
     } else if (from === 'registered' && renewed) {
-      this.#options.onLost?.(new NattravError(ErrorCode.BrokerError, 'the broker no longer knew our registration (it restarted, or the lifetime ran out); registered again with a new proof of key'));
+      this.#options.onLost?.(lost ?? new NattravError(ErrorCode.BrokerError, 'the broker no longer knew our registration (it restarted, or the lifetime ran out); registered again with a new proof of key'));
       this.#options.onRegistered?.(info, 'again');
     } else {
       this.#options.onRegistered?.(info, from === 'lost' ? 'again' : 'refresh');

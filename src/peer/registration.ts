@@ -7,10 +7,10 @@
  * the URI is unknown at once, not after a lifetime.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { lookup } from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { formatEndpoint, localEndpoints, type HostPort, toTransportAddress } from '../common/endpoint.js';
+import { localEndpoints, type HostPort, toTransportAddress } from '../common/endpoint.js';
+import { describeTarget, dialOf, isTrustedBroker, resolveBrokers, type BrokerTarget } from './brokers.js';
 import { abortError, startPhase } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { openBrokerConnection, secureBrokerConnection } from './exchange.js';
@@ -24,7 +24,7 @@ import { closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawOverCont
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { ConnectionRequests, type AnswerRequest } from './connection-requests.js';
 import { StunMessage } from '../wire/message.js';
-import { addU32, addUri, addXorAddress, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
+import { addU32, addUri, addXorAddress, getJoinAt, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 
 /** The registration's current state. */
@@ -36,6 +36,10 @@ export interface RegisteredInfo {
   readonly lifetimeMs: number;
   /** How the registration travels: UDP, or a TCP control connection when UDP is blocked. */
   readonly transport: 'udp' | 'tcp';
+  /** The broker that granted it (one of those configured: with several, the one that answered). */
+  readonly broker: HostPort;
+  /** The address of that broker we registered with (a name with several addresses has several). */
+  readonly brokerAddress: TransportAddress;
 }
 
 /** What 'registered' reports: the registration, and whether it is the first, a refresh, or registered again after a loss. */
@@ -46,7 +50,11 @@ export interface RegisteredEvent extends RegisteredInfo {
 
 /** Options of {@link PeerRegistration}. */
 export interface PeerRegistrationOptions {
-  readonly broker: HostPort;
+  /**
+   * The broker, or several in order of preference (a cluster sharing one registry): we
+   * register with the first that answers and, when it stops answering, with the next.
+   */
+  readonly broker: HostPort | readonly HostPort[];
   readonly uri: string;
   readonly keepaliveMs: number;
   readonly lifetimeMs: number;
@@ -72,20 +80,29 @@ export interface PeerRegistrationOptions {
 /** In 'auto', how long UDP may stay unanswered before switching to TCP, in ms (a few retransmissions). */
 const UDP_TRY_MS = 2_000;
 
+/** Errors that say a broker does not answer: another broker of the list may. */
+const UNANSWERED: ReadonlySet<string> = new Set([ErrorCode.BrokerUnreachable, ErrorCode.Timeout]);
+
 /** Errors no retry can cure: our own arguments and identity files. */
 const INCURABLE: ReadonlySet<string> = new Set([ErrorCode.InvalidArgument, ErrorCode.Identity, ErrorCode.Closed]);
 
 /**
  * Emits 'registered' (RegisteredEvent) on every success, 'lost' (NattravError) once
  * when a registration we held is lost, 'retry' (RegistrationRetry) for each failed try that
- * will be retried, 'connection-request' ({ attemptId }) once per attempt the broker
- * announces and we accept, and 'connection-refused' ({ attemptId, reason }) once per
+ * will be retried, 'connection-request' ({ attemptId, joinAt? }) once per attempt the broker
+ * announces and we accept (`joinAt`: the broker of the cluster to join at, one of ours), and 'connection-refused' ({ attemptId, reason }) once per
  * attempt `admit` refused.
  */
 export class PeerRegistration extends EventEmitter {
   readonly #options: PeerRegistrationOptions;
   #socket: UdpSocket | undefined;
   #broker: TransportAddress | undefined;
+  /** Every address of every configured broker (resolved at each sweep of them): where we register, and whom JOIN-AT may name. */
+  #targets: BrokerTarget[] = [];
+  /** The target in use (index into #targets). */
+  #index = 0;
+  /** Sweeps over the brokers so far: the first starts with the first broker, later ones with the one after the last tried. */
+  #sweeps = 0;
   #loop: KeepaliveLoop<RegisteredInfo> | undefined;
   #state: RegistrationState = 'idle';
   /** The connection requests of the current session (connection-requests.ts); a new session gets a new book. */
@@ -116,6 +133,21 @@ export class PeerRegistration extends EventEmitter {
   /** How the registration currently travels. */
   get transport(): 'udp' | 'tcp' {
     return this.#transport;
+  }
+
+  /** The broker in use (as configured), once one was tried. */
+  get broker(): HostPort | undefined {
+    return this.#targets[this.#index]?.name;
+  }
+
+  /**
+   * Where to join attempts of the broker in use: its name as configured (a certificate may
+   * name it), or its address when the name has several (each may be another broker).
+   */
+  get joinBroker(): HostPort | undefined {
+    const target = this.#targets[this.#index];
+    if (target === undefined) return undefined;
+    return this.#targets.filter((t) => t.name === target.name).length > 1 ? dialOf(target) : target.name;
   }
 
   /** The last successful registration, if any. */
@@ -153,26 +185,71 @@ export class PeerRegistration extends EventEmitter {
     return loop.start();
   }
 
-  /** One try for the loop: the first registration (until one is granted), else a refresh on the transport in use. */
+  /**
+   * One try for the loop: the first registration (until one is granted), else a refresh on
+   * the transport in use. A refresh the broker does not answer moves on to the next broker
+   * at once (same URI and key, a new proof of key): the registration is back within the try.
+   */
   async #attempt(): Promise<AttemptResult<RegisteredInfo>> {
     const before = this.#session;
-    const info = this.#info === undefined ? await this.#first() : await this.#register();
-    // A held session replaced by a new one: the broker had forgotten us (restart, expiry, a closed control connection).
-    return { info, renewed: before !== undefined && this.#session !== before };
-  }
-
-  /** Resolves the broker's name and binds our UDP socket (once). */
-  async #open(): Promise<void> {
-    const { broker } = this.#options;
-    let address: string;
+    if (this.#info === undefined) return { info: await this.#sweep(), renewed: false };
     try {
-      address = (await lookup(broker.host)).address;
+      const info = await this.#register();
+      // A held session replaced by a new one: the broker had forgotten us (restart, expiry, a closed control connection).
+      return { info, renewed: before !== undefined && this.#session !== before };
     } catch (err) {
       this.#throwIfClosed();
-      throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: cannot resolve ${broker.host}`, { cause: err });
+      if (!isNattravError(err) || !UNANSWERED.has(err.code) || this.#targets.length < 2) throw err;
+      return { info: await this.#sweep(err), renewed: true, lost: err };
     }
-    this.#throwIfClosed(); // closed while resolving: no socket yet, none to leak
-    this.#broker = toTransportAddress(address, broker.port);
+  }
+
+  /**
+   * Registers with the brokers in turn until one grants it (each try bounded by
+   * registerTimeoutMs): the first sweep starts with the first broker, a later one with the
+   * broker after the one tried last. Only a broker that does not answer passes the turn on;
+   * a refusal is the cluster's answer (they share a registry) and ends the sweep.
+   */
+  async #sweep(failed?: unknown): Promise<RegisteredInfo> {
+    const brokers = Array.isArray(this.#options.broker) ? (this.#options.broker as readonly HostPort[]) : [this.#options.broker as HostPort];
+    const current = this.#targets[this.#index];
+    this.#targets = await resolveBrokers(brokers, this.#closing.signal);
+    this.#throwIfClosed();
+    const count = this.#targets.length;
+    const last = current === undefined ? -1 : this.#targets.findIndex((t) => t.address.address === current.address.address && t.address.port === current.address.port);
+    const start = this.#sweeps++ === 0 || last < 0 ? 0 : (last + 1) % count;
+    let lastError: unknown = failed;
+    for (let i = 0; i < count; i++) {
+      this.#use((start + i) % count);
+      try {
+        return await this.#first();
+      } catch (err) {
+        this.#throwIfClosed();
+        if (!isNattravError(err) || !UNANSWERED.has(err.code)) throw err;
+        lastError = count > 1 ? new NattravError(err.code, `${err.message} (tried ${i + 1} of ${count} brokers)`, { cause: err }) : err;
+      }
+    }
+    throw lastError;
+  }
+
+  /** Moves to target `index`: a new broker is a new socket, a new session and a new registration. */
+  #use(index: number): void {
+    const target = this.#targets[index] as BrokerTarget;
+    const same = this.#broker !== undefined && this.#broker.address === target.address.address && this.#broker.port === target.address.port;
+    this.#index = index;
+    if (same) return;
+    closeQuietly(this.#socket);
+    this.#control?.destroy();
+    this.#socket = undefined;
+    this.#control = undefined;
+    this.#broker = undefined;
+    this.#session = undefined;
+    this.#info = undefined;
+  }
+
+  /** Binds our UDP socket towards the broker in use (once per broker). */
+  async #open(): Promise<void> {
+    this.#broker = (this.#targets[this.#index] as BrokerTarget).address;
     const socket = createSocket({ type: this.#broker.family === 'IPv6' ? 'udp6' : 'udp4' });
     this.#socket = socket;
     socket.on('message', (data, rinfo) => this.#onMessage(data, rinfo.address, rinfo.port));
@@ -294,7 +371,9 @@ export class PeerRegistration extends EventEmitter {
   }
 
   async #exchangeOnce(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
-    const { uri, lifetimeMs, broker } = this.#options;
+    const { uri, lifetimeMs } = this.#options;
+    const target = this.#targets[this.#index] as BrokerTarget;
+    const broker = dialOf(target);
     const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
     let connection: Socket | undefined;
     if (this.#transport === 'tcp' && (this.#control === undefined || this.#control.socket.destroyed)) {
@@ -302,12 +381,12 @@ export class PeerRegistration extends EventEmitter {
       connection = await openBrokerConnection(broker, outer);
     }
     const where = this.#transport === 'tcp' ? 'over TCP ' : '';
-    const phase = startPhase(outer, timeoutMs ?? this.#options.registerTimeoutMs, `registering ${uri} ${where}with broker ${formatEndpoint({ address: broker.host, port: broker.port })}`);
+    const phase = startPhase(outer, timeoutMs ?? this.#options.registerTimeoutMs, `registering ${uri} ${where}with broker ${describeTarget(target)}`);
     try {
       if (connection !== undefined) {
         // STARTTLS and the TLS handshake are under the registration's limit: a silent broker cannot hold us.
         const { brokerCa } = this.#options;
-        const socket = brokerCa === undefined ? connection : await secureBrokerConnection(connection, broker, brokerCa, phase.signal);
+        const socket = brokerCa === undefined ? connection : await secureBrokerConnection(connection, target.name, brokerCa, phase.signal);
         const channel: StunChannel = new StunChannel(socket, (message) =>
           this.#onConnectionRequest(message, (response, options) => channel.send(response, options)),
         );
@@ -323,7 +402,8 @@ export class PeerRegistration extends EventEmitter {
       const { response, session } = await registerWithProof(
         (request, options) => this.#transact(request, phase.signal, options),
         () => this.#baseRequest(),
-        this.#options.keys,
+        // The broker's certificate may name the host as configured (not the address dialled).
+        this.#options.keys.brokerCa === undefined ? this.#options.keys : { ...this.#options.keys, brokerHost: target.name.host },
         uri,
         lifetimeMs,
         this.#transport,
@@ -375,8 +455,9 @@ export class PeerRegistration extends EventEmitter {
   #registered(response: StunMessage): RegisteredInfo {
     const publicEndpoint = getXorMappedAddress(response);
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
-    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport };
-    learnAlternatePort(this.#options.broker, response); // where our mapping probes will go
+    const target = this.#targets[this.#index] as BrokerTarget;
+    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport, broker: target.name, brokerAddress: target.address };
+    learnAlternatePort(dialOf(target), response); // where our mapping probes will go
     this.#info = info; // also when granted while closing: close() withdraws it
     return info;
   }
@@ -385,10 +466,26 @@ export class PeerRegistration extends EventEmitter {
   #onConnectionRequest(message: StunMessage, answer: AnswerRequest): void {
     // Closing: the sockets live on only to finish a proof and send the withdrawal.
     if (this.#closed !== undefined) return;
-    const decided = this.#requests.handle(message, this.#session, (attemptId) => this.#options.admit?.(attemptId), answer);
+    let joinAt: TransportAddress | undefined;
+    try {
+      joinAt = getJoinAt(message);
+    } catch {
+      return; // a malformed JOIN-AT: not a request our brokers sent
+    }
+    const admit = (attemptId: Uint8Array): string | undefined => {
+      // A relayed request sends us to another broker of the cluster: only to one we were given
+      // (or, with a broker CA, one whose certificate the CA vouches for: the Join's TLS checks it),
+      // never wherever a forged request points.
+      if (joinAt !== undefined && this.#options.brokerCa === undefined && !isTrustedBroker(joinAt, this.#targets)) {
+        return `JOIN-AT ${joinAt.address}:${joinAt.port} is not one of our brokers`;
+      }
+      return this.#options.admit?.(attemptId);
+    };
+    const decided = this.#requests.handle(message, this.#session, admit, answer);
     if (decided === undefined) return;
     const { attemptId, reason } = decided;
-    if (reason === undefined) this.emit('connection-request', { attemptId });
+    const at = joinAt === undefined ? {} : { joinAt: { host: joinAt.address, port: joinAt.port } };
+    if (reason === undefined) this.emit('connection-request', { attemptId, ...at });
     else this.emit('connection-refused', { attemptId, reason });
   }
 
