@@ -47,7 +47,7 @@ export interface BrokerOptions {
   /**
    * The address (`ip:port`) where peers reach this broker, sent as JOIN-AT to recipients
    * registered through another broker of the cluster, so they join the attempt here.
-   * Needed with a `bus` when `host` is a wildcard (0.0.0.0, ::).
+   * Needed with a `bus` when `host` is a wildcard (0.0.0.0, ::). Port 0: the port bound.
    * @default `host:port` when `host` is a specific address
    */
   joinAddress?: string;
@@ -252,7 +252,7 @@ function parseJoinAddress(text: unknown): { host: string; port: number } {
   const match = typeof text === 'string' ? /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(text) : null;
   const host = match?.[1];
   const port = Number(match?.[2]);
-  if (host === undefined || isIP(host) === 0 || !Number.isInteger(port) || port < 1 || port > 65_535) {
+  if (host === undefined || isIP(host) === 0 || !Number.isInteger(port) || port < 0 || port > 65_535) {
     throw new NattravError(ErrorCode.InvalidArgument, `broker option joinAddress must be an IP address and port where peers reach this broker (e.g. 198.51.100.7:3478 or [2001:db8::7]:3478), got ${describe(text)}`);
   }
   return { host, port };

@@ -36,6 +36,18 @@ export function toBrokerList(value: BrokerAddress | readonly BrokerAddress[] | u
   return [toHostPort(value as BrokerAddress, what, DEFAULT_BROKER_PORT)];
 }
 
+/**
+ * A comma-separated list of broker addresses (`--broker A,B,C`), checked as
+ * {@link toBrokerList} does; an empty entry is an error naming `what`.
+ */
+export function parseBrokerList(text: string, what = 'broker'): HostPort[] {
+  const entries = text.split(',').map((entry) => entry.trim());
+  if (entries.some((entry) => entry === '')) {
+    throw new NattravError(ErrorCode.InvalidArgument, `${what}: an empty entry in ${JSON.stringify(text)}; pass HOST:PORT, or several as HOST:PORT,HOST:PORT`);
+  }
+  return entries.length === 1 ? toBrokerList(entries[0], what) : toBrokerList(entries, what);
+}
+
 /** The HostPort to dial for `target` (its address, so that a name with several addresses is not resolved again). */
 export function dialOf(target: BrokerTarget): HostPort {
   return { host: target.address.address, port: target.address.port };
