@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Broker } from '../../src/broker/broker.js';
+import type { BrokerOptions } from '../../src/broker/options.js';
 import { MemoryBusHub } from '../../src/broker/bus/memory-bus.js';
 import { RedisBus } from '../../src/broker/bus/redis-bus.js';
 import { MemoryRegistry } from '../../src/broker/registry/memory.js';
@@ -23,22 +24,22 @@ import { startBroker } from './loopback.js';
 export interface TestCluster {
   readonly brokers: Broker[];
   readonly addresses: string[];
-  /** Starts one more broker on the same registry and bus. */
-  add(): Promise<{ broker: Broker; address: string }>;
+  /** Starts one more broker on the same registry and bus (with `options` besides, e.g. its certificate). */
+  add(options?: BrokerOptions): Promise<{ broker: Broker; address: string }>;
 }
 
 /** Makes a cluster of `count` brokers; `closers` gets everything to close. */
 export type ClusterFactory = (count: number, closers: Array<() => unknown>) => Promise<TestCluster>;
 
-/** Three brokers in this process: one MemoryRegistry, one SessionTable, one MemoryBusHub. */
-export const memoryCluster: ClusterFactory = async (count, closers) => {
+/** Brokers in this process: one MemoryRegistry, one SessionTable, one MemoryBusHub; `options` for each broker besides. */
+export const memoryCluster = async (count: number, closers: Array<() => unknown>, options: BrokerOptions = {}): Promise<TestCluster> => {
   const registry = new MemoryRegistry();
   const sessions = new SessionTable(1_000);
   const hub = new MemoryBusHub();
   closers.push(() => registry.close());
-  const add = async (): Promise<{ broker: Broker; address: string }> => {
+  const add = async (extra: BrokerOptions = options): Promise<{ broker: Broker; address: string }> => {
     const bus = hub.join();
-    const started = await startBroker({ registry, sessions, bus });
+    const started = await startBroker({ ...extra, registry, sessions, bus });
     closers.push(() => bus.close());
     closers.push(() => started.broker.close());
     return started;
@@ -62,7 +63,7 @@ export function redisCluster(url: string, keyPrefix: string): ClusterFactory {
   };
 }
 
-async function fill(count: number, add: () => Promise<{ broker: Broker; address: string }>): Promise<TestCluster> {
+async function fill(count: number, add: (options?: BrokerOptions) => Promise<{ broker: Broker; address: string }>): Promise<TestCluster> {
   const brokers: Broker[] = [];
   const addresses: string[] = [];
   for (let i = 0; i < count; i++) {

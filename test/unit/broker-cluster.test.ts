@@ -16,6 +16,7 @@ import type { RegisteredEvent } from '../../src/peer/registration.js';
 import { createServer, type AttemptRefusal } from '../../src/peer/server.js';
 import { echoes, echoRecipient, memoryCluster, redisCluster, tempKeyDir, type ClusterFactory } from '../helpers/cluster.js';
 import { until } from '../helpers/loopback.js';
+import { createCa, issueCertificate } from '../../src/security/ca.js';
 import { haveRedis, startRedis, type RedisServer } from '../helpers/redis-server.js';
 
 const closers: Array<() => unknown> = [];
@@ -171,6 +172,24 @@ test('initiators try the brokers in order: a dead first broker costs one refused
     assert.match(err.message, /all 2 brokers tried/);
     return true;
   });
+});
+
+test('with a broker CA, a recipient joins at any broker the CA vouches for, and at no other', async () => {
+  const brokerCa = await createCa({ name: 'cluster CA' });
+  const impostorCa = await createCa({ name: 'impostor CA' });
+  const issued = await issueCertificate({ ca: brokerCa, uri: 'nattrav-broker://cluster' });
+  const cluster = await memoryCluster(2, closers, { cert: issued.certPem, key: issued.keyPem, recipientTimeoutMs: 2_000 });
+  const forged = await issueCertificate({ ca: impostorCa, uri: 'nattrav-broker://cluster' });
+  const impostor = await cluster.add({ cert: forged.certPem, key: forged.keyPem, recipientTimeoutMs: 2_000 });
+  const uri = 'nattrav://vouched';
+  // Given broker 1 only: broker 2 is not in its list, but the CA vouches for it.
+  const server = await echoRecipient({ broker: cluster.addresses[0] as string, uri, keyDir: await tempKeyDir(closers), brokerCa: brokerCa.certPem }, closers);
+  await echoes({ broker: cluster.addresses[1] as string, uri, brokerCa: brokerCa.certPem });
+  const failures: NattravError[] = [];
+  server.on('attemptFailed', (err: NattravError) => failures.push(err));
+  await assert.rejects(connect({ broker: impostor.address, uri, knownKeysFile: false, timeoutMs: 10_000 }), (err: NattravError) => err.code === ErrorCode.RecipientUnreachable);
+  await until(() => failures.length > 0, 5_000, 'the recipient to give up the join');
+  assert.equal(failures[0]?.code, ErrorCode.BrokerAuth, failures[0]?.message);
 });
 
 test('the broker option: a list must hold at least one valid address', async () => {
