@@ -94,3 +94,80 @@ export async function resolveBrokers(brokers: readonly HostPort[], signal?: Abor
 export function isTrustedBroker(joinAt: TransportAddress, trusted: readonly BrokerTarget[]): boolean {
   return trusted.some((target) => target.address.port === joinAt.port && target.address.address === joinAt.address);
 }
+
+/** Where to dial `targets[index]`: by its name (a certificate may name it) unless the name has several addresses (each may be another broker). */
+export function dialTo(targets: readonly BrokerTarget[], index: number): HostPort {
+  const target = targets[index] as BrokerTarget;
+  return targets.filter((t) => t.name === target.name).length > 1 ? dialOf(target) : target.name;
+}
+
+/**
+ * A recipient's brokers and which one it uses: resolved anew for each sweep over them
+ * (the first sweep starts with the first broker, a later one with the broker after the
+ * one used last), and the addresses a relayed request's JOIN-AT may name.
+ */
+export class BrokerList {
+  readonly #configured: readonly HostPort[];
+  #targets: BrokerTarget[] = [];
+  #index = 0;
+  #sweeps = 0;
+
+  constructor(configured: readonly HostPort[]) {
+    this.#configured = configured;
+  }
+
+  /** Every address of every broker, as last resolved. */
+  get size(): number {
+    return this.#targets.length;
+  }
+
+  /** The target in use, once one was chosen. */
+  get current(): BrokerTarget | undefined {
+    return this.#targets[this.#index];
+  }
+
+  /** Where to join attempts of the broker in use (see {@link dialTo}). */
+  get joinBroker(): HostPort | undefined {
+    return this.current === undefined ? undefined : dialTo(this.#targets, this.#index);
+  }
+
+  /**
+   * Why a relayed request's JOIN-AT must be refused, or undefined: it may send us only to one
+   * of our brokers, or, with a broker CA, to any broker (the Join's TLS then checks that the CA
+   * vouches for it); never wherever a forged request points.
+   */
+  joinAtRefusal(joinAt: TransportAddress | undefined, brokerCa: string | undefined): string | undefined {
+    if (joinAt === undefined || brokerCa !== undefined || isTrustedBroker(joinAt, this.#targets)) return undefined;
+    return `JOIN-AT ${formatEndpoint(joinAt)} is not one of our brokers`;
+  }
+
+  /**
+   * One sweep: resolves the brokers again, then runs `register` with each in turn (the first
+   * sweep from the first broker, a later one from the broker after the one used last) until
+   * one grants it. Only an error `passes` (the broker did not answer) moves on; any other
+   * ends the sweep. The last failure says how many brokers were tried.
+   */
+  async firstAnswering<T>(register: (target: BrokerTarget) => Promise<T>, passes: (err: unknown) => boolean, signal?: AbortSignal): Promise<T> {
+    const current = this.current;
+    this.#targets = await resolveBrokers(this.#configured, signal);
+    signal?.throwIfAborted();
+    const count = this.#targets.length;
+    const last = current === undefined ? -1 : this.#targets.findIndex((t) => sameAddress(t.address, current.address));
+    const start = this.#sweeps++ === 0 || last < 0 ? 0 : (last + 1) % count;
+    let lastError: unknown;
+    for (let i = 0; i < count; i++) {
+      this.#index = (start + i) % count;
+      try {
+        return await register(this.#targets[this.#index] as BrokerTarget);
+      } catch (err) {
+        if (!passes(err)) throw err;
+        lastError = count > 1 && err instanceof NattravError ? new NattravError(err.code, `${err.message} (tried ${i + 1} of ${count} brokers)`, { cause: err }) : err;
+      }
+    }
+    throw lastError;
+  }
+}
+
+function sameAddress(a: TransportAddress, b: TransportAddress): boolean {
+  return a.address === b.address && a.port === b.port;
+}

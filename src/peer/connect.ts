@@ -5,8 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { describeTarget, dialOf, resolveBrokers, toBrokerList, type BrokerTarget } from './brokers.js';
-import type { HostPort } from '../common/endpoint.js';
+import { describeTarget, dialTo, resolveBrokers, toBrokerList, type BrokerTarget } from './brokers.js';
 import { startPhase, throwIfAborted } from '../common/signal.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import { strategyMask, type StrategyName } from '../nat/strategy.js';
@@ -138,12 +137,6 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   } finally {
     whole.dispose();
   }
-}
-
-/** Where to dial `targets[index]`: by its name (a certificate may name it) unless the name has several addresses. */
-function dialTo(targets: readonly BrokerTarget[], index: number): HostPort {
-  const target = targets[index] as BrokerTarget;
-  return targets.filter((t) => t.name === target.name).length > 1 ? dialOf(target) : target.name;
 }
 
 /** The last broker's error, saying that every broker was tried. */

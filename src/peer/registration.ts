@@ -10,7 +10,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { localEndpoints, type HostPort, toTransportAddress } from '../common/endpoint.js';
-import { describeTarget, dialOf, isTrustedBroker, resolveBrokers, type BrokerTarget } from './brokers.js';
+import { BrokerList, describeTarget, dialOf, type BrokerTarget } from './brokers.js';
 import { abortError, startPhase } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { openBrokerConnection, secureBrokerConnection } from './exchange.js';
@@ -20,11 +20,11 @@ import { KeepaliveLoop, type AttemptResult, type BackoffPolicy, type Registratio
 import { decodeDatagram, encodeMessage, type EncodeOptions } from '../wire/codec.js';
 import { registerWithProof, withdrawalRequest, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
 import { UdpTransactions } from './udp-transactions.js';
-import { closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawOverControl, withdrawOverUdp } from './withdrawal.js';
+import { bindEphemeral, closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawOverControl, withdrawOverUdp } from './withdrawal.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { ConnectionRequests, type AnswerRequest } from './connection-requests.js';
 import { StunMessage } from '../wire/message.js';
-import { addU32, addUri, addXorAddress, getJoinAt, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
+import { addU32, addUri, addXorAddress, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 
 /** The registration's current state. */
@@ -97,12 +97,8 @@ export class PeerRegistration extends EventEmitter {
   readonly #options: PeerRegistrationOptions;
   #socket: UdpSocket | undefined;
   #broker: TransportAddress | undefined;
-  /** Every address of every configured broker (resolved at each sweep of them): where we register, and whom JOIN-AT may name. */
-  #targets: BrokerTarget[] = [];
-  /** The target in use (index into #targets). */
-  #index = 0;
-  /** Sweeps over the brokers so far: the first starts with the first broker, later ones with the one after the last tried. */
-  #sweeps = 0;
+  /** Our brokers (every address of each): where we register, and whom JOIN-AT may name. */
+  readonly #brokers: BrokerList;
   #loop: KeepaliveLoop<RegisteredInfo> | undefined;
   #state: RegistrationState = 'idle';
   /** The connection requests of the current session (connection-requests.ts); a new session gets a new book. */
@@ -123,6 +119,7 @@ export class PeerRegistration extends EventEmitter {
   constructor(options: PeerRegistrationOptions) {
     super();
     this.#options = options;
+    this.#brokers = new BrokerList(Array.isArray(options.broker) ? (options.broker as readonly HostPort[]) : [options.broker as HostPort]);
   }
 
   /** Current state. */
@@ -137,7 +134,7 @@ export class PeerRegistration extends EventEmitter {
 
   /** The broker in use (as configured), once one was tried. */
   get broker(): HostPort | undefined {
-    return this.#targets[this.#index]?.name;
+    return this.#brokers.current?.name;
   }
 
   /**
@@ -145,9 +142,7 @@ export class PeerRegistration extends EventEmitter {
    * name it), or its address when the name has several (each may be another broker).
    */
   get joinBroker(): HostPort | undefined {
-    const target = this.#targets[this.#index];
-    if (target === undefined) return undefined;
-    return this.#targets.filter((t) => t.name === target.name).length > 1 ? dialOf(target) : target.name;
+    return this.#brokers.joinBroker;
   }
 
   /** The last successful registration, if any. */
@@ -199,45 +194,27 @@ export class PeerRegistration extends EventEmitter {
       return { info, renewed: before !== undefined && this.#session !== before };
     } catch (err) {
       this.#throwIfClosed();
-      if (!isNattravError(err) || !UNANSWERED.has(err.code) || this.#targets.length < 2) throw err;
-      return { info: await this.#sweep(err), renewed: true, lost: err };
+      if (!isNattravError(err) || !UNANSWERED.has(err.code) || this.#brokers.size < 2) throw err;
+      return { info: await this.#sweep(), renewed: true, lost: err };
     }
   }
 
   /**
-   * Registers with the brokers in turn until one grants it (each try bounded by
-   * registerTimeoutMs): the first sweep starts with the first broker, a later one with the
-   * broker after the one tried last. Only a broker that does not answer passes the turn on;
-   * a refusal is the cluster's answer (they share a registry) and ends the sweep.
+   * Registers with the brokers in turn until one grants it (brokers.ts), each try bounded by
+   * registerTimeoutMs. Only a broker that does not answer passes the turn on; a refusal is
+   * the cluster's answer (they share a registry) and ends the sweep.
    */
-  async #sweep(failed?: unknown): Promise<RegisteredInfo> {
-    const brokers = Array.isArray(this.#options.broker) ? (this.#options.broker as readonly HostPort[]) : [this.#options.broker as HostPort];
-    const current = this.#targets[this.#index];
-    this.#targets = await resolveBrokers(brokers, this.#closing.signal);
-    this.#throwIfClosed();
-    const count = this.#targets.length;
-    const last = current === undefined ? -1 : this.#targets.findIndex((t) => t.address.address === current.address.address && t.address.port === current.address.port);
-    const start = this.#sweeps++ === 0 || last < 0 ? 0 : (last + 1) % count;
-    let lastError: unknown = failed;
-    for (let i = 0; i < count; i++) {
-      this.#use((start + i) % count);
-      try {
-        return await this.#first();
-      } catch (err) {
-        this.#throwIfClosed();
-        if (!isNattravError(err) || !UNANSWERED.has(err.code)) throw err;
-        lastError = count > 1 ? new NattravError(err.code, `${err.message} (tried ${i + 1} of ${count} brokers)`, { cause: err }) : err;
-      }
-    }
-    throw lastError;
+  #sweep(): Promise<RegisteredInfo> {
+    const register = (target: BrokerTarget): Promise<RegisteredInfo> => {
+      this.#use(target);
+      return this.#first();
+    };
+    return this.#brokers.firstAnswering(register, (err) => this.#closed === undefined && isNattravError(err) && UNANSWERED.has(err.code), this.#closing.signal);
   }
 
-  /** Moves to target `index`: a new broker is a new socket, a new session and a new registration. */
-  #use(index: number): void {
-    const target = this.#targets[index] as BrokerTarget;
-    const same = this.#broker !== undefined && this.#broker.address === target.address.address && this.#broker.port === target.address.port;
-    this.#index = index;
-    if (same) return;
+  /** Moves to `target`: a new broker is a new socket, a new session and a new registration. */
+  #use(target: BrokerTarget): void {
+    if (this.#broker !== undefined && this.#broker.address === target.address.address && this.#broker.port === target.address.port) return;
     closeQuietly(this.#socket);
     this.#control?.destroy();
     this.#socket = undefined;
@@ -249,12 +226,12 @@ export class PeerRegistration extends EventEmitter {
 
   /** Binds our UDP socket towards the broker in use (once per broker). */
   async #open(): Promise<void> {
-    this.#broker = (this.#targets[this.#index] as BrokerTarget).address;
+    this.#broker = (this.#brokers.current as BrokerTarget).address;
     const socket = createSocket({ type: this.#broker.family === 'IPv6' ? 'udp6' : 'udp4' });
     this.#socket = socket;
     socket.on('message', (data, rinfo) => this.#onMessage(data, rinfo.address, rinfo.port));
     socket.on('error', () => undefined);
-    await this.#bind(socket);
+    await bindEphemeral(socket, this.#closing.signal);
   }
 
   /** The first registration: UDP, TCP, or in 'auto' UDP and then TCP when UDP gets no answer. */
@@ -310,23 +287,6 @@ export class PeerRegistration extends EventEmitter {
     if (this.#closed !== undefined) throw new NattravError(ErrorCode.Closed, 'the registration was closed');
   }
 
-  /** Binds `socket` to an ephemeral port; rejects with ERR_CLOSED when closed first (a socket closed mid-bind never calls back). */
-  #bind(socket: UdpSocket): Promise<void> {
-    const closing = this.#closing.signal;
-    return new Promise<void>((resolve, reject) => {
-      const onClose = (): void => reject(abortError(closing));
-      if (closing.aborted) {
-        onClose();
-        return;
-      }
-      closing.addEventListener('abort', onClose, { once: true });
-      socket.bind(0, () => {
-        closing.removeEventListener('abort', onClose);
-        resolve();
-      });
-    });
-  }
-
   /**
    * What close() does once the state is 'closed': stop the exchange in flight, send the
    * withdrawal on the transport the registration uses, close both sockets.
@@ -372,7 +332,7 @@ export class PeerRegistration extends EventEmitter {
 
   async #exchangeOnce(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
     const { uri, lifetimeMs } = this.#options;
-    const target = this.#targets[this.#index] as BrokerTarget;
+    const target = this.#brokers.current as BrokerTarget;
     const broker = dialOf(target);
     const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
     let connection: Socket | undefined;
@@ -455,7 +415,7 @@ export class PeerRegistration extends EventEmitter {
   #registered(response: StunMessage): RegisteredInfo {
     const publicEndpoint = getXorMappedAddress(response);
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
-    const target = this.#targets[this.#index] as BrokerTarget;
+    const target = this.#brokers.current as BrokerTarget;
     const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport, broker: target.name, brokerAddress: target.address };
     learnAlternatePort(dialOf(target), response); // where our mapping probes will go
     this.#info = info; // also when granted while closing: close() withdraws it
@@ -466,24 +426,12 @@ export class PeerRegistration extends EventEmitter {
   #onConnectionRequest(message: StunMessage, answer: AnswerRequest): void {
     // Closing: the sockets live on only to finish a proof and send the withdrawal.
     if (this.#closed !== undefined) return;
-    let joinAt: TransportAddress | undefined;
-    try {
-      joinAt = getJoinAt(message);
-    } catch {
-      return; // a malformed JOIN-AT: not a request our brokers sent
-    }
-    const admit = (attemptId: Uint8Array): string | undefined => {
-      // A relayed request sends us to another broker of the cluster: only to one we were given
-      // (or, with a broker CA, one whose certificate the CA vouches for: the Join's TLS checks it),
-      // never wherever a forged request points.
-      if (joinAt !== undefined && this.#options.brokerCa === undefined && !isTrustedBroker(joinAt, this.#targets)) {
-        return `JOIN-AT ${joinAt.address}:${joinAt.port} is not one of our brokers`;
-      }
-      return this.#options.admit?.(attemptId);
-    };
+    // A relayed request (JOIN-AT) may send us only to a broker we trust (brokers.ts).
+    const admit = (attemptId: Uint8Array, joinAt: TransportAddress | undefined): string | undefined =>
+      this.#brokers.joinAtRefusal(joinAt, this.#options.brokerCa) ?? this.#options.admit?.(attemptId);
     const decided = this.#requests.handle(message, this.#session, admit, answer);
     if (decided === undefined) return;
-    const { attemptId, reason } = decided;
+    const { attemptId, reason, joinAt } = decided;
     const at = joinAt === undefined ? {} : { joinAt: { host: joinAt.address, port: joinAt.port } };
     if (reason === undefined) this.emit('connection-request', { attemptId, ...at });
     else this.emit('connection-refused', { attemptId, reason });
