@@ -63,7 +63,11 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
   try {
     // Brokers on one Redis reach each other's recipients over its pub/sub (a cluster).
     if (redis !== undefined) {
-      bus = await RedisBus.open(redis.connection, { onError: (err) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`) });
+      // Named by its join address: a broker restarted on the same address (its recipients' NAT mappings
+      // still lead there) is the one their registrations name, so they stay reachable through the restart.
+      // (A port chosen at start, :0, is not known yet: then a random name.)
+      const id = joinAddress === undefined || joinAddress.endsWith(':0') ? {} : { id: joinAddress };
+      bus = await RedisBus.open(redis.connection, { ...id, onError: (err) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`) });
       log.info({ event: 'cluster', busId: bus.id, joinAddress }, `cluster bus ${bus.id}; recipients of other brokers join at ${joinAddress}`);
     }
     return await serve(options, log, stop, { host, port, http, alternate, limits, redis, bus, joinAddress });
@@ -84,7 +88,7 @@ function clusterJoinAddress(options: BrokerCommandOptions, host: string, port: n
     if (isIP(parsed.host) === 0 || parsed.port === 0) {
       throw new NattravError(ErrorCode.InvalidArgument, `--join-address: pass the IP address and port where peers reach this broker (e.g. 198.51.100.7:3478), got ${options.joinAddress}`);
     }
-    return options.joinAddress;
+    return isIP(parsed.host) === 6 ? `[${parsed.host}]:${parsed.port}` : `${parsed.host}:${parsed.port}`;
   }
   if (options.redis === undefined) return undefined;
   if (isIP(host) === 0 || host === '0.0.0.0' || host === '::') {

@@ -112,6 +112,8 @@ describe('broker cluster: three brokers on one Redis, two NATed peers', () => {
     const brokers: CliProcess[] = [];
     for (const address of addresses) {
       const broker = startCli(l.broker, ['broker', '--listen', address, '--redis', `redis://127.0.0.1:${REDIS_PORT}`]);
+      const cluster = await broker.waitForEvent('cluster', START_WAIT_MS);
+      assert.equal(cluster.busId, address, 'a broker is named on the bus by its join address (the same after a restart)');
       await broker.waitForEvent('listening', START_WAIT_MS);
       brokers.push(broker);
     }

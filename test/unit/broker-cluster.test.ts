@@ -16,6 +16,10 @@ import type { RegisteredEvent } from '../../src/peer/registration.js';
 import { createServer, type AttemptRefusal } from '../../src/peer/server.js';
 import { echoes, echoRecipient, memoryCluster, redisCluster, tempKeyDir, type ClusterFactory } from '../helpers/cluster.js';
 import { until } from '../helpers/loopback.js';
+import { createBroker, type Broker } from '../../src/broker/broker.js';
+import { MemoryBusHub } from '../../src/broker/bus/memory-bus.js';
+import { MemoryRegistry } from '../../src/broker/registry/memory.js';
+import { SessionTable } from '../../src/broker/sessions.js';
 import { createCa, issueCertificate } from '../../src/security/ca.js';
 import { haveRedis, startRedis, type RedisServer } from '../helpers/redis-server.js';
 
@@ -190,6 +194,38 @@ test('with a broker CA, a recipient joins at any broker the CA vouches for, and 
   await assert.rejects(connect({ broker: impostor.address, uri, knownKeysFile: false, timeoutMs: 10_000 }), (err: NattravError) => err.code === ErrorCode.RecipientUnreachable);
   await until(() => failures.length > 0, 5_000, 'the recipient to give up the join');
   assert.equal(failures[0]?.code, ErrorCode.BrokerAuth, failures[0]?.message);
+});
+
+test('a broker restarted on its address under the same bus ID serves its recipients at once, before their next refresh', async () => {
+  const registry = new MemoryRegistry();
+  const sessions = new SessionTable(100);
+  const hub = new MemoryBusHub();
+  closers.push(() => registry.close());
+  /** A broker and its bus; closing it closes both (the bus is the caller's to close). */
+  const start = async (id: string, port = 0): Promise<{ broker: Broker; stop(): Promise<void> }> => {
+    const bus = hub.join(id);
+    const broker = createBroker({ host: '127.0.0.1', port, registry, sessions, bus });
+    await broker.listen();
+    const stop = async (): Promise<void> => {
+      await broker.close();
+      await bus.close();
+    };
+    closers.push(stop);
+    return { broker, stop };
+  };
+  const other = await start('other');
+  const first = await start('pending');
+  const port = first.broker.address().port;
+  await first.stop();
+  const one = await start(`127.0.0.1:${port}`, port);
+  const addresses = [`127.0.0.1:${port}`, `127.0.0.1:${other.broker.address().port}`];
+  const uri = 'nattrav://restarted';
+  // A long keepalive: no refresh comes between the restart and the connect.
+  await echoRecipient({ broker: addresses, uri, keyDir: await tempKeyDir(closers), keepaliveMs: 60_000 }, closers);
+  assert.equal((await registry.get(uri))?.broker, `127.0.0.1:${port}`);
+  await one.stop();
+  await start(`127.0.0.1:${port}`, port);
+  await echoes({ broker: addresses[1] as string, uri });
 });
 
 test('the broker option: a list must hold at least one valid address', async () => {

@@ -54,7 +54,7 @@ describe('nattrav broker --redis: three processes, one cluster', () => {
     for (let i = 0; i < 3; i++) {
       const proc = cli(['broker', '--listen', '127.0.0.1:0', '--redis', server.url, '--json']);
       const cluster = await proc.waitForEvent('cluster', 10_000);
-      assert.match(String(cluster.busId), /^b-[0-9a-f]{16}$/);
+      assert.match(String(cluster.busId), /^b-[0-9a-f]{16}$/, 'a random bus ID while the port is chosen at start');
       const listening = await proc.waitForEvent('listening', 10_000);
       brokers.push({ proc, address: `127.0.0.1:${String(listening.port)}` });
     }
