@@ -3,7 +3,8 @@
  * registered through another (over UDP and over a TCP control connection), the recipient
  * joins only at brokers it was given, it moves to another broker when its own stops, and
  * a name stays with its key across brokers. Runs on three brokers in this process on a
- * memory registry and an in-process bus, and on a real redis-server (RedisBus).
+ * memory registry and an in-process bus, on a real redis-server and on a real three-node
+ * Redis Cluster (each broker with its own connection and RedisBus).
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -21,7 +22,7 @@ import { MemoryBusHub } from '../../src/broker/bus/memory-bus.js';
 import { MemoryRegistry } from '../../src/broker/registry/memory.js';
 import { SessionTable } from '../../src/broker/sessions.js';
 import { createCa, issueCertificate } from '../../src/security/ca.js';
-import { haveRedis, startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { haveRedis, startRedis, startRedisCluster, type RedisServer } from '../helpers/redis-server.js';
 
 const closers: Array<() => unknown> = [];
 after(async () => {
@@ -36,6 +37,7 @@ const REGISTER_TIMEOUT_MS = 400;
 const SLACK_MS = 1_500;
 
 let redis: Promise<RedisServer> | undefined;
+let redisNodes: Promise<RedisServer> | undefined;
 let prefixes = 0;
 
 /** The cluster factories: memory always; Redis when redis-server is there (skipped, or failed in CI, without it). */
@@ -50,6 +52,17 @@ const FACTORIES: ReadonlyArray<[string, (t: TestContext) => Promise<ClusterFacto
         return server;
       });
       return redisCluster((await redis).url, `cluster${prefixes++}:`);
+    },
+  ],
+  [
+    'RedisBus, three-node Redis Cluster',
+    async (t) => {
+      if (!(await haveRedis(t, true))) return undefined;
+      redisNodes ??= startRedisCluster(3).then((server) => {
+        closers.push(() => server.stop());
+        return server;
+      });
+      return redisCluster((await redisNodes).url, `cluster${prefixes++}:`);
     },
   ],
 ];
