@@ -2,7 +2,8 @@
  * The recipient's book of the broker's ConnectionRequests: which to act on, which
  * are copies to answer again, which to ignore. Pure (no sockets, no timers).
  *
- * Under a session every request carries a SEQUENCE (rising per broker) covered by
+ * Under a session every request carries a SEQUENCE (rising per session, one counter for
+ * every broker of a cluster) covered by
  * its integrity. Each number is acted on once; numbers up to {@link REQUEST_WINDOW}
  * below the highest seen are still accepted the first time (requests sent close
  * together may arrive out of order), older ones never, so a captured request
