@@ -67,7 +67,7 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
       // still lead there) is the one their registrations name, so they stay reachable through the restart.
       // (A port chosen at start, :0, is not known yet: then a random name.)
       const id = joinAddress === undefined || joinAddress.endsWith(':0') ? {} : { id: joinAddress };
-      bus = await RedisBus.open(redis.connection, { ...id, onError: (err) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`) });
+      bus = await RedisBus.open(redis.connection, id);
       log.info({ event: 'cluster', busId: bus.id, joinAddress }, `cluster bus ${bus.id}; recipients of other brokers join at ${joinAddress}`);
     }
     return await serve(options, log, stop, { host, port, http, alternate, limits, redis, bus, joinAddress });

@@ -129,14 +129,14 @@ for (const [name, factory] of FACTORIES) {
       assert.deepEqual(refused, []);
     });
 
-    run('failover: a broker that closes loses none of its recipients; they re-register with the next within one keepalive interval', async (make) => {
+    for (const transport of ['udp', 'tcp'] as const) run(`failover over ${transport.toUpperCase()}: a broker that closes loses none of its recipients; they re-register with the next within one keepalive interval`, async (make) => {
       const cluster = await make(3, closers);
       const [one, two, three] = cluster.brokers;
       assert.ok(one && two && three);
       const uris = ['nattrav://stay-a', 'nattrav://stay-b', 'nattrav://stay-c'];
       const moved = new Map<string, RegisteredEvent & { at: number }>();
       for (const uri of uris) {
-        const server = await echoRecipient({ broker: cluster.addresses, uri, keyDir: await tempKeyDir(closers), keepaliveMs: KEEPALIVE_MS, registerTimeoutMs: REGISTER_TIMEOUT_MS }, closers);
+        const server = await echoRecipient({ broker: cluster.addresses, uri, keyDir: await tempKeyDir(closers), keepaliveMs: KEEPALIVE_MS, registerTimeoutMs: REGISTER_TIMEOUT_MS, registerTransport: transport }, closers);
         assert.equal(server.address()?.broker.port, one.address().port);
         server.on('registered', (event: RegisteredEvent) => {
           if (event.kind === 'again' && !moved.has(uri)) moved.set(uri, { ...event, at: performance.now() });

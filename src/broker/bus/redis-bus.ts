@@ -20,8 +20,6 @@ export interface RedisBusOptions {
   id?: string;
   /** Prefix of the channel names, as of the registry's keys. @default 'nattrav:' */
   keyPrefix?: string;
-  /** Told when a publish fails (Redis away); the message is dropped, as a network would. */
-  onError?: (err: NattravError) => void;
 }
 
 /** Publishes in flight at once; beyond them messages are dropped (a Redis that stopped answering must not pile them up). */
@@ -32,17 +30,15 @@ export class RedisBus implements BrokerBus {
   readonly id: string;
   readonly #redis: RedisConnection;
   readonly #prefix: string;
-  readonly #onError: ((err: NattravError) => void) | undefined;
   #handler: ((message: Uint8Array, from: string) => void) | undefined;
   #unsubscribe: (() => Promise<void>) | undefined;
   #inFlight = 0;
   #closed: Promise<void> | undefined;
 
-  private constructor(redis: RedisConnection, id: string, prefix: string, onError: ((err: NattravError) => void) | undefined) {
+  private constructor(redis: RedisConnection, id: string, prefix: string) {
     this.#redis = redis;
     this.id = id;
     this.#prefix = prefix;
-    this.#onError = onError;
   }
 
   /**
@@ -55,7 +51,7 @@ export class RedisBus implements BrokerBus {
     if (typeof id !== 'string' || id.length === 0 || id.length > MAX_BROKER_ID_LENGTH || !/^[\x21-\x7e]+$/.test(id)) {
       throw new NattravError(ErrorCode.InvalidArgument, `bus ID must be 1 to ${MAX_BROKER_ID_LENGTH} printable ASCII characters, got ${JSON.stringify(id)}`);
     }
-    const bus = new RedisBus(redis, id, checkKeyPrefix(options.keyPrefix), options.onError);
+    const bus = new RedisBus(redis, id, checkKeyPrefix(options.keyPrefix));
     bus.#unsubscribe = await redis.subscribe(bus.#channel(id), (message) => bus.#receive(message));
     return bus;
   }
@@ -65,9 +61,11 @@ export class RedisBus implements BrokerBus {
     const from = Buffer.from(this.id, 'ascii');
     const framed = Buffer.concat([Buffer.of(from.length), from, message]);
     this.#inFlight++;
+    // A failed publish (Redis away) drops the message, as a network would; the connection
+    // reports its failures itself (its onError, at most one report per 5 s).
     this.#redis
       .publish(this.#channel(to), framed)
-      .catch((err: unknown) => this.#onError?.(err instanceof NattravError ? err : new NattravError(ErrorCode.RegistryUnavailable, String(err), { cause: err })))
+      .catch(() => undefined)
       .finally(() => this.#inFlight--);
   }
 
