@@ -20,7 +20,7 @@ import { KeepaliveLoop, type AttemptResult, type BackoffPolicy, type Registratio
 import { decodeDatagram, encodeMessage, type EncodeOptions } from '../wire/codec.js';
 import { registerWithProof, withdrawalRequest, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
 import { UdpTransactions } from './udp-transactions.js';
-import { bindEphemeral, closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawOverControl, withdrawOverUdp } from './withdrawal.js';
+import { bindEphemeral, closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawAndClose } from './withdrawal.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { ConnectionRequests, type AnswerRequest } from './connection-requests.js';
 import { StunMessage } from '../wire/message.js';
@@ -300,19 +300,7 @@ export class PeerRegistration extends EventEmitter {
     // An answer already taken off the socket still completes its exchange: let it (microtasks).
     if (this.#inflight !== undefined) await settledWithin(this.#inflight, WITHDRAWAL_SEND_BOUND_MS);
     const withdrawal = this.#info === undefined ? undefined : withdrawalRequest(this.#options.uri, this.#session);
-    const socket = this.#socket;
-    const control = this.#control;
-    if (withdrawal !== undefined && this.#transport === 'tcp' && control !== undefined && !control.socket.destroyed) {
-      closeQuietly(socket);
-      await withdrawOverControl(control, withdrawal);
-      return;
-    }
-    control?.destroy();
-    if (withdrawal !== undefined && this.#transport === 'udp' && socket !== undefined && this.#broker !== undefined) {
-      await withdrawOverUdp(socket, this.#broker, withdrawal);
-      return;
-    }
-    closeQuietly(socket);
+    await withdrawAndClose(withdrawal, this.#transport, this.#socket, this.#control, this.#broker);
   }
 
   /**

@@ -92,3 +92,28 @@ export function withdrawOverControl(control: StunChannel, withdrawal: Withdrawal
     });
   });
 }
+
+/**
+ * Sends `withdrawal` (none: nothing was granted) on the transport the registration uses
+ * (down a control connection still open, or over UDP to `broker`), and closes the UDP
+ * socket and the control connection either way.
+ */
+export async function withdrawAndClose(
+  withdrawal: Withdrawal | undefined,
+  transport: 'udp' | 'tcp',
+  socket: UdpSocket | undefined,
+  control: StunChannel | undefined,
+  broker: TransportAddress | undefined,
+): Promise<void> {
+  if (withdrawal !== undefined && transport === 'tcp' && control !== undefined && !control.socket.destroyed) {
+    closeQuietly(socket);
+    await withdrawOverControl(control, withdrawal);
+    return;
+  }
+  control?.destroy();
+  if (withdrawal !== undefined && transport === 'udp' && socket !== undefined && broker !== undefined) {
+    await withdrawOverUdp(socket, broker, withdrawal);
+    return;
+  }
+  closeQuietly(socket);
+}
