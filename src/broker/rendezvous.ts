@@ -3,8 +3,10 @@
  *
  * 1. The initiator opens a TCP exchange and sends Connect(URI, its private endpoints).
  * 2. The broker looks the URI up; unknown -> 404 at once. Otherwise it sends a
- *    ConnectionRequest(attempt ID) to the recipient's registered UDP endpoint,
- *    retransmitting until the recipient acknowledges or joins.
+ *    ConnectionRequest(attempt ID) to the recipient's registered UDP endpoint (or
+ *    control connection; registered through another broker of a cluster: through
+ *    that broker, with JOIN-AT naming this one, cluster.ts), retransmitting until
+ *    the recipient acknowledges or joins.
  * 3. The recipient opens a fresh TCP exchange and sends Join(attempt ID, its private endpoints).
  * 4. With both exchanges open the broker knows both public TCP endpoints. It
  *    probes each exchange once to measure its round-trip time.
