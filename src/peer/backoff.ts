@@ -13,7 +13,8 @@
  *    the backoff delay (capped at `policy.maxMs`), reported by `onRetry`.
  * 2. `registered`: a refresh every `keepaliveMs`. Success -> still `registered`
  *    ('refresh'), or, when the broker had forgotten us and a new proof of key made a
- *    new session, `onLost` then 'again'. Failure (or {@link KeepaliveLoop.interrupt},
+ *    new session (or another broker of several took over within the try: `lost` says
+ *    why), `onLost` then 'again'. Failure (or {@link KeepaliveLoop.interrupt},
  *    e.g. the control connection closed) -> `lost`, `onLost` once.
  * 3. `lost`: tries again after the backoff delay, capped at `keepaliveMs` (a registered
  *    peer sends that often anyway, and the registration is back within one keepalive
