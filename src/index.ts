@@ -42,6 +42,10 @@ export { RedisConnection } from './broker/registry/redis-connection.js';
 export type { RedisConnectionOptions } from './broker/registry/redis-connection.js';
 export { RedisSessionStore } from './broker/registry/redis-sessions.js';
 export { SessionTable } from './broker/sessions.js';
+export type { BrokerBus } from './broker/bus/bus.js';
+export { MemoryBusHub } from './broker/bus/memory-bus.js';
+export { RedisBus } from './broker/bus/redis-bus.js';
+export type { RedisBusOptions } from './broker/bus/redis-bus.js';
 export type { SequenceVerdict, Session, SessionEndpoint, SessionStore } from './broker/sessions.js';
 
 export { connect } from './peer/connect.js';
@@ -53,6 +57,7 @@ export { STRATEGY_NAMES } from './nat/strategy.js';
 export type { StrategyName } from './nat/strategy.js';
 export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/options.js';
 export { PEER_DEFAULTS, DEFAULT_BROKER_PORT } from './peer/options.js';
+export { MAX_BROKERS, parseBrokerList, toBrokerList } from './peer/brokers.js';
 export type { RegisteredEvent, RegisteredInfo } from './peer/registration.js';
 export type { RegistrationKind } from './peer/backoff.js';
 

@@ -25,6 +25,8 @@ import { BrokerGuard } from './guard.js';
 import { resolveLimits } from './limits.js';
 import { answerBinding, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
 import { TcpService } from './tcp.js';
+import { ClusterRouting } from './cluster.js';
+import { toTransportAddress } from '../common/endpoint.js';
 
 export type { BrokerEvent } from './events.js';
 
@@ -54,6 +56,8 @@ export class Broker extends EventEmitter {
   readonly #auth: RegisterAuth;
   /** Accepting and serving TCP, STARTTLS, the connections' deadlines, control connections (tcp.ts). */
   readonly #tcpService: TcpService;
+  /** Connection requests to recipients registered through other brokers of a cluster (cluster.ts); undefined without a bus. */
+  readonly #cluster: ClusterRouting | undefined;
   /** UDP sockets by `socketKey` (rfc5780.ts); the primary one also carries the broker's own requests. */
   #udp = new Map<string, UdpSocket>();
   #tcp: readonly Server[] = [];
@@ -78,8 +82,28 @@ export class Broker extends EventEmitter {
       (ended) => this.emit('event', { type: 'relay-ended', ...ended } satisfies BrokerEvent),
       (attemptId) => this.emit('event', { type: 'relay-started', attemptId } satisfies BrokerEvent),
     );
+    const bus = resolved.bus;
+    this.#cluster =
+      bus === undefined
+        ? undefined
+        : new ClusterRouting({
+            bus,
+            registry: this.#registry,
+            sessionKeyFor: async (uri) => (await this.#auth.sessions.byUri(uri))?.key,
+            sendUdp: (bytes, to) => this.#sendEncodedUdp(bytes, to),
+            sendControl: (uri, bytes) => this.#tcpService.control(uri)?.sendEncoded(bytes) ?? false,
+            acknowledge: (response, source) => this.#rendezvous.acknowledge(response, source),
+            now: () => resolved.clock.now(),
+            dropped: (reason, from) => this.emit('event', { type: 'warning', message: `dropped a connection request relayed by broker ${from}: ${reason}` } satisfies BrokerEvent),
+          });
     this.#rendezvous = new Rendezvous({
       clock: resolved.clock,
+      joinAt: (registration) => (this.#cluster?.isRemote(registration) === true ? this.#joinAddress() : undefined),
+      nextSequence: async (uri) => {
+        const session = await this.#auth.sessions.byUri(uri);
+        return session === undefined ? undefined : this.#auth.sessions.nextRequestSequence(session);
+      },
+      foreignAnswer: (response, source) => this.#cluster?.answered(response, source),
       authorizeRelay: (attemptId, secret) => this.#relay.authorize(attemptId, secret),
       sessionKeyFor: async (uri) => (await this.#auth.sessions.byUri(uri))?.key,
       alternatePort: () => this.#layout?.alternatePort,
@@ -87,7 +111,10 @@ export class Broker extends EventEmitter {
       notify: (registration, message, key) => {
         // Integrity under the recipient's session key: only this broker can ask it to connect.
         const options = key === undefined ? {} : { integritySha256Key: key };
-        if (registration.transport === 'tcp') {
+        if (this.#cluster?.isRemote(registration) === true) {
+          // The broker that took the registration sends it (cluster.ts), from the address the recipient's NAT expects.
+          this.#cluster.relay(registration, encodeMessage(message, { software: resolved.software, fingerprint: true, ...options }));
+        } else if (registration.transport === 'tcp') {
           this.#tcpService.control(registration.uri)?.send(message, { software: resolved.software, fingerprint: true, ...options });
         } else {
           this.#sendUdp(message, registration.publicEndpoint, options);
@@ -111,7 +138,21 @@ export class Broker extends EventEmitter {
       emit: (event) => this.emit('event', event),
       withdrawn: (uri, transport) => this.#withdrawn(uri, transport),
       alternatePort: () => this.#layout?.alternatePort,
+      ...(bus === undefined ? {} : { brokerId: bus.id }),
     });
+  }
+
+  /** This broker's bus ID in a cluster (what its registrations record), or undefined on its own. */
+  get busId(): string | undefined {
+    return this.#cluster?.id;
+  }
+
+  /** JOIN-AT for recipients registered through other brokers: the configured address, with the bound port when it was 0. */
+  #joinAddress(): TransportAddress | undefined {
+    const join = this.#options.joinAddress;
+    if (join === undefined) return undefined;
+    const port = join.port !== 0 ? join.port : this.#layout?.port;
+    return port === undefined ? undefined : toTransportAddress(join.host, port);
   }
 
   /** The registry this broker uses. */
@@ -278,6 +319,7 @@ export class Broker extends EventEmitter {
               onWithdrawn: (uri, transport) => this.#withdrawn(uri, transport),
               alternatePort: () => this.#layout?.alternatePort,
               onBinding: (remote) => this.emit('event', { type: 'binding', transport: 'udp', remote } satisfies BrokerEvent),
+              ...(this.#cluster === undefined ? {} : { brokerId: this.#cluster.id }),
             },
             data,
             rinfo.address,
@@ -293,6 +335,12 @@ export class Broker extends EventEmitter {
   #sendUdp(message: StunMessage, to: TransportAddress, options?: EncodeOptions): void {
     const primary = this.#udp.get(socketKey({ alternateIp: false, alternatePort: false }));
     if (primary !== undefined) this.#sendUdpFrom(primary, message, to, options);
+  }
+
+  /** Sends bytes already encoded (a request relayed by another broker: cluster.ts) from the primary UDP socket. */
+  #sendEncodedUdp(bytes: Uint8Array, to: TransportAddress): void {
+    const primary = this.#udp.get(socketKey({ alternateIp: false, alternatePort: false }));
+    if (primary !== undefined && this.#state === 'listening') primary.send(bytes, to.port, to.address, () => undefined);
   }
 
   #sendUdpFrom(socket: UdpSocket, message: StunMessage, to: TransportAddress, options: EncodeOptions = {}): void {

@@ -2,6 +2,8 @@ import { checkPort } from '../common/endpoint.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import type { AmplificationMode } from './amplification.js';
+import { isIP } from 'node:net';
+import type { BrokerBus } from './bus/bus.js';
 import type { BrokerLimitsOptions } from './limits.js';
 import type { Registry } from './registry/registry.js';
 import type { SessionStore } from './sessions.js';
@@ -34,6 +36,21 @@ export interface BrokerOptions {
    * @default a new in-memory table of at most `maxSessions`
    */
   sessions?: SessionStore;
+  /**
+   * How this broker reaches the other brokers sharing `registry` (a cluster, cluster.ts):
+   * connection requests for recipients registered through another broker go through it,
+   * and registrations record `bus.id`. The caller closes it after the broker. Without it,
+   * a recipient registered through another broker cannot be reached from this one.
+   * @default none (a broker on its own)
+   */
+  bus?: BrokerBus;
+  /**
+   * The address (`ip:port`) where peers reach this broker, sent as JOIN-AT to recipients
+   * registered through another broker of the cluster, so they join the attempt here.
+   * Needed with a `bus` when `host` is a wildcard (0.0.0.0, ::). Port 0: the port bound.
+   * @default `host:port` when `host` is a specific address
+   */
+  joinAddress?: string;
   /** Longest registration lifetime a peer may ask for, in ms. @default 120000 */
   maxLifetimeMs?: number;
   /** How long the recipient has to join an attempt after the broker's connection request, in ms. @default 5000 */
@@ -106,7 +123,10 @@ export interface BrokerOptions {
 }
 
 /** Fully resolved broker options. */
-export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'sessions' | 'alternateHost' | 'alternatePort' | 'limits' | 'ca' | 'cert' | 'key' | 'clock'>> & {
+export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'sessions' | 'alternateHost' | 'alternatePort' | 'limits' | 'ca' | 'cert' | 'key' | 'clock' | 'bus' | 'joinAddress'>> & {
+  bus?: BrokerBus;
+  /** Checked: an IP literal and a port (the port may be 0 until the broker is listening: then its bound port counts). */
+  joinAddress?: { host: string; port: number };
   clock: Clock;
   ca?: string;
   cert?: string;
@@ -210,7 +230,32 @@ export function resolveBrokerOptions(options: BrokerOptions): ResolvedBrokerOpti
     );
   }
   amplificationMode(resolved);
+  const bus = resolved.bus as Partial<BrokerBus> | undefined;
+  if (bus !== undefined && (typeof bus !== 'object' || bus === null || typeof bus.id !== 'string' || typeof bus.send !== 'function' || typeof bus.onMessage !== 'function')) {
+    bad('bus', 'a BrokerBus (id, send, onMessage, close)');
+  }
+  const join = (options as BrokerOptions).joinAddress;
+  delete (resolved as { joinAddress?: unknown }).joinAddress;
+  if (join !== undefined) {
+    resolved.joinAddress = parseJoinAddress(join);
+  } else if (bus !== undefined) {
+    if (isWildcard(resolved.host)) {
+      throw new NattravError(ErrorCode.InvalidArgument, `broker option joinAddress (ip:port) is needed with a bus when host is the wildcard "${resolved.host}": peers registered through other brokers are told to join there`);
+    }
+    resolved.joinAddress = { host: resolved.host, port: resolved.port };
+  }
   return resolved;
+}
+
+/** `ip:port` (IPv6 as `[ip]:port`) checked; throws ERR_INVALID_ARGUMENT saying what to pass. */
+function parseJoinAddress(text: unknown): { host: string; port: number } {
+  const match = typeof text === 'string' ? /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(text) : null;
+  const host = match?.[1];
+  const port = Number(match?.[2]);
+  if (host === undefined || isIP(host) === 0 || !Number.isInteger(port) || port < 0 || port > 65_535) {
+    throw new NattravError(ErrorCode.InvalidArgument, `broker option joinAddress must be an IP address and port where peers reach this broker (e.g. 198.51.100.7:3478 or [2001:db8::7]:3478), got ${describe(text)}`);
+  }
+  return { host, port };
 }
 
 function describe(value: unknown): string {

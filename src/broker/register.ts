@@ -65,6 +65,8 @@ export interface RegisterContext {
   alternatePort?(): number | undefined;
   /** The registration of `uri` was withdrawn by its holder (and removed from the registry). */
   onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
+  /** This broker's bus ID when it shares the registry with others: stored in each registration it takes (Registration.broker). */
+  readonly brokerId?: string;
 }
 
 /** Handles one Register request from `remote` arriving over `transport`; returns the URI registered (undefined when refused or withdrawn). */
@@ -324,7 +326,15 @@ async function store(
   claim = false,
   integrityKey?: Buffer,
 ): Promise<boolean> {
-  const registration = { uri, publicEndpoint: remote, privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint), expiresAt: ctx.now() + lifetimeMs, transport };
+  const registration = {
+    uri,
+    publicEndpoint: remote,
+    privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint),
+    expiresAt: ctx.now() + lifetimeMs,
+    transport,
+    // The broker holding the peer's mapping (or control connection): connection requests leave from it.
+    ...(ctx.brokerId === undefined ? {} : { broker: ctx.brokerId }),
+  };
   if (keyFingerprint === undefined) {
     await ctx.registry.put(registration);
     return true;

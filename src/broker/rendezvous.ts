@@ -3,8 +3,10 @@
  *
  * 1. The initiator opens a TCP exchange and sends Connect(URI, its private endpoints).
  * 2. The broker looks the URI up; unknown -> 404 at once. Otherwise it sends a
- *    ConnectionRequest(attempt ID) to the recipient's registered UDP endpoint,
- *    retransmitting until the recipient acknowledges or joins.
+ *    ConnectionRequest(attempt ID) to the recipient's registered UDP endpoint (or
+ *    control connection; registered through another broker of a cluster: through
+ *    that broker, with JOIN-AT naming this one, cluster.ts), retransmitting until
+ *    the recipient acknowledges or joins.
  * 3. The recipient opens a fresh TCP exchange and sends Join(attempt ID, its private endpoints).
  * 4. With both exchanges open the broker knows both public TCP endpoints. It
  *    probes each exchange once to measure its round-trip time.
@@ -37,6 +39,7 @@ import { newEphemeralKey, sessionKey } from '../security/proof.js';
 import { verifyMessageIntegritySha256 } from '../wire/codec.js';
 import {
   addAttemptId,
+  addJoinAt,
   addPeerKey,
   addU32,
   addUri,
@@ -113,6 +116,19 @@ export interface RendezvousContext {
   authorizeRelay(attemptId: string, secret: Buffer): boolean;
   /** The session key of the registration holding `uri` (undefined in open mode): a Join must carry integrity under it. */
   sessionKeyFor(uri: string): Promise<Buffer | undefined>;
+  /**
+   * Cluster (cluster.ts): where a recipient registered through another broker must join,
+   * i.e. this broker's address (JOIN-AT in the ConnectionRequest); undefined for our own.
+   */
+  joinAt?(registration: Registration): TransportAddress | undefined;
+  /**
+   * The next ConnectionRequest SEQUENCE of `uri`'s session, drawn from the store every
+   * broker shares (sessions.ts nextRequestSequence); undefined without a session (open
+   * mode), when the broker's own counter numbers the request.
+   */
+  nextSequence?(uri: string): Promise<number | undefined>;
+  /** An answer to a ConnectionRequest none of our attempts sent (cluster.ts: maybe one we relayed for another broker). */
+  foreignAnswer?(response: StunMessage, source: AnswerSource): void;
   /** The broker's alternate port, announced in every final answer (peers send their mapping probes there). */
   alternatePort?(): number | undefined;
   /** The broker's limits; `expensivePerUri` and `expensivePerSource` apply here. @default BROKER_LIMITS_DEFAULTS */
@@ -200,6 +216,9 @@ export class Rendezvous {
     }
     // Taken now: a session that ends later (a withdrawal) must not turn the checks off for this attempt.
     const uriSessionKey = await this.#ctx.sessionKeyFor(uri);
+    // Shared by every broker of the session (a recipient acts on each number once, whichever broker
+    // sent it); only without a session (open mode: the recipient ignores SEQUENCE) is it our own count.
+    const sequence = (await this.#ctx.nextSequence?.(uri)) ?? this.#nextSequence(uri);
     if (this.#attempts.size >= this.#ctx.maxPendingAttempts) {
       this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy: too many pending attempts');
       return;
@@ -213,7 +232,10 @@ export class Rendezvous {
     addUri(notify, uri);
     // Rising per URI, under the session's integrity: the recipient acts on each number once (its
     // replay window counts its own requests, so other recipients' traffic must not push it along).
-    addU32(notify, AttrType.Sequence, this.#nextSequence(uri));
+    addU32(notify, AttrType.Sequence, sequence);
+    // Registered through another broker of the cluster: that one passes the request on, and the recipient joins here.
+    const joinAt = this.#ctx.joinAt?.(registration);
+    if (joinAt !== undefined) addJoinAt(notify, joinAt);
     const attempt: Attempt = {
       claimed: parsed.claimed,
       key,
@@ -268,7 +290,10 @@ export class Rendezvous {
    */
   acknowledge(response: StunMessage, source?: AnswerSource): void {
     const key = this.#byTxid.get(hex(response.transactionId));
-    if (key === undefined) return;
+    if (key === undefined) {
+      if (source !== undefined) this.#ctx.foreignAnswer?.(response, source);
+      return;
+    }
     const attempt = this.#attempts.get(key);
     if (attempt === undefined || attempt.state !== 'notifying') return;
     const sessionKey = attempt.sessionKey;
@@ -289,7 +314,7 @@ export class Rendezvous {
     }
   }
 
-  /** The next ConnectionRequest SEQUENCE for `uri` (32 bits; wraps after four billion requests, far beyond a session's life). */
+  /** The next ConnectionRequest SEQUENCE for `uri` by this broker's own count, for open mode (32 bits; wraps after four billion requests, far beyond a session's life). */
   #nextSequence(uri: string): number {
     const next = ((this.#sequences.get(uri) ?? 0) % 0xffffffff) + 1;
     this.#sequences.delete(uri);

@@ -55,6 +55,13 @@ export interface SessionStore {
    * of two brokers handed the same number at once, exactly one gets 'accepted'.
    */
   advance(session: Session, sequence: number): Promise<SequenceVerdict>;
+  /**
+   * The next SEQUENCE of a ConnectionRequest sent under `session` (1, 2, ...), atomically:
+   * every broker sharing the store draws from the one counter, so requests of two brokers
+   * to one recipient never share a number (the recipient acts on each number once, in a
+   * window of its highest: rendezvous.ts). Undefined when the session is gone.
+   */
+  nextRequestSequence(session: Session): Promise<number | undefined>;
   /** Moves the live `session` to `endpoint` and extends it to `expiresAt`; false when it is gone. */
   renew(session: Session, endpoint: SessionEndpoint, expiresAt: number): Promise<boolean>;
   /** Ends `session` (a withdrawal): its ID opens nothing any more, so its messages, replayed or not, are refused. False when it was gone. */
@@ -75,6 +82,8 @@ interface Entry {
   readonly key: Buffer;
   readonly keyFingerprint: string;
   lastSequence: number;
+  /** The last ConnectionRequest SEQUENCE drawn under this session. */
+  requestSequence: number;
   expiresAt: number;
   endpoint: SessionEndpoint;
 }
@@ -98,7 +107,7 @@ export class SessionTable implements SessionStore {
   async open(uri: string, key: Buffer, keyFingerprint: string, expiresAt: number, endpoint: SessionEndpoint): Promise<Session | undefined> {
     this.#prune();
     if (!this.#byUri.has(uri) && this.#byUri.size >= this.#max) return undefined;
-    const entry: Entry = { id: newSessionId(), key, keyFingerprint, lastSequence: 0, expiresAt, endpoint: { address: endpoint.address, port: endpoint.port } };
+    const entry: Entry = { id: newSessionId(), key, keyFingerprint, lastSequence: 0, requestSequence: 0, expiresAt, endpoint: { address: endpoint.address, port: endpoint.port } };
     this.#byUri.set(uri, entry);
     return snapshot(uri, entry);
   }
@@ -119,6 +128,13 @@ export class SessionTable implements SessionStore {
     if (sequence <= entry.lastSequence) return 'replayed';
     entry.lastSequence = sequence;
     return 'accepted';
+  }
+
+  async nextRequestSequence(session: Session): Promise<number | undefined> {
+    const entry = this.#live(session.uri, session.id);
+    if (entry === undefined) return undefined;
+    entry.requestSequence++;
+    return entry.requestSequence;
   }
 
   async renew(session: Session, endpoint: SessionEndpoint, expiresAt: number): Promise<boolean> {

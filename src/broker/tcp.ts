@@ -38,6 +38,8 @@ export interface TcpContext {
   withdrawn(uri: string, transport: 'udp' | 'tcp'): void;
   /** The broker's alternate port once listening (announced in registration answers). */
   alternatePort(): number | undefined;
+  /** The broker's bus ID in a cluster (stored in the registrations it takes). */
+  readonly brokerId?: string;
 }
 
 /** The role of a connection in {@link TcpService.serve}'s dispatch. */
@@ -207,6 +209,7 @@ export class TcpService {
         },
         onWithdrawn: (uri, transport) => this.#ctx.withdrawn(uri, transport),
         alternatePort: () => this.#ctx.alternatePort(),
+        ...(this.#ctx.brokerId === undefined ? {} : { brokerId: this.#ctx.brokerId }),
       },
       request,
       remote,

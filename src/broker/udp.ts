@@ -43,7 +43,7 @@ export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
 
 
 /** What the UDP handler needs from the broker around it. */
-export interface UdpContext extends Pick<RegisterContext, 'alternatePort'> {
+export interface UdpContext extends Pick<RegisterContext, 'alternatePort' | 'brokerId'> {
   readonly registry: Registry;
   readonly maxLifetimeMs: number;
   /** How registrations are authenticated. */

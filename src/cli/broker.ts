@@ -1,7 +1,7 @@
 /** The `broker` command: parse, call the library, log. */
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { ErrorCode, NattravError, connectRedis, createBroker, parseHostPort, serveBrokerStatus, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent } from '../index.js';
+import { ErrorCode, NattravError, RedisBus, connectRedis, createBroker, parseHostPort, serveBrokerStatus, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent } from '../index.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
 import { blameLimit, limitsTable, parseLimits } from './limits.js';
 import { ExitCode } from './output.js';
@@ -34,6 +34,8 @@ export interface BrokerCommandOptions {
   listLimits?: boolean;
   /** `--redis URL`: registrations and sessions in Redis, shared with other brokers. */
   redis?: string;
+  /** `--join-address IP:PORT`: where peers reach this broker, told to recipients of other brokers of the cluster. */
+  joinAddress?: string;
 }
 
 /** The log format `--log-format` and `--json` ask for (default json); both at odds is a usage error naming them. */
@@ -55,12 +57,47 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
   const http = options.http === undefined ? undefined : parseHostPort(options.http, '--http');
   const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
   const limits = parseLimits(options.limit ?? []);
+  const joinAddress = clusterJoinAddress(options, host, port);
   const redis = options.redis === undefined ? undefined : await openRedis(options.redis, log, stop.signal);
+  let bus: RedisBus | undefined;
   try {
-    return await serve(options, log, stop, { host, port, http, alternate, limits, redis });
+    // Brokers on one Redis reach each other's recipients over its pub/sub (a cluster).
+    if (redis !== undefined) {
+      // Named by its join address: a broker restarted on the same address (its recipients' NAT mappings
+      // still lead there) is the one their registrations name, so they stay reachable through the restart.
+      // (A port chosen at start, :0, is not known yet: then a random name.)
+      const id = joinAddress === undefined || joinAddress.endsWith(':0') ? {} : { id: joinAddress };
+      bus = await RedisBus.open(redis.connection, id);
+      log.info({ event: 'cluster', busId: bus.id, joinAddress }, `cluster bus ${bus.id}; recipients of other brokers join at ${joinAddress}`);
+    }
+    return await serve(options, log, stop, { host, port, http, alternate, limits, redis, bus, joinAddress });
   } finally {
+    await bus?.close();
     await redis?.close();
   }
+}
+
+/**
+ * With --redis, where recipients registered through other brokers join this one's attempts:
+ * --join-address, or the --listen address when it is a specific one. A wildcard --listen
+ * without --join-address is a usage error naming both.
+ */
+function clusterJoinAddress(options: BrokerCommandOptions, host: string, port: number): string | undefined {
+  if (options.joinAddress !== undefined) {
+    const parsed = parseHostPort(options.joinAddress, '--join-address');
+    if (isIP(parsed.host) === 0 || parsed.port === 0) {
+      throw new NattravError(ErrorCode.InvalidArgument, `--join-address: pass the IP address and port where peers reach this broker (e.g. 198.51.100.7:3478), got ${options.joinAddress}`);
+    }
+    return isIP(parsed.host) === 6 ? `[${parsed.host}]:${parsed.port}` : `${parsed.host}:${parsed.port}`;
+  }
+  if (options.redis === undefined) return undefined;
+  if (isIP(host) === 0 || host === '0.0.0.0' || host === '::') {
+    throw new NattravError(
+      ErrorCode.InvalidArgument,
+      `--redis with --listen ${options.listen}: pass --join-address IP:PORT (where peers reach this broker), so that brokers sharing Redis can send their recipients here`,
+    );
+  }
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** Connects to `--redis URL`; a bad URL names the flag (exit 2), a silent server is ERR_REGISTRY_UNAVAILABLE (exit 4). */
@@ -85,12 +122,16 @@ interface Serving {
   readonly alternate: { host: string; port?: number } | undefined;
   readonly limits: ReturnType<typeof parseLimits>;
   readonly redis: RedisBackend | undefined;
+  readonly bus: RedisBus | undefined;
+  readonly joinAddress: string | undefined;
 }
 
 /** Runs the broker (and its status server) until a stop signal. */
-async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSignals, { host, port, http, alternate, limits, redis }: Serving): Promise<number> {
+async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSignals, { host, port, http, alternate, limits, redis, bus, joinAddress }: Serving): Promise<number> {
   const broker = createBrokerBlamingLimits(options.limit ?? [], {
     ...(redis === undefined ? {} : { registry: redis.registry, sessions: redis.sessions }),
+    ...(bus === undefined ? {} : { bus }),
+    ...(joinAddress === undefined ? {} : { joinAddress }),
     host,
     port,
     ...limits,

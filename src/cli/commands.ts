@@ -1,14 +1,14 @@
 /** The `listen` and `connect` commands: parse, call the library, print. */
 import {
-  DEFAULT_BROKER_PORT,
   checkNattravUri,
   connect,
   createServer,
   formatEndpoint,
   loadIdentity,
-  toHostPort,
+  parseBrokerList,
   type ConnectionInfo,
   type ConnectionRejection,
+  type HostPort,
   type Identity,
   type NattravError,
   type NattravServer,
@@ -71,10 +71,10 @@ export interface ConnectCommandOptions extends SecurityOptions {
   verbose?: boolean;
 }
 
-/** Checks the URI and --broker before anything touches the network; errors name what was wrong (exit 2). */
-function checkTarget(uri: string, broker: string): void {
+/** Checks the URI and --broker (one broker, or several comma-separated) before anything touches the network; errors name what was wrong (exit 2). */
+function checkTarget(uri: string, broker: string): HostPort[] {
   checkNattravUri(uri, 'URI');
-  toHostPort(broker, '--broker', DEFAULT_BROKER_PORT);
+  return parseBrokerList(broker, '--broker');
 }
 
 /** Loads --identity, --ca and --broker-ca. */
@@ -123,10 +123,12 @@ export function reportRegistration(server: RegistrationSource, options: { broker
     const key = address?.keyFingerprint ?? null;
     const again = event.kind === 'again';
     const publicEndpoint = formatEndpoint(event.publicEndpoint);
+    // With several brokers: the one that answered (after a failover, the next one).
+    const broker = `${event.broker.host}:${event.broker.port}`;
     out.event(
       'registered',
-      { uri, broker: options.broker, public: publicEndpoint, transport: event.transport, key, tls: options.tls !== false, again },
-      `registered ${uri}${again ? ' again' : ''} with ${options.broker} over ${event.transport} (public ${publicEndpoint}); key ${key ?? '?'}` +
+      { uri, broker, public: publicEndpoint, transport: event.transport, key, tls: options.tls !== false, again },
+      `registered ${uri}${again ? ' again' : ''} with ${broker} over ${event.transport} (public ${publicEndpoint}); key ${key ?? '?'}` +
         (options.tls === false ? ' (no TLS: connections are not authenticated)' : `: initiators can pin it with --expect-key ${key ?? '?'}`),
     );
   });
@@ -157,11 +159,11 @@ export function reportRegistration(server: RegistrationSource, options: { broker
  * unless --once.
  */
 export async function listenCommand(uri: string, options: ListenCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
-  checkTarget(uri, options.broker);
+  const brokers = checkTarget(uri, options.broker);
   for (const allowed of options.allow ?? []) checkNattravUri(allowed, '--allow');
   const { identity, ca, brokerCa } = await security(options);
   const server = createServer({
-    broker: options.broker,
+    broker: brokers,
     uri,
     ...(identity === undefined ? {} : { identity }),
     ...(brokerCa === undefined ? {} : { brokerCa }),
@@ -226,7 +228,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
 
 /** `nattrav connect URI --broker HOST:PORT [-v] [--tls ...]`: pipes stdin/stdout to the connection. */
 export async function connectCommand(uri: string, options: ConnectCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
-  checkTarget(uri, options.broker);
+  const brokers = checkTarget(uri, options.broker);
   const { identity, ca, brokerCa } = await security(options);
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
   const onTrace = (event: StrategyTrace): void => {
@@ -236,7 +238,8 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
   let socket: NattravSocket;
   try {
     socket = await connect({
-      broker: options.broker,
+      broker: brokers,
+      onBrokerFailed: ({ broker, error }) => out.event('broker-failed', { broker, code: error.code, message: error.message }, `broker ${broker} did not answer (${error.message}); trying the next`),
       uri,
       signal: stop.signal,
       ...(timeoutMs === undefined ? {} : { timeoutMs }),

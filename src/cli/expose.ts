@@ -3,13 +3,12 @@
  * to share is the result (stdout); progress and the per-connection log go to stderr.
  */
 import {
-  DEFAULT_BROKER_PORT,
   Exposer,
   checkNattravUri,
   formatEndpoint,
   loadOrCreateIdentity,
   parseServiceAddress,
-  toHostPort,
+  parseBrokerList,
   type Identity,
   type ServiceEvent,
 } from '../index.js';
@@ -53,12 +52,12 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
   const service = parseServiceAddress(target, 'TARGET');
   if (uri !== undefined) checkNattravUri(uri, 'URI');
   for (const allowed of options.allow ?? []) checkNattravUri(allowed, '--allow');
-  toHostPort(options.broker, '--broker', DEFAULT_BROKER_PORT);
+  const brokers = parseBrokerList(options.broker, '--broker');
   const identity = await identityFromDir(options.identity, out);
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
   const brokerCa = options.brokerCa === undefined ? undefined : await readPem(options.brokerCa, '--broker-ca');
   const exposer = new Exposer({
-    broker: options.broker,
+    broker: brokers,
     target: service,
     signal: stop.signal,
     ...(uri === undefined ? {} : { uri }),

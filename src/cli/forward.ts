@@ -3,7 +3,7 @@
  * The address it listens on is the result (stdout); progress and the per-connection log
  * go to stderr.
  */
-import { DEFAULT_BROKER_PORT, Forwarder, checkNattravUri, formatEndpoint, parseServiceAddress, toHostPort, type ServiceEvent } from '../index.js';
+import { Forwarder, checkNattravUri, formatEndpoint, parseBrokerList, parseServiceAddress, type ServiceEvent } from '../index.js';
 import { identityFromDir } from './expose.js';
 import type { Reporter } from './output.js';
 import { readPem } from './pem.js';
@@ -31,12 +31,12 @@ export interface ForwardCommandOptions {
 export async function forwardCommand(uri: string, options: ForwardCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   checkNattravUri(uri, 'URI');
   const listen = parseServiceAddress(options.listen, '--listen', true);
-  toHostPort(options.broker, '--broker', DEFAULT_BROKER_PORT);
+  const brokers = parseBrokerList(options.broker, '--broker');
   const identity = await identityFromDir(options.identity, out);
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
   const brokerCa = options.brokerCa === undefined ? undefined : await readPem(options.brokerCa, '--broker-ca');
   const forwarder = new Forwarder({
-    broker: options.broker,
+    broker: brokers,
     uri,
     listen,
     signal: stop.signal,

@@ -90,7 +90,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--json', 'the same as --log-format json')
     .option('--limit <name=value>', 'set one of the broker\'s rates, caps or timeouts, e.g. maxConnections=20000, udpRegister=50/200 (PER_SECOND/BURST), recipientTimeoutMs=8000; repeatable', collect, undefined)
     .option('--list-limits', 'print every limit\'s name, default and meaning, then exit')
-    .option('--redis <url>', 'keep registrations and sessions in Redis >= 7 (redis://[user:password@]host:port or rediss://; a single server or a cluster), shared with other brokers using it')
+    .option('--redis <url>', 'keep registrations and sessions in Redis >= 7 (redis://[user:password@]host:port or rediss://; a single server or a cluster), shared with other brokers using it: a cluster, each broker reaching the others\' recipients')
+    .option('--join-address <ip:port>', 'with --redis: where peers reach this broker, told to recipients registered through other brokers so they join its attempts (default: the --listen address, which must then be specific)')
     .action((options: BrokerCommandOptions) => {
       // `nattrav --json broker` too. Logs follow --log-format; an error that stops the broker is a JSON line when JSON was asked for explicitly.
       const json = options.json === true || program.opts<{ json?: boolean }>().json === true;
@@ -103,7 +104,8 @@ async function main(argv: string[]): Promise<number> {
         'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json',
         'nattrav broker --http 127.0.0.1:8080 --log-format pretty --log-level debug',
         'nattrav broker --limit maxRegistrations=500000 --limit udpRegister=50/500',
-        'NATTRAV_REDIS=rediss://broker:PASSWORD@redis.internal:6379 nattrav broker',
+        'NATTRAV_REDIS=rediss://broker:PASSWORD@redis.internal:6379 nattrav broker --join-address 198.51.100.7:3478',
+        'nattrav broker --listen 198.51.100.8:3478 --redis redis://redis.internal:6379',
       ]),
     );
 
@@ -111,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
     .command('listen')
     .description('register URI and accept connections (first one piped to stdin/stdout, like nc -l)')
     .argument('<uri>', 'the URI to register, e.g. nattrav://alice')
-    .requiredOption('--broker <host:port>', '(required) the broker to register with')
+    .requiredOption('--broker <host:port>', '(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops')
     .option('--echo', 'echo every connection back instead of piping the first to stdio')
     .option('--keepalive <ms>', 'registration refresh interval, ms (default 10000; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
@@ -136,7 +138,7 @@ async function main(argv: string[]): Promise<number> {
     .command('connect')
     .description('connect to URI and pipe stdin/stdout to the connection, like nc')
     .argument('<uri>', 'the URI to connect to')
-    .requiredOption('--broker <host:port>', '(required) the broker to ask')
+    .requiredOption('--broker <host:port>', '(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer')
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
     .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
     .option('--tls', 'TLS 1.3 with mutual authentication, the recipient\'s key checked against URI (the default)')
@@ -158,7 +160,7 @@ async function main(argv: string[]): Promise<number> {
     .description('make a local TCP service reachable by URI: every incoming peer connection is forwarded to it')
     .argument('<target>', 'the local service, [HOST:]PORT (host 127.0.0.1 when left out)')
     .argument('[uri]', 'the URI to register (default: a self-certifying nattrav://k-... URI, printed on stdout)')
-    .requiredOption('--broker <host:port>', '(required) the broker to register with')
+    .requiredOption('--broker <host:port>', '(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops')
     .option('--identity <dir>', 'keep our identity here: loaded if the directory holds one, else a new self-certifying one is saved there (same URI next run)')
     .option('--tls', 'TLS 1.3 with mutual authentication on every connection (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
@@ -182,7 +184,7 @@ async function main(argv: string[]): Promise<number> {
     .description('accept local TCP connections and carry each over its own peer connection to a service made reachable with expose')
     .argument('<uri>', 'the URI expose printed, e.g. nattrav://k-...')
     .requiredOption('--listen <[host:]port>', '(required) where to accept local connections (host 127.0.0.1 when left out; port 0: any free port)')
-    .requiredOption('--broker <host:port>', '(required) the broker to ask')
+    .requiredOption('--broker <host:port>', '(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer')
     .option('--identity <dir>', 'our identity, kept here (created self-certifying when the directory holds none), so an exposer can allow it')
     .option('--tls', 'TLS 1.3 with mutual authentication, the exposer\'s key checked against URI (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')

@@ -69,6 +69,13 @@ export class StunChannel {
     return true;
   }
 
+  /** Writes one message already encoded (e.g. relayed by another broker of a cluster). Returns false when the socket is already closed. */
+  sendEncoded(bytes: Uint8Array): boolean {
+    if (this.socket.destroyed || !this.socket.writable) return false;
+    this.socket.write(bytes);
+    return true;
+  }
+
   /**
    * Sends a request and resolves with the response carrying its transaction ID
    * (success or error response: the caller inspects the class). Rejects when the

@@ -13,7 +13,8 @@
  *    the backoff delay (capped at `policy.maxMs`), reported by `onRetry`.
  * 2. `registered`: a refresh every `keepaliveMs`. Success -> still `registered`
  *    ('refresh'), or, when the broker had forgotten us and a new proof of key made a
- *    new session, `onLost` then 'again'. Failure (or {@link KeepaliveLoop.interrupt},
+ *    new session (or another broker of several took over within the try: `lost` says
+ *    why), `onLost` then 'again'. Failure (or {@link KeepaliveLoop.interrupt},
  *    e.g. the control connection closed) -> `lost`, `onLost` once.
  * 3. `lost`: tries again after the backoff delay, capped at `keepaliveMs` (a registered
  *    peer sends that often anyway, and the registration is back within one keepalive
@@ -63,6 +64,8 @@ export interface AttemptResult<T> {
   readonly info: T;
   /** The broker had forgotten the registration we held (restart, expiry) and a new proof of key made a new one. */
   readonly renewed: boolean;
+  /** With `renewed`: why the registration held was lost (e.g. its broker stopped answering and another one took it), for onLost. */
+  readonly lost?: unknown;
 }
 
 /** A failed try that will be retried. */
@@ -165,7 +168,7 @@ export class KeepaliveLoop<T> {
     this.#timer = this.#clock.setTimeout(() => this.#run(), delayMs);
   }
 
-  #succeeded(from: KeepaliveState, { info, renewed }: AttemptResult<T>): void {
+  #succeeded(from: KeepaliveState, { info, renewed, lost }: AttemptResult<T>): void {
     if (this.#state !== from) return; // closed (or interrupted) while the attempt ran
     this.#failures = 0;
     this.#state = 'registered';
@@ -174,7 +177,7 @@ export class KeepaliveLoop<T> {
       this.#first?.resolve(info);
       this.#first = undefined;
     } else if (from === 'registered' && renewed) {
-      this.#options.onLost?.(new NattravError(ErrorCode.BrokerError, 'the broker no longer knew our registration (it restarted, or the lifetime ran out); registered again with a new proof of key'));
+      this.#options.onLost?.(lost ?? new NattravError(ErrorCode.BrokerError, 'the broker no longer knew our registration (it restarted, or the lifetime ran out); registered again with a new proof of key'));
       this.#options.onRegistered?.(info, 'again');
     } else {
       this.#options.onRegistered?.(info, from === 'lost' ? 'again' : 'refresh');

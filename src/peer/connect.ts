@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { toHostPort } from '../common/endpoint.js';
+import { describeTarget, dialTo, resolveBrokers, toBrokerList, type BrokerTarget } from './brokers.js';
 import { startPhase, throwIfAborted } from '../common/signal.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import { strategyMask, type StrategyName } from '../nat/strategy.js';
@@ -19,7 +19,7 @@ import { handOver, type NattravSocket, type StrategyTrace } from './info.js';
 import type { PeerTls } from './options.js';
 import { secure, throwawayIdentity } from './secure.js';
 import type { Identity } from '../security/identity.js';
-import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ConnectOptions } from './options.js';
+import { PEER_DEFAULTS, type ConnectOptions } from './options.js';
 import { checkUri, positiveInt } from './validate.js';
 
 /** Errors after which another attempt cannot help. */
@@ -48,7 +48,7 @@ const FINAL_CODES: ReadonlySet<string> = new Set([
  */
 export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   throwIfAborted(options.signal);
-  const broker = toHostPort(options.broker, 'broker', DEFAULT_BROKER_PORT);
+  const brokers = toBrokerList(options.broker);
   const uri = checkUri(options.uri);
   const timeoutMs = positiveInt(options.timeoutMs, PEER_DEFAULTS.timeoutMs, 'timeoutMs');
   const maxAttempts = positiveInt(options.maxAttempts, PEER_DEFAULTS.maxAttempts, 'maxAttempts');
@@ -62,6 +62,15 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const knownKeysFile = options.knownKeysFile === false ? undefined : (options.knownKeysFile ?? defaultKnownKeysFile());
   const started = performance.now();
   const whole = startPhase(options.signal, timeoutMs, `connecting to ${uri}`);
+  // Every address of every broker, tried in order while they do not answer.
+  let targets: BrokerTarget[];
+  try {
+    targets = await resolveBrokers(brokers, whole.signal);
+  } catch (err) {
+    whole.dispose();
+    throw err;
+  }
+  let current = 0;
   const failed = new Set<StrategyName>();
   const trace: StrategyTrace[] = [];
   let lastError: NattravError | undefined;
@@ -74,7 +83,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
       if (failed.size > 0) addU32(request, AttrType.FailedStrategies, strategyMask(failed));
       try {
         const socket = await runAttempt({
-          broker, request, attemptId, role: 'initiator', uri, tls: tls !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
+          broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tls !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           onTrace: (event) => {
             if (event.outcome === 'failed') trace.push(event);
@@ -108,7 +117,14 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
       } catch (err) {
         if (whole.signal.aborted) throw withTrace(whole.error(), trace);
         const error = isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err });
-        if (FINAL_CODES.has(error.code)) throw error;
+        if (error.code === ErrorCode.BrokerUnreachable && current + 1 < targets.length) {
+          // This broker does not answer: the next one of the cluster gets the same attempt.
+          options.onBrokerFailed?.({ broker: describeTarget(targets[current] as BrokerTarget), error });
+          current++;
+          attempt--;
+          continue;
+        }
+        if (FINAL_CODES.has(error.code)) throw targets.length > 1 && error.code === ErrorCode.BrokerUnreachable ? allUnreachable(error, targets) : error;
         const strategy = (err as { strategy?: StrategyName }).strategy;
         if (strategy !== undefined) failed.add(strategy);
         lastError = error;
@@ -121,6 +137,11 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   } finally {
     whole.dispose();
   }
+}
+
+/** The last broker's error, saying that every broker was tried. */
+function allUnreachable(error: NattravError, targets: readonly BrokerTarget[]): NattravError {
+  return new NattravError(error.code, `${error.message} (all ${targets.length} brokers tried: ${targets.map(describeTarget).join(', ')})`, { cause: error });
 }
 
 /** Appends "strategies tried: ..." to an error's message, so a failing connect says what ran and why each failed. */

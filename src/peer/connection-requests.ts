@@ -2,7 +2,8 @@
  * The recipient's book of the broker's ConnectionRequests: which to act on, which
  * are copies to answer again, which to ignore. Pure (no sockets, no timers).
  *
- * Under a session every request carries a SEQUENCE (rising per broker) covered by
+ * Under a session every request carries a SEQUENCE (rising per session, one counter for
+ * every broker of a cluster) covered by
  * its integrity. Each number is acted on once; numbers up to {@link REQUEST_WINDOW}
  * below the highest seen are still accepted the first time (requests sent close
  * together may arrive out of order), older ones never, so a captured request
@@ -15,7 +16,8 @@
 import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
-import { getAttemptId, getU32Attr } from '../wire/nattrav.js';
+import { getAttemptId, getJoinAt, getU32Attr } from '../wire/nattrav.js';
+import type { TransportAddress } from '../wire/types.js';
 import type { RegistrationSession } from './register-proof.js';
 
 /** Requests remembered (and the width of the sequence window). */
@@ -76,6 +78,8 @@ export class ConnectionRequestBook {
 export interface RequestDecision {
   readonly attemptId: Uint8Array;
   readonly reason: string | undefined;
+  /** JOIN-AT: the broker of a cluster that runs the attempt (the request was relayed by ours). */
+  readonly joinAt: TransportAddress | undefined;
 }
 
 /** Sends an answer back the way the request came, encoded with `options`. */
@@ -95,16 +99,24 @@ export class ConnectionRequests {
   /**
    * Handles `message` under `session` (undefined: open mode): answers it, and returns the
    * decision when it is a new request (`admit` says undefined to accept, or the reason to
-   * refuse); undefined for anything else (not a request, a copy, a forgery, a replay).
+   * refuse, given the request's JOIN-AT if any); undefined for anything else (not a
+   * request, a copy, a forgery, a replay, a malformed attribute).
    */
-  handle(message: StunMessage, session: RegistrationSession | undefined, admit: (attemptId: Uint8Array) => string | undefined, answer: AnswerRequest): RequestDecision | undefined {
+  handle(
+    message: StunMessage,
+    session: RegistrationSession | undefined,
+    admit: (attemptId: Uint8Array, joinAt: TransportAddress | undefined) => string | undefined,
+    answer: AnswerRequest,
+  ): RequestDecision | undefined {
     if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return undefined;
     // With a session, only requests under its key come from our broker; others are ignored.
     if (session !== undefined && !verifyMessageIntegritySha256(message, session.key)) return undefined;
     let attemptId: Uint8Array | undefined;
     let sequence: number | undefined;
+    let joinAt: TransportAddress | undefined;
     try {
       attemptId = getAttemptId(message);
+      joinAt = getJoinAt(message);
       // Only integrity makes a SEQUENCE trustworthy: without a session (open mode) a forged high one would silence the real ones.
       sequence = session === undefined ? undefined : getU32Attr(message, AttrType.Sequence);
     } catch {
@@ -125,11 +137,11 @@ export class ConnectionRequests {
       answer(answerTo(message, verdict.answer), options);
       return undefined;
     }
-    const reason = admit(attemptId);
+    const reason = admit(attemptId, joinAt);
     const decision: RequestAnswer = reason === undefined ? { accepted: true } : { accepted: false, reason };
     this.#book.record(key, sequence, decision);
     answer(answerTo(message, decision), options);
-    return { attemptId, reason };
+    return { attemptId, reason, joinAt };
   }
 }
 

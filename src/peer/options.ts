@@ -8,8 +8,12 @@ export const DEFAULT_BROKER_PORT = 3478;
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
-  /** The broker to ask. */
-  broker: BrokerAddress;
+  /**
+   * The broker to ask, or several in order (a cluster sharing one registry): each is
+   * tried in turn while brokers do not answer (each within `exchangeTimeoutMs`); a name
+   * with several addresses counts as several.
+   */
+  broker: BrokerAddress | readonly BrokerAddress[];
   /** The URI the recipient registered. */
   uri: string;
   /** Aborts the whole connect at once; nothing stays open. */
@@ -45,14 +49,20 @@ export interface ConnectOptions {
   knownKeysFile?: string | false;
   /** Accept (and remember) a plain name's key that differs from the remembered one. @default false */
   acceptChangedKey?: boolean;
+  /** Called when a broker of several did not answer and the next one is tried (`broker`: which, for logs). */
+  onBrokerFailed?: (event: { readonly broker: string; readonly error: import('../errors.js').NattravError }) => void;
   /** Called as strategies start, succeed and fail (`nattrav connect -v` prints these). */
   onTrace?: (event: import('./info.js').StrategyTrace) => void;
 }
 
 /** Options of {@link createServer}. */
 export interface ServerOptions {
-  /** The broker to register with. */
-  broker: BrokerAddress;
+  /**
+   * The broker to register with, or several in order (a cluster sharing one registry): we
+   * register with the first that answers and, when it stops answering, with the next at
+   * once, keeping URI and key; a name with several addresses counts as several.
+   */
+  broker: BrokerAddress | readonly BrokerAddress[];
   /** The URI to register. */
   uri: string;
   /** Interval between registration refreshes, in ms; must stay well under the NAT's UDP timeout (30 s on Linux). @default 10000 */

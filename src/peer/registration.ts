@@ -7,10 +7,10 @@
  * the URI is unknown at once, not after a lifetime.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { lookup } from 'node:dns/promises';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { formatEndpoint, localEndpoints, type HostPort, toTransportAddress } from '../common/endpoint.js';
+import { localEndpoints, type HostPort, toTransportAddress } from '../common/endpoint.js';
+import { BrokerList, describeTarget, dialOf, type BrokerTarget } from './brokers.js';
 import { abortError, startPhase } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { openBrokerConnection, secureBrokerConnection } from './exchange.js';
@@ -20,7 +20,7 @@ import { KeepaliveLoop, type AttemptResult, type BackoffPolicy, type Registratio
 import { decodeDatagram, encodeMessage, type EncodeOptions } from '../wire/codec.js';
 import { registerWithProof, withdrawalRequest, type RegistrationKeys, type RegistrationSession } from './register-proof.js';
 import { UdpTransactions } from './udp-transactions.js';
-import { closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawOverControl, withdrawOverUdp } from './withdrawal.js';
+import { bindEphemeral, closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, withdrawAndClose } from './withdrawal.js';
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { ConnectionRequests, type AnswerRequest } from './connection-requests.js';
 import { StunMessage } from '../wire/message.js';
@@ -36,6 +36,10 @@ export interface RegisteredInfo {
   readonly lifetimeMs: number;
   /** How the registration travels: UDP, or a TCP control connection when UDP is blocked. */
   readonly transport: 'udp' | 'tcp';
+  /** The broker that granted it (one of those configured: with several, the one that answered). */
+  readonly broker: HostPort;
+  /** The address of that broker we registered with (a name with several addresses has several). */
+  readonly brokerAddress: TransportAddress;
 }
 
 /** What 'registered' reports: the registration, and whether it is the first, a refresh, or registered again after a loss. */
@@ -46,7 +50,11 @@ export interface RegisteredEvent extends RegisteredInfo {
 
 /** Options of {@link PeerRegistration}. */
 export interface PeerRegistrationOptions {
-  readonly broker: HostPort;
+  /**
+   * The broker, or several in order of preference (a cluster sharing one registry): we
+   * register with the first that answers and, when it stops answering, with the next.
+   */
+  readonly broker: HostPort | readonly HostPort[];
   readonly uri: string;
   readonly keepaliveMs: number;
   readonly lifetimeMs: number;
@@ -72,20 +80,25 @@ export interface PeerRegistrationOptions {
 /** In 'auto', how long UDP may stay unanswered before switching to TCP, in ms (a few retransmissions). */
 const UDP_TRY_MS = 2_000;
 
+/** Errors that say a broker does not answer: another broker of the list may. */
+const UNANSWERED: ReadonlySet<string> = new Set([ErrorCode.BrokerUnreachable, ErrorCode.Timeout]);
+
 /** Errors no retry can cure: our own arguments and identity files. */
 const INCURABLE: ReadonlySet<string> = new Set([ErrorCode.InvalidArgument, ErrorCode.Identity, ErrorCode.Closed]);
 
 /**
  * Emits 'registered' (RegisteredEvent) on every success, 'lost' (NattravError) once
  * when a registration we held is lost, 'retry' (RegistrationRetry) for each failed try that
- * will be retried, 'connection-request' ({ attemptId }) once per attempt the broker
- * announces and we accept, and 'connection-refused' ({ attemptId, reason }) once per
+ * will be retried, 'connection-request' ({ attemptId, joinAt? }) once per attempt the broker
+ * announces and we accept (`joinAt`: the broker of the cluster to join at, one of ours), and 'connection-refused' ({ attemptId, reason }) once per
  * attempt `admit` refused.
  */
 export class PeerRegistration extends EventEmitter {
   readonly #options: PeerRegistrationOptions;
   #socket: UdpSocket | undefined;
   #broker: TransportAddress | undefined;
+  /** Our brokers (every address of each): where we register, and whom JOIN-AT may name. */
+  readonly #brokers: BrokerList;
   #loop: KeepaliveLoop<RegisteredInfo> | undefined;
   #state: RegistrationState = 'idle';
   /** The connection requests of the current session (connection-requests.ts); a new session gets a new book. */
@@ -106,6 +119,7 @@ export class PeerRegistration extends EventEmitter {
   constructor(options: PeerRegistrationOptions) {
     super();
     this.#options = options;
+    this.#brokers = new BrokerList(Array.isArray(options.broker) ? (options.broker as readonly HostPort[]) : [options.broker as HostPort]);
   }
 
   /** Current state. */
@@ -116,6 +130,19 @@ export class PeerRegistration extends EventEmitter {
   /** How the registration currently travels. */
   get transport(): 'udp' | 'tcp' {
     return this.#transport;
+  }
+
+  /** The broker in use (as configured), once one was tried. */
+  get broker(): HostPort | undefined {
+    return this.#brokers.current?.name;
+  }
+
+  /**
+   * Where to join attempts of the broker in use: its name as configured (a certificate may
+   * name it), or its address when the name has several (each may be another broker).
+   */
+  get joinBroker(): HostPort | undefined {
+    return this.#brokers.joinBroker;
   }
 
   /** The last successful registration, if any. */
@@ -153,31 +180,58 @@ export class PeerRegistration extends EventEmitter {
     return loop.start();
   }
 
-  /** One try for the loop: the first registration (until one is granted), else a refresh on the transport in use. */
+  /**
+   * One try for the loop: the first registration (until one is granted), else a refresh on
+   * the transport in use. A refresh the broker does not answer moves on to the next broker
+   * at once (same URI and key, a new proof of key): the registration is back within the try.
+   */
   async #attempt(): Promise<AttemptResult<RegisteredInfo>> {
     const before = this.#session;
-    const info = this.#info === undefined ? await this.#first() : await this.#register();
-    // A held session replaced by a new one: the broker had forgotten us (restart, expiry, a closed control connection).
-    return { info, renewed: before !== undefined && this.#session !== before };
-  }
-
-  /** Resolves the broker's name and binds our UDP socket (once). */
-  async #open(): Promise<void> {
-    const { broker } = this.#options;
-    let address: string;
+    if (this.#info === undefined) return { info: await this.#sweep(), renewed: false };
     try {
-      address = (await lookup(broker.host)).address;
+      const info = await this.#register();
+      // A held session replaced by a new one: the broker had forgotten us (restart, expiry, a closed control connection).
+      return { info, renewed: before !== undefined && this.#session !== before };
     } catch (err) {
       this.#throwIfClosed();
-      throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: cannot resolve ${broker.host}`, { cause: err });
+      if (!isNattravError(err) || !UNANSWERED.has(err.code) || this.#brokers.size < 2) throw err;
+      return { info: await this.#sweep(), renewed: true, lost: err };
     }
-    this.#throwIfClosed(); // closed while resolving: no socket yet, none to leak
-    this.#broker = toTransportAddress(address, broker.port);
+  }
+
+  /**
+   * Registers with the brokers in turn until one grants it (brokers.ts), each try bounded by
+   * registerTimeoutMs. Only a broker that does not answer passes the turn on; a refusal is
+   * the cluster's answer (they share a registry) and ends the sweep.
+   */
+  #sweep(): Promise<RegisteredInfo> {
+    const register = (target: BrokerTarget): Promise<RegisteredInfo> => {
+      this.#use(target);
+      return this.#first();
+    };
+    return this.#brokers.firstAnswering(register, (err) => this.#closed === undefined && isNattravError(err) && UNANSWERED.has(err.code), this.#closing.signal);
+  }
+
+  /** Moves to `target`: a new broker is a new socket, a new session and a new registration. */
+  #use(target: BrokerTarget): void {
+    if (this.#broker !== undefined && this.#broker.address === target.address.address && this.#broker.port === target.address.port) return;
+    closeQuietly(this.#socket);
+    this.#control?.destroy();
+    this.#socket = undefined;
+    this.#control = undefined;
+    this.#broker = undefined;
+    this.#session = undefined;
+    this.#info = undefined;
+  }
+
+  /** Binds our UDP socket towards the broker in use (once per broker). */
+  async #open(): Promise<void> {
+    this.#broker = (this.#brokers.current as BrokerTarget).address;
     const socket = createSocket({ type: this.#broker.family === 'IPv6' ? 'udp6' : 'udp4' });
     this.#socket = socket;
     socket.on('message', (data, rinfo) => this.#onMessage(data, rinfo.address, rinfo.port));
     socket.on('error', () => undefined);
-    await this.#bind(socket);
+    await bindEphemeral(socket, this.#closing.signal);
   }
 
   /** The first registration: UDP, TCP, or in 'auto' UDP and then TCP when UDP gets no answer. */
@@ -233,23 +287,6 @@ export class PeerRegistration extends EventEmitter {
     if (this.#closed !== undefined) throw new NattravError(ErrorCode.Closed, 'the registration was closed');
   }
 
-  /** Binds `socket` to an ephemeral port; rejects with ERR_CLOSED when closed first (a socket closed mid-bind never calls back). */
-  #bind(socket: UdpSocket): Promise<void> {
-    const closing = this.#closing.signal;
-    return new Promise<void>((resolve, reject) => {
-      const onClose = (): void => reject(abortError(closing));
-      if (closing.aborted) {
-        onClose();
-        return;
-      }
-      closing.addEventListener('abort', onClose, { once: true });
-      socket.bind(0, () => {
-        closing.removeEventListener('abort', onClose);
-        resolve();
-      });
-    });
-  }
-
   /**
    * What close() does once the state is 'closed': stop the exchange in flight, send the
    * withdrawal on the transport the registration uses, close both sockets.
@@ -263,19 +300,7 @@ export class PeerRegistration extends EventEmitter {
     // An answer already taken off the socket still completes its exchange: let it (microtasks).
     if (this.#inflight !== undefined) await settledWithin(this.#inflight, WITHDRAWAL_SEND_BOUND_MS);
     const withdrawal = this.#info === undefined ? undefined : withdrawalRequest(this.#options.uri, this.#session);
-    const socket = this.#socket;
-    const control = this.#control;
-    if (withdrawal !== undefined && this.#transport === 'tcp' && control !== undefined && !control.socket.destroyed) {
-      closeQuietly(socket);
-      await withdrawOverControl(control, withdrawal);
-      return;
-    }
-    control?.destroy();
-    if (withdrawal !== undefined && this.#transport === 'udp' && socket !== undefined && this.#broker !== undefined) {
-      await withdrawOverUdp(socket, this.#broker, withdrawal);
-      return;
-    }
-    closeQuietly(socket);
+    await withdrawAndClose(withdrawal, this.#transport, this.#socket, this.#control, this.#broker);
   }
 
   /**
@@ -294,7 +319,9 @@ export class PeerRegistration extends EventEmitter {
   }
 
   async #exchangeOnce(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
-    const { uri, lifetimeMs, broker } = this.#options;
+    const { uri, lifetimeMs } = this.#options;
+    const target = this.#brokers.current as BrokerTarget;
+    const broker = dialOf(target);
     const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
     let connection: Socket | undefined;
     if (this.#transport === 'tcp' && (this.#control === undefined || this.#control.socket.destroyed)) {
@@ -302,12 +329,12 @@ export class PeerRegistration extends EventEmitter {
       connection = await openBrokerConnection(broker, outer);
     }
     const where = this.#transport === 'tcp' ? 'over TCP ' : '';
-    const phase = startPhase(outer, timeoutMs ?? this.#options.registerTimeoutMs, `registering ${uri} ${where}with broker ${formatEndpoint({ address: broker.host, port: broker.port })}`);
+    const phase = startPhase(outer, timeoutMs ?? this.#options.registerTimeoutMs, `registering ${uri} ${where}with broker ${describeTarget(target)}`);
     try {
       if (connection !== undefined) {
         // STARTTLS and the TLS handshake are under the registration's limit: a silent broker cannot hold us.
         const { brokerCa } = this.#options;
-        const socket = brokerCa === undefined ? connection : await secureBrokerConnection(connection, broker, brokerCa, phase.signal);
+        const socket = brokerCa === undefined ? connection : await secureBrokerConnection(connection, target.name, brokerCa, phase.signal);
         const channel: StunChannel = new StunChannel(socket, (message) =>
           this.#onConnectionRequest(message, (response, options) => channel.send(response, options)),
         );
@@ -323,7 +350,8 @@ export class PeerRegistration extends EventEmitter {
       const { response, session } = await registerWithProof(
         (request, options) => this.#transact(request, phase.signal, options),
         () => this.#baseRequest(),
-        this.#options.keys,
+        // The broker's certificate may name the host as configured (not the address dialled).
+        this.#options.keys.brokerCa === undefined ? this.#options.keys : { ...this.#options.keys, brokerHost: target.name.host },
         uri,
         lifetimeMs,
         this.#transport,
@@ -375,8 +403,9 @@ export class PeerRegistration extends EventEmitter {
   #registered(response: StunMessage): RegisteredInfo {
     const publicEndpoint = getXorMappedAddress(response);
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
-    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport };
-    learnAlternatePort(this.#options.broker, response); // where our mapping probes will go
+    const target = this.#brokers.current as BrokerTarget;
+    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport, broker: target.name, brokerAddress: target.address };
+    learnAlternatePort(dialOf(target), response); // where our mapping probes will go
     this.#info = info; // also when granted while closing: close() withdraws it
     return info;
   }
@@ -385,10 +414,14 @@ export class PeerRegistration extends EventEmitter {
   #onConnectionRequest(message: StunMessage, answer: AnswerRequest): void {
     // Closing: the sockets live on only to finish a proof and send the withdrawal.
     if (this.#closed !== undefined) return;
-    const decided = this.#requests.handle(message, this.#session, (attemptId) => this.#options.admit?.(attemptId), answer);
+    // A relayed request (JOIN-AT) may send us only to a broker we trust (brokers.ts).
+    const admit = (attemptId: Uint8Array, joinAt: TransportAddress | undefined): string | undefined =>
+      this.#brokers.joinAtRefusal(joinAt, this.#options.brokerCa) ?? this.#options.admit?.(attemptId);
+    const decided = this.#requests.handle(message, this.#session, admit, answer);
     if (decided === undefined) return;
-    const { attemptId, reason } = decided;
-    if (reason === undefined) this.emit('connection-request', { attemptId });
+    const { attemptId, reason, joinAt } = decided;
+    const at = joinAt === undefined ? {} : { joinAt: { host: joinAt.address, port: joinAt.port } };
+    if (reason === undefined) this.emit('connection-request', { attemptId, ...at });
     else this.emit('connection-refused', { attemptId, reason });
   }
 

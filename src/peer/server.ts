@@ -29,7 +29,7 @@ import { keyFingerprint, keyPairFromPrivatePem } from '../security/keys.js';
 import type { RegistrationKeys } from './register-proof.js';
 import { secure } from './secure.js';
 import { performance } from 'node:perf_hooks';
-import { toHostPort, type HostPort } from '../common/endpoint.js';
+import type { HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import { Method } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
@@ -37,10 +37,11 @@ import { addAttemptId } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { runAttempt } from './attempt.js';
 import { handOver, type NattravSocket } from './info.js';
-import { DEFAULT_BROKER_PORT, PEER_DEFAULTS, type ServerOptions } from './options.js';
+import { PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredEvent } from './registration.js';
 import { REGISTRATION_BACKOFF, type RegistrationRetry } from './backoff.js';
 import { checkUri, positiveInt } from './validate.js';
+import { toBrokerList } from './brokers.js';
 import { checkNattravUri } from '../security/uri.js';
 import type { VerifiedPeer } from '../security/verify.js';
 import { SocketBudget } from './strategies/socket-budget.js';
@@ -89,6 +90,7 @@ export type ConnectionListener = (socket: NattravSocket) => void;
 /** What {@link NattravServer.address} reports once registered. */
 export interface ServerAddress {
   readonly uri: string;
+  /** The broker we are registered with (with several configured: the one that answered). */
   readonly broker: HostPort;
   /** Our registration endpoint as the broker sees it. */
   readonly publicEndpoint: TransportAddress;
@@ -101,7 +103,8 @@ export interface ServerAddress {
 /** A recipient of nattrav connections. Create it with {@link createServer}. */
 export class NattravServer extends EventEmitter {
   readonly #uri: string;
-  readonly #broker: HostPort;
+  /** The brokers, in order of preference (one, or a cluster's). */
+  readonly #brokers: HostPort[];
   readonly #keepaliveMs: number;
   readonly #lifetimeMs: number;
   readonly #registerTimeoutMs: number;
@@ -136,7 +139,7 @@ export class NattravServer extends EventEmitter {
       throw new NattravError(ErrorCode.InvalidArgument, 'createServer: expected options { broker, uri }');
     }
     this.#uri = checkUri(options.uri);
-    this.#broker = toHostPort(options.broker, 'broker', DEFAULT_BROKER_PORT);
+    this.#brokers = toBrokerList(options.broker);
     this.#keepaliveMs = positiveInt(options.keepaliveMs, PEER_DEFAULTS.keepaliveMs, 'keepaliveMs');
     this.#lifetimeMs = positiveInt(options.lifetimeMs, this.#keepaliveMs * PEER_DEFAULTS.lifetimeFactor, 'lifetimeMs');
     // A try should not outlast the interval between tries.
@@ -184,7 +187,7 @@ export class NattravServer extends EventEmitter {
   address(): ServerAddress | null {
     const info = this.#registration?.info;
     if (this.#state === 'closed' || info === undefined || this.#keyFingerprint === undefined) return null;
-    return { uri: this.#uri, broker: this.#broker, publicEndpoint: info.publicEndpoint, transport: info.transport, keyFingerprint: this.#keyFingerprint };
+    return { uri: this.#uri, broker: info.broker, publicEndpoint: info.publicEndpoint, transport: info.transport, keyFingerprint: this.#keyFingerprint };
   }
 
   /** Registers with the broker (trying again until it answers, unless `once`); emits 'listening', or 'error' when the start failed for good. */
@@ -209,7 +212,7 @@ export class NattravServer extends EventEmitter {
     const keys = await this.#keys();
     if (this.#state !== 'starting') return;
     const registration = new PeerRegistration({
-      broker: this.#broker,
+      broker: this.#brokers,
       uri: this.#uri,
       keepaliveMs: this.#keepaliveMs,
       lifetimeMs: this.#lifetimeMs,
@@ -231,7 +234,7 @@ export class NattravServer extends EventEmitter {
     registration.on('retry', (retry: RegistrationRetry) => {
       this.emit('registrationRetry', { ...retry, error: asNattravError(retry.error) } satisfies RegistrationRetryEvent);
     });
-    registration.on('connection-request', ({ attemptId }: { attemptId: Uint8Array }) => this.#accept(attemptId));
+    registration.on('connection-request', ({ attemptId, joinAt }: { attemptId: Uint8Array; joinAt?: HostPort }) => this.#accept(attemptId, joinAt));
     registration.on('connection-refused', ({ attemptId, reason }: { attemptId: Uint8Array; reason: string }) => {
       this.emit('attemptRefused', { attemptId: Buffer.from(attemptId).toString('hex'), reason } satisfies AttemptRefusal);
     });
@@ -255,7 +258,8 @@ export class NattravServer extends EventEmitter {
       key,
       // Only a CA-issued certificate proves anything to a broker; a self-signed one is left out.
       ...(certificate.issuer === certificate.subject ? {} : { certificateDer: certificate.raw }),
-      ...(this.#brokerCa === undefined ? {} : { brokerCa: new X509Certificate(this.#brokerCa), brokerHost: this.#broker.host }),
+      // brokerHost: the registration names the broker it dials (PeerRegistration sets it per broker).
+      ...(this.#brokerCa === undefined ? {} : { brokerCa: new X509Certificate(this.#brokerCa), brokerHost: (this.#brokers[0] as HostPort).host }),
     };
   }
 
@@ -301,22 +305,25 @@ export class NattravServer extends EventEmitter {
     return undefined;
   }
 
-  /** One incoming attempt (admitted by {@link #refusal} just before): Join exchange, simultaneous open, Hello. */
-  #accept(attemptId: Uint8Array): void {
+  /**
+   * One incoming attempt (admitted by {@link #refusal} just before): Join exchange, simultaneous
+   * open, Hello; at `joinAt` when another broker of the cluster runs it (registration.ts checked it is ours).
+   */
+  #accept(attemptId: Uint8Array, joinAt?: HostPort): void {
     if (this.#state !== 'listening' && this.#state !== 'starting') return;
     if (!this.#sockets.tryTake(ATTEMPT_BASE_SOCKETS)) return;
     const controller = new AbortController();
     this.#attempts.add(controller);
     const started = performance.now();
-    void this.#establish(attemptId, controller, started).finally(() => this.#sockets.release(ATTEMPT_BASE_SOCKETS));
+    void this.#establish(attemptId, controller, started, joinAt).finally(() => this.#sockets.release(ATTEMPT_BASE_SOCKETS));
   }
 
   /** Joins the attempt, runs TLS when configured, and emits 'connection' or 'attemptFailed'. */
-  async #establish(attemptId: Uint8Array, controller: AbortController, started: number): Promise<void> {
+  async #establish(attemptId: Uint8Array, controller: AbortController, started: number, joinAt: HostPort | undefined): Promise<void> {
     let socket: NattravSocket;
     let rejected: ConnectionRejection | undefined;
     try {
-      socket = await this.#join(attemptId, controller.signal, started);
+      socket = await this.#join(attemptId, controller.signal, started, joinAt);
       if (this.#tls !== undefined) {
         const plain = socket;
         // Fail closed: with TLS asked for, a connection never goes on plain (nor past the allow-list) for want of an identity.
@@ -352,11 +359,11 @@ export class NattravServer extends EventEmitter {
     this.emit('connection', handOver(socket));
   }
 
-  #join(attemptId: Uint8Array, signal: AbortSignal, started: number): Promise<NattravSocket> {
+  #join(attemptId: Uint8Array, signal: AbortSignal, started: number, joinAt: HostPort | undefined): Promise<NattravSocket> {
     const request = StunMessage.request(Method.Join);
     addAttemptId(request, attemptId);
     return runAttempt({
-      broker: this.#broker,
+      broker: joinAt ?? this.#registration?.joinBroker ?? (this.#brokers[0] as HostPort),
       request,
       attemptId,
       trace: [],

@@ -1,10 +1,11 @@
 /**
- * Sending a registration's withdrawal (register-proof.ts builds it) on close: once,
+ * A registration's sockets: binding one, and sending the withdrawal (register-proof.ts builds it) on close: once,
  * unanswered, and never holding close() up for long. Over UDP the socket closes when
  * the datagram left; over a TCP control connection the connection ends after it.
  */
 import type { Socket as UdpSocket } from 'node:dgram';
 import type { StunChannel } from '../common/stun-channel.js';
+import { abortError } from '../common/signal.js';
 import { encodeMessage, type EncodeOptions } from '../wire/codec.js';
 import type { StunMessage } from '../wire/message.js';
 import { addRequestPadding } from '../wire/request-padding.js';
@@ -30,6 +31,22 @@ export async function settledWithin(promise: Promise<unknown>, ms: number): Prom
 }
 
 function noop(): void {}
+
+/** Binds `socket` to an ephemeral port; rejects with `signal`'s reason when it aborts first (a socket closed mid-bind never calls back). */
+export function bindEphemeral(socket: UdpSocket, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => reject(abortError(signal));
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+    socket.bind(0, () => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    });
+  });
+}
 
 /** Closes `socket` if it is open. */
 export function closeQuietly(socket: UdpSocket | undefined): void {
@@ -74,4 +91,29 @@ export function withdrawOverControl(control: StunChannel, withdrawal: Withdrawal
       resolve();
     });
   });
+}
+
+/**
+ * Sends `withdrawal` (none: nothing was granted) on the transport the registration uses
+ * (down a control connection still open, or over UDP to `broker`), and closes the UDP
+ * socket and the control connection either way.
+ */
+export async function withdrawAndClose(
+  withdrawal: Withdrawal | undefined,
+  transport: 'udp' | 'tcp',
+  socket: UdpSocket | undefined,
+  control: StunChannel | undefined,
+  broker: TransportAddress | undefined,
+): Promise<void> {
+  if (withdrawal !== undefined && transport === 'tcp' && control !== undefined && !control.socket.destroyed) {
+    closeQuietly(socket);
+    await withdrawOverControl(control, withdrawal);
+    return;
+  }
+  control?.destroy();
+  if (withdrawal !== undefined && transport === 'udp' && socket !== undefined && broker !== undefined) {
+    await withdrawOverUdp(socket, broker, withdrawal);
+    return;
+  }
+  closeQuietly(socket);
 }

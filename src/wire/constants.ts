@@ -156,6 +156,12 @@ export const AttrType = {
    */
   MappingKey: 0x4e16,
   /**
+   * nattrav: in a ConnectionRequest relayed by another broker of a cluster, the address of the
+   * broker that runs the attempt (XOR-address encoding): the recipient joins there (and sends its
+   * mapping probes there), but only if that broker is one it trusts (peer/join-at.ts).
+   */
+  JoinAt: 0x4e17,
+  /**
    * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
    * answer it asks for, because the broker never answers an unverified source with more bytes than
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.

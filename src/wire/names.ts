@@ -41,6 +41,7 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.PeerKey, 'PEER-KEY'],
   [AttrType.AttemptSecret, 'ATTEMPT-SECRET'],
   [AttrType.MappingKey, 'MAPPING-KEY'],
+  [AttrType.JoinAt, 'JOIN-AT'],
   [AttrType.AlternatePort, 'ALTERNATE-PORT'],
   [AttrType.RequestPadding, 'REQUEST-PADDING'],
 ]);

@@ -117,6 +117,16 @@ export function addXorAddress(msg: StunMessage, type: number, addr: TransportAdd
   return msg.add(type, encodeXorAddress(addr, msg.transactionId));
 }
 
+/** JOIN-AT: where the recipient of a relayed ConnectionRequest is asked to join (XOR-address encoding). */
+export function getJoinAt(msg: StunMessage): TransportAddress | undefined {
+  return getXorAddressAttr(msg, AttrType.JoinAt);
+}
+
+/** Adds JOIN-AT (the broker running the attempt), XORed with `msg.transactionId`. */
+export function addJoinAt(msg: StunMessage, broker: TransportAddress): StunMessage {
+  return addXorAddress(msg, AttrType.JoinAt, broker);
+}
+
 /** Adds `addr` in MAPPED-ADDRESS encoding under `type`. */
 export function addAddress(msg: StunMessage, type: number, addr: TransportAddress): StunMessage {
   return msg.add(type, encodeAddress(addr));

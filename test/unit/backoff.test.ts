@@ -122,6 +122,22 @@ describe('KeepaliveLoop', () => {
     loop.close(new Error('closed'));
   });
 
+  test('a refresh whose broker did not answer, made good within the try by another broker, reports that loss, then again; no retry waits', async () => {
+    const clock = new FakeClock(0);
+    let n = 0;
+    const attempt = async (): Promise<AttemptResult<string>> => {
+      n++;
+      return n === 2 ? { info: 'other broker', renewed: true, lost: new Error('broker unreachable: no answer') } : { info: `grant ${n}`, renewed: false };
+    };
+    const rec = recorder();
+    const loop = new KeepaliveLoop({ attempt, keepaliveMs: KEEPALIVE_MS, clock, random: () => 0, ...rec });
+    await Promise.all([loop.start(), clock.advance(0)]);
+    await clock.advance(2 * KEEPALIVE_MS);
+    assert.deepEqual(rec.events, ['registered:first:grant 1', 'lost:broker unreachable: no answer', 'registered:again:other broker', 'registered:refresh:grant 3']);
+    assert.deepEqual(rec.retries, []);
+    loop.close(new Error('closed'));
+  });
+
   test('once: the first failure is final, no retry is scheduled', async () => {
     const clock = new FakeClock(0);
     const broker = scripted(clock, ['broker unreachable']);

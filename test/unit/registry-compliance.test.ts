@@ -89,6 +89,7 @@ for (const [name, make] of implementations) {
         transport: 'tcp',
         keyFingerprint: 'abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrst',
         publicEndpoint: { family: 'IPv6', address: '2001:db8::7', port: 0 },
+        broker: 'b-0123456789abcdef',
       });
       const bare = registration(s, 'nattrav://bare ünïcode {braces}');
       await s.registry.put(full);
@@ -220,6 +221,24 @@ for (const [name, make] of implementations) {
       assert.equal(await s.sessions.advance(session, 4), 'replayed');
       assert.equal(await s.sessions.advance(session, 6), 'accepted');
       assert.equal((await s.sessions.find('nattrav://seq', session.id))?.lastSequence, 6);
+    });
+
+    run('sessions: ConnectionRequest SEQUENCE is one counter for every caller, per session', async (s) => {
+      const session = await s.sessions.open('nattrav://req', randomBytes(32), 'fp', s.now() + LIFETIME_MS, { address: '::1', port: 1 });
+      assert.ok(session);
+      // Twenty brokers drawing at once get twenty different numbers, 1 to 20.
+      const drawn = await Promise.all(Array.from({ length: 20 }, () => s.sessions.nextRequestSequence(session)));
+      assert.deepEqual([...drawn].sort((a, b) => (a ?? 0) - (b ?? 0)), Array.from({ length: 20 }, (_, i) => i + 1));
+      // Refreshes (advance) are numbered apart: they do not move the request counter.
+      assert.equal(await s.sessions.advance(session, 100), 'accepted');
+      assert.equal(await s.sessions.nextRequestSequence(session), 21);
+      // A new session (a new recipient book) starts again at 1; the old one draws nothing.
+      const next = await s.sessions.open('nattrav://req', randomBytes(32), 'fp', s.now() + LIFETIME_MS, { address: '::1', port: 1 });
+      assert.ok(next);
+      assert.equal(await s.sessions.nextRequestSequence(session), undefined);
+      assert.equal(await s.sessions.nextRequestSequence(next), 1);
+      s.advance(LIFETIME_MS);
+      assert.equal(await s.sessions.nextRequestSequence(next), undefined, 'an expired session draws nothing');
     });
 
     run('sessions: one SEQUENCE handed to many at once is accepted once', async (s) => {

@@ -42,6 +42,26 @@ describe('the Redis registration layout', () => {
     assert.deepEqual(decodeRegistration('nattrav://x', Buffer.from(hex, 'hex')), SAMPLE);
   });
 
+  test('bytes: the broker that took it (bus ID) follows the endpoints as length + ASCII, bounded', () => {
+    const withBroker: Registration = { ...SAMPLE, broker: 'b-12' };
+    const plain = encodeRegistration(SAMPLE).toString('hex');
+    assert.equal(encodeRegistration(withBroker).toString('hex'), plain + '04' + Buffer.from('b-12').toString('hex'));
+    assert.deepEqual(decodeRegistration('nattrav://x', encodeRegistration(withBroker)), withBroker);
+    assert.equal(decodeRegistration('nattrav://x', encodeRegistration(SAMPLE)).broker, undefined, 'absent stays absent');
+    assert.deepEqual(decodeRegistration('nattrav://x', encodeRegistration({ ...SAMPLE, broker: 'x'.repeat(64) })).broker, 'x'.repeat(64));
+    for (const bad of ['', 'x'.repeat(65), 'has space', 'ünï']) {
+      assert.throws(() => encodeRegistration({ ...SAMPLE, broker: bad }), (err: NattravError) => err.code === 'ERR_INVALID_ARGUMENT' && /broker/.test(err.message), JSON.stringify(bad));
+    }
+    const good = encodeRegistration(withBroker);
+    for (const [what, bytes] of [
+      ['broker ID cut short', good.subarray(0, good.length - 1)],
+      ['length byte 0', Buffer.concat([encodeRegistration(SAMPLE), Buffer.of(0)])],
+      ['bytes after the broker ID', Buffer.concat([good, Buffer.of(1)])],
+    ] as const) {
+      assert.throws(() => decodeRegistration('nattrav://x', bytes), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE', what);
+    }
+  });
+
   test('bytes that are not a registration are ERR_REGISTRY_UNAVAILABLE naming the URI, never a crash', () => {
     const good = encodeRegistration(SAMPLE);
     for (const [what, bytes] of [

@@ -11,6 +11,8 @@
  *   9..    the fingerprint, L bytes of ASCII
  *   ..     the public endpoint: family (4 or 6), port (16 bits), length A, A bytes of address text
  *   ..     count N of private endpoints (1 byte), then N endpoints as above
+ *   ..     optional: length B (1..{@link MAX_BROKER_ID_LENGTH}) and B bytes of ASCII, the bus ID of
+ *          the broker that took the registration (Registration.broker); absent: no such byte
  *
  * The URI is not in the value: it is in the key. Addresses are kept as text, so that
  * what comes back is exactly what was stored (an IPv6 scope, an address's spelling).
@@ -32,6 +34,8 @@ const MAX_BYTE = 255;
 /** An endpoint's bytes before its address text: family, port, length. */
 const ENDPOINT_HEADER_LENGTH = 4;
 const TRANSPORT_CODES = { absent: 0, udp: 1, tcp: 2 } as const;
+/** Longest bus ID a registration records (RedisBus IDs are 18 characters; room for operators' names). */
+export const MAX_BROKER_ID_LENGTH = 64;
 
 /** Encodes `registration` (without its URI); throws ERR_INVALID_ARGUMENT for a value the layout cannot hold. */
 export function encodeRegistration(registration: Registration): Buffer {
@@ -46,13 +50,18 @@ export function encodeRegistration(registration: Registration): Buffer {
   if (privateEndpoints.length > MAX_BYTE) {
     throw new NattravError(ErrorCode.InvalidArgument, `a registration holds at most ${MAX_BYTE} private endpoints, got ${privateEndpoints.length}`);
   }
+  const broker = registration.broker === undefined ? undefined : Buffer.from(registration.broker, 'ascii');
+  if (broker !== undefined && (broker.length === 0 || broker.length > MAX_BROKER_ID_LENGTH || !/^[\x21-\x7e]+$/.test(registration.broker ?? ''))) {
+    throw new NattravError(ErrorCode.InvalidArgument, `registration broker must be 1 to ${MAX_BROKER_ID_LENGTH} printable ASCII characters, got ${JSON.stringify(registration.broker)}`);
+  }
   const header = Buffer.alloc(FINGERPRINT_LENGTH_OFFSET + 1);
   header[0] = REGISTRATION_VERSION;
   header[1] = TRANSPORT_CODES[registration.transport ?? 'absent'];
   header.writeUIntBE(expiresAt, EXPIRES_OFFSET, 6);
   header[FINGERPRINT_LENGTH_OFFSET] = fingerprint.length;
   const endpoints = [registration.publicEndpoint, ...privateEndpoints].map(encodeEndpoint);
-  return Buffer.concat([header, fingerprint, endpoints[0] as Uint8Array, Buffer.of(privateEndpoints.length), ...endpoints.slice(1)]);
+  const tail = broker === undefined ? [] : [Buffer.of(broker.length), broker];
+  return Buffer.concat([header, fingerprint, endpoints[0] as Uint8Array, Buffer.of(privateEndpoints.length), ...endpoints.slice(1), ...tail]);
 }
 
 /** Decodes a value of {@link encodeRegistration} stored for `uri`; throws ERR_REGISTRY_UNAVAILABLE for bytes that are not one. */
@@ -78,7 +87,14 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
     const publicEndpoint = next();
     const count = value.readUInt8(offset++);
     const privateEndpoints = Array.from({ length: count }, next);
-    if (offset !== value.length) throw new Error(`${value.length - offset} bytes after the last endpoint`);
+    let broker: string | undefined;
+    if (offset < value.length) {
+      const length = value.readUInt8(offset++);
+      if (length === 0 || length > MAX_BROKER_ID_LENGTH || offset + length > value.length) throw new Error(`bad broker ID length ${length}`);
+      broker = value.toString('ascii', offset, offset + length);
+      offset += length;
+    }
+    if (offset !== value.length) throw new Error(`${value.length - offset} bytes after the broker ID`);
     return {
       uri,
       publicEndpoint,
@@ -86,6 +102,7 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
       expiresAt,
       ...(transport === 'absent' ? {} : { transport }),
       ...(fingerprintLength === 0 ? {} : { keyFingerprint }),
+      ...(broker === undefined ? {} : { broker }),
     };
   } catch (err) {
     throw new NattravError(ErrorCode.RegistryUnavailable, `the registration of ${uri} in Redis is not one this broker can read (${(err as Error).message})`, { cause: err });

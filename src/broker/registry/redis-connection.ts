@@ -46,8 +46,18 @@ const SCAN_COUNT = 1_000;
 /** Replies as this module asks for them: bulk strings as Buffers (values are binary). */
 const TYPE_MAPPING = { [RESP_TYPES.BLOB_STRING]: Buffer } as const;
 
+/** Receives sharded pub/sub messages as Buffers (bufferMode). */
+type BufferListener = (message: Buffer, channel: Buffer) => void;
+
+/** The sharded pub/sub part of a node-redis client or cluster this module uses (Redis 7: SSUBSCRIBE, SPUBLISH). */
+interface ShardedSubscriber {
+  sSubscribe(channel: string, listener: BufferListener, bufferMode: true): Promise<void>;
+  sUnsubscribe(channel: string, listener: BufferListener, bufferMode: true): Promise<void>;
+}
+
 /** The part of a node-redis client this module uses. */
-interface CommandClient {
+interface CommandClient extends ShardedSubscriber {
+  duplicate(): CommandClient;
   sendCommand(args: ReadonlyArray<string | Buffer>, options?: { timeout?: number; typeMapping?: typeof TYPE_MAPPING }): Promise<unknown>;
   on(event: 'error', listener: (err: Error) => void): unknown;
   connect(): Promise<unknown>;
@@ -56,7 +66,7 @@ interface CommandClient {
 }
 
 /** The part of a node-redis cluster this module uses. */
-interface ClusterClient {
+interface ClusterClient extends ShardedSubscriber {
   sendCommand(key: string, readonly: boolean, args: ReadonlyArray<string | Buffer>, options?: { timeout?: number; typeMapping?: typeof TYPE_MAPPING }): Promise<unknown>;
   readonly masters: readonly unknown[];
   nodeClient(node: never): Promise<CommandClient>;
@@ -234,6 +244,47 @@ export class RedisConnection {
       if (!/NOSCRIPT/.test(describe((err as NattravError).cause))) throw err;
       return this.command(key, ['EVAL', script.source, '1', key, ...args]);
     }
+  }
+
+  /**
+   * Receives what is published (SPUBLISH, see {@link publish}) on `channel`, as Buffers, on
+   * a connection of its own (a subscribed connection takes no other commands); in a cluster
+   * the node holding the channel's slot serves it. Resubscribes by itself after a
+   * reconnection. Resolves, once subscribed, with the function that unsubscribes and closes
+   * that connection. A failure is ERR_REGISTRY_UNAVAILABLE.
+   */
+  async subscribe(channel: string, listener: (message: Buffer) => void): Promise<() => Promise<void>> {
+    const onMessage: BufferListener = (message) => listener(message);
+    let subscriber: ShardedSubscriber;
+    let dedicated: CommandClient | undefined;
+    try {
+      if (this.#closed) throw new Error('the connection is closed');
+      if (this.#clusterClient !== undefined) {
+        subscriber = this.#clusterClient; // node-redis keeps separate pub/sub connections per shard
+      } else {
+        dedicated = (this.#client as CommandClient).duplicate();
+        dedicated.on('error', (err) => this.#report(err));
+        await withDeadline(dedicated.connect(), this.#commandTimeoutMs);
+        subscriber = dedicated;
+      }
+      await withDeadline(subscriber.sSubscribe(channel, onMessage, true), this.#commandTimeoutMs);
+    } catch (err) {
+      dedicated?.destroy();
+      throw new NattravError(ErrorCode.RegistryUnavailable, `Redis ${this.display}: SSUBSCRIBE failed: ${describe(err)}`, { cause: err });
+    }
+    return async () => {
+      try {
+        await withDeadline(subscriber.sUnsubscribe(channel, onMessage, true), this.#commandTimeoutMs);
+      } catch {
+        // Gone or closing: the connection is closed next (or with the cluster) anyway.
+      }
+      if (dedicated !== undefined) await withDeadline(dedicated.close(), this.#commandTimeoutMs).catch(() => dedicated?.destroy());
+    };
+  }
+
+  /** Publishes `message` on `channel` (SPUBLISH, on the node of the channel's slot); resolves with how many subscribers got it. */
+  async publish(channel: string, message: Uint8Array): Promise<number> {
+    return Number(await this.command(channel, ['SPUBLISH', channel, Buffer.from(message.buffer, message.byteOffset, message.byteLength)]));
   }
 
   /** Every key matching the glob `pattern`, on every master, a page at a time. */

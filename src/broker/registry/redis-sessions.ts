@@ -2,7 +2,7 @@
  * Registration sessions in Redis, shared by brokers: a refresh under a session opened on
  * one broker is accepted by any other. One hash per URI (`<prefix>sess:{<uri>}`, in the
  * slot of the URI's registration) with short fields: i session ID, k session key, f key
- * fingerprint, s last SEQUENCE, e expiresAt, a/p endpoint. It expires by Redis TTL with
+ * fingerprint, s last SEQUENCE, r last ConnectionRequest SEQUENCE (absent: 0), e expiresAt, a/p endpoint. It expires by Redis TTL with
  * the session. Every change is one Lua script, so that it is atomic across brokers: the
  * SEQUENCE check above all (a refresh replayed to two brokers at once is taken by one).
  *
@@ -38,6 +38,12 @@ if not live(ARGV[1], ARGV[3]) then return 0 end
 if tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[1], 's')) then return 1 end
 redis.call('HSET', KEYS[1], 's', ARGV[2])
 return 2
+`);
+
+/** Draws the next ConnectionRequest SEQUENCE. ARGV: id, now. Returns it, or 0 when the session is gone. */
+const NEXT_REQUEST = redisScript(`${LIVE}
+if not live(ARGV[1], ARGV[2]) then return 0 end
+return redis.call('HINCRBY', KEYS[1], 'r', 1)
 `);
 
 /** Moves and extends the session. ARGV: id, now, address, port, expiresAt, TTL in ms. Returns 1 when done. */
@@ -107,6 +113,11 @@ export class RedisSessionStore implements SessionStore {
   async advance(session: Session, sequence: number): Promise<SequenceVerdict> {
     const verdict = await this.#redis.script(ADVANCE, this.#key(session.uri), [session.id, String(sequence), String(this.#now())]);
     return VERDICTS[Number(verdict)] ?? 'unknown';
+  }
+
+  async nextRequestSequence(session: Session): Promise<number | undefined> {
+    const next = Number(await this.#redis.script(NEXT_REQUEST, this.#key(session.uri), [session.id, String(this.#now())]));
+    return next > 0 ? next : undefined;
   }
 
   async renew(session: Session, endpoint: SessionEndpoint, expiresAt: number): Promise<boolean> {
