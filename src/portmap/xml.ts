@@ -29,7 +29,8 @@ function fail(message: string): NattravError {
 }
 
 function decodeText(raw: string): string {
-  return raw.replace(/&(#x[0-9a-fA-F]{1,6}|#[0-9]{1,7}|[a-z]{2,4});/g, (whole, ref: string) => {
+  return raw.replace(/&(#x[0-9a-fA-F]{1,6}|#[0-9]{1,7}|[A-Za-z][\w.-]{0,30})?(;)?/g, (whole, ref: string | undefined, semi: string | undefined) => {
+    if (ref === undefined || semi === undefined) throw fail(`has a bare & ("${whole.slice(0, 20)}")`);
     if (ref.startsWith('#x')) return codePoint(parseInt(ref.slice(2), 16), whole);
     if (ref.startsWith('#')) return codePoint(parseInt(ref.slice(1), 10), whole);
     const entity = ENTITIES[ref];
