@@ -3,7 +3,7 @@
  * behind one {@link PortMapper}. The codecs are exported for tools and tests.
  */
 export { PortMapper, PORTMAP_DEFAULTS, systemPortMapperIo } from './mapper.js';
-export type { GatewayInfo, GatewayProbe, MapOptions, PortMapperEvent, PortMapperIo, PortMapperOptions, PortMapping } from './mapper.js';
+export type { GatewayInfo, GatewayProbe, MapOptions, ProbeScope, PortMapperEvent, PortMapperIo, PortMapperOptions, PortMapping } from './mapper.js';
 export { PORTMAP_PROTOCOLS } from './types.js';
 export type { GrantedMapping, MapRequest, MappedTransport, MappingBackend, PortMapProtocol } from './types.js';
 export { DISCOVERY_BUDGET_MS, defaultGateway, parseDefaultGateway, probePmp } from './discover.js';

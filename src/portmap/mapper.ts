@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { ErrorCode, NattravError } from '../errors.js';
 import { systemClock, type Clock, type TimerHandle } from '../common/clock.js';
-import { DISCOVERY_BUDGET_MS, defaultGateway, probePmp } from './discover.js';
+import { DISCOVERY_BUDGET_MS, defaultGateway, probePmp, type PmpProbeResult } from './discover.js';
 import { openGatewayLink } from './link.js';
 import { PmpClient } from './pmp-client.js';
 import { nextStep, renewAtMs, retryAtMs, type MappingState } from './renewal.js';
@@ -59,7 +59,15 @@ export interface PortMapperIo {
   /** The gateway when none is given (default: the default route's). */
   defaultGateway(): Promise<string | undefined>;
   /** Probes the gateway; resolves within `budgetMs` with what answered and a backend factory per protocol. */
-  probe(gateway: string, budgetMs: number, signal?: AbortSignal): Promise<GatewayProbe>;
+  probe(gateway: string, budgetMs: number, scope: ProbeScope, signal?: AbortSignal): Promise<GatewayProbe>;
+}
+
+/** What a probe may send. */
+export interface ProbeScope {
+  /** The protocols wanted: NAT-PMP/PCP requests go out only for `pcp`/`nat-pmp`, SSDP only for `upnp`. */
+  readonly protocols: readonly PortMapProtocol[];
+  /** Also search by SSDP multicast on the LAN (not only unicast to the gateway): when the gateway was not given explicitly. */
+  readonly multicast: boolean;
 }
 
 /** The result of {@link PortMapperIo.probe}. */
@@ -122,9 +130,14 @@ interface Held {
 /** The real I/O: a UDP link to the gateway for PCP/NAT-PMP, SSDP for UPnP. */
 export const systemPortMapperIo: PortMapperIo = {
   defaultGateway,
-  async probe(gateway, budgetMs, signal) {
+  async probe(gateway, budgetMs, scope, signal) {
     const link = await openGatewayLink(gateway);
-    const [pmp, igd] = await Promise.all([probePmp(link, systemClock, budgetMs), searchIgd({ budgetMs, gateway, signal })]);
+    const noPmp = { pcp: false, natPmp: false } as const;
+    const wantsPmp = scope.protocols.includes('pcp') || scope.protocols.includes('nat-pmp');
+    const [pmp, igd] = await Promise.all([
+      wantsPmp ? probePmp(link, systemClock, budgetMs) : Promise.resolve<PmpProbeResult>(noPmp),
+      scope.protocols.includes('upnp') ? searchIgd({ budgetMs, gateway, multicast: scope.multicast, signal }) : Promise.resolve(undefined),
+    ]);
     const protocols: PortMapProtocol[] = [...(pmp.pcp ? ['pcp' as const] : []), ...(pmp.natPmp ? ['nat-pmp' as const] : []), ...(igd === undefined ? [] : ['upnp' as const])];
     let linkUsed = false;
     return {
@@ -174,7 +187,8 @@ export class PortMapper extends EventEmitter {
       const probe = (async () => {
         const gateway = this.#options.gateway ?? (await this.#io.defaultGateway());
         if (gateway === undefined) return NO_GATEWAY;
-        return this.#io.probe(gateway, this.#options.discoveryBudgetMs ?? DISCOVERY_BUDGET_MS, signal);
+        const scope = { protocols: this.#options.protocols ?? PORTMAP_DEFAULTS.protocols, multicast: this.#options.gateway === undefined };
+        return this.#io.probe(gateway, this.#options.discoveryBudgetMs ?? DISCOVERY_BUDGET_MS, scope, signal);
       })();
       this.#probe = probe;
       probe.catch(() => {

@@ -21,11 +21,11 @@ export const UPNP_MAPPING_DESCRIPTION = 'nattrav';
 const CONFLICT_RETRIES = 3;
 
 /**
- * Sends M-SEARCH (multicast, and unicast to `gateway` when known) from an ephemeral port and
- * resolves with the first IGD answer within `budgetMs`, or undefined. Answers from other hosts
- * than `gateway` (when given) are ignored.
+ * Sends M-SEARCH unicast to `gateway` (and to the SSDP multicast group with `multicast`) from
+ * an ephemeral port and resolves with the gateway's first IGD answer within `budgetMs`, or
+ * undefined. Answers from other hosts are ignored.
  */
-export function searchIgd(options: { budgetMs: number; gateway?: string | undefined; signal?: AbortSignal | undefined }): Promise<SsdpAnswer | undefined> {
+export function searchIgd(options: { budgetMs: number; gateway: string; multicast: boolean; signal?: AbortSignal | undefined }): Promise<SsdpAnswer | undefined> {
   return new Promise((resolve) => {
     const socket = createSocket('udp4');
     let done = false;
@@ -42,15 +42,15 @@ export function searchIgd(options: { budgetMs: number; gateway?: string | undefi
     options.signal?.addEventListener('abort', onAbort, { once: true });
     socket.on('error', () => finish(undefined));
     socket.on('message', (bytes, rinfo) => {
-      if (options.gateway !== undefined && rinfo.address !== options.gateway) return;
+      if (rinfo.address !== options.gateway) return;
       const answer = parseSsdpAnswer(bytes, rinfo.address);
       if (answer !== undefined) finish(answer);
     });
     socket.bind(0, () => {
       if (done) return;
       const search = encodeMSearch(IGD_SEARCH_TARGET, 1);
-      socket.send(search, SSDP_PORT, SSDP_ADDRESS, () => undefined);
-      if (options.gateway !== undefined) socket.send(search, SSDP_PORT, options.gateway, () => undefined);
+      if (options.multicast) socket.send(search, SSDP_PORT, SSDP_ADDRESS, () => undefined);
+      socket.send(search, SSDP_PORT, options.gateway, () => undefined);
     });
   });
 }

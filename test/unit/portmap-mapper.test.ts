@@ -240,8 +240,8 @@ class FakeBackend implements MappingBackend {
 function fakeIo(backends: FakeBackend[], gateway: string | null = '192.168.1.1'): PortMapperIo {
   return {
     defaultGateway: async () => gateway ?? undefined,
-    probe: async (gw): Promise<GatewayProbe> => ({
-      answered: { gateway: gw, protocols: backends.map((b) => b.protocol) },
+    probe: async (gw, _budgetMs, scope): Promise<GatewayProbe> => ({
+      answered: { gateway: gw, protocols: backends.map((b) => b.protocol).filter((p) => scope.protocols.includes(p)) },
       open: async (protocol) => backends.find((b) => b.protocol === protocol) as FakeBackend,
       close: () => undefined,
     }),
