@@ -274,6 +274,20 @@ describe('PortMapper schedule on a fake clock', () => {
     assert.deepEqual(mapper.mappings, []);
   });
 
+  test('unmap deletes one mapping and stops its renewals; the others go on', async () => {
+    const clock = new FakeClock();
+    const backend = new FakeBackend('nat-pmp', clock);
+    const mapper = new PortMapper({ clock, io: fakeIo([backend]), lifetimeSeconds: 30 });
+    const first = await mapper.map(4000);
+    await mapper.map(4100, { transport: 'udp' });
+    await mapper.unmap(first);
+    assert.deepEqual(mapper.mappings.map((m) => [m.transport, m.internalPort]), [['udp', 4100]]);
+    backend.calls.length = 0;
+    await clock.advance(15_000);
+    assert.deepEqual(backend.calls.map((c) => c.call), ['exists', 'renew'], 'only the UDP mapping is renewed');
+    await mapper.close();
+  });
+
   test('a failed renewal is retried with doubling waits, then the schedule resumes', async () => {
     const clock = new FakeClock();
     const backend = new FakeBackend('upnp', clock);

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { isNattravError } from '../../src/errors.js';
 import { encodeMSearch, parseIgdDescription, parseSsdpAnswer } from '../../src/portmap/igd.js';
 import { UpnpActionError, decodeSoapResponse, encodeSoapRequest, soapActionHeader } from '../../src/portmap/soap.js';
-import { UpnpClient } from '../../src/portmap/upnp.js';
+import { UPNP_HTTP_TIMEOUT_MS, UpnpClient } from '../../src/portmap/upnp.js';
 import { XML_MAX_DEPTH, childText, parseXml } from '../../src/portmap/xml.js';
 
 const fixture = (name: string): string => readFileSync(new URL(`../../../test/fixtures/portmap/${name}`, import.meta.url), 'utf8');
@@ -145,9 +145,14 @@ class FakeIgd {
   description = fixture('miniupnpd-2.3.1-rootDesc-igd2.xml');
   serviceType = 'urn:schemas-upnp-org:service:WANIPConnection:2';
   permanentOnly = false;
+  /** External ports taken by someone else: AddPortMapping answers 718. */
+  readonly taken = new Set<string>();
+  /** When set, requests are never answered (a gateway that hangs). */
+  silent = false;
 
   constructor() {
     this.server = createServer((req, res) => {
+      if (this.silent) return;
       void this.#answer(req).then(([status, body]) => {
         res.writeHead(status, { 'content-type': 'text/xml' });
         res.end(body);
@@ -171,6 +176,7 @@ class FakeIgd {
       case 'AddAnyPortMapping':
       case 'AddPortMapping':
         if (this.permanentOnly && arg('NewLeaseDuration') !== '0') return fault(725, 'OnlyPermanentLeasesSupported');
+        if (this.taken.has(key)) return fault(718, 'ConflictInMappingEntry');
         this.table.set(key, { client: arg('NewInternalClient'), port: arg('NewInternalPort'), lease: arg('NewLeaseDuration') });
         return ok(action === 'AddAnyPortMapping' ? `<NewReservedPort>${arg('NewExternalPort')}</NewReservedPort>` : '');
       case 'GetSpecificPortMappingEntry': {
@@ -225,9 +231,33 @@ describe('UpnpClient against a loopback IGD', () => {
     assert.deepEqual(igd.actions.slice(-3), ['GetExternalIPAddress', 'AddPortMapping', 'AddPortMapping']);
   });
 
-  test('a description that does not answer 200 is ERR_PORTMAP naming the URL', async () => {
-    const missing = new URL(igd.location);
+  test('IGDv1 conflict (718): another external port is tried; an entry for another client does not count as ours', async () => {
+    igd.permanentOnly = false;
+    igd.taken.add('TCP/4102');
+    const client = await UpnpClient.open(igd.location);
+    const request4102 = { ...request, internalPort: 4102 };
+    const granted = await client.add(request4102, undefined);
+    assert.notEqual(granted.externalPort, 4102);
+    assert.ok(granted.externalPort >= 1024, `port ${granted.externalPort}`);
+    assert.equal(igd.table.get(`TCP/${granted.externalPort}`)?.port, '4102');
+    igd.table.set(`TCP/${granted.externalPort}`, { client: '192.168.1.77', port: '4102', lease: '60' });
+    assert.equal(await client.exists(request4102, granted), false, 'the gateway now forwards that port to someone else');
+  });
+
+  test('a gateway that never answers an action: ERR_TIMEOUT naming the action, after the HTTP limit', async () => {
+    const client = await UpnpClient.open(igd.location);
+    igd.silent = true;
+    const started = performance.now();
+    try {
+      await assert.rejects(client.externalAddress(), (err: unknown) => isNattravError(err, 'ERR_TIMEOUT') && /while calling GetExternalIPAddress on 127\.0\.0\.1/.test(err.message));
+    } finally {
+      igd.silent = false;
+    }
+    assert.ok(performance.now() - started < UPNP_HTTP_TIMEOUT_MS + 1_000);
+  });
+
+  test('a description that is not XML is ERR_PORTMAP', async () => {
     igd.description = 'not xml <';
-    await assert.rejects(UpnpClient.open(missing), (err: unknown) => isNattravError(err, 'ERR_PORTMAP'));
+    await assert.rejects(UpnpClient.open(igd.location), (err: unknown) => isNattravError(err, 'ERR_PORTMAP') && /XML/.test(err.message));
   });
 });
