@@ -74,8 +74,8 @@ export interface ProbeScope {
 export interface GatewayProbe {
   /** What answered. */
   readonly answered: GatewayInfo;
-  /** A client of `protocol` on the gateway. */
-  open(protocol: PortMapProtocol): Promise<MappingBackend>;
+  /** A client of `protocol` on the gateway (`signal` aborts its set-up: UPnP fetches the device description). */
+  open(protocol: PortMapProtocol, signal?: AbortSignal): Promise<MappingBackend>;
   /** Releases what the probe holds and no client took over. */
   close(): void;
 }
@@ -145,10 +145,10 @@ export const systemPortMapperIo: PortMapperIo = {
         if (!linkUsed) link.close();
       },
       answered: { gateway, protocols, ...(pmp.externalAddress === undefined ? {} : { externalAddress: pmp.externalAddress }) },
-      async open(protocol) {
+      async open(protocol, openSignal) {
         if (protocol === 'upnp') {
           if (igd === undefined) throw new NattravError(ErrorCode.PortMapping, `UPnP: no IGD answered on ${gateway}`, { address: gateway });
-          return UpnpClient.open(igd.location, signal);
+          return UpnpClient.open(igd.location, openSignal);
         }
         const own = linkUsed ? await openGatewayLink(gateway) : link;
         linkUsed = true;
@@ -210,7 +210,7 @@ export class PortMapper extends EventEmitter {
     let backend = this.#backends.get(protocol);
     if (backend === undefined) {
       const { open } = await this.#probeOnce(signal);
-      backend = open(protocol);
+      backend = open(protocol, signal);
       this.#backends.set(protocol, backend);
       backend.catch(() => this.#backends.delete(protocol));
     }

@@ -17,8 +17,11 @@ import { join } from 'node:path';
 import type { Lab } from '../../src/lab/lab.js';
 import type { LabSite } from '../../src/lab/types.js';
 
-/** What miniupnpd serves in one run: UPnP IGD only, or NAT-PMP and PCP (2.3.1 has one switch for both). */
-export type MiniupnpdMode = 'upnp' | 'pmp';
+/**
+ * What miniupnpd serves in one run: UPnP IGD only (v2, or v1 with `force_igd_desc_v1`), or
+ * NAT-PMP and PCP (2.3.1 has one switch for both).
+ */
+export type MiniupnpdMode = 'upnp' | 'upnp-igd1' | 'pmp';
 
 /** The miniupnpd binary of the Debian package. */
 export const MINIUPNPD = '/usr/sbin/miniupnpd';
@@ -58,8 +61,9 @@ function config(mode: MiniupnpdMode, lab: Lab): string {
   return `ext_ifname=wan0
 listening_ip=lan0
 http_port=${MINIUPNPD_HTTP_PORT}
-enable_upnp=${mode === 'upnp' ? 'yes' : 'no'}
+enable_upnp=${mode === 'pmp' ? 'no' : 'yes'}
 enable_natpmp=${mode === 'pmp' ? 'yes' : 'no'}
+force_igd_desc_v1=${mode === 'upnp-igd1' ? 'yes' : 'no'}
 ext_perform_stun=yes
 ext_stun_host=${lab.broker.address}
 ext_stun_port=3478
@@ -130,7 +134,7 @@ export class Miniupnpd {
     const router = this.site.router as NonNullable<LabSite['router']>;
     const child = this.lab.spawn(router, MINIUPNPD, ['-d', '-f', join(this.dir, 'miniupnpd.conf'), '-P', join(this.dir, 'miniupnpd.pid')], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
-    const ready = this.mode === 'upnp' ? /HTTP listening on port/ : /Listening for NAT-PMP\/PCP traffic/;
+    const ready = this.mode === 'pmp' ? /Listening for NAT-PMP\/PCP traffic/ : /HTTP listening on port/;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`miniupnpd did not serve within ${MINIUPNPD_START_TIMEOUT_MS} ms:\n${this.#log.slice(-2000)}`)), MINIUPNPD_START_TIMEOUT_MS);
       const onData = (chunk: Buffer): void => {

@@ -1,8 +1,9 @@
 /**
  * Issue 11 item 1 in the real-kernel lab: `nattrav portmap --map` against the real miniupnpd
- * (Debian miniupnpd-nftables) on a port-restricted NAT router, once per protocol: UPnP IGD
- * (miniupnpd with only UPnP on), PCP and NAT-PMP (miniupnpd with NAT-PMP/PCP on; for NAT-PMP
- * the client is told to speak only it, since miniupnpd 2.3.1 has one switch for both).
+ * (Debian miniupnpd-nftables) on a port-restricted NAT router, once per protocol: UPnP IGDv2
+ * (AddAnyPortMapping) and IGDv1 (AddPortMapping; miniupnpd with only UPnP on), PCP and NAT-PMP
+ * (miniupnpd with NAT-PMP/PCP on; for NAT-PMP the client is told to speak only it, since
+ * miniupnpd 2.3.1 has one switch for both).
  *
  * For each: 1. the mapping exists on the gateway: a public host reaches a TCP echo server on
  * the LAN host through the mapped external port; 2. miniupnpd is stopped and its rules flushed
@@ -93,6 +94,10 @@ describe('port mapping against a real miniupnpd on a NAT router', () => {
       // 1. The gateway forwards the mapped port.
       assert.equal(await reachable(endpoint), true, 'the public host reaches the echo server through the mapping');
       assert.match(await daemon.redirects(), new RegExp(`dport ${mapping.externalPort}\\b`));
+      if (mode !== 'pmp') {
+        const version = mode === 'upnp-igd1' ? 'WANIPConnection:1#AddPortMapping' : 'WANIPConnection:2#AddAnyPortMapping';
+        assert.ok(daemon.log.includes(`SOAPAction: urn:schemas-upnp-org:service:${version}`), `the mapping was made with ${version}`);
+      }
 
       // 2. A gateway reboot loses the mapping; the command makes it again within one renewal interval.
       await daemon.stop();
@@ -121,8 +126,8 @@ describe('port mapping against a real miniupnpd on a NAT router', () => {
     }
   }
 
-  for (const [mode, protocol] of [['upnp', 'upnp'], ['pmp', 'pcp'], ['pmp', 'nat-pmp']] as const) {
-    test(`${protocol}: mapped, re-added after a gateway reboot, deleted on exit`, { timeout: TEST_TIMEOUT_MS + MINIUPNPD_START_TIMEOUT_MS }, async (t) => {
+  for (const [mode, protocol] of [['upnp', 'upnp'], ['upnp-igd1', 'upnp'], ['pmp', 'pcp'], ['pmp', 'nat-pmp']] as const) {
+    test(`${mode === 'upnp-igd1' ? 'upnp (IGDv1)' : protocol}: mapped, re-added after a gateway reboot, deleted on exit`, { timeout: TEST_TIMEOUT_MS + MINIUPNPD_START_TIMEOUT_MS }, async (t) => {
       if (!(await requireLab(t)) || !requireMiniupnpd(t)) return;
       await scenario(mode, protocol);
     });
