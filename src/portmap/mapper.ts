@@ -7,6 +7,7 @@
  * injected ({@link PortMapperIo}) so the schedule is tested on a fake clock.
  */
 import { EventEmitter } from 'node:events';
+import { debuglog } from 'node:util';
 import { ErrorCode, NattravError } from '../errors.js';
 import { systemClock, type Clock, type TimerHandle } from '../common/clock.js';
 import { DISCOVERY_BUDGET_MS, defaultGateway, probePmp, type PmpProbeResult } from './discover.js';
@@ -15,6 +16,9 @@ import { PmpClient } from './pmp-client.js';
 import { nextStep, renewAtMs, retryAtMs, type MappingState } from './renewal.js';
 import { UpnpClient, searchIgd } from './upnp.js';
 import { PORTMAP_PROTOCOLS, type GrantedMapping, type MapRequest, type MappedTransport, type MappingBackend, type PortMapProtocol } from './types.js';
+
+/** `NODE_DEBUG=nattrav:portmap`: what the gateway answered, and why a mapping or renewal failed. */
+const debug = debuglog('nattrav:portmap');
 
 /** What {@link PortMapper.discover} found. */
 export interface GatewayInfo {
@@ -188,7 +192,9 @@ export class PortMapper extends EventEmitter {
         const gateway = this.#options.gateway ?? (await this.#io.defaultGateway());
         if (gateway === undefined) return NO_GATEWAY;
         const scope = { protocols: this.#options.protocols ?? PORTMAP_DEFAULTS.protocols, multicast: this.#options.gateway === undefined };
-        return this.#io.probe(gateway, this.#options.discoveryBudgetMs ?? DISCOVERY_BUDGET_MS, scope, signal);
+        const probe = await this.#io.probe(gateway, this.#options.discoveryBudgetMs ?? DISCOVERY_BUDGET_MS, scope, signal);
+        debug('gateway %s answered %s (asked: %s)', gateway, probe.answered.protocols.join(',') || 'nothing', scope.protocols.join(','));
+        return probe;
       })();
       this.#probe = probe;
       probe.catch(() => {
@@ -242,7 +248,7 @@ export class PortMapper extends EventEmitter {
     };
     const info = await this.discover(options.signal);
     if (info.protocols.length === 0) throw new NattravError(ErrorCode.PortMapping, `no port-mapping protocol answered on the gateway ${info.gateway ?? '(none)'}`, info.gateway === undefined ? {} : { address: info.gateway });
-    let lastError: unknown;
+    const errors: Array<{ protocol: PortMapProtocol; error: unknown }> = [];
     for (const protocol of info.protocols) {
       try {
         const backend = await this.#backend(protocol, options.signal);
@@ -257,10 +263,14 @@ export class PortMapper extends EventEmitter {
         this.#emit('mapped', held);
         return view(held);
       } catch (err) {
-        lastError = err;
+        debug('map %s/%d via %s failed: %s', request.transport, internalPort, protocol, err instanceof Error ? err.message : String(err));
+        if (this.#closed) throw err;
+        errors.push({ protocol, error: err });
       }
     }
-    throw lastError;
+    if (errors.length === 1) throw errors[0]?.error;
+    const why = errors.map((e) => `${e.protocol}: ${e.error instanceof Error ? e.error.message : String(e.error)}`).join('; ');
+    throw new NattravError(ErrorCode.PortMapping, `no protocol could map ${request.transport} port ${internalPort} on ${info.gateway ?? 'the gateway'} (${why})`, { cause: errors.at(-1)?.error, ...(info.gateway === undefined ? {} : { address: info.gateway }) });
   }
 
   /** The mappings held now. */
@@ -296,6 +306,7 @@ export class PortMapper extends EventEmitter {
       held.failures++;
       held.state = nextStep(held.state, 'failed');
       this.#schedule(held, retryAtMs({ lifetimeSeconds: held.granted.lifetimeSeconds, grantedAtMs: held.grantedAtMs }, held.failures, this.#clock.now()));
+      debug('renewing %s/%d via %s failed (%d in a row): %s', held.request.transport, held.request.internalPort, held.backend.protocol, held.failures, err instanceof Error ? err.message : String(err));
       this.#emit('renew-failed', held, err instanceof Error ? err : new Error(String(err)));
     }
   }

@@ -46,6 +46,7 @@ class FallBackToNatPmp extends Error {}
 
 /** NAT-PMP and PCP client of one gateway; see the module comment. */
 export class PmpClient implements MappingBackend {
+  /** The gateway's address. */
   readonly gateway: string;
   readonly #link: DatagramLink;
   readonly #clock: Clock;
@@ -106,6 +107,7 @@ export class PmpClient implements MappingBackend {
     }
   }
 
+  /** Maps (or renews, repeating its nonce) over PCP; over NAT-PMP once the gateway said it speaks only that. */
   async add(request: MapRequest, previous: GrantedMapping | undefined, signal?: AbortSignal): Promise<GrantedMapping> {
     if (this.#protocol === 'pcp') {
       try {
@@ -132,12 +134,14 @@ export class PmpClient implements MappingBackend {
     return !this.#observe(answer.epoch);
   }
 
+  /** Deletes the mapping: lifetime 0, with the PCP nonce (§15) or NAT-PMP's external port 0 (§3.4). */
   async remove(request: MapRequest, granted: GrantedMapping, signal?: AbortSignal): Promise<void> {
     if (this.#protocol === 'pcp') await this.#pcpMap(request, 0, granted, signal);
     else await this.#natPmpMap({ ...request, suggestedExternalPort: 0 }, 0, signal);
     this.#nonces.delete(key(request));
   }
 
+  /** Closes the socket to the gateway. */
   close(): void {
     this.#link.close();
   }

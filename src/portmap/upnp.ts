@@ -98,7 +98,9 @@ export async function localAddressToward(host: string): Promise<string> {
 
 /** A UPnP IGD's WAN connection service, driven as a {@link MappingBackend}. */
 export class UpnpClient implements MappingBackend {
+  /** Always `upnp`. */
   readonly protocol = 'upnp' as const;
+  /** The gateway's address (the control URL's host). */
   readonly gateway: string;
   /** The service used (type, control URL, IGD version). */
   readonly service: IgdService;
@@ -134,6 +136,7 @@ export class UpnpClient implements MappingBackend {
     return decodeSoapResponse(body, action, this.gateway);
   }
 
+  /** GetExternalIPAddress. */
   async externalAddress(signal?: AbortSignal): Promise<string> {
     const out = await this.call('GetExternalIPAddress', [], signal);
     const address = out.NewExternalIPAddress ?? '';
@@ -158,6 +161,7 @@ export class UpnpClient implements MappingBackend {
     ];
   }
 
+  /** AddAnyPortMapping on IGDv2 (the gateway may pick the port), AddPortMapping on IGDv1; a renewal asks for the port held. */
   async add(request: MapRequest, previous: GrantedMapping | undefined, signal?: AbortSignal): Promise<GrantedMapping> {
     const wanted = previous?.externalPort ?? (request.suggestedExternalPort || request.internalPort);
     const externalAddress = await this.externalAddress(signal);
@@ -191,6 +195,7 @@ export class UpnpClient implements MappingBackend {
     }
   }
 
+  /** GetSpecificPortMappingEntry: true only when the entry still forwards to us and our port (714: gone). */
   async exists(request: MapRequest, granted: GrantedMapping, signal?: AbortSignal): Promise<boolean> {
     try {
       const out = await this.call('GetSpecificPortMappingEntry', [['NewRemoteHost', ''], ['NewExternalPort', granted.externalPort], ['NewProtocol', request.transport.toUpperCase()]], signal);
@@ -201,6 +206,7 @@ export class UpnpClient implements MappingBackend {
     }
   }
 
+  /** DeletePortMapping; an entry already gone (714) counts as deleted. */
   async remove(request: MapRequest, granted: GrantedMapping, signal?: AbortSignal): Promise<void> {
     try {
       await this.call('DeletePortMapping', [['NewRemoteHost', ''], ['NewExternalPort', granted.externalPort], ['NewProtocol', request.transport.toUpperCase()]], signal);
@@ -209,6 +215,7 @@ export class UpnpClient implements MappingBackend {
     }
   }
 
+  /** Nothing to release. */
   close(): void {
     // Each HTTP exchange uses its own connection (agent: false): nothing stays open.
   }

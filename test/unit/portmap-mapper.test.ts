@@ -305,7 +305,7 @@ describe('PortMapper schedule on a fake clock', () => {
     await mapper.close();
   });
 
-  test('the first protocol that maps wins; when none can, the last error is thrown', async () => {
+  test('the first protocol that maps wins; when none can, the error names each protocol\'s failure', async () => {
     const clock = new FakeClock();
     const pcp = new FakeBackend('pcp', clock);
     const upnp = new FakeBackend('upnp', clock);
@@ -314,7 +314,12 @@ describe('PortMapper schedule on a fake clock', () => {
     assert.equal((await mapper.map(4000)).protocol, 'upnp');
     pcp.failAdds = 1;
     upnp.failAdds = 1;
-    await assert.rejects(mapper.map(4100), /upnp refused/);
+    await assert.rejects(mapper.map(4100), (err: unknown) => isNattravError(err, 'ERR_PORTMAP') && /no protocol could map tcp port 4100 on 192\.168\.1\.1 \(pcp: pcp refused; upnp: upnp refused\)/.test(err.message));
+    // With one protocol, its own error comes through unchanged.
+    const only = new PortMapper({ clock, io: fakeIo([pcp]) });
+    pcp.failAdds = 1;
+    await assert.rejects(only.map(4300), /^Error: pcp refused$/);
+    await only.close();
     await mapper.close();
     await assert.rejects(mapper.map(4200), (err: unknown) => isNattravError(err, 'ERR_CLOSED'));
   });
