@@ -256,6 +256,11 @@ describe('UpnpClient against a loopback IGD', () => {
     assert.ok(performance.now() - started < UPNP_HTTP_TIMEOUT_MS + 1_000);
   });
 
+  test('an answer larger than the XML limit is cut off: ERR_PORTMAP', async () => {
+    igd.description = `<root>${'<x/>'.repeat(20_000)}</root>`;
+    await assert.rejects(UpnpClient.open(igd.location), (err: unknown) => isNattravError(err, 'ERR_PORTMAP') && /larger than 65536 bytes/.test(err.message));
+  });
+
   test('a description that is not XML is ERR_PORTMAP', async () => {
     igd.description = 'not xml <';
     await assert.rejects(UpnpClient.open(igd.location), (err: unknown) => isNattravError(err, 'ERR_PORTMAP') && /XML/.test(err.message));
