@@ -8,7 +8,7 @@
 export const PERMANENT_LEASE_CHECK_MS = 120_000;
 /** The first retry after a failed renewal, ms; doubled per failure up to {@link MAX_RETRY_MS}. */
 export const FIRST_RETRY_MS = 1_000;
-/** The longest wait between retries of a failed renewal, ms. */
+/** The longest wait between retries of a failed renewal, ms (less for leases shorter than 2 minutes: see {@link retryAtMs}). */
 export const MAX_RETRY_MS = 60_000;
 
 /** The state of one mapping (see {@link nextStep}). */
@@ -43,11 +43,13 @@ export function renewAtMs(grant: GrantTimes): number {
 
 /**
  * When to try again after `failures` (>= 1) failed renewals at `nowMs`: doubling from
- * {@link FIRST_RETRY_MS} up to {@link MAX_RETRY_MS}, and never later than halfway to expiry
- * (so a lease that is still running gets several tries before it lapses).
+ * {@link FIRST_RETRY_MS}, but never more than one renewal interval (half the lease, at most
+ * {@link MAX_RETRY_MS}: a gateway that comes back is served within one renewal interval), and
+ * never later than halfway to expiry (a lease still running gets several tries before it lapses).
  */
 export function retryAtMs(grant: GrantTimes, failures: number, nowMs: number): number {
-  const backoff = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** Math.max(0, failures - 1));
+  const interval = grant.lifetimeSeconds === 0 ? MAX_RETRY_MS : Math.min(MAX_RETRY_MS, (grant.lifetimeSeconds * 1000) / 2);
+  const backoff = Math.min(interval, FIRST_RETRY_MS * 2 ** Math.max(0, failures - 1));
   const expires = expiresAtMs(grant);
   const halfwayToExpiry = expires > nowMs ? (expires - nowMs) / 2 : backoff;
   return nowMs + Math.max(FIRST_RETRY_MS, Math.min(backoff, halfwayToExpiry));

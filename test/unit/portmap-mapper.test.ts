@@ -305,6 +305,24 @@ describe('PortMapper schedule on a fake clock', () => {
     await mapper.close();
   });
 
+  test('a gateway down for long: once it is back the mapping is re-added within one renewal interval', async () => {
+    const clock = new FakeClock();
+    const backend = new FakeBackend('pcp', clock);
+    backend.lifetime = 20;
+    const mapper = new PortMapper({ clock, io: fakeIo([backend]), lifetimeSeconds: 20 });
+    const events: string[] = [];
+    mapper.on('event', (e: PortMapperEvent) => events.push(e.type));
+    await mapper.map(4000);
+    backend.failAdds = Number.MAX_SAFE_INTEGER; // down: every renewal fails
+    await clock.advance(300_000);
+    assert.ok(events.filter((e) => e === 'renew-failed').length >= 30, 'kept trying at most one renewal interval apart');
+    backend.failAdds = 0;
+    backend.present = false; // back, with no mappings
+    await clock.advance(10_000);
+    assert.equal(events.at(-1), 'readded');
+    await mapper.close();
+  });
+
   test('the first protocol that maps wins; when none can, the error names each protocol\'s failure', async () => {
     const clock = new FakeClock();
     const pcp = new FakeBackend('pcp', clock);
@@ -362,6 +380,9 @@ describe('renewal schedule (pure)', () => {
     assert.equal(retryAtMs({ lifetimeSeconds: 7200, grantedAtMs: 0 }, 10, 3_600_000), 3_600_000 + 60_000);
     // 4 s left: wait 2 s, not the 60 s backoff.
     assert.equal(retryAtMs({ lifetimeSeconds: 30, grantedAtMs: 0 }, 10, 26_000), 28_000);
+    // Expired long ago (the gateway is down): never more than one renewal interval (10 s for a 20 s lease) between tries.
+    assert.equal(retryAtMs({ lifetimeSeconds: 20, grantedAtMs: 0 }, 10, 100_000), 110_000);
+    assert.equal(retryAtMs({ lifetimeSeconds: 0, grantedAtMs: 0 }, 10, 100_000), 160_000);
     assert.equal(nextStep('active', 'timer'), 'renewing');
     assert.equal(nextStep('renewing', 'failed'), 'retrying');
     assert.equal(nextStep('closed', 'renewed'), 'closed');
