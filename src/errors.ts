@@ -67,6 +67,11 @@ export const ErrorCode = {
    * reached, or the exposer was at its connection limit. The message carries the reason.
    */
   ServiceRefused: 'ERR_SERVICE_REFUSED',
+  /**
+   * A port-mapping gateway (UPnP IGD, NAT-PMP, PCP) refused a request or answered with bytes
+   * that do not parse; the message names the protocol, the gateway and its result code.
+   */
+  PortMapping: 'ERR_PORTMAP',
 } as const;
 
 /** One of the {@link ErrorCode} values. */

@@ -74,6 +74,10 @@ export type { Preamble, PreambleStatus } from './service/preamble.js';
 export { describeNat, discoverNat, formatAllocation, DISCOVERY_DEFAULTS } from './nat/index.js';
 export type { Behaviour, ClassicNatName, DiscoverNatOptions, NatProfile, PortAllocation, TcpProfile } from './nat/index.js';
 
+/** Port mapping on the local gateway: PCP, NAT-PMP and UPnP IGD behind one PortMapper. */
+export { PortMapper, PORTMAP_DEFAULTS, PORTMAP_PROTOCOLS, DISCOVERY_BUDGET_MS } from './portmap/index.js';
+export type { GatewayInfo, MapOptions, MappedTransport, MappingState, PortMapperEvent, PortMapperIo, GatewayProbe, MappingBackend, MapRequest, GrantedMapping, PortMapperOptions, PortMapping, PortMapProtocol } from './portmap/index.js';
+
 export { formatEndpoint, parseHostPort, toHostPort } from './common/endpoint.js';
 export type { HostPort } from './common/endpoint.js';
 export type { TransportAddress } from './wire/types.js';

@@ -32,6 +32,7 @@ export const NOT_CONFIGURABLE: Readonly<Record<string, readonly string[]>> = {
   'ca init': ['name'],
   'ca issue': ['ca', 'uri', 'out'],
   'lab matrix': ['report'],
+  portmap: ['map'],
 };
 
 /** One configurable option of one command (a `--x`/`--no-x` pair is one option). */

@@ -16,6 +16,7 @@ import { exposeCommand, type ExposeCommandOptions } from './expose.js';
 import { forwardCommand, type ForwardCommandOptions } from './forward.js';
 import { labMatrixCommand, type LabMatrixOptions } from './lab.js';
 import { netcheckCommand } from './netcheck.js';
+import { parseProtocols, portmapCommand, type PortmapCommandOptions } from './portmap.js';
 import { createRequire } from 'node:module';
 import { ExitCode, Reporter } from './output.js';
 import { StopSignals } from './signals.js';
@@ -40,6 +41,16 @@ function positiveInteger(value: string): string {
 
 function positiveCount(value: string): string {
   if (!/^\d+$/.test(value) || Number(value) <= 0) throw new InvalidArgumentError('expected a positive whole number');
+  return value;
+}
+
+function portNumber(value: string): string {
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 65535) throw new InvalidArgumentError('expected a port number 1..65535');
+  return value;
+}
+
+function ipv4Address(value: string): string {
+  if (!/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/.test(value)) throw new InvalidArgumentError('expected an IPv4 address such as 192.168.1.1');
   return value;
 }
 
@@ -210,6 +221,25 @@ async function main(argv: string[]): Promise<number> {
     .option('--json', 'print the result as one JSON line on stdout')
     .action((options: { broker: string; tcp?: boolean; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))))
     .addHelpText('after', examples(['nattrav netcheck --broker broker.example:3478', 'nattrav netcheck --broker 203.0.113.3:3478 --json']));
+
+  program
+    .command('portmap')
+    .description('ask the gateway for port mappings (PCP, NAT-PMP, UPnP IGD): which protocols it speaks, its external address; --map holds a mapping for the run')
+    .option('--gateway <ip>', 'the gateway to ask (default: the IPv4 default route\'s)', ipv4Address)
+    .option('--protocol <list>', 'protocols to try, in order, comma-separated (default: pcp,nat-pmp,upnp; pcp falls back to nat-pmp by itself)', (value: string) => {
+      try {
+        parseProtocols(value);
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+      return value;
+    })
+    .option('--map <port>', 'map this local port and hold the mapping (renewed, re-added after a gateway reboot) until SIGINT/SIGTERM, then delete it', portNumber)
+    .option('--udp', 'map a UDP port instead of TCP')
+    .option('--lease <seconds>', 'the lease to ask for; renewed at half of what the gateway grants (default 7200)', positiveCount)
+    .option('--json', 'JSON lines: results on stdout, renewals and deletion on stderr')
+    .action((options: PortmapCommandOptions & { json?: boolean }) => runStoppable((out, stop) => portmapCommand(options, withJson(out, options.json), stop)))
+    .addHelpText('after', examples(['nattrav portmap', 'nattrav portmap --map 8080 --lease 600 --json', 'nattrav portmap --gateway 192.168.1.1 --protocol upnp']));
 
   program
     .command('demo')

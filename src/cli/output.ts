@@ -29,6 +29,8 @@ export const ExitCode = {
   ConnectionBroken: 9,
   /** The address or port to listen on is in use. */
   AddressInUse: 10,
+  /** `portmap`: the gateway speaks no port-mapping protocol, or refused or botched the mapping. */
+  PortMapping: 11,
   /** Interrupted by SIGINT (128 + 2). */
   Interrupted: 130,
   /** Stopped by SIGTERM (128 + 15). */
@@ -54,6 +56,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.KeyMismatch]: ExitCode.Security,
   [ErrorCode.ConnectionBroken]: ExitCode.ConnectionBroken,
   [ErrorCode.AddressInUse]: ExitCode.AddressInUse,
+  [ErrorCode.PortMapping]: ExitCode.PortMapping,
 };
 
 /** The exit code for an error. */
