@@ -42,28 +42,44 @@ async function runLab(config: LabRunConfig): Promise<LabRunResult> {
   // Its own process group: a stop reaches flock's child too, and Ctrl-C reaches it only through us.
   const child = new Child(spawn('flock', [LAB_LOCK, process.execPath, script, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe'], detached: true }), 'lab run');
   const pid = child.pid;
-  let ended = false;
-  void child.exited.then(() => (ended = true));
-  const signalGroup = (signal: NodeJS.Signals): void => {
+  const groupAlive = (): boolean => {
     try {
-      process.kill(-pid, signal);
+      process.kill(-pid, 0);
+      return true;
     } catch {
-      // already gone
+      return false;
     }
   };
+  const signalGroup = (signal: NodeJS.Signals): void => {
+    if (groupAlive()) process.kill(-pid, signal);
+  };
+  /** Waits until no process of the group is left (the lab run removes its lab before it exits). */
+  const gone = async (ms: number): Promise<boolean> => {
+    const deadline = Date.now() + ms;
+    while (groupAlive()) {
+      if (Date.now() > deadline) return false;
+      await sleep(100);
+    }
+    return true;
+  };
+  // Asked to stop early (failure, Ctrl-C): SIGTERM makes the lab run remove its lab; SIGKILL only if it hangs.
   const stop = async (): Promise<void> => {
-    if (ended) return;
     signalGroup('SIGTERM');
-    await Promise.race([child.exited, sleep(TEARDOWN_MS)]);
-    signalGroup('SIGKILL');
+    if (!(await gone(TEARDOWN_MS))) signalGroup('SIGKILL');
   };
   const remove = onCleanup(stop);
+  let result: LabRunResult;
   try {
-    return await child.json<LabRunResult>(LAB_TIMEOUT_MS);
-  } finally {
+    result = await child.json<LabRunResult>(LAB_TIMEOUT_MS);
+  } catch (err) {
     remove();
     await stop();
+    throw err;
   }
+  // Done: the lab run removes its lab and exits by itself.
+  if (!(await gone(TEARDOWN_MS))) await stop();
+  remove();
+  return result;
 }
 
 /** The lab benchmark. */
