@@ -4,10 +4,11 @@
  * tables from it. Exit codes: 0 done (whatever the verdicts), 1 a benchmark failed, 2 bad
  * command line, 130 interrupted. Run it under `flock /tmp/nattrav-bench.lock`.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { describeMachine } from './lib/machine.js';
 import { BenchUsageError, parseBenchArgs, usage } from './lib/args.js';
 import { onInterrupt, pinSelf, stopAll } from './lib/procs.js';
+import { profileBrokersInto } from './lib/servers.js';
 import { checkResults, type Figure, type Results } from './lib/results.js';
 import { GENERATOR_CORE } from './lib/suite.js';
 import { textTable } from './lib/table.js';
@@ -29,6 +30,10 @@ if (args.help) {
 }
 
 onInterrupt();
+if (args.profile !== undefined) {
+  mkdirSync(args.profile, { recursive: true });
+  profileBrokersInto(args.profile);
+}
 // The runner is the generator of the in-process load (registrations, lookups): its core.
 pinSelf(GENERATOR_CORE);
 const selected = args.only.length === 0 ? SUITE : SUITE.filter((b) => args.only.includes(b.name));

@@ -9,6 +9,8 @@ export interface BenchArgs {
   readonly out: string;
   /** The Markdown file whose figure tables are regenerated (not on --quick runs). */
   readonly markdown: string;
+  /** Directory for the brokers' CPU profiles (`--profile DIR`); none when absent. */
+  readonly profile?: string;
   readonly help: boolean;
 }
 
@@ -18,12 +20,13 @@ export class BenchUsageError extends Error {}
 /** The usage text. */
 export function usage(names: readonly string[], summaries: readonly string[]): string {
   return [
-    'usage: npm run bench -- [--only NAME[,NAME...]] [--quick] [--out FILE] [--markdown FILE]',
+    'usage: npm run bench -- [--only NAME[,NAME...]] [--quick] [--out FILE] [--markdown FILE] [--profile DIR]',
     '',
     '  --only NAME     run only these benchmarks (repeatable, comma-separated); others keep their rows in --out',
     '  --quick         a short smoke run (tiny counts and durations; BENCHMARKS.md is left alone)',
     '  --out FILE      results file (default bench/results.json)',
     '  --markdown FILE Markdown file whose figure tables are regenerated (default BENCHMARKS.md)',
+    '  --profile DIR   every broker writes a CPU profile into DIR (summary: node dist/bench/profile.js FILE)',
     '',
     'benchmarks:',
     ...names.map((n, i) => `  ${n.padEnd(14)}${summaries[i] ?? ''}`),
@@ -36,6 +39,7 @@ export function parseBenchArgs(argv: readonly string[], known: readonly string[]
   let quick = false;
   let help = false;
   let { out, markdown } = defaults;
+  let profile: string | undefined;
   const value = (i: number, flag: string): string => {
     const v = argv[i + 1];
     if (v === undefined || v.startsWith('--')) throw new BenchUsageError(`${flag} needs a value`);
@@ -61,6 +65,9 @@ export function parseBenchArgs(argv: readonly string[], known: readonly string[]
       case '--markdown':
         markdown = take();
         break;
+      case '--profile':
+        profile = take();
+        break;
       case '--help':
       case '-h':
         help = true;
@@ -69,5 +76,5 @@ export function parseBenchArgs(argv: readonly string[], known: readonly string[]
         throw new BenchUsageError(`unknown option '${arg}' (see --help)`);
     }
   }
-  return { only: known.filter((n) => only.includes(n)), quick, out, markdown, help };
+  return { only: known.filter((n) => only.includes(n)), quick, out, markdown, help, ...(profile === undefined ? {} : { profile }) };
 }

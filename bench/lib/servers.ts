@@ -20,9 +20,17 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+let profileDir: string | undefined;
+
+/** From now on, bench brokers write a CPU profile (`node --cpu-prof`) into `dir` when they stop. */
+export function profileBrokersInto(dir: string): void {
+  profileDir = dir;
+}
+
 /** Starts the bench broker (servers/broker.ts) pinned to `core`. */
 export async function startBenchBroker(config: BenchBrokerConfig, core?: number): Promise<RunningServer> {
-  const child = startNode('broker', script('broker'), [JSON.stringify(config)], core, ['--expose-gc', '--max-old-space-size=4096']);
+  const profile = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
+  const child = startNode('broker', script('broker'), [JSON.stringify(config)], core, ['--expose-gc', '--max-old-space-size=4096', ...profile]);
   try {
     const { port } = await child.json<{ port: number }>();
     return { port, child, stop: () => child.stop() };
