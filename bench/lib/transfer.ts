@@ -11,10 +11,20 @@ export async function sendBytes(socket: Duplex, bytes: number): Promise<void> {
   while (left > 0) {
     const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left);
     left -= chunk.length;
-    if (!socket.write(chunk)) await new Promise<void>((resolve, reject) => {
-      socket.once('drain', resolve);
-      socket.once('error', reject);
-    });
+    if (!socket.write(chunk)) {
+      await new Promise<void>((resolve, reject) => {
+        const drained = (): void => {
+          socket.off('error', failed);
+          resolve();
+        };
+        const failed = (err: Error): void => {
+          socket.off('drain', drained);
+          reject(err);
+        };
+        socket.once('drain', drained);
+        socket.once('error', failed);
+      });
+    }
   }
   socket.end();
 }

@@ -11,8 +11,12 @@ import { TRANSACTION_ID_LENGTH } from '../../src/wire/constants.js';
 
 /** Bytes 8..20 of a STUN message: its transaction ID. */
 const TXID_AT = 8;
-/** A request unanswered this long on loopback was dropped (full socket buffer). */
-const DEFAULT_RETRANSMIT_MS = 250;
+/**
+ * A request unanswered this long was dropped (a full socket buffer): long enough that a busy
+ * server's queue (the window's worth of slow requests, e.g. signature checks) is not mistaken
+ * for a loss, which would make it do the work twice.
+ */
+const DEFAULT_RETRANSMIT_MS = 1_000;
 /** Retransmissions of one request before it counts as lost. */
 const MAX_RETRANSMITS = 4;
 
@@ -37,7 +41,7 @@ export interface UdpLoadOptions {
   next(index: number): Buffer | undefined;
   /** What an answer means; default: ok when it is a success response. */
   onAnswer?(index: number, answer: Buffer): AnswerVerdict;
-  /** Retransmit after this many ms. @default 250 */
+  /** Retransmit (or give up) after this many ms. @default 1000 */
   readonly retransmitMs?: number;
   /** Resend an unanswered request (true) or give it up (false: measuring a rate, order matters). @default true */
   readonly retransmit?: boolean;
@@ -67,13 +71,19 @@ export function isSuccess(answer: Buffer): boolean {
   return answer.length >= 2 && (answer[0]! & 0x01) === 0x01 && (answer[1]! & 0x10) === 0;
 }
 
-/** Opens `count` UDP sockets on 127.0.0.1 with large buffers. */
+/**
+ * Opens `count` UDP sockets with large buffers, socket `i` on loopback address 127.0.1.(i+1):
+ * one source address per socket, as separate peers behind separate NATs have. (The broker
+ * bounds some work per source address, e.g. 1,024 proofs of key per nonce lifetime, which
+ * one address would hit within seconds.)
+ */
 export async function openSockets(count: number): Promise<Socket[]> {
+  if (count > 254) throw new Error(`at most 254 sockets (one loopback address each), not ${count}`);
   const sockets: Socket[] = [];
   for (let i = 0; i < count; i++) {
     const socket = createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
     socket.on('error', () => undefined);
-    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => socket.bind(0, `127.0.1.${i + 1}`, resolve));
     sockets.push(socket);
   }
   return sockets;
