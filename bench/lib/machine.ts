@@ -1,6 +1,6 @@
 /** The machine a run is made on: CPU model (from /proc/cpuinfo), cores, Node version, kernel, memory. */
 import { readFileSync } from 'node:fs';
-import { availableParallelism, release, totalmem } from 'node:os';
+import { cpus, release, totalmem } from 'node:os';
 import type { Machine } from './results.js';
 
 /** Reads the machine's description. */
@@ -12,5 +12,6 @@ export function describeMachine(): Machine {
   } catch {
     // not Linux: keep 'unknown'
   }
-  return { cpu, cores: availableParallelism(), node: process.version, kernel: release(), memoryBytes: totalmem() };
+  // cpus(), not availableParallelism(): the runner pins itself to one core, the machine has more.
+  return { cpu, cores: cpus().length, node: process.version, kernel: release(), memoryBytes: totalmem() };
 }

@@ -4,7 +4,8 @@
  * answer that opens a session) and refreshes under a session. See peer/register-proof.ts for
  * the protocol the real peer runs.
  */
-import { sign, type KeyPairPem } from '../../src/security/keys.js';
+import { createPrivateKey, sign, type KeyObject } from 'node:crypto';
+import { keyTypeOf, type KeyPairPem } from '../../src/security/keys.js';
 import { newEphemeralKey, registrationPayload, sessionKey } from '../../src/security/proof.js';
 import { decodeMessage, encodeMessage, type EncodeOptions } from '../../src/wire/codec.js';
 import { AttrType, Method } from '../../src/wire/constants.js';
@@ -59,9 +60,19 @@ export class ProofFlows {
   readonly #pending = new Map<string, { uri: string; nonce?: Uint8Array; ephemeral?: ReturnType<typeof newEphemeralKey> }>();
   /** Sessions opened, per socket index. */
   readonly sessions: BenchSession[][];
+  /**
+   * The private key parsed once: security/keys.ts `sign` parses the PEM on every call (a
+   * peer signs once per registration), which would make the generator, not the broker, the
+   * limit (about 900 signatures/s instead of about 10,000 on the machine of BENCHMARKS.md).
+   */
+  readonly #signer: KeyObject;
+  /** The digest `sign` uses for this key type (ECDSA: SHA-256; Ed25519: none), as keys.ts does. */
+  readonly #digest: string | null;
 
   constructor(readonly key: KeyPairPem, sockets: number) {
     this.sessions = Array.from({ length: sockets }, () => []);
+    this.#signer = createPrivateKey(key.privateKeyPem);
+    this.#digest = keyTypeOf(this.#signer) === 'ed25519' ? null : 'sha256';
   }
 
   /** The first request of a registration of `uri`. */
@@ -88,7 +99,7 @@ export class ProofFlows {
       proof.add(AttrType.PublicKey, this.key.spki);
       proof.add(AttrType.Nonce, nonce);
       proof.add(AttrType.EphemeralKey, ephemeral.publicKey);
-      proof.add(AttrType.Signature, sign(this.key.privateKeyPem, registrationPayload({ nonce, uri: flow.uri, ephemeralKey: ephemeral.publicKey, lifetimeMs: BENCH_LIFETIME_MS, transport: 'udp' })));
+      proof.add(AttrType.Signature, sign(this.#digest, registrationPayload({ nonce, uri: flow.uri, ephemeralKey: ephemeral.publicKey, lifetimeMs: BENCH_LIFETIME_MS, transport: 'udp' }), this.#signer));
       const bytes = udpBytes(proof);
       this.#pending.set(txid(bytes), { uri: flow.uri, nonce, ephemeral });
       return { ok: false, followUp: bytes };

@@ -25,13 +25,15 @@ export function textTable(figures: readonly Figure[]): string {
   return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n');
 }
 
-/** One Markdown table per benchmark, in run order, each under a `####` heading. */
+/** One Markdown table per benchmark, in run order, each under a `####` heading, with the rows' notes. */
 export function markdownTables(results: Results, titles: ReadonlyMap<string, string>): string {
   const benches = [...new Set(results.figures.map((f) => f.bench))];
   const escape = (s: string): string => s.replaceAll('|', '\\|');
   return benches.map((bench) => {
-    const rows = results.figures.filter((f) => f.bench === bench).map((f) => `| ${cells(f).map(escape).join(' | ')} |`);
-    return [`#### ${titles.get(bench) ?? bench} (\`--only ${bench}\`)`, '', `| ${HEADER.join(' | ')} |`, `|${HEADER.map(() => '---').join('|')}|`, ...rows].join('\n');
+    const header = [...HEADER, 'notes'];
+    const notes = (f: Figure): string => (f.verdict === 'skipped' ? '' : (f.note ?? ''));
+    const rows = results.figures.filter((f) => f.bench === bench).map((f) => `| ${[...cells(f), notes(f)].map(escape).join(' | ')} |`);
+    return [`#### ${titles.get(bench) ?? bench} (\`--only ${bench}\`)`, '', `| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows].join('\n');
   }).join('\n\n');
 }
 
