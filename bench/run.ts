@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { describeMachine } from './lib/machine.js';
 import { BenchUsageError, parseBenchArgs, usage } from './lib/args.js';
-import { onInterrupt, pinSelf, stopAll } from './lib/procs.js';
+import { finish, onInterrupt, pinSelf, stopAll } from './lib/procs.js';
 import { profileBrokersInto } from './lib/servers.js';
 import { checkResults, type Figure, type Results } from './lib/results.js';
 import { GENERATOR_CORE } from './lib/suite.js';
@@ -54,6 +54,8 @@ for (const bench of selected) {
   }
   log(`   ${bench.name} took ${((Date.now() - began) / 1000).toFixed(1)} s`);
 }
+
+await finish();
 
 // With --only, the other benchmarks keep their rows from the previous results.
 let kept: readonly Figure[] = [];

@@ -90,10 +90,17 @@ export const stunBench: Bench = {
     let floor = 0;
     let broker = 0;
     let coturn = 0;
+    let coturnFailed: string | undefined;
     for (let round = 0; round < ROUNDS[ctx.quick ? 'quick' : 'full']; round++) {
       floor = Math.max(floor, await measure(ctx, 'floor', await startFloor(SERVER_CORE), request));
       broker = Math.max(broker, await measure(ctx, 'broker', await startBenchBroker({ open: false, max: 100_000 }, SERVER_CORE), request));
-      if (turnserver !== undefined) coturn = Math.max(coturn, await measure(ctx, 'coturn', await startCoturn(turnserver, request, SERVER_CORE), request));
+      if (turnserver === undefined) continue;
+      try {
+        coturn = Math.max(coturn, await measure(ctx, 'coturn', await startCoturn(turnserver, request, SERVER_CORE), request));
+      } catch (err) {
+        coturnFailed = err instanceof Error ? err.message : String(err);
+        ctx.log(`  coturn: ${coturnFailed}`);
+      }
     }
     const figures: Figure[] = [
       figure({ bench: 'stun', id: 'stun.floor', label: 'Binding answers/s, bare Node dgram responder (floor)', value: floor, unit: '/s' }),
@@ -102,6 +109,8 @@ export const stunBench: Bench = {
     floorOfRun = floor;
     if (turnserver === undefined) {
       figures.push(skipped('stun', 'stun.coturn', 'Binding answers/s, coturn turnserver (ratio to the floor)', '/s', 'skipped: coturn is not installed (apt-get install coturn)'));
+    } else if (coturn === 0) {
+      figures.push(skipped('stun', 'stun.coturn', 'Binding answers/s, coturn turnserver (ratio to the floor)', '/s', `skipped: ${coturnFailed ?? 'coturn answered nothing'}`));
     } else {
       figures.push(figure({ bench: 'stun', id: 'stun.coturn', label: `Binding answers/s, coturn turnserver (floor/coturn = ${(floor / coturn).toFixed(2)})`, value: coturn, unit: '/s', compared: coturn / floor, note: 'coturn/floor ratio, reported beside the broker\'s' }));
     }

@@ -1,6 +1,6 @@
 /**
  * The native load generator (stun-flood.c beside this file's source): compiled with gcc at
- * bench time into a temporary directory of this run, removed when the run ends.
+ * bench time into a temporary directory of this run, removed when the run ends (not after each benchmark).
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { onCleanup } from './procs.js';
+import { onRunEnd } from './procs.js';
 
 const run = promisify(execFile);
 /** gcc on a busy machine. */
@@ -22,7 +22,7 @@ let built: Promise<string> | undefined;
 export function stunFlood(): Promise<string> {
   built ??= (async () => {
     const dir = await mkdtemp(join(tmpdir(), 'nattrav-bench-'));
-    onCleanup(() => rm(dir, { recursive: true, force: true }));
+    onRunEnd(() => rm(dir, { recursive: true, force: true }));
     const binary = join(dir, 'stun-flood');
     try {
       await run('gcc', ['-O2', '-Wall', '-o', binary, SOURCE], { timeout: COMPILE_TIMEOUT_MS });

@@ -12,7 +12,10 @@ const READY_TIMEOUT_MS = 20_000;
 const TERM_GRACE_MS = 3_000;
 
 const running = new Set<ChildProcess>();
+/** Cleanups of the current benchmark (run by stopAll after each). */
 const cleanups = new Set<() => Promise<void>>();
+/** Cleanups of the whole run (e.g. the compiled generator's directory), run by {@link finish}. */
+const runCleanups = new Set<() => Promise<void>>();
 
 let tasksetOk: boolean | undefined;
 /** True when `taskset` runs here and there are at least two cores to pin to. */
@@ -128,7 +131,21 @@ export function onCleanup(fn: () => Promise<void>): () => void {
   return () => cleanups.delete(fn);
 }
 
-/** Kills every tracked child by PID and runs the registered cleanups. */
+/** Registers a cleanup for the end of the whole run (or its interruption): see {@link finish}. */
+export function onRunEnd(fn: () => Promise<void>): void {
+  runCleanups.add(fn);
+}
+
+/** The end of the run: {@link stopAll}, then the run's own cleanups. */
+export async function finish(): Promise<void> {
+  await stopAll();
+  for (const fn of [...runCleanups]) {
+    runCleanups.delete(fn);
+    await fn().catch((err: unknown) => process.stderr.write(`cleanup failed: ${String(err)}\n`));
+  }
+}
+
+/** Kills every tracked child by PID and runs the current benchmark's cleanups. */
 export async function stopAll(): Promise<void> {
   for (const child of [...running]) {
     running.delete(child);
@@ -144,7 +161,7 @@ export async function stopAll(): Promise<void> {
 export function onInterrupt(): void {
   const handler = (signal: NodeJS.Signals): void => {
     process.stderr.write(`\n${signal}: stopping servers and removing what the bench made\n`);
-    void stopAll().finally(() => process.exit(130));
+    void finish().finally(() => process.exit(130));
   };
   process.once('SIGINT', handler);
   process.once('SIGTERM', handler);

@@ -10,6 +10,8 @@ import { start, startNode, sleep, type Child } from './procs.js';
 
 /** How long coturn may take to answer its first Binding (SQLite setup on a busy machine). */
 const COTURN_READY_MS = 15_000;
+/** Starts of coturn on fresh free ports: a port found free may be taken before coturn binds it. */
+const COTURN_TRIES = 3;
 
 const script = (name: string): string => fileURLToPath(new URL(`../servers/${name}.js`, import.meta.url));
 
@@ -102,6 +104,18 @@ async function answering(port: number, request: Buffer, timeoutMs: number): Prom
  * Binding needs no authentication. Resolves once it answers `probe`.
  */
 export async function startCoturn(binary: string, probe: Buffer, core?: number): Promise<RunningServer> {
+  let last: unknown;
+  for (let attempt = 0; attempt < COTURN_TRIES; attempt++) {
+    try {
+      return await startCoturnOnce(binary, probe, core);
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw last;
+}
+
+async function startCoturnOnce(binary: string, probe: Buffer, core?: number): Promise<RunningServer> {
   const dir = await mkdtemp(join(tmpdir(), 'nattrav-bench-coturn-'));
   const port = await freeUdpPort();
   const child = start('turnserver', binary, [
