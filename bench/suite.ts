@@ -1,0 +1,11 @@
+/** The benchmarks of `npm run bench`, in the order they run. */
+import type { Bench } from './lib/suite.js';
+import { labBench } from './lab.js';
+import { memoryBench } from './memory.js';
+import { redisBench } from './redis.js';
+import { relayBench } from './relay.js';
+import { registrationBench } from './registration.js';
+import { stunBench } from './stun.js';
+
+/** Every benchmark, in run order. */
+export const SUITE: readonly Bench[] = [stunBench, registrationBench, memoryBench, relayBench, labBench, redisBench];
