@@ -79,15 +79,17 @@ export class BrokerGuard {
    * are not shrunk; an answer under integrity to any other source is never larger than
    * its request (a peer with a session could otherwise spoof a victim's address).
    * Bytes beyond the request of unauthenticated Binding answers come from the
-   * per-source and broker-wide budgets (`amplificationAllowance*`).
+   * per-source and broker-wide budgets (`amplificationAllowance*`); `onDraw` is called when
+   * the answer's size depended on them (they were asked, whether they granted or not).
    */
-  fitUdp(message: StunMessage, options: EncodeOptions, request: UdpRequestInfo, source: string, verified = false): Buffer | undefined {
+  fitUdp(message: StunMessage, options: EncodeOptions, request: UdpRequestInfo, source: string, verified = false, onDraw?: () => void): Buffer | undefined {
     if (options.integrityKey !== undefined || options.integritySha256Key !== undefined) {
       const answer = fitResponse(message, options, verified ? Number.MAX_SAFE_INTEGER : request.bytes);
       if (answer === undefined) this.limited({ kind: 'amplification', source });
       return answer;
     }
     const answer = fitUnauthenticated(message, options, request, this.#amplification, (excess) => {
+      onDraw?.();
       const now = this.#now();
       const perSource = this.#rates.bucket('amplification', source);
       if (perSource.available(now) < excess || !this.#allowance.take(excess, now)) return false;
