@@ -9,7 +9,7 @@
 import type { Socket } from 'node:net';
 import type { EncodeOptions } from '../wire/codec.js';
 import { HEADER_LENGTH, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
-import { decodeMessageType, type StunMessage } from '../wire/message.js';
+import { encodeMessageType, type StunMessage } from '../wire/message.js';
 import { getUri } from '../wire/nattrav.js';
 import { fitResponse, fitUnauthenticated, type AmplificationMode, type UdpRequestInfo } from './amplification.js';
 import { LimitReporter, RateLimiter, RegistrationCap, TokenBucket, type BrokerLimits, type LimitedReport, type RateKind } from './limits.js';
@@ -18,6 +18,9 @@ import { LimitReporter, RateLimiter, RegistrationCap, TokenBucket, type BrokerLi
 export type TcpVerdict = { readonly action: 'serve' } | { readonly action: 'refuse'; readonly response: StunMessage } | { readonly action: 'close' };
 
 const SERVE: TcpVerdict = { action: 'serve' };
+/** Message types (RFC 8489 §5) whose datagrams have their own rates. */
+const BINDING_REQUEST = encodeMessageType(Method.Binding, MessageClass.Request);
+const REGISTER_REQUEST = encodeMessageType(Method.Register, MessageClass.Request);
 
 /** Applies the broker's limits; one per broker. */
 export class BrokerGuard {
@@ -65,9 +68,9 @@ export class BrokerGuard {
   admitDatagram(data: Buffer, source: string): boolean {
     let kind: RateKind = 'udp-other';
     if (data.length >= HEADER_LENGTH) {
-      const { method, cls } = decodeMessageType(data.readUInt16BE(0) & 0x3fff);
-      if (cls === MessageClass.Request && method === Method.Binding) kind = 'udp-binding';
-      else if (cls === MessageClass.Request && method === Method.Register) kind = 'udp-register';
+      const type = ((data[0] << 8) | data[1]) & 0x3fff;
+      if (type === BINDING_REQUEST) kind = 'udp-binding';
+      else if (type === REGISTER_REQUEST) kind = 'udp-register';
     }
     return this.#take(kind, source);
   }

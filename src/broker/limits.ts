@@ -222,42 +222,61 @@ export class TokenBucket {
   }
 }
 
-/** A Map that holds at most `max` entries, forgetting the least recently used first. */
+/**
+ * A Map that holds at most `max` entries, forgetting the least recently used first,
+ * in generations (as a 2-generation cache does): new and used entries go to the young
+ * generation of up to max / 2; when it is full, it becomes the old one and the old one
+ * is forgotten whole. So an entry used within the last max / 2 insertions is kept, and
+ * a lookup of a young entry (the busy ones) costs one Map lookup, nothing moved.
+ */
 export class LruMap<K, V> {
-  readonly #map = new Map<K, V>();
+  #young = new Map<K, V>();
+  #old = new Map<K, V>();
+  readonly #half: number;
   readonly #max: number;
 
   constructor(max: number) {
     this.#max = max;
+    this.#half = Math.max(1, Math.floor(max / 2));
   }
 
   /** Entries held. */
   get size(): number {
-    return this.#map.size;
+    return this.#young.size + this.#old.size;
   }
 
-  /** The value for `key`, marking it most recently used. */
+  /** The value for `key`, marking it recently used. */
   get(key: K): V | undefined {
-    const value = this.#map.get(key);
-    if (value !== undefined) {
-      this.#map.delete(key);
-      this.#map.set(key, value);
+    const young = this.#young.get(key);
+    if (young !== undefined) return young;
+    const old = this.#old.get(key);
+    if (old !== undefined) {
+      this.#old.delete(key);
+      this.#insert(key, old);
     }
-    return value;
+    return old;
   }
 
-  /** Stores `value`, evicting the least recently used entry when full. */
+  /** Stores `value`, forgetting the old generation when the young one is full. */
   set(key: K, value: V): void {
-    this.#map.delete(key);
-    if (this.#map.size >= this.#max) {
-      const oldest = this.#map.keys().next();
-      if (oldest.done !== true) this.#map.delete(oldest.value);
+    if (this.#young.has(key)) {
+      this.#young.set(key, value);
+      return;
     }
-    this.#map.set(key, value);
+    this.#old.delete(key);
+    this.#insert(key, value);
+  }
+
+  #insert(key: K, value: V): void {
+    if (this.#young.size >= this.#half) {
+      this.#old = this.#max >= 2 ? this.#young : new Map();
+      this.#young = new Map();
+    }
+    this.#young.set(key, value);
   }
 }
 
-/** Token buckets per (kind, key) in one bounded LRU map. */
+/** Token buckets per (kind, key) in one bounded LRU map ({@link LruMap}). */
 export class RateLimiter {
   readonly #limits: BrokerLimits;
   readonly #buckets: LruMap<string, TokenBucket>;
