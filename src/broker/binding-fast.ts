@@ -17,6 +17,7 @@ import type { Socket as UdpSocket } from 'node:dgram';
 import { crc32 } from 'node:zlib';
 import { ATTRIBUTE_HEADER_LENGTH, AttrType, FINGERPRINT_LENGTH, FINGERPRINT_XOR, HEADER_LENGTH, MAGIC_COOKIE } from '../wire/constants.js';
 import { padded, TRANSACTION_ID_OFFSET } from '../wire/scan.js';
+import { packIPv4 } from './registry/slab.js';
 import type { ServerSocketId } from './rfc5780.js';
 
 /** The message type of a Binding request (RFC 8489 §5: method 0x001, class request). */
@@ -113,7 +114,7 @@ export class PlainBindingAnswers {
   send(shape: number, data: Uint8Array, socket: UdpSocket, address: string, port: number): boolean {
     const template = this.#templates.get(shape);
     if (template === undefined || template === null) return false;
-    const ip = parseIPv4(address);
+    const ip = packIPv4(address);
     if (ip < 0) return false;
     const out = Buffer.allocUnsafe(template.bytes.length);
     template.bytes.copy(out);
@@ -169,31 +170,4 @@ function template(answer: Buffer): Template | null {
     offset = value + padded(length);
   }
   return { bytes: Buffer.from(answer), xorMapped, mapped, fingerprint };
-}
-
-/** A dotted quad as an unsigned 32-bit number, or -1 when `text` is not one (as Node writes them: no leading zeros). */
-export function parseIPv4(text: string): number {
-  let value = 0;
-  let part = 0;
-  let digits = 0;
-  let dots = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x2e) {
-      if (digits === 0 || dots === 3) return -1;
-      value = value * 256 + part;
-      part = 0;
-      digits = 0;
-      dots++;
-    } else if (c >= 0x30 && c <= 0x39) {
-      if (digits > 0 && part === 0) return -1;
-      part = part * 10 + (c - 0x30);
-      if (part > 255) return -1;
-      digits++;
-    } else {
-      return -1;
-    }
-  }
-  if (digits === 0 || dots !== 3) return -1;
-  return value * 256 + part;
 }

@@ -11,8 +11,9 @@ import type { EncodeOptions } from '../wire/codec.js';
 import { HEADER_LENGTH, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import { encodeMessageType, type StunMessage } from '../wire/message.js';
 import { getUri } from '../wire/nattrav.js';
+import { RegistrationCap } from './registration-cap.js';
 import { fitResponse, fitUnauthenticated, type AmplificationMode, type UdpRequestInfo } from './amplification.js';
-import { LimitReporter, RateLimiter, RegistrationCap, TokenBucket, type BrokerLimits, type LimitedReport, type RateKind } from './limits.js';
+import { LimitReporter, RateLimiter, TokenBucket, type BrokerLimits, type LimitedReport, type RateKind } from './limits.js';
 
 /** What a TCP request may do after the guard looked at it. */
 export type TcpVerdict = { readonly action: 'serve' } | { readonly action: 'refuse'; readonly response: StunMessage } | { readonly action: 'close' };

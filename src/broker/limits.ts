@@ -348,64 +348,6 @@ export class CountCap {
   }
 }
 
-/**
- * Live registrations granted by this broker: URI -> (source, expiry), with the
- * count per source. Bounded by `maxRegistrations` (new URIs are refused when
- * full of live entries; expired ones are swept first).
- */
-export class RegistrationCap {
-  readonly #byUri = new Map<string, { source: string; expiresAt: number }>();
-  readonly #perSource = new Map<string, number>();
-  readonly #maxPerSource: number;
-  readonly #max: number;
-
-  constructor(maxPerSource: number, max: number) {
-    this.#maxPerSource = maxPerSource;
-    this.#max = max;
-  }
-
-  /** Registrations tracked (live or not yet swept). */
-  get size(): number {
-    return this.#byUri.size;
-  }
-
-  /** May `source` register (or refresh) `uri` at `now`? A refresh of its own URI always may. */
-  admit(uri: string, source: string, now: number): 'ok' | 'per-source' | 'total' {
-    const entry = this.#byUri.get(uri);
-    if (entry !== undefined && entry.source === source && entry.expiresAt > now) return 'ok';
-    if ((this.#perSource.get(source) ?? 0) >= this.#maxPerSource || this.#byUri.size >= this.#max) this.sweep(now);
-    if ((this.#perSource.get(source) ?? 0) >= this.#maxPerSource) return 'per-source';
-    if (this.#byUri.size >= this.#max && entry === undefined) return 'total';
-    return 'ok';
-  }
-
-  /** Records that `source` holds `uri` until `expiresAt` (replacing whoever held it). */
-  record(uri: string, source: string, expiresAt: number): void {
-    this.#remove(uri);
-    this.#byUri.set(uri, { source, expiresAt });
-    this.#perSource.set(source, (this.#perSource.get(source) ?? 0) + 1);
-  }
-
-  /** Forgets `uri` (its registration was dropped). */
-  forget(uri: string): void {
-    this.#remove(uri);
-  }
-
-  /** Drops every expired entry. */
-  sweep(now: number): void {
-    for (const [uri, entry] of this.#byUri) if (entry.expiresAt <= now) this.#remove(uri);
-  }
-
-  #remove(uri: string): void {
-    const entry = this.#byUri.get(uri);
-    if (entry === undefined) return;
-    this.#byUri.delete(uri);
-    const count = (this.#perSource.get(entry.source) ?? 1) - 1;
-    if (count <= 0) this.#perSource.delete(entry.source);
-    else this.#perSource.set(entry.source, count);
-  }
-}
-
 /** A limit that bit, as the broker reports it. */
 export interface LimitedReport {
   readonly kind: LimitKind;

@@ -1,0 +1,146 @@
+/**
+ * Fixed-size records in typed arrays, one slot per record, for the broker's per-peer
+ * tables (a million registrations must not cost a million objects): slots are handed out
+ * and taken back here; the tables keep their columns in {@link Column}s that grow with it.
+ * Also the packings those tables share: IPv4 dotted quads as numbers, and key
+ * fingerprints (base32 of 32 bytes) as bytes, each only where it round-trips exactly.
+ */
+import { base32 } from '../../security/keys.js';
+
+/** Slots at start (they double as needed). */
+const INITIAL_SLOTS = 1_024;
+
+/** A column of a slab: a typed array of `width` elements per slot. */
+export class Column<T extends Float64Array | Uint32Array | Uint16Array | Uint8Array> {
+  #array: T;
+  readonly #width: number;
+  readonly #make: (length: number) => T;
+
+  constructor(make: (length: number) => T, width = 1) {
+    this.#make = make;
+    this.#width = width;
+    this.#array = make(INITIAL_SLOTS * width);
+  }
+
+  /** The array (changes when the slab grows: do not keep it across {@link Slots.take}). */
+  get array(): T {
+    return this.#array;
+  }
+
+  /** Grows to hold `slots` slots, keeping what is there. */
+  grow(slots: number): void {
+    const next = this.#make(slots * this.#width);
+    next.set(this.#array);
+    this.#array = next;
+  }
+}
+
+/** Hands out slot numbers 0..n, reusing freed ones first; grows the columns it was given. */
+export class Slots {
+  readonly #columns: ReadonlyArray<Column<Float64Array | Uint32Array | Uint16Array | Uint8Array>>;
+  #free = new Uint32Array(INITIAL_SLOTS);
+  #freeCount = 0;
+  #next = 0;
+  #capacity = INITIAL_SLOTS;
+
+  constructor(columns: ReadonlyArray<Column<Float64Array | Uint32Array | Uint16Array | Uint8Array>>) {
+    this.#columns = columns;
+  }
+
+  /** Slots ever handed out (the highest slot number + 1): scans go up to here. */
+  get end(): number {
+    return this.#next;
+  }
+
+  /** A free slot (its columns hold whatever was there before). */
+  take(): number {
+    if (this.#freeCount > 0) return this.#free[--this.#freeCount] as number;
+    if (this.#next === this.#capacity) {
+      this.#capacity *= 2;
+      for (const column of this.#columns) column.grow(this.#capacity);
+    }
+    return this.#next++;
+  }
+
+  /** Gives `slot` back. */
+  release(slot: number): void {
+    if (this.#freeCount === this.#free.length) {
+      const bigger = new Uint32Array(this.#free.length * 2);
+      bigger.set(this.#free);
+      this.#free = bigger;
+    }
+    this.#free[this.#freeCount++] = slot;
+  }
+
+  /** Forgets every slot (the columns keep their size). */
+  clear(): void {
+    this.#freeCount = 0;
+    this.#next = 0;
+  }
+}
+
+/** A dotted quad as an unsigned 32-bit number, or -1 unless it is one as Node writes them (no leading zeros). */
+export function packIPv4(text: string): number {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x2e) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits > 0 && part === 0) return -1;
+      part = part * 10 + (c - 0x30);
+      if (part > 255) return -1;
+      digits++;
+    } else {
+      return -1;
+    }
+  }
+  if (digits === 0 || dots !== 3) return -1;
+  return value * 256 + part;
+}
+
+/** The dotted quad of {@link packIPv4}. */
+export function unpackIPv4(value: number): string {
+  return `${value >>> 24}.${(value >>> 16) & 0xff}.${(value >>> 8) & 0xff}.${value & 0xff}`;
+}
+
+/** Bytes of a key fingerprint (security/keys.ts: base32 of a SHA-256 digest). */
+export const FINGERPRINT_BYTES = 32;
+/** Its length in base32 characters. */
+const FINGERPRINT_CHARS = Math.ceil((FINGERPRINT_BYTES * 8) / 5);
+const BASE32_VALUES = new Map([...'abcdefghijklmnopqrstuvwxyz234567'].map((c, i) => [c.charCodeAt(0), i]));
+
+/**
+ * Writes the 32 bytes of a key fingerprint into `out` at `offset`; false (nothing
+ * written that counts) unless `fingerprint` is exactly what {@link base32} makes of them.
+ */
+export function packFingerprint(fingerprint: string, out: Uint8Array, offset: number): boolean {
+  if (fingerprint.length !== FINGERPRINT_CHARS) return false;
+  let buffer = 0;
+  let bits = 0;
+  let at = offset;
+  for (let i = 0; i < fingerprint.length; i++) {
+    const value = BASE32_VALUES.get(fingerprint.charCodeAt(i));
+    if (value === undefined) return false;
+    buffer = ((buffer << 5) | value) & 0xffff;
+    bits += 5;
+    if (bits >= 8) {
+      bits -= 8;
+      if (at - offset < FINGERPRINT_BYTES) out[at++] = (buffer >>> bits) & 0xff;
+    }
+  }
+  // The 4 bits past the 32 bytes must be zero, or the text would not come back the same.
+  return at - offset === FINGERPRINT_BYTES && (buffer & ((1 << bits) - 1)) === 0;
+}
+
+/** The fingerprint text of 32 bytes at `offset`. */
+export function unpackFingerprint(bytes: Uint8Array, offset: number): string {
+  return base32(bytes.subarray(offset, offset + FINGERPRINT_BYTES));
+}
