@@ -4,7 +4,7 @@
  * compactly (registry/slab.ts): a URI is a slot holding its expiry and a source number;
  * each source address is held once, with its count.
  */
-import { Column, Slots } from './registry/slab.js';
+import { Column, Slots, sweepExpired } from './registry/slab.js';
 
 /**
  * How often, at most, a full cap sweeps expired entries, in ms: a flood of refused
@@ -76,16 +76,7 @@ export class RegistrationCap {
   /** Drops every expired entry. */
   sweep(now: number): void {
     this.#lastSweep = now;
-    let next = Number.POSITIVE_INFINITY;
-    const expires = this.#expires.array;
-    for (let slot = 0; slot < this.#slots.end; slot++) {
-      const uri = this.#uris[slot];
-      if (uri === undefined) continue;
-      const at = expires[slot] as number;
-      if (at <= now) this.#remove(slot, uri);
-      else if (at < next) next = at;
-    }
-    this.#nextExpiry = next;
+    this.#nextExpiry = sweepExpired(this.#slots.end, this.#uris, this.#expires.array, now, (slot, uri) => this.#remove(slot, uri));
   }
 
   #sweepIfDue(now: number): void {

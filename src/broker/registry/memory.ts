@@ -1,6 +1,6 @@
 import type { TransportAddress } from '../../wire/types.js';
 import type { Registration, Registry } from './registry.js';
-import { Column, FINGERPRINT_BYTES, packFingerprint, packIPv4, Slots, unpackFingerprint, unpackIPv4 } from './slab.js';
+import { Column, FINGERPRINT_BYTES, packFingerprint, packIPv4, Slots, sweepExpired, unpackFingerprint, unpackIPv4 } from './slab.js';
 
 /** Options of {@link MemoryRegistry}. */
 export interface MemoryRegistryOptions {
@@ -94,14 +94,7 @@ export class MemoryRegistry implements Registry {
 
   /** Drops every expired entry now (a scan of one typed array; only expired entries touch the Map). */
   sweep(): void {
-    const now = this.#now();
-    const expires = this.#expires.array;
-    for (let slot = 0; slot < this.#slots.end; slot++) {
-      if (expires[slot] as number <= now) {
-        const uri = this.#uris[slot];
-        if (uri !== undefined) this.#remove(slot, uri);
-      }
-    }
+    sweepExpired(this.#slots.end, this.#uris, this.#expires.array, this.#now(), (slot, uri) => this.#remove(slot, uri));
   }
 
   async close(): Promise<void> {

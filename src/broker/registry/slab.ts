@@ -79,6 +79,23 @@ export class Slots {
   }
 }
 
+/**
+ * Removes (with `remove`) every slot below `end` whose key in `keys` is set and whose
+ * expiry in `expires` is at or before `now`; returns the earliest expiry left (Infinity
+ * when none): until then another sweep would find nothing.
+ */
+export function sweepExpired(end: number, keys: ReadonlyArray<string | undefined>, expires: Float64Array, now: number, remove: (slot: number, key: string) => void): number {
+  let next = Number.POSITIVE_INFINITY;
+  for (let slot = 0; slot < end; slot++) {
+    const key = keys[slot];
+    if (key === undefined) continue;
+    const at = expires[slot] as number;
+    if (at <= now) remove(slot, key);
+    else if (at < next) next = at;
+  }
+  return next;
+}
+
 /** A dotted quad as an unsigned 32-bit number, or -1 unless it is one as Node writes them (no leading zeros). */
 export function packIPv4(text: string): number {
   let value = 0;
