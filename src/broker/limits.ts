@@ -49,7 +49,7 @@ export interface BrokerLimits {
   readonly expensivePerSource: RateSpec;
   /** Live registrations (URIs) granted to one source address. @default 1024 */
   readonly maxRegistrationsPerSource: number;
-  /** Live registrations granted in total. @default 100000 */
+  /** Live registrations granted in total. @default 1000000 */
   readonly maxRegistrations: number;
   /** Open TCP connections in total. @default 16384 */
   readonly maxConnections: number;
@@ -105,7 +105,8 @@ export const BROKER_LIMITS_DEFAULTS: BrokerLimits = {
   expensivePerSource: { perSecond: 0.25, burst: 32 },
   /** A large NAT (CGN) may hide many peers behind one address. */
   maxRegistrationsPerSource: 1024,
-  maxRegistrations: 100_000,
+  /** About 300 bytes each with their sessions (registry/memory.ts, sessions.ts): some 300 MB when full. */
+  maxRegistrations: 1_000_000,
   /** File descriptors are the real bound; 16 Ki sockets with 4 KiB of STUN buffer each is ~64 MB at worst. */
   maxConnections: 16_384,
   maxConnectionsPerSource: 512,
