@@ -17,7 +17,7 @@ import type { Socket as UdpSocket } from 'node:dgram';
 import { crc32 } from 'node:zlib';
 import { ATTRIBUTE_HEADER_LENGTH, AttrType, FINGERPRINT_LENGTH, FINGERPRINT_XOR, HEADER_LENGTH, MAGIC_COOKIE } from '../wire/constants.js';
 import { padded, TRANSACTION_ID_OFFSET } from '../wire/scan.js';
-import { packIPv4 } from './registry/slab.js';
+import { packIPv4 } from '../wire/address.js';
 import type { ServerSocketId } from './rfc5780.js';
 
 /** The message type of a Binding request (RFC 8489 §5: method 0x001, class request). */

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { SESSION_ID_LENGTH } from '../security/proof.js';
-import { Column, FINGERPRINT_BYTES, packFingerprint, packIPv4, Slots, sweepExpired, unpackFingerprint, unpackIPv4 } from './registry/slab.js';
+import { Column, FINGERPRINT_BYTES, packFingerprint, hexEquals, packIPv4, Slots, sweepExpired, unpackFingerprint, unpackIPv4 } from './registry/slab.js';
 
 /** An endpoint a session's holder was verified at. */
 export interface SessionEndpoint {
@@ -203,7 +203,7 @@ export class SessionTable implements SessionStore {
 
   async end(session: Session): Promise<boolean> {
     const slot = this.#slotOf.get(session.uri);
-    if (slot === undefined || this.#idAt(slot) !== session.id) return false;
+    if (slot === undefined || !this.#hasId(slot, session.id)) return false;
     this.#remove(slot, session.uri);
     return true;
   }
@@ -223,8 +223,15 @@ export class SessionTable implements SessionStore {
   /** The slot of `uri`'s live session `id`, or -1. */
   #live(uri: string, id: string): number {
     const slot = this.#slotOf.get(uri);
-    if (slot === undefined || (this.#expires.array[slot] as number) <= this.#now() || this.#idAt(slot) !== id) return -1;
+    if (slot === undefined || (this.#expires.array[slot] as number) <= this.#now() || !this.#hasId(slot, id)) return -1;
     return slot;
+  }
+
+  /** Whether `slot`'s session ID is `id` (hex), without building a string. */
+  #hasId(slot: number, id: string): boolean {
+    const whole = this.#whole.get(slot);
+    if (whole !== undefined) return whole.id === id;
+    return hexEquals(this.#ids.array, slot * SESSION_ID_LENGTH, SESSION_ID_LENGTH, id);
   }
 
   #idAt(slot: number): string {

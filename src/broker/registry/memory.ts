@@ -48,6 +48,7 @@ export class MemoryRegistry implements Registry {
   readonly #broker = new Column((n) => new Uint16Array(n));
   readonly #slots = new Slots([this.#expires, this.#publicIp, this.#publicPort, this.#flags, this.#privateIp, this.#privatePort, this.#fingerprint, this.#broker]);
   readonly #whole = new Map<number, Registration>();
+  readonly #scratch = new Uint8Array(FINGERPRINT_BYTES);
   readonly #brokers: string[] = [];
   readonly #brokerIds = new Map<string, number>();
   readonly #now: () => number;
@@ -69,8 +70,10 @@ export class MemoryRegistry implements Registry {
   async claim(registration: Registration & { readonly keyFingerprint: string }): Promise<string | undefined> {
     // No await before the store: another claim must not run in between.
     const slot = this.#live(registration.uri);
-    const holder = slot < 0 ? undefined : this.#fingerprintAt(slot);
-    if (holder !== undefined && holder !== registration.keyFingerprint) return holder;
+    if (slot >= 0 && !this.#heldBy(slot, registration.keyFingerprint)) {
+      const holder = this.#fingerprintAt(slot);
+      if (holder !== undefined) return holder;
+    }
     this.#store(registration);
     return undefined;
   }
@@ -175,6 +178,16 @@ export class MemoryRegistry implements Registry {
     this.#brokers.push(broker);
     this.#brokerIds.set(broker, this.#brokers.length);
     return this.#brokers.length;
+  }
+
+  /** Whether `slot` is held by `fingerprint` (compared packed, without building the stored text). */
+  #heldBy(slot: number, fingerprint: string): boolean {
+    const flags = this.#flags.array[slot] as number;
+    if ((flags & WHOLE) !== 0 || (flags & HAS_FINGERPRINT) === 0 || !packFingerprint(fingerprint, this.#scratch, 0)) return this.#fingerprintAt(slot) === fingerprint;
+    const stored = this.#fingerprint.array;
+    const at = slot * FINGERPRINT_BYTES;
+    for (let i = 0; i < FINGERPRINT_BYTES; i++) if (stored[at + i] !== this.#scratch[i]) return false;
+    return true;
   }
 
   #fingerprintAt(slot: number): string | undefined {

@@ -6,6 +6,9 @@
  * fingerprints (base32 of 32 bytes) as bytes, each only where it round-trips exactly.
  */
 import { base32 } from '../../security/keys.js';
+import { packIPv4 } from '../../wire/address.js';
+
+export { packIPv4 };
 
 /** Slots at start (they double as needed). */
 const INITIAL_SLOTS = 1_024;
@@ -96,32 +99,17 @@ export function sweepExpired(end: number, keys: ReadonlyArray<string | undefined
   return next;
 }
 
-/** A dotted quad as an unsigned 32-bit number, or -1 unless it is one as Node writes them (no leading zeros). */
-export function packIPv4(text: string): number {
-  let value = 0;
-  let part = 0;
-  let digits = 0;
-  let dots = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x2e) {
-      if (digits === 0 || dots === 3) return -1;
-      value = value * 256 + part;
-      part = 0;
-      digits = 0;
-      dots++;
-    } else if (c >= 0x30 && c <= 0x39) {
-      if (digits > 0 && part === 0) return -1;
-      part = part * 10 + (c - 0x30);
-      if (part > 255) return -1;
-      digits++;
-    } else {
-      return -1;
-    }
+/** Whether `hex` (lowercase, as Buffer's toString('hex') writes it) spells the `length` bytes at `offset`. */
+export function hexEquals(bytes: Uint8Array, offset: number, length: number, hex: string): boolean {
+  if (hex.length !== length * 2) return false;
+  for (let i = 0; i < length; i++) {
+    const byte = bytes[offset + i] as number;
+    if (hex.charCodeAt(2 * i) !== HEX_DIGITS[byte >>> 4] || hex.charCodeAt(2 * i + 1) !== HEX_DIGITS[byte & 0xf]) return false;
   }
-  if (digits === 0 || dots !== 3) return -1;
-  return value * 256 + part;
+  return true;
 }
+
+const HEX_DIGITS = Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
 
 /** The dotted quad of {@link packIPv4}. */
 export function unpackIPv4(value: number): string {
