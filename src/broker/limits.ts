@@ -282,6 +282,10 @@ export class RateLimiter {
   readonly #limits: BrokerLimits;
   readonly #buckets: LruMap<string, TokenBucket>;
   readonly #now: () => number;
+  /** The bucket looked up last, its kind and key. */
+  #lastBucket: TokenBucket | undefined;
+  #lastKind = '';
+  #lastKey = '';
 
   constructor(limits: BrokerLimits, now: () => number = Date.now) {
     this.#limits = limits;
@@ -301,6 +305,9 @@ export class RateLimiter {
 
   /** The bucket of `kind` for `key`, created full. */
   bucket(kind: RateKind | 'amplification', key: string): TokenBucket {
+    // A flood comes from one source: its bucket again, without building the key (nothing was
+    // looked up since, so nothing was inserted or evicted: it is still the one in the map).
+    if (this.#lastBucket !== undefined && this.#lastKind === kind && this.#lastKey === key) return this.#lastBucket;
     const id = `${kind}|${key}`;
     let bucket = this.#buckets.get(id);
     if (bucket === undefined) {
@@ -308,6 +315,9 @@ export class RateLimiter {
       bucket = new TokenBucket(spec, this.#now());
       this.#buckets.set(id, bucket);
     }
+    this.#lastKind = kind;
+    this.#lastKey = key;
+    this.#lastBucket = bucket;
     return bucket;
   }
 }

@@ -1,7 +1,7 @@
 /** The generational LRU map behind the broker's rate-limit buckets and report throttling (src/broker/limits.ts). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LruMap } from '../../src/broker/limits.js';
+import { LruMap, RateLimiter, resolveLimits } from '../../src/broker/limits.js';
 
 test('never holds more than max entries', () => {
   for (const max of [1, 2, 3, 10, 101]) {
@@ -39,4 +39,19 @@ test('set replaces a value in either generation without growing', () => {
   assert.equal(map.get('a'), 10);
   assert.equal(map.get('b'), 2);
   assert.equal(map.get('c'), 30);
+});
+
+test('a busy source keeps its bucket while other sources come and go (no fresh burst by eviction)', () => {
+  const limiter = new RateLimiter(resolveLimits({ trackedBuckets: 10, udpBinding: { perSecond: 0, burst: 5 } }), () => 1_000);
+  let granted = 0;
+  for (let i = 0; i < 300; i++) {
+    if (limiter.take('udp-binding', 'hot')) granted++;
+    if (limiter.take('udp-binding', 'hot')) granted++;
+    assert.equal(limiter.take('udp-binding', `other-${i}`), true, 'a new source starts with a full bucket');
+    assert.ok(limiter.size <= 10);
+  }
+  assert.equal(granted, 5, 'the burst once, never again');
+  // A source left alone long enough is forgotten, and starts full again.
+  for (let i = 0; i < 20; i++) limiter.take('udp-binding', `later-${i}`);
+  assert.equal(limiter.take('udp-binding', 'hot'), true);
 });
