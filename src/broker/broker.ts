@@ -19,11 +19,12 @@ import type { BrokerEvent } from './events.js';
 import type { RegisterAuth } from './register.js';
 import { RelayHub } from './relay.js';
 import { Rendezvous } from './rendezvous.js';
-import { handleDatagram } from './udp.js';
+import { handleDatagram, KNOWN_ATTRIBUTES } from './udp.js';
 import { bindListeners, closeListeners } from './listeners.js';
 import { BrokerGuard } from './guard.js';
 import { resolveLimits } from './limits.js';
 import { answerBinding, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
+import { NOT_PLAIN, PlainBindingAnswers } from './binding-fast.js';
 import { TcpService } from './tcp.js';
 import { ClusterRouting } from './cluster.js';
 import { toTransportAddress } from '../common/endpoint.js';
@@ -58,6 +59,8 @@ export class Broker extends EventEmitter {
   readonly #tcpService: TcpService;
   /** Connection requests to recipients registered through other brokers of a cluster (cluster.ts); undefined without a bus. */
   readonly #cluster: ClusterRouting | undefined;
+  /** Answers to plain UDP Binding requests, learnt from the full path (binding-fast.ts). */
+  readonly #plainBindings = new PlainBindingAnswers(KNOWN_ATTRIBUTES);
   /** UDP sockets by `socketKey` (rfc5780.ts); the primary one also carries the broker's own requests. */
   #udp = new Map<string, UdpSocket>();
   #tcp: readonly Server[] = [];
@@ -302,6 +305,13 @@ export class Broker extends EventEmitter {
         socket.on('error', (err) => this.emit('error', err));
         socket.on('message', (data, rinfo) => {
           if (!this.#guard.admitDatagram(data, rinfo.address)) return;
+          const shape = this.#state === 'listening' ? this.#plainBindings.shape(data, rinfo.family, id) : NOT_PLAIN;
+          if (shape !== NOT_PLAIN && this.#plainBindings.send(shape, data, socket, rinfo.address, rinfo.port)) {
+            if (this.listenerCount('event') > 0) {
+              this.emit('event', { type: 'binding', transport: 'udp', remote: { family: 'IPv4', address: rinfo.address, port: rinfo.port } } satisfies BrokerEvent);
+            }
+            return;
+          }
           void handleDatagram(
             {
               registry: this.#registry,
@@ -309,7 +319,7 @@ export class Broker extends EventEmitter {
               now: Date.now,
               auth: this.#auth,
               reply: (request, response, to, options, verified) => this.#replyUdp(socket, response, to, options, udpRequestInfo(request, data), verified),
-              binding: (request, remote) => this.#answerBinding(id, request, remote, udpRequestInfo(request, data)),
+              binding: (request, remote) => this.#answerBinding(id, request, remote, udpRequestInfo(request, data), shape),
               admitRegister: (request, remote) => this.#guard.admitRegister(request, remote.address),
               onResponse: (message, remote) => this.#rendezvous.acknowledge(message, { transport: 'udp', from: remote }),
               onRegistered: (uri, publicEndpoint, lifetimeMs, refresh) => {
@@ -356,12 +366,21 @@ export class Broker extends EventEmitter {
     if (bytes !== undefined) socket.send(bytes, to.port, to.address, () => undefined);
   }
 
-  /** RFC 5780 §6.1: answers a UDP Binding from the socket CHANGE-REQUEST asks for (see rfc5780.ts). */
-  #answerBinding(arrivedOn: ServerSocketId, request: StunMessage, remote: TransportAddress, info: UdpRequestInfo): void {
-    if (this.#layout === undefined) return;
+  /**
+   * RFC 5780 §6.1: answers a UDP Binding from the socket CHANGE-REQUEST asks for (see rfc5780.ts).
+   * A plain request's answer (`shape`, binding-fast.ts) is kept for the next ones of its shape.
+   */
+  #answerBinding(arrivedOn: ServerSocketId, request: StunMessage, remote: TransportAddress, info: UdpRequestInfo, shape: number): void {
+    if (this.#layout === undefined || this.#state !== 'listening') return;
     const answer = answerBinding(request, arrivedOn, remote, this.#layout);
     const socket = this.#udp.get(socketKey(answer.from));
-    if (socket !== undefined) this.#replyUdp(socket, answer.response, answer.to, undefined, info);
+    if (socket === undefined) return;
+    let drew = false;
+    const bytes = this.#guard.fitUdp(answer.response, { software: this.#options.software, fingerprint: true }, info, answer.to.address, false, () => {
+      drew = true;
+    });
+    this.#plainBindings.learn(shape, bytes, drew);
+    if (bytes !== undefined) socket.send(bytes, answer.to.port, answer.to.address, () => undefined);
   }
 
   /** A registration was withdrawn by its holder: free its place under the caps and say so. */

@@ -9,15 +9,19 @@
 import type { Socket } from 'node:net';
 import type { EncodeOptions } from '../wire/codec.js';
 import { HEADER_LENGTH, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
-import { decodeMessageType, type StunMessage } from '../wire/message.js';
+import { encodeMessageType, type StunMessage } from '../wire/message.js';
 import { getUri } from '../wire/nattrav.js';
+import { RegistrationCap } from './registration-cap.js';
 import { fitResponse, fitUnauthenticated, type AmplificationMode, type UdpRequestInfo } from './amplification.js';
-import { LimitReporter, RateLimiter, RegistrationCap, TokenBucket, type BrokerLimits, type LimitedReport, type RateKind } from './limits.js';
+import { LimitReporter, RateLimiter, TokenBucket, type BrokerLimits, type LimitedReport, type RateKind } from './limits.js';
 
 /** What a TCP request may do after the guard looked at it. */
 export type TcpVerdict = { readonly action: 'serve' } | { readonly action: 'refuse'; readonly response: StunMessage } | { readonly action: 'close' };
 
 const SERVE: TcpVerdict = { action: 'serve' };
+/** Message types (RFC 8489 §5) whose datagrams have their own rates. */
+const BINDING_REQUEST = encodeMessageType(Method.Binding, MessageClass.Request);
+const REGISTER_REQUEST = encodeMessageType(Method.Register, MessageClass.Request);
 
 /** Applies the broker's limits; one per broker. */
 export class BrokerGuard {
@@ -65,9 +69,9 @@ export class BrokerGuard {
   admitDatagram(data: Buffer, source: string): boolean {
     let kind: RateKind = 'udp-other';
     if (data.length >= HEADER_LENGTH) {
-      const { method, cls } = decodeMessageType(data.readUInt16BE(0) & 0x3fff);
-      if (cls === MessageClass.Request && method === Method.Binding) kind = 'udp-binding';
-      else if (cls === MessageClass.Request && method === Method.Register) kind = 'udp-register';
+      const type = ((data[0] << 8) | data[1]) & 0x3fff;
+      if (type === BINDING_REQUEST) kind = 'udp-binding';
+      else if (type === REGISTER_REQUEST) kind = 'udp-register';
     }
     return this.#take(kind, source);
   }
@@ -79,15 +83,17 @@ export class BrokerGuard {
    * are not shrunk; an answer under integrity to any other source is never larger than
    * its request (a peer with a session could otherwise spoof a victim's address).
    * Bytes beyond the request of unauthenticated Binding answers come from the
-   * per-source and broker-wide budgets (`amplificationAllowance*`).
+   * per-source and broker-wide budgets (`amplificationAllowance*`); `onDraw` is called when
+   * the answer's size depended on them (they were asked, whether they granted or not).
    */
-  fitUdp(message: StunMessage, options: EncodeOptions, request: UdpRequestInfo, source: string, verified = false): Buffer | undefined {
+  fitUdp(message: StunMessage, options: EncodeOptions, request: UdpRequestInfo, source: string, verified = false, onDraw?: () => void): Buffer | undefined {
     if (options.integrityKey !== undefined || options.integritySha256Key !== undefined) {
       const answer = fitResponse(message, options, verified ? Number.MAX_SAFE_INTEGER : request.bytes);
       if (answer === undefined) this.limited({ kind: 'amplification', source });
       return answer;
     }
     const answer = fitUnauthenticated(message, options, request, this.#amplification, (excess) => {
+      onDraw?.();
       const now = this.#now();
       const perSource = this.#rates.bucket('amplification', source);
       if (perSource.available(now) < excess || !this.#allowance.take(excess, now)) return false;

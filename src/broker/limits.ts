@@ -49,7 +49,7 @@ export interface BrokerLimits {
   readonly expensivePerSource: RateSpec;
   /** Live registrations (URIs) granted to one source address. @default 1024 */
   readonly maxRegistrationsPerSource: number;
-  /** Live registrations granted in total. @default 100000 */
+  /** Live registrations granted in total. @default 1000000 */
   readonly maxRegistrations: number;
   /** Open TCP connections in total. @default 16384 */
   readonly maxConnections: number;
@@ -105,7 +105,8 @@ export const BROKER_LIMITS_DEFAULTS: BrokerLimits = {
   expensivePerSource: { perSecond: 0.25, burst: 32 },
   /** A large NAT (CGN) may hide many peers behind one address. */
   maxRegistrationsPerSource: 1024,
-  maxRegistrations: 100_000,
+  /** About 300 bytes each with their sessions (registry/memory.ts, sessions.ts): some 300 MB when full. */
+  maxRegistrations: 1_000_000,
   /** File descriptors are the real bound; 16 Ki sockets with 4 KiB of STUN buffer each is ~64 MB at worst. */
   maxConnections: 16_384,
   maxConnectionsPerSource: 512,
@@ -222,46 +223,69 @@ export class TokenBucket {
   }
 }
 
-/** A Map that holds at most `max` entries, forgetting the least recently used first. */
+/**
+ * A Map that holds at most `max` entries, forgetting the least recently used first,
+ * in generations (as a 2-generation cache does): new and used entries go to the young
+ * generation of up to max / 2; when it is full, it becomes the old one and the old one
+ * is forgotten whole. So an entry used within the last max / 2 insertions is kept, and
+ * a lookup of a young entry (the busy ones) costs one Map lookup, nothing moved.
+ */
 export class LruMap<K, V> {
-  readonly #map = new Map<K, V>();
+  #young = new Map<K, V>();
+  #old = new Map<K, V>();
+  readonly #half: number;
   readonly #max: number;
 
   constructor(max: number) {
     this.#max = max;
+    this.#half = Math.max(1, Math.floor(max / 2));
   }
 
   /** Entries held. */
   get size(): number {
-    return this.#map.size;
+    return this.#young.size + this.#old.size;
   }
 
-  /** The value for `key`, marking it most recently used. */
+  /** The value for `key`, marking it recently used. */
   get(key: K): V | undefined {
-    const value = this.#map.get(key);
-    if (value !== undefined) {
-      this.#map.delete(key);
-      this.#map.set(key, value);
+    const young = this.#young.get(key);
+    if (young !== undefined) return young;
+    const old = this.#old.get(key);
+    if (old !== undefined) {
+      this.#old.delete(key);
+      this.#insert(key, old);
     }
-    return value;
+    return old;
   }
 
-  /** Stores `value`, evicting the least recently used entry when full. */
+  /** Stores `value`, forgetting the old generation when the young one is full. */
   set(key: K, value: V): void {
-    this.#map.delete(key);
-    if (this.#map.size >= this.#max) {
-      const oldest = this.#map.keys().next();
-      if (oldest.done !== true) this.#map.delete(oldest.value);
+    if (this.#young.has(key)) {
+      this.#young.set(key, value);
+      return;
     }
-    this.#map.set(key, value);
+    this.#old.delete(key);
+    this.#insert(key, value);
+  }
+
+  #insert(key: K, value: V): void {
+    if (this.#young.size >= this.#half) {
+      this.#old = this.#max >= 2 ? this.#young : new Map();
+      this.#young = new Map();
+    }
+    this.#young.set(key, value);
   }
 }
 
-/** Token buckets per (kind, key) in one bounded LRU map. */
+/** Token buckets per (kind, key) in one bounded LRU map ({@link LruMap}). */
 export class RateLimiter {
   readonly #limits: BrokerLimits;
   readonly #buckets: LruMap<string, TokenBucket>;
   readonly #now: () => number;
+  /** The bucket looked up last, its kind and key. */
+  #lastBucket: TokenBucket | undefined;
+  #lastKind = '';
+  #lastKey = '';
 
   constructor(limits: BrokerLimits, now: () => number = Date.now) {
     this.#limits = limits;
@@ -281,6 +305,9 @@ export class RateLimiter {
 
   /** The bucket of `kind` for `key`, created full. */
   bucket(kind: RateKind | 'amplification', key: string): TokenBucket {
+    // A flood comes from one source: its bucket again, without building the key (nothing was
+    // looked up since, so nothing was inserted or evicted: it is still the one in the map).
+    if (this.#lastBucket !== undefined && this.#lastKind === kind && this.#lastKey === key) return this.#lastBucket;
     const id = `${kind}|${key}`;
     let bucket = this.#buckets.get(id);
     if (bucket === undefined) {
@@ -288,6 +315,9 @@ export class RateLimiter {
       bucket = new TokenBucket(spec, this.#now());
       this.#buckets.set(id, bucket);
     }
+    this.#lastKind = kind;
+    this.#lastKey = key;
+    this.#lastBucket = bucket;
     return bucket;
   }
 }
@@ -326,64 +356,6 @@ export class CountCap {
     if (count <= 1) this.#counts.delete(key);
     else this.#counts.set(key, count - 1);
     this.#sum--;
-  }
-}
-
-/**
- * Live registrations granted by this broker: URI -> (source, expiry), with the
- * count per source. Bounded by `maxRegistrations` (new URIs are refused when
- * full of live entries; expired ones are swept first).
- */
-export class RegistrationCap {
-  readonly #byUri = new Map<string, { source: string; expiresAt: number }>();
-  readonly #perSource = new Map<string, number>();
-  readonly #maxPerSource: number;
-  readonly #max: number;
-
-  constructor(maxPerSource: number, max: number) {
-    this.#maxPerSource = maxPerSource;
-    this.#max = max;
-  }
-
-  /** Registrations tracked (live or not yet swept). */
-  get size(): number {
-    return this.#byUri.size;
-  }
-
-  /** May `source` register (or refresh) `uri` at `now`? A refresh of its own URI always may. */
-  admit(uri: string, source: string, now: number): 'ok' | 'per-source' | 'total' {
-    const entry = this.#byUri.get(uri);
-    if (entry !== undefined && entry.source === source && entry.expiresAt > now) return 'ok';
-    if ((this.#perSource.get(source) ?? 0) >= this.#maxPerSource || this.#byUri.size >= this.#max) this.sweep(now);
-    if ((this.#perSource.get(source) ?? 0) >= this.#maxPerSource) return 'per-source';
-    if (this.#byUri.size >= this.#max && entry === undefined) return 'total';
-    return 'ok';
-  }
-
-  /** Records that `source` holds `uri` until `expiresAt` (replacing whoever held it). */
-  record(uri: string, source: string, expiresAt: number): void {
-    this.#remove(uri);
-    this.#byUri.set(uri, { source, expiresAt });
-    this.#perSource.set(source, (this.#perSource.get(source) ?? 0) + 1);
-  }
-
-  /** Forgets `uri` (its registration was dropped). */
-  forget(uri: string): void {
-    this.#remove(uri);
-  }
-
-  /** Drops every expired entry. */
-  sweep(now: number): void {
-    for (const [uri, entry] of this.#byUri) if (entry.expiresAt <= now) this.#remove(uri);
-  }
-
-  #remove(uri: string): void {
-    const entry = this.#byUri.get(uri);
-    if (entry === undefined) return;
-    this.#byUri.delete(uri);
-    const count = (this.#perSource.get(entry.source) ?? 1) - 1;
-    if (count <= 0) this.#perSource.delete(entry.source);
-    else this.#perSource.set(entry.source, count);
   }
 }
 

@@ -22,7 +22,7 @@ export interface BrokerOptions {
   cert?: string;
   /** The broker's private key (PEM). */
   key?: string;
-  /** Most registration sessions held at once (memory bound). @default 100000 */
+  /** Most registration sessions held at once (memory bound). @default 1000000 */
   maxSessions?: number;
   /** Address to bind UDP and TCP to. @default '0.0.0.0' */
   host?: string;
@@ -161,8 +161,8 @@ export const BROKER_DEFAULTS = {
   open: false,
   strictAmplification: false,
   stunCompat: false,
-  /** A session is ~200 bytes; 100,000 stay well under 100 MB. */
-  maxSessions: 100_000,
+  /** A session is a slot of about 100 bytes and a Map entry (sessions.ts): 1,000,000 take some 150 MB. */
+  maxSessions: 1_000_000,
   /**
    * A broker serves strangers, and a relayed connection costs its operator twice its bytes.
    * 1 GiB covers what relays are for (a shell, a file of some hundred MB, a video call of

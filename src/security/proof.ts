@@ -39,8 +39,6 @@ export const NONCE_LENGTH = NONCE_TIME_BYTES + NONCE_MAC_BYTES;
 export const SESSION_ID_LENGTH = 16;
 /** Length of a raw X25519 public key. */
 export const X25519_KEY_LENGTH = 32;
-/** DER prefix that turns a raw X25519 key into a SubjectPublicKeyInfo (RFC 8410). */
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 /** Domain separation of the signed payloads, so a signature means one thing only. */
 const REGISTER_CONTEXT = Buffer.from('nattrav register v1\0');
 const BROKER_CONTEXT = Buffer.from('nattrav broker v1\0');
@@ -214,7 +212,9 @@ export interface EphemeralKey {
 /** A fresh X25519 key pair. */
 export function newEphemeralKey(): EphemeralKey {
   const { publicKey, privateKey } = generateKeyPairSync('x25519');
-  return { publicKey: publicKey.export({ format: 'der', type: 'spki' }).subarray(X25519_SPKI_PREFIX.length), privateKey };
+  // JWK, not DER: OpenSSL 3 encodes DER through its slow encoder framework (~200 us a key).
+  const { x } = publicKey.export({ format: 'jwk' });
+  return { publicKey: Buffer.from(x ?? '', 'base64url'), privateKey };
 }
 
 /**
@@ -224,7 +224,8 @@ export function newEphemeralKey(): EphemeralKey {
 export function sessionKey(own: EphemeralKey, peerPublicKey: Uint8Array, nonce: Uint8Array): Buffer | undefined {
   if (peerPublicKey.length !== X25519_KEY_LENGTH) return undefined;
   try {
-    const publicKey = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, peerPublicKey]), format: 'der', type: 'spki' });
+    // As a JWK of the raw key: OpenSSL 3 imports it ten times faster than the same key as DER SPKI.
+    const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(peerPublicKey).toString('base64url') }, format: 'jwk' });
     const shared = diffieHellman({ privateKey: own.privateKey, publicKey });
     return Buffer.from(hkdfSync('sha256', shared, Buffer.from(nonce), SESSION_INFO, 32));
   } catch {

@@ -25,12 +25,41 @@ const COOKIE_HIGH_16 = MAGIC_COOKIE >>> 16;
 
 const COOKIE_BYTES = Uint8Array.of(MAGIC_COOKIE >>> 24, (MAGIC_COOKIE >>> 16) & 0xff, (MAGIC_COOKIE >>> 8) & 0xff, MAGIC_COOKIE & 0xff);
 
+/** A dotted quad as an unsigned 32-bit number, or -1 unless it is one as Node writes them (no leading zeros). */
+export function packIPv4(text: string): number {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x2e) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits > 0 && part === 0) return -1;
+      part = part * 10 + (c - 0x30);
+      if (part > 255) return -1;
+      digits++;
+    } else {
+      return -1;
+    }
+  }
+  if (digits === 0 || dots !== 3) return -1;
+  return value * 256 + part;
+}
+
 /** Validates `a` and returns the raw address bytes (4 or 16). */
 function addressBytes(a: TransportAddress): Uint8Array {
   if (typeof a !== 'object' || a === null) throw invalidArgument('a transport address must be an object { family, address, port }');
   checkInteger(a.port, 0, 0xffff, 'port');
   if (typeof a.address !== 'string') throw invalidArgument('address must be a string');
   if (a.family === 'IPv4') {
+    const packed = packIPv4(a.address);
+    if (packed >= 0) return Uint8Array.of(packed >>> 24, (packed >>> 16) & 0xff, (packed >>> 8) & 0xff, packed & 0xff);
     if (!isIPv4(a.address)) throw invalidArgument(`"${a.address}" is not an IPv4 address; pass a dotted quad or family 'IPv6'`);
     return Uint8Array.from(a.address.split('.'), Number);
   }

@@ -3,7 +3,7 @@
  * against independent computations, not only round trips.
  */
 import assert from 'node:assert/strict';
-import { createHash, createPublicKey, sign as nodeSign } from 'node:crypto';
+import { createHash, createPublicKey, ECDH, sign as nodeSign } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { ErrorCode, isNattravError } from '../../src/errors.js';
 import { FINGERPRINT_LENGTH, base32, generateKeyPair, keyFingerprint, keyPairFromPrivatePem, sign, verify, type KeyType } from '../../src/security/keys.js';
@@ -68,6 +68,26 @@ describe('security keys', () => {
     assert.equal(verify(key.spki, data, nodeSign('sha256', data, key.privateKeyPem)), true);
     const ed = generateKeyPair('ed25519');
     assert.equal(verify(ed.spki, data, nodeSign(null, data, ed.privateKeyPem)), true);
+  });
+
+  test('verify takes every SPKI encoding of a key (the usual ones through JWK, others as DER), and no point off the curve', () => {
+    const data = Buffer.from('payload');
+    const p256 = generateKeyPair('ecdsa-p256');
+    const signature = sign(p256.privateKeyPem, data);
+    const compressed = createPublicKey(p256.publicKeyPem).export({ format: 'jwk' });
+    const point = Buffer.concat([Buffer.of(4), Buffer.from(compressed.x ?? '', 'base64url'), Buffer.from(compressed.y ?? '', 'base64url')]);
+    const compressedPoint = ECDH.convertKey(point, 'prime256v1', undefined, undefined, 'compressed') as Buffer;
+    const compressedSpki = Buffer.concat([Buffer.from('3039301306072a8648ce3d020106082a8648ce3d030107032200', 'hex'), compressedPoint]);
+    assert.deepEqual(createPublicKey({ key: compressedSpki, format: 'der', type: 'spki' }).export({ format: 'jwk' }), compressed, 'the same key, compressed');
+    assert.equal(verify(p256.spki, data, signature), true);
+    assert.equal(verify(compressedSpki, data, signature), true);
+    assert.equal(verify(p256.spki, Buffer.from('other'), signature), false);
+    const offCurve = Buffer.from(p256.spki);
+    offCurve[offCurve.length - 1] ^= 1;
+    assert.equal(verify(offCurve, data, signature), false);
+    const ed = generateKeyPair('ed25519');
+    assert.equal(verify(ed.spki, data, sign(ed.privateKeyPem, data)), true);
+    assert.equal(verify(ed.spki, data, sign(p256.privateKeyPem, data)), false);
   });
 
   test('verify never throws on garbage', () => {
