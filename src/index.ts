@@ -76,3 +76,9 @@ export type { Clock, TimerHandle } from './common/clock.js';
 
 /** Keys, self-certifying URIs, the CA, identities and mutually authenticated TLS 1.3. */
 export * from './security/index.js';
+
+export { BrokerWorkers, startBrokerWorkers, WORKER_ENV } from './broker/workers/primary.js';
+export type { BrokerWorkersOptions, WorkersEvent } from './broker/workers/primary.js';
+export { WorkerConnection, shareLimits, workerIdentity } from './broker/workers/worker.js';
+export type { WorkerIdentity } from './broker/workers/worker.js';
+export type { RouteCounts, WorkerLink } from './broker/workers/worker-router.js';

@@ -25,6 +25,8 @@ import { BrokerGuard } from './guard.js';
 import { resolveLimits } from './limits.js';
 import { answerBinding, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
 import { TcpService } from './tcp.js';
+import { WorkerRouter, type RouteCounts } from './workers/worker-router.js';
+import type { AnswerSource } from './rendezvous.js';
 
 export type { BrokerEvent } from './events.js';
 
@@ -54,6 +56,8 @@ export class Broker extends EventEmitter {
   readonly #auth: RegisterAuth;
   /** Accepting and serving TCP, STARTTLS, the connections' deadlines, control connections (tcp.ts). */
   readonly #tcpService: TcpService;
+  /** With `--workers`: this worker's routes to the others (workers/worker-router.ts). */
+  readonly #router: WorkerRouter | undefined;
   /** UDP sockets by `socketKey` (rfc5780.ts); the primary one also carries the broker's own requests. */
   #udp = new Map<string, UdpSocket>();
   #tcp: readonly Server[] = [];
@@ -78,8 +82,10 @@ export class Broker extends EventEmitter {
       (ended) => this.emit('event', { type: 'relay-ended', ...ended } satisfies BrokerEvent),
       (attemptId) => this.emit('event', { type: 'relay-started', attemptId } satisfies BrokerEvent),
     );
+    const router = (): WorkerRouter | undefined => this.#router;
     this.#rendezvous = new Rendezvous({
       clock: resolved.clock,
+      ...(options.workerLink === undefined ? {} : { transactionId: () => (router() as WorkerRouter).transactionId() }),
       authorizeRelay: (attemptId, secret) => this.#relay.authorize(attemptId, secret),
       sessionKeyFor: async (uri) => (await this.#auth.sessions.byUri(uri))?.key,
       alternatePort: () => this.#layout?.alternatePort,
@@ -88,7 +94,9 @@ export class Broker extends EventEmitter {
         // Integrity under the recipient's session key: only this broker can ask it to connect.
         const options = key === undefined ? {} : { integritySha256Key: key };
         if (registration.transport === 'tcp') {
-          this.#tcpService.control(registration.uri)?.send(message, { software: resolved.software, fingerprint: true, ...options });
+          const control = this.#tcpService.control(registration.uri);
+          if (control !== undefined) control.send(message, { software: resolved.software, fingerprint: true, ...options });
+          else router()?.notifyControl(registration, encodeMessage(message, { software: resolved.software, fingerprint: true, ...options }));
         } else {
           this.#sendUdp(message, registration.publicEndpoint, options);
         }
@@ -97,10 +105,23 @@ export class Broker extends EventEmitter {
       recipientTimeoutMs: resolved.recipientTimeoutMs,
       probeTimeoutMs: resolved.probeTimeoutMs,
       maxPendingAttempts: resolved.maxPendingAttempts,
-      emit: (event) => this.emit('event', event),
+      emit: (event) => {
+        if (event.type === 'attempt') router()?.own(event.attemptId);
+        this.emit('event', event);
+      },
       limits: this.#guard.limits,
       limited: (report) => this.#guard.limited(report),
     });
+    this.#router =
+      options.workerLink === undefined
+        ? undefined
+        : new WorkerRouter(options.workerLink, {
+            rendezvous: this.#rendezvous,
+            relay: this.#relay,
+            software: resolved.software,
+            control: (uri) => this.#tcpService.control(uri),
+            adoptRelay: (socket, attemptId, role, request, early) => this.#tcpService.adoptRelay(socket, attemptId, role, request, early),
+          });
     this.#tcpService = new TcpService({
       options: resolved,
       registry: this.#registry,
@@ -111,6 +132,8 @@ export class Broker extends EventEmitter {
       emit: (event) => this.emit('event', event),
       withdrawn: (uri, transport) => this.#withdrawn(uri, transport),
       alternatePort: () => this.#layout?.alternatePort,
+      acknowledge: (message, source) => this.#acknowledge(message, source),
+      ...(options.workerLink === undefined ? {} : { router: router() }),
     });
   }
 
@@ -256,7 +279,8 @@ export class Broker extends EventEmitter {
     return new Promise((resolve, reject) => {
       const socket = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
       socket.once('error', reject);
-      socket.bind({ address: host, port, exclusive: true }, () => {
+      // Workers of one broker share the primary's socket (Node cluster): not exclusive there.
+      socket.bind({ address: host, port, exclusive: this.#options.workerLink === undefined }, () => {
         socket.off('error', reject);
         socket.on('error', (err) => this.emit('error', err));
         socket.on('message', (data, rinfo) => {
@@ -270,7 +294,7 @@ export class Broker extends EventEmitter {
               reply: (request, response, to, options, verified) => this.#replyUdp(socket, response, to, options, udpRequestInfo(request, data), verified),
               binding: (request, remote) => this.#answerBinding(id, request, remote, udpRequestInfo(request, data)),
               admitRegister: (request, remote) => this.#guard.admitRegister(request, remote.address),
-              onResponse: (message, remote) => this.#rendezvous.acknowledge(message, { transport: 'udp', from: remote }),
+              onResponse: (message, remote) => this.#acknowledge(message, { transport: 'udp', from: remote }),
               onRegistered: (uri, publicEndpoint, lifetimeMs, refresh) => {
                 this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
                 this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, refresh } satisfies BrokerEvent);
@@ -314,6 +338,16 @@ export class Broker extends EventEmitter {
     const answer = answerBinding(request, arrivedOn, remote, this.#layout);
     const socket = this.#udp.get(socketKey(answer.from));
     if (socket !== undefined) this.#replyUdp(socket, answer.response, answer.to, undefined, info);
+  }
+
+  /** An answer to a ConnectionRequest: to the rendezvous here, or (`--workers`) to the worker that sent the request. */
+  #acknowledge(message: StunMessage, source: AnswerSource): void {
+    if (this.#router?.acknowledge(message, source) !== true) this.#rendezvous.acknowledge(message, source);
+  }
+
+  /** Cross-worker traffic this worker routed or served (`--workers`; undefined in a single process). */
+  get routeCounts(): RouteCounts | undefined {
+    return this.#router === undefined ? undefined : { ...this.#router.counts };
   }
 
   /** A registration was withdrawn by its holder: free its place under the caps and say so. */

@@ -42,12 +42,13 @@ import {
   addUri,
   addXorAddress,
   getErrorCode,
+  type RoleName,
 } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { AttemptHistory } from './attempt-history.js';
 import { parseConnect, parseJoin, parseMappingProbe, remoteEndpoint, type ExchangeChannel } from './exchange-requests.js';
 import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } from './limits.js';
-import { ProbeBook } from './probe-book.js';
+import { ProbeBook, type ProbeOutcome } from './probe-book.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { scheduleAttempt, type Answer, type Schedule } from './schedule.js';
 
@@ -121,6 +122,8 @@ export interface RendezvousContext {
   limited?(report: LimitedReport): void;
   /** Time and timers. @default systemClock */
   readonly clock?: Clock;
+  /** The transaction ID of a new ConnectionRequest (with `--workers`, it names the worker that sends it). @default random */
+  transactionId?(): Uint8Array;
 }
 
 /** A progress report of the rendezvous. */
@@ -208,7 +211,7 @@ export class Rendezvous {
     const proposed = parsed.proposedId;
     const id = proposed !== undefined && !this.#attempts.has(hex(proposed)) ? proposed : new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
     const key = hex(id);
-    const notify = StunMessage.request(Method.ConnectionRequest);
+    const notify = StunMessage.request(Method.ConnectionRequest, this.#ctx.transactionId?.());
     addAttemptId(notify, id);
     addUri(notify, uri);
     // Rising per URI, under the session's integrity: the recipient acts on each number once (its
@@ -402,19 +405,33 @@ export class Rendezvous {
       return;
     }
     const endpoint = remoteEndpoint(channel);
-    const outcome = this.#probes.observe(hex(parsed.id), parsed.role, endpoint, request);
+    this.answerProbe(channel, request, parsed.role, endpoint, this.observeProbe(hex(parsed.id), parsed.role, endpoint, request));
+  }
+
+  /** Notes a mapping probe of (`attemptId` hex, `role`) from `endpoint` (probe-book.ts decides whether it counts). */
+  observeProbe(attemptId: string, role: RoleName, endpoint: TransportAddress, request: StunMessage): ProbeOutcome {
+    return this.#probes.observe(attemptId, role, endpoint, request);
+  }
+
+  /** Answers a mapping probe from `endpoint` after {@link Rendezvous.observeProbe} (here or in the worker running its attempt), and closes first. */
+  answerProbe(channel: ExchangeChannel, request: StunMessage, role: RoleName, endpoint: TransportAddress, outcome: ProbeOutcome): void {
     if (outcome === 'full') {
       this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy');
       return;
     }
     if (outcome === 'forged') {
-      this.#fail(channel, request, StunErrorCode.Forbidden, `a MappingProbe of the ${parsed.role} needs integrity under its ${parsed.role === 'initiator' ? 'MAPPING-KEY' : 'session key'}`);
+      this.#fail(channel, request, StunErrorCode.Forbidden, `a MappingProbe of the ${role} needs integrity under its ${role === 'initiator' ? 'MAPPING-KEY' : 'session key'}`);
       return;
     }
     const response = request.successResponse();
     addXorAddress(response, AttrType.XorMappedAddress, endpoint);
     this.#ctx.reply(channel, response);
     channel.end();
+  }
+
+  /** True while the attempt (hex ID) runs here. */
+  has(attemptId: string): boolean {
+    return this.#attempts.has(attemptId);
   }
 
   /** Ends every attempt (broker shutdown). */

@@ -1,7 +1,8 @@
 /** The `broker` command: parse, call the library, log. */
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { ErrorCode, NattravError, connectRedis, createBroker, parseHostPort, serveBrokerStatus, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent } from '../index.js';
+import { BROKER_DEFAULTS, ErrorCode, NattravError, WorkerConnection, connectRedis, createBroker, parseHostPort, serveBrokerStatus, shareLimits, workerIdentity, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent, type WorkerIdentity } from '../index.js';
+import { parseWorkers, runBrokerPrimary } from './broker-workers.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
 import { blameLimit, limitsTable, parseLimits } from './limits.js';
 import { ExitCode } from './output.js';
@@ -34,6 +35,8 @@ export interface BrokerCommandOptions {
   listLimits?: boolean;
   /** `--redis URL`: registrations and sessions in Redis, shared with other brokers. */
   redis?: string;
+  /** `--workers N`: run N broker processes on the same ports (broker-workers.ts). @default 1 */
+  workers?: string;
 }
 
 /** The log format `--log-format` and `--json` ask for (default json); both at odds is a usage error naming them. */
@@ -55,9 +58,14 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
   const http = options.http === undefined ? undefined : parseHostPort(options.http, '--http');
   const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
   const limits = parseLimits(options.limit ?? []);
-  const redis = options.redis === undefined ? undefined : await openRedis(options.redis, log, stop.signal);
+  const workers = parseWorkers(options.workers);
+  const worker = workerIdentity();
+  // The primary of several workers only runs them; each worker parses the same options and serves.
+  if (worker === undefined && workers > 1) return runBrokerPrimary(workers, log, stop);
+  const workerLog = worker === undefined ? log : log.child({ worker: worker.slot });
+  const redis = options.redis === undefined ? undefined : await openRedis(options.redis, workerLog, stop.signal);
   try {
-    return await serve(options, log, stop, { host, port, http, alternate, limits, redis });
+    return await serve(options, workerLog, stop, { host, port, http, alternate, limits, redis, worker });
   } finally {
     await redis?.close();
   }
@@ -85,15 +93,23 @@ interface Serving {
   readonly alternate: { host: string; port?: number } | undefined;
   readonly limits: ReturnType<typeof parseLimits>;
   readonly redis: RedisBackend | undefined;
+  /** Set in a worker process of `--workers N`. */
+  readonly worker: WorkerIdentity | undefined;
 }
 
 /** Runs the broker (and its status server) until a stop signal. */
-async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSignals, { host, port, http, alternate, limits, redis }: Serving): Promise<number> {
+async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSignals, { host, port, http, alternate, limits, redis, worker }: Serving): Promise<number> {
+  // A worker of `--workers N`: the primary's registry and sessions unless Redis holds them, and a share of every limit.
+  const connection = worker === undefined ? undefined : new WorkerConnection(worker, () => process.kill(process.pid, 'SIGTERM'));
+  const stores = redis ?? connection;
   const broker = createBrokerBlamingLimits(options.limit ?? [], {
-    ...(redis === undefined ? {} : { registry: redis.registry, sessions: redis.sessions }),
+    ...(stores === undefined ? {} : { registry: stores.registry, sessions: stores.sessions }),
     host,
     port,
     ...limits,
+    ...(connection === undefined || worker === undefined
+      ? {}
+      : { workerLink: connection.link, limits: shareLimits(limits.limits, worker.workers), maxPendingAttempts: Math.max(1, Math.floor((limits.maxPendingAttempts ?? BROKER_DEFAULTS.maxPendingAttempts) / worker.workers)) }),
     ...(alternate === undefined ? {} : { alternateHost: alternate.host, ...(alternate.port === undefined ? {} : { alternatePort: alternate.port }) }),
     ...relayQuotas(options),
     ...(options.ca === undefined ? {} : { ca: await readPem(options.ca, '--ca') }),
@@ -105,12 +121,14 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
   });
   broker.on('event', (event: BrokerEvent) => logBrokerEvent(log, event));
   broker.on('error', (err: Error) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`));
-  // Made before the broker listens, so its counters see every event.
-  const status = http === undefined ? undefined : statusServer(broker, http, log);
+  // Made before the broker listens, so its counters see every event. With --workers, worker 1 serves it.
+  const status = http === undefined || (worker !== undefined && worker.slot !== 1) ? undefined : statusServer(broker, http, log);
   try {
     await broker.listen();
     if (status !== undefined) await startStatus(status, options.http as string, log);
+    connection?.listening(() => broker.routeCounts);
   } catch (err) {
+    connection?.failed(err);
     await status?.close();
     await broker.close();
     // The error names the address that failed; say which option gave it.
@@ -123,6 +141,7 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
   await stop.wait();
   await status?.close();
   await broker.close();
+  connection?.close();
   return stop.exitCode ?? ExitCode.Ok;
 }
 

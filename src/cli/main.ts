@@ -91,6 +91,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--limit <name=value>', 'set one of the broker\'s rates, caps or timeouts, e.g. maxConnections=20000, udpRegister=50/200 (PER_SECOND/BURST), recipientTimeoutMs=8000; repeatable', collect, undefined)
     .option('--list-limits', 'print every limit\'s name, default and meaning, then exit')
     .option('--redis <url>', 'keep registrations and sessions in Redis >= 7 (redis://[user:password@]host:port or rediss://; a single server or a cluster), shared with other brokers using it')
+    .option('--workers <n>', 'run N broker processes sharing the UDP and TCP ports, one per core (default: 1, one process); limits stay those of one broker')
     .action((options: BrokerCommandOptions) => {
       // `nattrav --json broker` too. Logs follow --log-format; an error that stops the broker is a JSON line when JSON was asked for explicitly.
       const json = options.json === true || program.opts<{ json?: boolean }>().json === true;
@@ -103,6 +104,7 @@ async function main(argv: string[]): Promise<number> {
         'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json',
         'nattrav broker --http 127.0.0.1:8080 --log-format pretty --log-level debug',
         'nattrav broker --limit maxRegistrations=500000 --limit udpRegister=50/500',
+        'nattrav broker --workers 4 --listen 0.0.0.0:3478',
         'NATTRAV_REDIS=rediss://broker:PASSWORD@redis.internal:6379 nattrav broker',
       ]),
     );

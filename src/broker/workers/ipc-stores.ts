@@ -1,0 +1,182 @@
+/**
+ * The registry and session store of `nattrav broker --workers N` without Redis: the
+ * primary holds the one MemoryRegistry and SessionTable, and every worker reaches them
+ * through these IPC implementations of the Registry and SessionStore interfaces. Calls
+ * are pipelined (many in flight, answered by ID) and batched per turn of the event loop
+ * (ipc.ts). The primary runs each call on its store in arrival order, so `claim` and
+ * `advance` stay atomic across workers exactly as in one process.
+ */
+import { ErrorCode, NattravError } from '../../errors.js';
+import type { Registration, Registry } from '../registry/registry.js';
+import type { SequenceVerdict, Session, SessionEndpoint, SessionStore } from '../sessions.js';
+import { asBuffer, type IpcMessage, type IpcPort } from './ipc.js';
+
+/** The two stores the primary serves. */
+export type StoreName = 'registry' | 'sessions';
+
+/** The operations a worker may call, per store (nothing else is ever run). */
+const OPERATIONS: Readonly<Record<StoreName, readonly string[]>> = {
+  registry: ['put', 'claim', 'get', 'delete', 'size'],
+  sessions: ['open', 'find', 'byUri', 'advance', 'renew', 'end', 'drop'],
+};
+
+/** The worker's side: sends calls, settles them when the primary answers. */
+export class StoreClient {
+  readonly #port: IpcPort;
+  readonly #pending = new Map<number, { resolve(value: unknown): void; reject(err: Error): void }>();
+  #next = 1;
+  #closed = false;
+
+  constructor(port: IpcPort) {
+    this.#port = port;
+  }
+
+  /** Calls `op` on the primary's `store`. */
+  call(store: StoreName, op: string, args: readonly unknown[]): Promise<unknown> {
+    if (this.#closed) return Promise.reject(unavailable());
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#port.post({ nt: 'call', id, store, op, args });
+    });
+  }
+
+  /** The primary's answer to a call (`nt: 'ret'`). */
+  settle(message: IpcMessage): void {
+    const id = message['id'];
+    if (typeof id !== 'number') return;
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    this.#pending.delete(id);
+    if (message['ok'] === true) pending.resolve(message['value']);
+    else pending.reject(new NattravError(ErrorCode.RegistryUnavailable, `the broker's primary process failed a ${String(message['op'])}: ${String(message['error'])}`));
+  }
+
+  /** The primary is gone: every call in flight fails, and later ones at once. */
+  close(): void {
+    this.#closed = true;
+    for (const pending of this.#pending.values()) pending.reject(unavailable());
+    this.#pending.clear();
+  }
+}
+
+function unavailable(): NattravError {
+  return new NattravError(ErrorCode.RegistryUnavailable, "the broker's primary process (which holds the registry) is gone");
+}
+
+/**
+ * The primary's registry as a worker sees it. A registration a worker stores names that
+ * worker (`broker`: its bus ID) unless it already names one, so a connection request for
+ * a recipient whose TCP control connection another worker holds goes there.
+ */
+export class IpcRegistry implements Registry {
+  readonly #client: StoreClient;
+  readonly #brokerId: string;
+
+  constructor(client: StoreClient, brokerId: string) {
+    this.#client = client;
+    this.#brokerId = brokerId;
+  }
+
+  async put(registration: Registration): Promise<void> {
+    await this.#client.call('registry', 'put', [this.#stamp(registration)]);
+  }
+
+  async claim(registration: Registration & { readonly keyFingerprint: string }): Promise<string | undefined> {
+    return (await this.#client.call('registry', 'claim', [this.#stamp(registration)])) as string | undefined;
+  }
+
+  async get(uri: string): Promise<Registration | undefined> {
+    return (await this.#client.call('registry', 'get', [uri])) as Registration | undefined;
+  }
+
+  async delete(uri: string): Promise<boolean> {
+    return (await this.#client.call('registry', 'delete', [uri])) as boolean;
+  }
+
+  async size(): Promise<number> {
+    return (await this.#client.call('registry', 'size', [])) as number;
+  }
+
+  /** The primary owns the registry: nothing to release here. */
+  async close(): Promise<void> {}
+
+  #stamp<T extends Registration>(registration: T): T {
+    return registration.broker === undefined ? { ...registration, broker: this.#brokerId } : registration;
+  }
+}
+
+/** The primary's session table as a worker sees it (session keys cross as bytes and come back as Buffers). */
+export class IpcSessions implements SessionStore {
+  readonly #client: StoreClient;
+
+  constructor(client: StoreClient) {
+    this.#client = client;
+  }
+
+  async open(uri: string, key: Buffer, keyFingerprint: string, expiresAt: number, endpoint: SessionEndpoint): Promise<Session | undefined> {
+    return reviveSession(await this.#client.call('sessions', 'open', [uri, key, keyFingerprint, expiresAt, endpoint]));
+  }
+
+  async find(uri: string, id: string): Promise<Session | undefined> {
+    return reviveSession(await this.#client.call('sessions', 'find', [uri, id]));
+  }
+
+  async byUri(uri: string): Promise<Session | undefined> {
+    return reviveSession(await this.#client.call('sessions', 'byUri', [uri]));
+  }
+
+  async advance(session: Session, sequence: number): Promise<SequenceVerdict> {
+    return (await this.#client.call('sessions', 'advance', [session, sequence])) as SequenceVerdict;
+  }
+
+  async renew(session: Session, endpoint: SessionEndpoint, expiresAt: number): Promise<boolean> {
+    return (await this.#client.call('sessions', 'renew', [session, endpoint, expiresAt])) as boolean;
+  }
+
+  async end(session: Session): Promise<boolean> {
+    return (await this.#client.call('sessions', 'end', [session])) as boolean;
+  }
+
+  async drop(uri: string): Promise<void> {
+    await this.#client.call('sessions', 'drop', [uri]);
+  }
+
+  /** The primary owns the sessions: nothing to release here. */
+  async close(): Promise<void> {}
+}
+
+/** A Session that crossed the channel (its key a Uint8Array) with its key a Buffer again. */
+function reviveSession(value: unknown): Session | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const session = value as Session;
+  return { ...session, key: asBuffer(session.key) };
+}
+
+/** Session keys and session objects in a call's arguments, with their bytes as Buffers again. */
+function reviveArgs(args: readonly unknown[]): unknown[] {
+  return args.map((arg) => {
+    if (arg instanceof Uint8Array) return asBuffer(arg);
+    if (typeof arg === 'object' && arg !== null && 'key' in arg && (arg as { key: unknown }).key instanceof Uint8Array) return reviveSession(arg);
+    return arg;
+  });
+}
+
+/**
+ * The primary's side: runs one worker's call (`nt: 'call'`) on `registry` or `sessions`
+ * and resolves with the answer to post back (`nt: 'ret'`). Never rejects.
+ */
+export async function serveStoreCall(message: IpcMessage, stores: { registry: Registry; sessions: SessionStore }): Promise<IpcMessage> {
+  const { id, store, op, args } = message as IpcMessage & { id: unknown; store: unknown; op: unknown; args: unknown };
+  try {
+    if ((store !== 'registry' && store !== 'sessions') || typeof op !== 'string' || !OPERATIONS[store].includes(op) || !Array.isArray(args)) {
+      throw new Error(`no such store operation: ${String(store)}.${String(op)}`);
+    }
+    const target = stores[store] as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const method = target[op] as (...a: unknown[]) => Promise<unknown>;
+    const value = await method.apply(target, reviveArgs(args));
+    return { nt: 'ret', id, ok: true, value };
+  } catch (err) {
+    return { nt: 'ret', id, ok: false, op, error: err instanceof Error ? err.message : String(err) };
+  }
+}

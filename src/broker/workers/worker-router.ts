@@ -1,0 +1,311 @@
+/**
+ * One worker's side of `nattrav broker --workers N`: whatever lands on this worker but
+ * belongs to an attempt another worker runs goes there, through the primary (primary.ts),
+ * so the broker behaves as one process. The kernel hands each datagram to whichever
+ * worker reads first and the primary deals TCP connections round robin, so:
+ *
+ * - The worker that takes a Connect owns the attempt and tells the primary (`own`).
+ * - A Join, MappingProbe or Relay for an attempt this worker does not run is routed to
+ *   the owner (`route`); the primary holds it briefly when no owner is known yet (a probe
+ *   may come before its Connect), and sends it back (`unrouted`) when none turns up, to
+ *   be served here exactly as one process serves an unknown attempt.
+ * - A routed Join: the owner runs the rendezvous on a {@link RemoteExchange}; this worker
+ *   keeps the connection, writes what the owner sends and passes the peer's responses on.
+ * - A routed MappingProbe is observed by the owner, which returns the outcome; this
+ *   worker answers the probe with it.
+ * - A routed Relay moves the connection itself (its socket handle) to the owner, which
+ *   splices it; a TLS connection (broker `cert`) cannot move and is served here.
+ * - A ConnectionRequest's transaction ID starts with the owner's slot, so an answer (over
+ *   UDP, or on a control connection held by any worker) reaches the owner (`ack`).
+ * - A ConnectionRequest for a recipient whose TCP control connection another worker holds
+ *   (the registration's `broker`) is written by that worker (`ctl`).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { StunChannel } from '../../common/stun-channel.js';
+import { decodeMessage } from '../../wire/codec.js';
+import { TRANSACTION_ID_LENGTH } from '../../wire/constants.js';
+import type { StunMessage } from '../../wire/message.js';
+import { getAttemptId, type RoleName } from '../../wire/nattrav.js';
+import type { TransportAddress } from '../../wire/types.js';
+import { parseMappingProbe, remoteEndpoint } from '../exchange-requests.js';
+import { failureAnswer } from '../failure.js';
+import type { ProbeOutcome } from '../probe-book.js';
+import type { Registration } from '../registry/registry.js';
+import type { RelayHub } from '../relay.js';
+import type { AnswerSource, Rendezvous } from '../rendezvous.js';
+import { asBuffer, type IpcMessage, type IpcPort } from './ipc.js';
+import { RemoteExchange } from './remote-exchange.js';
+
+/** How a worker reaches the primary (made by worker.ts, given to the broker as its `workerLink`). */
+export interface WorkerLink {
+  /** This worker's slot, 1..`workers` (a restarted worker takes its predecessor's slot). */
+  readonly slot: number;
+  /** How many workers the broker runs. */
+  readonly workers: number;
+  /** The primary's ID: registrations name their worker as `${prefix}/w${slot}`. */
+  readonly prefix: string;
+  /** The channel to the primary. */
+  readonly port: IpcPort;
+  /** Sets the handler of what the primary sends this worker (everything but store answers). */
+  onMessage(handler: (message: IpcMessage, handle: Socket | undefined) => void): void;
+}
+
+/** Cross-worker traffic a worker saw, by path (sent: it routed; served: it served for another). */
+export interface RouteCounts {
+  join: number;
+  probe: number;
+  relay: number;
+  ack: number;
+  control: number;
+}
+
+/** What the router uses of the broker around it. */
+export interface RouterParts {
+  readonly rendezvous: Rendezvous;
+  readonly relay: RelayHub;
+  readonly software: string;
+  /** The control connection of `uri`, if this worker holds it. */
+  control(uri: string): StunChannel | undefined;
+  /** Serves a Relay connection moved here from another worker (tcp.ts). */
+  adoptRelay(socket: Socket, attemptId: string, role: RoleName, request: StunMessage, early: Buffer): void;
+}
+
+/** A worker's bus ID as registrations carry it. */
+export function workerBrokerId(prefix: string, slot: number): string {
+  return `${prefix}/w${slot}`;
+}
+
+/** Routes one worker's cross-worker traffic (see the module comment). */
+export class WorkerRouter {
+  readonly #link: WorkerLink;
+  readonly #parts: RouterParts;
+  /** Connections this worker holds for exchanges another worker runs, by our reference. */
+  readonly #held = new Map<number, { channel: StunChannel; owner: number }>();
+  /** Exchanges this worker runs on connections others hold, by `${holder}:${reference}`. */
+  readonly #remote = new Map<string, RemoteExchange>();
+  /** Probes and Joins waiting for the primary: what to do when it says no owner exists, or with the owner's answer. */
+  readonly #waiting = new Map<number, { unrouted(): void; answered?(outcome: ProbeOutcome): void; channel?: StunChannel }>();
+  #next = 1;
+  /** Cross-worker traffic, for the primary's summary and the tests. */
+  readonly counts: RouteCounts = { join: 0, probe: 0, relay: 0, ack: 0, control: 0 };
+
+  constructor(link: WorkerLink, parts: RouterParts) {
+    this.#link = link;
+    this.#parts = parts;
+    link.onMessage((message, handle) => this.#receive(message, handle));
+  }
+
+  /** This worker's ID in registrations. */
+  get brokerId(): string {
+    return workerBrokerId(this.#link.prefix, this.#link.slot);
+  }
+
+  /** A ConnectionRequest's transaction ID: random, but its first byte names this worker. */
+  transactionId(): Uint8Array {
+    const id = randomBytes(TRANSACTION_ID_LENGTH);
+    id[0] = this.#link.slot;
+    return id;
+  }
+
+  /** This worker took a Connect: it owns the attempt (hex ID). */
+  own(attemptId: string): void {
+    this.#link.port.post({ nt: 'own', attempt: attemptId });
+  }
+
+  /** An answer to a ConnectionRequest arrived here: true when it went to the worker that sent the request. */
+  acknowledge(response: StunMessage, source: AnswerSource): boolean {
+    const owner = response.transactionId[0] ?? 0;
+    if (owner === this.#link.slot || owner < 1 || owner > this.#link.workers || response.raw === undefined) return false;
+    this.counts.ack++;
+    this.#bus(owner, { nt: 'ack', bytes: response.raw, source });
+    return true;
+  }
+
+  /** A ConnectionRequest for a TCP-registered recipient: true when another worker holds its control connection and was asked to write it. */
+  notifyControl(registration: Registration, bytes: Buffer): boolean {
+    const holder = this.#slotOf(registration.broker);
+    if (holder === undefined || holder === this.#link.slot) return false;
+    this.counts.control++;
+    this.#bus(holder, { nt: 'ctl', uri: registration.uri, bytes });
+    return true;
+  }
+
+  /** A Join arrived on `channel`: true when its attempt runs elsewhere (or may) and the router took it. */
+  join(channel: StunChannel, request: StunMessage): boolean {
+    const attempt = attemptOf(request);
+    if (attempt === undefined || this.#parts.rendezvous.has(attempt) || request.raw === undefined) return false;
+    const ref = this.#next++;
+    this.#waiting.set(ref, { unrouted: () => this.#joinHere(channel, request), channel });
+    this.#link.port.post({ nt: 'route', kind: 'join', ref, attempt, bytes: request.raw, remote: remoteEndpoint(channel) });
+    return true;
+  }
+
+  /** A MappingProbe arrived on `channel`: true when its attempt runs elsewhere (or may) and the router took it. */
+  mappingProbe(channel: StunChannel, request: StunMessage): boolean {
+    const parsed = parseMappingProbe(request);
+    if (parsed === undefined || request.raw === undefined) return false;
+    const attempt = Buffer.from(parsed.id).toString('hex');
+    if (this.#parts.rendezvous.has(attempt)) return false;
+    const ref = this.#next++;
+    const endpoint = remoteEndpoint(channel);
+    this.#waiting.set(ref, {
+      unrouted: () => this.#parts.rendezvous.mappingProbe(channel, request),
+      answered: (outcome) => this.#parts.rendezvous.answerProbe(channel, request, parsed.role, endpoint, outcome),
+    });
+    this.#link.port.post({ nt: 'route', kind: 'probe', ref, attempt, bytes: request.raw, remote: endpoint, role: parsed.role });
+    return true;
+  }
+
+  /**
+   * A Relay arrived on `channel` (plain TCP on `raw`): true when its attempt's relay was
+   * authorized by another worker and the connection moved there (or back here) through the primary.
+   */
+  relay(channel: StunChannel, raw: Socket, secured: boolean, attemptId: string, role: RoleName, request: StunMessage): boolean {
+    if (secured || this.#parts.relay.has(attemptId) || request.raw === undefined) return false;
+    const early = channel.detach();
+    raw.pause();
+    this.counts.relay++;
+    this.#link.port.postHandle({ nt: 'route-relay', attempt: attemptId, role, bytes: request.raw, early }, raw);
+    return true;
+  }
+
+  /** A response arrived on `channel`: passed on when the channel carries an exchange another worker runs. */
+  response(channel: StunChannel, message: StunMessage): void {
+    for (const [ref, held] of this.#held) {
+      if (held.channel !== channel) continue;
+      this.#bus(held.owner, { nt: 'ch', op: 'msg', ref, txid: message.transactionId, cls: message.cls, method: message.method });
+      return;
+    }
+  }
+
+  #joinHere(channel: StunChannel, request: StunMessage): void {
+    this.#parts.rendezvous.join(channel, request).catch((err: unknown) => {
+      channel.send(failureAnswer(request, err), { software: this.#parts.software, fingerprint: true });
+      channel.end();
+    });
+  }
+
+  #bus(to: number, body: IpcMessage): void {
+    this.#link.port.post({ nt: 'bus', to, body });
+  }
+
+  #slotOf(broker: string | undefined): number | undefined {
+    const prefix = `${this.#link.prefix}/w`;
+    if (broker === undefined || !broker.startsWith(prefix)) return undefined;
+    const slot = Number(broker.slice(prefix.length));
+    return Number.isInteger(slot) && slot >= 1 && slot <= this.#link.workers ? slot : undefined;
+  }
+
+  #receive(message: IpcMessage, handle: Socket | undefined): void {
+    const from = typeof message['from'] === 'number' ? message['from'] : 0;
+    switch (message.nt) {
+      case 'unrouted':
+      case 'probe-answer': {
+        const ref = message['ref'] as number;
+        const waiting = this.#waiting.get(ref);
+        if (waiting === undefined) return;
+        this.#waiting.delete(ref);
+        if (message.nt === 'unrouted') {
+          waiting.unrouted();
+          return;
+        }
+        if (message.nt === 'probe-answer' && waiting.answered !== undefined) waiting.answered(message['outcome'] as ProbeOutcome);
+        return;
+      }
+      case 'routed':
+        this.#served(message, from);
+        return;
+      case 'relay':
+        if (handle !== undefined) {
+          const request = decodeMessage(asBuffer(message['bytes']));
+          this.#parts.adoptRelay(handle, message['attempt'] as string, message['role'] as RoleName, request, asBuffer(message['early']));
+        }
+        return;
+      case 'ack': {
+        const response = decodeMessage(asBuffer(message['bytes']));
+        this.#parts.rendezvous.acknowledge(response, message['source'] as AnswerSource);
+        return;
+      }
+      case 'ctl': {
+        const control = this.#parts.control(message['uri'] as string);
+        if (control !== undefined && !control.socket.destroyed) control.socket.write(asBuffer(message['bytes']));
+        return;
+      }
+      case 'ch':
+        this.#channel(message, from);
+        return;
+      default:
+    }
+  }
+
+  /** A Join or MappingProbe another worker received for an attempt this worker runs. */
+  #served(message: IpcMessage, from: number): void {
+    const ref = message['ref'] as number;
+    const request = decodeMessage(asBuffer(message['bytes']));
+    const remote = message['remote'] as TransportAddress;
+    if (message['kind'] === 'probe') {
+      this.counts.probe++;
+      const outcome = this.#parts.rendezvous.observeProbe(message['attempt'] as string, message['role'] as RoleName, remote, request);
+      this.#bus(from, { nt: 'probe-answer', ref, outcome });
+      return;
+    }
+    // Tell the holder it now carries our exchange, then run the Join on it.
+    this.#bus(from, { nt: 'ch', op: 'hold', ref });
+    const exchange = new RemoteExchange(remote, {
+      write: (bytes) => this.#bus(from, { nt: 'ch', op: 'write', ref, bytes }),
+      end: () => this.#bus(from, { nt: 'ch', op: 'end', ref }),
+    });
+    this.#remote.set(`${from}:${ref}`, exchange);
+    void exchange.closed.then(() => this.#remote.delete(`${from}:${ref}`));
+    this.#parts.rendezvous.join(exchange, request).catch((err: unknown) => {
+      exchange.send(failureAnswer(request, err), { software: this.#parts.software, fingerprint: true });
+      exchange.end();
+    });
+  }
+
+  /** The two ends of a routed exchange talking: the holder's connection and the owner's RemoteExchange. */
+  #channel(message: IpcMessage, from: number): void {
+    const ref = message['ref'] as number;
+    switch (message['op']) {
+      case 'hold': {
+        // Our Join went to `from`: keep the connection for it, and say when it closes.
+        const channel = this.#waiting.get(ref)?.channel;
+        if (channel === undefined) return;
+        this.#waiting.delete(ref);
+        this.counts.join++;
+        this.#held.set(ref, { channel, owner: from });
+        void channel.closed.then(() => {
+          this.#held.delete(ref);
+          this.#bus(from, { nt: 'ch', op: 'closed', ref });
+        });
+        return;
+      }
+      case 'write': {
+        const held = this.#held.get(ref);
+        if (held !== undefined && !held.channel.socket.destroyed) held.channel.socket.write(asBuffer(message['bytes']));
+        return;
+      }
+      case 'end':
+        this.#held.get(ref)?.channel.end();
+        return;
+      case 'msg':
+        this.#remote.get(`${from}:${ref}`)?.deliver(asBuffer(message['txid']), message['cls'] as number, message['method'] as number);
+        return;
+      case 'closed':
+        this.#remote.get(`${from}:${ref}`)?.close();
+        return;
+      default:
+    }
+  }
+}
+
+/** The hex attempt ID of a Join, or undefined when it has none (or a malformed one): served here. */
+function attemptOf(request: StunMessage): string | undefined {
+  try {
+    const id = getAttemptId(request);
+    return id === undefined ? undefined : Buffer.from(id).toString('hex');
+  } catch {
+    return undefined;
+  }
+}
