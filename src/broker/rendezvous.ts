@@ -50,6 +50,7 @@ import { parseConnect, parseJoin, parseMappingProbe, remoteEndpoint, type Exchan
 import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } from './limits.js';
 import { ProbeBook, type ProbeOutcome } from './probe-book.js';
 import type { Registration, Registry } from './registry/registry.js';
+import { SequenceCounter } from './sequences.js';
 import { scheduleAttempt, type Answer, type Schedule } from './schedule.js';
 
 export type { ExchangeChannel } from './exchange-requests.js';
@@ -122,6 +123,8 @@ export interface RendezvousContext {
   limited?(report: LimitedReport): void;
   /** Time and timers. @default systemClock */
   readonly clock?: Clock;
+  /** The next ConnectionRequest SEQUENCE for `uri`, when the broker's processes share one counter (`--workers`). @default this rendezvous's own */
+  nextSequence?(uri: string): Promise<number>;
   /** The transaction ID of a new ConnectionRequest (with `--workers`, it names the worker that sends it). @default random */
   transactionId?(): Uint8Array;
 }
@@ -152,8 +155,6 @@ export const NOTIFY_FIRST_RTO_MS = 250;
 export const MAPPING_WAIT_MS = 1_000;
 /** A recipient's refusal reason is passed on to the initiator up to this many characters. */
 const MAX_REFUSAL_REASON = 200;
-/** URIs whose ConnectionRequest SEQUENCE the broker keeps at most (memory bound; least recently used go first). */
-const MAX_SEQUENCE_URIS = 65_536;
 
 /** Runs every attempt of one broker. */
 export class Rendezvous {
@@ -167,9 +168,8 @@ export class Rendezvous {
   readonly #history = new AttemptHistory();
   /** Expensive-strategy budgets per recipient URI and per initiator address. */
   readonly #budgets: RateLimiter;
-  /** The last ConnectionRequest SEQUENCE sent. */
-  /** The last ConnectionRequest SEQUENCE per URI (insertion order = least recently used first). */
-  readonly #sequences = new Map<string, number>();
+  /** The last ConnectionRequest SEQUENCE per URI (unless the context numbers them: `--workers`). */
+  readonly #sequences = new SequenceCounter();
 
   constructor(ctx: RendezvousContext) {
     this.#ctx = ctx;
@@ -203,6 +203,9 @@ export class Rendezvous {
     }
     // Taken now: a session that ends later (a withdrawal) must not turn the checks off for this attempt.
     const uriSessionKey = await this.#ctx.sessionKeyFor(uri);
+    // Rising per URI, under the session's integrity: the recipient acts on each number once (its
+    // replay window counts its own requests, so other recipients' traffic must not push it along).
+    const sequence = this.#ctx.nextSequence === undefined ? this.#sequences.next(uri) : await this.#ctx.nextSequence(uri);
     if (this.#attempts.size >= this.#ctx.maxPendingAttempts) {
       this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy: too many pending attempts');
       return;
@@ -214,9 +217,7 @@ export class Rendezvous {
     const notify = StunMessage.request(Method.ConnectionRequest, this.#ctx.transactionId?.());
     addAttemptId(notify, id);
     addUri(notify, uri);
-    // Rising per URI, under the session's integrity: the recipient acts on each number once (its
-    // replay window counts its own requests, so other recipients' traffic must not push it along).
-    addU32(notify, AttrType.Sequence, this.#nextSequence(uri));
+    addU32(notify, AttrType.Sequence, sequence);
     const attempt: Attempt = {
       claimed: parsed.claimed,
       key,
@@ -290,17 +291,6 @@ export class Rendezvous {
     if (refusal !== undefined) {
       this.#abandon(attempt, StunErrorCode.RecipientUnreachable, `recipient ${attempt.uri} refused the connection request: ${refusal.slice(0, MAX_REFUSAL_REASON)}`);
     }
-  }
-
-  /** The next ConnectionRequest SEQUENCE for `uri` (32 bits; wraps after four billion requests, far beyond a session's life). */
-  #nextSequence(uri: string): number {
-    const next = ((this.#sequences.get(uri) ?? 0) % 0xffffffff) + 1;
-    this.#sequences.delete(uri);
-    // Bounded: the URIs asked for least recently are forgotten first (a forgotten URI starts again at 1,
-    // which its recipient's book accepts only in a new session; the old session's requests are long gone).
-    if (this.#sequences.size >= MAX_SEQUENCE_URIS) this.#sequences.delete(this.#sequences.keys().next().value as string);
-    this.#sequences.set(uri, next);
-    return next;
   }
 
   /** Steps 3-6: the recipient joined on `channel`. Throws StunMalformed (nothing changed) on a malformed request. */

@@ -9,6 +9,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { LOG_FORMATS, LOG_LEVELS } from './broker-log.js';
 import { addCaCommand } from './ca.js';
 import { addConfig } from './config.js';
+import { maxWorkers } from './broker-workers.js';
 import { brokerCommand, type BrokerCommandOptions } from './broker.js';
 import { connectCommand, listenCommand, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
 import { demoCommand } from './demo.js';
@@ -40,6 +41,14 @@ function positiveInteger(value: string): string {
 
 function positiveCount(value: string): string {
   if (!/^\d+$/.test(value) || Number(value) <= 0) throw new InvalidArgumentError('expected a positive whole number');
+  return value;
+}
+
+/** `--workers N` (from the flag, NATTRAV_WORKERS or the config file): 1 to four per core. */
+function workerCount(value: string): string {
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > maxWorkers()) {
+    throw new InvalidArgumentError(`expected a whole number from 1 to ${maxWorkers()} (four per core on this machine)`);
+  }
   return value;
 }
 
@@ -91,7 +100,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--limit <name=value>', 'set one of the broker\'s rates, caps or timeouts, e.g. maxConnections=20000, udpRegister=50/200 (PER_SECOND/BURST), recipientTimeoutMs=8000; repeatable', collect, undefined)
     .option('--list-limits', 'print every limit\'s name, default and meaning, then exit')
     .option('--redis <url>', 'keep registrations and sessions in Redis >= 7 (redis://[user:password@]host:port or rediss://; a single server or a cluster), shared with other brokers using it')
-    .option('--workers <n>', 'run N broker processes sharing the UDP and TCP ports, one per core (default: 1, one process); limits stay those of one broker')
+    .option('--workers <n>', 'run N broker processes sharing the UDP and TCP ports, one per core (default: 1, one process); limits stay those of one broker', workerCount)
     .action((options: BrokerCommandOptions) => {
       // `nattrav --json broker` too. Logs follow --log-format; an error that stops the broker is a JSON line when JSON was asked for explicitly.
       const json = options.json === true || program.opts<{ json?: boolean }>().json === true;

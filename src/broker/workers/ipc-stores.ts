@@ -8,16 +8,18 @@
  */
 import { ErrorCode, NattravError } from '../../errors.js';
 import type { Registration, Registry } from '../registry/registry.js';
+import type { SequenceCounter } from '../sequences.js';
 import type { SequenceVerdict, Session, SessionEndpoint, SessionStore } from '../sessions.js';
 import { asBuffer, type IpcMessage, type IpcPort } from './ipc.js';
 
-/** The two stores the primary serves. */
-export type StoreName = 'registry' | 'sessions';
+/** The stores the primary serves: registrations, sessions, and the ConnectionRequest SEQUENCE counter (sequences.ts). */
+export type StoreName = 'registry' | 'sessions' | 'sequences';
 
 /** The operations a worker may call, per store (nothing else is ever run). */
 const OPERATIONS: Readonly<Record<StoreName, readonly string[]>> = {
   registry: ['put', 'claim', 'get', 'delete', 'size'],
   sessions: ['open', 'find', 'byUri', 'advance', 'renew', 'end', 'drop'],
+  sequences: ['next'],
 };
 
 /** The worker's side: sends calls, settles them when the primary answers. */
@@ -166,10 +168,10 @@ function reviveArgs(args: readonly unknown[]): unknown[] {
  * The primary's side: runs one worker's call (`nt: 'call'`) on `registry` or `sessions`
  * and resolves with the answer to post back (`nt: 'ret'`). Never rejects.
  */
-export async function serveStoreCall(message: IpcMessage, stores: { registry: Registry; sessions: SessionStore }): Promise<IpcMessage> {
+export async function serveStoreCall(message: IpcMessage, stores: { registry: Registry; sessions: SessionStore; sequences: SequenceCounter }): Promise<IpcMessage> {
   const { id, store, op, args } = message as IpcMessage & { id: unknown; store: unknown; op: unknown; args: unknown };
   try {
-    if ((store !== 'registry' && store !== 'sessions') || typeof op !== 'string' || !OPERATIONS[store].includes(op) || !Array.isArray(args)) {
+    if ((store !== 'registry' && store !== 'sessions' && store !== 'sequences') || typeof op !== 'string' || !OPERATIONS[store].includes(op) || !Array.isArray(args)) {
       throw new Error(`no such store operation: ${String(store)}.${String(op)}`);
     }
     const target = stores[store] as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;

@@ -13,6 +13,7 @@ import type { Socket } from 'node:net';
 import { ErrorCode, NattravError, type ErrorCodeValue } from '../../errors.js';
 import { MemoryRegistry } from '../registry/memory.js';
 import type { Registry } from '../registry/registry.js';
+import { SequenceCounter } from '../sequences.js';
 import { SessionTable, type SessionStore } from '../sessions.js';
 import { BROKER_DEFAULTS } from '../options.js';
 import { IpcPort, unbatch, type IpcMessage } from './ipc.js';
@@ -71,6 +72,8 @@ export class BrokerWorkers extends EventEmitter {
   readonly #slots: Slot[] = [];
   readonly #registry: Registry;
   readonly #sessions: SessionStore;
+  /** One ConnectionRequest SEQUENCE per URI for every worker: a recipient acts on each number once. */
+  readonly #sequences = new SequenceCounter();
   readonly #directory: AttemptDirectory;
   #state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
 
@@ -195,7 +198,7 @@ export class BrokerWorkers extends EventEmitter {
   #receive(slot: Slot, message: IpcMessage, handle: Socket | undefined): void {
     switch (message.nt) {
       case 'call':
-        void serveStoreCall(message, { registry: this.#registry, sessions: this.#sessions }).then((answer) => slot.port?.post(answer));
+        void serveStoreCall(message, { registry: this.#registry, sessions: this.#sessions, sequences: this.#sequences }).then((answer) => slot.port?.post(answer));
         return;
       case 'own':
         this.#directory.own(message['attempt'] as string, slot.slot);

@@ -47,6 +47,8 @@ export interface WorkerLink {
   readonly prefix: string;
   /** The channel to the primary. */
   readonly port: IpcPort;
+  /** The next ConnectionRequest SEQUENCE for `uri`, from the primary's one counter. */
+  nextSequence(uri: string): Promise<number>;
   /** Sets the handler of what the primary sends this worker (everything but store answers). */
   onMessage(handler: (message: IpcMessage, handle: Socket | undefined) => void): void;
 }

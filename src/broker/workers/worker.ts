@@ -54,6 +54,7 @@ export class WorkerConnection {
     this.link = {
       ...identity,
       port,
+      nextSequence: async (uri) => (await this.#client.call('sequences', 'next', [uri])) as number,
       onMessage: (handler) => {
         this.#handler = handler;
       },
