@@ -25,7 +25,8 @@ import { BrokerGuard } from './guard.js';
 import { resolveLimits } from './limits.js';
 import { answerBinding, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
 import { TcpService } from './tcp.js';
-import { WorkerRouter, type RouteCounts } from './workers/worker-router.js';
+import { WorkerRouter, workerBrokerId, type RouteCounts } from './workers/worker-router.js';
+import { WorkerRegistry } from './workers/ipc-stores.js';
 import type { AnswerSource } from './rendezvous.js';
 
 export type { BrokerEvent } from './events.js';
@@ -73,7 +74,9 @@ export class Broker extends EventEmitter {
     const amplification = amplificationMode(resolved);
     this.#options = resolved;
     this.#ownsRegistry = options.registry === undefined;
-    this.#registry = options.registry ?? new MemoryRegistry();
+    const registry = options.registry ?? new MemoryRegistry();
+    // A worker's registrations name it, so requests for its control connections come to it.
+    this.#registry = options.workerLink === undefined ? registry : new WorkerRegistry(registry, workerBrokerId(options.workerLink.prefix, options.workerLink.slot));
     this.#auth = buildAuth(resolved);
     this.#guard = new BrokerGuard(resolveLimits(options.limits), (report) => this.emit('event', { type: 'limited', ...report } satisfies BrokerEvent), { amplification });
     this.#relay = new RelayHub(

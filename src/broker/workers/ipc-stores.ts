@@ -66,26 +66,20 @@ function unavailable(): NattravError {
   return new NattravError(ErrorCode.RegistryUnavailable, "the broker's primary process (which holds the registry) is gone");
 }
 
-/**
- * The primary's registry as a worker sees it. A registration a worker stores names that
- * worker (`broker`: its bus ID) unless it already names one, so a connection request for
- * a recipient whose TCP control connection another worker holds goes there.
- */
+/** The primary's registry as a worker sees it. */
 export class IpcRegistry implements Registry {
   readonly #client: StoreClient;
-  readonly #brokerId: string;
 
-  constructor(client: StoreClient, brokerId: string) {
+  constructor(client: StoreClient) {
     this.#client = client;
-    this.#brokerId = brokerId;
   }
 
   async put(registration: Registration): Promise<void> {
-    await this.#client.call('registry', 'put', [this.#stamp(registration)]);
+    await this.#client.call('registry', 'put', [registration]);
   }
 
   async claim(registration: Registration & { readonly keyFingerprint: string }): Promise<string | undefined> {
-    return (await this.#client.call('registry', 'claim', [this.#stamp(registration)])) as string | undefined;
+    return (await this.#client.call('registry', 'claim', [registration])) as string | undefined;
   }
 
   async get(uri: string): Promise<Registration | undefined> {
@@ -102,6 +96,46 @@ export class IpcRegistry implements Registry {
 
   /** The primary owns the registry: nothing to release here. */
   async close(): Promise<void> {}
+}
+
+/**
+ * A worker's registry (the primary's over IPC, or Redis): a registration the worker
+ * stores names the worker (`broker`: its ID) unless it already names a broker, so a
+ * connection request for a recipient whose TCP control connection this worker holds is
+ * sent here by whichever worker runs the attempt.
+ */
+export class WorkerRegistry implements Registry {
+  readonly #inner: Registry;
+  readonly #brokerId: string;
+
+  constructor(inner: Registry, brokerId: string) {
+    this.#inner = inner;
+    this.#brokerId = brokerId;
+  }
+
+  put(registration: Registration): Promise<void> {
+    return this.#inner.put(this.#stamp(registration));
+  }
+
+  claim(registration: Registration & { readonly keyFingerprint: string }): Promise<string | undefined> {
+    return this.#inner.claim(this.#stamp(registration));
+  }
+
+  get(uri: string): Promise<Registration | undefined> {
+    return this.#inner.get(uri);
+  }
+
+  delete(uri: string): Promise<boolean> {
+    return this.#inner.delete(uri);
+  }
+
+  size(): Promise<number> {
+    return this.#inner.size();
+  }
+
+  close(): Promise<void> {
+    return this.#inner.close();
+  }
 
   #stamp<T extends Registration>(registration: T): T {
     return registration.broker === undefined ? { ...registration, broker: this.#brokerId } : registration;

@@ -10,7 +10,7 @@ import { resolveLimits, type BrokerLimits, type BrokerLimitsOptions, type RateSp
 import { IpcPort, unbatch, type IpcMessage } from './ipc.js';
 import { IpcRegistry, IpcSessions, StoreClient } from './ipc-stores.js';
 import { WORKER_ENV } from './primary.js';
-import { workerBrokerId, type RouteCounts, type WorkerLink } from './worker-router.js';
+import type { RouteCounts, WorkerLink } from './worker-router.js';
 
 /** Who this worker is. */
 export interface WorkerIdentity {
@@ -48,7 +48,7 @@ export class WorkerConnection {
     this.identity = identity;
     this.#port = new IpcPort(process as unknown as ConstructorParameters<typeof IpcPort>[0]);
     this.#client = new StoreClient(this.#port);
-    this.registry = new IpcRegistry(this.#client, workerBrokerId(identity.prefix, identity.slot));
+    this.registry = new IpcRegistry(this.#client);
     this.sessions = new IpcSessions(this.#client);
     const port = this.#port;
     this.link = {
