@@ -26,6 +26,7 @@ import { StunStreamDecoder } from '../../src/wire/framing.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addU32, addUri, getErrorCode } from '../../src/wire/nattrav.js';
 import { startRecipient, until } from '../helpers/loopback.js';
+import { haveRedis, startRedis } from '../helpers/redis-server.js';
 
 const children: ChildProcess[] = [];
 const closers: Array<() => unknown> = [];
@@ -169,6 +170,21 @@ describe('nattrav broker --workers', () => {
     // Two workers with the whole limit each would admit 12; their shares admit 6 (+1 refilled while the test ran).
     assert.ok(admitted >= 2 && admitted <= 7, `admitted ${admitted} of 16 (${answers.join(',')})`);
     await stopWorkers(proc);
+  });
+
+  test('with --redis each worker uses Redis directly; connects across workers work the same', async (t) => {
+    if (!(await haveRedis(t))) return;
+    const redis = await startRedis();
+    closers.push(() => redis.stop());
+    const { proc, address } = await startWorkers(['--redis', redis.url]);
+    assert.equal(proc.events.filter((e) => e.event === 'registry' && e.kind === 'redis').length, 2, 'both workers opened Redis');
+    await echoRecipient(address, 'nattrav://on-redis', 'tcp');
+    for (let i = 0; i < 6; i++) {
+      if (i % 2 === 0) await tcpBinding(address);
+      await echoOnce(address, 'nattrav://on-redis');
+    }
+    const routed = await stopWorkers(proc);
+    assert.ok((routed.join ?? 0) > 0 && (routed.control ?? 0) > 0, JSON.stringify(routed));
   });
 
   test('SIGINT stops every worker (exit 130); a worker killed by PID is replaced and the broker keeps serving', async () => {

@@ -18,7 +18,8 @@
  * - A ConnectionRequest's transaction ID starts with the owner's slot, so an answer (over
  *   UDP, or on a control connection held by any worker) reaches the owner (`ack`).
  * - A ConnectionRequest for a recipient whose TCP control connection another worker holds
- *   (the registration's `broker`) is written by that worker (`ctl`).
+ *   (the registration's `broker`; every worker when the registry does not keep it) is
+ *   written by that worker (`ctl`).
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -124,12 +125,24 @@ export class WorkerRouter {
     return true;
   }
 
-  /** A ConnectionRequest for a TCP-registered recipient: true when another worker holds its control connection and was asked to write it. */
+  /**
+   * A ConnectionRequest for a TCP-registered recipient whose control connection this
+   * worker does not hold: the worker the registration names writes it. A registration
+   * naming no worker (a registry that does not keep `broker`) goes to every other worker;
+   * the one holding the connection writes it. False when the registration names this
+   * worker or a broker outside this process (nothing to do here).
+   */
   notifyControl(registration: Registration, bytes: Buffer): boolean {
+    const message = { nt: 'ctl', uri: registration.uri, bytes };
+    if (registration.broker === undefined) {
+      this.counts.control++;
+      for (let slot = 1; slot <= this.#link.workers; slot++) if (slot !== this.#link.slot) this.#bus(slot, message);
+      return true;
+    }
     const holder = this.#slotOf(registration.broker);
     if (holder === undefined || holder === this.#link.slot) return false;
     this.counts.control++;
-    this.#bus(holder, { nt: 'ctl', uri: registration.uri, bytes });
+    this.#bus(holder, message);
     return true;
   }
 
