@@ -208,6 +208,13 @@ describe('nattrav broker --workers', () => {
     assert.equal(await proc.exited, 130);
     for (const pid of [pids[1] as number, restarted.pid as number]) await until(() => !alive(pid), 5_000, `worker ${pid} to exit`);
   });
+
+  test('a primary killed by PID takes its workers with it (they see the IPC channel close)', async () => {
+    const { proc, pids } = await startWorkers();
+    proc.child.kill('SIGKILL');
+    await proc.exited;
+    for (const pid of pids) await until(() => !alive(pid), 10_000, `worker ${pid} to exit after its primary`);
+  });
 });
 
 /** One attempt whose initiator claims lan, public and direct failed: on loopback the broker then relays. */
