@@ -11,6 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,7 @@ import { strategyMask } from '../../src/nat/strategy.js';
 import { connect } from '../../src/peer/connect.js';
 import type { NattravSocket } from '../../src/peer/info.js';
 import { runAttempt } from '../../src/peer/attempt.js';
+import { createCa, issueCertificate } from '../../src/security/ca.js';
 import { encodeMessage } from '../../src/wire/codec.js';
 import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
 import { StunStreamDecoder } from '../../src/wire/framing.js';
@@ -135,28 +137,36 @@ describe('nattrav broker --workers', () => {
     assert.ok((routed.ack ?? 0) > 0, `no answer went back to the attempt's worker: ${JSON.stringify(routed)}`);
   });
 
-  test('relay: both relay connections meet on the worker that scheduled it, bytes flow both ways', async () => {
-    const { proc, address } = await startWorkers();
-    const { server, accepted } = await startRecipient(address, 'nattrav://relayed', { tls: false, keyDir: join(home, 'keys') });
-    closers.push(() => server.close());
-    for (let i = 0; i < 6; i++) {
-      const socket = await relayedAttempt(address, 'nattrav://relayed');
-      assert.equal(socket.nattrav.path, 'relay');
-      await until(() => accepted.length === i + 1, 5_000, 'the relayed recipient');
-      const other = accepted[i] as NattravSocket;
-      socket.write('x'.repeat(5_000));
-      let got = 0;
-      other.on('data', (chunk: Buffer) => (got += chunk.length));
-      await until(() => got === 5_000, 5_000, 'relayed bytes');
-      other.end('bye');
-      const [reply] = (await once(socket, 'data')) as [Buffer];
-      assert.equal(reply.toString(), 'bye');
-      socket.end();
-    }
-    const routed = await stopWorkers(proc);
-    assert.ok((routed.relay ?? 0) > 0, `no relay connection moved between workers: ${JSON.stringify(routed)}`);
-    assert.equal(proc.events.filter((e) => e.event === 'relay-started').length, 6);
-  });
+  for (const brokerTls of [false, true]) {
+    const how = brokerTls ? 'over TLS to the broker (the connections stay, their bytes cross)' : 'plain (the connections move)';
+    test(`relay, ${how}: both sides meet on the worker that scheduled it, bytes flow both ways`, async () => {
+      const tls = brokerTls ? await brokerCertificate() : undefined;
+      const { proc, address } = await startWorkers(tls === undefined ? [] : ['--cert', tls.certFile, '--key', tls.keyFile]);
+      const brokerCa = tls === undefined ? {} : { brokerCa: tls.caPem };
+      const { server, accepted } = await startRecipient(address, 'nattrav://relayed', { tls: false, keyDir: join(home, 'keys'), ...brokerCa });
+      closers.push(() => server.close());
+      for (let i = 0; i < 6; i++) {
+        if (i % 2 === 1) await tcpBinding(address);
+        const socket = await relayedAttempt(address, 'nattrav://relayed', tls?.caPem);
+        assert.equal(socket.nattrav.path, 'relay');
+        await until(() => accepted.length === i + 1, 5_000, 'the relayed recipient');
+        const other = accepted[i] as NattravSocket;
+        socket.write('x'.repeat(100_000));
+        let got = 0;
+        other.on('data', (chunk: Buffer) => (got += chunk.length));
+        await until(() => got === 100_000, 5_000, 'relayed bytes');
+        other.end('bye');
+        const [reply] = (await once(socket, 'data')) as [Buffer];
+        assert.equal(reply.toString(), 'bye');
+        socket.end();
+      }
+      await until(() => proc.events.filter((e) => e.event === 'relay-ended').length === 6, 5_000, 'every relay to end');
+      const routed = await stopWorkers(proc);
+      assert.ok((routed.relay ?? 0) > 0, `no relay connection crossed workers: ${JSON.stringify(routed)}`);
+      assert.equal(proc.events.filter((e) => e.event === 'relay-started').length, 6);
+      assert.ok(proc.events.filter((e) => e.event === 'relay-ended').every((e) => e.reason === 'closed' && (e.bytes as number) >= 100_003));
+    });
+  }
 
   test('a per-source rate limit holds at one process\'s level, not twice it', async () => {
     // connect=1/6: one broker admits a burst of 6 Connects from one address (then one a second).
@@ -218,7 +228,7 @@ describe('nattrav broker --workers', () => {
 });
 
 /** One attempt whose initiator claims lan, public and direct failed: on loopback the broker then relays. */
-async function relayedAttempt(address: string, uri: string): Promise<NattravSocket> {
+async function relayedAttempt(address: string, uri: string, brokerCa?: string): Promise<NattravSocket> {
   const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
   const request = StunMessage.request(Method.Connect);
   addUri(request, uri);
@@ -230,6 +240,7 @@ async function relayedAttempt(address: string, uri: string): Promise<NattravSock
     request,
     attemptId,
     role: 'initiator',
+    ...(brokerCa === undefined ? {} : { brokerCa }),
     tls: false,
     uri,
     signal: AbortSignal.timeout(10_000),
@@ -239,6 +250,17 @@ async function relayedAttempt(address: string, uri: string): Promise<NattravSock
     attempt: 1,
     trace: [],
   });
+}
+
+/** A broker certificate from a new CA, in files for --cert/--key, and the CA for the peers' brokerCa. */
+async function brokerCertificate(): Promise<{ certFile: string; keyFile: string; caPem: string }> {
+  const ca = await createCa({ name: 'workers test broker CA' });
+  const issued = await issueCertificate({ ca, uri: 'nattrav-broker://workers-test' });
+  const certFile = join(home, 'broker-cert.pem');
+  const keyFile = join(home, 'broker-key.pem');
+  await writeFile(certFile, issued.certPem);
+  await writeFile(keyFile, issued.keyPem);
+  return { certFile, keyFile, caPem: ca.certPem };
 }
 
 /** One Binding on a fresh TCP connection (it moves the primary's round robin on by one). */

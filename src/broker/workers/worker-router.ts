@@ -14,7 +14,8 @@
  * - A routed MappingProbe is observed by the owner, which returns the outcome; this
  *   worker answers the probe with it.
  * - A routed Relay moves the connection itself (its socket handle) to the owner, which
- *   splices it; a TLS connection (broker `cert`) cannot move and is served here.
+ *   splices it; a TLS connection (broker `cert`) cannot move: its bytes cross instead
+ *   (remote-relay.ts).
  * - A ConnectionRequest's transaction ID starts with the owner's slot, so an answer (over
  *   UDP, or on a control connection held by any worker) reaches the owner (`ack`).
  * - A ConnectionRequest for a recipient whose TCP control connection another worker holds
@@ -23,7 +24,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import type { StunChannel } from '../../common/stun-channel.js';
+import { StunChannel } from '../../common/stun-channel.js';
 import { decodeMessage } from '../../wire/codec.js';
 import { TRANSACTION_ID_LENGTH } from '../../wire/constants.js';
 import type { StunMessage } from '../../wire/message.js';
@@ -37,6 +38,7 @@ import type { RelayHub } from '../relay.js';
 import type { AnswerSource, Rendezvous } from '../rendezvous.js';
 import { asBuffer, type IpcMessage, type IpcPort } from './ipc.js';
 import { RemoteExchange } from './remote-exchange.js';
+import { RemoteRelaySide, holdRelaySocket } from './remote-relay.js';
 
 /** How a worker reaches the primary (made by worker.ts, given to the broker as its `workerLink`). */
 export interface WorkerLink {
@@ -88,6 +90,10 @@ export class WorkerRouter {
   /** Exchanges this worker runs on connections others hold, by `${holder}:${reference}`. */
   readonly #remote = new Map<string, RemoteExchange>();
   /** Probes and Joins waiting for the primary: what to do when it says no owner exists, or with the owner's answer. */
+  /** TLS relay connections this worker holds for another's relay, by our reference. */
+  readonly #heldRelays = new Map<number, (op: string, fields: Record<string, unknown>) => void>();
+  /** Relay sides this worker splices on connections others hold, by `${holder}:${reference}`. */
+  readonly #remoteRelays = new Map<string, RemoteRelaySide>();
   readonly #waiting = new Map<number, { unrouted(): void; answered?(outcome: ProbeOutcome): void; channel?: StunChannel }>();
   #next = 1;
   /** Cross-worker traffic, for the primary's summary and the tests. */
@@ -173,11 +179,19 @@ export class WorkerRouter {
   }
 
   /**
-   * A Relay arrived on `channel` (plain TCP on `raw`): true when its attempt's relay was
-   * authorized by another worker and the connection moved there (or back here) through the primary.
+   * A Relay arrived on `channel` (over `raw`): true when the router took it because its
+   * relay was not authorized here. A plain connection moves (its socket) to the worker
+   * that authorized it, through the primary; a TLS one stays and its bytes go there
+   * (remote-relay.ts). Either comes back here when no worker runs the attempt.
    */
   relay(channel: StunChannel, raw: Socket, secured: boolean, attemptId: string, role: RoleName, request: StunMessage): boolean {
-    if (secured || this.#parts.relay.has(attemptId) || request.raw === undefined) return false;
+    if (this.#parts.relay.has(attemptId) || request.raw === undefined) return false;
+    if (secured) {
+      const ref = this.#next++;
+      this.#waiting.set(ref, { unrouted: () => this.#parts.relay.join(attemptId, role, channel, request), channel });
+      this.#link.port.post({ nt: 'route', kind: 'relay', ref, attempt: attemptId, role, bytes: request.raw, remote: remoteEndpoint(channel) });
+      return true;
+    }
     const early = channel.detach();
     raw.pause();
     this.counts.relay++;
@@ -250,8 +264,42 @@ export class WorkerRouter {
       case 'ch':
         this.#channel(message, from);
         return;
+      case 'rl-h':
+        this.#relayHolder(message, from);
+        return;
+      case 'rl-o':
+        this.#remoteRelays.get(`${from}:${message['ref'] as number}`)?.receive(message['op'] as string, message);
+        return;
       default:
     }
+  }
+
+  /** A TLS relay connection another worker holds, for a relay this worker authorized: splice a RemoteSocket in its place. */
+  #relayFor(holder: number, ref: number, attemptId: string, role: RoleName, remote: TransportAddress, request: StunMessage): void {
+    const side = new RemoteRelaySide(remote, (op, fields = {}) => this.#bus(holder, { nt: 'rl-h', op, ref, ...fields }));
+    const key = `${holder}:${ref}`;
+    this.#remoteRelays.set(key, side);
+    side.socket.once('close', () => this.#remoteRelays.delete(key));
+    this.#bus(holder, { nt: 'rl-h', op: 'hold', ref });
+    this.#parts.relay.join(attemptId, role, new StunChannel(side.socket.asSocket(), () => undefined), request);
+  }
+
+  /** The holder's side of a TLS relay connection: start passing bytes, or do what the relaying worker asks. */
+  #relayHolder(message: IpcMessage, from: number): void {
+    const ref = message['ref'] as number;
+    const op = message['op'] as string;
+    if (op === 'hold') {
+      const channel = this.#waiting.get(ref)?.channel;
+      if (channel === undefined) return;
+      this.#waiting.delete(ref);
+      this.counts.relay++;
+      const early = channel.detach();
+      const handler = holdRelaySocket(channel.socket, early, (what, fields = {}) => this.#bus(from, { nt: 'rl-o', op: what, ref, ...fields }));
+      this.#heldRelays.set(ref, handler);
+      channel.socket.once('close', () => this.#heldRelays.delete(ref));
+      return;
+    }
+    this.#heldRelays.get(ref)?.(op, message);
   }
 
   /** A Join or MappingProbe another worker received for an attempt this worker runs. */
@@ -259,6 +307,10 @@ export class WorkerRouter {
     const ref = message['ref'] as number;
     const request = decodeMessage(asBuffer(message['bytes']));
     const remote = message['remote'] as TransportAddress;
+    if (message['kind'] === 'relay') {
+      this.#relayFor(from, ref, message['attempt'] as string, message['role'] as RoleName, remote, request);
+      return;
+    }
     if (message['kind'] === 'probe') {
       this.counts.probe++;
       const outcome = this.#parts.rendezvous.observeProbe(message['attempt'] as string, message['role'] as RoleName, remote, request);
