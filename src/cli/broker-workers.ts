@@ -28,8 +28,9 @@ export async function runBrokerPrimary(workers: number, log: Logger, stop: StopS
   const starting = primary.start();
   const first = await Promise.race([starting.then(() => 'started' as const), stop.wait().then(() => 'stopped' as const)]);
   if (first === 'stopped') {
-    await starting.catch(() => undefined);
+    // Workers still starting are stopped too (their start then fails, which is no error now).
     await primary.stop();
+    await starting.catch(() => undefined);
     return stop.exitCode ?? 0;
   }
   log.info({ event: 'workers', workers, pids: primary.pids }, `workers ${workers} (pids ${primary.pids.join(', ')})`);

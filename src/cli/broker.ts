@@ -5,7 +5,7 @@ import { BROKER_DEFAULTS, ErrorCode, NattravError, WorkerConnection, connectRedi
 import { parseWorkers, runBrokerPrimary } from './broker-workers.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
 import { blameLimit, limitsTable, parseLimits } from './limits.js';
-import { ExitCode } from './output.js';
+import { ExitCode, exitCodeFor } from './output.js';
 import { readPem } from './pem.js';
 import type { StopSignals } from './signals.js';
 
@@ -62,10 +62,11 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
   const worker = workerIdentity();
   // The primary of several workers only runs them; each worker parses the same options and serves.
   if (worker === undefined && workers > 1) return runBrokerPrimary(workers, log, stop);
-  const workerLog = worker === undefined ? log : log.child({ worker: worker.slot });
-  const redis = options.redis === undefined ? undefined : await openRedis(options.redis, workerLog, stop.signal);
+  const parsed = { host, port, http, alternate, limits };
+  if (worker !== undefined) return serveAsWorker(options, log.child({ worker: worker.slot }), stop, parsed, worker);
+  const redis = options.redis === undefined ? undefined : await openRedis(options.redis, log, stop.signal);
   try {
-    return await serve(options, workerLog, stop, { host, port, http, alternate, limits, redis, worker });
+    return await serve(options, log, stop, { ...parsed, redis, connection: undefined });
   } finally {
     await redis?.close();
   }
@@ -85,6 +86,26 @@ async function openRedis(url: string, log: Logger, signal: AbortSignal): Promise
   return backend;
 }
 
+/**
+ * A worker of `--workers N`: serves like one broker, with the primary's registry and
+ * sessions unless Redis holds them, and a share of every limit. A failure to start goes
+ * to the primary, which reports it (once) and exits with its code.
+ */
+async function serveAsWorker(options: BrokerCommandOptions, log: Logger, stop: StopSignals, parsed: Omit<Serving, 'redis' | 'connection'>, worker: WorkerIdentity): Promise<number> {
+  const connection = new WorkerConnection(worker, () => process.kill(process.pid, 'SIGTERM'));
+  let redis: RedisBackend | undefined;
+  try {
+    redis = options.redis === undefined ? undefined : await openRedis(options.redis, log, stop.signal);
+    return await serve(options, log, stop, { ...parsed, redis, connection });
+  } catch (err) {
+    connection.failed(err);
+    return exitCodeFor(err);
+  } finally {
+    connection.close();
+    await redis?.close();
+  }
+}
+
 /** What brokerCommand parsed and opened for serve(). */
 interface Serving {
   readonly host: string;
@@ -93,14 +114,13 @@ interface Serving {
   readonly alternate: { host: string; port?: number } | undefined;
   readonly limits: ReturnType<typeof parseLimits>;
   readonly redis: RedisBackend | undefined;
-  /** Set in a worker process of `--workers N`. */
-  readonly worker: WorkerIdentity | undefined;
+  /** A worker process's channel to its primary (`--workers N`). */
+  readonly connection: WorkerConnection | undefined;
 }
 
 /** Runs the broker (and its status server) until a stop signal. */
-async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSignals, { host, port, http, alternate, limits, redis, worker }: Serving): Promise<number> {
-  // A worker of `--workers N`: the primary's registry and sessions unless Redis holds them, and a share of every limit.
-  const connection = worker === undefined ? undefined : new WorkerConnection(worker, () => process.kill(process.pid, 'SIGTERM'));
+async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSignals, { host, port, http, alternate, limits, redis, connection }: Serving): Promise<number> {
+  const worker = connection?.identity;
   const stores = redis ?? connection;
   const broker = createBrokerBlamingLimits(options.limit ?? [], {
     ...(stores === undefined ? {} : { registry: stores.registry, sessions: stores.sessions }),
@@ -128,7 +148,6 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
     if (status !== undefined) await startStatus(status, options.http as string, log);
     connection?.listening(() => broker.routeCounts);
   } catch (err) {
-    connection?.failed(err);
     await status?.close();
     await broker.close();
     // The error names the address that failed; say which option gave it.
@@ -141,7 +160,6 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
   await stop.wait();
   await status?.close();
   await broker.close();
-  connection?.close();
   return stop.exitCode ?? ExitCode.Ok;
 }
 

@@ -101,6 +101,16 @@ describe('nattrav broker --workers', () => {
     }
   });
 
+  test('a port in use: exit 10 naming the port, said once (by the primary), no worker left running', async () => {
+    const { proc: holder, address } = await startWorkers();
+    const port = address.split(':')[1] as string;
+    const second = cli(['broker', '--listen', address, '--workers', '2', '--json']);
+    assert.equal(await second.exited, 10);
+    assert.equal(second.stderr.split('\n').filter((line) => line.includes(`port ${port} is in use`)).length, 1, second.stderr);
+    assert.equal(second.events.filter((e) => e.event === 'worker-started').length, 0);
+    await stopWorkers(holder);
+  });
+
   test('without --workers the broker is one process, as before', async () => {
     const proc = cli(['broker', '--listen', '127.0.0.1:0', '--json']);
     const listening = await proc.waitForEvent('listening', 10_000);

@@ -76,6 +76,8 @@ export class BrokerWorkers extends EventEmitter {
   readonly #sequences = new SequenceCounter();
   readonly #directory: AttemptDirectory;
   #state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
+  /** Restarts waiting for their delay (cleared by stop()). */
+  readonly #restarts = new Set<NodeJS.Timeout>();
 
   constructor(options: BrokerWorkersOptions) {
     super();
@@ -122,6 +124,8 @@ export class BrokerWorkers extends EventEmitter {
   async stop(): Promise<void> {
     if (this.#state === 'stopping' || this.#state === 'stopped') return;
     this.#state = 'stopping';
+    for (const restart of this.#restarts) clearTimeout(restart);
+    this.#restarts.clear();
     const exits = this.#slots.map(async (slot) => {
       const worker = slot.worker;
       if (worker === undefined || worker.isDead()) return;
@@ -187,9 +191,11 @@ export class BrokerWorkers extends EventEmitter {
         slot.restartDelayMs = lived >= HEALTHY_AFTER_MS ? FIRST_RESTART_DELAY_MS : Math.min(slot.restartDelayMs * 2, MAX_RESTART_DELAY_MS);
         const delay = lived >= HEALTHY_AFTER_MS ? FIRST_RESTART_DELAY_MS : slot.restartDelayMs;
         this.emit('event', { type: 'worker-exited', slot: slot.slot, pid: worker.process.pid ?? 0, code, signal, restartInMs: delay } satisfies WorkersEvent);
-        setTimeout(() => {
+        const restart = setTimeout(() => {
+          this.#restarts.delete(restart);
           if (this.#state === 'running') this.#fork(slot).catch((err: unknown) => this.emit('error', err));
         }, delay);
+        this.#restarts.add(restart);
       });
     });
   }
