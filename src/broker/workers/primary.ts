@@ -182,6 +182,8 @@ export class BrokerWorkers extends EventEmitter {
           slot.port = undefined;
         }
         this.#directory.forgetWorker(slot.slot);
+        // The others end what the dead worker held for them (exchanges, relay sides).
+        for (const other of this.#slots) if (other !== slot) other.port?.post({ nt: 'worker-gone', slot: slot.slot });
         if (!started) {
           reject(new NattravError(ErrorCode.Closed, `broker worker ${slot.slot} exited before it listened (code ${String(code)}, signal ${String(signal)})`));
           return;

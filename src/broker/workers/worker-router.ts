@@ -34,52 +34,26 @@ import { parseMappingProbe, remoteEndpoint } from '../exchange-requests.js';
 import { failureAnswer } from '../failure.js';
 import type { ProbeOutcome } from '../probe-book.js';
 import type { Registration } from '../registry/registry.js';
-import type { RelayHub } from '../relay.js';
-import type { AnswerSource, Rendezvous } from '../rendezvous.js';
-import { asBuffer, type IpcMessage, type IpcPort } from './ipc.js';
+import type { AnswerSource } from '../rendezvous.js';
+import { asBuffer, type IpcMessage } from './ipc.js';
 import { RemoteExchange } from './remote-exchange.js';
 import { RemoteRelaySide, holdRelaySocket } from './remote-relay.js';
+import { workerBrokerId, type RouteCounts, type RouterParts, type WorkerLink } from './link.js';
 
-/** How a worker reaches the primary (made by worker.ts, given to the broker as its `workerLink`). */
-export interface WorkerLink {
-  /** This worker's slot, 1..`workers` (a restarted worker takes its predecessor's slot). */
-  readonly slot: number;
-  /** How many workers the broker runs. */
-  readonly workers: number;
-  /** The primary's ID: registrations name their worker as `${prefix}/w${slot}`. */
-  readonly prefix: string;
-  /** The channel to the primary. */
-  readonly port: IpcPort;
-  /** The next ConnectionRequest SEQUENCE for `uri`, from the primary's one counter. */
-  nextSequence(uri: string): Promise<number>;
-  /** Sets the handler of what the primary sends this worker (everything but store answers). */
-  onMessage(handler: (message: IpcMessage, handle: Socket | undefined) => void): void;
+export { workerBrokerId, type RouteCounts, type RouterParts, type WorkerLink } from './link.js';
+
+/** What a worker does with a request it routed, once the primary or the owner answers. */
+interface Waiting {
+  /** No worker runs the attempt: serve it here. */
+  unrouted(): void;
+  /** The owner's outcome of a mapping probe. */
+  answered?(outcome: ProbeOutcome): void;
+  /** The connection of a routed Join or TLS Relay (kept here while the owner uses it). */
+  channel?: StunChannel;
 }
 
-/** Cross-worker traffic a worker saw, by path (sent: it routed; served: it served for another). */
-export interface RouteCounts {
-  join: number;
-  probe: number;
-  relay: number;
-  ack: number;
-  control: number;
-}
-
-/** What the router uses of the broker around it. */
-export interface RouterParts {
-  readonly rendezvous: Rendezvous;
-  readonly relay: RelayHub;
-  readonly software: string;
-  /** The control connection of `uri`, if this worker holds it. */
-  control(uri: string): StunChannel | undefined;
-  /** Serves a Relay connection moved here from another worker (tcp.ts). */
-  adoptRelay(socket: Socket, attemptId: string, role: RoleName, request: StunMessage, early: Buffer): void;
-}
-
-/** A worker's bus ID as registrations carry it. */
-export function workerBrokerId(prefix: string, slot: number): string {
-  return `${prefix}/w${slot}`;
-}
+/** How long a routed request waits for its answer at most, in ms: the primary's route wait plus far more than an IPC round trip. */
+const ROUTED_ANSWER_MS = 10_000;
 
 /** Routes one worker's cross-worker traffic (see the module comment). */
 export class WorkerRouter {
@@ -94,7 +68,7 @@ export class WorkerRouter {
   readonly #heldRelays = new Map<number, (op: string, fields: Record<string, unknown>) => void>();
   /** Relay sides this worker splices on connections others hold, by `${holder}:${reference}`. */
   readonly #remoteRelays = new Map<string, RemoteRelaySide>();
-  readonly #waiting = new Map<number, { unrouted(): void; answered?(outcome: ProbeOutcome): void; channel?: StunChannel }>();
+  readonly #waiting = new Map<number, Waiting>();
   #next = 1;
   /** Cross-worker traffic, for the primary's summary and the tests. */
   readonly counts: RouteCounts = { join: 0, probe: 0, relay: 0, ack: 0, control: 0 };
@@ -157,7 +131,7 @@ export class WorkerRouter {
     const attempt = attemptOf(request);
     if (attempt === undefined || this.#parts.rendezvous.has(attempt) || request.raw === undefined) return false;
     const ref = this.#next++;
-    this.#waiting.set(ref, { unrouted: () => this.#joinHere(channel, request), channel });
+    this.#wait(ref, { unrouted: () => this.#joinHere(channel, request), channel });
     this.#link.port.post({ nt: 'route', kind: 'join', ref, attempt, bytes: request.raw, remote: remoteEndpoint(channel) });
     return true;
   }
@@ -170,7 +144,7 @@ export class WorkerRouter {
     if (this.#parts.rendezvous.has(attempt)) return false;
     const ref = this.#next++;
     const endpoint = remoteEndpoint(channel);
-    this.#waiting.set(ref, {
+    this.#wait(ref, {
       unrouted: () => this.#parts.rendezvous.mappingProbe(channel, request),
       answered: (outcome) => this.#parts.rendezvous.answerProbe(channel, request, parsed.role, endpoint, outcome),
     });
@@ -188,7 +162,7 @@ export class WorkerRouter {
     if (this.#parts.relay.has(attemptId) || request.raw === undefined) return false;
     if (secured) {
       const ref = this.#next++;
-      this.#waiting.set(ref, { unrouted: () => this.#parts.relay.join(attemptId, role, channel, request), channel });
+      this.#wait(ref, { unrouted: () => this.#parts.relay.join(attemptId, role, channel, request), channel });
       this.#link.port.post({ nt: 'route', kind: 'relay', ref, attempt: attemptId, role, bytes: request.raw, remote: remoteEndpoint(channel) });
       return true;
     }
@@ -205,6 +179,27 @@ export class WorkerRouter {
       if (held.channel !== channel) continue;
       this.#bus(held.owner, { nt: 'ch', op: 'msg', ref, txid: message.transactionId, cls: message.cls, method: message.method });
       return;
+    }
+  }
+
+  /**
+   * Keeps what to do with a routed request until the primary or the owner answers. The
+   * primary answers within its route wait; an owner that died before answering never
+   * does, so an entry is dropped after {@link ROUTED_ANSWER_MS} (its peer has timed out by then).
+   */
+  #wait(ref: number, entry: Waiting): void {
+    this.#waiting.set(ref, entry);
+    setTimeout(() => this.#waiting.delete(ref), ROUTED_ANSWER_MS).unref();
+  }
+
+  /** The worker in `slot` died: exchanges and relay sides it held for us end, as their connections did. */
+  workerGone(slot: number): void {
+    for (const [key, exchange] of this.#remote) if (key.startsWith(`${slot}:`)) exchange.close();
+    for (const [key, side] of this.#remoteRelays) if (key.startsWith(`${slot}:`)) side.socket.closedThere();
+    for (const [ref, held] of this.#held) {
+      if (held.owner !== slot) continue;
+      this.#held.delete(ref);
+      held.channel.destroy();
     }
   }
 
@@ -244,6 +239,9 @@ export class WorkerRouter {
       }
       case 'routed':
         this.#served(message, from);
+        return;
+      case 'worker-gone':
+        this.workerGone(message['slot'] as number);
         return;
       case 'relay':
         if (handle !== undefined) {
