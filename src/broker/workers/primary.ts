@@ -129,10 +129,11 @@ export class BrokerWorkers extends EventEmitter {
     const exits = this.#slots.map(async (slot) => {
       const worker = slot.worker;
       if (worker === undefined || worker.isDead()) return;
-      const exited = once(worker, 'exit');
+      // Its last messages (its final counts) are read before its channel closes: wait for both.
+      const done = Promise.all([once(worker, 'exit'), worker.isConnected() ? once(worker, 'disconnect') : undefined]);
       worker.process.kill('SIGTERM');
       const timer = setTimeout(() => worker.process.kill('SIGKILL'), STOP_GRACE_MS);
-      await exited;
+      await done;
       clearTimeout(timer);
     });
     await Promise.all(exits);

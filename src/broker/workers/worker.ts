@@ -42,6 +42,8 @@ export class WorkerConnection {
   readonly #client: StoreClient;
   #handler: ((message: IpcMessage, handle: Socket | undefined) => void) | undefined;
   #countsTimer: NodeJS.Timeout | undefined;
+  #counts: (() => RouteCounts | undefined) | undefined;
+  #lastCounts = '';
 
   /** `onPrimaryGone`: the IPC channel closed (the primary died or stopped). */
   constructor(identity: WorkerIdentity, onPrimaryGone: () => void) {
@@ -74,15 +76,17 @@ export class WorkerConnection {
   /** Tells the primary this worker listens; from now on its cross-worker counts are reported. */
   listening(counts: () => RouteCounts | undefined): void {
     this.#port.post({ nt: 'listening' });
-    let last = '';
-    this.#countsTimer = setInterval(() => {
-      const now = counts();
-      const text = JSON.stringify(now);
-      if (now === undefined || text === last) return;
-      last = text;
-      this.#port.post({ nt: 'counts', counts: now });
-    }, COUNTS_INTERVAL_MS);
+    this.#counts = counts;
+    this.#countsTimer = setInterval(() => this.#reportCounts(), COUNTS_INTERVAL_MS);
     this.#countsTimer.unref();
+  }
+
+  #reportCounts(): void {
+    const now = this.#counts?.();
+    const text = JSON.stringify(now);
+    if (now === undefined || text === this.#lastCounts) return;
+    this.#lastCounts = text;
+    this.#port.post({ nt: 'counts', counts: now });
   }
 
   /** Tells the primary this worker could not start, and why (the primary fails its start with it). */
@@ -95,6 +99,7 @@ export class WorkerConnection {
   /** Stops reporting. */
   close(): void {
     clearInterval(this.#countsTimer);
+    this.#reportCounts(); // the last counts, so the primary's summary at stop is complete
     this.#port.flush();
   }
 }
