@@ -1,7 +1,7 @@
 /** The `broker` command: parse, call the library, log. */
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { BROKER_DEFAULTS, ErrorCode, NattravError, WorkerConnection, connectRedis, createBroker, parseHostPort, serveBrokerStatus, shareLimits, workerIdentity, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent, type WorkerIdentity } from '../index.js';
+import { BROKER_DEFAULTS, ErrorCode, NattravError, WorkerConnection, connectRedis, createBroker, parseHostPort, serveBrokerStatus, shareLimits, workerIdentity, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent, type WorkerIdentity, type MonitoredBroker, WorkersStatusView, reportStatus } from '../index.js';
 import { parseWorkers, runBrokerPrimary } from './broker-workers.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
 import { blameLimit, limitsTable, parseLimits } from './limits.js';
@@ -141,13 +141,23 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
   });
   broker.on('event', (event: BrokerEvent) => logBrokerEvent(log, event));
   broker.on('error', (err: Error) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`));
-  // Made before the broker listens, so its counters see every event. With --workers, worker 1 serves it.
-  const status = http === undefined || (worker !== undefined && worker.slot !== 1) ? undefined : statusServer(broker, http, log);
+  // Made before the broker listens, so its counters see every event. With --workers, worker 1
+  // serves it for the whole broker: the others report to it (workers/status-view.ts).
+  let status: BrokerStatusServer | undefined;
+  let stopReporting: (() => void) | undefined;
+  if (http !== undefined && (connection === undefined || worker?.slot === 1)) {
+    const view = connection === undefined ? broker : new WorkersStatusView(broker);
+    if (view instanceof WorkersStatusView) connection?.collectStatus(view);
+    status = statusServer(view, http, log);
+  } else if (http !== undefined && connection !== undefined) {
+    stopReporting = reportStatus(broker, connection.link);
+  }
   try {
     await broker.listen();
     if (status !== undefined) await startStatus(status, options.http as string, log);
     connection?.listening(() => broker.routeCounts);
   } catch (err) {
+    stopReporting?.();
     await status?.close();
     await broker.close();
     // The error names the address that failed; say which option gave it.
@@ -158,6 +168,7 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
     throw err;
   }
   await stop.wait();
+  stopReporting?.();
   await status?.close();
   await broker.close();
   return stop.exitCode ?? ExitCode.Ok;
@@ -173,7 +184,7 @@ function createBrokerBlamingLimits(entries: readonly string[], options: BrokerOp
 }
 
 /** The status server for `--http`, its requests logged at debug (the page reloads itself every few seconds). */
-function statusServer(broker: Broker, at: { host: string; port: number }, log: Logger): BrokerStatusServer {
+function statusServer(broker: MonitoredBroker, at: { host: string; port: number }, log: Logger): BrokerStatusServer {
   const server = serveBrokerStatus(broker, { host: at.host, port: at.port });
   server.on('request', (request: StatusRequestEvent) => log.debug({ event: 'http-request', ...request }, `http-request ${request.method} ${request.path} ${request.status} ${request.ms} ms from ${request.remote}`));
   server.on('warning', (err: Error) => log.warn({ event: 'warning', message: `--http: ${err.message}` }, `warning: --http: ${err.message}`));

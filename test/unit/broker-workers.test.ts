@@ -28,6 +28,7 @@ import { StunStreamDecoder } from '../../src/wire/framing.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addU32, addUri, getErrorCode } from '../../src/wire/nattrav.js';
 import { startRecipient, until } from '../helpers/loopback.js';
+import { parsePrometheusText, sampleValue } from '../helpers/prom-text.js';
 import { haveRedis, startRedis } from '../helpers/redis-server.js';
 
 const children: ChildProcess[] = [];
@@ -177,6 +178,29 @@ describe('nattrav broker --workers', () => {
       assert.ok(proc.events.filter((e) => e.event === 'relay-ended').every((e) => e.reason === 'closed' && (e.bytes as number) >= 100_003));
     });
   }
+
+  test('--http is served by worker 1 for the whole broker: attempts and registrations from both workers count', async () => {
+    const { proc, address } = await startWorkers(['--http', '127.0.0.1:0']);
+    const http = await proc.waitForEvent('http-listening', 10_000);
+    assert.equal(proc.events.filter((e) => e.event === 'http-listening').length, 1, 'one status server');
+    await echoRecipient(address, 'nattrav://watched');
+    const connects = 6;
+    for (let i = 0; i < connects; i++) {
+      await tcpBinding(address);
+      await echoOnce(address, 'nattrav://watched');
+    }
+    const connectWorkers = new Set(proc.events.filter((e) => e.event === 'attempt').map((e) => e.worker));
+    assert.equal(connectWorkers.size, 2, 'Connects were taken by both workers');
+    const metric = async (name: string, labels: Record<string, string> = {}): Promise<number> =>
+      sampleValue(parsePrometheusText(await (await fetch(`${String(http.url)}metrics`)).text()), name, labels);
+    // The other worker reports to worker 1 four times a second.
+    const deadline = Date.now() + 5_000;
+    while ((await metric('nattrav_broker_attempts_started_total')) !== connects && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(await metric('nattrav_broker_attempts_started_total'), connects);
+    assert.equal(await metric('nattrav_broker_attempts_total', { path: 'public', result: 'scheduled' }), connects);
+    assert.equal(await metric('nattrav_broker_registrations_active'), 1);
+    await stopWorkers(proc);
+  });
 
   test('a per-source rate limit holds at one process\'s level, not twice it', async () => {
     // connect=1/6: one broker admits a burst of 6 Connects from one address (then one a second).

@@ -10,6 +10,7 @@ import { resolveLimits, type BrokerLimits, type BrokerLimitsOptions, type RateSp
 import { IpcPort, unbatch, type IpcMessage } from './ipc.js';
 import { IpcRegistry, IpcSessions, StoreClient } from './ipc-stores.js';
 import { WORKER_ENV } from './primary.js';
+import type { WorkersStatusView } from './status-view.js';
 import type { RouteCounts, WorkerLink } from './worker-router.js';
 
 /** Who this worker is. */
@@ -42,6 +43,8 @@ export class WorkerConnection {
   readonly #client: StoreClient;
   #handler: ((message: IpcMessage, handle: Socket | undefined) => void) | undefined;
   #countsTimer: NodeJS.Timeout | undefined;
+  /** Worker 1 with `--http`: where the other workers' status reports go (status-view.ts). */
+  #status: Pick<WorkersStatusView, 'report' | 'forget'> | undefined;
   #counts: (() => RouteCounts | undefined) | undefined;
   #lastCounts = '';
 
@@ -64,13 +67,22 @@ export class WorkerConnection {
     process.on('message', (raw: unknown, handle: unknown) =>
       unbatch(raw, handle, (message, socket) => {
         if (message.nt === 'ret') this.#client.settle(message);
-        else this.#handler?.(message, socket);
+        else if (message.nt === 'status') this.#status?.report(message['from'] as number, message);
+        else {
+          if (message.nt === 'worker-gone') this.#status?.forget(message['slot'] as number);
+          this.#handler?.(message, socket);
+        }
       }),
     );
     process.once('disconnect', () => {
       this.#client.close();
       onPrimaryGone();
     });
+  }
+
+  /** Worker 1 with `--http`: the other workers' status reports go to `view`. */
+  collectStatus(view: Pick<WorkersStatusView, 'report' | 'forget'>): void {
+    this.#status = view;
   }
 
   /** Tells the primary this worker listens; from now on its cross-worker counts are reported. */
