@@ -1,7 +1,7 @@
 /** `nattrav broker --workers N`: the primary's side of the command (parse, start the workers, log, stop). */
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
-import { BrokerWorkers, ErrorCode, NattravError, type WorkersEvent } from '../index.js';
+import { BrokerWorkers, ErrorCode, NattravError, type BrokerWorkersOptions, type WorkersEvent } from '../index.js';
 import type { StopSignals } from './signals.js';
 
 /** The most workers `--workers` accepts: four per core (more only adds context switches). */
@@ -20,9 +20,10 @@ export function parseWorkers(text: string | undefined): number {
   return value;
 }
 
-/** Runs `workers` broker processes until a stop signal; resolves with the exit code. */
-export async function runBrokerPrimary(workers: number, log: Logger, stop: StopSignals): Promise<number> {
-  const primary = new BrokerWorkers({ workers });
+/** Runs `options.workers` broker processes until a stop signal; resolves with the exit code. */
+export async function runBrokerPrimary(options: BrokerWorkersOptions, log: Logger, stop: StopSignals): Promise<number> {
+  const { workers } = options;
+  const primary = new BrokerWorkers(options);
   primary.on('event', (event: WorkersEvent) => logWorkersEvent(log, event));
   primary.on('error', (err: Error) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`));
   const starting = primary.start();

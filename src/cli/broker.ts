@@ -61,7 +61,7 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
   const workers = parseWorkers(options.workers);
   const worker = workerIdentity();
   // The primary of several workers only runs them; each worker parses the same options and serves.
-  if (worker === undefined && workers > 1) return runBrokerPrimary(workers, log, stop);
+  if (worker === undefined && workers > 1) return runBrokerPrimary({ workers, anyPort: port === 0, ...(limits.maxSessions === undefined ? {} : { maxSessions: limits.maxSessions }) }, log, stop);
   const parsed = { host, port, http, alternate, limits };
   if (worker !== undefined) return serveAsWorker(options, log.child({ worker: worker.slot }), stop, parsed, worker);
   const redis = options.redis === undefined ? undefined : await openRedis(options.redis, log, stop.signal);
@@ -95,6 +95,7 @@ async function serveAsWorker(options: BrokerCommandOptions, log: Logger, stop: S
   const connection = new WorkerConnection(worker, () => process.kill(process.pid, 'SIGTERM'));
   let redis: RedisBackend | undefined;
   try {
+    await connection.start();
     redis = options.redis === undefined ? undefined : await openRedis(options.redis, log, stop.signal);
     return await serve(options, log, stop, { ...parsed, redis, connection });
   } catch (err) {

@@ -29,6 +29,9 @@ import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addU32, addUri, getErrorCode } from '../../src/wire/nattrav.js';
 import { startRecipient, until } from '../helpers/loopback.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prom-text.js';
+import { RawPeer, register as registerRequest } from '../helpers/raw-peer.js';
+import { generateKeyPair, sign } from '../../src/security/keys.js';
+import { newEphemeralKey, registrationPayload } from '../../src/security/proof.js';
 import { haveRedis, startRedis } from '../helpers/redis-server.js';
 
 const children: ChildProcess[] = [];
@@ -199,6 +202,54 @@ describe('nattrav broker --workers', () => {
     assert.equal(await metric('nattrav_broker_attempts_started_total'), connects);
     assert.equal(await metric('nattrav_broker_attempts_total', { path: 'public', result: 'scheduled' }), connects);
     assert.equal(await metric('nattrav_broker_registrations_active'), 1);
+    await stopWorkers(proc);
+  });
+
+  test('--limit maxSessions holds for the whole broker: the primary\'s session table has that size', async () => {
+    const { proc, address } = await startWorkers(['--limit', 'maxSessions=1']);
+    const port = Number(address.split(':')[1]);
+    const peers: Array<() => unknown> = [];
+    try {
+      const first = await RawPeer.open(port, peers);
+      await first.register('nattrav://first', generateKeyPair());
+      // Whichever worker the next one reaches, the one table is full.
+      for (const uri of ['nattrav://second', 'nattrav://third']) {
+        const next = await RawPeer.open(port, peers);
+        await assert.rejects(next.register(uri, generateKeyPair()), /"code":500.*broker full/);
+      }
+    } finally {
+      for (const close of peers) await close();
+    }
+    await stopWorkers(proc);
+  });
+
+  test('a registration proof is taken once by the whole broker: replayed to any worker it is refused', async () => {
+    const { proc, address } = await startWorkers();
+    const port = Number(address.split(':')[1]);
+    const peers: Array<() => unknown> = [];
+    try {
+      const peer = await RawPeer.open(port, peers);
+      const key = generateKeyPair();
+      const uri = 'nattrav://proved-once';
+      const hello = registerRequest(uri, 60_000);
+      hello.add(AttrType.PublicKey, key.spki);
+      const nonce = (await peer.send(hello)).get(AttrType.Nonce) as Uint8Array;
+      const ephemeral = newEphemeralKey();
+      const proof = registerRequest(uri, 60_000);
+      proof.add(AttrType.PublicKey, key.spki);
+      proof.add(AttrType.Nonce, nonce);
+      proof.add(AttrType.EphemeralKey, ephemeral.publicKey);
+      proof.add(AttrType.Signature, sign(key.privateKeyPem, registrationPayload({ nonce, uri, ephemeralKey: ephemeral.publicKey, lifetimeMs: 60_000, transport: 'udp' })));
+      const bytes = encodeMessage(proof);
+      // A nonce minted by one worker is good at any worker, once.
+      assert.equal((await peer.sendBytes(bytes)).cls, MessageClass.SuccessResponse);
+      for (let i = 0; i < 8; i++) {
+        const again = await peer.sendBytes(bytes);
+        assert.equal(getErrorCode(again)?.code, StunErrorCode.Forbidden, `replay ${i}: ${JSON.stringify(getErrorCode(again))}`);
+      }
+    } finally {
+      for (const close of peers) await close();
+    }
     await stopWorkers(proc);
   });
 

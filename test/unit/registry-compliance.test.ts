@@ -13,6 +13,7 @@ import { connectRedis, type RedisBackend } from '../../src/broker/registry/redis
 import type { Registration, Registry } from '../../src/broker/registry/registry.js';
 import { SessionTable, type SessionStore } from '../../src/broker/sessions.js';
 import { SequenceCounter } from '../../src/broker/sequences.js';
+import { NonceBook } from '../../src/security/proof.js';
 import { IpcPort, unbatch } from '../../src/broker/workers/ipc.js';
 import { IpcRegistry, IpcSessions, StoreClient, serveStoreCall } from '../../src/broker/workers/ipc-stores.js';
 import { haveRedis, startRedis, startRedisCluster, type RedisServer } from '../helpers/redis-server.js';
@@ -69,7 +70,13 @@ function redis(start: () => Promise<RedisServer>, cluster: boolean): Factory {
  */
 const overIpc: Factory = async () => {
   const { now, advance } = clock();
-  const stores = { registry: new MemoryRegistry({ now, sweepIntervalMs: 0 }), sessions: new SessionTable(1000, now), sequences: new SequenceCounter() };
+  const book = new NonceBook();
+  const stores = {
+    registry: new MemoryRegistry({ now, sweepIntervalMs: 0 }),
+    sessions: new SessionTable(1000, now),
+    sequences: new SequenceCounter(),
+    nonces: { secret: () => new Uint8Array(32), use: book.use.bind(book) },
+  };
   let client: StoreClient | undefined;
   const toWorker = new IpcPort({ send: (message) => (unbatch(structuredClone(message), undefined, (m) => client?.settle(m)), true) });
   const toPrimary = new IpcPort({

@@ -8,18 +8,24 @@
  */
 import { ErrorCode, NattravError } from '../../errors.js';
 import type { Registration, Registry } from '../registry/registry.js';
+import { NonceBook } from '../../security/proof.js';
+import type { RegisterNonces } from '../register.js';
 import type { SequenceCounter } from '../sequences.js';
 import type { SequenceVerdict, Session, SessionEndpoint, SessionStore } from '../sessions.js';
 import { asBuffer, type IpcMessage, type IpcPort } from './ipc.js';
 
-/** The stores the primary serves: registrations, sessions, and the ConnectionRequest SEQUENCE counter (sequences.ts). */
-export type StoreName = 'registry' | 'sessions' | 'sequences';
+/**
+ * The stores the primary serves: registrations, sessions, the ConnectionRequest SEQUENCE
+ * counter (sequences.ts) and the registration nonces (the secret, and the used ones).
+ */
+export type StoreName = 'registry' | 'sessions' | 'sequences' | 'nonces';
 
 /** The operations a worker may call, per store (nothing else is ever run). */
 const OPERATIONS: Readonly<Record<StoreName, readonly string[]>> = {
   registry: ['put', 'claim', 'get', 'delete', 'size'],
   sessions: ['open', 'find', 'byUri', 'advance', 'renew', 'end', 'drop'],
   sequences: ['next'],
+  nonces: ['secret', 'use'],
 };
 
 /** The worker's side: sends calls, settles them when the primary answers. */
@@ -198,17 +204,71 @@ function reviveArgs(args: readonly unknown[]): unknown[] {
   });
 }
 
+/** What the primary serves its workers. */
+export interface PrimaryStores {
+  readonly registry: Registry;
+  readonly sessions: SessionStore;
+  readonly sequences: SequenceCounter;
+  /** The nonce secret (`secret()`) and the one record of used nonces (`use`). */
+  readonly nonces: { secret(): Uint8Array; use: NonceBook['use'] };
+}
+
+/**
+ * A worker's registration nonces: minted and checked here under the primary's secret (so
+ * any worker accepts a nonce another minted), recorded as used in the primary (so a
+ * proof is taken once by the whole broker, as by one process).
+ */
+export class WorkerNonces implements RegisterNonces {
+  readonly #local: NonceBook;
+  readonly #client: StoreClient;
+
+  constructor(secret: Uint8Array, client: StoreClient) {
+    this.#local = new NonceBook({ secret });
+    this.#client = client;
+  }
+
+  /** Nonces this worker saw used: none (the primary records them). */
+  get used(): number {
+    return 0;
+  }
+
+  mint(...args: Parameters<NonceBook['mint']>): Buffer {
+    return this.#local.mint(...args);
+  }
+
+  check(...args: Parameters<NonceBook['check']>): ReturnType<NonceBook['check']> {
+    return this.#local.check(...args);
+  }
+
+  mintRoutability(...args: Parameters<NonceBook['mintRoutability']>): Buffer {
+    return this.#local.mintRoutability(...args);
+  }
+
+  checkRoutability(...args: Parameters<NonceBook['checkRoutability']>): boolean {
+    return this.#local.checkRoutability(...args);
+  }
+
+  async use(...args: Parameters<NonceBook['use']>): Promise<ReturnType<NonceBook['use']>> {
+    return (await this.#client.call('nonces', 'use', args)) as ReturnType<NonceBook['use']>;
+  }
+}
+
+/** Asks the primary for the broker's nonce secret (once, before the worker's broker is made). */
+export async function nonceSecret(client: StoreClient): Promise<Uint8Array> {
+  return asBuffer(await client.call('nonces', 'secret', []));
+}
+
 /**
  * The primary's side: runs one worker's call (`nt: 'call'`) on `registry` or `sessions`
  * and resolves with the answer to post back (`nt: 'ret'`). Never rejects.
  */
-export async function serveStoreCall(message: IpcMessage, stores: { registry: Registry; sessions: SessionStore; sequences: SequenceCounter }): Promise<IpcMessage> {
+export async function serveStoreCall(message: IpcMessage, stores: PrimaryStores): Promise<IpcMessage> {
   const { id, store, op, args } = message as IpcMessage & { id: unknown; store: unknown; op: unknown; args: unknown };
   try {
-    if ((store !== 'registry' && store !== 'sessions' && store !== 'sequences') || typeof op !== 'string' || !OPERATIONS[store].includes(op) || !Array.isArray(args)) {
+    if (typeof store !== 'string' || !(store in OPERATIONS) || typeof op !== 'string' || !OPERATIONS[store as StoreName].includes(op) || !Array.isArray(args)) {
       throw new Error(`no such store operation: ${String(store)}.${String(op)}`);
     }
-    const target = stores[store] as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const target = stores[store as StoreName] as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
     const method = target[op] as (...a: unknown[]) => Promise<unknown>;
     const value = await method.apply(target, reviveArgs(args));
     return { nt: 'ret', id, ok: true, value };

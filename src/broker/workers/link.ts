@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { StunChannel } from '../../common/stun-channel.js';
 import type { StunMessage } from '../../wire/message.js';
 import type { RoleName } from '../../wire/nattrav.js';
+import type { RegisterNonces } from '../register.js';
 import type { RelayHub } from '../relay.js';
 import type { Rendezvous } from '../rendezvous.js';
 import type { IpcMessage, IpcPort } from './ipc.js';
@@ -17,6 +18,8 @@ export interface WorkerLink {
   readonly prefix: string;
   /** The channel to the primary. */
   readonly port: IpcPort;
+  /** Registration nonces under the primary's secret, used nonces recorded by the primary (a proof counts once for the whole broker). */
+  readonly nonces: RegisterNonces;
   /** The next ConnectionRequest SEQUENCE for `uri`, from the primary's one counter. */
   nextSequence(uri: string): Promise<number>;
   /** Sets the handler of what the primary sends this worker (everything but store answers). */

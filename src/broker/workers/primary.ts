@@ -10,9 +10,10 @@ import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import type { Socket } from 'node:net';
-import { ErrorCode, NattravError, type ErrorCodeValue } from '../../errors.js';
+import { ErrorCode, NattravError, isNattravError, type ErrorCodeValue } from '../../errors.js';
 import { MemoryRegistry } from '../registry/memory.js';
 import type { Registry } from '../registry/registry.js';
+import { NonceBook } from '../../security/proof.js';
 import { SequenceCounter } from '../sequences.js';
 import { SessionTable, type SessionStore } from '../sessions.js';
 import { BROKER_DEFAULTS } from '../options.js';
@@ -32,6 +33,12 @@ export interface BrokerWorkersOptions {
   readonly maxSessions?: number;
   /** How long a worker may take to start listening, in ms. @default 20000 */
   readonly startTimeoutMs?: number;
+  /**
+   * The workers listen on port 0 (any free port): when the port their shared sockets got
+   * turns out half taken (UDP free, TCP or the alternate port not), start again on new
+   * ones, up to {@link ANY_PORT_TRIES} times. @default false
+   */
+  readonly anyPort?: boolean;
 }
 
 /** What the primary reports (its 'event' events). */
@@ -62,6 +69,8 @@ const FIRST_RESTART_DELAY_MS = 100;
 const MAX_RESTART_DELAY_MS = 5_000;
 /** A worker that lived this long is healthy: its next death restarts it after the first delay again. */
 const HEALTHY_AFTER_MS = 10_000;
+/** Starts on port 0 tried at most (see {@link BrokerWorkersOptions.anyPort}). */
+export const ANY_PORT_TRIES = 5;
 /** How long stop() waits for workers to close before it kills them (SIGKILL by PID). */
 const STOP_GRACE_MS = 5_000;
 
@@ -74,14 +83,17 @@ export class BrokerWorkers extends EventEmitter {
   readonly #sessions: SessionStore;
   /** One ConnectionRequest SEQUENCE per URI for every worker: a recipient acts on each number once. */
   readonly #sequences = new SequenceCounter();
+  /** The registration nonces' secret, shared by every worker, and the one record of nonces used. */
+  readonly #nonceSecret = randomBytes(32);
+  readonly #nonces = new NonceBook({ secret: this.#nonceSecret });
   readonly #directory: AttemptDirectory;
-  #state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
+  #state: 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' = 'idle';
   /** Restarts waiting for their delay (cleared by stop()). */
   readonly #restarts = new Set<NodeJS.Timeout>();
 
   constructor(options: BrokerWorkersOptions) {
     super();
-    this.#options = { maxSessions: BROKER_DEFAULTS.maxSessions, startTimeoutMs: 20_000, ...options };
+    this.#options = { maxSessions: BROKER_DEFAULTS.maxSessions, startTimeoutMs: 20_000, anyPort: false, ...options };
     if (!Number.isSafeInteger(options.workers) || options.workers < 1) {
       throw new NattravError(ErrorCode.InvalidArgument, `workers must be a whole number from 1, got ${String(options.workers)}`);
     }
@@ -105,18 +117,27 @@ export class BrokerWorkers extends EventEmitter {
   /** Forks every worker; resolves when all listen, rejects (after stopping the others) when one cannot. */
   async start(): Promise<void> {
     if (this.#state !== 'idle') throw new NattravError(ErrorCode.Closed, `cannot start: the workers are ${this.#state}`);
-    this.#state = 'running';
+    this.#state = 'starting';
     // Structured clone keeps bytes as bytes; every worker re-runs this program, as the cluster module does.
     cluster.setupPrimary({ serialization: 'advanced' });
     for (let i = 1; i <= this.#options.workers; i++) {
       const zero: RouteCounts = { join: 0, probe: 0, relay: 0, ack: 0, control: 0 };
       this.#slots.push({ slot: i, worker: undefined, port: undefined, counts: zero, previous: { ...zero }, restartDelayMs: FIRST_RESTART_DELAY_MS });
     }
-    try {
-      await Promise.all(this.#slots.map((slot) => this.#fork(slot)));
-    } catch (err) {
-      await this.stop();
-      throw err;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await Promise.all(this.#slots.map((slot) => this.#fork(slot)));
+        if (this.#state !== 'starting') throw new NattravError(ErrorCode.Closed, 'the workers were stopped while they were starting');
+        this.#state = 'running';
+        return;
+      } catch (err) {
+        await this.#endWorkers();
+        // Port 0: the ports the workers' shared sockets got were half taken; all of them closed, new ones are tried (as one broker does).
+        const again = this.#options.anyPort && attempt < ANY_PORT_TRIES && this.#state === 'starting' && isNattravError(err) && err.code === ErrorCode.AddressInUse;
+        if (again) continue;
+        await this.stop();
+        throw err;
+      }
     }
   }
 
@@ -124,6 +145,16 @@ export class BrokerWorkers extends EventEmitter {
   async stop(): Promise<void> {
     if (this.#state === 'stopping' || this.#state === 'stopped') return;
     this.#state = 'stopping';
+    await this.#endWorkers();
+    this.#directory.close();
+    await this.#registry.close();
+    await this.#sessions.close();
+    this.#state = 'stopped';
+    this.emit('event', { type: 'workers-stopped', routed: this.routed } satisfies WorkersEvent);
+  }
+
+  /** Ends every worker process: SIGTERM, SIGKILL after {@link STOP_GRACE_MS}; resolves when all exited and their channels closed. */
+  async #endWorkers(): Promise<void> {
     for (const restart of this.#restarts) clearTimeout(restart);
     this.#restarts.clear();
     const exits = this.#slots.map(async (slot) => {
@@ -137,11 +168,6 @@ export class BrokerWorkers extends EventEmitter {
       clearTimeout(timer);
     });
     await Promise.all(exits);
-    this.#directory.close();
-    await this.#registry.close();
-    await this.#sessions.close();
-    this.#state = 'stopped';
-    this.emit('event', { type: 'workers-stopped', routed: this.routed } satisfies WorkersEvent);
   }
 
   /** Forks the process of `slot`; resolves when it listens, rejects with its start failure. */
@@ -207,7 +233,12 @@ export class BrokerWorkers extends EventEmitter {
   #receive(slot: Slot, message: IpcMessage, handle: Socket | undefined): void {
     switch (message.nt) {
       case 'call':
-        void serveStoreCall(message, { registry: this.#registry, sessions: this.#sessions, sequences: this.#sequences }).then((answer) => slot.port?.post(answer));
+        void serveStoreCall(message, {
+          registry: this.#registry,
+          sessions: this.#sessions,
+          sequences: this.#sequences,
+          nonces: { secret: () => this.#nonceSecret, use: (nonce, binding) => this.#nonces.use(nonce, binding) },
+        }).then((answer) => slot.port?.post(answer));
         return;
       case 'own':
         this.#directory.own(message['attempt'] as string, slot.slot);

@@ -5,10 +5,10 @@
  */
 import cluster from 'node:cluster';
 import type { Socket } from 'node:net';
-import { ErrorCode, isNattravError } from '../../errors.js';
+import { ErrorCode, NattravError, isNattravError } from '../../errors.js';
 import { resolveLimits, type BrokerLimits, type BrokerLimitsOptions, type RateSpec } from '../limits.js';
 import { IpcPort, unbatch, type IpcMessage } from './ipc.js';
-import { IpcRegistry, IpcSessions, StoreClient } from './ipc-stores.js';
+import { IpcRegistry, IpcSessions, StoreClient, WorkerNonces, nonceSecret } from './ipc-stores.js';
 import { WORKER_ENV } from './primary.js';
 import type { WorkersStatusView } from './status-view.js';
 import type { RouteCounts, WorkerLink } from './worker-router.js';
@@ -36,7 +36,6 @@ export function workerIdentity(env: NodeJS.ProcessEnv = process.env): WorkerIden
 /** A worker's connection to its primary. */
 export class WorkerConnection {
   readonly identity: WorkerIdentity;
-  readonly link: WorkerLink;
   readonly registry: IpcRegistry;
   readonly sessions: IpcSessions;
   readonly #port: IpcPort;
@@ -47,6 +46,7 @@ export class WorkerConnection {
   #status: Pick<WorkersStatusView, 'report' | 'forget'> | undefined;
   #counts: (() => RouteCounts | undefined) | undefined;
   #lastCounts = '';
+  #link: WorkerLink | undefined;
 
   /** `onPrimaryGone`: the IPC channel closed (the primary died or stopped). */
   constructor(identity: WorkerIdentity, onPrimaryGone: () => void) {
@@ -55,15 +55,6 @@ export class WorkerConnection {
     this.#client = new StoreClient(this.#port);
     this.registry = new IpcRegistry(this.#client);
     this.sessions = new IpcSessions(this.#client);
-    const port = this.#port;
-    this.link = {
-      ...identity,
-      port,
-      nextSequence: async (uri) => (await this.#client.call('sequences', 'next', [uri])) as number,
-      onMessage: (handler) => {
-        this.#handler = handler;
-      },
-    };
     process.on('message', (raw: unknown, handle: unknown) =>
       unbatch(raw, handle, (message, socket) => {
         if (message.nt === 'ret') this.#client.settle(message);
@@ -78,6 +69,26 @@ export class WorkerConnection {
       this.#client.close();
       onPrimaryGone();
     });
+  }
+
+  /** Fetches what the worker's broker needs from the primary first (the nonce secret); then {@link WorkerConnection.link} is ready. */
+  async start(): Promise<void> {
+    const secret = await nonceSecret(this.#client);
+    this.#link = {
+      ...this.identity,
+      port: this.#port,
+      nonces: new WorkerNonces(secret, this.#client),
+      nextSequence: async (uri) => (await this.#client.call('sequences', 'next', [uri])) as number,
+      onMessage: (handler) => {
+        this.#handler = handler;
+      },
+    };
+  }
+
+  /** The link the worker's broker takes (`workerLink`); throws before {@link WorkerConnection.start} resolved. */
+  get link(): WorkerLink {
+    if (this.#link === undefined) throw new NattravError(ErrorCode.Closed, 'the worker connection has not started');
+    return this.#link;
   }
 
   /** Worker 1 with `--http`: the other workers' status reports go to `view`. */
