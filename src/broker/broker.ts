@@ -88,7 +88,7 @@ export class Broker extends EventEmitter {
     const router = (): WorkerRouter | undefined => this.#router;
     this.#rendezvous = new Rendezvous({
       clock: resolved.clock,
-      ...(options.workerLink === undefined ? {} : { transactionId: () => (router() as WorkerRouter).transactionId(), nextSequence: (options.workerLink.nextSequence).bind(options.workerLink) }),
+      ...(options.workerLink === undefined ? {} : { transactionId: () => (router() as WorkerRouter).transactionId(), nextSequence: (options.workerLink.nextSequence).bind(options.workerLink), history: options.workerLink.history }),
       authorizeRelay: (attemptId, secret) => this.#relay.authorize(attemptId, secret),
       sessionKeyFor: async (uri) => (await this.#auth.sessions.byUri(uri))?.key,
       alternatePort: () => this.#layout?.alternatePort,

@@ -51,7 +51,7 @@ import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } fro
 import { ProbeBook, type ProbeOutcome } from './probe-book.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { SequenceCounter } from './sequences.js';
-import { scheduleAttempt, type Answer, type Schedule } from './schedule.js';
+import { scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
 
 export type { ExchangeChannel } from './exchange-requests.js';
 
@@ -123,6 +123,14 @@ export interface RendezvousContext {
   limited?(report: LimitedReport): void;
   /** Time and timers. @default systemClock */
   readonly clock?: Clock;
+  /**
+   * What the whole broker scheduled per initiator address and URI, when its processes share
+   * one record (`--workers`: the primary's AttemptHistory). @default this rendezvous's own
+   */
+  readonly history?: {
+    recent(source: string, uri: string, now: number): Promise<ScheduledBefore[]>;
+    record(source: string, uri: string, strategy: StrategyName, at: number): void;
+  };
   /** The next ConnectionRequest SEQUENCE for `uri`, when the broker's processes share one counter (`--workers`). @default this rendezvous's own */
   nextSequence?(uri: string): Promise<number>;
   /** The transaction ID of a new ConnectionRequest (with `--workers`, it names the worker that sends it). @default random */
@@ -337,6 +345,8 @@ export class Rendezvous {
     // Take the records whatever became of the attempt: left behind they would only expire.
     const initiatorProbes = this.#probes.take(attempt.key, 'initiator', initiatorSource);
     const recipientProbes = this.#probes.take(attempt.key, 'recipient', recipientSource);
+    // With --workers the evidence is the whole broker's: an earlier attempt may have run on another worker.
+    const shared = this.#ctx.history === undefined ? undefined : await this.#ctx.history.recent(initiatorSource, attempt.uri, this.#clock.now());
     if (attempt.state !== 'probing') return;
 
     // Step 6: decide (pure), then act.
@@ -347,7 +357,7 @@ export class Rendezvous {
         recipient: { ...recipient, probes: recipientProbes },
       },
       { initiatorMs: rtts[0], recipientMs: rtts[1] },
-      { history: this.#history.recent(initiatorSource, attempt.uri, now), claimed: attempt.claimed, budget: this.#budget(initiatorSource, attempt.uri, now) },
+      { history: shared ?? this.#history.recent(initiatorSource, attempt.uri, now), claimed: attempt.claimed, budget: this.#budget(initiatorSource, attempt.uri, now) },
       now,
     );
     this.#reportBudget(schedule, initiatorSource, attempt.uri, now);
@@ -360,6 +370,7 @@ export class Rendezvous {
       this.#budgets.bucket('expensive-per-source', initiatorSource).take(schedule.cost, now);
     }
     this.#history.record(initiatorSource, attempt.uri, schedule.strategy, now);
+    this.#ctx.history?.record(initiatorSource, attempt.uri, schedule.strategy, now);
 
     // Answer both at once, then close our side first.
     this.#ctx.reply(attempt.initiator.channel, this.#final(attempt, attempt.initiator, schedule.answers.initiator, schedule.strategy));

@@ -14,6 +14,7 @@ import type { Registration, Registry } from '../../src/broker/registry/registry.
 import { SessionTable, type SessionStore } from '../../src/broker/sessions.js';
 import { SequenceCounter } from '../../src/broker/sequences.js';
 import { NonceBook } from '../../src/security/proof.js';
+import { AttemptHistory } from '../../src/broker/attempt-history.js';
 import { IpcPort, unbatch } from '../../src/broker/workers/ipc.js';
 import { IpcRegistry, IpcSessions, StoreClient, serveStoreCall } from '../../src/broker/workers/ipc-stores.js';
 import { haveRedis, startRedis, startRedisCluster, type RedisServer } from '../helpers/redis-server.js';
@@ -76,6 +77,7 @@ const overIpc: Factory = async () => {
     sessions: new SessionTable(1000, now),
     sequences: new SequenceCounter(),
     nonces: { secret: () => new Uint8Array(32), use: book.use.bind(book) },
+    history: new AttemptHistory(),
   };
   let client: StoreClient | undefined;
   const toWorker = new IpcPort({ send: (message) => (unbatch(structuredClone(message), undefined, (m) => client?.settle(m)), true) });

@@ -9,6 +9,7 @@
 import { ErrorCode, NattravError } from '../../errors.js';
 import type { Registration, Registry } from '../registry/registry.js';
 import { NonceBook } from '../../security/proof.js';
+import type { AttemptHistory } from '../attempt-history.js';
 import type { RegisterNonces } from '../register.js';
 import type { SequenceCounter } from '../sequences.js';
 import type { SequenceVerdict, Session, SessionEndpoint, SessionStore } from '../sessions.js';
@@ -16,9 +17,10 @@ import { asBuffer, type IpcMessage, type IpcPort } from './ipc.js';
 
 /**
  * The stores the primary serves: registrations, sessions, the ConnectionRequest SEQUENCE
- * counter (sequences.ts) and the registration nonces (the secret, and the used ones).
+ * counter (sequences.ts), the registration nonces (the secret, and the used ones) and
+ * what was scheduled per initiator and URI (attempt-history.ts).
  */
-export type StoreName = 'registry' | 'sessions' | 'sequences' | 'nonces';
+export type StoreName = 'registry' | 'sessions' | 'sequences' | 'nonces' | 'history';
 
 /** The operations a worker may call, per store (nothing else is ever run). */
 const OPERATIONS: Readonly<Record<StoreName, readonly string[]>> = {
@@ -26,6 +28,7 @@ const OPERATIONS: Readonly<Record<StoreName, readonly string[]>> = {
   sessions: ['open', 'find', 'byUri', 'advance', 'renew', 'end', 'drop'],
   sequences: ['next'],
   nonces: ['secret', 'use'],
+  history: ['recent', 'record'],
 };
 
 /** The worker's side: sends calls, settles them when the primary answers. */
@@ -211,6 +214,7 @@ export interface PrimaryStores {
   readonly sequences: SequenceCounter;
   /** The nonce secret (`secret()`) and the one record of used nonces (`use`). */
   readonly nonces: { secret(): Uint8Array; use: NonceBook['use'] };
+  readonly history: AttemptHistory;
 }
 
 /**

@@ -5,7 +5,7 @@ import type { StunMessage } from '../../wire/message.js';
 import type { RoleName } from '../../wire/nattrav.js';
 import type { RegisterNonces } from '../register.js';
 import type { RelayHub } from '../relay.js';
-import type { Rendezvous } from '../rendezvous.js';
+import type { Rendezvous, RendezvousContext } from '../rendezvous.js';
 import type { IpcMessage, IpcPort } from './ipc.js';
 
 /** How a worker reaches the primary (made by worker.ts, given to the broker as its `workerLink`). */
@@ -20,6 +20,8 @@ export interface WorkerLink {
   readonly port: IpcPort;
   /** Registration nonces under the primary's secret, used nonces recorded by the primary (a proof counts once for the whole broker). */
   readonly nonces: RegisterNonces;
+  /** What the whole broker scheduled per initiator and URI (the primary's record: retries are planned from it). */
+  readonly history: NonNullable<RendezvousContext['history']>;
   /** The next ConnectionRequest SEQUENCE for `uri`, from the primary's one counter. */
   nextSequence(uri: string): Promise<number>;
   /** Sets the handler of what the primary sends this worker (everything but store answers). */

@@ -14,6 +14,7 @@ import { ErrorCode, NattravError, isNattravError, type ErrorCodeValue } from '..
 import { MemoryRegistry } from '../registry/memory.js';
 import type { Registry } from '../registry/registry.js';
 import { NonceBook } from '../../security/proof.js';
+import { AttemptHistory } from '../attempt-history.js';
 import { SequenceCounter } from '../sequences.js';
 import { SessionTable, type SessionStore } from '../sessions.js';
 import { BROKER_DEFAULTS } from '../options.js';
@@ -86,6 +87,8 @@ export class BrokerWorkers extends EventEmitter {
   /** The registration nonces' secret, shared by every worker, and the one record of nonces used. */
   readonly #nonceSecret = randomBytes(32);
   readonly #nonces = new NonceBook({ secret: this.#nonceSecret });
+  /** What was scheduled per initiator and URI, for the whole broker: retries are planned from it. */
+  readonly #history = new AttemptHistory();
   readonly #directory: AttemptDirectory;
   #state: 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' = 'idle';
   /** Restarts waiting for their delay (cleared by stop()). */
@@ -238,6 +241,7 @@ export class BrokerWorkers extends EventEmitter {
           sessions: this.#sessions,
           sequences: this.#sequences,
           nonces: { secret: () => this.#nonceSecret, use: (nonce, binding) => this.#nonces.use(nonce, binding) },
+          history: this.#history,
         }).then((answer) => slot.port?.post(answer));
         return;
       case 'own':

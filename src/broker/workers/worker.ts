@@ -6,6 +6,7 @@
 import cluster from 'node:cluster';
 import type { Socket } from 'node:net';
 import { ErrorCode, NattravError, isNattravError } from '../../errors.js';
+import type { ScheduledBefore } from '../schedule.js';
 import { resolveLimits, type BrokerLimits, type BrokerLimitsOptions, type RateSpec } from '../limits.js';
 import { IpcPort, unbatch, type IpcMessage } from './ipc.js';
 import { IpcRegistry, IpcSessions, StoreClient, WorkerNonces, nonceSecret } from './ipc-stores.js';
@@ -79,6 +80,10 @@ export class WorkerConnection {
       port: this.#port,
       nonces: new WorkerNonces(secret, this.#client),
       nextSequence: async (uri) => (await this.#client.call('sequences', 'next', [uri])) as number,
+      history: {
+        recent: async (source, uri, now) => (await this.#client.call('history', 'recent', [source, uri, now])) as ScheduledBefore[],
+        record: (source, uri, strategy, at) => void this.#client.call('history', 'record', [source, uri, strategy, at]).catch(() => undefined),
+      },
       onMessage: (handler) => {
         this.#handler = handler;
       },
