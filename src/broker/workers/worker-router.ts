@@ -38,7 +38,7 @@ import type { AnswerSource } from '../rendezvous.js';
 import { asBuffer, type IpcMessage } from './ipc.js';
 import { RemoteExchange } from './remote-exchange.js';
 import { RemoteRelaySide, holdRelaySocket } from './remote-relay.js';
-import { workerBrokerId, type RouteCounts, type RouterParts, type WorkerLink } from './link.js';
+import type { RouteCounts, RouterParts, WorkerLink } from './link.js';
 
 export { workerBrokerId, type RouteCounts, type RouterParts, type WorkerLink } from './link.js';
 
@@ -63,11 +63,13 @@ export class WorkerRouter {
   readonly #held = new Map<number, { channel: StunChannel; owner: number }>();
   /** Exchanges this worker runs on connections others hold, by `${holder}:${reference}`. */
   readonly #remote = new Map<string, RemoteExchange>();
-  /** Probes and Joins waiting for the primary: what to do when it says no owner exists, or with the owner's answer. */
+  /** The reference of each held connection's channel (a response on it goes to its owner). */
+  readonly #heldByChannel = new Map<StunChannel, number>();
   /** TLS relay connections this worker holds for another's relay, by our reference. */
   readonly #heldRelays = new Map<number, (op: string, fields: Record<string, unknown>) => void>();
   /** Relay sides this worker splices on connections others hold, by `${holder}:${reference}`. */
   readonly #remoteRelays = new Map<string, RemoteRelaySide>();
+  /** Requests routed and waiting for the primary: what to do when it says no owner exists, or with the owner's answer. */
   readonly #waiting = new Map<number, Waiting>();
   #next = 1;
   /** Cross-worker traffic, for the primary's summary and the tests. */
@@ -77,11 +79,6 @@ export class WorkerRouter {
     this.#link = link;
     this.#parts = parts;
     link.onMessage((message, handle) => this.#receive(message, handle));
-  }
-
-  /** This worker's ID in registrations. */
-  get brokerId(): string {
-    return workerBrokerId(this.#link.prefix, this.#link.slot);
   }
 
   /** A ConnectionRequest's transaction ID: random, but its first byte names this worker. */
@@ -175,11 +172,10 @@ export class WorkerRouter {
 
   /** A response arrived on `channel`: passed on when the channel carries an exchange another worker runs. */
   response(channel: StunChannel, message: StunMessage): void {
-    for (const [ref, held] of this.#held) {
-      if (held.channel !== channel) continue;
-      this.#bus(held.owner, { nt: 'ch', op: 'msg', ref, txid: message.transactionId, cls: message.cls, method: message.method });
-      return;
-    }
+    const ref = this.#heldByChannel.get(channel);
+    const held = ref === undefined ? undefined : this.#held.get(ref);
+    if (ref === undefined || held === undefined) return;
+    this.#bus(held.owner, { nt: 'ch', op: 'msg', ref, txid: message.transactionId, cls: message.cls, method: message.method });
   }
 
   /**
@@ -340,8 +336,10 @@ export class WorkerRouter {
         this.#waiting.delete(ref);
         this.counts.join++;
         this.#held.set(ref, { channel, owner: from });
+        this.#heldByChannel.set(channel, ref);
         void channel.closed.then(() => {
           this.#held.delete(ref);
+          this.#heldByChannel.delete(channel);
           this.#bus(from, { nt: 'ch', op: 'closed', ref });
         });
         return;
