@@ -41,26 +41,32 @@ export class WorkersStatusView extends EventEmitter implements MonitoredBroker {
     broker.on('event', (event: BrokerEvent) => this.emit('event', event));
   }
 
+  /** Bytes relayed by every worker (the others' as last reported). */
   get relayedBytes(): number {
     return this.#broker.relayedBytes + this.#sum('relayedBytes');
   }
 
+  /** Relays running in every worker (the others' as last reported). */
   get activeRelays(): number {
     return this.#broker.activeRelays + this.#sum('activeRelays');
   }
 
+  /** Attempts pending in every worker (the others' as last reported). */
   get pendingAttempts(): number {
     return this.#broker.pendingAttempts + this.#sum('pendingAttempts');
   }
 
+  /** Whether worker 1 listens. */
   get listening(): boolean {
     return this.#broker.listening;
   }
 
+  /** The shared registry (the whole broker's registrations). */
   get registry(): Registry {
     return this.#broker.registry;
   }
 
+  /** The broker's address (every worker's). */
   address(): { address: string; port: number } {
     return this.#broker.address();
   }
