@@ -29,7 +29,7 @@ export type { Registry, Registration } from './broker/registry/registry.js';
 export { MemoryRegistry } from './broker/registry/memory.js';
 /** Watching a broker: counters from its events as Prometheus metrics, and an HTTP status page / `/metrics` / `/healthz`. */
 export { BrokerMonitor, monitorBroker, ATTEMPT_PATHS, MONITOR_DEFAULTS, NAT_MAPPING_LABELS, RELAY_END_REASONS, SETUP_BUCKETS_SECONDS, RECENT_ATTEMPTS } from './broker/http/monitor.js';
-export type { AttemptPath, BrokerMonitorOptions, BrokerStatus, NatMappingLabel, PathCounts, RecentAttempt, StatusSample } from './broker/http/monitor.js';
+export type { AttemptPath, BrokerMonitorOptions, BrokerStatus, MonitoredBroker, NatMappingLabel, PathCounts, RecentAttempt, StatusSample } from './broker/http/monitor.js';
 export { BrokerStatusServer, serveBrokerStatus, STATUS_SERVER_DEFAULTS } from './broker/http/status-server.js';
 export type { StatusRequestEvent, StatusServerOptions } from './broker/http/status-server.js';
 export { renderStatusPage } from './broker/http/status-page.js';
@@ -85,3 +85,10 @@ export type { Clock, TimerHandle } from './common/clock.js';
 
 /** Keys, self-certifying URIs, the CA, identities and mutually authenticated TLS 1.3. */
 export * from './security/index.js';
+
+export { BrokerWorkers, startBrokerWorkers, WORKER_ENV } from './broker/workers/primary.js';
+export type { BrokerWorkersOptions, WorkersEvent } from './broker/workers/primary.js';
+export { WorkerConnection, shareLimits, workerIdentity } from './broker/workers/worker.js';
+export type { WorkerIdentity } from './broker/workers/worker.js';
+export type { RouteCounts, WorkerLink } from './broker/workers/worker-router.js';
+export { WorkersStatusView, reportStatus } from './broker/workers/status-view.js';

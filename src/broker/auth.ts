@@ -29,7 +29,8 @@ export function buildAuth(options: ResolvedBrokerOptions): RegisterAuth {
   }
   return {
     mode: options.open ? 'open' : 'authenticated',
-    nonces: new NonceBook(),
+    // Workers of one broker share the primary's nonce secret and record of used nonces.
+    nonces: options.workerLink?.nonces ?? new NonceBook(),
     sessions: options.sessions ?? new SessionTable(options.maxSessions),
     ...(ca === undefined ? {} : { verifyCertificate: (der, uri, spki) => certificateProblem(der, uri, spki, ca) }),
     ...(identity === undefined ? {} : { identity }),

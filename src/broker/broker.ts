@@ -28,6 +28,9 @@ import { NOT_PLAIN, PlainBindingAnswers } from './binding-fast.js';
 import { TcpService } from './tcp.js';
 import { ClusterRouting } from './cluster.js';
 import { toTransportAddress } from '../common/endpoint.js';
+import { WorkerRouter, workerBrokerId, type RouteCounts } from './workers/worker-router.js';
+import { WorkerRegistry } from './workers/ipc-stores.js';
+import type { AnswerSource } from './rendezvous.js';
 
 export type { BrokerEvent } from './events.js';
 
@@ -61,6 +64,8 @@ export class Broker extends EventEmitter {
   readonly #cluster: ClusterRouting | undefined;
   /** Answers to plain UDP Binding requests, learnt from the full path (binding-fast.ts). */
   readonly #plainBindings = new PlainBindingAnswers(KNOWN_ATTRIBUTES);
+  /** With `--workers`: this worker's routes to the others (workers/worker-router.ts). */
+  readonly #router: WorkerRouter | undefined;
   /** UDP sockets by `socketKey` (rfc5780.ts); the primary one also carries the broker's own requests. */
   #udp = new Map<string, UdpSocket>();
   #tcp: readonly Server[] = [];
@@ -76,7 +81,9 @@ export class Broker extends EventEmitter {
     const amplification = amplificationMode(resolved);
     this.#options = resolved;
     this.#ownsRegistry = options.registry === undefined;
-    this.#registry = options.registry ?? new MemoryRegistry();
+    const registry = options.registry ?? new MemoryRegistry();
+    // A worker's registrations name it, so requests for its control connections come to it.
+    this.#registry = options.workerLink === undefined ? registry : new WorkerRegistry(registry, workerBrokerId(options.workerLink.prefix, options.workerLink.slot));
     this.#auth = buildAuth(resolved);
     this.#guard = new BrokerGuard(resolveLimits(options.limits), (report) => this.emit('event', { type: 'limited', ...report } satisfies BrokerEvent), { amplification });
     this.#relay = new RelayHub(
@@ -85,7 +92,13 @@ export class Broker extends EventEmitter {
       (ended) => this.emit('event', { type: 'relay-ended', ...ended } satisfies BrokerEvent),
       (attemptId) => this.emit('event', { type: 'relay-started', attemptId } satisfies BrokerEvent),
     );
+    const workerLink = options.workerLink;
+    const router = (): WorkerRouter | undefined => this.#router;
     const bus = resolved.bus;
+    if (bus !== undefined && workerLink !== undefined) {
+      // A registration names the broker (cluster) or the worker (--workers) that holds its recipient, not both yet.
+      throw new NattravError(ErrorCode.InvalidArgument, 'bus and workerLink do not combine: a broker of a cluster runs as one process');
+    }
     this.#cluster =
       bus === undefined
         ? undefined
@@ -95,7 +108,7 @@ export class Broker extends EventEmitter {
             sessionKeyFor: async (uri) => (await this.#auth.sessions.byUri(uri))?.key,
             sendUdp: (bytes, to) => this.#sendEncodedUdp(bytes, to),
             sendControl: (uri, bytes) => this.#tcpService.control(uri)?.sendEncoded(bytes) ?? false,
-            acknowledge: (response, source) => this.#rendezvous.acknowledge(response, source),
+            acknowledge: (response, source) => this.#acknowledge(response, source),
             now: () => resolved.clock.now(),
             dropped: (reason, from) => this.emit('event', { type: 'warning', message: `dropped a connection request relayed by broker ${from}: ${reason}` } satisfies BrokerEvent),
           });
@@ -104,9 +117,12 @@ export class Broker extends EventEmitter {
       joinAt: (registration) => (this.#cluster?.isRemote(registration) === true ? this.#joinAddress() : undefined),
       nextSequence: async (uri) => {
         const session = await this.#auth.sessions.byUri(uri);
-        return session === undefined ? undefined : this.#auth.sessions.nextRequestSequence(session);
+        if (session !== undefined) return this.#auth.sessions.nextRequestSequence(session);
+        // Open mode: the workers of one broker still count together (the recipient ignores the number anyway).
+        return workerLink === undefined ? undefined : workerLink.nextSequence(uri);
       },
       foreignAnswer: (response, source) => this.#cluster?.answered(response, source),
+      ...(workerLink === undefined ? {} : { transactionId: () => (router() as WorkerRouter).transactionId(), history: workerLink.history }),
       authorizeRelay: (attemptId, secret) => this.#relay.authorize(attemptId, secret),
       sessionKeyFor: async (uri) => (await this.#auth.sessions.byUri(uri))?.key,
       alternatePort: () => this.#layout?.alternatePort,
@@ -118,7 +134,10 @@ export class Broker extends EventEmitter {
           // The broker that took the registration sends it (cluster.ts), from the address the recipient's NAT expects.
           this.#cluster.relay(registration, encodeMessage(message, { software: resolved.software, fingerprint: true, ...options }));
         } else if (registration.transport === 'tcp') {
-          this.#tcpService.control(registration.uri)?.send(message, { software: resolved.software, fingerprint: true, ...options });
+          const control = this.#tcpService.control(registration.uri);
+          if (control !== undefined) control.send(message, { software: resolved.software, fingerprint: true, ...options });
+          // With --workers another worker may hold the control connection.
+          else router()?.notifyControl(registration, encodeMessage(message, { software: resolved.software, fingerprint: true, ...options }));
         } else {
           this.#sendUdp(message, registration.publicEndpoint, options);
         }
@@ -127,10 +146,23 @@ export class Broker extends EventEmitter {
       recipientTimeoutMs: resolved.recipientTimeoutMs,
       probeTimeoutMs: resolved.probeTimeoutMs,
       maxPendingAttempts: resolved.maxPendingAttempts,
-      emit: (event) => this.emit('event', event),
+      emit: (event) => {
+        if (event.type === 'attempt') router()?.own(event.attemptId);
+        this.emit('event', event);
+      },
       limits: this.#guard.limits,
       limited: (report) => this.#guard.limited(report),
     });
+    this.#router =
+      options.workerLink === undefined
+        ? undefined
+        : new WorkerRouter(options.workerLink, {
+            rendezvous: this.#rendezvous,
+            relay: this.#relay,
+            software: resolved.software,
+            control: (uri) => this.#tcpService.control(uri),
+            adoptRelay: (socket, attemptId, role, request, early) => this.#tcpService.adoptRelay(socket, attemptId, role, request, early),
+          });
     this.#tcpService = new TcpService({
       options: resolved,
       registry: this.#registry,
@@ -142,6 +174,8 @@ export class Broker extends EventEmitter {
       withdrawn: (uri, transport) => this.#withdrawn(uri, transport),
       alternatePort: () => this.#layout?.alternatePort,
       ...(bus === undefined ? {} : { brokerId: bus.id }),
+      acknowledge: (message, source) => this.#acknowledge(message, source),
+      ...(workerLink === undefined ? {} : { router: router() }),
     });
   }
 
@@ -300,7 +334,8 @@ export class Broker extends EventEmitter {
     return new Promise((resolve, reject) => {
       const socket = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
       socket.once('error', reject);
-      socket.bind({ address: host, port, exclusive: true }, () => {
+      // Workers of one broker share the primary's socket (Node cluster): not exclusive there.
+      socket.bind({ address: host, port, exclusive: this.#options.workerLink === undefined }, () => {
         socket.off('error', reject);
         socket.on('error', (err) => this.emit('error', err));
         socket.on('message', (data, rinfo) => {
@@ -321,7 +356,7 @@ export class Broker extends EventEmitter {
               reply: (request, response, to, options, verified) => this.#replyUdp(socket, response, to, options, udpRequestInfo(request, data), verified),
               binding: (request, remote) => this.#answerBinding(id, request, remote, udpRequestInfo(request, data), shape),
               admitRegister: (request, remote) => this.#guard.admitRegister(request, remote.address),
-              onResponse: (message, remote) => this.#rendezvous.acknowledge(message, { transport: 'udp', from: remote }),
+              onResponse: (message, remote) => this.#acknowledge(message, { transport: 'udp', from: remote }),
               onRegistered: (uri, publicEndpoint, lifetimeMs, refresh) => {
                 this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
                 this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, refresh } satisfies BrokerEvent);
@@ -381,6 +416,16 @@ export class Broker extends EventEmitter {
     });
     this.#plainBindings.learn(shape, bytes, drew);
     if (bytes !== undefined) socket.send(bytes, answer.to.port, answer.to.address, () => undefined);
+  }
+
+  /** An answer to a ConnectionRequest: to the rendezvous here, or (`--workers`) to the worker that sent the request. */
+  #acknowledge(message: StunMessage, source: AnswerSource): void {
+    if (this.#router?.acknowledge(message, source) !== true) this.#rendezvous.acknowledge(message, source);
+  }
+
+  /** Cross-worker traffic this worker routed or served (`--workers`; undefined in a single process). */
+  get routeCounts(): RouteCounts | undefined {
+    return this.#router === undefined ? undefined : { ...this.#router.counts };
   }
 
   /** A registration was withdrawn by its holder: free its place under the caps and say so. */

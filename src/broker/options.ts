@@ -8,6 +8,7 @@ import type { BrokerLimitsOptions } from './limits.js';
 import type { Registry } from './registry/registry.js';
 import type { SessionStore } from './sessions.js';
 import { isWildcard } from './rfc5780.js';
+import type { WorkerLink } from './workers/worker-router.js';
 
 /** Options of {@link createBroker}. */
 export interface BrokerOptions {
@@ -120,13 +121,21 @@ export interface BrokerOptions {
    * pass a fake one and move its time by hand. @default the system clock
    */
   clock?: Clock;
+  /**
+   * Set by `nattrav broker --workers N` in each worker process (workers/worker.ts): the
+   * channel to the primary, which holds the shared state and routes what lands on the
+   * wrong worker. Sockets are then bound shared (Node cluster), not exclusive. Not for
+   * other callers: use {@link startBrokerWorkers}. @default undefined (one process)
+   */
+  workerLink?: WorkerLink;
 }
 
 /** Fully resolved broker options. */
-export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'sessions' | 'alternateHost' | 'alternatePort' | 'limits' | 'ca' | 'cert' | 'key' | 'clock' | 'bus' | 'joinAddress'>> & {
+export type ResolvedBrokerOptions = Required<Omit<BrokerOptions, 'registry' | 'sessions' | 'alternateHost' | 'alternatePort' | 'limits' | 'ca' | 'cert' | 'key' | 'clock' | 'bus' | 'joinAddress' | 'workerLink'>> & {
   bus?: BrokerBus;
   /** Checked: an IP literal and a port (the port may be 0 until the broker is listening: then its bound port counts). */
   joinAddress?: { host: string; port: number };
+  workerLink?: WorkerLink;
   clock: Clock;
   ca?: string;
   cert?: string;

@@ -31,11 +31,19 @@ export const DEFAULT_LIFETIME_MS = 30_000;
 /** Longest public key accepted (an RSA-4096 SPKI is ~550 bytes; ours are under 100). */
 const MAX_PUBLIC_KEY_BYTES = 1_024;
 
+/**
+ * The broker's registration nonces: a {@link NonceBook}, or (`--workers`) one whose record
+ * of used nonces is the primary's, so a proof is taken once by the whole broker.
+ */
+export type RegisterNonces = Pick<NonceBook, 'mint' | 'check' | 'mintRoutability' | 'checkRoutability' | 'used'> & {
+  use(...args: Parameters<NonceBook['use']>): ReturnType<NonceBook['use']> | Promise<ReturnType<NonceBook['use']>>;
+};
+
 /** How the broker authenticates registrations. */
 export interface RegisterAuth {
   /** 'open': no proof needed (closed networks only; the broker says so loudly). */
   readonly mode: 'authenticated' | 'open';
-  readonly nonces: NonceBook;
+  readonly nonces: RegisterNonces;
   readonly sessions: SessionStore;
   /**
    * CA mode: checks that a peer certificate (DER) chains to the broker's CA,
@@ -135,7 +143,7 @@ export async function handleRegister(
     ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'signature does not verify with PUBLIC-KEY'));
     return undefined;
   }
-  const used = ctx.auth.nonces.use(nonce, binding);
+  const used = await ctx.auth.nonces.use(nonce, binding);
   if (used === 'replayed') return replayed();
   if (used === 'full') return challenge(StunErrorCode.StaleNonce, 'stale nonce (too many proofs from this address)');
   const ownership = ownershipProblem(ctx, request, uri, spki);

@@ -96,6 +96,11 @@ export class RelayHub {
     return true;
   }
 
+  /** True while a relay for `attemptId` (hex) is authorized here and not yet paired. */
+  has(attemptId: string): boolean {
+    return this.#authorized.has(attemptId);
+  }
+
   /** A peer's Relay request arrived on `channel`. */
   join(attemptId: string, role: 'initiator' | 'recipient', channel: StunChannel, request: StunMessage): void {
     const entry = this.#authorized.get(attemptId);

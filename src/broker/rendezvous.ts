@@ -45,14 +45,16 @@ import {
   addUri,
   addXorAddress,
   getErrorCode,
+  type RoleName,
 } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { AttemptHistory } from './attempt-history.js';
 import { parseConnect, parseJoin, parseMappingProbe, remoteEndpoint, type ExchangeChannel } from './exchange-requests.js';
 import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } from './limits.js';
-import { ProbeBook } from './probe-book.js';
+import { ProbeBook, type ProbeOutcome } from './probe-book.js';
 import type { Registration, Registry } from './registry/registry.js';
-import { scheduleAttempt, type Answer, type Schedule } from './schedule.js';
+import { SequenceCounter } from './sequences.js';
+import { scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
 
 export type { ExchangeChannel } from './exchange-requests.js';
 
@@ -137,6 +139,16 @@ export interface RendezvousContext {
   limited?(report: LimitedReport): void;
   /** Time and timers. @default systemClock */
   readonly clock?: Clock;
+  /**
+   * What the whole broker scheduled per initiator address and URI, when its processes share
+   * one record (`--workers`: the primary's AttemptHistory). @default this rendezvous's own
+   */
+  readonly history?: {
+    recent(source: string, uri: string, now: number): Promise<ScheduledBefore[]>;
+    record(source: string, uri: string, strategy: StrategyName, at: number): void;
+  };
+  /** The transaction ID of a new ConnectionRequest (with `--workers`, it names the worker that sends it). @default random */
+  transactionId?(): Uint8Array;
 }
 
 /** A progress report of the rendezvous. */
@@ -165,8 +177,6 @@ export const NOTIFY_FIRST_RTO_MS = 250;
 export const MAPPING_WAIT_MS = 1_000;
 /** A recipient's refusal reason is passed on to the initiator up to this many characters. */
 const MAX_REFUSAL_REASON = 200;
-/** URIs whose ConnectionRequest SEQUENCE the broker keeps at most (memory bound; least recently used go first). */
-const MAX_SEQUENCE_URIS = 65_536;
 
 /** Runs every attempt of one broker. */
 export class Rendezvous {
@@ -180,9 +190,8 @@ export class Rendezvous {
   readonly #history = new AttemptHistory();
   /** Expensive-strategy budgets per recipient URI and per initiator address. */
   readonly #budgets: RateLimiter;
-  /** The last ConnectionRequest SEQUENCE sent. */
-  /** The last ConnectionRequest SEQUENCE per URI (insertion order = least recently used first). */
-  readonly #sequences = new Map<string, number>();
+  /** The last ConnectionRequest SEQUENCE per URI (unless the context numbers them: `--workers`). */
+  readonly #sequences = new SequenceCounter();
 
   constructor(ctx: RendezvousContext) {
     this.#ctx = ctx;
@@ -217,8 +226,8 @@ export class Rendezvous {
     // Taken now: a session that ends later (a withdrawal) must not turn the checks off for this attempt.
     const uriSessionKey = await this.#ctx.sessionKeyFor(uri);
     // Shared by every broker of the session (a recipient acts on each number once, whichever broker
-    // sent it); only without a session (open mode: the recipient ignores SEQUENCE) is it our own count.
-    const sequence = (await this.#ctx.nextSequence?.(uri)) ?? this.#nextSequence(uri);
+    // sent it); without a session (open mode: the recipient ignores SEQUENCE) the processes' own count.
+    const sequence = (await this.#ctx.nextSequence?.(uri)) ?? this.#sequences.next(uri);
     if (this.#attempts.size >= this.#ctx.maxPendingAttempts) {
       this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy: too many pending attempts');
       return;
@@ -227,7 +236,7 @@ export class Rendezvous {
     const proposed = parsed.proposedId;
     const id = proposed !== undefined && !this.#attempts.has(hex(proposed)) ? proposed : new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
     const key = hex(id);
-    const notify = StunMessage.request(Method.ConnectionRequest);
+    const notify = StunMessage.request(Method.ConnectionRequest, this.#ctx.transactionId?.());
     addAttemptId(notify, id);
     addUri(notify, uri);
     // Rising per URI, under the session's integrity: the recipient acts on each number once (its
@@ -314,17 +323,6 @@ export class Rendezvous {
     }
   }
 
-  /** The next ConnectionRequest SEQUENCE for `uri` by this broker's own count, for open mode (32 bits; wraps after four billion requests, far beyond a session's life). */
-  #nextSequence(uri: string): number {
-    const next = ((this.#sequences.get(uri) ?? 0) % 0xffffffff) + 1;
-    this.#sequences.delete(uri);
-    // Bounded: the URIs asked for least recently are forgotten first (a forgotten URI starts again at 1,
-    // which its recipient's book accepts only in a new session; the old session's requests are long gone).
-    if (this.#sequences.size >= MAX_SEQUENCE_URIS) this.#sequences.delete(this.#sequences.keys().next().value as string);
-    this.#sequences.set(uri, next);
-    return next;
-  }
-
   /** Steps 3-6: the recipient joined on `channel`. Throws StunMalformed (nothing changed) on a malformed request. */
   async join(channel: ExchangeChannel, request: StunMessage): Promise<void> {
     const parsed = parseJoin(request);
@@ -369,6 +367,8 @@ export class Rendezvous {
     // Take the records whatever became of the attempt: left behind they would only expire.
     const initiatorProbes = this.#probes.take(attempt.key, 'initiator', initiatorSource);
     const recipientProbes = this.#probes.take(attempt.key, 'recipient', recipientSource);
+    // With --workers the evidence is the whole broker's: an earlier attempt may have run on another worker.
+    const shared = this.#ctx.history === undefined ? undefined : await this.#ctx.history.recent(initiatorSource, attempt.uri, this.#clock.now());
     if (attempt.state !== 'probing') return;
 
     // Step 6: decide (pure), then act.
@@ -379,7 +379,7 @@ export class Rendezvous {
         recipient: { ...recipient, probes: recipientProbes },
       },
       { initiatorMs: rtts[0], recipientMs: rtts[1] },
-      { history: this.#history.recent(initiatorSource, attempt.uri, now), claimed: attempt.claimed, budget: this.#budget(initiatorSource, attempt.uri, now) },
+      { history: shared ?? this.#history.recent(initiatorSource, attempt.uri, now), claimed: attempt.claimed, budget: this.#budget(initiatorSource, attempt.uri, now) },
       now,
     );
     this.#reportBudget(schedule, initiatorSource, attempt.uri, now);
@@ -392,6 +392,7 @@ export class Rendezvous {
       this.#budgets.bucket('expensive-per-source', initiatorSource).take(schedule.cost, now);
     }
     this.#history.record(initiatorSource, attempt.uri, schedule.strategy, now);
+    this.#ctx.history?.record(initiatorSource, attempt.uri, schedule.strategy, now);
 
     // Answer both at once, then close our side first.
     this.#ctx.reply(attempt.initiator.channel, this.#final(attempt, attempt.initiator, schedule.answers.initiator, schedule.strategy));
@@ -427,19 +428,33 @@ export class Rendezvous {
       return;
     }
     const endpoint = remoteEndpoint(channel);
-    const outcome = this.#probes.observe(hex(parsed.id), parsed.role, endpoint, request);
+    this.answerProbe(channel, request, parsed.role, endpoint, this.observeProbe(hex(parsed.id), parsed.role, endpoint, request));
+  }
+
+  /** Notes a mapping probe of (`attemptId` hex, `role`) from `endpoint` (probe-book.ts decides whether it counts). */
+  observeProbe(attemptId: string, role: RoleName, endpoint: TransportAddress, request: StunMessage): ProbeOutcome {
+    return this.#probes.observe(attemptId, role, endpoint, request);
+  }
+
+  /** Answers a mapping probe from `endpoint` after {@link Rendezvous.observeProbe} (here or in the worker running its attempt), and closes first. */
+  answerProbe(channel: ExchangeChannel, request: StunMessage, role: RoleName, endpoint: TransportAddress, outcome: ProbeOutcome): void {
     if (outcome === 'full') {
       this.#fail(channel, request, StunErrorCode.ServerError, 'broker busy');
       return;
     }
     if (outcome === 'forged') {
-      this.#fail(channel, request, StunErrorCode.Forbidden, `a MappingProbe of the ${parsed.role} needs integrity under its ${parsed.role === 'initiator' ? 'MAPPING-KEY' : 'session key'}`);
+      this.#fail(channel, request, StunErrorCode.Forbidden, `a MappingProbe of the ${role} needs integrity under its ${role === 'initiator' ? 'MAPPING-KEY' : 'session key'}`);
       return;
     }
     const response = request.successResponse();
     addXorAddress(response, AttrType.XorMappedAddress, endpoint);
     this.#ctx.reply(channel, response);
     channel.end();
+  }
+
+  /** True while the attempt (hex ID) runs here. */
+  has(attemptId: string): boolean {
+    return this.#attempts.has(attemptId);
   }
 
   /** Ends every attempt (broker shutdown). */

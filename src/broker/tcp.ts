@@ -19,7 +19,8 @@ import type { ResolvedBrokerOptions } from './options.js';
 import { handleRegister, type RegisterAuth } from './register.js';
 import type { Registry } from './registry/registry.js';
 import type { RelayHub } from './relay.js';
-import type { Rendezvous } from './rendezvous.js';
+import type { AnswerSource, Rendezvous } from './rendezvous.js';
+import type { WorkerRouter } from './workers/worker-router.js';
 import { ConnectionTable, type ConnectionRole } from './tcp-deadlines.js';
 
 /** TLS on the broker's TCP channel: 1.3 only. */
@@ -40,6 +41,10 @@ export interface TcpContext {
   alternatePort(): number | undefined;
   /** The broker's bus ID in a cluster (stored in the registrations it takes). */
   readonly brokerId?: string;
+  /** A recipient answered a connection request on its control connection (the broker passes it to the attempt's rendezvous). */
+  acknowledge(message: StunMessage, source: AnswerSource): void;
+  /** With `--workers`: what belongs to an attempt another worker runs goes there (workers/worker-router.ts). */
+  readonly router?: WorkerRouter;
 }
 
 /** The role of a connection in {@link TcpService.serve}'s dispatch. */
@@ -91,7 +96,8 @@ export class TcpService {
       // for its own sockets when it splices them (relay.ts).
       const server = createServer((socket) => this.#accept(socket));
       server.once('error', reject);
-      server.listen({ host, port, exclusive: true }, () => {
+      // Workers of one broker share the primary's listening socket (Node cluster deals connections round robin).
+      server.listen({ host, port, exclusive: this.#ctx.router === undefined }, () => {
         server.off('error', reject);
         server.on('error', (err) => this.#ctx.emit({ type: 'warning', message: `TCP server on ${host}:${port}: ${err.message}` }));
         resolve(server);
@@ -152,6 +158,24 @@ export class TcpService {
     socket.setTimeout(this.#ctx.options.exchangeIdleTimeoutMs, () => socket.destroy());
     socket.setNoDelay(true);
     this.#serve(socket, socket);
+  }
+
+  /**
+   * Serves a Relay connection another worker accepted and moved here (`--workers`: this
+   * worker authorized the attempt's relay). `early`: bytes that came after the request.
+   */
+  adoptRelay(socket: Socket, attemptId: string, role: RoleName, request: StunMessage, early: Buffer): void {
+    if (this.#closed) {
+      socket.destroy();
+      return;
+    }
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    socket.setNoDelay(true);
+    if (early.length > 0) socket.unshift(early);
+    const channel = new StunChannel(socket, () => undefined);
+    this.#ctx.relay.join(attemptId, role, channel, request);
+    socket.resume();
   }
 
   /** Feeds what arrives on `socket` (plain, or decrypted TLS) to the deadlines of `raw`; returns how to stop. */
@@ -248,7 +272,7 @@ export class TcpService {
   /** Serves STUN on `socket` (plain, or TLS over `raw`). */
   #serve(socket: Socket, raw: Socket): void {
     const { software, maxLifetimeMs } = this.#ctx.options;
-    const { guard, rendezvous, relay } = this.#ctx;
+    const { guard, rendezvous, relay, router } = this.#ctx;
     let role: ServedRole = 'none';
     const secured = socket !== raw;
     const setRole = (next: ServedRole): void => {
@@ -259,7 +283,8 @@ export class TcpService {
     const channel: StunChannel = new StunChannel(socket, (message) => {
       if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) {
         // A recipient answering a connection request on its control connection (rendezvous.ts checks it is the URI's).
-        if (role === 'control') rendezvous.acknowledge(message, { transport: 'tcp', from: toTransportAddress(raw.remoteAddress ?? '0.0.0.0', raw.remotePort ?? 0) });
+        if (role === 'control') this.#ctx.acknowledge(message, { transport: 'tcp', from: toTransportAddress(raw.remoteAddress ?? '0.0.0.0', raw.remotePort ?? 0) });
+        else router?.response(channel, message);
         return;
       }
       if (message.cls !== MessageClass.Request) return;
@@ -294,6 +319,7 @@ export class TcpService {
           }
           const initiator = message.method === Method.Connect;
           setRole(initiator ? 'initiator' : 'recipient');
+          if (!initiator && router?.join(channel, message) === true) return;
           const run = initiator ? rendezvous.connect(channel, message) : rendezvous.join(channel, message);
           run.catch((err: unknown) => {
             reply(failureAnswer(message, err));
@@ -320,7 +346,7 @@ export class TcpService {
           this.#startTls(raw, channel, message, untrack);
           return;
         case Method.MappingProbe:
-          rendezvous.mappingProbe(channel, message);
+          if (router?.mappingProbe(channel, message) !== true) rendezvous.mappingProbe(channel, message);
           return;
         case Method.Relay: {
           const parsed = parseRelay(message);
@@ -332,7 +358,8 @@ export class TcpService {
           // From here the connection carries application bytes: the relay's quotas bound it, not STUN deadlines.
           setRole('relay');
           untrack();
-          relay.join(Buffer.from(parsed.id).toString('hex'), parsed.role, channel, message);
+          const attemptId = Buffer.from(parsed.id).toString('hex');
+          if (router?.relay(channel, raw, secured, attemptId, parsed.role, message) !== true) relay.join(attemptId, parsed.role, channel, message);
           return;
         }
         default:

@@ -1,10 +1,11 @@
 /** The `broker` command: parse, call the library, log. */
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { ErrorCode, NattravError, RedisBus, connectRedis, createBroker, parseHostPort, serveBrokerStatus, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent } from '../index.js';
+import { BROKER_DEFAULTS, ErrorCode, NattravError, RedisBus, WorkerConnection, connectRedis, createBroker, parseHostPort, serveBrokerStatus, shareLimits, workerIdentity, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent, type WorkerIdentity, type MonitoredBroker, WorkersStatusView, reportStatus } from '../index.js';
+import { parseWorkers, runBrokerPrimary } from './broker-workers.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
 import { blameLimit, limitsTable, parseLimits } from './limits.js';
-import { ExitCode } from './output.js';
+import { ExitCode, exitCodeFor } from './output.js';
 import { readPem } from './pem.js';
 import type { StopSignals } from './signals.js';
 
@@ -36,6 +37,8 @@ export interface BrokerCommandOptions {
   redis?: string;
   /** `--join-address IP:PORT`: where peers reach this broker, told to recipients of other brokers of the cluster. */
   joinAddress?: string;
+  /** `--workers N`: run N broker processes on the same ports (broker-workers.ts). @default 1 */
+  workers?: string;
 }
 
 /** The log format `--log-format` and `--json` ask for (default json); both at odds is a usage error naming them. */
@@ -57,7 +60,21 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
   const http = options.http === undefined ? undefined : parseHostPort(options.http, '--http');
   const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
   const limits = parseLimits(options.limit ?? []);
+  const workers = parseWorkers(options.workers);
+  if (workers > 1 && options.redis !== undefined) {
+    // Workers share one process's state through the primary; brokers on Redis route between themselves
+    // by broker: the two do not combine yet. One broker process per core, each with its own address, does.
+    throw new NattravError(
+      ErrorCode.InvalidArgument,
+      '--workers with --redis: a broker on Redis is one process for now; run one broker per core instead, each with its own --listen port (or --join-address), all on the same --redis',
+    );
+  }
   const joinAddress = clusterJoinAddress(options, host, port);
+  const worker = workerIdentity();
+  // The primary of several workers only runs them; each worker parses the same options and serves.
+  if (worker === undefined && workers > 1) return runBrokerPrimary({ workers, anyPort: port === 0, ...(limits.maxSessions === undefined ? {} : { maxSessions: limits.maxSessions }) }, log, stop);
+  const parsed = { host, port, http, alternate, limits };
+  if (worker !== undefined) return serveAsWorker(options, log.child({ worker: worker.slot }), stop, parsed, worker);
   const redis = options.redis === undefined ? undefined : await openRedis(options.redis, log, stop.signal);
   let bus: RedisBus | undefined;
   try {
@@ -70,7 +87,7 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
       bus = await RedisBus.open(redis.connection, id);
       log.info({ event: 'cluster', busId: bus.id, joinAddress }, `cluster bus ${bus.id}; recipients of other brokers join at ${joinAddress}`);
     }
-    return await serve(options, log, stop, { host, port, http, alternate, limits, redis, bus, joinAddress });
+    return await serve(options, log, stop, { ...parsed, redis, bus, joinAddress, connection: undefined });
   } finally {
     await bus?.close();
     await redis?.close();
@@ -114,6 +131,24 @@ async function openRedis(url: string, log: Logger, signal: AbortSignal): Promise
   return backend;
 }
 
+/**
+ * A worker of `--workers N`: serves like one broker, with the primary's registry and
+ * sessions unless Redis holds them, and a share of every limit. A failure to start goes
+ * to the primary, which reports it (once) and exits with its code.
+ */
+async function serveAsWorker(options: BrokerCommandOptions, log: Logger, stop: StopSignals, parsed: Omit<Serving, 'redis' | 'bus' | 'joinAddress' | 'connection'>, worker: WorkerIdentity): Promise<number> {
+  const connection = new WorkerConnection(worker, () => process.kill(process.pid, 'SIGTERM'));
+  try {
+    await connection.start();
+    return await serve(options, log, stop, { ...parsed, redis: undefined, bus: undefined, joinAddress: undefined, connection });
+  } catch (err) {
+    connection.failed(err);
+    return exitCodeFor(err);
+  } finally {
+    connection.close();
+  }
+}
+
 /** What brokerCommand parsed and opened for serve(). */
 interface Serving {
   readonly host: string;
@@ -124,17 +159,24 @@ interface Serving {
   readonly redis: RedisBackend | undefined;
   readonly bus: RedisBus | undefined;
   readonly joinAddress: string | undefined;
+  /** A worker process's channel to its primary (`--workers N`). */
+  readonly connection: WorkerConnection | undefined;
 }
 
 /** Runs the broker (and its status server) until a stop signal. */
-async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSignals, { host, port, http, alternate, limits, redis, bus, joinAddress }: Serving): Promise<number> {
+async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSignals, { host, port, http, alternate, limits, redis, bus, joinAddress, connection }: Serving): Promise<number> {
+  const worker = connection?.identity;
+  const stores = redis ?? connection;
   const broker = createBrokerBlamingLimits(options.limit ?? [], {
-    ...(redis === undefined ? {} : { registry: redis.registry, sessions: redis.sessions }),
+    ...(stores === undefined ? {} : { registry: stores.registry, sessions: stores.sessions }),
     ...(bus === undefined ? {} : { bus }),
     ...(joinAddress === undefined ? {} : { joinAddress }),
     host,
     port,
     ...limits,
+    ...(connection === undefined || worker === undefined
+      ? {}
+      : { workerLink: connection.link, limits: shareLimits(limits.limits, worker.workers), maxPendingAttempts: Math.max(1, Math.floor((limits.maxPendingAttempts ?? BROKER_DEFAULTS.maxPendingAttempts) / worker.workers)) }),
     ...(alternate === undefined ? {} : { alternateHost: alternate.host, ...(alternate.port === undefined ? {} : { alternatePort: alternate.port }) }),
     ...relayQuotas(options),
     ...(options.ca === undefined ? {} : { ca: await readPem(options.ca, '--ca') }),
@@ -146,12 +188,23 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
   });
   broker.on('event', (event: BrokerEvent) => logBrokerEvent(log, event));
   broker.on('error', (err: Error) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`));
-  // Made before the broker listens, so its counters see every event.
-  const status = http === undefined ? undefined : statusServer(broker, http, log);
+  // Made before the broker listens, so its counters see every event. With --workers, worker 1
+  // serves it for the whole broker: the others report to it (workers/status-view.ts).
+  let status: BrokerStatusServer | undefined;
+  let stopReporting: (() => void) | undefined;
+  if (http !== undefined && (connection === undefined || worker?.slot === 1)) {
+    const view = connection === undefined ? broker : new WorkersStatusView(broker);
+    if (view instanceof WorkersStatusView) connection?.collectStatus(view);
+    status = statusServer(view, http, log);
+  } else if (http !== undefined && connection !== undefined) {
+    stopReporting = reportStatus(broker, connection.link);
+  }
   try {
     await broker.listen();
     if (status !== undefined) await startStatus(status, options.http as string, log);
+    connection?.listening(() => broker.routeCounts);
   } catch (err) {
+    stopReporting?.();
     await status?.close();
     await broker.close();
     // The error names the address that failed; say which option gave it.
@@ -162,6 +215,7 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
     throw err;
   }
   await stop.wait();
+  stopReporting?.();
   await status?.close();
   await broker.close();
   return stop.exitCode ?? ExitCode.Ok;
@@ -177,7 +231,7 @@ function createBrokerBlamingLimits(entries: readonly string[], options: BrokerOp
 }
 
 /** The status server for `--http`, its requests logged at debug (the page reloads itself every few seconds). */
-function statusServer(broker: Broker, at: { host: string; port: number }, log: Logger): BrokerStatusServer {
+function statusServer(broker: MonitoredBroker, at: { host: string; port: number }, log: Logger): BrokerStatusServer {
   const server = serveBrokerStatus(broker, { host: at.host, port: at.port });
   server.on('request', (request: StatusRequestEvent) => log.debug({ event: 'http-request', ...request }, `http-request ${request.method} ${request.path} ${request.status} ${request.ms} ms from ${request.remote}`));
   server.on('warning', (err: Error) => log.warn({ event: 'warning', message: `--http: ${err.message}` }, `warning: --http: ${err.message}`));

@@ -9,6 +9,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { LOG_FORMATS, LOG_LEVELS } from './broker-log.js';
 import { addCaCommand } from './ca.js';
 import { addConfig } from './config.js';
+import { maxWorkers } from './broker-workers.js';
 import { brokerCommand, type BrokerCommandOptions } from './broker.js';
 import { connectCommand, listenCommand, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
 import { demoCommand } from './demo.js';
@@ -46,6 +47,14 @@ function positiveCount(value: string): string {
 
 function portNumber(value: string): string {
   if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 65535) throw new InvalidArgumentError('expected a port number 1..65535');
+  return value;
+}
+
+/** `--workers N` (from the flag, NATTRAV_WORKERS or the config file): 1 to four per core. */
+function workerCount(value: string): string {
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > maxWorkers()) {
+    throw new InvalidArgumentError(`expected a whole number from 1 to ${maxWorkers()} (four per core on this machine)`);
+  }
   return value;
 }
 
@@ -103,6 +112,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--list-limits', 'print every limit\'s name, default and meaning, then exit')
     .option('--redis <url>', 'keep registrations and sessions in Redis >= 7 (redis://[user:password@]host:port or rediss://; a single server or a cluster), shared with other brokers using it: a cluster, each broker reaching the others\' recipients')
     .option('--join-address <ip:port>', 'with --redis: where peers reach this broker, told to recipients registered through other brokers so they join its attempts (default: the --listen address, which must then be specific)')
+    .option('--workers <n>', 'run N broker processes sharing the UDP and TCP ports, one per core (default: 1, one process); limits stay those of one broker; not with --redis', workerCount)
     .action((options: BrokerCommandOptions) => {
       // `nattrav --json broker` too. Logs follow --log-format; an error that stops the broker is a JSON line when JSON was asked for explicitly.
       const json = options.json === true || program.opts<{ json?: boolean }>().json === true;
@@ -115,6 +125,7 @@ async function main(argv: string[]): Promise<number> {
         'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json',
         'nattrav broker --http 127.0.0.1:8080 --log-format pretty --log-level debug',
         'nattrav broker --limit maxRegistrations=500000 --limit udpRegister=50/500',
+        'nattrav broker --workers 4 --listen 0.0.0.0:3478',
         'NATTRAV_REDIS=rediss://broker:PASSWORD@redis.internal:6379 nattrav broker --join-address 198.51.100.7:3478',
         'nattrav broker --listen 198.51.100.8:3478 --redis redis://redis.internal:6379',
       ]),

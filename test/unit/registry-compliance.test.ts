@@ -12,6 +12,11 @@ import { MemoryRegistry } from '../../src/broker/registry/memory.js';
 import { connectRedis, type RedisBackend } from '../../src/broker/registry/redis.js';
 import type { Registration, Registry } from '../../src/broker/registry/registry.js';
 import { SessionTable, type SessionStore } from '../../src/broker/sessions.js';
+import { SequenceCounter } from '../../src/broker/sequences.js';
+import { NonceBook } from '../../src/security/proof.js';
+import { AttemptHistory } from '../../src/broker/attempt-history.js';
+import { IpcPort, unbatch } from '../../src/broker/workers/ipc.js';
+import { IpcRegistry, IpcSessions, StoreClient, serveStoreCall } from '../../src/broker/workers/ipc-stores.js';
 import { haveRedis, startRedis, startRedisCluster, type RedisServer } from '../helpers/redis-server.js';
 
 /** What each test gets: the stores, on a clock it moves with `advance`. */
@@ -59,8 +64,36 @@ function redis(start: () => Promise<RedisServer>, cluster: boolean): Factory {
   };
 }
 
+/**
+ * The primary's memory stores reached over IPC, as `--workers` workers reach them
+ * (workers/ipc-stores.ts): each message crosses a structured clone, as with cluster's
+ * 'advanced' serialization, so bytes arrive as Uint8Arrays and must come back as Buffers.
+ */
+const overIpc: Factory = async () => {
+  const { now, advance } = clock();
+  const book = new NonceBook();
+  const stores = {
+    registry: new MemoryRegistry({ now, sweepIntervalMs: 0 }),
+    sessions: new SessionTable(1000, now),
+    sequences: new SequenceCounter(),
+    nonces: { secret: () => new Uint8Array(32), use: book.use.bind(book) },
+    history: new AttemptHistory(),
+  };
+  let client: StoreClient | undefined;
+  const toWorker = new IpcPort({ send: (message) => (unbatch(structuredClone(message), undefined, (m) => client?.settle(m)), true) });
+  const toPrimary = new IpcPort({
+    send: (message) => {
+      unbatch(structuredClone(message), undefined, (m) => void serveStoreCall(m, stores).then((answer) => toWorker.post(answer)));
+      return true;
+    },
+  });
+  client = new StoreClient(toPrimary);
+  return { registry: new IpcRegistry(client), sessions: new IpcSessions(client), advance, now };
+};
+
 const implementations: ReadonlyArray<[string, Factory]> = [
   ['memory', memory],
+  ['memory in the primary, over IPC (--workers)', overIpc],
   ['Redis, single server', redis(() => startRedis(), false)],
   ['Redis Cluster, three masters', redis(() => startRedisCluster(3), true)],
 ];

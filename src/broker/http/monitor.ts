@@ -14,6 +14,15 @@ import type { Broker } from '../broker.js';
 import type { BrokerEvent } from '../events.js';
 import type { RelayEnded } from '../relay.js';
 
+/**
+ * What the monitor and the status server read of a broker: its events and a few getters.
+ * A {@link Broker} is one; so is the whole-broker view of `--workers` (workers/status-view.ts).
+ */
+export type MonitoredBroker = Pick<Broker, 'relayedBytes' | 'activeRelays' | 'pendingAttempts' | 'listening' | 'registry' | 'address'> & {
+  on(event: 'event', listener: (event: BrokerEvent) => void): unknown;
+  off(event: 'event', listener: (event: BrokerEvent) => void): unknown;
+};
+
 /** The path an attempt got: a strategy, or `none` when the broker failed it before choosing one. */
 export type AttemptPath = StrategyName | 'none';
 /** Every {@link AttemptPath}, in the order the page shows them. */
@@ -124,7 +133,7 @@ export interface BrokerStatus {
 export class BrokerMonitor {
   /** The monitor's own metrics registry (Prometheus text via {@link BrokerMonitor.metricsText}). */
   readonly metrics = new MetricsRegistry();
-  readonly #broker: Broker;
+  readonly #broker: MonitoredBroker;
   readonly #started = Date.now();
   readonly #onEvent = (event: BrokerEvent): void => this.#count(event);
   /** Newest last; at most {@link RECENT_ATTEMPTS}. */
@@ -150,7 +159,7 @@ export class BrokerMonitor {
   readonly #historySamples: number;
   readonly #sampler: NodeJS.Timeout;
 
-  constructor(broker: Broker, options: BrokerMonitorOptions = {}) {
+  constructor(broker: MonitoredBroker, options: BrokerMonitorOptions = {}) {
     this.#broker = broker;
     this.#sampleIntervalMs = positive('sampleIntervalMs', options.sampleIntervalMs ?? MONITOR_DEFAULTS.sampleIntervalMs);
     this.#historySamples = positive('historySamples', options.historySamples ?? MONITOR_DEFAULTS.historySamples);
@@ -333,7 +342,7 @@ export class BrokerMonitor {
 }
 
 /** Starts counting `broker`'s events (see {@link BrokerMonitor}). */
-export function monitorBroker(broker: Broker, options: BrokerMonitorOptions = {}): BrokerMonitor {
+export function monitorBroker(broker: MonitoredBroker, options: BrokerMonitorOptions = {}): BrokerMonitor {
   return new BrokerMonitor(broker, options);
 }
 

@@ -10,8 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { checkPort } from '../../common/endpoint.js';
 import { ErrorCode, NattravError } from '../../errors.js';
-import type { Broker } from '../broker.js';
-import { BrokerMonitor } from './monitor.js';
+import { BrokerMonitor, type MonitoredBroker } from './monitor.js';
 import { renderStatusPage } from './status-page.js';
 
 /** Options of {@link serveBrokerStatus}. */
@@ -71,7 +70,7 @@ type Route = (typeof ROUTES)[number];
 
 /** The HTTP status server of one broker. Emits 'request' ({@link StatusRequestEvent}) and 'warning' (Error). */
 export class BrokerStatusServer extends EventEmitter {
-  readonly #broker: Broker;
+  readonly #broker: MonitoredBroker;
   readonly #monitor: BrokerMonitor;
   readonly #ownsMonitor: boolean;
   readonly #options: Required<Omit<StatusServerOptions, 'monitor'>>;
@@ -80,7 +79,7 @@ export class BrokerStatusServer extends EventEmitter {
   /** The listen() in progress, if any (close() waits for it). */
   #starting: Promise<{ address: string; port: number }> | undefined;
 
-  constructor(broker: Broker, options: StatusServerOptions = {}) {
+  constructor(broker: MonitoredBroker, options: StatusServerOptions = {}) {
     super();
     const resolved = { ...STATUS_SERVER_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([k, v]) => v !== undefined && k !== 'monitor')) } as Required<Omit<StatusServerOptions, 'monitor'>>;
     checkOptions(resolved);
@@ -258,6 +257,6 @@ function checkOptions(options: Required<Omit<StatusServerOptions, 'monitor'>>): 
  * Serves `broker`'s status over HTTP (see {@link BrokerStatusServer}); call
  * `listen()` on the result. Make it before `broker.listen()` to count from the start.
  */
-export function serveBrokerStatus(broker: Broker, options: StatusServerOptions = {}): BrokerStatusServer {
+export function serveBrokerStatus(broker: MonitoredBroker, options: StatusServerOptions = {}): BrokerStatusServer {
   return new BrokerStatusServer(broker, options);
 }
