@@ -15,7 +15,7 @@
  */
 import type { Socket as UdpSocket } from 'node:dgram';
 import { crc32 } from 'node:zlib';
-import { ATTRIBUTE_HEADER_LENGTH, AttrType, FINGERPRINT_LENGTH, FINGERPRINT_XOR, HEADER_LENGTH, MAGIC_COOKIE } from '../wire/constants.js';
+import { ATTRIBUTE_HEADER_LENGTH, AttrType, FINGERPRINT_LENGTH, FINGERPRINT_XOR, HEADER_LENGTH, MAGIC_COOKIE, MAX_MESSAGE_LENGTH } from '../wire/constants.js';
 import { padded, TRANSACTION_ID_OFFSET } from '../wire/scan.js';
 import { packIPv4 } from '../wire/address.js';
 import type { ServerSocketId } from './rfc5780.js';
@@ -50,7 +50,8 @@ export const NOT_PLAIN = -1;
  * (malformed, a FINGERPRINT that does not match, another method or class, ...).
  */
 export function plainBindingRequest(data: Uint8Array, known: ReadonlySet<number>): number {
-  if (data.length < HEADER_LENGTH) return NOT_PLAIN;
+  // The full path refuses what the decoder refuses; this one must not depend on that to stay small.
+  if (data.length < HEADER_LENGTH || data.length > MAX_MESSAGE_LENGTH) return NOT_PLAIN;
   if (((data[0] << 8) | data[1]) !== BINDING_REQUEST_TYPE) return NOT_PLAIN;
   if (readU32(data, 4) !== MAGIC_COOKIE) return NOT_PLAIN;
   const length = (data[2] << 8) | data[3];

@@ -33,9 +33,13 @@ import type { AnswerSource } from './rendezvous.js';
 export const MAX_RELAYED_REQUESTS = 4_096;
 /**
  * How long an answer to a relayed request is passed back, in ms: the attempt waits for its
- * recipient `recipientTimeoutMs` (5 s by default); an answer after a minute has no attempt.
+ * recipient `recipientTimeoutMs` (5 s by default), so 15 s covers it and its retransmissions
+ * with room, while the table (MAX_RELAYED_REQUESTS) is not crowded with answers nobody awaits
+ * (at 4,096 entries held 15 s, some 270 relays a second before live ones are evicted). A
+ * recipient joins over TCP at the attempt's broker either way: a lost answer only lets the
+ * request be sent again.
  */
-export const RELAYED_REQUEST_TTL_MS = 60_000;
+export const RELAYED_REQUEST_TTL_MS = 15_000;
 
 /** What the cluster routing needs from the broker around it. */
 export interface ClusterContext {

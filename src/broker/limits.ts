@@ -78,8 +78,12 @@ export type BrokerLimitsOptions = Partial<BrokerLimits>;
 
 /** Defaults of {@link BrokerLimits}, in one place. */
 export const BROKER_LIMITS_DEFAULTS: BrokerLimits = {
-  /** 64 Ki buckets of ~150 bytes: about 10 MB at worst. */
-  trackedBuckets: 65_536,
+  /**
+   * 128 Ki buckets of ~150 bytes, about 20 MB at worst. Held in two generations (LruMap), so an
+   * idle bucket is forgotten (its burst refilled) only after 64 Ki newer sources, as a strict LRU
+   * of 64 Ki would: a spoofing flooder needs as many fake sources as before to reset one.
+   */
+  trackedBuckets: 131_072,
   /** A peer refreshes every 10 s; 200 at once covers a NAT with many peers starting together. */
   udpRegister: { perSecond: 20, burst: 200 },
   /** netcheck and coturn's natdiscovery send a few dozen at most. */
@@ -105,7 +109,7 @@ export const BROKER_LIMITS_DEFAULTS: BrokerLimits = {
   expensivePerSource: { perSecond: 0.25, burst: 32 },
   /** A large NAT (CGN) may hide many peers behind one address. */
   maxRegistrationsPerSource: 1024,
-  /** About 300 bytes each with their sessions (registry/memory.ts, sessions.ts): some 300 MB when full. */
+  /** About 320 bytes each with their sessions, measured at 1,000,000 (registry/memory.ts, sessions.ts, BENCHMARKS.md): some 370 MB when full. */
   maxRegistrations: 1_000_000,
   /** File descriptors are the real bound; 16 Ki sockets with 4 KiB of STUN buffer each is ~64 MB at worst. */
   maxConnections: 16_384,

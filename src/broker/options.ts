@@ -170,7 +170,7 @@ export const BROKER_DEFAULTS = {
   open: false,
   strictAmplification: false,
   stunCompat: false,
-  /** A session is a slot of about 100 bytes and a Map entry (sessions.ts): 1,000,000 take some 150 MB. */
+  /** A session is a slot of about 100 bytes and a Map entry (sessions.ts); a registration with its session measured about 320 bytes at 1,000,000 (BENCHMARKS.md). */
   maxSessions: 1_000_000,
   /**
    * A broker serves strangers, and a relayed connection costs its operator twice its bytes.

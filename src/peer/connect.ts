@@ -117,7 +117,10 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
       } catch (err) {
         if (whole.signal.aborted) throw withTrace(whole.error(), trace);
         const error = isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err });
-        if (error.code === ErrorCode.BrokerUnreachable && current + 1 < targets.length) {
+        // A broker that accepts the connection but never answers (hung, stopped, overloaded) times
+        // the exchange out: no strategy had started, so the broker, not the path, failed.
+        const silent = error.code === ErrorCode.Timeout && (err as { strategy?: StrategyName }).strategy === undefined;
+        if ((error.code === ErrorCode.BrokerUnreachable || silent) && current + 1 < targets.length) {
           // This broker does not answer: the next one of the cluster gets the same attempt.
           options.onBrokerFailed?.({ broker: describeTarget(targets[current] as BrokerTarget), error });
           current++;

@@ -76,13 +76,22 @@ export function sign(privateKeyPem: string, data: Uint8Array): Buffer {
  */
 export function verify(spki: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
   try {
-    const key = createPublicKey(publicKeyInput(Buffer.from(spki)));
+    const key = importPublicKey(spki);
     const type = keyTypeOf(key);
     if (type === undefined) return false;
     return cryptoVerify(type === 'ed25519' ? null : ECDSA_DIGEST, data, key, signature);
   } catch {
     return false;
   }
+}
+
+/**
+ * The public key of a DER SPKI, imported the fast way where it is the same key (see
+ * publicKeyInput). Throws what createPublicKey throws for a key it refuses (a point off the
+ * curve, a coordinate out of range, garbage), exactly as the DER import would.
+ */
+export function importPublicKey(spki: Uint8Array): KeyObject {
+  return createPublicKey(publicKeyInput(Buffer.from(spki)));
 }
 
 /** DER SPKI prefixes of the keys nattrav makes: Ed25519 (RFC 8410) and P-256 with an uncompressed point (RFC 5480). */

@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
+import { createServer as createNetServer, type Socket as NetSocket } from 'node:net';
 import { after, describe, test, type TestContext } from 'node:test';
 import type { BrokerEvent } from '../../src/broker/events.js';
 import { ErrorCode, type NattravError } from '../../src/errors.js';
@@ -189,6 +190,37 @@ test('initiators try the brokers in order: a dead first broker costs one refused
     assert.match(err.message, /all 2 brokers tried/);
     return true;
   });
+});
+
+test('a first broker that accepts connections but never answers times the exchange out, and the next broker gets the attempt', async () => {
+  const cluster = await memoryCluster(1, closers);
+  const keyDir = await tempKeyDir(closers);
+  const uri = 'nattrav://past-a-hung-broker';
+  await echoRecipient({ broker: cluster.addresses[0] as string, uri, keyDir }, closers);
+  // Accepts TCP and reads, answers nothing: a hung broker.
+  const held = new Set<NetSocket>();
+  const hung = createNetServer((socket) => {
+    held.add(socket);
+    socket.on('error', () => undefined);
+    socket.resume();
+  });
+  await new Promise<void>((resolve) => hung.listen(0, '127.0.0.1', resolve));
+  closers.push(() => {
+    for (const socket of held) socket.destroy();
+    return new Promise<void>((resolve) => hung.close(() => resolve()));
+  });
+  const silent = `127.0.0.1:${(hung.address() as { port: number }).port}`;
+  const failed: Array<{ broker: string; code: string }> = [];
+  const socket = await connect({
+    broker: [silent, cluster.addresses[0] as string],
+    uri,
+    knownKeysFile: false,
+    exchangeTimeoutMs: 1_500,
+    timeoutMs: 20_000,
+    onBrokerFailed: ({ broker, error }) => failed.push({ broker, code: error.code }),
+  });
+  socket.destroy();
+  assert.deepEqual(failed, [{ broker: silent, code: ErrorCode.Timeout }]);
 });
 
 test('with a broker CA, a recipient joins at any broker the CA vouches for, and at no other', async () => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash, createPublicKey, ECDH, sign as nodeSign } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { ErrorCode, isNattravError } from '../../src/errors.js';
-import { FINGERPRINT_LENGTH, base32, generateKeyPair, keyFingerprint, keyPairFromPrivatePem, sign, verify, type KeyType } from '../../src/security/keys.js';
+import { FINGERPRINT_LENGTH, base32, generateKeyPair, importPublicKey, keyFingerprint, keyPairFromPrivatePem, sign, verify, type KeyType } from '../../src/security/keys.js';
 import { selfCertifyingUri, uriKeyFingerprint, uriMatchesKey } from '../../src/security/uri.js';
 
 const TYPES: KeyType[] = ['ecdsa-p256', 'ed25519'];
@@ -82,9 +82,14 @@ describe('security keys', () => {
     assert.equal(verify(p256.spki, data, signature), true);
     assert.equal(verify(compressedSpki, data, signature), true);
     assert.equal(verify(p256.spki, Buffer.from('other'), signature), false);
+    // A point off the curve (y changed): refused at import, as DER refuses it.
     const offCurve = Buffer.from(p256.spki);
     offCurve[offCurve.length - 1] ^= 1;
-    assert.equal(verify(offCurve, data, signature), false);
+    for (const bad of [offCurve]) {
+      assert.throws(() => createPublicKey({ key: bad, format: 'der', type: 'spki' }), 'DER refuses it');
+      assert.throws(() => importPublicKey(bad), 'so does the fast import');
+      assert.equal(verify(bad, data, signature), false);
+    }
     const ed = generateKeyPair('ed25519');
     assert.equal(verify(ed.spki, data, sign(ed.privateKeyPem, data)), true);
     assert.equal(verify(ed.spki, data, sign(p256.privateKeyPem, data)), false);

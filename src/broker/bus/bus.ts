@@ -5,8 +5,9 @@
  * through). A bus carries opaque messages between them; what the messages mean is the
  * brokers' business (see bus-messages.ts), the bus only delivers bytes.
  *
- * Implementations: in one process (tests), over Redis pub/sub (brokers on several
- * hosts), over the IPC channel of `nattrav broker --workers N` (workers of one process).
+ * Implementations: in one process (memory-bus.ts: tests) and over Redis sharded pub/sub
+ * (redis-bus.ts: brokers on one Redis). The workers of `nattrav broker --workers N` do not
+ * use a bus: they route through their primary (workers/), which also passes sockets.
  * Delivery is best effort, like UDP: a message may be lost when a broker dies, so
  * senders retransmit or time out as they already do for the network.
  */
