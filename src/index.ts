@@ -59,6 +59,8 @@ export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/option
 export { PEER_DEFAULTS, DEFAULT_BROKER_PORT } from './peer/options.js';
 export { DIRECT_DIALER } from './peer/dialer.js';
 export type { Dialer } from './peer/dialer.js';
+export { bypassesProxy, describeProxy, dialerFromOptions, parseSocks5Proxy, socks5Dialer, socks5FromEnvironment } from './peer/socks5.js';
+export type { Socks5Proxy } from './peer/socks5.js';
 export { MAX_BROKERS, parseBrokerList, toBrokerList } from './peer/brokers.js';
 export type { RegisteredEvent, RegisteredInfo } from './peer/registration.js';
 export type { RegistrationKind } from './peer/backoff.js';

@@ -11,6 +11,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { formatEndpoint, type HostPort } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
 import { ErrorCode, NattravError } from '../errors.js';
+import { STRATEGY_NAMES, type StrategyName } from '../nat/strategy.js';
 
 /** TCP connect to the broker is one handshake; no answer in 5 s means the SYN is dropped on the way. */
 export const BROKER_CONNECT_TIMEOUT_MS = 5_000;
@@ -117,4 +118,15 @@ export function registerTransportOf(requested: unknown, dialer: Dialer | undefin
     throw new NattravError(ErrorCode.InvalidArgument, `registerTransport 'udp' cannot work through ${dialer.kind}: only TCP passes a proxy or tunnel (use 'tcp' or 'auto')`);
   }
   return 'tcp';
+}
+
+/**
+ * The strategies that cannot work through `dialer`: through a proxy or tunnel our
+ * connections have no local port of our own, so nothing can listen on it or punch from
+ * it. What remains is connecting out to the other peer's public endpoint (`public`) and
+ * the broker's `relay`. None for the direct dialer.
+ */
+export function unusableStrategies(dialer: Dialer | undefined): StrategyName[] {
+  if (dialer === undefined || dialer.kind === 'direct') return [];
+  return STRATEGY_NAMES.filter((name) => name !== 'public' && name !== 'relay');
 }

@@ -46,6 +46,7 @@ import { checkNattravUri } from '../security/uri.js';
 import type { VerifiedPeer } from '../security/verify.js';
 import { SocketBudget } from './strategies/socket-budget.js';
 import { registerTransportOf, type Dialer } from './dialer.js';
+import { dialerFromOptions } from './socks5.js';
 
 /**
  * Sockets reserved for each incoming attempt: its broker exchange, its mapping probe,
@@ -155,8 +156,8 @@ export class NattravServer extends EventEmitter {
       throw new NattravError(ErrorCode.InvalidArgument, `maxAttemptSockets: expected at least ${ATTEMPT_BASE_SOCKETS} (the sockets of one attempt), got ${maxAttemptSockets}`);
     }
     this.#sockets = new SocketBudget(maxAttemptSockets);
-    this.#dialer = options.dialer;
-    this.#transport = registerTransportOf(options.registerTransport, options.dialer);
+    this.#dialer = dialerFromOptions(options);
+    this.#transport = registerTransportOf(options.registerTransport, this.#dialer);
     this.#identity = options.identity;
     this.#keyDir = options.keyDir;
     this.#brokerCa = options.brokerCa;

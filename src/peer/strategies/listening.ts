@@ -6,9 +6,13 @@
  * - `lan`: both sit behind the same public address; the recipient listens and
  *   the initiator connects to its private endpoints.
  * The listener uses the exchange's local port (the one the broker and the peer
- * know); the dialer retries refused connects until the listener is up.
+ * know); the dialer retries refused connects until the listener is up. Through a
+ * proxy or tunnel (a non-direct Dialer) the dialling side connects with it, once.
  */
 import type { Server } from 'node:net';
+import { ErrorCode, NattravError } from '../../errors.js';
+import type { TransportAddress } from '../../wire/types.js';
+import { DIRECT_DIALER as DIRECT } from '../dialer.js';
 import { sleep } from '../../common/signal.js';
 import type { StrategyName } from '../../nat/strategy.js';
 import { dialUntilConnected, listenOn, plainAddress } from '../sockets.js';
@@ -33,11 +37,23 @@ function runner(strategy: StrategyName): StrategyRunner {
     } else {
       const targets = strategy === 'lan' ? ctx.exchange.peerPrivateEndpoints : [ctx.exchange.peerPublicEndpoint];
       await sleep(ctx.exchange.startDelayMs, ctx.signal).catch(() => undefined);
-      for (const target of targets) void dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS, mayDial: () => race.mayOpen() });
+      const proxied = ctx.dialer !== undefined && ctx.dialer.kind !== 'direct';
+      for (const target of targets) void (proxied ? dialThroughProxy(ctx, race, target) : dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS, mayDial: () => race.mayOpen() }));
       if (targets.length === 0) race.fail(new Error('the peer reported no private endpoint'));
     }
     return race.result;
   };
+}
+
+/** One connect to `target` through the context's dialer (a proxy's CONNECT); its failure fails the race. */
+async function dialThroughProxy(ctx: StrategyContext, race: SocketRace, target: TransportAddress): Promise<void> {
+  try {
+    const socket = await (ctx.dialer ?? DIRECT).dial({ host: target.address, port: target.port }, ctx.signal);
+    race.add(socket, true);
+  } catch (err) {
+    // Reaching the peer failed, not the broker: another strategy (the relay) may still work.
+    race.fail(new NattravError(ErrorCode.ConnectFailed, `cannot connect to the peer through ${ctx.dialer?.kind ?? 'the dialer'}: ${(err as Error).message}`, { cause: err }));
+  }
 }
 
 async function accept(ctx: StrategyContext, race: SocketRace): Promise<void> {
