@@ -114,6 +114,7 @@ async function dialThrough(proxy: Socks5Proxy, target: HostPort, signal: AbortSi
       timeout: BROKER_CONNECT_TIMEOUT_MS,
       existing_socket: socket,
     });
+    await takeOver(socket);
     return socket;
   } catch (err) {
     socket.destroy();
@@ -122,6 +123,33 @@ async function dialThrough(proxy: Socks5Proxy, target: HostPort, signal: AbortSi
   } finally {
     signal.removeEventListener('abort', onAbort);
   }
+}
+
+/**
+ * Takes the socket back from the `socks` package in the state a fresh socket is in. The
+ * package hands over bytes that followed the proxy's reply in the same read (the other
+ * peer may speak first) as a synthetic 'data' event on the next macrotask, and resumes
+ * the socket then: a consumer reading with 'readable' would miss them, and data arriving
+ * before a consumer listens would be dropped. So: catch that event, pause, put the bytes
+ * back with unshift, and let the stream's flowing state return to "not decided" (adding
+ * and removing a 'readable' listener does that on the next tick), so the next consumer's
+ * 'data' or 'readable' listener starts the flow and sees every byte.
+ */
+async function takeOver(socket: Socket): Promise<void> {
+  const excess: Buffer[] = [];
+  const collect = (chunk: Buffer): void => {
+    excess.push(chunk);
+  };
+  socket.on('data', collect);
+  // The package's own setImmediate was queued before this one.
+  await new Promise((resolve) => setImmediate(resolve));
+  socket.off('data', collect);
+  socket.pause();
+  if (excess.length > 0) socket.unshift(Buffer.concat(excess));
+  const none = (): void => undefined;
+  socket.on('readable', none);
+  socket.off('readable', none);
+  await new Promise((resolve) => process.nextTick(resolve));
 }
 
 /** A TCP connection to the proxy itself; ERR_PROXY when it cannot be made. */

@@ -115,6 +115,31 @@ describe('the SOCKS5 dialer on loopback', () => {
     await assert.rejects(socks5Dialer({ host: '127.0.0.1', port: proxy.port }).dial({ host: '127.0.0.1', port }, new AbortController().signal), (err: unknown) => isNattravError(err, ErrorCode.BrokerUnreachable) && /the proxy answered ConnectionRefused/.test(err.message));
   });
 
+  test('bytes the target sends at once are kept for whoever reads the socket later ("readable" or "data")', async () => {
+    const proxy = await startTestSocks5();
+    closers.push(() => proxy.close());
+    const target = netServer((socket) => socket.end('first-bytes'));
+    target.listen(0, '127.0.0.1');
+    await once(target, 'listening');
+    closers.push(() => new Promise<void>((resolve) => target.close(() => resolve())));
+    const port = (target.address() as { port: number }).port;
+    const dialer = socks5Dialer({ host: '127.0.0.1', port: proxy.port });
+    for (const how of ['data', 'readable'] as const) {
+      const socket = await dialer.dial({ host: '127.0.0.1', port }, new AbortController().signal);
+      closers.push(() => socket.destroy());
+      // Nobody reads for a while: the bytes (and the FIN) arrive meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const chunks: Buffer[] = [];
+      if (how === 'data') socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+      else socket.on('readable', () => {
+        let chunk: Buffer | null;
+        while ((chunk = socket.read() as Buffer | null) !== null) chunks.push(chunk);
+      });
+      await once(socket, 'end');
+      assert.equal(Buffer.concat(chunks).toString(), 'first-bytes', `read with '${how}'`);
+    }
+  });
+
   test('registerTransport udp with a proxy is refused; socks5 with dialer is refused', async () => {
     const { createServer } = await import('../../src/peer/server.js');
     assert.throws(() => createServer({ broker: '127.0.0.1:1', uri: 'nattrav://x', socks5: '127.0.0.1:1080', registerTransport: 'udp' }), /registerTransport 'udp' cannot work through socks5/);
