@@ -67,4 +67,11 @@ describe('nattrav --socks5', () => {
     assert.match(bad.stderr, /--socks5: no HOST:PORT/);
     assert.ok(!bad.stderr.includes('secret@'), 'the password was printed');
   });
+
+  test('nattrav config shows a --socks5 set by NATTRAV_SOCKS5 with the password masked', async () => {
+    const config = cli(['config'], { NATTRAV_SOCKS5: 'alice:hunter2@proxy:1080' });
+    assert.equal(await config.exited, 0, config.stderr);
+    assert.match(config.stdout, /--socks5 +alice:\*\*\*@proxy:1080 +env NATTRAV_SOCKS5/);
+    assert.ok(!config.stdout.includes('hunter2'));
+  });
 });
