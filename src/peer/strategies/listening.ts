@@ -12,7 +12,7 @@
 import type { Server } from 'node:net';
 import { ErrorCode, NattravError } from '../../errors.js';
 import type { TransportAddress } from '../../wire/types.js';
-import { DIRECT_DIALER as DIRECT } from '../dialer.js';
+import type { Dialer } from '../dialer.js';
 import { sleep } from '../../common/signal.js';
 import type { StrategyName } from '../../nat/strategy.js';
 import { dialUntilConnected, listenOn, plainAddress } from '../sockets.js';
@@ -37,22 +37,23 @@ function runner(strategy: StrategyName): StrategyRunner {
     } else {
       const targets = strategy === 'lan' ? ctx.exchange.peerPrivateEndpoints : [ctx.exchange.peerPublicEndpoint];
       await sleep(ctx.exchange.startDelayMs, ctx.signal).catch(() => undefined);
-      const proxied = ctx.dialer !== undefined && ctx.dialer.kind !== 'direct';
-      for (const target of targets) void (proxied ? dialThroughProxy(ctx, race, target) : dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS, mayDial: () => race.mayOpen() }));
+      const proxy = ctx.dialer?.kind === 'direct' ? undefined : ctx.dialer;
+      for (const target of targets) {
+        void (proxy === undefined ? dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS, mayDial: () => race.mayOpen() }) : dialThrough(proxy, ctx.signal, race, target));
+      }
       if (targets.length === 0) race.fail(new Error('the peer reported no private endpoint'));
     }
     return race.result;
   };
 }
 
-/** One connect to `target` through the context's dialer (a proxy's CONNECT); its failure fails the race. */
-async function dialThroughProxy(ctx: StrategyContext, race: SocketRace, target: TransportAddress): Promise<void> {
+/** One connect to `target` through `dialer` (a proxy's CONNECT); its failure fails the race. */
+async function dialThrough(dialer: Dialer, signal: AbortSignal, race: SocketRace, target: TransportAddress): Promise<void> {
   try {
-    const socket = await (ctx.dialer ?? DIRECT).dial({ host: target.address, port: target.port }, ctx.signal);
-    race.add(socket, true);
+    race.add(await dialer.dial({ host: target.address, port: target.port }, signal), true);
   } catch (err) {
     // Reaching the peer failed, not the broker: another strategy (the relay) may still work.
-    race.fail(new NattravError(ErrorCode.ConnectFailed, `cannot connect to the peer through ${ctx.dialer?.kind ?? 'the dialer'}: ${(err as Error).message}`, { cause: err }));
+    race.fail(new NattravError(ErrorCode.ConnectFailed, `cannot connect to the peer through ${dialer.kind}: ${(err as Error).message}`, { cause: err }));
   }
 }
 
