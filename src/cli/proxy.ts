@@ -12,6 +12,6 @@ export function socks5Option(flag: string | undefined, out: Reporter, env: NodeJ
   const proxy = flag === undefined ? fromEnv : { ...parseSocks5Proxy(flag, '--socks5'), ...(fromEnv?.noProxy === undefined ? {} : { noProxy: fromEnv.noProxy }) };
   if (proxy === undefined) return {};
   const source = flag === undefined ? 'the environment (SOCKS_PROXY / ALL_PROXY)' : '--socks5';
-  out.event('proxy', { type: 'socks5', proxy: describeProxy(proxy), source }, `through SOCKS5 proxy ${describeProxy(proxy)} (from ${source}); registration over TCP`);
+  out.event('proxy', { type: 'socks5', proxy: describeProxy(proxy), source }, `through SOCKS5 proxy ${describeProxy(proxy)} (from ${source}); only TCP passes it`);
   return { socks5: proxy };
 }
