@@ -72,6 +72,11 @@ export const ErrorCode = {
    * that do not parse; the message names the protocol, the gateway and its result code.
    */
   PortMapping: 'ERR_PORTMAP',
+  /**
+   * The proxy the peer must go through (SOCKS5) could not be reached, refused our
+   * credentials, or failed; the message names the proxy (never its password) and why.
+   */
+  Proxy: 'ERR_PROXY',
 } as const;
 
 /** One of the {@link ErrorCode} values. */

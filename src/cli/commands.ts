@@ -20,6 +20,7 @@ import {
 } from '../index.js';
 import type { EventEmitter } from 'node:events';
 import type { Reporter } from './output.js';
+import { socks5Option } from './proxy.js';
 import { readPem } from './pem.js';
 import { pipeStdio, reportNotConnected, reportPipe } from './pipe.js';
 import type { StopSignals } from './signals.js';
@@ -46,6 +47,8 @@ interface SecurityOptions {
   identity?: string;
   ca?: string;
   brokerCa?: string;
+  /** --socks5 [USER:PASS@]HOST:PORT: reach the broker (and peers) through this SOCKS5 proxy. */
+  socks5?: string;
 }
 
 /** Options of `nattrav listen`. */
@@ -167,6 +170,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     uri,
     ...(identity === undefined ? {} : { identity }),
     ...(brokerCa === undefined ? {} : { brokerCa }),
+    ...socks5Option(options.socks5, out),
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
     ...(options.once === true ? { once: true } : {}),
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
@@ -231,6 +235,7 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
   const brokers = checkTarget(uri, options.broker);
   const { identity, ca, brokerCa } = await security(options);
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
+  const proxy = socks5Option(options.socks5, out);
   const onTrace = (event: StrategyTrace): void => {
     const why = event.error === undefined ? '' : `: ${event.error}`;
     out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
@@ -245,6 +250,7 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       ...(options.verbose === true ? { onTrace } : {}),
       ...(brokerCa === undefined ? {} : { brokerCa }),
+      ...proxy,
       tls: options.tls === false ? false : { ...(identity === undefined ? {} : { identity }), ca: ca ?? [] },
       ...(options.expectKey === undefined ? {} : { expectKey: options.expectKey }),
       ...(options.acceptNewKey === true ? { acceptChangedKey: true } : {}),

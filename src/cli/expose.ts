@@ -14,6 +14,7 @@ import {
 } from '../index.js';
 import { reportRegistration } from './commands.js';
 import type { Reporter } from './output.js';
+import { socks5Option } from './proxy.js';
 import { readPem } from './pem.js';
 import { reportServiceEvent } from './service-log.js';
 import type { StopSignals } from './signals.js';
@@ -25,6 +26,8 @@ export interface ExposeCommandOptions {
   identity?: string;
   ca?: string;
   brokerCa?: string;
+  /** --socks5 [USER:PASS@]HOST:PORT: reach the broker through this SOCKS5 proxy. */
+  socks5?: string;
   keyDir?: string;
   maxConnections?: string;
   /** Connections of one peer at once. */
@@ -56,7 +59,9 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
   const identity = await identityFromDir(options.identity, out);
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
   const brokerCa = options.brokerCa === undefined ? undefined : await readPem(options.brokerCa, '--broker-ca');
+  const proxy = socks5Option(options.socks5, out);
   const exposer = new Exposer({
+    ...proxy,
     broker: brokers,
     target: service,
     signal: stop.signal,

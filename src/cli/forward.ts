@@ -6,6 +6,7 @@
 import { Forwarder, checkNattravUri, formatEndpoint, parseBrokerList, parseServiceAddress, type ServiceEvent } from '../index.js';
 import { identityFromDir } from './expose.js';
 import type { Reporter } from './output.js';
+import { socks5Option } from './proxy.js';
 import { readPem } from './pem.js';
 import { reportServiceEvent } from './service-log.js';
 import type { StopSignals } from './signals.js';
@@ -18,6 +19,8 @@ export interface ForwardCommandOptions {
   identity?: string;
   ca?: string;
   brokerCa?: string;
+  /** --socks5 [USER:PASS@]HOST:PORT: reach the broker and the exposer through this SOCKS5 proxy. */
+  socks5?: string;
   expectKey?: string;
   acceptNewKey?: boolean;
   knownKeys?: string;
@@ -35,7 +38,9 @@ export async function forwardCommand(uri: string, options: ForwardCommandOptions
   const identity = await identityFromDir(options.identity, out);
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
   const brokerCa = options.brokerCa === undefined ? undefined : await readPem(options.brokerCa, '--broker-ca');
+  const proxy = socks5Option(options.socks5, out);
   const forwarder = new Forwarder({
+    ...proxy,
     broker: brokers,
     uri,
     listen,

@@ -145,6 +145,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--identity <dir>', 'our identity: cert.pem, key.pem (and ca.pem) as written by nattrav ca issue')
     .option('--ca <file>', 'also trust certificates from this CA (PEM)')
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
+    .option('--socks5 <[user:pass@]host:port>', 'reach the broker and peers through this SOCKS5 proxy (default: SOCKS_PROXY / ALL_PROXY socks5:// URLs, NO_PROXY honoured); registration then runs over TCP')
     .option('--key-dir <dir>', 'where a default identity\'s key is kept (default ~/.nattrav/keys)')
     .option('--json', 'report events as JSON lines on stderr')
     .action((uri: string, options: ListenCommandOptions & { json?: boolean }) =>
@@ -171,6 +172,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--identity <dir>', 'our identity for TLS (default: a throwaway self-certifying one)')
     .option('--ca <file>', 'trust certificates from this CA (PEM)')
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
+    .option('--socks5 <[user:pass@]host:port>', 'reach the broker and peers through this SOCKS5 proxy (default: SOCKS_PROXY / ALL_PROXY socks5:// URLs, NO_PROXY honoured); registration then runs over TCP')
     .option('--json', 'report events as JSON lines on stderr')
     .action((uri: string, options: ConnectCommandOptions & { json?: boolean }) =>
       runStoppable((out, stop) => connectCommand(uri, options, withJson(out, options.json), stop)),
@@ -188,6 +190,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
     .option('--ca <file>', 'also trust certificates from this CA (PEM)')
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
+    .option('--socks5 <[user:pass@]host:port>', 'reach the broker and peers through this SOCKS5 proxy (default: SOCKS_PROXY / ALL_PROXY socks5:// URLs, NO_PROXY honoured); registration then runs over TCP')
     .option('--key-dir <dir>', 'where the key of a plain-name URI is kept (default ~/.nattrav/keys)')
     .option('--max-connections <n>', 'peer connections carried at once; more are refused with "busy" (default 64)', positiveCount)
     .option('--max-connections-per-peer <n>', 'connections of one peer identity carried at once, so one peer cannot hold them all (default: half of --max-connections)', positiveCount)
@@ -215,6 +218,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--known-keys <file>', 'where keys of plain names are remembered (default ~/.nattrav/known_keys)')
     .option('--ca <file>', 'trust certificates from this CA (PEM)')
     .option('--broker-ca <file>', 'the CA that issued the broker\'s certificate: refuse a broker that cannot prove itself')
+    .option('--socks5 <[user:pass@]host:port>', 'reach the broker and peers through this SOCKS5 proxy (default: SOCKS_PROXY / ALL_PROXY socks5:// URLs, NO_PROXY honoured); registration then runs over TCP')
     .option('--timeout <ms>', 'give up a peer connection after this many milliseconds (default 30000)', positiveInteger)
     .option('--max-connections <n>', 'local connections carried at once; more are reset (default 32: an exposer carries 32 of one peer by default)', positiveCount)
     .option('--idle-timeout <seconds>', 'close a connection over which nothing went either way for this long (default: never)', positiveCount)

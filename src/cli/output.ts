@@ -31,6 +31,8 @@ export const ExitCode = {
   AddressInUse: 10,
   /** `portmap`: the gateway speaks no port-mapping protocol, or refused or botched the mapping. */
   PortMapping: 11,
+  /** The SOCKS5 proxy (--socks5, ALL_PROXY, SOCKS_PROXY) could not be reached, refused our username/password, or failed. */
+  Proxy: 12,
   /** Interrupted by SIGINT (128 + 2). */
   Interrupted: 130,
   /** Stopped by SIGTERM (128 + 15). */
@@ -57,6 +59,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.ConnectionBroken]: ExitCode.ConnectionBroken,
   [ErrorCode.AddressInUse]: ExitCode.AddressInUse,
   [ErrorCode.PortMapping]: ExitCode.PortMapping,
+  [ErrorCode.Proxy]: ExitCode.Proxy,
 };
 
 /** The exit code for an error. */

@@ -21,6 +21,8 @@ import { secure, throwawayIdentity } from './secure.js';
 import type { Identity } from '../security/identity.js';
 import { PEER_DEFAULTS, type ConnectOptions } from './options.js';
 import { checkUri, positiveInt } from './validate.js';
+import { unusableStrategies } from './dialer.js';
+import { dialerFromOptions } from './socks5.js';
 
 /** Errors after which another attempt cannot help. */
 const FINAL_CODES: ReadonlySet<string> = new Set([
@@ -39,6 +41,8 @@ const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.NotAllowed,
   // Our own files (identity, known keys): another attempt would fail the same way.
   ErrorCode.Identity,
+  // The proxy we must go through failed (unreachable, refused our credentials).
+  ErrorCode.Proxy,
 ]);
 
 /**
@@ -56,6 +60,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
   const tls = options.tls === false ? undefined : await tlsSettings(options.tls ?? true);
   const pinned = options.expectKey === undefined ? undefined : checkFingerprint(options.expectKey, 'expectKey');
+  const dialer = dialerFromOptions(options);
   if (tls === undefined && pinned !== undefined) {
     throw new NattravError(ErrorCode.InvalidArgument, 'expectKey needs TLS: the key is checked in the TLS handshake (drop tls: false / --no-tls)');
   }
@@ -71,7 +76,8 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
     throw err;
   }
   let current = 0;
-  const failed = new Set<StrategyName>();
+  // Through a proxy, strategies that need our own sockets are claimed failed up front: the broker plans what can work.
+  const failed = new Set<StrategyName>(unusableStrategies(dialer));
   const trace: StrategyTrace[] = [];
   let lastError: NattravError | undefined;
   try {
@@ -85,6 +91,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
         const socket = await runAttempt({
           broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tls !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
+          ...(dialer === undefined ? {} : { dialer }),
           onTrace: (event) => {
             if (event.outcome === 'failed') trace.push(event);
             options.onTrace?.(event);

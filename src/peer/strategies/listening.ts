@@ -6,9 +6,13 @@
  * - `lan`: both sit behind the same public address; the recipient listens and
  *   the initiator connects to its private endpoints.
  * The listener uses the exchange's local port (the one the broker and the peer
- * know); the dialer retries refused connects until the listener is up.
+ * know); the dialer retries refused connects until the listener is up. Through a
+ * proxy or tunnel (a non-direct Dialer) the dialling side connects with it, once.
  */
 import type { Server } from 'node:net';
+import { ErrorCode, NattravError } from '../../errors.js';
+import type { TransportAddress } from '../../wire/types.js';
+import type { Dialer } from '../dialer.js';
 import { sleep } from '../../common/signal.js';
 import type { StrategyName } from '../../nat/strategy.js';
 import { dialUntilConnected, listenOn, plainAddress } from '../sockets.js';
@@ -33,11 +37,24 @@ function runner(strategy: StrategyName): StrategyRunner {
     } else {
       const targets = strategy === 'lan' ? ctx.exchange.peerPrivateEndpoints : [ctx.exchange.peerPublicEndpoint];
       await sleep(ctx.exchange.startDelayMs, ctx.signal).catch(() => undefined);
-      for (const target of targets) void dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS, mayDial: () => race.mayOpen() });
+      const proxy = ctx.dialer?.kind === 'direct' ? undefined : ctx.dialer;
+      for (const target of targets) {
+        void (proxy === undefined ? dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS, mayDial: () => race.mayOpen() }) : dialThrough(proxy, ctx.signal, race, target));
+      }
       if (targets.length === 0) race.fail(new Error('the peer reported no private endpoint'));
     }
     return race.result;
   };
+}
+
+/** One connect to `target` through `dialer` (a proxy's CONNECT); its failure fails the race. */
+async function dialThrough(dialer: Dialer, signal: AbortSignal, race: SocketRace, target: TransportAddress): Promise<void> {
+  try {
+    race.add(await dialer.dial({ host: target.address, port: target.port }, signal), true);
+  } catch (err) {
+    // Reaching the peer failed, not the broker: another strategy (the relay) may still work.
+    race.fail(new NattravError(ErrorCode.ConnectFailed, `cannot connect to the peer through ${dialer.kind}: ${(err as Error).message}`, { cause: err }));
+  }
 }
 
 async function accept(ctx: StrategyContext, race: SocketRace): Promise<void> {
