@@ -45,18 +45,26 @@ class LoopbackGateway implements MappingBackend {
   close(): void {}
 }
 
-/** A PortMapperIo that counts what it is asked; `probe` answers with `backend`, or never when none. */
-function fakeIo(backend: MappingBackend | undefined): PortMapperIo & { asked: string[] } {
+/**
+ * A PortMapperIo that counts what it is asked; `probe` answers with `backend`, or, when none, only
+ * once `answer()` is called, and then that nothing answered (a gateway slower than any budget).
+ */
+function fakeIo(backend: MappingBackend | undefined): PortMapperIo & { asked: string[]; answer(): void } {
   const asked: string[] = [];
+  let answer = (): void => undefined;
+  const late = new Promise<void>((resolve) => {
+    answer = resolve;
+  });
   return {
     asked,
+    answer: () => answer(),
     defaultGateway: async () => {
       asked.push('defaultGateway');
       return '192.0.2.1';
     },
     probe: (gateway): Promise<GatewayProbe> => {
       asked.push(`probe ${gateway}`);
-      if (backend === undefined) return new Promise(() => undefined);
+      if (backend === undefined) return late.then(() => ({ answered: { gateway, protocols: [] }, open: () => Promise.reject(new Error('no protocol')), close: () => undefined }));
       return Promise.resolve({ answered: { gateway, protocols: ['pcp'] }, open: async () => backend, close: () => undefined });
     },
   };
@@ -151,6 +159,7 @@ describe('path portmap on loopback', () => {
     assert.deepEqual(silent.asked, ['probe 127.0.0.1']);
     assert.ok(Date.now() - started < 5_000, `registered and connected in ${Date.now() - started} ms`);
     assert.equal((await broker.registry.get('nattrav://silent-gateway'))?.mappedEndpoint, undefined);
+    silent.answer(); // so that closing (which waits for the probe) ends
   });
 
   test('portmap: false asks nothing; bad settings are refused naming what is wrong', async () => {
