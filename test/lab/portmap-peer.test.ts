@@ -3,8 +3,10 @@
  * behind a port-restricted NAT router running the real miniupnpd maps its accepting port and
  * registers it; an initiator (`nattrav connect`) behind a random-symmetric NAT, which no
  * punching strategy reaches from there, connects with path `portmap` straight to the mapped
- * endpoint. Once with UPnP IGD (miniupnpd serving only UPnP) and once with PCP (miniupnpd
- * serving NAT-PMP and PCP; PCP is preferred). Checked: the path on both sides, the recipient
+ * endpoint. Once with UPnP IGD (miniupnpd serving only UPnP), once with PCP (miniupnpd
+ * serving NAT-PMP and PCP; PCP is preferred), and once with NAT-PMP (the same miniupnpd; the
+ * recipient is then an API server told `portmap: { protocols: ['nat-pmp'] }`, which the CLI
+ * does not offer). Checked: the path on both sides, the recipient
  * sees the initiator NAT's public address, every byte comes back (SHA-256), and after the
  * recipient exits the mapping is gone from miniupnpd. With `--no-portmap` nothing is mapped
  * and the usual path runs. The recipient finds the gateway as a user's would: its default route.
@@ -17,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { CliProcess, startCli, type CliEvent } from '../../src/lab/cli-process.js';
 import { Lab } from '../../src/lab/lab.js';
 import { LAB_BROKER_PORT } from '../../src/lab/scenario.js';
@@ -35,6 +38,26 @@ const REGISTER_SETTLE_MS = 2_000;
 const TEST_TIMEOUT_MS = 3 * 60_000;
 /** Random bytes sent (as hex text) and echoed back. */
 const PAYLOAD_BYTES = 128 * 1024;
+
+/** The built library, for the NAT-PMP recipient. */
+const LIBRARY = fileURLToPath(new URL('../../src/index.js', import.meta.url));
+/**
+ * An echoing recipient through the API (argv: library, broker, URI, key dir), speaking only
+ * NAT-PMP to its gateway; reports as `nattrav listen --json` does, on stderr; exits on SIGTERM once closed.
+ */
+const NAT_PMP_RECIPIENT = `const [lib, broker, uri, keyDir] = process.argv.slice(1);
+const report = (event, fields) => console.error(JSON.stringify({ event, ...fields }));
+import(lib).then(({ createServer, formatEndpoint }) => {
+  const server = createServer({ broker, uri, keyDir, portmap: { protocols: ['nat-pmp'] } }, (socket) => {
+    report('accepted', { path: socket.nattrav.path, remote: formatEndpoint(socket.nattrav.remote) });
+    socket.on('error', () => undefined);
+    socket.pipe(socket);
+  });
+  server.on('registered', (e) => report('registered', { kind: e.kind }));
+  server.on('portmap', (e) => report('portmap', { type: e.type, protocol: e.mapping.protocol, external: e.mapping.externalAddress + ':' + e.mapping.externalPort }));
+  process.on('SIGTERM', () => server.close(() => process.exit(143)));
+  server.listen();
+});`;
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 const hostOf = (endpoint: unknown): string => String(endpoint).replace(/:\d+$/, '');
@@ -83,7 +106,7 @@ describe('path portmap: a recipient behind miniupnpd, an initiator behind a rand
     }
   }
 
-  async function scenario(mode: MiniupnpdMode, protocol: 'upnp' | 'pcp', portmap: boolean): Promise<void> {
+  async function scenario(mode: MiniupnpdMode, protocol: 'upnp' | 'pcp' | 'nat-pmp', portmap: boolean): Promise<void> {
     const l = lab as Lab;
     const home = l.site('home');
     const daemon = await Miniupnpd.create(l, home, mode);
@@ -92,8 +115,12 @@ describe('path portmap: a recipient behind miniupnpd, an initiator behind a rand
     let listener: CliProcess | undefined;
     try {
       await daemon.start();
-      const args = ['listen', uri, '--broker', `${l.broker.address}:${LAB_BROKER_PORT}`, '--echo', '--key-dir', join(dir, `keys-${name}`)];
-      listener = startCli(l, home.host as LabHost, portmap ? args : [...args, '--no-portmap']);
+      const brokerAddress = `${l.broker.address}:${LAB_BROKER_PORT}`;
+      const args = ['listen', uri, '--broker', brokerAddress, '--echo', '--key-dir', join(dir, `keys-${name}`)];
+      listener =
+        protocol === 'nat-pmp'
+          ? new CliProcess(l.spawn(home.host as LabHost, process.execPath, ['-e', NAT_PMP_RECIPIENT, LIBRARY, brokerAddress, uri, join(dir, `keys-${name}`)], { stdio: ['pipe', 'pipe', 'pipe'] }))
+          : startCli(l, home.host as LabHost, portmap ? args : [...args, '--no-portmap']);
       await listener.waitForEvent('registered', START_WAIT_MS);
       let external = '';
       if (portmap) {
@@ -132,7 +159,7 @@ describe('path portmap: a recipient behind miniupnpd, an initiator behind a rand
     }
   }
 
-  for (const [mode, protocol, portmap] of [['upnp', 'upnp', true], ['pmp', 'pcp', true], ['pmp', 'pcp', false]] as const) {
+  for (const [mode, protocol, portmap] of [['upnp', 'upnp', true], ['pmp', 'pcp', true], ['pmp', 'nat-pmp', true], ['pmp', 'pcp', false]] as const) {
     test(`${protocol}${portmap ? '' : ' with --no-portmap'}: ${portmap ? 'path portmap, the initiator NAT\'s address seen, the mapping deleted on exit' : 'nothing mapped, the usual path'}`, { timeout: TEST_TIMEOUT_MS + MINIUPNPD_START_TIMEOUT_MS }, async (t) => {
       if (!(await requireLab(t)) || !requireMiniupnpd(t)) return;
       await scenario(mode, protocol, portmap);
