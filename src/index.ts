@@ -81,6 +81,7 @@ export type { Behaviour, ClassicNatName, DiscoverNatOptions, NatProfile, PortAll
 /** Port mapping on the local gateway: PCP, NAT-PMP and UPnP IGD behind one PortMapper. */
 export { PortMapper, PORTMAP_DEFAULTS, PORTMAP_PROTOCOLS, DISCOVERY_BUDGET_MS } from './portmap/index.js';
 export type { GatewayInfo, MapOptions, MappedTransport, MappingState, PortMapperEvent, PortMapperIo, GatewayProbe, MappingBackend, MapRequest, GrantedMapping, PortMapperOptions, PortMapping, PortMapProtocol } from './portmap/index.js';
+export type { PortmapSettings } from './peer/portmap-agent.js';
 
 export { formatEndpoint, parseHostPort, toHostPort } from './common/endpoint.js';
 export type { HostPort } from './common/endpoint.js';

@@ -91,6 +91,8 @@ interface Attempt {
   readonly requestTxid: Uint8Array;
   /** Where the ConnectionRequest goes (the registration when the attempt began): only an answer from there counts. */
   readonly notified: AnswerSource;
+  /** The recipient's port mapping as registered when the attempt began (path `portmap`), if any. */
+  readonly recipientMapped: TransportAddress | undefined;
 }
 
 /** Where an answer to a ConnectionRequest came from: the recipient's UDP mapping, or its TCP control connection. */
@@ -262,6 +264,7 @@ export class Rendezvous {
       deadline: undefined,
       requestTxid: notify.transactionId,
       notified: { transport: registration.transport ?? 'udp', from: registration.publicEndpoint },
+      recipientMapped: registration.mappedEndpoint,
     };
     this.#attempts.set(key, attempt);
     this.#byTxid.set(hex(notify.transactionId), key);
@@ -376,7 +379,7 @@ export class Rendezvous {
     const schedule = scheduleAttempt(
       {
         initiator: { ...attempt.initiator, probes: initiatorProbes },
-        recipient: { ...recipient, probes: recipientProbes },
+        recipient: { ...recipient, probes: recipientProbes, ...(attempt.recipientMapped === undefined ? {} : { mappedEndpoint: attempt.recipientMapped }) },
       },
       { initiatorMs: rtts[0], recipientMs: rtts[1] },
       { history: shared ?? this.#history.recent(initiatorSource, attempt.uri, now), claimed: attempt.claimed, budget: this.#budget(initiatorSource, attempt.uri, now) },

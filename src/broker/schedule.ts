@@ -28,6 +28,12 @@ export interface AttemptSide {
   readonly privateEndpoints: readonly TransportAddress[];
   /** Mapping-probe observations from the exchange's own address (probe-book.ts). */
   readonly probes: readonly TransportAddress[];
+  /**
+   * The port mapping its gateway holds for it, as registered (MAPPED-ENDPOINT; the recipient's
+   * only). It counts only on the side's own public address: a gateway behind another NAT
+   * (carrier-grade NAT) maps a port of an address nobody outside can reach.
+   */
+  readonly mappedEndpoint?: TransportAddress;
 }
 
 /** Both sides of an attempt. */
@@ -102,7 +108,7 @@ export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures:
   const recipientMapping = classifyTcpMapping(recipient.publicEndpoint, recipient.probes, recipient.privateEndpoints);
   const plan = planStrategies(
     { mapping: initiatorMapping, publicAddress: initiator.publicEndpoint.address },
-    { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address },
+    { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address, mapped: recipient.mappedEndpoint?.address === recipient.publicEndpoint.address },
   );
   const scheduled = new Set(failures.history.filter((h) => now - h.at <= ATTEMPT_HISTORY_MS).map((h) => h.strategy));
   const choice = chooseStrategy(plan, { scheduled, claimed: failures.claimed, budget: failures.budget });
@@ -116,11 +122,13 @@ export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures:
     if (initiatorMapping.kind === 'random') recipientMs += BIRTHDAY_CONE_LAG_MS;
     else initiatorMs += BIRTHDAY_CONE_LAG_MS;
   }
-  // For prediction a sequential side is named by the last port its NAT gave out.
-  const aim = (side: AttemptSide, mapping: MappingKind): TransportAddress =>
-    strategy === 'predicted' && mapping.kind === 'sequential'
+  // For prediction a sequential side is named by the last port its NAT gave out; for portmap the recipient by its mapping.
+  const aim = (side: AttemptSide, mapping: MappingKind): TransportAddress => {
+    if (strategy === 'portmap' && side.mappedEndpoint !== undefined) return side.mappedEndpoint;
+    return strategy === 'predicted' && mapping.kind === 'sequential'
       ? { ...side.publicEndpoint, port: lastObservedPort(side.publicEndpoint, side.probes) }
       : side.publicEndpoint;
+  };
   const answer = (own: AttemptSide, ownMapping: MappingKind, other: AttemptSide, otherMapping: MappingKind, startDelayMs: number): Answer => ({
     publicEndpoint: own.publicEndpoint,
     peerPublicEndpoint: aim(other, otherMapping),

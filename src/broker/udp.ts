@@ -30,6 +30,7 @@ export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
   AttrType.Uri,
   AttrType.AttemptId,
   AttrType.PrivateEndpoint,
+  AttrType.MappedEndpoint,
   AttrType.PeerPublicEndpoint,
   AttrType.PeerPrivateEndpoint,
   AttrType.StartDelay,

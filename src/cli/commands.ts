@@ -19,6 +19,7 @@ import {
   type StrategyTrace,
 } from '../index.js';
 import type { EventEmitter } from 'node:events';
+import type { PortMapperEvent } from '../portmap/mapper.js';
 import type { Reporter } from './output.js';
 import { socks5Option } from './proxy.js';
 import { readPem } from './pem.js';
@@ -62,6 +63,8 @@ export interface ListenCommandOptions extends SecurityOptions {
   keepalive?: string;
   /** Only these initiator identities get a connection. */
   allow?: string[];
+  /** false (`--no-portmap`): ask no gateway for a port mapping. */
+  portmap?: boolean;
 }
 
 /** Options of `nattrav connect`. */
@@ -135,6 +138,13 @@ export function reportRegistration(server: RegistrationSource, options: { broker
         (options.tls === false ? ' (no TLS: connections are not authenticated)' : `: initiators can pin it with --expect-key ${key ?? '?'}`),
     );
   });
+  server.on('portmap', (event: PortMapperEvent) => {
+    const { mapping } = event;
+    const external = `${mapping.externalAddress}:${mapping.externalPort}`;
+    const fields = { type: event.type, protocol: mapping.protocol, external, internalPort: mapping.internalPort, lifetimeSeconds: mapping.lifetimeSeconds, ...(event.error === undefined ? {} : { message: event.error.message }) };
+    const text = event.type === 'renew-failed' ? `renewing port mapping ${external} failed: ${event.error?.message ?? ''}` : `port mapping ${external} -> port ${mapping.internalPort} ${event.type} (${mapping.protocol})`;
+    out.event('portmap', fields, text);
+  });
   server.on('registrationLost', (err: NattravError) =>
     out.event('registration-lost', { code: err.code, message: err.message }, `registration lost: ${err.message}; registering again`),
   );
@@ -175,6 +185,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(options.once === true ? { once: true } : {}),
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
     ...(options.allow === undefined ? {} : { allow: options.allow }),
+    ...(options.portmap === false ? { portmap: false } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
   let piped = false;

@@ -36,6 +36,8 @@ export interface ExposeCommandOptions {
   idleTimeout?: string;
   /** Only these initiator identities get a connection. */
   allow?: string[];
+  /** false (`--no-portmap`): ask no gateway for a port mapping. */
+  portmap?: boolean;
   /** Fail fast when the first registration fails, instead of retrying. */
   once?: boolean;
   /** Registration refresh interval, ms. */
@@ -75,6 +77,7 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.once === true ? { once: true } : {}),
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
+    ...(options.portmap === false ? { portmap: false } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
   exposer.on('event', (event: ServiceEvent) => reportServiceEvent(out, event));

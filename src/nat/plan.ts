@@ -11,6 +11,8 @@ export interface SideFacts {
   readonly mapping: MappingKind;
   /** The side's public IP address as the broker saw it. */
   readonly publicAddress: string;
+  /** True when the side registered a port mapping of its gateway (MAPPED-ENDPOINT): only the recipient's counts. */
+  readonly mapped?: boolean;
 }
 
 /** Ordered strategies for an initiator/recipient pair. */
@@ -21,6 +23,9 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
   const coneLike = (k: string): boolean => k === 'eim' || k === 'unknown';
   // Behind one NAT (or on one host): the LAN path first; hairpinning may still allow direct.
   if (initiator.publicAddress === recipient.publicAddress && !(i === 'none' && r === 'none')) plan.push('lan');
+  // The recipient's gateway forwards a port to it: a plain connect from behind any NAT, symmetric
+  // included. First, except after `lan` on one NAT (reaching it from inside needs hairpinning).
+  if (recipient.mapped === true) plan.push('portmap');
   if (r === 'none') plan.push('public');
   else if (i === 'none') plan.push('reversal');
   // Two unfiltered cones (full cone, or no NAT behind a firewall-less cone) answer an early SYN

@@ -15,6 +15,7 @@ import { helloAsInitiator, helloAsRecipient } from './punch.js';
 import { STRATEGIES } from './strategies/index.js';
 import { relayQuotaOf } from './strategies/relay.js';
 import type { SocketBudget } from './strategies/socket-budget.js';
+import type { MappedInbound } from './strategies/types.js';
 
 /** What one attempt needs. */
 export interface AttemptParams {
@@ -45,6 +46,8 @@ export interface AttemptParams {
   readonly onTrace?: (event: StrategyTrace) => void;
   /** The recipient's shared budget of attempt sockets (strategies/socket-budget.ts). @default unlimited */
   readonly sockets?: SocketBudget;
+  /** The recipient's listener on its gateway-mapped port (path `portmap`), when it holds a mapping. */
+  readonly mappedInbound?: MappedInbound;
 }
 
 /** The key the broker said the other peer registered with, per socket an attempt made (initiator side). */
@@ -64,11 +67,18 @@ const BIRTHDAY_MIN_MS = 8_000;
  */
 const SPECULATIVE_LISTEN_MS = 1_500;
 
+/**
+ * A live port mapping connects in one round trip; one that the gateway lost drops the SYN.
+ * Past this (two SYN retransmissions) the next strategy gets the time, in ms.
+ */
+const PORTMAP_MS = 3_500;
+
 /** How long each strategy may take, from the punch limit (listening and relay need no more). */
 function strategyTimeoutMs(exchange: ExchangeResult, role: ConnectionRole, punchTimeoutMs: number, exchangeTimeoutMs: number): number {
   const { strategy } = exchange;
   if (strategy === 'birthday') return Math.max(BIRTHDAY_MIN_MS, punchTimeoutMs);
   if (strategy === 'relay') return exchangeTimeoutMs;
+  if (strategy === 'portmap') return Math.min(PORTMAP_MS, punchTimeoutMs);
   if (strategy === 'public' || strategy === 'reversal') {
     const listenerIsUs = (strategy === 'public') === (role === 'recipient');
     const listenerMapping = listenerIsUs ? exchange.mapping : exchange.peerMapping;
@@ -108,6 +118,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
       ...(params.brokerCa === undefined ? {} : { brokerCa: params.brokerCa }),
       ...(params.sockets === undefined ? {} : { sockets: params.sockets }),
       ...(params.dialer === undefined ? {} : { dialer: params.dialer }),
+      ...(params.mappedInbound === undefined ? {} : { mappedInbound: params.mappedInbound }),
       signal: phase.signal,
       verify: (candidate) =>
         initiator

@@ -114,6 +114,8 @@ export class KeepaliveLoop<T> {
   #timer: TimerHandle | undefined;
   /** When the current (or last) try started, on the clock. */
   #triedAt = 0;
+  /** True while a try is on the wire. */
+  #running = false;
   #first: { resolve: (info: T) => void; reject: (error: unknown) => void } | undefined;
 
   constructor(options: KeepaliveLoopOptions<T>) {
@@ -155,12 +157,30 @@ export class KeepaliveLoop<T> {
     this.#first = undefined;
   }
 
+  /**
+   * Refreshes now instead of at the next keepalive (what we register changed, e.g. a port
+   * mapping appeared): only while registered and no try is running; the keepalive
+   * interval then counts from this try.
+   */
+  refreshNow(): void {
+    if (this.#state !== 'registered' || this.#running) return;
+    this.#clock.clearTimeout(this.#timer);
+    this.#run();
+  }
+
   #run(): void {
     const from = this.#state;
+    this.#running = true;
     this.#triedAt = this.#clock.now();
     this.#options.attempt().then(
-      (result) => this.#succeeded(from, result),
-      (error: unknown) => this.#failed(from, error),
+      (result) => {
+        this.#running = false;
+        this.#succeeded(from, result);
+      },
+      (error: unknown) => {
+        this.#running = false;
+        this.#failed(from, error);
+      },
     );
   }
 

@@ -9,7 +9,8 @@ import type { TransportAddress } from '../wire/types.js';
  * How a connection was made: `lan` (private endpoint), `public` (the recipient
  * listens), `reversal` (the initiator listens), `direct` (TCP simultaneous
  * open), `predicted` (sequential port prediction), `birthday` (random-port
- * probing) or `relay` (through the broker).
+ * probing), `relay` (through the broker) or `portmap` (to the port the
+ * recipient's gateway maps for it).
  */
 export type ConnectionPath = StrategyName;
 

@@ -165,6 +165,16 @@ export interface ServerOptions {
    * @default everyone who proves an identity
    */
   allow?: readonly string[];
+  /**
+   * Port mapping on our gateway (PCP, NAT-PMP or UPnP IGD): we map the TCP port we accept on,
+   * register the mapped endpoint, keep it renewed while registered and delete it on close; the
+   * broker then plans path `portmap` first, which initiators behind any NAT reach with a plain
+   * connect. An optimisation: without a mapping (no gateway answered within 250 ms, or it
+   * refused) today's strategies run, and registration never waits for it. Never asked while the
+   * broker we registered with is on loopback, unless `gateway` is given. `false` opts out
+   * (`--no-portmap`). @default true
+   */
+  portmap?: boolean | import('./portmap-agent.js').PortmapSettings;
 }
 
 /** Who we are and whom we trust, for TLS between peers. */

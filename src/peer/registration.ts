@@ -25,7 +25,7 @@ import { bindEphemeral, closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, w
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { ConnectionRequests, type AnswerRequest } from './connection-requests.js';
 import { StunMessage } from '../wire/message.js';
-import { addU32, addUri, addXorAddress, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
+import { addMappedEndpoint, addU32, addUri, addXorAddress, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 
 /** The registration's current state. */
@@ -74,6 +74,8 @@ export interface PeerRegistrationOptions {
    * follows). @default accept every request
    */
   readonly admit?: (attemptId: Uint8Array) => string | undefined;
+  /** Our gateway's port mapping to register as MAPPED-ENDPOINT (read for every request). @default none */
+  readonly mappedEndpoint?: () => TransportAddress | undefined;
   /** True: the first registration's failure ends start() (fail fast); else it is retried. @default false */
   readonly once?: boolean;
   /** How retries are spaced. @default REGISTRATION_BACKOFF (backoff.ts) */
@@ -146,6 +148,11 @@ export class PeerRegistration extends EventEmitter {
    */
   get joinBroker(): HostPort | undefined {
     return this.#brokers.joinBroker;
+  }
+
+  /** Refreshes now (what we register changed); a no-op unless registered and idle. */
+  refreshNow(): void {
+    this.#loop?.refreshNow();
   }
 
   /** The last successful registration, if any. */
@@ -386,6 +393,8 @@ export class PeerRegistration extends EventEmitter {
       const port = (this.#socket as UdpSocket).address().port;
       for (const endpoint of localEndpoints(port, family)) addXorAddress(request, AttrType.PrivateEndpoint, endpoint);
     }
+    const mapped = this.#options.mappedEndpoint?.();
+    if (mapped !== undefined) addMappedEndpoint(request, mapped);
     return request;
   }
 

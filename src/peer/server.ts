@@ -21,6 +21,8 @@
  *   were spent; the initiator fails at once with that reason);
  * - 'connectionRejected' (ConnectionRejection): an initiator that proved an identity not
  *   in `allow` was refused after the TLS handshake; it sees ERR_NOT_ALLOWED with the reason.
+ * - 'portmap' (PortMapperEvent): our gateway's port mapping was made, renewed, re-added or
+ *   deleted (portmap-agent.ts; a changed mapping is registered again at once).
  */
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -40,13 +42,13 @@ import { handOver, type NattravSocket } from './info.js';
 import { PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredEvent } from './registration.js';
 import { REGISTRATION_BACKOFF, type RegistrationRetry } from './backoff.js';
-import { checkUri, positiveInt } from './validate.js';
+import { allowList, checkUri, positiveInt } from './validate.js';
 import { toBrokerList } from './brokers.js';
-import { checkNattravUri } from '../security/uri.js';
 import type { VerifiedPeer } from '../security/verify.js';
 import { SocketBudget } from './strategies/socket-budget.js';
 import { registerTransportOf, type Dialer } from './dialer.js';
 import { dialerFromOptions } from './socks5.js';
+import { PortmapAgent, checkPortmapOption, portmapAllowed, type PortmapSettings } from './portmap-agent.js';
 
 /**
  * Sockets reserved for each incoming attempt: its broker exchange, its mapping probe,
@@ -133,6 +135,9 @@ export class NattravServer extends EventEmitter {
   /** The sockets incoming attempts may hold at once, shared with their strategies. */
   readonly #sockets: SocketBudget;
   #registration: PeerRegistration | undefined;
+  readonly #portmap: PortmapSettings | false;
+  /** Our gateway's port mapping, once the broker we registered with is not on loopback. */
+  #agent: PortmapAgent | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
   /** Set by the first close(): settles once the registration was withdrawn and 'close' emitted. */
   #closed: Promise<void> | undefined;
@@ -164,6 +169,7 @@ export class NattravServer extends EventEmitter {
     this.#tls = options.tls === false ? undefined : { ca: options.tls === undefined || options.tls === true ? [] : (options.tls.ca ?? []) };
     this.#allow = allowList(options.allow, options.tls === false);
     this.#once = options.once === true;
+    this.#portmap = checkPortmapOption(options.portmap);
     this.#retryInitialMs = positiveInt(options.retryInitialMs, PEER_DEFAULTS.retryInitialMs, 'retryInitialMs');
     this.#retryMaxMs = positiveInt(options.retryMaxMs, Math.max(PEER_DEFAULTS.retryMaxMs, this.#retryInitialMs), 'retryMaxMs');
     if (this.#retryMaxMs < this.#retryInitialMs) {
@@ -221,13 +227,17 @@ export class NattravServer extends EventEmitter {
       transport: this.#transport,
       keys,
       admit: () => this.#refusal(),
+      mappedEndpoint: () => this.#agent?.endpoint,
       once: this.#once,
       backoff: { initialMs: this.#retryInitialMs, maxMs: this.#retryMaxMs, jitter: REGISTRATION_BACKOFF.jitter },
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
     });
     this.#registration = registration;
-    registration.on('registered', (event: RegisteredEvent) => this.emit('registered', event));
+    registration.on('registered', (event: RegisteredEvent) => {
+      this.#startPortmap(registration, event.brokerAddress.address);
+      this.emit('registered', event);
+    });
     registration.on('lost', (err: unknown) => {
       const error = asNattravError(err);
       this.emit('registrationLost', error);
@@ -249,6 +259,16 @@ export class NattravServer extends EventEmitter {
     this.emit('listening');
   }
 
+  /** Starts mapping our accepting port in the background (once, and not towards a loopback broker's gateway). */
+  #startPortmap(registration: PeerRegistration, brokerAddress: string): void {
+    if (this.#agent !== undefined || this.#state === 'closed' || !portmapAllowed(this.#portmap, brokerAddress)) return;
+    const agent = new PortmapAgent(this.#portmap as PortmapSettings);
+    this.#agent = agent;
+    agent.on('change', () => registration.refreshNow());
+    agent.on('event', (event: unknown) => this.emit('portmap', event));
+    void agent.start();
+  }
+
   /** The key we prove at registration: the configured identity's, or one kept for this URI. */
   async #keys(): Promise<RegistrationKeys> {
     const identity = this.#identity ?? (await ephemeralOrKeptIdentity(this.#uri, this.#keyDir === undefined ? {} : { dir: this.#keyDir }));
@@ -268,13 +288,14 @@ export class NattravServer extends EventEmitter {
   /**
    * Stops registering and withdraws the registration (the broker forgets the URI at
    * once), abandons attempts in progress, and emits 'close' once the withdrawal was
-   * sent (a few ms; at most about 200). Established connections stay open. Idempotent:
+   * sent (a few ms; at most about 200) and our port mapping deleted on the gateway
+   * (each protocol request has its own deadline). Established connections stay open. Idempotent:
    * `callback` runs once the server is closed, however often close() is called.
    */
   close(callback?: () => void): this {
     if (this.#closed === undefined) {
       this.#state = 'closed';
-      const withdrawn = this.#registration?.close() ?? Promise.resolve();
+      const withdrawn = Promise.all([this.#registration?.close(), this.#agent?.close()]);
       for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
       this.#attempts.clear();
       this.#closed = withdrawn.then(() => {
@@ -379,23 +400,12 @@ export class NattravServer extends EventEmitter {
       attempt: 1,
       tls: this.#tls !== undefined,
       sockets: this.#sockets,
+      ...(this.#agent === undefined ? {} : { mappedInbound: this.#agent }),
       ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
     });
   }
-}
-
-/** `allow` checked: nattrav URIs, at least one, and TLS on (it is what proves them). */
-function allowList(allow: readonly string[] | undefined, tlsOff: boolean): ReadonlySet<string> | undefined {
-  if (allow === undefined) return undefined;
-  if (!Array.isArray(allow) || allow.length === 0) {
-    throw new NattravError(ErrorCode.InvalidArgument, 'allow: expected a non-empty array of nattrav URIs (leave it out to accept every verified initiator)');
-  }
-  if (tlsOff) {
-    throw new NattravError(ErrorCode.InvalidArgument, 'allow needs TLS: initiators prove their identity in the TLS handshake; drop tls: false (--no-tls) or drop allow (--allow)');
-  }
-  return new Set(allow.map((uri, i) => checkNattravUri(uri, `allow[${i}]`)));
 }
 
 /** `err` as a NattravError (an unexpected one becomes ERR_CONNECT_FAILED with its text). */

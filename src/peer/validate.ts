@@ -16,3 +16,15 @@ export function positiveInt(value: unknown, fallback: number, name: string): num
   }
   return value;
 }
+
+/** `allow` checked: nattrav URIs, at least one, and TLS on (it is what proves them). */
+export function allowList(allow: readonly string[] | undefined, tlsOff: boolean): ReadonlySet<string> | undefined {
+  if (allow === undefined) return undefined;
+  if (!Array.isArray(allow) || allow.length === 0) {
+    throw new NattravError(ErrorCode.InvalidArgument, 'allow: expected a non-empty array of nattrav URIs (leave it out to accept every verified initiator)');
+  }
+  if (tlsOff) {
+    throw new NattravError(ErrorCode.InvalidArgument, 'allow needs TLS: initiators prove their identity in the TLS handshake; drop tls: false (--no-tls) or drop allow (--allow)');
+  }
+  return new Set(allow.map((uri, i) => checkNattravUri(uri, `allow[${i}]`)));
+}

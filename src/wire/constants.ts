@@ -162,6 +162,12 @@ export const AttrType = {
    */
   JoinAt: 0x4e17,
   /**
+   * nattrav: in a Register, the endpoint the recipient's gateway forwards to its accepting port
+   * (a port mapping made by PCP, NAT-PMP or UPnP IGD; XOR-address encoding; at most one). The
+   * broker keeps it with the registration and plans path `portmap` to it first.
+   */
+  MappedEndpoint: 0x4e18,
+  /**
    * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
    * answer it asks for, because the broker never answers an unverified source with more bytes than
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.
@@ -201,6 +207,8 @@ export const StrategyCode = {
   birthday: 6,
   /** Nothing direct can work: the broker splices two TCP connections. */
   relay: 7,
+  /** The recipient's gateway maps a port to it (MAPPED-ENDPOINT): the initiator connects there. */
+  portmap: 8,
 } as const;
 
 /** nattrav: values of SECURITY in a Hello (absent means plain). */

@@ -42,6 +42,7 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.AttemptSecret, 'ATTEMPT-SECRET'],
   [AttrType.MappingKey, 'MAPPING-KEY'],
   [AttrType.JoinAt, 'JOIN-AT'],
+  [AttrType.MappedEndpoint, 'MAPPED-ENDPOINT'],
   [AttrType.AlternatePort, 'ALTERNATE-PORT'],
   [AttrType.RequestPadding, 'REQUEST-PADDING'],
 ]);

@@ -127,6 +127,17 @@ export function addJoinAt(msg: StunMessage, broker: TransportAddress): StunMessa
   return addXorAddress(msg, AttrType.JoinAt, broker);
 }
 
+/** MAPPED-ENDPOINT: the port mapping a recipient's gateway holds for it (at most one: a repeated one is malformed). */
+export function getMappedEndpoint(msg: StunMessage): TransportAddress | undefined {
+  if (msg.getAll(AttrType.MappedEndpoint).length > 1) throw malformed('MAPPED-ENDPOINT appears more than once');
+  return getXorAddressAttr(msg, AttrType.MappedEndpoint);
+}
+
+/** Adds MAPPED-ENDPOINT (the gateway's external address and port forwarded to us), XORed with `msg.transactionId`. */
+export function addMappedEndpoint(msg: StunMessage, endpoint: TransportAddress): StunMessage {
+  return addXorAddress(msg, AttrType.MappedEndpoint, endpoint);
+}
+
 /** Adds `addr` in MAPPED-ADDRESS encoding under `type`. */
 export function addAddress(msg: StunMessage, type: number, addr: TransportAddress): StunMessage {
   return msg.add(type, encodeAddress(addr));

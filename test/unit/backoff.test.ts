@@ -71,6 +71,32 @@ describe('KeepaliveLoop', () => {
     assert.equal(clock.pending, 0);
   });
 
+  test('refreshNow (what we register changed): a refresh at once, the next keepalive counted from it; nothing while starting or lost', async () => {
+    const clock = new FakeClock(0);
+    const broker = scripted(clock, ['down', 'ok', 'ok', 'down']);
+    const rec = recorder();
+    const loop = new KeepaliveLoop({ attempt: broker.attempt, keepaliveMs: KEEPALIVE_MS, clock, random: () => 0, ...rec });
+    void loop.start();
+    loop.refreshNow();
+    await clock.advance(0);
+    assert.deepEqual(broker.tries, [0], 'while starting, no extra try');
+    await clock.advance(1_000);
+    assert.equal(loop.state, 'registered');
+    await clock.advance(3_000);
+    loop.refreshNow();
+    await clock.advance(0);
+    assert.deepEqual(broker.tries, [0, 1_000, 4_000], 'a refresh at once');
+    await clock.advance(KEEPALIVE_MS - 1);
+    assert.equal(broker.tries.length, 3, 'the keepalive interval counts from the early refresh');
+    await clock.advance(1);
+    assert.deepEqual(broker.tries, [0, 1_000, 4_000, 14_000]);
+    assert.equal(loop.state, 'lost');
+    loop.refreshNow();
+    await clock.advance(0);
+    assert.equal(broker.tries.length, 4, 'while lost the retry schedule holds');
+    loop.close(new Error('closed'));
+  });
+
   test('at start the delays grow to the 60 s cap, however long the broker stays away', async () => {
     const clock = new FakeClock(0);
     const broker = scripted(clock, Array.from({ length: 40 }, () => 'down'));

@@ -62,6 +62,20 @@ describe('the Redis registration layout', () => {
     }
   });
 
+  test('bytes: a mapped endpoint makes version 2, one endpoint after the private ones; version 1 values still read', () => {
+    const mapped: Registration = { ...SAMPLE, broker: 'b-12', mappedEndpoint: { family: 'IPv4', address: '5.6.7.8', port: 40000 } };
+    const v1 = encodeRegistration({ ...SAMPLE, broker: 'b-12' }).toString('hex');
+    const mappedHex = '049c4007' + Buffer.from('5.6.7.8').toString('hex');
+    const brokerHex = '04' + Buffer.from('b-12').toString('hex');
+    assert.equal(v1.slice(0, 2), '01', 'no mapped endpoint: still version 1');
+    assert.equal(encodeRegistration(mapped).toString('hex'), '02' + v1.slice(2, v1.length - brokerHex.length) + mappedHex + brokerHex);
+    assert.deepEqual(decodeRegistration('nattrav://x', encodeRegistration(mapped)), mapped);
+    assert.equal(decodeRegistration('nattrav://x', Buffer.from(v1, 'hex')).mappedEndpoint, undefined);
+    const v2 = encodeRegistration({ ...SAMPLE, mappedEndpoint: mapped.mappedEndpoint });
+    assert.throws(() => decodeRegistration('nattrav://x', v2.subarray(0, v2.length - 2)), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE', 'mapped endpoint cut short');
+    assert.throws(() => decodeRegistration('nattrav://x', Buffer.concat([Buffer.of(3), v2.subarray(1)])), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && /version 3/.test(err.message));
+  });
+
   test('bytes that are not a registration are ERR_REGISTRY_UNAVAILABLE naming the URI, never a crash', () => {
     const good = encodeRegistration(SAMPLE);
     for (const [what, bytes] of [

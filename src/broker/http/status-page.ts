@@ -25,6 +25,7 @@ const PATH_COLOURS: Readonly<Record<string, string>> = {
   predicted: '#41ab5d',
   birthday: '#74c476',
   relay: '#d94801',
+  portmap: '#08519c',
   none: '#a50f15',
 };
 

@@ -11,8 +11,12 @@
  *   9..    the fingerprint, L bytes of ASCII
  *   ..     the public endpoint: family (4 or 6), port (16 bits), length A, A bytes of address text
  *   ..     count N of private endpoints (1 byte), then N endpoints as above
+ *   ..     version 2 only: the mapped endpoint (Registration.mappedEndpoint), as above
  *   ..     optional: length B (1..{@link MAX_BROKER_ID_LENGTH}) and B bytes of ASCII, the bus ID of
  *          the broker that took the registration (Registration.broker); absent: no such byte
+ *
+ * A registration without a mapped endpoint is written as version 1, so that brokers that
+ * know only version 1 still read it; both versions are read.
  *
  * The URI is not in the value: it is in the key. Addresses are kept as text, so that
  * what comes back is exactly what was stored (an IPv6 scope, an address's spelling).
@@ -21,8 +25,10 @@ import { ErrorCode, NattravError } from '../../errors.js';
 import type { TransportAddress } from '../../wire/types.js';
 import type { Registration } from './registry.js';
 
-/** The layout's version byte. */
+/** The layout's version byte: 1, or 2 when the registration has a mapped endpoint. */
 export const REGISTRATION_VERSION = 1;
+/** The version byte of a registration with a mapped endpoint (one more endpoint after the private ones). */
+export const REGISTRATION_VERSION_MAPPED = 2;
 /** Offset of expiresAt (48 bits) in the value. */
 export const EXPIRES_OFFSET = 2;
 /** Offset of the fingerprint's length byte. */
@@ -55,19 +61,22 @@ export function encodeRegistration(registration: Registration): Buffer {
     throw new NattravError(ErrorCode.InvalidArgument, `registration broker must be 1 to ${MAX_BROKER_ID_LENGTH} printable ASCII characters, got ${JSON.stringify(registration.broker)}`);
   }
   const header = Buffer.alloc(FINGERPRINT_LENGTH_OFFSET + 1);
-  header[0] = REGISTRATION_VERSION;
+  const { mappedEndpoint } = registration;
+  header[0] = mappedEndpoint === undefined ? REGISTRATION_VERSION : REGISTRATION_VERSION_MAPPED;
   header[1] = TRANSPORT_CODES[registration.transport ?? 'absent'];
   header.writeUIntBE(expiresAt, EXPIRES_OFFSET, 6);
   header[FINGERPRINT_LENGTH_OFFSET] = fingerprint.length;
   const endpoints = [registration.publicEndpoint, ...privateEndpoints].map(encodeEndpoint);
   const tail = broker === undefined ? [] : [Buffer.of(broker.length), broker];
-  return Buffer.concat([header, fingerprint, endpoints[0] as Uint8Array, Buffer.of(privateEndpoints.length), ...endpoints.slice(1), ...tail]);
+  const mapped = mappedEndpoint === undefined ? [] : [encodeEndpoint(mappedEndpoint)];
+  return Buffer.concat([header, fingerprint, endpoints[0] as Uint8Array, Buffer.of(privateEndpoints.length), ...endpoints.slice(1), ...mapped, ...tail]);
 }
 
 /** Decodes a value of {@link encodeRegistration} stored for `uri`; throws ERR_REGISTRY_UNAVAILABLE for bytes that are not one. */
 export function decodeRegistration(uri: string, value: Buffer): Registration {
   try {
-    if (value[0] !== REGISTRATION_VERSION) throw new Error(`unknown layout version ${value[0]}`);
+    const version = value[0];
+    if (version !== REGISTRATION_VERSION && version !== REGISTRATION_VERSION_MAPPED) throw new Error(`unknown layout version ${version}`);
     const transport = (['absent', 'udp', 'tcp'] as const)[value[1] as number];
     if (transport === undefined) throw new Error(`unknown transport code ${value[1]}`);
     const expiresAt = value.readUIntBE(EXPIRES_OFFSET, 6);
@@ -87,6 +96,7 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
     const publicEndpoint = next();
     const count = value.readUInt8(offset++);
     const privateEndpoints = Array.from({ length: count }, next);
+    const mappedEndpoint = version === REGISTRATION_VERSION_MAPPED ? next() : undefined;
     let broker: string | undefined;
     if (offset < value.length) {
       const length = value.readUInt8(offset++);
@@ -103,6 +113,7 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
       ...(transport === 'absent' ? {} : { transport }),
       ...(fingerprintLength === 0 ? {} : { keyFingerprint }),
       ...(broker === undefined ? {} : { broker }),
+      ...(mappedEndpoint === undefined ? {} : { mappedEndpoint }),
     };
   } catch (err) {
     throw new NattravError(ErrorCode.RegistryUnavailable, `the registration of ${uri} in Redis is not one this broker can read (${(err as Error).message})`, { cause: err });

@@ -24,6 +24,11 @@ export interface Registration {
    * connection requests for the peer go out through it. Absent: the broker reading it.
    */
   readonly broker?: string;
+  /**
+   * The endpoint the peer's gateway forwards to its accepting port (a port mapping it
+   * registered as MAPPED-ENDPOINT): the broker plans path `portmap` to it first. Absent: none.
+   */
+  readonly mappedEndpoint?: TransportAddress;
 }
 
 /**
@@ -61,13 +66,16 @@ export interface Registry {
 
 /** Whether two registrations say the same thing, field by field (what {@link Registry.deleteIf} compares). */
 export function sameRegistration(a: Registration, b: Registration): boolean {
-  const endpoints = (r: Registration): string => [r.publicEndpoint, ...r.privateEndpoints].map((e) => `${e.family}/${e.address}/${e.port}`).join(' ');
+  const text = (e: TransportAddress): string => `${e.family}/${e.address}/${e.port}`;
+  const endpoints = (r: Registration): string => [r.publicEndpoint, ...r.privateEndpoints].map(text).join(' ');
+  const mapped = (r: Registration): string => (r.mappedEndpoint === undefined ? '' : text(r.mappedEndpoint));
   return (
     a.uri === b.uri &&
     a.expiresAt === b.expiresAt &&
     (a.transport ?? 'udp') === (b.transport ?? 'udp') &&
     a.keyFingerprint === b.keyFingerprint &&
     a.broker === b.broker &&
-    endpoints(a) === endpoints(b)
+    endpoints(a) === endpoints(b) &&
+    mapped(a) === mapped(b)
   );
 }

@@ -3,6 +3,7 @@ import type { StrategyName } from '../../nat/strategy.js';
 import { birthday } from './birthday.js';
 import { direct } from './direct.js';
 import { lan, publicStrategy, reversal } from './listening.js';
+import { portmap } from './portmap.js';
 import { predicted } from './predicted.js';
 import { relay } from './relay.js';
 import type { StrategyRunner } from './types.js';
@@ -16,6 +17,7 @@ export const STRATEGIES: Readonly<Record<StrategyName, StrategyRunner>> = {
   predicted,
   birthday,
   relay,
+  portmap,
 };
 
-export type { StrategyContext, StrategyRunner } from './types.js';
+export type { InboundClaim, MappedInbound, StrategyContext, StrategyRunner } from './types.js';

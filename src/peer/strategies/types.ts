@@ -20,9 +20,20 @@ export interface StrategyContext {
   readonly signal: AbortSignal;
   /** The recipient's shared budget of attempt sockets: every candidate socket takes one (race.ts). @default unlimited (the initiator) */
   readonly sockets?: SocketBudget;
+  /** The recipient's listener on its gateway-mapped port (path `portmap`), when it holds a mapping. */
+  readonly mappedInbound?: MappedInbound;
   /** Runs the Hello for our role on a connected socket; rejects when it is not our peer. */
   verify(socket: Socket): Promise<void>;
 }
 
 /** Opens and verifies a connection to the peer; resolves with the winning socket, closes every loser. */
 export type StrategyRunner = (ctx: StrategyContext) => Promise<Socket>;
+
+/** Takes an inbound connection on the mapped port when it belongs to the attempt; false leaves it to others. */
+export type InboundClaim = (socket: Socket) => boolean;
+
+/** Where a recipient's attempts wait for a connection on its gateway-mapped port (peer/portmap-agent.ts). */
+export interface MappedInbound {
+  /** Offers every inbound connection to `claim` until the returned function is called. */
+  claim(claim: InboundClaim): () => void;
+}
