@@ -86,6 +86,11 @@ export interface KeepaliveLoopOptions<T> {
   readonly attempt: () => Promise<AttemptResult<T>>;
   /** Time between refreshes, in ms. */
   readonly keepaliveMs: number;
+  /**
+   * When given, the time until the next refresh, in ms, asked after each success (a peer with
+   * several brokers refreshes early enough to move within one keepalive). @default keepaliveMs
+   */
+  readonly refreshMs?: () => number;
   /** @default {@link REGISTRATION_BACKOFF} */
   readonly policy?: BackoffPolicy;
   /** True: the first registration's failure is final (fail fast). @default false */
@@ -203,7 +208,7 @@ export class KeepaliveLoop<T> {
       this.#options.onRegistered?.(info, from === 'lost' ? 'again' : 'refresh');
     }
     // onRegistered may have closed us.
-    if (this.#state === 'registered') this.#after(this.#options.keepaliveMs);
+    if (this.#state === 'registered') this.#after(this.#options.refreshMs?.() ?? this.#options.keepaliveMs);
   }
 
   #failed(from: KeepaliveState, error: unknown): void {

@@ -84,6 +84,14 @@ export interface PeerRegistrationOptions {
 
 /** In 'auto', how long UDP may stay unanswered before switching to TCP, in ms (a few retransmissions). */
 const UDP_TRY_MS = 2_000;
+/**
+ * With several brokers, how much of a keepalive interval goes to noticing a silent broker:
+ * a refresh gets at most keepaliveMs / FAILOVER_SHARE (and never more than registerTimeoutMs),
+ * and refreshes come that much, twice, before the interval ends. A broker that dies just after
+ * a refresh is then noticed and left for the next one (whose registration takes about the same
+ * again) within one keepalive interval of its death, as the cluster promises.
+ */
+const FAILOVER_SHARE = 4;
 
 /** Errors that say a broker does not answer: another broker of the list may. */
 const UNANSWERED: ReadonlySet<string> = new Set([ErrorCode.BrokerUnreachable, ErrorCode.Timeout]);
@@ -173,6 +181,7 @@ export class PeerRegistration extends EventEmitter {
     const loop = new KeepaliveLoop<RegisteredInfo>({
       attempt: () => this.#attempt(),
       keepaliveMs: this.#options.keepaliveMs,
+      refreshMs: () => (this.#brokers.size > 1 ? this.#options.keepaliveMs - 2 * this.#noticeMs() : this.#options.keepaliveMs),
       ...(this.#options.backoff === undefined ? {} : { policy: this.#options.backoff }),
       once: this.#options.once === true,
       isFinal: (err) => !isNattravError(err) || INCURABLE.has(err.code),
@@ -199,7 +208,7 @@ export class PeerRegistration extends EventEmitter {
     const before = this.#session;
     if (this.#info === undefined) return { info: await this.#sweep(), renewed: false };
     try {
-      const info = await this.#register();
+      const info = await this.#register(undefined, this.#brokers.size > 1 ? this.#noticeMs() : undefined);
       // A held session replaced by a new one: the broker had forgotten us (restart, expiry, a closed control connection).
       return { info, renewed: before !== undefined && this.#session !== before };
     } catch (err) {
@@ -207,6 +216,11 @@ export class PeerRegistration extends EventEmitter {
       if (!isNattravError(err) || !UNANSWERED.has(err.code) || this.#brokers.size < 2) throw err;
       return { info: await this.#sweep(), renewed: true, lost: err };
     }
+  }
+
+  /** With several brokers, the time limit of a refresh: how long a silent broker takes to be noticed (FAILOVER_SHARE). */
+  #noticeMs(): number {
+    return Math.min(this.#options.registerTimeoutMs, Math.floor(this.#options.keepaliveMs / FAILOVER_SHARE));
   }
 
   /**

@@ -134,8 +134,8 @@ describe('broker cluster: three brokers on one Redis, two NATed peers', () => {
     const moved = await listener.waitForEvent('registered', 2 * KEEPALIVE_MS + SLACK_MS + START_WAIT_MS, (e) => e.again === true);
     const movedMs = Date.now() - killedAt;
     assert.equal(moved.broker, two, 'the next broker of the list');
-    // The loss is noticed by the next refresh (within one keepalive, its try bounded by the keepalive too); the move takes one try.
-    assert.ok(movedMs <= 2 * KEEPALIVE_MS + SLACK_MS, `registered again ${movedMs} ms after the kill`);
+    // With several brokers a refresh comes early and is bounded (registration.ts FAILOVER_SHARE): moved within one keepalive.
+    assert.ok(movedMs <= KEEPALIVE_MS + SLACK_MS, `registered again ${movedMs} ms after the kill`);
 
     const afterKill = await echoFrom(l.site('a').host, three, uri, 'through broker 3 after the kill');
     assert.equal(afterKill.path, 'direct');

@@ -71,6 +71,21 @@ describe('KeepaliveLoop', () => {
     assert.equal(clock.pending, 0);
   });
 
+  test('refreshMs (several brokers): refreshes come at that interval instead of the keepalive, asked again after each success', async () => {
+    const clock = new FakeClock(0);
+    const broker = scripted(clock, []);
+    let interval = 4_000;
+    const loop = new KeepaliveLoop({ attempt: broker.attempt, keepaliveMs: KEEPALIVE_MS, refreshMs: () => interval, clock, random: () => 0 });
+    void loop.start();
+    await clock.advance(8_000);
+    assert.deepEqual(broker.tries, [0, 4_000, 8_000]);
+    // Asked after each success: the refresh already planned (at 12 s) keeps its time, the next follows the new interval.
+    interval = 6_000;
+    await clock.advance(10_000);
+    assert.deepEqual(broker.tries, [0, 4_000, 8_000, 12_000, 18_000]);
+    loop.close(new Error('closed'));
+  });
+
   test('refreshNow (what we register changed): a refresh at once, the next keepalive counted from it; nothing while starting or lost', async () => {
     const clock = new FakeClock(0);
     const broker = scripted(clock, ['down', 'ok', 'ok', 'down']);

@@ -148,8 +148,8 @@ for (const [name, factory] of FACTORIES) {
       await until(() => moved.size === uris.length, KEEPALIVE_MS + REGISTER_TIMEOUT_MS + SLACK_MS + 2_000, 'every recipient registered again');
       for (const [uri, event] of moved) {
         assert.equal(event.broker.port, two.address().port, `${uri} moved to the next broker of its list`);
-        // The stop is noticed at the next refresh (within one keepalive) and the move takes one try.
-        assert.ok(event.at - stopped <= KEEPALIVE_MS + REGISTER_TIMEOUT_MS + SLACK_MS, `${uri} moved after ${Math.round(event.at - stopped)} ms`);
+        // With several brokers a refresh comes early and is bounded (registration.ts FAILOVER_SHARE): moved within one keepalive.
+        assert.ok(event.at - stopped <= KEEPALIVE_MS + SLACK_MS, `${uri} moved after ${Math.round(event.at - stopped)} ms`);
         assert.equal((await two.registry.get(uri))?.broker, two.busId);
       }
       // Reachable through either remaining broker, whichever the initiator asks.
