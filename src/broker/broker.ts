@@ -95,10 +95,6 @@ export class Broker extends EventEmitter {
     const workerLink = options.workerLink;
     const router = (): WorkerRouter | undefined => this.#router;
     const bus = resolved.bus;
-    if (bus !== undefined && workerLink !== undefined) {
-      // A registration names the broker (cluster) or the worker (--workers) that holds its recipient, not both yet.
-      throw new NattravError(ErrorCode.InvalidArgument, 'bus and workerLink do not combine: a broker of a cluster runs as one process');
-    }
     this.#cluster =
       bus === undefined
         ? undefined
@@ -121,7 +117,10 @@ export class Broker extends EventEmitter {
         // Open mode: the workers of one broker still count together (the recipient ignores the number anyway).
         return workerLink === undefined ? undefined : workerLink.nextSequence(uri);
       },
-      foreignAnswer: (response, source) => this.#cluster?.answered(response, source),
+      foreignAnswer: (response, source) => {
+        // With --workers, the worker that relayed the request may be another one.
+        if (this.#cluster?.answered(response, source) === false) this.#router?.foreignAnswer(response, source);
+      },
       ...(workerLink === undefined ? {} : { transactionId: () => (router() as WorkerRouter).transactionId(), history: workerLink.history }),
       authorizeRelay: (attemptId, secret) => this.#relay.authorize(attemptId, secret),
       sessionKeyFor: async (uri) => (await this.#auth.sessions.byUri(uri))?.key,
@@ -162,6 +161,7 @@ export class Broker extends EventEmitter {
             software: resolved.software,
             control: (uri) => this.#tcpService.control(uri),
             adoptRelay: (socket, attemptId, role, request, early) => this.#tcpService.adoptRelay(socket, attemptId, role, request, early),
+            clusterAnswered: (response, source) => void this.#cluster?.answered(response, source),
           });
     this.#tcpService = new TcpService({
       options: resolved,

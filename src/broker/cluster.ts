@@ -100,19 +100,24 @@ export class ClusterRouting {
     this.#ctx.bus.send(registration.broker, encodeBusMessage({ kind: 'relay', uri: registration.uri, stun }));
   }
 
-  /** Step 3: an answer whose transaction this broker's attempts do not know; passed back if we relayed its request. */
-  answered(response: StunMessage, source: AnswerSource): void {
+  /**
+   * Step 3: an answer whose transaction this broker's attempts do not know; passed back if we
+   * relayed its request. False when this broker relayed no such request (with `--workers`,
+   * another worker may have: the answer can land on any of them).
+   */
+  answered(response: StunMessage, source: AnswerSource): boolean {
     const key = hex(response.transactionId);
     const relayed = this.#relayed.get(key);
-    if (relayed === undefined || response.raw === undefined) return;
+    if (relayed === undefined || response.raw === undefined) return false;
     if (relayed.expiresAt <= this.#ctx.now()) {
       this.#relayed.delete(key);
-      return;
+      return true;
     }
     // Only the registered endpoint answers for the recipient (X checks the same again).
-    if (source.transport !== relayed.source.transport || !sameEndpoint(source.from, relayed.source.from)) return;
+    if (source.transport !== relayed.source.transport || !sameEndpoint(source.from, relayed.source.from)) return true;
     this.#relayed.delete(key);
     this.#ctx.bus.send(relayed.to, encodeBusMessage({ kind: 'answer', transport: source.transport, from: source.from, stun: response.raw }));
+    return true;
   }
 
   async #receive(bytes: Uint8Array, from: string): Promise<void> {

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { BROKER_DEFAULTS, ErrorCode, NattravError, RedisBus, WorkerConnection, connectRedis, createBroker, parseHostPort, serveBrokerStatus, shareLimits, workerIdentity, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent, type WorkerIdentity, type MonitoredBroker, WorkersStatusView, reportStatus } from '../index.js';
 import { parseWorkers, runBrokerPrimary } from './broker-workers.js';
+import { workerBrokerId } from '../broker/workers/link.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
 import { blameLimit, limitsTable, parseLimits } from './limits.js';
 import { ExitCode, exitCodeFor } from './output.js';
@@ -61,20 +62,16 @@ export async function brokerCommand(options: BrokerCommandOptions, stop: StopSig
   const alternate = options.alternate === undefined ? undefined : parseAlternate(options.alternate, port);
   const limits = parseLimits(options.limit ?? []);
   const workers = parseWorkers(options.workers);
-  if (workers > 1 && options.redis !== undefined) {
-    // Workers share one process's state through the primary; brokers on Redis route between themselves
-    // by broker: the two do not combine yet. One broker process per core, each with its own address, does.
-    throw new NattravError(
-      ErrorCode.InvalidArgument,
-      '--workers with --redis: a broker on Redis is one process for now; run one broker per core instead, each with its own --listen port (or --join-address), all on the same --redis',
-    );
-  }
   const joinAddress = clusterJoinAddress(options, host, port);
   const worker = workerIdentity();
   // The primary of several workers only runs them; each worker parses the same options and serves.
-  if (worker === undefined && workers > 1) return runBrokerPrimary({ workers, anyPort: port === 0, ...(limits.maxSessions === undefined ? {} : { maxSessions: limits.maxSessions }) }, log, stop);
+  if (worker === undefined && workers > 1) {
+    // On Redis each worker is a broker of the cluster, named after the broker's join address (one per worker).
+    const name = options.redis === undefined || joinAddress === undefined || joinAddress.endsWith(':0') ? {} : { name: joinAddress };
+    return runBrokerPrimary({ workers, anyPort: port === 0, ...name, ...(limits.maxSessions === undefined ? {} : { maxSessions: limits.maxSessions }) }, log, stop);
+  }
   const parsed = { host, port, http, alternate, limits };
-  if (worker !== undefined) return serveAsWorker(options, log.child({ worker: worker.slot }), stop, parsed, worker);
+  if (worker !== undefined) return serveAsWorker(options, log.child({ worker: worker.slot }), stop, { ...parsed, joinAddress }, worker);
   const redis = options.redis === undefined ? undefined : await openRedis(options.redis, log, stop.signal);
   let bus: RedisBus | undefined;
   try {
@@ -136,16 +133,27 @@ async function openRedis(url: string, log: Logger, signal: AbortSignal): Promise
  * sessions unless Redis holds them, and a share of every limit. A failure to start goes
  * to the primary, which reports it (once) and exits with its code.
  */
-async function serveAsWorker(options: BrokerCommandOptions, log: Logger, stop: StopSignals, parsed: Omit<Serving, 'redis' | 'bus' | 'joinAddress' | 'connection'>, worker: WorkerIdentity): Promise<number> {
+async function serveAsWorker(options: BrokerCommandOptions, log: Logger, stop: StopSignals, parsed: Omit<Serving, 'redis' | 'bus' | 'connection'>, worker: WorkerIdentity): Promise<number> {
   const connection = new WorkerConnection(worker, () => process.kill(process.pid, 'SIGTERM'));
+  let redis: RedisBackend | undefined;
+  let bus: RedisBus | undefined;
   try {
     await connection.start();
-    return await serve(options, log, stop, { ...parsed, redis: undefined, bus: undefined, joinAddress: undefined, connection });
+    if (options.redis !== undefined) {
+      // Each worker is a broker of the cluster on its own: registrations it takes name it, and
+      // requests for its recipients reach it over the bus (the same ID its registry stamps).
+      redis = await openRedis(options.redis, log, stop.signal);
+      bus = await RedisBus.open(redis.connection, { id: workerBrokerId(worker.prefix, worker.slot) });
+      log.info({ event: 'cluster', busId: bus.id, joinAddress: parsed.joinAddress }, `cluster bus ${bus.id}; recipients of other brokers join at ${String(parsed.joinAddress)}`);
+    }
+    return await serve(options, log, stop, { ...parsed, redis, bus, connection });
   } catch (err) {
     connection.failed(err);
     return exitCodeFor(err);
   } finally {
     connection.close();
+    await bus?.close();
+    await redis?.close();
   }
 }
 

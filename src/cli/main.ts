@@ -112,7 +112,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--list-limits', 'print every limit\'s name, default and meaning, then exit')
     .option('--redis <url>', 'keep registrations and sessions in Redis >= 7 (redis://[user:password@]host:port or rediss://; a single server or a cluster), shared with other brokers using it: a cluster, each broker reaching the others\' recipients')
     .option('--join-address <ip:port>', 'with --redis: where peers reach this broker, told to recipients registered through other brokers so they join its attempts (default: the --listen address, which must then be specific)')
-    .option('--workers <n>', 'run N broker processes sharing the UDP and TCP ports, one per core (default: 1, one process); limits stay those of one broker; not with --redis', workerCount)
+    .option('--workers <n>', 'run N broker processes sharing the UDP and TCP ports, one per core (default: 1, one process); limits stay those of one broker', workerCount)
     .action((options: BrokerCommandOptions) => {
       // `nattrav --json broker` too. Logs follow --log-format; an error that stops the broker is a JSON line when JSON was asked for explicitly.
       const json = options.json === true || program.opts<{ json?: boolean }>().json === true;

@@ -16,6 +16,7 @@ import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { haveRedis, startRedis } from '../helpers/redis-server.js';
 import { CLI_PATH, CliProcess, type CliEvent } from '../../src/lab/cli-process.js';
 import { strategyMask } from '../../src/nat/strategy.js';
 import { connect } from '../../src/peer/connect.js';
@@ -88,8 +89,8 @@ async function echoOnce(address: string, uri: string): Promise<NattravSocket> {
 }
 
 /** An echoing recipient registered as `uri` (over UDP, or a TCP control connection). */
-async function echoRecipient(address: string, uri: string, registerTransport: 'udp' | 'tcp' = 'udp'): Promise<void> {
-  const { server } = await startRecipient(address, uri, { tls: false, keyDir: join(home, 'keys'), registerTransport });
+async function echoRecipient(address: string, uri: string, registerTransport: 'udp' | 'tcp' = 'udp', brokers?: string[]): Promise<void> {
+  const { server } = await startRecipient(address, uri, { tls: false, keyDir: join(home, 'keys'), registerTransport, ...(brokers === undefined ? {} : { broker: brokers }) });
   server.on('connection', (socket: NattravSocket) => socket.pipe(socket));
   closers.push(() => server.close());
 }
@@ -266,13 +267,30 @@ describe('nattrav broker --workers', () => {
     await stopWorkers(proc);
   });
 
-  test('--workers with --redis is a usage error that says what to run instead (exit 2), before Redis or a worker is touched', async () => {
-    const proc = cli(['broker', '--listen', '127.0.0.1:0', '--workers', '2', '--redis', 'redis://127.0.0.1:1']);
-    assert.equal(await proc.exited, 2);
-    assert.match(proc.stderr, /--workers with --redis: a broker on Redis is one process for now; run one broker per core instead/);
-    assert.doesNotMatch(proc.stderr, /worker-started|registry/);
-    const single = cli(['broker', '--listen', '127.0.0.1:0', '--workers', '1', '--redis', 'redis://127.0.0.1:1']);
-    assert.equal(await single.exited, 4, 'one worker is one process: --redis is tried (and the closed port is ERR_REGISTRY_UNAVAILABLE)');
+  test('with --redis each worker is a broker of the cluster: recipients of a one-process broker and of the workers reach each other both ways', async (t) => {
+    if (!(await haveRedis(t))) return;
+    const redis = await startRedis();
+    closers.push(() => redis.stop());
+    const { proc, address } = await startWorkers(['--redis', redis.url]);
+    assert.equal(proc.events.filter((e) => e.event === 'registry' && e.kind === 'redis').length, 2, 'both workers opened Redis');
+    assert.equal(proc.events.filter((e) => e.event === 'cluster').length, 2, 'both workers joined the bus');
+    const single = cli(['broker', '--listen', '127.0.0.1:0', '--redis', redis.url, '--json']);
+    const listening = await single.waitForEvent('listening', 20_000);
+    const other = `127.0.0.1:${String(listening.port)}`;
+    // Recipients on the workers (UDP and a TCP control connection) and on the single broker.
+    // Each lists both brokers (in its order): a recipient joins attempts only at brokers it knows.
+    await echoRecipient(address, 'nattrav://on-workers-udp', 'udp', [address, other]);
+    await echoRecipient(address, 'nattrav://on-workers-tcp', 'tcp', [address, other]);
+    await echoRecipient(other, 'nattrav://on-single', 'udp', [other, address]);
+    for (let i = 0; i < 4; i++) {
+      if (i % 2 === 0) await tcpBinding(address);
+      for (const uri of ['nattrav://on-workers-udp', 'nattrav://on-workers-tcp']) await echoOnce(other, uri);
+      await echoOnce(address, 'nattrav://on-single');
+      for (const uri of ['nattrav://on-workers-udp', 'nattrav://on-workers-tcp']) await echoOnce(address, uri);
+    }
+    single.child.kill('SIGTERM');
+    assert.equal(await single.exited, 143);
+    await stopWorkers(proc);
   });
 
   test('SIGINT stops every worker (exit 130); a worker killed by PID is replaced and the broker keeps serving', async () => {

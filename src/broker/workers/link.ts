@@ -5,7 +5,7 @@ import type { StunMessage } from '../../wire/message.js';
 import type { RoleName } from '../../wire/nattrav.js';
 import type { RegisterNonces } from '../register.js';
 import type { RelayHub } from '../relay.js';
-import type { Rendezvous, RendezvousContext } from '../rendezvous.js';
+import type { AnswerSource, Rendezvous, RendezvousContext } from '../rendezvous.js';
 import type { IpcMessage, IpcPort } from './ipc.js';
 
 /** How a worker reaches the primary (made by worker.ts, given to the broker as its `workerLink`). */
@@ -44,6 +44,8 @@ export interface RouterParts {
   readonly software: string;
   /** The control connection of `uri`, if this worker holds it. */
   control(uri: string): StunChannel | undefined;
+  /** An answer to a ConnectionRequest another worker relayed for a broker of the cluster (cluster.ts); undefined without a bus. */
+  clusterAnswered?(response: StunMessage, source: AnswerSource): void;
   /** Serves a Relay connection moved here from another worker (tcp.ts). */
   adoptRelay(socket: Socket, attemptId: string, role: RoleName, request: StunMessage, early: Buffer): void;
 }

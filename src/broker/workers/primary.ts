@@ -40,6 +40,13 @@ export interface BrokerWorkersOptions {
    * ones, up to {@link ANY_PORT_TRIES} times. @default false
    */
   readonly anyPort?: boolean;
+  /**
+   * What the workers' IDs start with (`NAME/w1`, `NAME/w2`, ...: registrations name the worker
+   * that took them). On Redis, the broker's join address: a broker started again on the same
+   * address has the same worker IDs, so its recipients stay reachable through the restart.
+   * @default random
+   */
+  readonly name?: string;
 }
 
 /** What the primary reports (its 'event' events). */
@@ -77,8 +84,8 @@ const STOP_GRACE_MS = 5_000;
 
 /** The primary of a multi-process broker. Emits 'event' ({@link WorkersEvent}). */
 export class BrokerWorkers extends EventEmitter {
-  readonly #options: Required<BrokerWorkersOptions>;
-  readonly #prefix = randomBytes(6).toString('hex');
+  readonly #options: Required<Omit<BrokerWorkersOptions, 'name'>>;
+  readonly #prefix: string;
   readonly #slots: Slot[] = [];
   readonly #registry: Registry;
   readonly #sessions: SessionStore;
@@ -96,7 +103,9 @@ export class BrokerWorkers extends EventEmitter {
 
   constructor(options: BrokerWorkersOptions) {
     super();
-    this.#options = { maxSessions: BROKER_DEFAULTS.maxSessions, startTimeoutMs: 20_000, anyPort: false, ...options };
+    const { name, ...rest } = options;
+    this.#options = { maxSessions: BROKER_DEFAULTS.maxSessions, startTimeoutMs: 20_000, anyPort: false, ...rest };
+    this.#prefix = name ?? randomBytes(6).toString('hex');
     if (!Number.isSafeInteger(options.workers) || options.workers < 1) {
       throw new NattravError(ErrorCode.InvalidArgument, `workers must be a whole number from 1, got ${String(options.workers)}`);
     }

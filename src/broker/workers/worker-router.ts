@@ -103,6 +103,17 @@ export class WorkerRouter {
   }
 
   /**
+   * An answer that neither this worker's attempts nor its cluster routing knows: another
+   * worker may have relayed its request for a broker of the cluster (the kernel hands the
+   * answer to any worker), so every other worker is given it to try (never passed on again).
+   */
+  foreignAnswer(response: StunMessage, source: AnswerSource): void {
+    if (response.raw === undefined) return;
+    const message = { nt: 'fack', bytes: response.raw, source };
+    for (let slot = 1; slot <= this.#link.workers; slot++) if (slot !== this.#link.slot) this.#bus(slot, message);
+  }
+
+  /**
    * A ConnectionRequest for a TCP-registered recipient whose control connection this
    * worker does not hold: the worker the registration names writes it. A registration
    * naming no worker (a registry that does not keep `broker`) goes to every other worker;
@@ -250,6 +261,9 @@ export class WorkerRouter {
         this.#parts.rendezvous.acknowledge(response, message['source'] as AnswerSource);
         return;
       }
+      case 'fack':
+        this.#parts.clusterAnswered?.(decodeMessage(asBuffer(message['bytes'])), message['source'] as AnswerSource);
+        return;
       case 'ctl': {
         const control = this.#parts.control(message['uri'] as string);
         if (control !== undefined && !control.socket.destroyed) control.socket.write(asBuffer(message['bytes']));

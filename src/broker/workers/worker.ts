@@ -28,8 +28,11 @@ const COUNTS_INTERVAL_MS = 500;
 export function workerIdentity(env: NodeJS.ProcessEnv = process.env): WorkerIdentity | undefined {
   const value = env[WORKER_ENV];
   if (!cluster.isWorker || value === undefined) return undefined;
-  const [prefix, slot, workers] = value.split(':');
-  const identity = { prefix: prefix ?? '', slot: Number(slot), workers: Number(workers) };
+  // PREFIX:SLOT:WORKERS; the prefix may hold colons itself (a join address, [IPv6]:port).
+  const fields = value.split(':');
+  const workers = fields.pop();
+  const slot = fields.pop();
+  const identity = { prefix: fields.join(':'), slot: Number(slot), workers: Number(workers) };
   if (identity.prefix === '' || !Number.isInteger(identity.slot) || !Number.isInteger(identity.workers) || identity.slot < 1 || identity.slot > identity.workers) return undefined;
   return identity;
 }
