@@ -24,6 +24,7 @@ export { Broker, createBroker } from './broker/broker.js';
 export type { BrokerEndpoint, BrokerEvent } from './broker/broker.js';
 export type { BrokerOptions } from './broker/options.js';
 export { BROKER_DEFAULTS } from './broker/options.js';
+export type { WebSocketEndpoint, WebSocketListen } from './broker/websocket.js';
 export type { RendezvousEvent } from './broker/rendezvous.js';
 export type { Registry, Registration } from './broker/registry/registry.js';
 export { MemoryRegistry } from './broker/registry/memory.js';

@@ -96,6 +96,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--strict-amplification', 'never answer an unauthenticated UDP request with more bytes than it had (bare STUN Bindings then get no answer)')
     .option('--stun-compat', 'full RFC 5780 answers (up to 124 bytes) to small Binding requests, as coturn\'s natdiscovery expects')
     .option('--http <host:port>', 'serve a status page (/), Prometheus /metrics and /healthz over HTTP here')
+    .option('--ws-listen <[ws://|wss://]host:port>', 'also serve peers over WebSocket here, for networks that pass only the web: wss with --cert/--key (e.g. :443), else ws (e.g. :80); ws:// or wss:// says which; repeatable', collect, undefined)
     .addOption(new Option('--log-format <format>', 'logs on stderr: JSON lines with time and level, or one readable line per event (default: json)').choices(LOG_FORMATS))
     .addOption(new Option('--log-level <level>', 'least severe level logged; registration refreshes and status requests are debug (default: info)').choices(LOG_LEVELS))
     .option('--json', 'the same as --log-format json')
@@ -114,6 +115,7 @@ async function main(argv: string[]): Promise<number> {
         'nattrav broker --listen 0.0.0.0:3478',
         'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json',
         'nattrav broker --http 127.0.0.1:8080 --log-format pretty --log-level debug',
+        'nattrav broker --cert broker.pem --key broker.key --ws-listen 0.0.0.0:443 --ws-listen ws://0.0.0.0:80',
         'nattrav broker --limit maxRegistrations=500000 --limit udpRegister=50/500',
         'NATTRAV_REDIS=rediss://broker:PASSWORD@redis.internal:6379 nattrav broker --join-address 198.51.100.7:3478',
         'nattrav broker --listen 198.51.100.8:3478 --redis redis://redis.internal:6379',

@@ -10,17 +10,13 @@ import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
-import { createWebSocketStream, WebSocket, type ClientOptions } from 'ws';
+import { WebSocket, type ClientOptions } from 'ws';
 import { createBroker, type BrokerEvent } from '../../src/broker/broker.js';
 import { WS_MAX_PAYLOAD } from '../../src/broker/websocket.js';
 import { ErrorCode } from '../../src/errors.js';
 import { createCa, issueCertificate } from '../../src/security/ca.js';
-import { encodeMessage } from '../../src/wire/codec.js';
-import { MessageClass, Method } from '../../src/wire/constants.js';
-import { StunStreamDecoder } from '../../src/wire/framing.js';
-import { StunMessage } from '../../src/wire/message.js';
-import { getXorMappedAddress } from '../../src/wire/nattrav.js';
 import { startWatchedBroker } from '../helpers/loopback.js';
+import { bindingOver } from '../helpers/websocket.js';
 
 const closers: Array<() => unknown> = [];
 after(async () => {
@@ -33,28 +29,6 @@ async function openWs(url: string, options: ClientOptions = {}): Promise<WebSock
   closers.push(() => ws.terminate());
   await once(ws, 'open');
   return ws;
-}
-
-/** Sends a Binding over `ws` as a byte stream and resolves with the XOR-MAPPED-ADDRESS answered. */
-async function bindingOver(ws: WebSocket): Promise<{ address: string; port: number }> {
-  const stream = createWebSocketStream(ws);
-  stream.on('error', () => undefined);
-  const decoder = new StunStreamDecoder();
-  const request = StunMessage.request(Method.Binding);
-  const bytes = encodeMessage(request);
-  // Split across two messages: the broker sees one byte stream, not message boundaries.
-  stream.write(bytes.subarray(0, 7));
-  stream.write(bytes.subarray(7));
-  for await (const chunk of stream) {
-    for (const message of decoder.push(chunk as Buffer)) {
-      assert.equal(message.cls, MessageClass.SuccessResponse);
-      assert.deepEqual(message.transactionId, request.transactionId);
-      const mapped = getXorMappedAddress(message);
-      assert.ok(mapped !== undefined, 'the answer has XOR-MAPPED-ADDRESS');
-      return { address: mapped.address, port: mapped.port };
-    }
-  }
-  assert.fail('the WebSocket closed before the Binding answer');
 }
 
 describe('broker WebSocket listeners', () => {
