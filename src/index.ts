@@ -58,6 +58,8 @@ export { STRATEGY_NAMES } from './nat/strategy.js';
 export type { StrategyName } from './nat/strategy.js';
 export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/options.js';
 export { PEER_DEFAULTS, DEFAULT_BROKER_PORT } from './peer/options.js';
+export { DIRECT_DIALER } from './peer/dialer.js';
+export type { Dialer } from './peer/dialer.js';
 export { MAX_BROKERS, parseBrokerList, toBrokerList } from './peer/brokers.js';
 export type { RegisteredEvent, RegisteredInfo } from './peer/registration.js';
 export type { RegistrationKind } from './peer/backoff.js';

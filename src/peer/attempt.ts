@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { toTransportAddress, type HostPort } from '../common/endpoint.js';
 import { startPhase } from '../common/signal.js';
 import type { StunMessage } from '../wire/message.js';
+import type { Dialer } from './dialer.js';
 import { runExchange, type ExchangeResult } from './exchange.js';
 import { attachInfo, type ConnectionRole, type NattravSocket, type StrategyTrace } from './info.js';
 import { helloAsInitiator, helloAsRecipient } from './punch.js';
@@ -36,6 +37,8 @@ export interface AttemptParams {
   readonly brokerCa?: string;
   /** The recipient's registration session key (its Join is authenticated with it). */
   readonly sessionKey?: Uint8Array;
+  /** How connections to the broker are opened (dialer.ts). @default direct */
+  readonly dialer?: Dialer;
   /** Whether TLS follows the Hello (announced in it, so a mismatch fails on both sides with a reason). */
   readonly tls: boolean;
   /** Told as soon as the broker has chosen this attempt's strategy, and when it ends. */
@@ -85,7 +88,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
   const exchangePhase = startPhase(signal, params.exchangeTimeoutMs, initiator ? `asking the broker for ${uri}` : `joining an attempt for ${uri} at the broker`);
   let exchange: ExchangeResult;
   try {
-    exchange = await runExchange(params.broker, params.request, { attemptId: params.attemptId, role, ...(params.sessionKey === undefined ? {} : { sessionKey: params.sessionKey }) }, exchangePhase.signal, params.brokerCa).catch((err: unknown) => {
+    exchange = await runExchange(params.broker, params.request, { attemptId: params.attemptId, role, ...(params.sessionKey === undefined ? {} : { sessionKey: params.sessionKey }) }, exchangePhase.signal, params.brokerCa, params.dialer).catch((err: unknown) => {
       throw exchangePhase.signal.aborted && !signal.aborted ? exchangePhase.error() : err;
     });
   } finally {
@@ -104,6 +107,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
       broker: params.broker,
       ...(params.brokerCa === undefined ? {} : { brokerCa: params.brokerCa }),
       ...(params.sockets === undefined ? {} : { sockets: params.sockets }),
+      ...(params.dialer === undefined ? {} : { dialer: params.dialer }),
       signal: phase.signal,
       verify: (candidate) =>
         initiator

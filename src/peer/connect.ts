@@ -85,6 +85,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
         const socket = await runAttempt({
           broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tls !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
+          ...(options.dialer === undefined ? {} : { dialer: options.dialer }),
           onTrace: (event) => {
             if (event.outcome === 'failed') trace.push(event);
             options.onTrace?.(event);

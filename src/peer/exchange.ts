@@ -8,8 +8,8 @@ import { X509Certificate, randomBytes } from 'node:crypto';
 import { openSecret, recipientSealKey } from '../security/attempt-secret.js';
 import { newEphemeralKey, sessionKey, type EphemeralKey } from '../security/proof.js';
 import { brokerCertificateProblem } from '../security/issued.js';
-import { lookup } from 'node:dns/promises';
 import { connect as netConnect, type Socket } from 'node:net';
+import { DIRECT_DIALER, type Dialer } from './dialer.js';
 import { connect as connectTls } from 'node:tls';
 import { readOneMessage } from './sockets.js';
 import { alternatePortOf, learnAlternatePort } from './alternate-port.js';
@@ -60,8 +60,6 @@ export interface ExchangeResult {
   readonly localPort: number;
 }
 
-/** TCP connect to the broker is one handshake; no answer in 5 s means the SYN is dropped on the way. */
-export const BROKER_CONNECT_TIMEOUT_MS = 5_000;
 /** Waits this long for the broker's FIN before dropping the exchange ourselves. */
 const BROKER_CLOSE_GRACE_MS = 2_000;
 /**
@@ -90,6 +88,7 @@ export async function runExchange(
   identity: ExchangeIdentity,
   signal: AbortSignal,
   brokerCa?: string,
+  dialer: Dialer = DIRECT_DIALER,
 ): Promise<ExchangeResult> {
   // The initiator's X25519 key: the broker seals the attempt secret for it (a bystander cannot open it).
   const ephemeral = identity.role === 'initiator' ? newEphemeralKey() : undefined;
@@ -98,13 +97,14 @@ export async function runExchange(
   // sends with its Connect, under the session key for the recipient.
   const probeKey = identity.role === 'initiator' ? randomBytes(MAPPING_KEY_LENGTH) : identity.sessionKey;
   if (identity.role === 'initiator' && probeKey !== undefined) request.add(AttrType.MappingKey, probeKey);
-  const socket = await openBrokerConnection(broker, signal, brokerCa);
+  const socket = await openBrokerConnection(broker, signal, brokerCa, dialer);
   // One more connection from the same local port to the broker's alternate port (as
   // it announced, else port + 1) shows the broker how our NAT maps TCP. Losing it only
-  // costs precision.
+  // costs precision. Through a proxy or tunnel the local port is not ours to probe from.
   const probeFrom = { address: socket.localAddress ?? '0.0.0.0', port: socket.localPort ?? 0 };
   let probedPort = alternatePortOf(broker);
   const probeMapping = (): void => {
+    if (dialer.kind !== 'direct') return;
     for (let i = 0; i < MAPPING_PROBES; i++) void sendMappingProbe(broker, probedPort, probeFrom, identity, probeKey, signal);
   };
   probeMapping();
@@ -177,77 +177,13 @@ export async function runExchange(
 }
 
 /**
- * Opens a TCP connection to the broker; failures become ERR_BROKER_UNREACHABLE.
- * The socket is bound explicitly (to the wildcard address, port 0) so that libuv
- * sets SO_REUSEADDR on it: an auto-bound socket lacks it, and the punch could then
- * not reuse its port while the exchange is still open.
+ * Opens a TCP connection to the broker through `dialer`; with `brokerCa`, upgrades it
+ * to TLS 1.3 (STARTTLS) and requires the broker's certificate to chain to that CA, so
+ * a fake broker cannot answer our exchanges. Failures: ERR_BROKER_UNREACHABLE,
+ * ERR_BROKER_AUTH, or the dialer's own (a proxy's).
  */
-async function openPlainBrokerConnection(broker: HostPort, signal: AbortSignal): Promise<Socket> {
-  let resolved: { address: string; family: number };
-  try {
-    resolved = await lookup(broker.host);
-  } catch (err) {
-    throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: cannot resolve ${broker.host}`, { cause: err, address: broker.host, port: broker.port });
-  }
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(abortError(signal));
-      return;
-    }
-    const where = formatEndpoint({ address: resolved.address, port: broker.port });
-    const socket = netConnect({
-      host: resolved.address,
-      port: broker.port,
-      localAddress: resolved.family === 6 ? '::' : '0.0.0.0',
-      // The relay strategy keeps this socket as the connection, which half-closes like TCP.
-      allowHalfOpen: true,
-    });
-    socket.setNoDelay(true);
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-      socket.off('error', onError);
-    };
-    const onAbort = (): void => {
-      cleanup();
-      socket.destroy();
-      reject(abortError(signal));
-    };
-    // A refused connection answers at once; silence means a firewall drops the SYN.
-    const timer = setTimeout(() => {
-      cleanup();
-      socket.destroy();
-      reject(
-        new NattravError(
-          ErrorCode.BrokerUnreachable,
-          `broker unreachable: no answer from ${where} over TCP within ${BROKER_CONNECT_TIMEOUT_MS} ms ` +
-            `(outbound TCP to port ${broker.port} seems blocked; a network that lets only web traffic out (TCP 80/443) needs an HTTP tunnel)`,
-          { address: resolved.address, port: broker.port },
-        ),
-      );
-    }, BROKER_CONNECT_TIMEOUT_MS);
-    const onError = (err: Error & { code?: string }): void => {
-      cleanup();
-      socket.destroy();
-      reject(new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: ${where} (${err.code ?? err.message})`, { cause: err, address: resolved.address, port: broker.port }));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    socket.once('error', onError);
-    socket.once('connect', () => {
-      cleanup();
-      resolve(socket);
-    });
-  });
-}
-
-/**
- * Opens a TCP connection to the broker; with `brokerCa`, upgrades it to TLS 1.3
- * (STARTTLS) and requires the broker's certificate to chain to that CA, so a
- * fake broker cannot answer our exchanges. Failures: ERR_BROKER_UNREACHABLE,
- * ERR_BROKER_AUTH.
- */
-export async function openBrokerConnection(broker: HostPort, signal: AbortSignal, brokerCa?: string): Promise<Socket> {
-  const raw = await openPlainBrokerConnection(broker, signal);
+export async function openBrokerConnection(broker: HostPort, signal: AbortSignal, brokerCa?: string, dialer: Dialer = DIRECT_DIALER): Promise<Socket> {
+  const raw = await dialer.dial(broker, signal);
   return brokerCa === undefined ? raw : secureBrokerConnection(raw, broker, brokerCa, signal);
 }
 

@@ -49,6 +49,11 @@ export interface ConnectOptions {
   knownKeysFile?: string | false;
   /** Accept (and remember) a plain name's key that differs from the remembered one. @default false */
   acceptChangedKey?: boolean;
+  /**
+   * How TCP connections to the broker are opened: directly (the default), or through a
+   * proxy or tunnel (a {@link import('./dialer.js').Dialer}). @default direct TCP
+   */
+  dialer?: import('./dialer.js').Dialer;
   /** Called when a broker of several did not answer and the next one is tried (`broker`: which, for logs). */
   onBrokerFailed?: (event: { readonly broker: string; readonly error: import('../errors.js').NattravError }) => void;
   /** Called as strategies start, succeed and fail (`nattrav connect -v` prints these). */
@@ -90,6 +95,11 @@ export interface ServerOptions {
   keyDir?: string;
   /** The CA (PEM) that issued the broker's certificate: set it and a broker that cannot prove itself is refused. */
   brokerCa?: string;
+  /**
+   * How TCP connections to the broker (control connection, exchanges, relay) are opened:
+   * directly (the default), or through a proxy or tunnel (a {@link import('./dialer.js').Dialer}). @default direct TCP
+   */
+  dialer?: import('./dialer.js').Dialer;
   /**
    * TLS 1.3 with mutual authentication on every accepted connection, with our
    * `identity` (or the default one). Initiators must prove a self-certifying URI or

@@ -13,6 +13,7 @@ import { localEndpoints, type HostPort, toTransportAddress } from '../common/end
 import { BrokerList, describeTarget, dialOf, type BrokerTarget } from './brokers.js';
 import { abortError, startPhase } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
+import type { Dialer } from './dialer.js';
 import { openBrokerConnection, secureBrokerConnection } from './exchange.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import { learnAlternatePort } from './alternate-port.js';
@@ -65,6 +66,8 @@ export interface PeerRegistrationOptions {
   readonly keys: RegistrationKeys;
   /** The broker's CA (PEM) for TLS on the control connection. */
   readonly brokerCa?: string;
+  /** How the TCP control connection is opened (dialer.ts). @default direct */
+  readonly dialer?: Dialer;
   /**
    * Decides on each new connection request: undefined accepts it ('connection-request'
    * follows), a reason refuses it (answered 429 with that reason; 'connection-refused'
@@ -326,7 +329,7 @@ export class PeerRegistration extends EventEmitter {
     let connection: Socket | undefined;
     if (this.#transport === 'tcp' && (this.#control === undefined || this.#control.socket.destroyed)) {
       // The TCP connect has its own limit: a silent firewall is reported as blocked traffic, not as a registration timeout.
-      connection = await openBrokerConnection(broker, outer);
+      connection = await openBrokerConnection(broker, outer, undefined, this.#options.dialer);
     }
     const where = this.#transport === 'tcp' ? 'over TCP ' : '';
     const phase = startPhase(outer, timeoutMs ?? this.#options.registerTimeoutMs, `registering ${uri} ${where}with broker ${describeTarget(target)}`);

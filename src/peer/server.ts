@@ -45,6 +45,7 @@ import { toBrokerList } from './brokers.js';
 import { checkNattravUri } from '../security/uri.js';
 import type { VerifiedPeer } from '../security/verify.js';
 import { SocketBudget } from './strategies/socket-budget.js';
+import { registerTransportOf, type Dialer } from './dialer.js';
 
 /**
  * Sockets reserved for each incoming attempt: its broker exchange, its mapping probe,
@@ -114,6 +115,8 @@ export class NattravServer extends EventEmitter {
   readonly #identity: Identity | undefined;
   readonly #keyDir: string | undefined;
   readonly #brokerCa: string | undefined;
+  /** How TCP connections to the broker are opened (dialer.ts); undefined: directly. */
+  readonly #dialer: Dialer | undefined;
   readonly #tls: { ca: string[] } | undefined;
   /** The identities initiators must prove, or undefined for everyone. */
   readonly #allow: ReadonlySet<string> | undefined;
@@ -152,11 +155,8 @@ export class NattravServer extends EventEmitter {
       throw new NattravError(ErrorCode.InvalidArgument, `maxAttemptSockets: expected at least ${ATTEMPT_BASE_SOCKETS} (the sockets of one attempt), got ${maxAttemptSockets}`);
     }
     this.#sockets = new SocketBudget(maxAttemptSockets);
-    const transport = options.registerTransport ?? 'auto';
-    if (transport !== 'auto' && transport !== 'udp' && transport !== 'tcp') {
-      throw new NattravError(ErrorCode.InvalidArgument, `registerTransport: expected 'auto', 'udp' or 'tcp', got ${String(transport)}`);
-    }
-    this.#transport = transport;
+    this.#dialer = options.dialer;
+    this.#transport = registerTransportOf(options.registerTransport, options.dialer);
     this.#identity = options.identity;
     this.#keyDir = options.keyDir;
     this.#brokerCa = options.brokerCa;
@@ -223,6 +223,7 @@ export class NattravServer extends EventEmitter {
       once: this.#once,
       backoff: { initialMs: this.#retryInitialMs, maxMs: this.#retryMaxMs, jitter: REGISTRATION_BACKOFF.jitter },
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
+      ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
     });
     this.#registration = registration;
     registration.on('registered', (event: RegisteredEvent) => this.emit('registered', event));
@@ -379,6 +380,7 @@ export class NattravServer extends EventEmitter {
       sockets: this.#sockets,
       ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
+      ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
     });
   }
 }

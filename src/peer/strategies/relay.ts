@@ -23,7 +23,7 @@ export function relayQuotaOf(socket: Socket): RelayQuotaAttribute | undefined {
 
 /** Connects through the broker's relay and verifies the peer. */
 export const relay: StrategyRunner = async (ctx) => {
-  const socket = await openBrokerConnection(ctx.broker, ctx.signal, ctx.brokerCa);
+  const socket = await openBrokerConnection(ctx.broker, ctx.signal, ctx.brokerCa, ctx.dialer);
   try {
     const request = StunMessage.request(Method.Relay);
     addAttemptId(request, ctx.exchange.attemptId);
