@@ -10,9 +10,9 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { createWebSocketStream, WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer } from 'ws';
 import { checkPort } from '../common/endpoint.js';
+import { webSocketAsSocket } from '../common/websocket-stream.js';
 import { ErrorCode, NattravError } from '../errors.js';
 
 /**
@@ -105,7 +105,8 @@ export class WebSocketListener {
     });
     server.on('upgrade', (request: IncomingMessage, raw: Socket, head: Buffer) => {
       raw.on('error', () => raw.destroy());
-      wss.handleUpgrade(request, raw, head, (ws) => ctx.accept(socketView(ws, raw)));
+      // Not half-open, like the TCP server's sockets: an exchange ends both ways at the first end (the relay turns half-close on).
+      wss.handleUpgrade(request, raw, head, (ws) => ctx.accept(webSocketAsSocket(ws, raw, false)));
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -127,39 +128,6 @@ export class WebSocketListener {
       this.#server.closeAllConnections();
     });
   }
-}
-
-/**
- * The WebSocket `ws` as a stream that answers like its TCP socket `raw`: remote
- * address and port, idle timeout, no-delay and reset go to `raw`; bytes go in and
- * out as binary messages. Destroying it closes the WebSocket; a WebSocket closed
- * by the other side ends and closes it (WebSocket has no half-close).
- */
-export function socketView(ws: WebSocket, raw: Socket): Socket {
-  const stream: Duplex = createWebSocketStream(ws);
-  ws.once('close', () => stream.destroy());
-  stream.on('error', () => stream.destroy());
-  const view = stream as Duplex & Partial<Socket>;
-  Object.defineProperties(view, {
-    remoteAddress: { get: () => raw.remoteAddress },
-    remotePort: { get: () => raw.remotePort },
-    remoteFamily: { get: () => raw.remoteFamily },
-  });
-  view.setTimeout = (ms: number, onTimeout?: () => void) => {
-    raw.setTimeout(ms);
-    if (onTimeout !== undefined) raw.once('timeout', onTimeout);
-    return view as Socket;
-  };
-  view.setNoDelay = (noDelay?: boolean) => {
-    raw.setNoDelay(noDelay);
-    return view as Socket;
-  };
-  view.resetAndDestroy = () => {
-    raw.resetAndDestroy();
-    stream.destroy();
-    return view as Socket;
-  };
-  return view as Socket;
 }
 
 /**
