@@ -21,6 +21,7 @@ import { createRequire } from 'node:module';
 import { ExitCode, Reporter } from './output.js';
 import { StopSignals } from './signals.js';
 import { examples } from './help.js';
+import { BROKER_URL_HELP, HTTP_PROXY_HELP } from './web.js';
 import { collect } from './repeatable.js';
 
 /** The version in package.json. */
@@ -126,7 +127,8 @@ async function main(argv: string[]): Promise<number> {
     .command('listen')
     .description('register URI and accept connections (first one piped to stdin/stdout, like nc -l)')
     .argument('<uri>', 'the URI to register, e.g. nattrav://alice')
-    .requiredOption('--broker <host:port>', '(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops')
+    .requiredOption('--broker <host:port>', `(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops${BROKER_URL_HELP}`)
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--echo', 'echo every connection back instead of piping the first to stdio')
     .option('--keepalive <ms>', 'registration refresh interval, ms (default 10000; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
@@ -151,7 +153,8 @@ async function main(argv: string[]): Promise<number> {
     .command('connect')
     .description('connect to URI and pipe stdin/stdout to the connection, like nc')
     .argument('<uri>', 'the URI to connect to')
-    .requiredOption('--broker <host:port>', '(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer')
+    .requiredOption('--broker <host:port>', `(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer${BROKER_URL_HELP}`)
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
     .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
     .option('--tls', 'TLS 1.3 with mutual authentication, the recipient\'s key checked against URI (the default)')
@@ -173,7 +176,8 @@ async function main(argv: string[]): Promise<number> {
     .description('make a local TCP service reachable by URI: every incoming peer connection is forwarded to it')
     .argument('<target>', 'the local service, [HOST:]PORT (host 127.0.0.1 when left out)')
     .argument('[uri]', 'the URI to register (default: a self-certifying nattrav://k-... URI, printed on stdout)')
-    .requiredOption('--broker <host:port>', '(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops')
+    .requiredOption('--broker <host:port>', `(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops${BROKER_URL_HELP}`)
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--identity <dir>', 'keep our identity here: loaded if the directory holds one, else a new self-certifying one is saved there (same URI next run)')
     .option('--tls', 'TLS 1.3 with mutual authentication on every connection (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
@@ -197,7 +201,8 @@ async function main(argv: string[]): Promise<number> {
     .description('accept local TCP connections and carry each over its own peer connection to a service made reachable with expose')
     .argument('<uri>', 'the URI expose printed, e.g. nattrav://k-...')
     .requiredOption('--listen <[host:]port>', '(required) where to accept local connections (host 127.0.0.1 when left out; port 0: any free port)')
-    .requiredOption('--broker <host:port>', '(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer')
+    .requiredOption('--broker <host:port>', `(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer${BROKER_URL_HELP}`)
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--identity <dir>', 'our identity, kept here (created self-certifying when the directory holds none), so an exposer can allow it')
     .option('--tls', 'TLS 1.3 with mutual authentication, the exposer\'s key checked against URI (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
