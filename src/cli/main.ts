@@ -226,7 +226,8 @@ async function main(argv: string[]): Promise<number> {
     .requiredOption('--broker <host:port>', '(required) the broker (or any RFC 5780 STUN server) to test against')
     .option('--no-tcp', 'skip the TCP tests (then a UDP block cannot be told from a broker that is down)')
     .option('--json', 'print the result as one JSON line on stdout')
-    .action((options: { broker: string; tcp?: boolean; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))))
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
+    .action((options: { broker: string; tcp?: boolean; httpProxy?: string; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))))
     .addHelpText('after', examples(['nattrav netcheck --broker broker.example:3478', 'nattrav netcheck --broker 203.0.113.3:3478 --json']));
 
   program

@@ -13,6 +13,7 @@ import { after, describe, test } from 'node:test';
 import { ErrorCode } from '../../src/errors.js';
 import { connect } from '../../src/peer/connect.js';
 import { maskUrl, proxyFor } from '../../src/peer/web/http-proxy.js';
+import { probeWeb } from '../../src/peer/web/probe.js';
 import { parseBrokerUrl, WebFallbackDialer, webSocketDialer, type WebFallbackEvent } from '../../src/peer/web/dialer.js';
 import { createCa, issueCertificate } from '../../src/security/ca.js';
 import type { NattravSocket } from '../../src/peer/info.js';
@@ -204,5 +205,23 @@ describe('peer over WebSocket', () => {
     assert.throws(() => parseBrokerUrl('wss://'), /broker URL wss:\/\/: not a URL/);
     assert.throws(() => parseBrokerUrl('https://broker.example/'), /the scheme must be wss:\/\/ or ws:\/\/, got https:/);
     assert.throws(() => parseBrokerUrl('wss://u:pw@broker.example/'), (err: Error) => /no user, password/.test(err.message) && !err.message.includes('pw@'));
+  });
+});
+
+describe('probeWeb (netcheck)', () => {
+  test('wss closed, ws answers: reachable over ws with the address the broker saw; nothing open: each step named', async () => {
+    const { broker } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const wsPort = broker.webSocketEndpoints()[0]?.port as number;
+    const closed = netServer();
+    closed.listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const closedPort = (closed.address() as { port: number }).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const found = await probeWeb({ host: '127.0.0.1', port: closedPort }, { fallbackPorts: { wss: closedPort, ws: wsPort }, httpProxy: false }, AbortSignal.timeout(15_000));
+    assert.equal(found.reachable, true);
+    assert.ok(found.reachable && found.via === `ws://127.0.0.1:${wsPort}/` && /^127\.0\.0\.1:\d+$/.test(found.publicEndpoint), JSON.stringify(found));
+    const none = await probeWeb({ host: '127.0.0.1', port: closedPort }, { fallbackPorts: { wss: closedPort, ws: closedPort }, httpProxy: false }, AbortSignal.timeout(15_000));
+    assert.equal(none.reachable, false);
+    assert.deepEqual(!none.reachable && none.reasons.map((r) => r.split(':')[0]), ['wss', 'ws']);
   });
 });
