@@ -5,7 +5,9 @@
  * ws://HOST:80 (wss:443 refused first), registers, is reached by a peer elsewhere
  * and connects to a peer elsewhere; then the same through a real HTTP CONNECT proxy
  * (tinyproxy on a public host, port 443) with --http-proxy. Bytes echoed back hash
- * the same (SHA-256).
+ * the same (SHA-256); netcheck from the web-only site reports the broker as reachable
+ * only over the web. In the proxy case the site's router forwards nothing but to
+ * the proxy, so without --http-proxy the peer cannot reach the broker (exit 4).
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -97,6 +99,14 @@ describe('web-only site: registers over WebSocket, reachable, connects out; also
     await outListener.waitForEvent('registered', START_WAIT_MS);
     const client = await echoThrough(l.site('web').host, 'nattrav://out-echo', ['--no-tls']);
     assert.ok(client.events.some((e) => e.event === 'web-fallback'), 'the initiator on the web-only site fell back too');
+
+    // netcheck says the broker answers only over the web, and from which address.
+    const check = startCli(l.site('web').host, ['netcheck', '--broker', brokerAddress]);
+    assert.equal(await check.exited, 0, check.stderr.slice(-2000));
+    const result = JSON.parse(check.stdout.trim()) as { name?: string; web?: { reachable?: boolean; via?: string; publicEndpoint?: string } };
+    assert.equal(result.name, 'web only');
+    assert.equal(result.web?.via, `ws://${l.broker.address}:80/`);
+    assert.match(String(result.web?.publicEndpoint), new RegExp(`^${l.site('web').publicAddress.replace(/\./g, '\\.')}:\\d+$`));
   });
 
   test('through tinyproxy (HTTP CONNECT) with --http-proxy', { timeout: 5 * 60_000 }, async (t) => {
@@ -110,6 +120,15 @@ describe('web-only site: registers over WebSocket, reachable, connects out; also
     proxy.stdout?.on('data', (chunk: Buffer) => (proxyLog += chunk.toString()));
     proxy.stderr?.on('data', (chunk: Buffer) => (proxyLog += chunk.toString()));
     const proxyUrl = `http://${proxyHost.address}:443`;
+    // The proxy is the site's only way out: its router forwards nothing from the LAN host to any other address.
+    const site = l.site('webproxied');
+    assert.ok(site.router !== undefined);
+    await l.run(site.router, 'nft', ['add', 'table', 'ip', 'only_proxy']);
+    await l.run(site.router, 'nft', ['add', 'chain', 'ip', 'only_proxy', 'forward', '{ type filter hook forward priority -10; policy accept; }']);
+    await l.run(site.router, 'nft', ['add', 'rule', 'ip', 'only_proxy', 'forward', 'ip', 'saddr', site.host.address, 'ip', 'daddr', '!=', proxyHost.address, 'drop']);
+    const direct = startCli(site.host, ['netcheck', '--broker', brokerAddress]);
+    assert.equal(await direct.exited, 4, `without the proxy nothing gets out: ${direct.stderr.slice(-1000)}`);
+    assert.match(direct.stderr, /web: no answer either \(wss:\/\/.*; ws:\/\//);
     const listener = startCli(l.site('webproxied').host, ['listen', 'nattrav://web-proxied', '--broker', brokerAddress, '--echo', '--no-tls', '--http-proxy', proxyUrl]);
     await listener.waitForEvent('registered', START_WAIT_MS);
     await echoThrough(l.site('out').host, 'nattrav://web-proxied', ['--no-tls']);
