@@ -60,6 +60,12 @@ export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/option
 export { PEER_DEFAULTS, DEFAULT_BROKER_PORT } from './peer/options.js';
 export { DIRECT_DIALER } from './peer/dialer.js';
 export type { Dialer } from './peer/dialer.js';
+export { WEB_STEP_TIMEOUT_MS, WebFallbackDialer, isBrokerUrl, parseBrokerUrl, webSocketDialer } from './peer/web/dialer.js';
+export type { BrokerUrl, WebDialerOptions, WebFallbackEvent } from './peer/web/dialer.js';
+export { maskUrl, parseHttpProxy, proxyFor } from './peer/web/http-proxy.js';
+export type { HttpProxy } from './peer/web/http-proxy.js';
+export { probeWeb } from './peer/web/probe.js';
+export type { WebProbe } from './peer/web/probe.js';
 export { MAX_BROKERS, parseBrokerList, toBrokerList } from './peer/brokers.js';
 export type { RegisteredEvent, RegisteredInfo } from './peer/registration.js';
 export type { RegistrationKind } from './peer/backoff.js';
