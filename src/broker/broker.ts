@@ -5,7 +5,7 @@
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { ErrorCode, NattravError } from '../errors.js';
 import { encodeMessage, type EncodeOptions } from '../wire/codec.js';
 import type { StunMessage } from '../wire/message.js';
@@ -27,6 +27,7 @@ import { answerBinding, socketAddress, socketKey, type Rfc5780Layout, type Serve
 import { NOT_PLAIN, PlainBindingAnswers } from './binding-fast.js';
 import { TcpService } from './tcp.js';
 import { ClusterRouting } from './cluster.js';
+import { openWebSocketListeners, type WebSocketEndpoint, type WebSocketListener } from './websocket.js';
 import { toTransportAddress } from '../common/endpoint.js';
 import { WorkerRouter, workerBrokerId, type RouteCounts } from './workers/worker-router.js';
 import { WorkerRegistry } from './workers/ipc-stores.js';
@@ -69,6 +70,7 @@ export class Broker extends EventEmitter {
   /** UDP sockets by `socketKey` (rfc5780.ts); the primary one also carries the broker's own requests. */
   #udp = new Map<string, UdpSocket>();
   #tcp: readonly Server[] = [];
+  #webSockets: readonly WebSocketListener[] = [];
   #layout: Rfc5780Layout | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
   /** Settles when a listen() in progress has finished (bound everything, or closed what it bound). */
@@ -265,10 +267,16 @@ export class Broker extends EventEmitter {
           tcp: (h, p) => this.#openWhileStarting(() => this.#tcpService.listen(h, p), (server) => closeListeners([], [server])),
         },
       );
-      if (this.#state !== 'starting') {
+      const webSockets = await this.#openWebSockets().catch(async (err: unknown) => {
         await closeListeners(bound.udp.values(), bound.tcp);
+        if (this.#state === 'starting') this.#state = 'idle';
+        throw err;
+      });
+      if (this.#state !== 'starting') {
+        await Promise.all([closeListeners(bound.udp.values(), bound.tcp), ...webSockets.map((ws) => ws.close())]);
         throw closedWhileStarting();
       }
+      this.#webSockets = webSockets;
       this.#udp = new Map(bound.udp);
       this.#tcp = bound.tcp;
       this.#layout = bound.layout;
@@ -304,7 +312,7 @@ export class Broker extends EventEmitter {
     this.#tcpService.close();
     // A listen() in progress closes what it bound as soon as its bind returns.
     await this.#starting;
-    await closeListeners(this.#udp.values(), this.#tcp);
+    await Promise.all([closeListeners(this.#udp.values(), this.#tcp), ...this.#webSockets.map((ws) => ws.close())]);
     if (this.#ownsRegistry) await this.#registry.close();
     if (this.#options.sessions === undefined) await this.#auth.sessions.close();
     this.emit('close');
@@ -313,6 +321,17 @@ export class Broker extends EventEmitter {
   /** Same as {@link Broker.close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  /** The WebSocket listeners (option `webSockets`) with their bound ports; empty before listen() resolved. */
+  webSocketEndpoints(): WebSocketEndpoint[] {
+    return this.#webSockets.map((ws) => ({ ...ws.endpoint }));
+  }
+
+  #openWebSockets(): Promise<WebSocketListener[]> {
+    const { cert, key, webSockets } = this.#options;
+    const ctx = { ...(cert === undefined ? {} : { cert }), ...(key === undefined ? {} : { key }), accept: (socket: Socket) => this.#tcpService.accept(socket), warn: (message: string) => this.emit('event', { type: 'warning', message } satisfies BrokerEvent) };
+    return openWebSocketListeners(webSockets, ctx, (open) => this.#openWhileStarting(open, (listener) => listener.close()));
   }
 
   /**

@@ -9,6 +9,7 @@ import type { Registry } from './registry/registry.js';
 import type { SessionStore } from './sessions.js';
 import { isWildcard } from './rfc5780.js';
 import type { WorkerLink } from './workers/worker-router.js';
+import { checkWebSocketListens, type WebSocketListen } from './websocket.js';
 
 /** Options of {@link createBroker}. */
 export interface BrokerOptions {
@@ -128,6 +129,12 @@ export interface BrokerOptions {
    * other callers: use {@link startBrokerWorkers}. @default undefined (one process)
    */
   workerLink?: WorkerLink;
+  /**
+   * WebSocket listeners (websocket.ts) for peers on networks that pass only the web:
+   * each serves what the TCP port serves, wss with `cert`/`key` (e.g. port 443) or
+   * plain ws (e.g. port 80). @default none
+   */
+  webSockets?: readonly WebSocketListen[];
 }
 
 /** Fully resolved broker options. */
@@ -181,6 +188,7 @@ export const BROKER_DEFAULTS = {
   relayMaxBytes: 1_073_741_824,
   /** One hour: an interactive session; a relay held open idle for days ties up two sockets. 0: unlimited. */
   relayMaxDurationMs: 3_600_000,
+  webSockets: [],
 } as const satisfies ResolvedBrokerOptions;
 
 /** Options that must be integers >= 1 (`port` and the relay quotas have their own rules). */
@@ -239,6 +247,7 @@ export function resolveBrokerOptions(options: BrokerOptions): ResolvedBrokerOpti
     );
   }
   amplificationMode(resolved);
+  resolved.webSockets = checkWebSocketListens(resolved.webSockets, resolved.cert !== undefined && resolved.key !== undefined);
   const bus = resolved.bus as Partial<BrokerBus> | undefined;
   if (bus !== undefined && (typeof bus !== 'object' || bus === null || typeof bus.id !== 'string' || typeof bus.send !== 'function' || typeof bus.onMessage !== 'function')) {
     bad('bus', 'a BrokerBus (id, send, onMessage, close)');

@@ -132,6 +132,11 @@ export class TcpService {
     for (const socket of this.#sockets) socket.destroy();
   }
 
+  /** Serves a stream that stands for a TCP connection (a WebSocket, websocket.ts) under the same caps and deadlines. */
+  accept(socket: Socket): void {
+    this.#accept(socket);
+  }
+
   #accept(socket: Socket): void {
     const source = socket.remoteAddress ?? '?';
     if (this.#closed || !this.#ctx.guard.acceptTcp(source)) {

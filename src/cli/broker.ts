@@ -1,7 +1,7 @@
 /** The `broker` command: parse, call the library, log. */
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { BROKER_DEFAULTS, ErrorCode, NattravError, RedisBus, WorkerConnection, connectRedis, createBroker, parseHostPort, serveBrokerStatus, shareLimits, workerIdentity, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent, type WorkerIdentity, type MonitoredBroker, WorkersStatusView, reportStatus } from '../index.js';
+import { BROKER_DEFAULTS, ErrorCode, NattravError, RedisBus, WorkerConnection, connectRedis, createBroker, parseHostPort, serveBrokerStatus, shareLimits, workerIdentity, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent, type WebSocketListen, type WorkerIdentity, type MonitoredBroker, WorkersStatusView, reportStatus } from '../index.js';
 import { parseWorkers, runBrokerPrimary } from './broker-workers.js';
 import { workerBrokerId } from '../broker/workers/link.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
@@ -36,6 +36,8 @@ export interface BrokerCommandOptions {
   listLimits?: boolean;
   /** `--redis URL`: registrations and sessions in Redis, shared with other brokers. */
   redis?: string;
+  /** `--ws-listen [ws://|wss://]HOST:PORT`, repeatable: WebSocket listeners (wss by default with --cert). */
+  wsListen?: string[];
   /** `--join-address IP:PORT`: where peers reach this broker, told to recipients of other brokers of the cluster. */
   joinAddress?: string;
   /** `--workers N`: run N broker processes on the same ports (broker-workers.ts). @default 1 */
@@ -193,6 +195,7 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
     ...(options.open === true ? { open: true } : {}),
     ...(options.strictAmplification === true ? { strictAmplification: true } : {}),
     ...(options.stunCompat === true ? { stunCompat: true } : {}),
+    ...(options.wsListen === undefined ? {} : { webSockets: options.wsListen.map(parseWsListen) }),
   });
   broker.on('event', (event: BrokerEvent) => logBrokerEvent(log, event));
   broker.on('error', (err: Error) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`));
@@ -209,6 +212,10 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
   }
   try {
     await broker.listen();
+    for (const ws of broker.webSocketEndpoints()) {
+      const url = `${ws.tls ? 'wss' : 'ws'}://${ws.address.includes(':') ? `[${ws.address}]` : ws.address}:${ws.port}/`;
+      log.info({ event: 'ws-listening', address: ws.address, port: ws.port, tls: ws.tls, url }, `ws-listening ${url}`);
+    }
     if (status !== undefined) await startStatus(status, options.http as string, log);
     connection?.listening(() => broker.routeCounts);
   } catch (err) {
@@ -227,6 +234,15 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
   await status?.close();
   await broker.close();
   return stop.exitCode ?? ExitCode.Ok;
+}
+
+/** One `--ws-listen`: `HOST:PORT` (wss when the broker has --cert), or `ws://HOST:PORT` / `wss://HOST:PORT` saying which. */
+export function parseWsListen(text: string): WebSocketListen {
+  const scheme = /^(wss?):\/\//i.exec(text);
+  const rest = scheme === null ? text : text.slice(scheme[0].length).replace(/\/$/, '');
+  if (rest.includes('/')) throw new NattravError(ErrorCode.InvalidArgument, `--ws-listen: pass [ws://|wss://]HOST:PORT (no path: every path is served), got ${text}`);
+  const { host, port } = parseHostPort(rest, '--ws-listen');
+  return { host, port, ...(scheme === null ? {} : { tls: scheme[1]?.toLowerCase() === 'wss' }) };
 }
 
 /** createBroker, with an error about a value from --limit naming that --limit. */

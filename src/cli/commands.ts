@@ -25,6 +25,8 @@ import { socks5Option } from './proxy.js';
 import { readPem } from './pem.js';
 import { pipeStdio, reportNotConnected, reportPipe } from './pipe.js';
 import type { StopSignals } from './signals.js';
+import { brokerRoute, type WebCommandOptions } from './web.js';
+import { isBrokerUrl, parseBrokerUrl } from '../peer/web/dialer.js';
 
 function infoFields(info: ConnectionInfo): Record<string, unknown> {
   return {
@@ -53,7 +55,7 @@ interface SecurityOptions {
 }
 
 /** Options of `nattrav listen`. */
-export interface ListenCommandOptions extends SecurityOptions {
+export interface ListenCommandOptions extends SecurityOptions, WebCommandOptions {
   broker: string;
   echo?: boolean;
   keyDir?: string;
@@ -68,7 +70,7 @@ export interface ListenCommandOptions extends SecurityOptions {
 }
 
 /** Options of `nattrav connect`. */
-export interface ConnectCommandOptions extends SecurityOptions {
+export interface ConnectCommandOptions extends SecurityOptions, WebCommandOptions {
   broker: string;
   expectKey?: string;
   acceptNewKey?: boolean;
@@ -80,7 +82,7 @@ export interface ConnectCommandOptions extends SecurityOptions {
 /** Checks the URI and --broker (one broker, or several comma-separated) before anything touches the network; errors name what was wrong (exit 2). */
 function checkTarget(uri: string, broker: string): HostPort[] {
   checkNattravUri(uri, 'URI');
-  return parseBrokerList(broker, '--broker');
+  return isBrokerUrl(broker) ? [parseBrokerUrl(broker).broker] : parseBrokerList(broker, '--broker');
 }
 
 /** Loads --identity, --ca and --broker-ca. */
@@ -175,8 +177,10 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   const brokers = checkTarget(uri, options.broker);
   for (const allowed of options.allow ?? []) checkNattravUri(allowed, '--allow');
   const { identity, ca, brokerCa } = await security(options);
+  const { dialer } = brokerRoute(options.broker, options, brokerCa, out);
   const server = createServer({
     broker: brokers,
+    dialer,
     uri,
     ...(identity === undefined ? {} : { identity }),
     ...(brokerCa === undefined ? {} : { brokerCa }),
@@ -245,6 +249,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
 export async function connectCommand(uri: string, options: ConnectCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const brokers = checkTarget(uri, options.broker);
   const { identity, ca, brokerCa } = await security(options);
+  const { dialer } = brokerRoute(options.broker, options, brokerCa, out);
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
   const proxy = socks5Option(options.socks5, out);
   const onTrace = (event: StrategyTrace): void => {
@@ -255,6 +260,7 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
   try {
     socket = await connect({
       broker: brokers,
+      dialer,
       onBrokerFailed: ({ broker, error }) => out.event('broker-failed', { broker, code: error.code, message: error.message }, `broker ${broker} did not answer (${error.message}); trying the next`),
       uri,
       signal: stop.signal,

@@ -22,6 +22,7 @@ import { createRequire } from 'node:module';
 import { ExitCode, Reporter } from './output.js';
 import { StopSignals } from './signals.js';
 import { examples } from './help.js';
+import { BROKER_URL_HELP, HTTP_PROXY_HELP } from './web.js';
 import { collect } from './repeatable.js';
 
 /** The version in package.json. */
@@ -105,6 +106,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--strict-amplification', 'never answer an unauthenticated UDP request with more bytes than it had (bare STUN Bindings then get no answer)')
     .option('--stun-compat', 'full RFC 5780 answers (up to 124 bytes) to small Binding requests, as coturn\'s natdiscovery expects')
     .option('--http <host:port>', 'serve a status page (/), Prometheus /metrics and /healthz over HTTP here')
+    .option('--ws-listen <[ws://|wss://]host:port>', 'also serve peers over WebSocket here, for networks that pass only the web: wss with --cert/--key (e.g. :443), else ws (e.g. :80); ws:// or wss:// says which; repeatable', collect, undefined)
     .addOption(new Option('--log-format <format>', 'logs on stderr: JSON lines with time and level, or one readable line per event (default: json)').choices(LOG_FORMATS))
     .addOption(new Option('--log-level <level>', 'least severe level logged; registration refreshes and status requests are debug (default: info)').choices(LOG_LEVELS))
     .option('--json', 'the same as --log-format json')
@@ -124,6 +126,7 @@ async function main(argv: string[]): Promise<number> {
         'nattrav broker --listen 0.0.0.0:3478',
         'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json',
         'nattrav broker --http 127.0.0.1:8080 --log-format pretty --log-level debug',
+        'nattrav broker --cert broker.pem --key broker.key --ws-listen 0.0.0.0:443 --ws-listen ws://0.0.0.0:80',
         'nattrav broker --limit maxRegistrations=500000 --limit udpRegister=50/500',
         'nattrav broker --workers 4 --listen 0.0.0.0:3478',
         'NATTRAV_REDIS=rediss://broker:PASSWORD@redis.internal:6379 nattrav broker --join-address 198.51.100.7:3478',
@@ -135,7 +138,8 @@ async function main(argv: string[]): Promise<number> {
     .command('listen')
     .description('register URI and accept connections (first one piped to stdin/stdout, like nc -l)')
     .argument('<uri>', 'the URI to register, e.g. nattrav://alice')
-    .requiredOption('--broker <host:port>', '(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops')
+    .requiredOption('--broker <host:port>', `(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops${BROKER_URL_HELP}`)
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--echo', 'echo every connection back instead of piping the first to stdio')
     .option('--keepalive <ms>', 'registration refresh interval, ms (default 10000; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
@@ -163,7 +167,8 @@ async function main(argv: string[]): Promise<number> {
     .command('connect')
     .description('connect to URI and pipe stdin/stdout to the connection, like nc')
     .argument('<uri>', 'the URI to connect to')
-    .requiredOption('--broker <host:port>', '(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer')
+    .requiredOption('--broker <host:port>', `(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer${BROKER_URL_HELP}`)
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
     .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
     .option('--tls', 'TLS 1.3 with mutual authentication, the recipient\'s key checked against URI (the default)')
@@ -186,7 +191,8 @@ async function main(argv: string[]): Promise<number> {
     .description('make a local TCP service reachable by URI: every incoming peer connection is forwarded to it')
     .argument('<target>', 'the local service, [HOST:]PORT (host 127.0.0.1 when left out)')
     .argument('[uri]', 'the URI to register (default: a self-certifying nattrav://k-... URI, printed on stdout)')
-    .requiredOption('--broker <host:port>', '(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops')
+    .requiredOption('--broker <host:port>', `(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops${BROKER_URL_HELP}`)
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--identity <dir>', 'keep our identity here: loaded if the directory holds one, else a new self-certifying one is saved there (same URI next run)')
     .option('--tls', 'TLS 1.3 with mutual authentication on every connection (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
@@ -213,7 +219,8 @@ async function main(argv: string[]): Promise<number> {
     .description('accept local TCP connections and carry each over its own peer connection to a service made reachable with expose')
     .argument('<uri>', 'the URI expose printed, e.g. nattrav://k-...')
     .requiredOption('--listen <[host:]port>', '(required) where to accept local connections (host 127.0.0.1 when left out; port 0: any free port)')
-    .requiredOption('--broker <host:port>', '(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer')
+    .requiredOption('--broker <host:port>', `(required) the broker to ask; several as HOST:PORT,HOST:PORT: tried in order while they do not answer${BROKER_URL_HELP}`)
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--identity <dir>', 'our identity, kept here (created self-certifying when the directory holds none), so an exposer can allow it')
     .option('--tls', 'TLS 1.3 with mutual authentication, the exposer\'s key checked against URI (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
@@ -238,7 +245,8 @@ async function main(argv: string[]): Promise<number> {
     .requiredOption('--broker <host:port>', '(required) the broker (or any RFC 5780 STUN server) to test against')
     .option('--no-tcp', 'skip the TCP tests (then a UDP block cannot be told from a broker that is down)')
     .option('--json', 'print the result as one JSON line on stdout')
-    .action((options: { broker: string; tcp?: boolean; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))))
+    .option('--http-proxy <url>', HTTP_PROXY_HELP)
+    .action((options: { broker: string; tcp?: boolean; httpProxy?: string; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))))
     .addHelpText('after', examples(['nattrav netcheck --broker broker.example:3478', 'nattrav netcheck --broker 203.0.113.3:3478 --json']));
 
   program

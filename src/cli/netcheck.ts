@@ -3,7 +3,9 @@
  * RFC 5780 STUN server). The profile is the result, on stdout; a broker that
  * answers on neither UDP nor TCP is discoverNat's ERR_BROKER_UNREACHABLE (exit 4).
  */
-import { describeNat, discoverNat, formatAllocation, type NatProfile } from '../index.js';
+import { ErrorCode, NattravError, describeNat, discoverNat, formatAllocation, parseHostPort, type NatProfile } from '../index.js';
+import { parseHttpProxy } from '../peer/web/http-proxy.js';
+import { probeWeb, type WebProbe } from '../peer/web/probe.js';
 import { ExitCode, type Reporter } from './output.js';
 
 /** Human lines for a profile, one fact each. */
@@ -37,11 +39,35 @@ function abortOnSignal(controller: AbortController): void {
   process.once('SIGTERM', abort);
 }
 
-/** `nattrav netcheck --broker HOST:PORT [--no-tcp]`: prints the NAT profile on stdout (one `netcheck` JSON line with --json). */
-export async function netcheckCommand(options: { broker: string; tcp?: boolean }, out: Reporter): Promise<number> {
+/** The human line for a web probe. */
+function webLine(web: WebProbe): string {
+  return web.reachable ? `web: the broker answers over ${web.via} (seen from ${web.publicEndpoint}); peers fall back to it` : `web: no answer either (${web.reasons.join('; ')})`;
+}
+
+/**
+ * `nattrav netcheck --broker HOST:PORT [--no-tcp] [--http-proxy URL]`: prints the NAT profile on
+ * stdout (one `netcheck` JSON line with --json). When TCP is blocked, or neither UDP nor TCP
+ * answers, it also tries the web fallback (wss:443, then ws:80) and reports it as `web`; a
+ * broker reachable only over the web is exit 0, one reachable nowhere exit 4.
+ */
+export async function netcheckCommand(options: { broker: string; tcp?: boolean; httpProxy?: string }, out: Reporter): Promise<number> {
   const controller = new AbortController();
   abortOnSignal(controller);
-  const profile = await discoverNat({ server: options.broker, signal: controller.signal, tcp: options.tcp !== false });
-  out.result('netcheck', { name: describeNat(profile), ...profile }, humanLines(profile).join('\n'));
+  if (options.httpProxy !== undefined) parseHttpProxy(options.httpProxy, '--http-proxy');
+  const webOptions = options.httpProxy === undefined ? {} : { httpProxy: options.httpProxy };
+  let profile: NatProfile;
+  try {
+    profile = await discoverNat({ server: options.broker, signal: controller.signal, tcp: options.tcp !== false });
+  } catch (err) {
+    if (!(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) throw err;
+    const web = await probeWeb(parseHostPort(options.broker, '--broker', 3478), webOptions, controller.signal);
+    if (!web.reachable) throw new NattravError(err.code, `${err.message}; ${webLine(web)}`, { cause: err });
+    out.result('netcheck', { name: 'web only', web }, [`NAT type: web only (neither UDP nor TCP reaches the broker)`, webLine(web)].join('\n'));
+    return ExitCode.Ok;
+  }
+  const web = profile.tcp?.blocked === true ? await probeWeb(parseHostPort(options.broker, '--broker', 3478), webOptions, controller.signal) : undefined;
+  const lines = humanLines(profile);
+  if (web !== undefined) lines.push(webLine(web));
+  out.result('netcheck', { name: describeNat(profile), ...profile, ...(web === undefined ? {} : { web }) }, lines.join('\n'));
   return ExitCode.Ok;
 }

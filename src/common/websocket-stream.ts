@@ -1,0 +1,109 @@
+/**
+ * A WebSocket as a byte stream that stands for a TCP socket, used on both ends of
+ * nattrav's WebSocket transport (the broker's listeners, the peer's web dialer).
+ * Each write goes out as one binary message; an empty binary message is the end of
+ * one direction (a FIN), so a relayed connection half-closes over a WebSocket like
+ * over TCP; once both directions ended the WebSocket is closed. Remote address and
+ * port, idle timeout, no-delay and reset go to the TCP (or TLS) socket under it.
+ */
+import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
+import type { WebSocket } from 'ws';
+
+/** How long a WebSocket close handshake may take before the connection is cut, in ms. */
+const CLOSE_TIMEOUT_MS = 2_000;
+
+/** The stream over `ws`; see the module comment. */
+class WebSocketDuplex extends Duplex {
+  readonly #ws: WebSocket;
+
+  constructor(ws: WebSocket, allowHalfOpen: boolean) {
+    super({ allowHalfOpen });
+    this.#ws = ws;
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (!isBinary) {
+        this.destroy(new Error('text message on a nattrav WebSocket'));
+      } else if (data.length === 0) {
+        this.push(null);
+      } else if (!this.push(data)) {
+        ws.pause();
+      }
+    });
+    ws.once('close', () => this.destroy());
+    ws.on('error', (err: Error) => this.destroy(err));
+  }
+
+  override _read(): void {
+    this.#ws.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    // An empty message means end of stream: never send one for an empty write.
+    if (chunk.length === 0) {
+      callback();
+      return;
+    }
+    this.#ws.send(chunk, { binary: true }, (err) => callback(err ?? null));
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.#ws.send(Buffer.alloc(0), { binary: true }, (err) => callback(err ?? null));
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const ws = this.#ws;
+    if (ws.readyState === ws.CONNECTING || ws.readyState === ws.OPEN) {
+      ws.close(err === null ? 1000 : 1011);
+      // A peer that does not answer the close handshake is cut.
+      setTimeout(() => ws.terminate(), CLOSE_TIMEOUT_MS).unref();
+    }
+    callback(err);
+  }
+}
+
+/**
+ * `ws` as a stream that answers like the TCP or TLS socket `raw` under it (remote
+ * address and port, setTimeout, setNoDelay, setKeepAlive, resetAndDestroy). With
+ * `allowHalfOpen` false, the end of the other side's direction ends ours too (like
+ * a net.Socket without allowHalfOpen).
+ */
+export function webSocketAsSocket(ws: WebSocket, raw: Socket, allowHalfOpen: boolean): Socket {
+  const stream = new WebSocketDuplex(ws, allowHalfOpen);
+  const view = stream as unknown as Duplex & Partial<Socket>;
+  Object.defineProperties(view, {
+    remoteAddress: { get: () => raw.remoteAddress },
+    remotePort: { get: () => raw.remotePort },
+    remoteFamily: { get: () => raw.remoteFamily },
+    localAddress: { get: () => raw.localAddress },
+    localPort: { get: () => raw.localPort },
+  });
+  // One idle callback at a time (the broker sets it again at every registration refresh).
+  let idle: (() => void) | undefined;
+  view.setTimeout = (ms: number, onTimeout?: () => void) => {
+    raw.setTimeout(ms);
+    if (onTimeout !== undefined) {
+      if (idle !== undefined) raw.off('timeout', idle);
+      idle = onTimeout;
+      raw.once('timeout', onTimeout);
+    }
+    return view as Socket;
+  };
+  view.setNoDelay = (noDelay?: boolean) => {
+    raw.setNoDelay(noDelay);
+    return view as Socket;
+  };
+  view.setKeepAlive = (enable?: boolean, delay?: number) => {
+    raw.setKeepAlive(enable, delay);
+    return view as Socket;
+  };
+  view.resetAndDestroy = () => {
+    stream.destroy();
+    // A TLS socket (wss) has no TCP handle of its own to reset.
+    if (!(raw instanceof TLSSocket)) raw.resetAndDestroy();
+    else raw.destroy();
+    return view as Socket;
+  };
+  return view as Socket;
+}

@@ -1,0 +1,242 @@
+/**
+ * Dialers (../dialer.ts) for networks that pass only the web: a WebSocket to the
+ * broker (`wss://HOST[:PORT][/PATH]` or `ws://...`), directly or through an HTTP
+ * CONNECT proxy (http-proxy.ts), carrying what a TCP connection to the broker
+ * carries; and the fallback dialer, which tries plain TCP first and, when the broker
+ * cannot be reached that way, `wss://HOST:443/` and then `ws://HOST:80/`, each step
+ * bounded in time, reporting the step that worked.
+ */
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import { WebSocket } from 'ws';
+import { formatEndpoint, type HostPort } from '../../common/endpoint.js';
+import { abortError } from '../../common/signal.js';
+import { webSocketAsSocket } from '../../common/websocket-stream.js';
+import { WS_MAX_PAYLOAD } from '../../broker/websocket.js';
+import { ErrorCode, NattravError } from '../../errors.js';
+import { brokerCertificateProblem } from '../../security/issued.js';
+import { DIRECT_DIALER, type Dialer } from '../dialer.js';
+import { connectThroughProxy, maskUrl, proxyFor } from './http-proxy.js';
+
+/** One step (TCP or proxy tunnel, TLS, WebSocket upgrade) of reaching the broker over the web: 5 s, like a direct TCP connect. */
+export const WEB_STEP_TIMEOUT_MS = 5_000;
+
+/** How the web dialers reach and trust the broker. */
+export interface WebDialerOptions {
+  /** The CA (PEM) that issued the broker's certificate, for wss; else the system's CAs. The certificate must name a broker either way. */
+  readonly brokerCa?: string;
+  /** HTTP CONNECT proxy URL (`http://[USER:PASSWORD@]HOST:PORT`); `false`: none; undefined: from `env` like curl. */
+  readonly httpProxy?: string | false;
+  /** Where HTTPS_PROXY, HTTP_PROXY and NO_PROXY are read. @default process.env */
+  readonly env?: NodeJS.ProcessEnv;
+  /** Limit on each step of one dial, in ms. @default WEB_STEP_TIMEOUT_MS */
+  readonly stepTimeoutMs?: number;
+  /** The ports {@link WebFallbackDialer} tries for wss and ws. @default { wss: 443, ws: 80 } */
+  readonly fallbackPorts?: { readonly wss: number; readonly ws: number };
+}
+
+/** A checked broker URL. */
+export interface BrokerUrl {
+  readonly url: URL;
+  readonly secure: boolean;
+  /** The host and port the URL names (443 for wss, 80 for ws by default). */
+  readonly broker: HostPort;
+}
+
+/** True when `text` is meant as a WebSocket URL (starts with ws:// or wss://). */
+export function isBrokerUrl(text: string): boolean {
+  return /^wss?:\/\//i.test(text);
+}
+
+/** Parses `wss://HOST[:PORT][/PATH]` or `ws://...`; throws ERR_INVALID_ARGUMENT naming the URL and what is wrong. */
+export function parseBrokerUrl(text: string): BrokerUrl {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new NattravError(ErrorCode.InvalidArgument, `broker URL ${maskUrl(text)}: not a URL (pass wss://HOST[:PORT][/PATH] or ws://...)`);
+  }
+  if (url.protocol !== 'wss:' && url.protocol !== 'ws:') {
+    throw new NattravError(ErrorCode.InvalidArgument, `broker URL ${maskUrl(text)}: the scheme must be wss:// or ws://, got ${url.protocol}`);
+  }
+  if (url.hostname === '') throw new NattravError(ErrorCode.InvalidArgument, `broker URL ${maskUrl(text)}: no host`);
+  if (url.username !== '' || url.password !== '' || url.hash !== '') {
+    throw new NattravError(ErrorCode.InvalidArgument, `broker URL ${maskUrl(text)}: no user, password or #fragment (the broker authenticates peers by their keys)`);
+  }
+  const secure = url.protocol === 'wss:';
+  return { url, secure, broker: { host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port === '' ? (secure ? 443 : 80) : Number(url.port) } };
+}
+
+/** A dialer that opens a WebSocket to `url` whatever target it is asked for (the broker the URL names). */
+export function webSocketDialer(url: string | BrokerUrl, options: WebDialerOptions = {}): Dialer {
+  const parsed = typeof url === 'string' ? parseBrokerUrl(url) : url;
+  return { kind: parsed.secure ? 'wss' : 'ws', dial: (_target, signal) => openWebSocket(parsed, options, signal) };
+}
+
+/** An event of {@link WebFallbackDialer}: the broker `broker` is reached through `via` from now on. */
+export interface WebFallbackEvent {
+  readonly broker: string;
+  /** The URL that worked. */
+  readonly via: string;
+  /** Why plain TCP (and any earlier step) failed. */
+  readonly reasons: readonly string[];
+}
+
+/**
+ * Plain TCP first; when the broker cannot be reached that way (ERR_BROKER_UNREACHABLE),
+ * `wss://HOST:443/` then `ws://HOST:80/`. The way that worked is kept for that broker;
+ * `kind` is 'direct' until a web step was chosen, then that step's kind (so the peer
+ * stops sending mapping probes). Fails with ERR_BROKER_UNREACHABLE listing every step.
+ */
+export class WebFallbackDialer implements Dialer {
+  readonly #options: WebDialerOptions;
+  readonly #onFallback: ((event: WebFallbackEvent) => void) | undefined;
+  readonly #chosen = new Map<string, Dialer>();
+  #kind = 'direct';
+
+  constructor(options: WebDialerOptions = {}, onFallback?: (event: WebFallbackEvent) => void) {
+    this.#options = options;
+    this.#onFallback = onFallback;
+  }
+
+  /** See the class comment. */
+  get kind(): string {
+    return this.#kind;
+  }
+
+  async dial(target: HostPort, signal: AbortSignal): Promise<Socket> {
+    const key = formatEndpoint({ address: target.host, port: target.port });
+    const known = this.#chosen.get(key);
+    if (known !== undefined) return known.dial(target, signal);
+    const host = target.host.includes(':') ? `[${target.host}]` : target.host;
+    const ports = this.#options.fallbackPorts ?? { wss: 443, ws: 80 };
+    const wss = `wss://${host}:${ports.wss}/`;
+    const ws = `ws://${host}:${ports.ws}/`;
+    const steps: Array<[string, Dialer]> = [
+      ['tcp', DIRECT_DIALER],
+      [wss, webSocketDialer(wss, this.#options)],
+      [ws, webSocketDialer(ws, this.#options)],
+    ];
+    const reasons: string[] = [];
+    for (const [via, dialer] of steps) {
+      try {
+        const socket = await dialer.dial(target, signal);
+        this.#chosen.set(key, dialer);
+        this.#kind = dialer.kind;
+        if (dialer !== DIRECT_DIALER) this.#onFallback?.({ broker: key, via, reasons });
+        return socket;
+      } catch (err) {
+        if (signal.aborted || !(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) throw err;
+        reasons.push(`${via}: ${err.message}`);
+      }
+    }
+    throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable over TCP and over the web: ${reasons.join('; ')}`, { address: target.host, port: target.port });
+  }
+}
+
+/** TCP (or a proxy's tunnel), TLS for wss, then the WebSocket upgrade; each step within `stepTimeoutMs`. */
+async function openWebSocket(target: BrokerUrl, options: WebDialerOptions, signal: AbortSignal): Promise<Socket> {
+  const timeoutMs = options.stepTimeoutMs ?? WEB_STEP_TIMEOUT_MS;
+  const { host, port } = target.broker;
+  const href = target.url.href;
+  const proxy = proxyFor(host, target.secure, options.httpProxy, options.env ?? process.env);
+  const unreachable = (why: string, cause?: unknown): NattravError =>
+    new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: ${href}${proxy === undefined ? '' : ` via HTTP proxy ${proxy.display}`}: ${why}`, { ...(cause === undefined ? {} : { cause }), address: host, port });
+  const tcp = proxy === undefined ? await connectTcp(host, port, signal, timeoutMs, unreachable) : await connectThroughProxy(proxy, host, port, signal, timeoutMs);
+  let transport: Socket = tcp;
+  try {
+    if (target.secure) transport = await startTls(tcp, host, options.brokerCa, signal, timeoutMs, unreachable);
+    const secured = transport;
+    const ws = new WebSocket(href, { createConnection: () => secured, perMessageDeflate: false, maxPayload: WS_MAX_PAYLOAD, handshakeTimeout: timeoutMs, followRedirects: false });
+    await settle<void>(signal, (resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_req, res) => reject(unreachable(`HTTP ${res.statusCode ?? '?'} instead of a WebSocket (no nattrav broker at this URL?)`)));
+      // on, not once: a failed WebSocket may report more than one error after the first rejected this.
+      ws.on('error', (err: Error) => reject(unreachable(`WebSocket: ${err.message}`, err)));
+    });
+    return webSocketAsSocket(ws, secured, true);
+  } catch (err) {
+    transport.destroy();
+    tcp.destroy();
+    throw err;
+  }
+}
+
+/** A TCP connection to `host:port` within `timeoutMs`. */
+function connectTcp(host: string, port: number, signal: AbortSignal, timeoutMs: number, unreachable: (why: string, cause?: unknown) => NattravError): Promise<Socket> {
+  const socket = netConnect({ host, port, allowHalfOpen: true });
+  socket.setNoDelay(true);
+  return settle<Socket>(
+    signal,
+    (resolve, reject) => {
+      socket.once('connect', () => resolve(socket));
+      socket.on('error', (err: Error & { code?: string }) => reject(unreachable(`TCP ${formatEndpoint({ address: host, port })}: ${err.code ?? err.message}`, err)));
+    },
+    timeoutMs,
+    () => unreachable(`no TCP connection within ${timeoutMs} ms`),
+  ).catch((err: unknown) => {
+    socket.destroy();
+    throw err;
+  });
+}
+
+/** TLS 1.3 over `tcp` to `host`: the chain checked against `ca` (else the system's CAs), the certificate naming a broker or `host`. */
+function startTls(tcp: Socket, host: string, ca: string | undefined, signal: AbortSignal, timeoutMs: number, unreachable: (why: string, cause?: unknown) => NattravError): Promise<TLSSocket> {
+  const secure = tlsConnect({
+    socket: tcp,
+    ...(isIP(host) === 0 ? { servername: host } : {}),
+    ...(ca === undefined ? {} : { ca }),
+    minVersion: 'TLSv1.3',
+    maxVersion: 'TLSv1.3',
+    checkServerIdentity: (_name, peer) => {
+      const problem = brokerCertificateProblem(new X509Certificate(peer.raw), host);
+      return problem === undefined ? undefined : new Error(problem);
+    },
+  });
+  return settle<TLSSocket>(
+    signal,
+    (resolve, reject) => {
+      secure.once('secureConnect', () => resolve(secure));
+      secure.on('error', (err: Error) => reject(new NattravError(ErrorCode.BrokerAuth, `broker authentication failed: ${host}:${tcp.remotePort ?? '?'} over wss: ${err.message}`, { cause: err })));
+    },
+    timeoutMs,
+    () => unreachable(`no TLS handshake within ${timeoutMs} ms`),
+  ).catch((err: unknown) => {
+    secure.destroy();
+    throw err;
+  });
+}
+
+/** A promise that also rejects when `signal` aborts (its reason) or, with `timeoutMs`, with `onTimeout()`; listeners removed once settled. */
+function settle<T>(signal: AbortSignal, run: (resolve: (value: T) => void, reject: (err: unknown) => void) => void, timeoutMs?: number, onTimeout?: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onAbort = (): void => {
+      done();
+      reject(abortError(signal));
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (timeoutMs !== undefined && onTimeout !== undefined) {
+      timer = setTimeout(() => {
+        done();
+        reject(onTimeout());
+      }, timeoutMs);
+    }
+    run(
+      (value) => {
+        done();
+        resolve(value);
+      },
+      (err) => {
+        done();
+        reject(err);
+      },
+    );
+  });
+}

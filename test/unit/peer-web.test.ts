@@ -1,0 +1,227 @@
+/**
+ * The peer's web transport (peer/web/): a recipient registers over a WebSocket
+ * (ws and wss) and an initiator over another reaches it, the bytes intact (SHA-256)
+ * both ways with a half-close; the fallback dialer tries TCP, then wss, then ws and
+ * reports the step that worked; an HTTP CONNECT proxy carries the WebSocket, its
+ * credentials masked in every message; bad URLs are named.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer as netServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { after, describe, test } from 'node:test';
+import { ErrorCode } from '../../src/errors.js';
+import { connect } from '../../src/peer/connect.js';
+import { maskUrl, proxyFor } from '../../src/peer/web/http-proxy.js';
+import { probeWeb } from '../../src/peer/web/probe.js';
+import { parseBrokerUrl, WebFallbackDialer, webSocketDialer, type WebFallbackEvent } from '../../src/peer/web/dialer.js';
+import { createCa, issueCertificate } from '../../src/security/ca.js';
+import type { NattravSocket } from '../../src/peer/info.js';
+import { startWatchedBroker, startRecipient, until } from '../helpers/loopback.js';
+
+const closers: Array<() => unknown> = [];
+after(async () => {
+  for (const close of closers.reverse()) await close();
+});
+
+const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+
+/** Reads `socket` to its end, leaving it open for writing (for await would destroy it at the end). */
+function readAll(socket: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  return new Promise((resolve, reject) => {
+    socket.once('end', () => resolve(Buffer.concat(chunks)));
+    socket.once('error', reject);
+  });
+}
+
+/** The recipient echoes everything after reading to the end (so the initiator's half-close must pass), then ends. */
+function echoAfterEnd(socket: NattravSocket): void {
+  socket.on('error', () => undefined);
+  void readAll(socket).then((data) => socket.end(data));
+}
+
+/** The recipient echoes as bytes come (no half-close needed). */
+function echoLive(socket: NattravSocket): void {
+  socket.on('error', () => undefined);
+  socket.pipe(socket);
+}
+
+/** 256 KiB through `connection` to a live echo, read back before any end; both hashes equal. */
+async function echoTrip(connection: NattravSocket): Promise<void> {
+  const payload = randomBytes(256 * 1024);
+  const chunks: Buffer[] = [];
+  let length = 0;
+  const back = new Promise<void>((resolve, reject) => {
+    connection.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      length += chunk.length;
+      if (length >= payload.length) resolve();
+    });
+    connection.once('error', reject);
+    connection.once('close', () => reject(new Error(`closed after ${length} bytes`)));
+  });
+  connection.write(payload);
+  await back;
+  assert.equal(sha256(Buffer.concat(chunks)), sha256(payload));
+}
+
+/** 256 KiB through `connect`, back after the half-close; both hashes equal. */
+async function roundTrip(connection: NattravSocket): Promise<void> {
+  const payload = randomBytes(256 * 1024);
+  const back = readAll(connection);
+  connection.end(payload);
+  assert.equal(sha256(await back), sha256(payload));
+}
+
+/** A CONNECT proxy on loopback wanting `user:password` (when given); records what it was asked. */
+async function connectProxy(credentials?: string): Promise<{ url: (userinfo?: string) => string; asked: string[] }> {
+  const asked: string[] = [];
+  const sockets = new Set<Socket>();
+  const server: Server = netServer((client) => {
+    sockets.add(client);
+    client.on('error', () => undefined);
+    client.once('data', (head: Buffer) => {
+      const text = head.toString('latin1');
+      asked.push(text.split('\r\n')[0] ?? '');
+      const auth = /Proxy-Authorization: Basic (\S+)/i.exec(text)?.[1];
+      if (credentials !== undefined && auth !== Buffer.from(credentials).toString('base64')) {
+        client.end('HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      const [host, port] = (/^CONNECT (\S+):(\d+) /.exec(text) ?? []).slice(1);
+      const upstream = netConnect({ host: host as string, port: Number(port) }, () => {
+        client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+        client.pipe(upstream).pipe(client);
+      });
+      sockets.add(upstream);
+      upstream.on('error', () => client.destroy());
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  closers.push(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  const { port } = server.address() as { port: number };
+  return { url: (userinfo = '') => `http://${userinfo === '' ? '' : `${userinfo}@`}127.0.0.1:${port}`, asked };
+}
+
+describe('peer over WebSocket', () => {
+  test('ws: a recipient registers over a WebSocket, an initiator over another connects; bytes intact both ways', async () => {
+    const { broker, address } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const url = `ws://127.0.0.1:${broker.webSocketEndpoints()[0]?.port}/nattrav`;
+    const { server } = await startRecipient(address, 'nattrav://web-ws', { dialer: webSocketDialer(url), tls: false });
+    closers.push(() => server.close());
+    server.on('connection', echoAfterEnd);
+    assert.equal(server.address()?.transport, 'tcp', 'registered over the control connection');
+    const connection = await connect({ broker: address, uri: 'nattrav://web-ws', dialer: webSocketDialer(url), tls: false, timeoutMs: 25_000 });
+    closers.push(() => connection.destroy());
+    await roundTrip(connection);
+  });
+
+  test('wss with a broker CA, end-to-end TLS on top, live echo; a broker certificate from another CA is refused (ERR_BROKER_AUTH)', async () => {
+    const ca = await createCa({ name: 'broker CA' });
+    const issued = await issueCertificate({ ca, uri: 'nattrav-broker://web' });
+    const { broker, address } = await startWatchedBroker(closers, { cert: issued.certPem, key: issued.keyPem, webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const url = `wss://127.0.0.1:${broker.webSocketEndpoints()[0]?.port}/`;
+    const { server } = await startRecipient(address, 'nattrav://web-wss', { dialer: webSocketDialer(url, { brokerCa: ca.certPem }), brokerCa: ca.certPem });
+    closers.push(() => server.close());
+    server.on('connection', echoLive);
+    const connection = await connect({ broker: address, uri: 'nattrav://web-wss', dialer: webSocketDialer(url, { brokerCa: ca.certPem }), knownKeysFile: false, timeoutMs: 25_000 });
+    closers.push(() => connection.destroy());
+    await echoTrip(connection);
+    const other = await createCa({ name: 'other CA' });
+    await assert.rejects(
+      connect({ broker: address, uri: 'nattrav://web-wss', dialer: webSocketDialer(url, { brokerCa: other.certPem }), knownKeysFile: false, maxAttempts: 1, timeoutMs: 10_000 }),
+      (err: Error & { code?: string }) => err.code === ErrorCode.BrokerAuth,
+    );
+  });
+
+  test('fallback: TCP refused, wss port closed, ws answers; the event lists each failed step in order', async () => {
+    const { broker } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const wsPort = broker.webSocketEndpoints()[0]?.port as number;
+    // Ports nothing listens on: a server bound and closed again.
+    const closed = netServer();
+    closed.listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const closedPort = (closed.address() as { port: number }).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const events: WebFallbackEvent[] = [];
+    const dialer = new WebFallbackDialer({ fallbackPorts: { wss: closedPort, ws: wsPort }, httpProxy: false }, (e) => events.push(e));
+    assert.equal(dialer.kind, 'direct');
+    const socket = await dialer.dial({ host: '127.0.0.1', port: closedPort }, AbortSignal.timeout(20_000));
+    closers.push(() => socket.destroy());
+    assert.equal(dialer.kind, 'ws');
+    assert.equal(events.length, 1);
+    assert.equal(events[0]?.via, `ws://127.0.0.1:${wsPort}/`);
+    assert.deepEqual(events[0]?.reasons.map((r) => r.split(':')[0]), ['tcp', 'wss']);
+    // The way that worked is kept: the next dial goes straight there, no new event.
+    const again = await dialer.dial({ host: '127.0.0.1', port: closedPort }, AbortSignal.timeout(10_000));
+    closers.push(() => again.destroy());
+    assert.equal(events.length, 1);
+    // Nothing anywhere: one error naming every step.
+    const nowhere = new WebFallbackDialer({ fallbackPorts: { wss: closedPort, ws: closedPort }, httpProxy: false });
+    await assert.rejects(nowhere.dial({ host: '127.0.0.1', port: closedPort }, AbortSignal.timeout(20_000)), (err: Error & { code?: string }) =>
+      err.code === ErrorCode.BrokerUnreachable && /over TCP and over the web: tcp: .*; wss:\/\/127\.0\.0\.1:\d+\/: .*; ws:\/\/127\.0\.0\.1:\d+\/: /.test(err.message));
+  });
+
+  test('an HTTP CONNECT proxy carries the WebSocket; wrong credentials are named, the password never shown', async () => {
+    const { broker, address, events } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const wsPort = broker.webSocketEndpoints()[0]?.port as number;
+    const proxy = await connectProxy('alice:s3cret');
+    const url = `ws://127.0.0.1:${wsPort}/`;
+    const { server } = await startRecipient(address, 'nattrav://web-proxy', { dialer: webSocketDialer(url, { httpProxy: proxy.url('alice:s3cret') }), tls: false });
+    closers.push(() => server.close());
+    server.on('connection', echoAfterEnd);
+    assert.ok(proxy.asked.includes(`CONNECT 127.0.0.1:${wsPort} HTTP/1.1`), JSON.stringify(proxy.asked));
+    await until(() => events.some((e) => e.type === 'registered'), 5_000, 'the registration');
+    const wrong = webSocketDialer(url, { httpProxy: proxy.url('alice:wrong-pass') });
+    await assert.rejects(wrong.dial({ host: '127.0.0.1', port: wsPort }, AbortSignal.timeout(10_000)), (err: Error) => {
+      assert.match(err.message, /HTTP proxy http:\/\/alice:\*\*\*@127\.0\.0\.1:\d+: CONNECT 127\.0\.0\.1:\d+: 407.*\(wrong credentials\)/);
+      assert.ok(!err.message.includes('wrong-pass'), err.message);
+      return true;
+    });
+  });
+
+  test('proxy from the environment like curl: HTTPS_PROXY for wss, HTTP_PROXY for ws, NO_PROXY exempts; credentials masked', () => {
+    const env = { HTTPS_PROXY: 'http://u:pw@proxy.example:3128', HTTP_PROXY: 'http://plain.example:8080', NO_PROXY: 'internal.example,.corp' };
+    assert.equal(proxyFor('broker.example', true, undefined, env)?.display, 'http://u:***@proxy.example:3128');
+    assert.equal(proxyFor('broker.example', false, undefined, env)?.host, 'plain.example');
+    assert.equal(proxyFor('a.internal.example', true, undefined, env), undefined);
+    assert.equal(proxyFor('x.corp', false, undefined, env), undefined);
+    assert.equal(proxyFor('broker.example', true, false, env), undefined);
+    assert.equal(proxyFor('broker.example', true, undefined, { https_proxy: '', HTTPS_PROXY: 'http://p:1' })?.port, 1);
+    assert.throws(() => proxyFor('b', true, 'socks5://u:pw@h:1', {}), (err: Error) => /--http-proxy: only http:\/\/ proxies .* got socks5:\/\/u:\*\*\*@h:1/.test(err.message) && !err.message.includes('pw'));
+    assert.throws(() => proxyFor('b', true, undefined, { HTTPS_PROXY: 'http://u:pw@h:1/path' }), /HTTPS_PROXY: pass http:\/\/\[USER:PASSWORD@\]HOST:PORT with no path, got http:\/\/u:\*\*\*@h:1\/path/);
+    assert.equal(maskUrl('http://user@h:1'), 'http://user@h:1');
+  });
+
+  test('bad broker URLs are named', () => {
+    assert.deepEqual(parseBrokerUrl('wss://broker.example/nattrav').broker, { host: 'broker.example', port: 443 });
+    assert.deepEqual(parseBrokerUrl('ws://[2001:db8::1]:8080').broker, { host: '2001:db8::1', port: 8080 });
+    assert.throws(() => parseBrokerUrl('wss://'), /broker URL wss:\/\/: not a URL/);
+    assert.throws(() => parseBrokerUrl('https://broker.example/'), /the scheme must be wss:\/\/ or ws:\/\/, got https:/);
+    assert.throws(() => parseBrokerUrl('wss://u:pw@broker.example/'), (err: Error) => /no user, password/.test(err.message) && !err.message.includes('pw@'));
+  });
+});
+
+describe('probeWeb (netcheck)', () => {
+  test('wss closed, ws answers: reachable over ws with the address the broker saw; nothing open: each step named', async () => {
+    const { broker } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const wsPort = broker.webSocketEndpoints()[0]?.port as number;
+    const closed = netServer();
+    closed.listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const closedPort = (closed.address() as { port: number }).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const found = await probeWeb({ host: '127.0.0.1', port: closedPort }, { fallbackPorts: { wss: closedPort, ws: wsPort }, httpProxy: false }, AbortSignal.timeout(15_000));
+    assert.equal(found.reachable, true);
+    assert.ok(found.reachable && found.via === `ws://127.0.0.1:${wsPort}/` && /^127\.0\.0\.1:\d+$/.test(found.publicEndpoint), JSON.stringify(found));
+    const none = await probeWeb({ host: '127.0.0.1', port: closedPort }, { fallbackPorts: { wss: closedPort, ws: closedPort }, httpProxy: false }, AbortSignal.timeout(15_000));
+    assert.equal(none.reachable, false);
+    assert.deepEqual(!none.reachable && none.reasons.map((r) => r.split(':')[0]), ['wss', 'ws']);
+  });
+});
