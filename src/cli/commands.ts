@@ -1,5 +1,7 @@
 /** The `listen` and `connect` commands: parse, call the library, print. */
 import {
+  ErrorCode,
+  NattravError,
   checkNattravUri,
   connect,
   createServer,
@@ -8,9 +10,9 @@ import {
   parseBrokerList,
   type ConnectionInfo,
   type ConnectionRejection,
+  type Dialer,
   type HostPort,
   type Identity,
-  type NattravError,
   type NattravServer,
   type NattravSocket,
   type RegisteredEvent,
@@ -177,14 +179,14 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   const brokers = checkTarget(uri, options.broker);
   for (const allowed of options.allow ?? []) checkNattravUri(allowed, '--allow');
   const { identity, ca, brokerCa } = await security(options);
-  const { dialer } = brokerRoute(options.broker, options, brokerCa, out);
+  const proxy = socks5Option(options.socks5, out);
   const server = createServer({
     broker: brokers,
-    dialer,
+    ...webDialer(options, proxy, brokerCa, out),
     uri,
     ...(identity === undefined ? {} : { identity }),
     ...(brokerCa === undefined ? {} : { brokerCa }),
-    ...socks5Option(options.socks5, out),
+    ...proxy,
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
     ...(options.once === true ? { once: true } : {}),
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
@@ -249,9 +251,9 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
 export async function connectCommand(uri: string, options: ConnectCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const brokers = checkTarget(uri, options.broker);
   const { identity, ca, brokerCa } = await security(options);
-  const { dialer } = brokerRoute(options.broker, options, brokerCa, out);
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
   const proxy = socks5Option(options.socks5, out);
+  const route = webDialer(options, proxy, brokerCa, out);
   const onTrace = (event: StrategyTrace): void => {
     const why = event.error === undefined ? '' : `: ${event.error}`;
     out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
@@ -260,7 +262,7 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
   try {
     socket = await connect({
       broker: brokers,
-      dialer,
+      ...route,
       onBrokerFailed: ({ broker, error }) => out.event('broker-failed', { broker, code: error.code, message: error.message }, `broker ${broker} did not answer (${error.message}); trying the next`),
       uri,
       signal: stop.signal,
@@ -290,4 +292,17 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
     `connected to ${uri}: path ${info.path}, ${formatEndpoint(info.local)} -> ${formatEndpoint(info.remote)} in ${info.setupMs} ms`,
   );
   return reportPipe(await pipeStdio(socket, stop.signal), stop, out);
+}
+
+/**
+ * The web dialer of `--broker` (a ws/wss URL, or HOST:PORT with the web fallback), unless a
+ * SOCKS5 proxy carries the connections: then the proxy is the way out, and a WebSocket URL
+ * as the broker is refused (a tunnel through a tunnel is not offered).
+ */
+function webDialer(options: { broker: string; httpProxy?: string }, proxy: { socks5?: unknown }, brokerCa: string | undefined, out: Reporter): { dialer?: Dialer } {
+  if (proxy.socks5 === undefined) return { dialer: brokerRoute(options.broker, options, brokerCa, out).dialer };
+  if (isBrokerUrl(options.broker) || options.httpProxy !== undefined) {
+    throw new NattravError(ErrorCode.InvalidArgument, '--socks5 with a ws:// or wss:// --broker or --http-proxy: give one way out (the SOCKS5 proxy, or the web)');
+  }
+  return {};
 }
