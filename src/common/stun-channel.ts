@@ -14,7 +14,8 @@ import { abortError } from './signal.js';
 /** Called for every message that is not a response to one of our requests. */
 export type MessageHandler = (message: StunMessage) => void;
 
-interface Pending {
+/** A request waiting for its response (see {@link awaitResponse}). */
+export interface Pending {
   resolve(message: StunMessage): void;
   reject(err: Error): void;
 }
@@ -82,33 +83,7 @@ export class StunChannel {
    * signal aborts or the connection ends first.
    */
   request(message: StunMessage, signal: AbortSignal, options?: EncodeOptions): Promise<StunMessage> {
-    const key = Buffer.from(message.transactionId).toString('hex');
-    return new Promise<StunMessage>((resolve, reject) => {
-      if (this.#closedError !== undefined) {
-        reject(this.#closedError);
-        return;
-      }
-      if (signal.aborted) {
-        reject(abortError(signal));
-        return;
-      }
-      const onAbort = (): void => {
-        this.#pending.delete(key);
-        reject(abortError(signal));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(key, {
-        resolve: (m) => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(m);
-        },
-        reject: (e) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(e);
-        },
-      });
-      this.send(message, options);
-    });
+    return awaitResponse(this.#pending, message, signal, this.#closedError, () => this.send(message, options));
   }
 
   /** Half-closes our side after pending writes (FIN). */
@@ -162,4 +137,40 @@ export class StunChannel {
     for (const pending of this.#pending.values()) pending.reject(this.#closedError);
     this.#pending.clear();
   }
+}
+
+/**
+ * Sends a request with `send` and resolves with the response `pending` is given under its
+ * transaction ID (hex); rejects with `closed` when the connection already ended, and when
+ * `signal` aborts first (the entry is then forgotten). Whoever reads responses settles the
+ * entry; whoever closes rejects what is left.
+ */
+export function awaitResponse(pending: Map<string, Pending>, message: StunMessage, signal: AbortSignal, closed: Error | undefined, send: () => void): Promise<StunMessage> {
+  const key = Buffer.from(message.transactionId).toString('hex');
+  return new Promise<StunMessage>((resolve, reject) => {
+    if (closed !== undefined) {
+      reject(closed);
+      return;
+    }
+    if (signal.aborted) {
+      reject(abortError(signal));
+      return;
+    }
+    const onAbort = (): void => {
+      pending.delete(key);
+      reject(abortError(signal));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    pending.set(key, {
+      resolve: (m) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(m);
+      },
+      reject: (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    });
+    send();
+  });
 }

@@ -4,7 +4,7 @@
  * local StunChannel. What it sends is encoded here and written by the holder; the
  * responses the peer sends on it come back over the bus (worker-router.ts).
  */
-import { abortError } from '../../common/signal.js';
+import { awaitResponse, type Pending } from '../../common/stun-channel.js';
 import { ErrorCode, NattravError } from '../../errors.js';
 import { encodeMessage, type EncodeOptions } from '../../wire/codec.js';
 import { MessageClass } from '../../wire/constants.js';
@@ -23,7 +23,7 @@ export class RemoteExchange implements ExchangeChannel {
   readonly socket: { readonly remoteAddress: string; readonly remotePort: number };
   readonly closed: Promise<void>;
   readonly #link: RemoteExchangeLink;
-  readonly #pending = new Map<string, { resolve(message: StunMessage): void; reject(err: Error): void }>();
+  readonly #pending = new Map<string, Pending>();
   #isClosed = false;
   #resolveClosed!: () => void;
 
@@ -42,33 +42,8 @@ export class RemoteExchange implements ExchangeChannel {
   }
 
   request(message: StunMessage, signal: AbortSignal): Promise<StunMessage> {
-    const key = Buffer.from(message.transactionId).toString('hex');
-    return new Promise((resolve, reject) => {
-      if (this.#isClosed) {
-        reject(new NattravError(ErrorCode.Closed, 'the connection closed'));
-        return;
-      }
-      if (signal.aborted) {
-        reject(abortError(signal));
-        return;
-      }
-      const onAbort = (): void => {
-        this.#pending.delete(key);
-        reject(abortError(signal));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(key, {
-        resolve: (m) => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(m);
-        },
-        reject: (e) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(e);
-        },
-      });
-      this.send(message);
-    });
+    const closed = this.#isClosed ? new NattravError(ErrorCode.Closed, 'the connection closed') : undefined;
+    return awaitResponse(this.#pending, message, signal, closed, () => this.send(message));
   }
 
   end(): void {
