@@ -102,13 +102,19 @@ describe('port mapping against a real miniupnpd on a NAT router', () => {
       // 2. A gateway reboot loses the mapping; the command makes it again within one renewal interval.
       await daemon.stop();
       assert.equal(await reachable(endpoint), false, 'no mapping while the gateway is down');
-      const readdedBefore = portmap.events.filter((e) => e.event === 'portmap-readded').length;
+      // The mapping is made again by the first renewal after the restart. It is reported as
+      // `portmap-readded` when the client saw the reboot (epoch, or the mapping missing); a NAT-PMP
+      // renewal that crossed the restart re-creates it too and may be reported as a renewal (seen
+      // once in CI): either way the next event after the restart carries the mapping again.
+      const kinds = new Set(['portmap-readded', 'portmap-renewed']);
+      const before = portmap.events.filter((e) => kinds.has(String(e.event))).length;
       await daemon.start();
       const back = Date.now();
-      await portmap.waitForEvent('portmap-readded', RENEW_INTERVAL_MS + SLACK_MS, () => portmap!.events.filter((e) => e.event === 'portmap-readded').length > readdedBefore);
+      const again = (): boolean => portmap!.events.filter((e) => kinds.has(String(e.event))).length > before;
+      await Promise.any([...kinds].map((kind) => portmap!.waitForEvent(kind, RENEW_INTERVAL_MS + SLACK_MS, again)));
       const readdedAfterMs = Date.now() - back;
-      assert.ok(readdedAfterMs <= RENEW_INTERVAL_MS + SLACK_MS, `re-added ${readdedAfterMs} ms after miniupnpd was back`);
-      const readded = portmap.events.filter((e) => e.event === 'portmap-readded').at(-1) as unknown as { externalPort: number };
+      assert.ok(readdedAfterMs <= RENEW_INTERVAL_MS + SLACK_MS, `made again ${readdedAfterMs} ms after miniupnpd was back`);
+      const readded = portmap.events.filter((e) => kinds.has(String(e.event))).at(-1) as unknown as { externalPort: number };
       assert.equal(await reachable({ address: endpoint.address, port: readded.externalPort }), true, 'reachable again after the re-add');
 
       // 3. Deleted on exit.

@@ -61,7 +61,7 @@ async function startWorkers(extra: string[] = []): Promise<{ proc: CliProcess; a
 /** SIGTERM, exit 143, and the primary's count of cross-worker traffic. */
 async function stopWorkers(proc: CliProcess): Promise<Record<string, number>> {
   proc.child.kill('SIGTERM');
-  assert.equal(await proc.exited, 143);
+  assert.equal(await proc.exited, 143, `the broker's exit; its stderr ends:\n${proc.stderr.slice(-3000)}`);
   const stopped = proc.events.find((e: CliEvent) => e.event === 'workers-stopped');
   assert.ok(stopped !== undefined, `no workers-stopped event in:\n${proc.stderr}`);
   return stopped.routed as Record<string, number>;
