@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { closedPort } from './stun-responders.js';
 import { createServer as netServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { ErrorCode } from '../../src/errors.js';
@@ -143,28 +144,24 @@ describe('peer over WebSocket', () => {
   test('fallback: TCP refused, wss port closed, ws answers; the event lists each failed step in order', async () => {
     const { broker } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
     const wsPort = broker.webSocketEndpoints()[0]?.port as number;
-    // Ports nothing listens on: a server bound and closed again.
-    const closed = netServer();
-    closed.listen(0, '127.0.0.1');
-    await once(closed, 'listening');
-    const closedPort = (closed.address() as { port: number }).port;
-    await new Promise((resolve) => closed.close(resolve));
+    // A port nothing listens on (UDP and TCP).
+    const port = await closedPort();
     const events: WebFallbackEvent[] = [];
-    const dialer = new WebFallbackDialer({ fallbackPorts: { wss: closedPort, ws: wsPort }, httpProxy: false }, (e) => events.push(e));
+    const dialer = new WebFallbackDialer({ fallbackPorts: { wss: port, ws: wsPort }, httpProxy: false }, (e) => events.push(e));
     assert.equal(dialer.kind, 'direct');
-    const socket = await dialer.dial({ host: '127.0.0.1', port: closedPort }, AbortSignal.timeout(20_000));
+    const socket = await dialer.dial({ host: '127.0.0.1', port }, AbortSignal.timeout(20_000));
     closers.push(() => socket.destroy());
     assert.equal(dialer.kind, 'ws');
     assert.equal(events.length, 1);
     assert.equal(events[0]?.via, `ws://127.0.0.1:${wsPort}/`);
     assert.deepEqual(events[0]?.reasons.map((r) => r.split(':')[0]), ['tcp', 'wss']);
     // The way that worked is kept: the next dial goes straight there, no new event.
-    const again = await dialer.dial({ host: '127.0.0.1', port: closedPort }, AbortSignal.timeout(10_000));
+    const again = await dialer.dial({ host: '127.0.0.1', port }, AbortSignal.timeout(10_000));
     closers.push(() => again.destroy());
     assert.equal(events.length, 1);
     // Nothing anywhere: one error naming every step.
-    const nowhere = new WebFallbackDialer({ fallbackPorts: { wss: closedPort, ws: closedPort }, httpProxy: false });
-    await assert.rejects(nowhere.dial({ host: '127.0.0.1', port: closedPort }, AbortSignal.timeout(20_000)), (err: Error & { code?: string }) =>
+    const nowhere = new WebFallbackDialer({ fallbackPorts: { wss: port, ws: port }, httpProxy: false });
+    await assert.rejects(nowhere.dial({ host: '127.0.0.1', port }, AbortSignal.timeout(20_000)), (err: Error & { code?: string }) =>
       err.code === ErrorCode.BrokerUnreachable && /over TCP and over the web: tcp: .*; wss:\/\/127\.0\.0\.1:\d+\/: .*; ws:\/\/127\.0\.0\.1:\d+\/: /.test(err.message));
   });
 
@@ -212,15 +209,11 @@ describe('probeWeb (netcheck)', () => {
   test('wss closed, ws answers: reachable over ws with the address the broker saw; nothing open: each step named', async () => {
     const { broker } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
     const wsPort = broker.webSocketEndpoints()[0]?.port as number;
-    const closed = netServer();
-    closed.listen(0, '127.0.0.1');
-    await once(closed, 'listening');
-    const closedPort = (closed.address() as { port: number }).port;
-    await new Promise((resolve) => closed.close(resolve));
-    const found = await probeWeb({ host: '127.0.0.1', port: closedPort }, { fallbackPorts: { wss: closedPort, ws: wsPort }, httpProxy: false }, AbortSignal.timeout(15_000));
+    const port = await closedPort();
+    const found = await probeWeb({ host: '127.0.0.1', port }, { fallbackPorts: { wss: port, ws: wsPort }, httpProxy: false }, AbortSignal.timeout(15_000));
     assert.equal(found.reachable, true);
     assert.ok(found.reachable && found.via === `ws://127.0.0.1:${wsPort}/` && /^127\.0\.0\.1:\d+$/.test(found.publicEndpoint), JSON.stringify(found));
-    const none = await probeWeb({ host: '127.0.0.1', port: closedPort }, { fallbackPorts: { wss: closedPort, ws: closedPort }, httpProxy: false }, AbortSignal.timeout(15_000));
+    const none = await probeWeb({ host: '127.0.0.1', port }, { fallbackPorts: { wss: port, ws: port }, httpProxy: false }, AbortSignal.timeout(15_000));
     assert.equal(none.reachable, false);
     assert.deepEqual(!none.reachable && none.reasons.map((r) => r.split(':')[0]), ['wss', 'ws']);
   });
