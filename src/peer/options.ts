@@ -80,6 +80,19 @@ export interface ServerOptions {
   uri: string;
   /** Interval between registration refreshes, in ms; must stay well under the NAT's UDP timeout (30 s on Linux). @default 10000 */
   keepaliveMs?: number;
+  /**
+   * Adaptive keepalive: measure how long our NAT keeps an idle UDP mapping (RFC 5780 §4.6,
+   * in the background after the first registration, which never waits for it) and set the
+   * refresh interval to 80% of it, at least 5 s and at most `keepaliveMaxMs`; the lifetime
+   * asked of the broker follows (3 × the interval). Until measured, `keepaliveMs` holds. An
+   * explicit `keepaliveMs` fixes the interval and turns this off unless `adaptiveKeepalive` is
+   * also `true`. Never towards a broker on loopback unless `true`. Emits 'keepalive'
+   * (KeepaliveEvent) when the interval changes, 'keepaliveFailed' (NattravError) when a
+   * measurement failed (the interval then stays). @default true without `keepaliveMs`
+   */
+  adaptiveKeepalive?: boolean;
+  /** The longest interval adaptive keepalive may set, in ms (at least 5000): raise it for fewer packets behind a patient NAT. @default 60000 */
+  keepaliveMaxMs?: number;
   /** Lifetime asked of the broker, in ms. @default 3 × keepaliveMs */
   lifetimeMs?: number;
   /** Limit on one registration transaction (with retransmissions), in ms. @default 5000, or keepaliveMs when that is shorter */

@@ -128,10 +128,15 @@ export class PeerRegistration extends EventEmitter {
   #inflight: Promise<RegisteredInfo> | undefined;
   /** Set by the first close(): settles once the withdrawal left and the sockets closed. */
   #closed: Promise<void> | undefined;
+  /** The refresh interval and the lifetime asked, in ms: the options', until {@link setKeepalive}. */
+  #keepaliveMs: number;
+  #lifetimeMs: number;
 
   constructor(options: PeerRegistrationOptions) {
     super();
     this.#options = options;
+    this.#keepaliveMs = options.keepaliveMs;
+    this.#lifetimeMs = options.lifetimeMs;
     this.#brokers = new BrokerList(Array.isArray(options.broker) ? (options.broker as readonly HostPort[]) : [options.broker as HostPort]);
   }
 
@@ -158,6 +163,15 @@ export class PeerRegistration extends EventEmitter {
     return this.#brokers.joinBroker;
   }
 
+  /**
+   * Changes the refresh interval and the lifetime asked of the broker (adaptive-keepalive.ts):
+   * the next refresh asks the new lifetime, and the interval after it is the new one.
+   */
+  setKeepalive(keepaliveMs: number, lifetimeMs: number): void {
+    this.#keepaliveMs = keepaliveMs;
+    this.#lifetimeMs = lifetimeMs;
+  }
+
   /** Refreshes now (what we register changed); a no-op unless registered and idle. */
   refreshNow(): void {
     this.#loop?.refreshNow();
@@ -181,7 +195,7 @@ export class PeerRegistration extends EventEmitter {
     const loop = new KeepaliveLoop<RegisteredInfo>({
       attempt: () => this.#attempt(),
       keepaliveMs: this.#options.keepaliveMs,
-      refreshMs: () => (this.#brokers.size > 1 ? this.#options.keepaliveMs - 2 * this.#noticeMs() : this.#options.keepaliveMs),
+      refreshMs: () => (this.#brokers.size > 1 ? this.#keepaliveMs - 2 * this.#noticeMs() : this.#keepaliveMs),
       ...(this.#options.backoff === undefined ? {} : { policy: this.#options.backoff }),
       once: this.#options.once === true,
       isFinal: (err) => !isNattravError(err) || INCURABLE.has(err.code),
@@ -220,7 +234,7 @@ export class PeerRegistration extends EventEmitter {
 
   /** With several brokers, the time limit of a refresh: how long a silent broker takes to be noticed (FAILOVER_SHARE). */
   #noticeMs(): number {
-    return Math.min(this.#options.registerTimeoutMs, Math.floor(this.#options.keepaliveMs / FAILOVER_SHARE));
+    return Math.min(this.#options.registerTimeoutMs, Math.floor(this.#keepaliveMs / FAILOVER_SHARE));
   }
 
   /**
@@ -343,7 +357,8 @@ export class PeerRegistration extends EventEmitter {
   }
 
   async #exchangeOnce(signal?: AbortSignal, timeoutMs?: number): Promise<RegisteredInfo> {
-    const { uri, lifetimeMs } = this.#options;
+    const { uri } = this.#options;
+    const lifetimeMs = this.#lifetimeMs;
     const target = this.#brokers.current as BrokerTarget;
     const broker = dialOf(target);
     const outer = signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
@@ -398,7 +413,7 @@ export class PeerRegistration extends EventEmitter {
   #baseRequest(): StunMessage {
     const request = StunMessage.request(Method.Register);
     addUri(request, this.#options.uri);
-    addU32(request, AttrType.Lifetime, this.#options.lifetimeMs);
+    addU32(request, AttrType.Lifetime, this.#lifetimeMs);
     const family = (this.#broker as TransportAddress).family;
     if (this.#transport === 'tcp') {
       const socket = (this.#control as StunChannel).socket;
@@ -430,7 +445,7 @@ export class PeerRegistration extends EventEmitter {
     const publicEndpoint = getXorMappedAddress(response);
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
     const target = this.#brokers.current as BrokerTarget;
-    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#options.lifetimeMs, transport: this.#transport, broker: target.name, brokerAddress: target.address };
+    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#lifetimeMs, transport: this.#transport, broker: target.name, brokerAddress: target.address };
     learnAlternatePort(dialOf(target), response); // where our mapping probes will go
     this.#info = info; // also when granted while closing: close() withdraws it
     return info;

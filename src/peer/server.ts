@@ -48,6 +48,7 @@ import type { VerifiedPeer } from '../security/verify.js';
 import { SocketBudget } from './strategies/socket-budget.js';
 import { registerTransportOf, type Dialer } from './dialer.js';
 import { dialerFromOptions } from './socks5.js';
+import { adaptKeepalive, adaptiveKeepaliveSettings, type AdaptiveKeepaliveSettings, type KeepaliveAdapter } from './adaptive-keepalive.js';
 import { PortmapAgent, checkPortmapOption, portmapAllowed, type PortmapSettings } from './portmap-agent.js';
 
 /**
@@ -138,6 +139,9 @@ export class NattravServer extends EventEmitter {
   readonly #portmap: PortmapSettings | false;
   /** Our gateway's port mapping, once the broker we registered with is not on loopback. */
   #agent: PortmapAgent | undefined;
+  /** Adaptive keepalive (adaptive-keepalive.ts): its settings, and the adapter once registering. */
+  readonly #adaptive: AdaptiveKeepaliveSettings | false;
+  #adapter: KeepaliveAdapter | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
   /** Set by the first close(): settles once the registration was withdrawn and 'close' emitted. */
   #closed: Promise<void> | undefined;
@@ -151,6 +155,7 @@ export class NattravServer extends EventEmitter {
     this.#brokers = toBrokerList(options.broker);
     this.#keepaliveMs = positiveInt(options.keepaliveMs, PEER_DEFAULTS.keepaliveMs, 'keepaliveMs');
     this.#lifetimeMs = positiveInt(options.lifetimeMs, this.#keepaliveMs * PEER_DEFAULTS.lifetimeFactor, 'lifetimeMs');
+    this.#adaptive = adaptiveKeepaliveSettings(options, this.#keepaliveMs, this.#lifetimeMs);
     // A try should not outlast the interval between tries.
     this.#registerTimeoutMs = positiveInt(options.registerTimeoutMs, Math.min(PEER_DEFAULTS.registerTimeoutMs, this.#keepaliveMs), 'registerTimeoutMs');
     this.#exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
@@ -234,6 +239,7 @@ export class NattravServer extends EventEmitter {
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
     });
     this.#registration = registration;
+    this.#adapter = adaptKeepalive(registration, this.#adaptive, (event, payload) => this.emit(event, payload));
     registration.on('registered', (event: RegisteredEvent) => {
       this.#startPortmap(registration, event.brokerAddress.address);
       this.emit('registered', event);
@@ -295,6 +301,7 @@ export class NattravServer extends EventEmitter {
   close(callback?: () => void): this {
     if (this.#closed === undefined) {
       this.#state = 'closed';
+      this.#adapter?.close();
       const withdrawn = Promise.all([this.#registration?.close(), this.#agent?.close()]);
       for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
       this.#attempts.clear();

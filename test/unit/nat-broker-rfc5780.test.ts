@@ -123,6 +123,29 @@ describe('broker: RFC 5780 server with an alternate address (loopback)', () => {
     }
   });
 
+  test('RESPONSE-PORT changes only the port, never the address: a third host on that port hears nothing (no reflection)', async () => {
+    const victim = createSocket('udp4');
+    await new Promise<void>((resolve) => victim.bind(0, '127.0.0.3', () => resolve()));
+    const shared = victim.address().port;
+    const own = createSocket('udp4');
+    await new Promise<void>((resolve, reject) => {
+      own.once('error', reject);
+      own.bind(shared, PRIMARY, () => resolve());
+    });
+    const heardByVictim: Buffer[] = [];
+    victim.on('message', (data) => heardByVictim.push(data));
+    try {
+      const { rinfo } = await exchange(client, { address: PRIMARY, port }, binding().add(AttrType.ResponsePort, encodeResponsePort(shared)), own);
+      assert.equal(rinfo.address, PRIMARY);
+      // The answer went to the requester's own address at that port; give a stray copy time to arrive.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(heardByVictim.length, 0, 'the socket of another address with that port got a datagram');
+    } finally {
+      victim.close();
+      own.close();
+    }
+  });
+
   test('PADDING gets a padded answer no larger than the request (MTU-sized only for a large request); PADDING with RESPONSE-PORT is a 400', async () => {
     const padded = binding().add(AttrType.Padding, encodePadding(500));
     const { message } = await exchange(client, { address: PRIMARY, port }, padded);
