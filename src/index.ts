@@ -70,6 +70,8 @@ export { probeWeb } from './peer/web/probe.js';
 export type { WebProbe } from './peer/web/probe.js';
 export { MAX_BROKERS, parseBrokerList, toBrokerList } from './peer/brokers.js';
 export type { RegisteredEvent, RegisteredInfo } from './peer/registration.js';
+export { ADAPTIVE_KEEPALIVE_DEFAULTS, KEEPALIVE_FLOOR_MS, KEEPALIVE_LIFETIME_SHARE, keepaliveFromLifetime } from './peer/adaptive-keepalive.js';
+export type { KeepaliveEvent } from './peer/adaptive-keepalive.js';
 export type { RegistrationKind } from './peer/backoff.js';
 
 export { expose, Exposer, EXPOSE_DEFAULTS } from './service/expose.js';
@@ -84,6 +86,8 @@ export type { Preamble, PreambleStatus } from './service/preamble.js';
 
 export { describeNat, discoverNat, formatAllocation, DISCOVERY_DEFAULTS } from './nat/index.js';
 export type { Behaviour, ClassicNatName, DiscoverNatOptions, NatProfile, PortAllocation, TcpProfile } from './nat/index.js';
+export { measureNatLifetime, measureMappingLifetime, LIFETIME_SEARCH_DEFAULTS } from './nat/index.js';
+export type { LifetimeIo, LifetimeProbeEvent, LifetimeSearchOptions, LifetimeSocket, MappingLifetime, MeasureLifetimeOptions, MeasureNatLifetimeOptions, SearchEnd } from './nat/index.js';
 
 /** Port mapping on the local gateway: PCP, NAT-PMP and UPnP IGD behind one PortMapper. */
 export { PortMapper, PORTMAP_DEFAULTS, PORTMAP_PROTOCOLS, DISCOVERY_BUDGET_MS } from './portmap/index.js';

@@ -13,6 +13,7 @@ import {
   type Dialer,
   type HostPort,
   type Identity,
+  type KeepaliveEvent,
   type NattravServer,
   type NattravSocket,
   type RegisteredEvent,
@@ -23,6 +24,7 @@ import {
 import type { EventEmitter } from 'node:events';
 import type { PortMapperEvent } from '../portmap/mapper.js';
 import type { Reporter } from './output.js';
+import { describeKeepalive, lifetimeFields } from './lifetime-text.js';
 import { socks5Option } from './proxy.js';
 import { readPem } from './pem.js';
 import { pipeStdio, reportNotConnected, reportPipe } from './pipe.js';
@@ -63,8 +65,10 @@ export interface ListenCommandOptions extends SecurityOptions, WebCommandOptions
   keyDir?: string;
   /** Fail fast when the first registration fails, instead of retrying. */
   once?: boolean;
-  /** The registration refresh interval, ms (validated by the parser). */
+  /** The registration refresh interval, ms (validated by the parser); fixes it (no adaptive keepalive). */
   keepalive?: string;
+  /** --keepalive-max: the longest interval adaptive keepalive may set, ms (validated by the parser and createServer). */
+  keepaliveMax?: string;
   /** Only these initiator identities get a connection. */
   allow?: string[];
   /** false (`--no-portmap`): ask no gateway for a port mapping. */
@@ -149,6 +153,16 @@ export function reportRegistration(server: RegistrationSource, options: { broker
     const text = event.type === 'renew-failed' ? `renewing port mapping ${external} failed: ${event.error?.message ?? ''}` : `port mapping ${external} -> port ${mapping.internalPort} ${event.type} (${mapping.protocol})`;
     out.event('portmap', fields, text);
   });
+  server.on('keepalive', (event: KeepaliveEvent) =>
+    out.event(
+      'keepalive',
+      { keepaliveMs: event.keepaliveMs, lifetimeMs: event.lifetimeMs, source: event.source, publicAddress: event.publicAddress, ...(event.lifetime === undefined ? {} : { mappingLifetime: lifetimeFields(event.lifetime) }) },
+      describeKeepalive(event),
+    ),
+  );
+  server.on('keepaliveFailed', (err: NattravError) =>
+    out.event('keepalive-failed', { code: err.code, message: err.message }, `measuring the NAT mapping lifetime failed (${err.message}); the keepalive interval stays`),
+  );
   server.on('registrationLost', (err: NattravError) =>
     out.event('registration-lost', { code: err.code, message: err.message }, `registration lost: ${err.message}; registering again`),
   );
@@ -190,6 +204,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
     ...(options.once === true ? { once: true } : {}),
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
+    ...(options.keepaliveMax === undefined ? {} : { keepaliveMaxMs: Number(options.keepaliveMax) }),
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.portmap === false ? { portmap: false } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },

@@ -141,7 +141,8 @@ async function main(argv: string[]): Promise<number> {
     .requiredOption('--broker <host:port>', `(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops${BROKER_URL_HELP}`)
     .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--echo', 'echo every connection back instead of piping the first to stdio')
-    .option('--keepalive <ms>', 'registration refresh interval, ms (default 10000; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
+    .option('--keepalive <ms>', 'a fixed registration refresh interval, ms (turns adaptive keepalive off; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
+    .option('--keepalive-max <ms>', 'the longest interval adaptive keepalive may set (default 60000; by default the interval starts at 10000 and becomes 80% of the NAT mapping lifetime measured in the background, at least 5000)', positiveInteger)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
     .option('--allow <uri>', 'accept only initiators that prove this identity in the TLS handshake (repeat for several)', collect, undefined)
     .option('--tls', 'TLS 1.3 with mutual authentication on every connection (the default)')
@@ -246,8 +247,9 @@ async function main(argv: string[]): Promise<number> {
     .option('--no-tcp', 'skip the TCP tests (then a UDP block cannot be told from a broker that is down)')
     .option('--json', 'print the result as one JSON line on stdout')
     .option('--http-proxy <url>', HTTP_PROXY_HELP)
-    .action((options: { broker: string; tcp?: boolean; httpProxy?: string; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))))
-    .addHelpText('after', examples(['nattrav netcheck --broker broker.example:3478', 'nattrav netcheck --broker 203.0.113.3:3478 --json']));
+    .option('--lifetime', 'also measure how long the NAT keeps an idle UDP mapping (RFC 5780 4.6; takes about 1-2 minutes, up to 4 for a patient NAT)')
+    .action((options: { broker: string; tcp?: boolean; httpProxy?: string; lifetime?: boolean; json?: boolean }) => run((out) => netcheckCommand(options, withJson(out, options.json))))
+    .addHelpText('after', examples(['nattrav netcheck --broker broker.example:3478', 'nattrav netcheck --broker 203.0.113.3:3478 --json', 'nattrav netcheck --broker broker.example:3478 --lifetime']));
 
   program
     .command('portmap')

@@ -3,7 +3,8 @@
  * RFC 5780 STUN server). The profile is the result, on stdout; a broker that
  * answers on neither UDP nor TCP is discoverNat's ERR_BROKER_UNREACHABLE (exit 4).
  */
-import { ErrorCode, NattravError, describeNat, discoverNat, formatAllocation, parseHostPort, type NatProfile } from '../index.js';
+import { ErrorCode, NattravError, describeNat, discoverNat, formatAllocation, measureNatLifetime, parseHostPort, type NatProfile } from '../index.js';
+import { describeLifetime, lifetimeFields } from './lifetime-text.js';
 import { parseHttpProxy } from '../peer/web/http-proxy.js';
 import { probeWeb, type WebProbe } from '../peer/web/probe.js';
 import { ExitCode, type Reporter } from './output.js';
@@ -45,12 +46,32 @@ function webLine(web: WebProbe): string {
 }
 
 /**
- * `nattrav netcheck --broker HOST:PORT [--no-tcp] [--http-proxy URL]`: prints the NAT profile on
+ * netcheck --lifetime: how long the NAT keeps an idle UDP mapping (about 1-2 minutes; progress
+ * on stderr). A server that cannot measure it (no RESPONSE-PORT) is a line of the result, not a failure.
+ */
+async function lifetimeResult(broker: string, out: Reporter, signal: AbortSignal): Promise<{ fields: Record<string, unknown>; line: string }> {
+  out.event('measuring', { what: 'udp-mapping-lifetime' }, 'measuring how long the NAT keeps an idle UDP mapping (about 1-2 minutes)...');
+  try {
+    const lifetime = await measureNatLifetime({
+      server: broker,
+      signal,
+      onProbe: (p) => out.event('lifetime-probe', { silenceMs: p.silenceMs, alive: p.alive }, `a mapping idle ${(p.silenceMs / 1000).toFixed(1)} s ${p.alive ? 'lived' : 'was gone'}`),
+    });
+    return { fields: lifetimeFields(lifetime), line: `UDP mapping lifetime: ${describeLifetime(lifetime)}` };
+  } catch (err) {
+    if (signal.aborted || !(err instanceof NattravError)) throw err;
+    return { fields: { error: { code: err.code, message: err.message } }, line: `UDP mapping lifetime: not measured (${err.message})` };
+  }
+}
+
+/**
+ * `nattrav netcheck --broker HOST:PORT [--no-tcp] [--http-proxy URL] [--lifetime]`: prints the NAT profile on
  * stdout (one `netcheck` JSON line with --json). When TCP is blocked, or neither UDP nor TCP
  * answers, it also tries the web fallback (wss:443, then ws:80) and reports it as `web`; a
- * broker reachable only over the web is exit 0, one reachable nowhere exit 4.
+ * broker reachable only over the web is exit 0, one reachable nowhere exit 4. With --lifetime
+ * (and UDP working) it also measures the UDP mapping lifetime and reports it as `lifetime`.
  */
-export async function netcheckCommand(options: { broker: string; tcp?: boolean; httpProxy?: string }, out: Reporter): Promise<number> {
+export async function netcheckCommand(options: { broker: string; tcp?: boolean; httpProxy?: string; lifetime?: boolean }, out: Reporter): Promise<number> {
   const controller = new AbortController();
   abortOnSignal(controller);
   if (options.httpProxy !== undefined) parseHttpProxy(options.httpProxy, '--http-proxy');
@@ -68,6 +89,8 @@ export async function netcheckCommand(options: { broker: string; tcp?: boolean; 
   const web = profile.tcp?.blocked === true ? await probeWeb(parseHostPort(options.broker, '--broker', 3478), webOptions, controller.signal) : undefined;
   const lines = humanLines(profile);
   if (web !== undefined) lines.push(webLine(web));
-  out.result('netcheck', { name: describeNat(profile), ...profile, ...(web === undefined ? {} : { web }) }, lines.join('\n'));
+  const lifetime = options.lifetime === true && !profile.udpBlocked ? await lifetimeResult(options.broker, out, controller.signal) : undefined;
+  if (lifetime !== undefined) lines.push(lifetime.line);
+  out.result('netcheck', { name: describeNat(profile), ...profile, ...(web === undefined ? {} : { web }), ...(lifetime === undefined ? {} : { lifetime: lifetime.fields }) }, lines.join('\n'));
   return ExitCode.Ok;
 }

@@ -15,7 +15,7 @@ import { TcpProber } from './tcp-prober.js';
 import { UdpProber, type UdpTiming } from './udp-prober.js';
 
 /** RFC 8489 §18.4: the default STUN port. */
-const DEFAULT_STUN_PORT = 3478;
+export const DEFAULT_STUN_PORT = 3478;
 
 /** Options of {@link discoverNat}. */
 export interface DiscoverNatOptions {
@@ -69,8 +69,8 @@ function silenceMs(timing: UdpTiming): number {
   return total;
 }
 
-/** Resolves a host name to one address (IP literals pass through). */
-async function resolveServer(server: HostPort, signal: AbortSignal | undefined): Promise<Endpoint> {
+/** Resolves a host name to one address (IP literals pass through); ERR_BROKER_UNREACHABLE names a name that does not resolve. */
+export async function resolveServer(server: HostPort, signal: AbortSignal | undefined): Promise<Endpoint> {
   if (isIP(server.host) !== 0) return { address: server.host, port: server.port };
   try {
     const { address } = await lookup(server.host);

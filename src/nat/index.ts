@@ -1,4 +1,4 @@
-/** NAT behaviour discovery (RFC 5780): the profile types, the pure classification, and `discoverNat()`. */
+/** NAT behaviour discovery (RFC 5780): the profile types, the pure classification, `discoverNat()`, and the mapping lifetime (`measureNatLifetime()`). */
 export { describeNat, formatAllocation, type Behaviour, type ClassicNatName, type NatProfile, type PortAllocation, type TcpProfile } from './profile.js';
 export {
   classifyAllocation,
@@ -18,3 +18,6 @@ export {
   type UdpProbeIo,
 } from './classify.js';
 export { discoverNat, DISCOVERY_DEFAULTS, type DiscoverNatOptions } from './discovery.js';
+export { measureMappingLifetime, LIFETIME_TIMING, type LifetimeIo, type LifetimeProbeEvent, type LifetimeSocket, type MappingLifetime, type MeasureLifetimeOptions } from './lifetime.js';
+export { LIFETIME_SEARCH_DEFAULTS, type LifetimeSearchOptions, type SearchEnd } from './lifetime-search.js';
+export { dgramLifetimeIo, measureNatLifetime, type LifetimeServer, type MeasureNatLifetimeOptions } from './lifetime-io.js';

@@ -114,6 +114,9 @@ describe('nattrav CLI', () => {
     const missing = cli(['listen', 'nattrav://x']);
     assert.equal(await missing.exited, 2);
     assert.match(missing.stderr, /--broker/);
+    const shortMax = cli(['listen', 'nattrav://x', '--broker', '127.0.0.1:1', '--keepalive-max', '1000']);
+    assert.equal(await shortMax.exited, 2);
+    assert.match(shortMax.stderr, /keepaliveMaxMs: expected an integer of at least 5000 \(the shortest keepalive\), got 1000/);
   });
 
   test('exit 5 and the phase named when a time limit fires', async () => {
