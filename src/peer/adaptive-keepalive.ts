@@ -179,12 +179,19 @@ export class KeepaliveAdapter extends EventEmitter {
       this.#measuredFor = address;
       this.#lifetime = undefined;
       const remembered = this.#memory.recall(address);
-      if (remembered !== undefined) this.#adopt(remembered, 'remembered', address);
+      if (remembered !== undefined) this.#adopt(remembered, 'remembered', address, true);
       else void this.#measure(event.brokerAddress, address);
       return;
     }
     if (this.#lifetime !== undefined) this.#adopt(this.#lifetime, 'measured', address, false);
   }
+
+  /**
+   * Sets the interval from `lifetime`. A new measurement (`fresh`) ignores the grant seen so
+   * far: it answered the lifetime asked before, not the one that follows the new interval.
+   * The refreshes after it bring the broker's answer to the new ask, and a grant below twice
+   * the interval then lowers it.
+   */
 
   /** Stops a measurement in progress. Idempotent. */
   close(): void {
@@ -197,7 +204,7 @@ export class KeepaliveAdapter extends EventEmitter {
       const lifetime = await measure(broker, measureCeilingMs(this.#maxMs), this.#closing.signal);
       if (this.#closing.signal.aborted || this.#measuredFor !== address) return;
       this.#memory.remember(address, lifetime);
-      this.#adopt(lifetime, 'measured', address);
+      this.#adopt(lifetime, 'measured', address, true);
     } catch (err) {
       if (this.#closing.signal.aborted) return;
       if (this.#measuredFor === address) this.#measuredFor = undefined; // the next registration tries again
@@ -205,10 +212,11 @@ export class KeepaliveAdapter extends EventEmitter {
     }
   }
 
-  #adopt(lifetime: MappingLifetime, source: 'measured' | 'remembered', address: string, report = true): void {
+  #adopt(lifetime: MappingLifetime, source: 'measured' | 'remembered', address: string, fresh: boolean): void {
     this.#lifetime = lifetime;
+    if (fresh) this.#grantedMs = Number.POSITIVE_INFINITY;
     const keepaliveMs = keepaliveFromLifetime(lifetime, this.#maxMs, this.#grantedMs);
-    if (keepaliveMs !== this.#keepaliveMs || report) this.#apply(keepaliveMs, source, address, lifetime);
+    if (keepaliveMs !== this.#keepaliveMs || fresh) this.#apply(keepaliveMs, source, address, lifetime);
   }
 
   #apply(keepaliveMs: number, source: KeepaliveEvent['source'], address: string, lifetime?: MappingLifetime): void {

@@ -140,12 +140,16 @@ describe('KeepaliveAdapter', () => {
     adapter.close();
   });
 
-  test('the broker grants less than asked: the interval stays at half of it', async () => {
+  test('the broker grants less than the adapted lifetime asked: the interval goes down to half of the grant', async () => {
     const { adapter, set, measures } = setup();
+    // The first grant answers the starting ask (30 s): it does not cap the new interval.
     adapter.registered(registered('first', '198.51.100.20', 40_000, { lifetimeMs: 30_000 }));
     measures[0]?.resolve(lifetime(120_000));
     await new Promise((resolve) => setImmediate(resolve));
-    assert.deepEqual(set.at(-1), [15_000, 45_000]);
+    assert.deepEqual(set.at(-1), [60_000, 180_000]);
+    // The refresh that asked 180 s is granted 50 s (the broker's maximum).
+    adapter.registered(registered('refresh', '198.51.100.20', 40_000, { lifetimeMs: 50_000 }));
+    assert.deepEqual(set.at(-1), [25_000, 75_000]);
     adapter.close();
   });
 
