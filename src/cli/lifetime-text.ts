@@ -19,7 +19,7 @@ export function lifetimeFields(lifetime: MappingLifetime): Record<string, unknow
 export function describeKeepalive(event: KeepaliveEvent): string {
   const why =
     event.source === 'reset'
-      ? 'the NAT forgot our mapping sooner than measured: back to the starting interval'
-      : `NAT mapping lifetime ${event.lifetime === undefined ? '?' : describeLifetime(event.lifetime)}, ${event.source} from ${event.publicAddress}`;
-  return `keepalive every ${seconds(event.keepaliveMs)}, registration lifetime ${seconds(event.lifetimeMs)} (${why})`;
+      ? 'the NAT forgot our mapping sooner than measured; back to the starting interval'
+      : `the NAT at ${event.publicAddress} keeps an idle UDP mapping ${event.lifetime === undefined ? '?' : describeLifetime(event.lifetime)}${event.source === 'remembered' ? ', measured earlier' : ''}`;
+  return `keepalive every ${seconds(event.keepaliveMs)}, registration lifetime ${seconds(event.lifetimeMs)}: ${why}`;
 }

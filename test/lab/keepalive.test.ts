@@ -120,6 +120,7 @@ describe('adaptive keepalive behind a NAT with a 30 s UDP timeout', () => {
     await sleep(IDLE_MS);
     const sent = (await counted(router)) - before;
     const allowed = Math.ceil(IDLE_MS / keepaliveMs);
+    t.diagnostic(`netcheck: ${netcheckMs} ms; listen: ${mapping.lifetimeMs} ms, keepalive ${keepaliveMs} ms; ${sent} packets to the broker in ${IDLE_MS / 1000} s idle (at most ${allowed})`);
     assert.ok(sent >= 1, 'the listener kept refreshing');
     assert.ok(sent <= allowed, `${sent} packets to the broker in ${IDLE_MS / 1000} s idle: more than one per ${keepaliveMs} ms interval (${allowed})`);
     assert.equal(listener.events.some((e) => e.event === 'registration-lost'), false, listener.stderr.slice(-2000));

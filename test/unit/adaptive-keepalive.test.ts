@@ -177,9 +177,12 @@ describe('a server on loopback with adaptiveKeepalive: true', () => {
   });
 
   test('measures for real through the broker (RESPONSE-PORT), adapts, and its next refresh asks the adapted lifetime', { timeout: 60_000 }, async () => {
-    const { address, events } = await startWatchedBroker(closers);
-    // keepaliveMaxMs 5 s: the silences tested are 5 and 10 s, so the test takes about 12 s.
+    const { address, broker } = await startWatchedBroker(closers);
+    const startedAt = Date.now();
+    // keepaliveMaxMs 5 s: the silences tested are 5 and 10 s, so the measurement takes about 12 s.
     const { server } = await startRecipient(address, 'nattrav://adaptive', { adaptiveKeepalive: true, keepaliveMs: 3_000, keepaliveMaxMs: 5_000, tls: false });
+    const listeningMs = Date.now() - startedAt;
+    assert.ok(listeningMs < 5_000, `registration waited ${listeningMs} ms: it must not wait for the measurement`);
     closers.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
     const adapted: KeepaliveEvent[] = [];
     server.on('keepalive', (e: KeepaliveEvent) => adapted.push(e));
@@ -189,7 +192,16 @@ describe('a server on loopback with adaptiveKeepalive: true', () => {
     assert.equal(adapted[0]?.lifetime?.lifetimeMs, 10_000);
     assert.equal(adapted[0]?.keepaliveMs, 5_000);
     assert.equal(adapted[0]?.lifetimeMs, 15_000);
-    const count = events.length;
-    await until(() => events.slice(count).some((e: BrokerEvent) => e.type === 'registered' && e.lifetimeMs === 15_000), 10_000, 'a refresh asking 15 s');
+    // Every refresh asking the adapted lifetime, with when the broker saw it.
+    const refreshes: number[] = [];
+    broker.on('event', (e: BrokerEvent) => {
+      if (e.type === 'registered' && e.lifetimeMs === 15_000) refreshes.push(Date.now());
+    });
+    await until(() => refreshes.length >= 3, 30_000, 'three refreshes asking 15 s');
+    // They come every 5 s (the adapted interval), not every 3 s (the starting one).
+    for (let i = 1; i < refreshes.length; i++) {
+      const gap = (refreshes[i] as number) - (refreshes[i - 1] as number);
+      assert.ok(gap >= 4_500, `refreshes ${gap} ms apart`);
+    }
   });
 });
