@@ -78,7 +78,11 @@ export interface ServerOptions {
   broker: BrokerAddress | readonly BrokerAddress[];
   /** The URI to register. */
   uri: string;
-  /** Interval between registration refreshes, in ms; must stay well under the NAT's UDP timeout (30 s on Linux). @default 10000 */
+  /**
+   * Interval between registration refreshes, in ms; must stay well under the NAT's UDP timeout
+   * (30 s on Linux). Given, it is fixed (no adaptive keepalive unless `adaptiveKeepalive: true`,
+   * which then starts from it); else it is where adaptive keepalive starts. @default 10000
+   */
   keepaliveMs?: number;
   /**
    * Adaptive keepalive: measure how long our NAT keeps an idle UDP mapping (RFC 5780 §4.6,

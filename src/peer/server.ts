@@ -23,6 +23,8 @@
  *   in `allow` was refused after the TLS handshake; it sees ERR_NOT_ALLOWED with the reason.
  * - 'portmap' (PortMapperEvent): our gateway's port mapping was made, renewed, re-added or
  *   deleted (portmap-agent.ts; a changed mapping is registered again at once).
+ * - 'keepalive' (KeepaliveEvent): adaptive keepalive set the refresh interval from the measured
+ *   NAT mapping lifetime; 'keepaliveFailed' (NattravError): that measurement failed (adaptive-keepalive.ts).
  */
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';

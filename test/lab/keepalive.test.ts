@@ -32,6 +32,8 @@ const MEASURE_WAIT_MS = 4 * 60_000;
 const CONNECT_WAIT_MS = 45_000;
 /** Whole test: two measurements at once, the idle window, a connection. */
 const TEST_TIMEOUT_MS = 14 * 60_000;
+/** Resends of one refresh come within this much of it (250 ms doubling, three sends): they count as one keepalive. */
+const RESEND_MS = 2_000;
 /** The nftables table and counter the test adds to site a's router (gone with the lab's namespaces). */
 const COUNT_TABLE = 'nattrav_keepalive';
 
@@ -92,7 +94,8 @@ describe('adaptive keepalive behind a NAT with a 30 s UDP timeout', () => {
     await l.run(router, 'nft', ['add', 'chain', 'ip', COUNT_TABLE, 'forward', '{ type filter hook forward priority 0; policy accept; }']);
     await l.run(router, 'nft', ['add', 'rule', 'ip', COUNT_TABLE, 'forward', 'ip', 'saddr', site.host.address, 'ip', 'daddr', l.broker.address, 'udp', 'dport', String(LAB_BROKER_PORT), 'counter', 'name', 'to_broker']);
 
-    const broker = startCli(l.broker, ['broker', '--listen', address]);
+    // --log-level debug: the broker reports every refresh (with its time), so keepalives are counted from its view too.
+    const broker = startCli(l.broker, ['broker', '--listen', address, '--log-level', 'debug']);
     await broker.waitForEvent('listening', START_WAIT_MS);
     const uri = 'nattrav://lab-keepalive';
     const listener = startCli(site.host, ['listen', uri, '--broker', address, '--echo']);
@@ -116,13 +119,28 @@ describe('adaptive keepalive behind a NAT with a 30 s UDP timeout', () => {
 
     // The refresh still due on the starting 10 s schedule goes first; then only adapted intervals.
     await sleep(keepaliveMs);
+    const windowStart = Date.now();
     const before = await counted(router);
     await sleep(IDLE_MS);
-    const sent = (await counted(router)) - before;
+    const packets = (await counted(router)) - before;
+    const windowEnd = Date.now();
+    // The broker's view: each refresh of our URI in the window; a resent request (within RESEND_MS) is the same keepalive.
+    const keepalives: number[] = [];
+    for (const e of broker.events) {
+      const at = Date.parse(String(e.time));
+      if (e.event !== 'registered' || e.uri !== uri || at < windowStart || at > windowEnd) continue;
+      if (keepalives.length === 0 || at - (keepalives.at(-1) as number) > RESEND_MS) keepalives.push(at);
+    }
     const allowed = Math.ceil(IDLE_MS / keepaliveMs);
-    t.diagnostic(`netcheck: ${netcheckMs} ms; listen: ${mapping.lifetimeMs} ms, keepalive ${keepaliveMs} ms; ${sent} packets to the broker in ${IDLE_MS / 1000} s idle (at most ${allowed})`);
-    assert.ok(sent >= 1, 'the listener kept refreshing');
-    assert.ok(sent <= allowed, `${sent} packets to the broker in ${IDLE_MS / 1000} s idle: more than one per ${keepaliveMs} ms interval (${allowed})`);
+    t.diagnostic(`netcheck: ${netcheckMs} ms; listen: ${mapping.lifetimeMs} ms, keepalive ${keepaliveMs} ms; in ${IDLE_MS / 1000} s idle: ${keepalives.length} keepalives at the broker, ${packets} packets at the router (at most ${allowed} keepalives)`);
+    assert.ok(keepalives.length >= Math.floor(IDLE_MS / keepaliveMs) - 1, `only ${keepalives.length} keepalives: the listener stopped refreshing`);
+    assert.ok(keepalives.length <= allowed, `${keepalives.length} keepalives in ${IDLE_MS / 1000} s idle: more than one per ${keepaliveMs} ms interval (${allowed})`);
+    for (let i = 1; i < keepalives.length; i++) {
+      const gap = (keepalives[i] as number) - (keepalives[i - 1] as number);
+      assert.ok(gap >= keepaliveMs - RESEND_MS, `two keepalives ${gap} ms apart, under the ${keepaliveMs} ms interval`);
+    }
+    // The router saw them (and at most the two resends a refresh may have).
+    assert.ok(packets >= keepalives.length && packets <= 3 * keepalives.length, `${packets} packets at the router for ${keepalives.length} keepalives`);
     assert.equal(listener.events.some((e) => e.event === 'registration-lost'), false, listener.stderr.slice(-2000));
 
     const client = startCli(l.site('b').host, ['connect', uri, '--broker', address]);
