@@ -23,6 +23,8 @@
  *   in `allow` was refused after the TLS handshake; it sees ERR_NOT_ALLOWED with the reason.
  * - 'portmap' (PortMapperEvent): our gateway's port mapping was made, renewed, re-added or
  *   deleted (portmap-agent.ts; a changed mapping is registered again at once).
+ * - 'socks5Bind' (Socks5BindEvent): our BIND at the SOCKS5 proxy was bound, used, lost or
+ *   refused (socks5-bind.ts; a new bound address is registered again at once).
  */
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -47,7 +49,8 @@ import { toBrokerList } from './brokers.js';
 import type { VerifiedPeer } from '../security/verify.js';
 import { SocketBudget } from './strategies/socket-budget.js';
 import { registerTransportOf, type Dialer } from './dialer.js';
-import { dialerFromOptions } from './socks5.js';
+import { dialerFromOptions, isSocks5Dialer } from './socks5.js';
+import { startBind, type Socks5BindAgent } from './socks5-bind.js';
 import { PortmapAgent, checkPortmapOption, portmapAllowed, type PortmapSettings } from './portmap-agent.js';
 
 /**
@@ -138,6 +141,8 @@ export class NattravServer extends EventEmitter {
   readonly #portmap: PortmapSettings | false;
   /** Our gateway's port mapping, once the broker we registered with is not on loopback. */
   #agent: PortmapAgent | undefined;
+  /** Our BIND at the SOCKS5 proxy (path socks5-bind), when the proxy is our way out. */
+  #bind: Socks5BindAgent | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
   /** Set by the first close(): settles once the registration was withdrawn and 'close' emitted. */
   #closed: Promise<void> | undefined;
@@ -218,6 +223,10 @@ export class NattravServer extends EventEmitter {
   async #start(): Promise<void> {
     const keys = await this.#keys();
     if (this.#state !== 'starting') return;
+    if (isSocks5Dialer(this.#dialer)) {
+      this.#bind = await startBind(this.#dialer.proxy, (event) => this.emit('socks5Bind', event));
+      if (this.#state !== 'starting') return;
+    }
     const registration = new PeerRegistration({
       broker: this.#brokers,
       uri: this.#uri,
@@ -228,12 +237,14 @@ export class NattravServer extends EventEmitter {
       keys,
       admit: () => this.#refusal(),
       mappedEndpoint: () => this.#agent?.endpoint,
+      boundEndpoint: () => this.#bind?.endpoint,
       once: this.#once,
       backoff: { initialMs: this.#retryInitialMs, maxMs: this.#retryMaxMs, jitter: REGISTRATION_BACKOFF.jitter },
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
     });
     this.#registration = registration;
+    this.#bind?.on('change', () => registration.refreshNow());
     registration.on('registered', (event: RegisteredEvent) => {
       this.#startPortmap(registration, event.brokerAddress.address);
       this.emit('registered', event);
@@ -295,6 +306,7 @@ export class NattravServer extends EventEmitter {
   close(callback?: () => void): this {
     if (this.#closed === undefined) {
       this.#state = 'closed';
+      this.#bind?.close();
       const withdrawn = Promise.all([this.#registration?.close(), this.#agent?.close()]);
       for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
       this.#attempts.clear();
@@ -401,6 +413,7 @@ export class NattravServer extends EventEmitter {
       tls: this.#tls !== undefined,
       sockets: this.#sockets,
       ...(this.#agent === undefined ? {} : { mappedInbound: this.#agent }),
+      ...(this.#bind === undefined ? {} : { boundInbound: this.#bind }),
       ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
