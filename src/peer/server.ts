@@ -224,8 +224,13 @@ export class NattravServer extends EventEmitter {
     const keys = await this.#keys();
     if (this.#state !== 'starting') return;
     if (isSocks5Dialer(this.#dialer)) {
-      this.#bind = await startBind(this.#dialer.proxy, (event) => this.emit('socks5Bind', event));
-      if (this.#state !== 'starting') return;
+      const bind = await startBind(this.#dialer.proxy, (event) => this.emit('socks5Bind', event));
+      // Closed meanwhile: close() found no BIND to close.
+      if (this.#state !== 'starting') {
+        bind.close();
+        return;
+      }
+      this.#bind = bind;
     }
     const registration = new PeerRegistration({
       broker: this.#brokers,

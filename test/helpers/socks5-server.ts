@@ -26,6 +26,8 @@ export interface TestSocks5Options {
   readonly bind?: 'accept' | number;
   /** The address put in the first BIND reply. @default '127.0.0.1' ('0.0.0.0': "my own address") */
   readonly boundAddress?: string;
+  /** How long the first BIND reply takes, in ms. @default 0 */
+  readonly bindDelayMs?: number;
 }
 
 interface BindState {
@@ -48,6 +50,7 @@ async function bind(client: Socket, options: TestSocks5Options, state: BindState
     client.end(reply(options.bind, '0.0.0.0', 0));
     return;
   }
+  await new Promise((resolve) => setTimeout(resolve, options.bindDelayMs ?? 0));
   const listener = createServer({ allowHalfOpen: true });
   listener.listen(0, '127.0.0.1');
   await once(listener, 'listening');

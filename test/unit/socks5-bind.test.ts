@@ -236,6 +236,24 @@ describe('path socks5-bind on loopback', () => {
     assert.equal(proxy.bindRequests, 3);
   });
 
+  test('a server closed while its first BIND is being made leaves no BIND open at the proxy; close() after listening closes it too', async () => {
+    // The proxy answers BIND only after a while, so close() comes while the server waits for it.
+    const proxy = await proxyWith({ bindDelayMs: 300 });
+    const { broker, address } = await startBroker();
+    closers.push(() => broker.close());
+    const early = createServer({ broker: address, uri: 'nattrav://early', socks5: `127.0.0.1:${proxy.port}`, tls: false });
+    early.listen();
+    await until(() => proxy.bindRequests === 1, WAIT_MS, 'the BIND request');
+    await new Promise<void>((resolve) => early.close(() => resolve()));
+    // The proxy's answer comes after close(): then the BIND must be closed at once.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    await until(() => proxy.boundPorts.length === 0, WAIT_MS, 'the BIND to be closed');
+    const { server } = await startRecipient(address, 'nattrav://late', { socks5: `127.0.0.1:${proxy.port}`, tls: false });
+    assert.equal(proxy.boundPorts.length, 1);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await until(() => proxy.boundPorts.length === 0, WAIT_MS, 'the BIND to be closed on close');
+  });
+
   test('a proxy that refuses BIND: the recipient is still reached over today\'s paths, and says so once', async () => {
     const proxy = await proxyWith({ bind: 2 });
     const { broker, address } = await startBroker();
