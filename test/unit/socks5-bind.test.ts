@@ -4,16 +4,21 @@
  * connection handed to the attempt that claims it (with who connected, from the proxy's second
  * reply), renewal after each use, a refused BIND (logged once, retried late), a BIND the proxy
  * drops (renewed after a backoff), the bound on connections held, close; then end to end: a
- * recipient behind the proxy reached over path socks5-bind, and today's paths when it refuses.
+ * recipient behind the proxy reached over path socks5-bind (with TLS too), a server closed
+ * while its first BIND is made, and today's paths when the proxy refuses.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { connect as netConnect, createServer as netServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ErrorCode, isNattravError } from '../../src/errors.js';
 import { connect } from '../../src/peer/connect.js';
 import { createServer } from '../../src/peer/server.js';
+import { newSelfCertifyingIdentity } from '../../src/security/identity.js';
 import { MAX_HELD, Socks5BindAgent, type Socks5BindEvent, type Socks5BindOptions } from '../../src/peer/socks5-bind.js';
 import type { HostPort } from '../../src/common/endpoint.js';
 import type { TransportAddress } from '../../src/wire/types.js';
@@ -234,6 +239,24 @@ describe('path socks5-bind on loopback', () => {
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
     assert.equal(proxy.bindRequests, 3);
+  });
+
+  test('with TLS (the default): the connection through the BIND is authenticated like any other', async () => {
+    const proxy = await proxyWith();
+    const { broker, address } = await startBroker();
+    closers.push(() => broker.close());
+    const keyDir = await mkdtemp(join(tmpdir(), 'nattrav-bind-keys-'));
+    closers.push(() => rm(keyDir, { recursive: true, force: true }));
+    const identity = await newSelfCertifyingIdentity({ dir: keyDir });
+    const { server, accepted } = await startRecipient(address, identity.uri, { identity, socks5: `127.0.0.1:${proxy.port}` });
+    closers.push(() => server.close());
+    const socket = await connect({ broker: address, uri: identity.uri });
+    closers.push(() => socket.destroy());
+    assert.equal(socket.nattrav.path, 'socks5-bind');
+    assert.equal(socket.nattrav.tls, true);
+    await until(() => accepted.length === 1, WAIT_MS, 'the recipient to accept');
+    socket.write('secret');
+    assert.equal((await readAll(accepted[0]!, 6)).toString(), 'secret');
   });
 
   test('a server closed while its first BIND is being made leaves no BIND open at the proxy; close() after listening closes it too', async () => {
