@@ -113,6 +113,7 @@ export class Socks5BindAgent extends EventEmitter implements BoundInbound {
     return this.#endpoint;
   }
 
+  /** Where the agent is (module comment, steps 1 to 5). */
   get state(): Socks5BindState {
     return this.#state;
   }
@@ -187,7 +188,8 @@ export class Socks5BindAgent extends EventEmitter implements BoundInbound {
     });
     client.once('bound', (info: { remoteHost?: SocksRemoteHost }) => {
       if (this.#pending !== socket) return;
-      // Step 2. An unspecified address (the package gives none for 0.0.0.0) stands for the proxy's own.
+      // Step 2. An unspecified address (the package gives none for 0.0.0.0), or a name, is
+      // registered as 0.0.0.0: the broker puts the proxy's address as it sees it in its place.
       const host = info.remoteHost?.host;
       const address = host === undefined || isIP(host) === 0 ? '0.0.0.0' : host;
       const endpoint: TransportAddress = { family: isIP(address) === 6 ? 'IPv6' : 'IPv4', address, port: info.remoteHost?.port ?? 0 };
