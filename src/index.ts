@@ -60,8 +60,10 @@ export type { BrokerAddress, ConnectOptions, ServerOptions } from './peer/option
 export { PEER_DEFAULTS, DEFAULT_BROKER_PORT } from './peer/options.js';
 export { DIRECT_DIALER } from './peer/dialer.js';
 export type { Dialer } from './peer/dialer.js';
-export { bypassesProxy, describeProxy, dialerFromOptions, parseSocks5Proxy, socks5Dialer, socks5FromEnvironment } from './peer/socks5.js';
-export type { Socks5Proxy } from './peer/socks5.js';
+export { bypassesProxy, describeProxy, dialerFromOptions, isSocks5Dialer, parseSocks5Proxy, socks5Dialer, socks5FromEnvironment } from './peer/socks5.js';
+export type { Socks5Dialer, Socks5Proxy } from './peer/socks5.js';
+export { Socks5BindAgent, BIND_BACKOFF, BIND_REFUSED_RETRY_MS, MAX_HELD } from './peer/socks5-bind.js';
+export type { Socks5BindEvent, Socks5BindOptions, Socks5BindState } from './peer/socks5-bind.js';
 export { WEB_STEP_TIMEOUT_MS, WebFallbackDialer, isBrokerUrl, parseBrokerUrl, webSocketDialer } from './peer/web/dialer.js';
 export type { BrokerUrl, WebDialerOptions, WebFallbackEvent } from './peer/web/dialer.js';
 export { maskUrl, parseHttpProxy, proxyFor } from './peer/web/http-proxy.js';

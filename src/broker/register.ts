@@ -19,7 +19,7 @@ import { uriKeyFingerprint } from '../security/uri.js';
 import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
 import { AttrType, StunErrorCode, WITHDRAWAL_LIFETIME_MS } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
-import { addU32, addXorAddress, getMappedEndpoint, getU32Attr, getUri, getXorAddressAttrs } from '../wire/nattrav.js';
+import { addU32, addXorAddress, getBoundEndpoint, getMappedEndpoint, getU32Attr, getUri, getXorAddressAttrs } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import type { Registry } from './registry/registry.js';
 import type { Session, SessionStore } from './sessions.js';
@@ -335,6 +335,7 @@ async function store(
   integrityKey?: Buffer,
 ): Promise<boolean> {
   const mappedEndpoint = getMappedEndpoint(request);
+  const boundEndpoint = getBoundEndpoint(request);
   const registration = {
     uri,
     publicEndpoint: remote,
@@ -342,6 +343,8 @@ async function store(
     expiresAt: ctx.now() + lifetimeMs,
     // The port its gateway maps for it, when it holds one: path `portmap` (schedule.ts).
     ...(mappedEndpoint === undefined ? {} : { mappedEndpoint }),
+    // The address its SOCKS5 proxy bound for it: path `socks5-bind` (schedule.ts).
+    ...(boundEndpoint === undefined ? {} : { boundEndpoint }),
     transport,
     // The broker holding the peer's mapping (or control connection): connection requests leave from it.
     ...(ctx.brokerId === undefined ? {} : { broker: ctx.brokerId }),

@@ -34,6 +34,20 @@ export interface AttemptSide {
    * (carrier-grade NAT) maps a port of an address nobody outside can reach.
    */
   readonly mappedEndpoint?: TransportAddress;
+  /**
+   * The address its SOCKS5 proxy bound for it (BIND), as registered (BOUND-ENDPOINT; the
+   * recipient's only). Like a mapping it counts only on the side's own public address (the
+   * proxy's, from which the registration came); an unspecified address stands for that one.
+   */
+  readonly boundEndpoint?: TransportAddress;
+}
+
+/** The side's bound endpoint when path `socks5-bind` may use it (on its own public address), else undefined. */
+export function usableBoundEndpoint(side: AttemptSide): TransportAddress | undefined {
+  const bound = side.boundEndpoint;
+  if (bound === undefined || bound.port === 0) return undefined;
+  if (bound.address === '0.0.0.0' || bound.address === '::') return { ...side.publicEndpoint, port: bound.port };
+  return bound.address === side.publicEndpoint.address ? bound : undefined;
 }
 
 /** Both sides of an attempt. */
@@ -108,7 +122,7 @@ export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures:
   const recipientMapping = classifyTcpMapping(recipient.publicEndpoint, recipient.probes, recipient.privateEndpoints);
   const plan = planStrategies(
     { mapping: initiatorMapping, publicAddress: initiator.publicEndpoint.address },
-    { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address, mapped: recipient.mappedEndpoint?.address === recipient.publicEndpoint.address },
+    { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address, mapped: recipient.mappedEndpoint?.address === recipient.publicEndpoint.address, bound: usableBoundEndpoint(recipient) !== undefined },
   );
   const scheduled = new Set(failures.history.filter((h) => now - h.at <= ATTEMPT_HISTORY_MS).map((h) => h.strategy));
   const choice = chooseStrategy(plan, { scheduled, claimed: failures.claimed, budget: failures.budget });
@@ -122,9 +136,11 @@ export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures:
     if (initiatorMapping.kind === 'random') recipientMs += BIRTHDAY_CONE_LAG_MS;
     else initiatorMs += BIRTHDAY_CONE_LAG_MS;
   }
-  // For prediction a sequential side is named by the last port its NAT gave out; for portmap the recipient by its mapping.
+  // For prediction a sequential side is named by the last port its NAT gave out; for portmap the recipient by its mapping, for socks5-bind by its proxy's bound address.
   const aim = (side: AttemptSide, mapping: MappingKind): TransportAddress => {
     if (strategy === 'portmap' && side.mappedEndpoint !== undefined) return side.mappedEndpoint;
+    const bound = strategy === 'socks5-bind' ? usableBoundEndpoint(side) : undefined;
+    if (bound !== undefined) return bound;
     return strategy === 'predicted' && mapping.kind === 'sequential'
       ? { ...side.publicEndpoint, port: lastObservedPort(side.publicEndpoint, side.probes) }
       : side.publicEndpoint;

@@ -31,6 +31,7 @@ export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
   AttrType.AttemptId,
   AttrType.PrivateEndpoint,
   AttrType.MappedEndpoint,
+  AttrType.BoundEndpoint,
   AttrType.PeerPublicEndpoint,
   AttrType.PeerPrivateEndpoint,
   AttrType.StartDelay,

@@ -19,6 +19,7 @@ import {
   type RegisteredEvent,
   type RegistrationRetryEvent,
   type ServerAddress,
+  type Socks5BindEvent,
   type StrategyTrace,
 } from '../index.js';
 import type { EventEmitter } from 'node:events';
@@ -163,6 +164,7 @@ export function reportRegistration(server: RegistrationSource, options: { broker
   server.on('keepaliveFailed', (err: NattravError) =>
     out.event('keepalive-failed', { code: err.code, message: err.message }, `measuring the NAT mapping lifetime failed (${err.message}); the keepalive interval stays`),
   );
+  server.on('socks5Bind', (event: Socks5BindEvent) => out.event('socks5-bind', ...socks5BindLine(event)));
   server.on('registrationLost', (err: NattravError) =>
     out.event('registration-lost', { code: err.code, message: err.message }, `registration lost: ${err.message}; registering again`),
   );
@@ -320,4 +322,15 @@ function webDialer(options: { broker: string; httpProxy?: string }, proxy: { soc
     throw new NattravError(ErrorCode.InvalidArgument, '--socks5 with a ws:// or wss:// --broker or --http-proxy: give one way out (the SOCKS5 proxy, or the web)');
   }
   return {};
+}
+
+/** A BIND event as stderr / --json shows it: its fields and its line. */
+function socks5BindLine(event: Socks5BindEvent): [Record<string, unknown>, string] {
+  if (event.type === 'bound') {
+    const bound = formatEndpoint(event.endpoint);
+    return [{ type: 'bound', bound }, `reachable through the SOCKS5 proxy's BIND at ${bound}`];
+  }
+  if (event.type === 'accepted') return [{ type: 'accepted', from: `${event.from.host}:${event.from.port}` }, `a connection from ${event.from.host}:${event.from.port} came through the SOCKS5 BIND`];
+  const what = event.type === 'refused' ? 'the SOCKS5 proxy refused BIND; inbound connections use the other paths' : 'the SOCKS5 BIND was lost';
+  return [{ type: event.type, message: event.error.message, retryInMs: event.retryMs }, `${what}: ${event.error.message}; next BIND in ${(event.retryMs / 1000).toFixed(1)} s`];
 }

@@ -17,7 +17,7 @@ import { NAT_TYPES, type LabHost, type NatType } from './types.js';
 export { minimumSetup, type MinimumSetup, type SetupStep } from './matrix-timing.js';
 
 /** The paths a `connected` event can name (later strategies add the ones beyond `direct`). */
-export type MatrixPath = 'lan' | 'public' | 'reversal' | 'direct' | 'predicted' | 'birthday' | 'relay' | 'portmap';
+export type MatrixPath = 'lan' | 'public' | 'reversal' | 'direct' | 'predicted' | 'birthday' | 'relay' | 'portmap' | 'socks5-bind';
 
 /** One `nattrav connect` run of a cell. */
 export interface MatrixAttempt {

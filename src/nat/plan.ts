@@ -13,6 +13,8 @@ export interface SideFacts {
   readonly publicAddress: string;
   /** True when the side registered a port mapping of its gateway (MAPPED-ENDPOINT): only the recipient's counts. */
   readonly mapped?: boolean;
+  /** True when the side holds a BIND open at its SOCKS5 proxy (BOUND-ENDPOINT): only the recipient's counts. */
+  readonly bound?: boolean;
 }
 
 /** Ordered strategies for an initiator/recipient pair. */
@@ -21,6 +23,9 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
   const i = initiator.mapping.kind;
   const r = recipient.mapping.kind;
   const coneLike = (k: string): boolean => k === 'eim' || k === 'unknown';
+  // The recipient's SOCKS5 proxy listens for it (BIND): whoever reaches the proxy connects there,
+  // from anywhere, with a plain connect. First: the proxy is usually its only way in.
+  if (recipient.bound === true) plan.push('socks5-bind');
   // Behind one NAT (or on one host): the LAN path first; hairpinning may still allow direct.
   if (initiator.publicAddress === recipient.publicAddress && !(i === 'none' && r === 'none')) plan.push('lan');
   // The recipient's gateway forwards a port to it: a plain connect from behind any NAT, symmetric

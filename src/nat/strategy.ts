@@ -11,7 +11,7 @@ export { StrategyCode };
 export type StrategyName = keyof typeof StrategyCode;
 
 /** Every strategy name, in code order. */
-export const STRATEGY_NAMES: readonly StrategyName[] = ['lan', 'public', 'reversal', 'direct', 'predicted', 'birthday', 'relay', 'portmap'];
+export const STRATEGY_NAMES: readonly StrategyName[] = ['lan', 'public', 'reversal', 'direct', 'predicted', 'birthday', 'relay', 'portmap', 'socks5-bind'];
 
 /** The name for a wire code, or undefined for an unknown code. */
 export function strategyName(code: number): StrategyName | undefined {

@@ -15,7 +15,7 @@ import { helloAsInitiator, helloAsRecipient } from './punch.js';
 import { STRATEGIES } from './strategies/index.js';
 import { relayQuotaOf } from './strategies/relay.js';
 import type { SocketBudget } from './strategies/socket-budget.js';
-import type { MappedInbound } from './strategies/types.js';
+import type { BoundInbound, MappedInbound } from './strategies/types.js';
 
 /** What one attempt needs. */
 export interface AttemptParams {
@@ -48,6 +48,8 @@ export interface AttemptParams {
   readonly sockets?: SocketBudget;
   /** The recipient's listener on its gateway-mapped port (path `portmap`), when it holds a mapping. */
   readonly mappedInbound?: MappedInbound;
+  /** The recipient's BIND at its SOCKS5 proxy (path `socks5-bind`), when it holds one. */
+  readonly boundInbound?: BoundInbound;
 }
 
 /** The key the broker said the other peer registered with, per socket an attempt made (initiator side). */
@@ -73,12 +75,19 @@ const SPECULATIVE_LISTEN_MS = 1_500;
  */
 const PORTMAP_MS = 3_500;
 
+/**
+ * Through a SOCKS5 BIND: the initiator's connect (two SYN retransmissions if one is lost), the
+ * proxy's second reply, then the Hello, every leg one more hop through the proxy, in ms.
+ */
+const SOCKS5_BIND_MS = 6_000;
+
 /** How long each strategy may take, from the punch limit (listening and relay need no more). */
 function strategyTimeoutMs(exchange: ExchangeResult, role: ConnectionRole, punchTimeoutMs: number, exchangeTimeoutMs: number): number {
   const { strategy } = exchange;
   if (strategy === 'birthday') return Math.max(BIRTHDAY_MIN_MS, punchTimeoutMs);
   if (strategy === 'relay') return exchangeTimeoutMs;
   if (strategy === 'portmap') return Math.min(PORTMAP_MS, punchTimeoutMs);
+  if (strategy === 'socks5-bind') return SOCKS5_BIND_MS;
   if (strategy === 'public' || strategy === 'reversal') {
     const listenerIsUs = (strategy === 'public') === (role === 'recipient');
     const listenerMapping = listenerIsUs ? exchange.mapping : exchange.peerMapping;
@@ -119,6 +128,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
       ...(params.sockets === undefined ? {} : { sockets: params.sockets }),
       ...(params.dialer === undefined ? {} : { dialer: params.dialer }),
       ...(params.mappedInbound === undefined ? {} : { mappedInbound: params.mappedInbound }),
+      ...(params.boundInbound === undefined ? {} : { boundInbound: params.boundInbound }),
       signal: phase.signal,
       verify: (candidate) =>
         initiator

@@ -121,6 +121,8 @@ export class KeepaliveLoop<T> {
   #triedAt = 0;
   /** True while a try is on the wire. */
   #running = false;
+  /** refreshNow() was asked while a try ran: refresh again once it succeeds. */
+  #again = false;
   #first: { resolve: (info: T) => void; reject: (error: unknown) => void } | undefined;
 
   constructor(options: KeepaliveLoopOptions<T>) {
@@ -164,10 +166,12 @@ export class KeepaliveLoop<T> {
 
   /**
    * Refreshes now instead of at the next keepalive (what we register changed, e.g. a port
-   * mapping appeared): only while registered and no try is running; the keepalive
-   * interval then counts from this try.
+   * mapping appeared): only while registered; while a try is running, right after it
+   * succeeds (it may have carried the old value). The keepalive interval then counts from
+   * this try.
    */
   refreshNow(): void {
+    if (this.#running) this.#again = true;
     if (this.#state !== 'registered' || this.#running) return;
     this.#clock.clearTimeout(this.#timer);
     this.#run();
@@ -208,10 +212,14 @@ export class KeepaliveLoop<T> {
       this.#options.onRegistered?.(info, from === 'lost' ? 'again' : 'refresh');
     }
     // onRegistered may have closed us.
-    if (this.#state === 'registered') this.#after(this.#options.refreshMs?.() ?? this.#options.keepaliveMs);
+    if (this.#state !== 'registered') return;
+    const again = this.#again;
+    this.#again = false;
+    this.#after(again ? 0 : (this.#options.refreshMs?.() ?? this.#options.keepaliveMs));
   }
 
   #failed(from: KeepaliveState, error: unknown): void {
+    this.#again = false;
     if (this.#state !== from) return;
     if (from === 'starting' && (this.#options.once === true || this.#options.isFinal?.(error) === true)) {
       this.#state = 'closed';

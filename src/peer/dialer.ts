@@ -123,10 +123,11 @@ export function registerTransportOf(requested: unknown, dialer: Dialer | undefin
 /**
  * The strategies that cannot work through `dialer`: through a proxy or tunnel our
  * connections have no local port of our own, so nothing can listen on it or punch from
- * it. What remains is connecting out to the other peer's public endpoint (`public`) and
- * the broker's `relay`. None for the direct dialer.
+ * it. What remains is connecting out to the other peer's public endpoint (`public`), or to
+ * the address its SOCKS5 proxy bound for it (`socks5-bind`), and the broker's `relay`. None
+ * for the direct dialer.
  */
 export function unusableStrategies(dialer: Dialer | undefined): StrategyName[] {
   if (dialer === undefined || dialer.kind === 'direct') return [];
-  return STRATEGY_NAMES.filter((name) => name !== 'public' && name !== 'relay');
+  return STRATEGY_NAMES.filter((name) => name !== 'public' && name !== 'relay' && name !== 'socks5-bind');
 }

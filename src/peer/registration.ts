@@ -25,7 +25,7 @@ import { bindEphemeral, closeQuietly, settledWithin, WITHDRAWAL_SEND_BOUND_MS, w
 import { AttrType, MessageClass, Method } from '../wire/constants.js';
 import { ConnectionRequests, type AnswerRequest } from './connection-requests.js';
 import { StunMessage } from '../wire/message.js';
-import { addMappedEndpoint, addU32, addUri, addXorAddress, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
+import { addBoundEndpoint, addMappedEndpoint, addU32, addUri, addXorAddress, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 
 /** The registration's current state. */
@@ -76,6 +76,8 @@ export interface PeerRegistrationOptions {
   readonly admit?: (attemptId: Uint8Array) => string | undefined;
   /** Our gateway's port mapping to register as MAPPED-ENDPOINT (read for every request). @default none */
   readonly mappedEndpoint?: () => TransportAddress | undefined;
+  /** The address our SOCKS5 proxy bound for us, to register as BOUND-ENDPOINT (read for every request). @default none */
+  readonly boundEndpoint?: () => TransportAddress | undefined;
   /** True: the first registration's failure ends start() (fail fast); else it is retried. @default false */
   readonly once?: boolean;
   /** How retries are spaced. @default REGISTRATION_BACKOFF (backoff.ts) */
@@ -424,6 +426,8 @@ export class PeerRegistration extends EventEmitter {
     }
     const mapped = this.#options.mappedEndpoint?.();
     if (mapped !== undefined) addMappedEndpoint(request, mapped);
+    const bound = this.#options.boundEndpoint?.();
+    if (bound !== undefined) addBoundEndpoint(request, bound);
     return request;
   }
 

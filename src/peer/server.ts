@@ -25,6 +25,8 @@
  *   deleted (portmap-agent.ts; a changed mapping is registered again at once).
  * - 'keepalive' (KeepaliveEvent): adaptive keepalive set the refresh interval from the measured
  *   NAT mapping lifetime; 'keepaliveFailed' (NattravError): that measurement failed (adaptive-keepalive.ts).
+ * - 'socks5Bind' (Socks5BindEvent): our BIND at the SOCKS5 proxy was bound, used, lost or
+ *   refused (socks5-bind.ts; a new bound address is registered again at once).
  */
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -49,8 +51,9 @@ import { toBrokerList } from './brokers.js';
 import type { VerifiedPeer } from '../security/verify.js';
 import { SocketBudget } from './strategies/socket-budget.js';
 import { registerTransportOf, type Dialer } from './dialer.js';
-import { dialerFromOptions } from './socks5.js';
 import { adaptKeepalive, adaptiveKeepaliveSettings, type AdaptiveKeepaliveSettings, type KeepaliveAdapter } from './adaptive-keepalive.js';
+import { dialerFromOptions, isSocks5Dialer } from './socks5.js';
+import { startBind, type Socks5BindAgent } from './socks5-bind.js';
 import { PortmapAgent, checkPortmapOption, portmapAllowed, type PortmapSettings } from './portmap-agent.js';
 
 /**
@@ -144,6 +147,8 @@ export class NattravServer extends EventEmitter {
   /** Adaptive keepalive (adaptive-keepalive.ts): its settings, and the adapter once registering. */
   readonly #adaptive: AdaptiveKeepaliveSettings | false;
   #adapter: KeepaliveAdapter | undefined;
+  /** Our BIND at the SOCKS5 proxy (path socks5-bind), when the proxy is our way out. */
+  #bind: Socks5BindAgent | undefined;
   #state: 'idle' | 'starting' | 'listening' | 'closed' = 'idle';
   /** Set by the first close(): settles once the registration was withdrawn and 'close' emitted. */
   #closed: Promise<void> | undefined;
@@ -225,6 +230,15 @@ export class NattravServer extends EventEmitter {
   async #start(): Promise<void> {
     const keys = await this.#keys();
     if (this.#state !== 'starting') return;
+    if (isSocks5Dialer(this.#dialer)) {
+      const bind = await startBind(this.#dialer.proxy, (event) => this.emit('socks5Bind', event));
+      // Closed meanwhile: close() found no BIND to close.
+      if (this.#state !== 'starting') {
+        bind.close();
+        return;
+      }
+      this.#bind = bind;
+    }
     const registration = new PeerRegistration({
       broker: this.#brokers,
       uri: this.#uri,
@@ -235,6 +249,7 @@ export class NattravServer extends EventEmitter {
       keys,
       admit: () => this.#refusal(),
       mappedEndpoint: () => this.#agent?.endpoint,
+      boundEndpoint: () => this.#bind?.endpoint,
       once: this.#once,
       backoff: { initialMs: this.#retryInitialMs, maxMs: this.#retryMaxMs, jitter: REGISTRATION_BACKOFF.jitter },
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
@@ -242,6 +257,7 @@ export class NattravServer extends EventEmitter {
     });
     this.#registration = registration;
     this.#adapter = adaptKeepalive(registration, this.#adaptive, (event, payload) => this.emit(event, payload));
+    this.#bind?.on('change', () => registration.refreshNow());
     registration.on('registered', (event: RegisteredEvent) => {
       this.#startPortmap(registration, event.brokerAddress.address);
       this.emit('registered', event);
@@ -304,6 +320,7 @@ export class NattravServer extends EventEmitter {
     if (this.#closed === undefined) {
       this.#state = 'closed';
       this.#adapter?.close();
+      this.#bind?.close();
       const withdrawn = Promise.all([this.#registration?.close(), this.#agent?.close()]);
       for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
       this.#attempts.clear();
@@ -410,6 +427,7 @@ export class NattravServer extends EventEmitter {
       tls: this.#tls !== undefined,
       sockets: this.#sockets,
       ...(this.#agent === undefined ? {} : { mappedInbound: this.#agent }),
+      ...(this.#bind === undefined ? {} : { boundInbound: this.#bind }),
       ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),

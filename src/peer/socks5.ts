@@ -79,15 +79,27 @@ export function bypassesProxy(host: string, patterns: readonly string[]): boolea
   });
 }
 
+/** A {@link Dialer} through a SOCKS5 proxy, which names the proxy (a recipient also holds a BIND there: socks5-bind.ts). */
+export interface Socks5Dialer extends Dialer {
+  readonly kind: 'socks5';
+  readonly proxy: Socks5Proxy;
+}
+
+/** Whether `dialer` goes through a SOCKS5 proxy of ours ({@link socks5Dialer}). */
+export function isSocks5Dialer(dialer: Dialer | undefined): dialer is Socks5Dialer {
+  return dialer?.kind === 'socks5' && typeof (dialer as Partial<Socks5Dialer>).proxy === 'object';
+}
+
 /**
  * The dialer for `proxy`: CONNECT through it (targets `noProxy` names are dialled
  * directly). Errors: ERR_PROXY when the proxy cannot be reached, refuses our
  * credentials, or speaks no SOCKS5 we accept; ERR_BROKER_UNREACHABLE when the proxy
  * cannot reach the target (its reply names why).
  */
-export function socks5Dialer(proxy: Socks5Proxy): Dialer {
+export function socks5Dialer(proxy: Socks5Proxy): Socks5Dialer {
   return {
     kind: 'socks5',
+    proxy,
     dial: (target, signal) => (bypassesProxy(target.host, proxy.noProxy ?? []) ? DIRECT_DIALER.dial(target, signal) : dialThrough(proxy, target, signal)),
   };
 }
@@ -135,7 +147,7 @@ async function dialThrough(proxy: Socks5Proxy, target: HostPort, signal: AbortSi
  * and removing a 'readable' listener does that on the next tick), so the next consumer's
  * 'data' or 'readable' listener starts the flow and sees every byte.
  */
-async function takeOver(socket: Socket): Promise<void> {
+export async function takeOver(socket: Socket): Promise<void> {
   const excess: Buffer[] = [];
   const collect = (chunk: Buffer): void => {
     excess.push(chunk);
@@ -153,7 +165,7 @@ async function takeOver(socket: Socket): Promise<void> {
 }
 
 /** A TCP connection to the proxy itself; ERR_PROXY when it cannot be made. */
-function reachProxy(proxy: Socks5Proxy, signal: AbortSignal): Promise<Socket> {
+export function reachProxy(proxy: Socks5Proxy, signal: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) {
       reject(abortError(signal));

@@ -168,6 +168,13 @@ export const AttrType = {
    */
   MappedEndpoint: 0x4e18,
   /**
+   * nattrav: in a Register, the address a SOCKS5 proxy bound for the recipient (RFC 1928 BIND,
+   * the proxy's first reply; XOR-address encoding; at most one): a connection made to it reaches
+   * the recipient through the proxy. An unspecified address (0.0.0.0 or ::) means the proxy's
+   * address as the broker sees the registration come from. The broker plans path `socks5-bind`.
+   */
+  BoundEndpoint: 0x4e19,
+  /**
    * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
    * answer it asks for, because the broker never answers an unverified source with more bytes than
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.
@@ -209,6 +216,8 @@ export const StrategyCode = {
   relay: 7,
   /** The recipient's gateway maps a port to it (MAPPED-ENDPOINT): the initiator connects there. */
   portmap: 8,
+  /** The recipient holds a BIND open at its SOCKS5 proxy (BOUND-ENDPOINT): the initiator connects there. */
+  'socks5-bind': 9,
 } as const;
 
 /** nattrav: values of SECURITY in a Hello (absent means plain). */

@@ -43,6 +43,7 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.MappingKey, 'MAPPING-KEY'],
   [AttrType.JoinAt, 'JOIN-AT'],
   [AttrType.MappedEndpoint, 'MAPPED-ENDPOINT'],
+  [AttrType.BoundEndpoint, 'BOUND-ENDPOINT'],
   [AttrType.AlternatePort, 'ALTERNATE-PORT'],
   [AttrType.RequestPadding, 'REQUEST-PADDING'],
 ]);

@@ -138,6 +138,17 @@ export function addMappedEndpoint(msg: StunMessage, endpoint: TransportAddress):
   return addXorAddress(msg, AttrType.MappedEndpoint, endpoint);
 }
 
+/** BOUND-ENDPOINT: the address a recipient's SOCKS5 proxy bound for it (at most one: a repeated one is malformed). */
+export function getBoundEndpoint(msg: StunMessage): TransportAddress | undefined {
+  if (msg.getAll(AttrType.BoundEndpoint).length > 1) throw malformed('BOUND-ENDPOINT appears more than once');
+  return getXorAddressAttr(msg, AttrType.BoundEndpoint);
+}
+
+/** Adds BOUND-ENDPOINT (the proxy's BIND address and port; unspecified address: the proxy's as the broker sees it), XORed with `msg.transactionId`. */
+export function addBoundEndpoint(msg: StunMessage, endpoint: TransportAddress): StunMessage {
+  return addXorAddress(msg, AttrType.BoundEndpoint, endpoint);
+}
+
 /** Adds `addr` in MAPPED-ADDRESS encoding under `type`. */
 export function addAddress(msg: StunMessage, type: number, addr: TransportAddress): StunMessage {
   return msg.add(type, encodeAddress(addr));

@@ -3,8 +3,12 @@
  * test: it listens on the router's LAN address and goes out from its WAN address, with
  * username/password (RFC 1929) checked against a system user the helper creates under a
  * unique name. The router's forward chain then drops everything from the LAN to the WAN,
- * so the proxy is the site's only way out. {@link Danted.close} kills danted by PID, removes
- * the rule, the user and the temporary directory.
+ * so the proxy is the site's only way out. BIND is allowed (`bind` and `bindreply`, from
+ * anyone: a BIND request for 0.0.0.0:0 takes a connection from any address the rules let in),
+ * and the router's input chain lets new TCP connections from the WAN reach the ports danted
+ * binds for it (the kernel's ephemeral range, where danted's BIND ports come from), as an
+ * administrator offering BIND would; `{ bind: false }` blocks BIND instead (`socks block`).
+ * {@link Danted.close} kills danted by PID, removes the rules, the user and the temporary directory.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -23,7 +27,10 @@ export const DANTED = '/usr/sbin/danted';
 /** The port danted listens on (the SOCKS default). */
 export const DANTED_PORT = 1080;
 
-function config(site: LabSite): string {
+/** The ports danted binds for a BIND: the router's ephemeral range (net.ipv4.ip_local_port_range's default). */
+export const BIND_PORTS = '32768-60999';
+
+function config(site: LabSite, bind: boolean): string {
   return `logoutput: stderr
 internal: ${site.lanAddress as string} port = ${DANTED_PORT}
 external: wan0
@@ -34,7 +41,7 @@ user.unprivileged: nobody
 client pass {
   from: 0.0.0.0/0 to: 0.0.0.0/0
 }
-socks pass {
+${bind ? '' : 'socks block {\n  from: 0.0.0.0/0 to: 0.0.0.0/0\n  command: bind\n}\n'}socks pass {
   from: 0.0.0.0/0 to: 0.0.0.0/0
   command: connect bind bindreply
 }
@@ -46,6 +53,7 @@ export class Danted {
   #child: ChildProcess | undefined;
   #log = '';
   #ruleHandle: string | undefined;
+  #bindRuleHandle: string | undefined;
   #userCreated = false;
 
   private constructor(
@@ -58,7 +66,8 @@ export class Danted {
   ) {}
 
   /** Creates the user, writes the config, starts danted, and closes the router's LAN -> WAN forwarding. */
-  static async start(lab: Lab, site: LabSite): Promise<Danted> {
+  static async start(lab: Lab, site: LabSite, options: { readonly bind?: boolean } = {}): Promise<Danted> {
+    const bind = options.bind ?? true;
     if (site.router === undefined || site.lanAddress === undefined) throw new Error(`site ${site.name} has no NAT router`);
     const dir = await mkdtemp(join(tmpdir(), 'nattrav-danted-'));
     const daemon = new Danted(lab, site, dir, `ntsocks${randomBytes(4).toString('hex')}`, randomBytes(9).toString('base64url'));
@@ -70,11 +79,16 @@ export class Danted {
         child.stdin?.end(`${daemon.username}:${daemon.password}\n`);
       });
       const pidFile = join(dir, 'danted.pid');
-      await writeFile(join(dir, 'danted.conf'), config(site));
+      await writeFile(join(dir, 'danted.conf'), config(site, bind));
       const router = site.router;
       // Everything from the LAN to the WAN is dropped: the proxy on the router is the only way out.
       const { stdout } = await lab.run(router, 'nft', ['--echo', '--handle', 'insert', 'rule', 'ip', 'nattrav', 'forward', 'iifname', 'lan0', 'oifname', 'wan0', 'drop']);
       daemon.#ruleHandle = /# handle (\d+)/.exec(stdout)?.[1];
+      if (bind) {
+        // Initiators elsewhere connect to the address danted bound: let new connections to those ports in.
+        const accepted = await lab.run(router, 'nft', ['--echo', '--handle', 'insert', 'rule', 'ip', 'nattrav', 'input', 'iifname', 'wan0', 'tcp', 'dport', BIND_PORTS, 'ct', 'state', 'new', 'accept']);
+        daemon.#bindRuleHandle = /# handle (\d+)/.exec(accepted.stdout)?.[1];
+      }
       const child = lab.spawn(router, DANTED, ['-f', join(dir, 'danted.conf'), '-p', pidFile, '-N', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
       daemon.#child = child;
       child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (daemon.#log += chunk));
@@ -124,6 +138,10 @@ s.on('connect', () => process.exit(0)); s.on('error', () => process.exit(1)); se
     if (this.#ruleHandle !== undefined && this.site.router !== undefined && !this.lab.closed) {
       await this.lab.run(this.site.router, 'nft', ['delete', 'rule', 'ip', 'nattrav', 'forward', 'handle', this.#ruleHandle], { allowFailure: true });
       this.#ruleHandle = undefined;
+    }
+    if (this.#bindRuleHandle !== undefined && this.site.router !== undefined && !this.lab.closed) {
+      await this.lab.run(this.site.router, 'nft', ['delete', 'rule', 'ip', 'nattrav', 'input', 'handle', this.#bindRuleHandle], { allowFailure: true });
+      this.#bindRuleHandle = undefined;
     }
     if (this.#userCreated) {
       await run('userdel', [this.username]).catch(() => undefined);

@@ -8,11 +8,15 @@
  * 2. A peer there connects out to a peer elsewhere through the proxy's CONNECT (path
  *    `public`: the broker plans only what a proxied initiator can do); the data arrives
  *    intact (SHA-256).
- * 3. A peer there registers through the proxy (over its TCP control connection) and
- *    accepts a connection from a public peer: it connects out to the initiator through
- *    CONNECT (path `reversal`); from a peer behind another NAT: over the broker's relay
- *    (the proxy's BIND is not used yet). The data arrives intact each time.
- * 4. Wrong credentials: connect exits 12 (ERR_PROXY), says the proxy refused our
+ * 3. A peer there registers through the proxy (over its TCP control connection), holds a
+ *    BIND open at the proxy and registers the address danted bound; a peer behind another NAT,
+ *    and a public one, connect to it there (path `socks5-bind`): the initiator's remote
+ *    address is the proxy's public (WAN) address, and the data arrives intact both ways
+ *    (the listener echoes it).
+ * 4. With BIND blocked in danted's rules (`socks block { command: bind }`) the recipient says
+ *    so once and is reached as before: over the relay from behind another NAT, by connecting
+ *    out through CONNECT to a public initiator (path `reversal`).
+ * 5. Wrong credentials: connect exits 12 (ERR_PROXY), says the proxy refused our
  *    username/password, and never prints the password.
  */
 import assert from 'node:assert/strict';
@@ -46,6 +50,11 @@ function requireDanted(t: TestContext): boolean {
 
 /** Where a peer runs: behind the proxy, on the public network, or behind another NAT. */
 type Where = 'corp' | 'outside' | 'home';
+
+/** The address of `HOST:PORT`. */
+function hostOf(endpoint: unknown): string {
+  return String(endpoint).replace(/:\d+$/, '');
+}
 
 function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
@@ -109,19 +118,66 @@ s.on('connect', () => process.exit(0)); s.on('error', () => process.exit(1)); se
     assert.equal(String(accepted.remote).replace(/:\d+$/, ''), lab?.site('corp').publicAddress);
   });
 
-  test('a peer behind the proxy registers through it and accepts a connection from a peer elsewhere: data intact', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-    if (!(await requireLab(t)) || !requireDanted(t)) return;
-    const d = danted as Danted;
-    const { accepted, connected } = await transfer({ host: 'corp', args: ['--socks5', d.proxy] }, { host: 'outside', args: [] }, 'nattrav://corp-peer');
-    assert.equal(accepted.path, 'reversal', `the proxied recipient connects out to the public initiator; trace ${JSON.stringify(connected.trace)}`);
-  });
+  /**
+   * Runs an echoing `nattrav listen` behind the proxy and `nattrav connect` from `from`; the
+   * payload goes there and back (hashes equal both ways). Returns both sides' events.
+   */
+  async function echoThroughProxy(from: Where, uri: string, proxy: string): Promise<{ listen: CliProcess; accepted: Record<string, unknown>; connected: Record<string, unknown> }> {
+    const l = lab as Lab;
+    const listen = startCli(l, l.site('corp').host, ['listen', uri, '--broker', brokerAddress, '--no-tls', '--echo', '--socks5', proxy]);
+    processes.push(listen);
+    await listen.waitForEvent('registered', START_WAIT_MS);
+    const connect = startCli(l, from === 'outside' ? l.publicHost('outside') : l.site(from).host, ['connect', uri, '--broker', brokerAddress, '--no-tls', '-v']);
+    processes.push(connect);
+    const payload = randomBytes(PAYLOAD_BYTES / 2).toString('hex');
+    const connected = await connect.waitForEvent('connected', CONNECT_WAIT_MS).catch((err: unknown) => {
+      throw new Error(`connect did not connect: ${String(err)}\n${connect.stderr}\nlistener:\n${listen.stderr}\ndanted:\n${danted?.log ?? ''}`);
+    });
+    const accepted = await listen.waitForEvent('accepted', CONNECT_WAIT_MS);
+    connect.child.stdin?.end(payload);
+    await connect.waitForStdout(payload, TRANSFER_WAIT_MS).catch(() => undefined);
+    assert.equal(sha256(connect.stdout), sha256(payload), `the initiator got back ${connect.stdout.length} of ${payload.length} characters`);
+    return { listen, accepted, connected };
+  }
 
-  test('a peer behind the proxy accepts a connection from a peer behind another NAT (relay): data intact', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  for (const from of ['home', 'outside'] as const) {
+    test(`a peer behind the proxy is reached through the proxy's BIND from ${from === 'home' ? 'a peer behind another NAT' : 'a public peer'} (socks5-bind): data intact both ways`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
+      if (!(await requireLab(t)) || !requireDanted(t)) return;
+      const l = lab as Lab;
+      const d = danted as Danted;
+      const { listen, accepted, connected } = await echoThroughProxy(from, `nattrav://corp-bound-${from}`, d.proxy);
+      const bound = listen.events.find((e) => e.event === 'socks5-bind' && e.type === 'bound');
+      assert.equal(hostOf(bound?.bound), l.site('corp').publicAddress, 'danted bound on its WAN address');
+      assert.equal(connected.path, 'socks5-bind', `trace ${JSON.stringify(connected.trace)}\n${listen.stderr}`);
+      assert.equal(accepted.path, 'socks5-bind');
+      // The connection really came through the proxy: the initiator reached danted's bound address.
+      assert.equal(connected.remote, bound?.bound, 'the initiator connected to the bound address');
+      assert.equal(hostOf(connected.remote), l.site('corp').publicAddress, 'the initiator\'s remote address is the proxy\'s');
+      assert.ok(listen.events.some((e) => e.event === 'socks5-bind' && e.type === 'accepted' && hostOf(e.from) === (from === 'home' ? l.site('home').publicAddress : l.publicHost('outside').address)), 'danted named the initiator (its NAT\'s address) in its second reply');
+      // The BIND was renewed after its use.
+      await listen.waitForEvent('socks5-bind', START_WAIT_MS, (e) => e.type === 'bound' && e.bound !== bound?.bound);
+      listen.child.kill('SIGTERM');
+      assert.equal(await listen.exited, 143);
+    });
+  }
+
+  test('with BIND blocked by danted\'s rules: said once, and the peer behind the proxy is reached as before (relay; reversal from a public peer)', { timeout: TEST_TIMEOUT_MS }, async (t) => {
     if (!(await requireLab(t)) || !requireDanted(t)) return;
-    const d = danted as Danted;
-    const { accepted, connected } = await transfer({ host: 'corp', args: ['--socks5', d.proxy] }, { host: 'home', args: [] }, 'nattrav://corp-peer-2');
-    assert.equal(accepted.path, 'relay');
-    assert.equal(connected.path, 'relay');
+    const l = lab as Lab;
+    await danted?.close();
+    danted = await Danted.start(l, l.site('corp'), { bind: false });
+    const d = danted;
+    const started = processes.length;
+    const relayed = await transfer({ host: 'corp', args: ['--socks5', d.proxy] }, { host: 'home', args: [] }, 'nattrav://corp-peer-2');
+    assert.equal(relayed.accepted.path, 'relay');
+    assert.equal(relayed.connected.path, 'relay');
+    const reversed = await transfer({ host: 'corp', args: ['--socks5', d.proxy] }, { host: 'outside', args: [] }, 'nattrav://corp-peer');
+    assert.equal(reversed.accepted.path, 'reversal', `the proxied recipient connects out to the public initiator; trace ${JSON.stringify(reversed.connected.trace)}`);
+    const listeners = processes.slice(started).filter((p) => p.events.some((e) => e.event === 'registered'));
+    assert.equal(listeners.length, 2);
+    for (const listener of listeners) {
+      assert.deepEqual(listener.events.filter((e) => e.event === 'socks5-bind').map((e) => e.type), ['refused'], `the refusal, once: ${listener.stderr}`);
+    }
   });
 
   test('wrong credentials: exit 12 (ERR_PROXY), a clear message, no password printed', { timeout: TEST_TIMEOUT_MS }, async (t) => {

@@ -112,6 +112,30 @@ describe('KeepaliveLoop', () => {
     loop.close(new Error('closed'));
   });
 
+  test('refreshNow while a try is on the wire (it may carry the old value): one more refresh right after it succeeds, then the usual interval', async () => {
+    const clock = new FakeClock(0);
+    const tries: number[] = [];
+    // Each try takes 500 ms of fake time.
+    const attempt = async (): Promise<AttemptResult<string>> => {
+      tries.push(clock.now());
+      await new Promise<void>((resolve) => clock.setTimeout(() => resolve(), 500));
+      return { info: 'grant', renewed: false };
+    };
+    const loop = new KeepaliveLoop({ attempt, keepaliveMs: KEEPALIVE_MS, clock, random: () => 0 });
+    void loop.start();
+    await clock.advance(200);
+    loop.refreshNow();
+    loop.refreshNow();
+    await clock.advance(300);
+    await clock.advance(0);
+    assert.deepEqual(tries, [0, 500], 'the first registration, then one refresh at once');
+    await clock.advance(500 + KEEPALIVE_MS - 1);
+    assert.deepEqual(tries, [0, 500], 'then the keepalive interval from the end of that refresh');
+    await clock.advance(1);
+    assert.deepEqual(tries, [0, 500, 11_000]);
+    loop.close(new Error('closed'));
+  });
+
   test('at start the delays grow to the 60 s cap, however long the broker stays away', async () => {
     const clock = new FakeClock(0);
     const broker = scripted(clock, Array.from({ length: 40 }, () => 'down'));

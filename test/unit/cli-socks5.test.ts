@@ -41,10 +41,15 @@ describe('nattrav --socks5', () => {
     const reported = await listener.waitForEvent('proxy', 10_000);
     assert.equal(reported.proxy, `alice@127.0.0.1:${proxy.port}`);
     assert.equal((await listener.waitForEvent('registered', 10_000)).transport, 'tcp');
+    // The listener holds a BIND at the proxy, reported before it registered.
+    const bound = listener.events.find((e) => e.event === 'socks5-bind');
+    assert.deepEqual(bound, { event: 'socks5-bind', type: 'bound', bound: `127.0.0.1:${proxy.boundPorts[0]}` });
     // The connector takes the proxy from the environment.
     const client = cli(['connect', 'nattrav://socks-cli', '--broker', address, '--no-tls', '--json'], { ALL_PROXY: `socks5://${socks5}` });
     assert.match(String((await client.waitForEvent('proxy', 10_000)).source), /environment/);
-    await client.waitForEvent('connected', 20_000);
+    assert.equal((await client.waitForEvent('connected', 20_000)).path, 'socks5-bind');
+    const accepted = await listener.waitForEvent('socks5-bind', 10_000, (e) => e.type === 'accepted');
+    assert.match(String(accepted.from), /^127\.0\.0\.1:\d+$/);
     client.write('through the proxy\n');
     await client.waitForStdout('through the proxy\n', 10_000);
     client.child.stdin?.end();

@@ -124,6 +124,7 @@ for (const [name, make] of implementations) {
         publicEndpoint: { family: 'IPv6', address: '2001:db8::7', port: 0 },
         broker: 'b-0123456789abcdef',
         mappedEndpoint: { family: 'IPv4', address: '203.0.113.40', port: 40_123 },
+        boundEndpoint: { family: 'IPv4', address: '203.0.113.41', port: 40_124 },
       });
       const bare = registration(s, 'nattrav://bare ünïcode {braces}');
       await s.registry.put(full);
@@ -179,7 +180,7 @@ for (const [name, make] of implementations) {
       await s.registry.put(again);
       assert.equal(await s.registry.deleteIf(read), false, 'the stale view removes nothing');
       assert.deepEqual(await s.registry.get('nattrav://a'), again);
-      for (const changed of [{ expiresAt: again.expiresAt + 1 }, { keyFingerprint: 'f2' }, { transport: 'udp' as const }, { broker: '198.51.100.9:3478' }, { mappedEndpoint: { family: 'IPv4' as const, address: '203.0.113.8', port: 40_003 } }, { privateEndpoints: [{ family: 'IPv4' as const, address: '10.0.0.2', port: 1 }] }]) {
+      for (const changed of [{ expiresAt: again.expiresAt + 1 }, { keyFingerprint: 'f2' }, { transport: 'udp' as const }, { broker: '198.51.100.9:3478' }, { mappedEndpoint: { family: 'IPv4' as const, address: '203.0.113.8', port: 40_003 } }, { boundEndpoint: { family: 'IPv4' as const, address: '203.0.113.8', port: 40_004 } }, { privateEndpoints: [{ family: 'IPv4' as const, address: '10.0.0.2', port: 1 }] }]) {
         assert.equal(await s.registry.deleteIf({ ...again, ...changed }), false, `differs in ${Object.keys(changed).join()}`);
       }
       const current = await s.registry.get('nattrav://a');

@@ -73,7 +73,29 @@ describe('the Redis registration layout', () => {
     assert.equal(decodeRegistration('nattrav://x', Buffer.from(v1, 'hex')).mappedEndpoint, undefined);
     const v2 = encodeRegistration({ ...SAMPLE, mappedEndpoint: mapped.mappedEndpoint });
     assert.throws(() => decodeRegistration('nattrav://x', v2.subarray(0, v2.length - 2)), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE', 'mapped endpoint cut short');
-    assert.throws(() => decodeRegistration('nattrav://x', Buffer.concat([Buffer.of(3), v2.subarray(1)])), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && /version 3/.test(err.message));
+    assert.throws(() => decodeRegistration('nattrav://x', Buffer.concat([Buffer.of(4), v2.subarray(1)])), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && /version 4/.test(err.message));
+  });
+
+  test('bytes: a bound endpoint (SOCKS5 BIND) makes version 3: a flags byte, then the mapped and the bound endpoint there are', () => {
+    const bound = { family: 'IPv4', address: '9.8.7.6', port: 41000 } as const;
+    const mapped = { family: 'IPv4', address: '5.6.7.8', port: 40000 } as const;
+    const v1 = encodeRegistration({ ...SAMPLE, broker: 'b-12' }).toString('hex');
+    const brokerHex = '04' + Buffer.from('b-12').toString('hex');
+    const body = v1.slice(2, v1.length - brokerHex.length);
+    const boundHex = '04a02807' + Buffer.from('9.8.7.6').toString('hex');
+    const mappedHex = '049c4007' + Buffer.from('5.6.7.8').toString('hex');
+    const onlyBound: Registration = { ...SAMPLE, broker: 'b-12', boundEndpoint: bound };
+    const both: Registration = { ...onlyBound, mappedEndpoint: mapped };
+    assert.equal(encodeRegistration(onlyBound).toString('hex'), '03' + body + '02' + boundHex + brokerHex);
+    assert.equal(encodeRegistration(both).toString('hex'), '03' + body + '03' + mappedHex + boundHex + brokerHex);
+    assert.deepEqual(decodeRegistration('nattrav://x', encodeRegistration(onlyBound)), onlyBound);
+    assert.deepEqual(decodeRegistration('nattrav://x', encodeRegistration(both)), both);
+    const v3 = encodeRegistration({ ...SAMPLE, boundEndpoint: bound });
+    assert.throws(() => decodeRegistration('nattrav://x', v3.subarray(0, v3.length - 2)), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE', 'bound endpoint cut short');
+    const flagsAt = v3.length - boundHex.length / 2 - 1;
+    const badFlags = Buffer.from(v3);
+    badFlags[flagsAt] = 0x06;
+    assert.throws(() => decodeRegistration('nattrav://x', badFlags), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && /flags 6/.test(err.message));
   });
 
   test('bytes that are not a registration are ERR_REGISTRY_UNAVAILABLE naming the URI, never a crash', () => {

@@ -169,10 +169,11 @@ describe('wire: ROLE and STRATEGY codes are named once', () => {
     assert.throws(() => getRole(bad), /ROLE 2 is not a known role/);
   });
   test('strategy codes and their FAILED-STRATEGIES bits', () => {
-    assert.deepEqual(Object.values(StrategyCode), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(Object.values(StrategyCode), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     for (const [name, code] of Object.entries(StrategyCode)) assert.equal(strategyName(code), name);
     assert.equal(strategyMask(['lan', 'relay']), 0b1000_0010);
     assert.equal(strategyMask(['portmap', 'relay']), 0b1_1000_0000);
+    assert.equal(strategyMask(['socks5-bind']), 0b10_0000_0000);
   });
 });
 

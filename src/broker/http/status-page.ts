@@ -26,6 +26,7 @@ const PATH_COLOURS: Readonly<Record<string, string>> = {
   birthday: '#74c476',
   relay: '#d94801',
   portmap: '#08519c',
+  'socks5-bind': '#9e9ac8',
   none: '#a50f15',
 };
 

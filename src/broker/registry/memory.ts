@@ -153,8 +153,8 @@ export class MemoryRegistry implements Registry {
     const { publicEndpoint, privateEndpoints, transport, keyFingerprint, broker } = registration;
     const publicIp = packEndpoint(publicEndpoint);
     if (publicIp < 0 || privateEndpoints.length > PACKED_PRIVATE_ENDPOINTS) return false;
-    // A port mapping (portmap) has no column: such a registration is kept whole.
-    if (registration.mappedEndpoint !== undefined) return false;
+    // A port mapping (portmap) or a SOCKS5 BIND (socks5-bind) has no column: such a registration is kept whole.
+    if (registration.mappedEndpoint !== undefined || registration.boundEndpoint !== undefined) return false;
     if (transport !== undefined && TRANSPORT_CODES[transport] === undefined) return false;
     let flags = (transport === undefined ? 0 : TRANSPORT_CODES[transport]) | (privateEndpoints.length << PRIVATE_COUNT_SHIFT);
     for (let i = 0; i < privateEndpoints.length; i++) {

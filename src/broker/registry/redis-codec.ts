@@ -12,11 +12,15 @@
  *   ..     the public endpoint: family (4 or 6), port (16 bits), length A, A bytes of address text
  *   ..     count N of private endpoints (1 byte), then N endpoints as above
  *   ..     version 2 only: the mapped endpoint (Registration.mappedEndpoint), as above
+ *   ..     version 3 only: a byte of flags (1: a mapped endpoint follows, 2: a bound endpoint
+ *          follows), then the mapped endpoint and the bound endpoint
+ *          (Registration.boundEndpoint, a SOCKS5 BIND) that are there, in that order
  *   ..     optional: length B (1..{@link MAX_BROKER_ID_LENGTH}) and B bytes of ASCII, the bus ID of
  *          the broker that took the registration (Registration.broker); absent: no such byte
  *
- * A registration without a mapped endpoint is written as version 1, so that brokers that
- * know only version 1 still read it; both versions are read.
+ * A registration without a mapped or bound endpoint is written as version 1, one with only a
+ * mapped endpoint as version 2, so that brokers that know only those still read them; every
+ * version is read.
  *
  * The URI is not in the value: it is in the key. Addresses are kept as text, so that
  * what comes back is exactly what was stored (an IPv6 scope, an address's spelling).
@@ -29,6 +33,11 @@ import type { Registration } from './registry.js';
 export const REGISTRATION_VERSION = 1;
 /** The version byte of a registration with a mapped endpoint (one more endpoint after the private ones). */
 export const REGISTRATION_VERSION_MAPPED = 2;
+/** The version byte of a registration with a bound endpoint (SOCKS5 BIND): flags, then the endpoints they name. */
+export const REGISTRATION_VERSION_BOUND = 3;
+/** Version 3 flags: which endpoints follow the private ones. */
+const HAS_MAPPED = 1;
+const HAS_BOUND = 2;
 /** Offset of expiresAt (48 bits) in the value. */
 export const EXPIRES_OFFSET = 2;
 /** Offset of the fingerprint's length byte. */
@@ -61,14 +70,15 @@ export function encodeRegistration(registration: Registration): Buffer {
     throw new NattravError(ErrorCode.InvalidArgument, `registration broker must be 1 to ${MAX_BROKER_ID_LENGTH} printable ASCII characters, got ${JSON.stringify(registration.broker)}`);
   }
   const header = Buffer.alloc(FINGERPRINT_LENGTH_OFFSET + 1);
-  const { mappedEndpoint } = registration;
-  header[0] = mappedEndpoint === undefined ? REGISTRATION_VERSION : REGISTRATION_VERSION_MAPPED;
+  const { mappedEndpoint, boundEndpoint } = registration;
+  header[0] = boundEndpoint !== undefined ? REGISTRATION_VERSION_BOUND : mappedEndpoint === undefined ? REGISTRATION_VERSION : REGISTRATION_VERSION_MAPPED;
   header[1] = TRANSPORT_CODES[registration.transport ?? 'absent'];
   header.writeUIntBE(expiresAt, EXPIRES_OFFSET, 6);
   header[FINGERPRINT_LENGTH_OFFSET] = fingerprint.length;
   const endpoints = [registration.publicEndpoint, ...privateEndpoints].map(encodeEndpoint);
   const tail = broker === undefined ? [] : [Buffer.of(broker.length), broker];
-  const mapped = mappedEndpoint === undefined ? [] : [encodeEndpoint(mappedEndpoint)];
+  const flags = boundEndpoint === undefined ? [] : [Buffer.of((mappedEndpoint === undefined ? 0 : HAS_MAPPED) | HAS_BOUND)];
+  const mapped = [...flags, ...[mappedEndpoint, boundEndpoint].flatMap((e) => (e === undefined ? [] : [encodeEndpoint(e)]))];
   return Buffer.concat([header, fingerprint, endpoints[0] as Uint8Array, Buffer.of(privateEndpoints.length), ...endpoints.slice(1), ...mapped, ...tail]);
 }
 
@@ -76,7 +86,7 @@ export function encodeRegistration(registration: Registration): Buffer {
 export function decodeRegistration(uri: string, value: Buffer): Registration {
   try {
     const version = value[0];
-    if (version !== REGISTRATION_VERSION && version !== REGISTRATION_VERSION_MAPPED) throw new Error(`unknown layout version ${version}`);
+    if (version !== REGISTRATION_VERSION && version !== REGISTRATION_VERSION_MAPPED && version !== REGISTRATION_VERSION_BOUND) throw new Error(`unknown layout version ${version}`);
     const transport = (['absent', 'udp', 'tcp'] as const)[value[1] as number];
     if (transport === undefined) throw new Error(`unknown transport code ${value[1]}`);
     const expiresAt = value.readUIntBE(EXPIRES_OFFSET, 6);
@@ -96,7 +106,10 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
     const publicEndpoint = next();
     const count = value.readUInt8(offset++);
     const privateEndpoints = Array.from({ length: count }, next);
-    const mappedEndpoint = version === REGISTRATION_VERSION_MAPPED ? next() : undefined;
+    const flags = version === REGISTRATION_VERSION_BOUND ? value.readUInt8(offset++) : version === REGISTRATION_VERSION_MAPPED ? HAS_MAPPED : 0;
+    if ((flags & ~(HAS_MAPPED | HAS_BOUND)) !== 0) throw new Error(`unknown endpoint flags ${flags}`);
+    const mappedEndpoint = (flags & HAS_MAPPED) !== 0 ? next() : undefined;
+    const boundEndpoint = (flags & HAS_BOUND) !== 0 ? next() : undefined;
     let broker: string | undefined;
     if (offset < value.length) {
       const length = value.readUInt8(offset++);
@@ -114,6 +127,7 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
       ...(fingerprintLength === 0 ? {} : { keyFingerprint }),
       ...(broker === undefined ? {} : { broker }),
       ...(mappedEndpoint === undefined ? {} : { mappedEndpoint }),
+      ...(boundEndpoint === undefined ? {} : { boundEndpoint }),
     };
   } catch (err) {
     throw new NattravError(ErrorCode.RegistryUnavailable, `the registration of ${uri} in Redis is not one this broker can read (${(err as Error).message})`, { cause: err });

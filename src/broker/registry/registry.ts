@@ -29,6 +29,11 @@ export interface Registration {
    * registered as MAPPED-ENDPOINT): the broker plans path `portmap` to it first. Absent: none.
    */
   readonly mappedEndpoint?: TransportAddress;
+  /**
+   * The address the peer's SOCKS5 proxy holds bound for it (RFC 1928 BIND, registered as
+   * BOUND-ENDPOINT): the broker plans path `socks5-bind` to it first. Absent: none.
+   */
+  readonly boundEndpoint?: TransportAddress;
 }
 
 /**
@@ -68,7 +73,7 @@ export interface Registry {
 export function sameRegistration(a: Registration, b: Registration): boolean {
   const text = (e: TransportAddress): string => `${e.family}/${e.address}/${e.port}`;
   const endpoints = (r: Registration): string => [r.publicEndpoint, ...r.privateEndpoints].map(text).join(' ');
-  const mapped = (r: Registration): string => (r.mappedEndpoint === undefined ? '' : text(r.mappedEndpoint));
+  const mapped = (r: Registration): string => [r.mappedEndpoint, r.boundEndpoint].map((e) => (e === undefined ? '' : text(e))).join(' ');
   return (
     a.uri === b.uri &&
     a.expiresAt === b.expiresAt &&

@@ -6,6 +6,7 @@ import { lan, publicStrategy, reversal } from './listening.js';
 import { portmap } from './portmap.js';
 import { predicted } from './predicted.js';
 import { relay } from './relay.js';
+import { socks5Bind } from './socks5-bind.js';
 import type { StrategyRunner } from './types.js';
 
 /** The runner for each strategy the broker may choose. */
@@ -18,6 +19,7 @@ export const STRATEGIES: Readonly<Record<StrategyName, StrategyRunner>> = {
   birthday,
   relay,
   portmap,
+  'socks5-bind': socks5Bind,
 };
 
-export type { InboundClaim, MappedInbound, StrategyContext, StrategyRunner } from './types.js';
+export type { BoundClaim, BoundInbound, InboundClaim, MappedInbound, StrategyContext, StrategyRunner } from './types.js';

@@ -48,7 +48,7 @@ function runner(strategy: StrategyName): StrategyRunner {
 }
 
 /** One connect to `target` through `dialer` (a proxy's CONNECT); its failure fails the race. */
-async function dialThrough(dialer: Dialer, signal: AbortSignal, race: SocketRace, target: TransportAddress): Promise<void> {
+export async function dialThrough(dialer: Dialer, signal: AbortSignal, race: SocketRace, target: TransportAddress): Promise<void> {
   try {
     race.add(await dialer.dial({ host: target.address, port: target.port }, signal), true);
   } catch (err) {

@@ -22,6 +22,8 @@ export interface StrategyContext {
   readonly sockets?: SocketBudget;
   /** The recipient's listener on its gateway-mapped port (path `portmap`), when it holds a mapping. */
   readonly mappedInbound?: MappedInbound;
+  /** The recipient's BIND at its SOCKS5 proxy (path `socks5-bind`), when it holds one. */
+  readonly boundInbound?: BoundInbound;
   /** Runs the Hello for our role on a connected socket; rejects when it is not our peer. */
   verify(socket: Socket): Promise<void>;
 }
@@ -31,6 +33,19 @@ export type StrategyRunner = (ctx: StrategyContext) => Promise<Socket>;
 
 /** Takes an inbound connection on the mapped port when it belongs to the attempt; false leaves it to others. */
 export type InboundClaim = (socket: Socket) => boolean;
+
+/**
+ * Takes a connection that came in through the recipient's SOCKS5 BIND when it belongs to the
+ * attempt; `from` is the connecting peer as the proxy's second reply named it (the socket's own
+ * remote address is the proxy). False leaves it to others.
+ */
+export type BoundClaim = (socket: Socket, from: HostPort) => boolean;
+
+/** Where a recipient's attempts wait for a connection through its SOCKS5 proxy's BIND (peer/socks5-bind.ts). */
+export interface BoundInbound {
+  /** Offers every inbound connection (and those waiting now) to `claim` until the returned function is called. */
+  claim(claim: BoundClaim): () => void;
+}
 
 /** Where a recipient's attempts wait for a connection on its gateway-mapped port (peer/portmap-agent.ts). */
 export interface MappedInbound {

@@ -1,0 +1,43 @@
+/**
+ * `socks5-bind`: the recipient holds a BIND open at its SOCKS5 proxy (../socks5-bind.ts), so the
+ * initiator, from anywhere, connects to the address the proxy bound (PEER-PUBLIC-ENDPOINT for
+ * this path, broker/schedule.ts) with a plain connect, or through its own proxy's CONNECT. The
+ * recipient takes the connection the proxy's second reply says comes from the initiator's
+ * public address (or a private one it listed); the Hello then proves it is the initiator of
+ * this attempt, and TLS follows as on every path: until then it is untrusted.
+ */
+import { sleep } from '../../common/signal.js';
+import { dialUntilConnected, plainAddress } from '../sockets.js';
+import { dialThrough } from './listening.js';
+import { SocketRace } from './race.js';
+import type { StrategyRunner } from './types.js';
+
+/** After a refusal, dial again this soon, in ms. */
+const REDIAL_MS = 100;
+
+/** Runs `socks5-bind` for either role: the initiator dials the bound address, the recipient takes what comes through the BIND. */
+export const socks5Bind: StrategyRunner = async (ctx) => {
+  const race = new SocketRace(ctx);
+  const { exchange } = ctx;
+  if (ctx.role === 'recipient') {
+    const inbound = ctx.boundInbound;
+    if (inbound === undefined) {
+      race.fail(new Error('the broker chose socks5-bind but this recipient holds no BIND at a SOCKS5 proxy'));
+    } else {
+      const allowed = new Set([exchange.peerPublicEndpoint.address, ...exchange.peerPrivateEndpoints.map((e) => e.address)]);
+      const release = inbound.claim((socket, from) => {
+        if (race.settled || !allowed.has(plainAddress(from.host)) || !race.mayOpen()) return false;
+        socket.setNoDelay(true);
+        race.add(socket, true);
+        return true;
+      });
+      race.result.finally(release).catch(() => undefined);
+    }
+  } else {
+    await sleep(exchange.startDelayMs, ctx.signal).catch(() => undefined);
+    const proxy = ctx.dialer?.kind === 'direct' ? undefined : ctx.dialer;
+    const target = exchange.peerPublicEndpoint;
+    void (proxy === undefined ? dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS, mayDial: () => race.mayOpen() }) : dialThrough(proxy, ctx.signal, race, target));
+  }
+  return race.result;
+};
