@@ -36,6 +36,12 @@ function channelFields(channel: DatagramChannel): Record<string, unknown> {
   };
 }
 
+/** Reports a closed channel with its counters (`dropped.foreign`: datagrams from other hosts). */
+function reportClosed(channel: DatagramChannel, why: string, out: Reporter): void {
+  const { sent, received, dropped } = channel.stats;
+  out.event('closed', { reason: why, sent, received, dropped }, `datagram channel closed (${why}): ${sent} sent, ${received} received, ${dropped.foreign + dropped.replayed + dropped.invalid} dropped`);
+}
+
 /** Pipes stdin lines to `channel` and its datagrams to stdout lines until EOF, the peer's close, a failure or a stop signal; returns the exit code. */
 function pipeLines(channel: DatagramChannel, stop: StopSignals, out: Reporter): Promise<number> {
   return new Promise((resolve) => {
@@ -45,9 +51,8 @@ function pipeLines(channel: DatagramChannel, stop: StopSignals, out: Reporter): 
       if (done) return;
       done = true;
       lines.close();
-      const { sent, received, dropped } = channel.stats;
       channel.close();
-      out.event('closed', { reason: why, sent, received, dropped }, `datagram channel closed (${why}): ${sent} sent, ${received} received, ${dropped.foreign + dropped.replayed + dropped.invalid} dropped`);
+      reportClosed(channel, why, out);
       resolve(code);
     };
     channel.on('message', (msg: Buffer) => process.stdout.write(Buffer.concat([msg, Buffer.from('\n')])));
@@ -122,6 +127,7 @@ export async function listenDatagramCommand(uri: string, options: ListenCommandO
     channel.on('error', () => undefined);
     if (options.echo === true) {
       channel.on('message', (msg: Buffer) => channel.state === 'open' && channel.send(msg));
+      channel.on('close', () => reportClosed(channel, 'echo channel closed', out));
       return;
     }
     if (first === undefined) {
