@@ -12,8 +12,9 @@
  * - `public` (the recipient has no NAT), `reversal` (the initiator has none: the
  *   recipient's probes come first), or `direct` (both behind NATs mapping endpoint-
  *   independently: the public endpoints), or
- * - `predicted` (a sequential symmetric NAT: the other side aims at its next ports),
- * - `relay` (through the broker) last, and for random symmetric NATs.
+ * - `predicted` (a sequential symmetric NAT: the other side aims at its next ports), or
+ * - `birthday` (a random symmetric NAT against a cone: many sockets against many ports),
+ * - `relay` (through the broker) last, and alone for two symmetric NATs with a random one.
  */
 import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
 import { chooseStrategy, strategyCost } from '../nat/plan.js';
@@ -22,7 +23,7 @@ import { AttrType, TransportCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { getU32Attr, getXorAddressAttr } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
-import { ATTEMPT_HISTORY_MS, type Answer, type AttemptSide, type Failures, type RoundTrips, type Schedule } from './schedule.js';
+import { ATTEMPT_HISTORY_MS, BIRTHDAY_CONE_LAG_MS, type Answer, type AttemptSide, type Failures, type RoundTrips, type Schedule } from './schedule.js';
 import { startDelays } from './timing.js';
 
 /** True when `request` (a Connect, ConnectionRequest or final answer) asks for a datagram channel. */
@@ -62,11 +63,14 @@ export function planDatagram(initiator: { mapping: MappingKind; publicAddress: s
   const i = initiator.mapping.kind;
   const r = recipient.mapping.kind;
   const cone = (k: string): boolean => k === 'eim' || k === 'unknown' || k === 'none';
+  // Behind a NAT mapping endpoint-independently (a side without NAT got public/reversal above).
+  const mapped = (k: string): boolean => k === 'eim' || k === 'unknown';
   if (initiator.publicAddress === recipient.publicAddress && !(i === 'none' && r === 'none')) plan.push('lan');
   if (r === 'none') plan.push('public');
   else if (i === 'none') plan.push('reversal');
   if (cone(i) && cone(r)) plan.push('direct');
   else if ((i === 'sequential' && (cone(r) || r === 'sequential')) || (r === 'sequential' && cone(i))) plan.push('predicted');
+  else if ((i === 'random' && mapped(r)) || (r === 'random' && mapped(i))) plan.push('birthday');
   plan.push('relay');
   return [...new Set(plan)];
 }
@@ -83,7 +87,10 @@ export function scheduleDatagram(sides: { initiator: DatagramSide; recipient: Da
   const scheduled = new Set(failures.history.filter((h) => now - h.at <= ATTEMPT_HISTORY_MS).map((h) => h.strategy));
   const choice = chooseStrategy(plan, { scheduled, claimed: failures.claimed, budget: failures.budget });
   const strategy = choice.strategy;
-  const delays = startDelays(rtts.initiatorMs, rtts.recipientMs);
+  const base = startDelays(rtts.initiatorMs, rtts.recipientMs);
+  // Birthday: the random side's mappings exist before the cone side's probes arrive.
+  const lag = (random: boolean): number => (strategy === 'birthday' && !random ? BIRTHDAY_CONE_LAG_MS : 0);
+  const delays = { initiatorMs: base.initiatorMs + lag(initiatorMapping.kind === 'random'), recipientMs: base.recipientMs + lag(recipientMapping.kind === 'random') };
   // For prediction a sequential side is named by the last port its NAT gave out (the peer aims past it).
   const aim = (side: DatagramSide, mapping: MappingKind): TransportAddress =>
     strategy === 'predicted' && mapping.kind === 'sequential' ? { ...side.publicEndpoint, port: lastObservedPort(side.publicEndpoint, side.probes) } : side.publicEndpoint;

@@ -352,6 +352,7 @@ export class NattravServer extends EventEmitter {
         attemptId, uri: this.#uri, signal: controller.signal, exchangeTimeoutMs: this.#exchangeTimeoutMs, punchTimeoutMs: this.#punchTimeoutMs,
         broker: joinAt ?? this.#registration?.joinBroker ?? (this.#brokers[0] as HostPort),
         refusal: datagramRefusal(this.listenerCount('datagram'), this.#allow !== undefined),
+        sockets: this.#sockets,
         ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
         ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
         ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),

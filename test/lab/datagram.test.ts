@@ -1,15 +1,12 @@
 /**
  * Issue 12 item 1 "Datagram channels" in the real-kernel lab: `nattrav listen --udp --echo`
  * and `nattrav connect --udp` behind real NATs. A representative set of NAT pairs covers
- * every UDP strategy the broker plans (lan, public, reversal, direct, predicted, relay):
+ * every UDP strategy the broker plans (lan, public, reversal, direct, predicted, birthday, relay):
  * the channel takes the planned path; a direct one ends at the other site's public (or,
  * on one LAN, private) address and moves no datagram through the broker; 10,000 lines
  * go out as datagrams and all 10,000 come back (10,000 each way); and datagrams a third
  * public host sends to both peers' channel endpoints are never delivered (the channel's
  * own counters show them dropped where no NAT filtered them first).
- *
- * Not covered, because not built: UDP birthday probing (a random symmetric NAT against
- * a cone is relayed, where TCP connects direct by birthday).
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
@@ -36,7 +33,7 @@ const DIRECT_BROKER_BYTES_LIMIT = 50_000;
 interface Pair {
   readonly initiator: () => LabHost;
   readonly recipient: () => LabHost;
-  readonly want: 'lan' | 'public' | 'reversal' | 'direct' | 'predicted' | 'relay';
+  readonly want: 'lan' | 'public' | 'reversal' | 'direct' | 'predicted' | 'birthday' | 'relay';
   /** Where the initiator must see the recipient: its site's public address, or on one LAN its own. */
   readonly remote: () => string;
   /** Sides with no NAT filtering in front of them: a stranger's datagram reaches the channel, which must count it dropped. */
@@ -104,6 +101,8 @@ describe('datagram channels across NAT pairs', () => {
       { initiator: () => site('seq').host, recipient: () => site('pr2').host, want: 'predicted', remote: () => site('pr2').publicAddress, unfiltered: [] },
       { initiator: () => site('pr1').host, recipient: () => site('seq').host, want: 'predicted', remote: () => site('seq').publicAddress, unfiltered: [] },
       { initiator: () => site('office').hosts[0] as LabHost, recipient: () => site('office').hosts[1] as LabHost, want: 'lan', remote: () => (site('office').hosts[1] as LabHost).address, unfiltered: [] },
+      { initiator: () => site('sym1').host, recipient: () => site('pr2').host, want: 'birthday', remote: () => site('pr2').publicAddress, unfiltered: [] },
+      { initiator: () => site('pr1').host, recipient: () => site('sym2').host, want: 'birthday', remote: () => site('sym2').publicAddress, unfiltered: [] },
       { initiator: () => site('sym1').host, recipient: () => site('sym2').host, want: 'relay', remote: () => built.broker.address, unfiltered: [] },
     ];
     const problems: string[] = [];

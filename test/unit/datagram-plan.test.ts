@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { datagramSide, planDatagram, scheduleDatagram } from '../../src/broker/datagram-plan.js';
 import type { MappingKind } from '../../src/nat/mapping.js';
+import { BIRTHDAY_CONE_LAG_MS } from '../../src/broker/schedule.js';
+import { BIRTHDAY_PORTS_PER_ROUND, BIRTHDAY_UDP_PROBES, birthdayPorts } from '../../src/peer/datagram/birthday.js';
 import { AttrType, Method, TransportCode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addU32, addXorAddress } from '../../src/wire/nattrav.js';
@@ -19,13 +21,17 @@ const side = (mapping: MappingKind['kind'], publicAddress: string, verified = tr
   verified,
 });
 
-test('UDP plans per NAT pair: both sending covers cones, prediction for sequential, relay for random and last', () => {
+test('UDP plans per NAT pair: both sending covers cones, prediction for sequential, birthday for random against a cone, relay last', () => {
   assert.deepEqual(planDatagram(side('eim', '198.51.100.1'), side('eim', '203.0.113.1')), ['direct', 'relay']);
   assert.deepEqual(planDatagram(side('eim', '198.51.100.1'), side('none', '203.0.113.1')), ['public', 'direct', 'relay']);
   assert.deepEqual(planDatagram(side('none', '198.51.100.1'), side('eim', '203.0.113.1')), ['reversal', 'direct', 'relay']);
   assert.deepEqual(planDatagram(side('eim', '198.51.100.1'), side('eim', '198.51.100.1')), ['lan', 'direct', 'relay']);
   assert.deepEqual(planDatagram(side('sequential', '198.51.100.1'), side('eim', '203.0.113.1')), ['predicted', 'relay']);
-  assert.deepEqual(planDatagram(side('random', '198.51.100.1'), side('eim', '203.0.113.1')), ['relay']);
+  assert.deepEqual(planDatagram(side('random', '198.51.100.1'), side('eim', '203.0.113.1')), ['birthday', 'relay']);
+  assert.deepEqual(planDatagram(side('eim', '198.51.100.1'), side('random', '203.0.113.1')), ['birthday', 'relay']);
+  assert.deepEqual(planDatagram(side('random', '198.51.100.1'), side('none', '203.0.113.1')), ['public', 'relay']);
+  assert.deepEqual(planDatagram(side('random', '198.51.100.1'), side('random', '203.0.113.1')), ['relay']);
+  assert.deepEqual(planDatagram(side('random', '198.51.100.1'), side('sequential', '203.0.113.1')), ['relay']);
   assert.deepEqual(planDatagram(side('eim', '198.51.100.1', false), side('eim', '203.0.113.1')), ['relay']);
 });
 
@@ -53,4 +59,24 @@ test('prediction tells the cone side the last port the sequential NAT gave out',
   assert.equal(schedule.answers.recipient.peerPublicEndpoint.port, 61_001);
   assert.deepEqual(schedule.answers.recipient.peerMapping, { kind: 'sequential', step: 1 });
   assert.equal(schedule.answers.initiator.peerPublicEndpoint.port, 7_000);
+});
+
+test('birthday: the cone side starts later, and probes fresh random ports each round up to the bound', () => {
+  const random = { publicEndpoint: v4('198.51.100.7', 61_000), privateEndpoints: [v4('10.0.0.2', 40_000)], probes: [v4('198.51.100.7', 33_017)], verified: true };
+  const cone = { publicEndpoint: v4('203.0.113.5', 7_000), privateEndpoints: [v4('10.1.0.2', 7_100)], probes: [v4('203.0.113.5', 7_000)], verified: true };
+  const schedule = scheduleDatagram({ initiator: random, recipient: cone }, { initiatorMs: 10, recipientMs: 10 }, { history: [], claimed: new Set(), budget: 10 }, 0);
+  assert.equal(schedule.strategy, 'birthday');
+  assert.equal(schedule.delays.recipientMs - schedule.delays.initiatorMs, BIRTHDAY_CONE_LAG_MS);
+  const next = birthdayPorts({ address: '198.51.100.7', port: 61_000, family: 'IPv4' });
+  const seen = new Set<number>();
+  for (let round = 0; round < BIRTHDAY_UDP_PROBES / BIRTHDAY_PORTS_PER_ROUND; round++) {
+    const ports = next();
+    assert.equal(ports.length, BIRTHDAY_PORTS_PER_ROUND);
+    for (const p of ports) {
+      assert.equal(p.address, '198.51.100.7');
+      assert.ok(p.port >= 1024 && p.port <= 65_535 && !seen.has(p.port), `port ${p.port} fresh and in range`);
+      seen.add(p.port);
+    }
+  }
+  assert.deepEqual(next(), [], 'no more than BIRTHDAY_UDP_PROBES ports in all');
 });

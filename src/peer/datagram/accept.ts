@@ -11,6 +11,7 @@ import { Method } from '../../wire/constants.js';
 import { StunMessage } from '../../wire/message.js';
 import { addAttemptId } from '../../wire/nattrav.js';
 import type { Dialer } from '../dialer.js';
+import type { SocketBudget } from '../strategies/socket-budget.js';
 import { runDatagramAttempt } from './attempt.js';
 import type { DatagramChannel } from './channel.js';
 
@@ -25,6 +26,8 @@ export interface DatagramJoin {
   readonly sessionKey?: Uint8Array;
   readonly brokerCa?: string;
   readonly dialer?: Dialer;
+  /** The server's budget of attempt sockets. */
+  readonly sockets?: SocketBudget;
   /** Why the server cannot take a datagram channel now (no 'datagram' listener, an allow-list), or undefined. */
   readonly refusal: string | undefined;
 }
@@ -49,6 +52,7 @@ export async function joinDatagram(join: DatagramJoin): Promise<DatagramChannel>
     ...(join.sessionKey === undefined ? {} : { sessionKey: join.sessionKey }),
     ...(join.brokerCa === undefined ? {} : { brokerCa: join.brokerCa }),
     ...(join.dialer === undefined ? {} : { dialer: join.dialer }),
+    ...(join.sockets === undefined ? {} : { sockets: join.sockets }),
   });
 }
 

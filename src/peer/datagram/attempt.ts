@@ -7,8 +7,9 @@
  *    saw is the one the other peer aims at.
  * 2. Run the broker exchange (Connect or Join) with TRANSPORT = datagram and those facts.
  * 3. Run the strategy the broker chose: `relay` opens the broker's relay and carries the
- *    channel over it; every other strategy starts PROBEs from the UDP socket to the
- *    candidates it names, after the start delay, until the channel opens (channel.ts).
+ *    channel over it; `birthday` probes from many sockets or to many ports (birthday.ts);
+ *    every other strategy starts PROBEs from the UDP socket to the candidates it names,
+ *    after the start delay, until the channel opens (channel.ts).
  */
 import type { Socket as UdpSocket } from 'node:dgram';
 import { performance } from 'node:perf_hooks';
@@ -29,6 +30,8 @@ import { relay } from '../strategies/relay.js';
 import { UdpTransactions } from '../udp-transactions.js';
 import { DatagramChannel, type DatagramEndpoint, type DatagramTransport } from './channel.js';
 import { bindUdpSocket, RelayTransport, UdpTransport } from './transports.js';
+import { birthdayPorts, birthdaySockets, MultiUdpTransport } from './birthday.js';
+import type { SocketBudget } from '../strategies/socket-budget.js';
 
 /** A Binding to the broker is one UDP round trip, retransmitted; past this the mapping is left out (the broker then plans the relay), in ms. */
 export const UDP_MAPPING_TIMEOUT_MS = 2_000;
@@ -58,6 +61,8 @@ export interface DatagramAttemptParams {
   readonly keepaliveMs?: number;
   /** Told when the broker has chosen the strategy, and when it ends. */
   readonly onTrace?: (event: StrategyTrace) => void;
+  /** The recipient's budget of attempt sockets (birthday's extra sockets take from it). @default unlimited */
+  readonly sockets?: SocketBudget;
 }
 
 /** Step 1: our UDP socket's mappings at the broker's primary and alternate ports (each undefined when its Binding got no answer). */
@@ -130,10 +135,19 @@ export async function runDatagramAttempt(params: DatagramAttemptParams): Promise
   params.onTrace?.({ attempt: params.attempt, strategy, outcome: 'started', ms: 0 });
   const phase = startPhase(signal, strategy === 'relay' ? params.exchangeTimeoutMs : params.punchTimeoutMs, `opening a datagram channel ${role === 'initiator' ? 'to' : 'for'} ${params.uri} by strategy ${strategy}`);
   let channel: DatagramChannel | undefined;
+  let releaseSockets = (): void => undefined;
   try {
     let transport: DatagramTransport;
-    let candidates: DatagramEndpoint[];
-    if (strategy === 'relay') {
+    let candidates: DatagramEndpoint[] | (() => DatagramEndpoint[]);
+    if (strategy === 'birthday' && exchange.mapping.kind === 'random') {
+      const many = await birthdaySockets(socket, params.broker.host, params.sockets);
+      releaseSockets = many.release;
+      transport = new MultiUdpTransport(many.sockets);
+      candidates = datagramCandidates(strategy, exchange);
+    } else if (strategy === 'birthday') {
+      transport = new UdpTransport(socket);
+      candidates = birthdayPorts(datagramCandidates(strategy, exchange)[0] as DatagramEndpoint);
+    } else if (strategy === 'relay') {
       closeQuietly(socket);
       const relayed = await relay({ role, exchange, broker: params.broker, signal: phase.signal, verify: async () => undefined, ...(params.brokerCa === undefined ? {} : { brokerCa: params.brokerCa }), ...(params.dialer === undefined ? {} : { dialer: params.dialer }) });
       const remote = relayed.remoteAddress ?? params.broker.host;
@@ -154,6 +168,7 @@ export async function runDatagramAttempt(params: DatagramAttemptParams): Promise
     throw Object.assign(error instanceof Error ? error : new Error(String(error)), { strategy });
   } finally {
     phase.dispose();
+    releaseSockets();
   }
   params.onTrace?.({ attempt: params.attempt, strategy, outcome: 'succeeded', ms: Math.round(performance.now() - strategyStarted) });
   channel.describe({

@@ -50,6 +50,8 @@ export interface DatagramTransport {
   send(data: Buffer, to: DatagramEndpoint): void;
   /** Our local endpoint. */
   local(): DatagramEndpoint;
+  /** Told once the channel took `peer` (a transport of several sockets keeps only the one that reached it). */
+  opened?(peer: DatagramEndpoint): void;
   /** Releases the socket or connection; idempotent. */
   close(): void;
 }
@@ -88,8 +90,11 @@ export interface ChannelParams {
   /** The attempt secret both peers got from the broker. */
   readonly secret: Uint8Array;
   readonly transport: DatagramTransport;
-  /** Where to send PROBEs while punching (the peer's public and/or private endpoints). */
-  readonly candidates: readonly DatagramEndpoint[];
+  /**
+   * Where to send PROBEs while punching (the peer's public and/or private endpoints), or a
+   * function asked at each probe interval (birthday probing: fresh random ports each time).
+   */
+  readonly candidates: readonly DatagramEndpoint[] | (() => readonly DatagramEndpoint[]);
   /** @default systemClock */
   readonly clock?: Clock;
   /** @default DATAGRAM_KEEPALIVE_MS */
@@ -131,7 +136,7 @@ export class DatagramChannel extends EventEmitter {
   readonly #keys: ChannelKeys;
   readonly #transport: DatagramTransport;
   readonly #clock: Clock;
-  readonly #candidates: readonly DatagramEndpoint[];
+  readonly #candidates: readonly DatagramEndpoint[] | (() => readonly DatagramEndpoint[]);
   readonly #keepaliveMs: number;
   readonly #peerTimeoutMs: number;
   readonly #probeIntervalMs: number;
@@ -252,7 +257,8 @@ export class DatagramChannel extends EventEmitter {
   #probe(): void {
     if (this.#state !== 'punching') return;
     const probe = encodeHandshake(this.#keys.handshake, { type: PacketType.Probe, role: this.#role, nonce: this.#nonce });
-    for (const candidate of this.#candidates) this.#transport.send(probe, candidate);
+    const candidates = typeof this.#candidates === 'function' ? this.#candidates() : this.#candidates;
+    for (const candidate of candidates) this.#transport.send(probe, candidate);
     this.#probeTimer = this.#clock.setTimeout(() => this.#probe(), this.#probeIntervalMs);
   }
 
@@ -315,6 +321,7 @@ export class DatagramChannel extends EventEmitter {
     this.#clock.clearTimeout(this.#probeTimer);
     this.#probeTimer = undefined;
     this.#lastReceived = this.#clock.now();
+    this.#transport.opened?.(peer);
     // At once: the peer opens on it if our ACK was lost.
     this.#sendSealed(PacketType.Keepalive, Buffer.alloc(0));
     this.#armKeepalive(this.#keepaliveMs);
