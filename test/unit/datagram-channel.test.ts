@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { DatagramChannel, type DatagramEndpoint, type DatagramTransport, type TransportHandlers } from '../../src/peer/datagram/channel.js';
-import { PacketType, packetType } from '../../src/peer/datagram/packets.js';
+import { PacketType, packetType, REPLAY_WINDOW, ReplayWindow } from '../../src/peer/datagram/packets.js';
 import { ErrorCode } from '../../src/errors.js';
 import { FakeClock, settle } from '../helpers/fake-clock.js';
 
@@ -178,4 +178,42 @@ test('a datagram larger than MAX_DATAGRAM is refused with ERR_INVALID_ARGUMENT',
   assert.throws(() => a.send(Buffer.alloc(70_000)), (err: Error & { code?: string }) => err.code === ErrorCode.InvalidArgument && /at most 65480 bytes/.test(err.message));
   a.close();
   b.close();
+});
+
+test('a held channel keeps what arrives until it is handed out, then delivers it in order', async () => {
+  const net = new Network();
+  const clock = new FakeClock();
+  const a = new DatagramChannel({ role: 'initiator', attemptId, secret, transport: net.transport(A), candidates: [B], clock });
+  const b = new DatagramChannel({ role: 'recipient', attemptId, secret, transport: net.transport(B), candidates: [A], clock, hold: true });
+  await openBoth(a, b, clock);
+  const got: string[] = [];
+  b.on('message', (msg: Buffer) => got.push(String(msg)));
+  for (const text of ['one', 'two', 'three']) a.send(text);
+  await settle();
+  assert.deepEqual(got, [], 'nothing before the channel is handed out');
+  assert.equal(b.stats.received, 3);
+  b.describe({ path: 'direct', role: 'recipient', uri: 'nattrav://held', attemptId: '00', publicEndpoint: B, setupMs: 1, attempts: 1 });
+  a.send('four');
+  await settle();
+  assert.deepEqual(got, ['one', 'two', 'three', 'four']);
+  a.close();
+  b.close();
+});
+
+test('the replay window takes reordered counters once and refuses repeats and counters too old', () => {
+  const window = new ReplayWindow();
+  assert.equal(window.accept(5), true);
+  assert.equal(window.accept(3), true, 'reordered within the window');
+  assert.equal(window.accept(3), false, 'a repeat');
+  assert.equal(window.accept(5), false);
+  assert.equal(window.accept(5 + REPLAY_WINDOW), true);
+  assert.equal(window.accept(4), false, 'older than the window');
+  const slid = new ReplayWindow();
+  assert.equal(slid.accept(10), true);
+  assert.equal(slid.accept(10 + REPLAY_WINDOW - 1), true);
+  assert.equal(slid.accept(10), false, 'a repeat at the far edge of the window');
+  assert.equal(slid.accept(11), true, 'inside the window and never seen (its bit was cleared as the window slid)');
+  assert.equal(slid.accept(11), false);
+  assert.equal(slid.accept(10 + REPLAY_WINDOW), true);
+  assert.equal(slid.accept(10), false, 'slid out of the window');
 });

@@ -157,7 +157,7 @@ export async function runDatagramAttempt(params: DatagramAttemptParams): Promise
       transport = new UdpTransport(socket);
       candidates = datagramCandidates(strategy, exchange);
     }
-    channel = new DatagramChannel({ role, attemptId: exchange.attemptId, secret: exchange.attemptSecret, transport, candidates, ...(params.keepaliveMs === undefined ? {} : { keepaliveMs: params.keepaliveMs }) });
+    channel = new DatagramChannel({ role, attemptId: exchange.attemptId, secret: exchange.attemptSecret, transport, candidates, hold: true, ...(params.keepaliveMs === undefined ? {} : { keepaliveMs: params.keepaliveMs }) });
     if (strategy !== 'relay') await sleep(exchange.startDelayMs, phase.signal);
     await channel.establish(phase.signal);
   } catch (err) {

@@ -103,7 +103,16 @@ export interface ChannelParams {
   readonly peerTimeoutMs?: number;
   /** @default PROBE_INTERVAL_MS */
   readonly probeIntervalMs?: number;
+  /**
+   * Hold arriving datagrams (up to {@link MAX_HELD}) until {@link DatagramChannel.describe}
+   * hands the channel out: the peer may send as soon as it opened, before our side's
+   * application had a chance to listen. @default false
+   */
+  readonly hold?: boolean;
 }
+
+/** Datagrams a held channel keeps for its application at most; later ones are dropped as a full socket buffer drops them. */
+export const MAX_HELD = 1024;
 
 /** How an open channel was made (the `nattrav` property). */
 export interface DatagramChannelInfo {
@@ -155,6 +164,8 @@ export class DatagramChannel extends EventEmitter {
   #received = 0;
   #drops = { foreign: 0, replayed: 0, invalid: 0 };
   #info: DatagramChannelInfo | undefined;
+  /** Datagrams kept until the channel is handed out (with `hold`); undefined once they flow. */
+  #held: Array<[Buffer, DatagramRemoteInfo]> | undefined;
   readonly #opened: Promise<void>;
   #resolveOpened!: () => void;
   #rejectOpened!: (err: Error) => void;
@@ -169,6 +180,7 @@ export class DatagramChannel extends EventEmitter {
     this.#keepaliveMs = params.keepaliveMs ?? DATAGRAM_KEEPALIVE_MS;
     this.#peerTimeoutMs = params.peerTimeoutMs ?? 4 * this.#keepaliveMs;
     this.#probeIntervalMs = params.probeIntervalMs ?? PROBE_INTERVAL_MS;
+    if (params.hold === true) this.#held = [];
     this.#opened = new Promise<void>((resolve, reject) => {
       this.#resolveOpened = resolve;
       this.#rejectOpened = reject;
@@ -187,9 +199,19 @@ export class DatagramChannel extends EventEmitter {
     return this.#info;
   }
 
-  /** Records how the channel was made (by the attempt that opened it), once. */
+  /**
+   * Records how the channel was made (by the attempt that opened it), once, and hands it
+   * out: held datagrams are emitted on the next turn of the event loop, after the code
+   * that receives the channel attached its 'message' listener.
+   */
   describe(info: DatagramChannelInfo): void {
     this.#info ??= info;
+    if (this.#held === undefined) return;
+    setImmediate(() => {
+      const held = this.#held ?? [];
+      this.#held = undefined;
+      for (const [payload, rinfo] of held) this.emit('message', payload, rinfo);
+    });
   }
 
   /** What was sent, received and dropped so far. */
@@ -292,7 +314,9 @@ export class DatagramChannel extends EventEmitter {
     }
     if (opened.type !== PacketType.Data) return;
     this.#received++;
-    this.emit('message', opened.payload, { ...from, size: opened.payload.length } satisfies DatagramRemoteInfo);
+    const rinfo: DatagramRemoteInfo = { ...from, size: opened.payload.length };
+    if (this.#held === undefined) this.emit('message', opened.payload, rinfo);
+    else if (this.#held.length < MAX_HELD) this.#held.push([opened.payload, rinfo]);
   }
 
   #onHandshake(data: Buffer, from: DatagramEndpoint): void {
