@@ -6,7 +6,8 @@
  * on one LAN, private) address and moves no datagram through the broker; 10,000 lines
  * go out as datagrams and all 10,000 come back (10,000 each way); and datagrams a third
  * public host sends to both peers' channel endpoints are never delivered (the channel's
- * own counters show them dropped where no NAT filtered them first).
+ * own counters show them dropped where no NAT filtered them first). A site that blocks
+ * UDP altogether still gets its channel, through the relay.
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
@@ -86,6 +87,7 @@ describe('datagram channels across NAT pairs', () => {
         { name: 'sym1', nat: 'symmetric' },
         { name: 'sym2', nat: 'symmetric' },
         { name: 'office', nat: 'port-restricted', hosts: 2 },
+        { name: 'noudp', nat: 'udp-blocked' },
       ],
       publicHosts: ['stranger'],
     });
@@ -104,6 +106,8 @@ describe('datagram channels across NAT pairs', () => {
       { initiator: () => site('sym1').host, recipient: () => site('pr2').host, want: 'birthday', remote: () => site('pr2').publicAddress, unfiltered: [] },
       { initiator: () => site('pr1').host, recipient: () => site('sym2').host, want: 'birthday', remote: () => site('sym2').publicAddress, unfiltered: [] },
       { initiator: () => site('sym1').host, recipient: () => site('sym2').host, want: 'relay', remote: () => built.broker.address, unfiltered: [] },
+      // No UDP at all at the recipient's site: its Bindings go unanswered, so the broker can only relay (over TCP).
+      { initiator: () => site('pr1').host, recipient: () => site('noudp').host, want: 'relay', remote: () => built.broker.address, unfiltered: [] },
     ];
     const problems: string[] = [];
     for (const [n, pair] of pairs.entries()) {
