@@ -15,6 +15,8 @@ export function bindUdpSocket(host: string): Promise<UdpSocket> {
     socket.once('error', (err) => reject(new NattravError(ErrorCode.AddressInUse, `cannot bind a UDP socket: ${err.message}`, { cause: err })));
     socket.bind(0, () => {
       socket.removeAllListeners('error');
+      // Until a transport attaches its own handler, an error (none is expected on a bound socket) must not crash the process.
+      socket.on('error', () => undefined);
       resolve(socket);
     });
   });
