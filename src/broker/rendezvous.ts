@@ -32,7 +32,7 @@ import { isNattravError } from '../errors.js';
 import { encodeMappingKind, type MappingKind } from '../nat/mapping.js';
 import { strategyCost } from '../nat/plan.js';
 import { StrategyCode, type StrategyName } from '../nat/strategy.js';
-import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, StunErrorCode, TransportCode } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import { newAttemptSecret, recipientSealKey, sealSecret } from '../security/attempt-secret.js';
 import { newEphemeralKey, sessionKey } from '../security/proof.js';
@@ -55,6 +55,7 @@ import { ProbeBook, type ProbeOutcome } from './probe-book.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { SequenceCounter } from './sequences.js';
 import { scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
+import { datagramSide, isDatagramRequest, scheduleDatagram } from './datagram-plan.js';
 
 export type { ExchangeChannel } from './exchange-requests.js';
 
@@ -95,6 +96,8 @@ interface Attempt {
   readonly recipientMapped: TransportAddress | undefined;
   /** The address the recipient's SOCKS5 proxy bound for it when the attempt began (path `socks5-bind`), if any. */
   readonly recipientBound: TransportAddress | undefined;
+  /** TRANSPORT = datagram: a UDP channel (datagram-plan.ts), not a TCP stream. */
+  readonly datagram: boolean;
 }
 
 /** Where an answer to a ConnectionRequest came from: the recipient's UDP mapping, or its TCP control connection. */
@@ -249,6 +252,8 @@ export class Rendezvous {
     // Registered through another broker of the cluster: that one passes the request on, and the recipient joins here.
     const joinAt = this.#ctx.joinAt?.(registration);
     if (joinAt !== undefined) addJoinAt(notify, joinAt);
+    const datagram = isDatagramRequest(request);
+    if (datagram) addU32(notify, AttrType.Transport, TransportCode.datagram);
     const attempt: Attempt = {
       claimed: parsed.claimed,
       key,
@@ -268,6 +273,7 @@ export class Rendezvous {
       notified: { transport: registration.transport ?? 'udp', from: registration.publicEndpoint },
       recipientMapped: registration.mappedEndpoint,
       recipientBound: registration.boundEndpoint,
+      datagram,
     };
     this.#attempts.set(key, attempt);
     this.#byTxid.set(hex(notify.transactionId), key);
@@ -379,15 +385,27 @@ export class Rendezvous {
 
     // Step 6: decide (pure), then act.
     const now = this.#clock.now();
-    const schedule = scheduleAttempt(
-      {
-        initiator: { ...attempt.initiator, probes: initiatorProbes },
-        recipient: { ...recipient, probes: recipientProbes, ...(attempt.recipientMapped === undefined ? {} : { mappedEndpoint: attempt.recipientMapped }), ...(attempt.recipientBound === undefined ? {} : { boundEndpoint: attempt.recipientBound }) },
-      },
-      { initiatorMs: rtts[0], recipientMs: rtts[1] },
-      { history: shared ?? this.#history.recent(initiatorSource, attempt.uri, now), claimed: attempt.claimed, budget: this.#budget(initiatorSource, attempt.uri, now) },
-      now,
-    );
+    const rttPair = { initiatorMs: rtts[0], recipientMs: rtts[1] };
+    const failures = { history: shared ?? this.#history.recent(initiatorSource, attempt.uri, now), claimed: attempt.claimed, budget: this.#budget(initiatorSource, attempt.uri, now) };
+    const schedule = attempt.datagram
+      ? scheduleDatagram(
+          {
+            initiator: datagramSide(attempt.initiator.request, attempt.initiator.publicEndpoint, attempt.initiator.privateEndpoints),
+            recipient: datagramSide(request, recipient.publicEndpoint, recipient.privateEndpoints),
+          },
+          rttPair,
+          failures,
+          now,
+        )
+      : scheduleAttempt(
+          {
+            initiator: { ...attempt.initiator, probes: initiatorProbes },
+            recipient: { ...recipient, probes: recipientProbes, ...(attempt.recipientMapped === undefined ? {} : { mappedEndpoint: attempt.recipientMapped }), ...(attempt.recipientBound === undefined ? {} : { boundEndpoint: attempt.recipientBound }) },
+          },
+          rttPair,
+          failures,
+          now,
+        );
     this.#reportBudget(schedule, initiatorSource, attempt.uri, now);
     if (schedule.strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key, attempt.secret)) {
       this.#abandon(attempt, StunErrorCode.ServerError, 'broker busy: no relay capacity');
@@ -515,6 +533,7 @@ export class Rendezvous {
     addU32(response, AttrType.Strategy, StrategyCode[strategy]);
     addU32(response, AttrType.Mapping, encodeMappingKind(answer.mapping));
     addU32(response, AttrType.PeerMapping, encodeMappingKind(answer.peerMapping));
+    if (attempt.datagram) addU32(response, AttrType.Transport, TransportCode.datagram);
     this.#announceAlternatePort(response);
     if (to === attempt.initiator) {
       // The initiator authenticates a plain name end to end with the key its holder proved to us.

@@ -50,7 +50,7 @@ function infoFields(info: ConnectionInfo): Record<string, unknown> {
 }
 
 /** Options shared by `listen` and `connect` for identities and trust. */
-interface SecurityOptions {
+export interface SecurityOptions {
   tls?: boolean;
   identity?: string;
   ca?: string;
@@ -74,6 +74,8 @@ export interface ListenCommandOptions extends SecurityOptions, WebCommandOptions
   allow?: string[];
   /** false (`--no-portmap`): ask no gateway for a port mapping. */
   portmap?: boolean;
+  /** `--udp`: datagram channels instead of TCP connections (datagram.ts). */
+  udp?: boolean;
 }
 
 /** Options of `nattrav connect`. */
@@ -84,16 +86,18 @@ export interface ConnectCommandOptions extends SecurityOptions, WebCommandOption
   knownKeys?: string;
   timeout?: string;
   verbose?: boolean;
+  /** `--udp`: a datagram channel instead of a TCP connection (datagram.ts). */
+  udp?: boolean;
 }
 
 /** Checks the URI and --broker (one broker, or several comma-separated) before anything touches the network; errors name what was wrong (exit 2). */
-function checkTarget(uri: string, broker: string): HostPort[] {
+export function checkTarget(uri: string, broker: string): HostPort[] {
   checkNattravUri(uri, 'URI');
   return isBrokerUrl(broker) ? [parseBrokerUrl(broker).broker] : parseBrokerList(broker, '--broker');
 }
 
 /** Loads --identity, --ca and --broker-ca. */
-async function security(options: SecurityOptions): Promise<{ identity?: Identity; ca?: string[]; brokerCa?: string }> {
+export async function security(options: SecurityOptions): Promise<{ identity?: Identity; ca?: string[]; brokerCa?: string }> {
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
   return {
     ...(options.identity === undefined ? {} : { identity: await loadIdentity(options.identity) }),
@@ -103,12 +107,12 @@ async function security(options: SecurityOptions): Promise<{ identity?: Identity
 }
 
 /** Closes the server; resolves once its registration has been withdrawn (a few ms, at most about 200). */
-function withdraw(server: NattravServer): Promise<void> {
+export function withdraw(server: NattravServer): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
 /** Registers; resolves false when a stop signal came first (the server is then closed). */
-function register(server: NattravServer, stop: StopSignals): Promise<boolean> {
+export function register(server: NattravServer, stop: StopSignals): Promise<boolean> {
   return new Promise<boolean>((resolve, reject) => {
     const onStop = (): void => {
       server.close(() => resolve(false));

@@ -12,6 +12,7 @@ import { addConfig } from './config.js';
 import { maxWorkers } from './broker-workers.js';
 import { brokerCommand, type BrokerCommandOptions } from './broker.js';
 import { connectCommand, listenCommand, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
+import { connectDatagramCommand, listenDatagramCommand } from './datagram.js';
 import { demoCommand } from './demo.js';
 import { exposeCommand, type ExposeCommandOptions } from './expose.js';
 import { forwardCommand, type ForwardCommandOptions } from './forward.js';
@@ -141,6 +142,7 @@ async function main(argv: string[]): Promise<number> {
     .requiredOption('--broker <host:port>', `(required) the broker to register with; several as HOST:PORT,HOST:PORT (a cluster on one Redis): the first that answers, the next when it stops${BROKER_URL_HELP}`)
     .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--echo', 'echo every connection back instead of piping the first to stdio')
+    .option('--udp', 'take datagram (UDP) channels instead of TCP connections: each line of stdin is one datagram, each datagram received one line on stdout')
     .option('--keepalive <ms>', 'a fixed registration refresh interval, ms (turns adaptive keepalive off; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
     .option('--keepalive-max <ms>', 'the longest interval adaptive keepalive may set (default 60000; by default the interval starts at 10000 and becomes 80% of the NAT mapping lifetime measured in the background, at least 5000)', positiveInteger)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
@@ -156,7 +158,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--key-dir <dir>', 'where a default identity\'s key is kept (default ~/.nattrav/keys)')
     .option('--json', 'report events as JSON lines on stderr')
     .action((uri: string, options: ListenCommandOptions & { json?: boolean }) =>
-      runStoppable((out, stop) => listenCommand(uri, options, withJson(out, options.json), stop)),
+      runStoppable((out, stop) => (options.udp === true ? listenDatagramCommand : listenCommand)(uri, options, withJson(out, options.json), stop)),
     )
     .addHelpText('after', examples([
         'nattrav listen nattrav://alice --broker broker.example:3478 > received.bin',
@@ -172,6 +174,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
     .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
+    .option('--udp', 'open a datagram (UDP) channel instead of a TCP connection: each line of stdin is one datagram, each datagram received one line on stdout; EOF closes it')
     .option('--tls', 'TLS 1.3 with mutual authentication, the recipient\'s key checked against URI (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
     .option('--expect-key <fingerprint>', 'the key the recipient must hold, as nattrav listen prints it (pins a plain name)')
@@ -183,7 +186,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--socks5 <[user:pass@]host:port>', 'reach the broker and peers through this SOCKS5 proxy (default: SOCKS_PROXY / ALL_PROXY socks5:// URLs, NO_PROXY honoured); registration then runs over TCP')
     .option('--json', 'report events as JSON lines on stderr')
     .action((uri: string, options: ConnectCommandOptions & { json?: boolean }) =>
-      runStoppable((out, stop) => connectCommand(uri, options, withJson(out, options.json), stop)),
+      runStoppable((out, stop) => (options.udp === true ? connectDatagramCommand : connectCommand)(uri, options, withJson(out, options.json), stop)),
     )
     .addHelpText('after', examples(['nattrav connect nattrav://alice --broker broker.example:3478 < file.bin', 'echo hello | nattrav connect nattrav://echo --broker 127.0.0.1:3478 -v']));
 

@@ -24,8 +24,8 @@ import { checkUri, positiveInt } from './validate.js';
 import { unusableStrategies } from './dialer.js';
 import { dialerFromOptions } from './socks5.js';
 
-/** Errors after which another attempt cannot help. */
-const FINAL_CODES: ReadonlySet<string> = new Set([
+/** Errors after which another attempt cannot help (datagram/connect.ts shares them). */
+export const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.UnknownUri,
   ErrorCode.BrokerUnreachable,
   ErrorCode.RecipientUnreachable,

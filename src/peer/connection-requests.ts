@@ -14,7 +14,7 @@
  * apart by attempt ID only.
  */
 import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.js';
-import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import { AttrType, MessageClass, Method, StunErrorCode, TransportCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { getAttemptId, getJoinAt, getU32Attr } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
@@ -80,6 +80,8 @@ export interface RequestDecision {
   readonly reason: string | undefined;
   /** JOIN-AT: the broker of a cluster that runs the attempt (the request was relayed by ours). */
   readonly joinAt: TransportAddress | undefined;
+  /** TRANSPORT = datagram: the initiator asks for a datagram channel (peer/datagram/). */
+  readonly datagram: boolean;
 }
 
 /** Sends an answer back the way the request came, encoded with `options`. */
@@ -141,7 +143,7 @@ export class ConnectionRequests {
     const decision: RequestAnswer = reason === undefined ? { accepted: true } : { accepted: false, reason };
     this.#book.record(key, sequence, decision);
     answer(answerTo(message, decision), options);
-    return { attemptId, reason, joinAt };
+    return { attemptId, reason, joinAt, datagram: getU32Attr(message, AttrType.Transport) === TransportCode.datagram };
   }
 }
 

@@ -17,7 +17,7 @@ import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } fro
 import { abortError } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { AttrType, MAPPING_KEY_LENGTH, MAX_PRIVATE_ENDPOINTS, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
+import { AttrType, MAPPING_KEY_LENGTH, MAX_PRIVATE_ENDPOINTS, MessageClass, Method, StunErrorCode, TransportCode } from '../wire/constants.js';
 import { decodeMappingKind, type MappingKind } from '../nat/mapping.js';
 import { StrategyCode, strategyName, type StrategyName } from '../nat/strategy.js';
 import { encodeMessage } from '../wire/codec.js';
@@ -58,6 +58,8 @@ export interface ExchangeResult {
   /** The local address and port of the exchange: punch from these. */
   readonly localAddress: string;
   readonly localPort: number;
+  /** True when the broker scheduled a datagram channel (TRANSPORT = datagram in its answer). */
+  readonly datagram?: boolean;
 }
 
 /** Waits this long for the broker's FIN before dropping the exchange ourselves. */
@@ -169,6 +171,7 @@ export async function runExchange(
       ...(peerKey === undefined ? {} : { peerKeyFingerprint: peerKey }),
       localAddress,
       localPort,
+      ...(getU32Attr(response, AttrType.Transport) === TransportCode.datagram ? { datagram: true } : {}),
     };
   } catch (err) {
     socket.destroy();

@@ -464,9 +464,9 @@ export class PeerRegistration extends EventEmitter {
       this.#brokers.joinAtRefusal(joinAt, this.#options.brokerCa) ?? this.#options.admit?.(attemptId);
     const decided = this.#requests.handle(message, this.#session, admit, answer);
     if (decided === undefined) return;
-    const { attemptId, reason, joinAt } = decided;
+    const { attemptId, reason, joinAt, datagram } = decided;
     const at = joinAt === undefined ? {} : { joinAt: { host: joinAt.address, port: joinAt.port } };
-    if (reason === undefined) this.emit('connection-request', { attemptId, ...at });
+    if (reason === undefined) this.emit('connection-request', { attemptId, datagram, ...at });
     else this.emit('connection-refused', { attemptId, reason });
   }
 

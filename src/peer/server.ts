@@ -15,6 +15,8 @@
  *   emitted as 'unregistered', its former name;
  * - 'registrationRetry' (RegistrationRetryEvent): a try failed, at start or after a loss, and
  *   the next comes in `delayMs`;
+ * - 'datagram' (DatagramChannel): an initiator's `connectDatagram()` opened a datagram
+ *   channel to us (datagram/accept.ts; refused without a listener, or with an allow-list);
  * - 'attemptFailed' (NattravError: one incoming attempt did not complete);
  * - 'attemptRefused' ({ attemptId, reason }: a connection request refused because
  *   `maxConcurrentAttempts` attempts were running or the sockets of `maxAttemptSockets`
@@ -42,6 +44,7 @@ import { StunMessage } from '../wire/message.js';
 import { addAttemptId } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { runAttempt } from './attempt.js';
+import { datagramRefusal, joinDatagram } from './datagram/accept.js';
 import { handOver, type NattravSocket } from './info.js';
 import { PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredEvent } from './registration.js';
@@ -270,7 +273,7 @@ export class NattravServer extends EventEmitter {
     registration.on('retry', (retry: RegistrationRetry) => {
       this.emit('registrationRetry', { ...retry, error: asNattravError(retry.error) } satisfies RegistrationRetryEvent);
     });
-    registration.on('connection-request', ({ attemptId, joinAt }: { attemptId: Uint8Array; joinAt?: HostPort }) => this.#accept(attemptId, joinAt));
+    registration.on('connection-request', ({ attemptId, joinAt, datagram }: { attemptId: Uint8Array; joinAt?: HostPort; datagram: boolean }) => this.#accept(attemptId, joinAt, datagram));
     registration.on('connection-refused', ({ attemptId, reason }: { attemptId: Uint8Array; reason: string }) => {
       this.emit('attemptRefused', { attemptId: Buffer.from(attemptId).toString('hex'), reason } satisfies AttemptRefusal);
     });
@@ -358,13 +361,35 @@ export class NattravServer extends EventEmitter {
    * One incoming attempt (admitted by {@link #refusal} just before): Join exchange, simultaneous
    * open, Hello; at `joinAt` when another broker of the cluster runs it (registration.ts checked it is ours).
    */
-  #accept(attemptId: Uint8Array, joinAt?: HostPort): void {
+  #accept(attemptId: Uint8Array, joinAt: HostPort | undefined, datagram: boolean): void {
     if (this.#state !== 'listening' && this.#state !== 'starting') return;
     if (!this.#sockets.tryTake(ATTEMPT_BASE_SOCKETS)) return;
     const controller = new AbortController();
     this.#attempts.add(controller);
     const started = performance.now();
-    void this.#establish(attemptId, controller, started, joinAt).finally(() => this.#sockets.release(ATTEMPT_BASE_SOCKETS));
+    const established = datagram ? this.#establishDatagram(attemptId, controller, joinAt) : this.#establish(attemptId, controller, started, joinAt);
+    void established.finally(() => this.#sockets.release(ATTEMPT_BASE_SOCKETS));
+  }
+
+  /** A datagram attempt (datagram/accept.ts): emits 'datagram' with the open channel, or 'attemptFailed'. */
+  async #establishDatagram(attemptId: Uint8Array, controller: AbortController, joinAt: HostPort | undefined): Promise<void> {
+    try {
+      const channel = await joinDatagram({
+        attemptId, uri: this.#uri, signal: controller.signal, exchangeTimeoutMs: this.#exchangeTimeoutMs, punchTimeoutMs: this.#punchTimeoutMs,
+        broker: joinAt ?? this.#registration?.joinBroker ?? (this.#brokers[0] as HostPort),
+        refusal: datagramRefusal(this.listenerCount('datagram'), this.#allow !== undefined),
+        sockets: this.#sockets,
+        ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
+        ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
+        ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
+      });
+      if (this.#state === 'closed') channel.close();
+      else this.emit('datagram', channel);
+    } catch (err) {
+      if (this.#state !== 'closed') this.emit('attemptFailed', asNattravError(err));
+    } finally {
+      this.#attempts.delete(controller);
+    }
   }
 
   /** Joins the attempt, runs TLS when configured, and emits 'connection' or 'attemptFailed'. */

@@ -185,6 +185,28 @@ export const AttrType = {
    * mapping probes; a peer that never heard it assumes the broker's port + 1.
    */
   AlternatePort: 0xce01,
+  /**
+   * nattrav (comprehension-optional): in a Connect, ConnectionRequest and the final answers, what
+   * the attempt makes (u32, a {@link TransportCode}); absent means a TCP stream.
+   */
+  Transport: 0xce10,
+  /** nattrav (comprehension-optional): in a datagram Connect or Join, the local port of the sender's UDP socket (u32). */
+  UdpPort: 0xce11,
+  /**
+   * nattrav (comprehension-optional): in a datagram Connect or Join, the sender's UDP socket as the
+   * broker's primary UDP port mapped it (XOR-address encoding; a STUN Binding from that socket).
+   */
+  UdpMapped: 0xce12,
+  /** nattrav (comprehension-optional): the same socket as the broker's alternate UDP port mapped it (how the NAT maps UDP). */
+  UdpMappedAlternate: 0xce13,
+} as const;
+
+/** nattrav: values of TRANSPORT, what an attempt makes. */
+export const TransportCode = {
+  /** A TCP stream (the default when TRANSPORT is absent). */
+  stream: 0,
+  /** A UDP datagram channel (peer/datagram/). */
+  datagram: 1,
 } as const;
 
 /** nattrav: values of ROLE, the sender's part in an attempt (MappingProbe, Relay). */

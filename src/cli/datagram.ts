@@ -1,0 +1,162 @@
+/**
+ * `nattrav connect --udp` and `nattrav listen --udp`: a datagram channel instead of a
+ * TCP stream. One line of stdin is one datagram (without its newline); each datagram
+ * received is one line on stdout. EOF on stdin closes the channel (the peer's side
+ * closes too); the peer closing ends the command with 0. Exit codes as for TCP.
+ */
+import { createInterface } from 'node:readline';
+import { connectDatagram, createServer, ErrorCode, formatEndpoint, NattravError, type DatagramChannel, type StrategyTrace } from '../index.js';
+import { isBrokerUrl } from '../peer/web/dialer.js';
+import { checkTarget, register, reportRegistration, security, withdraw, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
+import type { Reporter } from './output.js';
+import { reportNotConnected } from './pipe.js';
+import type { StopSignals } from './signals.js';
+
+/** Options that cannot work with --udp, by the reason. */
+function refuseWithUdp(options: { socks5?: string; httpProxy?: string; broker: string; allow?: string[]; expectKey?: string; identity?: string }): void {
+  const problem =
+    options.socks5 !== undefined || options.httpProxy !== undefined || isBrokerUrl(options.broker)
+      ? 'a proxy or a ws:// broker carries no UDP'
+      : options.allow !== undefined || options.expectKey !== undefined || options.identity !== undefined
+        ? 'a datagram channel proves no TLS identity (drop --allow / --expect-key / --identity)'
+        : undefined;
+  if (problem !== undefined) throw new NattravError(ErrorCode.InvalidArgument, `--udp: ${problem}`);
+}
+
+/** The channel's facts for the 'connected' / 'accepted' events. */
+function channelFields(channel: DatagramChannel): Record<string, unknown> {
+  const info = channel.nattrav;
+  return {
+    transport: 'udp',
+    path: info?.path,
+    uri: info?.uri,
+    local: formatEndpoint(channel.address()),
+    remote: formatEndpoint(channel.remoteAddress()),
+    ...(info === undefined ? {} : { public: formatEndpoint(info.publicEndpoint), setupMs: info.setupMs, attempts: info.attempts }),
+  };
+}
+
+/** Reports a closed channel with its counters (`dropped.foreign`: datagrams from other hosts). */
+function reportClosed(channel: DatagramChannel, why: string, out: Reporter): void {
+  const { sent, received, dropped } = channel.stats;
+  out.event('closed', { reason: why, sent, received, dropped }, `datagram channel closed (${why}): ${sent} sent, ${received} received, ${dropped.foreign + dropped.replayed + dropped.invalid} dropped`);
+}
+
+/** Pipes stdin lines to `channel` and its datagrams to stdout lines until EOF, the peer's close, a failure or a stop signal; returns the exit code. */
+function pipeLines(channel: DatagramChannel, stop: StopSignals, out: Reporter): Promise<number> {
+  return new Promise((resolve) => {
+    const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+    let done = false;
+    const finish = (code: number, why: string): void => {
+      if (done) return;
+      done = true;
+      lines.close();
+      channel.close();
+      reportClosed(channel, why, out);
+      resolve(code);
+    };
+    channel.on('message', (msg: Buffer) => process.stdout.write(Buffer.concat([msg, Buffer.from('\n')])));
+    channel.on('error', (err: Error) => finish(out.error(err), 'broken'));
+    channel.on('close', () => finish(0, 'closed by the peer'));
+    lines.on('line', (line: string) => {
+      if (done) return;
+      try {
+        channel.send(line);
+      } catch (err) {
+        finish(out.error(err), 'send failed');
+      }
+    });
+    lines.on('close', () => finish(0, 'end of input'));
+    stop.signal.addEventListener('abort', () => finish(stop.exitCode ?? 1, 'interrupted'), { once: true });
+  });
+}
+
+/** `nattrav connect URI --udp --broker HOST:PORT`: opens a datagram channel and pipes lines. */
+export async function connectDatagramCommand(uri: string, options: ConnectCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
+  const brokers = checkTarget(uri, options.broker);
+  refuseWithUdp(options);
+  const { brokerCa } = await security(options);
+  const onTrace = (event: StrategyTrace): void => {
+    const why = event.error === undefined ? '' : `: ${event.error}`;
+    out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
+  };
+  let channel: DatagramChannel;
+  try {
+    channel = await connectDatagram({
+      broker: brokers,
+      uri,
+      signal: stop.signal,
+      ...(options.timeout === undefined ? {} : { timeoutMs: Number(options.timeout) }),
+      ...(options.verbose === true ? { onTrace } : {}),
+      ...(brokerCa === undefined ? {} : { brokerCa }),
+    });
+  } catch (err) {
+    if (stop.exitCode !== undefined) {
+      reportNotConnected(out, 'interrupted');
+      return stop.exitCode;
+    }
+    const code = out.error(err);
+    reportNotConnected(out, 'not-connected');
+    return code;
+  }
+  out.event('connected', channelFields(channel), `datagram channel to ${uri}: path ${channel.nattrav?.path ?? '?'}, ${formatEndpoint(channel.address())} -> ${formatEndpoint(channel.remoteAddress())}`);
+  return pipeLines(channel, stop, out);
+}
+
+/** `nattrav listen URI --udp --broker HOST:PORT [--echo]`: takes datagram channels; the first is piped to lines (or every one echoed). */
+export async function listenDatagramCommand(uri: string, options: ListenCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
+  const brokers = checkTarget(uri, options.broker);
+  refuseWithUdp(options);
+  const { brokerCa } = await security(options);
+  const server = createServer({
+    broker: brokers,
+    uri,
+    // The channel is protected by the attempt secret; TCP connections are not served.
+    tls: false,
+    portmap: false,
+    ...(brokerCa === undefined ? {} : { brokerCa }),
+    ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
+    ...(options.once === true ? { once: true } : {}),
+    ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
+  });
+  server.on('connection', (socket: { destroy(): void }) => socket.destroy());
+  let first: ((channel: DatagramChannel) => void) | undefined;
+  const firstChannel = new Promise<DatagramChannel>((resolve) => (first = resolve));
+  server.on('datagram', (channel: DatagramChannel) => {
+    out.event('accepted', channelFields(channel), `accepted a ${channel.nattrav?.path ?? '?'} datagram channel from ${formatEndpoint(channel.remoteAddress())}`);
+    channel.on('error', () => undefined);
+    if (options.echo === true) {
+      channel.on('message', (msg: Buffer) => channel.state === 'open' && channel.send(msg));
+      channel.on('close', () => reportClosed(channel, 'echo channel closed', out));
+      return;
+    }
+    if (first === undefined) {
+      channel.close();
+      return;
+    }
+    first(channel);
+    first = undefined;
+  });
+  server.on('attemptFailed', (err: Error & { code?: string }) =>
+    out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`),
+  );
+  reportRegistration(server, { ...options, tls: false }, out);
+  if (!(await register(server, stop))) {
+    reportNotConnected(out, 'interrupted');
+    return stop.exitCode as number;
+  }
+  if (options.echo === true) {
+    await stop.wait();
+    await withdraw(server);
+    return stop.exitCode as number;
+  }
+  const winner = await Promise.race([firstChannel, stop.wait()]);
+  if (typeof winner === 'string') {
+    await withdraw(server);
+    reportNotConnected(out, 'interrupted');
+    return stop.exitCode as number;
+  }
+  const code = await pipeLines(winner, stop, out);
+  await withdraw(server);
+  return code;
+}

@@ -1,0 +1,344 @@
+/**
+ * A datagram channel between the two peers of an attempt, with the shape of a connected
+ * `dgram.Socket`: `send`, `'message'`, `close`, `address()`, `remoteAddress()`, and
+ * `'error'`/`'close'` events. Sans-IO where it decides: the packets go through an injected
+ * {@link DatagramTransport} (a UDP socket, or the broker's relay) and time comes from an
+ * injected clock, so its tests run on a fake one.
+ *
+ * States (one transition each way, see {@link ChannelState}):
+ * 1. `punching`: every probe interval, PROBE (our role, our nonce) goes to every candidate
+ *    endpoint; a valid PROBE of the other role is answered with an ACK to where it came from.
+ * 2. The first valid ACK echoing our nonce, or the first valid sealed packet of the other
+ *    direction, names the peer's endpoint: the channel is `open` and from then on takes
+ *    datagrams from that exact endpoint only (others are dropped and counted). It sends a
+ *    KEEPALIVE at once, so the peer opens too, and another whenever it has sent nothing
+ *    for the keepalive interval (below the NAT's mapping lifetime).
+ * 3. `closed`: by `close()` (a CLOSE goes to the peer), by the peer's CLOSE, by silence of
+ *    the peer for `peerTimeoutMs` or by the transport failing ('error' first).
+ *
+ * Application datagrams are encrypted and authenticated per datagram (packets.ts).
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { systemClock, type Clock, type TimerHandle } from '../../common/clock.js';
+import { abortError } from '../../common/signal.js';
+import { ErrorCode, NattravError } from '../../errors.js';
+import type { ConnectionRole } from '../info.js';
+import type { DatagramChannelInfo, DatagramEndpoint, DatagramRemoteInfo, DatagramStats, DatagramTransport } from './types.js';
+
+export type { DatagramChannelInfo, DatagramDrops, DatagramEndpoint, DatagramRemoteInfo, DatagramStats, DatagramTransport, TransportHandlers } from './types.js';
+import { channelKeys, decodeHandshake, encodeHandshake, MAX_DATAGRAM, NONCE_LENGTH, open, PacketType, packetType, ReplayWindow, seal, type ChannelKeys } from './packets.js';
+
+/** The phases of a channel (module comment). */
+export type ChannelState = 'punching' | 'open' | 'closed';
+
+/** Keepalive interval on an open channel, in ms: below the 30 s UDP mapping lifetime of common NATs (RFC 4787 REQ-5 allows 2 min; many use 30 s). */
+export const DATAGRAM_KEEPALIVE_MS = 15_000;
+/** PROBE interval while punching, in ms: a few round trips per second, like ICE's pacing. */
+export const PROBE_INTERVAL_MS = 100;
+/** ACKs a punching channel sends at most (each answers a valid PROBE): bounds what a replayed PROBE can make us send. */
+const MAX_ACKS = 256;
+
+/** What a channel is built from. */
+export interface ChannelParams {
+  readonly role: ConnectionRole;
+  readonly attemptId: Uint8Array;
+  /** The attempt secret both peers got from the broker. */
+  readonly secret: Uint8Array;
+  readonly transport: DatagramTransport;
+  /**
+   * Where to send PROBEs while punching (the peer's public and/or private endpoints), or a
+   * function asked at each probe interval (birthday probing: fresh random ports each time).
+   */
+  readonly candidates: readonly DatagramEndpoint[] | (() => readonly DatagramEndpoint[]);
+  /** @default systemClock */
+  readonly clock?: Clock;
+  /** @default DATAGRAM_KEEPALIVE_MS */
+  readonly keepaliveMs?: number;
+  /** Silence from the peer after which the channel fails with ERR_CONNECTION_BROKEN; 0 = never. @default 4 × keepaliveMs */
+  readonly peerTimeoutMs?: number;
+  /** @default PROBE_INTERVAL_MS */
+  readonly probeIntervalMs?: number;
+  /**
+   * Hold arriving datagrams (up to {@link MAX_HELD}) until {@link DatagramChannel.describe}
+   * hands the channel out: the peer may send as soon as it opened, before our side's
+   * application had a chance to listen. @default false
+   */
+  readonly hold?: boolean;
+}
+
+/** Datagrams a held channel keeps for its application at most; later ones are dropped as a full socket buffer drops them. */
+export const MAX_HELD = 1024;
+
+/**
+ * A connected, authenticated and encrypted datagram channel to the other peer.
+ * Events: `'message'` (msg: Buffer, rinfo), `'error'` (err), `'close'`.
+ */
+export class DatagramChannel extends EventEmitter {
+  readonly #role: ConnectionRole;
+  readonly #keys: ChannelKeys;
+  readonly #transport: DatagramTransport;
+  readonly #clock: Clock;
+  readonly #candidates: readonly DatagramEndpoint[] | (() => readonly DatagramEndpoint[]);
+  readonly #keepaliveMs: number;
+  readonly #peerTimeoutMs: number;
+  readonly #probeIntervalMs: number;
+  readonly #nonce = randomBytes(NONCE_LENGTH);
+  readonly #window = new ReplayWindow();
+  #state: ChannelState = 'punching';
+  #peer: DatagramEndpoint | undefined;
+  #counter = 0;
+  #acks = 0;
+  #lastSent = 0;
+  #lastReceived = 0;
+  #probeTimer: TimerHandle | undefined;
+  #keepaliveTimer: TimerHandle | undefined;
+  #peerTimer: TimerHandle | undefined;
+  #sent = 0;
+  #received = 0;
+  #drops = { foreign: 0, replayed: 0, invalid: 0 };
+  #info: DatagramChannelInfo | undefined;
+  /** Datagrams kept until the channel is handed out (with `hold`); undefined once they flow. */
+  #held: Array<[Buffer, DatagramRemoteInfo]> | undefined;
+  readonly #opened: Promise<void>;
+  #resolveOpened!: () => void;
+  #rejectOpened!: (err: Error) => void;
+
+  constructor(params: ChannelParams) {
+    super();
+    this.#role = params.role;
+    this.#keys = channelKeys(params.secret, params.attemptId, params.role);
+    this.#transport = params.transport;
+    this.#clock = params.clock ?? systemClock;
+    this.#candidates = params.candidates;
+    this.#keepaliveMs = params.keepaliveMs ?? DATAGRAM_KEEPALIVE_MS;
+    this.#peerTimeoutMs = params.peerTimeoutMs ?? 4 * this.#keepaliveMs;
+    this.#probeIntervalMs = params.probeIntervalMs ?? PROBE_INTERVAL_MS;
+    if (params.hold === true) this.#held = [];
+    this.#opened = new Promise<void>((resolve, reject) => {
+      this.#resolveOpened = resolve;
+      this.#rejectOpened = reject;
+    });
+    this.#opened.catch(() => undefined);
+    this.#transport.attach({ message: (data, from) => this.#onPacket(data, from), error: (err) => this.#fail(new NattravError(ErrorCode.ConnectionBroken, `datagram channel broken: ${err.message}`, { cause: err })) });
+  }
+
+  /** The channel's phase. */
+  get state(): ChannelState {
+    return this.#state;
+  }
+
+  /** How the channel was made; undefined until it is handed out open. */
+  get nattrav(): DatagramChannelInfo | undefined {
+    return this.#info;
+  }
+
+  /**
+   * Records how the channel was made (by the attempt that opened it), once, and hands it
+   * out: held datagrams are emitted on the next turn of the event loop, after the code
+   * that receives the channel attached its 'message' listener.
+   */
+  describe(info: DatagramChannelInfo): void {
+    this.#info ??= info;
+    if (this.#held === undefined) return;
+    setImmediate(() => {
+      const held = this.#held ?? [];
+      this.#held = undefined;
+      for (const [payload, rinfo] of held) this.emit('message', payload, rinfo);
+    });
+  }
+
+  /** What was sent, received and dropped so far. */
+  get stats(): DatagramStats {
+    return { sent: this.#sent, received: this.#received, dropped: { ...this.#drops } };
+  }
+
+  /**
+   * Starts punching and resolves once the peer's endpoint is known and proven (step 2).
+   * Rejects with `signal`'s reason when it aborts first (the channel is then closed).
+   */
+  async establish(signal: AbortSignal): Promise<void> {
+    if (this.#state === 'punching' && this.#probeTimer === undefined) this.#probe();
+    const onAbort = (): void => this.#fail(abortError(signal), false);
+    if (signal.aborted) onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await this.#opened;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Sends one datagram to the peer. Throws ERR_CLOSED unless open, ERR_INVALID_ARGUMENT when larger than {@link MAX_DATAGRAM}. */
+  send(msg: string | Uint8Array, callback?: (err: Error | null) => void): void {
+    if (this.#state !== 'open') throw new NattravError(ErrorCode.Closed, `send: the datagram channel is ${this.#state === 'closed' ? 'closed' : 'not open yet'}`);
+    const payload = typeof msg === 'string' ? Buffer.from(msg) : msg;
+    if (payload.length > MAX_DATAGRAM) throw new NattravError(ErrorCode.InvalidArgument, `send: a datagram carries at most ${MAX_DATAGRAM} bytes (got ${payload.length})`);
+    this.#sendSealed(PacketType.Data, payload);
+    this.#sent++;
+    if (callback !== undefined) queueMicrotask(() => callback(null));
+  }
+
+  /** Our local endpoint (the UDP socket's, or our end of the relay connection). */
+  address(): DatagramEndpoint {
+    return this.#transport.local();
+  }
+
+  /** The peer's endpoint (its NAT's public one, a private one on a LAN, or the broker's relay). Throws ERR_CLOSED before the channel opened. */
+  remoteAddress(): DatagramEndpoint {
+    if (this.#peer === undefined) throw new NattravError(ErrorCode.Closed, 'remoteAddress: the datagram channel is not connected');
+    return this.#peer;
+  }
+
+  /** Closes the channel (telling the peer); idempotent. */
+  close(callback?: () => void): this {
+    if (callback !== undefined) {
+      if (this.#state === 'closed') queueMicrotask(callback);
+      else this.once('close', callback);
+    }
+    if (this.#state === 'open') {
+      // Twice: a lost CLOSE would leave the peer waiting for its silence timeout.
+      this.#sendSealed(PacketType.Close, Buffer.alloc(0));
+      this.#sendSealed(PacketType.Close, Buffer.alloc(0));
+    }
+    if (this.#end(new NattravError(ErrorCode.Closed, 'the datagram channel was closed'))) queueMicrotask(() => this.emit('close'));
+    return this;
+  }
+
+  /** Closes the channel. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await new Promise<void>((resolve) => this.close(resolve));
+  }
+
+  #probe(): void {
+    if (this.#state !== 'punching') return;
+    const probe = encodeHandshake(this.#keys.handshake, { type: PacketType.Probe, role: this.#role, nonce: this.#nonce });
+    const candidates = typeof this.#candidates === 'function' ? this.#candidates() : this.#candidates;
+    for (const candidate of candidates) this.#transport.send(probe, candidate);
+    this.#probeTimer = this.#clock.setTimeout(() => this.#probe(), this.#probeIntervalMs);
+  }
+
+  #onPacket(data: Buffer, from: DatagramEndpoint): void {
+    if (this.#state === 'closed') return;
+    const fromPeer = this.#peer !== undefined && sameEndpoint(this.#peer, from);
+    if (this.#peer !== undefined && !fromPeer) {
+      this.#drops.foreign++;
+      return;
+    }
+    const type = packetType(data);
+    if (type === PacketType.Probe || type === PacketType.Ack) {
+      this.#onHandshake(data, from);
+      return;
+    }
+    const opened = type === undefined ? undefined : open(this.#keys.receive, data);
+    if (opened === undefined) {
+      this.#drops.invalid++;
+      return;
+    }
+    if (!this.#window.accept(opened.counter)) {
+      this.#drops.replayed++;
+      return;
+    }
+    // A sealed packet of the other direction proves its sender holds the secret.
+    if (this.#peer === undefined) this.#open(from);
+    this.#lastReceived = this.#clock.now();
+    if (opened.type === PacketType.Close) {
+      if (this.#end(new NattravError(ErrorCode.Closed, 'the peer closed the datagram channel'))) this.emit('close');
+      return;
+    }
+    if (opened.type !== PacketType.Data) return;
+    this.#received++;
+    const rinfo: DatagramRemoteInfo = { ...from, size: opened.payload.length };
+    if (this.#held === undefined) this.emit('message', opened.payload, rinfo);
+    else if (this.#held.length < MAX_HELD) this.#held.push([opened.payload, rinfo]);
+  }
+
+  #onHandshake(data: Buffer, from: DatagramEndpoint): void {
+    const handshake = decodeHandshake(this.#keys.handshake, data);
+    // Our own PROBE reflected back carries our role: refused like a forgery.
+    if (handshake === undefined || handshake.role === this.#role) {
+      this.#drops.invalid++;
+      return;
+    }
+    if (handshake.type === PacketType.Probe) {
+      if (this.#state === 'punching' && this.#acks >= MAX_ACKS) return;
+      this.#acks++;
+      this.#transport.send(encodeHandshake(this.#keys.handshake, { type: PacketType.Ack, role: this.#role, nonce: handshake.nonce, ownNonce: this.#nonce }), from);
+      return;
+    }
+    if (!handshake.nonce.equals(this.#nonce)) {
+      this.#drops.invalid++;
+      return;
+    }
+    if (this.#peer === undefined) this.#open(from);
+  }
+
+  #open(peer: DatagramEndpoint): void {
+    this.#peer = peer;
+    this.#state = 'open';
+    this.#clock.clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
+    this.#lastReceived = this.#clock.now();
+    this.#transport.opened?.(peer);
+    // At once: the peer opens on it if our ACK was lost.
+    this.#sendSealed(PacketType.Keepalive, Buffer.alloc(0));
+    this.#armKeepalive(this.#keepaliveMs);
+    if (this.#peerTimeoutMs > 0) this.#armPeerTimer(this.#peerTimeoutMs);
+    this.#resolveOpened();
+  }
+
+  #sendSealed(type: typeof PacketType.Data | typeof PacketType.Keepalive | typeof PacketType.Close, payload: Uint8Array): void {
+    const peer = this.#peer;
+    if (peer === undefined) return;
+    this.#transport.send(seal(this.#keys.send, type, this.#counter++, payload), peer);
+    this.#lastSent = this.#clock.now();
+  }
+
+  /** Fires `ms` from now; sends a KEEPALIVE when nothing went out for the whole interval, else waits for the rest of it. */
+  #armKeepalive(ms: number): void {
+    this.#keepaliveTimer = this.#clock.setTimeout(() => {
+      if (this.#state !== 'open') return;
+      const idle = this.#clock.now() - this.#lastSent;
+      if (idle >= this.#keepaliveMs) {
+        this.#sendSealed(PacketType.Keepalive, Buffer.alloc(0));
+        this.#armKeepalive(this.#keepaliveMs);
+      } else {
+        this.#armKeepalive(this.#keepaliveMs - idle);
+      }
+    }, ms);
+  }
+
+  #armPeerTimer(ms: number): void {
+    this.#peerTimer = this.#clock.setTimeout(() => {
+      if (this.#state !== 'open') return;
+      const silent = this.#clock.now() - this.#lastReceived;
+      if (silent >= this.#peerTimeoutMs) {
+        this.#fail(new NattravError(ErrorCode.ConnectionBroken, `datagram channel broken: nothing from the peer for ${Math.round(silent)} ms`));
+      } else {
+        this.#armPeerTimer(this.#peerTimeoutMs - silent);
+      }
+    }, ms);
+  }
+
+  /** Fails the channel: 'error' (when `report` and someone could see it open), then 'close'. */
+  #fail(err: Error, report = true): void {
+    const wasOpen = this.#state === 'open';
+    if (!this.#end(err)) return;
+    if (report && wasOpen) this.emit('error', err);
+    this.emit('close');
+  }
+
+  /** Stops timers and transport, and fails a pending {@link establish} with `reason`; false when already closed. The caller emits 'close'. */
+  #end(reason: Error): boolean {
+    if (this.#state === 'closed') return false;
+    this.#state = 'closed';
+    for (const timer of [this.#probeTimer, this.#keepaliveTimer, this.#peerTimer]) this.#clock.clearTimeout(timer);
+    this.#transport.close();
+    this.#rejectOpened(reason);
+    return true;
+  }
+}
+
+function sameEndpoint(a: DatagramEndpoint, b: DatagramEndpoint): boolean {
+  return a.port === b.port && a.address === b.address;
+}

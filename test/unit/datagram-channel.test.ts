@@ -1,0 +1,219 @@
+/**
+ * The datagram channel core on a fake clock and an in-memory network: the handshake
+ * opens both ends, only the proven endpoint is heard afterwards, replays and reflections
+ * are dropped, keepalives go out when idle and a silent peer breaks the channel.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { DatagramChannel, type DatagramEndpoint, type DatagramTransport, type TransportHandlers } from '../../src/peer/datagram/channel.js';
+import { PacketType, packetType, REPLAY_WINDOW, ReplayWindow } from '../../src/peer/datagram/packets.js';
+import { ErrorCode } from '../../src/errors.js';
+import { FakeClock, settle } from '../helpers/fake-clock.js';
+
+const A: DatagramEndpoint = { address: '198.51.100.1', port: 4000, family: 'IPv4' };
+const B: DatagramEndpoint = { address: '203.0.113.2', port: 5000, family: 'IPv4' };
+const THIRD: DatagramEndpoint = { address: '203.0.113.66', port: 6666, family: 'IPv4' };
+
+/** An in-memory network: what a transport sends reaches the transport at `to` (unless `drop` says no), one microtask later. */
+class Network {
+  readonly #hosts = new Map<string, TransportHandlers>();
+  /** Every packet sent, with its ends. */
+  readonly log: Array<{ from: DatagramEndpoint; to: DatagramEndpoint; data: Buffer }> = [];
+  drop: (from: DatagramEndpoint, to: DatagramEndpoint) => boolean = () => false;
+
+  transport(self: DatagramEndpoint): DatagramTransport {
+    return {
+      attach: (handlers) => void this.#hosts.set(key(self), handlers),
+      send: (data, to) => this.deliver(self, to, data),
+      local: () => self,
+      close: () => void this.#hosts.delete(key(self)),
+    };
+  }
+
+  deliver(from: DatagramEndpoint, to: DatagramEndpoint, data: Buffer): void {
+    this.log.push({ from, to, data: Buffer.from(data) });
+    if (this.drop(from, to)) return;
+    queueMicrotask(() => this.#hosts.get(key(to))?.message(Buffer.from(data), from));
+  }
+}
+
+function key(e: DatagramEndpoint): string {
+  return `${e.address}:${e.port}`;
+}
+
+const secret = new Uint8Array(32).fill(7);
+const attemptId = new Uint8Array(16).fill(9);
+
+function pair(net: Network, clock: FakeClock, options: { secretB?: Uint8Array; keepaliveMs?: number } = {}): { a: DatagramChannel; b: DatagramChannel } {
+  const a = new DatagramChannel({ role: 'initiator', attemptId, secret, transport: net.transport(A), candidates: [B], clock, ...(options.keepaliveMs === undefined ? {} : { keepaliveMs: options.keepaliveMs }) });
+  const b = new DatagramChannel({ role: 'recipient', attemptId, secret: options.secretB ?? secret, transport: net.transport(B), candidates: [A], clock, ...(options.keepaliveMs === undefined ? {} : { keepaliveMs: options.keepaliveMs }) });
+  return { a, b };
+}
+
+async function openBoth(a: DatagramChannel, b: DatagramChannel, clock: FakeClock): Promise<void> {
+  const signal = new AbortController().signal;
+  const both = Promise.all([a.establish(signal), b.establish(signal)]);
+  await clock.advance(1_000);
+  await both;
+}
+
+test('both ends open on each other and carry datagrams both ways, encrypted', async () => {
+  const net = new Network();
+  const clock = new FakeClock();
+  const { a, b } = pair(net, clock);
+  // A strict filter on B's side: A's PROBEs are dropped until B has sent toward A (B's own PROBEs open it).
+  let bSent = false;
+  net.drop = (from, to) => {
+    if (key(from) === key(B)) bSent = true;
+    return key(to) === key(B) && !bSent;
+  };
+  await openBoth(a, b, clock);
+  assert.equal(a.state, 'open');
+  assert.deepEqual(a.remoteAddress(), B);
+  assert.deepEqual(b.remoteAddress(), A);
+  const got: string[] = [];
+  b.on('message', (msg: Buffer, rinfo: DatagramEndpoint) => got.push(`${msg.toString()} from ${key(rinfo)}`));
+  a.send('secret words');
+  await settle();
+  assert.deepEqual(got, [`secret words from ${key(A)}`]);
+  const onWire = net.log.filter((p) => packetType(p.data) === PacketType.Data);
+  assert.equal(onWire.length, 1);
+  assert.ok(!onWire[0]?.data.includes(Buffer.from('secret words')), 'the payload is not on the wire in clear');
+  a.close();
+  b.close();
+});
+
+test('a PROBE under another secret, and our own PROBE reflected back, open nothing', async () => {
+  const net = new Network();
+  const clock = new FakeClock();
+  const { a, b } = pair(net, clock, { secretB: new Uint8Array(32).fill(8) });
+  const aborted = new AbortController();
+  const opening = a.establish(aborted.signal);
+  void b.establish(aborted.signal).catch(() => undefined);
+  // Reflect A's PROBEs back to it from B's endpoint, too.
+  net.drop = (from, to) => {
+    if (key(from) === key(A) && key(to) === key(B)) {
+      const probe = net.log.at(-1)?.data;
+      if (probe !== undefined && packetType(probe) === PacketType.Probe) queueMicrotask(() => net.deliver(B, A, probe));
+    }
+    return false;
+  };
+  await clock.advance(2_000);
+  assert.equal(a.state, 'punching');
+  assert.equal(b.state, 'punching');
+  assert.ok(a.stats.dropped.invalid > 0, 'the wrong-key and reflected packets were counted');
+  aborted.abort();
+  await assert.rejects(opening, (err: Error & { code?: string }) => err.code === ErrorCode.Aborted);
+  assert.equal(a.state, 'closed');
+});
+
+test('once open, a third host is not heard and a replayed datagram is dropped', async () => {
+  const net = new Network();
+  const clock = new FakeClock();
+  const { a, b } = pair(net, clock);
+  await openBoth(a, b, clock);
+  const got: Buffer[] = [];
+  b.on('message', (msg: Buffer) => got.push(msg));
+  a.send('once');
+  await settle();
+  const sealed = net.log.filter((p) => packetType(p.data) === PacketType.Data).at(-1)?.data;
+  assert.ok(sealed !== undefined);
+  net.deliver(A, B, sealed); // the same packet again, from A's endpoint: a replay
+  net.deliver(THIRD, B, sealed); // and from a third host
+  net.deliver(THIRD, B, Buffer.from('hello from elsewhere'));
+  await settle();
+  assert.deepEqual(got.map(String), ['once']);
+  assert.equal(b.stats.dropped.replayed, 1);
+  assert.equal(b.stats.dropped.foreign, 2);
+  assert.equal(b.stats.received, 1);
+  a.close();
+  b.close();
+});
+
+test('an idle channel sends a keepalive each interval, and a silent peer breaks it', async () => {
+  const net = new Network();
+  const clock = new FakeClock();
+  const { a, b } = pair(net, clock, { keepaliveMs: 15_000 });
+  await openBoth(a, b, clock);
+  const keepalivesFromA = (): number => net.log.filter((p) => key(p.from) === key(A) && packetType(p.data) === PacketType.Keepalive).length;
+  const before = keepalivesFromA();
+  // Both opened at once; openBoth has moved the clock 1 s since.
+  await clock.advance(13_000);
+  assert.equal(keepalivesFromA(), before, 'none before the interval');
+  await clock.advance(1_500);
+  assert.equal(keepalivesFromA(), before + 1);
+  await clock.advance(15_000);
+  assert.equal(keepalivesFromA(), before + 2);
+  // B goes silent (its packets are lost): A gives up after 4 intervals of silence.
+  net.drop = (from) => key(from) === key(B);
+  const errors: Array<Error & { code?: string }> = [];
+  a.on('error', (err: Error) => errors.push(err));
+  let closed = false;
+  a.on('close', () => (closed = true));
+  await clock.advance(61_000);
+  assert.equal(errors[0]?.code, ErrorCode.ConnectionBroken);
+  assert.ok(closed);
+  b.close();
+});
+
+test('close() tells the peer, which closes too; send after close throws ERR_CLOSED', async () => {
+  const net = new Network();
+  const clock = new FakeClock();
+  const { a, b } = pair(net, clock);
+  await openBoth(a, b, clock);
+  let bClosed = false;
+  b.on('close', () => (bClosed = true));
+  a.close();
+  await settle();
+  assert.ok(bClosed);
+  assert.throws(() => a.send('late'), (err: Error & { code?: string }) => err.code === ErrorCode.Closed);
+  assert.throws(() => b.send(Buffer.alloc(70_000)), (err: Error & { code?: string }) => err.code === ErrorCode.Closed);
+});
+
+test('a datagram larger than MAX_DATAGRAM is refused with ERR_INVALID_ARGUMENT', async () => {
+  const net = new Network();
+  const clock = new FakeClock();
+  const { a, b } = pair(net, clock);
+  await openBoth(a, b, clock);
+  assert.throws(() => a.send(Buffer.alloc(70_000)), (err: Error & { code?: string }) => err.code === ErrorCode.InvalidArgument && /at most 65480 bytes/.test(err.message));
+  a.close();
+  b.close();
+});
+
+test('a held channel keeps what arrives until it is handed out, then delivers it in order', async () => {
+  const net = new Network();
+  const clock = new FakeClock();
+  const a = new DatagramChannel({ role: 'initiator', attemptId, secret, transport: net.transport(A), candidates: [B], clock });
+  const b = new DatagramChannel({ role: 'recipient', attemptId, secret, transport: net.transport(B), candidates: [A], clock, hold: true });
+  await openBoth(a, b, clock);
+  const got: string[] = [];
+  b.on('message', (msg: Buffer) => got.push(String(msg)));
+  for (const text of ['one', 'two', 'three']) a.send(text);
+  await settle();
+  assert.deepEqual(got, [], 'nothing before the channel is handed out');
+  assert.equal(b.stats.received, 3);
+  b.describe({ path: 'direct', role: 'recipient', uri: 'nattrav://held', attemptId: '00', publicEndpoint: B, setupMs: 1, attempts: 1 });
+  a.send('four');
+  await settle();
+  assert.deepEqual(got, ['one', 'two', 'three', 'four']);
+  a.close();
+  b.close();
+});
+
+test('the replay window takes reordered counters once and refuses repeats and counters too old', () => {
+  const window = new ReplayWindow();
+  assert.equal(window.accept(5), true);
+  assert.equal(window.accept(3), true, 'reordered within the window');
+  assert.equal(window.accept(3), false, 'a repeat');
+  assert.equal(window.accept(5), false);
+  assert.equal(window.accept(5 + REPLAY_WINDOW), true);
+  assert.equal(window.accept(4), false, 'older than the window');
+  const slid = new ReplayWindow();
+  assert.equal(slid.accept(10), true);
+  assert.equal(slid.accept(10 + REPLAY_WINDOW - 1), true);
+  assert.equal(slid.accept(10), false, 'a repeat at the far edge of the window');
+  assert.equal(slid.accept(11), true, 'inside the window and never seen (its bit was cleared as the window slid)');
+  assert.equal(slid.accept(11), false);
+  assert.equal(slid.accept(10 + REPLAY_WINDOW), true);
+  assert.equal(slid.accept(10), false, 'slid out of the window');
+});

@@ -1,0 +1,82 @@
+/**
+ * The broker's UDP planning (datagram-plan.ts), pure: which strategies each NAT pair
+ * gets, that a mapping not on the exchange's address leaves only the relay, and that
+ * prediction aims at the last port a sequential NAT gave out.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { datagramSide, planDatagram, scheduleDatagram } from '../../src/broker/datagram-plan.js';
+import type { MappingKind } from '../../src/nat/mapping.js';
+import { BIRTHDAY_CONE_LAG_MS } from '../../src/broker/schedule.js';
+import { BIRTHDAY_PORTS_PER_ROUND, BIRTHDAY_UDP_PROBES, birthdayPorts } from '../../src/peer/datagram/birthday.js';
+import { AttrType, Method, TransportCode } from '../../src/wire/constants.js';
+import { StunMessage } from '../../src/wire/message.js';
+import { addU32, addXorAddress } from '../../src/wire/nattrav.js';
+import type { TransportAddress } from '../../src/wire/types.js';
+
+const v4 = (address: string, port: number): TransportAddress => ({ family: 'IPv4', address, port });
+const side = (mapping: MappingKind['kind'], publicAddress: string, verified = true): { mapping: MappingKind; publicAddress: string; verified: boolean } => ({
+  mapping: mapping === 'sequential' ? { kind: 'sequential', step: 1 } : ({ kind: mapping } as MappingKind),
+  publicAddress,
+  verified,
+});
+
+test('UDP plans per NAT pair: both sending covers cones, prediction for sequential, birthday for random against a cone, relay last', () => {
+  assert.deepEqual(planDatagram(side('eim', '198.51.100.1'), side('eim', '203.0.113.1')), ['direct', 'relay']);
+  assert.deepEqual(planDatagram(side('eim', '198.51.100.1'), side('none', '203.0.113.1')), ['public', 'direct', 'relay']);
+  assert.deepEqual(planDatagram(side('none', '198.51.100.1'), side('eim', '203.0.113.1')), ['reversal', 'direct', 'relay']);
+  assert.deepEqual(planDatagram(side('eim', '198.51.100.1'), side('eim', '198.51.100.1')), ['lan', 'direct', 'relay']);
+  assert.deepEqual(planDatagram(side('sequential', '198.51.100.1'), side('eim', '203.0.113.1')), ['predicted', 'relay']);
+  assert.deepEqual(planDatagram(side('random', '198.51.100.1'), side('eim', '203.0.113.1')), ['birthday', 'relay']);
+  assert.deepEqual(planDatagram(side('eim', '198.51.100.1'), side('random', '203.0.113.1')), ['birthday', 'relay']);
+  assert.deepEqual(planDatagram(side('random', '198.51.100.1'), side('none', '203.0.113.1')), ['public', 'relay']);
+  assert.deepEqual(planDatagram(side('random', '198.51.100.1'), side('random', '203.0.113.1')), ['relay']);
+  assert.deepEqual(planDatagram(side('random', '198.51.100.1'), side('sequential', '203.0.113.1')), ['relay']);
+  assert.deepEqual(planDatagram(side('eim', '198.51.100.1', false), side('eim', '203.0.113.1')), ['relay']);
+});
+
+test('a UDP mapping counts only on the exchange address; private endpoints take the UDP port', () => {
+  const request = StunMessage.request(Method.Connect);
+  addU32(request, AttrType.Transport, TransportCode.datagram);
+  addU32(request, AttrType.UdpPort, 40_000);
+  addXorAddress(request, AttrType.UdpMapped, v4('198.51.100.7', 61_000));
+  addXorAddress(request, AttrType.UdpMappedAlternate, v4('198.51.100.7', 61_001));
+  const honest = datagramSide(request, v4('198.51.100.7', 50_000), [v4('10.0.0.2', 50_000)]);
+  assert.equal(honest.verified, true);
+  assert.deepEqual(honest.publicEndpoint, v4('198.51.100.7', 61_000));
+  assert.deepEqual(honest.privateEndpoints, [v4('10.0.0.2', 40_000)]);
+  // The same request through an exchange from another address: its mapping aims elsewhere and is not used.
+  const elsewhere = datagramSide(request, v4('203.0.113.9', 50_000), []);
+  assert.equal(elsewhere.verified, false);
+  assert.deepEqual(elsewhere.probes, []);
+});
+
+test('prediction tells the cone side the last port the sequential NAT gave out', () => {
+  const sequential = { publicEndpoint: v4('198.51.100.7', 61_000), privateEndpoints: [v4('10.0.0.2', 40_000)], probes: [v4('198.51.100.7', 61_001)], verified: true };
+  const cone = { publicEndpoint: v4('203.0.113.5', 7_000), privateEndpoints: [v4('10.1.0.2', 7_100)], probes: [v4('203.0.113.5', 7_000)], verified: true };
+  const schedule = scheduleDatagram({ initiator: sequential, recipient: cone }, { initiatorMs: 10, recipientMs: 10 }, { history: [], claimed: new Set(), budget: 10 }, 0);
+  assert.equal(schedule.strategy, 'predicted');
+  assert.equal(schedule.answers.recipient.peerPublicEndpoint.port, 61_001);
+  assert.deepEqual(schedule.answers.recipient.peerMapping, { kind: 'sequential', step: 1 });
+  assert.equal(schedule.answers.initiator.peerPublicEndpoint.port, 7_000);
+});
+
+test('birthday: the cone side starts later, and probes fresh random ports each round up to the bound', () => {
+  const random = { publicEndpoint: v4('198.51.100.7', 61_000), privateEndpoints: [v4('10.0.0.2', 40_000)], probes: [v4('198.51.100.7', 33_017)], verified: true };
+  const cone = { publicEndpoint: v4('203.0.113.5', 7_000), privateEndpoints: [v4('10.1.0.2', 7_100)], probes: [v4('203.0.113.5', 7_000)], verified: true };
+  const schedule = scheduleDatagram({ initiator: random, recipient: cone }, { initiatorMs: 10, recipientMs: 10 }, { history: [], claimed: new Set(), budget: 10 }, 0);
+  assert.equal(schedule.strategy, 'birthday');
+  assert.equal(schedule.delays.recipientMs - schedule.delays.initiatorMs, BIRTHDAY_CONE_LAG_MS);
+  const next = birthdayPorts({ address: '198.51.100.7', port: 61_000, family: 'IPv4' });
+  const seen = new Set<number>();
+  for (let round = 0; round < BIRTHDAY_UDP_PROBES / BIRTHDAY_PORTS_PER_ROUND; round++) {
+    const ports = next();
+    assert.equal(ports.length, BIRTHDAY_PORTS_PER_ROUND);
+    for (const p of ports) {
+      assert.equal(p.address, '198.51.100.7');
+      assert.ok(p.port >= 1024 && p.port <= 65_535 && !seen.has(p.port), `port ${p.port} fresh and in range`);
+      seen.add(p.port);
+    }
+  }
+  assert.deepEqual(next(), [], 'no more than BIRTHDAY_UDP_PROBES ports in all');
+});
