@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { ErrorCode, NattravError } from '../errors.js';
 import { DEFAULT_KEY_TYPE, KEY_TYPES, generateKeyPair, keyPairFromPrivatePem, type KeyPairPem, type KeyType } from './keys.js';
 import { uriKeyFingerprint, uriMatchesKey } from './uri.js';
+import { CA_DEFAULTS } from './ca-defaults.js';
 import { certificateSpki, cryptoPrivateKey, isCaCertificate, parseCertificate, randomSerial, signingAlgorithm, toPem, x509 } from './x509.js';
 
 /** A CA's certificate and private key, as PEM. */
@@ -60,12 +61,7 @@ export interface SelfSignedCertificateOptions {
   validDays?: number;
 }
 
-/** Defaults of the functions in this module. */
-export const CA_DEFAULTS = {
-  caName: 'nattrav CA',
-  caValidDays: 3650,
-  leafValidDays: 365,
-} as const;
+export { CA_DEFAULTS };
 
 /** Certificates start this long before their creation, so a peer whose clock is a little behind accepts them. */
 export const CLOCK_SKEW_ALLOWANCE_MS = 5 * 60_000;
