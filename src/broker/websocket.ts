@@ -12,7 +12,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { checkPort } from '../common/endpoint.js';
-import { WS_MAX_PAYLOAD, webSocketAsSocket } from '../common/websocket-stream.js';
+import { webSocketAsSocket } from '../common/websocket-stream.js';
+import { WS_MAX_PAYLOAD } from '../common/websocket-limits.js';
 import { ErrorCode, NattravError } from '../errors.js';
 
 export { WS_MAX_PAYLOAD };

@@ -11,12 +11,6 @@ import { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import type { WebSocket } from 'ws';
 
-/**
- * Largest WebSocket message accepted, in bytes. A peer writes each chunk of its
- * stream as one binary message; TLS records and socket reads stay far below this.
- */
-export const WS_MAX_PAYLOAD = 256 * 1024;
-
 /** How long a WebSocket close handshake may take before the connection is cut, in ms. */
 const CLOSE_TIMEOUT_MS = 2_000;
 
