@@ -58,14 +58,17 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
   const punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
   // TLS (our identity, the certificate library) is made ready once a connection exists, not
-  // before the first packet: see tlsSettings.
+  // before the first packet: see tlsSettings. Once a connect in this process has loaded
+  // secure.ts, our identity is made while the attempt runs.
   const tlsWanted = options.tls === false ? undefined : (options.tls ?? true);
-  let tls: TlsSettings | undefined;
   const pinned = options.expectKey === undefined ? undefined : checkFingerprint(options.expectKey, 'expectKey');
   const dialer = dialerFromOptions(options);
   if (tlsWanted === undefined && pinned !== undefined) {
     throw new NattravError(ErrorCode.InvalidArgument, 'expectKey needs TLS: the key is checked in the TLS handshake (drop tls: false / --no-tls)');
   }
+  let tlsReady = tlsWanted !== undefined && secureModule !== undefined ? tlsSettings(tlsWanted) : undefined;
+  // Awaited once the attempt has a connection, and its failure surfaces there; none, if no attempt gets that far.
+  tlsReady?.catch(() => undefined);
   const knownKeysFile = options.knownKeysFile === false ? undefined : (options.knownKeysFile ?? defaultKnownKeysFile());
   const started = performance.now();
   const whole = startPhase(options.signal, timeoutMs, `connecting to ${uri}`);
@@ -101,7 +104,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
         });
         if (tlsWanted === undefined) return handOver(socket);
         try {
-          tls ??= await tlsSettings(tlsWanted);
+          const tls = await (tlsReady ??= tlsSettings(tlsWanted));
           const expected = await expectedRecipientKey(uri, socket, {
             pinned,
             knownKeysFile,
@@ -206,6 +209,10 @@ interface TlsSettings {
  */
 async function tlsSettings(tls: true | PeerTls): Promise<TlsSettings> {
   const settings = tls === true ? {} : tls;
-  const { secure, throwawayIdentity } = await import('./secure.js');
+  secureModule ??= await import('./secure.js');
+  const { secure, throwawayIdentity } = secureModule;
   return { identity: settings.identity ?? (await throwawayIdentity()), ca: settings.ca ?? [], secure };
 }
+
+/** secure.ts, once a connect in this process has loaded it (tlsSettings). */
+let secureModule: typeof import('./secure.js') | undefined;
