@@ -3,9 +3,9 @@
  * packet within 150 ms of process start; bench/start.ts measures it). The CLI runs with a
  * loader hook that logs every module it loads (helpers/module-log.ts); `connect` and
  * `listen` against a silent stand-in broker must not load the broker, the lab, Redis,
- * WebSocket, SOCKS, pino or prom-client, and `connect` neither the certificate library,
- * the recipient side nor port mapping before it has a connection. Every command still
- * runs: the other cli-*.test.ts files.
+ * WebSocket, SOCKS, pino or prom-client, nor the certificate library before a connection
+ * (connect) or a registration (listen); `connect` neither the recipient side nor port
+ * mapping. Every command still runs: the other cli-*.test.ts files.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -33,9 +33,11 @@ const NOT_FOR_PEERS: ReadonlyArray<[string, RegExp]> = [
   ['pino', /\/node_modules\/pino\//],
   ['prom-client', /\/node_modules\/prom-client\//],
 ];
-/** Nor does `connect` before it has a connection: the certificate library (TLS comes after the punch), the recipient's side and port mapping. */
+/** Nor, before a connection (connect) or a registration (listen), the certificate library: TLS comes later. */
+const CERTIFICATES: [string, RegExp] = ['the certificate library', /\/node_modules\/@peculiar\/x509\/|\/dist\/src\/security\/x509\.js$/];
+/** Nor does `connect` before it has a connection: the recipient's side and port mapping. */
 const NOT_BEFORE_CONNECTED: ReadonlyArray<[string, RegExp]> = [
-  ['the certificate library', /\/node_modules\/@peculiar\/x509\/|\/dist\/src\/security\/x509\.js$/],
+  CERTIFICATES,
   ['the recipient side', /\/dist\/src\/peer\/(server|registration)\.js$/],
   ['port mapping clients', /\/dist\/src\/portmap\/(?!types\.js$)/],
 ];
@@ -101,7 +103,7 @@ describe('nattrav connect and listen load only what they run', () => {
     }
   });
 
-  test('listen until its first registration datagram: no broker, lab, Redis, ws, socks, pino or prom-client', async () => {
+  test('listen until its first registration datagram: no broker, lab, Redis, ws, socks, pino, prom-client or certificate library', async () => {
     const broker = createSocket('udp4');
     await new Promise<void>((resolve) => broker.bind(0, '127.0.0.1', () => resolve()));
     const registered = new Promise<void>((resolve) => broker.once('message', () => resolve()));
@@ -111,7 +113,8 @@ describe('nattrav connect and listen load only what they run', () => {
         ['listen', 'nattrav://start-test', '--broker', `127.0.0.1:${broker.address().port}`, '--no-portmap', '--key-dir', join(dir, 'keys')],
         registered,
       );
-      assertNotLoaded(run, 'listen', NOT_FOR_PEERS);
+      // Never registered (the stand-in does not answer), so it never made its certificate either.
+      assertNotLoaded(run, 'listen', [...NOT_FOR_PEERS, CERTIFICATES]);
       assert.ok(run.modules.some((url) => url.endsWith('/dist/src/peer/server.js')));
     } finally {
       await new Promise<void>((resolve) => broker.close(() => resolve()));
