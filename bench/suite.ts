@@ -5,7 +5,8 @@ import { memoryBench } from './memory.js';
 import { redisBench } from './redis.js';
 import { relayBench } from './relay.js';
 import { registrationBench } from './registration.js';
+import { startBench } from './start.js';
 import { stunBench } from './stun.js';
 
 /** Every benchmark, in run order. */
-export const SUITE: readonly Bench[] = [stunBench, registrationBench, memoryBench, relayBench, labBench, redisBench];
+export const SUITE: readonly Bench[] = [stunBench, registrationBench, memoryBench, relayBench, labBench, redisBench, startBench];

@@ -13,13 +13,10 @@ import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { checkPort } from '../common/endpoint.js';
 import { webSocketAsSocket } from '../common/websocket-stream.js';
+import { WS_MAX_PAYLOAD } from '../common/websocket-limits.js';
 import { ErrorCode, NattravError } from '../errors.js';
 
-/**
- * Largest WebSocket message accepted, in bytes. A peer writes each chunk of its
- * stream as one binary message; TLS records and socket reads stay far below this.
- */
-export const WS_MAX_PAYLOAD = 256 * 1024;
+export { WS_MAX_PAYLOAD };
 
 /** TLS on wss: 1.3 only, like the broker's STARTTLS. */
 const TLS_VERSION = 'TLSv1.3';

@@ -8,14 +8,8 @@ import { styleText } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { formatEndpoint, type BrokerEvent } from '../index.js';
 
-/** Values of `--log-format`. */
-export const LOG_FORMATS = ['json', 'pretty'] as const;
-/** A `--log-format`. */
-export type LogFormat = (typeof LOG_FORMATS)[number];
-/** Values of `--log-level`, most verbose first. */
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
-/** A `--log-level`. */
-export type LogLevel = (typeof LOG_LEVELS)[number];
+import type { LogFormat, LogLevel } from './option-values.js';
+export { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './option-values.js';
 
 /** Where log lines go: stderr, or a test's sink. */
 export interface LogSink {

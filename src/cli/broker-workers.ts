@@ -1,13 +1,8 @@
 /** `nattrav broker --workers N`: the primary's side of the command (parse, start the workers, log, stop). */
-import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { BrokerWorkers, ErrorCode, NattravError, type BrokerWorkersOptions, type WorkersEvent } from '../index.js';
 import type { StopSignals } from './signals.js';
-
-/** The most workers `--workers` accepts: four per core (more only adds context switches). */
-export function maxWorkers(): number {
-  return availableParallelism() * 4;
-}
+import { maxWorkers } from './option-values.js';
 
 /** `--workers N`: a whole number from 1 to four per core; anything else names the flag and the range. */
 export function parseWorkers(text: string | undefined): number {

@@ -10,20 +10,10 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import {
-  CA_DEFAULTS,
-  ErrorCode,
-  KEY_TYPES,
-  NattravError,
-  createCa,
-  describeCertificate,
-  issueCertificate,
-  readCaDir,
-  saveIdentity,
-  writeCaDir,
-  type CertificateInfo,
-  type KeyType,
-} from '../index.js';
+import { ErrorCode, NattravError } from '../errors.js';
+import { CA_DEFAULTS } from '../security/ca-defaults.js';
+import { KEY_TYPES, type KeyType } from '../security/keys.js';
+import type { CertificateInfo } from '../security/inspect.js';
 import { ExitCode, type Reporter } from './output.js';
 import { examples } from './help.js';
 
@@ -59,8 +49,14 @@ function positiveDays(value: string): string {
   return value;
 }
 
+/** The certificate functions, loaded when a `ca` command runs (the program defines `ca` at every start). */
+function certificates(): Promise<typeof import('../security/index.js')> {
+  return import('../security/index.js');
+}
+
 /** `nattrav ca init DIR`: creates a CA in DIR. */
 export async function caInitCommand(dir: string, options: CaInitOptions, out: Reporter): Promise<number> {
+  const { createCa, describeCertificate, writeCaDir } = await certificates();
   const files = await createCa({
     ...(options.name === undefined ? {} : { name: options.name }),
     ...(options.keyType === undefined ? {} : { keyType: options.keyType }),
@@ -78,6 +74,7 @@ export async function caInitCommand(dir: string, options: CaInitOptions, out: Re
 
 /** `nattrav ca issue`: issues a certificate for URI, written with its key and the CA certificate to OUT. */
 export async function caIssueCommand(options: CaIssueOptions, out: Reporter): Promise<number> {
+  const { describeCertificate, issueCertificate, readCaDir, saveIdentity } = await certificates();
   const ca = await readCaDir(options.ca);
   const issued = await issueCertificate({
     ca,
@@ -103,7 +100,7 @@ export async function caShowCommand(file: string, out: Reporter): Promise<number
   } catch (err) {
     throw new NattravError(ErrorCode.InvalidArgument, `could not read ${file}: ${(err as Error).message}`, { cause: err });
   }
-  const info = describeCertificate(text);
+  const info = (await certificates()).describeCertificate(text);
   out.result('certificate', { file, ...info }, humanLines(info).join('\n'));
   return ExitCode.Ok;
 }

@@ -1,27 +1,19 @@
 /** The `listen` and `connect` commands: parse, call the library, print. */
-import {
-  ErrorCode,
-  NattravError,
-  checkNattravUri,
-  connect,
-  createServer,
-  formatEndpoint,
-  loadIdentity,
-  parseBrokerList,
-  type ConnectionInfo,
-  type ConnectionRejection,
-  type Dialer,
-  type HostPort,
-  type Identity,
-  type KeepaliveEvent,
-  type NattravServer,
-  type NattravSocket,
-  type RegisteredEvent,
-  type RegistrationRetryEvent,
-  type ServerAddress,
-  type Socks5BindEvent,
-  type StrategyTrace,
-} from '../index.js';
+// The modules a command needs, not ../index.js (which loads the broker, Redis and WebSocket
+// too): `connect` reaches its first packet sooner (lazy.ts). Identities and the server side
+// are imported where they are used.
+import { ErrorCode, NattravError } from '../errors.js';
+import { checkNattravUri } from '../security/uri.js';
+import { connect } from '../peer/connect.js';
+import { formatEndpoint, type HostPort } from '../common/endpoint.js';
+import { parseBrokerList } from '../peer/brokers.js';
+import type { ConnectionInfo, NattravSocket, StrategyTrace } from '../peer/info.js';
+import type { ConnectionRejection, NattravServer, RegistrationRetryEvent, ServerAddress } from '../peer/server.js';
+import type { Dialer } from '../peer/dialer.js';
+import type { Identity } from '../security/identity.js';
+import type { RegisteredEvent } from '../peer/registration.js';
+import type { KeepaliveEvent } from '../peer/adaptive-keepalive.js';
+import type { Socks5BindEvent } from '../peer/socks5-bind.js';
 import type { EventEmitter } from 'node:events';
 import type { PortMapperEvent } from '../portmap/mapper.js';
 import type { Reporter } from './output.js';
@@ -100,7 +92,7 @@ export function checkTarget(uri: string, broker: string): HostPort[] {
 export async function security(options: SecurityOptions): Promise<{ identity?: Identity; ca?: string[]; brokerCa?: string }> {
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
   return {
-    ...(options.identity === undefined ? {} : { identity: await loadIdentity(options.identity) }),
+    ...(options.identity === undefined ? {} : { identity: await (await import('../security/identity.js')).loadIdentity(options.identity) }),
     ...(ca === undefined ? {} : { ca }),
     ...(options.brokerCa === undefined ? {} : { brokerCa: await readPem(options.brokerCa, '--broker-ca') }),
   };
@@ -200,6 +192,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   for (const allowed of options.allow ?? []) checkNattravUri(allowed, '--allow');
   const { identity, ca, brokerCa } = await security(options);
   const proxy = socks5Option(options.socks5, out);
+  const { createServer } = await import('../peer/server.js');
   const server = createServer({
     broker: brokers,
     ...webDialer(options, proxy, brokerCa, out),

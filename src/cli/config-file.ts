@@ -14,7 +14,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { ErrorCode, NattravError } from '../index.js';
+import { ErrorCode, NattravError } from '../errors.js';
 import { NOT_CONFIGURABLE, sectionKey, valueFromFile, type ConfigValues, type OptionSpec } from './config-spec.js';
 
 /** The key of the per-command sections. */

@@ -12,7 +12,7 @@
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command, type Option } from 'commander';
-import { ErrorCode, NattravError } from '../index.js';
+import { ErrorCode, NattravError } from '../errors.js';
 import { collect } from './repeatable.js';
 
 /** Where an option's effective value came from, in order of precedence. */

@@ -17,7 +17,7 @@
 import { EventEmitter } from 'node:events';
 import { homedir } from 'node:os';
 import { CommanderError, type Command } from 'commander';
-import { ErrorCode, NattravError, isNattravError } from '../index.js';
+import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import { ExitCode, Reporter } from './output.js';
 import { examples } from './help.js';
 import { allCommands, commandPath, commandSpecs, programSpecs, resolveOption, type ConfigValues, type OptionSpec, type ResolveInputs, type ResolvedValue } from './config-spec.js';

@@ -6,19 +6,17 @@
  * listen/connect, application data only. Exit codes: see output.ts / README.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { LOG_FORMATS, LOG_LEVELS } from './broker-log.js';
+import { LOG_FORMATS, LOG_LEVELS, maxWorkers, parseProtocols } from './option-values.js';
 import { addCaCommand } from './ca.js';
 import { addConfig } from './config.js';
-import { maxWorkers } from './broker-workers.js';
-import { brokerCommand, type BrokerCommandOptions } from './broker.js';
-import { connectCommand, listenCommand, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
-import { connectDatagramCommand, listenDatagramCommand } from './datagram.js';
-import { demoCommand } from './demo.js';
-import { exposeCommand, type ExposeCommandOptions } from './expose.js';
-import { forwardCommand, type ForwardCommandOptions } from './forward.js';
-import { labMatrixCommand, type LabMatrixOptions } from './lab.js';
-import { netcheckCommand } from './netcheck.js';
-import { parseProtocols, portmapCommand, type PortmapCommandOptions } from './portmap.js';
+import type { BrokerCommandOptions } from './broker.js';
+import type { ConnectCommandOptions, ListenCommandOptions } from './commands.js';
+import type { ExposeCommandOptions } from './expose.js';
+import type { ForwardCommandOptions } from './forward.js';
+import type { LabMatrixOptions } from './lab.js';
+import type { PortmapCommandOptions } from './portmap.js';
+// Each command's body is loaded when that command runs (lazy.ts).
+import { brokerCommand, connectCommand, connectDatagramCommand, demoCommand, exposeCommand, forwardCommand, labMatrixCommand, listenCommand, listenDatagramCommand, netcheckCommand, portmapCommand } from './lazy.js';
 import { createRequire } from 'node:module';
 import { ExitCode, Reporter } from './output.js';
 import { StopSignals } from './signals.js';

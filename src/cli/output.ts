@@ -4,7 +4,7 @@
  * (netcheck's profile, what `ca` made or read, the matrix, the demo's outcome)
  * goes to stdout. listen/connect print no result: their stdout is the connection's data.
  */
-import { isNattravError, ErrorCode, type ErrorCodeValue } from '../index.js';
+import { isNattravError, ErrorCode, type ErrorCodeValue } from '../errors.js';
 
 /** Exit codes of the `nattrav` command (also in the README). */
 export const ExitCode = {

@@ -1,6 +1,6 @@
 /** Reading PEM files named by command-line options. */
 import { readFile } from 'node:fs/promises';
-import { ErrorCode, NattravError } from '../index.js';
+import { ErrorCode, NattravError } from '../errors.js';
 
 /** Reads a PEM file named by an option, with an error naming the option. */
 export async function readPem(path: string, option: string): Promise<string> {

@@ -5,7 +5,8 @@
  * renewals and deletion on stderr. A gateway that speaks no protocol, or refuses the mapping,
  * is ERR_PORTMAP: exit 11.
  */
-import { PORTMAP_PROTOCOLS, PortMapper, formatEndpoint, type GatewayInfo, type PortMapProtocol, type PortMapperEvent, type PortMapperOptions, type PortMapping } from '../index.js';
+import { PortMapper, formatEndpoint, type GatewayInfo, type PortMapperEvent, type PortMapperOptions, type PortMapping } from '../index.js';
+import { parseProtocols } from './option-values.js';
 import { ExitCode, type Reporter } from './output.js';
 import type { StopSignals } from './signals.js';
 
@@ -21,16 +22,6 @@ export interface PortmapCommandOptions {
   udp?: boolean;
   /** The lease to ask for, seconds. */
   lease?: string;
-}
-
-/** The protocol list of `--protocol`, validated (usage error naming the bad entry). */
-export function parseProtocols(value: string): PortMapProtocol[] {
-  const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  for (const name of names) {
-    if (!(PORTMAP_PROTOCOLS as readonly string[]).includes(name)) throw new Error(`unknown protocol "${name}" in --protocol; use ${PORTMAP_PROTOCOLS.join(',')}`);
-  }
-  if (names.length === 0) throw new Error(`--protocol needs at least one of ${PORTMAP_PROTOCOLS.join(',')}`);
-  return names as PortMapProtocol[];
 }
 
 function gatewayLines(info: GatewayInfo): string {

@@ -3,7 +3,7 @@
  * wind down cleanly (abort setup, end the connection, withdraw the registration);
  * a second one exits at once. Either way the exit code is 128 + the signal number.
  */
-import { ErrorCode, NattravError } from '../index.js';
+import { ErrorCode, NattravError } from '../errors.js';
 
 /** The signals that stop a command. */
 export type StopSignalName = 'SIGINT' | 'SIGTERM';

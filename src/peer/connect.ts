@@ -17,7 +17,6 @@ import { checkFingerprint, defaultKnownKeysFile, expectedKey, readKnownKeys, rem
 import { uriKeyFingerprint } from '../security/uri.js';
 import { handOver, type NattravSocket, type StrategyTrace } from './info.js';
 import type { PeerTls } from './options.js';
-import { secure, throwawayIdentity } from './secure.js';
 import type { Identity } from '../security/identity.js';
 import { PEER_DEFAULTS, type ConnectOptions } from './options.js';
 import { checkUri, positiveInt } from './validate.js';
@@ -58,12 +57,18 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const maxAttempts = positiveInt(options.maxAttempts, PEER_DEFAULTS.maxAttempts, 'maxAttempts');
   const exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
   const punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
-  const tls = options.tls === false ? undefined : await tlsSettings(options.tls ?? true);
+  // TLS (our identity, the certificate library) is made ready once a connection exists, not
+  // before the first packet: see tlsSettings. Once a connect in this process has loaded
+  // secure.ts, our identity is made while the attempt runs.
+  const tlsWanted = options.tls === false ? undefined : (options.tls ?? true);
   const pinned = options.expectKey === undefined ? undefined : checkFingerprint(options.expectKey, 'expectKey');
   const dialer = dialerFromOptions(options);
-  if (tls === undefined && pinned !== undefined) {
+  if (tlsWanted === undefined && pinned !== undefined) {
     throw new NattravError(ErrorCode.InvalidArgument, 'expectKey needs TLS: the key is checked in the TLS handshake (drop tls: false / --no-tls)');
   }
+  let tlsReady = tlsWanted !== undefined && secureModule !== undefined ? tlsSettings(tlsWanted) : undefined;
+  // Awaited once the attempt has a connection, and its failure surfaces there; none, if no attempt gets that far.
+  tlsReady?.catch(() => undefined);
   const knownKeysFile = options.knownKeysFile === false ? undefined : (options.knownKeysFile ?? defaultKnownKeysFile());
   const started = performance.now();
   const whole = startPhase(options.signal, timeoutMs, `connecting to ${uri}`);
@@ -89,7 +94,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
       if (failed.size > 0) addU32(request, AttrType.FailedStrategies, strategyMask(failed));
       try {
         const socket = await runAttempt({
-          broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tls !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
+          broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tlsWanted !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           ...(dialer === undefined ? {} : { dialer }),
           onTrace: (event) => {
@@ -97,16 +102,18 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
             options.onTrace?.(event);
           },
         });
-        if (tls === undefined) return handOver(socket);
+        if (tlsWanted === undefined) return handOver(socket);
         try {
+          const tls = await (tlsReady ??= tlsSettings(tlsWanted));
           const expected = await expectedRecipientKey(uri, socket, {
             pinned,
             knownKeysFile,
             acceptChange: options.acceptChangedKey === true,
             caConfigured: tls.ca.length > 0 || tls.identity.ca.length > 0,
           });
-          const secured = await secure(socket, {
-            ...tls,
+          const secured = await tls.secure(socket, {
+            identity: tls.identity,
+            ca: tls.ca,
             expectedPeerUri: uri,
             ...(expected.fingerprint === undefined ? {} : { expectedKeyFingerprint: expected.fingerprint, keyPinned: pinned !== undefined }),
             signal: whole.signal,
@@ -186,8 +193,26 @@ async function expectedRecipientKey(
   });
 }
 
-/** Our identity and trust anchors for TLS. */
-async function tlsSettings(tls: true | PeerTls): Promise<{ identity: Identity; ca: string[] }> {
-  const settings = tls === true ? {} : tls;
-  return { identity: settings.identity ?? (await throwawayIdentity()), ca: settings.ca ?? [] };
+/** Our identity and trust anchors for TLS, and the function that runs it. */
+interface TlsSettings {
+  readonly identity: Identity;
+  readonly ca: string[];
+  readonly secure: typeof import('./secure.js').secure;
 }
+
+/**
+ * Our identity and trust anchors for TLS, made when the first attempt has a connection.
+ * secure.ts and the certificate library under it are loaded here, not at start: a CLI
+ * process spends its first 100-200 ms on them otherwise, before its first packet
+ * (issue 13). Not during the exchange either: blocking the event loop then would delay
+ * our answer to the broker's round-trip probe and skew the timing of the punch.
+ */
+async function tlsSettings(tls: true | PeerTls): Promise<TlsSettings> {
+  const settings = tls === true ? {} : tls;
+  secureModule ??= await import('./secure.js');
+  const { secure, throwawayIdentity } = secureModule;
+  return { identity: settings.identity ?? (await throwawayIdentity()), ca: settings.ca ?? [], secure };
+}
+
+/** secure.ts, once a connect in this process has loaded it (tlsSettings). */
+let secureModule: typeof import('./secure.js') | undefined;

@@ -32,10 +32,10 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { ephemeralOrKeptIdentity, type Identity } from '../security/identity.js';
-import { keyFingerprint, keyPairFromPrivatePem } from '../security/keys.js';
+import type { Identity } from '../security/identity.js';
+import { keptKey } from '../security/kept-key.js';
+import { keyFingerprint, keyPairFromPrivatePem, type KeyPairPem } from '../security/keys.js';
 import type { RegistrationKeys } from './register-proof.js';
-import { secure } from './secure.js';
 import { performance } from 'node:perf_hooks';
 import type { HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
@@ -139,6 +139,9 @@ export class NattravServer extends EventEmitter {
   #keyFingerprint: string | undefined;
   /** The identity proven at registration (and used for TLS), once resolved. */
   #resolvedIdentity: Identity | undefined;
+  /** Without a configured identity: our kept key (#keys), and its certificate once made (#prepareIdentity). */
+  #keptKey: KeyPairPem | undefined;
+  #identityReady: Promise<Identity> | undefined;
   readonly #attempts = new Set<AbortController>();
   readonly #maxConcurrentAttempts: number;
   /** The sockets incoming attempts may hold at once, shared with their strategies. */
@@ -282,8 +285,28 @@ export class NattravServer extends EventEmitter {
       void registration.close();
       return;
     }
+    // With TLS on; a failure is reported by each attempt that needs the identity.
+    if (this.#tls !== undefined) this.#prepareIdentity()?.catch(() => undefined);
     this.#state = 'listening';
     this.emit('listening');
+  }
+
+  /**
+   * Our identity for TLS: the configured one, or the self-signed certificate for our kept
+   * key, made (and the certificate library loaded) on the first call: once registered, or
+   * by an attempt that comes first. Undefined before #keys has run.
+   */
+  #prepareIdentity(): Promise<Identity> | undefined {
+    if (this.#resolvedIdentity !== undefined) return Promise.resolve(this.#resolvedIdentity);
+    const key = this.#keptKey;
+    if (key === undefined) return undefined;
+    const uri = this.#uri;
+    this.#identityReady ??= import('../security/ca.js').then(async ({ selfSignedCertificate }) => {
+      const identity: Identity = { uri, keyPem: key.privateKeyPem, certPem: await selfSignedCertificate({ key, uri }), ca: [] };
+      this.#resolvedIdentity = identity;
+      return identity;
+    });
+    return this.#identityReady;
   }
 
   /** Starts mapping our accepting port in the background (once, and not towards a loopback broker's gateway). */
@@ -296,17 +319,23 @@ export class NattravServer extends EventEmitter {
     void agent.start();
   }
 
-  /** The key we prove at registration: the configured identity's, or one kept for this URI. */
+  /**
+   * The key we prove at registration: the configured identity's, or one kept for this URI.
+   * A kept key registers alone (its certificate would be self-signed, which proves nothing
+   * to a broker): the certificate library is loaded and its certificate made once we are
+   * registered (#prepareIdentity), so the first registration leaves soon after start (issue 13).
+   */
   async #keys(): Promise<RegistrationKeys> {
-    const identity = this.#identity ?? (await ephemeralOrKeptIdentity(this.#uri, this.#keyDir === undefined ? {} : { dir: this.#keyDir }));
+    const identity = this.#identity;
     this.#resolvedIdentity = identity;
-    const certificate = new X509Certificate(identity.certPem);
-    const key = keyPairFromPrivatePem(identity.keyPem);
+    this.#keptKey = identity === undefined ? await keptKey(this.#uri, this.#keyDir === undefined ? {} : { dir: this.#keyDir }) : undefined;
+    const key = this.#keptKey ?? keyPairFromPrivatePem((identity as Identity).keyPem);
+    const certificate = identity === undefined ? undefined : new X509Certificate(identity.certPem);
     this.#keyFingerprint = keyFingerprint(key.spki);
     return {
       key,
       // Only a CA-issued certificate proves anything to a broker; a self-signed one is left out.
-      ...(certificate.issuer === certificate.subject ? {} : { certificateDer: certificate.raw }),
+      ...(certificate === undefined || certificate.issuer === certificate.subject ? {} : { certificateDer: certificate.raw }),
       // brokerHost: the registration names the broker it dials (PeerRegistration sets it per broker).
       ...(this.#brokerCa === undefined ? {} : { brokerCa: new X509Certificate(this.#brokerCa), brokerHost: (this.#brokers[0] as HostPort).host }),
     };
@@ -401,7 +430,10 @@ export class NattravServer extends EventEmitter {
       if (this.#tls !== undefined) {
         const plain = socket;
         // Fail closed: with TLS asked for, a connection never goes on plain (nor past the allow-list) for want of an identity.
-        const identity = this.#resolvedIdentity;
+        const identity = await this.#prepareIdentity()?.catch((err: unknown) => {
+          plain.destroy();
+          throw err;
+        });
         if (identity === undefined) {
           plain.destroy();
           throw new NattravError(ErrorCode.Identity, 'TLS is on but the server has no identity yet: the connection was dropped');
@@ -413,6 +445,8 @@ export class NattravServer extends EventEmitter {
           rejected = { peerUri: peer.uri, peerKeyFingerprint: peer.keyFingerprint, remote: plain.nattrav.remote, reason };
           return reason;
         };
+        // Loaded with the first connection: a recipient needs TLS only once an initiator comes.
+        const { secure } = await import('./secure.js');
         socket = await secure(plain, { identity, ca: this.#tls.ca, signal: controller.signal, started, admit }).catch((err: unknown) => {
           plain.destroy();
           throw err;

@@ -7,7 +7,6 @@
  */
 import { lookup } from 'node:dns/promises';
 import { isIP, connect as netConnect, type Socket } from 'node:net';
-import { SocksClient } from 'socks';
 import { formatEndpoint, type HostPort } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
 import { maskUrlPassword } from '../common/url.js';
@@ -119,6 +118,8 @@ async function dialThrough(proxy: Socks5Proxy, target: HostPort, signal: AbortSi
   };
   signal.addEventListener('abort', onAbort, { once: true });
   try {
+    // Loaded when a proxy is first used: most peers never go through one.
+    const { SocksClient } = await import('socks');
     await SocksClient.createConnection({
       proxy: { host: proxy.host, port: proxy.port, type: 5, ...(proxy.username === undefined ? {} : { userId: proxy.username, password: proxy.password ?? '' }) },
       command: 'connect',

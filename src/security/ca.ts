@@ -10,11 +10,13 @@
  * certificate serves a peer as TLS client (initiator) and server (recipient).
  * OpenSSL verifies them (`openssl verify -CAfile ca.pem cert.pem`).
  */
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, NattravError } from '../errors.js';
 import { DEFAULT_KEY_TYPE, KEY_TYPES, generateKeyPair, keyPairFromPrivatePem, type KeyPairPem, type KeyType } from './keys.js';
 import { uriKeyFingerprint, uriMatchesKey } from './uri.js';
+import { CA_DEFAULTS } from './ca-defaults.js';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, readText, writeNewFile } from './files.js';
 import { certificateSpki, cryptoPrivateKey, isCaCertificate, parseCertificate, randomSerial, signingAlgorithm, toPem, x509 } from './x509.js';
 
 /** A CA's certificate and private key, as PEM. */
@@ -60,12 +62,8 @@ export interface SelfSignedCertificateOptions {
   validDays?: number;
 }
 
-/** Defaults of the functions in this module. */
-export const CA_DEFAULTS = {
-  caName: 'nattrav CA',
-  caValidDays: 3650,
-  leafValidDays: 365,
-} as const;
+export { CA_DEFAULTS };
+export { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, readText, writeNewFile };
 
 /** Certificates start this long before their creation, so a peer whose clock is a little behind accepts them. */
 export const CLOCK_SKEW_ALLOWANCE_MS = 5 * 60_000;
@@ -74,9 +72,6 @@ const DAY_MS = 86_400_000;
 /** The file names in a CA directory. */
 export const CA_CERT_FILE = 'ca.pem';
 export const CA_KEY_FILE = 'ca-key.pem';
-/** Mode of files holding private keys, and of directories created for them. */
-export const PRIVATE_FILE_MODE = 0o600;
-export const PRIVATE_DIR_MODE = 0o700;
 /** A URI as certificates may name it: a scheme, then no whitespace. */
 const URI_PATTERN = /^[A-Za-z][A-Za-z0-9+.-]*:\S+$/;
 
@@ -166,28 +161,6 @@ export async function writeCaDir(dir: string, files: CaFiles): Promise<void> {
 export async function readCaDir(dir: string): Promise<CaFiles> {
   const [certPem, keyPem] = await Promise.all([readText(join(dir, CA_CERT_FILE)), readText(join(dir, CA_KEY_FILE))]);
   return { certPem, keyPem };
-}
-
-/** Writes a file that must not exist yet; ERR_IDENTITY if it does. */
-export async function writeNewFile(path: string, text: string, mode: number): Promise<void> {
-  try {
-    await writeFile(path, text, { flag: 'wx', mode });
-    await chmod(path, mode); // the umask may have narrowed or widened nothing, but make it exact
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new NattravError(ErrorCode.Identity, `${path} already exists; remove it or choose another directory`, { cause: err });
-    }
-    throw new NattravError(ErrorCode.Identity, `could not write ${path}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** Reads a text file; ERR_IDENTITY naming the path when it cannot. */
-export async function readText(path: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    throw new NattravError(ErrorCode.Identity, `could not read ${path}: ${(err as Error).message}`, { cause: err });
-  }
 }
 
 async function leafExtensions(uri: string, key: KeyPairPem): Promise<x509.Extension[]> {

@@ -7,15 +7,17 @@
  * certificates to trust). A peer without one gets {@link ephemeralOrKeptIdentity}:
  * a key kept per URI in `~/.nattrav/keys/` and a fresh self-signed certificate.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, readFile, unlink } from 'node:fs/promises';
-import { homedir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, NattravError } from '../errors.js';
-import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, readText, selfSignedCertificate, writeNewFile } from './ca.js';
+import { selfSignedCertificate } from './ca.js';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, readOptional, readText, writeNewFile } from './files.js';
+import { defaultKeyDir, keepNewKey, keptKey, keptKeyPath } from './kept-key.js';
 import { DEFAULT_KEY_TYPE, generateKeyPair, keyPairFromPrivatePem, type KeyPairPem, type KeyType } from './keys.js';
-import { selfCertifyingUri, uriKeyFingerprint, uriMatchesKey } from './uri.js';
+import { selfCertifyingUri } from './uri.js';
 import { certificateSpki, isCaCertificate, parseCertificate, sanUris, splitPemCertificates } from './x509.js';
+
+export { defaultKeyDir, keptKeyPath };
 
 /** Who a peer is in TLS, and whom it trusts. */
 export interface Identity {
@@ -32,13 +34,7 @@ export interface Identity {
 export const IDENTITY_CERT_FILE = 'cert.pem';
 export const IDENTITY_KEY_FILE = 'key.pem';
 export const IDENTITY_CA_FILE = 'ca.pem';
-/** Random bytes in the name of a temporary key file. */
-const TEMP_SUFFIX_BYTES = 6;
 
-/** Where kept keys live when no `dir` is given: `~/.nattrav/keys`. */
-export function defaultKeyDir(): string {
-  return join(homedir(), '.nattrav', 'keys');
-}
 
 /**
  * Loads the identity in `dir` (cert.pem, key.pem, optional ca.pem) and checks it:
@@ -81,20 +77,7 @@ export interface KeptIdentityOptions {
  * the one it names (see {@link newSelfCertifyingIdentity}); otherwise ERR_IDENTITY.
  */
 export async function ephemeralOrKeptIdentity(uri: string, options: KeptIdentityOptions = {}): Promise<Identity> {
-  const dir = options.dir ?? defaultKeyDir();
-  const path = keptKeyPath(dir, uri);
-  let key: KeyPairPem;
-  const existing = await readOptional(path);
-  if (existing !== undefined) {
-    key = keyPairFromPrivatePem(existing);
-  } else if (uriKeyFingerprint(uri) !== undefined) {
-    throw new NattravError(ErrorCode.Identity, `no key for the self-certifying URI ${uri} in ${dir}; only the holder of its key can use it`);
-  } else {
-    key = await keepNewKey(dir, path, generateKeyPair(options.keyType ?? DEFAULT_KEY_TYPE));
-  }
-  if (uriKeyFingerprint(uri) !== undefined && !uriMatchesKey(uri, key.spki)) {
-    throw new NattravError(ErrorCode.Identity, `the key kept in ${path} is not the key of the self-certifying URI ${uri}`);
-  }
+  const key = await keptKey(uri, options);
   const certPem = await selfSignedCertificate({ key, uri });
   return { uri, keyPem: key.privateKeyPem, certPem, ca: options.ca ?? [] };
 }
@@ -129,10 +112,6 @@ export async function loadOrCreateIdentity(dir: string, options: { keyType?: Key
   return { identity, created: true };
 }
 
-/** The file a kept key for `uri` lives in. */
-export function keptKeyPath(dir: string, uri: string): string {
-  return join(dir, `${createHash('sha256').update(uri).digest('hex')}.pem`);
-}
 
 /** Checks that an identity is usable: one SAN URI, the key belongs to the certificate, the CAs are CAs. */
 export function checkedIdentity(identity: { certPem: string; keyPem: string; ca: readonly string[] }, where = 'the identity'): Identity {
@@ -156,29 +135,4 @@ export function checkedIdentity(identity: { certPem: string; keyPem: string; ca:
   return { uri, keyPem: identity.keyPem, certPem: identity.certPem, ca: [...identity.ca] };
 }
 
-async function keepNewKey(dir: string, path: string, key: KeyPairPem): Promise<KeyPairPem> {
-  await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
-  // Write a private temporary file, then link it into place: atomic, and never overwrites.
-  const temporary = `${path}.${String(process.pid)}.${randomBytes(TEMP_SUFFIX_BYTES).toString('hex')}.tmp`;
-  await writeNewFile(temporary, key.privateKeyPem, PRIVATE_FILE_MODE);
-  try {
-    await link(temporary, path);
-    return key;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-      throw new NattravError(ErrorCode.Identity, `could not keep the key in ${path}: ${(err as Error).message}`, { cause: err });
-    }
-    return keyPairFromPrivatePem(await readText(path)); // another process kept one first: use it
-  } finally {
-    await unlink(temporary).catch(() => undefined);
-  }
-}
 
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new NattravError(ErrorCode.Identity, `could not read ${path}: ${(err as Error).message}`, { cause: err });
-  }
-}

@@ -28,6 +28,14 @@ describe('the broker option', () => {
     ]);
   });
 
+  test('a bare IPv6 address is a host with the default port; HOST:PORT splits at its one colon', () => {
+    assert.deepEqual(toBrokerList('::1'), [{ host: '::1', port: 3478 }]);
+    assert.deepEqual(toBrokerList('fe80::1:2'), [{ host: 'fe80::1:2', port: 3478 }]);
+    assert.deepEqual(toBrokerList('[::1]:4000'), [{ host: '::1', port: 4000 }]);
+    assert.deepEqual(toBrokerList('127.0.0.1:4000'), [{ host: '127.0.0.1', port: 4000 }]);
+    assert.deepEqual(toBrokerList('b.example:4000'), [{ host: 'b.example', port: 4000 }]);
+  });
+
   test('bad input names the entry and says what to pass', () => {
     assert.throws(() => toBrokerList([]), /broker: expected at least one broker address/);
     assert.throws(() => toBrokerList(Array.from({ length: 33 }, () => '10.0.0.1:1')), /at most 32 brokers/);

@@ -9,11 +9,10 @@
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
-import { WebSocket } from 'ws';
 import { formatEndpoint, type HostPort } from '../../common/endpoint.js';
 import { abortError } from '../../common/signal.js';
 import { webSocketAsSocket } from '../../common/websocket-stream.js';
-import { WS_MAX_PAYLOAD } from '../../broker/websocket.js';
+import { WS_MAX_PAYLOAD } from '../../common/websocket-limits.js';
 import { ErrorCode, NattravError } from '../../errors.js';
 import { brokerCertificateProblem } from '../../security/issued.js';
 import { DIRECT_DIALER, type Dialer } from '../dialer.js';
@@ -147,6 +146,8 @@ async function openWebSocket(target: BrokerUrl, options: WebDialerOptions, signa
   let transport: Socket = tcp;
   try {
     if (target.secure) transport = await startTls(tcp, host, options.brokerCa, signal, timeoutMs, unreachable);
+    // Loaded when the web is first used: a peer that reaches its broker over TCP never needs it.
+    const { WebSocket } = await import('ws');
     const secured = transport;
     const ws = new WebSocket(href, { createConnection: () => secured, perMessageDeflate: false, maxPayload: WS_MAX_PAYLOAD, handshakeTimeout: timeoutMs, followRedirects: false });
     await settle<void>(signal, (resolve, reject) => {
