@@ -56,7 +56,7 @@ import { SocketBudget } from './strategies/socket-budget.js';
 import { registerTransportOf, type Dialer } from './dialer.js';
 import { adaptKeepalive, adaptiveKeepaliveSettings, type AdaptiveKeepaliveSettings, type KeepaliveAdapter } from './adaptive-keepalive.js';
 import { dialerFromOptions, isSocks5Dialer } from './socks5.js';
-import { startBind, type Socks5BindAgent } from './socks5-bind.js';
+import type { Socks5BindAgent } from './socks5-bind.js';
 import { PortmapAgent, checkPortmapOption, portmapAllowed, type PortmapSettings } from './portmap-agent.js';
 
 /**
@@ -237,6 +237,8 @@ export class NattravServer extends EventEmitter {
     const keys = await this.#keys();
     if (this.#state !== 'starting') return;
     if (isSocks5Dialer(this.#dialer)) {
+      // Loaded only with a proxy: it brings the `socks` package (a plain listen starts without it).
+      const { startBind } = await import('./socks5-bind.js');
       const bind = await startBind(this.#dialer.proxy, (event) => this.emit('socks5Bind', event));
       // Closed meanwhile: close() found no BIND to close.
       if (this.#state !== 'starting') {
