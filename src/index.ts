@@ -70,6 +70,7 @@ export { probeWeb } from './peer/web/probe.js';
 export type { WebProbe } from './peer/web/probe.js';
 export { MAX_BROKERS, parseBrokerList, toBrokerList } from './peer/brokers.js';
 export type { RegisteredEvent, RegisteredInfo } from './peer/registration.js';
+export type { MovedEvent, MoveReason } from './peer/mobility.js';
 export type { RegistrationKind } from './peer/backoff.js';
 
 export { expose, Exposer, EXPOSE_DEFAULTS } from './service/expose.js';

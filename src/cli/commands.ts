@@ -10,6 +10,7 @@ import {
   parseBrokerList,
   type ConnectionInfo,
   type ConnectionRejection,
+  type MovedEvent,
   type Dialer,
   type HostPort,
   type Identity,
@@ -69,6 +70,8 @@ export interface ListenCommandOptions extends SecurityOptions, WebCommandOptions
   allow?: string[];
   /** false (`--no-portmap`): ask no gateway for a port mapping. */
   portmap?: boolean;
+  /** Take the URI from another running process with the same key. */
+  takeover?: boolean;
 }
 
 /** Options of `nattrav connect`. */
@@ -149,6 +152,13 @@ export function reportRegistration(server: RegistrationSource, options: { broker
     const text = event.type === 'renew-failed' ? `renewing port mapping ${external} failed: ${event.error?.message ?? ''}` : `port mapping ${external} -> port ${mapping.internalPort} ${event.type} (${mapping.protocol})`;
     out.event('portmap', fields, text);
   });
+  server.on('moved', (moved: MovedEvent) =>
+    out.event(
+      'moved',
+      { reason: moved.reason, from: formatEndpoint(moved.from), to: formatEndpoint(moved.to), localFrom: moved.localFrom, localTo: moved.localTo },
+      `moved (${moved.reason}): registered from ${formatEndpoint(moved.to)} now, was ${formatEndpoint(moved.from)}; local addresses ${moved.localTo.join(', ') || 'none'} (were ${moved.localFrom.join(', ') || 'none'})`,
+    ),
+  );
   server.on('registrationLost', (err: NattravError) =>
     out.event('registration-lost', { code: err.code, message: err.message }, `registration lost: ${err.message}; registering again`),
   );
@@ -192,8 +202,11 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.portmap === false ? { portmap: false } : {}),
+    ...(options.takeover === true ? { takeover: true } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
+  // Another process with our key took the URI over: the server closed; we end with its error (exit 13).
+  const takenOver = new Promise<NattravError>((resolve) => server.once('takenOver', resolve));
   let piped = false;
   const firstConnection = new Promise<NattravSocket>((resolve) => {
     server.on('connection', (socket: NattravSocket) => {
@@ -230,13 +243,17 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     return stop.exitCode as number;
   }
   if (options.echo === true) {
-    await stop.wait();
+    const ended = await Promise.race([stop.wait(), takenOver]);
     await withdraw(server);
-    return stop.exitCode as number;
+    return ended instanceof NattravError ? out.error(ended) : (stop.exitCode as number);
   }
-  const winner = await Promise.race([firstConnection, stop.wait()]);
+  const winner = await Promise.race([firstConnection, stop.wait(), takenOver]);
   // The registration is withdrawn while the connection runs: its bytes never wait for the broker.
   const withdrawn = withdraw(server);
+  if (winner instanceof NattravError) {
+    await withdrawn;
+    return out.error(winner);
+  }
   if (typeof winner === 'string') {
     await withdrawn;
     reportNotConnected(out, 'interrupted');

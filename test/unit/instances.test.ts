@@ -1,0 +1,209 @@
+/**
+ * One key, one live holder (broker/instances.ts, peer/instance.ts): the decision, the broker's
+ * check on a fake clock, the peer's answer, and on loopback two servers with one key: the
+ * second is refused with ERR_URI_HELD_BY_INSTANCE naming the URI, `takeover` wins and the
+ * first is told, and neither a proof by another key nor a forged check moves the URI.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { decideInstance, InstanceChecks, INSTANCE_CHECK_TIMEOUT_MS, type Holder } from '../../src/broker/instances.js';
+import type { Clock, TimerHandle } from '../../src/common/clock.js';
+import { ErrorCode, NattravError } from '../../src/errors.js';
+import { connect } from '../../src/peer/connect.js';
+import { answerInstanceCheck, newInstanceId } from '../../src/peer/instance.js';
+import { createServer, type NattravServer } from '../../src/peer/server.js';
+import { decodeMessage, encodeMessage, type EncodeOptions } from '../../src/wire/codec.js';
+import { MessageClass, Method } from '../../src/wire/constants.js';
+import { addInstanceCheck, getInstanceCheck, getInstanceId } from '../../src/wire/instance.js';
+import { StunMessage } from '../../src/wire/message.js';
+import { startBroker } from '../helpers/loopback.js';
+
+/** A clock whose time moves only when the test says. */
+class FakeClock implements Clock {
+  #now = 0;
+  #timers: Array<{ at: number; run: () => void; handle: TimerHandle }> = [];
+  now(): number {
+    return this.#now;
+  }
+  setTimeout(run: () => void, ms: number): TimerHandle {
+    const handle = {};
+    this.#timers.push({ at: this.#now + ms, run, handle });
+    return handle;
+  }
+  clearTimeout(handle: TimerHandle | undefined): void {
+    this.#timers = this.#timers.filter((t) => t.handle !== handle);
+  }
+  get pending(): number {
+    return this.#timers.length;
+  }
+  advance(ms: number): void {
+    const until = this.#now + ms;
+    for (;;) {
+      const next = this.#timers.filter((t) => t.at <= until).sort((a, b) => a.at - b.at)[0];
+      if (next === undefined) break;
+      this.#timers.splice(this.#timers.indexOf(next), 1);
+      this.#now = next.at;
+      next.run();
+    }
+    this.#now = until;
+  }
+}
+
+const ID_A = Uint8Array.from({ length: 16 }, (_, i) => i);
+const ID_B = Uint8Array.from({ length: 16 }, (_, i) => 100 + i);
+
+describe('decideInstance', () => {
+  test('same instance is a move, another live one is refused unless it takes over, a silent holder is gone', () => {
+    assert.equal(decideInstance(ID_A, false, 'no holder'), 'accept');
+    assert.equal(decideInstance(undefined, false, ID_B), 'accept', 'a peer without instances replaces the holder, as before');
+    assert.equal(decideInstance(ID_A, false, Uint8Array.from(ID_A)), 'same-instance');
+    assert.equal(decideInstance(ID_A, false, ID_B), 'refuse');
+    assert.equal(decideInstance(ID_A, true, ID_B), 'take-over');
+    assert.equal(decideInstance(ID_A, false, 'no answer'), 'holder-gone');
+  });
+});
+
+describe('InstanceChecks on a fake clock', () => {
+  const key = Buffer.alloc(32, 7);
+  const holder = {
+    registration: { uri: 'nattrav://twin', publicEndpoint: { family: 'IPv4', address: '192.0.2.1', port: 4000 }, privateEndpoints: [], expiresAt: 1e12 },
+    session: { id: 'ab', uri: 'nattrav://twin', key, keyFingerprint: 'f', lastSequence: 0, expiresAt: 1e12, endpoint: { address: '192.0.2.1', port: 4000 } },
+  } as Holder;
+
+  /** The holder's answer to `check`, under `answerKey`, carrying `instance`. */
+  function answer(check: StunMessage, answerKey: Buffer, instance: Uint8Array): StunMessage {
+    const response = check.successResponse();
+    response.add(0xce02, instance);
+    return decodeMessage(encodeMessage(response, { integritySha256Key: answerKey }));
+  }
+
+  test('sends under the session key, retransmits, and resolves with the answer\'s INSTANCE-ID; the proof waits meanwhile', async () => {
+    const clock = new FakeClock();
+    const sent: StunMessage[] = [];
+    const checks = new InstanceChecks({ clock, send: (_r, message, k) => sent.push(decodeMessage(encodeMessage(message, { integritySha256Key: k }))) });
+    const proof = new Uint8Array(12).fill(9);
+    const asked = checks.ask(holder, proof);
+    assert.equal(checks.isWaiting(proof), true);
+    clock.advance(0);
+    assert.equal(sent.length, 1);
+    clock.advance(300);
+    assert.equal(sent.length, 2, 'retransmitted before the answer');
+    const check = sent[0] as StunMessage;
+    assert.equal(check.method, Method.ConnectionRequest);
+    assert.equal(getInstanceCheck(check), 'alive');
+    assert.equal(checks.answered(answer(check, Buffer.alloc(32, 8), ID_B)), true, 'a forged answer is ours to drop');
+    assert.equal(checks.answered(answer(check, key, ID_B)), true);
+    assert.deepEqual(await asked, ID_B);
+    assert.equal(checks.isWaiting(proof), false);
+    assert.equal(clock.pending, 0, 'no timer left behind');
+  });
+
+  test('a holder that never answers (or only with forgeries) is gone after INSTANCE_CHECK_TIMEOUT_MS', async () => {
+    const clock = new FakeClock();
+    const sent: StunMessage[] = [];
+    const checks = new InstanceChecks({ clock, send: (_r, message) => sent.push(message) });
+    const asked = checks.ask(holder, new Uint8Array(12));
+    const second = checks.ask(holder, new Uint8Array(12).fill(1));
+    clock.advance(INSTANCE_CHECK_TIMEOUT_MS - 1);
+    checks.answered(answer(sent[0] as StunMessage, Buffer.alloc(32, 1), ID_A));
+    assert.equal(sent.length, 3, 'two proofs at once share one check (three sends)');
+    clock.advance(1);
+    assert.equal(await asked, undefined);
+    assert.equal(await second, undefined);
+    assert.equal(checks.pending, 0);
+  });
+});
+
+describe('the recipient answers checks under its session only', () => {
+  const session = { id: Buffer.alloc(8), key: Buffer.alloc(32, 3), sequence: 0 };
+  function check(kind: 'alive' | 'takenOver', key: Buffer | undefined): StunMessage {
+    const message = StunMessage.request(Method.ConnectionRequest);
+    addInstanceCheck(message, kind);
+    return decodeMessage(encodeMessage(message, key === undefined ? {} : { integritySha256Key: key }));
+  }
+
+  test('answers "alive" with its instance under the key; a forged check (no or another key) is ignored unanswered', () => {
+    const id = newInstanceId();
+    const answers: StunMessage[] = [];
+    const answer = (response: StunMessage, options: EncodeOptions): void => {
+      answers.push(decodeMessage(encodeMessage(response, options)));
+    };
+    assert.equal(answerInstanceCheck(check('alive', session.key), session, id, answer), 'alive');
+    assert.equal(answers.length, 1);
+    assert.equal((answers[0] as StunMessage).cls, MessageClass.SuccessResponse);
+    assert.deepEqual(getInstanceId(answers[0] as StunMessage), Uint8Array.from(id));
+    assert.equal(answerInstanceCheck(check('takenOver', undefined), session, id, answer), 'ignored');
+    assert.equal(answerInstanceCheck(check('takenOver', Buffer.alloc(32, 4)), session, id, answer), 'ignored');
+    assert.equal(answerInstanceCheck(check('takenOver', session.key), undefined, id, answer), 'ignored', 'open mode: nothing proves the broker sent it');
+    assert.equal(answers.length, 1);
+    assert.equal(answerInstanceCheck(StunMessage.request(Method.ConnectionRequest), session, id, answer), undefined, 'a connection request is not a check');
+  });
+});
+
+describe('two servers with one key, on loopback', () => {
+  let work: string;
+  const closers: Array<() => unknown> = [];
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'nattrav-instances-'));
+  });
+  after(async () => {
+    for (const close of closers.reverse()) await close();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  /** An echo server for `uri` with the key kept in `keyDir`, prefixing what it echoes with `tag`. */
+  function server(address: string, uri: string, keyDir: string, tag: string, extra: { takeover?: boolean; once?: boolean } = {}): NattravServer {
+    const s = createServer({ broker: address, uri, keyDir, tls: false, keepaliveMs: 30_000, ...extra }, (socket) => {
+      socket.on('error', () => undefined);
+      socket.on('data', (data: Buffer) => socket.end(`${tag}:${data.toString()}`));
+    });
+    closers.push(() => new Promise<void>((resolve) => s.close(() => resolve())));
+    return s;
+  }
+
+  async function whoAnswers(address: string, uri: string): Promise<string> {
+    const socket = await connect({ broker: address, uri, tls: false, timeoutMs: 15_000 });
+    socket.end('hi');
+    let text = '';
+    for await (const chunk of socket) text += (chunk as Buffer).toString();
+    return text;
+  }
+
+  test('the second is refused naming the URI; with takeover a third wins and the first is told and closes', { timeout: 60_000 }, async () => {
+    const { broker, address } = await startBroker();
+    closers.push(() => broker.close());
+    const uri = 'nattrav://twin';
+    const keyDir = join(work, 'keys');
+    const first = server(address, uri, keyDir, 'first');
+    first.listen();
+    await once(first, 'listening');
+
+    const second = server(address, uri, keyDir, 'second', {});
+    second.listen();
+    const [refusal] = (await once(second, 'error')) as [NattravError];
+    assert.equal(refusal.code, ErrorCode.UriHeldByInstance, refusal.message);
+    assert.match(refusal.message, /nattrav:\/\/twin/);
+    assert.equal(await whoAnswers(address, uri), 'first:hi', 'the first keeps the URI');
+
+    // Another key cannot take a plain name over, TAKEOVER or not.
+    const stranger = server(address, uri, join(work, 'other-keys'), 'stranger', { takeover: true, once: true });
+    stranger.listen();
+    const [forbidden] = (await once(stranger, 'error')) as [NattravError];
+    assert.equal(forbidden.code, ErrorCode.Forbidden, forbidden.message);
+
+    const takenOver = once(first, 'takenOver');
+    const third = server(address, uri, keyDir, 'third', { takeover: true });
+    third.listen();
+    await once(third, 'listening');
+    const [told] = (await takenOver) as [NattravError];
+    assert.equal(told.code, ErrorCode.TakenOver);
+    assert.match(told.message, /nattrav:\/\/twin was taken over/);
+    await once(first, 'close');
+    assert.equal(await whoAnswers(address, uri), 'third:hi');
+    assert.equal(third.listening, true, 'the one that took over keeps it');
+  });
+});
