@@ -10,7 +10,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { decideInstance, InstanceChecks, INSTANCE_CHECK_TIMEOUT_MS, type Holder } from '../../src/broker/instances.js';
+import { admitInstance, decideInstance, InstanceChecks, INSTANCE_CHECK_TIMEOUT_MS, type Holder } from '../../src/broker/instances.js';
+import { previousSessionMac } from '../../src/security/previous-session.js';
+import { AttrType } from '../../src/wire/constants.js';
+import { addInstanceId, addPreviousSession, addTakeover } from '../../src/wire/instance.js';
+import { getErrorCode } from '../../src/wire/nattrav.js';
 import type { Clock, TimerHandle } from '../../src/common/clock.js';
 import { ErrorCode, NattravError } from '../../src/errors.js';
 import { connect } from '../../src/peer/connect.js';
@@ -117,6 +121,82 @@ describe('InstanceChecks on a fake clock', () => {
     assert.equal(checks.pending, 0);
   });
 });
+
+describe('admitInstance: who is asked, and what a proof proves', () => {
+  const key = Buffer.alloc(32, 7);
+  const uri = 'nattrav://laptop';
+  const holder = {
+    registration: { uri, publicEndpoint: { family: 'IPv4', address: '192.0.2.1', port: 4000 }, privateEndpoints: [], expiresAt: 1e12, keyFingerprint: 'fp' },
+    session: { id: '0102030405060708090a0b0c0d0e0f10', uri, key, keyFingerprint: 'fp', lastSequence: 0, expiresAt: 1e12, endpoint: { address: '192.0.2.1', port: 4000 } },
+  } as Holder;
+  const nonce = Buffer.from('a nonce from the broker');
+
+  /** A proof by instance `id` (with PREVIOUS-SESSION under `previousKey` when given, TAKEOVER when asked). */
+  function proof(id: Uint8Array | undefined, previousKey?: Buffer, takeover = false): StunMessage {
+    const request = StunMessage.request(Method.Register);
+    request.add(AttrType.Nonce, nonce);
+    if (id !== undefined) addInstanceId(request, id);
+    if (takeover) addTakeover(request);
+    if (previousKey !== undefined) addPreviousSession(request, { sessionId: Buffer.from(holder.session.id, 'hex'), mac: previousSessionMac(previousKey, nonce, uri) });
+    return request;
+  }
+
+  /** Runs admitInstance against `holder`, whose process answers checks with `alive` (undefined: it is dead). */
+  async function admit(request: StunMessage, alive: Uint8Array | undefined, fingerprint = 'fp'): Promise<{ result: unknown; sent: number; replies: StunMessage[] }> {
+    const clock = new FakeClock();
+    let sent = 0;
+    const replies: StunMessage[] = [];
+    const checks: InstanceChecks = new InstanceChecks({
+      clock,
+      send: (_r, message, k) => {
+        sent++;
+        if (alive === undefined) return;
+        const response = message.successResponse();
+        response.add(0xce02, alive);
+        queueMicrotask(() => checks.answered(decodeMessage(encodeMessage(response, { integritySha256Key: k }))));
+      },
+    });
+    const pending = admitInstance(
+      { registry: { get: async () => holder.registration }, sessions: { byUri: async () => holder.session }, instances: checks, reply: (m) => replies.push(m) },
+      request, uri, fingerprint, getInstanceIdOf(request), request.get(AttrType.Takeover) !== undefined,
+    );
+    for (let i = 0; i < 20; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      clock.advance(100);
+    }
+    return { result: await pending, sent, replies };
+  }
+
+  test('PREVIOUS-SESSION under the holder\'s key is the same instance: nobody is asked', async () => {
+    const { result, sent } = await admit(proof(ID_A, key), ID_B);
+    assert.deepEqual(result, {});
+    assert.equal(sent, 0);
+  });
+
+  test('a forged PREVIOUS-SESSION (another key) proves nothing: the live holder is asked and the proof refused 409', async () => {
+    const { result, sent, replies } = await admit(proof(ID_A, Buffer.alloc(32, 9)), ID_B);
+    assert.equal(result, undefined);
+    assert.ok(sent >= 1);
+    assert.equal(getErrorCode(replies[0] as StunMessage)?.code, 409);
+    assert.match(getErrorCode(replies[0] as StunMessage)?.reason ?? '', /nattrav:\/\/laptop is held by another live instance/);
+  });
+
+  test('TAKEOVER displaces the live holder; a dead holder is displaced without it; an older peer (no INSTANCE-ID) or another key asks nobody', async () => {
+    assert.deepEqual((await admit(proof(ID_A, undefined, true), ID_B)).result, { displaced: holder });
+    assert.deepEqual((await admit(proof(ID_A), undefined)).result, { displaced: holder });
+    const old = await admit(proof(undefined), ID_B);
+    assert.deepEqual(old.result, {});
+    assert.equal(old.sent, 0);
+    const stranger = await admit(proof(ID_A), ID_B, 'another-fp');
+    assert.deepEqual(stranger.result, {});
+    assert.equal(stranger.sent, 0, 'another key is the registry claim\'s business (403), not a check');
+  });
+});
+
+function getInstanceIdOf(request: StunMessage): Uint8Array | undefined {
+  const v = request.get(AttrType.InstanceId);
+  return v === undefined ? undefined : Uint8Array.from(v);
+}
 
 describe('the recipient answers checks under its session only', () => {
   const session = { id: Buffer.alloc(8), key: Buffer.alloc(32, 3), sequence: 0 };
