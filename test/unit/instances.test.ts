@@ -224,6 +224,13 @@ describe('the recipient answers checks under its session only', () => {
   });
 });
 
+test('createServer refuses a takeover that is not a boolean, naming the option', () => {
+  assert.throws(
+    () => createServer({ broker: '127.0.0.1:3478', uri: 'nattrav://twin', takeover: 'yes' as unknown as boolean }),
+    (err: NattravError) => err.code === ErrorCode.InvalidArgument && /takeover: expected true or false, got "yes"/.test(err.message),
+  );
+});
+
 describe('two servers with one key, on loopback', () => {
   let work: string;
   const closers: Array<() => unknown> = [];
