@@ -243,7 +243,7 @@ describe('two servers with one key, on loopback', () => {
   });
 
   /** An echo server for `uri` with the key kept in `keyDir`, prefixing what it echoes with `tag`. */
-  function server(address: string, uri: string, keyDir: string, tag: string, extra: { takeover?: boolean; once?: boolean } = {}): NattravServer {
+  function server(address: string, uri: string, keyDir: string, tag: string, extra: { takeover?: boolean; once?: boolean; registerTransport?: 'tcp' } = {}): NattravServer {
     const s = createServer({ broker: address, uri, keyDir, tls: false, keepaliveMs: 30_000, ...extra }, (socket) => {
       socket.on('error', () => undefined);
       socket.on('data', (data: Buffer) => socket.end(`${tag}:${data.toString()}`));
@@ -292,5 +292,21 @@ describe('two servers with one key, on loopback', () => {
     await once(first, 'close');
     assert.equal(await whoAnswers(address, uri), 'third:hi');
     assert.equal(third.listening, true, 'the one that took over keeps it');
+  });
+
+  test('a holder registered over a TCP control connection is asked down it, and still refuses a second instance', { timeout: 60_000 }, async () => {
+    const { broker, address } = await startBroker();
+    closers.push(() => broker.close());
+    const uri = 'nattrav://twin-tcp';
+    const keyDir = join(work, 'keys-tcp');
+    const first = server(address, uri, keyDir, 'first', { registerTransport: 'tcp' });
+    first.listen();
+    await once(first, 'listening');
+    assert.equal(first.address()?.transport, 'tcp');
+    const second = server(address, uri, keyDir, 'second');
+    second.listen();
+    const [refusal] = (await once(second, 'error')) as [NattravError];
+    assert.equal(refusal.code, ErrorCode.UriHeldByInstance, refusal.message);
+    assert.equal(await whoAnswers(address, uri), 'first:hi');
   });
 });
