@@ -4,8 +4,8 @@
  * (another router namespace, another NAT), and its address changes. Within one keepalive
  * interval the listener has registered again from there (`moved`, with NAT B's public address:
  * what the broker now holds), and an initiator behind a third NAT connects to it under the same
- * URI and reaches NAT B's public address. A connection open across the move is reported broken
- * with a clear error; the listener never exits.
+ * URI and reaches NAT B's public address. Connections open across the move are reported broken
+ * with a clear error (a piped `listen` exits 9); the echoing listener never exits.
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -90,11 +90,18 @@ describe('mobility: the listener\'s host moves from behind NAT A to behind NAT B
     assert.equal(before.path, 'direct');
     assert.equal(String(before.remote).split(':')[0], l.site('a').publicAddress);
 
-    // A connection that stays open across the move: it cannot follow the laptop.
+    // Connections that stay open across the move: they cannot follow the laptop.
     const open = startCli(l.site('c').host, ['connect', uri, '--broker', broker]);
     await open.waitForEvent('connected', CONNECT_WAIT_MS);
     open.write('across the move\n');
     await open.waitForStdout('across the move\n', CONNECT_WAIT_MS);
+    // One piped to a plain `listen` (its registration is withdrawn once the connection came): it ends with exit 9.
+    const piped = startCli(laptop, ['listen', 'nattrav://lab-mobile-pipe', '--broker', broker]);
+    await piped.waitForEvent('registered', START_WAIT_MS);
+    const pipeClient = startCli(l.site('c').host, ['connect', 'nattrav://lab-mobile-pipe', '--broker', broker]);
+    await pipeClient.waitForEvent('connected', CONNECT_WAIT_MS);
+    pipeClient.write('piped across the move\n');
+    await piped.waitForStdout('piped across the move\n', CONNECT_WAIT_MS);
 
     const movedAt = Date.now();
     const carried = await l.moveHost(laptop, 'b');
@@ -115,7 +122,12 @@ describe('mobility: the listener\'s host moves from behind NAT A to behind NAT B
     // The connection from before the move was reported broken on the laptop, naming why.
     const broken = await listener.waitForEvent('closed', SLACK_MS + START_WAIT_MS, (e) => typeof e.message === 'string' && /went away/.test(e.message));
     assert.match(String(broken.message), new RegExp(`local address ${laptop.address.replace(/\./g, '\\.')} went away`));
+    assert.equal(await piped.exited, 9, piped.stderr.slice(-2000));
+    const pipedError = piped.events.find((e) => e.event === 'error');
+    assert.equal(pipedError?.code, 'ERR_CONNECTION_BROKEN', JSON.stringify(pipedError));
     assert.equal(listener.child.exitCode, null, `listen exited: ${listener.stderr.slice(-2000)}`);
+    pipeClient.child.kill('SIGTERM');
+    await pipeClient.exited;
     open.child.kill('SIGTERM');
     await open.exited;
     listener.child.kill('SIGTERM');
