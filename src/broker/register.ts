@@ -149,24 +149,26 @@ export async function handleRegister(
     ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'signature does not verify with PUBLIC-KEY'));
     return undefined;
   }
-  const used = await ctx.auth.nonces.use(nonce, binding);
-  if (used === 'replayed') return replayed();
-  if (used === 'full') return challenge(StunErrorCode.StaleNonce, 'stale nonce (too many proofs from this address)');
   const ownership = ownershipProblem(ctx, request, uri, spki);
   if (ownership.problem !== undefined) {
     ctx.reply(request.errorResponse(StunErrorCode.Forbidden, ownership.problem));
     return undefined;
   }
+  const fingerprint = keyFingerprint(spki);
+  // Before the nonce is taken: a copy of this proof that reaches another worker (`--workers`) while the holder is
+  // asked waits for its own answer, and loses the nonce only after ours went out (the peer has it by then).
+  const instances = ctx.auth.instances;
+  const admitted = instances === undefined ? {} : await admitInstance({ registry: ctx.registry, sessions: ctx.auth.sessions, instances, reply: (m) => ctx.reply(m, {}, true) }, request, uri, fingerprint, instanceOf(request), takeoverOf(request));
+  if (admitted === undefined) return undefined;
+  const used = await ctx.auth.nonces.use(nonce, binding);
+  if (used === 'replayed') return replayed();
+  if (used === 'full') return challenge(StunErrorCode.StaleNonce, 'stale nonce (too many proofs from this address)');
   const own = newEphemeralKey();
   const key = sessionKey(own, ephemeral, nonce);
   if (key === undefined) {
     ctx.reply(request.errorResponse(StunErrorCode.BadRequest, 'EPHEMERAL-KEY is not an X25519 key'));
     return undefined;
   }
-  const fingerprint = keyFingerprint(spki);
-  const instances = ctx.auth.instances;
-  const admitted = instances === undefined ? {} : await admitInstance({ registry: ctx.registry, sessions: ctx.auth.sessions, instances, reply: (m) => ctx.reply(m, {}, true) }, request, uri, fingerprint, instanceOf(request), takeoverOf(request));
-  if (admitted === undefined) return undefined;
   // The registration first: a plain name is claimed atomically (another broker may race for it),
   // and only its holder may then replace the URI's session.
   if (!(await store(ctx, uri, remote, request, lifetimeMs, transport, fingerprint, ownership.plain))) return undefined;
