@@ -2,7 +2,7 @@
  * Two `nattrav listen` processes with one key (the same HOME keeps the same key for a URI), on
  * loopback: the second exits 2 naming the URI; with --takeover it wins, and the first exits 13
  * saying it was taken over; a listener killed with SIGKILL and started again gets its URI back
- * at once, not after the registration's lifetime.
+ * at once, not after the registration's lifetime. Against a broker in one process and one with --workers.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -37,17 +37,18 @@ async function echoes(address: string, uri: string): Promise<void> {
   assert.equal(await client.exited, 0, client.stderr);
 }
 
-describe('nattrav listen: one key, two processes', () => {
+for (const workers of [[], ['--workers', '2']]) describe(`nattrav listen: one key, two processes (broker ${workers.join(' ') || 'in one process'})`, () => {
   let broker: CliProcess;
   let address: string;
   before(async () => {
-    broker = cli(['broker', '--listen', '127.0.0.1:0', '--json']);
+    // With --workers, answers and retransmitted proofs land on any worker (broker/instances.ts routes them).
+    broker = cli(['broker', '--listen', '127.0.0.1:0', '--json', ...workers]);
     const listening = await broker.waitForEvent('listening', START_WAIT_MS);
     address = `127.0.0.1:${String(listening.port)}`;
   });
-  after(() => {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    rmSync(home, { recursive: true, force: true });
+  after(async () => {
+    broker.child.kill('SIGTERM');
+    await broker.exited;
   });
 
   function listen(uri: string, extra: string[] = []): CliProcess {
@@ -55,13 +56,13 @@ describe('nattrav listen: one key, two processes', () => {
   }
 
   test('the second exits 2 naming the URI; with --takeover it wins and the first exits 13', { timeout: 60_000 }, async () => {
-    const uri = 'nattrav://twin';
+    const uri = `nattrav://twin${workers.length}`;
     const first = listen(uri);
     await first.waitForEvent('registered', START_WAIT_MS);
     const second = listen(uri);
     const refused = await second.waitForEvent('error', START_WAIT_MS);
     assert.equal(refused.code, 'ERR_URI_HELD_BY_INSTANCE');
-    assert.match(String(refused.message), /nattrav:\/\/twin is held by another live instance of this key/);
+    assert.match(String(refused.message), new RegExp(`${uri} is held by another live instance of this key`));
     assert.match(String(refused.message), /--takeover/);
     assert.equal(await second.exited, 2);
     await echoes(address, uri);
@@ -71,7 +72,7 @@ describe('nattrav listen: one key, two processes', () => {
     await third.waitForEvent('registered', START_WAIT_MS);
     const told = await first.waitForEvent('error', START_WAIT_MS);
     assert.equal(told.code, 'ERR_TAKEN_OVER');
-    assert.match(String(told.message), /nattrav:\/\/twin was taken over by another process holding the same key/);
+    assert.match(String(told.message), new RegExp(`${uri} was taken over by another process holding the same key`));
     assert.equal(await first.exited, 13);
     await echoes(address, uri);
     assert.equal(third.child.exitCode, null);
@@ -80,7 +81,7 @@ describe('nattrav listen: one key, two processes', () => {
   });
 
   test('a listener killed with SIGKILL and started again registers at once, not after its lifetime', { timeout: 60_000 }, async () => {
-    const uri = 'nattrav://phoenix';
+    const uri = `nattrav://phoenix${workers.length}`;
     const crashed = listen(uri);
     await crashed.waitForEvent('registered', START_WAIT_MS);
     crashed.child.kill('SIGKILL');
@@ -95,4 +96,9 @@ describe('nattrav listen: one key, two processes', () => {
     restarted.child.kill('SIGTERM');
     assert.equal(await restarted.exited, 143);
   });
+});
+
+after(() => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  rmSync(home, { recursive: true, force: true });
 });
