@@ -20,6 +20,7 @@ import { ErrorCode, NattravError } from '../../src/errors.js';
 import { connect } from '../../src/peer/connect.js';
 import { answerInstanceCheck, newInstanceId } from '../../src/peer/instance.js';
 import { createServer, type NattravServer } from '../../src/peer/server.js';
+import { Exposer } from '../../src/service/expose.js';
 import { decodeMessage, encodeMessage, type EncodeOptions } from '../../src/wire/codec.js';
 import { MessageClass, Method } from '../../src/wire/constants.js';
 import { addInstanceCheck, getInstanceCheck, getInstanceId } from '../../src/wire/instance.js';
@@ -292,6 +293,22 @@ describe('two servers with one key, on loopback', () => {
     await once(first, 'close');
     assert.equal(await whoAnswers(address, uri), 'third:hi');
     assert.equal(third.listening, true, 'the one that took over keeps it');
+  });
+
+  test('an exposer taken over says so (takenOver) like a server', { timeout: 60_000 }, async () => {
+    const { broker, address } = await startBroker();
+    closers.push(() => broker.close());
+    const uri = 'nattrav://exposed-twin';
+    const keyDir = join(work, 'keys-expose');
+    const exposer = new Exposer({ broker: address, uri, keyDir, target: '127.0.0.1:9', tls: false });
+    closers.push(() => exposer.close());
+    await exposer.start();
+    const told = once(exposer, 'takenOver');
+    const taker = server(address, uri, keyDir, 'taker', { takeover: true });
+    taker.listen();
+    await once(taker, 'listening');
+    const [err] = (await told) as [NattravError];
+    assert.equal(err.code, ErrorCode.TakenOver);
   });
 
   test('a holder registered over a TCP control connection is asked down it, and still refuses a second instance', { timeout: 60_000 }, async () => {
