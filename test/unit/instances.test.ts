@@ -5,7 +5,7 @@
  * first is told, and neither a proof by another key nor a forged check moves the URI.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
+import { once, type EventEmitter } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -253,6 +253,16 @@ describe('two servers with one key, on loopback', () => {
     return s;
   }
 
+  /** Starts a server with `keyDir`'s key and `takeover`; resolves once it is registered and `holder` said it was taken over. */
+  async function takeOver(address: string, uri: string, keyDir: string, holder: EventEmitter, tag: string): Promise<{ taker: NattravServer; told: NattravError }> {
+    const told = once(holder, 'takenOver');
+    const taker = server(address, uri, keyDir, tag, { takeover: true });
+    taker.listen();
+    await once(taker, 'listening');
+    const [error] = (await told) as [NattravError];
+    return { taker, told: error };
+  }
+
   async function whoAnswers(address: string, uri: string): Promise<string> {
     const socket = await connect({ broker: address, uri, tls: false, timeoutMs: 15_000 });
     socket.end('hi');
@@ -283,11 +293,7 @@ describe('two servers with one key, on loopback', () => {
     const [forbidden] = (await once(stranger, 'error')) as [NattravError];
     assert.equal(forbidden.code, ErrorCode.Forbidden, forbidden.message);
 
-    const takenOver = once(first, 'takenOver');
-    const third = server(address, uri, keyDir, 'third', { takeover: true });
-    third.listen();
-    await once(third, 'listening');
-    const [told] = (await takenOver) as [NattravError];
+    const { taker: third, told } = await takeOver(address, uri, keyDir, first, 'third');
     assert.equal(told.code, ErrorCode.TakenOver);
     assert.match(told.message, /nattrav:\/\/twin was taken over/);
     await once(first, 'close');
@@ -303,12 +309,8 @@ describe('two servers with one key, on loopback', () => {
     const exposer = new Exposer({ broker: address, uri, keyDir, target: '127.0.0.1:9', tls: false });
     closers.push(() => exposer.close());
     await exposer.start();
-    const told = once(exposer, 'takenOver');
-    const taker = server(address, uri, keyDir, 'taker', { takeover: true });
-    taker.listen();
-    await once(taker, 'listening');
-    const [err] = (await told) as [NattravError];
-    assert.equal(err.code, ErrorCode.TakenOver);
+    const { told } = await takeOver(address, uri, keyDir, exposer, 'taker');
+    assert.equal(told.code, ErrorCode.TakenOver);
   });
 
   test('a holder registered over a TCP control connection is asked down it, and still refuses a second instance', { timeout: 60_000 }, async () => {
