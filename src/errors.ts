@@ -77,6 +77,13 @@ export const ErrorCode = {
    * credentials, or failed; the message names the proxy (never its password) and why.
    */
   Proxy: 'ERR_PROXY',
+  /**
+   * The URI is held by another live process (instance) of the same key: two listeners with one
+   * identity. The message names the URI; `takeover` (`--takeover`) takes it from the other one.
+   */
+  UriHeldByInstance: 'ERR_URI_HELD_BY_INSTANCE',
+  /** Another instance of our key took our URI over (`takeover`): we stopped refreshing it. The message names the URI. */
+  TakenOver: 'ERR_TAKEN_OVER',
 } as const;
 
 /** One of the {@link ErrorCode} values. */

@@ -12,7 +12,7 @@ import type { StunMessage } from '../wire/message.js';
 import type { TransportAddress } from '../wire/types.js';
 import { amplificationMode, resolveBrokerOptions, type BrokerOptions, type ResolvedBrokerOptions } from './options.js';
 import { MemoryRegistry } from './registry/memory.js';
-import type { Registry } from './registry/registry.js';
+import type { Registration, Registry } from './registry/registry.js';
 import { udpRequestInfo, type UdpRequestInfo } from './amplification.js';
 import { buildAuth } from './auth.js';
 import type { BrokerEvent } from './events.js';
@@ -27,6 +27,7 @@ import { answerBinding, socketAddress, socketKey, type Rfc5780Layout, type Serve
 import { NOT_PLAIN, PlainBindingAnswers } from './binding-fast.js';
 import { TcpService } from './tcp.js';
 import { ClusterRouting } from './cluster.js';
+import { InstanceChecks } from './instances.js';
 import { openWebSocketListeners, type WebSocketEndpoint, type WebSocketListener } from './websocket.js';
 import { toTransportAddress } from '../common/endpoint.js';
 import { WorkerRouter, workerBrokerId, type RouteCounts } from './workers/worker-router.js';
@@ -59,6 +60,8 @@ export class Broker extends EventEmitter {
   /** Rate limits, caps and anti-amplification (guard.ts). */
   readonly #guard: BrokerGuard;
   readonly #auth: RegisterAuth;
+  /** Checks of a URI's holder before another instance of its key takes it (instances.ts). */
+  readonly #instances: InstanceChecks;
   /** Accepting and serving TCP, STARTTLS, the connections' deadlines, control connections (tcp.ts). */
   readonly #tcpService: TcpService;
   /** Connection requests to recipients registered through other brokers of a cluster (cluster.ts); undefined without a bus. */
@@ -86,7 +89,14 @@ export class Broker extends EventEmitter {
     const registry = options.registry ?? new MemoryRegistry();
     // A worker's registrations name it, so requests for its control connections come to it.
     this.#registry = options.workerLink === undefined ? registry : new WorkerRegistry(registry, workerBrokerId(options.workerLink.prefix, options.workerLink.slot));
-    this.#auth = buildAuth(resolved);
+    // Another live process of a key is asked before a proof takes its URI (instances.ts), the way connection requests go.
+    const instances = new InstanceChecks({
+      send: (registration, message, key) => this.#notify(registration, message, key),
+      clock: resolved.clock,
+      ...(options.workerLink === undefined ? {} : { transactionId: () => (this.#router as WorkerRouter).transactionId() }),
+    });
+    this.#instances = instances;
+    this.#auth = { ...buildAuth(resolved), instances };
     this.#guard = new BrokerGuard(resolveLimits(options.limits), (report) => this.emit('event', { type: 'limited', ...report } satisfies BrokerEvent), { amplification });
     this.#relay = new RelayHub(
       { maxBytes: resolved.relayMaxBytes, maxDurationMs: resolved.relayMaxDurationMs },
@@ -120,6 +130,7 @@ export class Broker extends EventEmitter {
         return workerLink === undefined ? undefined : workerLink.nextSequence(uri);
       },
       foreignAnswer: (response, source) => {
+        if (this.#instances.answered(response)) return;
         // With --workers, the worker that relayed the request may be another one.
         if (this.#cluster?.answered(response, source) === false) this.#router?.foreignAnswer(response, source);
       },
@@ -128,21 +139,7 @@ export class Broker extends EventEmitter {
       sessionKeyFor: async (uri) => (await this.#auth.sessions.byUri(uri))?.key,
       alternatePort: () => this.#layout?.alternatePort,
       registry: this.#registry,
-      notify: (registration, message, key) => {
-        // Integrity under the recipient's session key: only this broker can ask it to connect.
-        const options = key === undefined ? {} : { integritySha256Key: key };
-        if (this.#cluster?.isRemote(registration) === true) {
-          // The broker that took the registration sends it (cluster.ts), from the address the recipient's NAT expects.
-          this.#cluster.relay(registration, encodeMessage(message, { software: resolved.software, fingerprint: true, ...options }));
-        } else if (registration.transport === 'tcp') {
-          const control = this.#tcpService.control(registration.uri);
-          if (control !== undefined) control.send(message, { software: resolved.software, fingerprint: true, ...options });
-          // With --workers another worker may hold the control connection.
-          else router()?.notifyControl(registration, encodeMessage(message, { software: resolved.software, fingerprint: true, ...options }));
-        } else {
-          this.#sendUdp(message, registration.publicEndpoint, options);
-        }
-      },
+      notify: (registration, message, key) => this.#notify(registration, message, key),
       reply: (channel, message) => channel.send(message, { software: this.#options.software, fingerprint: true }),
       recipientTimeoutMs: resolved.recipientTimeoutMs,
       probeTimeoutMs: resolved.probeTimeoutMs,
@@ -435,6 +432,24 @@ export class Broker extends EventEmitter {
     });
     this.#plainBindings.learn(shape, bytes, drew);
     if (bytes !== undefined) socket.send(bytes, answer.to.port, answer.to.address, () => undefined);
+  }
+
+  /** Sends `message` (a ConnectionRequest, or an instance check) to the recipient of `registration`, the way its registration came. */
+  #notify(registration: Registration, message: StunMessage, key: Buffer | undefined): void {
+    const resolved = this.#options;
+    // Integrity under the recipient's session key: only this broker can ask it to connect.
+    const options = key === undefined ? {} : { integritySha256Key: key };
+    if (this.#cluster?.isRemote(registration) === true) {
+      // The broker that took the registration sends it (cluster.ts), from the address the recipient's NAT expects.
+      this.#cluster.relay(registration, encodeMessage(message, { software: resolved.software, fingerprint: true, ...options }));
+    } else if (registration.transport === 'tcp') {
+      const control = this.#tcpService.control(registration.uri);
+      if (control !== undefined) control.send(message, { software: resolved.software, fingerprint: true, ...options });
+      // With --workers another worker may hold the control connection.
+      else this.#router?.notifyControl(registration, encodeMessage(message, { software: resolved.software, fingerprint: true, ...options }));
+    } else {
+      this.#sendUdp(message, registration.publicEndpoint, options);
+    }
   }
 
   /** An answer to a ConnectionRequest: to the rendezvous here, or (`--workers`) to the worker that sent the request. */

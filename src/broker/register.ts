@@ -23,6 +23,8 @@ import { addU32, addXorAddress, getBoundEndpoint, getMappedEndpoint, getU32Attr,
 import type { TransportAddress } from '../wire/types.js';
 import type { Registry } from './registry/registry.js';
 import type { Session, SessionStore } from './sessions.js';
+import { admitInstance, type InstanceChecks } from './instances.js';
+import { getInstanceId, hasTakeover } from '../wire/instance.js';
 
 /** Shortest registration lifetime granted, in ms: shorter would be mostly refresh traffic (0 is a withdrawal, not a lifetime). */
 export const MIN_LIFETIME_MS = 1_000;
@@ -52,6 +54,8 @@ export interface RegisterAuth {
   readonly verifyCertificate?: (certDer: Uint8Array, uri: string, spki: Uint8Array) => string | undefined;
   /** The broker's own key and certificate, to sign its answers so peers can authenticate it. */
   readonly identity?: { readonly keyPem: string; readonly certDer: Uint8Array };
+  /** Tells another live instance of a key from the same one moving (instances.ts). @default none: a proof replaces the holder */
+  readonly instances?: InstanceChecks;
 }
 
 /** What a registration needs from the broker around it. */
@@ -116,6 +120,8 @@ export async function handleRegister(
     ctx.reply(request.errorResponse(StunErrorCode.BadRequest, 'PUBLIC-KEY too long'));
     return undefined;
   }
+  // A retransmission of a proof whose holder is being asked (instances.ts): the first copy will be answered.
+  if (ctx.auth.instances?.isWaiting(request.transactionId) === true) return undefined;
   const nonce = request.get(AttrType.Nonce);
   const binding = { source: remote, uri, spki };
   const challenge = (code: number, reason: string): undefined => {
@@ -143,21 +149,26 @@ export async function handleRegister(
     ctx.reply(request.errorResponse(StunErrorCode.Forbidden, 'signature does not verify with PUBLIC-KEY'));
     return undefined;
   }
-  const used = await ctx.auth.nonces.use(nonce, binding);
-  if (used === 'replayed') return replayed();
-  if (used === 'full') return challenge(StunErrorCode.StaleNonce, 'stale nonce (too many proofs from this address)');
   const ownership = ownershipProblem(ctx, request, uri, spki);
   if (ownership.problem !== undefined) {
     ctx.reply(request.errorResponse(StunErrorCode.Forbidden, ownership.problem));
     return undefined;
   }
+  const fingerprint = keyFingerprint(spki);
+  // Before the nonce is taken: a copy of this proof that reaches another worker (`--workers`) while the holder is
+  // asked waits for its own answer, and loses the nonce only after ours went out (the peer has it by then).
+  const instances = ctx.auth.instances;
+  const admitted = instances === undefined ? {} : await admitInstance({ registry: ctx.registry, sessions: ctx.auth.sessions, instances, reply: (m) => ctx.reply(m, {}, true) }, request, uri, fingerprint, instanceOf(request), takeoverOf(request));
+  if (admitted === undefined) return undefined;
+  const used = await ctx.auth.nonces.use(nonce, binding);
+  if (used === 'replayed') return replayed();
+  if (used === 'full') return challenge(StunErrorCode.StaleNonce, 'stale nonce (too many proofs from this address)');
   const own = newEphemeralKey();
   const key = sessionKey(own, ephemeral, nonce);
   if (key === undefined) {
     ctx.reply(request.errorResponse(StunErrorCode.BadRequest, 'EPHEMERAL-KEY is not an X25519 key'));
     return undefined;
   }
-  const fingerprint = keyFingerprint(spki);
   // The registration first: a plain name is claimed atomically (another broker may race for it),
   // and only its holder may then replace the URI's session.
   if (!(await store(ctx, uri, remote, request, lifetimeMs, transport, fingerprint, ownership.plain))) return undefined;
@@ -180,7 +191,26 @@ export async function handleRegister(
   }
   ctx.reply(response, { integritySha256Key: key }, true); // the nonce came back from `remote`
   ctx.onRegistered(uri, remote, lifetimeMs, false);
+  if (admitted.displaced !== undefined) instances?.tellTakenOver(admitted.displaced);
   return uri;
+}
+
+/** INSTANCE-ID of a proof; a malformed one counts as none (the behaviour of peers without instances). */
+function instanceOf(request: StunMessage): Uint8Array | undefined {
+  try {
+    return getInstanceId(request);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a proof asks to take over (a malformed TAKEOVER does not). */
+function takeoverOf(request: StunMessage): boolean {
+  try {
+    return hasTakeover(request);
+  } catch {
+    return false;
+  }
 }
 
 /**

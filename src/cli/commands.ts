@@ -14,6 +14,7 @@ import type { Identity } from '../security/identity.js';
 import type { RegisteredEvent } from '../peer/registration.js';
 import type { KeepaliveEvent } from '../peer/adaptive-keepalive.js';
 import type { Socks5BindEvent } from '../peer/socks5-bind.js';
+import type { MovedEvent } from '../peer/mobility.js';
 import type { EventEmitter } from 'node:events';
 import type { PortMapperEvent } from '../portmap/mapper.js';
 import type { Reporter } from './output.js';
@@ -68,6 +69,8 @@ export interface ListenCommandOptions extends SecurityOptions, WebCommandOptions
   portmap?: boolean;
   /** `--udp`: datagram channels instead of TCP connections (datagram.ts). */
   udp?: boolean;
+  /** Take the URI from another running process with the same key. */
+  takeover?: boolean;
 }
 
 /** Options of `nattrav connect`. */
@@ -161,6 +164,13 @@ export function reportRegistration(server: RegistrationSource, options: { broker
     out.event('keepalive-failed', { code: err.code, message: err.message }, `measuring the NAT mapping lifetime failed (${err.message}); the keepalive interval stays`),
   );
   server.on('socks5Bind', (event: Socks5BindEvent) => out.event('socks5-bind', ...socks5BindLine(event)));
+  server.on('moved', (moved: MovedEvent) =>
+    out.event(
+      'moved',
+      { reason: moved.reason, from: formatEndpoint(moved.from), to: formatEndpoint(moved.to), localFrom: moved.localFrom, localTo: moved.localTo },
+      `moved (${moved.reason}): registered from ${formatEndpoint(moved.to)} now, was ${formatEndpoint(moved.from)}; local addresses ${moved.localTo.join(', ') || 'none'} (were ${moved.localFrom.join(', ') || 'none'})`,
+    ),
+  );
   server.on('registrationLost', (err: NattravError) =>
     out.event('registration-lost', { code: err.code, message: err.message }, `registration lost: ${err.message}; registering again`),
   );
@@ -206,8 +216,11 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(options.keepaliveMax === undefined ? {} : { keepaliveMaxMs: Number(options.keepaliveMax) }),
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.portmap === false ? { portmap: false } : {}),
+    ...(options.takeover === true ? { takeover: true } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
+  // Another process with our key took the URI over: the server closed; we end with its error (exit 13).
+  const takenOver = new Promise<NattravError>((resolve) => server.once('takenOver', resolve));
   let piped = false;
   const firstConnection = new Promise<NattravSocket>((resolve) => {
     server.on('connection', (socket: NattravSocket) => {
@@ -244,13 +257,17 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     return stop.exitCode as number;
   }
   if (options.echo === true) {
-    await stop.wait();
+    const ended = await Promise.race([stop.wait(), takenOver]);
     await withdraw(server);
-    return stop.exitCode as number;
+    return ended instanceof NattravError ? out.error(ended) : (stop.exitCode as number);
   }
-  const winner = await Promise.race([firstConnection, stop.wait()]);
+  const winner = await Promise.race([firstConnection, stop.wait(), takenOver]);
   // The registration is withdrawn while the connection runs: its bytes never wait for the broker.
   const withdrawn = withdraw(server);
+  if (winner instanceof NattravError) {
+    await withdrawn;
+    return out.error(winner);
+  }
   if (typeof winner === 'string') {
     await withdrawn;
     reportNotConnected(out, 'interrupted');

@@ -4,6 +4,7 @@
  */
 import {
   Exposer,
+  NattravError,
   checkNattravUri,
   formatEndpoint,
   loadOrCreateIdentity,
@@ -94,7 +95,8 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
   const where = formatEndpoint({ address: service.host, port: service.port });
   const tls = options.tls !== false;
   out.result('exposed', { uri: address.uri, target: where, key: address.keyFingerprint, tls }, address.uri);
-  await stop.wait();
+  // Another process with our key took the URI over (its --takeover): nothing reaches us any more; end with its error (exit 13).
+  const ended = await Promise.race([stop.wait(), new Promise<NattravError>((resolve) => exposer.once('takenOver', resolve))]);
   await exposer.close();
-  return stop.exitCode as number;
+  return ended instanceof NattravError ? out.error(ended) : (stop.exitCode as number);
 }

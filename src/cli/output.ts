@@ -11,7 +11,7 @@ export const ExitCode = {
   Ok: 0,
   /** An unexpected failure. */
   Failure: 1,
-  /** Bad command line or option value. */
+  /** Bad command line or option value; for `listen`, also: another running process with the same key holds the URI (without --takeover). */
   Usage: 2,
   /** The broker has no registration for the URI. */
   UnknownUri: 3,
@@ -33,6 +33,8 @@ export const ExitCode = {
   PortMapping: 11,
   /** The SOCKS5 proxy (--socks5, ALL_PROXY, SOCKS_PROXY) could not be reached, refused our username/password, or failed. */
   Proxy: 12,
+  /** `listen`/`expose`: another process with the same key took the URI over (--takeover); this one stopped. */
+  TakenOver: 13,
   /** Interrupted by SIGINT (128 + 2). */
   Interrupted: 130,
   /** Stopped by SIGTERM (128 + 15). */
@@ -60,6 +62,8 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.AddressInUse]: ExitCode.AddressInUse,
   [ErrorCode.PortMapping]: ExitCode.PortMapping,
   [ErrorCode.Proxy]: ExitCode.Proxy,
+  [ErrorCode.UriHeldByInstance]: ExitCode.Usage,
+  [ErrorCode.TakenOver]: ExitCode.TakenOver,
 };
 
 /** The exit code for an error. */

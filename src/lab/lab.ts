@@ -26,6 +26,7 @@ import { addNamespace, deleteNamespace, ipIn, namespacePids, nft, nftLoad, sysct
 import { planLab, type LabPlan, type PlannedSite } from './plan.js';
 import { attachToInternet, BRIDGE_SYSCTLS, buildSite, type SiteBuildEnv } from './site-builder.js';
 import { ProcessTracker } from './procs.js';
+import { moveHostTo } from './move.js';
 import type {
   LabHost, LabOptions, LabRunOptions, LabRunResult, LabSite, TrafficCounterReader, TrafficCounts,
 } from './types.js';
@@ -51,6 +52,7 @@ export class Lab {
   readonly #procs = new ProcessTracker();
   #closing: Promise<void> | undefined;
   #counters = 0;
+  #moves = 0;
 
   private constructor(plan: LabPlan) {
     this.#plan = plan;
@@ -99,6 +101,24 @@ export class Lab {
   /** Every extra public host, in the order they were given. */
   get publicHosts(): LabHost[] {
     return [...this.#plan.publicHosts.values()];
+  }
+
+  /**
+   * Moves a LAN host onto the LAN of site `to` (move.ts): its link to its router is replaced
+   * by one into `to`'s LAN bridge (`to` needs `hosts` of 2 or more), with a new address there.
+   * Its processes keep running. Returns the host with its new address.
+   */
+  moveHost(host: LabHost, to: string): Promise<LabHost> {
+    try {
+      const site = this.site(to) as PlannedSite;
+      const own = this.#own(host);
+      if (![...this.#plan.sites.values()].some((s) => s.router !== undefined && s.hosts.some((h) => h.ns === own.ns))) {
+        throw new NattravError(ErrorCode.InvalidArgument, `moveHost: ${own.name} is not a LAN host behind a NAT; only those can move`);
+      }
+      return moveHostTo(own, site, ++this.#moves);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Names of the namespaces this lab has created and not yet deleted. */

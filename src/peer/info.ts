@@ -1,5 +1,6 @@
 /** What every nattrav connection reports about itself, on both sides. */
 import type { Socket } from 'node:net';
+import { breakOnAddressLoss } from './mobility.js';
 import { performance } from 'node:perf_hooks';
 import { ErrorCode, NattravError } from '../errors.js';
 import type { StrategyName } from '../nat/strategy.js';
@@ -221,6 +222,10 @@ export function handOver(socket: NattravSocket): NattravSocket {
   const swallow = unclaimed.get(socket);
   if (swallow !== undefined) socket.off('error', swallow);
   unclaimed.delete(socket);
+  // A connection cannot follow its host to another network: it breaks, with a clear error, once its address is gone (mobility.ts).
+  let raw: Socket = socket;
+  for (let below = rawSockets.get(raw); below !== undefined && below !== raw; below = rawSockets.get(raw)) raw = below;
+  breakOnAddressLoss(socket, raw.localAddress);
   return socket;
 }
 

@@ -192,6 +192,12 @@ export interface ServerOptions {
    * (`--no-portmap`). @default true
    */
   portmap?: boolean | import('./portmap-agent.js').PortmapSettings;
+  /**
+   * Take the URI from another live process registered with the same key (it is told, stops, and
+   * emits 'takenOver'). Without it such a registration fails with ERR_URI_HELD_BY_INSTANCE
+   * naming the URI. A moved or restarted server needs no takeover. @default false
+   */
+  takeover?: boolean;
 }
 
 /** Who we are and whom we trust, for TLS between peers. */

@@ -20,6 +20,8 @@ import { verifyMessageIntegritySha256, type EncodeOptions } from '../wire/codec.
 import { AttrType, MessageClass, Method, StunErrorCode, WITHDRAWAL_LIFETIME_MS } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import { addU32, addUri, getErrorCode } from '../wire/nattrav.js';
+import { addPreviousSession } from '../wire/instance.js';
+import { previousSessionMac } from '../security/previous-session.js';
 
 /** One request/response over the registration's transport. */
 export type Transact = (request: StunMessage, options?: EncodeOptions) => Promise<StunMessage>;
@@ -60,6 +62,7 @@ export async function registerWithProof(
   lifetimeMs: number,
   transport: 'udp' | 'tcp',
   session: RegistrationSession | undefined,
+  previous: RegistrationSession | undefined = session,
 ): Promise<{ response: StunMessage; session: RegistrationSession | undefined }> {
   if (session !== undefined) {
     const refresh = base();
@@ -89,14 +92,15 @@ export async function registerWithProof(
   let nonce = challenge.get(AttrType.Nonce);
   if (nonce === undefined) throw refused(uri, challenge);
   let ephemeral = newEphemeralKey();
-  let response = await transact(signedProof(base, keys, uri, lifetimeMs, transport, nonce, ephemeral));
+  const proof = (): StunMessage => withPrevious(signedProof(base, keys, uri, lifetimeMs, transport, nonce as Uint8Array, ephemeral), previous, nonce as Uint8Array, uri);
+  let response = await transact(proof());
   // 438: the nonce went stale on its way (a slow path, or a broker under a flood of proofs).
   // Its answer carries a fresh one: prove once more with it; a second refusal is final.
   const fresh = isStaleNonce(response) ? response.get(AttrType.Nonce) : undefined;
   if (fresh !== undefined) {
     nonce = fresh;
     ephemeral = newEphemeralKey();
-    response = await transact(signedProof(base, keys, uri, lifetimeMs, transport, nonce, ephemeral));
+    response = await transact(proof());
   }
   if (response.cls === MessageClass.ErrorResponse) throw refused(uri, response);
   const id = response.get(AttrType.Username);
@@ -153,6 +157,12 @@ function underSession(request: StunMessage, session: RegistrationSession): Encod
   return { integritySha256Key: session.key };
 }
 
+/** Adds PREVIOUS-SESSION when we held a session before (the broker then knows it is us, not another process of our key). */
+function withPrevious(proof: StunMessage, previous: RegistrationSession | undefined, nonce: Uint8Array, uri: string): StunMessage {
+  if (previous !== undefined) addPreviousSession(proof, { sessionId: previous.id, mac: previousSessionMac(previous.key, nonce, uri) });
+  return proof;
+}
+
 function withKey(request: StunMessage, keys: RegistrationKeys): StunMessage {
   request.add(AttrType.PublicKey, keys.key.spki);
   if (keys.certificateDer !== undefined) request.add(AttrType.Certificate, keys.certificateDer);
@@ -169,7 +179,7 @@ function isUnauthorized(response: StunMessage): boolean {
 
 function refused(uri: string, response: StunMessage): NattravError {
   const error = getErrorCode(response);
-  const code = error?.code === StunErrorCode.Forbidden ? ErrorCode.Forbidden : ErrorCode.BrokerError;
+  const code = error?.code === StunErrorCode.Forbidden ? ErrorCode.Forbidden : error?.code === StunErrorCode.HeldByInstance ? ErrorCode.UriHeldByInstance : ErrorCode.BrokerError;
   return new NattravError(code, `broker refused registration of ${uri}: ${error?.code ?? '?'} ${error?.reason ?? ''}`.trim());
 }
 

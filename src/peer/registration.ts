@@ -27,6 +27,9 @@ import { ConnectionRequests, type AnswerRequest } from './connection-requests.js
 import { StunMessage } from '../wire/message.js';
 import { addBoundEndpoint, addMappedEndpoint, addU32, addUri, addXorAddress, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
+import { addInstanceId, addTakeover } from '../wire/instance.js';
+import { answerInstanceCheck, newInstanceId } from './instance.js';
+import { hostAddresses, normaliseAddress, RegistrationMoves, type AddressSet, type AddressWatch } from './mobility.js';
 
 /** The registration's current state. */
 export type RegistrationState = 'idle' | 'registering' | 'registered' | 'lost' | 'closed';
@@ -82,6 +85,12 @@ export interface PeerRegistrationOptions {
   readonly once?: boolean;
   /** How retries are spaced. @default REGISTRATION_BACKOFF (backoff.ts) */
   readonly backoff?: BackoffPolicy;
+  /** This process's instance ID (instance.ts), sent in every Register. @default a new random one */
+  readonly instanceId?: Uint8Array;
+  /** Take the URI from another live instance of our key (the broker tells it). @default false: refused, ERR_URI_HELD_BY_INSTANCE */
+  readonly takeover?: boolean;
+  /** Where the host's address changes come from (mobility.ts). @default the process's {@link hostAddresses} */
+  readonly addressWatch?: AddressWatch;
 }
 
 /** In 'auto', how long UDP may stay unanswered before switching to TCP, in ms (a few retransmissions). */
@@ -99,14 +108,16 @@ const FAILOVER_SHARE = 4;
 const UNANSWERED: ReadonlySet<string> = new Set([ErrorCode.BrokerUnreachable, ErrorCode.Timeout]);
 
 /** Errors no retry can cure: our own arguments and identity files. */
-const INCURABLE: ReadonlySet<string> = new Set([ErrorCode.InvalidArgument, ErrorCode.Identity, ErrorCode.Closed]);
+const INCURABLE: ReadonlySet<string> = new Set([ErrorCode.InvalidArgument, ErrorCode.Identity, ErrorCode.Closed, ErrorCode.UriHeldByInstance]);
 
 /**
  * Emits 'registered' (RegisteredEvent) on every success, 'lost' (NattravError) once
  * when a registration we held is lost, 'retry' (RegistrationRetry) for each failed try that
  * will be retried, 'connection-request' ({ attemptId, joinAt? }) once per attempt the broker
  * announces and we accept (`joinAt`: the broker of the cluster to join at, one of ours), and 'connection-refused' ({ attemptId, reason }) once per
- * attempt `admit` refused.
+ * attempt `admit` refused. Also 'moved' (MovedEvent, mobility.ts) when a registration is made
+ * from a new place, and 'taken-over' (NattravError ERR_TAKEN_OVER) once when another instance
+ * of our key took the URI over: the registration is then closed.
  */
 export class PeerRegistration extends EventEmitter {
   readonly #options: PeerRegistrationOptions;
@@ -123,6 +134,8 @@ export class PeerRegistration extends EventEmitter {
   #info: RegisteredInfo | undefined;
   /** The session after a proof of key (undefined with an open-mode broker). */
   #session: RegistrationSession | undefined;
+  /** The last session we held, also after moving to another broker: a new proof shows it (PREVIOUS-SESSION), so it is us. */
+  #lastSession: RegistrationSession | undefined;
   /** Set once registration runs over a TCP control connection (UDP blocked). */
   #control: StunChannel | undefined;
   #transport: 'udp' | 'tcp' = 'udp';
@@ -133,6 +146,14 @@ export class PeerRegistration extends EventEmitter {
   /** The refresh interval and the lifetime asked, in ms: the options', until {@link setKeepalive}. */
   #keepaliveMs: number;
   #lifetimeMs: number;
+  readonly #instanceId: Uint8Array;
+  readonly #watch: AddressWatch;
+  /** Whether a registration is a move (mobility.ts). */
+  readonly #moves = new RegistrationMoves();
+  #unwatch: (() => void) | undefined;
+  /** Tries started so far; with a change of addresses seen, the count then (a try started before it is from the old place). */
+  #tries = 0;
+  #movedAtTry: number | undefined;
 
   constructor(options: PeerRegistrationOptions) {
     super();
@@ -140,6 +161,8 @@ export class PeerRegistration extends EventEmitter {
     this.#keepaliveMs = options.keepaliveMs;
     this.#lifetimeMs = options.lifetimeMs;
     this.#brokers = new BrokerList(Array.isArray(options.broker) ? (options.broker as readonly HostPort[]) : [options.broker as HostPort]);
+    this.#instanceId = options.instanceId ?? newInstanceId();
+    this.#watch = options.addressWatch ?? hostAddresses;
   }
 
   /** Current state. */
@@ -204,6 +227,9 @@ export class PeerRegistration extends EventEmitter {
       onRegistered: (info, kind) => {
         this.#state = 'registered';
         this.emit('registered', { ...info, kind } satisfies RegisteredEvent);
+        // A try that started before the host's addresses changed was made from the old place: refresh again.
+        if (this.#movedAtTry !== undefined && this.#tries <= this.#movedAtTry) queueMicrotask(() => this.#loop?.refreshNow());
+        else this.#movedAtTry = undefined;
       },
       onLost: (err) => {
         this.#state = 'lost';
@@ -212,7 +238,30 @@ export class PeerRegistration extends EventEmitter {
       onRetry: (retry: RegistrationRetry) => this.emit('retry', retry),
     });
     this.#loop = loop;
+    this.#unwatch = this.#watch.subscribe((addresses) => this.#onAddresses(addresses));
     return loop.start();
+  }
+
+  /**
+   * The host's addresses changed (mobility.ts): refresh at once from the new place; a TCP
+   * control connection whose local address is gone is closed, which registers again.
+   */
+  #onAddresses(addresses: AddressSet): void {
+    if (this.#closed !== undefined || !this.#moves.stale(addresses)) return;
+    this.#movedAtTry = this.#tries;
+    const local = this.#control?.socket.localAddress;
+    if (this.#transport === 'tcp' && local !== undefined && !addresses.has(normaliseAddress(local))) {
+      this.#control?.destroy();
+      return;
+    }
+    this.#loop?.refreshNow();
+  }
+
+  /** Another instance of our key took the URI over: say so once and close (the broker already gave it to the other one). */
+  #takenOver(how: string): void {
+    if (this.#closed !== undefined) return;
+    this.emit('taken-over', new NattravError(ErrorCode.TakenOver, `${this.#options.uri} was taken over by another process holding the same key (${how}); stopped registering it`));
+    void this.close();
   }
 
   /**
@@ -222,6 +271,7 @@ export class PeerRegistration extends EventEmitter {
    */
   async #attempt(): Promise<AttemptResult<RegisteredInfo>> {
     const before = this.#session;
+    this.#tries++;
     if (this.#info === undefined) return { info: await this.#sweep(), renewed: false };
     try {
       const info = await this.#register(undefined, this.#brokers.size > 1 ? this.#noticeMs() : undefined);
@@ -229,6 +279,12 @@ export class PeerRegistration extends EventEmitter {
       return { info, renewed: before !== undefined && this.#session !== before };
     } catch (err) {
       this.#throwIfClosed();
+      this.#moves.refreshFailed();
+      // We held the URI and the broker says another live instance of our key holds it now: it took over.
+      if (isNattravError(err, ErrorCode.UriHeldByInstance)) {
+        this.#takenOver('the broker refused our registration again');
+        this.#throwIfClosed();
+      }
       if (!isNattravError(err) || !UNANSWERED.has(err.code) || this.#brokers.size < 2) throw err;
       return { info: await this.#sweep(), renewed: true, lost: err };
     }
@@ -317,6 +373,7 @@ export class PeerRegistration extends EventEmitter {
   close(): Promise<void> {
     if (this.#closed !== undefined) return this.#closed;
     this.#state = 'closed';
+    this.#unwatch?.();
     this.#loop?.close(new NattravError(ErrorCode.Closed, 'the registration was closed'));
     this.#closed = this.#release();
     return this.#closed;
@@ -397,8 +454,10 @@ export class PeerRegistration extends EventEmitter {
         lifetimeMs,
         this.#transport,
         this.#session,
+        this.#session ?? this.#lastSession,
       );
       this.#session = session;
+      this.#lastSession = session ?? this.#lastSession;
       return this.#registered(response);
     } catch (err) {
       if (err instanceof NattravError && err.code === ErrorCode.Timeout && this.#transport === 'udp') {
@@ -428,6 +487,8 @@ export class PeerRegistration extends EventEmitter {
     if (mapped !== undefined) addMappedEndpoint(request, mapped);
     const bound = this.#options.boundEndpoint?.();
     if (bound !== undefined) addBoundEndpoint(request, bound);
+    addInstanceId(request, this.#instanceId);
+    if (this.#options.takeover === true) addTakeover(request);
     return request;
   }
 
@@ -451,7 +512,9 @@ export class PeerRegistration extends EventEmitter {
     const target = this.#brokers.current as BrokerTarget;
     const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#lifetimeMs, transport: this.#transport, broker: target.name, brokerAddress: target.address };
     learnAlternatePort(dialOf(target), response); // where our mapping probes will go
+    const moved = this.#moves.granted(publicEndpoint, this.#watch.current, { broker: target.address, transport: this.#transport });
     this.#info = info; // also when granted while closing: close() withdraws it
+    if (moved !== undefined && this.#closed === undefined) this.emit('moved', moved);
     return info;
   }
 
@@ -459,6 +522,9 @@ export class PeerRegistration extends EventEmitter {
   #onConnectionRequest(message: StunMessage, answer: AnswerRequest): void {
     // Closing: the sockets live on only to finish a proof and send the withdrawal.
     if (this.#closed !== undefined) return;
+    const check = answerInstanceCheck(message, this.#session, this.#instanceId, answer);
+    if (check === 'takenOver') this.#takenOver('the broker told us');
+    if (check !== undefined) return;
     // A relayed request (JOIN-AT) may send us only to a broker we trust (brokers.ts).
     const admit = (attemptId: Uint8Array, joinAt: TransportAddress | undefined): string | undefined =>
       this.#brokers.joinAtRefusal(joinAt, this.#options.brokerCa) ?? this.#options.admit?.(attemptId);

@@ -29,6 +29,11 @@
  *   NAT mapping lifetime; 'keepaliveFailed' (NattravError): that measurement failed (adaptive-keepalive.ts).
  * - 'socks5Bind' (Socks5BindEvent): our BIND at the SOCKS5 proxy was bound, used, lost or
  *   refused (socks5-bind.ts; a new bound address is registered again at once).
+ * - 'moved' (MovedEvent): the host moved (its addresses or its public endpoint changed) and the
+ *   URI is registered from the new place (mobility.ts); connections whose address went away
+ *   close with ERR_CONNECTION_BROKEN.
+ * - 'takenOver' (NattravError ERR_TAKEN_OVER): another process with our key took the URI over
+ *   (`takeover`); the server closes ('close' follows).
  */
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -48,6 +53,7 @@ import { datagramRefusal, joinDatagram } from './datagram/accept.js';
 import { handOver, type NattravSocket } from './info.js';
 import { PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredEvent } from './registration.js';
+import type { MovedEvent } from './mobility.js';
 import { REGISTRATION_BACKOFF, type RegistrationRetry } from './backoff.js';
 import { allowList, checkUri, positiveInt } from './validate.js';
 import { toBrokerList } from './brokers.js';
@@ -133,6 +139,7 @@ export class NattravServer extends EventEmitter {
   /** The identities initiators must prove, or undefined for everyone. */
   readonly #allow: ReadonlySet<string> | undefined;
   readonly #once: boolean;
+  readonly #takeover: boolean;
   readonly #retryInitialMs: number;
   readonly #retryMaxMs: number;
   /** The fingerprint of that identity's key. */
@@ -187,6 +194,10 @@ export class NattravServer extends EventEmitter {
     this.#tls = options.tls === false ? undefined : { ca: options.tls === undefined || options.tls === true ? [] : (options.tls.ca ?? []) };
     this.#allow = allowList(options.allow, options.tls === false);
     this.#once = options.once === true;
+    if (options.takeover !== undefined && typeof options.takeover !== 'boolean') {
+      throw new NattravError(ErrorCode.InvalidArgument, `takeover: expected true or false, got ${JSON.stringify(options.takeover)}`);
+    }
+    this.#takeover = options.takeover === true;
     this.#portmap = checkPortmapOption(options.portmap);
     this.#retryInitialMs = positiveInt(options.retryInitialMs, PEER_DEFAULTS.retryInitialMs, 'retryInitialMs');
     this.#retryMaxMs = positiveInt(options.retryMaxMs, Math.max(PEER_DEFAULTS.retryMaxMs, this.#retryInitialMs), 'retryMaxMs');
@@ -259,6 +270,7 @@ export class NattravServer extends EventEmitter {
       mappedEndpoint: () => this.#agent?.endpoint,
       boundEndpoint: () => this.#bind?.endpoint,
       once: this.#once,
+      takeover: this.#takeover,
       backoff: { initialMs: this.#retryInitialMs, maxMs: this.#retryMaxMs, jitter: REGISTRATION_BACKOFF.jitter },
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
@@ -277,6 +289,11 @@ export class NattravServer extends EventEmitter {
     });
     registration.on('retry', (retry: RegistrationRetry) => {
       this.emit('registrationRetry', { ...retry, error: asNattravError(retry.error) } satisfies RegistrationRetryEvent);
+    });
+    registration.on('moved', (event: MovedEvent) => this.emit('moved', event));
+    registration.on('taken-over', (err: NattravError) => {
+      this.emit('takenOver', err);
+      this.close();
     });
     registration.on('connection-request', ({ attemptId, joinAt, datagram }: { attemptId: Uint8Array; joinAt?: HostPort; datagram: boolean }) => this.#accept(attemptId, joinAt, datagram));
     registration.on('connection-refused', ({ attemptId, reason }: { attemptId: Uint8Array; reason: string }) => {

@@ -72,7 +72,7 @@ export const EXPOSE_DEFAULTS = {
 } as const;
 
 /** Events re-emitted from the server underneath, with the server's arguments (see createServer). */
-const SERVER_EVENTS = ['registered', 'registrationLost', 'registrationRetry', 'unregistered', 'connectionRejected', 'attemptFailed', 'attemptRefused', 'portmap', 'socks5Bind', 'keepalive', 'keepaliveFailed'] as const;
+const SERVER_EVENTS = ['registered', 'registrationLost', 'registrationRetry', 'unregistered', 'connectionRejected', 'attemptFailed', 'attemptRefused', 'portmap', 'socks5Bind', 'keepalive', 'keepaliveFailed', 'moved', 'takenOver'] as const;
 
 /** One connection in progress: how to stop it. */
 interface Active {
@@ -85,7 +85,8 @@ interface Active {
  * peer connection), and from the server underneath, with its arguments (see createServer):
  * `'registered'` (kind `first`, `refresh` or `again`), `'registrationLost'`,
  * `'registrationRetry'`, `'unregistered'`, `'portmap'` (our gateway's port mapping), `'socks5Bind'` (our BIND at the SOCKS5 proxy), `'connectionRejected'` (an initiator not in
- * `allow`), `'attemptFailed'`, `'attemptRefused'`, `'keepalive'` and `'keepaliveFailed'` (adaptive keepalive). Unless `once`, start() waits through a
+ * `allow`), `'attemptFailed'`, `'attemptRefused'`, `'keepalive'` and `'keepaliveFailed'` (adaptive keepalive), `'moved'` (the host moved and registered from
+ * there), `'takenOver'` (another process with our key took the URI: the server underneath closed). Unless `once`, start() waits through a
  * broker that is away (reporting each try with `'registrationRetry'`), and a registration
  * lost later is made again: the exposer serves until closed.
  */

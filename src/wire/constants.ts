@@ -186,6 +186,30 @@ export const AttrType = {
    */
   AlternatePort: 0xce01,
   /**
+   * nattrav (comprehension-optional): {@link INSTANCE_ID_LENGTH} random bytes naming one running
+   * process of a key (a server instance). In a Register: who registers, so the broker tells the
+   * same instance registering from a new place (a move) from another live process of the key.
+   * In the answer to an INSTANCE-CHECK: the holder's instance. See wire/instance.ts.
+   */
+  InstanceId: 0xce02,
+  /**
+   * nattrav (comprehension-optional): in a Register with a proof of key, "take the URI from a
+   * live instance of this key" (u32, 1). Ignored in refreshes.
+   */
+  Takeover: 0xce03,
+  /**
+   * nattrav (comprehension-optional): in a ConnectionRequest from the broker to the holder of a
+   * URI, under its session key and with no ATTEMPT-ID: what the broker asks (u32, an
+   * {@link InstanceCheckCode}): are you alive (answer with INSTANCE-ID), or you were taken over.
+   */
+  InstanceCheck: 0xce04,
+  /**
+   * nattrav (comprehension-optional): in a proof of key, the session the same instance held
+   * before (its ID, then an HMAC-SHA256 under that session's key over the proof's nonce and URI;
+   * security/previous-session.ts): the broker sees a move or a new socket, not another process.
+   */
+  PreviousSession: 0xce05,
+  /**
    * nattrav (comprehension-optional): in a Connect, ConnectionRequest and the final answers, what
    * the attempt makes (u32, a {@link TransportCode}); absent means a TCP stream.
    */
@@ -208,6 +232,17 @@ export const TransportCode = {
   /** A UDP datagram channel (peer/datagram/). */
   datagram: 1,
 } as const;
+
+/** nattrav: values of INSTANCE-CHECK. */
+export const InstanceCheckCode = {
+  /** Is the holder alive? It answers success with its INSTANCE-ID, under its session key. */
+  alive: 1,
+  /** Another instance of the key took the URI over: the holder stops refreshing (it answers success). */
+  takenOver: 2,
+} as const;
+
+/** nattrav: length of INSTANCE-ID in bytes (random, per server instance). */
+export const INSTANCE_ID_LENGTH = 16;
 
 /** nattrav: values of ROLE, the sender's part in an attempt (MappingProbe, Relay). */
 export const RoleCode = {
@@ -284,6 +319,8 @@ export const StunErrorCode = {
   TooManyRequests: 429,
   /** nattrav: the recipient did not answer the connection request. */
   RecipientUnreachable: 480,
+  /** nattrav: the URI is held by another live instance (process) of the same key; TAKEOVER takes it. */
+  HeldByInstance: 409,
   ServerError: 500,
 } as const;
 

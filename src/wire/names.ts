@@ -46,6 +46,10 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.BoundEndpoint, 'BOUND-ENDPOINT'],
   [AttrType.AlternatePort, 'ALTERNATE-PORT'],
   [AttrType.RequestPadding, 'REQUEST-PADDING'],
+  [AttrType.InstanceId, 'INSTANCE-ID'],
+  [AttrType.Takeover, 'TAKEOVER'],
+  [AttrType.InstanceCheck, 'INSTANCE-CHECK'],
+  [AttrType.PreviousSession, 'PREVIOUS-SESSION'],
 ]);
 
 /** The attribute's name (`'XOR-MAPPED-ADDRESS'`), or `'attribute 0x4e99'` for a type nattrav does not know. */
