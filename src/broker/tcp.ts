@@ -9,6 +9,7 @@ import { TLSSocket } from 'node:tls';
 import { toTransportAddress } from '../common/endpoint.js';
 import type { TimerHandle } from '../common/clock.js';
 import { StunChannel } from '../common/stun-channel.js';
+import { beforeTls } from '../common/websocket-stream.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { addXorAddress, getAttemptId, getRole, type RoleName } from '../wire/nattrav.js';
@@ -212,7 +213,7 @@ export class TcpService {
       return;
     }
     this.#connections.handshaking(raw);
-    const secure = new TLSSocket(raw, { isServer: true, cert, key, minVersion: TLS_VERSION, maxVersion: TLS_VERSION });
+    const secure = new TLSSocket(beforeTls(raw), { isServer: true, cert, key, minVersion: TLS_VERSION, maxVersion: TLS_VERSION });
     secure.on('error', () => raw.destroy());
     secure.once('secure', () => {
       this.#connections.handshaken(raw);

@@ -16,6 +16,7 @@ import { alternatePortOf, learnAlternatePort } from './alternate-port.js';
 import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
+import { beforeTls } from '../common/websocket-stream.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { AttrType, MAPPING_KEY_LENGTH, MAX_PRIVATE_ENDPOINTS, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import { decodeMappingKind, type MappingKind } from '../nat/mapping.js';
@@ -201,7 +202,7 @@ export async function secureBrokerConnection(raw: Socket, broker: HostPort, brok
       throw new NattravError(ErrorCode.BrokerAuth, 'broker authentication failed: the broker offers no TLS (it has no certificate)');
     }
     const secure = connectTls({
-      socket: raw,
+      socket: beforeTls(raw),
       ca: brokerCa,
       minVersion: 'TLSv1.3',
       maxVersion: 'TLSv1.3',

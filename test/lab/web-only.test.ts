@@ -4,8 +4,9 @@
  * (only TCP 80/443 out, no UDP) given the broker's usual HOST:PORT falls back to
  * ws://HOST:80 (wss:443 refused first), registers, is reached by a peer elsewhere
  * and connects to a peer elsewhere; then the same through a real HTTP CONNECT proxy
- * (tinyproxy on a public host, port 443) with --http-proxy. Bytes echoed back hash
- * the same (SHA-256); netcheck from the web-only site reports the broker as reachable
+ * (tinyproxy on a public host, port 443) with --http-proxy. Every connection runs
+ * end-to-end TLS (the default) over the broker's relay, half-closed by `connect` when
+ * its stdin ends; the bytes echoed back hash the same (SHA-256); netcheck from the web-only site reports the broker as reachable
  * only over the web. In the proxy case the site's router forwards nothing but to
  * the proxy, so without --http-proxy the peer cannot reach the broker (exit 4).
  */
@@ -87,17 +88,17 @@ describe('web-only site: registers over WebSocket, reachable, connects out; also
   test('fallback to ws:80, reachable from a peer elsewhere, and connects out', { timeout: 5 * 60_000 }, async (t) => {
     if (!(await requireLab(t))) return;
     const l = lab as Lab;
-    const listener = startCli(l.site('web').host, ['listen', 'nattrav://web-only', '--broker', brokerAddress, '--echo', '--no-tls']);
+    const listener = startCli(l.site('web').host, ['listen', 'nattrav://web-only', '--broker', brokerAddress, '--echo']);
     await listener.waitForEvent('registered', START_WAIT_MS);
     const fallback = listener.events.find((e) => e.event === 'web-fallback');
     assert.equal(fallback?.via, `ws://${l.broker.address}:80/`, listener.stderr.slice(-2000));
     // wss:443 was tried first (nothing listens there), after TCP.
     assert.deepEqual((fallback?.reasons as string[]).map((r) => r.split(':')[0]), ['tcp', 'wss']);
-    await echoThrough(l.site('out').host, 'nattrav://web-only', ['--no-tls']);
+    await echoThrough(l.site('out').host, 'nattrav://web-only', []);
 
-    const outListener = startCli(l.site('out').host, ['listen', 'nattrav://out-echo', '--broker', brokerAddress, '--echo', '--no-tls']);
+    const outListener = startCli(l.site('out').host, ['listen', 'nattrav://out-echo', '--broker', brokerAddress, '--echo']);
     await outListener.waitForEvent('registered', START_WAIT_MS);
-    const client = await echoThrough(l.site('web').host, 'nattrav://out-echo', ['--no-tls']);
+    const client = await echoThrough(l.site('web').host, 'nattrav://out-echo', []);
     assert.ok(client.events.some((e) => e.event === 'web-fallback'), 'the initiator on the web-only site fell back too');
 
     // netcheck says the broker answers only over the web, and from which address.
@@ -129,12 +130,12 @@ describe('web-only site: registers over WebSocket, reachable, connects out; also
     const direct = startCli(site.host, ['netcheck', '--broker', brokerAddress]);
     assert.equal(await direct.exited, 4, `without the proxy nothing gets out: ${direct.stderr.slice(-1000)}`);
     assert.match(direct.stderr, /web: no answer either \(wss:\/\/.*; ws:\/\//);
-    const listener = startCli(l.site('webproxied').host, ['listen', 'nattrav://web-proxied', '--broker', brokerAddress, '--echo', '--no-tls', '--http-proxy', proxyUrl]);
+    const listener = startCli(l.site('webproxied').host, ['listen', 'nattrav://web-proxied', '--broker', brokerAddress, '--echo', '--http-proxy', proxyUrl]);
     await listener.waitForEvent('registered', START_WAIT_MS);
-    await echoThrough(l.site('out').host, 'nattrav://web-proxied', ['--no-tls']);
-    const outListener = startCli(l.site('out').host, ['listen', 'nattrav://out-echo-2', '--broker', brokerAddress, '--echo', '--no-tls']);
+    await echoThrough(l.site('out').host, 'nattrav://web-proxied', []);
+    const outListener = startCli(l.site('out').host, ['listen', 'nattrav://out-echo-2', '--broker', brokerAddress, '--echo']);
     await outListener.waitForEvent('registered', START_WAIT_MS);
-    await echoThrough(l.site('webproxied').host, 'nattrav://out-echo-2', ['--no-tls', '--http-proxy', proxyUrl]);
+    await echoThrough(l.site('webproxied').host, 'nattrav://out-echo-2', ['--http-proxy', proxyUrl]);
     assert.match(proxyLog, /CONNECT/, `tinyproxy saw a CONNECT: ${proxyLog.slice(-2000)}`);
   });
 });
