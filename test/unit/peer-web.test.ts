@@ -7,9 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { closedPort } from './stun-responders.js';
-import { createServer as netServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { ErrorCode } from '../../src/errors.js';
 import { connect } from '../../src/peer/connect.js';
@@ -19,6 +17,7 @@ import { parseBrokerUrl, WebFallbackDialer, webSocketDialer, type WebFallbackEve
 import { createCa, issueCertificate } from '../../src/security/ca.js';
 import type { NattravSocket } from '../../src/peer/info.js';
 import { startWatchedBroker, startRecipient, until } from '../helpers/loopback.js';
+import { connectProxy } from '../helpers/websocket.js';
 
 const closers: Array<() => unknown> = [];
 after(async () => {
@@ -74,40 +73,6 @@ async function roundTrip(connection: NattravSocket): Promise<void> {
   const back = readAll(connection);
   connection.end(payload);
   assert.equal(sha256(await back), sha256(payload));
-}
-
-/** A CONNECT proxy on loopback wanting `user:password` (when given); records what it was asked. */
-async function connectProxy(credentials?: string): Promise<{ url: (userinfo?: string) => string; asked: string[] }> {
-  const asked: string[] = [];
-  const sockets = new Set<Socket>();
-  const server: Server = netServer((client) => {
-    sockets.add(client);
-    client.on('error', () => undefined);
-    client.once('data', (head: Buffer) => {
-      const text = head.toString('latin1');
-      asked.push(text.split('\r\n')[0] ?? '');
-      const auth = /Proxy-Authorization: Basic (\S+)/i.exec(text)?.[1];
-      if (credentials !== undefined && auth !== Buffer.from(credentials).toString('base64')) {
-        client.end('HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n');
-        return;
-      }
-      const [host, port] = (/^CONNECT (\S+):(\d+) /.exec(text) ?? []).slice(1);
-      const upstream = netConnect({ host: host as string, port: Number(port) }, () => {
-        client.write('HTTP/1.1 200 Connection established\r\n\r\n');
-        client.pipe(upstream).pipe(client);
-      });
-      sockets.add(upstream);
-      upstream.on('error', () => client.destroy());
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  closers.push(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  const { port } = server.address() as { port: number };
-  return { url: (userinfo = '') => `http://${userinfo === '' ? '' : `${userinfo}@`}127.0.0.1:${port}`, asked };
 }
 
 describe('peer over WebSocket', () => {
@@ -168,7 +133,7 @@ describe('peer over WebSocket', () => {
   test('an HTTP CONNECT proxy carries the WebSocket; wrong credentials are named, the password never shown', async () => {
     const { broker, address, events } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
     const wsPort = broker.webSocketEndpoints()[0]?.port as number;
-    const proxy = await connectProxy('alice:s3cret');
+    const proxy = await connectProxy(closers, 'alice:s3cret');
     const url = `ws://127.0.0.1:${wsPort}/`;
     const { server } = await startRecipient(address, 'nattrav://web-proxy', { dialer: webSocketDialer(url, { httpProxy: proxy.url('alice:s3cret') }), tls: false });
     closers.push(() => server.close());
