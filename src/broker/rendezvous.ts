@@ -93,6 +93,8 @@ interface Attempt {
   readonly notified: AnswerSource;
   /** The recipient's port mapping as registered when the attempt began (path `portmap`), if any. */
   readonly recipientMapped: TransportAddress | undefined;
+  /** The recipient registered over a WebSocket (Registration.web): the plan is the relay. */
+  readonly recipientWeb: boolean;
 }
 
 /** Where an answer to a ConnectionRequest came from: the recipient's UDP mapping, or its TCP control connection. */
@@ -265,6 +267,7 @@ export class Rendezvous {
       requestTxid: notify.transactionId,
       notified: { transport: registration.transport ?? 'udp', from: registration.publicEndpoint },
       recipientMapped: registration.mappedEndpoint,
+      recipientWeb: registration.web === true,
     };
     this.#attempts.set(key, attempt);
     this.#byTxid.set(hex(notify.transactionId), key);
@@ -379,7 +382,7 @@ export class Rendezvous {
     const schedule = scheduleAttempt(
       {
         initiator: { ...attempt.initiator, probes: initiatorProbes },
-        recipient: { ...recipient, probes: recipientProbes, ...(attempt.recipientMapped === undefined ? {} : { mappedEndpoint: attempt.recipientMapped }) },
+        recipient: { ...recipient, probes: recipientProbes, ...(attempt.recipientMapped === undefined ? {} : { mappedEndpoint: attempt.recipientMapped }), web: attempt.recipientWeb },
       },
       { initiatorMs: rtts[0], recipientMs: rtts[1] },
       { history: shared ?? this.#history.recent(initiatorSource, attempt.uri, now), claimed: attempt.claimed, budget: this.#budget(initiatorSource, attempt.uri, now) },

@@ -34,6 +34,8 @@ export interface AttemptSide {
    * (carrier-grade NAT) maps a port of an address nobody outside can reach.
    */
   readonly mappedEndpoint?: TransportAddress;
+  /** It registered over a WebSocket (Registration.web; the recipient's only): only the relay can reach it. */
+  readonly web?: boolean;
 }
 
 /** Both sides of an attempt. */
@@ -108,7 +110,7 @@ export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures:
   const recipientMapping = classifyTcpMapping(recipient.publicEndpoint, recipient.probes, recipient.privateEndpoints);
   const plan = planStrategies(
     { mapping: initiatorMapping, publicAddress: initiator.publicEndpoint.address },
-    { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address, mapped: recipient.mappedEndpoint?.address === recipient.publicEndpoint.address },
+    { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address, mapped: recipient.mappedEndpoint?.address === recipient.publicEndpoint.address, web: recipient.web === true },
   );
   const scheduled = new Set(failures.history.filter((h) => now - h.at <= ATTEMPT_HISTORY_MS).map((h) => h.strategy));
   const choice = chooseStrategy(plan, { scheduled, claimed: failures.claimed, budget: failures.budget });

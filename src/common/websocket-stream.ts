@@ -102,6 +102,11 @@ export function beforeTls<T extends Socket>(socket: T): T {
   return socket;
 }
 
+/** True when `socket` is a WebSocket made to look like a TCP socket by {@link webSocketAsSocket} (the broker: a peer that came over the web). */
+export function isWebSocketStream(socket: unknown): boolean {
+  return socket instanceof WebSocketDuplex;
+}
+
 /**
  * `ws` as a stream that answers like the TCP or TLS socket `raw` under it (remote
  * address and port, setTimeout, setNoDelay, setKeepAlive, resetAndDestroy). With

@@ -9,7 +9,7 @@ import { openSecret, recipientSealKey } from '../security/attempt-secret.js';
 import { newEphemeralKey, sessionKey, type EphemeralKey } from '../security/proof.js';
 import { brokerCertificateProblem } from '../security/issued.js';
 import { connect as netConnect, type Socket } from 'node:net';
-import { DIRECT_DIALER, type Dialer } from './dialer.js';
+import { claimUnusable, DIRECT_DIALER, type Dialer } from './dialer.js';
 import { connect as connectTls } from 'node:tls';
 import { readOneMessage } from './sockets.js';
 import { alternatePortOf, learnAlternatePort } from './alternate-port.js';
@@ -99,6 +99,7 @@ export async function runExchange(
   const probeKey = identity.role === 'initiator' ? randomBytes(MAPPING_KEY_LENGTH) : identity.sessionKey;
   if (identity.role === 'initiator' && probeKey !== undefined) request.add(AttrType.MappingKey, probeKey);
   const socket = await openBrokerConnection(broker, signal, brokerCa, dialer);
+  if (identity.role === 'initiator') claimUnusable(request, dialer);
   // One more connection from the same local port to the broker's alternate port (as
   // it announced, else port + 1) shows the broker how our NAT maps TCP. Losing it only
   // costs precision. Through a proxy or tunnel the local port is not ours to probe from.

@@ -170,6 +170,48 @@ describe('peer over WebSocket', () => {
   });
 });
 
+describe('relay first for peers on the web', () => {
+  /** The strategies the broker scheduled, from its events. */
+  const scheduled = (events: Array<{ type: string }>): Array<{ strategy: string; plan: string[] }> =>
+    events.filter((e) => e.type === 'scheduled') as unknown as Array<{ strategy: string; plan: string[] }>;
+
+  test('a recipient registered over a WebSocket: the broker records it and plans the relay at once, no punch', async () => {
+    const { broker, address, events } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const url = `ws://127.0.0.1:${broker.webSocketEndpoints()[0]?.port}/`;
+    const { server } = await startRecipient(address, 'nattrav://web-relay-first', { dialer: webSocketDialer(url), tls: false });
+    closers.push(() => server.close());
+    server.on('connection', echoLive);
+    assert.equal((await broker.registry.get('nattrav://web-relay-first'))?.web, true, 'the registration says it came over the web');
+    // The initiator is an ordinary peer (direct TCP): only the recipient's mark can send it to the relay.
+    const connection = await connect({ broker: address, uri: 'nattrav://web-relay-first', tls: false, timeoutMs: 25_000 });
+    closers.push(() => connection.destroy());
+    assert.equal(connection.nattrav.path, 'relay');
+    assert.deepEqual(connection.nattrav.trace.map((t) => `${t.strategy} ${t.outcome}`), ['relay succeeded'], 'no punch was tried');
+    assert.deepEqual(scheduled(events).map((e) => [e.strategy, e.plan]), [['relay', ['relay']]]);
+    await echoTrip(connection);
+  });
+
+  test('an initiator that fell back to the web says so in its Connect: relay at once, no punch', async () => {
+    const { broker, address, events } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const wsPort = broker.webSocketEndpoints()[0]?.port as number;
+    // The recipient is an ordinary peer (UDP registration, direct TCP).
+    const { server } = await startRecipient(address, 'nattrav://web-initiator', { tls: false });
+    closers.push(() => server.close());
+    server.on('connection', echoLive);
+    // TCP to the broker's "usual" port is refused (nothing listens there), so the initiator's dialer moves to ws.
+    const port = await closedPort();
+    const fallbacks: WebFallbackEvent[] = [];
+    const dialer = new WebFallbackDialer({ fallbackPorts: { wss: port, ws: wsPort }, httpProxy: false }, (e) => fallbacks.push(e));
+    const connection = await connect({ broker: `127.0.0.1:${port}`, uri: 'nattrav://web-initiator', dialer, tls: false, timeoutMs: 25_000 });
+    closers.push(() => connection.destroy());
+    assert.equal(fallbacks.length, 1, 'the initiator reached the broker over ws');
+    assert.equal(connection.nattrav.path, 'relay');
+    assert.deepEqual(connection.nattrav.trace.map((t) => `${t.strategy} ${t.outcome}`), ['relay succeeded'], 'no punch was tried');
+    assert.deepEqual(scheduled(events).map((e) => e.strategy), ['relay']);
+    await echoTrip(connection);
+  });
+});
+
 describe('probeWeb (netcheck)', () => {
   test('wss closed, ws answers: reachable over ws with the address the broker saw; nothing open: each step named', async () => {
     const { broker } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });

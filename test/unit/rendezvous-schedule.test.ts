@@ -116,6 +116,16 @@ describe('scheduleAttempt: every strategy, its answers and its delays', () => {
     assert.equal(scheduleAttempt({ initiator: nat('eim', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') }, rtts, after('direct', 'public', 'relay'), NOW).strategy, 'relay');
   });
 
+  test('a recipient that registered over a WebSocket (web-only): the relay at once, whatever both NATs are', () => {
+    for (const kind of ['eim', 'none', 'unknown'] as const) {
+      const schedule = scheduleAttempt({ initiator: nat(kind, A, '192.168.1.2'), recipient: { ...nat('eim', B, '10.0.0.2'), web: true } }, rtts, fresh, NOW);
+      assert.equal(schedule.strategy, 'relay', kind);
+      assert.deepEqual(schedule.plan, ['relay'], kind);
+    }
+    // Without the mark the same pair punches first.
+    assert.equal(scheduleAttempt({ initiator: nat('eim', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') }, rtts, fresh, NOW).strategy, 'direct');
+  });
+
   test('unknown mappings (no probes) are planned as cones', () => {
     assert.equal(scheduleAttempt({ initiator: nat('unknown', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') }, rtts, fresh, NOW).strategy, 'direct');
   });
