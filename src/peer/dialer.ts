@@ -36,6 +36,12 @@ export interface Dialer {
    * the proxy fails; with `signal`'s reason when it aborts, leaving nothing open.
    */
   dial(target: HostPort, signal: AbortSignal): Promise<Socket>;
+  /**
+   * What the last dial to `target` tried, one entry per step ("how: why it failed", a step
+   * cut off by the signal included), for a dialer that tries several ways; undefined or
+   * empty: the dial's own error says it all.
+   */
+  stepsTried?(target: HostPort): readonly string[];
 }
 
 /**

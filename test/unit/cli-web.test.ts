@@ -85,6 +85,23 @@ describe('nattrav listen/connect --broker ws://', () => {
     assert.deepEqual(await Promise.all([forwarder.exited, exposer.exited]), [143, 143], `${forwarder.stderr}\n${exposer.stderr}`);
   });
 
+  test('connect when nothing gets out (TCP, wss, ws all refused), also when its time runs out first: exit 4 naming each step, never 5', async () => {
+    // A loopback port nothing listens on: TCP is refused there, and on 443 and 80 unless something listens.
+    const closed = netServer();
+    closed.listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const port = (closed.address() as { port: number }).port;
+    await new Promise((resolve) => closed.close(resolve));
+    for (const timeout of ['1', '20000']) {
+      const proc = cli(['connect', 'nattrav://nobody', '--broker', `127.0.0.1:${port}`, '--timeout', timeout, '--json']);
+      assert.equal(await proc.exited, 4, `--timeout ${timeout}: ${proc.stderr}`);
+      const error = JSON.parse(proc.stderr.split('\n').find((line) => line.includes('"event":"error"')) ?? '{}') as { code?: string; message?: string };
+      assert.equal(error.code, 'ERR_BROKER_UNREACHABLE', proc.stderr);
+      // Every step is named with what became of it: refused, cut off by the time limit, or not tried.
+      assert.match(String(error.message), new RegExp(`tcp: .*; wss://127\\.0\\.0\\.1:443/: .*; ws://127\\.0\\.0\\.1:80/: `), `--timeout ${timeout}`);
+    }
+  });
+
   test('bad --broker URLs and --http-proxy values: exit 2 naming them, the password masked', async () => {
     const cases = [
       [['connect', 'nattrav://x', '--broker', 'wss://'], /broker URL wss:\/\/: not a URL/],

@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { closedPort } from './stun-responders.js';
+import { once } from 'node:events';
+import { createServer as netServer, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { ErrorCode } from '../../src/errors.js';
 import { connect } from '../../src/peer/connect.js';
@@ -209,6 +211,35 @@ describe('relay first for peers on the web', () => {
     assert.deepEqual(connection.nattrav.trace.map((t) => `${t.strategy} ${t.outcome}`), ['relay succeeded'], 'no punch was tried');
     assert.deepEqual(scheduled(events).map((e) => e.strategy), ['relay']);
     await echoTrip(connection);
+  });
+});
+
+describe('a broker never reached', () => {
+  test('the time runs out during a web step: ERR_BROKER_UNREACHABLE naming each step (refused, cut off, not tried), not ERR_TIMEOUT', async () => {
+    // wss: a port that accepts TCP and then says nothing, so the TLS handshake is still waiting when the time runs out.
+    const held = new Set<Socket>();
+    const silent = netServer((socket) => {
+      held.add(socket);
+      socket.on('error', () => undefined);
+    });
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    closers.push(() => {
+      for (const socket of held) socket.destroy();
+      return new Promise((resolve) => silent.close(resolve));
+    });
+    const silentPort = (silent.address() as { port: number }).port;
+    const port = await closedPort();
+    const dialer = new WebFallbackDialer({ fallbackPorts: { wss: silentPort, ws: port }, httpProxy: false });
+    await assert.rejects(connect({ broker: `127.0.0.1:${port}`, uri: 'nattrav://nobody', dialer, tls: false, timeoutMs: 1_000 }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, ErrorCode.BrokerUnreachable, err.message);
+      assert.match(err.message, /^broker unreachable: not reached within 1000 ms; tried: tcp: broker unreachable: .*ECONNREFUSED.*; wss:\/\/127\.0\.0\.1:\d+\/: cut off after \d+ ms \(timed out after 1000 ms while connecting to nattrav:\/\/nobody\); ws:\/\/127\.0\.0\.1:\d+\/: not tried$/);
+      return true;
+    });
+    // The caller's own abort stays an abort.
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 300);
+    await assert.rejects(connect({ broker: `127.0.0.1:${port}`, uri: 'nattrav://nobody', dialer: new WebFallbackDialer({ fallbackPorts: { wss: silentPort, ws: port }, httpProxy: false }), tls: false, signal: controller.signal }), (err: Error & { code?: string }) => err.code === ErrorCode.Aborted);
   });
 });
 
