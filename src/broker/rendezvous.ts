@@ -54,7 +54,7 @@ import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } fro
 import { ProbeBook, type ProbeOutcome } from './probe-book.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { SequenceCounter } from './sequences.js';
-import { scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
+import { relayOnly, scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
 
 export type { ExchangeChannel } from './exchange-requests.js';
 
@@ -363,12 +363,13 @@ export class Rendezvous {
     }
     if (attempt.state !== 'probing') return;
 
-    // Step 5: the mapping probes of each side, from its exchange's own address.
+    // Step 5: the mapping probes of each side, from its exchange's own address (unless only the relay can come of it).
     const initiatorSource = attempt.initiator.publicEndpoint.address;
     const recipientSource = recipient.publicEndpoint.address;
+    const mappingWaitMs = relayOnly(attempt.recipientWeb, attempt.claimed) ? 0 : MAPPING_WAIT_MS;
     await Promise.all([
-      this.#probes.wait(attempt.key, 'initiator', initiatorSource, MAPPING_WAIT_MS),
-      this.#probes.wait(attempt.key, 'recipient', recipientSource, MAPPING_WAIT_MS),
+      this.#probes.wait(attempt.key, 'initiator', initiatorSource, mappingWaitMs),
+      this.#probes.wait(attempt.key, 'recipient', recipientSource, mappingWaitMs),
     ]);
     // Take the records whatever became of the attempt: left behind they would only expire.
     const initiatorProbes = this.#probes.take(attempt.key, 'initiator', initiatorSource);

@@ -8,7 +8,7 @@
  */
 import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
 import { chooseStrategy, planStrategies, strategyCost, type SkipReason } from '../nat/plan.js';
-import type { StrategyName } from '../nat/strategy.js';
+import { STRATEGY_NAMES, type StrategyName } from '../nat/strategy.js';
 import type { TransportAddress } from '../wire/types.js';
 import { startDelays, type StartDelays } from './timing.js';
 
@@ -19,6 +19,16 @@ export const BIRTHDAY_CONE_LAG_MS = 200;
  * initiator, in ms: longer than a whole `connect()` (30 s by default, 4 attempts).
  */
 export const ATTEMPT_HISTORY_MS = 60_000;
+
+/**
+ * True when nothing the mapping probes could show would change the decision: the recipient
+ * registered over a WebSocket (its plan is the relay alone), or the initiator claims every
+ * strategy but the relay failed (a claim may only lead to the relay then). The broker then
+ * does not wait for probes, which a peer on the web never sends.
+ */
+export function relayOnly(recipientWeb: boolean, claimed: ReadonlySet<StrategyName>): boolean {
+  return recipientWeb || STRATEGY_NAMES.every((strategy) => strategy === 'relay' || claimed.has(strategy));
+}
 
 /** What the broker saw of one side of an attempt. */
 export interface AttemptSide {
