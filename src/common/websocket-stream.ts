@@ -3,8 +3,9 @@
  * nattrav's WebSocket transport (the broker's listeners, the peer's web dialer).
  * Each write goes out as one binary message; an empty binary message is the end of
  * one direction (a FIN), so a relayed connection half-closes over a WebSocket like
- * over TCP; once both directions ended (and what came was read) the WebSocket is closed. Remote address and
- * port, idle timeout, no-delay and reset go to the TCP (or TLS) socket under it.
+ * over TCP; once both directions ended (and what came was read) the WebSocket is
+ * closed. Remote address and port, idle timeout, no-delay and reset go to the TCP (or
+ * TLS) socket under it.
  */
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
@@ -73,11 +74,17 @@ class WebSocketDuplex extends Duplex {
       callback();
       return;
     }
-    this.#ws.send(chunk, { binary: true }, (err) => callback(err ?? null));
+    this.#ws.send(chunk, { binary: true }, (err) => this.#sent(err, callback));
   }
 
   override _final(callback: (err?: Error | null) => void): void {
-    this.#ws.send(Buffer.alloc(0), { binary: true }, (err) => callback(err ?? null));
+    this.#ws.send(Buffer.alloc(0), { binary: true }, (err) => this.#sent(err, callback));
+  }
+
+  /** A send finished: a failed one ends the stream (without the stream's own auto-destroy, an error alone would leave it open). */
+  #sent(err: Error | null | undefined, callback: (err?: Error | null) => void): void {
+    callback(err ?? null);
+    if (err instanceof Error) this.destroy(err);
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
