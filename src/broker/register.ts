@@ -79,6 +79,8 @@ export interface RegisterContext {
   onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
   /** This broker's bus ID when it shares the registry with others: stored in each registration it takes (Registration.broker). */
   readonly brokerId?: string;
+  /** The peer registers over a WebSocket: stored as Registration.web (the broker then plans the relay for it). */
+  readonly web?: boolean;
 }
 
 /** Handles one Register request from `remote` arriving over `transport`; returns the URI registered (undefined when refused or withdrawn). */
@@ -378,6 +380,7 @@ async function store(
     transport,
     // The broker holding the peer's mapping (or control connection): connection requests leave from it.
     ...(ctx.brokerId === undefined ? {} : { broker: ctx.brokerId }),
+    ...(ctx.web === true ? { web: true } : {}),
   };
   if (keyFingerprint === undefined) {
     await ctx.registry.put(registration);

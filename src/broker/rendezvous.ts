@@ -54,7 +54,7 @@ import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } fro
 import { ProbeBook, type ProbeOutcome } from './probe-book.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { SequenceCounter } from './sequences.js';
-import { scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
+import { relayOnly, scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
 import { datagramSide, isDatagramRequest, scheduleDatagram } from './datagram-plan.js';
 
 export type { ExchangeChannel } from './exchange-requests.js';
@@ -98,6 +98,8 @@ interface Attempt {
   readonly recipientBound: TransportAddress | undefined;
   /** TRANSPORT = datagram: a UDP channel (datagram-plan.ts), not a TCP stream. */
   readonly datagram: boolean;
+  /** The recipient registered over a WebSocket (Registration.web): the plan is the relay. */
+  readonly recipientWeb: boolean;
 }
 
 /** Where an answer to a ConnectionRequest came from: the recipient's UDP mapping, or its TCP control connection. */
@@ -274,6 +276,7 @@ export class Rendezvous {
       recipientMapped: registration.mappedEndpoint,
       recipientBound: registration.boundEndpoint,
       datagram,
+      recipientWeb: registration.web === true,
     };
     this.#attempts.set(key, attempt);
     this.#byTxid.set(hex(notify.transactionId), key);
@@ -369,12 +372,13 @@ export class Rendezvous {
     }
     if (attempt.state !== 'probing') return;
 
-    // Step 5: the mapping probes of each side, from its exchange's own address.
+    // Step 5: the mapping probes of each side, from its exchange's own address (unless only the relay can come of it).
     const initiatorSource = attempt.initiator.publicEndpoint.address;
     const recipientSource = recipient.publicEndpoint.address;
+    const mappingWaitMs = relayOnly(attempt.recipientWeb, attempt.claimed) ? 0 : MAPPING_WAIT_MS;
     await Promise.all([
-      this.#probes.wait(attempt.key, 'initiator', initiatorSource, MAPPING_WAIT_MS),
-      this.#probes.wait(attempt.key, 'recipient', recipientSource, MAPPING_WAIT_MS),
+      this.#probes.wait(attempt.key, 'initiator', initiatorSource, mappingWaitMs),
+      this.#probes.wait(attempt.key, 'recipient', recipientSource, mappingWaitMs),
     ]);
     // Take the records whatever became of the attempt: left behind they would only expire.
     const initiatorProbes = this.#probes.take(attempt.key, 'initiator', initiatorSource);
@@ -400,7 +404,7 @@ export class Rendezvous {
       : scheduleAttempt(
           {
             initiator: { ...attempt.initiator, probes: initiatorProbes },
-            recipient: { ...recipient, probes: recipientProbes, ...(attempt.recipientMapped === undefined ? {} : { mappedEndpoint: attempt.recipientMapped }), ...(attempt.recipientBound === undefined ? {} : { boundEndpoint: attempt.recipientBound }) },
+            recipient: { ...recipient, probes: recipientProbes, ...(attempt.recipientMapped === undefined ? {} : { mappedEndpoint: attempt.recipientMapped }), ...(attempt.recipientBound === undefined ? {} : { boundEndpoint: attempt.recipientBound }), web: attempt.recipientWeb },
           },
           rttPair,
           failures,

@@ -8,7 +8,7 @@
  */
 import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
 import { chooseStrategy, planStrategies, strategyCost, type SkipReason } from '../nat/plan.js';
-import type { StrategyName } from '../nat/strategy.js';
+import { STRATEGY_NAMES, type StrategyName } from '../nat/strategy.js';
 import type { TransportAddress } from '../wire/types.js';
 import { startDelays, type StartDelays } from './timing.js';
 
@@ -19,6 +19,16 @@ export const BIRTHDAY_CONE_LAG_MS = 200;
  * initiator, in ms: longer than a whole `connect()` (30 s by default, 4 attempts).
  */
 export const ATTEMPT_HISTORY_MS = 60_000;
+
+/**
+ * True when nothing the mapping probes could show would change the decision: the recipient
+ * registered over a WebSocket (its plan is the relay alone), or the initiator claims every
+ * strategy but the relay failed (a claim may only lead to the relay then). The broker then
+ * does not wait for probes, which a peer on the web never sends.
+ */
+export function relayOnly(recipientWeb: boolean, claimed: ReadonlySet<StrategyName>): boolean {
+  return recipientWeb || STRATEGY_NAMES.every((strategy) => strategy === 'relay' || claimed.has(strategy));
+}
 
 /** What the broker saw of one side of an attempt. */
 export interface AttemptSide {
@@ -40,6 +50,8 @@ export interface AttemptSide {
    * proxy's, from which the registration came); an unspecified address stands for that one.
    */
   readonly boundEndpoint?: TransportAddress;
+  /** It registered over a WebSocket (Registration.web; the recipient's only): only the relay can reach it. */
+  readonly web?: boolean;
 }
 
 /** The side's bound endpoint when path `socks5-bind` may use it (on its own public address), else undefined. */
@@ -122,7 +134,7 @@ export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures:
   const recipientMapping = classifyTcpMapping(recipient.publicEndpoint, recipient.probes, recipient.privateEndpoints);
   const plan = planStrategies(
     { mapping: initiatorMapping, publicAddress: initiator.publicEndpoint.address },
-    { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address, mapped: recipient.mappedEndpoint?.address === recipient.publicEndpoint.address, bound: usableBoundEndpoint(recipient) !== undefined },
+    { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address, mapped: recipient.mappedEndpoint?.address === recipient.publicEndpoint.address, bound: usableBoundEndpoint(recipient) !== undefined, web: recipient.web === true },
   );
   const scheduled = new Set(failures.history.filter((h) => now - h.at <= ATTEMPT_HISTORY_MS).map((h) => h.strategy));
   const choice = chooseStrategy(plan, { scheduled, claimed: failures.claimed, budget: failures.budget });

@@ -9,6 +9,7 @@ import { TLSSocket } from 'node:tls';
 import { toTransportAddress } from '../common/endpoint.js';
 import type { TimerHandle } from '../common/clock.js';
 import { StunChannel } from '../common/stun-channel.js';
+import { beforeTls, isWebSocketStream } from '../common/websocket-stream.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { addXorAddress, getAttemptId, getRole, type RoleName } from '../wire/nattrav.js';
@@ -212,7 +213,7 @@ export class TcpService {
       return;
     }
     this.#connections.handshaking(raw);
-    const secure = new TLSSocket(raw, { isServer: true, cert, key, minVersion: TLS_VERSION, maxVersion: TLS_VERSION });
+    const secure = new TLSSocket(beforeTls(raw), { isServer: true, cert, key, minVersion: TLS_VERSION, maxVersion: TLS_VERSION });
     secure.on('error', () => raw.destroy());
     secure.once('secure', () => {
       this.#connections.handshaken(raw);
@@ -220,8 +221,8 @@ export class TcpService {
     });
   }
 
-  /** Register over TCP: keep the channel so connection requests can go down it. */
-  #registerControl(channel: StunChannel, request: StunMessage): void {
+  /** Register over TCP (`web`: over a WebSocket): keep the channel so connection requests can go down it. */
+  #registerControl(channel: StunChannel, request: StunMessage, web: boolean): void {
     const { software, maxLifetimeMs } = this.#ctx.options;
     const socket = channel.socket;
     const remote = toTransportAddress(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
@@ -239,6 +240,7 @@ export class TcpService {
         onWithdrawn: (uri, transport) => this.#ctx.withdrawn(uri, transport),
         alternatePort: () => this.#ctx.alternatePort(),
         ...(this.#ctx.brokerId === undefined ? {} : { brokerId: this.#ctx.brokerId }),
+        ...(web ? { web } : {}),
       },
       request,
       remote,
@@ -340,7 +342,7 @@ export class TcpService {
           setRole('control');
           // A control connection lives as long as its registration; refreshes keep it busy.
           socket.setTimeout(maxLifetimeMs, () => socket.destroy());
-          this.#registerControl(channel, message);
+          this.#registerControl(channel, message, isWebSocketStream(raw));
           return;
         }
         case Method.StartTls:

@@ -19,11 +19,10 @@ import type { EventEmitter } from 'node:events';
 import type { PortMapperEvent } from '../portmap/mapper.js';
 import type { Reporter } from './output.js';
 import { describeKeepalive, lifetimeFields } from './lifetime-text.js';
-import { socks5Option } from './proxy.js';
 import { readPem } from './pem.js';
 import { pipeStdio, reportNotConnected, reportPipe } from './pipe.js';
 import type { StopSignals } from './signals.js';
-import { brokerRoute, type WebCommandOptions } from './web.js';
+import { peerRoute, type WebCommandOptions } from './web.js';
 import { isBrokerUrl, parseBrokerUrl } from '../peer/web/dialer.js';
 
 function infoFields(info: ConnectionInfo): Record<string, unknown> {
@@ -201,15 +200,14 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   const brokers = checkTarget(uri, options.broker);
   for (const allowed of options.allow ?? []) checkNattravUri(allowed, '--allow');
   const { identity, ca, brokerCa } = await security(options);
-  const proxy = socks5Option(options.socks5, out);
+  const route = peerRoute(options, brokerCa, out);
   const { createServer } = await import('../peer/server.js');
   const server = createServer({
     broker: brokers,
-    ...webDialer(options, proxy, brokerCa, out),
+    ...route.options,
     uri,
     ...(identity === undefined ? {} : { identity }),
     ...(brokerCa === undefined ? {} : { brokerCa }),
-    ...proxy,
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
     ...(options.once === true ? { once: true } : {}),
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
@@ -283,8 +281,7 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
   const brokers = checkTarget(uri, options.broker);
   const { identity, ca, brokerCa } = await security(options);
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
-  const proxy = socks5Option(options.socks5, out);
-  const route = webDialer(options, proxy, brokerCa, out);
+  const route = peerRoute(options, brokerCa, out);
   const onTrace = (event: StrategyTrace): void => {
     const why = event.error === undefined ? '' : `: ${event.error}`;
     out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
@@ -293,14 +290,13 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
   try {
     socket = await connect({
       broker: brokers,
-      ...route,
+      ...route.options,
       onBrokerFailed: ({ broker, error }) => out.event('broker-failed', { broker, code: error.code, message: error.message }, `broker ${broker} did not answer (${error.message}); trying the next`),
       uri,
       signal: stop.signal,
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       ...(options.verbose === true ? { onTrace } : {}),
       ...(brokerCa === undefined ? {} : { brokerCa }),
-      ...proxy,
       tls: options.tls === false ? false : { ...(identity === undefined ? {} : { identity }), ca: ca ?? [] },
       ...(options.expectKey === undefined ? {} : { expectKey: options.expectKey }),
       ...(options.acceptNewKey === true ? { acceptChangedKey: true } : {}),
@@ -323,19 +319,6 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
     `connected to ${uri}: path ${info.path}, ${formatEndpoint(info.local)} -> ${formatEndpoint(info.remote)} in ${info.setupMs} ms`,
   );
   return reportPipe(await pipeStdio(socket, stop.signal), stop, out);
-}
-
-/**
- * The web dialer of `--broker` (a ws/wss URL, or HOST:PORT with the web fallback), unless a
- * SOCKS5 proxy carries the connections: then the proxy is the way out, and a WebSocket URL
- * as the broker is refused (a tunnel through a tunnel is not offered).
- */
-function webDialer(options: { broker: string; httpProxy?: string }, proxy: { socks5?: unknown }, brokerCa: string | undefined, out: Reporter): { dialer?: Dialer } {
-  if (proxy.socks5 === undefined) return { dialer: brokerRoute(options.broker, options, brokerCa, out).dialer };
-  if (isBrokerUrl(options.broker) || options.httpProxy !== undefined) {
-    throw new NattravError(ErrorCode.InvalidArgument, '--socks5 with a ws:// or wss:// --broker or --http-proxy: give one way out (the SOCKS5 proxy, or the web)');
-  }
-  return {};
 }
 
 /** A BIND event as stderr / --json shows it: its fields and its line. */

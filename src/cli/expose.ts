@@ -9,26 +9,22 @@ import {
   formatEndpoint,
   loadOrCreateIdentity,
   parseServiceAddress,
-  parseBrokerList,
   type Identity,
   type ServiceEvent,
 } from '../index.js';
 import { reportRegistration } from './commands.js';
 import type { Reporter } from './output.js';
-import { socks5Option } from './proxy.js';
 import { readPem } from './pem.js';
 import { reportServiceEvent } from './service-log.js';
 import type { StopSignals } from './signals.js';
+import { peerRoute, type RouteCommandOptions } from './web.js';
 
 /** Options of `nattrav expose`. */
-export interface ExposeCommandOptions {
-  broker: string;
+export interface ExposeCommandOptions extends RouteCommandOptions {
   tls?: boolean;
   identity?: string;
   ca?: string;
   brokerCa?: string;
-  /** --socks5 [USER:PASS@]HOST:PORT: reach the broker through this SOCKS5 proxy. */
-  socks5?: string;
   keyDir?: string;
   maxConnections?: string;
   /** Connections of one peer at once. */
@@ -58,14 +54,13 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
   const service = parseServiceAddress(target, 'TARGET');
   if (uri !== undefined) checkNattravUri(uri, 'URI');
   for (const allowed of options.allow ?? []) checkNattravUri(allowed, '--allow');
-  const brokers = parseBrokerList(options.broker, '--broker');
+  const brokerCa = options.brokerCa === undefined ? undefined : await readPem(options.brokerCa, '--broker-ca');
+  const route = peerRoute(options, brokerCa, out);
   const identity = await identityFromDir(options.identity, out);
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
-  const brokerCa = options.brokerCa === undefined ? undefined : await readPem(options.brokerCa, '--broker-ca');
-  const proxy = socks5Option(options.socks5, out);
   const exposer = new Exposer({
-    ...proxy,
-    broker: brokers,
+    ...route.options,
+    broker: route.brokers,
     target: service,
     signal: stop.signal,
     ...(uri === undefined ? {} : { uri }),

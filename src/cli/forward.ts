@@ -3,24 +3,21 @@
  * The address it listens on is the result (stdout); progress and the per-connection log
  * go to stderr.
  */
-import { Forwarder, checkNattravUri, formatEndpoint, parseBrokerList, parseServiceAddress, type ServiceEvent } from '../index.js';
+import { Forwarder, checkNattravUri, formatEndpoint, parseServiceAddress, type ServiceEvent } from '../index.js';
 import { identityFromDir } from './expose.js';
 import type { Reporter } from './output.js';
-import { socks5Option } from './proxy.js';
 import { readPem } from './pem.js';
 import { reportServiceEvent } from './service-log.js';
 import type { StopSignals } from './signals.js';
+import { peerRoute, type RouteCommandOptions } from './web.js';
 
 /** Options of `nattrav forward`. */
-export interface ForwardCommandOptions {
+export interface ForwardCommandOptions extends RouteCommandOptions {
   listen: string;
-  broker: string;
   tls?: boolean;
   identity?: string;
   ca?: string;
   brokerCa?: string;
-  /** --socks5 [USER:PASS@]HOST:PORT: reach the broker and the exposer through this SOCKS5 proxy. */
-  socks5?: string;
   expectKey?: string;
   acceptNewKey?: boolean;
   knownKeys?: string;
@@ -34,14 +31,13 @@ export interface ForwardCommandOptions {
 export async function forwardCommand(uri: string, options: ForwardCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   checkNattravUri(uri, 'URI');
   const listen = parseServiceAddress(options.listen, '--listen', true);
-  const brokers = parseBrokerList(options.broker, '--broker');
+  const brokerCa = options.brokerCa === undefined ? undefined : await readPem(options.brokerCa, '--broker-ca');
+  const route = peerRoute(options, brokerCa, out);
   const identity = await identityFromDir(options.identity, out);
   const ca = options.ca === undefined ? undefined : [await readPem(options.ca, '--ca')];
-  const brokerCa = options.brokerCa === undefined ? undefined : await readPem(options.brokerCa, '--broker-ca');
-  const proxy = socks5Option(options.socks5, out);
   const forwarder = new Forwarder({
-    ...proxy,
-    broker: brokers,
+    ...route.options,
+    broker: route.brokers,
     uri,
     listen,
     signal: stop.signal,

@@ -1,12 +1,18 @@
-/** `--broker` as a WebSocket URL, `--http-proxy`, and the automatic web fallback, for `listen` and `connect`. */
+/**
+ * The way out of `listen`, `connect`, `expose` and `forward`: `--broker` as a WebSocket
+ * URL, `--http-proxy`, the automatic web fallback, or a SOCKS5 proxy (`--socks5`).
+ */
 import type { HostPort } from '../common/endpoint.js';
+import { ErrorCode, NattravError } from '../errors.js';
 import { parseBrokerList } from '../peer/brokers.js';
 import type { Dialer } from '../peer/dialer.js';
+import type { Socks5Proxy } from '../peer/socks5.js';
 import { parseHttpProxy } from '../peer/web/http-proxy.js';
 import { isBrokerUrl, parseBrokerUrl, WebFallbackDialer, webSocketDialer } from '../peer/web/dialer.js';
 import type { Reporter } from './output.js';
+import { socks5Option } from './proxy.js';
 
-/** The web options of `listen` and `connect`. */
+/** The web options of `listen`, `connect`, `expose` and `forward`. */
 export interface WebCommandOptions {
   /** `--http-proxy URL`: an HTTP CONNECT proxy for ws/wss to the broker (else HTTPS_PROXY / HTTP_PROXY / NO_PROXY). */
   httpProxy?: string;
@@ -36,4 +42,34 @@ export function brokerRoute(broker: string, options: WebCommandOptions, brokerCa
     out.event('web-fallback', { broker: event.broker, via: event.via, reasons: event.reasons }, `broker ${event.broker} unreachable over TCP; using ${event.via} (${event.reasons.join('; ')})`),
   );
   return { brokers, dialer };
+}
+
+/** The options of a peer command that choose its way out. */
+export interface RouteCommandOptions extends WebCommandOptions {
+  broker: string;
+  /** --socks5 [USER:PASS@]HOST:PORT (else SOCKS_PROXY / ALL_PROXY). */
+  socks5?: string;
+}
+
+/** The brokers, and the peer options (`dialer` or `socks5`) that carry the connections to them. */
+export interface PeerRoute {
+  readonly brokers: HostPort[];
+  readonly options: { dialer?: Dialer; socks5?: Socks5Proxy };
+}
+
+/**
+ * The way out `options` ask for: a SOCKS5 proxy when one is given (flag or environment;
+ * then a ws:// or wss:// `--broker` or `--http-proxy` is refused with ERR_INVALID_ARGUMENT,
+ * a tunnel through a tunnel is not offered), else the web dialer of {@link brokerRoute}.
+ */
+export function peerRoute(options: RouteCommandOptions, brokerCa: string | undefined, out: Reporter): PeerRoute {
+  const proxy = socks5Option(options.socks5, out);
+  if (proxy.socks5 === undefined) {
+    const { brokers, dialer } = brokerRoute(options.broker, options, brokerCa, out);
+    return { brokers, options: { dialer } };
+  }
+  if (isBrokerUrl(options.broker) || options.httpProxy !== undefined) {
+    throw new NattravError(ErrorCode.InvalidArgument, '--socks5 with a ws:// or wss:// --broker or --http-proxy: give one way out (the SOCKS5 proxy, or the web)');
+  }
+  return { brokers: parseBrokerList(options.broker, '--broker'), options: proxy };
 }

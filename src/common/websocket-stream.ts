@@ -3,8 +3,9 @@
  * nattrav's WebSocket transport (the broker's listeners, the peer's web dialer).
  * Each write goes out as one binary message; an empty binary message is the end of
  * one direction (a FIN), so a relayed connection half-closes over a WebSocket like
- * over TCP; once both directions ended the WebSocket is closed. Remote address and
- * port, idle timeout, no-delay and reset go to the TCP (or TLS) socket under it.
+ * over TCP; once both directions ended (and what came was read) the WebSocket is
+ * closed. Remote address and port, idle timeout, no-delay and reset go to the TCP (or
+ * TLS) socket under it.
  */
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
@@ -17,22 +18,50 @@ const CLOSE_TIMEOUT_MS = 2_000;
 /** The stream over `ws`; see the module comment. */
 class WebSocketDuplex extends Duplex {
   readonly #ws: WebSocket;
+  /** The other side's end of stream (an empty message) came. */
+  #finReceived = false;
+  /** TLS runs over this stream ({@link beforeTls}): the TLS socket closes it, never the stream itself. */
+  #underTls = false;
 
   constructor(ws: WebSocket, allowHalfOpen: boolean) {
-    super({ allowHalfOpen });
+    // Our own auto-destroy (#settle) instead of the stream's: TLS over this stream must decide when it closes.
+    super({ allowHalfOpen, autoDestroy: false });
     this.#ws = ws;
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (!isBinary) {
         this.destroy(new Error('text message on a nattrav WebSocket'));
       } else if (data.length === 0) {
+        this.#finReceived = true;
         this.push(null);
       } else if (!this.push(data)) {
         ws.pause();
       }
     });
-    ws.once('close', () => this.destroy());
+    this.once('end', () => this.#settle());
+    this.once('finish', () => this.#settle());
+    // After a clean end both ways the close handshake is no reason to drop bytes not yet read:
+    // the stream closes once they are (#settle). Before that, a closed WebSocket is a reset.
+    ws.once('close', () => {
+      if (this.#finReceived && this.writableFinished) this.#settle();
+      else this.destroy();
+    });
     ws.on('error', (err: Error) => this.destroy(err));
+  }
+
+  /** TLS will run over this stream: see {@link beforeTls}. */
+  holdForTls(): void {
+    this.#underTls = true;
+  }
+
+  /**
+   * Closes the stream once both directions ended and every byte received was read (what
+   * `autoDestroy` does for a TCP socket). Not under TLS: Node's TLS over a JS stream
+   * destroys itself, unread bytes and all, when the stream under it closes; there the
+   * TLS socket closes this stream when it is done with it.
+   */
+  #settle(): void {
+    if (!this.#underTls && this.readableEnded && this.writableFinished) this.destroy();
   }
 
   override _read(): void {
@@ -45,11 +74,17 @@ class WebSocketDuplex extends Duplex {
       callback();
       return;
     }
-    this.#ws.send(chunk, { binary: true }, (err) => callback(err ?? null));
+    this.#ws.send(chunk, { binary: true }, (err) => this.#sent(err, callback));
   }
 
   override _final(callback: (err?: Error | null) => void): void {
-    this.#ws.send(Buffer.alloc(0), { binary: true }, (err) => callback(err ?? null));
+    this.#ws.send(Buffer.alloc(0), { binary: true }, (err) => this.#sent(err, callback));
+  }
+
+  /** A send finished: a failed one ends the stream (without the stream's own auto-destroy, an error alone would leave it open). */
+  #sent(err: Error | null | undefined, callback: (err?: Error | null) => void): void {
+    callback(err ?? null);
+    if (err instanceof Error) this.destroy(err);
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
@@ -61,6 +96,22 @@ class WebSocketDuplex extends Duplex {
     }
     callback(err);
   }
+}
+
+/**
+ * To be called on a socket before TLS runs over it: when it is a WebSocket stream, it then
+ * stays open after both directions ended, until the TLS socket over it closes it (the TLS
+ * socket is destroyed with whatever it had not yet handed on when the stream under it
+ * closes: the last bytes of a half-closed connection). Any other socket is left alone.
+ */
+export function beforeTls<T extends Socket>(socket: T): T {
+  if (socket instanceof WebSocketDuplex) socket.holdForTls();
+  return socket;
+}
+
+/** True when `socket` is a WebSocket made to look like a TCP socket by {@link webSocketAsSocket} (the broker: a peer that came over the web). */
+export function isWebSocketStream(socket: unknown): boolean {
+  return socket instanceof WebSocketDuplex;
 }
 
 /**

@@ -15,10 +15,17 @@ export interface SideFacts {
   readonly mapped?: boolean;
   /** True when the side holds a BIND open at its SOCKS5 proxy (BOUND-ENDPOINT): only the recipient's counts. */
   readonly bound?: boolean;
+  /**
+   * True when the side reaches the broker only over the web (it registered over a WebSocket:
+   * the recipient's only). Nothing can connect to its own sockets and it can connect out to
+   * nothing but the broker, so only the relay can carry a connection.
+   */
+  readonly web?: boolean;
 }
 
 /** Ordered strategies for an initiator/recipient pair. */
 export function planStrategies(initiator: SideFacts, recipient: SideFacts): StrategyName[] {
+  if (recipient.web === true) return ['relay'];
   const plan: StrategyName[] = [];
   const i = initiator.mapping.kind;
   const r = recipient.mapping.kind;

@@ -21,6 +21,7 @@ import type { Identity } from '../security/identity.js';
 import { PEER_DEFAULTS, type ConnectOptions } from './options.js';
 import { checkUri, positiveInt } from './validate.js';
 import { unusableStrategies } from './dialer.js';
+import { ReachWatch, whyStopped } from './reach.js';
 import { dialerFromOptions } from './socks5.js';
 
 /** Errors after which another attempt cannot help (datagram/connect.ts shares them). */
@@ -72,13 +73,16 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const knownKeysFile = options.knownKeysFile === false ? undefined : (options.knownKeysFile ?? defaultKnownKeysFile());
   const started = performance.now();
   const whole = startPhase(options.signal, timeoutMs, `connecting to ${uri}`);
+  // Every dial goes through it: a time limit that runs out before one reached a broker is ERR_BROKER_UNREACHABLE.
+  const reach = new ReachWatch(dialer);
+  const stopped = (): NattravError => whyStopped(whole.error(), options.signal, reach, timeoutMs, brokers.map((b) => `${b.host}:${b.port}`).join(', '));
   // Every address of every broker, tried in order while they do not answer.
   let targets: BrokerTarget[];
   try {
     targets = await resolveBrokers(brokers, whole.signal);
   } catch (err) {
     whole.dispose();
-    throw err;
+    throw whole.signal.aborted ? stopped() : err;
   }
   let current = 0;
   // Through a proxy, strategies that need our own sockets are claimed failed up front: the broker plans what can work.
@@ -96,7 +100,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
         const socket = await runAttempt({
           broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tlsWanted !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
-          ...(dialer === undefined ? {} : { dialer }),
+          dialer: reach,
           onTrace: (event) => {
             if (event.outcome === 'failed') trace.push(event);
             options.onTrace?.(event);
@@ -129,7 +133,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
           throw err;
         }
       } catch (err) {
-        if (whole.signal.aborted) throw withTrace(whole.error(), trace);
+        if (whole.signal.aborted) throw withTrace(stopped(), trace);
         const error = isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err });
         // A broker that accepts the connection but never answers (hung, stopped, overloaded) times
         // the exchange out: no strategy had started, so the broker, not the path, failed.

@@ -11,7 +11,11 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { formatEndpoint, type HostPort } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { STRATEGY_NAMES, type StrategyName } from '../nat/strategy.js';
+import { STRATEGY_NAMES, strategyMask, type StrategyName } from '../nat/strategy.js';
+import { AttrType } from '../wire/constants.js';
+import type { StunMessage } from '../wire/message.js';
+import { getU32Attr } from '../wire/nattrav.js';
+import { encodeU32 } from '../wire/uint.js';
 
 /** TCP connect to the broker is one handshake; no answer in 5 s means the SYN is dropped on the way. */
 export const BROKER_CONNECT_TIMEOUT_MS = 5_000;
@@ -32,6 +36,12 @@ export interface Dialer {
    * the proxy fails; with `signal`'s reason when it aborts, leaving nothing open.
    */
   dial(target: HostPort, signal: AbortSignal): Promise<Socket>;
+  /**
+   * What the last dial to `target` tried, one entry per step ("how: why it failed", a step
+   * cut off by the signal included), for a dialer that tries several ways; undefined or
+   * empty: the dial's own error says it all.
+   */
+  stepsTried?(target: HostPort): readonly string[];
 }
 
 /**
@@ -120,14 +130,34 @@ export function registerTransportOf(requested: unknown, dialer: Dialer | undefin
   return 'tcp';
 }
 
+/** The {@link Dialer.kind}s of a WebSocket to the broker (peer/web/): a network that passes only the web. */
+export const WEB_DIALER_KINDS: ReadonlySet<string> = new Set(['ws', 'wss']);
+
 /**
  * The strategies that cannot work through `dialer`: through a proxy or tunnel our
  * connections have no local port of our own, so nothing can listen on it or punch from
  * it. What remains is connecting out to the other peer's public endpoint (`public`), or to
- * the address its SOCKS5 proxy bound for it (`socks5-bind`), and the broker's `relay`. None
+ * the address its SOCKS5 proxy bound for it (`socks5-bind`), and the broker's `relay`; over
+ * the web ({@link WEB_DIALER_KINDS}) only the broker is reached, so only its `relay`. None
  * for the direct dialer.
  */
 export function unusableStrategies(dialer: Dialer | undefined): StrategyName[] {
   if (dialer === undefined || dialer.kind === 'direct') return [];
+  if (WEB_DIALER_KINDS.has(dialer.kind)) return STRATEGY_NAMES.filter((name) => name !== 'relay');
   return STRATEGY_NAMES.filter((name) => name !== 'public' && name !== 'relay' && name !== 'socks5-bind');
+}
+
+/**
+ * Adds {@link unusableStrategies} of `dialer`, as it is now, to the FAILED-STRATEGIES of
+ * `connect` (an initiator's Connect request, about to be sent), so the broker plans what
+ * can work at once. Called once the exchange's connection is open: a fallback dialer
+ * knows it goes over the web only after its first dial.
+ */
+export function claimUnusable(connect: StunMessage, dialer: Dialer | undefined): void {
+  const unusable = unusableStrategies(dialer);
+  if (unusable.length === 0) return;
+  const value = encodeU32(((getU32Attr(connect, AttrType.FailedStrategies) ?? 0) | strategyMask(unusable)) >>> 0);
+  const index = connect.attributes.findIndex((a) => a.type === AttrType.FailedStrategies);
+  if (index < 0) connect.add(AttrType.FailedStrategies, value);
+  else connect.attributes[index] = { type: AttrType.FailedStrategies, value };
 }

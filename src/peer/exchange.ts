@@ -9,13 +9,14 @@ import { openSecret, recipientSealKey } from '../security/attempt-secret.js';
 import { newEphemeralKey, sessionKey, type EphemeralKey } from '../security/proof.js';
 import { brokerCertificateProblem } from '../security/issued.js';
 import { connect as netConnect, type Socket } from 'node:net';
-import { DIRECT_DIALER, type Dialer } from './dialer.js';
+import { claimUnusable, DIRECT_DIALER, type Dialer } from './dialer.js';
 import { connect as connectTls } from 'node:tls';
 import { readOneMessage } from './sockets.js';
 import { alternatePortOf, learnAlternatePort } from './alternate-port.js';
 import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
+import { beforeTls } from '../common/websocket-stream.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { AttrType, MAPPING_KEY_LENGTH, MAX_PRIVATE_ENDPOINTS, MessageClass, Method, StunErrorCode, TransportCode } from '../wire/constants.js';
 import { decodeMappingKind, type MappingKind } from '../nat/mapping.js';
@@ -100,6 +101,7 @@ export async function runExchange(
   const probeKey = identity.role === 'initiator' ? randomBytes(MAPPING_KEY_LENGTH) : identity.sessionKey;
   if (identity.role === 'initiator' && probeKey !== undefined) request.add(AttrType.MappingKey, probeKey);
   const socket = await openBrokerConnection(broker, signal, brokerCa, dialer);
+  if (identity.role === 'initiator') claimUnusable(request, dialer);
   // One more connection from the same local port to the broker's alternate port (as
   // it announced, else port + 1) shows the broker how our NAT maps TCP. Losing it only
   // costs precision. Through a proxy or tunnel the local port is not ours to probe from.
@@ -204,7 +206,7 @@ export async function secureBrokerConnection(raw: Socket, broker: HostPort, brok
       throw new NattravError(ErrorCode.BrokerAuth, 'broker authentication failed: the broker offers no TLS (it has no certificate)');
     }
     const secure = connectTls({
-      socket: raw,
+      socket: beforeTls(raw),
       ca: brokerCa,
       minVersion: 'TLSv1.3',
       maxVersion: 'TLSv1.3',

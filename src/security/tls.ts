@@ -27,6 +27,7 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, connect as tlsConnect, createSecureContext } from 'node:tls';
 import { abortError, raceAbort, startPhase } from '../common/signal.js';
+import { beforeTls } from '../common/websocket-stream.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import type { Identity } from './identity.js';
 import { verifyPeerCertificate, type VerifiedPeer } from './verify.js';
@@ -148,7 +149,7 @@ export async function secureConnection(socket: Socket, options: SecureConnection
 
 function startClient(socket: Socket, identity: Identity): TLSSocket {
   return tlsConnect({
-    socket,
+    socket: beforeTls(socket),
     key: identity.keyPem,
     cert: identity.certPem,
     minVersion: TLS_VERSION,
@@ -161,7 +162,7 @@ function startClient(socket: Socket, identity: Identity): TLSSocket {
 }
 
 function startServer(socket: Socket, identity: Identity): TLSSocket {
-  return new TLSSocket(socket, {
+  return new TLSSocket(beforeTls(socket), {
     isServer: true,
     secureContext: createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: TLS_VERSION, maxVersion: TLS_VERSION }),
     requestCert: true,

@@ -4,7 +4,11 @@ import type { Socket } from 'node:net';
 import type { HostPort } from '../../src/common/endpoint.js';
 import { ErrorCode, NattravError } from '../../src/errors.js';
 import { connect } from '../../src/peer/connect.js';
-import { DIRECT_DIALER, registerTransportOf, type Dialer } from '../../src/peer/dialer.js';
+import { claimUnusable, DIRECT_DIALER, registerTransportOf, type Dialer } from '../../src/peer/dialer.js';
+import { strategiesInMask, strategyMask } from '../../src/nat/strategy.js';
+import { AttrType, Method } from '../../src/wire/constants.js';
+import { StunMessage } from '../../src/wire/message.js';
+import { addU32, getU32Attr } from '../../src/wire/nattrav.js';
 import { startBroker, startRecipient, until } from '../helpers/loopback.js';
 
 /** A dialer that records its targets and connects directly, under another kind (as a proxy would). */
@@ -56,6 +60,22 @@ describe('the dialer seam', () => {
       dial: () => Promise.reject(new NattravError(ErrorCode.InvalidArgument, 'the test dialer refuses')),
     };
     await assert.rejects(connect({ broker: address, uri: 'nattrav://nobody', dialer: failing, tls: false, maxAttempts: 1 }), /the test dialer refuses/);
+  });
+
+  test('claimUnusable: a Connect through a proxy claims what needs our own sockets, over the web all but the relay; merged into one FAILED-STRATEGIES', () => {
+    const claimed = (kind: string | undefined, before?: number): { names: string[]; count: number } => {
+      const request = StunMessage.request(Method.Connect);
+      if (before !== undefined) addU32(request, AttrType.FailedStrategies, before);
+      claimUnusable(request, kind === undefined ? undefined : recordingDialer(kind));
+      return { names: strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0), count: request.getAll(AttrType.FailedStrategies).length };
+    };
+    assert.deepEqual(claimed('ws').names, ['lan', 'public', 'reversal', 'direct', 'predicted', 'birthday', 'portmap']);
+    assert.deepEqual(claimed('wss').names, claimed('ws').names);
+    assert.deepEqual(claimed('socks5').names, ['lan', 'reversal', 'direct', 'predicted', 'birthday', 'portmap']);
+    // An earlier failure (relay) stays claimed, in the same one attribute.
+    assert.deepEqual(claimed('ws', strategyMask(['relay'])), { names: ['lan', 'public', 'reversal', 'direct', 'predicted', 'birthday', 'relay', 'portmap'], count: 1 });
+    assert.deepEqual(claimed('direct', strategyMask(['direct'])), { names: ['direct'], count: 1 });
+    assert.deepEqual(claimed(undefined), { names: [], count: 0 });
   });
 
   test('registerTransportOf: a proxy or tunnel turns auto into tcp and refuses udp', () => {

@@ -7,9 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { closedPort } from './stun-responders.js';
-import { createServer as netServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { createServer as netServer, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { ErrorCode } from '../../src/errors.js';
 import { connect } from '../../src/peer/connect.js';
@@ -19,6 +19,7 @@ import { parseBrokerUrl, WebFallbackDialer, webSocketDialer, type WebFallbackEve
 import { createCa, issueCertificate } from '../../src/security/ca.js';
 import type { NattravSocket } from '../../src/peer/info.js';
 import { startWatchedBroker, startRecipient, until } from '../helpers/loopback.js';
+import { connectProxy } from '../helpers/websocket.js';
 
 const closers: Array<() => unknown> = [];
 after(async () => {
@@ -74,40 +75,6 @@ async function roundTrip(connection: NattravSocket): Promise<void> {
   const back = readAll(connection);
   connection.end(payload);
   assert.equal(sha256(await back), sha256(payload));
-}
-
-/** A CONNECT proxy on loopback wanting `user:password` (when given); records what it was asked. */
-async function connectProxy(credentials?: string): Promise<{ url: (userinfo?: string) => string; asked: string[] }> {
-  const asked: string[] = [];
-  const sockets = new Set<Socket>();
-  const server: Server = netServer((client) => {
-    sockets.add(client);
-    client.on('error', () => undefined);
-    client.once('data', (head: Buffer) => {
-      const text = head.toString('latin1');
-      asked.push(text.split('\r\n')[0] ?? '');
-      const auth = /Proxy-Authorization: Basic (\S+)/i.exec(text)?.[1];
-      if (credentials !== undefined && auth !== Buffer.from(credentials).toString('base64')) {
-        client.end('HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n');
-        return;
-      }
-      const [host, port] = (/^CONNECT (\S+):(\d+) /.exec(text) ?? []).slice(1);
-      const upstream = netConnect({ host: host as string, port: Number(port) }, () => {
-        client.write('HTTP/1.1 200 Connection established\r\n\r\n');
-        client.pipe(upstream).pipe(client);
-      });
-      sockets.add(upstream);
-      upstream.on('error', () => client.destroy());
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  closers.push(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  const { port } = server.address() as { port: number };
-  return { url: (userinfo = '') => `http://${userinfo === '' ? '' : `${userinfo}@`}127.0.0.1:${port}`, asked };
 }
 
 describe('peer over WebSocket', () => {
@@ -168,7 +135,7 @@ describe('peer over WebSocket', () => {
   test('an HTTP CONNECT proxy carries the WebSocket; wrong credentials are named, the password never shown', async () => {
     const { broker, address, events } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
     const wsPort = broker.webSocketEndpoints()[0]?.port as number;
-    const proxy = await connectProxy('alice:s3cret');
+    const proxy = await connectProxy(closers, 'alice:s3cret');
     const url = `ws://127.0.0.1:${wsPort}/`;
     const { server } = await startRecipient(address, 'nattrav://web-proxy', { dialer: webSocketDialer(url, { httpProxy: proxy.url('alice:s3cret') }), tls: false });
     closers.push(() => server.close());
@@ -202,6 +169,77 @@ describe('peer over WebSocket', () => {
     assert.throws(() => parseBrokerUrl('wss://'), /broker URL wss:\/\/: not a URL/);
     assert.throws(() => parseBrokerUrl('https://broker.example/'), /the scheme must be wss:\/\/ or ws:\/\/, got https:/);
     assert.throws(() => parseBrokerUrl('wss://u:pw@broker.example/'), (err: Error) => /no user, password/.test(err.message) && !err.message.includes('pw@'));
+  });
+});
+
+describe('relay first for peers on the web', () => {
+  /** The strategies the broker scheduled, from its events. */
+  const scheduled = (events: Array<{ type: string }>): Array<{ strategy: string; plan: string[] }> =>
+    events.filter((e) => e.type === 'scheduled') as unknown as Array<{ strategy: string; plan: string[] }>;
+
+  test('a recipient registered over a WebSocket: the broker records it and plans the relay at once, no punch', async () => {
+    const { broker, address, events } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const url = `ws://127.0.0.1:${broker.webSocketEndpoints()[0]?.port}/`;
+    const { server } = await startRecipient(address, 'nattrav://web-relay-first', { dialer: webSocketDialer(url), tls: false });
+    closers.push(() => server.close());
+    server.on('connection', echoLive);
+    assert.equal((await broker.registry.get('nattrav://web-relay-first'))?.web, true, 'the registration says it came over the web');
+    // The initiator is an ordinary peer (direct TCP): only the recipient's mark can send it to the relay.
+    const connection = await connect({ broker: address, uri: 'nattrav://web-relay-first', tls: false, timeoutMs: 25_000 });
+    closers.push(() => connection.destroy());
+    assert.equal(connection.nattrav.path, 'relay');
+    assert.deepEqual(connection.nattrav.trace.map((t) => `${t.strategy} ${t.outcome}`), ['relay succeeded'], 'no punch was tried');
+    assert.deepEqual(scheduled(events).map((e) => [e.strategy, e.plan]), [['relay', ['relay']]]);
+    await echoTrip(connection);
+  });
+
+  test('an initiator that fell back to the web says so in its Connect: relay at once, no punch', async () => {
+    const { broker, address, events } = await startWatchedBroker(closers, { webSockets: [{ host: '127.0.0.1', port: 0 }] });
+    const wsPort = broker.webSocketEndpoints()[0]?.port as number;
+    // The recipient is an ordinary peer (UDP registration, direct TCP).
+    const { server } = await startRecipient(address, 'nattrav://web-initiator', { tls: false });
+    closers.push(() => server.close());
+    server.on('connection', echoLive);
+    // TCP to the broker's "usual" port is refused (nothing listens there), so the initiator's dialer moves to ws.
+    const port = await closedPort();
+    const fallbacks: WebFallbackEvent[] = [];
+    const dialer = new WebFallbackDialer({ fallbackPorts: { wss: port, ws: wsPort }, httpProxy: false }, (e) => fallbacks.push(e));
+    const connection = await connect({ broker: `127.0.0.1:${port}`, uri: 'nattrav://web-initiator', dialer, tls: false, timeoutMs: 25_000 });
+    closers.push(() => connection.destroy());
+    assert.equal(fallbacks.length, 1, 'the initiator reached the broker over ws');
+    assert.equal(connection.nattrav.path, 'relay');
+    assert.deepEqual(connection.nattrav.trace.map((t) => `${t.strategy} ${t.outcome}`), ['relay succeeded'], 'no punch was tried');
+    assert.deepEqual(scheduled(events).map((e) => e.strategy), ['relay']);
+    await echoTrip(connection);
+  });
+});
+
+describe('a broker never reached', () => {
+  test('the time runs out during a web step: ERR_BROKER_UNREACHABLE naming each step (refused, cut off, not tried), not ERR_TIMEOUT', async () => {
+    // wss: a port that accepts TCP and then says nothing, so the TLS handshake is still waiting when the time runs out.
+    const held = new Set<Socket>();
+    const silent = netServer((socket) => {
+      held.add(socket);
+      socket.on('error', () => undefined);
+    });
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    closers.push(() => {
+      for (const socket of held) socket.destroy();
+      return new Promise((resolve) => silent.close(resolve));
+    });
+    const silentPort = (silent.address() as { port: number }).port;
+    const port = await closedPort();
+    const dialer = new WebFallbackDialer({ fallbackPorts: { wss: silentPort, ws: port }, httpProxy: false });
+    await assert.rejects(connect({ broker: `127.0.0.1:${port}`, uri: 'nattrav://nobody', dialer, tls: false, timeoutMs: 1_000 }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, ErrorCode.BrokerUnreachable, err.message);
+      assert.match(err.message, /^broker unreachable: not reached within 1000 ms; tried: tcp: broker unreachable: .*ECONNREFUSED.*; wss:\/\/127\.0\.0\.1:\d+\/: cut off after \d+ ms \(timed out after 1000 ms while connecting to nattrav:\/\/nobody\); ws:\/\/127\.0\.0\.1:\d+\/: not tried$/);
+      return true;
+    });
+    // The caller's own abort stays an abort.
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 300);
+    await assert.rejects(connect({ broker: `127.0.0.1:${port}`, uri: 'nattrav://nobody', dialer: new WebFallbackDialer({ fallbackPorts: { wss: silentPort, ws: port }, httpProxy: false }), tls: false, signal: controller.signal }), (err: Error & { code?: string }) => err.code === ErrorCode.Aborted);
   });
 });
 

@@ -127,10 +127,17 @@ for (const [name, make] of implementations) {
         boundEndpoint: { family: 'IPv4', address: '203.0.113.41', port: 40_124 },
       });
       const bare = registration(s, 'nattrav://bare ünïcode {braces}');
+      // Registered over a WebSocket: a plain IPv4 one (the compact registry packs it) and the full one.
+      const web = registration(s, 'nattrav://web', { transport: 'tcp', web: true, privateEndpoints: [{ family: 'IPv4', address: '10.1.2.3', port: 4000 }, { family: 'IPv4', address: '10.1.2.4', port: 4001 }] });
+      const fullWeb = { ...full, uri: 'nattrav://full-web', web: true };
       await s.registry.put(full);
       await s.registry.put(bare);
+      await s.registry.put(web);
+      await s.registry.put(fullWeb);
       assert.deepEqual(await s.registry.get('nattrav://full'), full);
       assert.deepEqual(await s.registry.get(bare.uri), bare);
+      assert.deepEqual(await s.registry.get(web.uri), web);
+      assert.deepEqual(await s.registry.get(fullWeb.uri), fullWeb);
       assert.equal(await s.registry.get('nattrav://nobody'), undefined);
     });
 
@@ -180,7 +187,7 @@ for (const [name, make] of implementations) {
       await s.registry.put(again);
       assert.equal(await s.registry.deleteIf(read), false, 'the stale view removes nothing');
       assert.deepEqual(await s.registry.get('nattrav://a'), again);
-      for (const changed of [{ expiresAt: again.expiresAt + 1 }, { keyFingerprint: 'f2' }, { transport: 'udp' as const }, { broker: '198.51.100.9:3478' }, { mappedEndpoint: { family: 'IPv4' as const, address: '203.0.113.8', port: 40_003 } }, { boundEndpoint: { family: 'IPv4' as const, address: '203.0.113.8', port: 40_004 } }, { privateEndpoints: [{ family: 'IPv4' as const, address: '10.0.0.2', port: 1 }] }]) {
+      for (const changed of [{ expiresAt: again.expiresAt + 1 }, { keyFingerprint: 'f2' }, { transport: 'udp' as const }, { broker: '198.51.100.9:3478' }, { mappedEndpoint: { family: 'IPv4' as const, address: '203.0.113.8', port: 40_003 } }, { web: true }, { boundEndpoint: { family: 'IPv4' as const, address: '203.0.113.8', port: 40_004 } }, { privateEndpoints: [{ family: 'IPv4' as const, address: '10.0.0.2', port: 1 }] }]) {
         assert.equal(await s.registry.deleteIf({ ...again, ...changed }), false, `differs in ${Object.keys(changed).join()}`);
       }
       const current = await s.registry.get('nattrav://a');

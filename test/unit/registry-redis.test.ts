@@ -98,6 +98,15 @@ describe('the Redis registration layout', () => {
     assert.throws(() => decodeRegistration('nattrav://x', badFlags), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && /flags 6/.test(err.message));
   });
 
+  test('bytes: a registration over a WebSocket sets bit 0x80 of the transport byte, nothing else changes', () => {
+    const plain = encodeRegistration(SAMPLE).toString('hex');
+    const web = encodeRegistration({ ...SAMPLE, web: true }).toString('hex');
+    assert.equal(web, plain.slice(0, 2) + '82' + plain.slice(4));
+    assert.deepEqual(decodeRegistration('nattrav://x', Buffer.from(web, 'hex')), { ...SAMPLE, web: true });
+    assert.equal(decodeRegistration('nattrav://x', Buffer.from(plain, 'hex')).web, undefined);
+    assert.throws(() => decodeRegistration('nattrav://x', Buffer.from(plain.slice(0, 2) + '83' + plain.slice(4), 'hex')), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && /transport code 131/.test(err.message));
+  });
+
   test('bytes that are not a registration are ERR_REGISTRY_UNAVAILABLE naming the URI, never a crash', () => {
     const good = encodeRegistration(SAMPLE);
     for (const [what, bytes] of [

@@ -116,6 +116,16 @@ describe('scheduleAttempt: every strategy, its answers and its delays', () => {
     assert.equal(scheduleAttempt({ initiator: nat('eim', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') }, rtts, after('direct', 'public', 'relay'), NOW).strategy, 'relay');
   });
 
+  test('a recipient that registered over a WebSocket (web-only): the relay at once, whatever both NATs are', () => {
+    for (const kind of ['eim', 'none', 'unknown'] as const) {
+      const schedule = scheduleAttempt({ initiator: nat(kind, A, '192.168.1.2'), recipient: { ...nat('eim', B, '10.0.0.2'), web: true } }, rtts, fresh, NOW);
+      assert.equal(schedule.strategy, 'relay', kind);
+      assert.deepEqual(schedule.plan, ['relay'], kind);
+    }
+    // Without the mark the same pair punches first.
+    assert.equal(scheduleAttempt({ initiator: nat('eim', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') }, rtts, fresh, NOW).strategy, 'direct');
+  });
+
   test('unknown mappings (no probes) are planned as cones', () => {
     assert.equal(scheduleAttempt({ initiator: nat('unknown', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') }, rtts, fresh, NOW).strategy, 'direct');
   });
@@ -514,6 +524,33 @@ describe('rendezvous on a fake clock', () => {
     assert.ok(h.limited.some((l) => l.kind === 'expensive-per-source' && l.source === A));
     await h.clock.advance(32_000);
     assert.equal(strategyOf(await attempt(h, 20, { uri: 'nattrav://r3', failed: ['public'], initiatorProbe: at(A, 20_000) })), 'birthday');
+  });
+
+  test('relay only (a recipient registered over a WebSocket, or every other strategy claimed failed): no wait for mapping probes', async () => {
+    const h = await harness(['nattrav://bob']);
+    await h.registry.put({ uri: 'nattrav://web', publicEndpoint: at(B, 3478), privateEndpoints: [], expiresAt: NOW + 3_600_000, transport: 'tcp', web: true });
+    const everyButRelay: StrategyName[] = ['lan', 'public', 'reversal', 'direct', 'predicted', 'birthday', 'portmap'];
+    for (const [id, o] of [[1, { uri: 'nattrav://web' }], [2, { failed: everyButRelay }]] as const) {
+      const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
+      const recipient = new FakeChannel(h.clock, at(B, 50_000), 50);
+      // Neither side sends a mapping probe (a peer on the web cannot).
+      await h.rendezvous.connect(initiator, connectRequest(o.uri ?? 'nattrav://bob', id, 'failed' in o ? [...o.failed] : []));
+      const joined = h.rendezvous.join(recipient, joinRequest(id));
+      await h.clock.advance(50);
+      await joined;
+      assert.equal(strategyName(getU32Attr(answered(initiator), AttrType.Strategy) ?? 0), 'relay');
+      const scheduled = h.events.find((e) => e.type === 'scheduled' && e.attemptId === Buffer.alloc(16, id).toString('hex'));
+      assert.ok(scheduled?.type === 'scheduled' && scheduled.setupMs < MAPPING_WAIT_MS, `attempt ${id}: answered without waiting ${MAPPING_WAIT_MS} ms for probes`);
+    }
+    // An ordinary attempt whose probes do not come still waits for them.
+    const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
+    await h.rendezvous.connect(initiator, connectRequest('nattrav://bob', 3));
+    const joined = h.rendezvous.join(new FakeChannel(h.clock, at(B, 50_000), 50), joinRequest(3));
+    await h.clock.advance(50);
+    assert.equal(initiator.answer, undefined, 'waiting for mapping probes');
+    await h.clock.advance(MAPPING_WAIT_MS);
+    await joined;
+    assert.ok(initiator.answer !== undefined);
   });
 
   test('FAILED-STRATEGIES still skips to the relay (the cheap, safe fallback)', async () => {

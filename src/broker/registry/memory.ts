@@ -25,6 +25,10 @@ const TRANSPORTS = [undefined, 'udp', 'tcp'] as const;
 const WHOLE = 0b100;
 const HAS_FINGERPRINT = 0b1000;
 const PRIVATE_COUNT_SHIFT = 4;
+/** The private count takes bits 4 and 5 (0 to PACKED_PRIVATE_ENDPOINTS). */
+const PRIVATE_COUNT_MASK = 0b11;
+/** Registration.web, above the private count. */
+const WEB = 0b1000000;
 
 /**
  * A {@link Registry} held in this process's memory, compactly: a registration is a slot
@@ -156,7 +160,8 @@ export class MemoryRegistry implements Registry {
     // A port mapping (portmap) or a SOCKS5 BIND (socks5-bind) has no column: such a registration is kept whole.
     if (registration.mappedEndpoint !== undefined || registration.boundEndpoint !== undefined) return false;
     if (transport !== undefined && TRANSPORT_CODES[transport] === undefined) return false;
-    let flags = (transport === undefined ? 0 : TRANSPORT_CODES[transport]) | (privateEndpoints.length << PRIVATE_COUNT_SHIFT);
+    if (registration.web !== undefined && registration.web !== true) return false;
+    let flags = (transport === undefined ? 0 : TRANSPORT_CODES[transport]) | (privateEndpoints.length << PRIVATE_COUNT_SHIFT) | (registration.web === true ? WEB : 0);
     for (let i = 0; i < privateEndpoints.length; i++) {
       const endpoint = privateEndpoints[i] as TransportAddress;
       const ip = packEndpoint(endpoint);
@@ -210,7 +215,7 @@ export class MemoryRegistry implements Registry {
     const flags = this.#flags.array[slot] as number;
     if ((flags & WHOLE) !== 0) return this.#whole.get(slot);
     const privateEndpoints: TransportAddress[] = [];
-    for (let i = 0; i < flags >>> PRIVATE_COUNT_SHIFT; i++) {
+    for (let i = 0; i < ((flags >>> PRIVATE_COUNT_SHIFT) & PRIVATE_COUNT_MASK); i++) {
       const at = slot * PACKED_PRIVATE_ENDPOINTS + i;
       privateEndpoints.push({ family: 'IPv4', address: unpackIPv4(this.#privateIp.array[at] as number), port: this.#privatePort.array[at] as number });
     }
@@ -224,6 +229,7 @@ export class MemoryRegistry implements Registry {
       ...(transport === undefined ? {} : { transport }),
       ...((flags & HAS_FINGERPRINT) === 0 ? {} : { keyFingerprint: unpackFingerprint(this.#fingerprint.array, slot * FINGERPRINT_BYTES) }),
       ...(broker === 0 ? {} : { broker: this.#brokers[broker - 1] as string }),
+      ...((flags & WEB) === 0 ? {} : { web: true }),
     };
   }
 }

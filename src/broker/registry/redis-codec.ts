@@ -5,7 +5,8 @@
  * Lua script can read the expiry and the key fingerprint at fixed offsets (redis.ts CLAIM):
  *
  *   0      version (1)
- *   1      transport: 0 absent, 1 udp, 2 tcp
+ *   1      transport: 0 absent, 1 udp, 2 tcp; plus {@link WEB_FLAG} when the peer registered over
+ *          a WebSocket (Registration.web)
  *   2..7   expiresAt, ms since the epoch, unsigned 48-bit big-endian
  *   8      length L of the key fingerprint (0: none)
  *   9..    the fingerprint, L bytes of ASCII
@@ -49,6 +50,8 @@ const MAX_BYTE = 255;
 /** An endpoint's bytes before its address text: family, port, length. */
 const ENDPOINT_HEADER_LENGTH = 4;
 const TRANSPORT_CODES = { absent: 0, udp: 1, tcp: 2 } as const;
+/** Set in the transport byte when the peer registered over a WebSocket (Registration.web; brokers older than it read such a value as unknown). */
+export const WEB_FLAG = 0x80;
 /** Longest bus ID a registration records (RedisBus IDs are 18 characters; room for operators' names). */
 export const MAX_BROKER_ID_LENGTH = 64;
 
@@ -72,7 +75,7 @@ export function encodeRegistration(registration: Registration): Buffer {
   const header = Buffer.alloc(FINGERPRINT_LENGTH_OFFSET + 1);
   const { mappedEndpoint, boundEndpoint } = registration;
   header[0] = boundEndpoint !== undefined ? REGISTRATION_VERSION_BOUND : mappedEndpoint === undefined ? REGISTRATION_VERSION : REGISTRATION_VERSION_MAPPED;
-  header[1] = TRANSPORT_CODES[registration.transport ?? 'absent'];
+  header[1] = TRANSPORT_CODES[registration.transport ?? 'absent'] | (registration.web === true ? WEB_FLAG : 0);
   header.writeUIntBE(expiresAt, EXPIRES_OFFSET, 6);
   header[FINGERPRINT_LENGTH_OFFSET] = fingerprint.length;
   const endpoints = [registration.publicEndpoint, ...privateEndpoints].map(encodeEndpoint);
@@ -87,7 +90,8 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
   try {
     const version = value[0];
     if (version !== REGISTRATION_VERSION && version !== REGISTRATION_VERSION_MAPPED && version !== REGISTRATION_VERSION_BOUND) throw new Error(`unknown layout version ${version}`);
-    const transport = (['absent', 'udp', 'tcp'] as const)[value[1] as number];
+    const web = ((value[1] as number) & WEB_FLAG) !== 0;
+    const transport = (['absent', 'udp', 'tcp'] as const)[(value[1] as number) & ~WEB_FLAG];
     if (transport === undefined) throw new Error(`unknown transport code ${value[1]}`);
     const expiresAt = value.readUIntBE(EXPIRES_OFFSET, 6);
     const fingerprintLength = value.readUInt8(FINGERPRINT_LENGTH_OFFSET);
@@ -128,6 +132,7 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
       ...(broker === undefined ? {} : { broker }),
       ...(mappedEndpoint === undefined ? {} : { mappedEndpoint }),
       ...(boundEndpoint === undefined ? {} : { boundEndpoint }),
+      ...(web ? { web: true } : {}),
     };
   } catch (err) {
     throw new NattravError(ErrorCode.RegistryUnavailable, `the registration of ${uri} in Redis is not one this broker can read (${(err as Error).message})`, { cause: err });

@@ -34,6 +34,12 @@ export interface Registration {
    * BOUND-ENDPOINT): the broker plans path `socks5-bind` to it first. Absent: none.
    */
   readonly boundEndpoint?: TransportAddress;
+  /**
+   * True when the peer registered over a WebSocket (a network that passes only the web):
+   * nothing reaches its own sockets and it reaches nothing but the broker, so the broker
+   * plans the relay for it at once (schedule.ts). Absent: false.
+   */
+  readonly web?: boolean;
 }
 
 /**
@@ -81,6 +87,7 @@ export function sameRegistration(a: Registration, b: Registration): boolean {
     a.keyFingerprint === b.keyFingerprint &&
     a.broker === b.broker &&
     endpoints(a) === endpoints(b) &&
-    mapped(a) === mapped(b)
+    mapped(a) === mapped(b) &&
+    (a.web === true) === (b.web === true)
   );
 }

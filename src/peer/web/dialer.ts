@@ -7,6 +7,7 @@
  * bounded in time, reporting the step that worked.
  */
 import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { formatEndpoint, type HostPort } from '../../common/endpoint.js';
@@ -92,6 +93,8 @@ export class WebFallbackDialer implements Dialer {
   readonly #options: WebDialerOptions;
   readonly #onFallback: ((event: WebFallbackEvent) => void) | undefined;
   readonly #chosen = new Map<string, Dialer>();
+  /** Per broker, the steps of the last dial that went through them (see stepsTried). */
+  readonly #tried = new Map<string, string[]>();
   #kind = 'direct';
 
   constructor(options: WebDialerOptions = {}, onFallback?: (event: WebFallbackEvent) => void) {
@@ -104,9 +107,15 @@ export class WebFallbackDialer implements Dialer {
     return this.#kind;
   }
 
+  /** The steps of the last dial to `target` that went through them (TCP, wss, ws), each with why it failed or that it was cut off. */
+  stepsTried(target: HostPort): readonly string[] {
+    return this.#tried.get(formatEndpoint({ address: target.host, port: target.port })) ?? [];
+  }
+
   async dial(target: HostPort, signal: AbortSignal): Promise<Socket> {
     const key = formatEndpoint({ address: target.host, port: target.port });
     const known = this.#chosen.get(key);
+    this.#tried.delete(key);
     if (known !== undefined) return known.dial(target, signal);
     const host = target.host.includes(':') ? `[${target.host}]` : target.host;
     const ports = this.#options.fallbackPorts ?? { wss: 443, ws: 80 };
@@ -118,7 +127,9 @@ export class WebFallbackDialer implements Dialer {
       [ws, webSocketDialer(ws, this.#options)],
     ];
     const reasons: string[] = [];
+    this.#tried.set(key, reasons);
     for (const [via, dialer] of steps) {
+      const started = performance.now();
       try {
         const socket = await dialer.dial(target, signal);
         this.#chosen.set(key, dialer);
@@ -126,6 +137,10 @@ export class WebFallbackDialer implements Dialer {
         if (dialer !== DIRECT_DIALER) this.#onFallback?.({ broker: key, via, reasons });
         return socket;
       } catch (err) {
+        if (signal.aborted) {
+          reasons.push(`${via}: cut off after ${Math.round(performance.now() - started)} ms (${abortError(signal).message})`);
+          for (const [next] of steps.slice(steps.findIndex(([step]) => step === via) + 1)) reasons.push(`${next}: not tried`);
+        }
         if (signal.aborted || !(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) throw err;
         reasons.push(`${via}: ${err.message}`);
       }
