@@ -13,7 +13,7 @@ import { resolveLimits, type BrokerLimitsOptions, type LimitedReport } from '../
 import { ATTEMPT_HISTORY_MS, BIRTHDAY_CONE_LAG_MS, scheduleAttempt, type AttemptSide, type Failures } from '../../src/broker/schedule.js';
 import { decodeMappingKind } from '../../src/nat/mapping.js';
 import { chooseStrategy } from '../../src/nat/plan.js';
-import { strategyMask, strategyName, type StrategyName } from '../../src/nat/strategy.js';
+import { STRATEGY_NAMES, strategyMask, strategyName, type StrategyName } from '../../src/nat/strategy.js';
 import { encodeMessage, decodeMessage } from '../../src/wire/codec.js';
 import { AttrType, MessageClass, Method, RoleCode, StrategyCode, StunErrorCode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
@@ -529,7 +529,7 @@ describe('rendezvous on a fake clock', () => {
   test('relay only (a recipient registered over a WebSocket, or every other strategy claimed failed): no wait for mapping probes', async () => {
     const h = await harness(['nattrav://bob']);
     await h.registry.put({ uri: 'nattrav://web', publicEndpoint: at(B, 3478), privateEndpoints: [], expiresAt: NOW + 3_600_000, transport: 'tcp', web: true });
-    const everyButRelay: StrategyName[] = ['lan', 'public', 'reversal', 'direct', 'predicted', 'birthday', 'portmap'];
+    const everyButRelay: StrategyName[] = STRATEGY_NAMES.filter((name) => name !== 'relay');
     for (const [id, o] of [[1, { uri: 'nattrav://web' }], [2, { failed: everyButRelay }]] as const) {
       const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
       const recipient = new FakeChannel(h.clock, at(B, 50_000), 50);
