@@ -23,6 +23,17 @@ import type { InboundClaim, MappedInbound } from './strategies/types.js';
 
 const debug = debuglog('nattrav:portmap');
 
+/**
+ * How long the agent's discovery waits for the gateway's answers, in ms. The agent runs in the
+ * background after registering, so a slow gateway delays no connection; 250 ms (what a command
+ * that waits on the answer allows) lost a busy miniupnpd's SSDP answer in the lab.
+ */
+export const AGENT_DISCOVERY_BUDGET_MS = 2_000;
+/** After a failed discovery or mapping, the agent asks again after this long, doubling up to {@link AGENT_RETRY_MAX_MS}. */
+export const AGENT_RETRY_INITIAL_MS = 60_000;
+/** The longest wait between two tries of the agent (a gateway that speaks nothing is asked hourly). */
+export const AGENT_RETRY_MAX_MS = 3_600_000;
+
 /** Port-mapping settings of a recipient (`ServerOptions.portmap`). */
 export interface PortmapSettings {
   /** The gateway to ask (also lifts the loopback rule). @default the IPv4 default route's gateway */
@@ -33,6 +44,8 @@ export interface PortmapSettings {
   readonly lifetimeSeconds?: number;
   /** The gateway I/O (tests pass fakes). @default real sockets */
   readonly io?: PortMapperIo;
+  /** How long discovery waits for the gateway's answers, ms. @default {@link AGENT_DISCOVERY_BUDGET_MS} */
+  readonly discoveryBudgetMs?: number;
   /** @default the system clock */
   readonly clock?: Clock;
 }
@@ -93,6 +106,9 @@ export class PortmapAgent extends EventEmitter implements MappedInbound {
   #validUntil = 0;
   #started = false;
   #closed: Promise<void> | undefined;
+  /** The wait before the next try after a failure, and its timer. */
+  #retryMs = AGENT_RETRY_INITIAL_MS;
+  #retry: ReturnType<Clock['setTimeout']> | undefined;
 
   constructor(settings: PortmapSettings) {
     super();
@@ -112,31 +128,50 @@ export class PortmapAgent extends EventEmitter implements MappedInbound {
     return this.#mapping;
   }
 
-  /** Listens and maps, in the background; never rejects (failures are debug lines). Once. */
+  /**
+   * Listens and maps, in the background; never rejects (failures are debug lines). Once; a
+   * failed discovery or mapping is tried again later ({@link AGENT_RETRY_INITIAL_MS}, doubling).
+   */
   async start(): Promise<void> {
     if (this.#started || this.#closed !== undefined) return;
     this.#started = true;
+    await this.#try();
+  }
+
+  async #try(): Promise<void> {
+    this.#retry = undefined;
     try {
-      const server = await listen();
+      const server = this.#server ?? (await listen());
       if (this.#closed !== undefined) {
         server.close();
         return;
       }
-      this.#server = server;
-      server.on('connection', (socket) => this.#offer(socket));
+      if (this.#server === undefined) {
+        this.#server = server;
+        server.on('connection', (socket) => this.#offer(socket));
+      }
       const port = (server.address() as { port: number }).port;
       const mapper = new PortMapper({
         ...(this.#settings.gateway === undefined ? {} : { gateway: this.#settings.gateway }),
         ...(this.#settings.protocols === undefined ? {} : { protocols: this.#settings.protocols }),
         ...(this.#settings.lifetimeSeconds === undefined ? {} : { lifetimeSeconds: this.#settings.lifetimeSeconds }),
         ...(this.#settings.io === undefined ? {} : { io: this.#settings.io }),
+        discoveryBudgetMs: this.#settings.discoveryBudgetMs ?? AGENT_DISCOVERY_BUDGET_MS,
         clock: this.#clock,
       });
       this.#mapper = mapper;
       mapper.on('event', (event: PortMapperEvent) => this.#onEvent(event));
       await mapper.map(port, { transport: 'tcp' });
+      this.#retryMs = AGENT_RETRY_INITIAL_MS;
     } catch (err) {
-      if (this.#closed === undefined) debug('no port mapping, today\'s strategies run: %s', err instanceof Error ? err.message : String(err));
+      if (this.#closed !== undefined) return;
+      debug('no port mapping, today\'s strategies run; asking again in %d s: %s', this.#retryMs / 1000, err instanceof Error ? err.message : String(err));
+      const failed = this.#mapper;
+      this.#mapper = undefined;
+      await failed?.close().catch(() => undefined);
+      if (this.#closed !== undefined) return;
+      this.#retry = this.#clock.setTimeout(() => void this.#try(), this.#retryMs);
+      this.#retryMs = Math.min(this.#retryMs * 2, AGENT_RETRY_MAX_MS);
     }
   }
 
@@ -149,6 +184,7 @@ export class PortmapAgent extends EventEmitter implements MappedInbound {
   /** Deletes the mapping on the gateway and stops listening. Idempotent. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      if (this.#retry !== undefined) this.#clock.clearTimeout(this.#retry);
       this.#server?.close();
       this.#claims.clear();
       await this.#mapper?.close().catch((err: unknown) => debug('deleting the mapping failed: %s', err instanceof Error ? err.message : String(err)));

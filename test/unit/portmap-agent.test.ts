@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { PortmapAgent } from '../../src/peer/portmap-agent.js';
+import { AGENT_DISCOVERY_BUDGET_MS, AGENT_RETRY_INITIAL_MS, AGENT_RETRY_MAX_MS, PortmapAgent } from '../../src/peer/portmap-agent.js';
 import type { GatewayProbe, PortMapperIo } from '../../src/portmap/mapper.js';
 import type { GrantedMapping, MapRequest, MappingBackend } from '../../src/portmap/types.js';
 import type { TransportAddress } from '../../src/wire/types.js';
@@ -116,4 +116,41 @@ test('inbound connections on the mapped listener go to the attempt that claims t
   } finally {
     await agent.close();
   }
+});
+
+test('a gateway that did not answer is asked again later (60 s, doubling), with the background discovery budget, until the agent closes', async () => {
+  const clock = new FakeClock();
+  const gateway = new Gateway();
+  let answers = false;
+  const budgets: number[] = [];
+  const flaky: PortMapperIo = {
+    defaultGateway: async () => '192.0.2.1',
+    probe: async (gw, budgetMs): Promise<GatewayProbe> => {
+      budgets.push(budgetMs);
+      return answers ? io(gateway).probe(gw, budgetMs, { protocols: ['nat-pmp'], multicast: false }) : { answered: { gateway: gw, protocols: [] }, open: async () => gateway, close: () => undefined };
+    },
+  };
+  const agent = new PortmapAgent({ io: flaky, clock, protocols: ['nat-pmp'] });
+  try {
+    await agent.start();
+    assert.equal(agent.endpoint, undefined, 'no gateway answered: nothing mapped');
+    assert.deepEqual(budgets, [AGENT_DISCOVERY_BUDGET_MS], 'the background discovery waits longer than a command would');
+    await clock.advance(AGENT_RETRY_INITIAL_MS);
+    await settle();
+    assert.equal(budgets.length, 2, 'asked again after the first retry interval');
+    answers = true;
+    await clock.advance(AGENT_RETRY_INITIAL_MS);
+    await settle();
+    assert.equal(budgets.length, 2, 'the second wait is twice as long');
+    await clock.advance(AGENT_RETRY_INITIAL_MS);
+    await settle();
+    assert.equal(budgets.length, 3);
+    assert.deepEqual(agent.endpoint, { family: 'IPv4', address: '203.0.113.9', port: 40_000 }, 'mapped once the gateway answered');
+  } finally {
+    await agent.close();
+  }
+  const after = budgets.length;
+  await clock.advance(AGENT_RETRY_MAX_MS);
+  await settle();
+  assert.equal(budgets.length, after, 'nothing asked after close');
 });

@@ -9,7 +9,7 @@ import { nextStrategy, planStrategies, type SideFacts } from '../../src/nat/plan
 import { strategiesInMask, strategyMask } from '../../src/nat/strategy.js';
 import { runAttempt } from '../../src/peer/attempt.js';
 import { connect } from '../../src/peer/connect.js';
-import type { NattravSocket } from '../../src/peer/info.js';
+import { RELAY_CUT_IN_FLIGHT_BYTES, relayCutThreshold, type NattravSocket } from '../../src/peer/info.js';
 import { predictedTargets } from '../../src/peer/strategies/predicted.js';
 import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
@@ -271,4 +271,12 @@ describe('relay and TCP-only recipients on loopback', () => {
     );
     assert.deepEqual(seen.slice(0, 4), ['public:started', 'public:failed', 'direct:started', 'direct:failed']);
   });
+});
+
+test('an end of stream counts as the relay quota cut from a tenth, or the bytes a reset discards in flight, below the quota, never below half of it', () => {
+  const mb = 1_000_000;
+  assert.equal(relayCutThreshold(100 * mb), 90 * mb, 'a large quota: within a tenth');
+  assert.equal(relayCutThreshold(2 * mb), 2 * mb - RELAY_CUT_IN_FLIGHT_BYTES, 'a 2 MB quota: what a reset discards counts (the lab saw 1.72 MB of 2 MB arrive)');
+  assert.ok(relayCutThreshold(2 * mb) <= 1_718_416);
+  assert.equal(relayCutThreshold(100_000), 50_000, 'a small quota: never below half');
 });
