@@ -151,4 +151,20 @@ describe('broker over IPv6', { skip }, () => {
       assert.equal(await echoHash(socket, bytes), createHash('sha256').update(bytes).digest('hex'));
     }
   });
+
+  test('an IPv6 initiator reaches a recipient registered over IPv4 through the relay at once, not after timeouts', async () => {
+    const { port, events } = await broker('::');
+    const { server } = await startRecipient(`127.0.0.1:${port}`, 'nattrav://cross-family');
+    server.on('connection', (socket: NattravSocket) => socket.pipe(socket));
+    closers.push(() => server.close());
+    const socket = await connect({ broker: `[::1]:${port}`, uri: 'nattrav://cross-family', signal: AbortSignal.timeout(10_000) });
+    closers.push(() => socket.destroy());
+    assert.equal(socket.nattrav.path, 'relay');
+    assert.deepEqual(socket.nattrav.trace.map((t) => t.strategy), ['relay'], 'no direct strategy tried across families');
+    const scheduled = events.find((e) => e.type === 'scheduled');
+    assert.ok(scheduled !== undefined && scheduled.type === 'scheduled');
+    assert.deepEqual(scheduled.plan, ['relay']);
+    const bytes = randomBytes(64 * 1024);
+    assert.equal(await echoHash(socket, bytes), createHash('sha256').update(bytes).digest('hex'));
+  });
 });
