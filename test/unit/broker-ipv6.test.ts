@@ -9,9 +9,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { connect as netConnect } from 'node:net';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createBroker, type Broker, type BrokerEvent } from '../../src/broker/broker.js';
 import { MemoryRegistry } from '../../src/broker/registry/memory.js';
+import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
 import { connect } from '../../src/peer/connect.js';
 import type { NattravSocket } from '../../src/peer/info.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
@@ -21,7 +26,7 @@ import { StunMessage } from '../../src/wire/message.js';
 import { getXorMappedAddress } from '../../src/wire/nattrav.js';
 import { addRequestPadding } from '../../src/wire/request-padding.js';
 import type { TransportAddress } from '../../src/wire/types.js';
-import { startRecipient } from '../helpers/loopback.js';
+import { startRecipient, until } from '../helpers/loopback.js';
 import { udpSocket } from '../helpers/udp.js';
 
 /** Why the tests cannot run here, or undefined when ::1 can be bound. */
@@ -166,5 +171,29 @@ describe('broker over IPv6', { skip }, () => {
     assert.deepEqual(scheduled.plan, ['relay']);
     const bytes = randomBytes(64 * 1024);
     assert.equal(await echoHash(socket, bytes), createHash('sha256').update(bytes).digest('hex'));
+  });
+
+  test('CLI: broker --listen [::]:0 serves IPv4 and IPv6 peers and logs where each registered from', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'nattrav-ipv6-cli-'));
+    closers.push(() => rmSync(home, { recursive: true, force: true }));
+    const child = spawn(process.execPath, [CLI_PATH, 'broker', '--listen', '[::]:0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
+    closers.push(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    const proc = new CliProcess(child);
+    const listening = await proc.waitForEvent('listening', 10_000);
+    assert.equal(listening.address, '::');
+    const port = Number(listening.port);
+    for (const host of ['127.0.0.1', '[::1]']) {
+      const { server } = await startRecipient(`${host}:${port}`, `nattrav://cli-${host === '127.0.0.1' ? 'v4' : 'v6'}`, { keyDir: join(home, 'keys') });
+      closers.push(() => server.close());
+    }
+    await until(() => proc.events.filter((e) => e.event === 'registered').length === 2, 5_000, 'two registrations logged');
+    const registered = proc.events.filter((e) => e.event === 'registered');
+    assert.equal(registered.some((e) => e.transport !== undefined), false, `both over UDP: ${proc.stderr}`);
+    const families = registered.map((e) => (e.publicEndpoint as { family?: string } | undefined)?.family).sort();
+    assert.deepEqual(families, ['IPv4', 'IPv6'], proc.stderr);
+    child.kill('SIGTERM');
+    assert.equal(await proc.exited, 143);
   });
 });
