@@ -20,7 +20,7 @@ import type { RegisterAuth } from './register.js';
 import { RelayHub } from './relay.js';
 import { Rendezvous } from './rendezvous.js';
 import { handleDatagram, KNOWN_ATTRIBUTES } from './udp.js';
-import { bindListeners, closeListeners } from './listeners.js';
+import { bindListeners, closeListeners, udp6Destination } from './listeners.js';
 import { BrokerGuard } from './guard.js';
 import { resolveLimits } from './limits.js';
 import { answerBinding, socketAddress, socketKey, type Rfc5780Layout, type ServerSocketId } from './rfc5780.js';
@@ -72,6 +72,8 @@ export class Broker extends EventEmitter {
   readonly #router: WorkerRouter | undefined;
   /** UDP sockets by `socketKey` (rfc5780.ts); the primary one also carries the broker's own requests. */
   #udp = new Map<string, UdpSocket>();
+  /** The UDP sockets bound to an IPv6 address (dual-stack when bound to "::"). */
+  readonly #udp6 = new WeakSet<UdpSocket>();
   #tcp: readonly Server[] = [];
   #webSockets: readonly WebSocketListener[] = [];
   #layout: Rfc5780Layout | undefined;
@@ -349,6 +351,7 @@ export class Broker extends EventEmitter {
   #bindUdp(host: string, port: number, id: ServerSocketId): Promise<UdpSocket> {
     return new Promise((resolve, reject) => {
       const socket = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
+      if (host.includes(':')) this.#udp6.add(socket);
       socket.once('error', reject);
       // Workers of one broker share the primary's socket (Node cluster): not exclusive there.
       socket.bind({ address: host, port, exclusive: this.#options.workerLink === undefined }, () => {
@@ -401,20 +404,25 @@ export class Broker extends EventEmitter {
   /** Sends bytes already encoded (a request relayed by another broker: cluster.ts) from the primary UDP socket. */
   #sendEncodedUdp(bytes: Uint8Array, to: TransportAddress): void {
     const primary = this.#udp.get(socketKey({ alternateIp: false, alternatePort: false }));
-    if (primary !== undefined && this.#state === 'listening') primary.send(bytes, to.port, to.address, () => undefined);
+    if (primary !== undefined && this.#state === 'listening') this.#sendTo(primary, bytes, to);
   }
 
   #sendUdpFrom(socket: UdpSocket, message: StunMessage, to: TransportAddress, options: EncodeOptions = {}): void {
     if (this.#state !== 'listening') return;
     const bytes = encodeMessage(message, { software: this.#options.software, fingerprint: true, ...options });
-    socket.send(bytes, to.port, to.address, () => undefined);
+    this.#sendTo(socket, bytes, to);
+  }
+
+  /** Sends `bytes` to `to` from `socket`; a udp6 socket reaches an IPv4 peer at its IPv4-mapped address. */
+  #sendTo(socket: UdpSocket, bytes: Uint8Array, to: TransportAddress): void {
+    socket.send(bytes, to.port, this.#udp6.has(socket) ? udp6Destination(to.address) : to.address, () => undefined);
   }
 
   /** Answers a UDP request, no larger than the anti-amplification rule allows (amplification.ts). */
   #replyUdp(socket: UdpSocket, message: StunMessage, to: TransportAddress, options: EncodeOptions | undefined, request: UdpRequestInfo, verified = false): void {
     if (this.#state !== 'listening') return;
     const bytes = this.#guard.fitUdp(message, { software: this.#options.software, fingerprint: true, ...options }, request, to.address, verified);
-    if (bytes !== undefined) socket.send(bytes, to.port, to.address, () => undefined);
+    if (bytes !== undefined) this.#sendTo(socket, bytes, to);
   }
 
   /**
@@ -431,7 +439,7 @@ export class Broker extends EventEmitter {
       drew = true;
     });
     this.#plainBindings.learn(shape, bytes, drew);
-    if (bytes !== undefined) socket.send(bytes, answer.to.port, answer.to.address, () => undefined);
+    if (bytes !== undefined) this.#sendTo(socket, bytes, answer.to);
   }
 
   /** Sends `message` (a ConnectionRequest, or an instance check) to the recipient of `registration`, the way its registration came. */

@@ -17,7 +17,7 @@
  * - `relay` (through the broker) last, and alone for two symmetric NATs with a random one.
  */
 import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
-import { chooseStrategy, strategyCost } from '../nat/plan.js';
+import { chooseStrategy, crossFamily, strategyCost } from '../nat/plan.js';
 import type { StrategyName } from '../nat/strategy.js';
 import { AttrType, TransportCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
@@ -58,7 +58,7 @@ export function datagramSide(request: StunMessage, exchange: TransportAddress, p
 
 /** Both sides' public addresses, UDP mappings and whether they could be checked: the ordered UDP strategies. */
 export function planDatagram(initiator: { mapping: MappingKind; publicAddress: string; verified: boolean }, recipient: { mapping: MappingKind; publicAddress: string; verified: boolean }): StrategyName[] {
-  if (!initiator.verified || !recipient.verified) return ['relay'];
+  if (!initiator.verified || !recipient.verified || crossFamily(initiator.publicAddress, recipient.publicAddress)) return ['relay'];
   const plan: StrategyName[] = [];
   const i = initiator.mapping.kind;
   const r = recipient.mapping.kind;

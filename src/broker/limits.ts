@@ -4,9 +4,11 @@
  * many addresses costs a fixed amount of memory), caps on connections and
  * registrations per source and in total, pending attempts per recipient URI,
  * and a throttled report of every limit that bit. Pure bookkeeping: no
- * sockets; the clock is injected.
+ * sockets; the clock is injected. A source is counted by its sourceKey
+ * (source-key.ts): an IPv6 address by its /64, which one attacker holds whole.
  */
 import { ErrorCode, NattravError } from '../errors.js';
+import { sourceKey } from './source-key.js';
 
 /** A token bucket's shape: a sustained rate and the burst allowed on top of it. */
 export interface RateSpec {
@@ -176,6 +178,9 @@ const RATE_KINDS = {
   'expensive-per-source': 'expensivePerSource',
 } as const satisfies Partial<Record<LimitKind, keyof BrokerLimits>>;
 
+/** Kinds keyed by the recipient URI; every other kind is keyed by a source address through {@link sourceKey} (an IPv6 source by its /64). */
+const PER_URI_KINDS: ReadonlySet<string> = new Set<RateKind>(['connect-per-uri', 'expensive-per-uri']);
+
 /** A kind limited by a token bucket per key. */
 export type RateKind = keyof typeof RATE_KINDS;
 
@@ -307,12 +312,12 @@ export class RateLimiter {
     return this.bucket(kind, key).take(n, this.#now());
   }
 
-  /** The bucket of `kind` for `key`, created full. */
+  /** The bucket of `kind` for `key` (a URI, or a source address counted by its {@link sourceKey}), created full. */
   bucket(kind: RateKind | 'amplification', key: string): TokenBucket {
     // A flood comes from one source: its bucket again, without building the key (nothing was
     // looked up since, so nothing was inserted or evicted: it is still the one in the map).
     if (this.#lastBucket !== undefined && this.#lastKind === kind && this.#lastKey === key) return this.#lastBucket;
-    const id = `${kind}|${key}`;
+    const id = `${kind}|${PER_URI_KINDS.has(kind) ? key : sourceKey(key)}`;
     let bucket = this.#buckets.get(id);
     if (bucket === undefined) {
       const spec = kind === 'amplification' ? this.#limits.amplificationAllowancePerSource : this.#limits[RATE_KINDS[kind]];

@@ -85,3 +85,13 @@ export async function bindListeners(request: ListenerRequest, open: ListenerFact
   }
   throw lastError;
 }
+
+/**
+ * The address to pass to `send` on a udp6 socket for a peer at `address`: such a
+ * socket bound to "::" is dual-stack and reaches an IPv4 peer only at its
+ * IPv4-mapped address (::ffff:a.b.c.d), which the broker strips when it reads a
+ * source (common/endpoint.ts toTransportAddress).
+ */
+export function udp6Destination(address: string): string {
+  return address.includes(':') ? address : `::ffff:${address}`;
+}

@@ -2,9 +2,11 @@
  * Live registrations granted by this broker, for its caps (limits.ts `maxRegistrations`,
  * `maxRegistrationsPerSource`): URI -> (source, expiry), with the count per source. Kept
  * compactly (registry/slab.ts): a URI is a slot holding its expiry and a source number;
- * each source address is held once, with its count.
+ * each source address is held once, with its count. A source is counted by its
+ * {@link sourceKey} (an IPv6 address by its /64).
  */
 import { Column, Slots, sweepExpired } from './registry/slab.js';
+import { sourceKey } from './source-key.js';
 
 /**
  * How often, at most, a full cap sweeps expired entries, in ms: a flood of refused
@@ -41,8 +43,9 @@ export class RegistrationCap {
     return this.#slotOf.size;
   }
 
-  /** May `source` register (or refresh) `uri` at `now`? A refresh of its own URI always may. */
-  admit(uri: string, source: string, now: number): 'ok' | 'per-source' | 'total' {
+  /** May the source at `address` register (or refresh) `uri` at `now`? A refresh of its own URI always may. */
+  admit(uri: string, address: string, now: number): 'ok' | 'per-source' | 'total' {
+    const source = sourceKey(address);
     const slot = this.#slotOf.get(uri);
     if (slot !== undefined && this.#sourceNames[this.#sourceOf.array[slot] as number] === source && (this.#expires.array[slot] as number) > now) return 'ok';
     if (this.#count(source) >= this.#maxPerSource || this.#slotOf.size >= this.#max) this.#sweepIfDue(now);
@@ -51,8 +54,9 @@ export class RegistrationCap {
     return 'ok';
   }
 
-  /** Records that `source` holds `uri` until `expiresAt` (replacing whoever held it). */
-  record(uri: string, source: string, expiresAt: number): void {
+  /** Records that the source at `address` holds `uri` until `expiresAt` (replacing whoever held it). */
+  record(uri: string, address: string, expiresAt: number): void {
+    const source = sourceKey(address);
     let slot = this.#slotOf.get(uri);
     if (slot === undefined) {
       slot = this.#slots.take();

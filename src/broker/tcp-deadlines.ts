@@ -15,9 +15,11 @@
  * first: honest peers send a message in one round trip), one that has not completed
  * a message yet (the oldest first), one that only asked for Bindings and is idle (the
  * longest idle first). Connections of attempts, control connections and relays are
- * never evicted. The per-source cap is never lifted by eviction.
+ * never evicted. The per-source cap is never lifted by eviction; it counts a source by
+ * its {@link sourceKey} (an IPv6 address by its /64).
  */
 import { HEADER_LENGTH } from '../wire/constants.js';
+import { sourceKey } from './source-key.js';
 
 /** What a connection does, as far as its deadlines are concerned. */
 export type ConnectionRole =
@@ -136,7 +138,7 @@ export class ConnectionTable<H> {
    * module comment): the caller closes `evicted`, which the table has forgotten already.
    */
   admit(source: string): Admission<H> {
-    if ((this.#perSource.get(source) ?? 0) >= this.#limits.maxConnectionsPerSource) return { verdict: 'per-source' };
+    if ((this.#perSource.get(sourceKey(source)) ?? 0) >= this.#limits.maxConnectionsPerSource) return { verdict: 'per-source' };
     if (this.#all.size < this.#limits.maxConnections) return { verdict: 'ok' };
     const victim = first(this.#partial) ?? first(this.#unserved) ?? first(this.#idle);
     if (victim === undefined) return { verdict: 'total' };
@@ -149,7 +151,8 @@ export class ConnectionTable<H> {
     if (this.#all.has(handle)) return;
     const entry: Entry<H> = { handle, source, acceptedAt: this.#now(), frames: new FrameTracker(), role: 'new', partialSince: undefined, lastMessageAt: undefined };
     this.#all.set(handle, entry);
-    this.#perSource.set(source, (this.#perSource.get(source) ?? 0) + 1);
+    const key = sourceKey(source);
+    this.#perSource.set(key, (this.#perSource.get(key) ?? 0) + 1);
     this.#unserved.set(handle, entry);
     this.#living.set(handle, entry);
   }
@@ -207,9 +210,10 @@ export class ConnectionTable<H> {
     const entry = this.#all.get(handle);
     if (entry === undefined) return;
     this.#all.delete(handle);
-    const left = (this.#perSource.get(entry.source) ?? 1) - 1;
-    if (left <= 0) this.#perSource.delete(entry.source);
-    else this.#perSource.set(entry.source, left);
+    const key = sourceKey(entry.source);
+    const left = (this.#perSource.get(key) ?? 1) - 1;
+    if (left <= 0) this.#perSource.delete(key);
+    else this.#perSource.set(key, left);
     this.#partial.delete(handle);
     this.#unserved.delete(handle);
     this.#idle.delete(handle);

@@ -26,6 +26,10 @@ export interface SideFacts {
 /** Ordered strategies for an initiator/recipient pair. */
 export function planStrategies(initiator: SideFacts, recipient: SideFacts): StrategyName[] {
   if (recipient.web === true) return ['relay'];
+  // One side reached the broker over IPv4, the other over IPv6: neither knows an address of the
+  // other's family (a side lists private endpoints of its broker's family only), so no socket of
+  // one can reach the other's; only the relay, which speaks both, can carry the connection.
+  if (crossFamily(initiator.publicAddress, recipient.publicAddress)) return ['relay'];
   const plan: StrategyName[] = [];
   const i = initiator.mapping.kind;
   const r = recipient.mapping.kind;
@@ -54,6 +58,15 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
   if ((i === 'none' && r === 'random') || (r === 'none' && i === 'random')) plan.push('birthday');
   plan.push('relay');
   return [...new Set(plan)];
+}
+
+/**
+ * Whether two public addresses are of different families (IPv4 and IPv6): then only the
+ * relay connects the sides, as neither lists an address of the other's family.
+ */
+export function crossFamily(a: string, b: string): boolean {
+  // An IPv6 address has a colon; an IPv4 one never does.
+  return a.includes(':') !== b.includes(':');
 }
 
 /** The first strategy of `plan` not in `failed` (relay when all failed). */

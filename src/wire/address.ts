@@ -70,8 +70,8 @@ function addressBytes(a: TransportAddress): Uint8Array {
   throw invalidArgument(`family must be 'IPv4' or 'IPv6', got ${String(a.family)}`);
 }
 
-/** Parses an IPv6 address that `net.isIPv6` accepted (zone ID dropped, embedded IPv4 allowed). */
-function parseIPv6(text: string): Uint8Array {
+/** Parses an IPv6 address that `net.isIPv6` accepted (zone ID dropped, embedded IPv4 allowed) into its 16 bytes. */
+export function parseIPv6(text: string): Uint8Array {
   let s = text;
   const zone = s.indexOf('%');
   if (zone >= 0) s = s.slice(0, zone);

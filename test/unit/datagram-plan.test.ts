@@ -35,6 +35,12 @@ test('UDP plans per NAT pair: both sending covers cones, prediction for sequenti
   assert.deepEqual(planDatagram(side('eim', '198.51.100.1', false), side('eim', '203.0.113.1')), ['relay']);
 });
 
+test('UDP plans over IPv6 as over IPv4; an IPv4 side and an IPv6 side have only the relay', () => {
+  assert.deepEqual(planDatagram(side('none', '2001:db8:a::1'), side('none', '2001:db8:b::1')), ['public', 'direct', 'relay']);
+  assert.deepEqual(planDatagram(side('none', '2001:db8:a::1'), side('none', '203.0.113.1')), ['relay']);
+  assert.deepEqual(planDatagram(side('eim', '198.51.100.1'), side('none', '2001:db8:b::1')), ['relay']);
+});
+
 test('a UDP mapping counts only on the exchange address; private endpoints take the UDP port', () => {
   const request = StunMessage.request(Method.Connect);
   addU32(request, AttrType.Transport, TransportCode.datagram);
