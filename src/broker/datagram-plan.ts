@@ -19,7 +19,8 @@
 import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
 import { chooseStrategy, strategyCost } from '../nat/plan.js';
 import type { StrategyName } from '../nat/strategy.js';
-import { AttrType, TransportCode } from '../wire/constants.js';
+import { isPrivateAddress } from '../common/private-address.js';
+import { AttrType, MAX_PRIVATE_ENDPOINTS, TransportCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { getU32Attr, getXorAddressAttr } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
@@ -46,12 +47,14 @@ export function datagramSide(request: StunMessage, exchange: TransportAddress, p
   const mapped = getXorAddressAttr(request, AttrType.UdpMapped);
   const alternate = getXorAddressAttr(request, AttrType.UdpMappedAlternate);
   const validPort = port !== undefined && port > 0 && port <= 65_535;
-  const verified = validPort && mapped !== undefined && mapped.address === exchange.address;
-  const privates = validPort ? privateEndpoints.map((p) => ({ ...p, port })) : [];
+  // A claimed mapping to port 0 is no endpoint: probes to it would fail (or crash an old peer).
+  const verified = validPort && mapped !== undefined && mapped.port > 0 && mapped.address === exchange.address;
+  // Only LAN addresses, so a peer cannot aim the other's probes at a public host; as many as a TCP attempt forwards.
+  const privates = validPort ? privateEndpoints.filter((p) => isPrivateAddress(p.address)).slice(0, MAX_PRIVATE_ENDPOINTS).map((p) => ({ ...p, port })) : [];
   return {
     publicEndpoint: verified ? mapped : exchange,
     privateEndpoints: privates,
-    probes: verified && alternate !== undefined && alternate.address === exchange.address ? [alternate] : [],
+    probes: verified && alternate !== undefined && alternate.port > 0 && alternate.address === exchange.address ? [alternate] : [],
     verified,
   };
 }

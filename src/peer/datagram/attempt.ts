@@ -14,11 +14,12 @@
 import type { Socket as UdpSocket } from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import type { HostPort } from '../../common/endpoint.js';
+import { isPrivateAddress } from '../../common/private-address.js';
 import { sleep, startPhase } from '../../common/signal.js';
 import { ErrorCode, NattravError } from '../../errors.js';
 import type { StrategyName } from '../../nat/strategy.js';
 import { decodeDatagram } from '../../wire/codec.js';
-import { AttrType, Method, TransportCode } from '../../wire/constants.js';
+import { AttrType, MAX_PRIVATE_ENDPOINTS, Method, TransportCode } from '../../wire/constants.js';
 import { StunMessage } from '../../wire/message.js';
 import { addU32, addXorAddress, getXorMappedAddress } from '../../wire/nattrav.js';
 import type { TransportAddress } from '../../wire/types.js';
@@ -94,7 +95,8 @@ export function datagramCandidates(strategy: StrategyName, exchange: Pick<Exchan
   const peer = exchange.peerPublicEndpoint;
   const family = peer.family;
   const endpoints: TransportAddress[] = [peer];
-  if (strategy === 'lan') endpoints.unshift(...exchange.peerPrivateEndpoints.filter((e) => e.family === family));
+  // LAN addresses only (a peer's list must not aim our probes at public hosts), as many as the TCP path takes.
+  if (strategy === 'lan') endpoints.unshift(...exchange.peerPrivateEndpoints.filter((e) => e.family === family && e.port > 0 && isPrivateAddress(e.address)).slice(0, MAX_PRIVATE_ENDPOINTS));
   if (strategy === 'predicted' && exchange.peerMapping.kind === 'sequential') {
     for (let k = 1; k <= PREDICTION_WINDOW; k++) {
       const port = peer.port + k * exchange.peerMapping.step;
