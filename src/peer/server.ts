@@ -266,7 +266,7 @@ export class NattravServer extends EventEmitter {
       registerTimeoutMs: this.#registerTimeoutMs,
       transport: this.#transport,
       keys,
-      admit: () => this.#refusal(),
+      admit: (_attemptId, datagram) => this.#refusal() ?? (datagram ? this.#datagramRefusal() : undefined),
       mappedEndpoint: () => this.#agent?.endpoint,
       boundEndpoint: () => this.#bind?.endpoint,
       once: this.#once,
@@ -405,6 +405,11 @@ export class NattravServer extends EventEmitter {
     return undefined;
   }
 
+  /** Why a datagram channel must be refused now (datagram/accept.ts), or undefined; asked when the request comes, so the initiator hears why at once. */
+  #datagramRefusal(): string | undefined {
+    return datagramRefusal({ listeners: this.listenerCount('datagram'), allowList: this.#allow !== undefined, dialer: this.#dialer });
+  }
+
   /**
    * One incoming attempt (admitted by {@link #refusal} just before): Join exchange, simultaneous
    * open, Hello; at `joinAt` when another broker of the cluster runs it (registration.ts checked it is ours).
@@ -425,7 +430,7 @@ export class NattravServer extends EventEmitter {
       const channel = await joinDatagram({
         attemptId, uri: this.#uri, signal: controller.signal, exchangeTimeoutMs: this.#exchangeTimeoutMs, punchTimeoutMs: this.#punchTimeoutMs,
         broker: joinAt ?? this.#registration?.joinBroker ?? (this.#brokers[0] as HostPort),
-        refusal: datagramRefusal(this.listenerCount('datagram'), this.#allow !== undefined),
+        refusal: this.#datagramRefusal(),
         sockets: this.#sockets,
         ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
         ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
