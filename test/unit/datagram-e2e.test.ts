@@ -148,3 +148,21 @@ test('connectDatagram refuses a proxy or tunnel, and a keepalive longer than the
   await assert.rejects(connectDatagram({ broker: '127.0.0.1:9', uri: 'nattrav://x', dialer: { kind: 'wss', dial: DIRECT_DIALER.dial } }), (err: Error) => refused(err, /cannot go through wss/));
   await assert.rejects(connectDatagram({ broker: '127.0.0.1:9', uri: 'nattrav://x', keepaliveMs: 20_000 }), (err: Error) => refused(err, /keepaliveMs: at most 15000/));
 });
+
+test('a UDP socket that cannot be bound fails the attempt with the bind error and leaves no timer running', async () => {
+  const timers = (): number => process.getActiveResourcesInfo().filter((what) => what === 'Timeout').length;
+  const before = timers();
+  const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
+  const request = StunMessage.request(Method.Connect);
+  addUri(request, 'nattrav://unbound');
+  addAttemptId(request, attemptId);
+  const failing = (): Promise<never> => Promise.reject(Object.assign(new Error('cannot bind a UDP socket: EMFILE'), { code: ErrorCode.AddressInUse }));
+  await assert.rejects(
+    runDatagramAttempt({
+      broker: { host: '127.0.0.1', port: 9 }, request, attemptId, role: 'initiator', uri: 'nattrav://unbound', signal: new AbortController().signal,
+      exchangeTimeoutMs: 12_000, punchTimeoutMs: 5_000, started: performance.now(), attempt: 1, bindSocket: failing,
+    }),
+    (err: Error & { code?: string }) => err.code === ErrorCode.AddressInUse,
+  );
+  assert.equal(timers(), before, 'the exchange phase timer was cleared');
+});
