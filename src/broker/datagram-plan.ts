@@ -49,8 +49,8 @@ export function datagramSide(request: StunMessage, exchange: TransportAddress, p
   const validPort = port !== undefined && port > 0 && port <= 65_535;
   // A claimed mapping to port 0 is no endpoint: probes to it would fail (or crash an old peer).
   const verified = validPort && mapped !== undefined && mapped.port > 0 && mapped.address === exchange.address;
-  // Only LAN addresses, so a peer cannot aim the other's probes at a public host; as many as a TCP attempt forwards.
-  const privates = validPort ? privateEndpoints.filter((p) => isPrivateAddress(p.address)).slice(0, MAX_PRIVATE_ENDPOINTS).map((p) => ({ ...p, port })) : [];
+  // As many as a TCP attempt forwards; all of them classify the mapping (a host without NAT names its public address).
+  const privates = validPort ? privateEndpoints.slice(0, MAX_PRIVATE_ENDPOINTS).map((p) => ({ ...p, port })) : [];
   return {
     publicEndpoint: verified ? mapped : exchange,
     privateEndpoints: privates,
@@ -100,7 +100,8 @@ export function scheduleDatagram(sides: { initiator: DatagramSide; recipient: Da
   const answer = (own: DatagramSide, ownMapping: MappingKind, other: DatagramSide, otherMapping: MappingKind, startDelayMs: number): Answer => ({
     publicEndpoint: own.publicEndpoint,
     peerPublicEndpoint: aim(other, otherMapping),
-    peerPrivateEndpoints: other.privateEndpoints,
+    // Only LAN addresses go to the other peer to probe: a peer cannot aim them at a public host.
+    peerPrivateEndpoints: other.privateEndpoints.filter((p) => isPrivateAddress(p.address)),
     startDelayMs,
     mapping: ownMapping,
     peerMapping: otherMapping,

@@ -16,11 +16,13 @@
  * - 'registrationRetry' (RegistrationRetryEvent): a try failed, at start or after a loss, and
  *   the next comes in `delayMs`;
  * - 'datagram' (DatagramChannel): an initiator's `connectDatagram()` opened a datagram
- *   channel to us (datagram/accept.ts; refused without a listener, or with an allow-list);
+ *   channel to us (datagram/accept.ts; refused, in the answer to the request, without a
+ *   listener, with an allow-list, or when a proxy or tunnel is our way to the broker);
  * - 'attemptFailed' (NattravError: one incoming attempt did not complete);
  * - 'attemptRefused' ({ attemptId, reason }: a connection request refused because
- *   `maxConcurrentAttempts` attempts were running or the sockets of `maxAttemptSockets`
- *   were spent; the initiator fails at once with that reason);
+ *   `maxConcurrentAttempts` attempts were running, the sockets of `maxAttemptSockets`
+ *   were spent, or a datagram channel cannot be taken; the initiator fails at once with
+ *   that reason);
  * - 'connectionRejected' (ConnectionRejection): an initiator that proved an identity not
  *   in `allow` was refused after the TLS handshake; it sees ERR_NOT_ALLOWED with the reason.
  * - 'portmap' (PortMapperEvent): our gateway's port mapping was made, renewed, re-added or

@@ -64,15 +64,25 @@ test('a claimed UDP mapping to port 0 is not verified (only the relay serves it)
   assert.deepEqual(side.probes, []);
 });
 
-test('private endpoints a peer names: LAN addresses only, at most MAX_PRIVATE_ENDPOINTS; the peer keeps the same rule', () => {
-  const request = StunMessage.request(Method.Connect);
-  addU32(request, AttrType.Transport, TransportCode.datagram);
-  addU32(request, AttrType.UdpPort, 40_000);
+test('private endpoints a peer names: at most MAX_PRIVATE_ENDPOINTS, only LAN addresses passed on to probe; a host without NAT still plans public', () => {
+  const request = (mapped: TransportAddress): StunMessage => {
+    const message = StunMessage.request(Method.Connect);
+    addU32(message, AttrType.Transport, TransportCode.datagram);
+    addU32(message, AttrType.UdpPort, mapped.port);
+    addXorAddress(message, AttrType.UdpMapped, mapped);
+    return message;
+  };
   const named = [v4('10.1.2.3', 1), v4('8.8.8.8', 1), v4('172.20.0.1', 1), v4('172.32.0.1', 1), v4('192.168.9.9', 1), v4('100.64.0.9', 1), v4('169.254.1.1', 1), v4('203.0.113.9', 1)];
   const many = Array.from({ length: 40 }, (_, i) => v4(`10.9.0.${i + 1}`, 1));
-  const side = datagramSide(request, v4('198.51.100.7', 50_000), [...named, ...many]);
-  assert.deepEqual(side.privateEndpoints.slice(0, 5).map((e) => e.address), ['10.1.2.3', '172.20.0.1', '192.168.9.9', '100.64.0.9', '169.254.1.1']);
-  assert.equal(side.privateEndpoints.length, MAX_PRIVATE_ENDPOINTS);
+  const natted = datagramSide(request(v4('198.51.100.7', 40_000)), v4('198.51.100.7', 50_000), [...named, ...many]);
+  assert.equal(natted.privateEndpoints.length, MAX_PRIVATE_ENDPOINTS);
+  // No NAT: its private endpoint is its public address, which classifies it ('public' is planned).
+  const open = datagramSide(request(v4('203.0.113.30', 41_000)), v4('203.0.113.30', 50_000), [v4('203.0.113.30', 1)]);
+  const schedule = scheduleDatagram({ initiator: natted, recipient: open }, { initiatorMs: 10, recipientMs: 10 }, { history: [], claimed: new Set(), budget: 10 }, 0);
+  assert.equal(schedule.strategy, 'public');
+  assert.deepEqual(schedule.answers.initiator.peerPrivateEndpoints, [], 'a public address is not passed on as a LAN endpoint');
+  assert.deepEqual(schedule.answers.recipient.peerPrivateEndpoints.slice(0, 5).map((e) => e.address), ['10.1.2.3', '172.20.0.1', '192.168.9.9', '100.64.0.9', '169.254.1.1']);
+  assert.ok(schedule.answers.recipient.peerPrivateEndpoints.every((e) => !['8.8.8.8', '172.32.0.1', '203.0.113.9'].includes(e.address)));
   // The peer's side: an older broker may forward anything; only LAN addresses are probed, and no more than the cap.
   const peerPrivateEndpoints = [v4('203.0.113.50', 9), v4('192.168.1.20', 9), v4('192.168.1.21', 0), ...many.map((e) => ({ ...e, port: 9 }))];
   const candidates = datagramCandidates('lan', { peerPublicEndpoint: v4('198.51.100.7', 61_000), peerPrivateEndpoints, peerMapping: { kind: 'eim' } });
