@@ -53,7 +53,7 @@ export { connect } from './peer/connect.js';
 export { createServer, NattravServer } from './peer/server.js';
 /** Datagram (UDP) channels: `connectDatagram()` on the initiator, the server's `'datagram'` event on the recipient. */
 export { connectDatagram, type ConnectDatagramOptions } from './peer/datagram/connect.js';
-export { DatagramChannel, DATAGRAM_KEEPALIVE_MS, type ChannelState, type DatagramChannelInfo, type DatagramDrops, type DatagramEndpoint, type DatagramRemoteInfo, type DatagramStats, type DatagramTransport, type TransportHandlers, type ChannelParams } from './peer/datagram/channel.js';
+export { DatagramChannel, DATAGRAM_KEEPALIVE_MS, DATAGRAM_PEER_TIMEOUT_MS, type ChannelState, type DatagramChannelInfo, type DatagramDrops, type DatagramEndpoint, type DatagramRemoteInfo, type DatagramStats, type DatagramTransport, type TransportHandlers, type ChannelParams } from './peer/datagram/channel.js';
 export { MAX_DATAGRAM } from './peer/datagram/packets.js';
 export type { AttemptRefusal, ConnectionListener, ConnectionRejection, RegistrationRetryEvent, ServerAddress } from './peer/server.js';
 export { connectionInfo, resetConnection } from './peer/info.js';

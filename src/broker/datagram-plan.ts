@@ -19,7 +19,8 @@
 import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
 import { chooseStrategy, crossFamily, strategyCost } from '../nat/plan.js';
 import type { StrategyName } from '../nat/strategy.js';
-import { AttrType, TransportCode } from '../wire/constants.js';
+import { isPrivateAddress } from '../common/private-address.js';
+import { AttrType, MAX_PRIVATE_ENDPOINTS, TransportCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { getU32Attr, getXorAddressAttr } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
@@ -46,12 +47,14 @@ export function datagramSide(request: StunMessage, exchange: TransportAddress, p
   const mapped = getXorAddressAttr(request, AttrType.UdpMapped);
   const alternate = getXorAddressAttr(request, AttrType.UdpMappedAlternate);
   const validPort = port !== undefined && port > 0 && port <= 65_535;
-  const verified = validPort && mapped !== undefined && mapped.address === exchange.address;
-  const privates = validPort ? privateEndpoints.map((p) => ({ ...p, port })) : [];
+  // A claimed mapping to port 0 is no endpoint: probes to it would fail (or crash an old peer).
+  const verified = validPort && mapped !== undefined && mapped.port > 0 && mapped.address === exchange.address;
+  // As many as a TCP attempt forwards; all of them classify the mapping (a host without NAT names its public address).
+  const privates = validPort ? privateEndpoints.slice(0, MAX_PRIVATE_ENDPOINTS).map((p) => ({ ...p, port })) : [];
   return {
     publicEndpoint: verified ? mapped : exchange,
     privateEndpoints: privates,
-    probes: verified && alternate !== undefined && alternate.address === exchange.address ? [alternate] : [],
+    probes: verified && alternate !== undefined && alternate.port > 0 && alternate.address === exchange.address ? [alternate] : [],
     verified,
   };
 }
@@ -97,7 +100,8 @@ export function scheduleDatagram(sides: { initiator: DatagramSide; recipient: Da
   const answer = (own: DatagramSide, ownMapping: MappingKind, other: DatagramSide, otherMapping: MappingKind, startDelayMs: number): Answer => ({
     publicEndpoint: own.publicEndpoint,
     peerPublicEndpoint: aim(other, otherMapping),
-    peerPrivateEndpoints: other.privateEndpoints,
+    // Only LAN addresses go to the other peer to probe: a peer cannot aim them at a public host.
+    peerPrivateEndpoints: other.privateEndpoints.filter((p) => isPrivateAddress(p.address)),
     startDelayMs,
     mapping: ownMapping,
     peerMapping: otherMapping,

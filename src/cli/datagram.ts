@@ -5,21 +5,35 @@
  * closes too); the peer closing ends the command with 0. Exit codes as for TCP.
  */
 import { createInterface } from 'node:readline';
-import { connectDatagram, createServer, ErrorCode, formatEndpoint, NattravError, type DatagramChannel, type StrategyTrace } from '../index.js';
+// Only what these commands run (as commands.ts): the public API (index.js) would load everything.
+import { formatEndpoint, type HostPort } from '../common/endpoint.js';
+import { ErrorCode, NattravError } from '../errors.js';
+import { connectDatagram } from '../peer/datagram/connect.js';
+import type { DatagramChannel } from '../peer/datagram/channel.js';
+import type { StrategyTrace } from '../peer/info.js';
+import { bypassesProxy, socks5FromEnvironment } from '../peer/socks5.js';
 import { isBrokerUrl } from '../peer/web/dialer.js';
 import { checkTarget, register, reportRegistration, security, withdraw, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
 import type { Reporter } from './output.js';
 import { reportNotConnected } from './pipe.js';
 import type { StopSignals } from './signals.js';
 
-/** Options that cannot work with --udp, by the reason. */
-function refuseWithUdp(options: { socks5?: string; httpProxy?: string; broker: string; allow?: string[]; expectKey?: string; identity?: string }): void {
+/**
+ * Options that cannot work with --udp, by the reason; also a SOCKS5 proxy the environment
+ * names (SOCKS_PROXY / ALL_PROXY, unless NO_PROXY exempts every broker): the TCP commands
+ * would hide our address behind it, and UDP would go around it. HTTPS_PROXY / HTTP_PROXY
+ * serve only the web route, which TCP takes after direct TCP failed, and --udp has none.
+ */
+export function refuseWithUdp(options: { socks5?: string; httpProxy?: string; broker: string; allow?: string[]; expectKey?: string; identity?: string }, brokers: readonly HostPort[], env: NodeJS.ProcessEnv = process.env): void {
+  const fromEnv = socks5FromEnvironment(env);
   const problem =
     options.socks5 !== undefined || options.httpProxy !== undefined || isBrokerUrl(options.broker)
       ? 'a proxy or a ws:// broker carries no UDP'
       : options.allow !== undefined || options.expectKey !== undefined || options.identity !== undefined
         ? 'a datagram channel proves no TLS identity (drop --allow / --expect-key / --identity)'
-        : undefined;
+        : fromEnv !== undefined && brokers.some((broker) => !bypassesProxy(broker.host, fromEnv.noProxy ?? []))
+          ? 'the environment names a SOCKS5 proxy (SOCKS_PROXY / ALL_PROXY), and a datagram channel would go around it over plain UDP, revealing your address; unset it, or list the broker in NO_PROXY'
+          : undefined;
   if (problem !== undefined) throw new NattravError(ErrorCode.InvalidArgument, `--udp: ${problem}`);
 }
 
@@ -74,7 +88,7 @@ function pipeLines(channel: DatagramChannel, stop: StopSignals, out: Reporter): 
 /** `nattrav connect URI --udp --broker HOST:PORT`: opens a datagram channel and pipes lines. */
 export async function connectDatagramCommand(uri: string, options: ConnectCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const brokers = checkTarget(uri, options.broker);
-  refuseWithUdp(options);
+  refuseWithUdp(options, brokers);
   const { brokerCa } = await security(options);
   const onTrace = (event: StrategyTrace): void => {
     const why = event.error === undefined ? '' : `: ${event.error}`;
@@ -106,8 +120,9 @@ export async function connectDatagramCommand(uri: string, options: ConnectComman
 /** `nattrav listen URI --udp --broker HOST:PORT [--echo]`: takes datagram channels; the first is piped to lines (or every one echoed). */
 export async function listenDatagramCommand(uri: string, options: ListenCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const brokers = checkTarget(uri, options.broker);
-  refuseWithUdp(options);
+  refuseWithUdp(options, brokers);
   const { brokerCa } = await security(options);
+  const { createServer } = await import('../peer/server.js');
   const server = createServer({
     broker: brokers,
     uri,
@@ -118,8 +133,12 @@ export async function listenDatagramCommand(uri: string, options: ListenCommandO
     ...(options.keyDir === undefined ? {} : { keyDir: options.keyDir }),
     ...(options.once === true ? { once: true } : {}),
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
+    ...(options.keepaliveMax === undefined ? {} : { keepaliveMaxMs: Number(options.keepaliveMax) }),
+    ...(options.takeover === true ? { takeover: true } : {}),
   });
   server.on('connection', (socket: { destroy(): void }) => socket.destroy());
+  // Another process with our key took the URI over: the server closed; we end with its error (exit 13).
+  const takenOver = new Promise<NattravError>((resolve) => server.once('takenOver', resolve));
   let first: ((channel: DatagramChannel) => void) | undefined;
   const firstChannel = new Promise<DatagramChannel>((resolve) => (first = resolve));
   server.on('datagram', (channel: DatagramChannel) => {
@@ -146,11 +165,15 @@ export async function listenDatagramCommand(uri: string, options: ListenCommandO
     return stop.exitCode as number;
   }
   if (options.echo === true) {
-    await stop.wait();
+    const ended = await Promise.race([stop.wait(), takenOver]);
     await withdraw(server);
-    return stop.exitCode as number;
+    return ended instanceof NattravError ? out.error(ended) : (stop.exitCode as number);
   }
-  const winner = await Promise.race([firstChannel, stop.wait()]);
+  const winner = await Promise.race([firstChannel, stop.wait(), takenOver]);
+  if (winner instanceof NattravError) {
+    await withdraw(server);
+    return out.error(winner);
+  }
   if (typeof winner === 'string') {
     await withdraw(server);
     reportNotConnected(out, 'interrupted');

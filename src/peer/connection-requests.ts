@@ -101,13 +101,14 @@ export class ConnectionRequests {
   /**
    * Handles `message` under `session` (undefined: open mode): answers it, and returns the
    * decision when it is a new request (`admit` says undefined to accept, or the reason to
-   * refuse, given the request's JOIN-AT if any); undefined for anything else (not a
-   * request, a copy, a forgery, a replay, a malformed attribute).
+   * refuse, given the request's JOIN-AT if any and whether it asks for a datagram channel);
+   * undefined for anything else (not a request, a copy, a forgery, a replay, a malformed
+   * attribute).
    */
   handle(
     message: StunMessage,
     session: RegistrationSession | undefined,
-    admit: (attemptId: Uint8Array, joinAt: TransportAddress | undefined) => string | undefined,
+    admit: (attemptId: Uint8Array, joinAt: TransportAddress | undefined, datagram: boolean) => string | undefined,
     answer: AnswerRequest,
   ): RequestDecision | undefined {
     if (message.cls !== MessageClass.Request || message.method !== Method.ConnectionRequest) return undefined;
@@ -139,11 +140,12 @@ export class ConnectionRequests {
       answer(answerTo(message, verdict.answer), options);
       return undefined;
     }
-    const reason = admit(attemptId, joinAt);
+    const datagram = getU32Attr(message, AttrType.Transport) === TransportCode.datagram;
+    const reason = admit(attemptId, joinAt, datagram);
     const decision: RequestAnswer = reason === undefined ? { accepted: true } : { accepted: false, reason };
     this.#book.record(key, sequence, decision);
     answer(answerTo(message, decision), options);
-    return { attemptId, reason, joinAt, datagram: getU32Attr(message, AttrType.Transport) === TransportCode.datagram };
+    return { attemptId, reason, joinAt, datagram };
   }
 }
 

@@ -72,11 +72,11 @@ export interface PeerRegistrationOptions {
   /** How the TCP control connection is opened (dialer.ts). @default direct */
   readonly dialer?: Dialer;
   /**
-   * Decides on each new connection request: undefined accepts it ('connection-request'
-   * follows), a reason refuses it (answered 429 with that reason; 'connection-refused'
-   * follows). @default accept every request
+   * Decides on each new connection request (`datagram`: it asks for a datagram channel):
+   * undefined accepts it ('connection-request' follows), a reason refuses it (answered 429
+   * with that reason; 'connection-refused' follows). @default accept every request
    */
-  readonly admit?: (attemptId: Uint8Array) => string | undefined;
+  readonly admit?: (attemptId: Uint8Array, datagram: boolean) => string | undefined;
   /** Our gateway's port mapping to register as MAPPED-ENDPOINT (read for every request). @default none */
   readonly mappedEndpoint?: () => TransportAddress | undefined;
   /** The address our SOCKS5 proxy bound for us, to register as BOUND-ENDPOINT (read for every request). @default none */
@@ -526,8 +526,8 @@ export class PeerRegistration extends EventEmitter {
     if (check === 'takenOver') this.#takenOver('the broker told us');
     if (check !== undefined) return;
     // A relayed request (JOIN-AT) may send us only to a broker we trust (brokers.ts).
-    const admit = (attemptId: Uint8Array, joinAt: TransportAddress | undefined): string | undefined =>
-      this.#brokers.joinAtRefusal(joinAt, this.#options.brokerCa) ?? this.#options.admit?.(attemptId);
+    const admit = (attemptId: Uint8Array, joinAt: TransportAddress | undefined, datagram: boolean): string | undefined =>
+      this.#brokers.joinAtRefusal(joinAt, this.#options.brokerCa) ?? this.#options.admit?.(attemptId, datagram);
     const decided = this.#requests.handle(message, this.#session, admit, answer);
     if (decided === undefined) return;
     const { attemptId, reason, joinAt, datagram } = decided;

@@ -16,11 +16,13 @@
  * - 'registrationRetry' (RegistrationRetryEvent): a try failed, at start or after a loss, and
  *   the next comes in `delayMs`;
  * - 'datagram' (DatagramChannel): an initiator's `connectDatagram()` opened a datagram
- *   channel to us (datagram/accept.ts; refused without a listener, or with an allow-list);
+ *   channel to us (datagram/accept.ts; refused, in the answer to the request, without a
+ *   listener, with an allow-list, or when a proxy or tunnel is our way to the broker);
  * - 'attemptFailed' (NattravError: one incoming attempt did not complete);
  * - 'attemptRefused' ({ attemptId, reason }: a connection request refused because
- *   `maxConcurrentAttempts` attempts were running or the sockets of `maxAttemptSockets`
- *   were spent; the initiator fails at once with that reason);
+ *   `maxConcurrentAttempts` attempts were running, the sockets of `maxAttemptSockets`
+ *   were spent, or a datagram channel cannot be taken; the initiator fails at once with
+ *   that reason);
  * - 'connectionRejected' (ConnectionRejection): an initiator that proved an identity not
  *   in `allow` was refused after the TLS handshake; it sees ERR_NOT_ALLOWED with the reason.
  * - 'portmap' (PortMapperEvent): our gateway's port mapping was made, renewed, re-added or
@@ -266,7 +268,7 @@ export class NattravServer extends EventEmitter {
       registerTimeoutMs: this.#registerTimeoutMs,
       transport: this.#transport,
       keys,
-      admit: () => this.#refusal(),
+      admit: (_attemptId, datagram) => this.#refusal() ?? (datagram ? this.#datagramRefusal() : undefined),
       mappedEndpoint: () => this.#agent?.endpoint,
       boundEndpoint: () => this.#bind?.endpoint,
       once: this.#once,
@@ -405,6 +407,11 @@ export class NattravServer extends EventEmitter {
     return undefined;
   }
 
+  /** Why a datagram channel must be refused now (datagram/accept.ts), or undefined; asked when the request comes, so the initiator hears why at once. */
+  #datagramRefusal(): string | undefined {
+    return datagramRefusal({ listeners: this.listenerCount('datagram'), allowList: this.#allow !== undefined, dialer: this.#dialer });
+  }
+
   /**
    * One incoming attempt (admitted by {@link #refusal} just before): Join exchange, simultaneous
    * open, Hello; at `joinAt` when another broker of the cluster runs it (registration.ts checked it is ours).
@@ -425,7 +432,7 @@ export class NattravServer extends EventEmitter {
       const channel = await joinDatagram({
         attemptId, uri: this.#uri, signal: controller.signal, exchangeTimeoutMs: this.#exchangeTimeoutMs, punchTimeoutMs: this.#punchTimeoutMs,
         broker: joinAt ?? this.#registration?.joinBroker ?? (this.#brokers[0] as HostPort),
-        refusal: datagramRefusal(this.listenerCount('datagram'), this.#allow !== undefined),
+        refusal: this.#datagramRefusal(),
         sockets: this.#sockets,
         ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
         ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),

@@ -103,6 +103,23 @@ describe('nattrav connect and listen load only what they run', () => {
     }
   });
 
+  test('connect --udp to a broker that never answers: the datagram path alone, not the public API (index.js) nor the recipient side; exit 5 at --timeout', async () => {
+    const held: Socket[] = [];
+    const broker = createServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => broker.listen(0, '127.0.0.1', () => resolve()));
+    const { port } = broker.address() as { port: number };
+    try {
+      // The UDP Bindings to the broker go unanswered (2 s), then the exchange waits on the silent broker.
+      const run = await runLogged('connect-udp', ['connect', 'nattrav://start-test', '--udp', '--broker', `127.0.0.1:${port}`, '--timeout', '4000']);
+      assert.equal(run.code, 5, run.stderr);
+      assert.ok(run.modules.some((url) => url.endsWith('/dist/src/peer/datagram/connect.js')));
+      assertNotLoaded(run, 'connect --udp', [...NOT_FOR_PEERS, ...NOT_BEFORE_CONNECTED]);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+    }
+  });
+
   test('listen until its first registration datagram: no broker, lab, Redis, ws, socks, pino, prom-client or certificate library', async () => {
     const broker = createSocket('udp4');
     await new Promise<void>((resolve) => broker.bind(0, '127.0.0.1', () => resolve()));

@@ -2,7 +2,9 @@
  * Datagram channels end to end on loopback: a broker, a recipient whose server takes
  * 'datagram' channels, and an initiator. The public path (loopback has no NAT) and the
  * relay path (every direct strategy claimed failed) each carry 10,000 datagrams each
- * way; a datagram from a third socket to the channel's port is not delivered.
+ * way; a datagram from a third socket to the channel's port is not delivered. A server
+ * that cannot take a channel (no listener, a proxy or tunnel to the broker) says why in
+ * its answer; connectDatagram refuses a proxy itself.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -17,6 +19,7 @@ import { ATTEMPT_ID_LENGTH, AttrType, Method } from '../../src/wire/constants.js
 import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addU32, addUri } from '../../src/wire/nattrav.js';
 import { ErrorCode } from '../../src/errors.js';
+import { DIRECT_DIALER } from '../../src/peer/dialer.js';
 import { startBroker, startRecipient, until } from '../helpers/loopback.js';
 
 const COUNT = 10_000;
@@ -100,20 +103,66 @@ test('the relay path carries the channel through the broker: 10,000 datagrams ea
   await closed;
 });
 
-test('a server without a datagram listener does not join: the initiator fails, the server reports why', async (t) => {
-  const { broker, address } = await startBroker({ recipientTimeoutMs: 1_000 });
+test('a server without a datagram listener refuses the request itself: the initiator gets the reason from the broker', async (t) => {
+  // The broker's default wait for the recipient (5 s) is kept: the refusal must come as the answer, not as a timeout.
+  const { broker, address } = await startBroker();
   t.after(() => broker.close());
   const { server } = await startRecipient(address, 'nattrav://no-dgram', { tls: false });
   t.after(() => server.close());
-  const failed = once(server, 'attemptFailed') as Promise<[Error & { code?: string }]>;
-  await assert.rejects(connectDatagram({ broker: address, uri: 'nattrav://no-dgram', timeoutMs: 5_000, maxAttempts: 1 }), (err: Error & { code?: string }) => err.code !== undefined);
-  const [reason] = await failed;
-  assert.equal(reason.code, ErrorCode.NotAllowed);
-  assert.match(reason.message, /no 'datagram' listener/);
+  const refused = once(server, 'attemptRefused') as Promise<[{ reason: string }]>;
+  let failedLocally = false;
+  server.on('attemptFailed', () => (failedLocally = true));
+  await assert.rejects(connectDatagram({ broker: address, uri: 'nattrav://no-dgram', timeoutMs: 15_000, maxAttempts: 1 }), (err: Error & { code?: string }) => {
+    assert.match(err.message, /refused the connection request: the server has no 'datagram' listener/);
+    assert.equal(err.code, ErrorCode.RecipientUnreachable);
+    return true;
+  });
+  const [refusal] = await refused;
+  assert.match(refusal.reason, /no 'datagram' listener/);
+  assert.equal(failedLocally, false, 'the server never joined the attempt');
 });
 
 test('connectDatagram to an unknown URI fails with ERR_UNKNOWN_URI at once', async (t) => {
   const { broker, address } = await startBroker();
   t.after(() => broker.close());
   await assert.rejects(connectDatagram({ broker: address, uri: 'nattrav://nobody', timeoutMs: 5_000 }), (err: Error & { code?: string }) => err.code === ErrorCode.UnknownUri);
+});
+
+test('a server whose way to the broker is a tunnel refuses datagram channels: UDP would go around it', async (t) => {
+  const { broker, address } = await startBroker();
+  t.after(() => broker.close());
+  // Registers over TCP through a non-direct dialer (here a plain connect standing in for a proxy).
+  const tunnel = { kind: 'test-tunnel', dial: DIRECT_DIALER.dial };
+  const { server } = await startRecipient(address, 'nattrav://tunneled', { tls: false, dialer: tunnel });
+  t.after(() => server.close());
+  server.on('datagram', (channel: DatagramChannel) => channel.close());
+  await assert.rejects(connectDatagram({ broker: address, uri: 'nattrav://tunneled', timeoutMs: 15_000, maxAttempts: 1 }), (err: Error & { code?: string }) => {
+    assert.match(err.message, /the server reaches the broker through test-tunnel, and a datagram channel would go around it/);
+    return true;
+  });
+});
+
+test('connectDatagram refuses a proxy or tunnel, and a keepalive longer than the recipient\'s, before touching the network', async () => {
+  const refused = (err: Error & { code?: string }, what: RegExp): boolean => err.code === ErrorCode.InvalidArgument && what.test(err.message);
+  await assert.rejects(connectDatagram({ broker: '127.0.0.1:9', uri: 'nattrav://x', socks5: '127.0.0.1:1080' }), (err: Error) => refused(err, /cannot go through socks5/));
+  await assert.rejects(connectDatagram({ broker: '127.0.0.1:9', uri: 'nattrav://x', dialer: { kind: 'wss', dial: DIRECT_DIALER.dial } }), (err: Error) => refused(err, /cannot go through wss/));
+  await assert.rejects(connectDatagram({ broker: '127.0.0.1:9', uri: 'nattrav://x', keepaliveMs: 20_000 }), (err: Error) => refused(err, /keepaliveMs: at most 15000/));
+});
+
+test('a UDP socket that cannot be bound fails the attempt with the bind error and leaves no timer running', async () => {
+  const timers = (): number => process.getActiveResourcesInfo().filter((what) => what === 'Timeout').length;
+  const before = timers();
+  const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
+  const request = StunMessage.request(Method.Connect);
+  addUri(request, 'nattrav://unbound');
+  addAttemptId(request, attemptId);
+  const failing = (): Promise<never> => Promise.reject(Object.assign(new Error('cannot bind a UDP socket: EMFILE'), { code: ErrorCode.AddressInUse }));
+  await assert.rejects(
+    runDatagramAttempt({
+      broker: { host: '127.0.0.1', port: 9 }, request, attemptId, role: 'initiator', uri: 'nattrav://unbound', signal: new AbortController().signal,
+      exchangeTimeoutMs: 12_000, punchTimeoutMs: 5_000, started: performance.now(), attempt: 1, bindSocket: failing,
+    }),
+    (err: Error & { code?: string }) => err.code === ErrorCode.AddressInUse,
+  );
+  assert.equal(timers(), before, 'the exchange phase timer was cleared');
 });

@@ -2,7 +2,9 @@
  * The recipient's side of a datagram channel: a ConnectionRequest with TRANSPORT =
  * datagram makes the server join the attempt with a UDP socket (attempt.ts) and hand
  * the open channel to its `'datagram'` listeners. A server with an allow-list refuses
- * datagram channels: they carry no identity of the initiator to check it against.
+ * datagram channels: they carry no identity of the initiator to check it against; so does
+ * one whose way to the broker is a proxy or tunnel (UDP would go around it). The refusal
+ * is the server's answer to the ConnectionRequest, so the initiator hears it at once.
  */
 import { performance } from 'node:perf_hooks';
 import type { HostPort } from '../../common/endpoint.js';
@@ -56,9 +58,15 @@ export async function joinDatagram(join: DatagramJoin): Promise<DatagramChannel>
   });
 }
 
-/** Why a server with these settings refuses a datagram channel, or undefined. */
-export function datagramRefusal(listeners: number, allowList: boolean): string | undefined {
-  if (allowList) return 'a datagram channel proves no identity of the initiator, and this server admits only listed identities';
-  if (listeners === 0) return "the server has no 'datagram' listener";
+/**
+ * Why a server with these settings refuses a datagram channel, or undefined: with
+ * `listeners` 'datagram' listeners, an allow-list or not, and its way to the broker
+ * (`dialer`: undefined or kind 'direct' is our own sockets; a proxy or tunnel hides our
+ * address, which plain UDP would reveal).
+ */
+export function datagramRefusal(server: { listeners: number; allowList: boolean; dialer?: Dialer | undefined }): string | undefined {
+  if (server.dialer !== undefined && server.dialer.kind !== 'direct') return `the server reaches the broker through ${server.dialer.kind}, and a datagram channel would go around it over plain UDP (revealing its address)`;
+  if (server.allowList) return 'a datagram channel proves no identity of the initiator, and this server admits only listed identities';
+  if (server.listeners === 0) return "the server has no 'datagram' listener";
   return undefined;
 }

@@ -14,11 +14,12 @@
 import type { Socket as UdpSocket } from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import type { HostPort } from '../../common/endpoint.js';
+import { isPrivateAddress } from '../../common/private-address.js';
 import { sleep, startPhase } from '../../common/signal.js';
 import { ErrorCode, NattravError } from '../../errors.js';
 import type { StrategyName } from '../../nat/strategy.js';
 import { decodeDatagram } from '../../wire/codec.js';
-import { AttrType, Method, TransportCode } from '../../wire/constants.js';
+import { AttrType, MAX_PRIVATE_ENDPOINTS, Method, TransportCode } from '../../wire/constants.js';
 import { StunMessage } from '../../wire/message.js';
 import { addU32, addXorAddress, getXorMappedAddress } from '../../wire/nattrav.js';
 import type { TransportAddress } from '../../wire/types.js';
@@ -63,6 +64,8 @@ export interface DatagramAttemptParams {
   readonly onTrace?: (event: StrategyTrace) => void;
   /** The recipient's budget of attempt sockets (birthday's extra sockets take from it). @default unlimited */
   readonly sockets?: SocketBudget;
+  /** Binds the attempt's UDP socket for the broker's host (step 1; tests make it fail). @default bindUdpSocket */
+  readonly bindSocket?: (host: string) => Promise<UdpSocket>;
 }
 
 /** Step 1: our UDP socket's mappings at the broker's primary and alternate ports (each undefined when its Binding got no answer). */
@@ -94,7 +97,8 @@ export function datagramCandidates(strategy: StrategyName, exchange: Pick<Exchan
   const peer = exchange.peerPublicEndpoint;
   const family = peer.family;
   const endpoints: TransportAddress[] = [peer];
-  if (strategy === 'lan') endpoints.unshift(...exchange.peerPrivateEndpoints.filter((e) => e.family === family));
+  // LAN addresses only (a peer's list must not aim our probes at public hosts), as many as the TCP path takes.
+  if (strategy === 'lan') endpoints.unshift(...exchange.peerPrivateEndpoints.filter((e) => e.family === family && e.port > 0 && isPrivateAddress(e.address)).slice(0, MAX_PRIVATE_ENDPOINTS));
   if (strategy === 'predicted' && exchange.peerMapping.kind === 'sequential') {
     for (let k = 1; k <= PREDICTION_WINDOW; k++) {
       const port = peer.port + k * exchange.peerMapping.step;
@@ -109,9 +113,11 @@ export function datagramCandidates(strategy: StrategyName, exchange: Pick<Exchan
 export async function runDatagramAttempt(params: DatagramAttemptParams): Promise<DatagramChannel> {
   const { role, signal } = params;
   const exchangePhase = startPhase(signal, params.exchangeTimeoutMs, role === 'initiator' ? `asking the broker for a datagram channel to ${params.uri}` : `joining a datagram attempt for ${params.uri} at the broker`);
-  const socket = await bindUdpSocket(params.broker.host);
+  let socket: UdpSocket | undefined;
   let exchange: ExchangeResult;
   try {
+    // Inside the try: a failed bind must end the exchange phase's timer too.
+    socket = await (params.bindSocket ?? bindUdpSocket)(params.broker.host);
     const mappings = await learnUdpMappings(socket, params.broker, exchangePhase.signal);
     addU32(params.request, AttrType.Transport, TransportCode.datagram);
     addU32(params.request, AttrType.UdpPort, socket.address().port);
@@ -125,7 +131,7 @@ export async function runDatagramAttempt(params: DatagramAttemptParams): Promise
       throw new NattravError(ErrorCode.BrokerError, 'the broker does not offer datagram channels (it scheduled a TCP stream: it is older than this peer)');
     }
   } catch (err) {
-    closeQuietly(socket);
+    if (socket !== undefined) closeQuietly(socket);
     throw err;
   } finally {
     exchangePhase.dispose();

@@ -67,28 +67,46 @@ export async function birthdaySockets(first: UdpSocket, host: string, budget: So
 /**
  * A channel over several UDP sockets: a packet to an endpoint one of them heard from goes
  * out of that socket, any other out of all of them (the PROBEs). Once the channel took its
- * peer, only the socket that reached it stays open.
+ * peer it sends from the socket that reached it, but still hears every socket: the other
+ * side may have opened on another one's mapping. The first packet the channel follows
+ * (its peer's newest authenticated one, channel.ts step 2) settles the transport on the
+ * socket that packet came in on, and the others close.
  */
 export class MultiUdpTransport implements DatagramTransport {
   readonly #transports: UdpTransport[];
-  /** Which socket last heard each endpoint ("address:port"). */
+  /** Which socket last heard each endpoint ("address:port"), recorded until the channel opens. */
   readonly #routes = new Map<string, number>();
+  /** The socket packets go out of once the channel opened. */
   #kept: number | undefined;
+  /** True once the transport settled on {@link #kept} and closed the others. */
+  #settled = false;
+  /** The socket whose packet is being handed to the channel now. */
+  #delivering: number | undefined;
 
   constructor(sockets: readonly UdpSocket[]) {
     this.#transports = sockets.map((socket) => new UdpTransport(socket));
+  }
+
+  /** Endpoints with a recorded route (bounded: recorded only while punching). */
+  get routes(): number {
+    return this.#routes.size;
   }
 
   attach(handlers: TransportHandlers): void {
     this.#transports.forEach((transport, i) =>
       transport.attach({
         message: (data, from) => {
-          if (this.#kept !== undefined && this.#kept !== i) return;
-          this.#routes.set(`${from.address}:${from.port}`, i);
-          handlers.message(data, from);
+          if (this.#settled && this.#kept !== i) return;
+          if (this.#kept === undefined) this.#routes.set(`${from.address}:${from.port}`, i);
+          this.#delivering = i;
+          try {
+            handlers.message(data, from);
+          } finally {
+            this.#delivering = undefined;
+          }
         },
         error: (err) => {
-          if (this.#kept === undefined || this.#kept === i) handlers.error(err);
+          if (!this.#settled || this.#kept === i) handlers.error(err);
         },
       }),
     );
@@ -105,7 +123,14 @@ export class MultiUdpTransport implements DatagramTransport {
   }
 
   opened(peer: DatagramEndpoint): void {
-    this.#kept = this.#routes.get(`${peer.address}:${peer.port}`) ?? 0;
+    this.#kept = this.#delivering ?? this.#routes.get(`${peer.address}:${peer.port}`) ?? 0;
+    this.#routes.clear();
+  }
+
+  follow(): void {
+    if (this.#settled || this.#delivering === undefined) return;
+    this.#kept = this.#delivering;
+    this.#settled = true;
     this.#transports.forEach((transport, i) => i !== this.#kept && transport.close());
   }
 

@@ -13,6 +13,12 @@
  *    datagrams from that exact endpoint only (others are dropped and counted). It sends a
  *    KEEPALIVE at once, so the peer opens too, and another whenever it has sent nothing
  *    for the keepalive interval (below the NAT's mapping lifetime).
+ *    The two sides may open on different paths (a hairpinning NAT answers on the LAN and
+ *    on the public address; two birthday sockets both get through), so the recipient
+ *    follows the initiator, as WireGuard roams: a sealed packet from the initiator that
+ *    authenticates and carries the highest counter so far moves the recipient's peer
+ *    endpoint (and its transport's socket) to where that packet came from. The initiator
+ *    keeps its endpoint, so the two converge on the initiator's path.
  * 3. `closed`: by `close()` (a CLOSE goes to the peer), by the peer's CLOSE, by silence of
  *    the peer for `peerTimeoutMs` or by the transport failing ('error' first).
  *
@@ -32,8 +38,14 @@ import { channelKeys, decodeHandshake, encodeHandshake, MAX_DATAGRAM, NONCE_LENG
 /** The phases of a channel (module comment). */
 export type ChannelState = 'punching' | 'open' | 'closed';
 
-/** Keepalive interval on an open channel, in ms: below the 30 s UDP mapping lifetime of common NATs (RFC 4787 REQ-5 allows 2 min; many use 30 s). */
+/**
+ * Keepalive interval on an open channel, in ms, and the longest one allowed: below the 30 s
+ * UDP mapping lifetime of common NATs (RFC 4787 REQ-5 allows 2 min; many use 30 s). The
+ * recipient always uses it, so each side's silence timeout is set from it.
+ */
 export const DATAGRAM_KEEPALIVE_MS = 15_000;
+/** Silence from the peer after which a channel fails, in ms: 4 of the longest keepalive interval either side may use. */
+export const DATAGRAM_PEER_TIMEOUT_MS = 4 * DATAGRAM_KEEPALIVE_MS;
 /** PROBE interval while punching, in ms: a few round trips per second, like ICE's pacing. */
 export const PROBE_INTERVAL_MS = 100;
 /** ACKs a punching channel sends at most (each answers a valid PROBE): bounds what a replayed PROBE can make us send. */
@@ -53,9 +65,9 @@ export interface ChannelParams {
   readonly candidates: readonly DatagramEndpoint[] | (() => readonly DatagramEndpoint[]);
   /** @default systemClock */
   readonly clock?: Clock;
-  /** @default DATAGRAM_KEEPALIVE_MS */
+  /** Keepalive interval; a longer one is cut to DATAGRAM_KEEPALIVE_MS (the peer's silence timeout counts on it). @default DATAGRAM_KEEPALIVE_MS */
   readonly keepaliveMs?: number;
-  /** Silence from the peer after which the channel fails with ERR_CONNECTION_BROKEN; 0 = never. @default 4 × keepaliveMs */
+  /** Silence from the peer after which the channel fails with ERR_CONNECTION_BROKEN; 0 = never. @default DATAGRAM_PEER_TIMEOUT_MS (the peer may keep alive every DATAGRAM_KEEPALIVE_MS) */
   readonly peerTimeoutMs?: number;
   /** @default PROBE_INTERVAL_MS */
   readonly probeIntervalMs?: number;
@@ -89,6 +101,8 @@ export class DatagramChannel extends EventEmitter {
   #peer: DatagramEndpoint | undefined;
   #counter = 0;
   #acks = 0;
+  /** The highest counter of a sealed packet taken from the peer (-1: none yet). */
+  #highest = -1;
   #lastSent = 0;
   #lastReceived = 0;
   #probeTimer: TimerHandle | undefined;
@@ -111,8 +125,8 @@ export class DatagramChannel extends EventEmitter {
     this.#transport = params.transport;
     this.#clock = params.clock ?? systemClock;
     this.#candidates = params.candidates;
-    this.#keepaliveMs = params.keepaliveMs ?? DATAGRAM_KEEPALIVE_MS;
-    this.#peerTimeoutMs = params.peerTimeoutMs ?? 4 * this.#keepaliveMs;
+    this.#keepaliveMs = Math.min(params.keepaliveMs ?? DATAGRAM_KEEPALIVE_MS, DATAGRAM_KEEPALIVE_MS);
+    this.#peerTimeoutMs = params.peerTimeoutMs ?? DATAGRAM_PEER_TIMEOUT_MS;
     this.#probeIntervalMs = params.probeIntervalMs ?? PROBE_INTERVAL_MS;
     if (params.hold === true) this.#held = [];
     this.#opened = new Promise<void>((resolve, reject) => {
@@ -220,27 +234,38 @@ export class DatagramChannel extends EventEmitter {
 
   #onPacket(data: Buffer, from: DatagramEndpoint): void {
     if (this.#state === 'closed') return;
-    const fromPeer = this.#peer !== undefined && sameEndpoint(this.#peer, from);
-    if (this.#peer !== undefined && !fromPeer) {
-      this.#drops.foreign++;
+    // Port 0 is no endpoint: nothing can be sent back to it (a raw socket forged it).
+    if (from.port === 0) {
+      this.#drops.invalid++;
       return;
     }
     const type = packetType(data);
+    const fromPeer = this.#peer !== undefined && sameEndpoint(this.#peer, from);
+    // Only the recipient takes a sealed packet from elsewhere (it may roam to it, below).
+    const mayRoam = this.#role === 'recipient' && type !== undefined && type !== PacketType.Probe && type !== PacketType.Ack;
+    if (this.#peer !== undefined && !fromPeer && !mayRoam) {
+      this.#drops.foreign++;
+      return;
+    }
     if (type === PacketType.Probe || type === PacketType.Ack) {
       this.#onHandshake(data, from);
       return;
     }
     const opened = type === undefined ? undefined : open(this.#keys.receive, data);
     if (opened === undefined) {
-      this.#drops.invalid++;
+      if (this.#peer !== undefined && !fromPeer) this.#drops.foreign++;
+      else this.#drops.invalid++;
       return;
     }
+    const newest = opened.counter > this.#highest;
     if (!this.#window.accept(opened.counter)) {
       this.#drops.replayed++;
       return;
     }
+    if (newest) this.#highest = opened.counter;
     // A sealed packet of the other direction proves its sender holds the secret.
     if (this.#peer === undefined) this.#open(from);
+    else if (newest) this.#follow(from);
     this.#lastReceived = this.#clock.now();
     if (opened.type === PacketType.Close) {
       if (this.#end(new NattravError(ErrorCode.Closed, 'the peer closed the datagram channel'))) this.emit('close');
@@ -271,6 +296,12 @@ export class DatagramChannel extends EventEmitter {
       return;
     }
     if (this.#peer === undefined) this.#open(from);
+  }
+
+  /** Step 2's roaming: the newest authenticated packet names where the peer is now (the recipient only moves its endpoint). */
+  #follow(from: DatagramEndpoint): void {
+    if (this.#role === 'recipient') this.#peer = from;
+    this.#transport.follow?.(from);
   }
 
   #open(peer: DatagramEndpoint): void {

@@ -16,8 +16,10 @@ import { FINAL_CODES } from '../connect.js';
 import type { StrategyTrace } from '../info.js';
 import { PEER_DEFAULTS, type BrokerAddress } from '../options.js';
 import { checkUri, positiveInt } from '../validate.js';
+import type { Dialer } from '../dialer.js';
+import { dialerFromOptions, type Socks5Proxy } from '../socks5.js';
 import { runDatagramAttempt } from './attempt.js';
-import type { DatagramChannel } from './channel.js';
+import { DATAGRAM_KEEPALIVE_MS, DATAGRAM_PEER_TIMEOUT_MS, type DatagramChannel } from './channel.js';
 
 /** Options of {@link connectDatagram}. */
 export interface ConnectDatagramOptions {
@@ -37,8 +39,20 @@ export interface ConnectDatagramOptions {
   punchTimeoutMs?: number;
   /** The CA (PEM) that issued the broker's certificate: exchanges then run over TLS and a fake broker is refused. */
   brokerCa?: string;
-  /** Keepalive interval of the channel, in ms: keep it below the NAT's UDP mapping lifetime. @default 15000 */
+  /**
+   * Keepalive interval of the channel, in ms: keep it below the NAT's UDP mapping
+   * lifetime. At most 15000: the recipient keeps alive every 15 s, and both sides give up
+   * after 60 s of silence. @default 15000
+   */
   keepaliveMs?: number;
+  /**
+   * How TCP connections to the broker are opened; only a direct one (kind 'direct') is
+   * taken. A proxy or tunnel is refused with ERR_INVALID_ARGUMENT: the channel's UDP
+   * would go around it and reveal the address it hides. @default direct
+   */
+  dialer?: Dialer;
+  /** A SOCKS5 proxy (as for `connect()`): refused with ERR_INVALID_ARGUMENT, for the same reason as a non-direct `dialer`. */
+  socks5?: string | Socks5Proxy;
   /** Told when each strategy starts, succeeds or fails. */
   onTrace?: (event: StrategyTrace) => void;
 }
@@ -57,6 +71,13 @@ export async function connectDatagram(options: ConnectDatagramOptions): Promise<
   const exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
   const punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
   const keepaliveMs = options.keepaliveMs === undefined ? undefined : positiveInt(options.keepaliveMs, 0, 'keepaliveMs');
+  if (keepaliveMs !== undefined && keepaliveMs > DATAGRAM_KEEPALIVE_MS) {
+    throw new NattravError(ErrorCode.InvalidArgument, `keepaliveMs: at most ${DATAGRAM_KEEPALIVE_MS} (the recipient keeps alive every ${DATAGRAM_KEEPALIVE_MS} ms and both sides give up after ${DATAGRAM_PEER_TIMEOUT_MS} ms of silence), got ${keepaliveMs}`);
+  }
+  const dialer = dialerFromOptions(options);
+  if (dialer !== undefined && dialer.kind !== 'direct') {
+    throw new NattravError(ErrorCode.InvalidArgument, `connectDatagram: a datagram channel cannot go through ${dialer.kind}: its UDP would go around the proxy or tunnel and reveal the address it hides (use connect() for a stream)`);
+  }
   const started = performance.now();
   const whole = startPhase(options.signal, timeoutMs, `opening a datagram channel to ${uri}`);
   const failed = new Set<StrategyName>();
@@ -75,6 +96,7 @@ export async function connectDatagram(options: ConnectDatagramOptions): Promise<
           broker, request, attemptId, role: 'initiator', uri, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           ...(keepaliveMs === undefined ? {} : { keepaliveMs }),
+          ...(dialer === undefined ? {} : { dialer }),
           ...(options.onTrace === undefined ? {} : { onTrace: options.onTrace }),
         });
       } catch (err) {

@@ -38,13 +38,22 @@ export class UdpTransport implements DatagramTransport {
     this.#socket.on('error', (err) => handlers.error(err));
   }
 
+  /** Sends `data` to `to`; a port outside 1-65535, or a send that throws, drops the packet (as the network would) instead of throwing in the caller's packet handler. */
   send(data: Buffer, to: DatagramEndpoint): void {
-    if (this.#closed) return;
+    if (this.#closed || !Number.isInteger(to.port) || to.port < 1 || to.port > 65_535) return;
     this.#inFlight++;
-    // A candidate that cannot be reached (no route to a foreign private address) is not the channel failing.
-    this.#socket.send(data, to.port, to.address, () => {
-      if (--this.#inFlight === 0 && this.#closed) this.#socket.close();
-    });
+    try {
+      // A candidate that cannot be reached (no route to a foreign private address) is not the channel failing.
+      this.#socket.send(data, to.port, to.address, () => this.#sent());
+    } catch {
+      // dgram checks the address and port synchronously (ERR_SOCKET_BAD_PORT, ERR_INVALID_ARG_TYPE).
+      this.#sent();
+    }
+  }
+
+  /** One send done: the socket of a closed transport closes after its last one. */
+  #sent(): void {
+    if (--this.#inFlight === 0 && this.#closed) this.#socket.close();
   }
 
   local(): DatagramEndpoint {

@@ -25,8 +25,14 @@ export interface DatagramTransport {
   send(data: Buffer, to: DatagramEndpoint): void;
   /** Our local endpoint. */
   local(): DatagramEndpoint;
-  /** Told once the channel took `peer` (a transport of several sockets keeps only the one that reached it). */
+  /** Told once the channel took `peer` (a transport of several sockets sends from the one that reached it). */
   opened?(peer: DatagramEndpoint): void;
+  /**
+   * Told, while a packet is being handed to the channel, that it is the newest authenticated
+   * one from the peer and came from `from`: a transport of several sockets settles on the
+   * socket it arrived on (channel.ts step 2, roaming).
+   */
+  follow?(from: DatagramEndpoint): void;
   /** Releases the socket or connection; idempotent. */
   close(): void;
 }
