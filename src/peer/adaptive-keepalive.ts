@@ -15,7 +15,12 @@
  * times it). A measurement is remembered per public address ({@link LifetimeMemory}) so a
  * restart behind the same NAT adapts at once. Should a refresh come back with another
  * public port while adapted (the NAT forgot the mapping sooner than measured), the
- * starting interval is restored and the memory of that address dropped.
+ * starting interval is restored (until the public address changes) and the memory of that
+ * address dropped. A measurement that
+ * failed (a broker without RESPONSE-PORT, a network that drops the probes) is not repeated
+ * on every refresh: the same public address measures again only after
+ * {@link MEASURE_RETRY_MIN_MS} (5 min), doubling per failure up to {@link MEASURE_RETRY_MAX_MS}
+ * (1 h); another public address measures at once.
  */
 import { EventEmitter } from 'node:events';
 import { systemClock, type Clock } from '../common/clock.js';
@@ -30,6 +35,17 @@ import type { RegisteredEvent } from './registration.js';
 export const KEEPALIVE_LIFETIME_SHARE = 0.8;
 /** The shortest keepalive interval, in ms, whatever the NAT: more often would load the broker for little. */
 export const KEEPALIVE_FLOOR_MS = 5_000;
+
+/**
+ * After a failed measurement, the same public address measures again this late, in ms: a
+ * measurement costs ~7 sockets and ~20 packets, and what made it fail (a broker that cannot
+ * answer RESPONSE-PORT, probes dropped on the way) rarely changes within minutes.
+ */
+export const MEASURE_RETRY_MIN_MS = 5 * 60_000;
+/** The wait after failed measurements doubles up to this, in ms: a peer that runs for days still notices a broker that learned RESPONSE-PORT. */
+export const MEASURE_RETRY_MAX_MS = 60 * 60_000;
+/** Public addresses whose failures are remembered, at most (the oldest is forgotten first). */
+const FAILURES_REMEMBERED = 16;
 
 /** Defaults of adaptive keepalive, each with its reason. */
 export const ADAPTIVE_KEEPALIVE_DEFAULTS = {
@@ -119,6 +135,8 @@ export interface KeepaliveAdapterOptions {
   readonly memory?: LifetimeMemory;
   /** Measures from a fresh socket towards `broker`. @default measureMappingLifetime over dgram sockets */
   readonly measure?: (broker: TransportAddress, maxLifetimeMs: number, signal: AbortSignal) => Promise<MappingLifetime>;
+  /** When a failed measurement may be repeated. @default systemClock */
+  readonly clock?: Clock;
 }
 
 /** The silences tested: up to what the longest allowed interval needs (it is 80% of it), and at least 2 × the floor. */
@@ -132,7 +150,9 @@ const defaultMeasure = (broker: TransportAddress, maxLifetimeMs: number, signal:
 /**
  * Follows a registration's 'registered' events and sets its interval (see the module
  * comment). Emits 'keepalive' (KeepaliveEvent) when it changes, and 'failed' (NattravError)
- * when a measurement failed (the interval then stays; the next public address measures again).
+ * once per failed measurement (the interval then stays; the same public address measures
+ * again after a backoff, {@link MEASURE_RETRY_MIN_MS} doubling to {@link MEASURE_RETRY_MAX_MS};
+ * another public address at once).
  */
 export class KeepaliveAdapter extends EventEmitter {
   readonly #target: KeepaliveTarget;
@@ -142,6 +162,11 @@ export class KeepaliveAdapter extends EventEmitter {
   readonly #closing = new AbortController();
   /** The public address measured (or being measured) from, and what it gave. */
   #measuredFor: string | undefined;
+  /** Public addresses a measurement runs from now. */
+  readonly #measuring = new Set<string>();
+  /** Per public address: failed measurements in a row, and when the next may start (clock ms). */
+  readonly #failures = new Map<string, { count: number; retryAt: number }>();
+  readonly #clock: Clock;
   #lifetime: MappingLifetime | undefined;
   #publicPort: number | undefined;
   #keepaliveMs: number;
@@ -154,6 +179,7 @@ export class KeepaliveAdapter extends EventEmitter {
     this.#maxMs = options.maxMs ?? ADAPTIVE_KEEPALIVE_DEFAULTS.maxMs;
     this.#memory = options.memory ?? processLifetimeMemory;
     this.#keepaliveMs = options.startMs;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** The interval in use, in ms. */
@@ -180,10 +206,50 @@ export class KeepaliveAdapter extends EventEmitter {
       this.#lifetime = undefined;
       const remembered = this.#memory.recall(address);
       if (remembered !== undefined) this.#adopt(remembered, 'remembered', address, true);
-      else void this.#measure(event.brokerAddress, address);
+      else this.#measureIfDue(event.brokerAddress, address);
       return;
     }
     if (this.#lifetime !== undefined) this.#adopt(this.#lifetime, 'measured', address, false);
+    // A failed measurement is repeated after its backoff; after a reset the starting interval holds until the address changes.
+    else if (this.#failures.has(address)) this.#measureIfDue(event.brokerAddress, address);
+  }
+
+  /** Stops a measurement in progress. Idempotent. */
+  close(): void {
+    this.#closing.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
+  }
+
+  /** Measures from `address` unless a measurement runs from it or its last one failed too recently. */
+  #measureIfDue(broker: TransportAddress, address: string): void {
+    const failed = this.#failures.get(address);
+    if (this.#measuring.has(address) || (failed !== undefined && this.#clock.now() < failed.retryAt)) return;
+    this.#measuring.add(address);
+    void this.#measure(broker, address).finally(() => this.#measuring.delete(address));
+  }
+
+  async #measure(broker: TransportAddress, address: string): Promise<void> {
+    const measure = this.#options.measure ?? defaultMeasure;
+    try {
+      const lifetime = await measure(broker, measureCeilingMs(this.#maxMs), this.#closing.signal);
+      this.#failures.delete(address);
+      if (this.#closing.signal.aborted || this.#measuredFor !== address) return;
+      this.#memory.remember(address, lifetime);
+      this.#adopt(lifetime, 'measured', address, true);
+    } catch (err) {
+      if (this.#closing.signal.aborted) return;
+      this.#failedFrom(address);
+      this.emit('failed', isNattravError(err) ? err : new NattravError(ErrorCode.Protocol, `measuring the mapping lifetime failed: ${String(err)}`, { cause: err }));
+    }
+  }
+
+  /** Counts a failed measurement from `address`: the next from it waits 5 min, doubling per failure to 1 h. */
+  #failedFrom(address: string): void {
+    const count = (this.#failures.get(address)?.count ?? 0) + 1;
+    const waitMs = Math.min(MEASURE_RETRY_MIN_MS * 2 ** (count - 1), MEASURE_RETRY_MAX_MS);
+    this.#failures.delete(address);
+    this.#failures.set(address, { count, retryAt: this.#clock.now() + waitMs });
+    const oldest = this.#failures.keys().next().value;
+    if (this.#failures.size > FAILURES_REMEMBERED && oldest !== undefined) this.#failures.delete(oldest);
   }
 
   /**
@@ -192,26 +258,6 @@ export class KeepaliveAdapter extends EventEmitter {
    * The refreshes after it bring the broker's answer to the new ask, and a grant below twice
    * the interval then lowers it.
    */
-
-  /** Stops a measurement in progress. Idempotent. */
-  close(): void {
-    this.#closing.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
-  }
-
-  async #measure(broker: TransportAddress, address: string): Promise<void> {
-    const measure = this.#options.measure ?? defaultMeasure;
-    try {
-      const lifetime = await measure(broker, measureCeilingMs(this.#maxMs), this.#closing.signal);
-      if (this.#closing.signal.aborted || this.#measuredFor !== address) return;
-      this.#memory.remember(address, lifetime);
-      this.#adopt(lifetime, 'measured', address, true);
-    } catch (err) {
-      if (this.#closing.signal.aborted) return;
-      if (this.#measuredFor === address) this.#measuredFor = undefined; // the next registration tries again
-      this.emit('failed', isNattravError(err) ? err : new NattravError(ErrorCode.Protocol, `measuring the mapping lifetime failed: ${String(err)}`, { cause: err }));
-    }
-  }
-
   #adopt(lifetime: MappingLifetime, source: 'measured' | 'remembered', address: string, fresh: boolean): void {
     this.#lifetime = lifetime;
     if (fresh) this.#grantedMs = Number.POSITIVE_INFINITY;

@@ -4,18 +4,26 @@
  * listens for it. The agent keeps one BIND open ahead at the proxy and registers the address
  * the proxy bound (its first reply) as BOUND-ENDPOINT; the broker then aims initiators there.
  * When one connects, the proxy's second reply names who it is, and the control connection
- * becomes the connection: the agent offers it to the attempts that wait for one
- * (strategies/socks5-bind.ts), whose Hello and TLS then authenticate it as on every path.
+ * becomes the connection: the agent reads its first message, the initiator's Hello (sent in
+ * the clear before TLS), puts it back unread, and hands the connection to the attempt whose
+ * ID the Hello names (strategies/socks5-bind.ts), whose Hello check and TLS then authenticate
+ * it as on every path. The source address plays no part: two initiators behind one address
+ * (CGNAT) each get their own, and no attempt can take another's.
  *
  * A BIND accepts exactly one connection, so:
  * 1. `opening`: a TCP connection to the proxy, the method negotiation, the BIND request
  *    (DST 0.0.0.0:0: we cannot know the initiator ahead, and RFC 1928 lets the proxy use
  *    DST only to filter; danted then takes a connection from anyone its rules let in).
  * 2. `bound`: the first reply gave the bound address; it is registered ('change').
- * 3. The second reply (a peer connected): the connection is offered to the attempts (held
- *    for {@link Socks5BindOptions.holdMs} while none claims it) and a new BIND opens at once
- *    (back to 1). At most {@link MAX_HELD} connections wait for a claim; past that no new
- *    BIND opens until one is claimed or dropped.
+ * 3. The second reply (a peer connected): a new BIND opens at once (back to 1), and the
+ *    connection has {@link Socks5BindOptions.helloWaitMs} to send a Hello; one that sends
+ *    anything else, or nothing in time, is closed. A Hello goes to the claim of the attempt it
+ *    names; the claim checks the Hello's integrity under the attempt secret and takes it or
+ *    refuses it (then it is closed, and the claim stays for its own initiator). A Hello naming
+ *    no attempt waiting yet is held for {@link Socks5BindOptions.holdMs}: the initiator may
+ *    connect before the recipient's attempt has joined. At most {@link MAX_HELD} connections
+ *    wait (for their Hello or their claim); one more closes the oldest, so connections that
+ *    never identify themselves can neither stop the BIND from being renewed nor pile up.
  * 4. `waiting`: the proxy refused, dropped or could not be reached: the next BIND comes after
  *    a capped exponential backoff (never a loop), and a refusal (the proxy's rules, or a
  *    proxy without BIND) only after {@link BIND_REFUSED_RETRY_MS}; a refusal is logged once
@@ -29,15 +37,19 @@ import { debuglog } from 'node:util';
 import { SocksClient, type SocksRemoteHost } from 'socks';
 import type { HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError } from '../errors.js';
+import { MessageClass, Method } from '../wire/constants.js';
+import type { StunMessage } from '../wire/message.js';
+import { getAttemptId } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { backoffDelayMs, type BackoffPolicy } from './backoff.js';
 import { BROKER_CONNECT_TIMEOUT_MS } from './dialer.js';
+import { readOneMessage } from './sockets.js';
 import { describeProxy, reachProxy, socksError, takeOver, type Socks5Proxy } from './socks5.js';
 import type { BoundClaim, BoundInbound } from './strategies/types.js';
 
 const debug = debuglog('nattrav:socks5');
 
-/** Connections that came in on a BIND and wait for an attempt to claim them, at most. */
+/** Connections that came in on a BIND and wait for their Hello or their attempt, at most (one more closes the oldest). */
 export const MAX_HELD = 4;
 /** A BIND the proxy refused is asked again this late, in ms: its rules rarely change sooner. */
 export const BIND_REFUSED_RETRY_MS = 5 * 60_000;
@@ -53,6 +65,11 @@ const BIND_STABLE_MS = 30_000;
  * connect before the recipient's attempt has joined (both start from the broker's answers).
  */
 const HOLD_MS = 5_000;
+/**
+ * An inbound connection must send its Hello within this, in ms: the initiator sends it as soon
+ * as its connect completes, one hop through the proxy; 2 s leave room for a retransmission.
+ */
+const HELLO_WAIT_MS = 2_000;
 /** TCP keepalive on the idle BIND connection, in ms: the proxy and any NAT on the way see it alive. */
 const BIND_KEEPALIVE_MS = 30_000;
 
@@ -63,8 +80,10 @@ export interface Socks5BindOptions {
   readonly backoff?: BackoffPolicy;
   /** The wait after a refusal, in ms. @default {@link BIND_REFUSED_RETRY_MS} */
   readonly refusedRetryMs?: number;
-  /** How long an unclaimed inbound connection waits, in ms. @default 5000 */
+  /** How long an inbound connection whose Hello names no attempt waiting yet is held, in ms. @default 5000 */
   readonly holdMs?: number;
+  /** How long an inbound connection may take to send its Hello, in ms. @default 2000 */
+  readonly helloWaitMs?: number;
   /** @default Math.random */
   readonly random?: () => number;
 }
@@ -81,16 +100,23 @@ export type Socks5BindEvent =
 /** The agent's state (module comment, steps 1 to 5). */
 export type Socks5BindState = 'idle' | 'opening' | 'bound' | 'waiting' | 'closed';
 
+/** An inbound connection not yet handed to an attempt: reading its Hello, or held for its attempt. */
 interface Held {
   readonly socket: Socket;
   readonly from: HostPort;
-  readonly timer: NodeJS.Timeout;
+  /** Closes it when it waited too long (for its Hello, then for its attempt). */
+  timer: NodeJS.Timeout;
+  /** Stops reading the Hello. */
+  readonly reading: AbortController;
+  /** Its Hello, once read (still unread on the socket), and the attempt it names (hex). */
+  hello?: { readonly message: StunMessage; readonly attemptId: string };
 }
 
 /** Emits 'change' (the endpoint to register changed) and 'event' ({@link Socks5BindEvent}). */
 export class Socks5BindAgent extends EventEmitter implements BoundInbound {
   readonly #options: Socks5BindOptions;
-  readonly #claims = new Set<BoundClaim>();
+  /** Waiting attempts by attempt ID (hex). */
+  readonly #claims = new Map<string, BoundClaim>();
   readonly #held = new Set<Held>();
   #state: Socks5BindState = 'idle';
   /** The connection of the BIND in progress (opening or bound). */
@@ -118,7 +144,7 @@ export class Socks5BindAgent extends EventEmitter implements BoundInbound {
     return this.#state;
   }
 
-  /** Connections held for an attempt to claim them. */
+  /** Connections not yet handed to an attempt (reading their Hello, or held for their attempt). */
   get held(): number {
     return this.#held.size;
   }
@@ -128,13 +154,16 @@ export class Socks5BindAgent extends EventEmitter implements BoundInbound {
     if (this.#state === 'idle') this.#open();
   }
 
-  /** Offers inbound connections (and those held now) to `claim` until the returned function is called. */
-  claim(claim: BoundClaim): () => void {
-    this.#claims.add(claim);
+  /** Hands the inbound connections whose Hello names `attemptId` (and those held now) to `claim` until the returned function is called. */
+  claim(attemptId: Uint8Array, claim: BoundClaim): () => void {
+    const id = Buffer.from(attemptId).toString('hex');
+    this.#claims.set(id, claim);
     for (const held of [...this.#held]) {
-      if (claim(held.socket, held.from)) this.#release(held);
+      if (held.hello?.attemptId === id) this.#handOver(held, claim);
     }
-    return () => this.#claims.delete(claim);
+    return () => {
+      if (this.#claims.get(id) === claim) this.#claims.delete(id);
+    };
   }
 
   /** Closes the BIND and every held connection. Idempotent. */
@@ -145,18 +174,14 @@ export class Socks5BindAgent extends EventEmitter implements BoundInbound {
     clearTimeout(this.#retry);
     this.#pending?.destroy();
     this.#pending = undefined;
-    for (const held of this.#held) {
-      clearTimeout(held.timer);
-      held.socket.destroy();
-    }
-    this.#held.clear();
+    for (const held of [...this.#held]) this.#drop(held);
     this.#claims.clear();
     this.#setEndpoint(undefined);
   }
 
-  /** Step 1: a new BIND, unless one is open, we are closed, or too many connections wait. */
+  /** Step 1: a new BIND, unless one is open or we are closed. */
   #open(): void {
-    if (this.#state === 'closed' || this.#state === 'opening' || this.#state === 'bound' || this.#held.size >= MAX_HELD) return;
+    if (this.#state === 'closed' || this.#state === 'opening' || this.#state === 'bound') return;
     this.#state = 'opening';
     const proxy = this.#options.proxy;
     reachProxy(proxy, this.#closing.signal).then(
@@ -213,11 +238,8 @@ export class Socks5BindAgent extends EventEmitter implements BoundInbound {
       this.emit('event', { type: 'accepted', from } satisfies Socks5BindEvent);
       socket.setKeepAlive(false);
       socket.on('error', () => undefined);
-      // Counted among the held (or claimed) before the next BIND asks whether there is room.
-      void takeOver(socket).then(() => {
-        this.#offer(socket, from);
-        this.#open();
-      });
+      this.#open();
+      void takeOver(socket).then(() => this.#accept(socket, from));
     });
     client.once('error', (err: Error) => {
       client.removeAllListeners();
@@ -261,33 +283,83 @@ export class Socks5BindAgent extends EventEmitter implements BoundInbound {
     this.#retry.unref();
   }
 
-  /** An inbound connection: the first attempt that claims it takes it; else it waits a while. */
-  #offer(socket: Socket, from: HostPort): void {
+  /** Step 3: an inbound connection waits for its Hello (the oldest waiting one makes room). */
+  #accept(socket: Socket, from: HostPort): void {
     if (this.#state === 'closed' || socket.destroyed) {
       socket.destroy();
       return;
     }
-    for (const claim of this.#claims) {
-      if (claim(socket, from)) return;
+    const oldest = this.#held.values().next().value;
+    if (this.#held.size >= MAX_HELD && oldest !== undefined) {
+      debug('connection from %s:%d through the BIND closed: %d newer ones wait', oldest.from.host, oldest.from.port, MAX_HELD);
+      this.#drop(oldest);
     }
-    const held: Held = {
-      socket,
-      from,
-      timer: setTimeout(() => {
-        debug('connection from %s:%d through the BIND matched no attempt', from.host, from.port);
-        socket.destroy();
-        this.#release(held);
-      }, this.#options.holdMs ?? HOLD_MS),
-    };
+    const held: Held = { socket, from, reading: new AbortController(), timer: this.#expire(socket, from, this.#options.helloWaitMs ?? HELLO_WAIT_MS, 'sent no Hello in time') };
     socket.once('close', () => this.#release(held));
     this.#held.add(held);
+    readOneMessage(socket, held.reading.signal).then(
+      (message) => this.#identified(held, message),
+      () => {
+        if (this.#held.has(held)) this.#drop(held, 'sent no Hello');
+      },
+    );
   }
 
-  /** A held connection was claimed or dropped: room for the next BIND if it waited for some. */
+  /** Its first message: a Hello goes to the attempt it names (or waits for it); anything else is closed. */
+  #identified(held: Held, message: StunMessage): void {
+    if (!this.#held.has(held)) return;
+    let attemptId: Uint8Array | undefined;
+    try {
+      attemptId = message.method === Method.Hello && message.cls === MessageClass.Request ? getAttemptId(message) : undefined;
+    } catch {
+      attemptId = undefined;
+    }
+    if (attemptId === undefined || message.raw === undefined) {
+      this.#drop(held, 'sent no Hello');
+      return;
+    }
+    // Put back unread: the attempt's Hello check reads it again.
+    held.socket.unshift(message.raw);
+    held.hello = { message, attemptId: Buffer.from(attemptId).toString('hex') };
+    const claim = this.#claims.get(held.hello.attemptId);
+    if (claim !== undefined) {
+      this.#handOver(held, claim);
+      return;
+    }
+    clearTimeout(held.timer);
+    held.timer = this.#expire(held.socket, held.from, this.#options.holdMs ?? HOLD_MS, 'named no attempt waiting here');
+  }
+
+  /** Gives `held` to the claim of its attempt; one it refuses is closed (the claim stays). */
+  #handOver(held: Held, claim: BoundClaim): void {
+    if (held.hello === undefined) return;
+    this.#release(held);
+    if (!claim(held.socket, held.from, held.hello.message)) {
+      debug('connection from %s:%d through the BIND refused by its attempt', held.from.host, held.from.port);
+      held.socket.destroy();
+    }
+  }
+
+  /** A timer that closes `socket` after `ms` (`why` is logged); its 'close' releases it. */
+  #expire(socket: Socket, from: HostPort, ms: number, why: string): NodeJS.Timeout {
+    return setTimeout(() => {
+      debug('connection from %s:%d through the BIND %s', from.host, from.port, why);
+      socket.destroy();
+    }, ms);
+  }
+
+  /** Closes a connection not handed over (`why` is logged). */
+  #drop(held: Held, why?: string): void {
+    if (why !== undefined && this.#held.has(held)) debug('connection from %s:%d through the BIND %s', held.from.host, held.from.port, why);
+    this.#release(held);
+    held.socket.destroy();
+  }
+
+  /** A connection no longer waits here: handed over or closed. */
   #release(held: Held): void {
     if (!this.#held.delete(held)) return;
     clearTimeout(held.timer);
-    if (this.#state === 'idle') this.#open();
+    held.reading.abort();
   }
 
   #setEndpoint(endpoint: TransportAddress | undefined): void {

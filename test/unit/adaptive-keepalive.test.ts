@@ -13,6 +13,8 @@ import {
   KeepaliveAdapter,
   LifetimeMemory,
   adaptiveKeepaliveSettings,
+  MEASURE_RETRY_MAX_MS,
+  MEASURE_RETRY_MIN_MS,
   keepaliveFromLifetime,
   measureCeilingMs,
   type KeepaliveEvent,
@@ -71,7 +73,7 @@ describe('KeepaliveAdapter', () => {
     ...extra,
   });
 
-  function setup(memory = new LifetimeMemory()) {
+  function setup(memory = new LifetimeMemory(), clock?: FakeClock) {
     const set: Array<[number, number]> = [];
     const measures: Array<{ broker: string; ceiling: number; resolve: (l: MappingLifetime) => void; reject: (e: Error) => void }> = [];
     const adapter = new KeepaliveAdapter(
@@ -80,6 +82,7 @@ describe('KeepaliveAdapter', () => {
         startMs: 10_000,
         startLifetimeMs: 30_000,
         memory,
+        ...(clock === undefined ? {} : { clock }),
         measure: (to, ceiling) =>
           new Promise((resolve, reject) => {
             measures.push({ broker: `${to.address}:${to.port}`, ceiling, resolve, reject });
@@ -153,7 +156,7 @@ describe('KeepaliveAdapter', () => {
     adapter.close();
   });
 
-  test('a TCP registration (no UDP mapping) is not measured; a failed measurement is reported and tried again on the next registration', async () => {
+  test('a TCP registration (no UDP mapping) is not measured; a failed measurement is reported once and not repeated on the next registrations', async () => {
     const { adapter, measures, set } = setup();
     adapter.registered(registered('first', '198.51.100.20', 40_000, { transport: 'tcp' }));
     assert.equal(measures.length, 0);
@@ -164,8 +167,48 @@ describe('KeepaliveAdapter', () => {
     await new Promise((resolve) => setImmediate(resolve));
     assert.equal(failures.length, 1);
     assert.deepEqual(set, []);
-    adapter.registered(registered('refresh', '198.51.100.20', 40_000));
-    assert.equal(measures.length, 2);
+    for (let i = 0; i < 5; i++) adapter.registered(registered('refresh', '198.51.100.20', 40_000));
+    assert.equal(measures.length, 1, 'the refreshes right after a failure do not measure again');
+    assert.equal(failures.length, 1);
+    adapter.registered(registered('again', '192.0.2.9', 50_000));
+    assert.equal(measures.length, 2, 'another public address measures at once');
+    adapter.close();
+  });
+
+  test(`after failed measurements the same address measures again after ${MEASURE_RETRY_MIN_MS / 60_000} min, doubling to ${MEASURE_RETRY_MAX_MS / 60_000} min; one "failed" each; then a success adapts`, async () => {
+    const clock = new FakeClock(0);
+    const { adapter, measures, set } = setup(new LifetimeMemory(60 * 60_000, clock), clock);
+    const failures: Error[] = [];
+    adapter.on('failed', (e: Error) => failures.push(e));
+    const refresh = (): void => adapter.registered(registered('refresh', '198.51.100.20', 40_000));
+    /** Refreshes every 10 s (as the registration does) until a measurement starts; returns the ms waited. */
+    const waitForMeasurement = async (limitMs: number): Promise<number> => {
+      const before = measures.length;
+      let waited = 0;
+      while (measures.length === before && waited <= limitMs) {
+        await clock.advance(10_000);
+        waited += 10_000;
+        refresh();
+      }
+      return waited;
+    };
+    refresh();
+    const waits: number[] = [];
+    for (let failure = 1; failure <= 6; failure++) {
+      assert.equal(measures.length, failure);
+      measures.at(-1)?.reject(new Error('no RESPONSE-PORT'));
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(failures.length, failure, 'one "failed" per failed measurement');
+      waits.push(await waitForMeasurement(2 * MEASURE_RETRY_MAX_MS));
+    }
+    // Each wait is the backoff rounded up to the next 10 s refresh.
+    assert.deepEqual(waits, [5, 10, 20, 40, 60, 60].map((min) => min * 60_000));
+    measures.at(-1)?.resolve(lifetime(30_000, 33_000));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(set, [[24_000, 72_000]]);
+    // Adapted: the refreshes keep the interval and measure nothing more.
+    for (let i = 0; i < 3; i++) refresh();
+    assert.equal(measures.length, 7);
     adapter.close();
   });
 });

@@ -1,9 +1,11 @@
 /**
  * The recipient's BIND at its SOCKS5 proxy (peer/socks5-bind.ts) against the tiny in-test
  * proxy (test/helpers/socks5-server.ts, RFC 1928 BIND on loopback): the bound address, the
- * connection handed to the attempt that claims it (with who connected, from the proxy's second
- * reply), renewal after each use, a refused BIND (logged once, retried late), a BIND the proxy
- * drops (renewed after a backoff), the bound on connections held, close; then end to end: a
+ * connection handed to the attempt its first message (the Hello) names, with the Hello put back
+ * unread and who connected (from the proxy's second reply); connections that send no Hello, or
+ * name another attempt, never use up a claim; renewal after each use, a refused BIND (logged
+ * once, retried late), a BIND the proxy drops (renewed after a backoff), the bound on
+ * connections held, close; the strategy's claim checks the Hello's integrity; then end to end: a
  * recipient behind the proxy reached over path socks5-bind (with TLS too), a server closed
  * while its first BIND is made, and today's paths when the proxy refuses.
  */
@@ -20,6 +22,13 @@ import { connect } from '../../src/peer/connect.js';
 import { createServer } from '../../src/peer/server.js';
 import { newSelfCertifyingIdentity } from '../../src/security/identity.js';
 import { MAX_HELD, Socks5BindAgent, type Socks5BindEvent, type Socks5BindOptions } from '../../src/peer/socks5-bind.js';
+import { socks5Bind } from '../../src/peer/strategies/socks5-bind.js';
+import type { BoundClaim, StrategyContext } from '../../src/peer/strategies/types.js';
+import type { ExchangeResult } from '../../src/peer/exchange.js';
+import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
+import { Method } from '../../src/wire/constants.js';
+import { StunMessage } from '../../src/wire/message.js';
+import { addAttemptId } from '../../src/wire/nattrav.js';
 import type { HostPort } from '../../src/common/endpoint.js';
 import type { TransportAddress } from '../../src/wire/types.js';
 import { startBroker, startRecipient, until } from '../helpers/loopback.js';
@@ -59,14 +68,54 @@ async function dial(endpoint: TransportAddress): Promise<Socket> {
   return socket;
 }
 
+/** A new attempt: its ID and secret, as the broker gives both peers. */
+function attempt(): { id: Buffer; secret: Buffer } {
+  return { id: randomBytes(16), secret: randomBytes(32) };
+}
+
+/** The initiator's Hello for `of`, as helloAsInitiator sends it (integrity under the attempt secret). */
+function helloBytes(of: { id: Buffer; secret: Buffer }): Buffer {
+  const hello = StunMessage.request(Method.Hello);
+  addAttemptId(hello, of.id);
+  return Buffer.from(encodeMessage(hello, { integritySha256Key: of.secret, fingerprint: true }));
+}
+
+/** Dials `endpoint` and sends `first` (a Hello, or anything else) at once. */
+async function dialSending(endpoint: TransportAddress, first: Buffer): Promise<Socket> {
+  const socket = await dial(endpoint);
+  socket.write(first);
+  return socket;
+}
+
+/** One end of a TCP connection on loopback (both ends closed after the tests). */
+async function connectedSocket(): Promise<Socket> {
+  const server = netServer((peer) => closers.push(() => peer.destroy()));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  closers.push(() => new Promise((resolve) => server.close(resolve)));
+  return dial({ family: 'IPv4', address: '127.0.0.1', port: (server.address() as { port: number }).port });
+}
+
+/** Resolves once `socket` is closed (at once if it is already). */
+async function closed(socket: Socket): Promise<void> {
+  if (!socket.destroyed) await once(socket, 'close');
+}
+
+/** Reads `bytes` bytes from `socket` (every chunk, also several in one tick). */
 async function readAll(socket: Socket, bytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let length = 0;
-  while (length < bytes) {
-    const [chunk] = (await once(socket, 'data')) as [Buffer];
-    chunks.push(chunk);
-    length += chunk.length;
-  }
+  await new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      length += chunk.length;
+      if (length < bytes) return;
+      socket.off('data', onData).off('error', reject);
+      socket.pause();
+      resolve();
+    };
+    socket.on('data', onData).once('error', reject);
+  });
   return Buffer.concat(chunks);
 }
 
@@ -79,19 +128,21 @@ describe('the BIND agent against a test proxy', () => {
     assert.deepEqual(first, { family: 'IPv4', address: '127.0.0.1', port: proxy.boundPorts[0] });
     assert.equal(agent.state, 'bound');
     assert.deepEqual(events[0], { type: 'bound', endpoint: first });
-    const claimed: Array<{ socket: Socket; from: HostPort }> = [];
-    const release = agent.claim((socket, from) => {
-      claimed.push({ socket, from });
+    const claimed: Array<{ socket: Socket; from: HostPort; hello: StunMessage }> = [];
+    const ours = attempt();
+    const release = agent.claim(ours.id, (socket, from, hello) => {
+      claimed.push({ socket, from, hello });
       return true;
     });
-    const initiator = await dial(first);
-    // The initiator speaks first: its bytes may arrive with the proxy's second reply.
-    initiator.write('hello from the initiator');
+    const hello = helloBytes(ours);
+    // The initiator speaks first: its Hello and what follows may arrive with the proxy's second reply.
+    const initiator = await dialSending(first, Buffer.concat([hello, Buffer.from('hello from the initiator')]));
     await until(() => claimed.length === 1, WAIT_MS, 'the claim');
     release();
-    const { socket, from } = claimed[0] as { socket: Socket; from: HostPort };
+    const { socket, from } = claimed[0] as { socket: Socket; from: HostPort; hello: StunMessage };
     assert.deepEqual(from, { host: '127.0.0.1', port: initiator.localPort }, 'the second reply names the initiator');
-    assert.equal((await readAll(socket, 24)).toString(), 'hello from the initiator');
+    assert.deepEqual(Buffer.from(claimed[0]?.hello.raw ?? []), hello, 'the Hello read');
+    assert.deepEqual(await readAll(socket, hello.length + 24), Buffer.concat([hello, Buffer.from('hello from the initiator')]), 'the Hello put back unread, then the bytes after it');
     socket.write('and back');
     assert.equal((await readAll(initiator, 8)).toString(), 'and back');
     // Renewed right after the use: a new bound port, registered ('change').
@@ -166,43 +217,135 @@ describe('the BIND agent against a test proxy', () => {
     assert.ok(events.every((e) => e.type === 'lost' && isNattravError(e.error, ErrorCode.Proxy)));
   });
 
-  test(`at most ${MAX_HELD} unclaimed connections wait: no BIND opens until one is claimed; held ones go to the next claim, the rest are closed after holdMs`, async () => {
+  test('two attempts from one address (CGNAT, or an attacker listing our address): each connection goes to the attempt its Hello names, not to the older claim', async () => {
+    const proxy = await proxyWith();
+    const { agent } = agentFor(proxy);
+    const older = attempt();
+    const younger = attempt();
+    const taken: Array<{ by: string; hello: StunMessage }> = [];
+    const releases = [older, younger].map((a, i) => agent.claim(a.id, (_socket, _from, hello) => taken.push({ by: i === 0 ? 'older' : 'younger', hello }) > 0));
+    await until(() => agent.endpoint !== undefined, WAIT_MS, 'the first BIND');
+    await dialSending(agent.endpoint as TransportAddress, helloBytes(younger));
+    await until(() => taken.length === 1, WAIT_MS, 'the younger claim');
+    await until(() => agent.endpoint !== undefined, WAIT_MS, 'the renewed BIND');
+    await dialSending(agent.endpoint as TransportAddress, helloBytes(older));
+    await until(() => taken.length === 2, WAIT_MS, 'the older claim');
+    assert.deepEqual(taken.map((t) => t.by), ['younger', 'older']);
+    for (const release of releases) release();
+  });
+
+  test('a connection that sends no Hello (other bytes at once, or nothing within helloWaitMs) is closed without reaching a claim; the BIND is renewed meanwhile', async () => {
+    const proxy = await proxyWith();
+    const { agent } = agentFor(proxy, { helloWaitMs: 300 });
+    const ours = attempt();
+    const offered: Socket[] = [];
+    agent.claim(ours.id, (socket) => offered.push(socket) > 0);
+    await until(() => agent.endpoint !== undefined, WAIT_MS, 'the first BIND');
+    const garbage = await dialSending(agent.endpoint as TransportAddress, Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await closed(garbage);
+    await until(() => agent.endpoint !== undefined, WAIT_MS, 'the BIND renewed');
+    const silentAt = Date.now();
+    const used = agent.endpoint as TransportAddress;
+    const silent = await dial(used);
+    await until(() => agent.held === 1, WAIT_MS, 'the silent connection');
+    // Renewed at once, while the silent one still waits for its Hello.
+    await until(() => agent.endpoint !== undefined && agent.endpoint.port !== used.port, WAIT_MS, 'the BIND renewed again');
+    assert.equal(agent.held, 1);
+    await closed(silent);
+    assert.ok(Date.now() - silentAt >= 250, 'closed after helloWaitMs, not at once');
+    assert.equal(agent.held, 0);
+    assert.equal(offered.length, 0, 'the claim never saw either');
+    // The claim is still there for its own initiator.
+    await dialSending(agent.endpoint as TransportAddress, helloBytes(ours));
+    await until(() => offered.length === 1, WAIT_MS, 'the real initiator');
+  });
+
+  test('a connection its attempt refuses is closed, and the claim stays for the next one', async () => {
+    const proxy = await proxyWith();
+    const { agent } = agentFor(proxy);
+    const ours = attempt();
+    let calls = 0;
+    agent.claim(ours.id, () => ++calls > 1);
+    await until(() => agent.endpoint !== undefined, WAIT_MS, 'the first BIND');
+    const refused = await dialSending(agent.endpoint as TransportAddress, helloBytes(ours));
+    await closed(refused);
+    assert.equal(calls, 1);
+    await until(() => agent.endpoint !== undefined, WAIT_MS, 'the renewed BIND');
+    const taken = await dialSending(agent.endpoint as TransportAddress, helloBytes(ours));
+    await until(() => calls === 2, WAIT_MS, 'the second connection');
+    assert.equal(taken.destroyed, false);
+  });
+
+  test(`at most ${MAX_HELD} connections wait for their attempt; one more closes the oldest and the BIND is renewed all along; a held one goes to the claim that comes later`, async () => {
     const proxy = await proxyWith();
     const { agent } = agentFor(proxy, { holdMs: 60_000 });
+    const attempts = Array.from({ length: MAX_HELD + 1 }, () => attempt());
     const initiators: Socket[] = [];
-    for (let i = 0; i < MAX_HELD; i++) {
+    for (const [i, a] of attempts.entries()) {
       await until(() => agent.endpoint !== undefined, WAIT_MS, `BIND ${i + 1}`);
-      initiators.push(await dial(agent.endpoint as TransportAddress));
-      await until(() => agent.held === i + 1, WAIT_MS, `connection ${i + 1} held`);
+      initiators.push(await dialSending(agent.endpoint as TransportAddress, helloBytes(a)));
+      await until(() => proxy.bindRequests === i + 2, WAIT_MS, `BIND ${i + 2} asked for`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    assert.equal(agent.endpoint, undefined, 'no BIND ahead while the connections held are at the bound');
-    assert.equal(proxy.bindRequests, MAX_HELD);
-    const taken: HostPort[] = [];
-    const release = agent.claim((_socket, from) => {
-      if (from.port !== initiators[0]?.localPort) return false;
-      taken.push(from);
-      return true;
-    });
+    await closed(initiators[0] as Socket);
+    await until(() => agent.held === MAX_HELD, WAIT_MS, `${MAX_HELD} held`);
+    await until(() => agent.endpoint !== undefined, WAIT_MS, 'a BIND ahead although the bound is reached');
+    const taken: Socket[] = [];
+    const release = agent.claim(attempts[2]?.id as Buffer, (socket) => taken.push(socket) > 0);
     release();
-    assert.equal(taken.length, 1, 'the held connection from that initiator went to the claim');
+    assert.equal(taken.length, 1, 'the held connection of that attempt went to its claim');
     assert.equal(agent.held, MAX_HELD - 1);
-    await until(() => agent.endpoint !== undefined, WAIT_MS, 'a BIND again');
     agent.close();
     agent.close();
     assert.equal(agent.state, 'closed');
     assert.equal(agent.held, 0);
-    await Promise.all(initiators.slice(1).map((s) => (s.destroyed ? undefined : once(s, 'close'))));
+    await Promise.all(initiators.filter((_, i) => i !== 2).map(closed));
     await until(() => proxy.boundPorts.length === 0, WAIT_MS, 'the proxy to see the BIND closed');
   });
 
-  test('an unclaimed connection is closed after holdMs', async () => {
+  test('a Hello naming no attempt waiting is closed after holdMs', async () => {
     const proxy = await proxyWith();
     const { agent } = agentFor(proxy, { holdMs: 100 });
     await until(() => agent.endpoint !== undefined, WAIT_MS, 'the BIND');
-    const initiator = await dial(agent.endpoint as TransportAddress);
-    await once(initiator, 'close');
+    const initiator = await dialSending(agent.endpoint as TransportAddress, helloBytes(attempt()));
+    await closed(initiator);
     assert.equal(agent.held, 0);
+  });
+});
+
+describe('the socks5-bind strategy of the recipient', () => {
+  test('its claim takes only a Hello that proves the attempt secret; the Hello check then runs on the socket', async () => {
+    const ours = attempt();
+    let claim: BoundClaim | undefined;
+    let claimedId: Uint8Array | undefined;
+    const verified: Socket[] = [];
+    const controller = new AbortController();
+    const ctx: StrategyContext = {
+      role: 'recipient',
+      exchange: { attemptId: ours.id, attemptSecret: ours.secret } as unknown as ExchangeResult,
+      broker: { host: '127.0.0.1', port: 1 },
+      signal: controller.signal,
+      boundInbound: {
+        claim: (id, c) => {
+          claimedId = id;
+          claim = c;
+          return () => undefined;
+        },
+      },
+      verify: async (socket) => {
+        verified.push(socket);
+      },
+    };
+    const result = socks5Bind(ctx);
+    assert.deepEqual(Buffer.from(claimedId ?? []), ours.id, 'claimed by its attempt ID');
+    const forged = await connectedSocket();
+    const real = await connectedSocket();
+    const forgedHello = decodeMessage(helloBytes({ id: ours.id, secret: randomBytes(32) }));
+    const from = { host: '127.0.0.1', port: 1 };
+    assert.equal(claim?.(forged, from, forgedHello), false, 'the right attempt ID without the secret');
+    const realHello = decodeMessage(helloBytes(ours));
+    assert.equal(claim?.(real, from, realHello), true);
+    assert.equal(await result, real);
+    assert.deepEqual(verified, [real]);
   });
 });
 

@@ -2,12 +2,15 @@
  * `socks5-bind`: the recipient holds a BIND open at its SOCKS5 proxy (../socks5-bind.ts), so the
  * initiator, from anywhere, connects to the address the proxy bound (PEER-PUBLIC-ENDPOINT for
  * this path, broker/schedule.ts) with a plain connect, or through its own proxy's CONNECT. The
- * recipient takes the connection the proxy's second reply says comes from the initiator's
- * public address (or a private one it listed); the Hello then proves it is the initiator of
- * this attempt, and TLS follows as on every path: until then it is untrusted.
+ * recipient takes the connection whose first message, the initiator's Hello (sent in the
+ * clear, before TLS), names this attempt: the agent routes by its ATTEMPT-ID, and the claim
+ * checks its MESSAGE-INTEGRITY-SHA256 under the attempt secret before taking it, so neither
+ * another initiator nor anyone who only knows the bound address can take or use up the claim.
+ * The Hello check then runs as on every path, and TLS follows: until then it is untrusted.
  */
 import { sleep } from '../../common/signal.js';
-import { dialUntilConnected, plainAddress } from '../sockets.js';
+import { verifyMessageIntegritySha256 } from '../../wire/codec.js';
+import { dialUntilConnected } from '../sockets.js';
 import { dialThrough } from './listening.js';
 import { SocketRace } from './race.js';
 import type { StrategyRunner } from './types.js';
@@ -24,9 +27,8 @@ export const socks5Bind: StrategyRunner = async (ctx) => {
     if (inbound === undefined) {
       race.fail(new Error('the broker chose socks5-bind but this recipient holds no BIND at a SOCKS5 proxy'));
     } else {
-      const allowed = new Set([exchange.peerPublicEndpoint.address, ...exchange.peerPrivateEndpoints.map((e) => e.address)]);
-      const release = inbound.claim((socket, from) => {
-        if (race.settled || !allowed.has(plainAddress(from.host)) || !race.mayOpen()) return false;
+      const release = inbound.claim(exchange.attemptId, (socket, _from, hello) => {
+        if (race.settled || !verifyMessageIntegritySha256(hello, exchange.attemptSecret) || !race.mayOpen()) return false;
         socket.setNoDelay(true);
         race.add(socket, true);
         return true;

@@ -1,6 +1,7 @@
 /** What every strategy gets, and what it returns. */
 import type { Socket } from 'node:net';
 import type { HostPort } from '../../common/endpoint.js';
+import type { StunMessage } from '../../wire/message.js';
 import type { Dialer } from '../dialer.js';
 import type { ExchangeResult } from '../exchange.js';
 import type { ConnectionRole } from '../info.js';
@@ -35,16 +36,22 @@ export type StrategyRunner = (ctx: StrategyContext) => Promise<Socket>;
 export type InboundClaim = (socket: Socket) => boolean;
 
 /**
- * Takes a connection that came in through the recipient's SOCKS5 BIND when it belongs to the
- * attempt; `from` is the connecting peer as the proxy's second reply named it (the socket's own
- * remote address is the proxy). False leaves it to others.
+ * Takes a connection that came in through the recipient's SOCKS5 BIND and whose first message
+ * is a Hello naming the claim's attempt. `hello` is that message, still unread on the socket
+ * (the attempt's own Hello check reads it again); `from` is the connecting peer as the proxy's
+ * second reply named it (the socket's own remote address is the proxy). False refuses the
+ * connection (the agent closes it; the claim stays).
  */
-export type BoundClaim = (socket: Socket, from: HostPort) => boolean;
+export type BoundClaim = (socket: Socket, from: HostPort, hello: StunMessage) => boolean;
 
 /** Where a recipient's attempts wait for a connection through its SOCKS5 proxy's BIND (peer/socks5-bind.ts). */
 export interface BoundInbound {
-  /** Offers every inbound connection (and those waiting now) to `claim` until the returned function is called. */
-  claim(claim: BoundClaim): () => void;
+  /**
+   * Hands every inbound connection whose first message is a Hello naming `attemptId` (and
+   * those held now) to `claim` until the returned function is called; no other attempt's
+   * connection ever reaches it.
+   */
+  claim(attemptId: Uint8Array, claim: BoundClaim): () => void;
 }
 
 /** Where a recipient's attempts wait for a connection on its gateway-mapped port (peer/portmap-agent.ts). */
