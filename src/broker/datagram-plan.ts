@@ -17,14 +17,14 @@
  * - `relay` (through the broker) last, and alone for two symmetric NATs with a random one.
  */
 import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
-import { chooseStrategy, crossFamily, strategyCost } from '../nat/plan.js';
+import { chooseStrategy, crossFamily } from '../nat/plan.js';
 import type { StrategyName } from '../nat/strategy.js';
 import { isPrivateAddress } from '../common/private-address.js';
 import { AttrType, MAX_PRIVATE_ENDPOINTS, TransportCode } from '../wire/constants.js';
 import type { StunMessage } from '../wire/message.js';
 import { getU32Attr, getXorAddressAttr } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
-import { ATTEMPT_HISTORY_MS, BIRTHDAY_CONE_LAG_MS, type Answer, type AttemptSide, type Failures, type RoundTrips, type Schedule } from './schedule.js';
+import { assembleSchedule, ATTEMPT_HISTORY_MS, BIRTHDAY_CONE_LAG_MS, type AttemptSide, type Failures, type RoundTrips, type Schedule } from './schedule.js';
 import { startDelays } from './timing.js';
 
 /** True when `request` (a Connect, ConnectionRequest or final answer) asks for a datagram channel. */
@@ -97,26 +97,11 @@ export function scheduleDatagram(sides: { initiator: DatagramSide; recipient: Da
   // For prediction a sequential side is named by the last port its NAT gave out (the peer aims past it).
   const aim = (side: DatagramSide, mapping: MappingKind): TransportAddress =>
     strategy === 'predicted' && mapping.kind === 'sequential' ? { ...side.publicEndpoint, port: lastObservedPort(side.publicEndpoint, side.probes) } : side.publicEndpoint;
-  const answer = (own: DatagramSide, ownMapping: MappingKind, other: DatagramSide, otherMapping: MappingKind, startDelayMs: number): Answer => ({
-    publicEndpoint: own.publicEndpoint,
-    peerPublicEndpoint: aim(other, otherMapping),
+  return assembleSchedule(
+    sides,
+    { plan, choice, mappings: { initiator: initiatorMapping, recipient: recipientMapping }, delays },
+    aim,
     // Only LAN addresses go to the other peer to probe: a peer cannot aim them at a public host.
-    peerPrivateEndpoints: other.privateEndpoints.filter((p) => isPrivateAddress(p.address)),
-    startDelayMs,
-    mapping: ownMapping,
-    peerMapping: otherMapping,
-  });
-  return {
-    strategy,
-    plan,
-    failed: choice.failed,
-    skipped: choice.skipped,
-    cost: strategyCost(strategy),
-    mappings: { initiator: initiatorMapping, recipient: recipientMapping },
-    delays,
-    answers: {
-      initiator: answer(initiator, initiatorMapping, recipient, recipientMapping, delays.initiatorMs),
-      recipient: answer(recipient, recipientMapping, initiator, initiatorMapping, delays.recipientMs),
-    },
-  };
+    (other) => other.privateEndpoints.filter((p) => isPrivateAddress(p.address)),
+  );
 }

@@ -7,7 +7,7 @@
  * `now` comes in. The rendezvous (rendezvous.ts) does the I/O around it.
  */
 import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
-import { chooseStrategy, planStrategies, strategyCost, type SkipReason } from '../nat/plan.js';
+import { chooseStrategy, planStrategies, strategyCost, type SkipReason, type StrategyChoice } from '../nat/plan.js';
 import { STRATEGY_NAMES, type StrategyName } from '../nat/strategy.js';
 import type { TransportAddress } from '../wire/types.js';
 import { startDelays, type StartDelays } from './timing.js';
@@ -157,10 +157,37 @@ export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures:
       ? { ...side.publicEndpoint, port: lastObservedPort(side.publicEndpoint, side.probes) }
       : side.publicEndpoint;
   };
-  const answer = (own: AttemptSide, ownMapping: MappingKind, other: AttemptSide, otherMapping: MappingKind, startDelayMs: number): Answer => ({
+  return assembleSchedule(sides, { plan, choice, mappings: { initiator: initiatorMapping, recipient: recipientMapping }, delays: { initiatorMs, recipientMs } }, aim);
+}
+
+/** What a scheduler decided for an attempt, before the answers are built from it. */
+export interface ScheduleDecision {
+  /** Every strategy that may connect these sides, best first. */
+  readonly plan: readonly StrategyName[];
+  /** The strategy picked from the plan, with what was counted failed and passed over. */
+  readonly choice: StrategyChoice;
+  readonly mappings: { readonly initiator: MappingKind; readonly recipient: MappingKind };
+  readonly delays: StartDelays;
+}
+
+/**
+ * The schedule for a decision (TCP here, datagram in datagram-plan.ts): each side's answer
+ * names the other side as `aim` places it and the other side's private endpoints as
+ * `peerPrivateEndpoints` picks them (all of them unless given). Pure.
+ */
+export function assembleSchedule<S extends AttemptSide>(
+  sides: { readonly initiator: S; readonly recipient: S },
+  decision: ScheduleDecision,
+  aim: (side: S, mapping: MappingKind) => TransportAddress,
+  peerPrivateEndpoints: (side: S) => readonly TransportAddress[] = (side) => side.privateEndpoints,
+): Schedule {
+  const { initiator, recipient } = sides;
+  const { plan, choice, mappings, delays } = decision;
+  const strategy = choice.strategy;
+  const answer = (own: S, ownMapping: MappingKind, other: S, otherMapping: MappingKind, startDelayMs: number): Answer => ({
     publicEndpoint: own.publicEndpoint,
     peerPublicEndpoint: aim(other, otherMapping),
-    peerPrivateEndpoints: other.privateEndpoints,
+    peerPrivateEndpoints: peerPrivateEndpoints(other),
     startDelayMs,
     mapping: ownMapping,
     peerMapping: otherMapping,
@@ -171,11 +198,11 @@ export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures:
     failed: choice.failed,
     skipped: choice.skipped,
     cost: strategyCost(strategy),
-    mappings: { initiator: initiatorMapping, recipient: recipientMapping },
-    delays: { initiatorMs, recipientMs },
+    mappings,
+    delays,
     answers: {
-      initiator: answer(initiator, initiatorMapping, recipient, recipientMapping, initiatorMs),
-      recipient: answer(recipient, recipientMapping, initiator, initiatorMapping, recipientMs),
+      initiator: answer(initiator, mappings.initiator, recipient, mappings.recipient, delays.initiatorMs),
+      recipient: answer(recipient, mappings.recipient, initiator, mappings.initiator, delays.recipientMs),
     },
   };
 }
