@@ -190,6 +190,35 @@ export function reportRegistration(server: RegistrationSource, options: { broker
 }
 
 /**
+ * The part of `listen` (TCP and --udp) after the server's handlers are set: reports failed
+ * attempts and the registration (`reported` names the broker and whether TLS is on), registers,
+ * and with `echo` serves until a signal or until another process takes the URI over
+ * (`takenOver`). Returns the exit code when the command is done, or undefined when the
+ * registration stands and the command goes on to wait for its first connection.
+ */
+export async function registerListener(
+  server: NattravServer,
+  reported: { broker: string; tls?: boolean },
+  echo: boolean,
+  takenOver: Promise<NattravError>,
+  out: Reporter,
+  stop: StopSignals,
+): Promise<number | undefined> {
+  server.on('attemptFailed', (err: Error & { code?: string }) =>
+    out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`),
+  );
+  reportRegistration(server, reported, out);
+  if (!(await register(server, stop))) {
+    reportNotConnected(out, 'interrupted');
+    return stop.exitCode as number;
+  }
+  if (!echo) return undefined;
+  const ended = await Promise.race([stop.wait(), takenOver]);
+  await withdraw(server);
+  return ended instanceof NattravError ? out.error(ended) : (stop.exitCode as number);
+}
+
+/**
  * `nattrav listen URI --broker HOST:PORT [--echo] [--once] [--allow URI]... [--tls ...]`.
  * Without --echo the first connection is piped to stdin/stdout (the registration is
  * withdrawn when it arrives); with --echo every connection is echoed until a signal.
@@ -246,19 +275,8 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
       );
     });
   });
-  server.on('attemptFailed', (err: Error & { code?: string }) =>
-    out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`),
-  );
-  reportRegistration(server, options, out);
-  if (!(await register(server, stop))) {
-    reportNotConnected(out, 'interrupted');
-    return stop.exitCode as number;
-  }
-  if (options.echo === true) {
-    const ended = await Promise.race([stop.wait(), takenOver]);
-    await withdraw(server);
-    return ended instanceof NattravError ? out.error(ended) : (stop.exitCode as number);
-  }
+  const ended = await registerListener(server, options, options.echo === true, takenOver, out, stop);
+  if (ended !== undefined) return ended;
   const winner = await Promise.race([firstConnection, stop.wait(), takenOver]);
   // The registration is withdrawn while the connection runs: its bytes never wait for the broker.
   const withdrawn = withdraw(server);
@@ -276,16 +294,21 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
   return reportPipe(outcome, stop, out);
 }
 
+/** Reports each strategy trace of a connect as a 'strategy' event (what -v prints). */
+export function traceReporter(out: Reporter): (event: StrategyTrace) => void {
+  return (event) => {
+    const why = event.error === undefined ? '' : `: ${event.error}`;
+    out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
+  };
+}
+
 /** `nattrav connect URI --broker HOST:PORT [-v] [--tls ...]`: pipes stdin/stdout to the connection. */
 export async function connectCommand(uri: string, options: ConnectCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const brokers = checkTarget(uri, options.broker);
   const { identity, ca, brokerCa } = await security(options);
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
   const route = peerRoute(options, brokerCa, out);
-  const onTrace = (event: StrategyTrace): void => {
-    const why = event.error === undefined ? '' : `: ${event.error}`;
-    out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
-  };
+  const onTrace = traceReporter(out);
   let socket: NattravSocket;
   try {
     socket = await connect({

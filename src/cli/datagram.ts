@@ -10,10 +10,9 @@ import { formatEndpoint, type HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import { connectDatagram } from '../peer/datagram/connect.js';
 import type { DatagramChannel } from '../peer/datagram/channel.js';
-import type { StrategyTrace } from '../peer/info.js';
 import { bypassesProxy, socks5FromEnvironment } from '../peer/socks5.js';
 import { isBrokerUrl } from '../peer/web/dialer.js';
-import { checkTarget, register, reportRegistration, security, withdraw, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
+import { checkTarget, registerListener, security, traceReporter, withdraw, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
 import type { Reporter } from './output.js';
 import { reportNotConnected } from './pipe.js';
 import type { StopSignals } from './signals.js';
@@ -90,10 +89,7 @@ export async function connectDatagramCommand(uri: string, options: ConnectComman
   const brokers = checkTarget(uri, options.broker);
   refuseWithUdp(options, brokers);
   const { brokerCa } = await security(options);
-  const onTrace = (event: StrategyTrace): void => {
-    const why = event.error === undefined ? '' : `: ${event.error}`;
-    out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
-  };
+  const onTrace = traceReporter(out);
   let channel: DatagramChannel;
   try {
     channel = await connectDatagram({
@@ -156,19 +152,8 @@ export async function listenDatagramCommand(uri: string, options: ListenCommandO
     first(channel);
     first = undefined;
   });
-  server.on('attemptFailed', (err: Error & { code?: string }) =>
-    out.event('attempt-failed', { code: err.code ?? 'ERR_UNEXPECTED', message: err.message }, `an incoming attempt failed: ${err.message}`),
-  );
-  reportRegistration(server, { ...options, tls: false }, out);
-  if (!(await register(server, stop))) {
-    reportNotConnected(out, 'interrupted');
-    return stop.exitCode as number;
-  }
-  if (options.echo === true) {
-    const ended = await Promise.race([stop.wait(), takenOver]);
-    await withdraw(server);
-    return ended instanceof NattravError ? out.error(ended) : (stop.exitCode as number);
-  }
+  const ended = await registerListener(server, { ...options, tls: false }, options.echo === true, takenOver, out, stop);
+  if (ended !== undefined) return ended;
   const winner = await Promise.race([firstChannel, stop.wait(), takenOver]);
   if (winner instanceof NattravError) {
     await withdraw(server);
