@@ -17,10 +17,10 @@ import { relayQuotaOf } from './strategies/relay.js';
 import type { SocketBudget } from './strategies/socket-budget.js';
 import type { BoundInbound, MappedInbound } from './strategies/types.js';
 
-/** What one attempt needs. */
-export interface AttemptParams {
+/** What any attempt needs, stream (TCP, {@link AttemptParams}) or datagram (datagram/attempt.ts). */
+export interface BaseAttemptParams {
   readonly broker: HostPort;
-  /** The Connect (initiator) or Join (recipient) request. */
+  /** The Connect (initiator) or Join (recipient) request (a datagram attempt adds its datagram attributes to it). */
   readonly request: StunMessage;
   readonly attemptId: Uint8Array;
   readonly role: ConnectionRole;
@@ -28,24 +28,28 @@ export interface AttemptParams {
   readonly signal: AbortSignal;
   readonly exchangeTimeoutMs: number;
   readonly punchTimeoutMs: number;
-  /** `performance.now()` when the connection was first asked for. */
+  /** `performance.now()` when the connection (or channel) was first asked for. */
   readonly started: number;
   /** This attempt's number (1 = the first). */
   readonly attempt: number;
-  /** Strategies tried before this attempt (carried into the connection info). */
-  readonly trace: readonly StrategyTrace[];
   /** The broker's CA (PEM): exchanges then run over TLS and the broker must prove itself. */
   readonly brokerCa?: string;
   /** The recipient's registration session key (its Join is authenticated with it). */
   readonly sessionKey?: Uint8Array;
   /** How connections to the broker are opened (dialer.ts). @default direct */
   readonly dialer?: Dialer;
-  /** Whether TLS follows the Hello (announced in it, so a mismatch fails on both sides with a reason). */
-  readonly tls: boolean;
   /** Told as soon as the broker has chosen this attempt's strategy, and when it ends. */
   readonly onTrace?: (event: StrategyTrace) => void;
-  /** The recipient's shared budget of attempt sockets (strategies/socket-budget.ts). @default unlimited */
+  /** The recipient's shared budget of attempt sockets (strategies/socket-budget.ts; birthday's extra sockets take from it). @default unlimited */
   readonly sockets?: SocketBudget;
+}
+
+/** What one (TCP) attempt needs. */
+export interface AttemptParams extends BaseAttemptParams {
+  /** Strategies tried before this attempt (carried into the connection info). */
+  readonly trace: readonly StrategyTrace[];
+  /** Whether TLS follows the Hello (announced in it, so a mismatch fails on both sides with a reason). */
+  readonly tls: boolean;
   /** The recipient's listener on its gateway-mapped port (path `portmap`), when it holds a mapping. */
   readonly mappedInbound?: MappedInbound;
   /** The recipient's BIND at its SOCKS5 proxy (path `socks5-bind`), when it holds one. */

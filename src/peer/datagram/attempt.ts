@@ -25,6 +25,7 @@ import { addU32, addXorAddress, getXorMappedAddress } from '../../wire/nattrav.j
 import type { TransportAddress } from '../../wire/types.js';
 import { alternatePortOf } from '../alternate-port.js';
 import type { Dialer } from '../dialer.js';
+import type { BaseAttemptParams } from '../attempt.js';
 import { runExchange, type ExchangeResult } from '../exchange.js';
 import type { ConnectionRole, StrategyTrace } from '../info.js';
 import { relay } from '../strategies/relay.js';
@@ -40,30 +41,9 @@ export const UDP_MAPPING_TIMEOUT_MS = 2_000;
 export const PREDICTION_WINDOW = 8;
 
 /** What one datagram attempt needs. */
-export interface DatagramAttemptParams {
-  readonly broker: HostPort;
-  /** The Connect (initiator) or Join (recipient) request; the datagram attributes are added here. */
-  readonly request: StunMessage;
-  readonly attemptId: Uint8Array;
-  readonly role: ConnectionRole;
-  readonly uri: string;
-  readonly signal: AbortSignal;
-  readonly exchangeTimeoutMs: number;
-  readonly punchTimeoutMs: number;
-  /** `performance.now()` when the channel was first asked for. */
-  readonly started: number;
-  /** This attempt's number (1 = the first). */
-  readonly attempt: number;
-  readonly brokerCa?: string;
-  /** The recipient's registration session key. */
-  readonly sessionKey?: Uint8Array;
-  readonly dialer?: Dialer;
+export interface DatagramAttemptParams extends BaseAttemptParams {
   /** Keepalive interval of the channel, in ms. @default DATAGRAM_KEEPALIVE_MS */
   readonly keepaliveMs?: number;
-  /** Told when the broker has chosen the strategy, and when it ends. */
-  readonly onTrace?: (event: StrategyTrace) => void;
-  /** The recipient's budget of attempt sockets (birthday's extra sockets take from it). @default unlimited */
-  readonly sockets?: SocketBudget;
   /** Binds the attempt's UDP socket for the broker's host (step 1; tests make it fail). @default bindUdpSocket */
   readonly bindSocket?: (host: string) => Promise<UdpSocket>;
 }
