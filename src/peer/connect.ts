@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { describeTarget, dialTo, resolveBrokers, toBrokerList, type BrokerTarget } from './brokers.js';
 import { startPhase, throwIfAborted } from '../common/signal.js';
+import type { HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import { strategyMask, type StrategyName } from '../nat/strategy.js';
 import { ATTEMPT_ID_LENGTH, AttrType, Method } from '../wire/constants.js';
@@ -18,7 +19,7 @@ import { uriKeyFingerprint } from '../security/uri.js';
 import { handOver, type NattravSocket, type StrategyTrace } from './info.js';
 import type { PeerTls } from './options.js';
 import type { Identity } from '../security/identity.js';
-import { PEER_DEFAULTS, type ConnectOptions } from './options.js';
+import { PEER_DEFAULTS, type CommonConnectOptions, type ConnectOptions } from './options.js';
 import { checkUri, positiveInt } from './validate.js';
 import { unusableStrategies } from './dialer.js';
 import { ReachWatch, whyStopped } from './reach.js';
@@ -45,12 +46,22 @@ export const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.Proxy,
 ]);
 
+/** The options {@link connect} and `connectDatagram` share, checked (ERR_INVALID_ARGUMENT) and with their defaults. */
+export interface CheckedConnectOptions {
+  readonly brokers: HostPort[];
+  readonly uri: string;
+  readonly timeoutMs: number;
+  readonly maxAttempts: number;
+  readonly exchangeTimeoutMs: number;
+  readonly punchTimeoutMs: number;
+}
+
 /**
- * Connects to the peer registered as `options.uri`. Resolves with a connected
- * `net.Socket` whose other end is the recipient's socket; its `nattrav`
- * property says how it was made. Rejects with a {@link NattravError}.
+ * Checks the options {@link connect} and `connectDatagram` (datagram/connect.ts) share:
+ * throws at once when `options.signal` is aborted, else ERR_INVALID_ARGUMENT for a bad
+ * broker, URI or limit; fills in the defaults (PEER_DEFAULTS).
  */
-export async function connect(options: ConnectOptions): Promise<NattravSocket> {
+export function checkConnectOptions(options: CommonConnectOptions): CheckedConnectOptions {
   throwIfAborted(options.signal);
   const brokers = toBrokerList(options.broker);
   const uri = checkUri(options.uri);
@@ -58,6 +69,26 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const maxAttempts = positiveInt(options.maxAttempts, PEER_DEFAULTS.maxAttempts, 'maxAttempts');
   const exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
   const punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
+  return { brokers, uri, timeoutMs, maxAttempts, exchangeTimeoutMs, punchTimeoutMs };
+}
+
+/** A new attempt's Connect: a fresh attempt id, the URI and, when any, the strategies claimed failed (FAILED-STRATEGIES). */
+export function connectRequest(uri: string, failed: ReadonlySet<StrategyName>): { attemptId: Uint8Array; request: StunMessage } {
+  const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
+  const request = StunMessage.request(Method.Connect);
+  addUri(request, uri);
+  addAttemptId(request, attemptId);
+  if (failed.size > 0) addU32(request, AttrType.FailedStrategies, strategyMask(failed));
+  return { attemptId, request };
+}
+
+/**
+ * Connects to the peer registered as `options.uri`. Resolves with a connected
+ * `net.Socket` whose other end is the recipient's socket; its `nattrav`
+ * property says how it was made. Rejects with a {@link NattravError}.
+ */
+export async function connect(options: ConnectOptions): Promise<NattravSocket> {
+  const { brokers, uri, timeoutMs, maxAttempts, exchangeTimeoutMs, punchTimeoutMs } = checkConnectOptions(options);
   // TLS (our identity, the certificate library) is made ready once a connection exists, not
   // before the first packet: see tlsSettings. Once a connect in this process has loaded
   // secure.ts, our identity is made while the attempt runs.
@@ -91,11 +122,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   let lastError: NattravError | undefined;
   try {
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
-      const request = StunMessage.request(Method.Connect);
-      addUri(request, uri);
-      addAttemptId(request, attemptId);
-      if (failed.size > 0) addU32(request, AttrType.FailedStrategies, strategyMask(failed));
+      const { attemptId, request } = connectRequest(uri, failed);
       try {
         const socket = await runAttempt({
           broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tlsWanted !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,

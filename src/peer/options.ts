@@ -6,13 +6,9 @@ export type BrokerAddress = string | HostPort;
 /** RFC 8489 §18.4: the default STUN port, used when a broker address names none. */
 export const DEFAULT_BROKER_PORT = 3478;
 
-/** Options of {@link connect}. */
-export interface ConnectOptions {
-  /**
-   * The broker to ask, or several in order (a cluster sharing one registry): each is
-   * tried in turn while brokers do not answer (each within `exchangeTimeoutMs`); a name
-   * with several addresses counts as several.
-   */
+/** Options that {@link connect} and `connectDatagram` (datagram/connect.ts) share. */
+export interface CommonConnectOptions {
+  /** The broker to ask, or several in order (see each function's options for how a list is used). */
   broker: BrokerAddress | readonly BrokerAddress[];
   /** The URI the recipient registered. */
   uri: string;
@@ -20,14 +16,24 @@ export interface ConnectOptions {
   signal?: AbortSignal;
   /** Limit on the whole connect, all attempts included, in ms. @default 30000 */
   timeoutMs?: number;
-  /** Attempts (each from a fresh local port) before giving up. @default 4 */
+  /** Attempts (each from a fresh local port; for a datagram channel, a fresh UDP socket) before giving up. @default 4 */
   maxAttempts?: number;
   /** Limit on the broker exchange of one attempt, in ms. @default 12000 */
   exchangeTimeoutMs?: number;
-  /** Limit on the simultaneous open of one attempt, in ms. @default 5000 */
+  /** Limit on the simultaneous open (for a datagram channel, the punching) of one attempt, in ms. @default 5000 */
   punchTimeoutMs?: number;
   /** The CA (PEM) that issued the broker's certificate: exchanges then run over TLS and a fake broker is refused. */
   brokerCa?: string;
+}
+
+/** Options of {@link connect}. */
+export interface ConnectOptions extends CommonConnectOptions {
+  /**
+   * The broker to ask, or several in order (a cluster sharing one registry): each is
+   * tried in turn while brokers do not answer (each within `exchangeTimeoutMs`); a name
+   * with several addresses counts as several.
+   */
+  broker: BrokerAddress | readonly BrokerAddress[];
   /**
    * End-to-end authentication and encryption: TLS 1.3 with mutual authentication over
    * the connection, whatever its path. The recipient's key must match `uri`: the

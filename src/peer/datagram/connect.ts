@@ -3,42 +3,24 @@
  * for a UDP channel to the peer registered as `uri` and retries failed strategies from a
  * fresh UDP socket (a new attempt), as `connect()` does for TCP.
  */
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { dialTo, resolveBrokers, toBrokerList } from '../brokers.js';
-import { startPhase, throwIfAborted } from '../../common/signal.js';
+import { dialTo, resolveBrokers } from '../brokers.js';
+import { startPhase } from '../../common/signal.js';
 import { ErrorCode, NattravError, isNattravError } from '../../errors.js';
-import { strategyMask, type StrategyName } from '../../nat/strategy.js';
-import { ATTEMPT_ID_LENGTH, AttrType, Method } from '../../wire/constants.js';
-import { StunMessage } from '../../wire/message.js';
-import { addAttemptId, addU32, addUri } from '../../wire/nattrav.js';
-import { FINAL_CODES } from '../connect.js';
+import type { StrategyName } from '../../nat/strategy.js';
+import { checkConnectOptions, connectRequest, FINAL_CODES } from '../connect.js';
 import type { StrategyTrace } from '../info.js';
-import { PEER_DEFAULTS, type BrokerAddress } from '../options.js';
-import { checkUri, positiveInt } from '../validate.js';
+import type { BrokerAddress, CommonConnectOptions } from '../options.js';
+import { positiveInt } from '../validate.js';
 import type { Dialer } from '../dialer.js';
 import { dialerFromOptions, type Socks5Proxy } from '../socks5.js';
 import { runDatagramAttempt } from './attempt.js';
 import { DATAGRAM_KEEPALIVE_MS, DATAGRAM_PEER_TIMEOUT_MS, type DatagramChannel } from './channel.js';
 
 /** Options of {@link connectDatagram}. */
-export interface ConnectDatagramOptions {
+export interface ConnectDatagramOptions extends CommonConnectOptions {
   /** The broker to ask (the first of a list is used). */
   broker: BrokerAddress | readonly BrokerAddress[];
-  /** The URI the recipient registered. */
-  uri: string;
-  /** Aborts the whole connect at once; nothing stays open. */
-  signal?: AbortSignal;
-  /** Limit on the whole connect, all attempts included, in ms. @default 30000 */
-  timeoutMs?: number;
-  /** Attempts (each from a fresh UDP socket) before giving up. @default 4 */
-  maxAttempts?: number;
-  /** Limit on the broker exchange of one attempt, in ms. @default 12000 */
-  exchangeTimeoutMs?: number;
-  /** Limit on the punching of one attempt, in ms. @default 5000 */
-  punchTimeoutMs?: number;
-  /** The CA (PEM) that issued the broker's certificate: exchanges then run over TLS and a fake broker is refused. */
-  brokerCa?: string;
   /**
    * Keepalive interval of the channel, in ms: keep it below the NAT's UDP mapping
    * lifetime. At most 15000: the recipient keeps alive every 15 s, and both sides give up
@@ -63,13 +45,7 @@ export interface ConnectDatagramOptions {
  * {@link DatagramChannel}; rejects with a {@link NattravError}.
  */
 export async function connectDatagram(options: ConnectDatagramOptions): Promise<DatagramChannel> {
-  throwIfAborted(options.signal);
-  const brokers = toBrokerList(options.broker);
-  const uri = checkUri(options.uri);
-  const timeoutMs = positiveInt(options.timeoutMs, PEER_DEFAULTS.timeoutMs, 'timeoutMs');
-  const maxAttempts = positiveInt(options.maxAttempts, PEER_DEFAULTS.maxAttempts, 'maxAttempts');
-  const exchangeTimeoutMs = positiveInt(options.exchangeTimeoutMs, PEER_DEFAULTS.exchangeTimeoutMs, 'exchangeTimeoutMs');
-  const punchTimeoutMs = positiveInt(options.punchTimeoutMs, PEER_DEFAULTS.punchTimeoutMs, 'punchTimeoutMs');
+  const { brokers, uri, timeoutMs, maxAttempts, exchangeTimeoutMs, punchTimeoutMs } = checkConnectOptions(options);
   const keepaliveMs = options.keepaliveMs === undefined ? undefined : positiveInt(options.keepaliveMs, 0, 'keepaliveMs');
   if (keepaliveMs !== undefined && keepaliveMs > DATAGRAM_KEEPALIVE_MS) {
     throw new NattravError(ErrorCode.InvalidArgument, `keepaliveMs: at most ${DATAGRAM_KEEPALIVE_MS} (the recipient keeps alive every ${DATAGRAM_KEEPALIVE_MS} ms and both sides give up after ${DATAGRAM_PEER_TIMEOUT_MS} ms of silence), got ${keepaliveMs}`);
@@ -86,11 +62,7 @@ export async function connectDatagram(options: ConnectDatagramOptions): Promise<
     const targets = await resolveBrokers(brokers, whole.signal);
     const broker = dialTo(targets, 0);
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      const attemptId = new Uint8Array(randomBytes(ATTEMPT_ID_LENGTH));
-      const request = StunMessage.request(Method.Connect);
-      addUri(request, uri);
-      addAttemptId(request, attemptId);
-      if (failed.size > 0) addU32(request, AttrType.FailedStrategies, strategyMask(failed));
+      const { attemptId, request } = connectRequest(uri, failed);
       try {
         return await runDatagramAttempt({
           broker, request, attemptId, role: 'initiator', uri, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt,
