@@ -8,38 +8,24 @@
  * another initiator nor anyone who only knows the bound address can take or use up the claim.
  * The Hello check then runs as on every path, and TLS follows: until then it is untrusted.
  */
-import { sleep } from '../../common/signal.js';
 import { verifyMessageIntegritySha256 } from '../../wire/codec.js';
 import { dialUntilConnected } from '../sockets.js';
+import { inboundPath } from './inbound.js';
 import { dialThrough } from './listening.js';
-import { SocketRace } from './race.js';
 import type { StrategyRunner } from './types.js';
 
 /** After a refusal, dial again this soon, in ms. */
 const REDIAL_MS = 100;
 
 /** Runs `socks5-bind` for either role: the initiator dials the bound address, the recipient takes what comes through the BIND. */
-export const socks5Bind: StrategyRunner = async (ctx) => {
-  const race = new SocketRace(ctx);
-  const { exchange } = ctx;
-  if (ctx.role === 'recipient') {
-    const inbound = ctx.boundInbound;
-    if (inbound === undefined) {
-      race.fail(new Error('the broker chose socks5-bind but this recipient holds no BIND at a SOCKS5 proxy'));
-    } else {
-      const release = inbound.claim(exchange.attemptId, (socket, _from, hello) => {
-        if (race.settled || !verifyMessageIntegritySha256(hello, exchange.attemptSecret) || !race.mayOpen()) return false;
-        socket.setNoDelay(true);
-        race.add(socket, true);
-        return true;
-      });
-      race.result.finally(release).catch(() => undefined);
-    }
-  } else {
-    await sleep(exchange.startDelayMs, ctx.signal).catch(() => undefined);
+export const socks5Bind: StrategyRunner = inboundPath({
+  inbound: (ctx) => ctx.boundInbound,
+  missing: 'the broker chose socks5-bind but this recipient holds no BIND at a SOCKS5 proxy',
+  claim: (inbound, { exchange }, take) =>
+    inbound.claim(exchange.attemptId, (socket, _from, hello) => take(socket, () => verifyMessageIntegritySha256(hello, exchange.attemptSecret))),
+  dial: (ctx, race) => {
     const proxy = ctx.dialer?.kind === 'direct' ? undefined : ctx.dialer;
-    const target = exchange.peerPublicEndpoint;
+    const target = ctx.exchange.peerPublicEndpoint;
     void (proxy === undefined ? dialUntilConnected(race, ctx.signal, target, { retryMs: REDIAL_MS, mayDial: () => race.mayOpen() }) : dialThrough(proxy, ctx.signal, race, target));
-  }
-  return race.result;
-};
+  },
+});
