@@ -5,13 +5,11 @@
  * initiators with other identities, and both sides say so.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createBroker } from '../../src/broker/broker.js';
-import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
+import type { CliProcess } from '../../src/lab/cli-process.js';
+import { cliHome } from '../helpers/cli-home.js';
 import { newSelfCertifyingIdentity, saveIdentity } from '../../src/security/index.js';
 
 /** The listener's refresh interval in these tests, in ms. */
@@ -19,15 +17,7 @@ const KEEPALIVE_MS = 1_000;
 /** Room for a busy machine on top of the keepalive interval, in ms. */
 const SLACK_MS = 2_000;
 
-const home = mkdtempSync(join(tmpdir(), 'nattrav-cli-listen-'));
-const children: ChildProcess[] = [];
-
-function cli(args: string[]): CliProcess {
-  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
-  children.push(child);
-  child.stdin?.on('error', () => undefined);
-  return new CliProcess(child);
-}
+const { home, cli, cleanUp } = cliHome('nattrav-cli-listen-');
 
 /** A port where a broker can listen (and its port + 1), found by starting one and closing it. */
 async function freeBrokerPort(): Promise<number> {
@@ -59,10 +49,7 @@ async function echoes(address: string, uri: string, extra: string[] = []): Promi
 }
 
 describe('nattrav listen as a service', () => {
-  after(() => {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    rmSync(home, { recursive: true, force: true });
-  });
+  after(() => cleanUp());
 
   test('--once: an unreachable broker at start exits 4 at once, as before', async () => {
     const port = await freeBrokerPort();

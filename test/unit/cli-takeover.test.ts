@@ -5,27 +5,17 @@
  * at once, not after the registration's lifetime. Against a broker in one process and one with --workers.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
+import type { CliProcess } from '../../src/lab/cli-process.js';
+import { cliHome } from '../helpers/cli-home.js';
 
 /** A long refresh interval: its lifetime (three of these) is what a restart must not wait for. */
 const KEEPALIVE_MS = 20_000;
 /** Node start-up and one registration with an instance check, on a busy machine. */
 const START_WAIT_MS = 15_000;
 
-const home = mkdtempSync(join(tmpdir(), 'nattrav-cli-takeover-'));
-const children: ChildProcess[] = [];
-
-function cli(args: string[]): CliProcess {
-  const child = spawn(process.execPath, [CLI_PATH, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
-  children.push(child);
-  child.stdin?.on('error', () => undefined);
-  return new CliProcess(child);
-}
+const { home, cli, cleanUp } = cliHome('nattrav-cli-takeover-');
 
 /** Connects to the echoing `uri` and checks the bytes come back. */
 async function echoes(address: string, uri: string): Promise<void> {
@@ -98,7 +88,4 @@ for (const workers of [[], ['--workers', '2']]) describe(`nattrav listen: one ke
   });
 });
 
-after(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  rmSync(home, { recursive: true, force: true });
-});
+after(() => cleanUp());

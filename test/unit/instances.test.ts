@@ -15,7 +15,6 @@ import { previousSessionMac } from '../../src/security/previous-session.js';
 import { AttrType } from '../../src/wire/constants.js';
 import { addInstanceId, addPreviousSession, addTakeover } from '../../src/wire/instance.js';
 import { getErrorCode } from '../../src/wire/nattrav.js';
-import type { Clock, TimerHandle } from '../../src/common/clock.js';
 import { ErrorCode, NattravError } from '../../src/errors.js';
 import { connect } from '../../src/peer/connect.js';
 import { answerInstanceCheck, newInstanceId } from '../../src/peer/instance.js';
@@ -25,38 +24,8 @@ import { decodeMessage, encodeMessage, type EncodeOptions } from '../../src/wire
 import { MessageClass, Method } from '../../src/wire/constants.js';
 import { addInstanceCheck, getInstanceCheck, getInstanceId } from '../../src/wire/instance.js';
 import { StunMessage } from '../../src/wire/message.js';
+import { SyncFakeClock } from '../helpers/sync-clock.js';
 import { startBroker } from '../helpers/loopback.js';
-
-/** A clock whose time moves only when the test says. */
-class FakeClock implements Clock {
-  #now = 0;
-  #timers: Array<{ at: number; run: () => void; handle: TimerHandle }> = [];
-  now(): number {
-    return this.#now;
-  }
-  setTimeout(run: () => void, ms: number): TimerHandle {
-    const handle = {};
-    this.#timers.push({ at: this.#now + ms, run, handle });
-    return handle;
-  }
-  clearTimeout(handle: TimerHandle | undefined): void {
-    this.#timers = this.#timers.filter((t) => t.handle !== handle);
-  }
-  get pending(): number {
-    return this.#timers.length;
-  }
-  advance(ms: number): void {
-    const until = this.#now + ms;
-    for (;;) {
-      const next = this.#timers.filter((t) => t.at <= until).sort((a, b) => a.at - b.at)[0];
-      if (next === undefined) break;
-      this.#timers.splice(this.#timers.indexOf(next), 1);
-      this.#now = next.at;
-      next.run();
-    }
-    this.#now = until;
-  }
-}
 
 const ID_A = Uint8Array.from({ length: 16 }, (_, i) => i);
 const ID_B = Uint8Array.from({ length: 16 }, (_, i) => 100 + i);
@@ -87,7 +56,7 @@ describe('InstanceChecks on a fake clock', () => {
   }
 
   test('sends under the session key, retransmits, and resolves with the answer\'s INSTANCE-ID; the proof waits meanwhile', async () => {
-    const clock = new FakeClock();
+    const clock = new SyncFakeClock();
     const sent: StunMessage[] = [];
     const checks = new InstanceChecks({ clock, send: (_r, message, k) => sent.push(decodeMessage(encodeMessage(message, { integritySha256Key: k }))) });
     const proof = new Uint8Array(12).fill(9);
@@ -108,7 +77,7 @@ describe('InstanceChecks on a fake clock', () => {
   });
 
   test('a holder that never answers (or only with forgeries) is gone after INSTANCE_CHECK_TIMEOUT_MS', async () => {
-    const clock = new FakeClock();
+    const clock = new SyncFakeClock();
     const sent: StunMessage[] = [];
     const checks = new InstanceChecks({ clock, send: (_r, message) => sent.push(message) });
     const asked = checks.ask(holder, new Uint8Array(12));
@@ -144,7 +113,7 @@ describe('admitInstance: who is asked, and what a proof proves', () => {
 
   /** Runs admitInstance against `holder`, whose process answers checks with `alive` (undefined: it is dead). */
   async function admit(request: StunMessage, alive: Uint8Array | undefined, fingerprint = 'fp'): Promise<{ result: unknown; sent: number; replies: StunMessage[] }> {
-    const clock = new FakeClock();
+    const clock = new SyncFakeClock();
     let sent = 0;
     const replies: StunMessage[] = [];
     const checks: InstanceChecks = new InstanceChecks({

@@ -8,55 +8,24 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer as createTcpServer, connect as tcpConnect, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
-import type { Clock, TimerHandle } from '../../src/common/clock.js';
 import { ErrorCode, NattravError } from '../../src/errors.js';
 import { keyPairFromPrivatePem } from '../../src/security/keys.js';
 import { newSelfCertifyingIdentity } from '../../src/security/identity.js';
 import { AddressWatch, breakOnAddressLoss, normaliseAddress, RegistrationMoves, type AddressSet, type MovedEvent } from '../../src/peer/mobility.js';
 import { PeerRegistration } from '../../src/peer/registration.js';
 import type { TransportAddress } from '../../src/wire/types.js';
+import { SyncFakeClock } from '../helpers/sync-clock.js';
 import { startBroker, until } from '../helpers/loopback.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-
-/** A clock whose time moves only when the test says. */
-class FakeClock implements Clock {
-  #now = 0;
-  #timers: Array<{ at: number; run: () => void; handle: TimerHandle }> = [];
-  now(): number {
-    return this.#now;
-  }
-  setTimeout(run: () => void, ms: number): TimerHandle {
-    const handle = {};
-    this.#timers.push({ at: this.#now + ms, run, handle });
-    return handle;
-  }
-  clearTimeout(handle: TimerHandle | undefined): void {
-    this.#timers = this.#timers.filter((t) => t.handle !== handle);
-  }
-  get pending(): number {
-    return this.#timers.length;
-  }
-  advance(ms: number): void {
-    const until = this.#now + ms;
-    for (;;) {
-      const next = this.#timers.filter((t) => t.at <= until).sort((a, b) => a.at - b.at)[0];
-      if (next === undefined) break;
-      this.#timers.splice(this.#timers.indexOf(next), 1);
-      this.#now = next.at;
-      next.run();
-    }
-    this.#now = until;
-  }
-}
 
 const ep = (address: string, port: number): TransportAddress => ({ family: 'IPv4', address, port });
 const BROKER = { broker: ep('203.0.113.2', 3478), transport: 'udp' as const };
 
 describe('AddressWatch', () => {
   test('reads at subscription, tells every change once per poll, and stops polling without subscribers', () => {
-    const clock = new FakeClock();
+    const clock = new SyncFakeClock();
     let addresses: AddressSet = new Set(['127.0.0.1', '192.168.1.2']);
     let reads = 0;
     const watch = new AddressWatch({ clock, intervalMs: 1_000, read: () => (reads++, addresses) });
@@ -169,7 +138,7 @@ describe('breakOnAddressLoss', () => {
     const client: Socket = tcpConnect(port, '127.0.0.1');
     await once(client, 'connect');
     let addresses: AddressSet = new Set(['127.0.0.1']);
-    const clock = new FakeClock();
+    const clock = new SyncFakeClock();
     const watch = new AddressWatch({ clock, intervalMs: 1_000, read: () => addresses });
     breakOnAddressLoss(client, client.localAddress, watch);
     clock.advance(2_000);
