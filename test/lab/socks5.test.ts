@@ -26,6 +26,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { CliProcess, startCli } from '../../src/lab/cli-process.js';
 import { Lab } from '../../src/lab/lab.js';
 import { LAB_BROKER_PORT } from '../../src/lab/scenario.js';
+import type { LabHost } from '../../src/lab/types.js';
 import { labSupport } from '../../src/lab/support.js';
 import { DANTED, Danted } from './danted.js';
 import { requireLab } from './helpers.js';
@@ -84,20 +85,27 @@ describe('SOCKS5 through a real danted, the site\'s only way out', () => {
   async function transfer(listener: { host: Where; args: string[] }, connector: { host: Where; args: string[] }, uri: string): Promise<{ accepted: Record<string, unknown>; connected: Record<string, unknown> }> {
     const l = lab as Lab;
     const hostOf = (name: Where) => (name === 'outside' ? l.publicHost('outside') : l.site(name).host);
-    const listen = startCli(l, hostOf(listener.host), ['listen', uri, '--broker', brokerAddress, '--no-tls', ...listener.args]);
+    const { listen, connect, payload, accepted, connected } = await startPair(hostOf(listener.host), listener.args, hostOf(connector.host), connector.args, uri);
+    connect.child.stdin?.end(payload);
+    await listen.waitForStdout(payload, TRANSFER_WAIT_MS).catch(() => undefined);
+    assert.equal(sha256(listen.stdout), sha256(payload), `the listener got ${listen.stdout.length} of ${payload.length} characters`);
+    return { accepted, connected };
+  }
+
+  /** Starts `nattrav listen` (waits until registered), then `nattrav connect` (waits until both sides report the connection); a payload to send. */
+  async function startPair(listenHost: LabHost, listenArgs: string[], connectHost: LabHost, connectArgs: string[], uri: string): Promise<{ listen: CliProcess; connect: CliProcess; payload: string; accepted: Record<string, unknown>; connected: Record<string, unknown> }> {
+    const l = lab as Lab;
+    const listen = startCli(l, listenHost, ['listen', uri, '--broker', brokerAddress, '--no-tls', ...listenArgs]);
     processes.push(listen);
     await listen.waitForEvent('registered', START_WAIT_MS);
-    const connect = startCli(l, hostOf(connector.host), ['connect', uri, '--broker', brokerAddress, '--no-tls', '-v', ...connector.args]);
+    const connect = startCli(l, connectHost, ['connect', uri, '--broker', brokerAddress, '--no-tls', '-v', ...connectArgs]);
     processes.push(connect);
     const payload = randomBytes(PAYLOAD_BYTES / 2).toString('hex');
     const connected = await connect.waitForEvent('connected', CONNECT_WAIT_MS).catch((err: unknown) => {
       throw new Error(`connect did not connect: ${String(err)}\n${connect.stderr}\nlistener:\n${listen.stderr}\ndanted:\n${danted?.log ?? ''}`);
     });
     const accepted = await listen.waitForEvent('accepted', CONNECT_WAIT_MS);
-    connect.child.stdin?.end(payload);
-    await listen.waitForStdout(payload, TRANSFER_WAIT_MS).catch(() => undefined);
-    assert.equal(sha256(listen.stdout), sha256(payload), `the listener got ${listen.stdout.length} of ${payload.length} characters`);
-    return { accepted, connected };
+    return { listen, connect, payload, accepted, connected };
   }
 
   test('the site has no way out but the proxy: a plain TCP connect to the broker fails', { timeout: TEST_TIMEOUT_MS }, async (t) => {
@@ -124,16 +132,7 @@ s.on('connect', () => process.exit(0)); s.on('error', () => process.exit(1)); se
    */
   async function echoThroughProxy(from: Where, uri: string, proxy: string): Promise<{ listen: CliProcess; accepted: Record<string, unknown>; connected: Record<string, unknown> }> {
     const l = lab as Lab;
-    const listen = startCli(l, l.site('corp').host, ['listen', uri, '--broker', brokerAddress, '--no-tls', '--echo', '--socks5', proxy]);
-    processes.push(listen);
-    await listen.waitForEvent('registered', START_WAIT_MS);
-    const connect = startCli(l, from === 'outside' ? l.publicHost('outside') : l.site(from).host, ['connect', uri, '--broker', brokerAddress, '--no-tls', '-v']);
-    processes.push(connect);
-    const payload = randomBytes(PAYLOAD_BYTES / 2).toString('hex');
-    const connected = await connect.waitForEvent('connected', CONNECT_WAIT_MS).catch((err: unknown) => {
-      throw new Error(`connect did not connect: ${String(err)}\n${connect.stderr}\nlistener:\n${listen.stderr}\ndanted:\n${danted?.log ?? ''}`);
-    });
-    const accepted = await listen.waitForEvent('accepted', CONNECT_WAIT_MS);
+    const { listen, connect, payload, accepted, connected } = await startPair(l.site('corp').host, ['--echo', '--socks5', proxy], from === 'outside' ? l.publicHost('outside') : l.site(from).host, [], uri);
     connect.child.stdin?.end(payload);
     await connect.waitForStdout(payload, TRANSFER_WAIT_MS).catch(() => undefined);
     assert.equal(sha256(connect.stdout), sha256(payload), `the initiator got back ${connect.stdout.length} of ${payload.length} characters`);
