@@ -112,8 +112,14 @@ export class CliProcess {
   }
 }
 
-/** Starts `nattrav <args> --json` in `host` (tracked by the lab: killed by PID at close). */
-export function startCli(lab: Lab, host: LabHost, args: string[]): CliProcess {
-  const child = lab.spawn(host, process.execPath, [CLI_PATH, ...args, '--json'], { stdio: ['pipe', 'pipe', 'pipe'] });
+/**
+ * Starts `nattrav <args> --json` in `host` (tracked by the lab: killed by PID at close), with
+ * HOME set to `options.home` when given (a test's own temporary home: keys and known keys).
+ * A write to its stdin after it exited is ignored.
+ */
+export function startCli(lab: Lab, host: LabHost, args: string[], options: { home?: string } = {}): CliProcess {
+  const env = options.home === undefined ? {} : { env: { ...process.env, HOME: options.home } };
+  const child = lab.spawn(host, process.execPath, [CLI_PATH, ...args, '--json'], { stdio: ['pipe', 'pipe', 'pipe'], ...env });
+  child.stdin?.on('error', () => undefined);
   return new CliProcess(child);
 }

@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
+import { CliProcess, startCli as startLabCli } from '../../src/lab/cli-process.js';
 import { Lab } from '../../src/lab/lab.js';
 import { labSupport } from '../../src/lab/support.js';
 import type { LabHost } from '../../src/lab/types.js';
@@ -41,9 +41,7 @@ describe('broker cluster: three brokers on one Redis, two NATed peers', () => {
 
   /** Runs `nattrav ARGS --json` on `host` with HOME in our temp dir (tracked by the lab, killed by PID at close). */
   function startCli(host: LabHost, args: string[]): CliProcess {
-    const child = (lab as Lab).spawn(host, process.execPath, [CLI_PATH, ...args, '--json'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
-    child.stdin?.on('error', () => undefined);
-    return new CliProcess(child);
+    return startLabCli(lab as Lab, host, args, { home });
   }
 
   /** Starts redis-server in the broker's namespace, on its loopback, without persistence; resolves once it accepts connections. */

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
-import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
+import { CliProcess, startCli as startLabCli } from '../../src/lab/cli-process.js';
 import { Lab } from '../../src/lab/lab.js';
 import { LAB_BROKER_PORT } from '../../src/lab/scenario.js';
 import { labSupport } from '../../src/lab/support.js';
@@ -39,9 +39,7 @@ describe('listener: the broker restarts while `listen --echo` runs behind a NAT'
 
   /** Runs `nattrav ARGS --json` on `host` with HOME in our temp dir (tracked by the lab, killed by PID at close). */
   function startCli(host: LabHost, args: string[]): CliProcess {
-    const child = (lab as Lab).spawn(host, process.execPath, [CLI_PATH, ...args, '--json'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
-    child.stdin?.on('error', () => undefined);
-    return new CliProcess(child);
+    return startLabCli(lab as Lab, host, args, { home });
   }
 
   async function startBroker(address: string): Promise<CliProcess> {

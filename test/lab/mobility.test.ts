@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
+import { CliProcess, startCli as startLabCli } from '../../src/lab/cli-process.js';
 import { Lab } from '../../src/lab/lab.js';
 import { LAB_BROKER_PORT } from '../../src/lab/scenario.js';
 import { labSupport } from '../../src/lab/support.js';
@@ -37,9 +37,7 @@ describe('mobility: the listener\'s host moves from behind NAT A to behind NAT B
 
   /** Runs `nattrav ARGS --json` on `host` with HOME in our temp dir (tracked by the lab, killed by PID at close). */
   function startCli(host: LabHost, args: string[]): CliProcess {
-    const child = (lab as Lab).spawn(host, process.execPath, [CLI_PATH, ...args, '--json'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
-    child.stdin?.on('error', () => undefined);
-    return new CliProcess(child);
+    return startLabCli(lab as Lab, host, args, { home });
   }
 
   /** A connect from `host` that sends a line, reads it back from the echoing listener, and exits 0; resolves with its `connected` event. */

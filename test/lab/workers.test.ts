@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
+import { CliProcess, startCli as startLabCli } from '../../src/lab/cli-process.js';
 import { Lab } from '../../src/lab/lab.js';
 import { LAB_BROKER_PORT } from '../../src/lab/scenario.js';
 import { labSupport } from '../../src/lab/support.js';
@@ -28,9 +28,7 @@ describe('lab: a direct connection through a --workers 2 broker', () => {
   let home: string;
 
   function startCli(host: LabHost, args: string[]): CliProcess {
-    const child = (lab as Lab).spawn(host, process.execPath, [CLI_PATH, ...args, '--json'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
-    child.stdin?.on('error', () => undefined);
-    return new CliProcess(child);
+    return startLabCli(lab as Lab, host, args, { home });
   }
 
   before(async () => {
