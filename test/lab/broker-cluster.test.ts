@@ -8,8 +8,7 @@
  * (plus the one refresh that notices), and a connect through broker 3 ends direct again.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CliProcess, startCli as startLabCli } from '../../src/lab/cli-process.js';
@@ -17,7 +16,7 @@ import { Lab } from '../../src/lab/lab.js';
 import { labSupport } from '../../src/lab/support.js';
 import type { LabHost } from '../../src/lab/types.js';
 import { haveRedis } from '../helpers/redis-server.js';
-import { requireLab } from './helpers.js';
+import { requireLab, echoLine, workWithHome, closeLabAndWork } from './helpers.js';
 
 /** The listener's refresh interval (--keepalive), in ms: short, to keep the test short. */
 const KEEPALIVE_MS = 4_000;
@@ -71,20 +70,12 @@ describe('broker cluster: three brokers on one Redis, two NATed peers', () => {
   }
 
   /** A connect from `host` that sends a line, reads it back from the echoing listener, and exits 0; resolves with its `connected` event. */
-  async function echoFrom(host: LabHost, broker: string, uri: string, line: string): Promise<Record<string, unknown>> {
-    const client = startCli(host, ['connect', uri, '--broker', broker]);
-    const connected = await client.waitForEvent('connected', CONNECT_WAIT_MS);
-    client.write(`${line}\n`);
-    await client.waitForStdout(`${line}\n`, CONNECT_WAIT_MS);
-    client.child.stdin?.end();
-    assert.equal(await client.exited, 0, client.stderr.slice(-2000));
-    return connected;
+  function echoFrom(host: LabHost, broker: string, uri: string, line: string): Promise<Record<string, unknown>> {
+    return echoLine(startCli(host, ['connect', uri, '--broker', broker]), line, CONNECT_WAIT_MS);
   }
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), 'nattrav-lab-cluster-'));
-    home = join(work, 'home');
-    await mkdir(home);
+    ({ work, home } = await workWithHome('nattrav-lab-cluster-'));
     if (!(await labSupport()).ok) return;
     lab = await Lab.create({
       sites: [
@@ -93,13 +84,7 @@ describe('broker cluster: three brokers on one Redis, two NATed peers', () => {
       ],
     });
   });
-  after(async () => {
-    try {
-      await lab?.close();
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  });
+  after(() => closeLabAndWork(lab, work));
 
   test('a connect through broker 2 to a recipient of broker 1 ends direct; after SIGKILL of broker 1 the recipient is reachable through the others', { timeout: TEST_TIMEOUT_MS }, async (t) => {
     if (!(await requireLab(t))) return;

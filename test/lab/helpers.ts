@@ -2,7 +2,12 @@
  * Shared helpers of the lab tests: skip (or fail in CI) without root, build-and-always-close a
  * lab, and drive the natprobe fixture inside namespaces.
  */
+import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CliProcess } from '../../src/lab/cli-process.js';
 import type { TestContext } from 'node:test';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -114,4 +119,34 @@ export function startProbe(lab: Lab, host: LabHost, args: string[]): Probe {
 export async function runProbe(lab: Lab, host: LabHost, args: string[], timeoutMs = 10_000): Promise<Record<string, unknown>> {
   const { stdout } = await lab.run(host, process.execPath, [natprobe, ...args], { timeoutMs });
   return JSON.parse(stdout.trim()) as Record<string, unknown>;
+}
+
+/** A temporary work directory with an empty HOME inside it, for a test's CLI processes (keys, known keys). */
+export async function workWithHome(prefix: string): Promise<{ work: string; home: string }> {
+  const work = await mkdtemp(join(tmpdir(), prefix));
+  const home = join(work, 'home');
+  await mkdir(home);
+  return { work, home };
+}
+
+/** Closes the lab (if it was built) and removes the work directory, also when closing fails. */
+export async function closeLabAndWork(lab: Lab | undefined, work: string): Promise<void> {
+  try {
+    await lab?.close();
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Drives a started `nattrav connect` to an echoing listener: waits for `connected`, sends
+ * `line`, reads it back, ends stdin, and requires exit 0. Resolves with the `connected` event.
+ */
+export async function echoLine(client: CliProcess, line: string, waitMs: number): Promise<Record<string, unknown>> {
+  const connected = await client.waitForEvent('connected', waitMs);
+  client.write(`${line}\n`);
+  await client.waitForStdout(`${line}\n`, waitMs);
+  client.child.stdin?.end();
+  assert.equal(await client.exited, 0, client.stderr.slice(-2000));
+  return connected;
 }

@@ -8,9 +8,6 @@
  * the end an initiator behind site b's NAT connects to it and its bytes come back.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { CliProcess, startCli as startLabCli } from '../../src/lab/cli-process.js';
@@ -18,7 +15,7 @@ import { Lab } from '../../src/lab/lab.js';
 import { LAB_BROKER_PORT } from '../../src/lab/scenario.js';
 import { labSupport } from '../../src/lab/support.js';
 import type { LabHost } from '../../src/lab/types.js';
-import { requireLab } from './helpers.js';
+import { requireLab, workWithHome, closeLabAndWork } from './helpers.js';
 
 /** The NAT's UDP timeout, in seconds (conntrack's default for a flow without replies). */
 const NAT_UDP_TIMEOUT_S = 30;
@@ -56,9 +53,7 @@ describe('adaptive keepalive behind a NAT with a 30 s UDP timeout', () => {
   }
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), 'nattrav-lab-keepalive-'));
-    home = join(work, 'home');
-    await mkdir(home);
+    ({ work, home } = await workWithHome('nattrav-lab-keepalive-'));
     if (!(await labSupport()).ok) return;
     lab = await Lab.create({
       sites: [
@@ -67,13 +62,7 @@ describe('adaptive keepalive behind a NAT with a 30 s UDP timeout', () => {
       ],
     });
   });
-  after(async () => {
-    try {
-      await lab?.close();
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  });
+  after(() => closeLabAndWork(lab, work));
 
   test('lifetime measured within 20%; 5 idle minutes with at most one keepalive per adapted interval; still reachable', { timeout: TEST_TIMEOUT_MS }, async (t) => {
     if (!(await requireLab(t))) return;

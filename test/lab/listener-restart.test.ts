@@ -7,9 +7,6 @@
  * and the listener never exits on its own.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { CliProcess, startCli as startLabCli } from '../../src/lab/cli-process.js';
@@ -17,7 +14,7 @@ import { Lab } from '../../src/lab/lab.js';
 import { LAB_BROKER_PORT } from '../../src/lab/scenario.js';
 import { labSupport } from '../../src/lab/support.js';
 import type { LabHost } from '../../src/lab/types.js';
-import { requireLab } from './helpers.js';
+import { requireLab, echoLine, workWithHome, closeLabAndWork } from './helpers.js';
 
 /** The listener's refresh interval (--keepalive), in ms: short, to keep the test short; far under the NATs' 30 s UDP timeout. */
 const KEEPALIVE_MS = 4_000;
@@ -49,20 +46,12 @@ describe('listener: the broker restarts while `listen --echo` runs behind a NAT'
   }
 
   /** A connect from `host` that sends a line, reads it back from the echoing listener, and exits 0; resolves with its `connected` event. */
-  async function echoFrom(host: LabHost, brokerAddress: string, uri: string, line: string): Promise<Record<string, unknown>> {
-    const client = startCli(host, ['connect', uri, '--broker', brokerAddress]);
-    const connected = await client.waitForEvent('connected', CONNECT_WAIT_MS);
-    client.write(`${line}\n`);
-    await client.waitForStdout(`${line}\n`, CONNECT_WAIT_MS);
-    client.child.stdin?.end();
-    assert.equal(await client.exited, 0, client.stderr.slice(-2000));
-    return connected;
+  function echoFrom(host: LabHost, brokerAddress: string, uri: string, line: string): Promise<Record<string, unknown>> {
+    return echoLine(startCli(host, ['connect', uri, '--broker', brokerAddress]), line, CONNECT_WAIT_MS);
   }
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), 'nattrav-lab-restart-'));
-    home = join(work, 'home');
-    await mkdir(home);
+    ({ work, home } = await workWithHome('nattrav-lab-restart-'));
     if (!(await labSupport()).ok) return;
     lab = await Lab.create({
       sites: [
@@ -71,13 +60,7 @@ describe('listener: the broker restarts while `listen --echo` runs behind a NAT'
       ],
     });
   });
-  after(async () => {
-    try {
-      await lab?.close();
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  });
+  after(() => closeLabAndWork(lab, work));
 
   test('registration-lost, registered again within one keepalive interval, a new direct connection works, listen never exits', { timeout: TEST_TIMEOUT_MS }, async (t) => {
     if (!(await requireLab(t))) return;

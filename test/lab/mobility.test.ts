@@ -8,16 +8,13 @@
  * with a clear error (a piped `listen` exits 9); the echoing listener never exits.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CliProcess, startCli as startLabCli } from '../../src/lab/cli-process.js';
 import { Lab } from '../../src/lab/lab.js';
 import { LAB_BROKER_PORT } from '../../src/lab/scenario.js';
 import { labSupport } from '../../src/lab/support.js';
 import type { LabHost } from '../../src/lab/types.js';
-import { requireLab } from './helpers.js';
+import { requireLab, echoLine, workWithHome, closeLabAndWork } from './helpers.js';
 
 /** The listener's refresh interval (--keepalive), in ms: the promise is "again within one of these". */
 const KEEPALIVE_MS = 4_000;
@@ -41,20 +38,12 @@ describe('mobility: the listener\'s host moves from behind NAT A to behind NAT B
   }
 
   /** A connect from `host` that sends a line, reads it back from the echoing listener, and exits 0; resolves with its `connected` event. */
-  async function echoFrom(host: LabHost, broker: string, uri: string, line: string): Promise<Record<string, unknown>> {
-    const client = startCli(host, ['connect', uri, '--broker', broker]);
-    const connected = await client.waitForEvent('connected', CONNECT_WAIT_MS);
-    client.write(`${line}\n`);
-    await client.waitForStdout(`${line}\n`, CONNECT_WAIT_MS);
-    client.child.stdin?.end();
-    assert.equal(await client.exited, 0, client.stderr.slice(-2000));
-    return connected;
+  function echoFrom(host: LabHost, broker: string, uri: string, line: string): Promise<Record<string, unknown>> {
+    return echoLine(startCli(host, ['connect', uri, '--broker', broker]), line, CONNECT_WAIT_MS);
   }
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), 'nattrav-lab-mobility-'));
-    home = join(work, 'home');
-    await mkdir(home);
+    ({ work, home } = await workWithHome('nattrav-lab-mobility-'));
     if (!(await labSupport()).ok) return;
     lab = await Lab.create({
       sites: [
@@ -65,13 +54,7 @@ describe('mobility: the listener\'s host moves from behind NAT A to behind NAT B
       ],
     });
   });
-  after(async () => {
-    try {
-      await lab?.close();
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  });
+  after(() => closeLabAndWork(lab, work));
 
   test('registered again from NAT B within one keepalive interval; an initiator reaches it there under the same URI', { timeout: TEST_TIMEOUT_MS }, async (t) => {
     if (!(await requireLab(t))) return;
