@@ -68,9 +68,13 @@ function pipeLines(channel: DatagramChannel, stop: StopSignals, out: Reporter): 
       reportClosed(channel, why, out);
       resolve(code);
     };
+    let inputEnded = false;
+    let peerEnded = false;
     channel.on('message', (msg: Buffer) => process.stdout.write(Buffer.concat([msg, Buffer.from('\n')])));
     channel.on('error', (err: Error) => finish(out.error(err), 'broken'));
-    channel.on('close', () => finish(0, 'closed by the peer'));
+    // Like TCP: the peer's end stops its datagrams, ours keeps going until our input ends.
+    channel.on('end', () => (peerEnded = true));
+    channel.on('close', () => finish(0, inputEnded && peerEnded ? 'both sides ended' : 'closed by the peer'));
     lines.on('line', (line: string) => {
       if (done) return;
       try {
@@ -79,7 +83,11 @@ function pipeLines(channel: DatagramChannel, stop: StopSignals, out: Reporter): 
         finish(out.error(err), 'send failed');
       }
     });
-    lines.on('close', () => finish(0, 'end of input'));
+    // End of input ends our side only: the peer's answers still arrive until it ends too.
+    lines.on('close', () => {
+      inputEnded = true;
+      if (!done) channel.end();
+    });
     stop.signal.addEventListener('abort', () => finish(stop.exitCode ?? 1, 'interrupted'), { once: true });
   });
 }
@@ -141,7 +149,9 @@ export async function listenDatagramCommand(uri: string, options: ListenCommandO
     out.event('accepted', channelFields(channel), `accepted a ${channel.nattrav?.path ?? '?'} datagram channel from ${formatEndpoint(channel.remoteAddress())}`);
     channel.on('error', () => undefined);
     if (options.echo === true) {
-      channel.on('message', (msg: Buffer) => channel.state === 'open' && channel.send(msg));
+      channel.on('message', (msg: Buffer) => channel.writable && channel.send(msg));
+      // Everything echoed: end our side too, which closes the channel.
+      channel.on('end', () => channel.end());
       channel.on('close', () => reportClosed(channel, 'echo channel closed', out));
       return;
     }

@@ -173,7 +173,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--http-proxy <url>', HTTP_PROXY_HELP)
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
     .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
-    .option('--udp', 'open a datagram (UDP) channel instead of a TCP connection: each line of stdin is one datagram, each datagram received one line on stdout; EOF closes it')
+    .option('--udp', 'open a datagram (UDP) channel instead of a TCP connection: each line of stdin is one datagram, each datagram received one line on stdout; EOF ends our side (the peer is told) and the channel closes once the peer ends too')
     .option('--tls', 'TLS 1.3 with mutual authentication, the recipient\'s key checked against URI (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
     .option('--expect-key <fingerprint>', 'the key the recipient must hold, as nattrav listen prints it (pins a plain name)')

@@ -1,7 +1,7 @@
 /**
  * `nattrav listen --udp` / `nattrav connect --udp` as real processes on loopback: lines
- * become datagrams both ways, EOF on the initiator's stdin closes the channel and both
- * exit 0; --udp with options that need TLS or a proxy, or with a SOCKS5 proxy in the
+ * become datagrams both ways, EOF on stdin ends that side (the other side's lines still
+ * arrive) and both exit 0 once both ended, an echo comes back whole before the exit; --udp with options that need TLS or a proxy, or with a SOCKS5 proxy in the
  * environment, is refused (exit 2, naming them); listen --udp honours --keepalive-max
  * and --takeover as listen does.
  */
@@ -29,7 +29,7 @@ function cli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
   return new CliProcess(child);
 }
 
-test('listen --udp and connect --udp carry lines as datagrams both ways; EOF closes both', async (t) => {
+test('listen --udp and connect --udp carry lines as datagrams both ways; EOF half-closes, both exit 0 once both ended', { timeout: 60_000 }, async (t) => {
   const { broker, address } = await startBroker();
   t.after(() => broker.close());
   const listener = cli(['listen', 'nattrav://cli-dgram', '--udp', '--broker', address, '--json']);
@@ -41,9 +41,29 @@ test('listen --udp and connect --udp carry lines as datagrams both ways; EOF clo
   await listener.waitForStdout('hello\nsecond line\n', 5_000);
   listener.write('back\n');
   await client.waitForStdout('back\n', 5_000);
+  // The client's EOF ends its side only: the listener's lines still reach it.
   client.child.stdin?.end();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.equal(client.child.exitCode, null, 'the client waits for the listener to end too');
+  listener.write('after your end\n');
+  await client.waitForStdout('back\nafter your end\n', 5_000);
+  listener.child.stdin?.end();
   assert.equal(await client.exited, 0, client.stderr);
   assert.equal(await listener.exited, 0, listener.stderr);
+  assert.match(client.stderr, /"reason":"both sides ended"/);
+});
+
+test('connect --udp to listen --udp --echo: every line comes back before the exit, exit 0', { timeout: 60_000 }, async (t) => {
+  const { broker, address } = await startBroker();
+  t.after(() => broker.close());
+  const listener = cli(['listen', 'nattrav://cli-dgram-echo', '--udp', '--echo', '--broker', address, '--json']);
+  t.after(() => listener.child.kill('SIGTERM'));
+  await listener.waitForEvent('registered', 15_000);
+  const client = cli(['connect', 'nattrav://cli-dgram-echo', '--udp', '--broker', address]);
+  const lines = Array.from({ length: 50 }, (_, i) => `line ${i}`);
+  client.child.stdin?.end(`${lines.join('\n')}\n`);
+  assert.equal(await client.exited, 0, client.stderr);
+  assert.deepEqual(client.stdout.split('\n').filter((line) => line !== ''), lines);
 });
 
 test('--udp with --expect-key or --socks5 is refused with exit 2 and says why', async () => {

@@ -19,8 +19,9 @@
  *    authenticates and carries the highest counter so far moves the recipient's peer
  *    endpoint (and its transport's socket) to where that packet came from. The initiator
  *    keeps its endpoint, so the two converge on the initiator's path.
- * 3. `closed`: by `close()` (a CLOSE goes to the peer), by the peer's CLOSE, by silence of
- *    the peer for `peerTimeoutMs` or by the transport failing ('error' first).
+ * 3. `closed`: by `close()` (a CLOSE goes to the peer), by the peer's CLOSE, by both sides
+ *    having ended (`end()`, a half-close like TCP's FIN: half-close.ts), by silence of the
+ *    peer for `peerTimeoutMs` or by the transport failing ('error' first).
  *
  * Application datagrams are encrypted and authenticated per datagram (packets.ts).
  */
@@ -33,6 +34,7 @@ import type { ConnectionRole } from '../info.js';
 import type { DatagramChannelInfo, DatagramEndpoint, DatagramRemoteInfo, DatagramStats, DatagramTransport } from './types.js';
 
 export type { DatagramChannelInfo, DatagramDrops, DatagramEndpoint, DatagramRemoteInfo, DatagramStats, DatagramTransport, TransportHandlers } from './types.js';
+import { endCounter, HalfClose } from './half-close.js';
 import { channelKeys, decodeHandshake, encodeHandshake, MAX_DATAGRAM, NONCE_LENGTH, open, PacketType, packetType, ReplayWindow, seal, type ChannelKeys } from './packets.js';
 
 /** The phases of a channel (module comment). */
@@ -84,7 +86,8 @@ export const MAX_HELD = 1024;
 
 /**
  * A connected, authenticated and encrypted datagram channel to the other peer.
- * Events: `'message'` (msg: Buffer, rinfo), `'error'` (err), `'close'`.
+ * Events: `'message'` (msg: Buffer, rinfo), `'end'` (the peer ended its side: nothing more
+ * will come), `'error'` (err), `'close'`.
  */
 export class DatagramChannel extends EventEmitter {
   readonly #role: ConnectionRole;
@@ -114,6 +117,9 @@ export class DatagramChannel extends EventEmitter {
   #info: DatagramChannelInfo | undefined;
   /** Datagrams kept until the channel is handed out (with `hold`); undefined once they flow. */
   #held: Array<[Buffer, DatagramRemoteInfo]> | undefined;
+  /** The peer's end arrived while datagrams were held: 'end' follows them. */
+  #endHeld = false;
+  readonly #half: HalfClose;
   readonly #opened: Promise<void>;
   #resolveOpened!: () => void;
   #rejectOpened!: (err: Error) => void;
@@ -134,6 +140,20 @@ export class DatagramChannel extends EventEmitter {
       this.#rejectOpened = reject;
     });
     this.#opened.catch(() => undefined);
+    this.#half = new HalfClose(this.#clock, {
+      sendEnd: (first) => {
+        const counter = this.#counter;
+        const payload = Buffer.alloc(8);
+        payload.writeBigUInt64BE(BigInt(first ?? counter));
+        this.#sendSealed(PacketType.End, payload);
+        return counter;
+      },
+      peerEnded: () => {
+        if (this.#held === undefined) this.emit('end');
+        else this.#endHeld = true;
+      },
+      bothEnded: () => this.close(),
+    });
     this.#transport.attach({ message: (data, from) => this.#onPacket(data, from), error: (err) => this.#fail(new NattravError(ErrorCode.ConnectionBroken, `datagram channel broken: ${err.message}`, { cause: err })) });
   }
 
@@ -159,6 +179,7 @@ export class DatagramChannel extends EventEmitter {
       const held = this.#held ?? [];
       this.#held = undefined;
       for (const [payload, rinfo] of held) this.emit('message', payload, rinfo);
+      if (this.#endHeld) this.emit('end');
     });
   }
 
@@ -183,9 +204,18 @@ export class DatagramChannel extends EventEmitter {
     }
   }
 
-  /** Sends one datagram to the peer. Throws ERR_CLOSED unless open, ERR_INVALID_ARGUMENT when larger than {@link MAX_DATAGRAM}. */
+  /** Whether datagrams can be sent: open, and our side not ended. */
+  get writable(): boolean {
+    return this.#state === 'open' && !this.#half.ended;
+  }
+
+  /**
+   * Sends one datagram to the peer. Throws ERR_CLOSED unless open or after {@link end},
+   * ERR_INVALID_ARGUMENT when larger than {@link MAX_DATAGRAM}.
+   */
   send(msg: string | Uint8Array, callback?: (err: Error | null) => void): void {
     if (this.#state !== 'open') throw new NattravError(ErrorCode.Closed, `send: the datagram channel is ${this.#state === 'closed' ? 'closed' : 'not open yet'}`);
+    if (this.#half.ended) throw new NattravError(ErrorCode.Closed, 'send: this side of the datagram channel ended (end() was called)');
     const payload = typeof msg === 'string' ? Buffer.from(msg) : msg;
     if (payload.length > MAX_DATAGRAM) throw new NattravError(ErrorCode.InvalidArgument, `send: a datagram carries at most ${MAX_DATAGRAM} bytes (got ${payload.length})`);
     this.#sendSealed(PacketType.Data, payload);
@@ -202,6 +232,17 @@ export class DatagramChannel extends EventEmitter {
   remoteAddress(): DatagramEndpoint {
     if (this.#peer === undefined) throw new NattravError(ErrorCode.Closed, 'remoteAddress: the datagram channel is not connected');
     return this.#peer;
+  }
+
+  /**
+   * Ends our side, as a TCP half-close: the peer gets `'end'` after every datagram we sent
+   * before, we keep receiving, and the channel closes once the peer has ended too (or by
+   * `close()`). Idempotent; nothing to do once closed; throws ERR_CLOSED before it opened.
+   */
+  end(): this {
+    if (this.#state === 'punching') throw new NattravError(ErrorCode.Closed, 'end: the datagram channel is not open yet');
+    if (this.#state === 'open') this.#half.end();
+    return this;
   }
 
   /** Closes the channel (telling the peer); idempotent. */
@@ -271,11 +312,15 @@ export class DatagramChannel extends EventEmitter {
       if (this.#end(new NattravError(ErrorCode.Closed, 'the peer closed the datagram channel'))) this.emit('close');
       return;
     }
-    if (opened.type !== PacketType.Data) return;
-    this.#received++;
-    const rinfo: DatagramRemoteInfo = { ...from, size: opened.payload.length };
-    if (this.#held === undefined) this.emit('message', opened.payload, rinfo);
-    else if (this.#held.length < MAX_HELD) this.#held.push([opened.payload, rinfo]);
+    if (opened.type === PacketType.Data) {
+      this.#received++;
+      const rinfo: DatagramRemoteInfo = { ...from, size: opened.payload.length };
+      if (this.#held === undefined) this.emit('message', opened.payload, rinfo);
+      else if (this.#held.length < MAX_HELD) this.#held.push([opened.payload, rinfo]);
+    }
+    // After the datagram is out: the peer's end is reported behind everything it sent before.
+    const end = opened.type === PacketType.End ? endCounter(opened.payload, opened.counter) : undefined;
+    this.#half.taken(end, (limit) => this.#window.seenAllBelow(limit));
   }
 
   #onHandshake(data: Buffer, from: DatagramEndpoint): void {
@@ -318,7 +363,7 @@ export class DatagramChannel extends EventEmitter {
     this.#resolveOpened();
   }
 
-  #sendSealed(type: typeof PacketType.Data | typeof PacketType.Keepalive | typeof PacketType.Close, payload: Uint8Array): void {
+  #sendSealed(type: typeof PacketType.Data | typeof PacketType.Keepalive | typeof PacketType.Close | typeof PacketType.End, payload: Uint8Array): void {
     const peer = this.#peer;
     if (peer === undefined) return;
     this.#transport.send(seal(this.#keys.send, type, this.#counter++, payload), peer);
@@ -331,7 +376,9 @@ export class DatagramChannel extends EventEmitter {
       if (this.#state !== 'open') return;
       const idle = this.#clock.now() - this.#lastSent;
       if (idle >= this.#keepaliveMs) {
-        this.#sendSealed(PacketType.Keepalive, Buffer.alloc(0));
+        // Once we ended, the END rides each keepalive: a lost one is repaired within an interval.
+        if (this.#half.ended) this.#half.resend();
+        else this.#sendSealed(PacketType.Keepalive, Buffer.alloc(0));
         this.#armKeepalive(this.#keepaliveMs);
       } else {
         this.#armKeepalive(this.#keepaliveMs - idle);
@@ -364,6 +411,7 @@ export class DatagramChannel extends EventEmitter {
     if (this.#state === 'closed') return false;
     this.#state = 'closed';
     for (const timer of [this.#probeTimer, this.#keepaliveTimer, this.#peerTimer]) this.#clock.clearTimeout(timer);
+    this.#half.stop();
     this.#transport.close();
     this.#rejectOpened(reason);
     return true;

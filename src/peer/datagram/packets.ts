@@ -9,7 +9,7 @@
  *   under the same tag. An ACK echoing our nonce proves that its sender holds the secret
  *   and saw our PROBE of this channel: a replay from another attempt, or our own PROBE
  *   reflected back (wrong role), fails.
- * - DATA, KEEPALIVE, CLOSE: ChaCha20-Poly1305 under the key of the sender's direction
+ * - DATA, KEEPALIVE, CLOSE, END: ChaCha20-Poly1305 under the key of the sender's direction
  *   (initiator to recipient, recipient to initiator), nonce = 4 zero bytes + a 64-bit
  *   counter that never repeats in a direction; the 11-byte header is the associated data.
  *   The receiver drops a counter it has seen (a {@link ReplayWindow}).
@@ -25,7 +25,7 @@ import type { ConnectionRole } from '../info.js';
 /** The first two bytes of every channel datagram. */
 const MAGIC = 0x4e44; // "ND"
 /** Packet types. */
-export const PacketType = { Probe: 1, Ack: 2, Data: 3, Keepalive: 4, Close: 5 } as const;
+export const PacketType = { Probe: 1, Ack: 2, Data: 3, Keepalive: 4, Close: 5, End: 6 } as const;
 /** One of {@link PacketType}. */
 export type PacketTypeValue = (typeof PacketType)[keyof typeof PacketType];
 
@@ -77,7 +77,7 @@ export interface Handshake {
 export function packetType(data: Uint8Array): PacketTypeValue | undefined {
   if (data.length < 3 || ((data[0] as number) << 8 | (data[1] as number)) !== MAGIC) return undefined;
   const type = data[2] as number;
-  return type >= PacketType.Probe && type <= PacketType.Close ? (type as PacketTypeValue) : undefined;
+  return type >= PacketType.Probe && type <= PacketType.End ? (type as PacketTypeValue) : undefined;
 }
 
 function handshakeTag(key: Buffer, body: Uint8Array): Buffer {
@@ -116,7 +116,7 @@ function aeadNonce(counter: number): Buffer {
   return nonce;
 }
 
-/** Encrypts `payload` as a DATA, KEEPALIVE or CLOSE packet with `counter` (never reused under `key`). */
+/** Encrypts `payload` as a DATA, KEEPALIVE, CLOSE or END packet with `counter` (never reused under `key`). */
 export function seal(key: Buffer, type: PacketTypeValue, counter: number, payload: Uint8Array): Buffer {
   const header = Buffer.alloc(SEALED_HEADER);
   header.writeUInt16BE(MAGIC, 0);
@@ -179,6 +179,17 @@ export class ReplayWindow {
     if (this.#highest - counter >= REPLAY_WINDOW) return false;
     if (this.#test(counter)) return false;
     this.#set(counter);
+    return true;
+  }
+
+  /**
+   * True when every counter below `limit` that the window can still take has arrived:
+   * nothing sent before `limit` is missing (older ones can no longer be accepted anyway).
+   */
+  seenAllBelow(limit: number): boolean {
+    for (let c = Math.max(0, this.#highest - REPLAY_WINDOW + 1); c < limit; c++) {
+      if (c > this.#highest || !this.#test(c)) return false;
+    }
     return true;
   }
 
