@@ -20,7 +20,7 @@ export type ConfigSource = 'flag' | 'env' | 'file' | 'default';
 
 /**
  * Options that stay on the command line, by command path ('' is the program
- * itself) and key: they act once (`--accept-new-key`, `listen --takeover`), name the target or the
+ * itself) and key: they act once (`--accept-new-key`, `--takeover`), name the target or the
  * output of one run (`ca issue --uri`, `lab matrix --report`), or are about
  * configuration itself (`--config`).
  */
@@ -28,6 +28,7 @@ export const NOT_CONFIGURABLE: Readonly<Record<string, readonly string[]>> = {
   '': ['config', 'version'],
   connect: ['expect-key', 'accept-new-key'],
   listen: ['takeover'],
+  expose: ['takeover'],
   forward: ['expect-key', 'accept-new-key', 'listen'],
   broker: ['list-limits'],
   'ca init': ['name'],

@@ -37,8 +37,12 @@ export interface ExposeCommandOptions extends RouteCommandOptions {
   portmap?: boolean;
   /** Fail fast when the first registration fails, instead of retrying. */
   once?: boolean;
-  /** Registration refresh interval, ms. */
+  /** A fixed registration refresh interval, ms (no adaptive keepalive). */
   keepalive?: string;
+  /** --keepalive-max: the longest interval adaptive keepalive may set, ms. */
+  keepaliveMax?: string;
+  /** --takeover: take the URI from another live process holding the same key. */
+  takeover?: boolean;
 }
 
 /** Loads --identity DIR, or makes a self-certifying identity there; says so when it made one. */
@@ -73,6 +77,8 @@ export async function exposeCommand(target: string, uri: string | undefined, opt
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.once === true ? { once: true } : {}),
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
+    ...(options.keepaliveMax === undefined ? {} : { keepaliveMaxMs: Number(options.keepaliveMax) }),
+    ...(options.takeover === true ? { takeover: true } : {}),
     ...(options.portmap === false ? { portmap: false } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });

@@ -210,7 +210,9 @@ async function main(argv: string[]): Promise<number> {
     .option('--idle-timeout <seconds>', 'close a connection over which nothing went either way for this long (default: never)', positiveCount)
     .option('--allow <uri>', 'accept only initiators that prove this identity in the TLS handshake (repeat for several; forward --identity DIR prints its URI)', collect, undefined)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
-    .option('--keepalive <ms>', 'registration refresh interval, ms (default 10000; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
+    .option('--keepalive <ms>', 'a fixed registration refresh interval, ms (turns adaptive keepalive off; keep it under the NAT\'s UDP timeout); a lost registration is tried again at least this often', positiveInteger)
+    .option('--keepalive-max <ms>', 'the longest interval adaptive keepalive may set (default 60000; by default the interval starts at 10000 and becomes 80% of the NAT mapping lifetime measured in the background, at least 5000)', positiveInteger)
+    .option('--takeover', 'take the URI from another running expose or listen with the same key (it exits 13); without it this one exits 2 when another holds the URI')
     .option('--json', 'JSON lines: the URI on stdout, progress and one line per connection on stderr')
     .action((target: string, uri: string | undefined, options: ExposeCommandOptions & { json?: boolean }) =>
       runStoppable((out, stop) => exposeCommand(target, uri, options, withJson(out, options.json), stop)),

@@ -1,7 +1,8 @@
 /**
  * `nattrav expose` and `nattrav forward` on loopback, as a user runs them: the URI to
  * share on stdout (kept with --identity), HTTP through the pair, a refused service's
- * reason in forward's log, --allow, bad input (exit 2) and a port in use (exit 10)
+ * reason in forward's log, --allow, one identity in two processes (exit 2, --takeover and
+ * exit 13), bad input (exit 2) and a port in use (exit 10)
  * before any traffic, and stop signals (130/143) with open connections ended.
  */
 import assert from 'node:assert/strict';
@@ -172,6 +173,7 @@ describe('nattrav expose / forward', () => {
         [['expose', '8080', '--broker', silent, '--max-connections', '0'], /--max-connections.*expected a positive whole number/],
         [['expose', '8080', '--broker', silent, '--max-connections-per-peer', 'x'], /--max-connections-per-peer.*expected a positive whole number/],
         [['expose', '8080', '--broker', silent, '--idle-timeout', '0'], /--idle-timeout.*expected a positive whole number/],
+        [['expose', '8080', '--broker', silent, '--keepalive-max', '1000'], /keepaliveMaxMs: expected an integer of at least 5000/],
         [['forward', 'nattrav://alice', '--listen', '0', '--broker', silent, '--idle-timeout', '1.5'], /--idle-timeout.*expected a positive whole number/],
         [['expose', '8080', '--broker', silent, '--allow', 'nattrav://bob', '--no-tls'], /allow needs TLS/],
         [['forward', 'alice', '--listen', '8080', '--broker', silent], /URI "alice": no scheme/],
@@ -199,6 +201,25 @@ describe('nattrav expose / forward', () => {
     const error = busy.events.find((e) => e.event === 'error');
     assert.equal(error?.code, 'ERR_ADDRESS_IN_USE');
     assert.match(String(error?.message), new RegExp(`port ${taken} is in use`));
+  });
+
+  test('a second expose of the same identity exits 2 while the first lives; --takeover takes the URI and the first exits 13', async () => {
+    const address = await broker();
+    const http = await listening(createHttpServer((_request, response) => response.end('twin')));
+    const identity = join(dir, 'twin-identity');
+    const first = await exposeCli([String(http), '--broker', address, '--identity', identity]);
+    const second = cli(['expose', String(http), '--broker', address, '--identity', identity, '--once', '--json']);
+    assert.equal(await exitOf(second, 15_000), 2, second.stderr);
+    assert.equal(second.events.find((e) => e.event === 'error')?.code, 'ERR_URI_HELD_BY_INSTANCE');
+    const third = await exposeCli([String(http), '--broker', address, '--identity', identity, '--takeover']);
+    assert.equal(third.uri, first.uri);
+    assert.equal(await exitOf(first.proc, 15_000), 13, first.proc.stderr);
+    assert.equal(first.proc.events.find((e) => e.event === 'error')?.code, 'ERR_TAKEN_OVER');
+    const forward = await forwardCli(third.uri, address);
+    assert.deepEqual(await fetchText(forward.port, '/'), { status: 200, body: 'twin' });
+    third.proc.child.kill('SIGTERM');
+    forward.proc.child.kill('SIGTERM');
+    assert.equal(await exitOf(third.proc, 10_000), 143);
   });
 
   test('signals: expose while it cannot register (130), forward with an open connection ends it with a FIN (143)', async () => {
