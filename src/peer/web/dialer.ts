@@ -3,8 +3,9 @@
  * broker (`wss://HOST[:PORT][/PATH]` or `ws://...`), directly or through an HTTP
  * CONNECT proxy (http-proxy.ts), carrying what a TCP connection to the broker
  * carries; and the fallback dialer, which tries plain TCP first and, when the broker
- * cannot be reached that way, `wss://HOST:443/` and then `ws://HOST:80/`, each step
- * bounded in time, reporting the step that worked.
+ * cannot be reached that way (refused, or no answer within WEB_FALLBACK_DELAY_MS while
+ * TCP keeps trying), `wss://HOST:443/` and then `ws://HOST:80/`, each step bounded in
+ * time, reporting the step that worked.
  */
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -21,6 +22,13 @@ import { connectThroughProxy, maskUrl, proxyFor } from './http-proxy.js';
 
 /** One step (TCP or proxy tunnel, TLS, WebSocket upgrade) of reaching the broker over the web: 5 s, like a direct TCP connect. */
 export const WEB_STEP_TIMEOUT_MS = 5_000;
+/**
+ * How long plain TCP to the broker may stay unanswered before the web steps start beside
+ * it (happy-eyeballs style; TCP keeps trying until its own limit and wins if it answers
+ * first). Past the first SYN retransmission (1 s), so one lost SYN does not send a peer
+ * to the web route, which is relay-only; a firewall that drops TCP costs this, not 5 s.
+ */
+export const WEB_FALLBACK_DELAY_MS = 1_500;
 
 /** How the web dialers reach and trust the broker. */
 export interface WebDialerOptions {
@@ -34,6 +42,10 @@ export interface WebDialerOptions {
   readonly stepTimeoutMs?: number;
   /** The ports {@link WebFallbackDialer} tries for wss and ws. @default { wss: 443, ws: 80 } */
   readonly fallbackPorts?: { readonly wss: number; readonly ws: number };
+  /** {@link WebFallbackDialer}: how long TCP may stay unanswered before the web steps start beside it. @default WEB_FALLBACK_DELAY_MS */
+  readonly fallbackDelayMs?: number;
+  /** {@link WebFallbackDialer}: the plain TCP dialer (tests inject a silent one). @default DIRECT_DIALER */
+  readonly tcpDialer?: Dialer;
 }
 
 /** A checked broker URL. */
@@ -85,7 +97,8 @@ export interface WebFallbackEvent {
 
 /**
  * Plain TCP first; when the broker cannot be reached that way (ERR_BROKER_UNREACHABLE),
- * `wss://HOST:443/` then `ws://HOST:80/`. The way that worked is kept for that broker;
+ * or TCP has not answered within `fallbackDelayMs` (it keeps trying, and wins if it
+ * answers first), `wss://HOST:443/` then `ws://HOST:80/`; the connection that loses is closed. The way that worked is kept for that broker;
  * `kind` is 'direct' until a web step was chosen, then that step's kind (so the peer
  * stops sending mapping probes). Fails with ERR_BROKER_UNREACHABLE listing every step.
  */
@@ -121,32 +134,132 @@ export class WebFallbackDialer implements Dialer {
     const ports = this.#options.fallbackPorts ?? { wss: 443, ws: 80 };
     const wss = `wss://${host}:${ports.wss}/`;
     const ws = `ws://${host}:${ports.ws}/`;
-    const steps: Array<[string, Dialer]> = [
-      ['tcp', DIRECT_DIALER],
+    const tcpDialer = this.#options.tcpDialer ?? DIRECT_DIALER;
+    const webSteps: Array<[string, Dialer]> = [
       [wss, webSocketDialer(wss, this.#options)],
       [ws, webSocketDialer(ws, this.#options)],
     ];
-    const reasons: string[] = [];
-    this.#tried.set(key, reasons);
-    for (const [via, dialer] of steps) {
-      const started = performance.now();
-      try {
-        const socket = await dialer.dial(target, signal);
+    const run: Run = { tcp: [], web: [], view: [] };
+    this.#tried.set(key, run.view);
+    const race = new AbortController();
+    const stop = (): void => race.abort(signal.reason);
+    signal.addEventListener('abort', stop, { once: true });
+    const delay = this.#options.fallbackDelayMs ?? WEB_FALLBACK_DELAY_MS;
+    const tcpDone = step('tcp', tcpDialer, target, race.signal, run, run.tcp);
+    // The web steps start when TCP failed, or when it stayed unanswered for `delay`; never after TCP connected.
+    const webStart = Promise.race([tcpDone.then((won) => (won === undefined ? 'failed' : 'connected')), sleepUnless(delay, race.signal).then(() => 'waited')]);
+    const webDone = webStart.then((why) => {
+      if (why === 'connected') return undefined;
+      if (!race.signal.aborted) return webChain(webSteps, target, race.signal, run);
+      if (!signal.aborted) return undefined;
+      for (const [via] of webSteps) run.web.push(`${via}: not tried`);
+      note(run);
+      return undefined;
+    });
+    try {
+      const winner = await firstSocket([tcpDone, webDone]);
+      if (winner !== undefined) {
+        const [via, dialer, socket] = winner;
         this.#chosen.set(key, dialer);
         this.#kind = dialer.kind;
-        if (dialer !== DIRECT_DIALER) this.#onFallback?.({ broker: key, via, reasons });
-        return socket;
-      } catch (err) {
-        if (signal.aborted) {
-          reasons.push(`${via}: cut off after ${Math.round(performance.now() - started)} ms (${abortError(signal).message})`);
-          for (const [next] of steps.slice(steps.findIndex(([step]) => step === via) + 1)) reasons.push(`${next}: not tried`);
+        // The way still trying is cut off (finally); if it connects anyway, firstSocket closes it.
+        if (dialer !== tcpDialer) {
+          if (run.tcp.length === 0) run.tcp.push(`tcp: no answer within ${delay} ms (given up when ${via} answered)`);
+          note(run);
+          this.#onFallback?.({ broker: key, via, reasons: [...run.view] });
         }
-        if (signal.aborted || !(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) throw err;
-        reasons.push(`${via}: ${err.message}`);
+        return socket;
       }
+      if (signal.aborted) throw abortError(signal);
+      if (run.fatal !== undefined) throw run.fatal;
+      throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable over TCP and over the web: ${run.view.join('; ')}`, { address: target.host, port: target.port });
+    } finally {
+      signal.removeEventListener('abort', stop);
+      race.abort(new Error('another way to the broker won'));
     }
-    throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable over TCP and over the web: ${reasons.join('; ')}`, { address: target.host, port: target.port });
   }
+}
+
+/** The steps of one fallback dial: TCP's and the web steps' reasons, and `view`, both in that order (stepsTried). */
+interface Run {
+  readonly tcp: string[];
+  readonly web: string[];
+  readonly view: string[];
+  /** A step failed for another reason than an unreachable broker (e.g. a broker certificate refused): that error is the dial's. */
+  fatal?: unknown;
+}
+
+function note(run: Run): void {
+  run.view.splice(0, run.view.length, ...run.tcp, ...run.web);
+}
+
+/** One way to the broker; undefined (and a reason in `reasons`) when it fails or is cut off. */
+async function step(via: string, dialer: Dialer, target: HostPort, signal: AbortSignal, run: Run, reasons: string[]): Promise<Won | undefined> {
+  const started = performance.now();
+  try {
+    return [via, dialer, await dialer.dial(target, signal)];
+  } catch (err) {
+    if (signal.aborted) reasons.push(`${via}: cut off after ${Math.round(performance.now() - started)} ms (${abortError(signal).message})`);
+    else {
+      reasons.push(`${via}: ${err instanceof Error ? err.message : String(err)}`);
+      if (!(err instanceof NattravError) || err.code !== ErrorCode.BrokerUnreachable) run.fatal ??= err;
+    }
+    note(run);
+    return undefined;
+  }
+}
+
+/** wss then ws, each after the one before failed as unreachable; the rest is "not tried" once cut off or after another failure. */
+async function webChain(steps: ReadonlyArray<[string, Dialer]>, target: HostPort, signal: AbortSignal, run: Run): Promise<Won | undefined> {
+  for (const [index, [via, dialer]] of steps.entries()) {
+    const won = await step(via, dialer, target, signal, run, run.web);
+    if (won !== undefined) return won;
+    if (signal.aborted || run.fatal !== undefined) {
+      for (const [next] of steps.slice(index + 1)) run.web.push(`${next}: not tried`);
+      note(run);
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+/** A way to the broker that connected: its name, its dialer and the socket. */
+type Won = [string, Dialer, Socket];
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** The first of `ways` to connect (undefined when none did); a socket that connects after it is destroyed. */
+function firstSocket(ways: ReadonlyArray<Promise<Won | undefined>>): Promise<Won | undefined> {
+  return new Promise((resolve) => {
+    let pending = ways.length;
+    let settled = false;
+    for (const way of ways) {
+      void way.then((won) => {
+        pending--;
+        if (won !== undefined && !settled) {
+          settled = true;
+          resolve(won);
+        } else if (won !== undefined) {
+          won[2].destroy();
+        } else if (pending === 0 && !settled) {
+          settled = true;
+          resolve(undefined);
+        }
+      });
+    }
+  });
 }
 
 /** TCP (or a proxy's tunnel), TLS for wss, then the WebSocket upgrade; each step within `stepTimeoutMs`. */
