@@ -107,6 +107,7 @@ export async function connectDatagramCommand(uri: string, options: ConnectComman
       ...(options.timeout === undefined ? {} : { timeoutMs: Number(options.timeout) }),
       ...(options.verbose === true ? { onTrace } : {}),
       ...(brokerCa === undefined ? {} : { brokerCa }),
+      onBrokerFailed: ({ broker, error }) => out.event('broker-failed', { broker, code: error.code, message: error.message }, `broker ${broker} did not answer (${error.message}); trying the next`),
     });
   } catch (err) {
     if (stop.exitCode !== undefined) {

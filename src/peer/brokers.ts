@@ -95,6 +95,15 @@ export function isTrustedBroker(joinAt: TransportAddress, trusted: readonly Brok
   return trusted.some((target) => target.address.port === joinAt.port && target.address.address === joinAt.address);
 }
 
+/**
+ * Whether an attempt failed because of its broker, not the path: unreachable, or a
+ * timeout before any strategy started (a broker that accepts and never answers). The
+ * next broker of the list then gets the same attempt.
+ */
+export function brokerFailed(error: NattravError, strategy: string | undefined): boolean {
+  return error.code === ErrorCode.BrokerUnreachable || (error.code === ErrorCode.Timeout && strategy === undefined);
+}
+
 /** Where to dial `targets[index]`: by its name (a certificate may name it) unless the name has several addresses (each may be another broker). */
 export function dialTo(targets: readonly BrokerTarget[], index: number): HostPort {
   const target = targets[index] as BrokerTarget;

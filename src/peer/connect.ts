@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { describeTarget, dialTo, resolveBrokers, toBrokerList, type BrokerTarget } from './brokers.js';
+import { brokerFailed, describeTarget, dialTo, resolveBrokers, toBrokerList, type BrokerTarget } from './brokers.js';
 import { startPhase, throwIfAborted } from '../common/signal.js';
 import type { HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
@@ -162,10 +162,8 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
       } catch (err) {
         if (whole.signal.aborted) throw withTrace(stopped(), trace);
         const error = isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err });
-        // A broker that accepts the connection but never answers (hung, stopped, overloaded) times
-        // the exchange out: no strategy had started, so the broker, not the path, failed.
-        const silent = error.code === ErrorCode.Timeout && (err as { strategy?: StrategyName }).strategy === undefined;
-        if ((error.code === ErrorCode.BrokerUnreachable || silent) && current + 1 < targets.length) {
+        // Unreachable, or accepting and never answering (hung, stopped, overloaded): the broker, not the path, failed.
+        if (brokerFailed(error, (err as { strategy?: StrategyName }).strategy) && current + 1 < targets.length) {
           // This broker does not answer: the next one of the cluster gets the same attempt.
           options.onBrokerFailed?.({ broker: describeTarget(targets[current] as BrokerTarget), error });
           current++;

@@ -166,3 +166,23 @@ test('a UDP socket that cannot be bound fails the attempt with the bind error an
   );
   assert.equal(timers(), before, 'the exchange phase timer was cleared');
 });
+
+test('connectDatagram with a list of brokers asks the next while one does not answer, and says which failed', async (t) => {
+  const { broker, address } = await startBroker();
+  t.after(() => broker.close());
+  const { server } = await startRecipient(address, 'nattrav://dgram-listed', { tls: false });
+  t.after(() => server.close());
+  server.on('datagram', (channel: DatagramChannel) => channel.on('message', (msg: Buffer) => channel.writable && channel.send(msg)));
+  // First in the list: a port where nothing listens (TCP refused).
+  const probe = createSocket('udp4');
+  await new Promise<void>((resolve) => probe.bind(0, '127.0.0.1', resolve));
+  const dead = `127.0.0.1:${probe.address().port}`;
+  probe.close();
+  const failed: string[] = [];
+  const initiator = await connectDatagram({ broker: [dead, address], uri: 'nattrav://dgram-listed', timeoutMs: 15_000, onBrokerFailed: ({ broker: which }) => failed.push(which) });
+  t.after(() => initiator.close());
+  assert.deepEqual(failed, [dead]);
+  const echoed = once(initiator, 'message') as Promise<[Buffer]>;
+  initiator.send('through the second broker');
+  assert.equal((await echoed)[0].toString(), 'through the second broker');
+});

@@ -4,7 +4,7 @@
  * fresh UDP socket (a new attempt), as `connect()` does for TCP.
  */
 import { performance } from 'node:perf_hooks';
-import { dialTo, resolveBrokers } from '../brokers.js';
+import { brokerFailed, describeTarget, dialTo, resolveBrokers, type BrokerTarget } from '../brokers.js';
 import { startPhase } from '../../common/signal.js';
 import { ErrorCode, NattravError, isNattravError } from '../../errors.js';
 import type { StrategyName } from '../../nat/strategy.js';
@@ -19,7 +19,7 @@ import { DATAGRAM_KEEPALIVE_MS, DATAGRAM_PEER_TIMEOUT_MS, type DatagramChannel }
 
 /** Options of {@link connectDatagram}. */
 export interface ConnectDatagramOptions extends CommonConnectOptions {
-  /** The broker to ask (the first of a list is used). */
+  /** The broker to ask; with a list, the next is asked while one does not answer (as `connect()` does). */
   broker: BrokerAddress | readonly BrokerAddress[];
   /**
    * Keepalive interval of the channel, in ms: keep it below the NAT's UDP mapping
@@ -37,6 +37,8 @@ export interface ConnectDatagramOptions extends CommonConnectOptions {
   socks5?: string | Socks5Proxy;
   /** Told when each strategy starts, succeeds or fails. */
   onTrace?: (event: StrategyTrace) => void;
+  /** Called when a broker of several did not answer and the next one is tried (`broker`: which, for logs). */
+  onBrokerFailed?: (event: { readonly broker: string; readonly error: NattravError }) => void;
 }
 
 /**
@@ -60,12 +62,12 @@ export async function connectDatagram(options: ConnectDatagramOptions): Promise<
   let lastError: NattravError | undefined;
   try {
     const targets = await resolveBrokers(brokers, whole.signal);
-    const broker = dialTo(targets, 0);
+    let current = 0;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const { attemptId, request } = connectRequest(uri, failed);
       try {
         return await runDatagramAttempt({
-          broker, request, attemptId, role: 'initiator', uri, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt,
+          broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           ...(keepaliveMs === undefined ? {} : { keepaliveMs }),
           ...(dialer === undefined ? {} : { dialer }),
@@ -74,8 +76,15 @@ export async function connectDatagram(options: ConnectDatagramOptions): Promise<
       } catch (err) {
         if (whole.signal.aborted) throw whole.error();
         const error = isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err });
-        if (FINAL_CODES.has(error.code) || error.code === ErrorCode.BrokerError) throw error;
         const strategy = (err as { strategy?: StrategyName }).strategy;
+        if (brokerFailed(error, strategy) && current + 1 < targets.length) {
+          // This broker does not answer: the next one of the list gets the same attempt.
+          options.onBrokerFailed?.({ broker: describeTarget(targets[current] as BrokerTarget), error });
+          current++;
+          attempt--;
+          continue;
+        }
+        if (FINAL_CODES.has(error.code) || error.code === ErrorCode.BrokerError) throw error;
         if (strategy !== undefined) failed.add(strategy);
         lastError = error;
       }
