@@ -146,6 +146,8 @@ export class Broker extends EventEmitter {
       recipientTimeoutMs: resolved.recipientTimeoutMs,
       probeTimeoutMs: resolved.probeTimeoutMs,
       maxPendingAttempts: resolved.maxPendingAttempts,
+      // Standbys are per process: a worker's Connect may land on another worker (README "Standby exchanges").
+      maxStandby: workerLink === undefined ? resolved.maxStandby : 0,
       emit: (event) => {
         if (event.type === 'attempt') router()?.own(event.attemptId);
         this.emit('event', event);
@@ -216,6 +218,19 @@ export class Broker extends EventEmitter {
   /** Mapping-probe records held for attempts in progress. */
   get probeRecords(): number {
     return this.#rendezvous.probeRecords;
+  }
+
+  /** Standby exchanges held (broker/standby.ts; at most `maxStandby`). */
+  get standbys(): number {
+    return this.#rendezvous.standbys;
+  }
+
+  /**
+   * Closes every standby exchange held now (their recipients open new ones after a backoff
+   * of at least a second), e.g. before a planned restart; new ones are granted as before.
+   */
+  dropStandbys(): void {
+    this.#rendezvous.dropStandbys();
   }
 
   /** Attempts waiting for their recipient or being scheduled. */
@@ -382,6 +397,7 @@ export class Broker extends EventEmitter {
               },
               onWithdrawn: (uri, transport) => this.#withdrawn(uri, transport),
               alternatePort: () => this.#layout?.alternatePort,
+              standbyGrant: () => this.#rendezvous.standbyGrant(),
               onBinding: (remote) => this.emit('event', { type: 'binding', transport: 'udp', remote } satisfies BrokerEvent),
               ...(this.#cluster === undefined ? {} : { brokerId: this.#cluster.id }),
             },
