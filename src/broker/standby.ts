@@ -108,7 +108,11 @@ export class Standbys {
     return !this.#closed && this.#byUri.size < this.#ctx.maxStandby ? 1 : 0;
   }
 
-  /** Steps 2-5: a Standby request arrived on `channel`. Refusals are answered and close the channel; never rejects on a bad request. */
+  /**
+   * Steps 2-5: a Standby request arrived on `channel`. Resolves once it is answered (the mapping
+   * probe is waited for in the background). Refusals are answered and close the channel; never
+   * rejects on a bad request.
+   */
   async serve(channel: ExchangeChannel, request: StunMessage): Promise<void> {
     let uri: string | undefined;
     let privateEndpoints: TransportAddress[];
@@ -161,13 +165,19 @@ export class Standbys {
     this.#ctx.send(channel, response, key);
     // Step 5 at once: the first round trip.
     this.#refresh(standby);
-    // Step 4: the mapping, once.
-    await this.#ctx.probes.wait(probeKey, 'recipient', publicEndpoint.address, STANDBY_PROBE_WAIT_MS);
-    const probes = this.#ctx.probes.take(probeKey, 'recipient', publicEndpoint.address);
+    // Step 4: the mapping, once, in the background.
+    void this.#learnMapping(standby, probeKey);
+  }
+
+  /** Step 4: waits for the standby's mapping probe (under `probeKey`) and classifies it. Never rejects. */
+  async #learnMapping(standby: Standby, probeKey: string): Promise<void> {
+    const { address } = standby.publicEndpoint;
+    await this.#ctx.probes.wait(probeKey, 'recipient', address, STANDBY_PROBE_WAIT_MS);
+    const probes = this.#ctx.probes.take(probeKey, 'recipient', address);
     if (probes.length === 0) return;
-    const mapping = classifyTcpMapping(publicEndpoint, probes, privateEndpoints);
+    const mapping = classifyTcpMapping(standby.publicEndpoint, probes, standby.privateEndpoints);
     standby.mapping = mapping;
-    this.#ctx.memory.record(publicEndpoint.address, mapping, this.#ctx.clock.now());
+    this.#ctx.memory.record(address, mapping, this.#ctx.clock.now());
   }
 
   /**
