@@ -13,7 +13,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { BrokerEvent } from '../../src/broker/events.js';
+import { spawn } from 'node:child_process';
+import { createBroker } from '../../src/broker/broker.js';
+import { ErrorCode, NattravError } from '../../src/errors.js';
+import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
 import { connect } from '../../src/peer/connect.js';
+import { createServer } from '../../src/peer/server.js';
 import type { StandbyEvent } from '../../src/peer/standby.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
@@ -132,6 +137,21 @@ describe('standby exchanges on loopback', () => {
       assert.equal(wrongKey?.get(AttrType.XorMappedAddress), undefined, 'a refusal tells nothing');
     } finally {
       for (const close of closers) await close();
+    }
+  });
+
+  test('bad input: maxStandby and --max-standby must be whole numbers, standby a boolean', async () => {
+    const invalid = (fn: () => unknown, message: RegExp): void =>
+      assert.throws(fn, (err: unknown) => err instanceof NattravError && err.code === ErrorCode.InvalidArgument && message.test(err.message));
+    for (const maxStandby of [-1, 1.5, Number.NaN]) invalid(() => createBroker({ maxStandby }), /broker option maxStandby must be a whole number of standby exchanges \(0 grants none\)/);
+    invalid(() => createServer({ broker: '127.0.0.1:3478', uri: 'nattrav://x', standby: 'yes' as unknown as boolean }), /standby: expected true or false, got "yes"/);
+    const home = mkdtempSync(join(tmpdir(), 'nattrav-standby-cli-'));
+    try {
+      const bad = new CliProcess(spawn(process.execPath, [CLI_PATH, 'broker', '--listen', '127.0.0.1:0', '--max-standby', 'lots'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: home } }));
+      assert.equal(await bad.exited, 2);
+      assert.match(bad.stderr, /--max-standby.*expected a whole number/);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
     }
   });
 });
