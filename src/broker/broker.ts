@@ -32,6 +32,7 @@ import { openWebSocketListeners, type WebSocketEndpoint, type WebSocketListener 
 import { toTransportAddress } from '../common/endpoint.js';
 import { WorkerRouter, workerBrokerId, type RouteCounts } from './workers/worker-router.js';
 import { WorkerRegistry } from './workers/ipc-stores.js';
+import { STANDBY_REFRESH_MS } from './standby.js';
 import type { AnswerSource } from './rendezvous.js';
 
 export type { BrokerEvent } from './events.js';
@@ -148,6 +149,8 @@ export class Broker extends EventEmitter {
       maxPendingAttempts: resolved.maxPendingAttempts,
       // Standbys are per process: a worker's Connect may land on another worker (README "Standby exchanges").
       maxStandby: workerLink === undefined ? resolved.maxStandby : 0,
+      // A standby's connection is closed after maxLifetimeMs without traffic (tcp.ts): refresh well within it.
+      standbyRefreshMs: Math.min(STANDBY_REFRESH_MS, Math.floor(resolved.maxLifetimeMs / 2)),
       emit: (event) => {
         if (event.type === 'attempt') router()?.own(event.attemptId);
         this.emit('event', event);
@@ -489,6 +492,7 @@ export class Broker extends EventEmitter {
   /** A registration was withdrawn by its holder: free its place under the caps and say so. */
   #withdrawn(uri: string, transport: 'udp' | 'tcp'): void {
     this.#guard.unregistered(uri);
+    this.#rendezvous.withdrawn(uri);
     this.emit('event', { type: 'withdrawn', uri, transport } satisfies BrokerEvent);
   }
 }

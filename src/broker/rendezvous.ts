@@ -247,6 +247,11 @@ export class Rendezvous {
     return this.#standbys.size;
   }
 
+  /** The registration of `uri` was withdrawn by its holder: its standby closes with it. */
+  withdrawn(uri: string): void {
+    this.#standbys.dropUri(uri);
+  }
+
   /** Closes every standby held now (standby.ts); new ones are granted as before. */
   dropStandbys(): void {
     this.#standbys.dropAll();

@@ -199,6 +199,12 @@ export class Standbys {
     return standby;
   }
 
+  /** Closes the standby of `uri`, if any (its registration was withdrawn). */
+  dropUri(uri: string): void {
+    const standby = this.#byUri.get(uri);
+    if (standby !== undefined) this.#drop(standby);
+  }
+
   /** Closes every standby held now; new ones are granted as before. */
   dropAll(): void {
     for (const standby of [...this.#byUri.values()]) this.#drop(standby);

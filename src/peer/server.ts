@@ -210,8 +210,7 @@ export class NattravServer extends EventEmitter {
     if (options.standby !== undefined && typeof options.standby !== 'boolean') {
       throw new NattravError(ErrorCode.InvalidArgument, `standby: expected true or false, got ${JSON.stringify(options.standby)}`);
     }
-    // Through a proxy or tunnel the standby's port is not ours to punch from.
-    this.#standbyWanted = options.standby !== false && this.#dialer === undefined;
+    this.#standbyWanted = options.standby !== false;
     this.#portmap = checkPortmapOption(options.portmap);
     this.#retryInitialMs = positiveInt(options.retryInitialMs, PEER_DEFAULTS.retryInitialMs, 'retryInitialMs');
     this.#retryMaxMs = positiveInt(options.retryMaxMs, Math.max(PEER_DEFAULTS.retryMaxMs, this.#retryInitialMs), 'retryMaxMs');
@@ -294,6 +293,8 @@ export class NattravServer extends EventEmitter {
       this.#standby = keepStandby(registration, {
         uri: this.#uri,
         ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
+        // Through a proxy or tunnel the standby's port would not be ours to punch from.
+        direct: () => this.#dialer === undefined || this.#dialer.kind === 'direct',
         onAttempt: (exchange) => this.#acceptWarm(exchange),
         onEvent: (event) => this.emit('standby', event),
       });

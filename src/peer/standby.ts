@@ -248,12 +248,16 @@ export interface StandbyRegistration {
 
 /**
  * A {@link StandbyKeeper} that follows `registration`: a standby while the broker grants one
- * over UDP (each 'registered' says), none after a loss until the next grant.
+ * over UDP (each 'registered' says) and `direct()` says our connections to the broker are
+ * plain TCP (not through a proxy or tunnel), none after a loss until the next grant.
  */
-export function keepStandby(registration: StandbyRegistration, options: Omit<StandbyKeeperOptions, 'broker' | 'sessionKey'>): StandbyKeeper {
+export function keepStandby(
+  registration: StandbyRegistration,
+  options: Omit<StandbyKeeperOptions, 'broker' | 'sessionKey'> & { direct(): boolean },
+): StandbyKeeper {
   const keeper = new StandbyKeeper({ ...options, broker: () => registration.joinBroker, sessionKey: () => registration.sessionKey });
   registration.on('registered', (event) => {
-    if (event.standby === true && event.transport === 'udp') keeper.start();
+    if (event.standby === true && event.transport === 'udp' && options.direct()) keeper.start();
     else keeper.stop();
   });
   registration.on('lost', () => keeper.stop());

@@ -165,7 +165,7 @@ describe('standby table: grants, proof, refreshes', () => {
     assert.equal(h.rendezvous.standbys, 0);
   });
 
-  test('refreshed at once and every interval; an unanswered refresh or a session gone drops it', async () => {
+  test('refreshed at once and every interval; an unanswered refresh, a session gone or a withdrawal drops it', async () => {
     const h = await harness();
     const channel = await standby(h, BOB, h.keys.get(BOB));
     assert.equal(channel.requested.length, 1, 'the first refresh at once');
@@ -176,6 +176,12 @@ describe('standby table: grants, proof, refreshes', () => {
     h.keys.delete(BOB);
     await h.clock.advance(50);
     assert.ok(channel.ended);
+    assert.equal(h.rendezvous.standbys, 0);
+
+    // A withdrawal closes it at once, not at the next refresh.
+    const withdrawn = await standby(h, CAROL, h.keys.get(CAROL), 50_006);
+    h.rendezvous.withdrawn(CAROL);
+    assert.ok(withdrawn.ended);
     assert.equal(h.rendezvous.standbys, 0);
 
     const silent = await standby(h, CAROL, h.keys.get(CAROL), 50_000, STANDBY_REFRESH_TIMEOUT_MS + 1_000);
