@@ -19,7 +19,7 @@ import { ErrorCode, NattravError } from '../../src/errors.js';
 import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
 import { connect } from '../../src/peer/connect.js';
 import { createServer } from '../../src/peer/server.js';
-import type { StandbyEvent } from '../../src/peer/standby.js';
+import { STANDBY_RETRY_INITIAL_MS, type StandbyEvent } from '../../src/peer/standby.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
@@ -111,6 +111,8 @@ describe('standby exchanges on loopback', () => {
       assert.notEqual(await connectOnce(open.address, 'nattrav://dropped'), 'relay');
       assert.equal(requests(open.events), before + 1, 'without its standby the recipient was asked by ConnectionRequest');
       await until(() => standby.some((e) => e.type === 'lost'), 5_000, 'the recipient noticing the drop');
+      const lost = standby.find((e) => e.type === 'lost');
+      assert.ok(lost?.type === 'lost' && lost.retryMs >= STANDBY_RETRY_INITIAL_MS, 'never a tight loop: the next try waits a second at least');
       await until(() => open.broker.standbys === 1, 10_000, 'a new standby after the backoff');
     } finally {
       for (const close of closers) await close();
