@@ -95,7 +95,7 @@ export const labBench: Bench = {
     const p50 = quantile(result.setupMs, 0.5);
     const p99 = quantile(result.setupMs, 0.99);
     const notDirect = result.paths.filter((p) => p !== 'direct').length;
-    const over = `${result.setupMs.length} attempts, ${notDirect} not direct; minimum ${minimum.totalMs} ms = ${minimum.totalCrossings} x ${WAN_DELAY_MS} ms`;
+    const over = `${result.setupMs.length} attempts, ${notDirect} not direct; minimum ${minimum.totalMs} ms = ${minimum.totalCrossings} x ${WAN_DELAY_MS} ms (warm recipient; cold ${minimum.cold.totalCrossings} x)`;
     ctx.log(`  setup p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms (${over}); direct ${result.directMBps.toFixed(1)} MB/s (${result.directPath}), TCP ${result.tcpMBps.toFixed(1)} MB/s`);
     const size = `${(run.bytes / 1e6).toFixed(0)} MB one way, b -> c`;
     return [

@@ -78,6 +78,7 @@ export { MAX_BROKERS, parseBrokerList, toBrokerList } from './peer/brokers.js';
 export type { RegisteredEvent, RegisteredInfo } from './peer/registration.js';
 export { ADAPTIVE_KEEPALIVE_DEFAULTS, KEEPALIVE_FLOOR_MS, KEEPALIVE_LIFETIME_SHARE, keepaliveFromLifetime } from './peer/adaptive-keepalive.js';
 export type { KeepaliveEvent } from './peer/adaptive-keepalive.js';
+export type { StandbyEvent } from './peer/standby.js';
 export type { MovedEvent, MoveReason } from './peer/mobility.js';
 export type { RegistrationKind } from './peer/backoff.js';
 

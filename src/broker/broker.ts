@@ -32,6 +32,7 @@ import { openWebSocketListeners, type WebSocketEndpoint, type WebSocketListener 
 import { toTransportAddress } from '../common/endpoint.js';
 import { WorkerRouter, workerBrokerId, type RouteCounts } from './workers/worker-router.js';
 import { WorkerRegistry } from './workers/ipc-stores.js';
+import { STANDBY_REFRESH_MS } from './standby.js';
 import type { AnswerSource } from './rendezvous.js';
 
 export type { BrokerEvent } from './events.js';
@@ -146,6 +147,10 @@ export class Broker extends EventEmitter {
       recipientTimeoutMs: resolved.recipientTimeoutMs,
       probeTimeoutMs: resolved.probeTimeoutMs,
       maxPendingAttempts: resolved.maxPendingAttempts,
+      // Standbys are per process: a worker's Connect may land on another worker (README "Standby exchanges").
+      maxStandby: workerLink === undefined ? resolved.maxStandby : 0,
+      // A standby's connection is closed after maxLifetimeMs without traffic (tcp.ts): refresh well within it.
+      standbyRefreshMs: Math.min(STANDBY_REFRESH_MS, Math.floor(resolved.maxLifetimeMs / 2)),
       emit: (event) => {
         if (event.type === 'attempt') router()?.own(event.attemptId);
         this.emit('event', event);
@@ -216,6 +221,19 @@ export class Broker extends EventEmitter {
   /** Mapping-probe records held for attempts in progress. */
   get probeRecords(): number {
     return this.#rendezvous.probeRecords;
+  }
+
+  /** Standby exchanges held (broker/standby.ts; at most `maxStandby`). */
+  get standbys(): number {
+    return this.#rendezvous.standbys;
+  }
+
+  /**
+   * Closes every standby exchange held now (their recipients open new ones after a backoff
+   * of at least a second), e.g. before a planned restart; new ones are granted as before.
+   */
+  dropStandbys(): void {
+    this.#rendezvous.dropStandbys();
   }
 
   /** Attempts waiting for their recipient or being scheduled. */
@@ -382,6 +400,7 @@ export class Broker extends EventEmitter {
               },
               onWithdrawn: (uri, transport) => this.#withdrawn(uri, transport),
               alternatePort: () => this.#layout?.alternatePort,
+              standbyGrant: () => this.#rendezvous.standbyGrant(),
               onBinding: (remote) => this.emit('event', { type: 'binding', transport: 'udp', remote } satisfies BrokerEvent),
               ...(this.#cluster === undefined ? {} : { brokerId: this.#cluster.id }),
             },
@@ -473,6 +492,7 @@ export class Broker extends EventEmitter {
   /** A registration was withdrawn by its holder: free its place under the caps and say so. */
   #withdrawn(uri: string, transport: 'udp' | 'tcp'): void {
     this.#guard.unregistered(uri);
+    this.#rendezvous.withdrawn(uri);
     this.emit('event', { type: 'withdrawn', uri, transport } satisfies BrokerEvent);
   }
 }

@@ -38,7 +38,15 @@ export interface ConnectRequest {
   readonly ephemeralKey: Uint8Array | undefined;
   /** The key of the initiator's mapping probes' integrity (MAPPING-KEY). */
   readonly mappingKey: Uint8Array | undefined;
+  /** The initiator's TCP handshake time to the broker (CONNECT-RTT), when given and within {@link MAX_CONNECT_RTT_MS}. */
+  readonly connectRttMs: number | undefined;
 }
+
+/**
+ * A CONNECT-RTT above this is not believed (the broker probes instead), in ms. A lie within it
+ * only moves the liar's own start delay: it hurts no attempt but its own.
+ */
+export const MAX_CONNECT_RTT_MS = 5_000;
 
 /** Reads every attribute of a Connect the rendezvous uses; throws StunMalformed on a malformed one. */
 export function parseConnect(request: StunMessage): ConnectRequest {
@@ -49,6 +57,7 @@ export function parseConnect(request: StunMessage): ConnectRequest {
     claimed: new Set(strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0)),
     ephemeralKey: ephemeralKeyOf(request),
     mappingKey: fixedLength(request, AttrType.MappingKey, MAPPING_KEY_LENGTH, 'MAPPING-KEY'),
+    connectRttMs: connectRttOf(request),
   };
 }
 
@@ -72,6 +81,12 @@ export function parseMappingProbe(request: StunMessage): { id: Uint8Array; role:
 /** The peer's endpoint of an exchange, as the broker sees it. */
 export function remoteEndpoint(channel: ExchangeChannel): TransportAddress {
   return toTransportAddress(channel.socket.remoteAddress ?? '0.0.0.0', channel.socket.remotePort ?? 0);
+}
+
+/** CONNECT-RTT of a Connect, when within {@link MAX_CONNECT_RTT_MS} (else undefined: the broker probes). */
+function connectRttOf(request: StunMessage): number | undefined {
+  const rtt = getU32Attr(request, AttrType.ConnectRtt);
+  return rtt === undefined || rtt > MAX_CONNECT_RTT_MS ? undefined : rtt;
 }
 
 /** EPHEMERAL-KEY of a Connect (X25519, 32 bytes); throws StunMalformed for another length. */

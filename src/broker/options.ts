@@ -75,6 +75,14 @@ export interface BrokerOptions {
   probeTimeoutMs?: number;
   /** Most attempts waiting for their recipient at once. @default 4096 */
   maxPendingAttempts?: number;
+  /**
+   * Standby exchanges (broker/standby.ts) this process holds at most: each is an open TCP
+   * connection from a registered recipient and a refresh every minute, and lets its attempts
+   * skip the ConnectionRequest, the recipient's exchange and the round-trip probes. At the cap
+   * new registrations are granted none (they cost nothing then); 0 grants none. With
+   * `--workers` the workers grant none. @default 10000
+   */
+  maxStandby?: number;
   /** SOFTWARE attribute value in responses. @default 'nattrav broker' */
   software?: string;
   /**
@@ -173,6 +181,8 @@ export const BROKER_DEFAULTS = {
   /** One TCP round trip; 3 s means the path is unusable for a timed punch anyway. */
   probeTimeoutMs: 3_000,
   maxPendingAttempts: 4096,
+  /** One process: 10,000 open connections and a refresh every minute each (about 170 small messages a second). */
+  maxStandby: 10_000,
   software: 'nattrav broker',
   open: false,
   strictAmplification: false,
@@ -221,6 +231,7 @@ export function resolveBrokerOptions(options: BrokerOptions): ResolvedBrokerOpti
     if (!Number.isSafeInteger(value) || value <= 0) bad(key, 'a positive integer');
     if (key.endsWith('Ms') && value > MAX_TIMER_MS) bad(key, `at most ${MAX_TIMER_MS} ms (about 24 days)`);
   }
+  if (!Number.isSafeInteger(resolved.maxStandby) || resolved.maxStandby < 0) bad('maxStandby', 'a whole number of standby exchanges (0 grants none)');
   if (!Number.isSafeInteger(resolved.relayMaxBytes) || resolved.relayMaxBytes < 0) {
     bad('relayMaxBytes', 'a whole number of bytes (0 for unlimited)');
   }

@@ -75,6 +75,8 @@ export interface RegisterContext {
   onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number, refresh: boolean): void;
   /** The broker's alternate port, announced in answers to new registrations (where the recipient's mapping probes go). */
   alternatePort?(): number | undefined;
+  /** STANDBY-GRANT for a first registration over UDP (standby.ts): 0 or 1. @default none announced */
+  standbyGrant?(): number;
   /** The registration of `uri` was withdrawn by its holder (and removed from the registry). */
   onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
   /** This broker's bus ID when it shares the registry with others: stored in each registration it takes (Registration.broker). */
@@ -183,6 +185,7 @@ export async function handleRegister(
     return undefined;
   }
   const response = announceAlternatePort(ctx, success(request, remote, lifetimeMs));
+  if (transport === 'udp' && ctx.web !== true && ctx.standbyGrant !== undefined) addU32(response, AttrType.StandbyGrant, ctx.standbyGrant());
   const sessionId = Buffer.from(session.id, 'hex');
   response.add(AttrType.Username, sessionId);
   response.add(AttrType.EphemeralKey, own.publicKey);

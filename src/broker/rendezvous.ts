@@ -21,6 +21,11 @@
  *    instant, so the two SYNs cross, then closes its side of both exchanges
  *    first (the TIME_WAIT stays with the broker).
  *
+ * A warm recipient (standby.ts) skips steps 2-5: its standby exchange, with its round
+ * trip and its NAT's mapping measured ahead, takes the place of the Join, the initiator's
+ * round trip comes in its Connect (CONNECT-RTT), and the broker answers both the moment
+ * the Connect arrives (when the initiator's mapping is remembered, mapping-memory.ts).
+ *
  * This file does the I/O and the timers around those decisions: every handler
  * parses the whole request (exchange-requests.ts) before it changes any state, and time comes from the
  * injected clock, so tests run the whole rendezvous on a fake one.
@@ -52,6 +57,8 @@ import { AttemptHistory } from './attempt-history.js';
 import { parseConnect, parseJoin, parseMappingProbe, remoteEndpoint, type ExchangeChannel } from './exchange-requests.js';
 import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } from './limits.js';
 import { ProbeBook, type ProbeOutcome } from './probe-book.js';
+import { MappingMemory } from './mapping-memory.js';
+import { Standbys, type Standby } from './standby.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { SequenceCounter } from './sequences.js';
 import { relayOnly, scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
@@ -100,6 +107,8 @@ interface Attempt {
   readonly datagram: boolean;
   /** The recipient registered over a WebSocket (Registration.web): the plan is the relay. */
   readonly recipientWeb: boolean;
+  /** The recipient is answered down its standby exchange (standby.ts), not on a Join. */
+  warm: boolean;
 }
 
 /** Where an answer to a ConnectionRequest came from: the recipient's UDP mapping, or its TCP control connection. */
@@ -158,6 +167,10 @@ export interface RendezvousContext {
   };
   /** The transaction ID of a new ConnectionRequest (with `--workers`, it names the worker that sends it). @default random */
   transactionId?(): Uint8Array;
+  /** Standby exchanges granted at most (standby.ts); 0 grants none (`--workers` grants none). @default 0 */
+  readonly maxStandby?: number;
+  /** How often standbys are refreshed, in ms. @default STANDBY_REFRESH_MS */
+  readonly standbyRefreshMs?: number;
 }
 
 /** A progress report of the rendezvous. */
@@ -177,7 +190,11 @@ export type RendezvousEvent =
       rttInitiatorMs: number;
       rttRecipientMs: number;
       setupMs: number;
+      /** The recipient was answered down its standby exchange: no ConnectionRequest, Join or Probe (standby.ts). */
+      warm: boolean;
     }
+  /** A ConnectionRequest went out for the attempt (its first transmission): the recipient had no usable standby. */
+  | { type: 'connection-request'; uri: string; attemptId: string }
   | { type: 'attempt-failed'; uri: string; attemptId: string; reason: string };
 
 /** Retransmission schedule of ConnectionRequest over UDP (RFC 8489 §6.2.1 style, faster start). */
@@ -201,12 +218,53 @@ export class Rendezvous {
   readonly #budgets: RateLimiter;
   /** The last ConnectionRequest SEQUENCE per URI (unless the context numbers them: `--workers`). */
   readonly #sequences = new SequenceCounter();
+  /** How each NAT maps TCP, per public address (mapping-memory.ts). */
+  readonly #memory = new MappingMemory();
+  /** The recipients' standby exchanges (standby.ts). */
+  readonly #standbys: Standbys;
 
   constructor(ctx: RendezvousContext) {
     this.#ctx = ctx;
     this.#clock = ctx.clock ?? systemClock;
     this.#probes = new ProbeBook(this.#clock);
     this.#budgets = new RateLimiter(ctx.limits ?? resolveLimits(), () => this.#clock.now());
+    this.#standbys = new Standbys({
+      clock: this.#clock,
+      registry: ctx.registry,
+      sessionKeyFor: (uri) => ctx.sessionKeyFor(uri),
+      send: (channel, message, key) => (key === undefined ? ctx.reply(channel, message) : sendUnder(channel, message, key)),
+      ...(ctx.alternatePort === undefined ? {} : { alternatePort: () => ctx.alternatePort?.() }),
+      ...(ctx.joinAt === undefined ? {} : { joinAt: (registration: Registration) => ctx.joinAt?.(registration) }),
+      probes: this.#probes,
+      memory: this.#memory,
+      maxStandby: ctx.maxStandby ?? 0,
+      ...(ctx.standbyRefreshMs === undefined ? {} : { refreshMs: ctx.standbyRefreshMs }),
+    });
+  }
+
+  /** Standby exchanges held (standby.ts). */
+  get standbys(): number {
+    return this.#standbys.size;
+  }
+
+  /** The registration of `uri` was withdrawn by its holder: its standby closes with it. */
+  withdrawn(uri: string): void {
+    this.#standbys.dropUri(uri);
+  }
+
+  /** Closes every standby held now (standby.ts); new ones are granted as before. */
+  dropStandbys(): void {
+    this.#standbys.dropAll();
+  }
+
+  /** STANDBY-GRANT for a new registration (0 or 1; standby.ts). */
+  standbyGrant(): number {
+    return this.#standbys.grant();
+  }
+
+  /** A recipient's Standby request arrived on `channel` (standby.ts steps 2-5). Never rejects on a bad request. */
+  standby(channel: ExchangeChannel, request: StunMessage): Promise<void> {
+    return this.#standbys.serve(channel, request);
   }
 
   /** Attempts still running. */
@@ -277,6 +335,7 @@ export class Rendezvous {
       recipientBound: registration.boundEndpoint,
       datagram,
       recipientWeb: registration.web === true,
+      warm: false,
     };
     this.#attempts.set(key, attempt);
     this.#byTxid.set(hex(notify.transactionId), key);
@@ -287,7 +346,19 @@ export class Rendezvous {
     if (recipientKey !== undefined) this.#probes.require(key, 'recipient', (probe) => verifyMessageIntegritySha256(probe, recipientKey));
     this.#ctx.emit({ type: 'attempt', uri, attemptId: key, initiator: attempt.initiator.publicEndpoint, retry: parsed.claimed.size > 0 });
 
+    channel.closed.then(() => {
+      if (attempt.state === 'notifying' || attempt.state === 'probing') {
+        this.#abandon(attempt, StunErrorCode.ServerError, 'the initiator closed its exchange');
+      }
+    }, () => undefined);
+    // A warm recipient (standby.ts): answered down its standby, no ConnectionRequest.
+    const standby = datagram || joinAt !== undefined ? undefined : this.#standbys.take(uri, uriSessionKey);
+    if (standby !== undefined) {
+      await this.#warm(attempt, standby, parsed.connectRttMs);
+      return;
+    }
     // Retransmit the ConnectionRequest with doubling intervals until acknowledged or joined.
+    this.#ctx.emit({ type: 'connection-request', uri, attemptId: key });
     const send = (rto: number): void => {
       if (attempt.state !== 'notifying') return;
       this.#ctx.notify(registration, notify, attempt.sessionKey);
@@ -297,11 +368,32 @@ export class Rendezvous {
     attempt.deadline = this.#clock.setTimeout(() => {
       this.#abandon(attempt, StunErrorCode.RecipientUnreachable, `recipient ${uri} did not join within ${this.#ctx.recipientTimeoutMs} ms`);
     }, this.#ctx.recipientTimeoutMs);
-    channel.closed.then(() => {
-      if (attempt.state === 'notifying' || attempt.state === 'probing') {
-        this.#abandon(attempt, StunErrorCode.ServerError, 'the initiator closed its exchange');
-      }
+  }
+
+  /**
+   * The attempt of a warm recipient: its standby stands for the Join (step 3) with its round
+   * trip measured by the refreshes, the initiator's round trip is its CONNECT-RTT (a Probe
+   * only when it sent none), and step 5 waits only for a mapping not remembered.
+   */
+  async #warm(attempt: Attempt, standby: Standby, initiatorRttMs: number | undefined): Promise<void> {
+    const recipient: Side = { channel: standby.channel, request: standby.request, publicEndpoint: standby.publicEndpoint, privateEndpoints: standby.privateEndpoints };
+    attempt.recipient = recipient;
+    attempt.warm = true;
+    attempt.state = 'probing';
+    standby.channel.closed.then(() => {
+      if (attempt.state === 'probing') this.#abandon(attempt, StunErrorCode.ServerError, 'the recipient closed its standby exchange');
     }, () => undefined);
+    let rtt = initiatorRttMs;
+    if (rtt === undefined) {
+      try {
+        rtt = await this.#probe(attempt.initiator.channel);
+      } catch (err) {
+        this.#abandon(attempt, StunErrorCode.ServerError, `round-trip probe failed: ${isNattravError(err) ? err.message : String(err)}`);
+        return;
+      }
+      if (attempt.state !== 'probing') return;
+    }
+    await this.#conclude(attempt, recipient, [rtt, standby.rttMs ?? 0], standby.mapping);
   }
 
   /**
@@ -372,13 +464,27 @@ export class Rendezvous {
     }
     if (attempt.state !== 'probing') return;
 
+    await this.#conclude(attempt, recipient, rtts, undefined);
+  }
+
+  /**
+   * Steps 5-6 with both sides in: each side's mapping probes, not waited for when its mapping
+   * is known ahead (`recipientMapping`, from a standby; else remembered for the side's public
+   * address, mapping-memory.ts), the decision, and both answers at the same instant (the
+   * recipient's down its standby when the attempt is warm).
+   */
+  async #conclude(attempt: Attempt, recipient: Side, rtts: [number, number], recipientMapping: MappingKind | undefined): Promise<void> {
     // Step 5: the mapping probes of each side, from its exchange's own address (unless only the relay can come of it).
     const initiatorSource = attempt.initiator.publicEndpoint.address;
     const recipientSource = recipient.publicEndpoint.address;
+    const known = {
+      initiator: this.#memory.known(initiatorSource, this.#clock.now()),
+      recipient: recipientMapping ?? this.#memory.known(recipientSource, this.#clock.now()),
+    };
     const mappingWaitMs = relayOnly(attempt.recipientWeb, attempt.claimed) ? 0 : MAPPING_WAIT_MS;
     await Promise.all([
-      this.#probes.wait(attempt.key, 'initiator', initiatorSource, mappingWaitMs),
-      this.#probes.wait(attempt.key, 'recipient', recipientSource, mappingWaitMs),
+      known.initiator === undefined ? this.#probes.wait(attempt.key, 'initiator', initiatorSource, mappingWaitMs) : undefined,
+      known.recipient === undefined ? this.#probes.wait(attempt.key, 'recipient', recipientSource, mappingWaitMs) : undefined,
     ]);
     // Take the records whatever became of the attempt: left behind they would only expire.
     const initiatorProbes = this.#probes.take(attempt.key, 'initiator', initiatorSource);
@@ -395,7 +501,7 @@ export class Rendezvous {
       ? scheduleDatagram(
           {
             initiator: datagramSide(attempt.initiator.request, attempt.initiator.publicEndpoint, attempt.initiator.privateEndpoints),
-            recipient: datagramSide(request, recipient.publicEndpoint, recipient.privateEndpoints),
+            recipient: datagramSide(recipient.request, recipient.publicEndpoint, recipient.privateEndpoints),
           },
           rttPair,
           failures,
@@ -403,13 +509,18 @@ export class Rendezvous {
         )
       : scheduleAttempt(
           {
-            initiator: { ...attempt.initiator, probes: initiatorProbes },
-            recipient: { ...recipient, probes: recipientProbes, ...(attempt.recipientMapped === undefined ? {} : { mappedEndpoint: attempt.recipientMapped }), ...(attempt.recipientBound === undefined ? {} : { boundEndpoint: attempt.recipientBound }), web: attempt.recipientWeb },
+            initiator: { ...attempt.initiator, probes: initiatorProbes, ...(known.initiator === undefined ? {} : { mapping: known.initiator }) },
+            recipient: { ...recipient, probes: recipientProbes, ...(known.recipient === undefined ? {} : { mapping: known.recipient }), ...(attempt.recipientMapped === undefined ? {} : { mappedEndpoint: attempt.recipientMapped }), ...(attempt.recipientBound === undefined ? {} : { boundEndpoint: attempt.recipientBound }), web: attempt.recipientWeb },
           },
           rttPair,
           failures,
           now,
         );
+    // What the probes showed is remembered for each NAT's address: its next attempt need not wait for them.
+    if (!attempt.datagram) {
+      if (initiatorProbes.length > 0) this.#memory.record(initiatorSource, schedule.mappings.initiator, now);
+      if (recipientProbes.length > 0) this.#memory.record(recipientSource, schedule.mappings.recipient, now);
+    }
     this.#reportBudget(schedule, initiatorSource, attempt.uri, now);
     if (schedule.strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key, attempt.secret)) {
       this.#abandon(attempt, StunErrorCode.ServerError, 'broker busy: no relay capacity');
@@ -424,7 +535,13 @@ export class Rendezvous {
 
     // Answer both at once, then close our side first.
     this.#ctx.reply(attempt.initiator.channel, this.#final(attempt, attempt.initiator, schedule.answers.initiator, schedule.strategy));
-    this.#ctx.reply(recipient.channel, this.#final(attempt, recipient, schedule.answers.recipient, schedule.strategy));
+    if (attempt.warm) {
+      // Down the standby: a request of its own, under the session key (the recipient checks it is the broker's).
+      const answer = this.#final(attempt, recipient, schedule.answers.recipient, schedule.strategy, StunMessage.request(Method.StandbyAttempt));
+      sendUnder(recipient.channel, answer, attempt.sessionKey);
+    } else {
+      this.#ctx.reply(recipient.channel, this.#final(attempt, recipient, schedule.answers.recipient, schedule.strategy));
+    }
     attempt.state = 'done';
     this.#forget(attempt);
     attempt.initiator.channel.end();
@@ -441,6 +558,7 @@ export class Rendezvous {
       rttInitiatorMs: rtts[0],
       rttRecipientMs: rtts[1],
       setupMs: Math.round(now - attempt.startedAt),
+      warm: attempt.warm,
     });
   }
 
@@ -487,6 +605,7 @@ export class Rendezvous {
 
   /** Ends every attempt (broker shutdown). */
   close(): void {
+    this.#standbys.close();
     for (const attempt of [...this.#attempts.values()]) {
       this.#abandon(attempt, StunErrorCode.ServerError, 'broker shutting down');
     }
@@ -527,8 +646,7 @@ export class Rendezvous {
   }
 
   /** The final answer to `to`'s request (step 6). */
-  #final(attempt: Attempt, to: Side, answer: Answer, strategy: StrategyName): StunMessage {
-    const response = to.request.successResponse();
+  #final(attempt: Attempt, to: Side, answer: Answer, strategy: StrategyName, response: StunMessage = to.request.successResponse()): StunMessage {
     addXorAddress(response, AttrType.XorMappedAddress, answer.publicEndpoint);
     addAttemptId(response, attempt.id);
     addXorAddress(response, AttrType.PeerPublicEndpoint, answer.peerPublicEndpoint);
@@ -581,6 +699,11 @@ export class Rendezvous {
 
 function side(channel: ExchangeChannel, request: StunMessage, privateEndpoints: TransportAddress[]): Side {
   return { channel, request, publicEndpoint: remoteEndpoint(channel), privateEndpoints };
+}
+
+/** Sends `message` on `channel` with FINGERPRINT and, when there is a key, integrity under it. */
+function sendUnder(channel: ExchangeChannel, message: StunMessage, key: Buffer | undefined): void {
+  channel.send(message, { fingerprint: true, ...(key === undefined ? {} : { integritySha256Key: key }) });
 }
 
 function hex(bytes: Uint8Array): string {

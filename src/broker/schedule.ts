@@ -52,6 +52,11 @@ export interface AttemptSide {
   readonly boundEndpoint?: TransportAddress;
   /** It registered over a WebSocket (Registration.web; the recipient's only): only the relay can reach it. */
   readonly web?: boolean;
+  /**
+   * How its NAT maps TCP, known ahead (a standby's probe, or remembered for its address:
+   * mapping-memory.ts): the classification when no probe of this attempt came.
+   */
+  readonly mapping?: MappingKind;
 }
 
 /** The side's bound endpoint when path `socks5-bind` may use it (on its own public address), else undefined. */
@@ -130,8 +135,8 @@ export interface Schedule {
  */
 export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures: Failures, now: number): Schedule {
   const { initiator, recipient } = sides;
-  const initiatorMapping = classifyTcpMapping(initiator.publicEndpoint, initiator.probes, initiator.privateEndpoints);
-  const recipientMapping = classifyTcpMapping(recipient.publicEndpoint, recipient.probes, recipient.privateEndpoints);
+  const initiatorMapping = mappingOf(initiator);
+  const recipientMapping = mappingOf(recipient);
   const plan = planStrategies(
     { mapping: initiatorMapping, publicAddress: initiator.publicEndpoint.address },
     { mapping: recipientMapping, publicAddress: recipient.publicEndpoint.address, mapped: recipient.mappedEndpoint?.address === recipient.publicEndpoint.address, bound: usableBoundEndpoint(recipient) !== undefined, web: recipient.web === true },
@@ -158,6 +163,12 @@ export function scheduleAttempt(sides: AttemptSides, rtts: RoundTrips, failures:
       : side.publicEndpoint;
   };
   return assembleSchedule(sides, { plan, choice, mappings: { initiator: initiatorMapping, recipient: recipientMapping }, delays: { initiatorMs, recipientMs } }, aim);
+}
+
+/** How `side`'s NAT maps TCP: from this attempt's probes, else as known ahead, else classified without probes. */
+function mappingOf(side: AttemptSide): MappingKind {
+  if (side.probes.length === 0 && side.mapping !== undefined) return side.mapping;
+  return classifyTcpMapping(side.publicEndpoint, side.probes, side.privateEndpoints);
 }
 
 /** What a scheduler decided for an attempt, before the answers are built from it. */

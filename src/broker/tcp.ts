@@ -49,9 +49,10 @@ export interface TcpContext {
 }
 
 /** The role of a connection in {@link TcpService.serve}'s dispatch. */
-type ServedRole = 'none' | 'initiator' | 'recipient' | 'relay' | 'control';
+type ServedRole = 'none' | 'initiator' | 'recipient' | 'relay' | 'control' | 'standby';
 
-const DEADLINE_ROLE: Record<ServedRole, ConnectionRole> = { none: 'new', initiator: 'attempt', recipient: 'attempt', relay: 'relay', control: 'control' };
+/** A standby (standby.ts) lives like a control connection: its refreshes keep it, its registration ends it. */
+const DEADLINE_ROLE: Record<ServedRole, ConnectionRole> = { none: 'new', initiator: 'attempt', recipient: 'attempt', relay: 'relay', control: 'control', standby: 'control' };
 
 /** Serves TCP for one broker: its servers, its connections and its recipients' control connections. */
 export class TcpService {
@@ -332,6 +333,17 @@ export class TcpService {
             reply(failureAnswer(message, err));
             channel.end();
           });
+          return;
+        }
+        case Method.Standby: {
+          if (role !== 'none') {
+            reply(message.errorResponse(StunErrorCode.BadRequest, 'Standby must open its connection'));
+            channel.end();
+            return;
+          }
+          setRole('standby');
+          socket.setTimeout(maxLifetimeMs, () => socket.destroy());
+          void rendezvous.standby(channel, message);
           return;
         }
         case Method.Register: {

@@ -45,7 +45,7 @@ export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
 
 
 /** What the UDP handler needs from the broker around it. */
-export interface UdpContext extends Pick<RegisterContext, 'alternatePort' | 'brokerId'> {
+export interface UdpContext extends Pick<RegisterContext, 'alternatePort' | 'brokerId' | 'standbyGrant'> {
   readonly registry: Registry;
   readonly maxLifetimeMs: number;
   /** How registrations are authenticated. */

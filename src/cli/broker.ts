@@ -15,6 +15,8 @@ export interface BrokerCommandOptions {
   listen: string;
   alternate?: string;
   relayMaxBytes?: string;
+  /** `--max-standby N`: standby exchanges held at most (validated by the parser). */
+  maxStandby?: string;
   relayMaxSeconds?: string;
   ca?: string;
   cert?: string;
@@ -189,6 +191,7 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
       : { workerLink: connection.link, limits: shareLimits(limits.limits, worker.workers), maxPendingAttempts: Math.max(1, Math.floor((limits.maxPendingAttempts ?? BROKER_DEFAULTS.maxPendingAttempts) / worker.workers)) }),
     ...(alternate === undefined ? {} : { alternateHost: alternate.host, ...(alternate.port === undefined ? {} : { alternatePort: alternate.port }) }),
     ...relayQuotas(options),
+    ...(options.maxStandby === undefined ? {} : { maxStandby: Number(options.maxStandby) }),
     ...(options.ca === undefined ? {} : { ca: await readPem(options.ca, '--ca') }),
     ...(options.cert === undefined ? {} : { cert: await readPem(options.cert, '--cert') }),
     ...(options.key === undefined ? {} : { key: await readPem(options.key, '--key') }),

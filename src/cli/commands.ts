@@ -70,6 +70,8 @@ export interface ListenCommandOptions extends SecurityOptions, WebCommandOptions
   udp?: boolean;
   /** Take the URI from another running process with the same key. */
   takeover?: boolean;
+  /** false (`--no-standby`): decline the broker's standby exchange (peer/standby.ts). */
+  standby?: boolean;
 }
 
 /** Options of `nattrav connect`. */
@@ -244,6 +246,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.portmap === false ? { portmap: false } : {}),
     ...(options.takeover === true ? { takeover: true } : {}),
+    ...(options.standby === false ? { standby: false } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
   // Another process with our key took the URI over: the server closed; we end with its error (exit 13).

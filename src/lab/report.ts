@@ -119,7 +119,8 @@ The critical path of a direct connection, from the initiator's <code>connect()</
 <table class="steps"><thead><tr><th>step</th><th>one-way crossings</th><th>at d = ${m.delayMs} ms</th></tr></thead>
 <tbody>${rows.join('\n')}
 <tr class="total"><td>both sockets established</td><td class="num">${m.establishedCrossings} d</td><td class="num">${m.establishedCrossings * m.delayMs} ms</td></tr>
-<tr class="total"><td>usable (Hello done): the floor for <i>setup ms</i></td><td class="num">${m.totalCrossings} d</td><td class="num">${m.totalMs} ms</td></tr></tbody></table>`;
+<tr class="total"><td>usable (Hello done): the floor for <i>setup ms</i></td><td class="num">${m.totalCrossings} d</td><td class="num">${m.totalMs} ms</td></tr>
+<tr><td>the same for a recipient without a standby exchange (ConnectionRequest, Join, Probe)</td><td class="num">${m.cold.totalCrossings} d</td><td class="num">${m.cold.totalMs} ms</td></tr></tbody></table>`;
 }
 
 /** Renders `result` as one self-contained HTML page. */

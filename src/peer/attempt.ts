@@ -54,6 +54,8 @@ export interface AttemptParams extends BaseAttemptParams {
   readonly mappedInbound?: MappedInbound;
   /** The recipient's BIND at its SOCKS5 proxy (path `socks5-bind`), when it holds one. */
   readonly boundInbound?: BoundInbound;
+  /** The broker's answer already in hand (down a standby, standby.ts): no exchange is run. */
+  readonly exchange?: ExchangeResult;
 }
 
 /** The key the broker said the other peer registered with, per socket an attempt made (initiator side). */
@@ -100,6 +102,19 @@ function strategyTimeoutMs(exchange: ExchangeResult, role: ConnectionRole, punch
   return punchTimeoutMs;
 }
 
+/** Runs the attempt's exchange (Connect or Join) under the exchange limit. */
+async function exchangeOf(params: AttemptParams): Promise<ExchangeResult> {
+  const { role, uri, signal } = params;
+  const exchangePhase = startPhase(signal, params.exchangeTimeoutMs, role === 'initiator' ? `asking the broker for ${uri}` : `joining an attempt for ${uri} at the broker`);
+  try {
+    return await runExchange(params.broker, params.request, { attemptId: params.attemptId, role, ...(params.sessionKey === undefined ? {} : { sessionKey: params.sessionKey }) }, exchangePhase.signal, params.brokerCa, params.dialer).catch((err: unknown) => {
+      throw exchangePhase.signal.aborted && !signal.aborted ? exchangePhase.error() : err;
+    });
+  } finally {
+    exchangePhase.dispose();
+  }
+}
+
 /**
  * Runs one attempt; resolves with the connected socket carrying its info.
  * On failure the error is annotated with the strategy that ran (`strategy` on
@@ -108,15 +123,7 @@ function strategyTimeoutMs(exchange: ExchangeResult, role: ConnectionRole, punch
 export async function runAttempt(params: AttemptParams): Promise<NattravSocket> {
   const { role, uri, signal } = params;
   const initiator = role === 'initiator';
-  const exchangePhase = startPhase(signal, params.exchangeTimeoutMs, initiator ? `asking the broker for ${uri}` : `joining an attempt for ${uri} at the broker`);
-  let exchange: ExchangeResult;
-  try {
-    exchange = await runExchange(params.broker, params.request, { attemptId: params.attemptId, role, ...(params.sessionKey === undefined ? {} : { sessionKey: params.sessionKey }) }, exchangePhase.signal, params.brokerCa, params.dialer).catch((err: unknown) => {
-      throw exchangePhase.signal.aborted && !signal.aborted ? exchangePhase.error() : err;
-    });
-  } finally {
-    exchangePhase.dispose();
-  }
+  const exchange = params.exchange ?? (await exchangeOf(params));
   const strategy = exchange.strategy;
   const strategyStarted = performance.now();
   params.onTrace?.({ attempt: params.attempt, strategy, outcome: 'started', ms: 0 });

@@ -7,6 +7,7 @@
  * connection's local port is not its own: it sends no mapping probes from it.
  */
 import { lookup } from 'node:dns/promises';
+import { performance } from 'node:perf_hooks';
 import { connect as netConnect, type Socket } from 'node:net';
 import { formatEndpoint, type HostPort } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
@@ -55,6 +56,17 @@ export const DIRECT_DIALER: Dialer = {
   dial: dialDirect,
 };
 
+/** How long each direct dial's TCP handshake took (SYN to SYN/ACK: one round trip), in ms. */
+const handshakes = new WeakMap<Socket, number>();
+
+/**
+ * The TCP handshake time of a socket {@link DIRECT_DIALER} opened, in ms (one round trip to
+ * the broker, measured by traffic that exists anyway); undefined for another dialer's socket.
+ */
+export function handshakeMsOf(socket: Socket): number | undefined {
+  return handshakes.get(socket);
+}
+
 async function dialDirect(broker: HostPort, signal: AbortSignal): Promise<Socket> {
   let resolved: { address: string; family: number };
   try {
@@ -68,6 +80,7 @@ async function dialDirect(broker: HostPort, signal: AbortSignal): Promise<Socket
       return;
     }
     const where = formatEndpoint({ address: resolved.address, port: broker.port });
+    const handshakeStarted = performance.now();
     const socket = netConnect({
       host: resolved.address,
       port: broker.port,
@@ -108,6 +121,7 @@ async function dialDirect(broker: HostPort, signal: AbortSignal): Promise<Socket
     socket.once('error', onError);
     socket.once('connect', () => {
       cleanup();
+      handshakes.set(socket, performance.now() - handshakeStarted);
       resolve(socket);
     });
   });

@@ -9,7 +9,7 @@ import { openSecret, recipientSealKey } from '../security/attempt-secret.js';
 import { newEphemeralKey, sessionKey, type EphemeralKey } from '../security/proof.js';
 import { brokerCertificateProblem } from '../security/issued.js';
 import { connect as netConnect, type Socket } from 'node:net';
-import { claimUnusable, DIRECT_DIALER, type Dialer } from './dialer.js';
+import { claimUnusable, DIRECT_DIALER, handshakeMsOf, type Dialer } from './dialer.js';
 import { connect as connectTls } from 'node:tls';
 import { readOneMessage } from './sockets.js';
 import { alternatePortOf, learnAlternatePort } from './alternate-port.js';
@@ -100,7 +100,11 @@ export async function runExchange(
   // sends with its Connect, under the session key for the recipient.
   const probeKey = identity.role === 'initiator' ? randomBytes(MAPPING_KEY_LENGTH) : identity.sessionKey;
   if (identity.role === 'initiator' && probeKey !== undefined) request.add(AttrType.MappingKey, probeKey);
-  const socket = await openBrokerConnection(broker, signal, brokerCa, dialer);
+  const raw = await dialer.dial(broker, signal);
+  // Our TCP handshake is the round trip the broker schedules with (CONNECT-RTT): no Probe needed.
+  const handshake = handshakeMsOf(raw);
+  if (identity.role === 'initiator' && handshake !== undefined) addU32(request, AttrType.ConnectRtt, Math.max(1, Math.round(handshake)));
+  const socket = brokerCa === undefined ? raw : await secureBrokerConnection(raw, broker, brokerCa, signal);
   if (identity.role === 'initiator') claimUnusable(request, dialer);
   // One more connection from the same local port to the broker's alternate port (as
   // it announced, else port + 1) shows the broker how our NAT maps TCP. Losing it only
@@ -144,41 +148,58 @@ export async function runExchange(
       throw new NattravError(ErrorCode.BrokerUnreachable, `broker unreachable: ${formatEndpoint({ address: broker.host, port: broker.port })} closed the exchange before answering`, { cause: err, address: broker.host, port: broker.port });
     }
     if (response.cls === MessageClass.ErrorResponse) throw brokerError(response, broker);
-    const attemptId = getAttemptId(response);
-    const peerPublicEndpoint = getXorAddressAttr(response, AttrType.PeerPublicEndpoint);
-    const publicEndpoint = getXorMappedAddress(response);
-    if (attemptId === undefined || peerPublicEndpoint === undefined || publicEndpoint === undefined) {
-      throw new NattravError(ErrorCode.Protocol, 'the broker answered without attempt ID, peer endpoint or mapped address');
-    }
+    const result = readExchangeAnswer(response, broker, identity, ephemeral, { localAddress, localPort });
     // The broker closes first; answer its FIN, or drop the socket if it never comes.
     setTimeout(() => socket.destroy(), BROKER_CLOSE_GRACE_MS).unref();
-    const strategy = strategyName(getU32Attr(response, AttrType.Strategy) ?? StrategyCode.direct);
-    const peerKey = getPeerKey(response);
-    learnAlternatePort(broker, response);
-    const attemptSecret = openAttemptSecret(response, attemptId, identity, ephemeral);
-    if (attemptSecret === undefined) {
-      throw new NattravError(ErrorCode.BrokerAuth, 'the broker answered without an attempt secret sealed for us: it is not a broker we can work with (or not the broker we registered with)');
-    }
-    if (strategy === undefined) throw new NattravError(ErrorCode.Protocol, 'the broker chose a strategy this peer does not know');
-    return {
-      attemptId,
-      strategy,
-      mapping: decodeMappingKind(getU32Attr(response, AttrType.Mapping) ?? 0),
-      peerMapping: decodeMappingKind(getU32Attr(response, AttrType.PeerMapping) ?? 0),
-      publicEndpoint,
-      peerPublicEndpoint,
-      peerPrivateEndpoints: getXorAddressAttrs(response, AttrType.PeerPrivateEndpoint),
-      startDelayMs: Math.min(getU32Attr(response, AttrType.StartDelay) ?? 0, 10_000),
-      attemptSecret,
-      ...(peerKey === undefined ? {} : { peerKeyFingerprint: peerKey }),
-      localAddress,
-      localPort,
-      ...(getU32Attr(response, AttrType.Transport) === TransportCode.datagram ? { datagram: true } : {}),
-    };
+    return result;
   } catch (err) {
     socket.destroy();
     throw err;
   }
+}
+
+/**
+ * Reads the broker's answer for an attempt (the final answer of an exchange, or an answer
+ * down a standby, standby.ts) into an {@link ExchangeResult}; `local` is where we punch from.
+ * Throws ERR_PROTOCOL or ERR_BROKER_AUTH when it lacks what an attempt needs.
+ */
+export function readExchangeAnswer(
+  response: StunMessage,
+  broker: HostPort,
+  identity: Pick<ExchangeIdentity, 'role' | 'sessionKey'>,
+  ephemeral: EphemeralKey | undefined,
+  local: { readonly localAddress: string; readonly localPort: number },
+): ExchangeResult {
+  const { localAddress, localPort } = local;
+  const attemptId = getAttemptId(response);
+  const peerPublicEndpoint = getXorAddressAttr(response, AttrType.PeerPublicEndpoint);
+  const publicEndpoint = getXorMappedAddress(response);
+  if (attemptId === undefined || peerPublicEndpoint === undefined || publicEndpoint === undefined) {
+    throw new NattravError(ErrorCode.Protocol, 'the broker answered without attempt ID, peer endpoint or mapped address');
+  }
+  const strategy = strategyName(getU32Attr(response, AttrType.Strategy) ?? StrategyCode.direct);
+  const peerKey = getPeerKey(response);
+  learnAlternatePort(broker, response);
+  const attemptSecret = openAttemptSecret(response, attemptId, identity, ephemeral);
+  if (attemptSecret === undefined) {
+    throw new NattravError(ErrorCode.BrokerAuth, 'the broker answered without an attempt secret sealed for us: it is not a broker we can work with (or not the broker we registered with)');
+  }
+  if (strategy === undefined) throw new NattravError(ErrorCode.Protocol, 'the broker chose a strategy this peer does not know');
+  return {
+    attemptId,
+    strategy,
+    mapping: decodeMappingKind(getU32Attr(response, AttrType.Mapping) ?? 0),
+    peerMapping: decodeMappingKind(getU32Attr(response, AttrType.PeerMapping) ?? 0),
+    publicEndpoint,
+    peerPublicEndpoint,
+    peerPrivateEndpoints: getXorAddressAttrs(response, AttrType.PeerPrivateEndpoint),
+    startDelayMs: Math.min(getU32Attr(response, AttrType.StartDelay) ?? 0, 10_000),
+    attemptSecret,
+    ...(peerKey === undefined ? {} : { peerKeyFingerprint: peerKey }),
+    localAddress,
+    localPort,
+    ...(getU32Attr(response, AttrType.Transport) === TransportCode.datagram ? { datagram: true } : {}),
+  };
 }
 
 /**
@@ -237,11 +258,11 @@ export async function secureBrokerConnection(raw: Socket, broker: HostPort, brok
 }
 
 /** One MappingProbe from `from` (the exchange's local address and port) to the broker's `port`, with integrity under `key`; errors are ignored. */
-async function sendMappingProbe(
+export async function sendMappingProbe(
   broker: HostPort,
   port: number,
   from: { address: string; port: number },
-  identity: ExchangeIdentity,
+  identity: Pick<ExchangeIdentity, 'attemptId' | 'role'>,
   key: Uint8Array | undefined,
   signal: AbortSignal,
 ): Promise<void> {
@@ -280,7 +301,7 @@ export function brokerError(response: StunMessage, broker: HostPort): NattravErr
 }
 
 /** Opens the attempt secret of the broker's answer (see security/attempt-secret.ts); undefined when absent or not ours. */
-function openAttemptSecret(response: StunMessage, attemptId: Uint8Array, identity: ExchangeIdentity, ephemeral: EphemeralKey | undefined): Buffer | undefined {
+function openAttemptSecret(response: StunMessage, attemptId: Uint8Array, identity: Pick<ExchangeIdentity, 'role' | 'sessionKey'>, ephemeral: EphemeralKey | undefined): Buffer | undefined {
   const sealed = response.get(AttrType.AttemptSecret);
   if (sealed === undefined) return undefined;
   if (identity.role === 'recipient') return openSecret(recipientSealKey(identity.sessionKey, attemptId), sealed, attemptId);

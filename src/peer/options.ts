@@ -117,6 +117,14 @@ export interface ServerOptions {
    */
   registerTransport?: 'auto' | 'udp' | 'tcp';
   /**
+   * Keep a standby exchange with the broker when it grants one (peer/standby.ts): one open
+   * TCP connection that lets an attempt skip the connection request, our fresh exchange and
+   * the round-trip probes. false declines it (one connection fewer on the broker and our
+   * NAT; each attempt then costs its exchange's handshake). Only over UDP registrations
+   * without a proxy or tunnel. @default true
+   */
+  standby?: boolean;
+  /**
    * Our identity (key, certificate naming `uri`, trusted CAs): proven to the
    * broker at registration and used for TLS. @default a key kept in `keyDir`
    * for this URI, with a self-signed certificate

@@ -44,6 +44,8 @@ export interface RegisteredInfo {
   readonly broker: HostPort;
   /** The address of that broker we registered with (a name with several addresses has several). */
   readonly brokerAddress: TransportAddress;
+  /** The broker granted this registration a standby exchange (STANDBY-GRANT; peer/standby.ts). */
+  readonly standby?: boolean;
 }
 
 /** What 'registered' reports: the registration, and whether it is the first, a refresh, or registered again after a loss. */
@@ -154,6 +156,8 @@ export class PeerRegistration extends EventEmitter {
   /** Tries started so far; with a change of addresses seen, the count then (a try started before it is from the old place). */
   #tries = 0;
   #movedAtTry: number | undefined;
+  /** STANDBY-GRANT of the current session's answer (0: none). */
+  #standbyGrant = 0;
 
   constructor(options: PeerRegistrationOptions) {
     super();
@@ -456,6 +460,8 @@ export class PeerRegistration extends EventEmitter {
         this.#session,
         this.#session ?? this.#lastSession,
       );
+      // A new session's answer says whether it has a standby; a refresh's keeps what it said.
+      if (session !== this.#session) this.#standbyGrant = getU32Attr(response, AttrType.StandbyGrant) ?? 0;
       this.#session = session;
       this.#lastSession = session ?? this.#lastSession;
       return this.#registered(response);
@@ -510,7 +516,14 @@ export class PeerRegistration extends EventEmitter {
     const publicEndpoint = getXorMappedAddress(response);
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
     const target = this.#brokers.current as BrokerTarget;
-    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#lifetimeMs, transport: this.#transport, broker: target.name, brokerAddress: target.address };
+    const info = {
+      publicEndpoint,
+      lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#lifetimeMs,
+      transport: this.#transport,
+      broker: target.name,
+      brokerAddress: target.address,
+      ...(this.#transport === 'udp' && this.#standbyGrant > 0 ? { standby: true } : {}),
+    };
     learnAlternatePort(dialOf(target), response); // where our mapping probes will go
     const moved = this.#moves.granted(publicEndpoint, this.#watch.current, { broker: target.address, transport: this.#transport });
     this.#info = info; // also when granted while closing: close() withdraws it

@@ -34,6 +34,8 @@
  * - 'moved' (MovedEvent): the host moved (its addresses or its public endpoint changed) and the
  *   URI is registered from the new place (mobility.ts); connections whose address went away
  *   close with ERR_CONNECTION_BROKEN.
+ * - 'standby' (StandbyEvent, standby.ts): our standby exchange opened, took an attempt (no
+ *   connection request, no Join), or was lost (the next try follows).
  * - 'takenOver' (NattravError ERR_TAKEN_OVER): another process with our key took the URI over
  *   (`takeover`); the server closes ('close' follows).
  */
@@ -51,6 +53,8 @@ import { StunMessage } from '../wire/message.js';
 import { addAttemptId } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { runAttempt } from './attempt.js';
+import type { ExchangeResult } from './exchange.js';
+import { keepStandby, type StandbyKeeper } from './standby.js';
 import { datagramRefusal, joinDatagram } from './datagram/accept.js';
 import { handOver, type NattravSocket } from './info.js';
 import { PEER_DEFAULTS, type ServerOptions } from './options.js';
@@ -142,6 +146,9 @@ export class NattravServer extends EventEmitter {
   readonly #allow: ReadonlySet<string> | undefined;
   readonly #once: boolean;
   readonly #takeover: boolean;
+  /** ServerOptions.standby: keep a standby exchange when granted (standby.ts). */
+  readonly #standbyWanted: boolean;
+  #standby: StandbyKeeper | undefined;
   readonly #retryInitialMs: number;
   readonly #retryMaxMs: number;
   /** The fingerprint of that identity's key. */
@@ -200,6 +207,10 @@ export class NattravServer extends EventEmitter {
       throw new NattravError(ErrorCode.InvalidArgument, `takeover: expected true or false, got ${JSON.stringify(options.takeover)}`);
     }
     this.#takeover = options.takeover === true;
+    if (options.standby !== undefined && typeof options.standby !== 'boolean') {
+      throw new NattravError(ErrorCode.InvalidArgument, `standby: expected true or false, got ${JSON.stringify(options.standby)}`);
+    }
+    this.#standbyWanted = options.standby !== false;
     this.#portmap = checkPortmapOption(options.portmap);
     this.#retryInitialMs = positiveInt(options.retryInitialMs, PEER_DEFAULTS.retryInitialMs, 'retryInitialMs');
     this.#retryMaxMs = positiveInt(options.retryMaxMs, Math.max(PEER_DEFAULTS.retryMaxMs, this.#retryInitialMs), 'retryMaxMs');
@@ -278,6 +289,16 @@ export class NattravServer extends EventEmitter {
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
     });
     this.#registration = registration;
+    if (this.#standbyWanted) {
+      this.#standby = keepStandby(registration, {
+        uri: this.#uri,
+        ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
+        // Through a proxy or tunnel the standby's port would not be ours to punch from.
+        direct: () => this.#dialer === undefined || this.#dialer.kind === 'direct',
+        onAttempt: (exchange) => this.#acceptWarm(exchange),
+        onEvent: (event) => this.emit('standby', event),
+      });
+    }
     this.#adapter = adaptKeepalive(registration, this.#adaptive, (event, payload) => this.emit(event, payload));
     this.#bind?.on('change', () => registration.refreshNow());
     registration.on('registered', (event: RegisteredEvent) => {
@@ -373,6 +394,7 @@ export class NattravServer extends EventEmitter {
     if (this.#closed === undefined) {
       this.#state = 'closed';
       this.#adapter?.close();
+      this.#standby?.close();
       this.#bind?.close();
       const withdrawn = Promise.all([this.#registration?.close(), this.#agent?.close()]);
       for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));
@@ -416,14 +438,21 @@ export class NattravServer extends EventEmitter {
    * One incoming attempt (admitted by {@link #refusal} just before): Join exchange, simultaneous
    * open, Hello; at `joinAt` when another broker of the cluster runs it (registration.ts checked it is ours).
    */
-  #accept(attemptId: Uint8Array, joinAt: HostPort | undefined, datagram: boolean): void {
+  #accept(attemptId: Uint8Array, joinAt: HostPort | undefined, datagram: boolean, exchange?: ExchangeResult): void {
     if (this.#state !== 'listening' && this.#state !== 'starting') return;
     if (!this.#sockets.tryTake(ATTEMPT_BASE_SOCKETS)) return;
     const controller = new AbortController();
     this.#attempts.add(controller);
     const started = performance.now();
-    const established = datagram ? this.#establishDatagram(attemptId, controller, joinAt) : this.#establish(attemptId, controller, started, joinAt);
+    const established = datagram ? this.#establishDatagram(attemptId, controller, joinAt) : this.#establish(attemptId, controller, started, joinAt, exchange);
     void established.finally(() => this.#sockets.release(ATTEMPT_BASE_SOCKETS));
+  }
+
+  /** An attempt answered down our standby (standby.ts): run at once, or refused (the initiator's punch then times out). */
+  #acceptWarm(exchange: ExchangeResult): void {
+    const reason = this.#refusal();
+    if (reason === undefined) this.#accept(exchange.attemptId, undefined, false, exchange);
+    else this.emit('attemptRefused', { attemptId: Buffer.from(exchange.attemptId).toString('hex'), reason } satisfies AttemptRefusal);
   }
 
   /** A datagram attempt (datagram/accept.ts): emits 'datagram' with the open channel, or 'attemptFailed'. */
@@ -448,11 +477,11 @@ export class NattravServer extends EventEmitter {
   }
 
   /** Joins the attempt, runs TLS when configured, and emits 'connection' or 'attemptFailed'. */
-  async #establish(attemptId: Uint8Array, controller: AbortController, started: number, joinAt: HostPort | undefined): Promise<void> {
+  async #establish(attemptId: Uint8Array, controller: AbortController, started: number, joinAt: HostPort | undefined, exchange?: ExchangeResult): Promise<void> {
     let socket: NattravSocket;
     let rejected: ConnectionRejection | undefined;
     try {
-      socket = await this.#join(attemptId, controller.signal, started, joinAt);
+      socket = await this.#join(attemptId, controller.signal, started, joinAt, exchange);
       if (this.#tls !== undefined) {
         const plain = socket;
         // Fail closed: with TLS asked for, a connection never goes on plain (nor past the allow-list) for want of an identity.
@@ -493,7 +522,7 @@ export class NattravServer extends EventEmitter {
     this.emit('connection', handOver(socket));
   }
 
-  #join(attemptId: Uint8Array, signal: AbortSignal, started: number, joinAt: HostPort | undefined): Promise<NattravSocket> {
+  #join(attemptId: Uint8Array, signal: AbortSignal, started: number, joinAt: HostPort | undefined, exchange: ExchangeResult | undefined): Promise<NattravSocket> {
     const request = StunMessage.request(Method.Join);
     addAttemptId(request, attemptId);
     return runAttempt({
@@ -516,6 +545,7 @@ export class NattravServer extends EventEmitter {
       ...(this.#registration?.sessionKey === undefined ? {} : { sessionKey: this.#registration.sessionKey }),
       ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
+      ...(exchange === undefined ? {} : { exchange }),
     });
   }
 }

@@ -61,6 +61,15 @@ export const Method = {
   Relay: 0xe08,
   /** nattrav: upgrade this TCP connection to TLS 1.3 (STARTTLS), so the peer can authenticate the broker. */
   StartTls: 0xe09,
+  /**
+   * nattrav: a registered recipient opens a standby exchange (TCP, kept open) under its session
+   * key; the broker answers the next attempt for its URI down it (broker/standby.ts).
+   */
+  Standby: 0xe18,
+  /** nattrav: the broker's keepalive on a standby exchange; its answer measures the round trip to the recipient. */
+  StandbyRefresh: 0xe19,
+  /** nattrav: the broker's answer for an attempt, sent down the recipient's standby exchange (under its session key). */
+  StandbyAttempt: 0xe1a,
 } as const;
 
 /** STUN attribute types. */
@@ -223,6 +232,18 @@ export const AttrType = {
   UdpMapped: 0xce12,
   /** nattrav (comprehension-optional): the same socket as the broker's alternate UDP port mapped it (how the NAT maps UDP). */
   UdpMappedAlternate: 0xce13,
+  /**
+   * nattrav (comprehension-optional): in a first registration's answer, how many standby
+   * exchanges the broker grants this registration (u32, 0 or 1; broker/standby.ts).
+   */
+  StandbyGrant: 0xce28,
+  /**
+   * nattrav (comprehension-optional): in a Connect, the initiator's TCP handshake time to the
+   * broker in ms (u32): the round trip the broker schedules with instead of a Probe.
+   */
+  ConnectRtt: 0xce29,
+  /** nattrav (comprehension-optional): in a Standby answer, how often the broker refreshes the standby, in ms (u32). */
+  StandbyRefreshMs: 0xce2a,
 } as const;
 
 /** nattrav: values of TRANSPORT, what an attempt makes. */

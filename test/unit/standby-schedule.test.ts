@@ -1,0 +1,272 @@
+/**
+ * The broker's side of warm recipients on a fake clock with fake channels: the standby
+ * table (broker/standby.ts: grant and cap, proof, refreshes), the warm attempt
+ * (rendezvous.ts: answered down the standby the moment the Connect arrives, no
+ * ConnectionRequest, start delays from the refreshes' and the Connect's round trips) and
+ * the mapping memory (mapping-memory.ts). No sockets; no test waits in real time.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { MAPPING_MEMORY_TTL_MS, MappingMemory } from '../../src/broker/mapping-memory.js';
+import { MemoryRegistry } from '../../src/broker/registry/memory.js';
+import { Rendezvous, type RendezvousEvent } from '../../src/broker/rendezvous.js';
+import { STANDBY_REFRESH_MS, STANDBY_REFRESH_TIMEOUT_MS } from '../../src/broker/standby.js';
+import { openSecret, recipientSealKey } from '../../src/security/attempt-secret.js';
+import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
+import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
+import { StunMessage } from '../../src/wire/message.js';
+import { addAttemptId, addRole, addU32, addUri, addXorAddress, getAttemptId, getErrorCode, getU32Attr } from '../../src/wire/nattrav.js';
+import type { TransportAddress } from '../../src/wire/types.js';
+import { FakeChannel } from '../helpers/fake-channel.js';
+import { FakeClock, settle } from '../helpers/fake-clock.js';
+
+const at = (address: string, port: number): TransportAddress => ({ family: 'IPv4', address, port });
+const A = '203.0.113.10';
+const B = '198.51.100.20';
+const NOW = 5_000_000;
+const BOB = 'nattrav://bob';
+const CAROL = 'nattrav://carol';
+
+interface Harness {
+  clock: FakeClock;
+  rendezvous: Rendezvous;
+  registry: MemoryRegistry;
+  notified: StunMessage[];
+  events: RendezvousEvent[];
+  keys: Map<string, Buffer>;
+}
+
+async function harness(maxStandby = 10): Promise<Harness> {
+  const clock = new FakeClock(NOW);
+  const registry = new MemoryRegistry({ now: () => NOW, sweepIntervalMs: 0 });
+  await registry.put({ uri: BOB, publicEndpoint: at(B, 3478), privateEndpoints: [], expiresAt: NOW + 3_600_000 });
+  await registry.put({ uri: CAROL, publicEndpoint: at(B, 3479), privateEndpoints: [], expiresAt: NOW + 3_600_000 });
+  await registry.put({ uri: 'nattrav://control', publicEndpoint: at(B, 3480), privateEndpoints: [], expiresAt: NOW + 3_600_000, transport: 'tcp' });
+  const keys = new Map([BOB, CAROL, 'nattrav://control'].map((uri) => [uri, randomBytes(32)]));
+  const h: Harness = { clock, registry, notified: [], events: [], keys, rendezvous: undefined as unknown as Rendezvous };
+  h.rendezvous = new Rendezvous({
+    registry,
+    notify: (_registration, message) => h.notified.push(message),
+    reply: (channel, message) => channel.send(message),
+    recipientTimeoutMs: 5_000,
+    probeTimeoutMs: 3_000,
+    maxPendingAttempts: 64,
+    emit: (event) => h.events.push(event),
+    authorizeRelay: () => true,
+    sessionKeyFor: async (uri) => keys.get(uri),
+    alternatePort: () => 3479,
+    maxStandby,
+    clock,
+  });
+  return h;
+}
+
+/** A Standby for `uri` from B:`port` (a cone: the standby keeps its port), under `key`. */
+async function standby(h: Harness, uri: string, key: Buffer | undefined, port = 50_000, rttMs = 50): Promise<FakeChannel> {
+  const request = StunMessage.request(Method.Standby);
+  addUri(request, uri);
+  addXorAddress(request, AttrType.PrivateEndpoint, at('10.0.0.2', port));
+  const channel = new FakeChannel(h.clock, at(B, port), rttMs);
+  await h.rendezvous.standby(channel, decodeMessage(encodeMessage(request, key === undefined ? {} : { integritySha256Key: key })));
+  return channel;
+}
+
+/** Serves the standby's request on `channel` and sends its mapping probe from the same address and port; resolves once its mapping is known. */
+async function warmStandby(h: Harness, uri = BOB, port = 50_000): Promise<FakeChannel> {
+  const key = h.keys.get(uri) as Buffer;
+  const request = StunMessage.request(Method.Standby);
+  addUri(request, uri);
+  addXorAddress(request, AttrType.PrivateEndpoint, at('10.0.0.2', port));
+  const channel = new FakeChannel(h.clock, at(B, port), 50);
+  await h.rendezvous.standby(channel, decodeMessage(encodeMessage(request, { integritySha256Key: key })));
+  const probeId = getAttemptId(answerOf(channel)) as Uint8Array;
+  const probe = StunMessage.request(Method.MappingProbe);
+  addAttemptId(probe, probeId);
+  addRole(probe, 'recipient');
+  h.rendezvous.mappingProbe(new FakeChannel(h.clock, at(B, port)), decodeMessage(encodeMessage(probe, { integritySha256Key: key })));
+  await settle();
+  await h.clock.advance(50); // the first refresh's answer: the round trip
+  return channel;
+}
+
+function answerOf(channel: FakeChannel): StunMessage {
+  const answer = channel.answer;
+  assert.ok(answer !== undefined, 'an answer was sent');
+  return answer;
+}
+
+function connectRequest(id: number, rttMs?: number): StunMessage {
+  const request = StunMessage.request(Method.Connect);
+  addUri(request, BOB);
+  addAttemptId(request, new Uint8Array(16).fill(id));
+  addXorAddress(request, AttrType.PrivateEndpoint, at('192.168.1.2', 40_000));
+  if (rttMs !== undefined) addU32(request, AttrType.ConnectRtt, rttMs);
+  return request;
+}
+
+/** A mapping probe of the initiator of attempt `id` from `from`. */
+function initiatorProbe(h: Harness, id: number, from: TransportAddress): void {
+  const probe = StunMessage.request(Method.MappingProbe);
+  addAttemptId(probe, new Uint8Array(16).fill(id));
+  addRole(probe, 'initiator');
+  h.rendezvous.mappingProbe(new FakeChannel(h.clock, from), probe);
+}
+
+/** A first warm attempt from A:40000, whose mapping probe teaches the broker A's NAT (eim). */
+async function firstAttempt(h: Harness): Promise<FakeChannel> {
+  await warmStandby(h);
+  const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
+  const connecting = h.rendezvous.connect(initiator, connectRequest(1, 10));
+  await settle();
+  assert.equal(initiator.answer, undefined, "waiting for the initiator's probe");
+  initiatorProbe(h, 1, at(A, 40_000));
+  await connecting;
+  return initiator;
+}
+
+const scheduledEvents = (h: Harness): Array<Extract<RendezvousEvent, { type: 'scheduled' }>> =>
+  h.events.filter((e): e is Extract<RendezvousEvent, { type: 'scheduled' }> => e.type === 'scheduled');
+
+describe('standby table: grants, proof, refreshes', () => {
+  test('granted while under the cap; at the cap another URI is refused, the same URI replaces its own', async () => {
+    const h = await harness(1);
+    assert.equal(h.rendezvous.standbyGrant(), 1);
+    const first = await standby(h, BOB, h.keys.get(BOB));
+    assert.equal(answerOf(first).cls, MessageClass.SuccessResponse);
+    assert.equal(getU32Attr(answerOf(first), AttrType.StandbyRefreshMs), STANDBY_REFRESH_MS);
+    assert.equal(getU32Attr(answerOf(first), AttrType.AlternatePort), 3479);
+    assert.deepEqual(first.sentOptions[0]?.integritySha256Key, h.keys.get(BOB), 'the answer is under the session key');
+    assert.equal(h.rendezvous.standbyGrant(), 0, 'at the cap a registration is granted none');
+    const other = await standby(h, CAROL, h.keys.get(CAROL));
+    assert.equal(getErrorCode(answerOf(other))?.code, StunErrorCode.ServerError);
+    assert.ok(other.ended);
+    const again = await standby(h, BOB, h.keys.get(BOB), 50_002);
+    assert.equal(answerOf(again).cls, MessageClass.SuccessResponse);
+    assert.ok(first.ended, 'the old standby of the URI is closed');
+    assert.equal(h.rendezvous.standbys, 1);
+  });
+
+  test('unproven, proven for another URI, unknown, or over a control connection: refused and closed', async () => {
+    const h = await harness();
+    const cases: Array<[string, Buffer | undefined, number]> = [
+      [BOB, undefined, StunErrorCode.Forbidden],
+      [BOB, randomBytes(32), StunErrorCode.Forbidden],
+      // Carol's holder proves Carol's session, not Bob's.
+      [BOB, h.keys.get(CAROL), StunErrorCode.Forbidden],
+      ['nattrav://nobody', randomBytes(32), StunErrorCode.NotFound],
+      ['nattrav://control', h.keys.get('nattrav://control'), StunErrorCode.Forbidden],
+    ];
+    for (const [uri, key, code] of cases) {
+      const channel = await standby(h, uri, key);
+      assert.equal(getErrorCode(answerOf(channel))?.code, code, `${uri} under ${key === undefined ? 'no key' : 'a key'}`);
+      assert.ok(channel.ended);
+    }
+    assert.equal(h.rendezvous.standbys, 0);
+  });
+
+  test('refreshed at once and every interval; an unanswered refresh, a session gone or a withdrawal drops it', async () => {
+    const h = await harness();
+    const channel = await standby(h, BOB, h.keys.get(BOB));
+    assert.equal(channel.requested.length, 1, 'the first refresh at once');
+    assert.equal(channel.requested[0]?.method, Method.StandbyRefresh);
+    await h.clock.advance(50 + STANDBY_REFRESH_MS);
+    assert.equal(channel.requested.length, 2);
+    // The session ends (withdrawn): the next refresh's check drops the standby.
+    h.keys.delete(BOB);
+    await h.clock.advance(50);
+    assert.ok(channel.ended);
+    assert.equal(h.rendezvous.standbys, 0);
+
+    // A withdrawal closes it at once, not at the next refresh.
+    const withdrawn = await standby(h, CAROL, h.keys.get(CAROL), 50_006);
+    h.rendezvous.withdrawn(CAROL);
+    assert.ok(withdrawn.ended);
+    assert.equal(h.rendezvous.standbys, 0);
+
+    const silent = await standby(h, CAROL, h.keys.get(CAROL), 50_000, STANDBY_REFRESH_TIMEOUT_MS + 1_000);
+    await h.clock.advance(STANDBY_REFRESH_TIMEOUT_MS);
+    assert.ok(silent.ended, 'a standby that does not answer its refresh is dropped');
+    assert.equal(h.rendezvous.standbys, 0);
+  });
+});
+
+describe('a warm attempt', () => {
+  test('answered down the standby the moment the Connect arrives: no ConnectionRequest, no Probe, delays from both round trips', async () => {
+    const h = await harness();
+    await firstAttempt(h);
+    // The initiator's NAT is remembered from that attempt: nothing to wait for.
+    const standbyChannel = await warmStandby(h, BOB, 50_004);
+    const initiator = new FakeChannel(h.clock, at(A, 40_010), 10);
+    await h.rendezvous.connect(initiator, connectRequest(2, 10));
+    assert.equal(h.notified.length, 0, 'no ConnectionRequest');
+    assert.equal(initiator.requested.length, 0, 'no Probe of the initiator');
+    const answer = answerOf(initiator);
+    assert.equal(answer.cls, MessageClass.SuccessResponse, 'answered with no time passing');
+    const down = standbyChannel.sent.find((m) => m.method === Method.StandbyAttempt);
+    assert.ok(down !== undefined && down.cls === MessageClass.Request, 'the recipient is answered down its standby');
+    assert.deepEqual(standbyChannel.sentOptions[standbyChannel.sent.indexOf(down)]?.integritySha256Key, h.keys.get(BOB));
+    // One-way 5 ms to the initiator, 25 ms to the recipient: the initiator waits 20 ms.
+    assert.equal(getU32Attr(answer, AttrType.StartDelay), 20);
+    assert.equal(getU32Attr(down, AttrType.StartDelay), 0);
+    const id = getAttemptId(down) as Uint8Array;
+    assert.ok(openSecret(recipientSealKey(h.keys.get(BOB), id), down.get(AttrType.AttemptSecret) as Uint8Array, id) !== undefined);
+    assert.ok(standbyChannel.ended && initiator.ended, 'the broker closes both first');
+    const scheduled = scheduledEvents(h).at(-1);
+    assert.equal(scheduled?.warm, true);
+    assert.equal(scheduled?.rttRecipientMs, 50, 'the refresh measured it');
+    assert.equal(h.rendezvous.standbys, 0, 'used: the recipient opens the next one');
+  });
+
+  test('a new initiator NAT: its mapping probe is waited for, then remembered for its next attempt', async () => {
+    const h = await harness();
+    const initiator = await firstAttempt(h);
+    assert.equal(answerOf(initiator).cls, MessageClass.SuccessResponse);
+    assert.equal(scheduledEvents(h).at(-1)?.initiatorMapping, 'eim');
+    // The next attempt from that NAT needs no probe (and the recipient's next standby comes).
+    await warmStandby(h, BOB, 50_004);
+    const next = new FakeChannel(h.clock, at(A, 40_010), 10);
+    await h.rendezvous.connect(next, connectRequest(2, 10));
+    assert.equal(answerOf(next).cls, MessageClass.SuccessResponse, 'answered at once');
+    assert.equal(h.notified.length, 0);
+  });
+
+  test('no usable standby (its mapping probe never came, or a CONNECT-RTT out of range is probed): the old paths', async () => {
+    const h = await harness();
+    const cold = await standby(h, BOB, h.keys.get(BOB));
+    await h.clock.advance(5_000); // the probe wait ends with no probe
+    const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
+    await h.rendezvous.connect(initiator, connectRequest(1, 10));
+    assert.equal(h.notified.length, 1, 'a ConnectionRequest: the standby\'s mapping is unknown');
+    assert.equal(cold.ended, false, 'the standby stays for later');
+
+    const w = await harness();
+    await firstAttempt(w);
+    await warmStandby(w, BOB, 50_004);
+    const liar = new FakeChannel(w.clock, at(A, 40_010), 10);
+    const connecting = w.rendezvous.connect(liar, connectRequest(2, 999_999));
+    await settle();
+    assert.equal(liar.requested[0]?.method, Method.Probe, 'a CONNECT-RTT past the bound is not believed: the broker probes');
+    await w.clock.advance(10);
+    await connecting;
+    assert.equal(getU32Attr(answerOf(liar), AttrType.StartDelay), 20);
+  });
+});
+
+describe('mapping memory', () => {
+  test('bounded, oldest out; expires; remembers only what needs no fresh probe', () => {
+    const memory = new MappingMemory(2, 1_000);
+    memory.record('192.0.2.1', { kind: 'eim' }, 0);
+    memory.record('192.0.2.2', { kind: 'none' }, 10);
+    memory.record('192.0.2.3', { kind: 'eim' }, 20);
+    assert.equal(memory.size, 2);
+    assert.equal(memory.known('192.0.2.1', 30), undefined, 'the oldest went');
+    assert.deepEqual(memory.known('192.0.2.2', 30), { kind: 'none' });
+    assert.equal(memory.known('192.0.2.3', 1_020), undefined, 'expired');
+    memory.record('192.0.2.4', { kind: 'sequential', step: 1 }, 0);
+    assert.equal(memory.known('192.0.2.4', 1), undefined, 'prediction needs fresh ports');
+    memory.record('192.0.2.2', { kind: 'unknown' }, 20);
+    assert.deepEqual(memory.known('192.0.2.2', 30), { kind: 'none' }, 'no probe teaches nothing');
+    assert.equal(MAPPING_MEMORY_TTL_MS, 600_000);
+  });
+});
