@@ -13,7 +13,7 @@ import { after, describe, test } from 'node:test';
 import type { BrokerEvent } from '../../src/broker/events.js';
 import { StunChannel } from '../../src/common/stun-channel.js';
 import { connect } from '../../src/peer/connect.js';
-import { helloAsInitiator, helloAsRecipient } from '../../src/peer/punch.js';
+import { helloAsInitiator, helloAsRecipient } from '../../src/peer/hello.js';
 import { readOneMessage } from '../../src/peer/sockets.js';
 import { ATTEMPT_SECRET_LENGTH, newAttemptSecret, openSecret, recipientSealKey, sealSecret } from '../../src/security/attempt-secret.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
@@ -156,17 +156,17 @@ describe('attempts bound to their peers', () => {
     closers.push(first.close);
     first.b.on('error', () => undefined);
     void readOneMessage(first.b, AbortSignal.timeout(5_000)).then((hello) => first.b.write(encodeMessage(hello.successResponse(), { fingerprint: true })));
-    await assert.rejects(helloAsInitiator(first.a, attempt, AbortSignal.timeout(5_000), true), /did not prove the attempt secret: it is not the recipient/);
+    await assert.rejects(helloAsInitiator(first.a, attempt, AbortSignal.timeout(5_000), 'tls-answered'), /did not prove the attempt secret: it is not the recipient/);
     // An impostor that knows the attempt ID (but not the secret) starts a Hello at the recipient.
     const second = await socketPair();
     closers.push(second.close);
     second.a.on('error', () => undefined);
     const recipientSide = helloAsRecipient(second.b, attempt, AbortSignal.timeout(5_000), true);
-    void helloAsInitiator(second.a, impostor, AbortSignal.timeout(5_000), true).catch(() => undefined);
+    void helloAsInitiator(second.a, impostor, AbortSignal.timeout(5_000), 'tls-flight').catch(() => undefined);
     await assert.rejects(recipientSide, /did not prove the attempt secret: it is not the initiator/);
     // The two real peers prove it to each other.
     const third = await socketPair();
     closers.push(third.close);
-    await Promise.all([helloAsInitiator(third.a, attempt, AbortSignal.timeout(5_000), true), helloAsRecipient(third.b, attempt, AbortSignal.timeout(5_000), true)]);
+    await Promise.all([helloAsInitiator(third.a, attempt, AbortSignal.timeout(5_000), 'tls-answered'), helloAsRecipient(third.b, attempt, AbortSignal.timeout(5_000), true)]);
   });
 });
