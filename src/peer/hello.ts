@@ -140,12 +140,12 @@ export async function helloAsInitiator(socket: Socket, attempt: HelloAttempt, si
 
 /** `plain`, initiator side: the recipient's proof is a Hello indication for this attempt with ROLE recipient. */
 function checkRecipientProof(proof: StunMessage, attempt: HelloAttempt): void {
+  // Our own Hello sent back to us has integrity under the secret too: its role (and class) tell it apart.
+  if (getRole(proof) === 'initiator') throw new NattravError(ErrorCode.Protocol, 'the peer sent a proof that is not the recipient\'s (our own Hello reflected?)');
   const id = proof.method === Method.Hello ? getAttemptId(proof) : undefined;
-  if (proof.cls !== MessageClass.Indication || id === undefined || !Buffer.from(id).equals(Buffer.from(attempt.attemptId))) {
+  if (proof.cls !== MessageClass.Indication || getRole(proof) !== 'recipient' || id === undefined || !Buffer.from(id).equals(Buffer.from(attempt.attemptId))) {
     throw new NattravError(ErrorCode.Protocol, 'the peer sent no proof for this attempt: it is not the recipient of this attempt');
   }
-  // Our own Hello sent back to us has integrity under the secret too: only the role tells it apart.
-  if (getRole(proof) !== 'recipient') throw new NattravError(ErrorCode.Protocol, 'the peer sent a proof that is not the recipient\'s (our own Hello reflected?)');
   if (getSecurityMode(proof) !== SecurityMode.PlainProofs) throw securityMismatch(false, 'recipient');
 }
 
@@ -165,6 +165,7 @@ export async function helloAsRecipient(socket: Socket, attempt: HelloAttempt, si
     socket.write(sealed(proof, attempt));
   }
   const hello = await readOneMessage(socket, signal);
+  if (getRole(hello) === 'recipient') throw new NattravError(ErrorCode.Protocol, 'the connecting peer sent a recipient\'s Hello (our own proof reflected?)');
   const id = hello.method === Method.Hello && hello.cls === MessageClass.Request ? getAttemptId(hello) : undefined;
   if (id === undefined || !Buffer.from(id).equals(Buffer.from(attempt.attemptId))) {
     throw new NattravError(ErrorCode.Protocol, 'the connecting peer sent no Hello for this attempt');
@@ -172,7 +173,6 @@ export async function helloAsRecipient(socket: Socket, attempt: HelloAttempt, si
   if (!verifyMessageIntegritySha256(hello, attempt.attemptSecret)) {
     throw new NattravError(ErrorCode.Protocol, 'the connecting peer did not prove the attempt secret: it is not the initiator of this attempt');
   }
-  if (getRole(hello) === 'recipient') throw new NattravError(ErrorCode.Protocol, 'the connecting peer sent a recipient\'s Hello (our own proof reflected?)');
   const theirs = getSecurityMode(hello) ?? SecurityMode.Plain;
   if (isTls(theirs) !== tls) {
     const refusal = hello.errorResponse(StunErrorCode.Forbidden, tls ? 'TLS required' : 'plain TCP required');

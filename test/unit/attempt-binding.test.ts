@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect as netConnect, createServer as createTcpServer, type Server, type Socket } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -21,7 +21,7 @@ import { RelayHub } from '../../src/broker/relay.js';
 import { ATTEMPT_ID_LENGTH, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addRole, getErrorCode } from '../../src/wire/nattrav.js';
-import { startBroker, startRecipient } from '../helpers/loopback.js';
+import { socketPair, startBroker, startRecipient } from '../helpers/loopback.js';
 
 const keyDir = mkdtempSync(join(tmpdir(), 'nattrav-binding-'));
 
@@ -39,16 +39,6 @@ async function ask(address: string, message: StunMessage): Promise<StunMessage> 
   } finally {
     channel.destroy();
   }
-}
-
-/** A connected pair of loopback TCP sockets. */
-async function socketPair(): Promise<{ a: Socket; b: Socket; close: () => void }> {
-  const server: Server = createTcpServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
-  const a = netConnect({ host: '127.0.0.1', port: (server.address() as { port: number }).port });
-  const b = await accepted;
-  return { a, b, close: () => (a.destroy(), b.destroy(), server.close()) };
 }
 
 describe('attempts bound to their peers', () => {
