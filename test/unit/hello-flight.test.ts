@@ -20,10 +20,10 @@ import { readOneMessage } from '../../src/peer/sockets.js';
 import { newAttemptSecret } from '../../src/security/attempt-secret.js';
 import { newSelfCertifyingIdentity, type Identity } from '../../src/security/identity.js';
 import { secureConnection } from '../../src/security/tls.js';
-import { encodeMessage } from '../../src/wire/codec.js';
+import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, SecurityMode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
-import { addAttemptId, addU32, getRole } from '../../src/wire/nattrav.js';
+import { addAttemptId, addU32, getRole, getSecurityMode } from '../../src/wire/nattrav.js';
 import { socketPair, startBroker, startRecipient, until } from '../helpers/loopback.js';
 
 /** The first byte of a TLS handshake record (RFC 8446 section 5.1, ContentType handshake). */
@@ -71,6 +71,19 @@ describe('the Hello without its own round trip', () => {
 
   const tlsClient = (socket: Socket): ReturnType<typeof secureConnection> =>
     secureConnection(socket, { role: 'initiator', identity: initiatorId, expectedPeerUri: recipientId.uri, signal: signal() });
+
+  test('SECURITY on the wire: u32 0x4e12, 2 = the TLS flight, 3 = plain proofs; an unknown value is malformed', () => {
+    for (const [value, mode] of [[2, SecurityMode.TlsFlight], [3, SecurityMode.PlainProofs]] as const) {
+      // Type 0x3816 (Hello 0xe06 as an indication, RFC 8489 section 5), length 8, cookie, a zero transaction ID; SECURITY (0x4e12), length 4, the value.
+      const bytes = Buffer.from(`381600082112a442${'00'.repeat(12)}4e120004${value.toString(16).padStart(8, '0')}`, 'hex');
+      const message = decodeMessage(bytes);
+      assert.equal(message.method, Method.Hello);
+      assert.equal(message.cls, MessageClass.Indication);
+      assert.equal(getSecurityMode(message), mode);
+    }
+    const unknown = Buffer.from(`381600082112a442${'00'.repeat(12)}4e12000400000004`, 'hex');
+    assert.throws(() => getSecurityMode(decodeMessage(unknown)), /SECURITY 4 is not a known mode/);
+  });
 
   test('which Hello the initiator runs: plain without TLS; the flight only with one candidate and a checked recipient key', () => {
     assert.equal(initiatorHello(false, 'direct', true), 'plain');
