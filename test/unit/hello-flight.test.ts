@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { connect as tlsConnect, createServer as createTlsServer, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -239,5 +240,41 @@ describe('the Hello without its own round trip', () => {
     const proof = await readOneMessage(a, signal());
     assert.equal(proof.cls, MessageClass.Indication);
     assert.equal(getRole(proof), 'recipient');
+  });
+
+  test('why TLS resumption stays off: on a resumed TLS 1.3 session Node gives the client no peer certificate', async () => {
+    const seenByServer: Array<PeerCertificate | undefined> = [];
+    const server = createTlsServer({ key: recipientId.keyPem, cert: recipientId.certPem, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' }, (socket) => {
+      seenByServer.push(socket.getPeerX509Certificate() === undefined ? undefined : socket.getPeerCertificate());
+      socket.end('x');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    closers.push(() => server.close());
+    const port = (server.address() as { port: number }).port;
+    let session: Buffer | undefined;
+    const once = (): Promise<{ reused: boolean; peer: unknown }> =>
+      new Promise((resolve, reject) => {
+        const socket: TLSSocket = tlsConnect({ host: '127.0.0.1', port, key: initiatorId.keyPem, cert: initiatorId.certPem, rejectUnauthorized: false, checkServerIdentity: () => undefined, ...(session === undefined ? {} : { session }) });
+        let result: { reused: boolean; peer: unknown } | undefined;
+        socket.once('secureConnect', () => (result = { reused: socket.isSessionReused(), peer: socket.getPeerX509Certificate() }));
+        socket.on('session', (ticket: Buffer) => (session = ticket));
+        socket.on('error', reject);
+        socket.resume();
+        // The ticket comes after the handshake: wait for the server's end, which follows it.
+        socket.once('end', () => {
+          socket.end();
+          if (result === undefined) reject(new Error('no handshake'));
+          else resolve(result);
+        });
+      });
+    const first = await once();
+    assert.equal(first.reused, false);
+    assert.ok(first.peer !== undefined, 'a full handshake shows the recipient\'s certificate');
+    assert.ok(session !== undefined, 'the server sent a ticket');
+    const resumed = await once();
+    assert.equal(resumed.reused, true);
+    assert.equal(resumed.peer, undefined, 'if Node now re-establishes the peer on resumption, reconsider README "The Hello"');
+    assert.equal(seenByServer.length, 2);
+    assert.ok(seenByServer[1] !== undefined, 'the server still sees the client\'s certificate, from the ticket');
   });
 });
