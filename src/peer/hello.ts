@@ -4,7 +4,8 @@
  * MESSAGE-INTEGRITY-SHA256 under that secret), and what each side runs after it (SECURITY),
  * so a plain peer and a TLS peer fail with a reason instead of garbage.
  *
- * It costs no round trip of its own (issue 13). Three ways, named by the initiator's SECURITY:
+ * Wherever it can, it costs no round trip of its own (issue 13). Three ways, named by the
+ * initiator's SECURITY:
  *
  * - `tls-flight` (SecurityMode.TlsFlight), the TLS default:
  *   1. The initiator writes its Hello request and, without waiting, its TLS ClientHello.
@@ -13,7 +14,7 @@
  *      broker gave (PEER-KEY), authenticates it, which is what its answer used to prove.
  *      Used only where that check exists and the initiator has one candidate connection
  *      (see {@link initiatorHello}); a refusal is a STUN message, which the initiator's TLS
- *      layer sees as a non-TLS record ({@link explainTlsFlightFailure} reports it).
+ *      layer sees as a non-TLS record (secure.ts's explainTlsFlightFailure reports it).
  * - `tls-answered` (SecurityMode.Tls), the request/response of older nattrav:
  *   1. The initiator writes its Hello request. 2. The recipient answers with a success
  *   response under the secret. Then TLS. Used where a race must tell which candidate is the
@@ -70,7 +71,7 @@ export function initiatorHello(tls: boolean, strategy: StrategyName, recipientKe
   return recipientKeyChecked && ONE_CANDIDATE.has(strategy) ? 'tls-flight' : 'tls-answered';
 }
 
-/** Sockets whose Hello announced the TLS flight: a TLS failure on them is explained by {@link explainTlsFlightFailure}. */
+/** Sockets whose Hello announced the TLS flight: a TLS failure on them is explained by secure.ts (explainTlsFlightFailure). */
 const tlsFlights = new WeakSet<Socket>();
 
 /** What a recipient running nattrav before these Hellos does with one: it does not know their SECURITY and closes. */
