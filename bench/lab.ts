@@ -32,6 +32,7 @@ function skippedRows(why: string): Figure[] {
   return [
     skipped('lab', 'lab.setup.p50', 'Direct setup time p50', 'ms', why, SETUP_TARGET),
     skipped('lab', 'lab.setup.p99', 'Direct setup time p99', 'ms', why),
+    skipped('lab', 'lab.setup.tls', 'Direct setup with TLS p50/p99', 'ms', why),
     skipped('lab', 'lab.direct', 'Direct connection throughput in the lab (ratio to plain TCP)', 'MB/s', why, THROUGHPUT_TARGET),
     skipped('lab', 'lab.tcp', 'Plain TCP throughput on the same lab path', 'MB/s', why),
   ];
@@ -82,6 +83,14 @@ async function runLab(config: LabRunConfig): Promise<LabRunResult> {
   return result;
 }
 
+/** The TLS setups' note: p99, the TLS handshake's share (ConnectionInfo.tlsMs) and how many were not direct. */
+function tlsNote(result: Extract<LabRunResult, { tlsSetupMs: number[] }>): string {
+  const p99 = quantile(result.tlsSetupMs, 0.99).toFixed(0);
+  const handshake = quantile(result.tlsHandshakeMs, 0.5).toFixed(0);
+  const notDirect = result.tlsPaths.filter((p) => p !== 'direct').length;
+  return `p99 ${p99} ms; TLS handshake p50 ${handshake} ms of it; ${result.tlsSetupMs.length} attempts, ${notDirect} not direct`;
+}
+
 /** The lab benchmark. */
 export const labBench: Bench = {
   name: 'lab',
@@ -102,6 +111,7 @@ export const labBench: Bench = {
       figure({ bench: 'lab', id: 'lab.setup.minimum', label: 'Protocol minimum of a direct setup (see Method)', value: minimum.totalMs, unit: 'ms', note: `${minimum.totalCrossings} one-way crossings x ${WAN_DELAY_MS} ms` }),
       figure({ bench: 'lab', id: 'lab.setup.p50', label: 'Direct setup time p50 (ratio to the minimum)', value: p50, unit: 'ms', compared: p50 / minimum.totalMs, target: SETUP_TARGET, note: over }),
       figure({ bench: 'lab', id: 'lab.setup.p99', label: 'Direct setup time p99 (ratio to the minimum)', value: p99, unit: 'ms', compared: p99 / minimum.totalMs, note: over }),
+      figure({ bench: 'lab', id: 'lab.setup.tls', label: 'Direct setup with TLS p50/p99 (value: p50)', value: quantile(result.tlsSetupMs, 0.5), unit: 'ms', note: tlsNote(result) }),
       figure({ bench: 'lab', id: 'lab.direct', label: 'Direct connection throughput in the lab (ratio to plain TCP)', value: result.directMBps, unit: 'MB/s', compared: result.directMBps / result.tcpMBps, target: THROUGHPUT_TARGET, note: `${size}, path ${result.directPath}` }),
       figure({ bench: 'lab', id: 'lab.tcp', label: 'Plain TCP throughput on the same lab path', value: result.tcpMBps, unit: 'MB/s', note: size }),
     ];

@@ -1,12 +1,12 @@
 /**
  * The peers of the lab benchmark, run inside the lab's namespaces (bench/lab-run.ts). One
  * JSON argument says what to be; every result is one JSON line on stdout:
- * - `{"mode":"recipient","broker":B,"uri":U,"keyDir":D}`: createServer (plain TCP); prints
+ * - `{"mode":"recipient","broker":B,"uri":U,"keyDir":D[,"tls":true]}`: createServer (plain TCP, or TLS); prints
  *   `{"event":"listening"}`, then `{"event":"received","bytes":N,"ms":T}` for each connection
  *   that carried bytes (T: first byte to end).
  * - `{"mode":"sink","port":P}`: a plain TCP server on 0.0.0.0:P, the same lines.
- * - `{"mode":"setup","broker":B,"uri":U,"count":N}`: N connect() calls in a row; prints
- *   `{"event":"setups","ms":[...],"paths":[...]}`.
+ * - `{"mode":"setup","broker":B,"uri":U,"count":N[,"tls":true]}`: N connect() calls in a row; prints
+ *   `{"event":"setups","ms":[...],"paths":[...],"tlsMs":[...]}` (tlsMs: the TLS handshakes, with TLS).
  * - `{"mode":"send","broker":B,"uri":U,"bytes":N}` / `{"mode":"tcp-send","host":H,"port":P,"bytes":N}`:
  *   one connection, N bytes, then `{"event":"sent"}`.
  */
@@ -18,9 +18,9 @@ import { sendBytes } from '../lib/transfer.js';
 
 /** What lab-run passes. */
 export type LabPeerConfig =
-  | { mode: 'recipient'; broker: string; uri: string; keyDir: string }
+  | { mode: 'recipient'; broker: string; uri: string; keyDir: string; tls?: boolean }
   | { mode: 'sink'; port: number }
-  | { mode: 'setup'; broker: string; uri: string; count: number }
+  | { mode: 'setup'; broker: string; uri: string; count: number; tls?: boolean }
   | { mode: 'send'; broker: string; uri: string; bytes: number }
   | { mode: 'tcp-send'; host: string; port: number; bytes: number };
 
@@ -46,7 +46,7 @@ function count(socket: Socket): void {
 const config = JSON.parse(process.argv[2] ?? '{}') as LabPeerConfig;
 switch (config.mode) {
   case 'recipient': {
-    const server = createServer({ broker: config.broker, uri: config.uri, tls: false, keyDir: config.keyDir }, count);
+    const server = createServer({ broker: config.broker, uri: config.uri, tls: config.tls === true, keyDir: config.keyDir }, count);
     server.once('listening', () => print({ event: 'listening' }));
     server.listen();
     break;
@@ -59,15 +59,17 @@ switch (config.mode) {
   case 'setup': {
     const ms: number[] = [];
     const paths: string[] = [];
+    const tlsMs: number[] = [];
     for (let i = 0; i < config.count; i++) {
       const started = performance.now();
-      const socket = await connect({ broker: config.broker, uri: config.uri, tls: false, knownKeysFile: false });
+      const socket = await connect({ broker: config.broker, uri: config.uri, tls: config.tls === true, knownKeysFile: false });
       ms.push(performance.now() - started);
       paths.push(socket.nattrav.path);
+      if (socket.nattrav.tlsMs !== undefined) tlsMs.push(socket.nattrav.tlsMs);
       socket.destroy();
       await new Promise((resolve) => setTimeout(resolve, BETWEEN_SETUPS_MS));
     }
-    print({ event: 'setups', ms, paths });
+    print({ event: 'setups', ms, paths, tlsMs });
     process.exit(0);
     break;
   }

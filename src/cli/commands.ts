@@ -37,6 +37,7 @@ function infoFields(info: ConnectionInfo): Record<string, unknown> {
     public: formatEndpoint(info.publicEndpoint),
     setupMs: info.setupMs,
     traversalMs: info.traversalMs,
+    ...(info.tlsMs === undefined ? {} : { tlsMs: info.tlsMs }),
     attempts: info.attempts,
   };
 }

@@ -33,8 +33,12 @@ export interface MinimumSetup {
   readonly cold: { readonly steps: readonly SetupStep[]; readonly totalCrossings: number; readonly totalMs: number };
 }
 
-/** The Hello after the simultaneous open (the last step of both paths). */
-const HELLO_CROSSINGS = 4;
+/**
+ * The attempt's proofs after the simultaneous open (the last step of both paths): without
+ * TLS both peers write theirs the moment the connection is up, so they cross, one peer
+ * one-way delay (peer/hello.ts); it was a request and its answer (4) before.
+ */
+const HELLO_CROSSINGS = 2;
 
 /** The critical path with a warm recipient (README "Standby exchanges"), in one-way link crossings. */
 const warmPath: ReadonlyArray<readonly [string, number]> = [
@@ -43,7 +47,7 @@ const warmPath: ReadonlyArray<readonly [string, number]> = [
   ["answers to both at once (the recipient's down its standby)", 1],
   ['the SYNs cross both NATs (each crosses two links)', 2],
   ['SYN/ACKs of the simultaneous open', 2],
-  ['Hello(attempt ID) and its success response', HELLO_CROSSINGS],
+  ['the two proofs (Hello) cross, written at once by both', HELLO_CROSSINGS],
 ];
 
 /** The critical path with a cold recipient (README "How a connection is made"), in one-way link crossings. */
@@ -57,7 +61,7 @@ const coldPath: ReadonlyArray<readonly [string, number]> = [
   ['answers with the peer endpoints and start delays', 1],
   ['the SYNs cross both NATs (each crosses two links)', 2],
   ['SYN/ACKs of the simultaneous open', 2],
-  ['Hello(attempt ID) and its success response', HELLO_CROSSINGS],
+  ['the two proofs (Hello) cross, written at once by both', HELLO_CROSSINGS],
 ];
 
 /** Computes {@link MinimumSetup} for a one-way delay of `delayMs` per site link. */

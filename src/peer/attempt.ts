@@ -11,7 +11,7 @@ import type { StunMessage } from '../wire/message.js';
 import type { Dialer } from './dialer.js';
 import { runExchange, type ExchangeResult } from './exchange.js';
 import { attachInfo, type ConnectionRole, type NattravSocket, type StrategyTrace } from './info.js';
-import { helloAsInitiator, helloAsRecipient } from './punch.js';
+import { helloAsInitiator, helloAsRecipient, initiatorHello } from './hello.js';
 import { STRATEGIES } from './strategies/index.js';
 import { relayQuotaOf } from './strategies/relay.js';
 import type { SocketBudget } from './strategies/socket-budget.js';
@@ -50,6 +50,12 @@ export interface AttemptParams extends BaseAttemptParams {
   readonly trace: readonly StrategyTrace[];
   /** Whether TLS follows the Hello (announced in it, so a mismatch fails on both sides with a reason). */
   readonly tls: boolean;
+  /**
+   * Initiator with TLS: whether its TLS check will authenticate the recipient's key for this
+   * exchange (a self-certifying URI, a CA, a pinned key, or the broker's PEER-KEY); only then may
+   * the Hello ride with the ClientHello unanswered (hello.ts). @default false
+   */
+  readonly recipientKeyChecked?: (exchange: ExchangeResult) => boolean;
   /** The recipient's listener on its gateway-mapped port (path `portmap`), when it holds a mapping. */
   readonly mappedInbound?: MappedInbound;
   /** The recipient's BIND at its SOCKS5 proxy (path `socks5-bind`), when it holds one. */
@@ -127,6 +133,7 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
   const strategy = exchange.strategy;
   const strategyStarted = performance.now();
   params.onTrace?.({ attempt: params.attempt, strategy, outcome: 'started', ms: 0 });
+  const hello = initiator ? initiatorHello(params.tls, strategy, params.recipientKeyChecked?.(exchange) ?? false) : undefined;
   const limitMs = strategyTimeoutMs(exchange, role, params.punchTimeoutMs, params.exchangeTimeoutMs);
   const phase = startPhase(signal, limitMs, `connecting ${initiator ? 'to' : 'for'} ${uri} by strategy ${strategy}`);
   let socket: Socket;
@@ -142,8 +149,8 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
       ...(params.boundInbound === undefined ? {} : { boundInbound: params.boundInbound }),
       signal: phase.signal,
       verify: (candidate) =>
-        initiator
-          ? helloAsInitiator(candidate, exchange, phase.signal, params.tls)
+        hello !== undefined
+          ? helloAsInitiator(candidate, exchange, phase.signal, hello)
           : helloAsRecipient(candidate, exchange, phase.signal, params.tls),
     });
   } catch (err) {

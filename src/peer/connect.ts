@@ -101,6 +101,8 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   let tlsReady = tlsWanted !== undefined && secureModule !== undefined ? tlsSettings(tlsWanted) : undefined;
   // Awaited once the attempt has a connection, and its failure surfaces there; none, if no attempt gets that far.
   tlsReady?.catch(() => undefined);
+  // TLS will check the recipient's key whatever the broker says (the one-flight Hello needs that, hello.ts).
+  const keyChecked = uriKeyFingerprint(uri) !== undefined || pinned !== undefined || hasCa(tlsWanted);
   const knownKeysFile = options.knownKeysFile === false ? undefined : (options.knownKeysFile ?? defaultKnownKeysFile());
   const started = performance.now();
   const whole = startPhase(options.signal, timeoutMs, `connecting to ${uri}`);
@@ -126,6 +128,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
       try {
         const socket = await runAttempt({
           broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tlsWanted !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
+          recipientKeyChecked: (exchange) => keyChecked || exchange.peerKeyFingerprint !== undefined,
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           dialer: reach,
           onTrace: (event) => {
@@ -220,6 +223,11 @@ async function expectedRecipientKey(
     ...(remembered === undefined ? {} : { remembered }),
     ...(options.knownKeysFile === undefined ? {} : { file: options.knownKeysFile }),
   });
+}
+
+/** True when `tls` names trust anchors (its own or its identity's): a CA then vouches for the recipient's name. */
+function hasCa(tls: true | PeerTls | undefined): boolean {
+  return typeof tls === 'object' && ((tls.ca?.length ?? 0) > 0 || (tls.identity?.ca.length ?? 0) > 0);
 }
 
 /** Our identity and trust anchors for TLS, and the function that runs it. */

@@ -50,6 +50,8 @@ export interface ConnectionInfo {
   readonly setupMs: number;
   /** Milliseconds of that until the traversal was done (the Hello), before TLS: what the protocol's floor bounds. */
   readonly traversalMs: number;
+  /** With TLS: milliseconds the TLS handshake took (with its certificate checks and confirmation), part of `setupMs`. */
+  readonly tlsMs?: number;
   /** Which attempt succeeded (1 = the first). The recipient sees 1: each attempt is new to it. */
   readonly attempts: number;
   /** The attempt ID, hex. */

@@ -5,20 +5,13 @@
  * NAT is dropped; the other crosses the mapping it opened. We never "SYN, abort,
  * then listen": Linux conntrack marks the listener's SYN/ACK invalid.
  *
- * Then the Hello handshake proves both ends belong to the same attempt:
- * 1. The initiator sends Hello(attempt ID).
- * 2. The recipient checks the ID and answers with a success response.
- * Bytes that follow a Hello on the stream are application data and are put back.
+ * Then the Hello (hello.ts) proves both ends belong to the same attempt.
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { listenOn, plainAddress, readOneMessage } from './sockets.js';
+import { listenOn, plainAddress } from './sockets.js';
 import { formatEndpoint } from '../common/endpoint.js';
 import { abortError, sleep } from '../common/signal.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { encodeMessage, verifyMessageIntegritySha256 } from '../wire/codec.js';
-import { AttrType, MessageClass, Method, SecurityMode, StunErrorCode } from '../wire/constants.js';
-import { StunMessage } from '../wire/message.js';
-import { addAttemptId, addU32, getAttemptId, getSecurityMode, type SecurityModeValue } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 
 /** After a RST (the far side's SYN not sent yet, or a NAT answering), try the same port again this soon. */
@@ -130,71 +123,4 @@ function punchError(params: PunchParams, err: unknown): NattravError {
     `simultaneous open from port ${params.localPort} to ${formatEndpoint(params.remote)} failed: ${code}`,
     { cause: err, address: params.remote.address, port: params.remote.port },
   );
-}
-
-/**
- * What the Hello proves: the attempt ID, and the attempt secret both peers got from the
- * broker (each Hello message carries MESSAGE-INTEGRITY-SHA256 under it), so a bystander
- * who knows the attempt ID can neither start nor answer it.
- */
-export interface HelloAttempt {
-  readonly attemptId: Uint8Array;
-  readonly attemptSecret: Uint8Array;
-}
-
-/** What each side runs after the Hello, so a plain peer and a TLS peer fail with a reason instead of garbage. */
-function securityOf(tls: boolean): SecurityModeValue {
-  return tls ? SecurityMode.Tls : SecurityMode.Plain;
-}
-
-/** The error for a Hello whose SECURITY differs from ours, naming what the other side wants. */
-function securityMismatch(ourTls: boolean, side: 'initiator' | 'recipient'): NattravError {
-  return ourTls
-    ? new NattravError(ErrorCode.PlainRequired, `the ${side} runs without TLS and this side requires it (drop --tls / tls on one side, or add it on the other)`)
-    : new NattravError(ErrorCode.TlsRequired, `the ${side} requires TLS and this side runs without it (use --tls / the tls option on both sides)`);
-}
-
-/** Step 1 (initiator): send Hello (attempt ID, our SECURITY) and wait for the recipient's success response. */
-export async function helloAsInitiator(socket: Socket, attempt: HelloAttempt, signal: AbortSignal, tls: boolean): Promise<void> {
-  const hello = StunMessage.request(Method.Hello);
-  addAttemptId(hello, attempt.attemptId);
-  addU32(hello, AttrType.Security, securityOf(tls));
-  socket.write(encodeMessage(hello, { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
-  const answer = await readOneMessage(socket, signal);
-  // Only the recipient the broker told the secret to can answer with integrity under it.
-  if (!verifyMessageIntegritySha256(answer, attempt.attemptSecret)) {
-    throw new NattravError(ErrorCode.Protocol, 'the peer did not prove the attempt secret: it is not the recipient of this attempt');
-  }
-  const sameTransaction = Buffer.from(answer.transactionId).equals(Buffer.from(hello.transactionId));
-  if (answer.method === Method.Hello && sameTransaction && answer.cls === MessageClass.ErrorResponse) {
-    const theirs = getSecurityMode(answer);
-    if (theirs !== undefined && theirs !== securityOf(tls)) throw securityMismatch(tls, 'recipient');
-  }
-  if (answer.method !== Method.Hello || answer.cls !== MessageClass.SuccessResponse || !sameTransaction) {
-    throw new NattravError(ErrorCode.Protocol, 'the peer did not accept our Hello: it is not the recipient of this attempt');
-  }
-}
-
-/**
- * Step 2 (recipient): wait for the initiator's Hello naming `attemptId` and accept it.
- * A Hello whose SECURITY differs from ours is refused with an error response carrying
- * our own, so both sides report the mismatch.
- */
-export async function helloAsRecipient(socket: Socket, attempt: HelloAttempt, signal: AbortSignal, tls: boolean): Promise<void> {
-  const hello = await readOneMessage(socket, signal);
-  const id = hello.method === Method.Hello && hello.cls === MessageClass.Request ? getAttemptId(hello) : undefined;
-  if (id === undefined || !Buffer.from(id).equals(Buffer.from(attempt.attemptId))) {
-    throw new NattravError(ErrorCode.Protocol, 'the connecting peer sent no Hello for this attempt');
-  }
-  if (!verifyMessageIntegritySha256(hello, attempt.attemptSecret)) {
-    throw new NattravError(ErrorCode.Protocol, 'the connecting peer did not prove the attempt secret: it is not the initiator of this attempt');
-  }
-  const theirs = getSecurityMode(hello) ?? SecurityMode.Plain;
-  if (theirs !== securityOf(tls)) {
-    const refusal = hello.errorResponse(StunErrorCode.Forbidden, tls ? 'TLS required' : 'plain TCP required');
-    addU32(refusal, AttrType.Security, securityOf(tls));
-    await new Promise<void>((resolve) => socket.end(encodeMessage(refusal, { integritySha256Key: attempt.attemptSecret, fingerprint: true }), resolve));
-    throw securityMismatch(tls, 'initiator');
-  }
-  socket.write(encodeMessage(hello.successResponse(), { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
 }

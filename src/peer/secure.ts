@@ -6,7 +6,9 @@ import { performance } from 'node:perf_hooks';
 import { generateKeyPair } from '../security/keys.js';
 import { selfSignedCertificate } from '../security/ca.js';
 import type { Identity } from '../security/identity.js';
-import { secureConnection } from '../security/tls.js';
+import { PEER_CLOSED, secureConnection } from '../security/tls.js';
+import { ErrorCode, NattravError } from '../errors.js';
+import { OLDER_RECIPIENT, sentTlsFlight } from './hello.js';
 import type { VerifiedPeer } from '../security/verify.js';
 import { selfCertifyingUri } from '../security/uri.js';
 import { attachInfo, factsOf, type NattravSocket } from './info.js';
@@ -35,6 +37,7 @@ export async function secure(
   },
 ): Promise<NattravSocket> {
   const role = socket.nattrav.role;
+  const tlsStarted = performance.now();
   const result = await secureConnection(socket, {
     role,
     identity: options.identity,
@@ -43,6 +46,8 @@ export async function secure(
     ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint, keyPinned: options.keyPinned === true }),
     ...(options.signal === undefined ? {} : { signal: options.signal }),
     ...(options.admit === undefined ? {} : { admit: options.admit }),
+  }).catch((err: unknown) => {
+    throw sentTlsFlight(socket) ? explainTlsFlightFailure(err) : err;
   });
   return attachInfo(
     result.socket,
@@ -53,7 +58,31 @@ export async function secure(
       peerVouchedBy: result.vouchedBy,
       tls: true,
       setupMs: Math.round(performance.now() - options.started),
+      tlsMs: Math.round(performance.now() - tlsStarted),
     },
     socket,
+  );
+}
+
+/** TLS errors (Node's codes) that mean the peer answered with bytes that are no TLS record. */
+const NOT_TLS_RECORD: ReadonlySet<string> = new Set(['ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_SSL_PACKET_LENGTH_TOO_LONG']);
+
+/**
+ * What a failed TLS handshake after the one-flight Hello (hello.ts) is reported as. A recipient
+ * that refuses the Hello answers with a STUN message (its refusal, or a plain recipient's proof),
+ * which TLS sees as a record of no known version: that is the security mismatch, reported as
+ * ERR_PLAIN_REQUIRED naming what to change. A close before the TLS answer gets the hint that an
+ * older recipient closes on this Hello. Anything else is `err` itself.
+ */
+export function explainTlsFlightFailure(err: unknown): unknown {
+  if (!(err instanceof NattravError) || err.code !== ErrorCode.Tls) return err;
+  if (err.message === PEER_CLOSED) return new NattravError(ErrorCode.Tls, `${err.message} (${OLDER_RECIPIENT})`, { cause: err });
+  const cause = (err.cause as { code?: string } | undefined)?.code;
+  if (cause === undefined || !NOT_TLS_RECORD.has(cause)) return err;
+  return new NattravError(
+    ErrorCode.PlainRequired,
+    'the recipient runs without TLS and this side requires it (drop --tls / tls on one side, or add it on the other): ' +
+      'it answered our TLS handshake with a plain message (or it runs a nattrav older than the one-flight Hello: upgrade it)',
+    { cause: err },
   );
 }

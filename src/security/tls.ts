@@ -84,7 +84,8 @@ export const REJECT_REASON_MAX_BYTES = 512;
 /** How long a refusing recipient waits for the initiator to close after the reason, in ms (then it closes): one slow round trip. */
 const REJECT_LINGER_MS = 2_000;
 
-const PEER_REJECTED = 'the peer rejected our certificate or closed during the TLS handshake';
+/** The error message when the peer closed during the handshake or before its confirmation. */
+export const PEER_CLOSED = 'the peer rejected our certificate or closed during the TLS handshake';
 
 /**
  * Runs TLS 1.3 with mutual authentication over an already-connected socket.
@@ -117,7 +118,7 @@ export async function secureConnection(socket: Socket, options: SecureConnection
     const swallow = (): void => undefined;
     secured.on('error', swallow);
     await raceAbort(handshake(secured, role), phase.signal, destroy);
-    if (secured.destroyed) throw new NattravError(ErrorCode.Tls, PEER_REJECTED);
+    if (secured.destroyed) throw new NattravError(ErrorCode.Tls, PEER_CLOSED);
     const peerCert = secured.getPeerX509Certificate();
     if (peerCert === undefined) throw new NattravError(ErrorCode.Tls, `the ${role === 'initiator' ? 'recipient' : 'initiator'} sent no certificate`);
     const verified = await raceAbort(
@@ -191,7 +192,7 @@ function handshake(socket: TLSSocket, role: 'initiator' | 'recipient'): Promise<
     };
     const onClose = (): void => {
       cleanup();
-      reject(new NattravError(ErrorCode.Tls, PEER_REJECTED));
+      reject(new NattravError(ErrorCode.Tls, PEER_CLOSED));
     };
     socket.on(doneEvent, onDone);
     socket.on('error', onError);
@@ -220,11 +221,11 @@ function confirmation(socket: TLSSocket): Promise<void> {
     };
     const onClosed = (): void => {
       cleanup();
-      reject(new NattravError(ErrorCode.Tls, PEER_REJECTED));
+      reject(new NattravError(ErrorCode.Tls, PEER_CLOSED));
     };
     const onError = (err: Error): void => {
       cleanup();
-      reject(new NattravError(ErrorCode.Tls, `${PEER_REJECTED} (${err.message})`, { cause: err }));
+      reject(new NattravError(ErrorCode.Tls, `${PEER_CLOSED} (${err.message})`, { cause: err }));
     };
     socket.on('readable', onReadable);
     socket.on('end', onClosed);

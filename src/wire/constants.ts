@@ -304,6 +304,16 @@ export const SecurityMode = {
   Plain: 0,
   /** A mutually authenticated TLS 1.3 handshake follows the Hello. */
   Tls: 1,
+  /**
+   * The TLS 1.3 ClientHello follows the Hello in the same flight and the recipient sends no
+   * answer to it: its TLS server flight is the answer (peer/hello.ts). Older peers do not know it.
+   */
+  TlsFlight: 2,
+  /**
+   * Plain, and both peers write their proof at once instead of a request and a response: the
+   * recipient's is a Hello indication with ROLE recipient (peer/hello.ts). Older peers do not know it.
+   */
+  PlainProofs: 3,
 } as const;
 
 /** nattrav: the length of PEER-KEY (base32 of a SHA-256 digest, unpadded). */

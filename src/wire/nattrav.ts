@@ -191,8 +191,9 @@ export function addRole(msg: StunMessage, role: RoleName): StunMessage {
 export function getSecurityMode(msg: StunMessage): SecurityModeValue | undefined {
   return decodeIfPresent(msg, AttrType.Security, (v) => {
     const mode = decodeU32(v, 'SECURITY');
-    if (mode !== SecurityMode.Plain && mode !== SecurityMode.Tls) throw malformed(`SECURITY ${mode} is not a known mode`);
-    return mode;
+    const known = Object.values(SecurityMode) as readonly number[];
+    if (!known.includes(mode)) throw malformed(`SECURITY ${mode} is not a known mode`);
+    return mode as SecurityModeValue;
   });
 }
 

@@ -1,6 +1,6 @@
 /** Loopback fixtures for unit tests: a broker and a registered recipient, always closed. */
 import { once } from 'node:events';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, createServer as createTcpServer, type Server, type Socket } from 'node:net';
 import { createBroker, type Broker } from '../../src/broker/broker.js';
 import type { BrokerEvent } from '../../src/broker/events.js';
 import type { BrokerOptions } from '../../src/broker/options.js';
@@ -82,4 +82,14 @@ export function tcpFrom(port: number, localAddress: string): Socket {
   const socket = netConnect({ host: '127.0.0.1', port, localAddress });
   socket.on('error', () => undefined);
   return socket;
+}
+
+/** A connected pair of loopback TCP sockets; `close` destroys both and the listener. */
+export async function socketPair(): Promise<{ a: Socket; b: Socket; close: () => void }> {
+  const server: Server = createTcpServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+  const a = netConnect({ host: '127.0.0.1', port: (server.address() as { port: number }).port });
+  const b = await accepted;
+  return { a, b, close: () => (a.destroy(), b.destroy(), server.close()) };
 }

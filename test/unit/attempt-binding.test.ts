@@ -6,14 +6,14 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect as netConnect, createServer as createTcpServer, type Server, type Socket } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { BrokerEvent } from '../../src/broker/events.js';
 import { StunChannel } from '../../src/common/stun-channel.js';
 import { connect } from '../../src/peer/connect.js';
-import { helloAsInitiator, helloAsRecipient } from '../../src/peer/punch.js';
+import { helloAsInitiator, helloAsRecipient } from '../../src/peer/hello.js';
 import { readOneMessage } from '../../src/peer/sockets.js';
 import { ATTEMPT_SECRET_LENGTH, newAttemptSecret, openSecret, recipientSealKey, sealSecret } from '../../src/security/attempt-secret.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
@@ -21,7 +21,7 @@ import { RelayHub } from '../../src/broker/relay.js';
 import { ATTEMPT_ID_LENGTH, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addRole, getErrorCode } from '../../src/wire/nattrav.js';
-import { startBroker, startRecipient } from '../helpers/loopback.js';
+import { socketPair, startBroker, startRecipient } from '../helpers/loopback.js';
 
 const keyDir = mkdtempSync(join(tmpdir(), 'nattrav-binding-'));
 
@@ -39,16 +39,6 @@ async function ask(address: string, message: StunMessage): Promise<StunMessage> 
   } finally {
     channel.destroy();
   }
-}
-
-/** A connected pair of loopback TCP sockets. */
-async function socketPair(): Promise<{ a: Socket; b: Socket; close: () => void }> {
-  const server: Server = createTcpServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
-  const a = netConnect({ host: '127.0.0.1', port: (server.address() as { port: number }).port });
-  const b = await accepted;
-  return { a, b, close: () => (a.destroy(), b.destroy(), server.close()) };
 }
 
 describe('attempts bound to their peers', () => {
@@ -156,17 +146,17 @@ describe('attempts bound to their peers', () => {
     closers.push(first.close);
     first.b.on('error', () => undefined);
     void readOneMessage(first.b, AbortSignal.timeout(5_000)).then((hello) => first.b.write(encodeMessage(hello.successResponse(), { fingerprint: true })));
-    await assert.rejects(helloAsInitiator(first.a, attempt, AbortSignal.timeout(5_000), true), /did not prove the attempt secret: it is not the recipient/);
+    await assert.rejects(helloAsInitiator(first.a, attempt, AbortSignal.timeout(5_000), 'tls-answered'), /did not prove the attempt secret: it is not the recipient/);
     // An impostor that knows the attempt ID (but not the secret) starts a Hello at the recipient.
     const second = await socketPair();
     closers.push(second.close);
     second.a.on('error', () => undefined);
     const recipientSide = helloAsRecipient(second.b, attempt, AbortSignal.timeout(5_000), true);
-    void helloAsInitiator(second.a, impostor, AbortSignal.timeout(5_000), true).catch(() => undefined);
+    void helloAsInitiator(second.a, impostor, AbortSignal.timeout(5_000), 'tls-flight').catch(() => undefined);
     await assert.rejects(recipientSide, /did not prove the attempt secret: it is not the initiator/);
     // The two real peers prove it to each other.
     const third = await socketPair();
     closers.push(third.close);
-    await Promise.all([helloAsInitiator(third.a, attempt, AbortSignal.timeout(5_000), true), helloAsRecipient(third.b, attempt, AbortSignal.timeout(5_000), true)]);
+    await Promise.all([helloAsInitiator(third.a, attempt, AbortSignal.timeout(5_000), 'tls-answered'), helloAsRecipient(third.b, attempt, AbortSignal.timeout(5_000), true)]);
   });
 });

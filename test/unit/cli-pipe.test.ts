@@ -115,6 +115,8 @@ describe('nattrav listen/connect: a pipe users can trust', () => {
         }
         const connected = await connect.proc.waitForEvent('connected', 1_000);
         assert.equal(connected.tls, mode !== 'no-tls');
+        // The TLS handshake's share of the setup, only with TLS.
+        assert.equal(typeof connected.tlsMs, mode === 'no-tls' ? 'undefined' : 'number');
         if (mode !== 'no-tls') {
           // The connector checked the listener's key: the one the listener printed.
           const registered = await listen.proc.waitForEvent('registered', 1_000);

@@ -21,7 +21,7 @@ import { StunChannel } from '../../src/common/stun-channel.js';
 import { ErrorCode, isNattravError } from '../../src/errors.js';
 import { encodeMappingKind } from '../../src/nat/mapping.js';
 import { connect } from '../../src/peer/connect.js';
-import { helloAsRecipient } from '../../src/peer/punch.js';
+import { helloAsRecipient } from '../../src/peer/hello.js';
 import { newAttemptSecret, sealSecret } from '../../src/security/attempt-secret.js';
 import type { Identity } from '../../src/security/identity.js';
 import { rememberKey } from '../../src/security/known-keys.js';
