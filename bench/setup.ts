@@ -28,8 +28,8 @@ const BIRTHDAY_TARGET: Target = { op: '<=', value: 1000, text: 'p50 <= 1.0 s' };
 
 function rowsSkipped(why: string): Figure[] {
   return PAIRS.flatMap(({ strategy }) => [
-    skipped('setup', `setup.${strategy}.p50`, `${strategy}: setup p50 (TLS done)`, 'ms', why, strategy === 'birthday' ? BIRTHDAY_TARGET : P50_TARGET),
-    skipped('setup', `setup.${strategy}.p99`, `${strategy}: setup p99 (TLS done)`, 'ms', why, strategy === 'birthday' ? undefined : P99_TARGET),
+    skipped('setup', `setup.${strategy}.traversal.p50`, `${strategy}: traversal (Hello done, before TLS) p50`, 'ms', why, strategy === 'birthday' ? BIRTHDAY_TARGET : P50_TARGET),
+    skipped('setup', `setup.${strategy}.setup.p50`, `${strategy}: setup (TLS done) p50`, 'ms', why, strategy === 'birthday' ? undefined : P50_TARGET),
   ]);
 }
 
@@ -52,7 +52,8 @@ export function strategyFigures(row: SetupRow, delayMs: number): Figure[] {
     const label = what === 'traversal' ? 'traversal (Hello done, before TLS)' : 'setup (TLS done)';
     const p50 = quantile(values, 0.5);
     const p99 = quantile(values, 0.99);
-    const p50Target = birthday ? (what === 'setup' ? BIRTHDAY_TARGET : undefined) : P50_TARGET;
+    // Birthday's target is its probing (the traversal) within 1 s, whatever TLS adds after it.
+    const p50Target = birthday ? (what === 'traversal' ? BIRTHDAY_TARGET : undefined) : P50_TARGET;
     rows.push(
       figure({
         bench: 'setup', id: `setup.${strategy}.${what}.p50`, label: `${strategy}: ${label} p50${birthday ? '' : ' (ratio to the floor)'}`, value: p50, unit: 'ms',

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setupFloor } from '../../bench/lib/floors.js';
 import { describePacket, describePayload, readPcap } from '../../bench/lib/pcap.js';
+import { buildTimeline, spliceTimeline, timelineMarkdown } from '../../bench/lib/timeline.js';
 import { strategyFigures } from '../../bench/setup.js';
 
 describe('setupFloor', () => {
@@ -47,12 +48,13 @@ describe('strategyFigures', () => {
     assert.match(byId.get('setup.direct.setup.p50')?.note ?? '', /N=4 .*2 not on the planned path \(1 failed\)/);
   });
 
-  test('birthday: the p50 with TLS is held to 1.0 s, not to a ratio', () => {
-    const rows = strategyFigures({ strategy: 'birthday', pair: 'symmetric -> port-restricted', setups: [sample(900, 1100, 'birthday', 2)] }, 25);
-    const p50 = rows.find((r) => r.id === 'setup.birthday.setup.p50');
+  test('birthday: the probing (traversal) p50 is held to 1.0 s, not to a ratio; TLS on top is reported', () => {
+    const rows = strategyFigures({ strategy: 'birthday', pair: 'symmetric -> port-restricted', setups: [sample(1100, 1300, 'birthday', 2)] }, 25);
+    const p50 = rows.find((r) => r.id === 'setup.birthday.traversal.p50');
     assert.equal(p50?.target?.value, 1000);
     assert.equal(p50?.verdict, 'miss');
     assert.match(p50?.note ?? '', /1 after a failed first strategy/);
+    assert.equal(rows.find((r) => r.id === 'setup.birthday.setup.p50')?.verdict, 'info');
   });
 });
 
@@ -100,5 +102,39 @@ describe('readPcap and describePacket', () => {
     const hello = [0x39, 0x06, 0, 4, 0x21, 0x12, 0xa4, 0x42, ...new Array<number>(12).fill(1), 0, 0, 0, 0];
     const clientHello = [22, 3, 1, 0, 4, 1, 0, 0, 0];
     assert.deepEqual(describePayload(Uint8Array.from([...stun, ...hello, ...clientHello, 9, 9, 9])), ['ConnectionRequest request', 'Hello response', 'TLS handshake ClientHello', '3 bytes']);
+  });
+});
+
+describe('buildTimeline', () => {
+  const own = { initiator: ['192.168.1.2'], recipient: ['192.168.1.2'], broker: ['203.0.113.2'] };
+  const packet = (at: 'initiator' | 'recipient' | 'broker', timeMs: number, src: string, dst: string, ipId: number, what?: string) =>
+    ({ at, timeMs, protocol: 'tcp' as const, src, dst, ipId, ipLength: 60, ...(what === undefined ? {} : { what }) });
+
+  test('each message once, at its sender\'s time, with its arrival followed through NAT by IP id; bare ACKs and messages outside the window left out', () => {
+    const packets = [
+      packet('initiator', 1_026, '192.168.1.2', '203.0.113.2', 7, 'SYN'),
+      packet('broker', 1_051, '203.0.113.20', '203.0.113.2', 7, 'SYN'),
+      packet('broker', 1_052, '203.0.113.2', '203.0.113.20', 9, 'SYN/ACK'),
+      packet('initiator', 1_077, '203.0.113.2', '192.168.1.2', 9, 'SYN/ACK'),
+      packet('initiator', 1_078, '192.168.1.2', '203.0.113.2', 8),
+      // Dropped by the recipient's NAT: seen leaving only.
+      packet('initiator', 1_300, '192.168.1.2', '203.0.113.10', 11, 'SYN'),
+      packet('initiator', 2_500, '192.168.1.2', '203.0.113.2', 12, 'FIN'),
+    ];
+    const rows = buildTimeline(packets, own, 1_000, 2_000);
+    assert.deepEqual(rows, [
+      { sentMs: 26, arrivedMs: 51, from: 'initiator', to: 'broker', protocol: 'tcp', what: 'SYN' },
+      { sentMs: 52, arrivedMs: 77, from: 'broker', to: 'initiator', protocol: 'tcp', what: 'SYN/ACK' },
+      { sentMs: 300, from: 'initiator', protocol: 'tcp', what: 'SYN' },
+    ]);
+    const table = timelineMarkdown(rows);
+    assert.match(table, /\| 26\.0 \| 51\.0 \| initiator -> broker \| TCP \| SYN \|/);
+    assert.match(table, /\| 300\.0 \| - \| initiator -> \(not seen arriving\) \| TCP \| SYN \|/);
+  });
+
+  test('spliceTimeline replaces only what is between the markers, and names them when missing', () => {
+    const text = 'before\n<!-- timeline:begin -->\nold\n<!-- timeline:end -->\nafter\n';
+    assert.equal(spliceTimeline(text, 'new'), 'before\n<!-- timeline:begin -->\nnew\n<!-- timeline:end -->\nafter\n');
+    assert.throws(() => spliceTimeline('no markers', 'new'), /timeline:begin/);
   });
 });
