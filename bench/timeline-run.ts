@@ -1,11 +1,12 @@
 /**
  * The lab half of bench/timeline.ts, run as its own process (root, under
- * `flock /tmp/nattrav-lab.lock`): a lab of two sites behind port-restricted NATs with `delayMs`
+ * `flock /tmp/nattrav-lab.lock`): a lab of two sites, a behind a port-restricted NAT and b
+ * behind `initiatorNat` (port-restricted: direct; symmetric: birthday), with `delayMs`
  * one way on each WAN link, a broker, a recipient (TLS on, the default) on site a, tcpdump in
  * the broker's and both hosts' namespaces, and `count` connects from site b; prints one JSON
  * line ({@link TimelineRunResult}) with the last connect and every packet captured during it.
  * Removes the lab (and stops tcpdump) on the way out, also on failure and on SIGINT/SIGTERM.
- * Run: `node dist/bench/timeline-run.js '{"delayMs":25,"count":3}'`.
+ * Run: `node dist/bench/timeline-run.js '{"delayMs":25,"initiatorNat":"port-restricted","count":3}'`.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,6 +24,8 @@ import type { SetupPeerConfig, SetupSample } from './servers/setup-peer.js';
 /** What the parent passes. */
 export interface TimelineRunConfig {
   readonly delayMs: number;
+  /** The initiator's NAT: port-restricted (a direct attempt) or symmetric (random: birthday). */
+  readonly initiatorNat: 'port-restricted' | 'symmetric';
   /** Connects in one process; the last one is the timeline's (the first loads the TLS modules). */
   readonly count: number;
 }
@@ -53,7 +56,7 @@ if (!support.ok) {
   process.exit(0);
 }
 
-const lab = await Lab.create({ sites: [{ name: 'a', nat: 'port-restricted' }, { name: 'b', nat: 'port-restricted' }], wanDelayMs: config.delayMs });
+const lab = await Lab.create({ sites: [{ name: 'a', nat: 'port-restricted' }, { name: 'b', nat: config.initiatorNat }], wanDelayMs: config.delayMs });
 const dir = await mkdtemp(join(tmpdir(), 'nattrav-bench-timeline-'));
 let closing: Promise<void> | undefined;
 const close = (): Promise<void> => (closing ??= lab.close().finally(() => rm(dir, { recursive: true, force: true })));

@@ -1,10 +1,12 @@
 /**
- * `node dist/bench/timeline.js [--markdown FILE]` (root): one direct attempt between two
- * port-restricted NATs with 25 ms one way on each WAN link, message by message, from packet
- * captures in the lab (bench/timeline-run.ts, under the lab lock in its own process group).
- * Prints the Markdown table on stdout; with `--markdown FILE` also puts it between the
- * `<!-- timeline:begin -->` and `<!-- timeline:end -->` lines of FILE (BENCHMARKS.md, "Where
- * the time goes"). Needs tcpdump. Exit codes: 0 done, 1 failed, 2 bad command line,
+ * `node dist/bench/timeline.js [--birthday] [--markdown FILE]` (root): one attempt with 25 ms
+ * one way on each WAN link, message by message, from packet captures in the lab
+ * (bench/timeline-run.ts, under the lab lock in its own process group): a direct one between
+ * two port-restricted NATs, or with `--birthday` a random symmetric NAT's initiator against
+ * a port-restricted recipient. Prints the Markdown table on stdout; with `--markdown FILE`
+ * also puts it between the `<!-- timeline:begin -->` and `<!-- timeline:end -->` lines of
+ * FILE (`timeline-birthday:` with --birthday; BENCHMARKS.md, "Where the time goes"). Needs
+ * tcpdump. Exit codes: 0 done, 1 failed, 2 bad command line,
  * 130 interrupted. Run it under `flock /tmp/nattrav-bench.lock`.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -20,10 +22,12 @@ import type { TimelineRunConfig, TimelineRunResult } from './timeline-run.js';
 const COUNT = 3;
 const RUN_TIMEOUT_MS = 300_000;
 const argv = process.argv.slice(2);
+const birthday = argv[0] === '--birthday';
+const rest = birthday ? argv.slice(1) : argv;
 let markdown: string | undefined;
-if (argv.length === 2 && argv[0] === '--markdown' && argv[1] !== undefined) markdown = argv[1];
-else if (argv.length > 0) {
-  console.error(`timeline: unexpected arguments '${argv.join(' ')}'; usage: node dist/bench/timeline.js [--markdown FILE]`);
+if (rest.length === 2 && rest[0] === '--markdown' && rest[1] !== undefined) markdown = rest[1];
+else if (rest.length > 0) {
+  console.error(`timeline: unexpected arguments '${argv.join(' ')}'; usage: node dist/bench/timeline.js [--birthday] [--markdown FILE]`);
   process.exit(2);
 }
 if (process.getuid?.() !== 0) {
@@ -34,21 +38,21 @@ if (process.getuid?.() !== 0) {
 onInterrupt();
 try {
   const script = fileURLToPath(new URL('./timeline-run.js', import.meta.url));
-  const config: TimelineRunConfig = { delayMs: WAN_DELAY_MS, count: COUNT };
+  const config: TimelineRunConfig = { delayMs: WAN_DELAY_MS, initiatorNat: birthday ? 'symmetric' : 'port-restricted', count: COUNT };
   const result = await runLabScript<TimelineRunResult>(script, config, 'timeline run', RUN_TIMEOUT_MS);
   if ('skipped' in result) throw new Error(result.skipped);
   const { sample, own, packets } = result;
   const rows = buildTimeline(packets, own, sample.startedAt, sample.startedAt + (sample.wallMs ?? 0));
-  const floor = setupFloor('direct', WAN_DELAY_MS);
+  const floor = setupFloor(birthday ? 'birthday' : 'direct', WAN_DELAY_MS);
   const summary = [
-    `One attempt (the last of ${COUNT} connects in one process), port-restricted -> port-restricted, ${WAN_DELAY_MS} ms one way on each WAN link, TLS on,`,
+    `One attempt (the last of ${COUNT} connects in one process), ${config.initiatorNat} -> port-restricted, ${WAN_DELAY_MS} ms one way on each WAN link, TLS on,`,
     `captured ${new Date(sample.startedAt).toISOString()}: path ${sample.path ?? '?'}, traversal ${sample.traversalMs?.toFixed(0) ?? '?'} ms,`,
-    `setup with TLS ${sample.setupMs?.toFixed(0) ?? '?'} ms (floor ${floor.ms} ms and ${floor.tlsMs} ms). Times from the initiator's connect() call; bare ACKs left out.`,
+    `setup with TLS ${sample.setupMs?.toFixed(0) ?? '?'} ms (floor ${floor.ms} ms and ${floor.tlsMs} ms). Times from the initiator's connect() call; bare ACKs left out;\nconsecutive messages alike are one row (xN). The benchmark's recipient closes what it accepts (its FIN).`,
   ].join('\n');
   const block = `${summary}\n\n${timelineMarkdown(rows)}`;
   console.log(block);
   if (markdown !== undefined) {
-    writeFileSync(markdown, spliceTimeline(readFileSync(markdown, 'utf8'), block));
+    writeFileSync(markdown, spliceTimeline(readFileSync(markdown, 'utf8'), block, birthday ? 'timeline-birthday' : 'timeline'));
     console.error(`timeline written to ${markdown}`);
   }
 } catch (err) {

@@ -38,6 +38,10 @@ export interface TimelineRow {
   readonly to?: Party;
   readonly protocol: 'tcp' | 'udp';
   readonly what: string;
+  /** Messages this row stands for: consecutive ones alike (same parties and message) are one row. @default 1 */
+  readonly count?: number;
+  /** With a count: when the last of them was sent. */
+  readonly lastSentMs?: number;
 }
 
 /** How long after it left a packet may arrive and still count as the same one, ms. */
@@ -71,7 +75,19 @@ export function buildTimeline(packets: readonly TimelinePacket[], own: OwnAddres
       ...(arrival === undefined ? {} : { to: arrival.at, arrivedMs: arrival.timeMs - startMs }),
     });
   }
-  return rows;
+  return collapse(rows);
+}
+
+/** Consecutive rows with the same sender, receiver, transport and message become one (a birthday spray is hundreds of SYNs). */
+function collapse(rows: readonly TimelineRow[]): TimelineRow[] {
+  const out: TimelineRow[] = [];
+  for (const row of rows) {
+    const last = out.at(-1);
+    if (last !== undefined && last.from === row.from && last.to === row.to && last.protocol === row.protocol && last.what === row.what) {
+      out[out.length - 1] = { ...last, count: (last.count ?? 1) + 1, lastSentMs: row.sentMs };
+    } else out.push(row);
+  }
+  return out;
 }
 
 /** The timeline as a Markdown table: time sent, time arrived, who to whom, what. */
@@ -80,15 +96,17 @@ export function timelineMarkdown(rows: readonly TimelineRow[]): string {
   return [
     '| sent (ms) | arrived (ms) | from -> to | transport | message |',
     '|---:|---:|---|---|---|',
-    ...rows.map((r) => `| ${ms(r.sentMs)} | ${ms(r.arrivedMs)} | ${r.from} -> ${r.to ?? '(not seen arriving)'} | ${r.protocol.toUpperCase()} | ${r.what} |`),
+    ...rows.map((r) => {
+      const many = r.count === undefined ? '' : ` (x${r.count}, the last sent at ${ms(r.lastSentMs)})`;
+      return `| ${ms(r.sentMs)} | ${ms(r.arrivedMs)} | ${r.from} -> ${r.to ?? '(not seen arriving)'} | ${r.protocol.toUpperCase()} | ${r.what}${many} |`;
+    }),
   ].join('\n');
 }
 
-const BEGIN = '<!-- timeline:begin -->';
-const END = '<!-- timeline:end -->';
-
-/** Puts `block` between the timeline markers of `text` (a Markdown file); throws when they are missing. */
-export function spliceTimeline(text: string, block: string): string {
+/** Puts `block` between the `<!-- NAME:begin -->` and `<!-- NAME:end -->` lines of `text` (a Markdown file); throws when they are missing. */
+export function spliceTimeline(text: string, block: string, name = 'timeline'): string {
+  const BEGIN = `<!-- ${name}:begin -->`;
+  const END = `<!-- ${name}:end -->`;
   const begin = text.indexOf(BEGIN);
   const end = text.indexOf(END);
   if (begin < 0 || end < begin) throw new Error(`the markers ${BEGIN} and ${END} are missing or out of order`);

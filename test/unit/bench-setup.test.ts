@@ -136,5 +136,16 @@ describe('buildTimeline', () => {
     const text = 'before\n<!-- timeline:begin -->\nold\n<!-- timeline:end -->\nafter\n';
     assert.equal(spliceTimeline(text, 'new'), 'before\n<!-- timeline:begin -->\nnew\n<!-- timeline:end -->\nafter\n');
     assert.throws(() => spliceTimeline('no markers', 'new'), /timeline:begin/);
+    assert.equal(spliceTimeline('<!-- timeline-birthday:begin -->\n<!-- timeline-birthday:end -->', 'b', 'timeline-birthday'), '<!-- timeline-birthday:begin -->\nb\n<!-- timeline-birthday:end -->');
+  });
+
+  test('a spray of alike messages is one row with its count and the time the last left', () => {
+    const spray = [0, 1, 2].map((i) => packet('initiator', 1_300 + i * 10, '192.168.1.2', '203.0.113.10', 20 + i, 'SYN'));
+    const rows = buildTimeline([...spray, packet('initiator', 1_400, '192.168.1.2', '203.0.113.2', 30, 'FIN')], own, 1_000, 2_000);
+    assert.deepEqual(rows, [
+      { sentMs: 300, from: 'initiator', protocol: 'tcp', what: 'SYN', count: 3, lastSentMs: 320 },
+      { sentMs: 400, from: 'initiator', protocol: 'tcp', what: 'FIN' },
+    ]);
+    assert.match(timelineMarkdown(rows), /\| SYN \(x3, the last sent at 320\.0\) \|/);
   });
 });
