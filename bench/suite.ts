@@ -5,8 +5,9 @@ import { memoryBench } from './memory.js';
 import { redisBench } from './redis.js';
 import { relayBench } from './relay.js';
 import { registrationBench } from './registration.js';
+import { setupBench } from './setup.js';
 import { startBench } from './start.js';
 import { stunBench } from './stun.js';
 
 /** Every benchmark, in run order. */
-export const SUITE: readonly Bench[] = [stunBench, registrationBench, memoryBench, relayBench, labBench, redisBench, startBench];
+export const SUITE: readonly Bench[] = [stunBench, registrationBench, memoryBench, relayBench, labBench, setupBench, redisBench, startBench];

@@ -48,10 +48,16 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
   // with the host's RST, so a simultaneous open can miss itself; a listening recipient cannot.
   if (coneLike(i) && coneLike(r)) plan.push('direct', 'public');
   else if ((i === 'sequential' && (coneLike(r) || r === 'sequential')) || (r === 'sequential' && coneLike(i))) plan.push('predicted');
-  else if ((i === 'random' && coneLike(r)) || (r === 'random' && coneLike(i))) {
-    // A full cone forwards every SYN to its host, whose RSTs would kill the birthday
-    // sockets; but then the cone side can simply listen. Try that briefly first.
-    plan.push(coneLike(r) ? 'public' : 'reversal', 'birthday');
+  else if (i === 'random' && coneLike(r)) {
+    // The mapping kinds cannot tell a full cone from a filtering one. Birthday first: a full
+    // cone hands our spray to its host, whose RSTs the initiator sees within a round trip and
+    // gives up on (birthday.ts), so the recipient's listen follows at little cost; a filtering
+    // cone (the common case) never waits for a listen that cannot work.
+    plan.push('birthday', 'public');
+  } else if (r === 'random' && coneLike(i)) {
+    // Here the initiator is the cone side and would not see those RSTs (it would probe until
+    // birthday's limit): the brief listen on a full cone comes first.
+    plan.push('reversal', 'birthday');
   }
   // A public side can still simultaneous-open with a cone when its listener is firewalled.
   if ((i === 'none' && (coneLike(r) || r === 'none')) || (r === 'none' && coneLike(i))) plan.push('direct');

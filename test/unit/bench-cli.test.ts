@@ -40,7 +40,7 @@ describe('npm run bench', () => {
     const out = join(dir, 'unknown.json');
     const ran = await bench(['--only', 'stun,nope', '--out', out]);
     assert.equal(ran.code, 2);
-    assert.match(ran.stderr, /--only: unknown benchmark 'nope' \(known: stun, registration, memory, relay, lab, redis, start\)/);
+    assert.match(ran.stderr, /--only: unknown benchmark 'nope' \(known: stun, registration, memory, relay, lab, setup, redis, start\)/);
     assert.equal(ran.stdout, '');
     assert.throws(() => readFileSync(out), /ENOENT/);
   });

@@ -98,14 +98,15 @@ describe('scheduleAttempt: every strategy, its answers and its delays', () => {
     assert.deepEqual(s.delays, { initiatorMs: 20, recipientMs: 0 });
   });
 
-  test('birthday: only after the broker scheduled the cheap try itself; the cone side starts later', () => {
+  test('birthday: first for a random initiator, after the brief listen for a random recipient; the cone side starts later', () => {
     const sides = { initiator: nat('random', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') };
-    assert.equal(scheduleAttempt(sides, rtts, fresh, NOW).strategy, 'public');
-    const s = scheduleAttempt(sides, rtts, after('public'), NOW);
+    const s = scheduleAttempt(sides, rtts, fresh, NOW);
     assert.equal(s.strategy, 'birthday');
     assert.equal(s.cost, 8);
-    assert.deepEqual(s.failed, ['public']);
+    assert.deepEqual(s.failed, []);
     assert.deepEqual(s.delays, { initiatorMs: 20, recipientMs: BIRTHDAY_CONE_LAG_MS });
+    // A full cone refused the spray: the recipient listens next.
+    assert.equal(scheduleAttempt(sides, rtts, after('birthday'), NOW).strategy, 'public');
     assert.equal(s.answers.recipient.startDelayMs, BIRTHDAY_CONE_LAG_MS);
     // Random recipient, cone initiator: the initiator is the cone side.
     const swapped = scheduleAttempt({ initiator: nat('eim', A, '192.168.1.2'), recipient: nat('random', B, '10.0.0.2') }, rtts, after('reversal'), NOW);
@@ -164,8 +165,8 @@ describe('chooseStrategy: the broker plans from what it saw, not from what the i
   });
 
   test('history older than ATTEMPT_HISTORY_MS is no evidence', () => {
-    const sides = { initiator: nat('random', A, '192.168.1.2'), recipient: nat('eim', B, '10.0.0.2') };
-    const old: Failures = { history: [{ strategy: 'public', at: NOW - ATTEMPT_HISTORY_MS - 1 }], claimed: new Set(['public']), budget: 100 };
+    const sides = { initiator: nat('eim', A, '192.168.1.2'), recipient: nat('random', B, '10.0.0.2') };
+    const old: Failures = { history: [{ strategy: 'reversal', at: NOW - ATTEMPT_HISTORY_MS - 1 }], claimed: new Set(['reversal']), budget: 100 };
     assert.equal(scheduleAttempt(sides, { initiatorMs: 0, recipientMs: 0 }, old, NOW).strategy, 'relay');
   });
 });
@@ -406,32 +407,33 @@ describe('rendezvous on a fake clock', () => {
     assert.equal(strategyOf({ initiator }), 'predicted');
   });
 
-  test('the forced-birthday attack: 40 Connects claiming failures never get birthday', async () => {
+  test('the forced-birthday attack: 40 Connects claiming failures get the default budget of birthdays (4), then the relay', async () => {
     const h = await harness();
-    // The attacker's NAT looks random (its probe's port jumps); the recipient is a cone.
+    // The attacker's NAT looks random (its probe's port jumps); the recipient is a cone. Birthday
+    // is the plan's first strategy for that pair, so claims change nothing: the budget bounds it.
     const runs: Run[] = [];
     for (let i = 0; i < 40; i++) {
       runs.push(await attempt(h, 10 + i, { failed: ['lan', 'public', 'reversal', 'direct', 'predicted'], initiatorProbe: at(A, 60_000 + i * 97) }));
     }
-    const strategies = new Set(runs.map(strategyOf));
-    assert.deepEqual([...strategies], ['relay']);
-    assert.ok(h.events.every((e) => e.type !== 'scheduled' || e.strategy !== 'birthday'));
-    // A legitimate retry pattern from another address still reaches birthday: public first, then birthday.
+    assert.equal(runs.filter((r) => strategyOf(r) === 'birthday').length, 4);
+    assert.equal(runs.filter((r) => strategyOf(r) === 'relay').length, 36);
+    // The recipient's budget refills (0.5 tokens/s, 8 per birthday): another initiator behind a
+    // random NAT gets birthday at once, as its first strategy.
+    await h.clock.advance(16_000);
     const first = await attempt(h, 100, { initiatorAt: at('203.0.113.77', 40_000), initiatorProbe: at('203.0.113.77', 52_000) });
-    assert.equal(strategyOf(first), 'public');
-    const second = await attempt(h, 101, { failed: ['public'], initiatorAt: at('203.0.113.77', 40_010), initiatorProbe: at('203.0.113.77', 33_000) });
-    assert.equal(strategyOf(second), 'birthday');
+    assert.equal(strategyOf(first), 'birthday');
   });
 
-  test('an attacker that earns the evidence with one cheap try gets the default budget of birthdays, not 40', async () => {
+  test('an attacker that claims the birthday failed gets the listen next, never more birthdays than the budget', async () => {
     const h = await harness();
     const evil = at('192.0.2.50', 40_000);
-    assert.equal(strategyOf(await attempt(h, 1, { initiatorAt: evil, initiatorProbe: at(evil.address, 55_555) })), 'public');
+    assert.equal(strategyOf(await attempt(h, 1, { initiatorAt: evil, initiatorProbe: at(evil.address, 55_555) })), 'birthday');
     const got: Array<StrategyName | undefined> = [];
-    for (let i = 0; i < 40; i++) got.push(strategyOf(await attempt(h, 10 + i, { failed: ['public'], initiatorAt: evil, initiatorProbe: at(evil.address, 20_000 + i * 333) })));
+    for (let i = 0; i < 40; i++) got.push(strategyOf(await attempt(h, 10 + i, { failed: ['birthday'], initiatorAt: evil, initiatorProbe: at(evil.address, 20_000 + i * 333) })));
     // Defaults: 32 tokens per recipient and per initiator, 8 per birthday; the run takes ~2 s of fake time.
-    assert.equal(got.filter((s) => s === 'birthday').length, 4);
-    assert.equal(got.filter((s) => s === 'relay').length, 36);
+    // A claimed (and scheduled) birthday failure moves on to the cheap listen, which the claims then skip too.
+    assert.equal(got[0], 'public');
+    assert.equal(got.filter((s) => s === 'birthday').length, 0);
   });
 
   test('with the default limits an initiator behind a random NAT reaches three cone recipients in a row by birthday', async () => {
@@ -439,8 +441,7 @@ describe('rendezvous on a fake clock', () => {
     const h = await harness(uris);
     const got: Array<StrategyName | undefined> = [];
     for (const [i, uri] of uris.entries()) {
-      assert.equal(strategyOf(await attempt(h, 1 + i * 2, { uri, initiatorProbe: at(A, 50_000 + i * 7) })), 'public');
-      got.push(strategyOf(await attempt(h, 2 + i * 2, { uri, failed: ['public'], initiatorProbe: at(A, 30_000 + i * 7) })));
+      got.push(strategyOf(await attempt(h, 1 + i * 2, { uri, initiatorProbe: at(A, 50_000 + i * 7) })));
       await h.clock.advance(5_000); // each lab cell takes a few seconds
     }
     assert.deepEqual(got, ['birthday', 'birthday', 'birthday']);
@@ -450,14 +451,11 @@ describe('rendezvous on a fake clock', () => {
     const h = await harness(['nattrav://bob'], { expensivePerUri: { perSecond: 0.5, burst: 16 }, expensivePerSource: { perSecond: 1_000, burst: 1_000 } });
     const run = (i: number, failed: StrategyName[] = ['public']): Promise<Run> =>
       attempt(h, i, { failed, initiatorAt: at(`203.0.113.${i}`, 40_000), initiatorProbe: at(`203.0.113.${i}`, 50_000 + i * 131) });
-    // Each initiator earns its evidence with a cheap try first.
+    // Birthday is each random initiator's first strategy toward a cone.
     const got: Array<StrategyName | undefined> = [];
-    for (let i = 1; i <= 4; i++) {
-      assert.equal(strategyOf(await run(i, [])), 'public');
-      got.push(strategyOf(await run(i)));
-    }
-    // 16 tokens, 8 per birthday: two birthdays, then the relay.
-    assert.deepEqual(got, ['birthday', 'birthday', 'relay', 'relay']);
+    for (let i = 1; i <= 4; i++) got.push(strategyOf(await run(i, [])));
+    // 16 tokens, 8 per birthday: two birthdays, then the plan's next strategy (the cone listening).
+    assert.deepEqual(got, ['birthday', 'birthday', 'public', 'public']);
     assert.ok(h.limited.some((l) => l.kind === 'expensive-per-uri' && l.uri === 'nattrav://bob'));
     const skipped = h.events.filter((e) => e.type === 'scheduled').at(-1);
     assert.ok(skipped?.type === 'scheduled');
@@ -472,11 +470,8 @@ describe('rendezvous on a fake clock', () => {
     const uris = ['nattrav://r1', 'nattrav://r2', 'nattrav://r3'];
     const h = await harness(uris, { expensivePerUri: { perSecond: 1_000, burst: 1_000 }, expensivePerSource: { perSecond: 0.25, burst: 16 } });
     const got: Array<StrategyName | undefined> = [];
-    for (const [i, uri] of uris.entries()) {
-      await attempt(h, 1 + i * 2, { uri, initiatorProbe: at(A, 50_000 + i) });
-      got.push(strategyOf(await attempt(h, 2 + i * 2, { uri, failed: ['public'], initiatorProbe: at(A, 30_000 + i) })));
-    }
-    assert.deepEqual(got, ['birthday', 'birthday', 'relay']);
+    for (const [i, uri] of uris.entries()) got.push(strategyOf(await attempt(h, 1 + i * 2, { uri, initiatorProbe: at(A, 50_000 + i) })));
+    assert.deepEqual(got, ['birthday', 'birthday', 'public']);
     assert.ok(h.limited.some((l) => l.kind === 'expensive-per-source' && l.source === A));
     await h.clock.advance(32_000);
     assert.equal(strategyOf(await attempt(h, 20, { uri: 'nattrav://r3', failed: ['public'], initiatorProbe: at(A, 20_000) })), 'birthday');

@@ -71,7 +71,7 @@ describe('strategy plan', () => {
     assert.deepEqual(planStrategies(side('sequential', A), side('eim', B)), ['predicted', 'relay']);
     assert.deepEqual(planStrategies(side('sequential', A), side('sequential', B)), ['predicted', 'relay']);
     assert.deepEqual(planStrategies(side('eim', A), side('random', B)), ['reversal', 'birthday', 'relay']);
-    assert.deepEqual(planStrategies(side('random', A), side('eim', B)), ['public', 'birthday', 'relay']);
+    assert.deepEqual(planStrategies(side('random', A), side('eim', B)), ['birthday', 'public', 'relay'], 'a random initiator sees a full cone refuse its spray, and moves on to the listen at once');
   });
   test('IPv6 peers plan as IPv4 ones do; an IPv4 side and an IPv6 side have only the relay', () => {
     const V6A = '2001:db8:a::10';

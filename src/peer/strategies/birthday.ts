@@ -5,8 +5,12 @@
  * mapped port to random ports of the random side's public address. A probe
  * that lands on one of those mappings crosses the other side's SYN (Tailscale's
  * analysis: 256 ports x 2048 probes ~ 99.9%). Rate and time are bounded.
+ * A full cone does not filter: it hands our spray to its host, whose RSTs refuse it.
+ * The random side gives up as soon as it sees that ({@link coneRefuses}), so the plan's
+ * next strategy (the cone side listening) runs at once instead of after the time limit.
  */
 import { randomInt } from 'node:crypto';
+import { ErrorCode, NattravError } from '../../errors.js';
 import { sleep } from '../../common/signal.js';
 import type { Socket } from 'node:net';
 import { dial } from '../sockets.js';
@@ -24,6 +28,21 @@ const BATCH_PAUSE_MS = 25;
 const PROBE_LIFETIME_MS = 2_500;
 /** Lowest port a NAT hands out for a remapped flow. */
 const MIN_NAT_PORT = 1024;
+/**
+ * Refused spray sockets that show the cone side does not filter (a full cone's host answers
+ * RST). A filtering cone drops what it does not expect; a stray RST (a probe closed while its
+ * NAT entry lived on) stays far below this.
+ */
+export const REFUSALS_TO_GIVE_UP = 16;
+
+/**
+ * Whether the cone side refuses our spray (it forwards unsolicited SYNs to a host that answers
+ * RST, so birthday cannot work there but a listener can): at least {@link REFUSALS_TO_GIVE_UP}
+ * refusals, and at least a quarter of the sockets opened so far. Pure.
+ */
+export function coneRefuses(refused: number, opened: number): boolean {
+  return refused >= REFUSALS_TO_GIVE_UP && refused * 4 >= opened;
+}
 
 /** Runs whichever half of the birthday strategy our NAT calls for. */
 export const birthday: StrategyRunner = async (ctx) => {
@@ -40,10 +59,19 @@ export const birthday: StrategyRunner = async (ctx) => {
  * socket budget is spent no more come back: the spray stops there, with fewer mappings.
  */
 async function spray(ctx: StrategyContext, race: SocketRace): Promise<void> {
+  let opened = 0;
+  let refused = 0;
+  const onError = (err: NodeJS.ErrnoException): void => {
+    if (err.code !== 'ECONNREFUSED' || !coneRefuses(++refused, opened) || race.settled) return;
+    race.fail(new NattravError(ErrorCode.ConnectFailed, `birthday: the cone side refused ${refused} of our ${opened} SYNs: its NAT does not filter (a full cone), so the cone side can listen instead`));
+  };
   for (let i = 0; i < BIRTHDAY_PORTS && !race.settled; i += BATCH_SIZE) {
-    for (let j = i; j < Math.min(i + BATCH_SIZE, BIRTHDAY_PORTS); j++) {
+    for (let j = i; j < Math.min(i + BATCH_SIZE, BIRTHDAY_PORTS) && !race.settled; j++) {
       if (!race.mayOpen()) return;
-      race.add(dial(ctx.exchange.peerPublicEndpoint));
+      const socket = dial(ctx.exchange.peerPublicEndpoint);
+      socket.once('error', onError);
+      opened++;
+      race.add(socket);
     }
     await sleep(BATCH_PAUSE_MS, ctx.signal).catch(() => undefined);
   }
