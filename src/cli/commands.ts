@@ -31,6 +31,7 @@ function infoFields(info: ConnectionInfo): Record<string, unknown> {
     ...(info.peerUri === undefined ? {} : { peerUri: info.peerUri }),
     ...(info.peerKeyFingerprint === undefined ? {} : { peerKey: info.peerKeyFingerprint, peerVouchedBy: info.peerVouchedBy }),
     path: info.path,
+    family: info.family,
     uri: info.uri,
     local: formatEndpoint(info.local),
     remote: formatEndpoint(info.remote),

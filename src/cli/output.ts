@@ -49,6 +49,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.Timeout]: ExitCode.Timeout,
   [ErrorCode.ConnectFailed]: ExitCode.ConnectFailed,
   [ErrorCode.RecipientUnreachable]: ExitCode.ConnectFailed,
+  [ErrorCode.FamilyUnavailable]: ExitCode.ConnectFailed,
   [ErrorCode.Lab]: ExitCode.Lab,
   [ErrorCode.Tls]: ExitCode.Security,
   [ErrorCode.BrokerAuth]: ExitCode.Security,
