@@ -42,15 +42,15 @@ export function registrationInFamily(registration: Registration, family: Address
  * which the broker is reached at on its own port. Throws ERR_INVALID_ARGUMENT naming a bad
  * entry, or a second entry of one family (a peer is told one address per family).
  */
-export function checkAnnounce(addresses: readonly string[] | undefined): readonly string[] {
+export function checkAnnounce(addresses: readonly string[] | undefined, what = 'announce'): readonly string[] {
   if (addresses === undefined) return [];
-  if (!Array.isArray(addresses)) throw new NattravError(ErrorCode.InvalidArgument, 'announce: expected a list of IP addresses');
+  if (!Array.isArray(addresses)) throw new NattravError(ErrorCode.InvalidArgument, `${what}: expected a list of IP addresses`);
   const seen = new Set<number>();
   return addresses.map((address: unknown, i) => {
     const text = typeof address === 'string' ? address.replace(/^\[(.*)\]$/, '$1') : '';
     const version = isIP(text);
-    if (version === 0) throw new NattravError(ErrorCode.InvalidArgument, `announce[${i}]: expected an IPv4 or IPv6 address of this broker, got ${JSON.stringify(address)}`);
-    if (seen.has(version)) throw new NattravError(ErrorCode.InvalidArgument, `announce: two IPv${version} addresses; give at most one of each family`);
+    if (version === 0) throw new NattravError(ErrorCode.InvalidArgument, `${what}${what === 'announce' ? `[${i}]` : ''}: expected an IPv4 or IPv6 address of this broker (no port: its own), got ${JSON.stringify(address)}`);
+    if (seen.has(version)) throw new NattravError(ErrorCode.InvalidArgument, `${what}: two IPv${version} addresses; give at most one of each family`);
     seen.add(version);
     return text;
   });

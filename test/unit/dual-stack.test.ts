@@ -80,7 +80,8 @@ describe('dual-stack recipients', { skip }, () => {
   test('an initiator given both broker addresses races the families: IPv6 wins when both work; family 4 forces IPv4', async () => {
     const { port } = await dualStack('nattrav://dual-race', '127.0.0.1');
     const brokers = [`127.0.0.1:${port}`, `[::1]:${port}`];
-    const raced = await connect({ broker: brokers, uri: 'nattrav://dual-race', signal: AbortSignal.timeout(10_000), knownKeysFile: false });
+    // IPv4 would start 2 s in: a working IPv6 wins however busy the machine (at 50 ms either may).
+    const raced = await connect({ broker: brokers, uri: 'nattrav://dual-race', familyDelayMs: 2_000, signal: AbortSignal.timeout(10_000), knownKeysFile: false });
     closers.push(() => raced.destroy());
     assert.equal(raced.nattrav.family, 6);
     assert.notEqual(raced.nattrav.path, 'relay');
@@ -90,6 +91,43 @@ describe('dual-stack recipients', { skip }, () => {
     assert.equal(forced.nattrav.remote.family, 'IPv4');
     const bytes = randomBytes(16 * 1024);
     assert.equal(await echoHash(raced, bytes), createHash('sha256').update(bytes).digest('hex'));
+  });
+
+  test('the recipient not registered over IPv6: the IPv6 attempt fails at once and IPv4 starts without waiting for the delay', async () => {
+    const { port } = await startWatchedBroker(closers, { host: '::', announce: ['127.0.0.1', '::1'] });
+    const { server } = await startRecipient(`127.0.0.1:${port}`, 'nattrav://v6-blocked', { dualStack: false });
+    closers.push(() => server.close());
+    const started = performance.now();
+    const socket = await connect({ broker: [`127.0.0.1:${port}`, `[::1]:${port}`], uri: 'nattrav://v6-blocked', familyDelayMs: 20_000, signal: AbortSignal.timeout(15_000), knownKeysFile: false });
+    closers.push(() => socket.destroy());
+    assert.equal(socket.nattrav.family, 4);
+    assert.notEqual(socket.nattrav.path, 'relay');
+    assert.ok(performance.now() - started < 10_000, 'IPv4 did not wait out the 20 s delay');
+  });
+
+  test('the broker\'s IPv6 address unreachable: IPv4 at once; both families failing names both', async () => {
+    const { port } = await startWatchedBroker(closers, { host: '127.0.0.1' });
+    const { server } = await startRecipient(`127.0.0.1:${port}`, 'nattrav://v4-broker');
+    closers.push(() => server.close());
+    const socket = await connect({ broker: [`127.0.0.1:${port}`, `[::1]:${port}`], uri: 'nattrav://v4-broker', familyDelayMs: 20_000, signal: AbortSignal.timeout(15_000), knownKeysFile: false });
+    closers.push(() => socket.destroy());
+    assert.equal(socket.nattrav.family, 4);
+    await assert.rejects(
+      connect({ broker: [`127.0.0.1:${port}`, `[::1]:${port}`], uri: 'nattrav://nobody', familyDelayMs: 20_000, signal: AbortSignal.timeout(15_000), knownKeysFile: false }),
+      (err: unknown) => isNattravError(err, 'ERR_UNKNOWN_URI') && /over IPv6: .*; over IPv4: .*nobody/.test(err.message),
+    );
+  });
+
+  test('racing both at once, the loser is aborted or closed: no socket is left once the winner closes', async () => {
+    const { port, server } = await dualStack('nattrav://dual-loser', '127.0.0.1');
+    const accepted: NattravSocket[] = [];
+    server.on('connection', (socket: NattravSocket) => accepted.push(socket));
+    const sockets = (): number => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
+    const baseline = sockets();
+    const winner = await connect({ broker: [`127.0.0.1:${port}`, `[::1]:${port}`], uri: 'nattrav://dual-loser', familyDelayMs: 0, signal: AbortSignal.timeout(10_000), knownKeysFile: false });
+    await until(() => accepted.filter((s) => !s.destroyed).length <= 1, 5_000, 'the loser\'s connection closed at the recipient');
+    winner.destroy();
+    await until(() => sockets() <= baseline, 5_000, `every TCP socket closed (baseline ${baseline}, now ${sockets()})`);
   });
 
   test('the first family given over IPv6 registers IPv4 as its second', async () => {
