@@ -130,6 +130,24 @@ describe('dual-stack recipients', { skip }, () => {
     await until(() => sockets() <= baseline, 5_000, `every TCP socket closed (baseline ${baseline}, now ${sockets()})`);
   });
 
+  test('an IPv6 registration that gets no answer never delays the IPv4 one, and is retried with backoff', async () => {
+    // The broker announces ::1 but listens on 127.0.0.1 only: our IPv6 refreshes go nowhere.
+    const registry = new MemoryRegistry();
+    const { port } = await startWatchedBroker(closers, { host: '127.0.0.1', registry, announce: ['127.0.0.1', '::1'] });
+    const started = performance.now();
+    const { server } = await startRecipient(`127.0.0.1:${port}`, 'nattrav://v6-silent', { registerTimeoutMs: 500 });
+    closers.push(() => server.close());
+    assert.ok(performance.now() - started < 3_000, 'listening came without waiting for IPv6');
+    const failures: number[] = [];
+    server.on('secondFamilyFailed', () => failures.push(performance.now()));
+    await until(() => failures.length >= 2, 10_000, 'two failed IPv6 registrations');
+    assert.ok((failures[1] as number) - (failures[0] as number) >= 500, 'the retry waited (backoff, and the time limit of the try)');
+    const stored = await registry.get('nattrav://v6-silent');
+    assert.equal(stored?.publicEndpoint.family, 'IPv4', 'the IPv4 registration holds');
+    assert.equal(stored?.secondFamily, undefined);
+    assert.equal(server.address()?.uri, 'nattrav://v6-silent');
+  });
+
   test('the first family given over IPv6 registers IPv4 as its second', async () => {
     const { port, registry, second } = await dualStack('nattrav://dual-v6-first', '[::1]');
     assert.deepEqual(second.broker, { family: 'IPv4', address: '127.0.0.1', port });
