@@ -4,6 +4,7 @@
  * each and this host can use IPv6 towards it), and the race itself: each family is a whole
  * `connect` with FAMILY-ONLY, started, aborted and released as the state machine says.
  */
+import { debuglog } from 'node:util';
 import { systemClock, type Clock } from '../common/clock.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import type { BrokerTarget } from './brokers.js';
@@ -11,6 +12,9 @@ import { FAMILY_RACE_DELAY_MS, FamilyRace, type Family } from './family-race.js'
 import type { NattravSocket } from './info.js';
 import type { ConnectOptions } from './options.js';
 import { hasUsableAddress } from './second-family.js';
+
+/** NODE_DEBUG=nattrav:family: each step of the race (which family started, was aborted, won). */
+const debug = debuglog('nattrav:family');
 
 /** The family names of TransportAddress by number. */
 const FAMILY_NAMES = { 4: 'IPv4', 6: 'IPv6' } as const;
@@ -62,6 +66,7 @@ export function raceFamilies(options: ConnectOptions, connectIn: (options: Conne
       reject(outer?.reason instanceof Error ? outer.reason : new NattravError(ErrorCode.Aborted, 'connect aborted'));
     };
     const race = new FamilyRace<NattravSocket>(clock, delayMs, (action) => {
+      debug('%s: %s IPv%s', options.uri, action.type, action.type === 'failed' ? [...action.errors.keys()].join('+IPv') : action.family);
       switch (action.type) {
         case 'start': {
           const controller = new AbortController();

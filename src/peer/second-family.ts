@@ -15,6 +15,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { networkInterfaces } from 'node:os';
+import { debuglog } from 'node:util';
 import { localEndpoints, toTransportAddress, type HostPort } from '../common/endpoint.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import { decodeDatagram, encodeMessage } from '../wire/codec.js';
@@ -29,6 +30,9 @@ import { refreshUnderSession } from './register-proof.js';
 import type { PeerRegistration, RegisteredEvent } from './registration.js';
 import { UdpTransactions } from './udp-transactions.js';
 import { bindEphemeral, closeQuietly } from './withdrawal.js';
+
+/** NODE_DEBUG=nattrav:family: each registration of the second family, and why one failed. */
+const debug = debuglog('nattrav:family');
 
 /** Retries of a failed second family: from 1 s, doubling, to at most the keepalive interval. */
 export const SECOND_FAMILY_BACKOFF: BackoffPolicy = { initialMs: 1_000, maxMs: 60_000, jitter: 0.3 };
@@ -132,11 +136,13 @@ export class SecondFamilyRegistration extends EventEmitter {
       const publicEndpoint = response === undefined ? undefined : getXorMappedAddress(response);
       if (publicEndpoint === undefined) throw new NattravError(ErrorCode.BrokerError, `the broker did not take our ${broker.family} registration (no session or no mapped address)`);
       this.#failures = 0;
+      debug('%s: registered over %s at %s as %s', this.#options.uri, broker.family, broker.address, publicEndpoint.address);
       this.emit('registered', { publicEndpoint, broker } satisfies SecondFamilyRegistered);
     } catch (err) {
       if (this.#closing.signal.aborted) return;
       const error = isNattravError(err) ? err : new NattravError(ErrorCode.BrokerUnreachable, `second family: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       this.#failures++;
+      debug('%s: second family failed (%d in a row): %s', this.#options.uri, this.#failures, error.message);
       this.emit('failed', error);
       const policy = this.#options.backoff ?? SECOND_FAMILY_BACKOFF;
       this.#retry = setTimeout(() => void this.#refresh(), backoffDelayMs(policy, this.#failures, Math.random));
