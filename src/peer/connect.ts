@@ -116,9 +116,10 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   let targets: BrokerTarget[];
   try {
     targets = await resolveBrokers(brokers, whole.signal);
-    // An attempt runs in one family; without one asked, IPv6 and IPv4 race when both can work.
+    // An attempt runs in one family; without one asked, IPv6 and IPv4 race when both can work
+    // (not through a proxy or tunnel: it, not we, reaches the broker in some family).
     if (family !== undefined) targets = targetsInFamily(targets, family);
-    else if (shouldRace(targets)) {
+    else if (dialer === undefined && shouldRace(targets)) {
       whole.dispose();
       return await raceFamilies(options, connect);
     }
