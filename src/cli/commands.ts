@@ -328,7 +328,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
 export function traceReporter(out: Reporter): (event: StrategyTrace) => void {
   return (event) => {
     const why = event.error === undefined ? '' : `: ${event.error}`;
-    out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
+    out.event('strategy', { ...event }, `attempt ${event.attempt}${event.family === undefined ? '' : ` over IPv${event.family}`}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
   };
 }
 

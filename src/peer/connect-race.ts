@@ -9,7 +9,7 @@ import { systemClock, type Clock } from '../common/clock.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import type { BrokerTarget } from './brokers.js';
 import { FAMILY_RACE_DELAY_MS, FamilyRace, type Family } from './family-race.js';
-import type { NattravSocket } from './info.js';
+import type { NattravSocket, StrategyTrace } from './info.js';
 import type { ConnectOptions } from './options.js';
 import { hasUsableAddress } from './second-family.js';
 
@@ -73,7 +73,8 @@ export function raceFamilies(options: ConnectOptions, connectIn: (options: Conne
           controllers.set(action.family, controller);
           const signal = outer === undefined ? controller.signal : AbortSignal.any([outer, controller.signal]);
           const family = action.family;
-          connectIn({ ...options, family, signal }).then(
+          const onTrace = options.onTrace === undefined ? {} : { onTrace: (event: StrategyTrace) => options.onTrace?.({ ...event, family }) };
+          connectIn({ ...options, family, signal, ...onTrace }).then(
             (socket) => race.settle(family, { ok: true, value: socket, direct: socket.nattrav.path !== 'relay' }),
             (err: unknown) => race.settle(family, { ok: false, error: err instanceof Error ? err : new Error(String(err)) }),
           );

@@ -25,6 +25,8 @@ export interface StrategyTrace {
   readonly ms: number;
   /** Why it failed. */
   readonly error?: string;
+  /** The address family of the attempt, when the initiator raced IPv6 against IPv4 (connect-race.ts). */
+  readonly family?: 4 | 6;
 }
 
 /** Which end of the connection this is. */

@@ -81,9 +81,11 @@ describe('dual-stack recipients', { skip }, () => {
     const { port } = await dualStack('nattrav://dual-race', '127.0.0.1');
     const brokers = [`127.0.0.1:${port}`, `[::1]:${port}`];
     // IPv4 would start 2 s in: a working IPv6 wins however busy the machine (at 50 ms either may).
-    const raced = await connect({ broker: brokers, uri: 'nattrav://dual-race', familyDelayMs: 2_000, signal: AbortSignal.timeout(10_000), knownKeysFile: false });
+    const traced: Array<4 | 6 | undefined> = [];
+    const raced = await connect({ broker: brokers, uri: 'nattrav://dual-race', familyDelayMs: 2_000, signal: AbortSignal.timeout(10_000), knownKeysFile: false, onTrace: (e) => traced.push(e.family) });
     closers.push(() => raced.destroy());
     assert.equal(raced.nattrav.family, 6);
+    assert.ok(traced.length > 0 && traced.every((f) => f === 6), `each strategy traced with its family: ${traced.join(',')}`);
     assert.notEqual(raced.nattrav.path, 'relay');
     const forced = await connect({ broker: brokers, uri: 'nattrav://dual-race', family: 4, signal: AbortSignal.timeout(10_000), knownKeysFile: false });
     closers.push(() => forced.destroy());
