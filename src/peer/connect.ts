@@ -119,7 +119,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
     // An attempt runs in one family; without one asked, IPv6 and IPv4 race when both can work
     // (not through a proxy or tunnel: it, not we, reaches the broker in some family).
     if (family !== undefined) targets = targetsInFamily(targets, family);
-    else if (dialer === undefined && shouldRace(targets)) {
+    else if (unusableStrategies(dialer).length === 0 && shouldRace(targets)) {
       whole.dispose();
       return await raceFamilies(options, connect);
     }

@@ -76,7 +76,7 @@ export interface ConnectOptions extends CommonConnectOptions {
    * The address family to connect in: 4 (IPv4 only) or 6 (IPv6 only), the broker's address of
    * that family and the recipient's registration in it (ERR_FAMILY_UNAVAILABLE at once when
    * either is missing). Left out: when the broker has an address of each family, this host
-   * can use IPv6 and no proxy or dialer is in the way, IPv6 and IPv4 race (RFC 8305, connect-race.ts; the first direct connection
+   * can use IPv6 and no proxy or tunnel carries our connections, IPv6 and IPv4 race (RFC 8305, connect-race.ts; the first direct connection
    * wins, the relay only when neither goes direct); else the broker's first address. The
    * connection's `nattrav.family` says which it is. @default race when both work
    */
