@@ -73,8 +73,12 @@ export function raceFamilies(options: ConnectOptions, connectIn: (options: Conne
           controllers.set(action.family, controller);
           const signal = outer === undefined ? controller.signal : AbortSignal.any([outer, controller.signal]);
           const family = action.family;
-          const onTrace = options.onTrace === undefined ? {} : { onTrace: (event: StrategyTrace) => options.onTrace?.({ ...event, family }) };
-          connectIn({ ...options, family, signal, ...onTrace }).then(
+          const onTrace = (event: StrategyTrace): void => {
+            // A direct strategy succeeded: the traversal is done, TLS follows (family-race.ts step 2).
+            if (event.outcome === 'succeeded' && event.strategy !== 'relay') race.traversed(family);
+            options.onTrace?.({ ...event, family });
+          };
+          connectIn({ ...options, family, signal, onTrace }).then(
             (socket) => race.settle(family, { ok: true, value: socket, direct: socket.nattrav.path !== 'relay' }),
             (err: unknown) => race.settle(family, { ok: false, error: err instanceof Error ? err : new Error(String(err)) }),
           );

@@ -8,7 +8,9 @@
  *    "Connection Attempt Delay"), or at once when IPv6 fails (no route, the broker's IPv6
  *    unreachable, the recipient not registered over IPv6) or ends on the relay first.
  * 2. The first direct connection wins: the other attempt is aborted, and a connection it
- *    already made is released (closed).
+ *    already made is released (closed). A family whose traversal went direct while it still
+ *    secures the connection (TLS) keeps IPv4 from starting on the delay: the other family then
+ *    starts only if this one fails after all.
  * 3. A relayed connection is held until the other family has ended: it is used only when
  *    neither went direct (the other failed or was relayed too; IPv6 first then).
  * 4. Both failed: the race fails naming both errors. An abort from outside aborts both.
@@ -71,6 +73,16 @@ export class FamilyRace<T> {
   start(): void {
     this.#begin(6);
     this.#timer = this.#clock.setTimeout(() => this.#begin(4), this.#delayMs);
+  }
+
+  /**
+   * `family`'s traversal went direct (its connection is being secured): the other family is no
+   * longer started on the delay, only at once if this one fails or ends on the relay after all.
+   */
+  traversed(family: Family): void {
+    if (this.#over) return;
+    const other: Family = family === 6 ? 4 : 6;
+    if (this.#sides.get(other)?.kind === 'waiting') this.#clock.clearTimeout(this.#timer);
   }
 
   /** One family's attempt ended (ignored once the race is over, except that a late connection is released). */

@@ -51,6 +51,27 @@ describe('the IPv6/IPv4 race', () => {
     assert.equal(clock.pending, 0, 'the delay timer is cleared');
   });
 
+  test('IPv6 traversed directly before the delay (TLS still running): IPv4 does not start; it starts at once if IPv6 then fails', async () => {
+    {
+      const { clock, race: r, log } = race();
+      r.start();
+      await clock.advance(10);
+      r.traversed(6);
+      await clock.advance(10 * FAMILY_RACE_DELAY_MS);
+      assert.deepEqual(log, ['start 6'], 'no IPv4 attempt while IPv6 secures its connection');
+      r.settle(6, direct('v6'));
+      assert.deepEqual(log, ['start 6', 'won 6 v6']);
+    }
+    {
+      const { clock, race: r, log } = race();
+      r.start();
+      r.traversed(6);
+      await clock.advance(10 * FAMILY_RACE_DELAY_MS);
+      r.settle(6, failure('TLS handshake failed'));
+      assert.deepEqual(log, ['start 6', 'start 4']);
+    }
+  });
+
   test('IPv6 hangs: IPv4 starts after the delay and wins; IPv6 is aborted', async () => {
     const { clock, race: r, log } = race();
     r.start();
