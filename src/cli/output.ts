@@ -19,7 +19,7 @@ export const ExitCode = {
   BrokerUnreachable: 4,
   /** A time limit fired. */
   Timeout: 5,
-  /** Every connection attempt failed, or the recipient did not answer. */
+  /** Every connection attempt failed, the recipient did not answer, or the family asked is not available (ERR_FAMILY_UNAVAILABLE). */
   ConnectFailed: 6,
   /** The network lab could not be built or used. */
   Lab: 7,
