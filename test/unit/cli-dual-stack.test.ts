@@ -33,6 +33,14 @@ describe('nattrav connect --ipv4 / --ipv6 usage', () => {
     });
   }
 
+  test('--ipv6 with a broker given by an IPv4 address only exits 6 (ERR_FAMILY_UNAVAILABLE) without a packet sent', async () => {
+    const child = cli(['connect', 'nattrav://x', '--broker', '127.0.0.1:9', '--json', '--ipv6']);
+    const error = await child.waitForEvent('error', START_WAIT_MS);
+    assert.equal(error.code, 'ERR_FAMILY_UNAVAILABLE');
+    assert.match(String(error.message), /the broker has no IPv6 address/);
+    assert.equal(await child.exited, 6);
+  });
+
   test('broker --announce with something that is not an IP address, or two of one family, exits 2 naming --announce', async () => {
     for (const [args, pattern] of [
       [['--announce', 'broker.example'], /--announce: expected an IPv4 or IPv6 address/],
