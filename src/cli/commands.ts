@@ -72,6 +72,8 @@ export interface ListenCommandOptions extends SecurityOptions, WebCommandOptions
   udp?: boolean;
   /** Take the URI from another running process with the same key. */
   takeover?: boolean;
+  /** `--no-dual-stack`: register in the broker's first family only (ServerOptions.dualStack). */
+  dualStack?: boolean;
 }
 
 /** Options of `nattrav connect`. */
@@ -274,6 +276,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.portmap === false ? { portmap: false } : {}),
     ...(options.takeover === true ? { takeover: true } : {}),
+    ...(options.dualStack === false ? { dualStack: false } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
   // Another process with our key took the URI over: the server closed; we end with its error (exit 13).

@@ -132,6 +132,7 @@ export async function listenDatagramCommand(uri: string, options: ListenCommandO
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
     ...(options.keepaliveMax === undefined ? {} : { keepaliveMaxMs: Number(options.keepaliveMax) }),
     ...(options.takeover === true ? { takeover: true } : {}),
+    ...(options.dualStack === false ? { dualStack: false } : {}),
   });
   server.on('connection', (socket: { destroy(): void }) => socket.destroy());
   // Another process with our key took the URI over: the server closed; we end with its error (exit 13).

@@ -147,6 +147,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--keepalive-max <ms>', 'the longest interval adaptive keepalive may set (default 60000; by default the interval starts at 10000 and becomes 80% of the NAT mapping lifetime measured in the background, at least 5000)', positiveInteger)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
     .option('--takeover', 'take the URI from another running listen with the same key (it exits 13); without it this one exits 2 when another holds the URI')
+    .option('--no-dual-stack', 'register over the broker\'s first address family only (default: also over the other one, IPv6 or IPv4, when the broker and this host have it)')
     .option('--allow <uri>', 'accept only initiators that prove this identity in the TLS handshake (repeat for several)', collect, undefined)
     .option('--tls', 'TLS 1.3 with mutual authentication on every connection (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')

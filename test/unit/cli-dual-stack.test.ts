@@ -76,6 +76,27 @@ describe('nattrav on a dual-stack broker', { skip }, () => {
     assert.equal(second.broker, `[::1]:${port}`);
   });
 
+  test('listen --no-dual-stack registers IPv4 only: connect --ipv6 exits 6 at once, racing connects over IPv4', async () => {
+    const single = cli(['listen', 'nattrav://cli-single', '--broker', `127.0.0.1:${port}`, '--echo', '--json', '--no-dual-stack']);
+    try {
+      await single.waitForEvent('registered', START_WAIT_MS);
+      const forced = cli(['connect', 'nattrav://cli-single', '--broker', `127.0.0.1:${port},[::1]:${port}`, '--json', '--ipv6', '--known-keys', join(home, 'known')]);
+      const error = await forced.waitForEvent('error', START_WAIT_MS);
+      assert.equal(error.code, 'ERR_FAMILY_UNAVAILABLE');
+      assert.match(String(error.message), /not registered over IPv6/);
+      assert.equal(await forced.exited, 6);
+      const raced = cli(['connect', 'nattrav://cli-single', '--broker', `127.0.0.1:${port},[::1]:${port}`, '--json', '--family-delay', '20000', '--known-keys', join(home, 'known')]);
+      const connected = await raced.waitForEvent('connected', START_WAIT_MS);
+      assert.equal(connected.family, 4, 'IPv4 started at once when IPv6 was refused, not 20 s later');
+      raced.child.stdin?.end();
+      assert.equal(await raced.exited, 0, raced.stderr);
+      assert.equal(single.events.some((e) => e.event === 'second-family'), false);
+    } finally {
+      single.child.kill('SIGTERM');
+      await single.exited;
+    }
+  });
+
   // Racing: IPv4 would start after 2 s, so a working IPv6 wins even on a busy machine (at the default 50 ms either may).
   for (const [flags, family] of [[['--family-delay', '2000'], 6], [['--ipv4'], 4], [['--ipv6'], 6]] as const) {
     test(`connect ${flags.join(' ') || '(racing)'} connects over IPv${family} and says so in --json`, async () => {
