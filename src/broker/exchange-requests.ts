@@ -15,6 +15,7 @@ import { malformed } from '../wire/fail.js';
 import type { StunMessage } from '../wire/message.js';
 import { getAttemptId, getRole, getU32Attr, getUri, getXorAddressAttrs, type RoleName } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
+import { hasFamilyOnly } from '../wire/family.js';
 
 /** What the rendezvous uses of an exchange's connection: a {@link StunChannel}, or a fake one in tests. */
 export interface ExchangeChannel {
@@ -40,6 +41,8 @@ export interface ConnectRequest {
   readonly mappingKey: Uint8Array | undefined;
   /** The initiator's TCP handshake time to the broker (CONNECT-RTT), when given and within {@link MAX_CONNECT_RTT_MS}. */
   readonly connectRttMs: number | undefined;
+  /** FAMILY-ONLY: run the attempt in this exchange's address family only (a 476 when the recipient has none there). */
+  readonly familyOnly: boolean;
 }
 
 /**
@@ -58,6 +61,7 @@ export function parseConnect(request: StunMessage): ConnectRequest {
     ephemeralKey: ephemeralKeyOf(request),
     mappingKey: fixedLength(request, AttrType.MappingKey, MAPPING_KEY_LENGTH, 'MAPPING-KEY'),
     connectRttMs: connectRttOf(request),
+    familyOnly: hasFamilyOnly(request),
   };
 }
 

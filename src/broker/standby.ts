@@ -31,7 +31,7 @@ import { verifyMessageIntegritySha256 } from '../wire/codec.js';
 import { ATTEMPT_ID_LENGTH, AttrType, Method, StunErrorCode } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import { addAttemptId, addU32, addXorAddress, getUri, getXorAddressAttrs } from '../wire/nattrav.js';
-import type { TransportAddress } from '../wire/types.js';
+import type { AddressFamilyName, TransportAddress } from '../wire/types.js';
 import { remoteEndpoint, type ExchangeChannel } from './exchange-requests.js';
 import type { MappingMemory } from './mapping-memory.js';
 import type { ProbeBook } from './probe-book.js';
@@ -186,9 +186,11 @@ export class Standbys {
    * and its mapping known ahead (mapping-memory.ts knownAhead). A standby of another
    * session is dropped; one not ready yet stays for the next attempt.
    */
-  take(uri: string, sessionKey: Buffer | undefined): Standby | undefined {
+  take(uri: string, sessionKey: Buffer | undefined, family?: AddressFamilyName): Standby | undefined {
     const standby = this.#byUri.get(uri);
     if (standby === undefined) return undefined;
+    // An attempt runs in the family its Connect came in (family.ts): a standby of the other family stays for another.
+    if (family !== undefined && standby.publicEndpoint.family !== family) return undefined;
     if (sessionKey === undefined || !standby.sessionKey.equals(sessionKey)) {
       this.#drop(standby);
       return undefined;

@@ -42,6 +42,9 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
   // The recipient's gateway forwards a port to it: a plain connect from behind any NAT, symmetric
   // included. First, except after `lan` on one NAT (reaching it from inside needs hairpinning).
   if (recipient.mapped === true) plan.push('portmap');
+  // Two IPv6 hosts without NAT sit behind stateful firewalls as a rule (RFC 6092): a dial to the
+  // recipient's listener is dropped by its firewall, a simultaneous open passes both. Direct first.
+  if (i === 'none' && r === 'none' && isIPv6(initiator.publicAddress) && initiator.publicAddress !== recipient.publicAddress) plan.push('direct');
   if (r === 'none') plan.push('public');
   else if (i === 'none') plan.push('reversal');
   // Two unfiltered cones (full cone, or no NAT behind a firewall-less cone) answer an early SYN
@@ -73,6 +76,10 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
 export function crossFamily(a: string, b: string): boolean {
   // An IPv6 address has a colon; an IPv4 one never does.
   return a.includes(':') !== b.includes(':');
+}
+
+function isIPv6(address: string): boolean {
+  return address.includes(':');
 }
 
 /** The first strategy of `plan` not in `failed` (relay when all failed). */

@@ -59,6 +59,7 @@ import { datagramRefusal, joinDatagram } from './datagram/accept.js';
 import { handOver, type NattravSocket } from './info.js';
 import { PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredEvent } from './registration.js';
+import { secondFamilyOf, type SecondFamilyRegistration } from './second-family.js';
 import type { MovedEvent } from './mobility.js';
 import { REGISTRATION_BACKOFF, type RegistrationRetry } from './backoff.js';
 import { allowList, checkUri, positiveInt } from './validate.js';
@@ -136,6 +137,8 @@ export class NattravServer extends EventEmitter {
   readonly #exchangeTimeoutMs: number;
   readonly #punchTimeoutMs: number;
   readonly #transport: 'auto' | 'udp' | 'tcp';
+  readonly #dualStack: boolean;
+  #secondFamily: SecondFamilyRegistration | undefined;
   readonly #identity: Identity | undefined;
   readonly #keyDir: string | undefined;
   readonly #brokerCa: string | undefined;
@@ -197,6 +200,10 @@ export class NattravServer extends EventEmitter {
     this.#sockets = new SocketBudget(maxAttemptSockets);
     this.#dialer = dialerFromOptions(options);
     this.#transport = registerTransportOf(options.registerTransport, this.#dialer);
+    if (options.dualStack !== undefined && typeof options.dualStack !== 'boolean') {
+      throw new NattravError(ErrorCode.InvalidArgument, `dualStack must be true or false, got ${JSON.stringify(options.dualStack)}`);
+    }
+    this.#dualStack = options.dualStack !== false;
     this.#identity = options.identity;
     this.#keyDir = options.keyDir;
     this.#brokerCa = options.brokerCa;
@@ -299,6 +306,7 @@ export class NattravServer extends EventEmitter {
         onEvent: (event) => this.emit('standby', event),
       });
     }
+    if (this.#dualStack) this.#secondFamily = secondFamilyOf(registration, this.#uri, this.#brokers, this.#registerTimeoutMs, (event, payload) => this.emit(event, payload));
     this.#adapter = adaptKeepalive(registration, this.#adaptive, (event, payload) => this.emit(event, payload));
     this.#bind?.on('change', () => registration.refreshNow());
     registration.on('registered', (event: RegisteredEvent) => {
@@ -395,6 +403,7 @@ export class NattravServer extends EventEmitter {
       this.#state = 'closed';
       this.#adapter?.close();
       this.#standby?.close();
+      this.#secondFamily?.close();
       this.#bind?.close();
       const withdrawn = Promise.all([this.#registration?.close(), this.#agent?.close()]);
       for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));

@@ -270,3 +270,16 @@ describe('mapping memory', () => {
     assert.equal(MAPPING_MEMORY_TTL_MS, 600_000);
   });
 });
+
+describe('a warm attempt in the other family', () => {
+  test('a Connect over IPv6 does not take an IPv4 standby: the ConnectionRequest goes out and the standby stays for IPv4', async () => {
+    const h = await harness();
+    await warmStandby(h);
+    const initiator = new FakeChannel(h.clock, { family: 'IPv6', address: '2001:db8:1::10', port: 40_000 }, 10);
+    void h.rendezvous.connect(initiator, connectRequest(7, 10));
+    await settle();
+    assert.equal(h.notified.length, 1, 'a ConnectionRequest, not the standby');
+    assert.equal(h.notified[0]?.method, Method.ConnectionRequest);
+    assert.equal(h.rendezvous.standbys, 1, 'the IPv4 standby is kept');
+  });
+});
