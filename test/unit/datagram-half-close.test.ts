@@ -133,3 +133,36 @@ test('end() before the channel opened throws ERR_CLOSED; after close it does not
   assert.doesNotThrow(() => a.end());
   assert.equal(b.state, 'closed');
 });
+
+test("the last side to end closes at once; the first still gets that side's datagrams held behind the CLOSE, then 'end'", async () => {
+  const net = new Network();
+  const clock = new FakeClock();
+  const { a, b } = pair(net, clock);
+  await openBoth(a, b, clock);
+  const atA: string[] = [];
+  a.on('message', (msg: Buffer) => atA.push(msg.toString()));
+  a.on('end', () => atA.push('END'));
+  // B echoes and ends when A ends, as `listen --udp --echo` does.
+  b.on('message', (msg: Buffer) => b.writable && b.send(msg));
+  b.on('end', () => b.end());
+  let held: Buffer | undefined;
+  net.drop = (from, to) => {
+    const last = net.log.at(-1);
+    if (held === undefined && key(from) === key(B) && key(to) === key(A) && last !== undefined && packetType(last.data) === PacketType.Data) {
+      held = last.data;
+      return true;
+    }
+    // B's END is lost too: only its CLOSE tells A.
+    return key(from) === key(B) && last !== undefined && packetType(last.data) === PacketType.End;
+  };
+  a.send('echo me');
+  a.end();
+  await settle();
+  assert.equal(b.state, 'closed', 'B ended last and closed');
+  assert.equal(a.state, 'open', "A waits for B's datagram sent before its CLOSE");
+  net.drop = () => false;
+  net.deliver(B, A, held as Buffer);
+  await settle();
+  assert.deepEqual(atA, ['echo me', 'END']);
+  assert.equal(a.state, 'closed');
+});

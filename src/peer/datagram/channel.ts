@@ -34,7 +34,7 @@ import type { ConnectionRole } from '../info.js';
 import type { DatagramChannelInfo, DatagramEndpoint, DatagramRemoteInfo, DatagramStats, DatagramTransport } from './types.js';
 
 export type { DatagramChannelInfo, DatagramDrops, DatagramEndpoint, DatagramRemoteInfo, DatagramStats, DatagramTransport, TransportHandlers } from './types.js';
-import { endCounter, HalfClose } from './half-close.js';
+import { endCounter, endPayload, HalfClose } from './half-close.js';
 import { channelKeys, decodeHandshake, encodeHandshake, MAX_DATAGRAM, NONCE_LENGTH, open, PacketType, packetType, ReplayWindow, seal, type ChannelKeys } from './packets.js';
 
 /** The phases of a channel (module comment). */
@@ -143,9 +143,7 @@ export class DatagramChannel extends EventEmitter {
     this.#half = new HalfClose(this.#clock, {
       sendEnd: (first) => {
         const counter = this.#counter;
-        const payload = Buffer.alloc(8);
-        payload.writeBigUInt64BE(BigInt(first ?? counter));
-        this.#sendSealed(PacketType.End, payload);
+        this.#sendSealed(PacketType.End, endPayload(first ?? counter));
         return counter;
       },
       peerEnded: () => {
@@ -252,9 +250,12 @@ export class DatagramChannel extends EventEmitter {
       else this.once('close', callback);
     }
     if (this.#state === 'open') {
-      // Twice: a lost CLOSE would leave the peer waiting for its silence timeout.
-      this.#sendSealed(PacketType.Close, Buffer.alloc(0));
-      this.#sendSealed(PacketType.Close, Buffer.alloc(0));
+      // Twice: a lost CLOSE would leave the peer waiting for its silence timeout. After our END
+      // it names that END, so the peer still waits for what we sent before it (half-close.ts).
+      const first = this.#half.firstEnd;
+      const payload = first === undefined ? Buffer.alloc(0) : endPayload(first);
+      this.#sendSealed(PacketType.Close, payload);
+      this.#sendSealed(PacketType.Close, payload);
     }
     if (this.#end(new NattravError(ErrorCode.Closed, 'the datagram channel was closed'))) queueMicrotask(() => this.emit('close'));
     return this;
@@ -309,7 +310,9 @@ export class DatagramChannel extends EventEmitter {
     else if (newest) this.#follow(from);
     this.#lastReceived = this.#clock.now();
     if (opened.type === PacketType.Close) {
-      if (this.#end(new NattravError(ErrorCode.Closed, 'the peer closed the datagram channel'))) this.emit('close');
+      // We ended and the peer closes because it ended too: what it sent before may still be on the way (half-close.ts).
+      if (this.#half.ended && !this.#half.peerEnded) this.#half.taken(endCounter(opened.payload, opened.counter), (limit) => this.#window.seenAllBelow(limit));
+      else if (this.#end(new NattravError(ErrorCode.Closed, 'the peer closed the datagram channel'))) this.emit('close');
       return;
     }
     if (opened.type === PacketType.Data) {

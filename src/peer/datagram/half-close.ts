@@ -5,7 +5,9 @@
  * with every keepalive, since a datagram can be lost. The other side reports the end
  * (`'end'`) once every packet sent before it arrived, or {@link END_GRACE_MS} after the END
  * when one of them was lost for good, so reordering on the way never cuts the last
- * datagrams off. When both sides have ended, the channel closes.
+ * datagrams off. When both sides have ended, the channel closes; a CLOSE that reaches a
+ * side which ended, before the peer's END was reported, counts as that END (the last side
+ * to end closes at once, and its last datagrams may still be behind its CLOSE).
  *
  * Sans-IO: the channel sends the packets and gives the clock; this decides when.
  */
@@ -46,6 +48,11 @@ export class HalfClose {
   /** Whether our side ended (end() was called). */
   get ended(): boolean {
     return this.#ours !== undefined;
+  }
+
+  /** The counter our first END went out with (a CLOSE after it names it too); undefined while we still send. */
+  get firstEnd(): number | undefined {
+    return this.#ours;
   }
 
   /** Whether the peer's end was reported. */
@@ -99,4 +106,11 @@ export class HalfClose {
 export function endCounter(payload: Buffer, counter: number): number {
   if (payload.length !== 8) return counter;
   return Math.min(Number(payload.readBigUInt64BE(0)), counter);
+}
+
+/** The payload of an END, or of a CLOSE sent after our END: the counter of our first END. */
+export function endPayload(first: number): Buffer {
+  const payload = Buffer.alloc(8);
+  payload.writeBigUInt64BE(BigInt(first));
+  return payload;
 }
