@@ -254,7 +254,7 @@ describe('the Hello without its own round trip', () => {
     }
   });
 
-  test('an older plain initiator (a Hello request with SECURITY plain, waiting for an answer) is told to upgrade', async () => {
+  test('an older plain initiator (a Hello request with SECURITY plain, waiting for an answer): the recipient says to upgrade it; the initiator reads the proof, not an answer', async () => {
     const { a, b } = await pair();
     const attempt = newAttempt();
     const old = StunMessage.request(Method.Hello);
@@ -262,7 +262,8 @@ describe('the Hello without its own round trip', () => {
     addU32(old, AttrType.Security, SecurityMode.Plain);
     a.write(encodeMessage(old, { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
     assert.match((await failure(helloAsRecipient(b, attempt, signal(), false))).message, /older than the plain proofs without a round trip: upgrade it/);
-    // What it read first is the recipient's proof, an indication it does not take for an answer.
+    // What it reads first is the recipient's proof, an indication it does not take for an answer (older
+    // nattrav: "did not accept our Hello", ERR_PROTOCOL); a refusal written after it would never be read.
     const proof = await readOneMessage(a, signal());
     assert.equal(proof.cls, MessageClass.Indication);
     assert.equal(getRole(proof), 'recipient');
