@@ -7,13 +7,12 @@
  * Removes the lab on the way out, also on failure and on SIGINT/SIGTERM.
  * Run: `node dist/bench/lab-run.js '{"count":100,"bytes":200000000,"delayMs":25}'`.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Lab, labSupport } from '../src/lab/index.js';
+import { labSupport } from '../src/lab/index.js';
 import { startLabBroker } from '../src/lab/scenario.js';
 import type { LabHost } from '../src/lab/types.js';
+import { createScriptLab } from './lib/lab-script.js';
 import { Child } from './lib/procs.js';
 import type { LabPeerConfig } from './servers/lab-peer.js';
 
@@ -46,14 +45,10 @@ if (!support.ok) {
   process.exit(0);
 }
 
-const lab = await Lab.create({
+const { lab, dir: keyDir, close } = await createScriptLab({
   sites: [{ name: 'a', nat: 'port-restricted' }, { name: 'b', nat: 'port-restricted' }, { name: 'c', nat: 'none' }],
   wanDelayMs: config.delayMs,
-});
-const keyDir = await mkdtemp(join(tmpdir(), 'nattrav-bench-lab-'));
-let closing: Promise<void> | undefined;
-const close = (): Promise<void> => (closing ??= lab.close().finally(() => rm(keyDir, { recursive: true, force: true })));
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void close().finally(() => process.exit(130)));
+}, 'nattrav-bench-lab-');
 
 const peer = (host: LabHost, name: string, peerConfig: LabPeerConfig): Child =>
   new Child(lab.spawn(host, process.execPath, [PEER, JSON.stringify(peerConfig)], { stdio: ['pipe', 'pipe', 'pipe'] }), name);

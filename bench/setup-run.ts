@@ -8,13 +8,12 @@
  * the way out, also on failure and on SIGINT/SIGTERM.
  * Run: `node dist/bench/setup-run.js '{"delayMs":25,"counts":{"direct":100}}'`.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Lab, labSupport } from '../src/lab/index.js';
+import { labSupport } from '../src/lab/index.js';
 import { startLabBroker } from '../src/lab/scenario.js';
 import type { LabHost } from '../src/lab/types.js';
+import { createScriptLab } from './lib/lab-script.js';
 import { Child } from './lib/procs.js';
 import { PAIRS, SITES, pairText, type SetupRow, type SetupRunConfig, type SetupRunResult } from './lib/setup-pairs.js';
 import type { SetupPeerConfig, SetupSample } from './servers/setup-peer.js';
@@ -34,11 +33,7 @@ if (!support.ok) {
   process.exit(0);
 }
 
-const lab = await Lab.create({ sites: SITES.map((s) => ({ ...s })), wanDelayMs: config.delayMs });
-const keyDir = await mkdtemp(join(tmpdir(), 'nattrav-bench-setup-'));
-let closing: Promise<void> | undefined;
-const close = (): Promise<void> => (closing ??= lab.close().finally(() => rm(keyDir, { recursive: true, force: true })));
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void close().finally(() => process.exit(130)));
+const { lab, dir: keyDir, close } = await createScriptLab({ sites: SITES.map((s) => ({ ...s })), wanDelayMs: config.delayMs }, 'nattrav-bench-setup-');
 
 const peer = (host: LabHost, name: string, peerConfig: SetupPeerConfig): Child =>
   new Child(lab.spawn(host, process.execPath, [PEER, JSON.stringify(peerConfig)], { stdio: ['pipe', 'pipe', 'pipe'] }), name);

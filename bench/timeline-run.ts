@@ -8,15 +8,15 @@
  * Removes the lab (and stops tcpdump) on the way out, also on failure and on SIGINT/SIGTERM.
  * Run: `node dist/bench/timeline-run.js '{"delayMs":25,"initiatorNat":"port-restricted","count":3}'`.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
-import { Lab, labSupport } from '../src/lab/index.js';
+import { labSupport } from '../src/lab/index.js';
 import { startLabBroker } from '../src/lab/scenario.js';
 import type { LabHost } from '../src/lab/types.js';
 import { describePacket, readPcap } from './lib/pcap.js';
+import { createScriptLab } from './lib/lab-script.js';
 import { Child } from './lib/procs.js';
 import type { OwnAddresses, Party, TimelinePacket } from './lib/timeline.js';
 import type { SetupPeerConfig, SetupSample } from './servers/setup-peer.js';
@@ -56,11 +56,7 @@ if (!support.ok) {
   process.exit(0);
 }
 
-const lab = await Lab.create({ sites: [{ name: 'a', nat: 'port-restricted' }, { name: 'b', nat: config.initiatorNat }], wanDelayMs: config.delayMs });
-const dir = await mkdtemp(join(tmpdir(), 'nattrav-bench-timeline-'));
-let closing: Promise<void> | undefined;
-const close = (): Promise<void> => (closing ??= lab.close().finally(() => rm(dir, { recursive: true, force: true })));
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void close().finally(() => process.exit(130)));
+const { lab, dir, close } = await createScriptLab({ sites: [{ name: 'a', nat: 'port-restricted' }, { name: 'b', nat: config.initiatorNat }], wanDelayMs: config.delayMs }, 'nattrav-bench-timeline-');
 
 /** Starts tcpdump in `host`'s namespace, writing `file`; resolves once its capture is open. */
 async function capture(host: LabHost, file: string): Promise<ChildProcess> {

@@ -29,6 +29,9 @@ export function routable(ctx: RegisterContext, request: StunMessage, session: Se
   return false;
 }
 
+/** How often a SECOND-FAMILY refresh reads the registration again when it changed before the store (a refresh of the first family in between). */
+const SECOND_FAMILY_TRIES = 3;
+
 /**
  * A refresh with SECOND-FAMILY: the session's holder registers its other address family from
  * `remote` (a dual-stack recipient's IPv6 socket next to its IPv4 one, or the reverse). Kept as
@@ -45,25 +48,31 @@ export async function refreshSecondFamily(
   lifetimeMs: number,
   session: Session,
 ): Promise<string | undefined> {
-  const current = await ctx.registry.get(uri);
-  const problem =
-    transport !== 'udp' ? 'SECOND-FAMILY is for UDP registrations'
-    : current === undefined || current.keyFingerprint !== session.keyFingerprint ? `no registration of ${uri} under this session to add a family to`
-    : current.publicEndpoint.family === remote.family ? `SECOND-FAMILY from the registration's own family (${remote.family})`
-    : undefined;
-  if (problem !== undefined || current === undefined) {
-    ctx.reply(request.errorResponse(StunErrorCode.BadRequest, problem ?? 'no registration'), { integritySha256Key: session.key });
-    return undefined;
+  let proven = false;
+  // Read, check, then store only over what was read: a withdrawal, takeover or move in between wins.
+  for (let tries = 0; ; tries++) {
+    const current = await ctx.registry.get(uri);
+    const problem =
+      transport !== 'udp' ? 'SECOND-FAMILY is for UDP registrations'
+      : current === undefined || current.keyFingerprint !== session.keyFingerprint ? `no registration of ${uri} under this session to add a family to`
+      : current.publicEndpoint.family === remote.family ? `SECOND-FAMILY from the registration's own family (${remote.family})`
+      : tries === SECOND_FAMILY_TRIES ? `the registration of ${uri} kept changing while its second family was added: register again`
+      : undefined;
+    if (problem !== undefined || current === undefined) {
+      ctx.reply(request.errorResponse(StunErrorCode.BadRequest, problem ?? 'no registration'), { integritySha256Key: session.key });
+      return undefined;
+    }
+    const known = current.secondFamily?.publicEndpoint;
+    if (!proven && (known === undefined || !sameEndpoint(known, remote)) && !routable(ctx, request, session, remote)) return undefined;
+    proven = true;
+    const secondFamily: FamilyRegistration = {
+      publicEndpoint: remote,
+      privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint).filter((e) => e.family === remote.family),
+      expiresAt: ctx.now() + lifetimeMs,
+      ...(ctx.brokerId === undefined ? {} : { broker: ctx.brokerId }),
+    };
+    if (await ctx.registry.replaceIf(current, { ...current, secondFamily })) break;
   }
-  const known = current.secondFamily?.publicEndpoint;
-  if ((known === undefined || !sameEndpoint(known, remote)) && !routable(ctx, request, session, remote)) return undefined;
-  const secondFamily: FamilyRegistration = {
-    publicEndpoint: remote,
-    privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint).filter((e) => e.family === remote.family),
-    expiresAt: ctx.now() + lifetimeMs,
-    ...(ctx.brokerId === undefined ? {} : { broker: ctx.brokerId }),
-  };
-  await ctx.registry.put({ ...current, secondFamily });
   ctx.reply(announceOtherFamily(ctx, success(request, remote, lifetimeMs), remote), { integritySha256Key: session.key }, true);
   ctx.onRegistered(uri, remote, lifetimeMs, true, true);
   return uri;

@@ -10,7 +10,7 @@ import { ErrorCode, NattravError, isNattravError } from '../errors.js';
 import type { BrokerTarget } from './brokers.js';
 import { FAMILY_RACE_DELAY_MS, FamilyRace, type Family } from './family-race.js';
 import type { NattravSocket, StrategyTrace } from './info.js';
-import type { ConnectOptions } from './options.js';
+import { PEER_DEFAULTS, type ConnectOptions } from './options.js';
 import { hasUsableAddress } from './second-family.js';
 
 /** NODE_DEBUG=nattrav:family: each step of the race (which family started, was aborted, won). */
@@ -58,6 +58,7 @@ export function shouldRace(targets: readonly BrokerTarget[], usable = hasUsableA
  */
 export function raceFamilies(options: ConnectOptions, connectIn: (options: ConnectOptions) => Promise<NattravSocket>, clock: Clock = systemClock): Promise<NattravSocket> {
   const delayMs = checkFamilyDelay(options.familyDelayMs);
+  const timeoutMs = options.timeoutMs ?? PEER_DEFAULTS.timeoutMs;
   return new Promise<NattravSocket>((resolve, reject) => {
     const controllers = new Map<Family, AbortController>();
     const outer = options.signal;
@@ -76,9 +77,11 @@ export function raceFamilies(options: ConnectOptions, connectIn: (options: Conne
           const onTrace = (event: StrategyTrace): void => {
             // A direct strategy succeeded: the traversal is done, TLS follows (family-race.ts step 2).
             if (event.outcome === 'succeeded' && event.strategy !== 'relay') race.traversed(family);
+            // Another attempt after a traversal: its connection failed (TLS), so the other family need not wait.
+            if (event.outcome === 'started') race.retrying(family);
             options.onTrace?.({ ...event, family });
           };
-          connectIn({ ...options, family, signal, onTrace }).then(
+          connectIn({ ...options, family, signal, onTrace, timeoutMs: action.timeoutMs }).then(
             (socket) => race.settle(family, { ok: true, value: socket, direct: socket.nattrav.path !== 'relay' }),
             (err: unknown) => race.settle(family, { ok: false, error: err instanceof Error ? err : new Error(String(err)) }),
           );
@@ -98,7 +101,7 @@ export function raceFamilies(options: ConnectOptions, connectIn: (options: Conne
           outer?.removeEventListener('abort', onAbort);
           reject(bothFailed(options.uri, action.errors));
       }
-    });
+    }, timeoutMs);
     if (outer?.aborted === true) {
       onAbort();
       return;

@@ -10,7 +10,10 @@
  * 2. The first direct connection wins: the other attempt is aborted, and a connection it
  *    already made is released (closed). A family whose traversal went direct while it still
  *    secures the connection (TLS) keeps IPv4 from starting on the delay: the other family then
- *    starts only if this one fails after all.
+ *    starts at once if this one fails after all, or starts another attempt (its TLS failed and
+ *    its connect retries: {@link FamilyRace.retrying}).
+ * 5. Both families share one deadline, the caller's time limit for the whole race: each is
+ *    started with what is left of it, so a late start never runs past it.
  * 3. A relayed connection is held until the other family has ended: it is used only when
  *    neither went direct (the other failed or was relayed too; IPv6 first then).
  * 4. Both failed: the race fails naming both errors. An abort from outside aborts both.
@@ -25,9 +28,11 @@ export type Family = 4 | 6;
  * attempts; ours race whole attempts (an exchange with the broker, its request to the
  * recipient, the recipient's join, the punch), each of which takes several round trips, and an
  * IPv4 attempt running beside IPv6 costs the recipient a second join and the broker a second
- * rendezvous. 50 ms keeps the worst case (IPv6 silently broken) within 50 ms of IPv4 alone, the
- * issue's bound being 300 ms, while IPv6 still gets the head start that makes it win when both
- * work (its direct path usually completes in about the time IPv4 needs for the same steps).
+ * rendezvous. 50 ms keeps the worst case of IPv6 silently broken (it never traverses) within
+ * 50 ms of IPv4 alone, the issue's bound being 300 ms, while IPv6 still gets the head start that
+ * makes it win when both work (its direct path usually completes in about the time IPv4 needs
+ * for the same steps). IPv6 that traverses and then fails its TLS hands over to IPv4 at once;
+ * one whose TLS stalls holds IPv4 back until the shared deadline, never past it.
  */
 export const FAMILY_RACE_DELAY_MS = 50;
 
@@ -36,7 +41,8 @@ export type FamilyOutcome<T> = { readonly ok: true; readonly value: T; readonly 
 
 /** What the caller must do. */
 export type RaceAction<T> =
-  | { readonly type: 'start'; readonly family: Family }
+  /** Start `family`'s attempt with a time limit of `timeoutMs` (what is left of the shared deadline). */
+  | { readonly type: 'start'; readonly family: Family; readonly timeoutMs: number }
   | { readonly type: 'abort'; readonly family: Family }
   /** A connection the race will not use (the loser's, or a relay not needed): close it. */
   | { readonly type: 'release'; readonly family: Family; readonly value: T }
@@ -55,13 +61,19 @@ export class FamilyRace<T> {
     [6, { kind: 'waiting' }],
     [4, { kind: 'waiting' }],
   ]);
+  readonly #timeoutMs: number;
+  /** Families whose traversal went direct while their connection is still being secured. */
+  readonly #traversed = new Set<Family>();
+  #deadline = Infinity;
   #timer: TimerHandle | undefined;
   #over = false;
 
-  constructor(clock: Clock, delayMs: number, act: (action: RaceAction<T>) => void) {
+  /** `timeoutMs`: the whole race's time limit, shared by both families (step 5). */
+  constructor(clock: Clock, delayMs: number, act: (action: RaceAction<T>) => void, timeoutMs: number) {
     this.#clock = clock;
     this.#delayMs = delayMs;
     this.#act = act;
+    this.#timeoutMs = timeoutMs;
   }
 
   /** Whether the race has decided (won, failed or aborted). */
@@ -71,6 +83,7 @@ export class FamilyRace<T> {
 
   /** Step 1: IPv6 now, IPv4 after the delay. */
   start(): void {
+    this.#deadline = this.#clock.now() + this.#timeoutMs;
     this.#begin(6);
     this.#timer = this.#clock.setTimeout(() => this.#begin(4), this.#delayMs);
   }
@@ -82,7 +95,17 @@ export class FamilyRace<T> {
   traversed(family: Family): void {
     if (this.#over) return;
     const other: Family = family === 6 ? 4 : 6;
+    this.#traversed.add(family);
     if (this.#sides.get(other)?.kind === 'waiting') this.#clock.clearTimeout(this.#timer);
+  }
+
+  /**
+   * `family` starts another attempt (of its strategies, or of its connect after a failed TLS):
+   * when it had traversed, that connection failed, and the other family starts at once.
+   */
+  retrying(family: Family): void {
+    if (!this.#traversed.delete(family)) return;
+    this.#begin(family === 6 ? 4 : 6);
   }
 
   /** One family's attempt ended (ignored once the race is over, except that a late connection is released). */
@@ -116,7 +139,7 @@ export class FamilyRace<T> {
     if (this.#over || this.#sides.get(family)?.kind !== 'waiting') return;
     if (family === 4) this.#clock.clearTimeout(this.#timer);
     this.#sides.set(family, { kind: 'running' });
-    this.#act({ type: 'start', family });
+    this.#act({ type: 'start', family, timeoutMs: Math.max(1, Math.ceil(this.#deadline - this.#clock.now())) });
   }
 
   /** Step 2: `family` went direct. */

@@ -134,6 +134,10 @@ export async function helloAsInitiator(socket: Socket, attempt: HelloAttempt, si
     if (theirs !== undefined && isTls(theirs) !== ours) throw securityMismatch(ours, 'recipient');
   }
   if (way === 'plain') return checkRecipientProof(answer, attempt);
+  // A plain recipient writes its proof at once, so it arrives before its refusal of our Hello.
+  if (answer.method === Method.Hello && answer.cls === MessageClass.Indication && getRole(answer) === 'recipient' && getSecurityMode(answer) === SecurityMode.PlainProofs) {
+    throw securityMismatch(true, 'recipient');
+  }
   if (answer.method !== Method.Hello || answer.cls !== MessageClass.SuccessResponse || !sameTransaction) {
     throw new NattravError(ErrorCode.Protocol, 'the peer did not accept our Hello: it is not the recipient of this attempt');
   }

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { type Socket as UdpSocket } from 'node:dgram';
 import { after, describe, test } from 'node:test';
 import { MemoryRegistry } from '../../src/broker/registry/memory.js';
+import type { Registration } from '../../src/broker/registry/registry.js';
 import { PeerRegistration } from '../../src/peer/registration.js';
 import { generateKeyPair } from '../../src/security/keys.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
@@ -22,6 +23,27 @@ import { noIPv6Loopback, udpSocket } from '../helpers/udp.js';
 
 const skip = await noIPv6Loopback();
 
+/** A registry where, once armed, the URI is withdrawn just before the next store to it (as another broker's withdrawal would land). */
+class WithdrawnMeanwhile extends MemoryRegistry {
+  withdrawBeforeStore: string | undefined;
+
+  override async put(registration: Registration): Promise<void> {
+    await this.#withdraw(registration.uri);
+    return super.put(registration);
+  }
+
+  override async replaceIf(expected: Registration, next: Registration): Promise<boolean> {
+    await this.#withdraw(expected.uri);
+    return super.replaceIf(expected, next);
+  }
+
+  async #withdraw(uri: string): Promise<void> {
+    if (this.withdrawBeforeStore !== uri) return;
+    this.withdrawBeforeStore = undefined;
+    await this.delete(uri);
+  }
+}
+
 describe('SECOND-FAMILY at the broker', { skip }, () => {
   const closers: Array<() => unknown> = [];
   after(async () => {
@@ -29,7 +51,7 @@ describe('SECOND-FAMILY at the broker', { skip }, () => {
   });
 
   test('refused from the first family; from IPv6 after a routability echo, kept next to the IPv4 registration', async () => {
-    const registry = new MemoryRegistry();
+    const registry = new WithdrawnMeanwhile();
     const { port } = await startWatchedBroker(closers, { host: '::', registry, announce: ['127.0.0.1', '::1'] });
     const uri = 'nattrav://hand-made';
     const registration = new PeerRegistration({ broker: { host: '127.0.0.1', port }, uri, keepaliveMs: 60_000, lifetimeMs: 30_000, registerTimeoutMs: 5_000, transport: 'udp', keys: { key: generateKeyPair() } });
@@ -74,5 +96,12 @@ describe('SECOND-FAMILY at the broker', { skip }, () => {
     assert.deepEqual(stored?.secondFamily?.publicEndpoint, { family: 'IPv6', address: '::1', port: v6.address().port });
     // Known now: the next refresh from there needs no echo.
     assert.equal((await refresh(v6, '::1')).cls, MessageClass.SuccessResponse);
+
+    // A withdrawal (or takeover, or move through another broker) lands between the refresh's read and its store: it wins.
+    registry.withdrawBeforeStore = uri;
+    const late = await refresh(v6, '::1');
+    assert.equal(late.cls, MessageClass.ErrorResponse);
+    assert.match(getErrorCode(late)?.reason ?? '', /no registration of nattrav:\/\/hand-made under this session/);
+    assert.equal(await registry.get(uri), undefined, 'the withdrawn registration did not come back');
   });
 });

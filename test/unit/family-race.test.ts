@@ -4,11 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { FAMILY_RACE_DELAY_MS, FamilyRace, type RaceAction } from '../../src/peer/family-race.js';
+import { raceFamilies } from '../../src/peer/connect-race.js';
+import { FAMILY_RACE_DELAY_MS, FamilyRace, type Family, type RaceAction } from '../../src/peer/family-race.js';
+import type { NattravSocket } from '../../src/peer/info.js';
+import type { ConnectOptions } from '../../src/peer/options.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 
 /** A race on a fake clock whose actions are recorded as short strings ("start 6", "won 4 v4-direct"). */
-function race(delayMs = FAMILY_RACE_DELAY_MS): { clock: FakeClock; race: FamilyRace<string>; log: string[]; actions: Array<RaceAction<string>> } {
+function race(delayMs = FAMILY_RACE_DELAY_MS, timeoutMs = 30_000): { clock: FakeClock; race: FamilyRace<string>; log: string[]; actions: Array<RaceAction<string>> } {
   const clock = new FakeClock();
   const log: string[] = [];
   const actions: Array<RaceAction<string>> = [];
@@ -17,7 +20,7 @@ function race(delayMs = FAMILY_RACE_DELAY_MS): { clock: FakeClock; race: FamilyR
     if (action.type === 'failed') log.push(`failed ${[...action.errors].map(([f, e]) => `${f}:${e.message}`).join(' ')}`);
     else if (action.type === 'start' || action.type === 'abort') log.push(`${action.type} ${action.family}`);
     else log.push(`${action.type} ${action.family} ${action.value}`);
-  });
+  }, timeoutMs);
   return { clock, race: r, log, actions };
 }
 
@@ -69,6 +72,50 @@ describe('the IPv6/IPv4 race', () => {
       await clock.advance(10 * FAMILY_RACE_DELAY_MS);
       r.settle(6, failure('TLS handshake failed'));
       assert.deepEqual(log, ['start 6', 'start 4']);
+    }
+  });
+
+  test('IPv6 traversed, then its TLS failed and its connect starts another attempt: IPv4 starts then, not after IPv6\'s retries', async () => {
+    const { clock, race: r, log } = race();
+    r.start();
+    r.retrying(6);
+    await clock.advance(5);
+    assert.deepEqual(log, ['start 6'], 'a first attempt starting is no reason');
+    r.traversed(6);
+    await clock.advance(1_000);
+    assert.deepEqual(log, ['start 6'], 'IPv4 held back while IPv6 secures its connection');
+    r.retrying(6);
+    assert.deepEqual(log, ['start 6', 'start 4'], 'IPv6\'s connection failed: IPv4 at once');
+    r.retrying(6);
+    assert.deepEqual(log, ['start 6', 'start 4'], 'once');
+    r.settle(4, direct('v4'));
+    assert.deepEqual(log.slice(2), ['abort 6', 'won 4 v4']);
+  });
+
+  test('one deadline for the race: each family starts with what is left of the caller\'s time limit', async () => {
+    {
+      const { clock, race: r, actions } = race(FAMILY_RACE_DELAY_MS, 30_000);
+      r.start();
+      await clock.advance(FAMILY_RACE_DELAY_MS);
+      assert.deepEqual(actions.map((a) => (a.type === 'start' ? [a.family, a.timeoutMs] : a.type)), [[6, 30_000], [4, 30_000 - FAMILY_RACE_DELAY_MS]]);
+    }
+    {
+      // IPv6 traversed in 5 ms, then its TLS stalled and failed 20 s in: IPv4 gets the 10 s left, not a fresh 30 s.
+      const { clock, race: r, actions } = race(FAMILY_RACE_DELAY_MS, 30_000);
+      r.start();
+      await clock.advance(5);
+      r.traversed(6);
+      await clock.advance(19_995);
+      r.retrying(6);
+      assert.deepEqual(actions.map((a) => (a.type === 'start' ? [a.family, a.timeoutMs] : a.type)), [[6, 30_000], [4, 10_000]]);
+    }
+    {
+      const { clock, race: r, actions } = race(FAMILY_RACE_DELAY_MS, 1_000);
+      r.start();
+      r.traversed(6);
+      await clock.advance(5_000);
+      r.settle(6, failure('timed out'));
+      assert.deepEqual(actions.at(-1), { type: 'start', family: 4, timeoutMs: 1 }, 'past the deadline: the least limit there is, so it fails at once');
     }
   });
 
@@ -148,5 +195,30 @@ describe('the IPv6/IPv4 race', () => {
     r.abort();
     await clock.advance(10 * FAMILY_RACE_DELAY_MS);
     assert.deepEqual(log, ['start 6', 'abort 6']);
+  });
+
+  test('raceFamilies: both families\' connects share the caller\'s timeoutMs; IPv6 traversed, then retrying after its TLS failed, starts IPv4 at once', async () => {
+    const clock = new FakeClock();
+    const calls: ConnectOptions[] = [];
+    const settle = new Map<Family, { resolve(socket: NattravSocket): void; reject(err: Error): void }>();
+    const connectIn = (options: ConnectOptions): Promise<NattravSocket> =>
+      new Promise((resolve, reject) => {
+        calls.push(options);
+        settle.set(options.family as Family, { resolve, reject });
+      });
+    const won = raceFamilies({ broker: '127.0.0.1:3478', uri: 'nattrav://raced', timeoutMs: 10_000 }, connectIn, clock);
+    assert.deepEqual(calls.map((c) => [c.family, c.timeoutMs]), [[6, 10_000]]);
+    await clock.advance(5);
+    calls[0]?.onTrace?.({ attempt: 1, strategy: 'direct', outcome: 'succeeded', ms: 5 });
+    await clock.advance(3_000);
+    assert.equal(calls.length, 1, 'IPv4 held back while IPv6 secures its connection');
+    // IPv6's TLS failed; its connect runs its next attempt.
+    calls[0]?.onTrace?.({ attempt: 2, strategy: 'direct', outcome: 'started', ms: 0 });
+    assert.deepEqual(calls.map((c) => [c.family, c.timeoutMs]), [[6, 10_000], [4, 10_000 - 3_005]], 'IPv4 at once, within the same deadline');
+    const socket = { nattrav: { path: 'direct' }, destroy: () => undefined } as unknown as NattravSocket;
+    settle.get(4)?.resolve(socket);
+    assert.equal(await won, socket);
+    assert.equal(calls[0]?.signal?.aborted, true, 'the IPv6 attempt is aborted');
+    settle.get(6)?.reject(new Error('aborted'));
   });
 });

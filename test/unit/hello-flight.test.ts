@@ -18,6 +18,8 @@ import { connect } from '../../src/peer/connect.js';
 import { helloAsInitiator, helloAsRecipient, initiatorHello, type HelloAttempt } from '../../src/peer/hello.js';
 import { explainTlsFlightFailure } from '../../src/peer/secure.js';
 import { readOneMessage } from '../../src/peer/sockets.js';
+import { SocketRace } from '../../src/peer/strategies/race.js';
+import type { StrategyContext } from '../../src/peer/strategies/types.js';
 import { newAttemptSecret } from '../../src/security/attempt-secret.js';
 import { newSelfCertifyingIdentity, type Identity } from '../../src/security/identity.js';
 import { secureConnection } from '../../src/security/tls.js';
@@ -158,6 +160,30 @@ describe('the Hello without its own round trip', () => {
     assert.match(theirs.message, /the initiator requires TLS and this side runs without it/);
   });
 
+  test('the answered Hello to a plain recipient: ERR_PLAIN_REQUIRED on the initiator (from the recipient\'s proof, which comes first), ERR_TLS_REQUIRED on the recipient', async () => {
+    const { a, b } = await pair();
+    const attempt = newAttempt();
+    const [initiator, recipient] = await Promise.all([failure(helloAsInitiator(a, attempt, signal(), 'tls-answered')), failure(helloAsRecipient(b, attempt, signal(), false))]);
+    assert.equal(initiator.code, 'ERR_PLAIN_REQUIRED', initiator.message);
+    assert.match(initiator.message, /the recipient runs without TLS and this side requires it/);
+    assert.equal(recipient.code, 'ERR_TLS_REQUIRED', recipient.message);
+  });
+
+  test('a racing strategy (lan, reversal, predicted, birthday: the answered Hello) to a plain recipient ends at once with ERR_PLAIN_REQUIRED, not at its time limit', async () => {
+    const { a, b } = await pair();
+    const attempt = newAttempt();
+    const recipient = failure(helloAsRecipient(b, attempt, signal(), false));
+    const limit = AbortSignal.timeout(5_000);
+    // Only what SocketRace reads: the time limit and the initiator's Hello (as attempt.ts runs it for lan).
+    const race = new SocketRace({ signal: limit, verify: (socket) => helloAsInitiator(socket, attempt, signal(), initiatorHello(true, 'lan', true)) } as StrategyContext);
+    race.add(a, true);
+    const started = performance.now();
+    const result = await failure(race.result);
+    assert.equal(result.code, 'ERR_PLAIN_REQUIRED', result.message);
+    assert.ok(!limit.aborted && performance.now() - started < 4_000, 'the race ended on the mismatch, not on its time limit');
+    assert.equal((await recipient).code, 'ERR_TLS_REQUIRED');
+  });
+
   test('a plain initiator and a TLS recipient: ERR_TLS_REQUIRED on the initiator, ERR_PLAIN_REQUIRED on the recipient', async () => {
     const { a, b } = await pair();
     const attempt = newAttempt();
@@ -228,7 +254,7 @@ describe('the Hello without its own round trip', () => {
     }
   });
 
-  test('an older plain initiator (a Hello request with SECURITY plain, waiting for an answer) is told to upgrade', async () => {
+  test('an older plain initiator (a Hello request with SECURITY plain, waiting for an answer): the recipient says to upgrade it; the initiator reads the proof, not an answer', async () => {
     const { a, b } = await pair();
     const attempt = newAttempt();
     const old = StunMessage.request(Method.Hello);
@@ -236,7 +262,8 @@ describe('the Hello without its own round trip', () => {
     addU32(old, AttrType.Security, SecurityMode.Plain);
     a.write(encodeMessage(old, { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
     assert.match((await failure(helloAsRecipient(b, attempt, signal(), false))).message, /older than the plain proofs without a round trip: upgrade it/);
-    // What it read first is the recipient's proof, an indication it does not take for an answer.
+    // What it reads first is the recipient's proof, an indication it does not take for an answer (older
+    // nattrav: "did not accept our Hello", ERR_PROTOCOL); a refusal written after it would never be read.
     const proof = await readOneMessage(a, signal());
     assert.equal(proof.cls, MessageClass.Indication);
     assert.equal(getRole(proof), 'recipient');

@@ -222,6 +222,36 @@ for (const [name, make] of implementations) {
       assert.equal(await s.registry.deleteIf(expiring as Registration), false, 'expired');
     });
 
+    run('replaceIf stores over the registration it was given only: a withdrawal or another put in between wins', async (s) => {
+      const secondFamily = { publicEndpoint: { family: 'IPv6' as const, address: '2001:db8::7', port: 40_001 }, privateEndpoints: [], expiresAt: s.now() + LIFETIME_MS };
+      await s.registry.put(registration(s, 'nattrav://a', { keyFingerprint: 'f1' }));
+      const read = await s.registry.get('nattrav://a');
+      assert.ok(read !== undefined);
+      assert.equal(await s.registry.replaceIf(read, { ...read, secondFamily }), true);
+      assert.deepEqual(await s.registry.get('nattrav://a'), { ...read, secondFamily });
+      assert.equal(await s.registry.replaceIf(read, { ...read, secondFamily }), false, 'the view it replaced is stale now');
+      // A withdrawal between the read and the store: nothing comes back (no zombie registration).
+      const before = await s.registry.get('nattrav://a');
+      assert.ok(before !== undefined);
+      assert.equal(await s.registry.delete('nattrav://a'), true);
+      assert.equal(await s.registry.replaceIf(before, { ...before, expiresAt: before.expiresAt + 1 }), false);
+      assert.equal(await s.registry.get('nattrav://a'), undefined);
+      // Another key took the name over in between: its registration stays.
+      await s.registry.put(registration(s, 'nattrav://b', { keyFingerprint: 'f1' }));
+      const stale = await s.registry.get('nattrav://b');
+      assert.ok(stale !== undefined);
+      const taker = registration(s, 'nattrav://b', { keyFingerprint: 'f2' });
+      await s.registry.put(taker);
+      assert.equal(await s.registry.replaceIf(stale, { ...stale, secondFamily }), false);
+      assert.deepEqual(await s.registry.get('nattrav://b'), taker);
+      await assert.rejects(s.registry.replaceIf(taker, { ...taker, uri: 'nattrav://c' }), /URI nattrav:\/\/c is not nattrav:\/\/b/);
+      const expiring = registration(s, 'nattrav://d', { expiresAt: s.now() + 5 });
+      await s.registry.put(expiring);
+      s.advance(5);
+      assert.equal(await s.registry.replaceIf(expiring, { ...expiring, expiresAt: s.now() + LIFETIME_MS }), false, 'expired');
+      assert.equal(await s.registry.get('nattrav://d'), undefined);
+    });
+
     run('size counts live registrations only', async (s) => {
       for (let i = 0; i < 5; i++) await s.registry.put(registration(s, `nattrav://n${i}`, { expiresAt: s.now() + (i + 1) * 1000 }));
       assert.equal(await s.registry.size(), 5);

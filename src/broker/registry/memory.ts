@@ -1,5 +1,5 @@
 import type { TransportAddress } from '../../wire/types.js';
-import { sameRegistration, type Registration, type Registry } from './registry.js';
+import { checkSameUri, sameRegistration, type Registration, type Registry } from './registry.js';
 import { Column, FINGERPRINT_BYTES, packFingerprint, packIPv4, Slots, sweepExpired, unpackFingerprint, unpackIPv4 } from './slab.js';
 
 /** Options of {@link MemoryRegistry}. */
@@ -99,6 +99,16 @@ export class MemoryRegistry implements Registry {
     const live = slot < 0 ? undefined : this.#read(slot, expected.uri);
     if (live === undefined || !sameRegistration(live, expected)) return false;
     this.#remove(slot, expected.uri);
+    return true;
+  }
+
+  async replaceIf(expected: Registration, next: Registration): Promise<boolean> {
+    checkSameUri(expected, next);
+    // No await between the comparison and the store.
+    const slot = this.#live(expected.uri);
+    const live = slot < 0 ? undefined : this.#read(slot, expected.uri);
+    if (live === undefined || !sameRegistration(live, expected)) return false;
+    this.#store(next);
     return true;
   }
 

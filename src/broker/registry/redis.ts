@@ -8,7 +8,7 @@
  * `expiresAt` is not after `now()` counts as gone even if Redis has not dropped it yet
  * (clocks of brokers and Redis differ by milliseconds; the TTL only frees the memory).
  */
-import type { Registration, Registry } from './registry.js';
+import { checkSameUri, type Registration, type Registry } from './registry.js';
 import { checkKeyPrefix, decodeRegistration, encodeRegistration, redisKey, registrationExpiresAt, type RedisStoreOptions } from './redis-codec.js';
 import { RedisConnection, redisScript, type RedisConnectionOptions } from './redis-connection.js';
 import { RedisSessionStore } from './redis-sessions.js';
@@ -48,6 +48,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+`);
+
+/** Sets KEYS[1] to ARGV[2] with TTL ARGV[3] ms (deletes it at 0 or less) only if it still holds ARGV[1]. Returns 1 when replaced. */
+const REPLACE_IF = redisScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
 `);
 
 /** A {@link Registry} in Redis (a single server or a Redis Cluster), shared by every broker using it. */
@@ -97,6 +108,14 @@ export class RedisRegistry implements Registry {
     const key = redisKey(this.#prefix, 'reg', expected.uri);
     // The codec is deterministic: the same registration encodes to the bytes stored.
     return Number(await this.#redis.script(DELETE_IF, key, [encodeRegistration(expected)])) === 1;
+  }
+
+  async replaceIf(expected: Registration, next: Registration): Promise<boolean> {
+    checkSameUri(expected, next);
+    const now = this.#now();
+    if (expected.expiresAt <= now) return false;
+    const key = redisKey(this.#prefix, 'reg', expected.uri);
+    return Number(await this.#redis.script(REPLACE_IF, key, [encodeRegistration(expected), encodeRegistration(next), String(next.expiresAt - now)])) === 1;
   }
 
   /** Live registrations on every node: a SCAN, for status pages and tests, not for hot paths. */

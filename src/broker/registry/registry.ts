@@ -1,3 +1,4 @@
+import { ErrorCode, NattravError } from '../../errors.js';
 import type { TransportAddress } from '../../wire/types.js';
 import type { BrokerBus } from '../bus/bus.js';
 
@@ -87,10 +88,22 @@ export interface Registry {
    * registration was removed. For clean-ups that read, decide, then remove.
    */
   deleteIf(expected: Registration): Promise<boolean>;
+  /**
+   * Stores `next` in place of the registration of `expected.uri` only if that is still
+   * `expected` (compared as {@link Registry.deleteIf} does), atomically: a put, withdrawal or
+   * takeover in between wins. True when `next` was stored. `next` must have `expected`'s URI.
+   * For updates that read, change a field, then write.
+   */
+  replaceIf(expected: Registration, next: Registration): Promise<boolean>;
   /** How many live registrations there are. */
   size(): Promise<number>;
   /** Releases resources (timers, connections). Idempotent. */
   close(): Promise<void>;
+}
+
+/** Throws ERR_INVALID_ARGUMENT unless `next` replaces a registration of its own URI (what {@link Registry.replaceIf} needs). */
+export function checkSameUri(expected: Registration, next: Registration): void {
+  if (expected.uri !== next.uri) throw new NattravError(ErrorCode.InvalidArgument, `replaceIf: the new registration's URI ${next.uri} is not ${expected.uri}`);
 }
 
 /** Whether two registrations say the same thing, field by field (what {@link Registry.deleteIf} compares). */

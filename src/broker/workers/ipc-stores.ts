@@ -24,7 +24,7 @@ export type StoreName = 'registry' | 'sessions' | 'sequences' | 'nonces' | 'hist
 
 /** The operations a worker may call, per store (nothing else is ever run). */
 const OPERATIONS: Readonly<Record<StoreName, readonly string[]>> = {
-  registry: ['put', 'claim', 'get', 'delete', 'deleteIf', 'size'],
+  registry: ['put', 'claim', 'get', 'delete', 'deleteIf', 'replaceIf', 'size'],
   sessions: ['open', 'find', 'byUri', 'advance', 'nextRequestSequence', 'renew', 'end', 'drop'],
   sequences: ['next'],
   nonces: ['secret', 'use'],
@@ -103,6 +103,10 @@ export class IpcRegistry implements Registry {
     return (await this.#client.call('registry', 'deleteIf', [expected])) as boolean;
   }
 
+  async replaceIf(expected: Registration, next: Registration): Promise<boolean> {
+    return (await this.#client.call('registry', 'replaceIf', [expected, next])) as boolean;
+  }
+
   async size(): Promise<number> {
     return (await this.#client.call('registry', 'size', [])) as number;
   }
@@ -145,6 +149,11 @@ export class WorkerRegistry implements Registry {
   /** `expected` is what get() read, stamp included. */
   deleteIf(expected: Registration): Promise<boolean> {
     return this.#inner.deleteIf(expected);
+  }
+
+  /** `expected` is what get() read, stamp included; `next` is stamped as put() does. */
+  replaceIf(expected: Registration, next: Registration): Promise<boolean> {
+    return this.#inner.replaceIf(expected, this.#stamp(next));
   }
 
   size(): Promise<number> {
