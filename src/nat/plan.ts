@@ -42,6 +42,10 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
   // The recipient's gateway forwards a port to it: a plain connect from behind any NAT, symmetric
   // included. First, except after `lan` on one NAT (reaching it from inside needs hairpinning).
   if (recipient.mapped === true) plan.push('portmap');
+  // Two IPv6 hosts without NAT are most likely each behind a stateful firewall (RFC 6092),
+  // which drops a SYN to a listener; a simultaneous open passes both (each outgoing SYN opens
+  // its own firewall for the other's), and without firewalls it still connects (direct.ts).
+  if (i === 'none' && r === 'none' && isIpv6(initiator.publicAddress) && isIpv6(recipient.publicAddress) && initiator.publicAddress !== recipient.publicAddress) plan.push('direct');
   if (r === 'none') plan.push('public');
   else if (i === 'none') plan.push('reversal');
   // Two unfiltered cones (full cone, or no NAT behind a firewall-less cone) answer an early SYN
@@ -65,8 +69,12 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
  * relay connects the sides, as neither lists an address of the other's family.
  */
 export function crossFamily(a: string, b: string): boolean {
-  // An IPv6 address has a colon; an IPv4 one never does.
-  return a.includes(':') !== b.includes(':');
+  return isIpv6(a) !== isIpv6(b);
+}
+
+/** An IPv6 address has a colon; an IPv4 one never does. */
+function isIpv6(address: string): boolean {
+  return address.includes(':');
 }
 
 /** The first strategy of `plan` not in `failed` (relay when all failed). */
