@@ -6,7 +6,8 @@
  *   that carried bytes (T: first byte to end).
  * - `{"mode":"sink","port":P}`: a plain TCP server on 0.0.0.0:P, the same lines.
  * - `{"mode":"setup","broker":B,"uri":U,"count":N}`: N connect() calls in a row; prints
- *   `{"event":"setups","ms":[...],"paths":[...]}`.
+ *   `{"event":"setups","ms":[...],"paths":[...],"families":[4|6,...]}`.
+ * A broker B is one address or a list (e.g. one broker's IPv4 and IPv6 addresses).
  * - `{"mode":"send","broker":B,"uri":U,"bytes":N}` / `{"mode":"tcp-send","host":H,"port":P,"bytes":N}`:
  *   one connection, N bytes, then `{"event":"sent"}`.
  */
@@ -18,9 +19,9 @@ import { sendBytes } from '../lib/transfer.js';
 
 /** What lab-run passes. */
 export type LabPeerConfig =
-  | { mode: 'recipient'; broker: string; uri: string; keyDir: string }
+  | { mode: 'recipient'; broker: string | readonly string[]; uri: string; keyDir: string }
   | { mode: 'sink'; port: number }
-  | { mode: 'setup'; broker: string; uri: string; count: number }
+  | { mode: 'setup'; broker: string | readonly string[]; uri: string; count: number }
   | { mode: 'send'; broker: string; uri: string; bytes: number }
   | { mode: 'tcp-send'; host: string; port: number; bytes: number };
 
@@ -59,15 +60,17 @@ switch (config.mode) {
   case 'setup': {
     const ms: number[] = [];
     const paths: string[] = [];
+    const families: number[] = [];
     for (let i = 0; i < config.count; i++) {
       const started = performance.now();
       const socket = await connect({ broker: config.broker, uri: config.uri, tls: false, knownKeysFile: false });
       ms.push(performance.now() - started);
       paths.push(socket.nattrav.path);
+      families.push(socket.nattrav.remote.family === 'IPv6' ? 6 : 4);
       socket.destroy();
       await new Promise((resolve) => setTimeout(resolve, BETWEEN_SETUPS_MS));
     }
-    print({ event: 'setups', ms, paths });
+    print({ event: 'setups', ms, paths, families });
     process.exit(0);
     break;
   }
