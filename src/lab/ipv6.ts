@@ -12,6 +12,7 @@
  * has no IPv6 NAT: it is a stateful firewall ({@link firewall6Ruleset}).
  */
 import { isIPv6 } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, NattravError } from '../errors.js';
 import { ipIn } from './netns.js';
 
@@ -147,4 +148,24 @@ export async function addRoutes6(ns: string, routes: readonly Route6[]): Promise
 /** Adds the IPv6 `address`/64 to `iface` in `ns`, usable at once (no duplicate address detection). */
 export async function addAddress6(ns: string, iface: string, address: string): Promise<void> {
   await ipIn(ns, ['-6', 'addr', 'add', `${address}/${PREFIX6_LENGTH}`, 'dev', iface, 'nodad']);
+}
+
+/** A bridge's carrier reaches IPv6 through the kernel's link watch, up to a second after it is up; it seldom takes longer. */
+const prefixRouteTimeoutMs = 5_000;
+/** How often {@link waitForPrefixRoute} looks. */
+const prefixRoutePollMs = 25;
+
+/**
+ * Waits until `prefix`/64 is routed on `iface` in `ns`. IPv6 on a bridge starts only once the
+ * kernel has seen the bridge's carrier (not at `ip link set up`, unlike IPv4): until then the
+ * router cannot reach its own LAN, and the first packets to it are lost.
+ */
+export async function waitForPrefixRoute(ns: string, iface: string, prefix: string): Promise<void> {
+  const deadline = Date.now() + prefixRouteTimeoutMs;
+  for (;;) {
+    const { stdout } = await ipIn(ns, ['-6', 'route', 'show', `${prefix}/${PREFIX6_LENGTH}`, 'dev', iface]);
+    if (stdout.trim() !== '') return;
+    if (Date.now() > deadline) throw new NattravError(ErrorCode.Lab, `${prefix}/${PREFIX6_LENGTH} was not routed on ${iface} in ${ns} within ${prefixRouteTimeoutMs} ms`);
+    await sleep(prefixRoutePollMs);
+  }
 }

@@ -17,7 +17,7 @@ import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { ErrorCode, NattravError } from '../errors.js';
 import { DELAY_IFACES, ensureDelayLine } from './delayline.js';
-import { addAddress6, firewall6Ruleset, ROUTER6_SYSCTLS, siteAddress6 } from './ipv6.js';
+import { addAddress6, firewall6Ruleset, ROUTER6_SYSCTLS, siteAddress6, waitForPrefixRoute } from './ipv6.js';
 import { natRuleset, portRestrictedRuleset } from './nat.js';
 import { ip, ipIn, nftLoad, sysctl } from './netns.js';
 import { CGN_PREFIX_LENGTH, PUBLIC_PREFIX_LENGTH, type PlannedSite } from './plan.js';
@@ -185,4 +185,5 @@ async function buildLan(env: SiteBuildEnv, planned: PlannedSite, router: LabHost
   if (v4) await ipIn(router.ns, ['addr', 'add', `${lanAddress}/${planned.lanPrefixLength}`, 'dev', 'lan0']);
   if (router6 !== undefined) await addAddress6(router.ns, 'lan0', router6);
   await ipIn(router.ns, ['link', 'set', 'lan0', 'up']);
+  if (several && planned.lanPrefix6 !== undefined) await waitForPrefixRoute(router.ns, 'lan0', planned.lanPrefix6);
 }

@@ -82,6 +82,10 @@ test('IPv6-only, dual-stack and IPv6-blocked sites (real traffic)', { timeout: 9
       assert.equal(old.host.address6, undefined);
     });
 
+    await t.test('hosts of IPv6 sites do not move (their addresses would not follow)', async () => {
+      await assert.rejects(lab.moveHost(dual.host, 'b'), (error: unknown) => isNattravError(error, ErrorCode.InvalidArgument) && /IPv4-only/.test(error.message));
+    });
+
     await t.test('an IPv6 host reaches the broker over IPv6 with its own address, TCP and UDP', async () => {
       for (const site of [a, b, dual, blk]) {
         const out = await tcp(lab, site.host, v6(broker, 4000));
