@@ -82,6 +82,11 @@ export const ErrorCode = {
    * identity. The message names the URI; `takeover` (`--takeover`) takes it from the other one.
    */
   UriHeldByInstance: 'ERR_URI_HELD_BY_INSTANCE',
+  /**
+   * An attempt's address family (IPv4 or IPv6, `connect({ family })` or one side of the race
+   * between them) cannot be used: we, the broker or the recipient have no address of it.
+   */
+  FamilyUnavailable: 'ERR_FAMILY_UNAVAILABLE',
   /** Another instance of our key took our URI over (`takeover`): we stopped refreshing it. The message names the URI. */
   TakenOver: 'ERR_TAKEN_OVER',
 } as const;

@@ -26,7 +26,8 @@ export type { BrokerOptions } from './broker/options.js';
 export { BROKER_DEFAULTS } from './broker/options.js';
 export type { WebSocketEndpoint, WebSocketListen } from './broker/websocket.js';
 export type { RendezvousEvent } from './broker/rendezvous.js';
-export type { Registry, Registration } from './broker/registry/registry.js';
+export type { FamilyRegistration, Registry, Registration } from './broker/registry/registry.js';
+export { checkAnnounce } from './broker/family.js';
 export { MemoryRegistry } from './broker/registry/memory.js';
 /** Watching a broker: counters from its events as Prometheus metrics, and an HTTP status page / `/metrics` / `/healthz`. */
 export { BrokerMonitor, monitorBroker, ATTEMPT_PATHS, MONITOR_DEFAULTS, NAT_MAPPING_LABELS, RELAY_END_REASONS, SETUP_BUCKETS_SECONDS, RECENT_ATTEMPTS } from './broker/http/monitor.js';
@@ -57,6 +58,8 @@ export { DatagramChannel, DATAGRAM_KEEPALIVE_MS, DATAGRAM_PEER_TIMEOUT_MS, type 
 export { MAX_DATAGRAM } from './peer/datagram/packets.js';
 export type { AttemptRefusal, ConnectionListener, ConnectionRejection, RegistrationRetryEvent, ServerAddress } from './peer/server.js';
 export { connectionInfo, resetConnection } from './peer/info.js';
+export type { SecondFamilyRegistered } from './peer/second-family.js';
+export { FAMILY_RACE_DELAY_MS, type Family } from './peer/family-race.js';
 export type { CloseReason, ConnectionClosed, ConnectionInfo, ConnectionPath, ConnectionRole, NattravSocket, RelayQuota, StrategyTrace } from './peer/info.js';
 export { STRATEGY_NAMES } from './nat/strategy.js';
 export type { StrategyName } from './nat/strategy.js';

@@ -33,6 +33,7 @@ import { toTransportAddress } from '../common/endpoint.js';
 import { WorkerRouter, workerBrokerId, type RouteCounts } from './workers/worker-router.js';
 import { WorkerRegistry } from './workers/ipc-stores.js';
 import type { AnswerSource } from './rendezvous.js';
+import { otherFamilyBroker, type AddressFamilyName } from './family.js';
 
 export type { BrokerEvent } from './events.js';
 
@@ -191,6 +192,12 @@ export class Broker extends EventEmitter {
     if (join === undefined) return undefined;
     const port = join.port !== 0 ? join.port : this.#layout?.port;
     return port === undefined ? undefined : toTransportAddress(join.host, port);
+  }
+
+  /** The announced address of the family other than `family` on our port (OTHER-FAMILY-BROKER), if any. */
+  #otherFamilyBroker(family: AddressFamilyName): TransportAddress | undefined {
+    const port = this.#layout?.port;
+    return port === undefined ? undefined : otherFamilyBroker(this.#options.announce, family, port);
   }
 
   /** The registry this broker uses. */
@@ -376,10 +383,12 @@ export class Broker extends EventEmitter {
               binding: (request, remote) => this.#answerBinding(id, request, remote, udpRequestInfo(request, data), shape),
               admitRegister: (request, remote) => this.#guard.admitRegister(request, remote.address),
               onResponse: (message, remote) => this.#acknowledge(message, { transport: 'udp', from: remote }),
-              onRegistered: (uri, publicEndpoint, lifetimeMs, refresh) => {
-                this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
-                this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, refresh } satisfies BrokerEvent);
+              onRegistered: (uri, publicEndpoint, lifetimeMs, refresh, secondFamily) => {
+                // A second family is the same registration: the caps count its first family's source.
+                if (secondFamily !== true) this.#guard.registered(uri, publicEndpoint.address, lifetimeMs);
+                this.emit('event', { type: 'registered', uri, publicEndpoint, lifetimeMs, refresh, ...(secondFamily === true ? { secondFamily } : {}) } satisfies BrokerEvent);
               },
+              otherFamilyBroker: (family) => this.#otherFamilyBroker(family),
               onWithdrawn: (uri, transport) => this.#withdrawn(uri, transport),
               alternatePort: () => this.#layout?.alternatePort,
               onBinding: (remote) => this.emit('event', { type: 'binding', transport: 'udp', remote } satisfies BrokerEvent),

@@ -20,7 +20,7 @@ export type BrokerEvent =
   | { type: 'warning'; message: string }
   | { type: 'binding'; transport: 'udp' | 'tcp'; remote: TransportAddress }
   /** A registration was stored; `refresh`: a keepalive renewing one the peer already held (logged at debug level). */
-  | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number; refresh: boolean; transport?: 'tcp' }
+  | { type: 'registered'; uri: string; publicEndpoint: TransportAddress; lifetimeMs: number; refresh: boolean; transport?: 'tcp'; /** The peer's second address family (SECOND-FAMILY), kept next to its first. */ secondFamily?: true }
   /** The recipient withdrew its registration (LIFETIME 0 under its session): `uri` is unknown from now on. */
   | { type: 'withdrawn'; uri: string; transport: 'udp' | 'tcp' }
   /** Both peers of a relayed attempt joined: the broker splices their connections from now on. */

@@ -15,6 +15,7 @@ import { malformed } from '../wire/fail.js';
 import type { StunMessage } from '../wire/message.js';
 import { getAttemptId, getRole, getU32Attr, getUri, getXorAddressAttrs, type RoleName } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
+import { hasFamilyOnly } from '../wire/family.js';
 
 /** What the rendezvous uses of an exchange's connection: a {@link StunChannel}, or a fake one in tests. */
 export interface ExchangeChannel {
@@ -38,6 +39,8 @@ export interface ConnectRequest {
   readonly ephemeralKey: Uint8Array | undefined;
   /** The key of the initiator's mapping probes' integrity (MAPPING-KEY). */
   readonly mappingKey: Uint8Array | undefined;
+  /** FAMILY-ONLY: run the attempt in this exchange's address family only (a 476 when the recipient has none there). */
+  readonly familyOnly: boolean;
 }
 
 /** Reads every attribute of a Connect the rendezvous uses; throws StunMalformed on a malformed one. */
@@ -49,6 +52,7 @@ export function parseConnect(request: StunMessage): ConnectRequest {
     claimed: new Set(strategiesInMask(getU32Attr(request, AttrType.FailedStrategies) ?? 0)),
     ephemeralKey: ephemeralKeyOf(request),
     mappingKey: fixedLength(request, AttrType.MappingKey, MAPPING_KEY_LENGTH, 'MAPPING-KEY'),
+    familyOnly: hasFamilyOnly(request),
   };
 }
 

@@ -8,6 +8,7 @@ import type { BrokerLimitsOptions } from './limits.js';
 import type { Registry } from './registry/registry.js';
 import type { SessionStore } from './sessions.js';
 import { isWildcard } from './rfc5780.js';
+import { checkAnnounce } from './family.js';
 import type { WorkerLink } from './workers/worker-router.js';
 import { checkWebSocketListens, type WebSocketListen } from './websocket.js';
 
@@ -135,6 +136,14 @@ export interface BrokerOptions {
    * plain ws (e.g. port 80). @default none
    */
   webSockets?: readonly WebSocketListen[];
+  /**
+   * This broker's addresses peers can reach it at (IP literals, at most one per family, on
+   * `port`), for dual-stack recipients: a peer registering over one family is told the other
+   * family's address (OTHER-FAMILY-BROKER) and registers its second family there (family.ts).
+   * Needed with a wildcard `host` ('::' serves both families), whose addresses the broker
+   * cannot see. @default none: peers learn the other family only from their broker list
+   */
+  announce?: readonly string[];
 }
 
 /** Fully resolved broker options. */
@@ -189,6 +198,7 @@ export const BROKER_DEFAULTS = {
   /** One hour: an interactive session; a relay held open idle for days ties up two sockets. 0: unlimited. */
   relayMaxDurationMs: 3_600_000,
   webSockets: [],
+  announce: [],
 } as const satisfies ResolvedBrokerOptions;
 
 /** Options that must be integers >= 1 (`port` and the relay quotas have their own rules). */
@@ -247,6 +257,7 @@ export function resolveBrokerOptions(options: BrokerOptions): ResolvedBrokerOpti
     );
   }
   amplificationMode(resolved);
+  resolved.announce = checkAnnounce(resolved.announce);
   resolved.webSockets = checkWebSocketListens(resolved.webSockets, resolved.cert !== undefined && resolved.key !== undefined);
   const bus = resolved.bus as Partial<BrokerBus> | undefined;
   if (bus !== undefined && (typeof bus !== 'object' || bus === null || typeof bus.id !== 'string' || typeof bus.send !== 'function' || typeof bus.onMessage !== 'function')) {

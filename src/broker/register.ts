@@ -21,7 +21,10 @@ import { AttrType, StunErrorCode, WITHDRAWAL_LIFETIME_MS } from '../wire/constan
 import type { StunMessage } from '../wire/message.js';
 import { addU32, addXorAddress, getBoundEndpoint, getMappedEndpoint, getU32Attr, getUri, getXorAddressAttrs } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
-import type { Registry } from './registry/registry.js';
+import type { FamilyRegistration, Registry } from './registry/registry.js';
+import type { AddressFamilyName } from './family.js';
+import { hasSecondFamily } from '../wire/family.js';
+import { announceOtherFamily, keptSecondFamily, refreshSecondFamily, routable, success } from './register-family.js';
 import type { Session, SessionStore } from './sessions.js';
 import { admitInstance, type InstanceChecks } from './instances.js';
 import { getInstanceId, hasTakeover } from '../wire/instance.js';
@@ -71,8 +74,13 @@ export interface RegisterContext {
    * to the request's size (amplification.ts), integrity or not.
    */
   reply(message: StunMessage, options?: EncodeOptions, verified?: boolean): void;
-  /** A registration was stored; `refresh`: it renews one the same peer already held (a keepalive), not a new one. */
-  onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number, refresh: boolean): void;
+  /**
+   * A registration was stored; `refresh`: it renews one the same peer already held (a keepalive), not a new one;
+   * `secondFamily`: it is the peer's second address family (SECOND-FAMILY), kept next to its first.
+   */
+  onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number, refresh: boolean, secondFamily?: boolean): void;
+  /** The broker's address in the family other than `family` (BrokerOptions.announce), told in verified answers as OTHER-FAMILY-BROKER. @default none */
+  otherFamilyBroker?(family: AddressFamilyName): TransportAddress | undefined;
   /** The broker's alternate port, announced in answers to new registrations (where the recipient's mapping probes go). */
   alternatePort?(): number | undefined;
   /** The registration of `uri` was withdrawn by its holder (and removed from the registry). */
@@ -182,7 +190,7 @@ export async function handleRegister(
     ctx.reply(request.errorResponse(StunErrorCode.ServerError, 'broker full'));
     return undefined;
   }
-  const response = announceAlternatePort(ctx, success(request, remote, lifetimeMs));
+  const response = announceOtherFamily(ctx, announceAlternatePort(ctx, success(request, remote, lifetimeMs)), remote);
   const sessionId = Buffer.from(session.id, 'hex');
   response.add(AttrType.Username, sessionId);
   response.add(AttrType.EphemeralKey, own.publicKey);
@@ -230,30 +238,27 @@ async function refresh(
   lifetimeMs: number,
   sessionId: string,
 ): Promise<string | undefined> {
+  let second: boolean;
+  try {
+    second = hasSecondFamily(request);
+  } catch {
+    ctx.reply(request.errorResponse(StunErrorCode.BadRequest, 'SECOND-FAMILY must be u32 1'));
+    return undefined;
+  }
   const session = await authenticateRefresh(ctx, request, uri, sessionId);
   if (session === undefined) return undefined;
-  if (transport === 'udp' && !sameEndpoint(session.endpoint, remote)) {
-    const echo = request.get(AttrType.Nonce);
-    if (echo === undefined || !ctx.auth.nonces.checkRoutability(echo, session.id, remote)) {
-      // Not (yet) shown to receive there: a token for that address, no larger than the refresh.
-      const challenge = request.errorResponse(StunErrorCode.StaleNonce, 'new address: echo this nonce from it');
-      challenge.add(AttrType.Nonce, ctx.auth.nonces.mintRoutability(session.id, remote));
-      ctx.reply(challenge, { integritySha256Key: session.key });
-      return undefined;
-    }
-  }
+  if (second) return refreshSecondFamily(ctx, request, remote, transport, uri, lifetimeMs, session);
+  if (transport === 'udp' && !sameEndpoint(session.endpoint, remote) && !routable(ctx, request, session, remote)) return undefined;
   if (!(await ctx.auth.sessions.renew(session, remote, ctx.now() + lifetimeMs))) {
     ctx.reply(request.errorResponse(StunErrorCode.Unauthorized, 'unknown session'));
     return undefined;
   }
-  if (!(await store(ctx, uri, remote, request, lifetimeMs, transport, session.keyFingerprint, true, session.key))) return undefined;
-  ctx.reply(success(request, remote, lifetimeMs), { integritySha256Key: session.key }, true);
+  // The peer's second family (SECOND-FAMILY) stays next to the first while it lives.
+  const kept = keptSecondFamily(await ctx.registry.get(uri), session.keyFingerprint, remote, ctx.now());
+  if (!(await store(ctx, uri, remote, request, lifetimeMs, transport, session.keyFingerprint, true, session.key, kept))) return undefined;
+  ctx.reply(announceOtherFamily(ctx, success(request, remote, lifetimeMs), remote), { integritySha256Key: session.key }, true);
   ctx.onRegistered(uri, remote, lifetimeMs, true);
   return uri;
-}
-
-function sameEndpoint(a: { address: string; port: number }, b: { address: string; port: number }): boolean {
-  return a.address === b.address && a.port === b.port;
 }
 
 /**
@@ -365,6 +370,7 @@ async function store(
   keyFingerprint: string | undefined,
   claim = false,
   integrityKey?: Buffer,
+  secondFamily?: FamilyRegistration,
 ): Promise<boolean> {
   const mappedEndpoint = getMappedEndpoint(request);
   const boundEndpoint = getBoundEndpoint(request);
@@ -381,6 +387,7 @@ async function store(
     // The broker holding the peer's mapping (or control connection): connection requests leave from it.
     ...(ctx.brokerId === undefined ? {} : { broker: ctx.brokerId }),
     ...(ctx.web === true ? { web: true } : {}),
+    ...(secondFamily === undefined ? {} : { secondFamily }),
   };
   if (keyFingerprint === undefined) {
     await ctx.registry.put(registration);
@@ -407,9 +414,6 @@ function announceAlternatePort(ctx: RegisterContext, response: StunMessage): Stu
   return response;
 }
 
-function success(request: StunMessage, remote: TransportAddress, lifetimeMs: number): StunMessage {
-  const response = request.successResponse();
-  addXorAddress(response, AttrType.XorMappedAddress, remote);
-  addU32(response, AttrType.Lifetime, lifetimeMs);
-  return response;
+function sameEndpoint(a: { address: string; port: number }, b: { address: string; port: number }): boolean {
+  return a.address === b.address && a.port === b.port;
 }

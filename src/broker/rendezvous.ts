@@ -56,6 +56,7 @@ import type { Registration, Registry } from './registry/registry.js';
 import { SequenceCounter } from './sequences.js';
 import { relayOnly, scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
 import { datagramSide, isDatagramRequest, scheduleDatagram } from './datagram-plan.js';
+import { registrationInFamily } from './family.js';
 
 export type { ExchangeChannel } from './exchange-requests.js';
 
@@ -227,9 +228,16 @@ export class Rendezvous {
       this.#fail(channel, request, StunErrorCode.BadRequest, 'Connect needs a URI attribute');
       return;
     }
-    const registration = await this.#ctx.registry.get(uri);
-    if (registration === undefined) {
+    const found = await this.#ctx.registry.get(uri);
+    if (found === undefined) {
       this.#fail(channel, request, StunErrorCode.NotFound, `unknown URI: ${uri}`);
+      return;
+    }
+    // A dual-stack recipient is asked in the family the Connect came in (family.ts); FAMILY-ONLY: only there.
+    const family = remoteEndpoint(channel).family;
+    const registration = registrationInFamily(found, family, Date.now()) ?? (parsed.familyOnly ? undefined : found);
+    if (registration === undefined) {
+      this.#fail(channel, request, StunErrorCode.NoRegistrationInFamily, `${uri} is not registered over ${family}`);
       return;
     }
     // Taken now: a session that ends later (a withdrawal) must not turn the checks off for this attempt.

@@ -41,11 +41,12 @@ export const KNOWN_ATTRIBUTES: ReadonlySet<number> = new Set<number>([
   AttrType.Certificate,
   AttrType.EphemeralKey,
   AttrType.Sequence,
+  AttrType.SecondFamily,
 ]);
 
 
 /** What the UDP handler needs from the broker around it. */
-export interface UdpContext extends Pick<RegisterContext, 'alternatePort' | 'brokerId'> {
+export interface UdpContext extends Pick<RegisterContext, 'alternatePort' | 'brokerId' | 'otherFamilyBroker'> {
   readonly registry: Registry;
   readonly maxLifetimeMs: number;
   /** How registrations are authenticated. */
@@ -67,7 +68,7 @@ export interface UdpContext extends Pick<RegisterContext, 'alternatePort' | 'bro
   admitRegister?(request: StunMessage, remote: TransportAddress): StunMessage | undefined;
   /** A response to one of the broker's own requests (ConnectionRequest) arrived from `remote` (checked against the attempt: rendezvous.ts). */
   onResponse(message: StunMessage, remote: TransportAddress): void;
-  onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number, refresh: boolean): void;
+  onRegistered(uri: string, publicEndpoint: TransportAddress, lifetimeMs: number, refresh: boolean, secondFamily?: boolean): void;
   /** The holder of `uri` withdrew its registration (LIFETIME 0, see register.ts). */
   onWithdrawn?(uri: string, transport: 'udp' | 'tcp'): void;
   onBinding(remote: TransportAddress): void;

@@ -1,7 +1,7 @@
 /** The `broker` command: parse, call the library, log. */
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { BROKER_DEFAULTS, ErrorCode, NattravError, RedisBus, WorkerConnection, connectRedis, createBroker, parseHostPort, serveBrokerStatus, shareLimits, workerIdentity, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent, type WebSocketListen, type WorkerIdentity, type MonitoredBroker, WorkersStatusView, reportStatus } from '../index.js';
+import { BROKER_DEFAULTS, checkAnnounce, ErrorCode, NattravError, RedisBus, WorkerConnection, connectRedis, createBroker, parseHostPort, serveBrokerStatus, shareLimits, workerIdentity, type Broker, type BrokerEvent, type BrokerOptions, type BrokerStatusServer, type RedisBackend, type StatusRequestEvent, type WebSocketListen, type WorkerIdentity, type MonitoredBroker, WorkersStatusView, reportStatus } from '../index.js';
 import { parseWorkers, runBrokerPrimary } from './broker-workers.js';
 import { workerBrokerId } from '../broker/workers/link.js';
 import { createBrokerLogger, logBrokerEvent, type LogFormat, type LogLevel } from './broker-log.js';
@@ -38,6 +38,8 @@ export interface BrokerCommandOptions {
   redis?: string;
   /** `--ws-listen [ws://|wss://]HOST:PORT`, repeatable: WebSocket listeners (wss by default with --cert). */
   wsListen?: string[];
+  /** `--announce IP`, repeatable: this broker's address of each family (BrokerOptions.announce, dual-stack recipients). */
+  announce?: string[];
   /** `--join-address IP:PORT`: where peers reach this broker, told to recipients of other brokers of the cluster. */
   joinAddress?: string;
   /** `--workers N`: run N broker processes on the same ports (broker-workers.ts). @default 1 */
@@ -196,6 +198,7 @@ async function serve(options: BrokerCommandOptions, log: Logger, stop: StopSigna
     ...(options.strictAmplification === true ? { strictAmplification: true } : {}),
     ...(options.stunCompat === true ? { stunCompat: true } : {}),
     ...(options.wsListen === undefined ? {} : { webSockets: options.wsListen.map(parseWsListen) }),
+    ...(options.announce === undefined ? {} : { announce: checkAnnounce(options.announce, '--announce') }),
   });
   broker.on('event', (event: BrokerEvent) => logBrokerEvent(log, event));
   broker.on('error', (err: Error) => log.warn({ event: 'warning', message: err.message }, `warning: ${err.message}`));

@@ -15,6 +15,7 @@ import type { RegisteredEvent } from '../peer/registration.js';
 import type { KeepaliveEvent } from '../peer/adaptive-keepalive.js';
 import type { Socks5BindEvent } from '../peer/socks5-bind.js';
 import type { MovedEvent } from '../peer/mobility.js';
+import type { SecondFamilyRegistered } from '../peer/second-family.js';
 import type { EventEmitter } from 'node:events';
 import type { PortMapperEvent } from '../portmap/mapper.js';
 import type { Reporter } from './output.js';
@@ -31,6 +32,7 @@ function infoFields(info: ConnectionInfo): Record<string, unknown> {
     ...(info.peerUri === undefined ? {} : { peerUri: info.peerUri }),
     ...(info.peerKeyFingerprint === undefined ? {} : { peerKey: info.peerKeyFingerprint, peerVouchedBy: info.peerVouchedBy }),
     path: info.path,
+    family: info.family,
     uri: info.uri,
     local: formatEndpoint(info.local),
     remote: formatEndpoint(info.remote),
@@ -70,6 +72,8 @@ export interface ListenCommandOptions extends SecurityOptions, WebCommandOptions
   udp?: boolean;
   /** Take the URI from another running process with the same key. */
   takeover?: boolean;
+  /** `--no-dual-stack`: register in the broker's first family only (ServerOptions.dualStack). */
+  dualStack?: boolean;
 }
 
 /** Options of `nattrav connect`. */
@@ -82,6 +86,21 @@ export interface ConnectCommandOptions extends SecurityOptions, WebCommandOption
   verbose?: boolean;
   /** `--udp`: a datagram channel instead of a TCP connection (datagram.ts). */
   udp?: boolean;
+  /** `--ipv4` / `--ipv6`: connect in that family only (connect({ family })). */
+  ipv4?: boolean;
+  ipv6?: boolean;
+  /** `--family-delay MS`: connect({ familyDelayMs }). */
+  familyDelay?: string;
+}
+
+/** `connect({ family })` from --ipv4 / --ipv6 (undefined: race both); both, or either with --udp, is a usage error. */
+export function familyOption(options: Pick<ConnectCommandOptions, 'ipv4' | 'ipv6' | 'udp' | 'familyDelay'>): { family?: 4 | 6; familyDelayMs?: number } {
+  if (options.ipv4 === true && options.ipv6 === true) throw new NattravError(ErrorCode.InvalidArgument, '--ipv4 and --ipv6 exclude each other: pass one, or neither to race IPv6 against IPv4');
+  const family = options.ipv4 === true ? 4 : options.ipv6 === true ? 6 : undefined;
+  if ((family !== undefined || options.familyDelay !== undefined) && options.udp === true) {
+    throw new NattravError(ErrorCode.InvalidArgument, `${family === undefined ? '--family-delay' : `--ipv${family}`} is for TCP connections; a --udp channel runs in the broker's first address family`);
+  }
+  return { ...(family === undefined ? {} : { family }), ...(options.familyDelay === undefined ? {} : { familyDelayMs: Number(options.familyDelay) }) };
 }
 
 /** Checks the URI and --broker (one broker, or several comma-separated) before anything touches the network; errors name what was wrong (exit 2). */
@@ -163,6 +182,19 @@ export function reportRegistration(server: RegistrationSource, options: { broker
     out.event('keepalive-failed', { code: err.code, message: err.message }, `measuring the NAT mapping lifetime failed (${err.message}); the keepalive interval stays`),
   );
   server.on('socks5Bind', (event: Socks5BindEvent) => out.event('socks5-bind', ...socks5BindLine(event)));
+  // The second address family (dual stack): said when it starts or stops holding, not at each refresh.
+  let secondHeld: boolean | undefined;
+  server.on('secondFamilyRegistered', (event: SecondFamilyRegistered) => {
+    if (secondHeld === true) return;
+    secondHeld = true;
+    const fields = { family: event.publicEndpoint.family, public: formatEndpoint(event.publicEndpoint), broker: formatEndpoint(event.broker) };
+    out.event('second-family', fields, `also registered over ${fields.family} with ${fields.broker} (public ${fields.public}): initiators can reach us over either family`);
+  });
+  server.on('secondFamilyFailed', (err: NattravError) => {
+    if (secondHeld === false) return;
+    secondHeld = false;
+    out.event('second-family-failed', { code: err.code, message: err.message }, `registering our second address family failed (${err.message}); the first holds, retrying with backoff`);
+  });
   server.on('moved', (moved: MovedEvent) =>
     out.event(
       'moved',
@@ -244,6 +276,7 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
     ...(options.allow === undefined ? {} : { allow: options.allow }),
     ...(options.portmap === false ? { portmap: false } : {}),
     ...(options.takeover === true ? { takeover: true } : {}),
+    ...(options.dualStack === false ? { dualStack: false } : {}),
     tls: options.tls === false ? false : { ca: ca ?? [] },
   });
   // Another process with our key took the URI over: the server closed; we end with its error (exit 13).
@@ -298,13 +331,14 @@ export async function listenCommand(uri: string, options: ListenCommandOptions, 
 export function traceReporter(out: Reporter): (event: StrategyTrace) => void {
   return (event) => {
     const why = event.error === undefined ? '' : `: ${event.error}`;
-    out.event('strategy', { ...event }, `attempt ${event.attempt}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
+    out.event('strategy', { ...event }, `attempt ${event.attempt}${event.family === undefined ? '' : ` over IPv${event.family}`}: ${event.strategy} ${event.outcome}${event.outcome === 'started' ? '' : ` after ${event.ms} ms`}${why}`);
   };
 }
 
 /** `nattrav connect URI --broker HOST:PORT [-v] [--tls ...]`: pipes stdin/stdout to the connection. */
 export async function connectCommand(uri: string, options: ConnectCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const brokers = checkTarget(uri, options.broker);
+  const family = familyOption(options);
   const { identity, ca, brokerCa } = await security(options);
   const timeoutMs = options.timeout === undefined ? undefined : Number(options.timeout);
   const route = peerRoute(options, brokerCa, out);
@@ -317,6 +351,7 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
       onBrokerFailed: ({ broker, error }) => out.event('broker-failed', { broker, code: error.code, message: error.message }, `broker ${broker} did not answer (${error.message}); trying the next`),
       uri,
       signal: stop.signal,
+      ...family,
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       ...(options.verbose === true ? { onTrace } : {}),
       ...(brokerCa === undefined ? {} : { brokerCa }),
@@ -339,7 +374,7 @@ export async function connectCommand(uri: string, options: ConnectCommandOptions
   out.event(
     'connected',
     { ...infoFields(info), trace: info.trace },
-    `connected to ${uri}: path ${info.path}, ${formatEndpoint(info.local)} -> ${formatEndpoint(info.remote)} in ${info.setupMs} ms`,
+    `connected to ${uri}: path ${info.path} over IPv${info.family}, ${formatEndpoint(info.local)} -> ${formatEndpoint(info.remote)} in ${info.setupMs} ms`,
   );
   return reportPipe(await pipeStdio(socket, stop.signal), stop, out);
 }

@@ -12,7 +12,7 @@ import { connectDatagram } from '../peer/datagram/connect.js';
 import type { DatagramChannel } from '../peer/datagram/channel.js';
 import { bypassesProxy, socks5FromEnvironment } from '../peer/socks5.js';
 import { isBrokerUrl } from '../peer/web/dialer.js';
-import { checkTarget, registerListener, security, traceReporter, withdraw, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
+import { checkTarget, familyOption, registerListener, security, traceReporter, withdraw, type ConnectCommandOptions, type ListenCommandOptions } from './commands.js';
 import type { Reporter } from './output.js';
 import { reportNotConnected } from './pipe.js';
 import type { StopSignals } from './signals.js';
@@ -87,6 +87,7 @@ function pipeLines(channel: DatagramChannel, stop: StopSignals, out: Reporter): 
 /** `nattrav connect URI --udp --broker HOST:PORT`: opens a datagram channel and pipes lines. */
 export async function connectDatagramCommand(uri: string, options: ConnectCommandOptions, out: Reporter, stop: StopSignals): Promise<number> {
   const brokers = checkTarget(uri, options.broker);
+  familyOption(options);
   refuseWithUdp(options, brokers);
   const { brokerCa } = await security(options);
   const onTrace = traceReporter(out);
@@ -131,6 +132,7 @@ export async function listenDatagramCommand(uri: string, options: ListenCommandO
     ...(options.keepalive === undefined ? {} : { keepaliveMs: Number(options.keepalive) }),
     ...(options.keepaliveMax === undefined ? {} : { keepaliveMaxMs: Number(options.keepaliveMax) }),
     ...(options.takeover === true ? { takeover: true } : {}),
+    ...(options.dualStack === false ? { dualStack: false } : {}),
   });
   server.on('connection', (socket: { destroy(): void }) => socket.destroy());
   // Another process with our key took the URI over: the server closed; we end with its error (exit 13).

@@ -112,6 +112,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--limit <name=value>', 'set one of the broker\'s rates, caps or timeouts, e.g. maxConnections=20000, udpRegister=50/200 (PER_SECOND/BURST), recipientTimeoutMs=8000; repeatable', collect, undefined)
     .option('--list-limits', 'print every limit\'s name, default and meaning, then exit')
     .option('--redis <url>', 'keep registrations and sessions in Redis >= 7 (redis://[user:password@]host:port or rediss://; a single server or a cluster), shared with other brokers using it: a cluster, each broker reaching the others\' recipients')
+    .option('--announce <ip>', 'an address of this broker peers can reach on its port, at most one per family (with --listen [::]:PORT, which serves both): a recipient registering over one family is told the other and registers there too (dual stack); repeatable', collect, undefined)
     .option('--join-address <ip:port>', 'with --redis: where peers reach this broker, told to recipients registered through other brokers so they join its attempts (default: the --listen address, which must then be specific)')
     .option('--workers <n>', 'run N broker processes sharing the UDP and TCP ports, one per core (default: 1, one process); limits stay those of one broker', workerCount)
     .action((options: BrokerCommandOptions) => {
@@ -123,6 +124,7 @@ async function main(argv: string[]): Promise<number> {
       'after',
       examples([
         'nattrav broker --listen 0.0.0.0:3478',
+        'nattrav broker --listen [::]:3478 --announce 198.51.100.7 --announce 2001:db8::7',
         'nattrav broker --listen 203.0.113.3:3478 --alternate 203.0.113.4 --json',
         'nattrav broker --http 127.0.0.1:8080 --log-format pretty --log-level debug',
         'nattrav broker --cert broker.pem --key broker.key --ws-listen 0.0.0.0:443 --ws-listen ws://0.0.0.0:80',
@@ -145,6 +147,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--keepalive-max <ms>', 'the longest interval adaptive keepalive may set (default 60000; by default the interval starts at 10000 and becomes 80% of the NAT mapping lifetime measured in the background, at least 5000)', positiveInteger)
     .option('--once', 'fail at once when the first registration fails (exit 4 for an unreachable broker) instead of retrying with backoff')
     .option('--takeover', 'take the URI from another running listen with the same key (it exits 13); without it this one exits 2 when another holds the URI')
+    .option('--no-dual-stack', 'register over the broker\'s first address family only (default: also over the other one, IPv6 or IPv4, when the broker and this host have it)')
     .option('--allow <uri>', 'accept only initiators that prove this identity in the TLS handshake (repeat for several)', collect, undefined)
     .option('--tls', 'TLS 1.3 with mutual authentication on every connection (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
@@ -174,6 +177,9 @@ async function main(argv: string[]): Promise<number> {
     .option('--timeout <ms>', 'give up after this many milliseconds', positiveInteger)
     .option('-v, --verbose', 'print each strategy as it starts, succeeds or fails')
     .option('--udp', 'open a datagram (UDP) channel instead of a TCP connection: each line of stdin is one datagram, each datagram received one line on stdout; EOF closes it')
+    .option('--ipv4', 'connect over IPv4 only (default: race IPv6 against IPv4 when the broker has both, IPv6 first)')
+    .option('--ipv6', 'connect over IPv6 only (the recipient must be registered over IPv6)')
+    .option('--family-delay <ms>', 'in the IPv6/IPv4 race, how long IPv4 waits for IPv6 before it starts too (default 50)', wholeNumber)
     .option('--tls', 'TLS 1.3 with mutual authentication, the recipient\'s key checked against URI (the default)')
     .option('--no-tls', 'plain TCP, no end-to-end authentication (for protocols with their own security)')
     .option('--expect-key <fingerprint>', 'the key the recipient must hold, as nattrav listen prints it (pins a plain name)')

@@ -19,7 +19,7 @@ export const ExitCode = {
   BrokerUnreachable: 4,
   /** A time limit fired. */
   Timeout: 5,
-  /** Every connection attempt failed, or the recipient did not answer. */
+  /** Every connection attempt failed, the recipient did not answer, or the family asked is not available (ERR_FAMILY_UNAVAILABLE). */
   ConnectFailed: 6,
   /** The network lab could not be built or used. */
   Lab: 7,
@@ -49,6 +49,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.Timeout]: ExitCode.Timeout,
   [ErrorCode.ConnectFailed]: ExitCode.ConnectFailed,
   [ErrorCode.RecipientUnreachable]: ExitCode.ConnectFailed,
+  [ErrorCode.FamilyUnavailable]: ExitCode.ConnectFailed,
   [ErrorCode.Lab]: ExitCode.Lab,
   [ErrorCode.Tls]: ExitCode.Security,
   [ErrorCode.BrokerAuth]: ExitCode.Security,

@@ -42,10 +42,9 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
   // The recipient's gateway forwards a port to it: a plain connect from behind any NAT, symmetric
   // included. First, except after `lan` on one NAT (reaching it from inside needs hairpinning).
   if (recipient.mapped === true) plan.push('portmap');
-  // Two IPv6 hosts without NAT are most likely each behind a stateful firewall (RFC 6092),
-  // which drops a SYN to a listener; a simultaneous open passes both (each outgoing SYN opens
-  // its own firewall for the other's), and without firewalls it still connects (direct.ts).
-  if (i === 'none' && r === 'none' && isIpv6(initiator.publicAddress) && isIpv6(recipient.publicAddress) && initiator.publicAddress !== recipient.publicAddress) plan.push('direct');
+  // Two IPv6 hosts without NAT sit behind stateful firewalls as a rule (RFC 6092): a dial to the
+  // recipient's listener is dropped by its firewall, a simultaneous open passes both. Direct first.
+  if (i === 'none' && r === 'none' && isIPv6(initiator.publicAddress) && initiator.publicAddress !== recipient.publicAddress) plan.push('direct');
   if (r === 'none') plan.push('public');
   else if (i === 'none') plan.push('reversal');
   // Two unfiltered cones (full cone, or no NAT behind a firewall-less cone) answer an early SYN
@@ -69,11 +68,11 @@ export function planStrategies(initiator: SideFacts, recipient: SideFacts): Stra
  * relay connects the sides, as neither lists an address of the other's family.
  */
 export function crossFamily(a: string, b: string): boolean {
-  return isIpv6(a) !== isIpv6(b);
+  // An IPv6 address has a colon; an IPv4 one never does.
+  return a.includes(':') !== b.includes(':');
 }
 
-/** An IPv6 address has a colon; an IPv4 one never does. */
-function isIpv6(address: string): boolean {
+function isIPv6(address: string): boolean {
   return address.includes(':');
 }
 

@@ -24,12 +24,15 @@ import { checkUri, positiveInt } from './validate.js';
 import { unusableStrategies } from './dialer.js';
 import { ReachWatch, whyStopped } from './reach.js';
 import { dialerFromOptions } from './socks5.js';
+import { checkFamily, checkFamilyDelay, raceFamilies, shouldRace, targetsInFamily } from './connect-race.js';
+import { addFamilyOnly } from '../wire/family.js';
 
 /** Errors after which another attempt cannot help (datagram/connect.ts shares them). */
 export const FINAL_CODES: ReadonlySet<string> = new Set([
   ErrorCode.UnknownUri,
   ErrorCode.BrokerUnreachable,
   ErrorCode.RecipientUnreachable,
+  ErrorCode.FamilyUnavailable,
   ErrorCode.BrokerAuth,
   ErrorCode.Forbidden,
   ErrorCode.Aborted,
@@ -89,6 +92,8 @@ export function connectRequest(uri: string, failed: ReadonlySet<StrategyName>): 
  */
 export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   const { brokers, uri, timeoutMs, maxAttempts, exchangeTimeoutMs, punchTimeoutMs } = checkConnectOptions(options);
+  const family = checkFamily(options.family);
+  checkFamilyDelay(options.familyDelayMs);
   // TLS (our identity, the certificate library) is made ready once a connection exists, not
   // before the first packet: see tlsSettings. Once a connect in this process has loaded
   // secure.ts, our identity is made while the attempt runs.
@@ -111,6 +116,13 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   let targets: BrokerTarget[];
   try {
     targets = await resolveBrokers(brokers, whole.signal);
+    // An attempt runs in one family; without one asked, IPv6 and IPv4 race when both can work
+    // (not through a proxy or tunnel: it, not we, reaches the broker in some family).
+    if (family !== undefined) targets = targetsInFamily(targets, family);
+    else if (unusableStrategies(dialer).length === 0 && shouldRace(targets)) {
+      whole.dispose();
+      return await raceFamilies(options, connect);
+    }
   } catch (err) {
     whole.dispose();
     throw whole.signal.aborted ? stopped() : err;
@@ -123,6 +135,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   try {
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const { attemptId, request } = connectRequest(uri, failed);
+      if (family !== undefined) addFamilyOnly(request);
       try {
         const socket = await runAttempt({
           broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tlsWanted !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,

@@ -274,6 +274,8 @@ export function brokerError(response: StunMessage, broker: HostPort): NattravErr
       return new NattravError(ErrorCode.UnknownUri, reason, where);
     case StunErrorCode.RecipientUnreachable:
       return new NattravError(ErrorCode.RecipientUnreachable, reason, where);
+    case StunErrorCode.NoRegistrationInFamily:
+      return new NattravError(ErrorCode.FamilyUnavailable, reason, where);
     default:
       return new NattravError(ErrorCode.BrokerError, `broker error ${error?.code ?? '?'}: ${reason}`, where);
   }

@@ -25,6 +25,8 @@ export interface StrategyTrace {
   readonly ms: number;
   /** Why it failed. */
   readonly error?: string;
+  /** The address family of the attempt, when the initiator raced IPv6 against IPv4 (connect-race.ts). */
+  readonly family?: 4 | 6;
 }
 
 /** Which end of the connection this is. */
@@ -44,6 +46,12 @@ export interface ConnectionInfo {
   readonly remote: TransportAddress;
   /** Our own public endpoint for this attempt, as the broker saw it. */
   readonly publicEndpoint: TransportAddress;
+  /**
+   * The address family the attempt ran in (that of our exchange with the broker, so of both
+   * peers' endpoints; for `relay`, of our connection to the broker): 4 or 6. An initiator
+   * racing both families (connect-race.ts) reports the one that won.
+   */
+  readonly family: 4 | 6;
   /** The other peer's private endpoints, as it reported them. */
   readonly peerPrivateEndpoints: readonly TransportAddress[];
   /** Milliseconds from the start of connect() (initiator) or the broker's request (recipient) until usable (TLS included). */
@@ -112,7 +120,7 @@ export interface ConnectionClosed {
 }
 
 /** The facts fixed at setup; {@link attachInfo} adds the live counters and `closed`. */
-export type ConnectionFacts = Omit<ConnectionInfo, 'bytesIn' | 'bytesOut' | 'durationMs' | 'closed'>;
+export type ConnectionFacts = Omit<ConnectionInfo, 'bytesIn' | 'bytesOut' | 'durationMs' | 'closed' | 'family'>;
 
 /** A connected `net.Socket` carrying its {@link ConnectionInfo}. */
 export type NattravSocket = Socket & { readonly nattrav: ConnectionInfo };
@@ -172,7 +180,7 @@ export function attachInfo(socket: Socket, facts: ConnectionFacts, raw: Socket =
     else socket.once('close', onClose);
   });
   const info = Object.defineProperties(
-    { ...facts, closed },
+    { ...facts, family: facts.publicEndpoint.family === 'IPv6' ? 6 : 4, closed },
     {
       bytesIn: { get: bytesIn, enumerable: true },
       bytesOut: { get: bytesOut, enumerable: true },

@@ -72,6 +72,17 @@ export interface ConnectOptions extends CommonConnectOptions {
   onBrokerFailed?: (event: { readonly broker: string; readonly error: import('../errors.js').NattravError }) => void;
   /** Called as strategies start, succeed and fail (`nattrav connect -v` prints these). */
   onTrace?: (event: import('./info.js').StrategyTrace) => void;
+  /**
+   * The address family to connect in: 4 (IPv4 only) or 6 (IPv6 only), the broker's address of
+   * that family and the recipient's registration in it (ERR_FAMILY_UNAVAILABLE at once when
+   * either is missing). Left out: when the broker has an address of each family, this host
+   * can use IPv6 and no proxy or tunnel carries our connections, IPv6 and IPv4 race (RFC 8305, connect-race.ts; the first direct connection
+   * wins, the relay only when neither goes direct); else the broker's first address. The
+   * connection's `nattrav.family` says which it is. @default race when both work
+   */
+  family?: 4 | 6;
+  /** In the race, how long IPv4 waits for IPv6 before it starts too, in ms (family-race.ts). @default 50 */
+  familyDelayMs?: number;
 }
 
 /** Options of {@link createServer}. */
@@ -84,6 +95,14 @@ export interface ServerOptions {
   broker: BrokerAddress | readonly BrokerAddress[];
   /** The URI to register. */
   uri: string;
+  /**
+   * Register over both address families when the broker has an address of each (it announces
+   * the other, or the broker list resolves to both) and this host can use both (a global IPv6
+   * address; any towards a loopback broker): initiators then reach us over IPv6 or IPv4, racing
+   * them (RFC 8305). The second family never delays the first; it is retried with backoff on
+   * its own (second-family.ts). Emits 'secondFamilyRegistered' and 'secondFamilyFailed'. @default true
+   */
+  dualStack?: boolean;
   /**
    * Interval between registration refreshes, in ms; must stay well under the NAT's UDP timeout
    * (30 s on Linux). Given, it is fixed (no adaptive keepalive unless `adaptiveKeepalive: true`,

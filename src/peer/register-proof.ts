@@ -65,21 +65,8 @@ export async function registerWithProof(
   previous: RegistrationSession | undefined = session,
 ): Promise<{ response: StunMessage; session: RegistrationSession | undefined }> {
   if (session !== undefined) {
-    const refresh = base();
-    let response = await transact(refresh, underSession(refresh, session));
-    // 438 with a NONCE under the session key: the broker saw us at a new address (our NAT's
-    // mapping changed) and moves the registration once we echo the nonce from there. Once.
-    const echo = isStaleNonce(response) && verifyMessageIntegritySha256(response, session.key) ? response.get(AttrType.Nonce) : undefined;
-    if (echo !== undefined) {
-      const again = base();
-      again.add(AttrType.Nonce, echo);
-      response = await transact(again, underSession(again, session));
-    }
-    if (!isUnauthorized(response)) {
-      if (!verifyMessageIntegritySha256(response, session.key)) throw brokerAuthError('its answer to our refresh lacks integrity under the session key');
-      if (response.cls === MessageClass.ErrorResponse) throw refused(uri, response);
-      return { response, session };
-    }
+    const response = await refreshUnderSession(transact, base, session, uri);
+    if (response !== undefined) return { response, session };
     // The broker forgot the session (restart, expiry): prove the key again.
   }
   const first = withKey(base(), keys);
@@ -118,6 +105,28 @@ export async function registerWithProof(
     if (problem !== undefined) throw brokerAuthError(problem);
   }
   return { response, session: { id: Buffer.from(id), key, sequence: 0 } };
+}
+
+/**
+ * A refresh under `session`: `base()` with USERNAME, the next SEQUENCE and integrity under the
+ * session key. Resolves with the broker's success; undefined when the broker answers 401 (it
+ * forgot the session: prove the key again); throws for another refusal or an answer without
+ * integrity under the key. A 438 under the key with a NONCE (the broker saw us at a new address)
+ * is echoed once from there.
+ */
+export async function refreshUnderSession(transact: Transact, base: () => StunMessage, session: RegistrationSession, uri: string): Promise<StunMessage | undefined> {
+  const refresh = base();
+  let response = await transact(refresh, underSession(refresh, session));
+  const echo = isStaleNonce(response) && verifyMessageIntegritySha256(response, session.key) ? response.get(AttrType.Nonce) : undefined;
+  if (echo !== undefined) {
+    const again = base();
+    again.add(AttrType.Nonce, echo);
+    response = await transact(again, underSession(again, session));
+  }
+  if (isUnauthorized(response)) return undefined;
+  if (!verifyMessageIntegritySha256(response, session.key)) throw brokerAuthError('its answer to our refresh lacks integrity under the session key');
+  if (response.cls === MessageClass.ErrorResponse) throw refused(uri, response);
+  return response;
 }
 
 /** Step 2 of the proof (security/proof.ts): the Register signed over `nonce` and our ephemeral key. */

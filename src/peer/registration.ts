@@ -28,6 +28,7 @@ import { StunMessage } from '../wire/message.js';
 import { addBoundEndpoint, addMappedEndpoint, addU32, addUri, addXorAddress, getU32Attr, getXorMappedAddress } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { addInstanceId, addTakeover } from '../wire/instance.js';
+import { getOtherFamilyBroker } from '../wire/family.js';
 import { answerInstanceCheck, newInstanceId } from './instance.js';
 import { hostAddresses, normaliseAddress, RegistrationMoves, type AddressSet, type AddressWatch } from './mobility.js';
 
@@ -44,6 +45,8 @@ export interface RegisteredInfo {
   readonly broker: HostPort;
   /** The address of that broker we registered with (a name with several addresses has several). */
   readonly brokerAddress: TransportAddress;
+  /** That broker's address in the other family, when it announced one (OTHER-FAMILY-BROKER): where our second family registers (second-family.ts). */
+  readonly otherFamilyBroker?: TransportAddress;
 }
 
 /** What 'registered' reports: the registration, and whether it is the first, a refresh, or registered again after a loss. */
@@ -363,6 +366,20 @@ export class PeerRegistration extends EventEmitter {
     return this.#session?.key;
   }
 
+  /** The current session itself: a second family's refreshes (second-family.ts) take their SEQUENCE from it too. */
+  get session(): RegistrationSession | undefined {
+    return this.#session;
+  }
+
+  /**
+   * A message from the broker that arrived on another socket of ours, `via` the broker address
+   * it talks to (our second family's, second-family.ts): a ConnectionRequest there is handled as
+   * ours, and the attempt is joined at `via` (in that family) unless it names a JOIN-AT.
+   */
+  receive(message: StunMessage, answer: AnswerRequest, via: TransportAddress): void {
+    this.#onConnectionRequest(message, answer, via);
+  }
+
   /**
    * Stops refreshing, withdraws the registration when one was granted (one unanswered
    * message under the session: the broker forgets the URI at once), and closes the
@@ -510,7 +527,11 @@ export class PeerRegistration extends EventEmitter {
     const publicEndpoint = getXorMappedAddress(response);
     if (publicEndpoint === undefined) throw new NattravError(ErrorCode.Protocol, 'registration response without XOR-MAPPED-ADDRESS');
     const target = this.#brokers.current as BrokerTarget;
-    const info = { publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#lifetimeMs, transport: this.#transport, broker: target.name, brokerAddress: target.address };
+    const other = otherFamilyOf(response);
+    const info = {
+      publicEndpoint, lifetimeMs: getU32Attr(response, AttrType.Lifetime) ?? this.#lifetimeMs, transport: this.#transport, broker: target.name, brokerAddress: target.address,
+      ...(other === undefined ? {} : { otherFamilyBroker: other }),
+    };
     learnAlternatePort(dialOf(target), response); // where our mapping probes will go
     const moved = this.#moves.granted(publicEndpoint, this.#watch.current, { broker: target.address, transport: this.#transport });
     this.#info = info; // also when granted while closing: close() withdraws it
@@ -519,7 +540,7 @@ export class PeerRegistration extends EventEmitter {
   }
 
   /** A ConnectionRequest from the broker (connection-requests.ts answers it); emits what was decided. */
-  #onConnectionRequest(message: StunMessage, answer: AnswerRequest): void {
+  #onConnectionRequest(message: StunMessage, answer: AnswerRequest, via?: TransportAddress): void {
     // Closing: the sockets live on only to finish a proof and send the withdrawal.
     if (this.#closed !== undefined) return;
     const check = answerInstanceCheck(message, this.#session, this.#instanceId, answer);
@@ -531,7 +552,8 @@ export class PeerRegistration extends EventEmitter {
     const decided = this.#requests.handle(message, this.#session, admit, answer);
     if (decided === undefined) return;
     const { attemptId, reason, joinAt, datagram } = decided;
-    const at = joinAt === undefined ? {} : { joinAt: { host: joinAt.address, port: joinAt.port } };
+    const where = joinAt ?? via;
+    const at = where === undefined ? {} : { joinAt: { host: where.address, port: where.port } };
     if (reason === undefined) this.emit('connection-request', { attemptId, datagram, ...at });
     else this.emit('connection-refused', { attemptId, reason });
   }
@@ -550,5 +572,14 @@ export class PeerRegistration extends EventEmitter {
     this.#onConnectionRequest(message, (response, options) =>
       this.#socket?.send(encodeMessage(response, options), port, address, () => undefined),
     );
+  }
+}
+
+/** OTHER-FAMILY-BROKER of a registration answer, when well formed and of the other family than the broker we asked. */
+function otherFamilyOf(response: StunMessage): TransportAddress | undefined {
+  try {
+    return getOtherFamilyBroker(response);
+  } catch {
+    return undefined;
   }
 }

@@ -55,6 +55,7 @@ import { datagramRefusal, joinDatagram } from './datagram/accept.js';
 import { handOver, type NattravSocket } from './info.js';
 import { PEER_DEFAULTS, type ServerOptions } from './options.js';
 import { PeerRegistration, type RegisteredEvent } from './registration.js';
+import { secondFamilyOf, type SecondFamilyRegistration } from './second-family.js';
 import type { MovedEvent } from './mobility.js';
 import { REGISTRATION_BACKOFF, type RegistrationRetry } from './backoff.js';
 import { allowList, checkUri, positiveInt } from './validate.js';
@@ -132,6 +133,8 @@ export class NattravServer extends EventEmitter {
   readonly #exchangeTimeoutMs: number;
   readonly #punchTimeoutMs: number;
   readonly #transport: 'auto' | 'udp' | 'tcp';
+  readonly #dualStack: boolean;
+  #secondFamily: SecondFamilyRegistration | undefined;
   readonly #identity: Identity | undefined;
   readonly #keyDir: string | undefined;
   readonly #brokerCa: string | undefined;
@@ -190,6 +193,10 @@ export class NattravServer extends EventEmitter {
     this.#sockets = new SocketBudget(maxAttemptSockets);
     this.#dialer = dialerFromOptions(options);
     this.#transport = registerTransportOf(options.registerTransport, this.#dialer);
+    if (options.dualStack !== undefined && typeof options.dualStack !== 'boolean') {
+      throw new NattravError(ErrorCode.InvalidArgument, `dualStack must be true or false, got ${JSON.stringify(options.dualStack)}`);
+    }
+    this.#dualStack = options.dualStack !== false;
     this.#identity = options.identity;
     this.#keyDir = options.keyDir;
     this.#brokerCa = options.brokerCa;
@@ -278,6 +285,7 @@ export class NattravServer extends EventEmitter {
       ...(this.#dialer === undefined ? {} : { dialer: this.#dialer }),
     });
     this.#registration = registration;
+    if (this.#dualStack) this.#secondFamily = secondFamilyOf(registration, this.#uri, this.#brokers, this.#registerTimeoutMs, (event, payload) => this.emit(event, payload));
     this.#adapter = adaptKeepalive(registration, this.#adaptive, (event, payload) => this.emit(event, payload));
     this.#bind?.on('change', () => registration.refreshNow());
     registration.on('registered', (event: RegisteredEvent) => {
@@ -373,6 +381,7 @@ export class NattravServer extends EventEmitter {
     if (this.#closed === undefined) {
       this.#state = 'closed';
       this.#adapter?.close();
+      this.#secondFamily?.close();
       this.#bind?.close();
       const withdrawn = Promise.all([this.#registration?.close(), this.#agent?.close()]);
       for (const controller of this.#attempts) controller.abort(new NattravError(ErrorCode.Closed, 'the server closed'));

@@ -175,6 +175,19 @@ export const AttrType = {
    */
   BoundEndpoint: 0x4e19,
   /**
+   * nattrav: in a refresh under a registration's session, "this registers the session's second
+   * address family" (u32, 1; wire/family.ts): the broker keeps the source as the registration's
+   * endpoint of that family next to the first one, instead of moving the registration there.
+   * Comprehension-required: a broker that does not know it must refuse (420), not move us.
+   */
+  SecondFamily: 0x4e20,
+  /**
+   * nattrav: in a Connect, "run this attempt in the family of this exchange only" (u32, 1): a
+   * recipient with no registration in that family is refused at once (476) instead of the
+   * attempt going to the relay across families; the initiator's other family races it (RFC 8305).
+   */
+  FamilyOnly: 0x4e21,
+  /**
    * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
    * answer it asks for, because the broker never answers an unverified source with more bytes than
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.
@@ -223,6 +236,12 @@ export const AttrType = {
   UdpMapped: 0xce12,
   /** nattrav (comprehension-optional): the same socket as the broker's alternate UDP port mapped it (how the NAT maps UDP). */
   UdpMappedAlternate: 0xce13,
+  /**
+   * nattrav (comprehension-optional): in the answer to a registration, an address of the broker
+   * in the other address family (XOR-address encoding, RFC 5780 OTHER-ADDRESS in spirit): where a
+   * dual-stack recipient registers its second family (wire/family.ts). Absent: none announced.
+   */
+  OtherFamilyBroker: 0xce20,
 } as const;
 
 /** nattrav: values of TRANSPORT, what an attempt makes. */
@@ -321,6 +340,8 @@ export const StunErrorCode = {
   RecipientUnreachable: 480,
   /** nattrav: the URI is held by another live instance (process) of the same key; TAKEOVER takes it. */
   HeldByInstance: 409,
+  /** nattrav: a Connect with FAMILY-ONLY found the recipient registered in the other address family only. */
+  NoRegistrationInFamily: 476,
   ServerError: 500,
 } as const;
 

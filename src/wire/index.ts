@@ -41,3 +41,4 @@ export { encodePadding, decodePadding } from './padding.js';
 export { encodeU32, decodeU32 } from './uint.js';
 export { attributeName } from './names.js';
 export * from './nattrav.js';
+export * from './family.js';

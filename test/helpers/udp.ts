@@ -20,3 +20,17 @@ export function collect(socket: UdpSocket): Map<string, Buffer[]> {
   });
   return byTxid;
 }
+
+/** Why IPv6 tests cannot run here (this host cannot bind ::1), or undefined when they can. */
+export async function noIPv6Loopback(): Promise<string | undefined> {
+  try {
+    const socket = await new Promise<UdpSocket>((resolve, reject) => {
+      void udpSocket('::1').then(resolve, reject);
+      setTimeout(() => reject(new Error('binding ::1 did not finish')), 2_000).unref();
+    });
+    socket.close();
+    return undefined;
+  } catch (err) {
+    return `this host has no IPv6 loopback address (::1): ${(err as Error).message}`;
+  }
+}

@@ -27,21 +27,8 @@ import { getXorMappedAddress } from '../../src/wire/nattrav.js';
 import { addRequestPadding } from '../../src/wire/request-padding.js';
 import type { TransportAddress } from '../../src/wire/types.js';
 import { startRecipient, until } from '../helpers/loopback.js';
-import { udpSocket } from '../helpers/udp.js';
+import { noIPv6Loopback, udpSocket } from '../helpers/udp.js';
 
-/** Why the tests cannot run here, or undefined when ::1 can be bound. */
-async function noIPv6Loopback(): Promise<string | undefined> {
-  try {
-    const socket = await new Promise<UdpSocket>((resolve, reject) => {
-      void udpSocket('::1').then(resolve, reject);
-      setTimeout(() => reject(new Error('binding ::1 did not finish')), 2_000).unref();
-    });
-    socket.close();
-    return undefined;
-  } catch (err) {
-    return `this host has no IPv6 loopback address (::1): ${(err as Error).message}`;
-  }
-}
 const skip = await noIPv6Loopback();
 
 /** A UDP Binding from `socket` to `host`:`port`; resolves with the XOR-MAPPED-ADDRESS of the answer. */

@@ -141,6 +141,27 @@ for (const [name, make] of implementations) {
       assert.equal(await s.registry.get('nattrav://nobody'), undefined);
     });
 
+    run('a dual-stack registration comes back with both families; deleteIf compares the second family too', async (s) => {
+      const secondFamily = {
+        publicEndpoint: { family: 'IPv6', address: '2001:db8:1::7', port: 40_002 },
+        privateEndpoints: [{ family: 'IPv6', address: '2001:db8:1::7', port: 40_002 }],
+        expiresAt: s.now() + LIFETIME_MS - 1,
+      } as const;
+      // A plain IPv4 registration packs in the compact registry; with a second family it is kept whole.
+      const dual = registration(s, 'nattrav://dual', { keyFingerprint: 'abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrst', privateEndpoints: [{ family: 'IPv4', address: '10.0.0.2', port: 4000 }], secondFamily });
+      const withBroker = registration(s, 'nattrav://dual-broker', { broker: 'b-1', secondFamily: { ...secondFamily, privateEndpoints: [], broker: 'b-2' } });
+      await s.registry.put(dual);
+      await s.registry.put(withBroker);
+      assert.deepEqual(await s.registry.get(dual.uri), dual);
+      assert.deepEqual(await s.registry.get(withBroker.uri), withBroker);
+      const moved = { ...dual, secondFamily: { ...secondFamily, publicEndpoint: { family: 'IPv6', address: '2001:db8:1::7', port: 40_003 } } } as const;
+      assert.equal(await s.registry.deleteIf(moved), false, 'another second family is another registration');
+      const { secondFamily: _dropped, ...single } = dual;
+      await s.registry.put(single);
+      assert.deepEqual(await s.registry.get(dual.uri), single, 'put without one drops it');
+      assert.equal(await s.registry.deleteIf(single), true);
+    });
+
     run('a registration is live until its expiresAt, gone at it', async (s) => {
       await s.registry.put(registration(s, 'nattrav://lapsing'));
       s.advance(LIFETIME_MS - 1);

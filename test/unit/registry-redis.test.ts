@@ -73,7 +73,29 @@ describe('the Redis registration layout', () => {
     assert.equal(decodeRegistration('nattrav://x', Buffer.from(v1, 'hex')).mappedEndpoint, undefined);
     const v2 = encodeRegistration({ ...SAMPLE, mappedEndpoint: mapped.mappedEndpoint });
     assert.throws(() => decodeRegistration('nattrav://x', v2.subarray(0, v2.length - 2)), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE', 'mapped endpoint cut short');
-    assert.throws(() => decodeRegistration('nattrav://x', Buffer.concat([Buffer.of(4), v2.subarray(1)])), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && /version 4/.test(err.message));
+    assert.throws(() => decodeRegistration('nattrav://x', Buffer.concat([Buffer.of(5), v2.subarray(1)])), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && /version 5/.test(err.message));
+  });
+
+  test('bytes: a second address family makes version 4: version 3\'s flags with bit 4, then its expiry, endpoints and broker ID', () => {
+    const v1 = encodeRegistration({ ...SAMPLE, broker: 'b-12' }).toString('hex');
+    const brokerHex = '04' + Buffer.from('b-12').toString('hex');
+    const body = v1.slice(2, v1.length - brokerHex.length);
+    const secondFamily = { publicEndpoint: { family: 'IPv6', address: '2001:db8::9', port: 4660 }, privateEndpoints: [{ family: 'IPv6', address: 'fd00::9', port: 4660 }], expiresAt: 0x010203040506 } as const;
+    const dual: Registration = { ...SAMPLE, broker: 'b-12', secondFamily };
+    const endpoint = (address: string): string => '06' + '1234' + address.length.toString(16).padStart(2, '0') + Buffer.from(address).toString('hex');
+    const secondHex = '010203040506' + endpoint('2001:db8::9') + '01' + endpoint('fd00::9') + '00';
+    assert.equal(encodeRegistration(dual).toString('hex'), '04' + body + '04' + secondHex + brokerHex);
+    assert.deepEqual(decodeRegistration('nattrav://x', encodeRegistration(dual)), dual);
+    const withBrokers: Registration = { ...dual, secondFamily: { ...secondFamily, broker: 'b-7' } };
+    assert.deepEqual(decodeRegistration('nattrav://x', encodeRegistration(withBrokers)), withBrokers);
+    assert.equal(decodeRegistration('nattrav://x', Buffer.from(v1, 'hex')).secondFamily, undefined, 'version 1 still reads, without one');
+    const v4 = encodeRegistration(dual);
+    assert.throws(() => decodeRegistration('nattrav://x', v4.subarray(0, v4.length - brokerHex.length / 2 - 3)), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE', 'second family cut short');
+    // Bit 4 is not a flag of version 3.
+    const v3 = Buffer.from(v4);
+    v3[0] = 3;
+    assert.throws(() => decodeRegistration('nattrav://x', v3), (err: NattravError) => err.code === 'ERR_REGISTRY_UNAVAILABLE' && /flags/.test(err.message));
+    assert.throws(() => encodeRegistration({ ...dual, secondFamily: { ...secondFamily, expiresAt: -1 } }), (err: NattravError) => err.code === 'ERR_INVALID_ARGUMENT' && /secondFamily/.test(err.message));
   });
 
   test('bytes: a bound endpoint (SOCKS5 BIND) makes version 3: a flags byte, then the mapped and the bound endpoint there are', () => {

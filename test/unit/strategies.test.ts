@@ -73,12 +73,12 @@ describe('strategy plan', () => {
     assert.deepEqual(planStrategies(side('eim', A), side('random', B)), ['reversal', 'birthday', 'relay']);
     assert.deepEqual(planStrategies(side('random', A), side('eim', B)), ['public', 'birthday', 'relay']);
   });
-  test('IPv6 peers plan as IPv4 ones do, but two without NAT open simultaneously first; an IPv4 side and an IPv6 side have only the relay', () => {
+  test('IPv6 peers plan as IPv4 ones do, but two without NAT punch first; an IPv4 side and an IPv6 side have only the relay', () => {
     const V6A = '2001:db8:a::10';
     const V6B = '2001:db8:b::20';
-    // Behind stateful firewalls (the usual IPv6 case) only a simultaneous open passes both.
+    // Behind stateful firewalls (RFC 6092) a dial to the recipient's listener is dropped: simultaneous open first.
     assert.deepEqual(planStrategies(side('none', V6A), side('none', V6B)), ['direct', 'public', 'relay']);
-    assert.deepEqual(planStrategies(side('none', A), side('none', B)), ['public', 'direct', 'relay'], 'IPv4 without NAT: a public listener');
+    assert.deepEqual(planStrategies(side('none', A), side('none', B)), ['public', 'direct', 'relay'], 'IPv4 without NAT keeps the dial first');
     assert.deepEqual(planStrategies(side('none', V6A), side('none', V6A)), ['public', 'direct', 'relay']);
     assert.deepEqual(planStrategies(side('eim', V6A), side('eim', V6A)), ['lan', 'direct', 'public', 'relay']);
     assert.deepEqual(planStrategies(side('none', V6A), side('none', A)), ['relay']);

@@ -35,7 +35,7 @@ const WEB = 0b1000000;
  * in a few typed arrays (expiry, IPv4 endpoints, key fingerprint as 32 bytes, transport,
  * the broker that took it) plus its URI in one Map, about 60 bytes and a Map entry instead
  * of half a dozen objects. One that does not pack (IPv6, more than two private endpoints,
- * a fingerprint that is not a SHA-256 in base32) is kept as the object it was stored as.
+ * a second address family, a fingerprint that is not a SHA-256 in base32) is kept as the object it was stored as.
  * What comes back from {@link MemoryRegistry.get} equals what was stored.
  */
 export class MemoryRegistry implements Registry {
@@ -159,6 +159,8 @@ export class MemoryRegistry implements Registry {
     if (publicIp < 0 || privateEndpoints.length > PACKED_PRIVATE_ENDPOINTS) return false;
     // A port mapping (portmap) or a SOCKS5 BIND (socks5-bind) has no column: such a registration is kept whole.
     if (registration.mappedEndpoint !== undefined || registration.boundEndpoint !== undefined) return false;
+    // Nor has a second family (a dual-stack peer's IPv6 registration next to its IPv4 one).
+    if (registration.secondFamily !== undefined) return false;
     if (transport !== undefined && TRANSPORT_CODES[transport] === undefined) return false;
     if (registration.web !== undefined && registration.web !== true) return false;
     let flags = (transport === undefined ? 0 : TRANSPORT_CODES[transport]) | (privateEndpoints.length << PRIVATE_COUNT_SHIFT) | (registration.web === true ? WEB : 0);

@@ -16,11 +16,15 @@
  *   ..     version 3 only: a byte of flags (1: a mapped endpoint follows, 2: a bound endpoint
  *          follows), then the mapped endpoint and the bound endpoint
  *          (Registration.boundEndpoint, a SOCKS5 BIND) that are there, in that order
+ *   ..     version 4 only: as version 3, and flag 4: the second address family follows
+ *          (Registration.secondFamily): its expiresAt (48 bits), its public endpoint, count N
+ *          and N private endpoints as above, length C (0: none) and C bytes of its broker's bus ID
  *   ..     optional: length B (1..{@link MAX_BROKER_ID_LENGTH}) and B bytes of ASCII, the bus ID of
  *          the broker that took the registration (Registration.broker); absent: no such byte
  *
  * A registration without a mapped or bound endpoint is written as version 1, one with only a
- * mapped endpoint as version 2, so that brokers that know only those still read them; every
+ * mapped endpoint as version 2, one with a bound endpoint as version 3, one with a second family
+ * as version 4, so that brokers that know only the older ones still read what they can; every
  * version is read.
  *
  * The URI is not in the value: it is in the key. Addresses are kept as text, so that
@@ -28,7 +32,7 @@
  */
 import { ErrorCode, NattravError } from '../../errors.js';
 import type { TransportAddress } from '../../wire/types.js';
-import type { Registration } from './registry.js';
+import type { FamilyRegistration, Registration } from './registry.js';
 
 /** The layout's version byte: 1, or 2 when the registration has a mapped endpoint. */
 export const REGISTRATION_VERSION = 1;
@@ -36,9 +40,14 @@ export const REGISTRATION_VERSION = 1;
 export const REGISTRATION_VERSION_MAPPED = 2;
 /** The version byte of a registration with a bound endpoint (SOCKS5 BIND): flags, then the endpoints they name. */
 export const REGISTRATION_VERSION_BOUND = 3;
-/** Version 3 flags: which endpoints follow the private ones. */
+/** The version byte of a registration with a second address family (Registration.secondFamily): version 3's flags, plus {@link HAS_SECOND_FAMILY}. */
+export const REGISTRATION_VERSION_SECOND_FAMILY = 4;
+/** Version 3 and 4 flags: which endpoints follow the private ones. */
 const HAS_MAPPED = 1;
 const HAS_BOUND = 2;
+/** Version 4 only: the second family follows the mapped and bound endpoints. */
+const HAS_SECOND_FAMILY = 4;
+const VERSIONS: ReadonlySet<number> = new Set([REGISTRATION_VERSION, REGISTRATION_VERSION_MAPPED, REGISTRATION_VERSION_BOUND, REGISTRATION_VERSION_SECOND_FAMILY]);
 /** Offset of expiresAt (48 bits) in the value. */
 export const EXPIRES_OFFSET = 2;
 /** Offset of the fingerprint's length byte. */
@@ -68,28 +77,55 @@ export function encodeRegistration(registration: Registration): Buffer {
   if (privateEndpoints.length > MAX_BYTE) {
     throw new NattravError(ErrorCode.InvalidArgument, `a registration holds at most ${MAX_BYTE} private endpoints, got ${privateEndpoints.length}`);
   }
-  const broker = registration.broker === undefined ? undefined : Buffer.from(registration.broker, 'ascii');
-  if (broker !== undefined && (broker.length === 0 || broker.length > MAX_BROKER_ID_LENGTH || !/^[\x21-\x7e]+$/.test(registration.broker ?? ''))) {
-    throw new NattravError(ErrorCode.InvalidArgument, `registration broker must be 1 to ${MAX_BROKER_ID_LENGTH} printable ASCII characters, got ${JSON.stringify(registration.broker)}`);
-  }
+  const broker = checkedBrokerId(registration.broker);
   const header = Buffer.alloc(FINGERPRINT_LENGTH_OFFSET + 1);
-  const { mappedEndpoint, boundEndpoint } = registration;
-  header[0] = boundEndpoint !== undefined ? REGISTRATION_VERSION_BOUND : mappedEndpoint === undefined ? REGISTRATION_VERSION : REGISTRATION_VERSION_MAPPED;
+  const { mappedEndpoint, boundEndpoint, secondFamily } = registration;
+  header[0] =
+    secondFamily !== undefined ? REGISTRATION_VERSION_SECOND_FAMILY
+    : boundEndpoint !== undefined ? REGISTRATION_VERSION_BOUND
+    : mappedEndpoint === undefined ? REGISTRATION_VERSION
+    : REGISTRATION_VERSION_MAPPED;
   header[1] = TRANSPORT_CODES[registration.transport ?? 'absent'] | (registration.web === true ? WEB_FLAG : 0);
   header.writeUIntBE(expiresAt, EXPIRES_OFFSET, 6);
   header[FINGERPRINT_LENGTH_OFFSET] = fingerprint.length;
   const endpoints = [registration.publicEndpoint, ...privateEndpoints].map(encodeEndpoint);
   const tail = broker === undefined ? [] : [Buffer.of(broker.length), broker];
-  const flags = boundEndpoint === undefined ? [] : [Buffer.of((mappedEndpoint === undefined ? 0 : HAS_MAPPED) | HAS_BOUND)];
+  const flagBits = (mappedEndpoint === undefined ? 0 : HAS_MAPPED) | (boundEndpoint === undefined ? 0 : HAS_BOUND) | (secondFamily === undefined ? 0 : HAS_SECOND_FAMILY);
+  const flags = boundEndpoint === undefined && secondFamily === undefined ? [] : [Buffer.of(flagBits)];
   const mapped = [...flags, ...[mappedEndpoint, boundEndpoint].flatMap((e) => (e === undefined ? [] : [encodeEndpoint(e)]))];
-  return Buffer.concat([header, fingerprint, endpoints[0] as Uint8Array, Buffer.of(privateEndpoints.length), ...endpoints.slice(1), ...mapped, ...tail]);
+  const second = secondFamily === undefined ? [] : [encodeSecondFamily(secondFamily)];
+  return Buffer.concat([header, fingerprint, endpoints[0] as Uint8Array, Buffer.of(privateEndpoints.length), ...endpoints.slice(1), ...mapped, ...second, ...tail]);
+}
+
+/** The version 4 block of Registration.secondFamily: expiresAt, public endpoint, private endpoints, broker ID. */
+function encodeSecondFamily(second: FamilyRegistration): Buffer {
+  if (!Number.isSafeInteger(second.expiresAt) || second.expiresAt < 0 || second.expiresAt > MAX_EXPIRES_AT) {
+    throw new NattravError(ErrorCode.InvalidArgument, `registration secondFamily.expiresAt must be whole milliseconds since the epoch, got ${second.expiresAt}`);
+  }
+  if (second.privateEndpoints.length > MAX_BYTE) {
+    throw new NattravError(ErrorCode.InvalidArgument, `a second family holds at most ${MAX_BYTE} private endpoints, got ${second.privateEndpoints.length}`);
+  }
+  const expires = Buffer.alloc(6);
+  expires.writeUIntBE(second.expiresAt, 0, 6);
+  const broker = checkedBrokerId(second.broker) ?? Buffer.alloc(0);
+  const endpoints = [second.publicEndpoint, ...second.privateEndpoints].map(encodeEndpoint);
+  return Buffer.concat([expires, endpoints[0] as Uint8Array, Buffer.of(second.privateEndpoints.length), ...endpoints.slice(1), Buffer.of(broker.length), broker]);
+}
+
+/** A broker bus ID as bytes (undefined for none); throws ERR_INVALID_ARGUMENT for one the layout cannot hold. */
+function checkedBrokerId(id: string | undefined): Buffer | undefined {
+  const broker = id === undefined ? undefined : Buffer.from(id, 'ascii');
+  if (broker !== undefined && (broker.length === 0 || broker.length > MAX_BROKER_ID_LENGTH || !/^[\x21-\x7e]+$/.test(id ?? ''))) {
+    throw new NattravError(ErrorCode.InvalidArgument, `registration broker must be 1 to ${MAX_BROKER_ID_LENGTH} printable ASCII characters, got ${JSON.stringify(id)}`);
+  }
+  return broker;
 }
 
 /** Decodes a value of {@link encodeRegistration} stored for `uri`; throws ERR_REGISTRY_UNAVAILABLE for bytes that are not one. */
 export function decodeRegistration(uri: string, value: Buffer): Registration {
   try {
     const version = value[0];
-    if (version !== REGISTRATION_VERSION && version !== REGISTRATION_VERSION_MAPPED && version !== REGISTRATION_VERSION_BOUND) throw new Error(`unknown layout version ${version}`);
+    if (version === undefined || !VERSIONS.has(version)) throw new Error(`unknown layout version ${version}`);
     const web = ((value[1] as number) & WEB_FLAG) !== 0;
     const transport = (['absent', 'udp', 'tcp'] as const)[(value[1] as number) & ~WEB_FLAG];
     if (transport === undefined) throw new Error(`unknown transport code ${value[1]}`);
@@ -110,10 +146,23 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
     const publicEndpoint = next();
     const count = value.readUInt8(offset++);
     const privateEndpoints = Array.from({ length: count }, next);
-    const flags = version === REGISTRATION_VERSION_BOUND ? value.readUInt8(offset++) : version === REGISTRATION_VERSION_MAPPED ? HAS_MAPPED : 0;
-    if ((flags & ~(HAS_MAPPED | HAS_BOUND)) !== 0) throw new Error(`unknown endpoint flags ${flags}`);
+    const flags = version >= REGISTRATION_VERSION_BOUND ? value.readUInt8(offset++) : version === REGISTRATION_VERSION_MAPPED ? HAS_MAPPED : 0;
+    const known = HAS_MAPPED | HAS_BOUND | (version === REGISTRATION_VERSION_SECOND_FAMILY ? HAS_SECOND_FAMILY : 0);
+    if ((flags & ~known) !== 0) throw new Error(`unknown endpoint flags ${flags}`);
     const mappedEndpoint = (flags & HAS_MAPPED) !== 0 ? next() : undefined;
     const boundEndpoint = (flags & HAS_BOUND) !== 0 ? next() : undefined;
+    let secondFamily: FamilyRegistration | undefined;
+    if ((flags & HAS_SECOND_FAMILY) !== 0) {
+      const secondExpiresAt = value.readUIntBE(offset, 6);
+      offset += 6;
+      const secondPublic = next();
+      const secondPrivate = Array.from({ length: value.readUInt8(offset++) }, next);
+      const length = value.readUInt8(offset++);
+      if (length > MAX_BROKER_ID_LENGTH || offset + length > value.length) throw new Error(`bad second-family broker ID length ${length}`);
+      const secondBroker = value.toString('ascii', offset, offset + length);
+      offset += length;
+      secondFamily = { publicEndpoint: secondPublic, privateEndpoints: secondPrivate, expiresAt: secondExpiresAt, ...(length === 0 ? {} : { broker: secondBroker }) };
+    }
     let broker: string | undefined;
     if (offset < value.length) {
       const length = value.readUInt8(offset++);
@@ -133,6 +182,7 @@ export function decodeRegistration(uri: string, value: Buffer): Registration {
       ...(mappedEndpoint === undefined ? {} : { mappedEndpoint }),
       ...(boundEndpoint === undefined ? {} : { boundEndpoint }),
       ...(web ? { web: true } : {}),
+      ...(secondFamily === undefined ? {} : { secondFamily }),
     };
   } catch (err) {
     throw new NattravError(ErrorCode.RegistryUnavailable, `the registration of ${uri} in Redis is not one this broker can read (${(err as Error).message})`, { cause: err });

@@ -40,6 +40,24 @@ export interface Registration {
    * plans the relay for it at once (schedule.ts). Absent: false.
    */
   readonly web?: boolean;
+  /**
+   * The peer's registration in its other address family (a dual-stack recipient registers over
+   * IPv4 and IPv6 under one session: SECOND-FAMILY, register.ts): a Connect arriving in that
+   * family is run there (broker/family.ts). Absent: the peer registered in one family only.
+   */
+  readonly secondFamily?: FamilyRegistration;
+}
+
+/** A registration's endpoints in its second address family (see {@link Registration.secondFamily}). */
+export interface FamilyRegistration {
+  /** The peer's UDP endpoint of that family as the broker saw it. */
+  readonly publicEndpoint: TransportAddress;
+  /** The endpoints of that family the peer reported from its own interfaces. */
+  readonly privateEndpoints: readonly TransportAddress[];
+  /** When this family lapses unless refreshed (ms since the epoch); never after the registration's own expiry matters. */
+  readonly expiresAt: number;
+  /** The bus ID of the broker holding this family's mapping (as {@link Registration.broker}). Absent: the broker reading it. */
+  readonly broker?: string;
 }
 
 /**
@@ -80,6 +98,10 @@ export function sameRegistration(a: Registration, b: Registration): boolean {
   const text = (e: TransportAddress): string => `${e.family}/${e.address}/${e.port}`;
   const endpoints = (r: Registration): string => [r.publicEndpoint, ...r.privateEndpoints].map(text).join(' ');
   const mapped = (r: Registration): string => [r.mappedEndpoint, r.boundEndpoint].map((e) => (e === undefined ? '' : text(e))).join(' ');
+  const second = (r: Registration): string => {
+    const f = r.secondFamily;
+    return f === undefined ? '' : [f.expiresAt, f.broker ?? '', ...[f.publicEndpoint, ...f.privateEndpoints].map(text)].join(' ');
+  };
   return (
     a.uri === b.uri &&
     a.expiresAt === b.expiresAt &&
@@ -88,6 +110,7 @@ export function sameRegistration(a: Registration, b: Registration): boolean {
     a.broker === b.broker &&
     endpoints(a) === endpoints(b) &&
     mapped(a) === mapped(b) &&
-    (a.web === true) === (b.web === true)
+    (a.web === true) === (b.web === true) &&
+    second(a) === second(b)
   );
 }

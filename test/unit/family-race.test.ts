@@ -1,0 +1,152 @@
+/**
+ * The IPv6/IPv4 race's state machine (peer/family-race.ts) on a fake clock: what it starts,
+ * aborts, releases and decides, and when. No sockets: the test plays both attempts.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { FAMILY_RACE_DELAY_MS, FamilyRace, type RaceAction } from '../../src/peer/family-race.js';
+import { FakeClock } from '../helpers/fake-clock.js';
+
+/** A race on a fake clock whose actions are recorded as short strings ("start 6", "won 4 v4-direct"). */
+function race(delayMs = FAMILY_RACE_DELAY_MS): { clock: FakeClock; race: FamilyRace<string>; log: string[]; actions: Array<RaceAction<string>> } {
+  const clock = new FakeClock();
+  const log: string[] = [];
+  const actions: Array<RaceAction<string>> = [];
+  const r = new FamilyRace<string>(clock, delayMs, (action) => {
+    actions.push(action);
+    if (action.type === 'failed') log.push(`failed ${[...action.errors].map(([f, e]) => `${f}:${e.message}`).join(' ')}`);
+    else if (action.type === 'start' || action.type === 'abort') log.push(`${action.type} ${action.family}`);
+    else log.push(`${action.type} ${action.family} ${action.value}`);
+  });
+  return { clock, race: r, log, actions };
+}
+
+const direct = (value: string) => ({ ok: true, value, direct: true }) as const;
+const relayed = (value: string) => ({ ok: true, value, direct: false }) as const;
+const failure = (message: string) => ({ ok: false, error: new Error(message) }) as const;
+
+describe('the IPv6/IPv4 race', () => {
+  test('IPv6 starts at once, IPv4 after the delay; IPv6 going direct first wins and IPv4 is aborted', async () => {
+    const { clock, race: r, log } = race();
+    r.start();
+    assert.deepEqual(log, ['start 6']);
+    await clock.advance(FAMILY_RACE_DELAY_MS - 1);
+    assert.deepEqual(log, ['start 6'], 'IPv4 waits the whole delay');
+    await clock.advance(1);
+    assert.deepEqual(log, ['start 6', 'start 4']);
+    r.settle(6, direct('v6'));
+    assert.deepEqual(log, ['start 6', 'start 4', 'abort 4', 'won 6 v6']);
+    assert.equal(r.over, true);
+    // The aborted IPv4 attempt had connected in the meantime: its connection is closed, not used.
+    r.settle(4, direct('v4-late'));
+    assert.deepEqual(log.slice(4), ['release 4 v4-late']);
+  });
+
+  test('IPv6 done before the delay: IPv4 never starts', async () => {
+    const { clock, race: r, log } = race();
+    r.start();
+    r.settle(6, direct('v6'));
+    await clock.advance(10 * FAMILY_RACE_DELAY_MS);
+    assert.deepEqual(log, ['start 6', 'won 6 v6']);
+    assert.equal(clock.pending, 0, 'the delay timer is cleared');
+  });
+
+  test('IPv6 traversed directly before the delay (TLS still running): IPv4 does not start; it starts at once if IPv6 then fails', async () => {
+    {
+      const { clock, race: r, log } = race();
+      r.start();
+      await clock.advance(10);
+      r.traversed(6);
+      await clock.advance(10 * FAMILY_RACE_DELAY_MS);
+      assert.deepEqual(log, ['start 6'], 'no IPv4 attempt while IPv6 secures its connection');
+      r.settle(6, direct('v6'));
+      assert.deepEqual(log, ['start 6', 'won 6 v6']);
+    }
+    {
+      const { clock, race: r, log } = race();
+      r.start();
+      r.traversed(6);
+      await clock.advance(10 * FAMILY_RACE_DELAY_MS);
+      r.settle(6, failure('TLS handshake failed'));
+      assert.deepEqual(log, ['start 6', 'start 4']);
+    }
+  });
+
+  test('IPv6 hangs: IPv4 starts after the delay and wins; IPv6 is aborted', async () => {
+    const { clock, race: r, log } = race();
+    r.start();
+    await clock.advance(FAMILY_RACE_DELAY_MS);
+    await clock.advance(5_000);
+    r.settle(4, direct('v4'));
+    assert.deepEqual(log, ['start 6', 'start 4', 'abort 6', 'won 4 v4']);
+  });
+
+  test('IPv6 fails fast: IPv4 starts at once, without waiting for the delay', async () => {
+    const { clock, race: r, log } = race(250);
+    r.start();
+    await clock.advance(3);
+    r.settle(6, failure('no IPv6 route'));
+    assert.deepEqual(log, ['start 6', 'start 4'], 'IPv4 started 3 ms in, not at 250');
+    assert.equal(clock.pending, 0, 'the delay timer is cleared');
+    r.settle(4, direct('v4'));
+    assert.deepEqual(log.slice(2), ['won 4 v4']);
+  });
+
+  test('both fail: the race fails naming both errors', async () => {
+    const { clock, race: r, log, actions } = race();
+    r.start();
+    await clock.advance(FAMILY_RACE_DELAY_MS);
+    r.settle(4, failure('v4 refused'));
+    assert.deepEqual(log, ['start 6', 'start 4'], 'no decision while IPv6 runs');
+    r.settle(6, failure('v6 timed out'));
+    const failed = actions.at(-1);
+    assert.ok(failed?.type === 'failed');
+    assert.equal(failed.errors.get(6)?.message, 'v6 timed out');
+    assert.equal(failed.errors.get(4)?.message, 'v4 refused');
+  });
+
+  test('a relayed connection is held until the other family ends: a direct one replaces it, else it is used', async () => {
+    {
+      const { race: r, log } = race();
+      r.start();
+      r.settle(6, relayed('v6-relay'));
+      assert.deepEqual(log, ['start 6', 'start 4'], 'IPv6 only reached the relay: IPv4 starts at once');
+      r.settle(4, direct('v4'));
+      assert.deepEqual(log.slice(2), ['release 6 v6-relay', 'won 4 v4']);
+    }
+    {
+      const { race: r, log } = race();
+      r.start();
+      r.settle(6, relayed('v6-relay'));
+      r.settle(4, failure('v4 blocked'));
+      assert.deepEqual(log.slice(2), ['won 6 v6-relay'], 'neither went direct: the relay is used');
+    }
+    {
+      const { race: r, log } = race();
+      r.start();
+      r.settle(6, relayed('v6-relay'));
+      r.settle(4, relayed('v4-relay'));
+      assert.deepEqual(log.slice(2), ['release 4 v4-relay', 'won 6 v6-relay'], 'both relayed: IPv6 is kept, one connection only');
+    }
+  });
+
+  test('abort cancels both attempts and releases a held relay; nothing is decided after it', async () => {
+    const { clock, race: r, log } = race();
+    r.start();
+    await clock.advance(FAMILY_RACE_DELAY_MS);
+    r.settle(6, relayed('v6-relay'));
+    r.abort();
+    assert.deepEqual(log, ['start 6', 'start 4', 'release 6 v6-relay', 'abort 4']);
+    r.settle(4, failure('aborted'));
+    r.abort();
+    assert.deepEqual(log.length, 4, 'nothing after the abort');
+  });
+
+  test('abort before the delay: only IPv6 is aborted, IPv4 never starts', async () => {
+    const { clock, race: r, log } = race();
+    r.start();
+    r.abort();
+    await clock.advance(10 * FAMILY_RACE_DELAY_MS);
+    assert.deepEqual(log, ['start 6', 'abort 6']);
+  });
+});
