@@ -47,10 +47,19 @@ export async function startLabBroker(lab: Lab, extraArgs: string[] = [], options
 
 /** The same broker, with its IPv6 address as {@link LabBroker.address} (what --broker gets); it must listen dual-stack. */
 export function overIpv6(broker: LabBroker): LabBroker {
+  return { ...broker, address: ipv6Address(broker) };
+}
+
+/** The same broker, with its address of each family as {@link LabBroker.address} (`IPv4:PORT,[IPv6]:PORT`: a dual-stack peer). */
+export function overBothFamilies(broker: LabBroker): LabBroker {
+  return { ...broker, address: `${broker.address},${ipv6Address(broker)}` };
+}
+
+function ipv6Address(broker: LabBroker): string {
   if (broker.address6 === undefined) {
     throw new NattravError(ErrorCode.InvalidArgument, 'the lab broker does not listen on IPv6; start it with startLabBroker(lab, [], { dualStack: true })');
   }
-  return { ...broker, address: broker.address6 };
+  return broker.address6;
 }
 
 /** Starts `nattrav listen URI` on `host` (with `extraArgs`, e.g. --tls) and waits until it is registered. */

@@ -41,6 +41,7 @@ describe('IPv6-only sites behind stateful firewalls', () => {
     t.diagnostic(`broker bytes: setup ${result.brokerBytesDuringSetup}, transfer ${result.brokerBytesDuringTransfer}`);
 
     assert.equal(result.connected.path, 'direct', 'simultaneous open through both firewalls');
+    assert.equal(result.connected.family, 6);
     assert.equal(result.accepted.path, 'direct');
     // Planned first (src/nat/plan.ts): a listener behind its firewall ('public') would never see the SYN.
     assert.equal(result.connected.attempts, 1, `one attempt: ${JSON.stringify(result.connected.trace)}`);
