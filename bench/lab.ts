@@ -38,8 +38,12 @@ function skippedRows(why: string): Figure[] {
   ];
 }
 
-async function runLab(config: LabRunConfig): Promise<LabRunResult> {
-  const script = fileURLToPath(new URL('./lab-run.js', import.meta.url));
+/**
+ * Runs `script` (a compiled lab run beside this file, e.g. `lab-run.js`) with `config` as its
+ * JSON argument in its own process group under the lab lock; resolves with its JSON line.
+ */
+export async function runLabScript<C, R>(scriptName: string, config: C): Promise<R> {
+  const script = fileURLToPath(new URL(`./${scriptName}`, import.meta.url));
   // Its own process group: a stop reaches flock's child too, and Ctrl-C reaches it only through us.
   const child = new Child(spawn('flock', [LAB_LOCK, process.execPath, script, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe'], detached: true }), 'lab run');
   const pid = child.pid;
@@ -69,9 +73,9 @@ async function runLab(config: LabRunConfig): Promise<LabRunResult> {
     if (!(await gone(TEARDOWN_MS))) signalGroup('SIGKILL');
   };
   const remove = onCleanup(stop);
-  let result: LabRunResult;
+  let result: R;
   try {
-    result = await child.json<LabRunResult>(LAB_TIMEOUT_MS);
+    result = await child.json<R>(LAB_TIMEOUT_MS);
   } catch (err) {
     remove();
     await stop();
@@ -98,7 +102,7 @@ export const labBench: Bench = {
   async run(ctx) {
     if (process.getuid?.() !== 0) return skippedRows('skipped: needs root');
     const run = RUNS[ctx.quick ? 'quick' : 'full'];
-    const result = await runLab({ ...run, delayMs: WAN_DELAY_MS });
+    const result = await runLabScript<LabRunConfig, LabRunResult>('lab-run.js', { ...run, delayMs: WAN_DELAY_MS });
     if ('skipped' in result) return skippedRows(result.skipped);
     const minimum = minimumSetup(WAN_DELAY_MS);
     const p50 = quantile(result.setupMs, 0.5);

@@ -6,7 +6,8 @@
  *   that carried bytes (T: first byte to end).
  * - `{"mode":"sink","port":P}`: a plain TCP server on 0.0.0.0:P, the same lines.
  * - `{"mode":"setup","broker":B,"uri":U,"count":N[,"tls":true]}`: N connect() calls in a row; prints
- *   `{"event":"setups","ms":[...],"paths":[...],"tlsMs":[...]}` (tlsMs: the TLS handshakes, with TLS).
+ *   `{"event":"setups","ms":[...],"paths":[...],"tlsMs":[...],"families":[4|6,...]}` (tlsMs: the TLS handshakes, with TLS).
+ * A broker B is one address or a list (e.g. one broker's IPv4 and IPv6 addresses).
  * - `{"mode":"send","broker":B,"uri":U,"bytes":N}` / `{"mode":"tcp-send","host":H,"port":P,"bytes":N}`:
  *   one connection, N bytes, then `{"event":"sent"}`.
  */
@@ -18,9 +19,9 @@ import { sendBytes } from '../lib/transfer.js';
 
 /** What lab-run passes. */
 export type LabPeerConfig =
-  | { mode: 'recipient'; broker: string; uri: string; keyDir: string; tls?: boolean }
+  | { mode: 'recipient'; broker: string | readonly string[]; uri: string; keyDir: string; tls?: boolean }
   | { mode: 'sink'; port: number }
-  | { mode: 'setup'; broker: string; uri: string; count: number; tls?: boolean }
+  | { mode: 'setup'; broker: string | readonly string[]; uri: string; count: number; tls?: boolean }
   | { mode: 'send'; broker: string; uri: string; bytes: number }
   | { mode: 'tcp-send'; host: string; port: number; bytes: number };
 
@@ -60,16 +61,18 @@ switch (config.mode) {
     const ms: number[] = [];
     const paths: string[] = [];
     const tlsMs: number[] = [];
+    const families: number[] = [];
     for (let i = 0; i < config.count; i++) {
       const started = performance.now();
       const socket = await connect({ broker: config.broker, uri: config.uri, tls: config.tls === true, knownKeysFile: false });
       ms.push(performance.now() - started);
       paths.push(socket.nattrav.path);
       if (socket.nattrav.tlsMs !== undefined) tlsMs.push(socket.nattrav.tlsMs);
+      families.push(socket.nattrav.remote.family === 'IPv6' ? 6 : 4);
       socket.destroy();
       await new Promise((resolve) => setTimeout(resolve, BETWEEN_SETUPS_MS));
     }
-    print({ event: 'setups', ms, paths, tlsMs });
+    print({ event: 'setups', ms, paths, tlsMs, families });
     process.exit(0);
     break;
   }

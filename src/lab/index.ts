@@ -25,6 +25,7 @@ export {
   type NatRulesetOptions,
   type SequentialRulesetOptions,
 } from './nat.js';
+export { FIREWALL6_TABLE, firewall6Ruleset, type Firewall6Options } from './ipv6.js';
 export { LAB_NS_PATTERN, LAB_NS_PREFIX } from './plan.js';
 export { MAX_DELAY_MS, ensureDelayLine } from './delayline.js';
 export {
@@ -41,7 +42,9 @@ export {
 export { PATH_COLORS, renderMatrixReport } from './report.js';
 export {
   HAIRPIN_NAT_TYPES,
+  IPV6_MODES,
   NAT_TYPES,
+  type Ipv6Mode,
   type LabHost,
   type LabOptions,
   type LabRunOptions,
@@ -50,6 +53,7 @@ export {
   type LabSupport,
   type NatType,
   type SiteOptions,
+  type TrafficCounterOptions,
   type TrafficCounterReader,
   type TrafficCounts,
 } from './types.js';

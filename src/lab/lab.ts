@@ -1,16 +1,21 @@
 /**
  * The network-namespace NAT lab.
  *
- * Topology (all IPv4):
+ * Topology (IPv4; IPv6 where asked for):
  *
  * ```
- *   inet namespace: bridge br0 = the "internet", 203.0.113.0/24
- *     |-- broker          203.0.113.2 and alternate 203.0.113.3 (RFC 5780 needs two addresses)
- *     |-- public hosts    203.0.113.4, .5, ...
+ *   inet namespace: bridge br0 = the "internet", 203.0.113.0/24 and 2001:db8::/64
+ *     |-- broker          203.0.113.2 and alternate 203.0.113.3 (RFC 5780 needs two addresses); 2001:db8::2
+ *     |-- public hosts    203.0.113.4, .5, ...; 2001:db8::4, ::5, ...
  *     |-- site i, nat none: the host itself at 203.0.113.(10 * (i + 1))
  *     `-- site i, NAT:    router wan0 203.0.113.(10 * (i + 1)) [nftables NAT]
  *                          router lan0 <lanSubnet>.1  ---  host eth0 <lanSubnet>.2 (default via .1)
  * ```
+ *
+ * A site with IPv6 (`SiteOptions.ipv6`, see `ipv6.ts`) also gets router wan0
+ * 2001:db8::<10 * (i + 1)> and LAN 2001:db8:<i + 1>::/64 behind a stateful IPv6 firewall (no
+ * NAT); an `ipv6: 'only'` site has no IPv4 at all. The broker, the public hosts and every IPv6
+ * router route each IPv6 site's LAN prefix via its router.
  *
  * Sites may add a carrier-grade NAT in front of the router, several LAN hosts on a bridge,
  * hairpinning, and a one-way delay on their internet link (a userspace delay line): see
@@ -22,13 +27,14 @@
  */
 import { execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { ErrorCode, NattravError } from '../errors.js';
+import { addRoutes6, backboneRoutes } from './ipv6.js';
 import { addNamespace, deleteNamespace, ipIn, namespacePids, nft, nftLoad, sysctl } from './netns.js';
 import { planLab, type LabPlan, type PlannedSite } from './plan.js';
 import { attachToInternet, BRIDGE_SYSCTLS, buildSite, type SiteBuildEnv } from './site-builder.js';
 import { ProcessTracker } from './procs.js';
 import { moveHostTo } from './move.js';
 import type {
-  LabHost, LabOptions, LabRunOptions, LabRunResult, LabSite, TrafficCounterReader, TrafficCounts,
+  LabHost, LabOptions, LabRunOptions, LabRunResult, LabSite, TrafficCounterOptions, TrafficCounterReader, TrafficCounts,
 } from './types.js';
 
 /** The bridge in the internet namespace. */
@@ -45,7 +51,7 @@ export class Lab {
 
   /** `<pid>-<4 hex>`: the part of every namespace name that identifies this lab. */
   readonly id: string;
-  /** The broker host, 203.0.113.2 (alternate address 203.0.113.3). */
+  /** The broker host, 203.0.113.2 (alternate address 203.0.113.3) and 2001:db8::2. */
   readonly broker: LabHost;
   readonly #plan: LabPlan;
   readonly #created: string[] = [];
@@ -112,9 +118,10 @@ export class Lab {
     try {
       const site = this.site(to) as PlannedSite;
       const own = this.#own(host);
-      if (![...this.#plan.sites.values()].some((s) => s.router !== undefined && s.hosts.some((h) => h.ns === own.ns))) {
-        throw new NattravError(ErrorCode.InvalidArgument, `moveHost: ${own.name} is not a LAN host behind a NAT; only those can move`);
+      if (![...this.#plan.sites.values()].some((s) => s.router !== undefined && s.ipv6 === 'off' && s.hosts.some((h) => h.ns === own.ns))) {
+        throw new NattravError(ErrorCode.InvalidArgument, `moveHost: ${own.name} is not a LAN host behind a NAT on an IPv4-only site; only those can move`);
       }
+      if (site.ipv6 !== 'off') throw new NattravError(ErrorCode.InvalidArgument, `moveHost: site "${to}" has IPv6; hosts move between IPv4-only sites only`);
       return moveHostTo(own, site, ++this.#moves);
     } catch (error) {
       return Promise.reject(error);
@@ -145,11 +152,15 @@ export class Lab {
     }
   }
 
-  /** Installs an nftables byte/packet counter on all IPv4 traffic entering and leaving the host (except on `lo`); returns a reader. */
-  async trafficCounter(host: LabHost): Promise<TrafficCounterReader> {
+  /**
+   * Installs an nftables byte/packet counter on all IPv4 traffic (and IPv6 with
+   * `options.ipv6`) entering and leaving the host (except on `lo`); returns a reader.
+   */
+  async trafficCounter(host: LabHost, options: TrafficCounterOptions = {}): Promise<TrafficCounterReader> {
     const { ns } = this.#own(host);
     const table = `nattrav_count${++this.#counters}`;
-    await nftLoad(ns, `table ip ${table} {
+    const family = options.ipv6 === true ? 'inet' : 'ip';
+    await nftLoad(ns, `table ${family} ${table} {
   counter bytes_in {
   }
   counter bytes_out {
@@ -165,8 +176,8 @@ export class Lab {
 }
 `);
     return async (): Promise<TrafficCounts> => {
-      const input = await readCounter(ns, table, 'bytes_in');
-      const output = await readCounter(ns, table, 'bytes_out');
+      const input = await readCounter(ns, family, table, 'bytes_in');
+      const output = await readCounter(ns, family, table, 'bytes_out');
       return { packetsIn: input.packets, bytesIn: input.bytes, packetsOut: output.packets, bytesOut: output.bytes };
     };
   }
@@ -210,11 +221,12 @@ export class Lab {
       addNamespace: (ns) => this.#addNamespace(ns),
       check,
       spawn: (ns, command, args, options) => this.#procs.spawn(ns, command, args, options),
+      brokerAddress6: this.broker.address6 ?? '',
     };
     const publicHost = async (host: LabHost, tag: string): Promise<void> => {
       check();
       await this.#addNamespace(host.ns);
-      await attachToInternet(env, host.ns, tag, 'eth0', [host.address, ...(host.alternateAddress === undefined ? [] : [host.alternateAddress])], 0);
+      await attachToInternet(env, host.ns, tag, 'eth0', [host.address, ...(host.alternateAddress === undefined ? [] : [host.alternateAddress])], 0, host.address6 === undefined ? [] : [host.address6]);
     };
     const site = (planned: PlannedSite): Promise<void> => buildSite(env, planned);
 
@@ -228,6 +240,20 @@ export class Lab {
     const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     if (failed !== undefined) throw failed.reason;
     check();
+    await this.#routeIpv6();
+    check();
+  }
+
+  /** Every backbone node with IPv6 routes each IPv6 site's LAN prefix via that site's router (ipv6.ts). */
+  async #routeIpv6(): Promise<void> {
+    const sites = [...this.#plan.sites.values()];
+    if (!sites.some((site) => site.ipv6 !== 'off')) return;
+    const nodes = [
+      { ns: this.broker.ns, own: undefined },
+      ...[...this.#plan.publicHosts.values()].map((host) => ({ ns: host.ns, own: undefined })),
+      ...sites.flatMap((site) => (site.ipv6 === 'off' || site.router === undefined ? [] : [{ ns: site.router.ns, own: site.lanPrefix6 }])),
+    ];
+    await Promise.all(nodes.map((node) => addRoutes6(node.ns, backboneRoutes(sites, node.own))));
   }
 
   async #addNamespace(ns: string): Promise<void> {
@@ -290,8 +316,8 @@ function killPid(pid: number): void {
   }
 }
 
-async function readCounter(ns: string, table: string, name: string): Promise<{ packets: number; bytes: number }> {
-  const text = await nft(ns, ['-j', 'list', 'counter', 'ip', table, name]);
+async function readCounter(ns: string, family: 'ip' | 'inet', table: string, name: string): Promise<{ packets: number; bytes: number }> {
+  const text = await nft(ns, ['-j', 'list', 'counter', family, table, name]);
   const parsed: unknown = JSON.parse(text);
   const items = (parsed as { nftables?: unknown }).nftables;
   if (Array.isArray(items)) {
@@ -302,5 +328,5 @@ async function readCounter(ns: string, table: string, name: string): Promise<{ p
       }
     }
   }
-  throw new NattravError(ErrorCode.Lab, `nft -j list counter ip ${table} ${name} in ${ns} returned no counter: ${text.slice(0, 200)}`);
+  throw new NattravError(ErrorCode.Lab, `nft -j list counter ${family} ${table} ${name} in ${ns} returned no counter: ${text.slice(0, 200)}`);
 }

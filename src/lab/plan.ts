@@ -5,7 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, NattravError } from '../errors.js';
 import { validateDelayMs } from './delayline.js';
-import { HAIRPIN_NAT_TYPES, NAT_TYPES, type LabHost, type LabOptions, type LabSite, type NatType } from './types.js';
+import { backbone6, sitePrefix6, siteAddress6 } from './ipv6.js';
+import { HAIRPIN_NAT_TYPES, IPV6_MODES, NAT_TYPES, type Ipv6Mode, type LabHost, type LabOptions, type LabSite, type NatType, type SiteOptions } from './types.js';
 
 /** Every lab namespace is named `ntlab-<owner pid>-<4 hex>-<role>`. */
 export const LAB_NS_PREFIX = 'ntlab-';
@@ -121,7 +122,8 @@ export function planLab(options: LabOptions): LabPlan {
   }
   const id = `${process.pid}-${randomBytes(2).toString('hex')}`;
   const ns = (role: string): string => `${LAB_NS_PREFIX}${id}-${role}`;
-  const host = (name: string, role: string, address: string): LabHost => Object.freeze({ name, ns: ns(role), address });
+  const host = (name: string, role: string, address: string, address6?: string): LabHost =>
+    Object.freeze({ name, ns: ns(role), address, ...(address6 === undefined ? {} : { address6 }) });
 
   const publicHosts = new Map<string, LabHost>();
   publicNames.forEach((name, i) => {
@@ -131,7 +133,7 @@ export function planLab(options: LabOptions): LabPlan {
     if (name === 'broker' || publicHosts.has(name)) {
       throw invalid(`public host name "${name}" is used twice (or is "broker", which is taken); pass unique names`);
     }
-    publicHosts.set(name, host(name, `pub${i}`, `${PUBLIC_PREFIX}.${4 + i}`));
+    publicHosts.set(name, host(name, `pub${i}`, `${PUBLIC_PREFIX}.${4 + i}`, backbone6(4 + i)));
   });
 
   const wanDelayMs = validateDelayMs(options.wanDelayMs ?? 0, 'wanDelayMs');
@@ -146,8 +148,8 @@ export function planLab(options: LabOptions): LabPlan {
       throw invalid(`site "${site.name}": nat ${JSON.stringify(nat)} is unknown; pass one of ${NAT_TYPES.join(', ')}`);
     }
     const hostCount = site.hosts ?? 1;
-    if (!Number.isInteger(hostCount) || hostCount < 1 || hostCount > maxHostsPerSite || (nat === 'none' && hostCount !== 1)) {
-      throw invalid(`site "${site.name}": hosts ${String(site.hosts)} is invalid; pass 1..${maxHostsPerSite} (only 1 with nat "none")`);
+    if (!Number.isInteger(hostCount) || hostCount < 1 || hostCount > maxHostsPerSite || (nat === 'none' && site.ipv6 !== 'only' && hostCount !== 1)) {
+      throw invalid(`site "${site.name}": hosts ${String(site.hosts)} is invalid; pass 1..${maxHostsPerSite} (only 1 with nat "none", unless ipv6 "only")`);
     }
     const cgn = site.cgn === true;
     if (cgn && nat === 'none') throw invalid(`site "${site.name}": cgn needs a NAT type other than "none"`);
@@ -156,8 +158,24 @@ export function planLab(options: LabOptions): LabPlan {
       throw invalid(`site "${site.name}": hairpin applies to ${HAIRPIN_NAT_TYPES.join(', ')} only, not "${nat}"`);
     }
     const delayMs = site.delayMs === undefined ? wanDelayMs : validateDelayMs(site.delayMs, `site "${site.name}": delayMs`);
-    const publicAddress = `${PUBLIC_PREFIX}.${10 * (index + 1)}`;
-    const common = { name: site.name, nat, index, publicAddress, hairpin, delayMs };
+    const { ipv6, ipv6ToBroker } = ipv6Options(site, cgn);
+    const v6 = ipv6 !== 'off';
+    const lan6 = (j: number): string | undefined => (v6 ? siteAddress6(index, 2 + j) : undefined);
+    const wan6 = v6 ? backbone6(10 * (index + 1)) : undefined;
+    const publicAddress = ipv6 === 'only' ? (lan6(0) as string) : `${PUBLIC_PREFIX}.${10 * (index + 1)}`;
+    const common = { name: site.name, nat, index, publicAddress, hairpin, delayMs, ipv6, ipv6ToBroker, ...(v6 ? { lanPrefix6: sitePrefix6(index) } : {}) };
+    if (ipv6 === 'only') {
+      // No IPv4 and no NAT: the router is the IPv6 firewall; addresses are the IPv6 ones.
+      const hosts = Object.freeze(Array.from({ length: hostCount }, (_, j) => {
+        const address = lan6(j) as string;
+        return host(j === 0 ? `${site.name}-host` : `${site.name}-host${j + 1}`, j === 0 ? `s${index}-host` : `s${index}-host${j + 1}`, address, address);
+      }));
+      sites.set(site.name, Object.freeze({
+        ...common, lanAddress: siteAddress6(index, 1), lanPrefixLength: 64, host: hosts[0] as LabHost, hosts,
+        router: host(`${site.name}-router`, `s${index}-rtr`, wan6 as string, wan6),
+      }));
+      return;
+    }
     if (nat === 'none') {
       if (site.lanSubnet !== undefined) parseLanSubnet(site.lanSubnet, site.name);
       const only = host(`${site.name}-host`, `s${index}-host`, publicAddress);
@@ -170,11 +188,11 @@ export function planLab(options: LabOptions): LabPlan {
     }
     const lanAddress = formatIpv4(network + 1);
     const hosts = Object.freeze(Array.from({ length: hostCount }, (_, j) =>
-      host(j === 0 ? `${site.name}-host` : `${site.name}-host${j + 1}`, j === 0 ? `s${index}-host` : `s${index}-host${j + 1}`, formatIpv4(network + 2 + j))));
+      host(j === 0 ? `${site.name}-host` : `${site.name}-host${j + 1}`, j === 0 ? `s${index}-host` : `s${index}-host${j + 1}`, formatIpv4(network + 2 + j), lan6(j))));
     const carrier = `${CGN_PREFIX}.${index}`;
     sites.set(site.name, Object.freeze({
       ...common, lanAddress, lanPrefixLength: prefixLength, host: hosts[0] as LabHost, hosts,
-      router: host(`${site.name}-router`, `s${index}-rtr`, cgn ? `${carrier}.2` : publicAddress),
+      router: host(`${site.name}-router`, `s${index}-rtr`, cgn ? `${carrier}.2` : publicAddress, wan6),
       ...(cgn ? { cgn: host(`${site.name}-cgn`, `s${index}-cgn`, publicAddress), cgnLanAddress: `${carrier}.1` } : {}),
     }));
   });
@@ -182,8 +200,27 @@ export function planLab(options: LabOptions): LabPlan {
   return {
     id,
     internetNs: ns('inet'),
-    broker: Object.freeze({ ...host('broker', 'broker', `${PUBLIC_PREFIX}.2`), alternateAddress: `${PUBLIC_PREFIX}.3` }),
+    broker: Object.freeze({ ...host('broker', 'broker', `${PUBLIC_PREFIX}.2`, backbone6(2)), alternateAddress: `${PUBLIC_PREFIX}.3` }),
     publicHosts,
     sites,
   };
+}
+
+/** Validates a site's IPv6 options (see {@link SiteOptions.ipv6}). */
+function ipv6Options(site: SiteOptions, cgn: boolean): { ipv6: Ipv6Mode; ipv6ToBroker: boolean } {
+  const ipv6: Ipv6Mode = site.ipv6 ?? 'off';
+  if (!IPV6_MODES.includes(ipv6)) {
+    throw invalid(`site "${site.name}": ipv6 ${JSON.stringify(ipv6)} is unknown; pass one of ${IPV6_MODES.join(', ')}`);
+  }
+  if (ipv6 === 'only' && site.nat !== 'none') {
+    throw invalid(`site "${site.name}": ipv6 "only" has no IPv4 and so no NAT; pass nat "none" with it`);
+  }
+  if ((ipv6 === 'dual' || ipv6 === 'blocked') && site.nat === 'none') {
+    throw invalid(`site "${site.name}": ipv6 "${ipv6}" puts IPv6 behind the site's router; pass a NAT type other than "none" (or ipv6 "only")`);
+  }
+  if (ipv6 !== 'off' && cgn) throw invalid(`site "${site.name}": ipv6 "${ipv6}" cannot be combined with cgn`);
+  if (site.ipv6ToBroker !== undefined && (ipv6 !== 'blocked' || typeof site.ipv6ToBroker !== 'boolean')) {
+    throw invalid(`site "${site.name}": ipv6ToBroker is a boolean for ipv6 "blocked" sites only`);
+  }
+  return { ipv6, ipv6ToBroker: site.ipv6ToBroker ?? true };
 }

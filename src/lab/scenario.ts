@@ -23,14 +23,43 @@ export interface LabBroker {
   readonly process: CliProcess;
   /** `IP:PORT` to pass as --broker. */
   readonly address: string;
+  /** `[IPv6]:PORT` to pass as --broker, when the broker listens on both families (`dualStack`). */
+  readonly address6?: string;
+}
+
+/** Options of {@link startLabBroker}. */
+export interface LabBrokerOptions {
+  /**
+   * Listen on `[::]`, IPv4 and IPv6 (the broker host has both); then {@link LabBroker.address6} is set.
+   * @default false: the broker's IPv4 address only
+   */
+  dualStack?: boolean;
 }
 
 /** Starts `nattrav broker` on the lab's broker host (with `extraArgs`, e.g. --ca). */
-export async function startLabBroker(lab: Lab, extraArgs: string[] = []): Promise<LabBroker> {
+export async function startLabBroker(lab: Lab, extraArgs: string[] = [], options: LabBrokerOptions = {}): Promise<LabBroker> {
   const address = `${lab.broker.address}:${LAB_BROKER_PORT}`;
-  const process = startCli(lab, lab.broker, ['broker', '--listen', address, ...extraArgs]);
+  const dualStack = options.dualStack === true;
+  const process = startCli(lab, lab.broker, ['broker', '--listen', dualStack ? `[::]:${LAB_BROKER_PORT}` : address, ...extraArgs]);
   await process.waitForEvent('listening', START_TIMEOUT_MS);
-  return { process, address };
+  return { process, address, ...(dualStack ? { address6: `[${lab.broker.address6 ?? '::'}]:${LAB_BROKER_PORT}` } : {}) };
+}
+
+/** The same broker, with its IPv6 address as {@link LabBroker.address} (what --broker gets); it must listen dual-stack. */
+export function overIpv6(broker: LabBroker): LabBroker {
+  return { ...broker, address: ipv6Address(broker) };
+}
+
+/** The same broker, with its address of each family as {@link LabBroker.address} (`IPv4:PORT,[IPv6]:PORT`: a dual-stack peer). */
+export function overBothFamilies(broker: LabBroker): LabBroker {
+  return { ...broker, address: `${broker.address},${ipv6Address(broker)}` };
+}
+
+function ipv6Address(broker: LabBroker): string {
+  if (broker.address6 === undefined) {
+    throw new NattravError(ErrorCode.InvalidArgument, 'the lab broker does not listen on IPv6; start it with startLabBroker(lab, [], { dualStack: true })');
+  }
+  return broker.address6;
 }
 
 /** Starts `nattrav listen URI` on `host` (with `extraArgs`, e.g. --tls) and waits until it is registered. */
@@ -56,7 +85,8 @@ export interface PairResult {
 
 /**
  * Connects `initiatorHost` to the registered `recipient` (a `listen` process in
- * pipe mode), sends `payloadBytes` each way, and counts the broker's traffic meanwhile.
+ * pipe mode), sends `payloadBytes` each way, and counts the broker's traffic meanwhile
+ * (IPv4, and IPv6 too in a lab with IPv6 sites).
  */
 export async function runPair(
   lab: Lab,
@@ -67,7 +97,7 @@ export async function runPair(
   payloadBytes = 65_536,
   connectArgs: string[] = [],
 ): Promise<PairResult> {
-  const counter = await lab.trafficCounter(lab.broker);
+  const counter = await lab.trafficCounter(lab.broker, { ipv6: lab.sites.some((site) => site.ipv6 !== 'off') });
   const setup = await counter();
   const initiator = startCli(lab, initiatorHost, ['connect', uri, '--broker', broker.address, ...connectArgs]);
   const connected = await initiator.waitForEvent('connected', CONNECT_WAIT_MS);

@@ -9,11 +9,15 @@
  *   router [nft NAT] lan0 <lan>.1 -- host eth0 <lan>.2          (one host: a veth)
  *   router [nft NAT] lan0 = bridge -- l1..lN -- hosts <lan>.2..  (several hosts)
  * ```
+ *
+ * With IPv6 (ipv6.ts) the router's wan0 and lan0 and the hosts also get IPv6 addresses, and
+ * the router an IPv6 firewall; with `ipv6: 'only'` they get nothing else (no IPv4, no NAT).
  */
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { ErrorCode, NattravError } from '../errors.js';
 import { DELAY_IFACES, ensureDelayLine } from './delayline.js';
+import { addAddress6, firewall6Ruleset, ROUTER6_SYSCTLS, siteAddress6, waitForPrefixRoute } from './ipv6.js';
 import { natRuleset, portRestrictedRuleset } from './nat.js';
 import { ip, ipIn, nftLoad, sysctl } from './netns.js';
 import { CGN_PREFIX_LENGTH, PUBLIC_PREFIX_LENGTH, type PlannedSite } from './plan.js';
@@ -46,14 +50,16 @@ export interface SiteBuildEnv {
   check(): void;
   /** Spawns a tracked process inside `ns` (killed by PID at close). */
   spawn(ns: string, command: string, args: string[], options: SpawnOptions): ChildProcess;
+  /** The broker's IPv6 address (what an `ipv6: 'blocked'` site may still reach, see SiteOptions.ipv6ToBroker). */
+  readonly brokerAddress6: string;
 }
 
 /**
  * Puts the namespace `ns` on the internet: a veth from the bridge port `v-<tag>` to `iface`
- * holding `addresses`. With `delayMs > 0` the veth ends in `wraw` instead, and a delay line
- * joins it to a second veth pair `wdly` -- `iface`.
+ * holding `addresses` (IPv4) and `addresses6` (IPv6). With `delayMs > 0` the veth ends in
+ * `wraw` instead, and a delay line joins it to a second veth pair `wdly` -- `iface`.
  */
-export async function attachToInternet(env: SiteBuildEnv, ns: string, tag: string, iface: string, addresses: readonly string[], delayMs: number): Promise<void> {
+export async function attachToInternet(env: SiteBuildEnv, ns: string, tag: string, iface: string, addresses: readonly string[], delayMs: number, addresses6: readonly string[] = []): Promise<void> {
   const port = `v-${tag}`;
   const delayed = delayMs > 0;
   await ip(['link', 'add', port, 'netns', env.internetNs, 'type', 'veth', 'peer', 'name', delayed ? DELAY_IFACES.raw : iface, 'netns', ns]);
@@ -67,6 +73,7 @@ export async function attachToInternet(env: SiteBuildEnv, ns: string, tag: strin
     for (const end of [DELAY_IFACES.raw, DELAY_IFACES.inner]) await ipIn(ns, ['link', 'set', end, 'arp', 'off', 'up']);
   }
   for (const address of addresses) await ipIn(ns, ['addr', 'add', `${address}/${PUBLIC_PREFIX_LENGTH}`, 'dev', iface]);
+  for (const address of addresses6) await addAddress6(ns, iface, address);
   await ipIn(ns, ['link', 'set', iface, 'up']);
   if (delayed) await startDelayLine(env, ns, delayMs);
 }
@@ -101,6 +108,17 @@ async function startDelayLine(env: SiteBuildEnv, ns: string, delayMs: number): P
 /** Builds `planned` (not `none` sites: those are public hosts, see {@link Lab}). */
 export async function buildSite(env: SiteBuildEnv, planned: PlannedSite): Promise<void> {
   const tag = `s${planned.index}`;
+  if (planned.ipv6 === 'only' && planned.router !== undefined) {
+    // No NAT and no IPv4: the router is the IPv6 firewall.
+    const router = planned.router;
+    env.check();
+    await env.addNamespace(router.ns);
+    await sysctl(router.ns, ROUTER6_SYSCTLS);
+    await attachToInternet(env, router.ns, tag, 'wan0', [], planned.delayMs, router.address6 === undefined ? [] : [router.address6]);
+    await buildLan(env, planned, router);
+    await buildFirewall6(env, planned, router);
+    return;
+  }
   if (planned.router === undefined || planned.nat === 'none') {
     env.check();
     await env.addNamespace(planned.host.ns);
@@ -110,6 +128,8 @@ export async function buildSite(env: SiteBuildEnv, planned: PlannedSite): Promis
   const router = planned.router;
   env.check();
   await env.addNamespace(router.ns);
+  if (planned.ipv6 !== 'off') await sysctl(router.ns, ROUTER6_SYSCTLS);
+  const wan6 = router.address6 === undefined ? [] : [router.address6];
   if (planned.cgn !== undefined && planned.cgnLanAddress !== undefined) {
     // The carrier's NAT holds the public address (and the delay); the home router sits in 100.64.i.0/24 behind it.
     const cgn = planned.cgn;
@@ -125,17 +145,27 @@ export async function buildSite(env: SiteBuildEnv, planned: PlannedSite): Promis
     env.check();
     await nftLoad(cgn.ns, portRestrictedRuleset({ wan: 'wan0', lan: 'lan0', wanAddress: cgn.address }));
   } else {
-    await attachToInternet(env, router.ns, tag, 'wan0', [router.address], planned.delayMs);
+    await attachToInternet(env, router.ns, tag, 'wan0', [router.address], planned.delayMs, wan6);
   }
   await buildLan(env, planned, router);
   await sysctl(router.ns, routerSysctls);
   env.check();
   await nftLoad(router.ns, natRuleset(planned.nat, { wan: 'wan0', lan: 'lan0', wanAddress: router.address, hairpin: planned.hairpin }));
+  if (planned.ipv6 !== 'off') await buildFirewall6(env, planned, router);
 }
 
-/** The LAN: one host on a veth `lan0`, or several on a bridge `lan0` in the router. */
+/** The stateful IPv6 firewall on a site's router (ipv6.ts); ROUTER6_SYSCTLS were set when its namespace was made. */
+async function buildFirewall6(env: SiteBuildEnv, planned: PlannedSite, router: LabHost): Promise<void> {
+  env.check();
+  const blockExcept = planned.ipv6 !== 'blocked' ? undefined : planned.ipv6ToBroker ? [env.brokerAddress6] : [];
+  await nftLoad(router.ns, firewall6Ruleset({ wan: 'wan0', lan: 'lan0', ...(blockExcept === undefined ? {} : { blockExcept }) }));
+}
+
+/** The LAN: one host on a veth `lan0`, or several on a bridge `lan0` in the router; IPv4, IPv6 or both. */
 async function buildLan(env: SiteBuildEnv, planned: PlannedSite, router: LabHost): Promise<void> {
   const lanAddress = planned.lanAddress ?? '';
+  const v4 = planned.ipv6 !== 'only';
+  const router6 = planned.ipv6 === 'off' ? undefined : siteAddress6(planned.index, 1);
   const several = planned.hosts.length > 1;
   if (several) {
     await sysctl(router.ns, BRIDGE_SYSCTLS);
@@ -146,10 +176,14 @@ async function buildLan(env: SiteBuildEnv, planned: PlannedSite, router: LabHost
     const routerSide = several ? `l${j + 1}` : 'lan0';
     await ip(['link', 'add', routerSide, 'netns', router.ns, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.ns]);
     if (several) await ipIn(router.ns, ['link', 'set', routerSide, 'master', 'lan0', 'up']);
-    await ipIn(host.ns, ['addr', 'add', `${host.address}/${planned.lanPrefixLength}`, 'dev', 'eth0']);
+    if (v4) await ipIn(host.ns, ['addr', 'add', `${host.address}/${planned.lanPrefixLength}`, 'dev', 'eth0']);
+    if (host.address6 !== undefined) await addAddress6(host.ns, 'eth0', host.address6);
     await ipIn(host.ns, ['link', 'set', 'eth0', 'up']);
-    await ipIn(host.ns, ['route', 'add', 'default', 'via', lanAddress]);
+    if (v4) await ipIn(host.ns, ['route', 'add', 'default', 'via', lanAddress]);
+    if (router6 !== undefined) await ipIn(host.ns, ['-6', 'route', 'add', 'default', 'via', router6]);
   }
-  await ipIn(router.ns, ['addr', 'add', `${lanAddress}/${planned.lanPrefixLength}`, 'dev', 'lan0']);
+  if (v4) await ipIn(router.ns, ['addr', 'add', `${lanAddress}/${planned.lanPrefixLength}`, 'dev', 'lan0']);
+  if (router6 !== undefined) await addAddress6(router.ns, 'lan0', router6);
   await ipIn(router.ns, ['link', 'set', 'lan0', 'up']);
+  if (several && planned.lanPrefix6 !== undefined) await waitForPrefixRoute(router.ns, 'lan0', planned.lanPrefix6);
 }

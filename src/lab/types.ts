@@ -43,16 +43,40 @@ export const NAT_TYPES: readonly NatType[] = [
 /** The types {@link SiteOptions.hairpin} applies to: those whose mapping is endpoint-independent. */
 export const HAIRPIN_NAT_TYPES: readonly NatType[] = ['full-cone', 'restricted-cone', 'port-restricted'];
 
-/** One machine of the lab: a network namespace with one IPv4 address that identifies it. */
+/**
+ * IPv6 on a site (addresses from 2001:db8::/32, see `ipv6.ts`):
+ *
+ * - `off`: IPv4 only.
+ * - `only`: IPv6 only, no NAT: the router is a stateful firewall (new flows only from the LAN
+ *   out, replies back in, ICMPv6 for path MTU and neighbour discovery); the hosts have no IPv4.
+ *   Needs `nat: 'none'`.
+ * - `dual`: dual-stack: IPv4 behind the site's NAT type, IPv6 behind the stateful firewall.
+ * - `blocked`: dual-stack, but IPv6 between this site and other sites is dropped by the router
+ *   (see {@link SiteOptions.ipv6ToBroker} for IPv6 to the broker).
+ */
+export type Ipv6Mode = 'off' | 'only' | 'dual' | 'blocked';
+
+/** Every {@link Ipv6Mode}. */
+export const IPV6_MODES: readonly Ipv6Mode[] = ['off', 'only', 'dual', 'blocked'];
+
+/** One machine of the lab: a network namespace with the address that identifies it. */
 export interface LabHost {
   /** Human name: `broker`, a public host's name, `<site>-host` or `<site>-router`. */
   readonly name: string;
   /** The network namespace the host lives in (usable with `ip netns exec`). */
   readonly ns: string;
-  /** The host's own IPv4 address (for a NAT router: its WAN, i.e. public, address). */
+  /**
+   * The host's own IPv4 address (for a NAT router: its WAN, i.e. public, address); on a site
+   * with `ipv6: 'only'`, which has no IPv4, its IPv6 address (the same as {@link address6}).
+   */
   readonly address: string;
   /** A second public address on the same interface (the broker's, for RFC 5780 CHANGE-REQUEST). */
   readonly alternateAddress?: string;
+  /**
+   * The host's global IPv6 address (a router's: its WAN address), when it has one: the broker
+   * and public hosts always, the hosts and routers of sites with IPv6.
+   */
+  readonly address6?: string;
 }
 
 /** One site: LAN hosts, and unless the NAT type is `none`, the NAT router in front of them. */
@@ -78,8 +102,14 @@ export interface LabSite {
   readonly delayMs: number;
   /** The address the internet sees for this site. */
   readonly publicAddress: string;
-  /** The router's LAN address, the LAN host's default gateway (absent for `none`). */
+  /** The router's LAN address, the LAN host's default gateway (absent for `none`; IPv6 with `ipv6: 'only'`). */
   readonly lanAddress?: string;
+  /** IPv6 on the site (see {@link Ipv6Mode}). */
+  readonly ipv6: Ipv6Mode;
+  /** With `ipv6: 'blocked'`: whether IPv6 to the broker still passes (IPv6 to other sites never does). */
+  readonly ipv6ToBroker: boolean;
+  /** The site's IPv6 LAN prefix, `2001:db8:<index + 1>::/64` (absent with `ipv6: 'off'`). */
+  readonly lanPrefix6?: string;
 }
 
 /** How to build one site. */
@@ -120,6 +150,18 @@ export interface SiteOptions {
    * @default LabOptions.wanDelayMs
    */
   delayMs?: number;
+  /**
+   * IPv6 on the site (see {@link Ipv6Mode}): `only` needs `nat: 'none'`, `dual` and `blocked` a
+   * NAT type other than `none` (its router carries the firewall); not with `cgn`.
+   * @default 'off'
+   */
+  ipv6?: Ipv6Mode;
+  /**
+   * Only with `ipv6: 'blocked'`: true lets IPv6 to the broker pass (registration may use IPv6,
+   * connections to other sites cannot), false drops all IPv6 leaving or entering the site.
+   * @default true
+   */
+  ipv6ToBroker?: boolean;
 }
 
 /** How to build a {@link Lab}. */
@@ -166,13 +208,22 @@ export interface LabRunResult {
   stderr: string;
 }
 
-/** IPv4 counters read from a {@link Lab.trafficCounter}. */
+/** Options of {@link Lab.trafficCounter}. */
+export interface TrafficCounterOptions {
+  /**
+   * Count IPv6 as well as IPv4.
+   * @default false
+   */
+  ipv6?: boolean;
+}
+
+/** Counters read from a {@link Lab.trafficCounter} (IPv4, or IPv4 and IPv6 with {@link TrafficCounterOptions.ipv6}). */
 export interface TrafficCounts {
-  /** IPv4 packets that entered the host on any interface but `lo`. */
+  /** Packets that entered the host on any interface but `lo`. */
   packetsIn: number;
   /** Bytes of those packets (IP header included). */
   bytesIn: number;
-  /** IPv4 packets that left the host on any interface but `lo`. */
+  /** Packets that left the host on any interface but `lo`. */
   packetsOut: number;
   /** Bytes of those packets (IP header included). */
   bytesOut: number;

@@ -150,3 +150,8 @@ export async function echoLine(client: CliProcess, line: string, waitMs: number)
   assert.equal(await client.exited, 0, client.stderr.slice(-2000));
   return connected;
 }
+
+/** The address of an `ip:port` or `[ip]:port` field of a CLI event (IPv6 without brackets). */
+export function endpointHost(endpoint: unknown): string {
+  return String(endpoint).replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+}
