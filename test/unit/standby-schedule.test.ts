@@ -11,7 +11,7 @@ import { describe, test } from 'node:test';
 import { MAX_CONNECT_RTT_MS } from '../../src/broker/exchange-requests.js';
 import { MAPPING_MEMORY_TTL_MS, MappingMemory } from '../../src/broker/mapping-memory.js';
 import { MemoryRegistry } from '../../src/broker/registry/memory.js';
-import { Rendezvous, type RendezvousEvent } from '../../src/broker/rendezvous.js';
+import { MAPPING_WAIT_MS, Rendezvous, type RendezvousEvent } from '../../src/broker/rendezvous.js';
 import { STANDBY_REFRESH_MS, STANDBY_REFRESH_TIMEOUT_MS } from '../../src/broker/standby.js';
 import { openSecret, recipientSealKey } from '../../src/security/attempt-secret.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
@@ -330,6 +330,39 @@ describe('mapping memory', () => {
     const scheduled = scheduledEvents(h).at(-1);
     assert.equal(scheduled?.initiatorMapping, 'random');
     assert.ok(scheduled?.plan.includes('birthday'), `a random side gets the birthday strategy: ${scheduled?.plan.join(', ')}`);
+  });
+
+  test("the recipient side too: a cold attempt scheduled with the recipient's remembered eim is checked by its late probe", async () => {
+    const h = await harness();
+    const key = h.keys.get(BOB) as Buffer;
+    await warmStandby(h); // teaches the broker B (eim)
+    h.rendezvous.dropStandbys();
+    /** A cold attempt from a host with no NAT at A (its own claim): only the recipient's mapping could be waited for. */
+    const cold = async (id: number, port: number): Promise<{ initiator: FakeChannel; connecting: Promise<void> }> => {
+      const initiator = new FakeChannel(h.clock, at(A, port), 10);
+      const connecting = h.rendezvous.connect(initiator, connectRequest(id, 10, at(A, port)));
+      await settle();
+      const join = StunMessage.request(Method.Join);
+      addAttemptId(join, new Uint8Array(16).fill(id));
+      addXorAddress(join, AttrType.PrivateEndpoint, at('10.0.0.2', 50_100 + id));
+      void h.rendezvous.join(new FakeChannel(h.clock, at(B, 50_100 + id), 10), decodeMessage(encodeMessage(join, { integritySha256Key: key })));
+      await settle();
+      await h.clock.advance(10); // both round-trip probes answered
+      return { initiator, connecting };
+    };
+    const first = await cold(1, 40_000);
+    await first.connecting;
+    assert.equal(answerOf(first.initiator).cls, MessageClass.SuccessResponse, "scheduled at once with the recipient's remembered eim");
+    // The recipient's probe comes late, from another port than its Join: its NAT is not eim.
+    const probe = StunMessage.request(Method.MappingProbe);
+    addAttemptId(probe, new Uint8Array(16).fill(1));
+    addRole(probe, 'recipient');
+    h.rendezvous.mappingProbe(new FakeChannel(h.clock, at(B, 62_000)), decodeMessage(encodeMessage(probe, { integritySha256Key: key })));
+    const second = await cold(2, 40_010);
+    assert.equal(second.initiator.answer, undefined, "disputed: the next attempt waits for the recipient's own probe");
+    await h.clock.advance(MAPPING_WAIT_MS);
+    await second.connecting;
+    assert.equal(answerOf(second.initiator).cls, MessageClass.SuccessResponse);
   });
 
   test('a late probe from the same port confirms the record; one forged under another MAPPING-KEY changes nothing', async () => {
