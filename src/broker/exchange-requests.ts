@@ -47,9 +47,12 @@ export interface ConnectRequest {
 
 /**
  * A CONNECT-RTT above this is not believed (the broker probes instead), in ms. A lie within it
- * only moves the liar's own start delay: it hurts no attempt but its own.
+ * moves the start delays of its attempt: an initiator that claims a long round trip starts at
+ * once and makes the recipient wait (up to half the bound), holding one of the recipient's
+ * attempt slots that much longer. The bound keeps that cost small; a real round trip above it
+ * is measured by the Probe instead.
  */
-export const MAX_CONNECT_RTT_MS = 5_000;
+export const MAX_CONNECT_RTT_MS = 1_000;
 
 /** Reads every attribute of a Connect the rendezvous uses; throws StunMalformed on a malformed one. */
 export function parseConnect(request: StunMessage): ConnectRequest {

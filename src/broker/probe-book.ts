@@ -115,6 +115,11 @@ export class ProbeBook {
     });
   }
 
+  /** The integrity check (`attempt`, `role`)'s probes must pass, once required. */
+  checkOf(attempt: string, role: RoleName): ProbeCheck | undefined {
+    return this.#records.get(`${attempt}/${role}`)?.check;
+  }
+
   /** Removes the record of (`attempt`, `role`) and returns its observations from `source`. */
   take(attempt: string, role: RoleName, source: string): TransportAddress[] {
     const key = `${attempt}/${role}`;

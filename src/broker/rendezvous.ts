@@ -34,7 +34,7 @@ import { randomBytes } from 'node:crypto';
 import { sameEndpoint } from '../common/endpoint.js';
 import { clockDeadline, systemClock, type Clock, type TimerHandle } from '../common/clock.js';
 import { isNattravError } from '../errors.js';
-import { encodeMappingKind, type MappingKind } from '../nat/mapping.js';
+import { claimsNoNat, encodeMappingKind, type MappingKind } from '../nat/mapping.js';
 import { strategyCost } from '../nat/plan.js';
 import { StrategyCode, type StrategyName } from '../nat/strategy.js';
 import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, StunErrorCode, TransportCode } from '../wire/constants.js';
@@ -57,7 +57,7 @@ import { AttemptHistory } from './attempt-history.js';
 import { parseConnect, parseJoin, parseMappingProbe, remoteEndpoint, type ExchangeChannel } from './exchange-requests.js';
 import { RateLimiter, resolveLimits, type BrokerLimits, type LimitedReport } from './limits.js';
 import { ProbeBook, type ProbeOutcome } from './probe-book.js';
-import { MappingMemory } from './mapping-memory.js';
+import { LateProbeChecks, MappingMemory } from './mapping-memory.js';
 import { Standbys, type Standby } from './standby.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { SequenceCounter } from './sequences.js';
@@ -221,6 +221,8 @@ export class Rendezvous {
   readonly #sequences = new SequenceCounter();
   /** How each NAT maps TCP, per public address (mapping-memory.ts). */
   readonly #memory = new MappingMemory();
+  /** Attempts scheduled with a remembered mapping, whose late probes still check it. */
+  readonly #late = new LateProbeChecks();
   /** The recipients' standby exchanges (standby.ts). */
   readonly #standbys: Standbys;
 
@@ -263,8 +265,8 @@ export class Rendezvous {
     return this.#standbys.grant();
   }
 
-  /** A recipient's Standby request arrived on `channel` (standby.ts steps 2-5). Never rejects on a bad request. */
-  standby(channel: ExchangeChannel, request: StunMessage): Promise<void> {
+  /** A recipient's Standby request arrived on `channel` (standby.ts steps 2-5): true when it is held. Never rejects on a bad request. */
+  standby(channel: ExchangeChannel, request: StunMessage): Promise<boolean> {
     return this.#standbys.serve(channel, request);
   }
 
@@ -293,7 +295,7 @@ export class Rendezvous {
     }
     // A dual-stack recipient is asked in the family the Connect came in (family.ts); FAMILY-ONLY: only there.
     const family = remoteEndpoint(channel).family;
-    const registration = registrationInFamily(found, family, Date.now()) ?? (parsed.familyOnly ? undefined : found);
+    const registration = registrationInFamily(found, family, this.#clock.now()) ?? (parsed.familyOnly ? undefined : found);
     if (registration === undefined) {
       this.#fail(channel, request, StunErrorCode.NoRegistrationInFamily, `${uri} is not registered over ${family}`);
       return;
@@ -360,7 +362,7 @@ export class Rendezvous {
       }
     }, () => undefined);
     // A warm recipient (standby.ts): answered down its standby, no ConnectionRequest.
-    const standby = datagram || joinAt !== undefined ? undefined : this.#standbys.take(uri, uriSessionKey, family);
+    const standby = datagram || joinAt !== undefined ? undefined : this.#standbys.take(uri, uriSessionKey, family, registration.publicEndpoint);
     if (standby !== undefined) {
       await this.#warm(attempt, standby, parsed.connectRttMs);
       return;
@@ -485,15 +487,23 @@ export class Rendezvous {
     // Step 5: the mapping probes of each side, from its exchange's own address (unless only the relay can come of it).
     const initiatorSource = attempt.initiator.publicEndpoint.address;
     const recipientSource = recipient.publicEndpoint.address;
+    // 'none' is each side's own claim, read from its request; the memory holds only 'eim', and only
+    // while its address looks uniform. The memory spares the warm path the wait for the probes;
+    // a probe that comes late still checks it (mapping-memory.ts LateProbeChecks).
+    const remembered = {
+      initiator: ownMapping(attempt.initiator) === undefined ? this.#memory.known(initiatorSource, this.#clock.now()) : undefined,
+      recipient: recipientMapping === undefined && ownMapping(recipient) === undefined ? this.#memory.known(recipientSource, this.#clock.now()) : undefined,
+    };
     const known = {
-      initiator: this.#memory.known(initiatorSource, this.#clock.now()),
-      recipient: recipientMapping ?? this.#memory.known(recipientSource, this.#clock.now()),
+      initiator: ownMapping(attempt.initiator) ?? remembered.initiator,
+      recipient: recipientMapping ?? ownMapping(recipient) ?? remembered.recipient,
     };
     const mappingWaitMs = relayOnly(attempt.recipientWeb, attempt.claimed) ? 0 : MAPPING_WAIT_MS;
     await Promise.all([
       known.initiator === undefined ? this.#probes.wait(attempt.key, 'initiator', initiatorSource, mappingWaitMs) : undefined,
       known.recipient === undefined ? this.#probes.wait(attempt.key, 'recipient', recipientSource, mappingWaitMs) : undefined,
     ]);
+    const checks = { initiator: this.#probes.checkOf(attempt.key, 'initiator'), recipient: this.#probes.checkOf(attempt.key, 'recipient') };
     // Take the records whatever became of the attempt: left behind they would only expire.
     const initiatorProbes = this.#probes.take(attempt.key, 'initiator', initiatorSource);
     const recipientProbes = this.#probes.take(attempt.key, 'recipient', recipientSource);
@@ -528,6 +538,8 @@ export class Rendezvous {
     if (!attempt.datagram) {
       if (initiatorProbes.length > 0) this.#memory.record(initiatorSource, schedule.mappings.initiator, now);
       if (recipientProbes.length > 0) this.#memory.record(recipientSource, schedule.mappings.recipient, now);
+      if (initiatorProbes.length === 0 && remembered.initiator !== undefined) this.#late.expect(attempt.key, 'initiator', attempt.initiator.publicEndpoint, checks.initiator, now);
+      if (recipientProbes.length === 0 && remembered.recipient !== undefined) this.#late.expect(attempt.key, 'recipient', recipient.publicEndpoint, checks.recipient, now);
     }
     this.#reportBudget(schedule, initiatorSource, attempt.uri, now);
     if (schedule.strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key, attempt.secret)) {
@@ -587,6 +599,7 @@ export class Rendezvous {
 
   /** Notes a mapping probe of (`attemptId` hex, `role`) from `endpoint` (probe-book.ts decides whether it counts). */
   observeProbe(attemptId: string, role: RoleName, endpoint: TransportAddress, request: StunMessage): ProbeOutcome {
+    this.#late.observe(attemptId, role, endpoint, request, this.#memory, this.#clock.now());
     return this.#probes.observe(attemptId, role, endpoint, request);
   }
 
@@ -712,6 +725,11 @@ function side(channel: ExchangeChannel, request: StunMessage, privateEndpoints: 
 /** Sends `message` on `channel` with FINGERPRINT and, when there is a key, integrity under it. */
 function sendUnder(channel: ExchangeChannel, message: StunMessage, key: Buffer | undefined): void {
   channel.send(message, { fingerprint: true, ...(key === undefined ? {} : { integritySha256Key: key }) });
+}
+
+/** 'none' when the side claims its public endpoint as its own (PRIVATE-ENDPOINT): no probe can add to that. */
+function ownMapping(side: Side): MappingKind | undefined {
+  return claimsNoNat(side.publicEndpoint, side.privateEndpoints) ? { kind: 'none' } : undefined;
 }
 
 function hex(bytes: Uint8Array): string {

@@ -26,7 +26,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { clockDeadline, type Clock, type TimerHandle } from '../common/clock.js';
-import { classifyTcpMapping, type MappingKind } from '../nat/mapping.js';
+import { claimsNoNat, classifyTcpMapping, type MappingKind } from '../nat/mapping.js';
 import { verifyMessageIntegritySha256 } from '../wire/codec.js';
 import { ATTEMPT_ID_LENGTH, AttrType, Method, StunErrorCode } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
@@ -110,10 +110,10 @@ export class Standbys {
 
   /**
    * Steps 2-5: a Standby request arrived on `channel`. Resolves once it is answered (the mapping
-   * probe is waited for in the background). Refusals are answered and close the channel; never
-   * rejects on a bad request.
+   * probe is waited for in the background): true when it is held, false when refused (answered,
+   * and the channel closed). Never rejects on a bad request.
    */
-  async serve(channel: ExchangeChannel, request: StunMessage): Promise<void> {
+  async serve(channel: ExchangeChannel, request: StunMessage): Promise<boolean> {
     let uri: string | undefined;
     let privateEndpoints: TransportAddress[];
     try {
@@ -147,7 +147,8 @@ export class Standbys {
       privateEndpoints,
       sessionKey: key,
       rttMs: undefined,
-      mapping: this.#ctx.memory.known(publicEndpoint.address, this.#ctx.clock.now()),
+      // Until its own probe comes: 'none' by its own claim, else 'eim' if remembered (its probe then still checks it).
+      mapping: claimsNoNat(publicEndpoint, privateEndpoints) ? { kind: 'none' } : this.#ctx.memory.known(publicEndpoint.address, this.#ctx.clock.now()),
       timer: undefined,
     };
     this.#byUri.set(uri, standby);
@@ -167,6 +168,7 @@ export class Standbys {
     this.#refresh(standby);
     // Step 4: the mapping, once, in the background.
     void this.#learnMapping(standby, probeKey);
+    return true;
   }
 
   /** Step 4: waits for the standby's mapping probe (under `probeKey`) and classifies it. Never rejects. */
@@ -184,14 +186,17 @@ export class Standbys {
    * Step 6: the standby of `uri`, taken out of the table, when an attempt can be answered
    * down it: proven under `sessionKey` (the URI's session now), its round trip measured
    * and its mapping known ahead (mapping-memory.ts knownAhead). A standby of another
-   * session is dropped; one not ready yet stays for the next attempt.
+   * session, or from another public address than `registered` (the registration's public
+   * endpoint now, in the attempt's family: its holder moved, the standby's path is dead), is
+   * dropped; one not ready yet stays for the next attempt.
    */
-  take(uri: string, sessionKey: Buffer | undefined, family?: AddressFamilyName): Standby | undefined {
+  take(uri: string, sessionKey: Buffer | undefined, family?: AddressFamilyName, registered?: TransportAddress): Standby | undefined {
     const standby = this.#byUri.get(uri);
     if (standby === undefined) return undefined;
     // An attempt runs in the family its Connect came in (family.ts): a standby of the other family stays for another.
     if (family !== undefined && standby.publicEndpoint.family !== family) return undefined;
-    if (sessionKey === undefined || !standby.sessionKey.equals(sessionKey)) {
+    const moved = registered !== undefined && registered.family === standby.publicEndpoint.family && registered.address !== standby.publicEndpoint.address;
+    if (sessionKey === undefined || !standby.sessionKey.equals(sessionKey) || moved) {
       this.#drop(standby);
       return undefined;
     }
@@ -252,8 +257,9 @@ export class Standbys {
     if (this.#byUri.get(standby.uri) === standby) this.#byUri.delete(standby.uri);
   }
 
-  #refuse(channel: ExchangeChannel, request: StunMessage, code: number, reason: string): void {
+  #refuse(channel: ExchangeChannel, request: StunMessage, code: number, reason: string): false {
     this.#ctx.send(channel, request.errorResponse(code, reason));
     channel.end();
+    return false;
   }
 }

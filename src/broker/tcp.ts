@@ -341,9 +341,13 @@ export class TcpService {
             channel.end();
             return;
           }
-          setRole('standby');
-          socket.setTimeout(maxLifetimeMs, () => socket.destroy());
-          void rendezvous.standby(channel, message);
+          // One per connection; a control connection's deadlines only once held (a refused one stays evictable).
+          role = 'standby';
+          void rendezvous.standby(channel, message).then((held) => {
+            if (!held) return;
+            this.#connections.setRole(raw, DEADLINE_ROLE.standby);
+            socket.setTimeout(maxLifetimeMs, () => socket.destroy());
+          }, () => socket.destroy());
           return;
         }
         case Method.Register: {

@@ -32,7 +32,7 @@ export function classifyTcpMapping(
   probes: readonly TransportAddress[],
   privateEndpoints: readonly TransportAddress[],
 ): MappingKind {
-  if (privateEndpoints.some((p) => p.address === exchange.address && p.port === exchange.port)) return { kind: 'none' };
+  if (claimsNoNat(exchange, privateEndpoints)) return { kind: 'none' };
   if (probes.length === 0) return { kind: 'unknown' };
   const ports = [exchange.port, ...probes.map((p) => p.port)];
   if (ports.every((port) => port === exchange.port)) return { kind: 'eim' };
@@ -43,6 +43,14 @@ export function classifyTcpMapping(
     if (even && step > 0 && step <= MAX_SEQUENTIAL_STEP) return { kind: 'sequential', step };
   }
   return { kind: 'random' };
+}
+
+/**
+ * True when the peer names its exchange's public endpoint among its own (PRIVATE-ENDPOINT): no
+ * NAT. A claim of the peer about itself only: it must not be remembered for its public address.
+ */
+export function claimsNoNat(exchange: TransportAddress, privateEndpoints: readonly TransportAddress[]): boolean {
+  return privateEndpoints.some((p) => p.address === exchange.address && p.port === exchange.port);
 }
 
 /** The last (highest) port seen for a sequential NAT: the next flow gets last + step. */

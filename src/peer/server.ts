@@ -54,7 +54,7 @@ import { addAttemptId } from '../wire/nattrav.js';
 import type { TransportAddress } from '../wire/types.js';
 import { runAttempt } from './attempt.js';
 import type { ExchangeResult } from './exchange.js';
-import { keepStandby, type StandbyKeeper } from './standby.js';
+import { keepStandby, type KeptStandby } from './standby.js';
 import { datagramRefusal, joinDatagram } from './datagram/accept.js';
 import { handOver, type NattravSocket } from './info.js';
 import { PEER_DEFAULTS, type ServerOptions } from './options.js';
@@ -151,7 +151,7 @@ export class NattravServer extends EventEmitter {
   readonly #takeover: boolean;
   /** ServerOptions.standby: keep a standby exchange when granted (standby.ts). */
   readonly #standbyWanted: boolean;
-  #standby: StandbyKeeper | undefined;
+  #standby: KeptStandby | undefined;
   readonly #retryInitialMs: number;
   readonly #retryMaxMs: number;
   /** The fingerprint of that identity's key. */
@@ -302,6 +302,8 @@ export class NattravServer extends EventEmitter {
         ...(this.#brokerCa === undefined ? {} : { brokerCa: this.#brokerCa }),
         // Through a proxy or tunnel the standby's port would not be ours to punch from.
         direct: () => this.#dialer === undefined || this.#dialer.kind === 'direct',
+        // At its attempt cap or socket budget the recipient would refuse a warm attempt unheard: no standby then.
+        busy: () => this.#refusal() !== undefined,
         onAttempt: (exchange) => this.#acceptWarm(exchange),
         onEvent: (event) => this.emit('standby', event),
       });
@@ -402,7 +404,7 @@ export class NattravServer extends EventEmitter {
     if (this.#closed === undefined) {
       this.#state = 'closed';
       this.#adapter?.close();
-      this.#standby?.close();
+      this.#standby?.keeper.close();
       this.#secondFamily?.close();
       this.#bind?.close();
       const withdrawn = Promise.all([this.#registration?.close(), this.#agent?.close()]);
@@ -452,12 +454,20 @@ export class NattravServer extends EventEmitter {
     if (!this.#sockets.tryTake(ATTEMPT_BASE_SOCKETS)) return;
     const controller = new AbortController();
     this.#attempts.add(controller);
+    this.#standby?.recheck();
     const started = performance.now();
     const established = datagram ? this.#establishDatagram(attemptId, controller, joinAt) : this.#establish(attemptId, controller, started, joinAt, exchange);
-    void established.finally(() => this.#sockets.release(ATTEMPT_BASE_SOCKETS));
+    void established.finally(() => {
+      this.#sockets.release(ATTEMPT_BASE_SOCKETS);
+      this.#standby?.recheck();
+    });
   }
 
-  /** An attempt answered down our standby (standby.ts): run at once, or refused (the initiator's punch then times out). */
+  /**
+   * An attempt answered down our standby (standby.ts): run at once. A busy recipient holds no
+   * standby (keepStandby `busy`), so a refusal here is a race with the closing standby (the
+   * initiator's punch then times out).
+   */
   #acceptWarm(exchange: ExchangeResult): void {
     const reason = this.#refusal();
     if (reason === undefined) this.#accept(exchange.attemptId, undefined, false, exchange);

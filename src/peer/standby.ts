@@ -244,22 +244,47 @@ export interface StandbyRegistration {
   readonly sessionKey: Buffer | undefined;
   on(event: 'registered', listener: (event: { readonly standby?: boolean; readonly transport: 'udp' | 'tcp' }) => void): unknown;
   on(event: 'lost', listener: () => void): unknown;
+  on(event: 'moved', listener: () => void): unknown;
+}
+
+/** A {@link StandbyKeeper} following a registration ({@link keepStandby}). */
+export interface KeptStandby {
+  readonly keeper: StandbyKeeper;
+  /** Asks `busy()` again: the standby closes while busy and opens again when not (if still granted). */
+  recheck(): void;
 }
 
 /**
  * A {@link StandbyKeeper} that follows `registration`: a standby while the broker grants one
- * over UDP (each 'registered' says) and `direct()` says our connections to the broker are
- * plain TCP (not through a proxy or tunnel), none after a loss until the next grant.
+ * over UDP (each 'registered' says), `direct()` says our connections to the broker are plain
+ * TCP (not through a proxy or tunnel) and `busy()` does not (a recipient that would refuse an
+ * attempt holds no standby: the broker then takes the ConnectionRequest path, whose refusal
+ * reaches the initiator at once); none after a loss until the next grant; a new one after a
+ * move (the old one's path is gone).
  */
 export function keepStandby(
   registration: StandbyRegistration,
-  options: Omit<StandbyKeeperOptions, 'broker' | 'sessionKey'> & { direct(): boolean },
-): StandbyKeeper {
+  options: Omit<StandbyKeeperOptions, 'broker' | 'sessionKey'> & { direct(): boolean; busy?(): boolean },
+): KeptStandby {
   const keeper = new StandbyKeeper({ ...options, broker: () => registration.joinBroker, sessionKey: () => registration.sessionKey });
-  registration.on('registered', (event) => {
-    if (event.standby === true && event.transport === 'udp' && options.direct()) keeper.start();
+  let granted = false;
+  const recheck = (): void => {
+    if (granted && options.busy?.() !== true) keeper.start();
     else keeper.stop();
+  };
+  registration.on('registered', (event) => {
+    granted = event.standby === true && event.transport === 'udp' && options.direct();
+    recheck();
   });
-  registration.on('lost', () => keeper.stop());
-  return keeper;
+  registration.on('lost', () => {
+    granted = false;
+    recheck();
+  });
+  // Moved: the standby's path (its local address, its NAT's mapping) is the old one; open it anew.
+  registration.on('moved', () => {
+    if (keeper.state === 'stopped' || keeper.state === 'closed') return;
+    keeper.stop();
+    recheck();
+  });
+  return { keeper, recheck };
 }

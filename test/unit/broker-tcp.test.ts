@@ -201,6 +201,33 @@ describe('broker TCP deadlines (loopback)', () => {
     assert.ok(kinds.includes('message-timeout') && kinds.includes('exchange-lifetime'), kinds.join(', '));
   });
 
+  test('a refused Standby keeps the deadlines of a new connection: a peer that never closes its side is closed at the exchange lifetime (fake clock)', async () => {
+    const clock = new FakeClock();
+    const { port, events } = await broker({ clock, exchangeMaxLifetimeMs: 1_200 });
+    // Half-open on our side: the broker's FIN does not close the connection, only its deadlines can.
+    const socket = netConnect({ host: '127.0.0.1', port, localAddress: '127.0.0.6', allowHalfOpen: true });
+    socket.on('error', () => undefined);
+    await once(socket, 'connect');
+    const standby = StunMessage.request(Method.Standby);
+    addUri(standby, 'nattrav://nobody');
+    socket.write(encodeMessage(standby, { integritySha256Key: Buffer.alloc(32, 7) }));
+    const decoder = new StunStreamDecoder();
+    const answers: StunMessage[] = [];
+    socket.on('data', (chunk: Buffer) => answers.push(...decoder.push(chunk)));
+    await once(socket, 'end');
+    assert.equal(getErrorCode(answers[0] as StunMessage)?.code, StunErrorCode.NotFound);
+    await brokerCaughtUp(port);
+    assert.equal(socket.destroyed, false, 'still open: we did not close our side');
+    const expired = (): boolean => events.some((e) => e.type === 'limited' && e.kind === 'exchange-lifetime' && e.source === '127.0.0.6');
+    await clock.advance(1_100);
+    await brokerCaughtUp(port);
+    assert.equal(expired(), false, 'open until its lifetime');
+    await clock.advance(200);
+    // Our side learns nothing of it (the broker's FIN came already): its report says it closed the connection.
+    await until(expired, 3_000, 'the broker closing it at the exchange lifetime, not holding it as a standby');
+    socket.destroy();
+  });
+
   test('a STARTTLS handshake that never starts is closed after messageTimeoutMs (fake clock)', async () => {
     const clock = new FakeClock();
     const ca = await createCa({ name: 'broker CA' });

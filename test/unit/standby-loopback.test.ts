@@ -6,9 +6,9 @@
  * is at its cap. A Standby not proven under the URI's session is refused.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer as netServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -19,11 +19,12 @@ import { ErrorCode, NattravError } from '../../src/errors.js';
 import { CLI_PATH, CliProcess } from '../../src/lab/cli-process.js';
 import { connect } from '../../src/peer/connect.js';
 import { createServer } from '../../src/peer/server.js';
-import { STANDBY_RETRY_INITIAL_MS, type StandbyEvent } from '../../src/peer/standby.js';
+import { keepStandby, STANDBY_RETRY_INITIAL_MS, type StandbyEvent, type StandbyRegistration } from '../../src/peer/standby.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
-import { addUri, getErrorCode } from '../../src/wire/nattrav.js';
+import { addU32, addUri, getErrorCode } from '../../src/wire/nattrav.js';
+import { StunChannel } from '../../src/common/stun-channel.js';
 import { startWatchedBroker, startRecipient, until } from '../helpers/loopback.js';
 
 const keyDir = mkdtempSync(join(tmpdir(), 'nattrav-standby-'));
@@ -51,6 +52,23 @@ async function oneRequest(port: number, request: StunMessage, key?: Buffer): Pro
   await once(socket, 'close');
   const bytes = Buffer.concat(chunks);
   return bytes.length === 0 ? undefined : decodeMessage(bytes.subarray(0, 20 + bytes.readUInt16BE(2)));
+}
+
+/** A raw Connect for `uri` with CONNECT-RTT (so the broker does not probe us); `answer` is the broker's first answer. */
+async function rawConnect(port: number, uri: string): Promise<{ socket: Socket; answer: Promise<StunMessage> }> {
+  const socket = netConnect({ host: '127.0.0.1', port });
+  socket.on('error', () => undefined);
+  await once(socket, 'connect');
+  const answer = new Promise<StunMessage>((resolve) => {
+    const channel = new StunChannel(socket, (message) => {
+      if (message.cls === MessageClass.SuccessResponse || message.cls === MessageClass.ErrorResponse) resolve(message);
+    });
+    const request = StunMessage.request(Method.Connect);
+    addUri(request, uri);
+    addU32(request, AttrType.ConnectRtt, 1);
+    channel.send(request, { fingerprint: true });
+  });
+  return { socket, answer };
 }
 
 describe('standby exchanges on loopback', () => {
@@ -119,6 +137,34 @@ describe('standby exchanges on loopback', () => {
     }
   });
 
+  test('a busy recipient holds no standby: the next initiator hears its refusal at once instead of punching into silence', async () => {
+    const closers: Array<() => unknown> = [];
+    try {
+      const { address, port, broker } = await startWatchedBroker(closers);
+      const { server } = await startRecipient(address, 'nattrav://busy', { keyDir, tls: false, maxConcurrentAttempts: 1, punchTimeoutMs: 6_000 });
+      closers.unshift(() => server.close());
+      server.on('attemptFailed', () => undefined);
+      await until(() => broker.standbys === 1, 5_000, 'the standby');
+      // An initiator that never punches: the recipient's one attempt slot stays taken while it punches.
+      const hold = await rawConnect(port, 'nattrav://busy');
+      closers.unshift(() => hold.socket.destroy());
+      await until(() => server.attemptsInProgress === 1, 10_000, 'the recipient running the attempt');
+      await new Promise((resolve) => setTimeout(resolve, 1_500)); // a standby reopened now would be taken by the next Connect
+      assert.equal(broker.standbys, 0, 'busy: no standby');
+      const refused = await rawConnect(port, 'nattrav://busy');
+      closers.unshift(() => refused.socket.destroy());
+      const answer = await refused.answer;
+      assert.equal(answer.cls, MessageClass.ErrorResponse);
+      assert.match(getErrorCode(answer)?.reason ?? '', /refused the connection request: recipient busy: 1 attempts in progress/);
+      // Capacity frees when the attempt ends: the standby comes back.
+      hold.socket.destroy();
+      await until(() => server.attemptsInProgress === 0, 15_000, 'the held attempt ending');
+      await until(() => broker.standbys === 1, 10_000, 'a standby again');
+    } finally {
+      for (const close of closers) await close();
+    }
+  });
+
   test('a Standby without integrity under the URI session, or for an unknown URI, is refused and closed', async () => {
     const closers: Array<() => unknown> = [];
     try {
@@ -154,6 +200,78 @@ describe('standby exchanges on loopback', () => {
       assert.match(bad.stderr, /--max-standby.*expected a whole number/);
     } finally {
       rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+/** A registration as keepStandby reads it, its events emitted by the test. */
+class FakeRegistration extends EventEmitter implements StandbyRegistration {
+  constructor(readonly joinBroker: { host: string; port: number }, readonly sessionKey: Buffer) {
+    super();
+  }
+}
+
+describe('keepStandby follows its registration', () => {
+  /** A "broker" that accepts standby connections and never answers: each open try is one connection. */
+  async function silentBroker(closers: Array<() => unknown>): Promise<{ port: number; sockets: Socket[]; closed: Set<Socket> }> {
+    const sockets: Socket[] = [];
+    const closed = new Set<Socket>();
+    const server = netServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.resume(); // the Standby requests are read and dropped: 'close' comes when the peer closes
+      socket.on('close', () => closed.add(socket));
+      sockets.push(socket);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    closers.push(() => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    });
+    return { port: (server.address() as { port: number }).port, sockets, closed };
+  }
+
+  test('a move opens the standby anew: the old one (old address, old mapping) is closed', async () => {
+    const closers: Array<() => unknown> = [];
+    try {
+      const { port, sockets, closed } = await silentBroker(closers);
+      const registration = new FakeRegistration({ host: '127.0.0.1', port }, Buffer.alloc(32, 1));
+      const { keeper } = keepStandby(registration, { uri: 'nattrav://moving', direct: () => true, onAttempt: () => undefined });
+      closers.unshift(() => keeper.close());
+      registration.emit('registered', { standby: true, transport: 'udp' });
+      await until(() => sockets.length === 1, 5_000, 'the first standby connection');
+      registration.emit('moved', {});
+      await until(() => sockets.length === 2, 5_000, 'a new standby connection after the move');
+      await until(() => closed.has(sockets[0] as Socket), 5_000, 'the old standby closed');
+      assert.notEqual(keeper.state, 'stopped');
+    } finally {
+      for (const close of closers) await close();
+    }
+  });
+
+  test('while busy (it would refuse an attempt) the recipient holds no standby; it opens one again when capacity frees', async () => {
+    const closers: Array<() => unknown> = [];
+    try {
+      const { port, sockets, closed } = await silentBroker(closers);
+      const registration = new FakeRegistration({ host: '127.0.0.1', port }, Buffer.alloc(32, 1));
+      let busy = true;
+      const kept = keepStandby(registration, { uri: 'nattrav://busy', direct: () => true, busy: () => busy, onAttempt: () => undefined });
+      closers.unshift(() => kept.keeper.close());
+      registration.emit('registered', { standby: true, transport: 'udp' });
+      assert.equal(kept.keeper.state, 'stopped', 'busy at the grant: no standby');
+      busy = false;
+      kept.recheck();
+      await until(() => sockets.length === 1, 5_000, 'a standby once not busy');
+      busy = true;
+      kept.recheck();
+      assert.equal(kept.keeper.state, 'stopped');
+      await until(() => closed.has(sockets[0] as Socket), 5_000, 'the standby closed while busy');
+      // A registration refresh while busy does not bring it back.
+      registration.emit('registered', { standby: true, transport: 'udp' });
+      assert.equal(kept.keeper.state, 'stopped');
+      assert.equal(sockets.length, 1);
+    } finally {
+      for (const close of closers) await close();
     }
   });
 });

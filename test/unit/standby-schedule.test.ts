@@ -8,9 +8,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
+import { MAX_CONNECT_RTT_MS } from '../../src/broker/exchange-requests.js';
 import { MAPPING_MEMORY_TTL_MS, MappingMemory } from '../../src/broker/mapping-memory.js';
 import { MemoryRegistry } from '../../src/broker/registry/memory.js';
-import { Rendezvous, type RendezvousEvent } from '../../src/broker/rendezvous.js';
+import { MAPPING_WAIT_MS, Rendezvous, type RendezvousEvent } from '../../src/broker/rendezvous.js';
 import { STANDBY_REFRESH_MS, STANDBY_REFRESH_TIMEOUT_MS } from '../../src/broker/standby.js';
 import { openSecret, recipientSealKey } from '../../src/security/attempt-secret.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
@@ -33,6 +34,8 @@ interface Harness {
   rendezvous: Rendezvous;
   registry: MemoryRegistry;
   notified: StunMessage[];
+  /** Where each ConnectionRequest went (the registration, in the Connect's family). */
+  notifiedTo: TransportAddress[];
   events: RendezvousEvent[];
   keys: Map<string, Buffer>;
 }
@@ -44,10 +47,13 @@ async function harness(maxStandby = 10): Promise<Harness> {
   await registry.put({ uri: CAROL, publicEndpoint: at(B, 3479), privateEndpoints: [], expiresAt: NOW + 3_600_000 });
   await registry.put({ uri: 'nattrav://control', publicEndpoint: at(B, 3480), privateEndpoints: [], expiresAt: NOW + 3_600_000, transport: 'tcp' });
   const keys = new Map([BOB, CAROL, 'nattrav://control'].map((uri) => [uri, randomBytes(32)]));
-  const h: Harness = { clock, registry, notified: [], events: [], keys, rendezvous: undefined as unknown as Rendezvous };
+  const h: Harness = { clock, registry, notified: [], notifiedTo: [], events: [], keys, rendezvous: undefined as unknown as Rendezvous };
   h.rendezvous = new Rendezvous({
     registry,
-    notify: (_registration, message) => h.notified.push(message),
+    notify: (registration, message) => {
+      h.notified.push(message);
+      h.notifiedTo.push(registration.publicEndpoint);
+    },
     reply: (channel, message) => channel.send(message),
     recipientTimeoutMs: 5_000,
     probeTimeoutMs: 3_000,
@@ -96,11 +102,11 @@ function answerOf(channel: FakeChannel): StunMessage {
   return answer;
 }
 
-function connectRequest(id: number, rttMs?: number): StunMessage {
+function connectRequest(id: number, rttMs?: number, privateEndpoint: TransportAddress = at('192.168.1.2', 40_000)): StunMessage {
   const request = StunMessage.request(Method.Connect);
   addUri(request, BOB);
   addAttemptId(request, new Uint8Array(16).fill(id));
-  addXorAddress(request, AttrType.PrivateEndpoint, at('192.168.1.2', 40_000));
+  addXorAddress(request, AttrType.PrivateEndpoint, privateEndpoint);
   if (rttMs !== undefined) addU32(request, AttrType.ConnectRtt, rttMs);
   return request;
 }
@@ -254,20 +260,128 @@ describe('a warm attempt', () => {
 });
 
 describe('mapping memory', () => {
-  test('bounded, oldest out; expires; remembers only what needs no fresh probe', () => {
+  test('bounded, oldest out; expires; remembers only eim (never none: a claim of one peer); disagreement disputes the address', () => {
     const memory = new MappingMemory(2, 1_000);
     memory.record('192.0.2.1', { kind: 'eim' }, 0);
-    memory.record('192.0.2.2', { kind: 'none' }, 10);
+    memory.record('192.0.2.2', { kind: 'eim' }, 10);
     memory.record('192.0.2.3', { kind: 'eim' }, 20);
     assert.equal(memory.size, 2);
     assert.equal(memory.known('192.0.2.1', 30), undefined, 'the oldest went');
-    assert.deepEqual(memory.known('192.0.2.2', 30), { kind: 'none' });
+    assert.deepEqual(memory.known('192.0.2.2', 30), { kind: 'eim' });
     assert.equal(memory.known('192.0.2.3', 1_020), undefined, 'expired');
     memory.record('192.0.2.4', { kind: 'sequential', step: 1 }, 0);
     assert.equal(memory.known('192.0.2.4', 1), undefined, 'prediction needs fresh ports');
     memory.record('192.0.2.2', { kind: 'unknown' }, 20);
-    assert.deepEqual(memory.known('192.0.2.2', 30), { kind: 'none' }, 'no probe teaches nothing');
+    assert.deepEqual(memory.known('192.0.2.2', 30), { kind: 'eim' }, 'no probe teaches nothing');
+    memory.record('192.0.2.5', { kind: 'none' }, 40);
+    assert.equal(memory.known('192.0.2.5', 41), undefined, "'none' is the peer's own claim: never remembered");
     assert.equal(MAPPING_MEMORY_TTL_MS, 600_000);
+
+    // Two hosts behind one address: an eim one and a random one. Once they disagree, nothing is known ahead for the TTL.
+    const shared = new MappingMemory(8, 1_000);
+    shared.record('192.0.2.9', { kind: 'eim' }, 0);
+    shared.record('192.0.2.9', { kind: 'random' }, 10);
+    shared.record('192.0.2.9', { kind: 'eim' }, 20);
+    assert.equal(shared.known('192.0.2.9', 30), undefined, 'disputed: the eim host does not win it back');
+    assert.deepEqual(shared.known('192.0.2.9', 1_021), undefined, 'the dispute and the record expire together');
+    shared.record('192.0.2.9', { kind: 'eim' }, 1_100);
+    assert.deepEqual(shared.known('192.0.2.9', 1_101), { kind: 'eim' }, 'after the TTL the address starts afresh');
+    shared.contradict('192.0.2.9', 1_200);
+    assert.equal(shared.known('192.0.2.9', 1_201), undefined, 'a contradicting late probe disputes it too');
+  });
+
+  test("a stranger claiming PRIVATE-ENDPOINT = its public endpoint gets 'none' for its own attempt only", async () => {
+    const h = await harness();
+    await warmStandby(h);
+    const stranger = new FakeChannel(h.clock, at(A, 40_000), 10);
+    const connecting = h.rendezvous.connect(stranger, connectRequest(1, 10, at(A, 40_000)));
+    await settle();
+    // Its own claim needs no probe: answered at once.
+    await connecting;
+    assert.equal(scheduledEvents(h).at(-1)?.initiatorMapping, 'none');
+    initiatorProbe(h, 1, at(A, 40_000));
+    // Another host behind A: nothing is known for it, so its attempt waits for its own probe.
+    await warmStandby(h, BOB, 50_004);
+    const victim = new FakeChannel(h.clock, at(A, 40_010), 10);
+    const next = h.rendezvous.connect(victim, connectRequest(2, 10));
+    await settle();
+    assert.equal(victim.answer, undefined, "the stranger's 'none' is not remembered for A");
+    initiatorProbe(h, 2, at(A, 61_000));
+    await next;
+    assert.equal(scheduledEvents(h).at(-1)?.initiatorMapping, 'random');
+  });
+
+  test("two hosts behind one address (CGNAT): the random host's late probe disputes the eim record; its next attempt waits and is planned as random", async () => {
+    const h = await harness();
+    await firstAttempt(h); // host 1 (eim) teaches the broker A
+    await warmStandby(h, BOB, 50_004);
+    const host2 = new FakeChannel(h.clock, at(A, 40_010), 10);
+    await h.rendezvous.connect(host2, connectRequest(2, 10, at('192.168.7.9', 5_555)));
+    assert.equal(scheduledEvents(h).at(-1)?.initiatorMapping, 'eim', 'the warm path is fast: scheduled with what was remembered');
+    // Host 2's probe comes after the decision, from another port: its NAT is not eim.
+    initiatorProbe(h, 2, at(A, 61_000));
+    await warmStandby(h, BOB, 50_008);
+    const again = new FakeChannel(h.clock, at(A, 40_020), 10);
+    const next = h.rendezvous.connect(again, connectRequest(3, 10, at('192.168.7.9', 5_556)));
+    await settle();
+    assert.equal(again.answer, undefined, 'disputed: the next attempt waits for its own probe');
+    initiatorProbe(h, 3, at(A, 61_010));
+    await next;
+    const scheduled = scheduledEvents(h).at(-1);
+    assert.equal(scheduled?.initiatorMapping, 'random');
+    assert.ok(scheduled?.plan.includes('birthday'), `a random side gets the birthday strategy: ${scheduled?.plan.join(', ')}`);
+  });
+
+  test("the recipient side too: a cold attempt scheduled with the recipient's remembered eim is checked by its late probe", async () => {
+    const h = await harness();
+    const key = h.keys.get(BOB) as Buffer;
+    await warmStandby(h); // teaches the broker B (eim)
+    h.rendezvous.dropStandbys();
+    /** A cold attempt from a host with no NAT at A (its own claim): only the recipient's mapping could be waited for. */
+    const cold = async (id: number, port: number): Promise<{ initiator: FakeChannel; connecting: Promise<void> }> => {
+      const initiator = new FakeChannel(h.clock, at(A, port), 10);
+      const connecting = h.rendezvous.connect(initiator, connectRequest(id, 10, at(A, port)));
+      await settle();
+      const join = StunMessage.request(Method.Join);
+      addAttemptId(join, new Uint8Array(16).fill(id));
+      addXorAddress(join, AttrType.PrivateEndpoint, at('10.0.0.2', 50_100 + id));
+      void h.rendezvous.join(new FakeChannel(h.clock, at(B, 50_100 + id), 10), decodeMessage(encodeMessage(join, { integritySha256Key: key })));
+      await settle();
+      await h.clock.advance(10); // both round-trip probes answered
+      return { initiator, connecting };
+    };
+    const first = await cold(1, 40_000);
+    await first.connecting;
+    assert.equal(answerOf(first.initiator).cls, MessageClass.SuccessResponse, "scheduled at once with the recipient's remembered eim");
+    // The recipient's probe comes late, from another port than its Join: its NAT is not eim.
+    const probe = StunMessage.request(Method.MappingProbe);
+    addAttemptId(probe, new Uint8Array(16).fill(1));
+    addRole(probe, 'recipient');
+    h.rendezvous.mappingProbe(new FakeChannel(h.clock, at(B, 62_000)), decodeMessage(encodeMessage(probe, { integritySha256Key: key })));
+    const second = await cold(2, 40_010);
+    assert.equal(second.initiator.answer, undefined, "disputed: the next attempt waits for the recipient's own probe");
+    await h.clock.advance(MAPPING_WAIT_MS);
+    await second.connecting;
+    assert.equal(answerOf(second.initiator).cls, MessageClass.SuccessResponse);
+  });
+
+  test('a late probe from the same port confirms the record; one forged under another MAPPING-KEY changes nothing', async () => {
+    const h = await harness();
+    await firstAttempt(h);
+    await warmStandby(h, BOB, 50_004);
+    const request = connectRequest(2, 10);
+    const mappingKey = randomBytes(32);
+    request.add(AttrType.MappingKey, mappingKey);
+    await h.rendezvous.connect(new FakeChannel(h.clock, at(A, 40_010), 10), request);
+    // A neighbour behind A sends a probe for that attempt from another port, without its key.
+    const forged = StunMessage.request(Method.MappingProbe);
+    addAttemptId(forged, new Uint8Array(16).fill(2));
+    addRole(forged, 'initiator');
+    h.rendezvous.mappingProbe(new FakeChannel(h.clock, at(A, 61_000)), decodeMessage(encodeMessage(forged, { integritySha256Key: randomBytes(32) })));
+    await warmStandby(h, BOB, 50_008);
+    const next = new FakeChannel(h.clock, at(A, 40_020), 10);
+    await h.rendezvous.connect(next, connectRequest(3, 10));
+    assert.equal(answerOf(next).cls, MessageClass.SuccessResponse, 'still remembered: answered at once');
   });
 });
 
@@ -281,5 +395,54 @@ describe('a warm attempt in the other family', () => {
     assert.equal(h.notified.length, 1, 'a ConnectionRequest, not the standby');
     assert.equal(h.notified[0]?.method, Method.ConnectionRequest);
     assert.equal(h.rendezvous.standbys, 1, 'the IPv4 standby is kept');
+  });
+});
+
+describe('a standby whose holder moved; the CONNECT-RTT bound; the injected clock', () => {
+  test('the registration moved to another address: its standby is dropped and the ConnectionRequest goes to the new one', async () => {
+    const h = await harness();
+    const old = await warmStandby(h);
+    // A refresh under the same session from a new address (register.ts moves the registration).
+    await h.registry.put({ uri: BOB, publicEndpoint: at('192.0.2.77', 3478), privateEndpoints: [], expiresAt: NOW + 3_600_000 });
+    const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
+    void h.rendezvous.connect(initiator, connectRequest(1, 10));
+    await settle();
+    assert.equal(old.sent.some((m) => m.method === Method.StandbyAttempt), false, 'nothing goes down the dead standby');
+    assert.ok(old.ended, 'the dead standby is closed');
+    assert.equal(h.rendezvous.standbys, 0);
+    assert.equal(h.notified.length, 1, 'a ConnectionRequest instead');
+    assert.deepEqual(h.notifiedTo[0], at('192.0.2.77', 3478));
+  });
+
+  test(`CONNECT-RTT is believed up to ${MAX_CONNECT_RTT_MS} ms, so a lie holds the recipient back half a second at most`, async () => {
+    assert.equal(MAX_CONNECT_RTT_MS, 1_000);
+    const h = await harness();
+    await firstAttempt(h);
+    const down = await warmStandby(h, BOB, 50_004);
+    const liar = new FakeChannel(h.clock, at(A, 40_010), 10);
+    await h.rendezvous.connect(liar, connectRequest(2, MAX_CONNECT_RTT_MS));
+    assert.equal(liar.requested.length, 0, 'at the bound it is believed');
+    const attempt = down.sent.find((m) => m.method === Method.StandbyAttempt) as StunMessage;
+    assert.equal(getU32Attr(answerOf(liar), AttrType.StartDelay), 0);
+    const recipientDelay = getU32Attr(attempt, AttrType.StartDelay) ?? Number.NaN;
+    assert.ok(recipientDelay > 0 && recipientDelay <= MAX_CONNECT_RTT_MS / 2, `the recipient waits ${recipientDelay} ms`);
+
+    await warmStandby(h, BOB, 50_008);
+    const above = new FakeChannel(h.clock, at(A, 40_020), 10);
+    const connecting = h.rendezvous.connect(above, connectRequest(3, MAX_CONNECT_RTT_MS + 1));
+    await settle();
+    assert.equal(above.requested[0]?.method, Method.Probe, 'one past the bound: the broker probes');
+    await h.clock.advance(10);
+    await connecting;
+  });
+
+  test("a dual-stack recipient's second family is current on the broker's clock, not the wall clock", async () => {
+    const h = await harness();
+    const v6 = { family: 'IPv6' as const, address: '2001:db8:2::20', port: 3478 };
+    // Valid for an hour of the fake clock (NOW is in 1970: by the wall clock it lapsed long ago).
+    await h.registry.put({ uri: BOB, publicEndpoint: at(B, 3478), privateEndpoints: [], expiresAt: NOW + 3_600_000, secondFamily: { publicEndpoint: v6, privateEndpoints: [], expiresAt: NOW + 3_600_000 } });
+    void h.rendezvous.connect(new FakeChannel(h.clock, { family: 'IPv6', address: '2001:db8:1::10', port: 40_000 }, 10), connectRequest(1, 10));
+    await settle();
+    assert.deepEqual(h.notifiedTo[0], v6, 'asked over IPv6, where the Connect came in');
   });
 });
