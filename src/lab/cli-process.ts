@@ -114,11 +114,13 @@ export class CliProcess {
 
 /**
  * Starts `nattrav <args> --json` in `host` (tracked by the lab: killed by PID at close), with
- * HOME set to `options.home` when given (a test's own temporary home: keys and known keys).
+ * HOME set to `options.home` when given (a test's own temporary home: keys and known keys),
+ * else to the lab's temporary home ({@link Lab.home}), never the real one.
  * A write to its stdin after it exited is ignored.
  */
 export function startCli(lab: Lab, host: LabHost, args: string[], options: { home?: string } = {}): CliProcess {
-  const env = options.home === undefined ? {} : { env: { ...process.env, HOME: options.home } };
+  // Keys and known keys of lab peers are throwaway: the lab's own home unless the caller gives one.
+  const env = { env: { ...process.env, HOME: options.home ?? lab.home } };
   const child = lab.spawn(host, process.execPath, [CLI_PATH, ...args, '--json'], { stdio: ['pipe', 'pipe', 'pipe'], ...env });
   child.stdin?.on('error', () => undefined);
   return new CliProcess(child);

@@ -26,6 +26,9 @@
  * table and nftables rulesets, so teardown is: kill processes by PID, delete namespaces.
  */
 import { execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ErrorCode, NattravError } from '../errors.js';
 import { addRoutes6, backboneRoutes } from './ipv6.js';
 import { addNamespace, deleteNamespace, ipIn, namespacePids, nft, nftLoad, sysctl } from './netns.js';
@@ -56,6 +59,7 @@ export class Lab {
   readonly #plan: LabPlan;
   readonly #created: string[] = [];
   readonly #procs = new ProcessTracker();
+  #home: string | undefined;
   #closing: Promise<void> | undefined;
   #counters = 0;
   #moves = 0;
@@ -131,6 +135,17 @@ export class Lab {
   /** Names of the namespaces this lab has created and not yet deleted. */
   get namespaces(): string[] {
     return [...this.#created];
+  }
+
+  /**
+   * A temporary home directory for the lab's processes (their keys and known keys are
+   * throwaway), made on first use and removed at close(): a lab run never writes into the
+   * real `~/.nattrav` (cli-process.ts startCli uses it unless given another).
+   */
+  get home(): string {
+    if (this.closed) throw new NattravError(ErrorCode.Closed, `lab ${this.id} is closed`);
+    this.#home ??= mkdtempSync(join(tmpdir(), 'nattrav-lab-home-'));
+    return this.#home;
   }
 
   /** True once {@link Lab.close} has been called. */
@@ -278,6 +293,7 @@ export class Lab {
       }
     }
     Lab.#open.delete(this);
+    if (this.#home !== undefined) rmSync(this.#home, { recursive: true, force: true });
     if (failures.length > 0) {
       throw new NattravError(ErrorCode.Lab, `closing lab ${this.id} left namespaces behind: ${failures.join('; ')}`);
     }

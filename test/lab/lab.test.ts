@@ -1,13 +1,17 @@
 /**
  * The lab's life cycle: validation, teardown (also when a test throws or the build is aborted),
- * stale-lab cleanup, traffic counters.
+ * stale-lab cleanup, traffic counters, the lab's own temporary home for its processes.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'node:test';
 import { isNattravError, ErrorCode } from '../../src/errors.js';
 import { cleanupStaleLabs, Lab, natRuleset, NAT_TYPES, type LabOptions } from '../../src/lab/index.js';
 import { addNamespace, deleteNamespace, listNamespaces } from '../../src/lab/netns.js';
+import { startCli } from '../../src/lab/cli-process.js';
 import { requireLab, runProbe, startProbe, withLab } from './helpers.js';
 
 function processGone(pid: number): boolean {
@@ -81,6 +85,25 @@ test('close() is idempotent and the lab refuses work afterwards', async (t) => {
   assert.deepEqual(lab.namespaces, []);
   assert.throws(() => lab.spawn(host, 'true', []), (error: unknown) => isNattravError(error, ErrorCode.Closed));
   await assert.rejects(lab.run(host, 'true', []), (error: unknown) => isNattravError(error, ErrorCode.Closed));
+});
+
+test("the lab's CLI processes keep their keys in the lab's temporary home, never the real one; close() removes it", async (t) => {
+  if (!(await requireLab(t))) return;
+  const lab = await Lab.create({ sites: [{ name: 'a', nat: 'none' }] });
+  let home: string | undefined;
+  try {
+    home = lab.home;
+    assert.ok(home.startsWith(tmpdir()), home);
+    // A plain name's key is made before the first registration; no broker answers on the host's own loopback.
+    const listener = startCli(lab, lab.site('a').host, ['listen', 'nattrav://home-check', '--broker', '127.0.0.1:9', '--once', '--no-portmap']);
+    assert.equal(await listener.exited, 4, listener.stderr);
+    const keys = readdirSync(join(home, '.nattrav', 'keys'));
+    assert.equal(keys.length, 1, 'the key went into the lab home');
+  } finally {
+    await lab.close();
+  }
+  assert.equal(existsSync(home), false, 'the lab home is removed with the lab');
+  assert.throws(() => lab.home, (error: unknown) => isNattravError(error, ErrorCode.Closed));
 });
 
 test('a build aborted half-way leaves no namespace behind', async (t) => {
