@@ -53,7 +53,9 @@ describe('recipient caps on incoming attempts', () => {
     const child = fork(new URL('../helpers/attempt-flood.js', import.meta.url), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     try {
       const { port } = await reply<{ port: number }>(child, 'listening');
-      const recipient = createServer({ broker: `127.0.0.1:${port}`, uri: 'nattrav://dave', keyDir, maxConcurrentAttempts: CAP });
+      // The cold path's caps: a busy recipient's standby is test/unit/standby-loopback.test.ts's (a warm attempt caught
+      // waiting for its probe when the recipient turns busy ends with "closed its standby exchange", not the busy reason).
+      const recipient = createServer({ broker: `127.0.0.1:${port}`, uri: 'nattrav://dave', keyDir, maxConcurrentAttempts: CAP, standby: false });
       const connections: Socket[] = [];
       recipient.on('connection', (socket: Socket) => connections.push(socket));
       const refusals: AttemptRefusal[] = [];
