@@ -8,20 +8,31 @@ import { test } from 'node:test';
 import { ErrorCode } from '../../src/errors.js';
 import { END_GRACE_MS } from '../../src/peer/datagram/half-close.js';
 import { PacketType, packetType } from '../../src/peer/datagram/packets.js';
+import type { DatagramChannel, DatagramEndpoint } from '../../src/peer/datagram/channel.js';
 import { A, B, key, Network, openBoth, pair } from '../helpers/datagram-net.js';
 import { FakeClock, settle } from '../helpers/fake-clock.js';
+
+/** What `channel` delivers, in order: each datagram's text, and 'END' for its 'end' event. */
+function heard(channel: DatagramChannel): string[] {
+  const log: string[] = [];
+  channel.on('message', (msg: Buffer) => log.push(msg.toString()));
+  channel.on('end', () => log.push('END'));
+  return log;
+}
+
+/** Whether the packet `net` is delivering now (the last one logged) was sent by `from` and is of `type`. */
+function sending(net: Network, from: DatagramEndpoint, type: number): boolean {
+  const last = net.log.at(-1);
+  return last !== undefined && key(last.from) === key(from) && packetType(last.data) === type;
+}
 
 test('end() half-closes: the peer gets its datagrams then "end", still answers, and both ending closes the channel', async () => {
   const net = new Network();
   const clock = new FakeClock();
   const { a, b } = pair(net, clock);
   await openBoth(a, b, clock);
-  const atB: string[] = [];
-  const atA: string[] = [];
-  b.on('message', (msg: Buffer) => atB.push(msg.toString()));
-  b.on('end', () => atB.push('END'));
-  a.on('message', (msg: Buffer) => atA.push(msg.toString()));
-  a.on('end', () => atA.push('END'));
+  const atB = heard(b);
+  const atA = heard(a);
   let aClosed = false;
   let bClosed = false;
   a.on('close', () => (aClosed = true));
@@ -53,19 +64,14 @@ test('an END that overtakes a datagram waits for it; a datagram lost for good en
   const clock = new FakeClock();
   const { a, b } = pair(net, clock);
   await openBoth(a, b, clock);
-  const atB: string[] = [];
-  b.on('message', (msg: Buffer) => atB.push(msg.toString()));
-  b.on('end', () => atB.push('END'));
+  const atB = heard(b);
 
   // Hold back A's next DATA and deliver it after the END (reordering on the way).
   let held: Buffer | undefined;
-  net.drop = (from, to) => {
-    const last = net.log.at(-1);
-    if (held === undefined && key(from) === key(A) && key(to) === key(B) && last !== undefined && packetType(last.data) === PacketType.Data) {
-      held = last.data;
-      return true;
-    }
-    return false;
+  net.drop = (_from, to) => {
+    if (held !== undefined || key(to) !== key(B) || !sending(net, A, PacketType.Data)) return false;
+    held = net.log.at(-1)?.data;
+    return true;
   };
   a.send('late');
   a.end();
@@ -80,15 +86,9 @@ test('an END that overtakes a datagram waits for it; a datagram lost for good en
   const net2 = new Network();
   const { a: a2, b: b2 } = pair(net2, clock);
   await openBoth(a2, b2, clock);
-  const at2: string[] = [];
-  b2.on('message', (msg: Buffer) => at2.push(msg.toString()));
-  b2.on('end', () => at2.push('END'));
+  const at2 = heard(b2);
   let dropped = false;
-  net2.drop = (from) => {
-    const last = net2.log.at(-1);
-    if (!dropped && key(from) === key(A) && last !== undefined && packetType(last.data) === PacketType.Data) return (dropped = true);
-    return false;
-  };
+  net2.drop = () => !dropped && sending(net2, A, PacketType.Data) && (dropped = true);
   a2.send('lost');
   a2.end();
   await settle();
@@ -108,10 +108,7 @@ test('a lost END is sent again: shortly after, and with the keepalives', async (
   b.on('end', () => ends++);
   // Every END A sends in the first second is lost.
   const t0 = clock.now();
-  net.drop = (from, to) => {
-    const last = net.log.at(-1);
-    return key(from) === key(A) && key(to) === key(B) && last !== undefined && packetType(last.data) === PacketType.End && clock.now() - t0 < 1_000;
-  };
+  net.drop = (_from, to) => key(to) === key(B) && sending(net, A, PacketType.End) && clock.now() - t0 < 1_000;
   const endsSent = (): number => net.log.filter((p) => key(p.from) === key(A) && packetType(p.data) === PacketType.End).length;
   a.end();
   await clock.advance(500);
@@ -139,21 +136,18 @@ test("the last side to end closes at once; the first still gets that side's data
   const clock = new FakeClock();
   const { a, b } = pair(net, clock);
   await openBoth(a, b, clock);
-  const atA: string[] = [];
-  a.on('message', (msg: Buffer) => atA.push(msg.toString()));
-  a.on('end', () => atA.push('END'));
+  const atA = heard(a);
   // B echoes and ends when A ends, as `listen --udp --echo` does.
   b.on('message', (msg: Buffer) => b.writable && b.send(msg));
   b.on('end', () => b.end());
   let held: Buffer | undefined;
-  net.drop = (from, to) => {
-    const last = net.log.at(-1);
-    if (held === undefined && key(from) === key(B) && key(to) === key(A) && last !== undefined && packetType(last.data) === PacketType.Data) {
-      held = last.data;
+  net.drop = (_from, to) => {
+    if (held === undefined && key(to) === key(A) && sending(net, B, PacketType.Data)) {
+      held = net.log.at(-1)?.data;
       return true;
     }
     // B's END is lost too: only its CLOSE tells A.
-    return key(from) === key(B) && last !== undefined && packetType(last.data) === PacketType.End;
+    return sending(net, B, PacketType.End);
   };
   a.send('echo me');
   a.end();
