@@ -56,6 +56,12 @@ export interface AttemptParams extends BaseAttemptParams {
    * the Hello ride with the ClientHello unanswered (hello.ts). @default false
    */
   readonly recipientKeyChecked?: (exchange: ExchangeResult) => boolean;
+  /**
+   * Initiator with TLS: our TLS certificate (DER), for the Hello to carry, so the recipient
+   * decides on it before TLS and no confirmation round trip follows (hello.ts); undefined (or
+   * none given) runs the Hello without it.
+   */
+  readonly helloCertificate?: () => Promise<Uint8Array | undefined>;
   /** The recipient's listener on its gateway-mapped port (path `portmap`), when it holds a mapping. */
   readonly mappedInbound?: MappedInbound;
   /** The recipient's BIND at its SOCKS5 proxy (path `socks5-bind`), when it holds one. */
@@ -149,9 +155,11 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
       ...(params.boundInbound === undefined ? {} : { boundInbound: params.boundInbound }),
       signal: phase.signal,
       verify: (candidate) =>
-        hello !== undefined
-          ? helloAsInitiator(candidate, exchange, phase.signal, hello)
-          : helloAsRecipient(candidate, exchange, phase.signal, params.tls),
+        hello === undefined
+          ? helloAsRecipient(candidate, exchange, phase.signal, params.tls)
+          : hello !== 'plain' && params.helloCertificate !== undefined
+            ? params.helloCertificate().then((certificate) => helloAsInitiator(candidate, exchange, phase.signal, hello, certificate))
+            : helloAsInitiator(candidate, exchange, phase.signal, hello),
     });
   } catch (err) {
     const failure = { attempt: params.attempt, strategy, outcome: 'failed', ms: Math.round(performance.now() - strategyStarted), error: err instanceof Error ? err.message : String(err) } as const;

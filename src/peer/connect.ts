@@ -3,7 +3,7 @@
  * open a direct TCP connection by simultaneous open. A failed attempt is retried
  * from a fresh local port (a new exchange), as the NatTrav paper does.
  */
-import { randomBytes } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { brokerFailed, describeTarget, dialTo, resolveBrokers, toBrokerList, type BrokerTarget } from './brokers.js';
 import { startPhase, throwIfAborted } from '../common/signal.js';
@@ -142,6 +142,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
         const socket = await runAttempt({
           broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tlsWanted !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
           recipientKeyChecked: (exchange) => keyChecked || exchange.peerKeyFingerprint !== undefined,
+          ...(tlsWanted === undefined ? {} : { helloCertificate: () => helloCertificate((tlsReady ??= tlsSettings(tlsWanted))) }),
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           dialer: reach,
           onTrace: (event) => {
@@ -262,6 +263,18 @@ async function tlsSettings(tls: true | PeerTls): Promise<TlsSettings> {
   secureModule ??= await import('./secure.js');
   const { secure, throwawayIdentity } = secureModule;
   return { identity: settings.identity ?? (await throwawayIdentity()), ca: settings.ca ?? [], secure };
+}
+
+/**
+ * Our certificate (DER) for the one-flight Hello (hello.ts), once `tls` is ready; undefined when
+ * it failed (its error is reported where TLS awaits it) or the certificate cannot be read.
+ */
+async function helloCertificate(tls: Promise<TlsSettings>): Promise<Uint8Array | undefined> {
+  try {
+    return new X509Certificate((await tls).identity.certPem).raw;
+  } catch {
+    return undefined;
+  }
 }
 
 /** secure.ts, once a connect in this process has loaded it (tlsSettings). */

@@ -7,18 +7,25 @@
  * Wherever it can, it costs no round trip of its own (issue 13). Three ways, named by the
  * initiator's SECURITY:
  *
- * - `tls-flight` (SecurityMode.TlsFlight), the TLS default:
- *   1. The initiator writes its Hello request and, without waiting, its TLS ClientHello.
+ * - `tls-flight` (SecurityMode.TlsFlightCertified, or TlsFlight), the TLS default:
+ *   1. The initiator writes its Hello request and, without waiting, its TLS ClientHello. The
+ *      Hello carries the initiator's certificate (INITIATOR-CERTIFICATE, SECURITY
+ *      tls-flight-certified) unless it is over MAX_HELLO_CERTIFICATE_BYTES (SECURITY tls-flight).
  *   2. The recipient checks the Hello and goes straight into the TLS server handshake; it
  *      writes no answer. Its certificate, checked against the URI's key, a CA or the key the
  *      broker gave (PEER-KEY), authenticates it, which is what its answer used to prove.
+ *      With the initiator's certificate in the Hello the recipient decides on it (and on its
+ *      allow-list) before its TLS answer, so TLS needs no confirmation round trip after it
+ *      (security/tls.ts; {@link helloCertificateOf} hands the certificate over).
  *      Used only where that check exists and the initiator has one candidate connection
  *      (see {@link initiatorHello}); a refusal is a STUN message, which the initiator's TLS
  *      layer sees as a non-TLS record (secure.ts's explainTlsFlightFailure reports it).
- * - `tls-answered` (SecurityMode.Tls), the request/response of older nattrav:
- *   1. The initiator writes its Hello request. 2. The recipient answers with a success
- *   response under the secret. Then TLS. Used where a race must tell which candidate is the
- *   recipient before TLS, and by older initiators (recipients still answer it).
+ * - `tls-answered` (SecurityMode.TlsAnsweredCertified, or Tls), the request/response of older nattrav:
+ *   1. The initiator writes its Hello request, with its certificate as in the flight (else
+ *   SECURITY tls, as older initiators do). 2. The recipient answers with a success response
+ *   under the secret. Then TLS, without the confirmation round trip when the certificate came.
+ *   Used where a race must tell which candidate is the recipient before TLS, and by older
+ *   initiators (recipients still answer it).
  * - `plain` (SecurityMode.PlainProofs), without TLS:
  *   both write their proof the moment the connection is up (the initiator a Hello request
  *   with ROLE initiator, the recipient a Hello indication with ROLE recipient, so neither can
@@ -33,9 +40,9 @@ import { readOneMessage } from './sockets.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import type { StrategyName } from '../nat/strategy.js';
 import { encodeMessage, verifyMessageIntegritySha256 } from '../wire/codec.js';
-import { AttrType, MessageClass, Method, SecurityMode, StunErrorCode } from '../wire/constants.js';
+import { AttrType, MAX_HELLO_CERTIFICATE_BYTES, MessageClass, Method, SecurityMode, StunErrorCode } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
-import { addAttemptId, addRole, addU32, getAttemptId, getRole, getSecurityMode, type SecurityModeValue } from '../wire/nattrav.js';
+import { addAttemptId, addInitiatorCertificate, addRole, addU32, getAttemptId, getInitiatorCertificate, getRole, getSecurityMode, type SecurityModeValue } from '../wire/nattrav.js';
 
 /** What the Hello proves: the attempt ID, and the attempt secret both peers got from the broker. */
 export interface HelloAttempt {
@@ -46,7 +53,7 @@ export interface HelloAttempt {
 /** How the initiator runs its Hello (see the module comment). */
 export type InitiatorHello = 'plain' | 'tls-flight' | 'tls-answered';
 
-/** What each way announces in SECURITY. */
+/** What each way announces in SECURITY (the TLS flight with the initiator's certificate: {@link SecurityMode.TlsFlightCertified}). */
 const WIRE_MODE: Readonly<Record<InitiatorHello, SecurityModeValue>> = {
   plain: SecurityMode.PlainProofs,
   'tls-flight': SecurityMode.TlsFlight,
@@ -73,6 +80,10 @@ export function initiatorHello(tls: boolean, strategy: StrategyName, recipientKe
 
 /** Sockets whose Hello announced the TLS flight: a TLS failure on them is explained by secure.ts (explainTlsFlightFailure). */
 const tlsFlights = new WeakSet<Socket>();
+/** Initiator side: sockets whose Hello carried our certificate (the recipient decides before TLS and sends no confirmation). */
+const certifiedFlights = new WeakSet<Socket>();
+/** Recipient side: the certificate the initiator's Hello carried on a socket (checked before TLS, compared after it). */
+const helloCertificates = new WeakMap<Socket, Uint8Array>();
 
 /** What a recipient running nattrav before these Hellos does with one: it does not know their SECURITY and closes. */
 export const OLDER_RECIPIENT = 'a recipient running a nattrav older than the Hello without a round trip closes on it: upgrade it';
@@ -80,6 +91,16 @@ export const OLDER_RECIPIENT = 'a recipient running a nattrav older than the Hel
 /** True when `socket`'s Hello announced the TLS flight: a failed TLS handshake on it is explained by secure.ts. */
 export function sentTlsFlight(socket: Socket): boolean {
   return tlsFlights.has(socket);
+}
+
+/** Initiator side: true when `socket`'s Hello carried our certificate, so TLS on it runs without the recipient's confirmation. */
+export function sentHelloCertificate(socket: Socket): boolean {
+  return certifiedFlights.has(socket);
+}
+
+/** Recipient side: the initiator's certificate (DER) from its Hello on `socket`, when it sent one. */
+export function helloCertificateOf(socket: Socket): Uint8Array | undefined {
+  return helloCertificates.get(socket);
 }
 
 /** The error for a SECURITY unlike ours, naming what the other side wants and what to change. */
@@ -91,7 +112,7 @@ function securityMismatch(ourTls: boolean, side: 'initiator' | 'recipient'): Nat
 
 /** True for the SECURITY values that announce TLS. */
 function isTls(mode: SecurityModeValue): boolean {
-  return mode === SecurityMode.Tls || mode === SecurityMode.TlsFlight;
+  return mode === SecurityMode.Tls || mode === SecurityMode.TlsFlight || mode === SecurityMode.TlsFlightCertified || mode === SecurityMode.TlsAnsweredCertified;
 }
 
 /** A Hello message's bytes, with integrity under the attempt secret. */
@@ -99,23 +120,29 @@ function sealed(message: StunMessage, attempt: HelloAttempt): Buffer {
   return encodeMessage(message, { integritySha256Key: attempt.attemptSecret, fingerprint: true });
 }
 
-/** The initiator's Hello request: attempt ID, SECURITY and (except the answered way, which older recipients read) ROLE. */
-function initiatorProof(attempt: HelloAttempt, way: InitiatorHello): StunMessage {
+/** The initiator's Hello request: attempt ID, SECURITY, (except the answered way, which older recipients read) ROLE, and the certificate of a certified flight. */
+function initiatorProof(attempt: HelloAttempt, way: InitiatorHello, certificate: Uint8Array | undefined): StunMessage {
   const hello = StunMessage.request(Method.Hello);
   addAttemptId(hello, attempt.attemptId);
-  addU32(hello, AttrType.Security, WIRE_MODE[way]);
-  if (way !== 'tls-answered') addRole(hello, 'initiator');
+  addU32(hello, AttrType.Security, certificate === undefined ? WIRE_MODE[way] : way === 'tls-answered' ? SecurityMode.TlsAnsweredCertified : SecurityMode.TlsFlightCertified);
+  // Older recipients read the answered Hello without ROLE; the new values are new to them anyway.
+  if (way !== 'tls-answered' || certificate !== undefined) addRole(hello, 'initiator');
+  if (certificate !== undefined) addInitiatorCertificate(hello, certificate);
   return hello;
 }
 
 /**
  * The initiator's Hello on a connected candidate. `tls-flight` resolves once written (the TLS
- * ClientHello goes next, without waiting); `plain` and `tls-answered` resolve once the
+ * ClientHello goes next, without waiting); with `certificate` (our TLS certificate, DER, at
+ * most MAX_HELLO_CERTIFICATE_BYTES; ignored by `plain`) a TLS Hello carries it and TLS then
+ * runs without the recipient's confirmation. `plain` and `tls-answered` resolve once the
  * recipient's proof (or answer) checked out, and reject when it is not this attempt's recipient.
  */
-export async function helloAsInitiator(socket: Socket, attempt: HelloAttempt, signal: AbortSignal, way: InitiatorHello): Promise<void> {
-  const hello = initiatorProof(attempt, way);
+export async function helloAsInitiator(socket: Socket, attempt: HelloAttempt, signal: AbortSignal, way: InitiatorHello, certificate?: Uint8Array): Promise<void> {
+  const certified = way !== 'plain' && certificate !== undefined && certificate.length <= MAX_HELLO_CERTIFICATE_BYTES ? certificate : undefined;
+  const hello = initiatorProof(attempt, way, certified);
   socket.write(sealed(hello, attempt));
+  if (certified !== undefined) certifiedFlights.add(socket);
   if (way === 'tls-flight') {
     tlsFlights.add(socket);
     return;
@@ -188,5 +215,10 @@ export async function helloAsRecipient(socket: Socket, attempt: HelloAttempt, si
   if (theirs === SecurityMode.Plain) {
     throw new NattravError(ErrorCode.Protocol, 'the initiator runs a nattrav older than the plain proofs without a round trip: upgrade it (or use TLS on both sides)');
   }
-  if (theirs === SecurityMode.Tls) socket.write(sealed(hello.successResponse(), attempt));
+  if (theirs === SecurityMode.TlsFlightCertified || theirs === SecurityMode.TlsAnsweredCertified) {
+    const certificate = getInitiatorCertificate(hello);
+    if (certificate === undefined) throw new NattravError(ErrorCode.Protocol, 'the initiator announced its certificate in the Hello (SECURITY tls-flight-certified or tls-answered-certified) but sent none');
+    helloCertificates.set(socket, certificate);
+  }
+  if (theirs === SecurityMode.Tls || theirs === SecurityMode.TlsAnsweredCertified) socket.write(sealed(hello.successResponse(), attempt));
 }

@@ -8,7 +8,7 @@ import { selfSignedCertificate } from '../security/ca.js';
 import type { Identity } from '../security/identity.js';
 import { PEER_CLOSED, secureConnection } from '../security/tls.js';
 import { ErrorCode, NattravError } from '../errors.js';
-import { OLDER_RECIPIENT, sentTlsFlight } from './hello.js';
+import { OLDER_RECIPIENT, helloCertificateOf, sentHelloCertificate, sentTlsFlight } from './hello.js';
 import type { VerifiedPeer } from '../security/verify.js';
 import { selfCertifyingUri } from '../security/uri.js';
 import { attachInfo, factsOf, type NattravSocket } from './info.js';
@@ -38,6 +38,8 @@ export async function secure(
 ): Promise<NattravSocket> {
   const role = socket.nattrav.role;
   const tlsStarted = performance.now();
+  // The certified flight (hello.ts): the initiator's certificate came in its Hello, so the recipient decides before TLS.
+  const helloCertificate = role === 'recipient' ? helloCertificateOf(socket) : undefined;
   const result = await secureConnection(socket, {
     role,
     identity: options.identity,
@@ -46,6 +48,8 @@ export async function secure(
     ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint, keyPinned: options.keyPinned === true }),
     ...(options.signal === undefined ? {} : { signal: options.signal }),
     ...(options.admit === undefined ? {} : { admit: options.admit }),
+    ...(helloCertificate === undefined ? {} : { helloCertificate }),
+    ...(role === 'initiator' && sentHelloCertificate(socket) ? { certifiedFlight: true } : {}),
   }).catch((err: unknown) => {
     throw sentTlsFlight(socket) ? explainTlsFlightFailure(err) : err;
   });

@@ -11,7 +11,7 @@ export { defaultKeyDir, ephemeralOrKeptIdentity, loadIdentity, loadOrCreateIdent
 export type { Identity, KeptIdentityOptions } from './identity.js';
 export { verifyPeerCertificate } from './verify.js';
 export type { VerifiedPeer, VerifyPeerOptions } from './verify.js';
-export { CONFIRM_BYTE, REJECT_BYTE, REJECT_REASON_MAX_BYTES, NATTRAV_ALPN, TLS_HANDSHAKE_TIMEOUT_MS, secureConnection } from './tls.js';
+export { ADMITTED_ALPN, CERTIFICATE_REFUSED_BYTE, CONFIRM_BYTE, REFUSED_ALPN, REJECT_BYTE, REJECT_REASON_MAX_BYTES, NATTRAV_ALPN, TLS_HANDSHAKE_TIMEOUT_MS, secureConnection } from './tls.js';
 export type { PeerTlsOptions, SecureConnection, SecureConnectionOptions } from './tls.js';
 export { describeCertificate } from './inspect.js';
 export type { CertificateInfo } from './inspect.js';

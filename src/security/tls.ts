@@ -23,6 +23,20 @@
  *    reason; the recipient with ERR_NOT_ALLOWED naming the initiator.
  *
  * The confirmation bytes are consumed here; application data starts after them.
+ *
+ * The certified flight (the initiator's certificate came in its Hello before TLS,
+ * peer/hello.ts) drops the wait in step 3 for the initiator, one peer round trip:
+ * - The recipient verifies that certificate and runs `admit` before it starts TLS,
+ *   and its TLS answer says the outcome by ALPN: {@link ADMITTED_ALPN} admits,
+ *   {@link REFUSED_ALPN} refuses (the client offers both, and {@link NATTRAV_ALPN}:
+ *   a recipient that selects that one did not decide early, and is waited for).
+ * - The initiator, once its handshake is done and the recipient's certificate
+ *   verified, sends its confirmation byte and hands the connection over at once.
+ *   If the recipient refused, it reads why: {@link REJECT_BYTE} (not admitted,
+ *   ERR_NOT_ALLOWED) or {@link CERTIFICATE_REFUSED_BYTE} (ERR_TLS), then the reason.
+ * - The recipient checks that the certificate of the handshake is the Hello's, sends
+ *   no confirmation, and waits for the initiator's (it comes with the client's
+ *   Finished, in the same flight).
  */
 import type { Socket } from 'node:net';
 import { TLSSocket, connect as tlsConnect, createSecureContext } from 'node:tls';
@@ -54,6 +68,10 @@ export interface SecureConnectionOptions extends PeerTlsOptions {
   timeoutMs?: number;
   /** Recipient only: decides on the verified initiator; undefined admits it, a reason refuses it (step 4). @default admit everyone verified */
   admit?: (peer: VerifiedPeer) => string | undefined;
+  /** Initiator only: our Hello carried our certificate (the certified flight): no wait for the recipient's confirmation. */
+  certifiedFlight?: boolean;
+  /** Recipient only: the initiator's certificate (DER) from its Hello (the certified flight): decided on before TLS. */
+  helloCertificate?: Uint8Array;
 }
 
 /** A connection that passed {@link secureConnection}. */
@@ -79,6 +97,12 @@ export const NATTRAV_ALPN = 'nattrav/1';
 export const CONFIRM_BYTE = 0x06;
 /** Sent by a recipient instead of {@link CONFIRM_BYTE} when it refuses the verified initiator (ASCII NAK); its reason follows. */
 export const REJECT_BYTE = 0x15;
+/** Sent by a recipient in the certified flight instead of nothing when the initiator's certificate failed its checks (ASCII CAN); the reason follows. */
+export const CERTIFICATE_REFUSED_BYTE = 0x18;
+/** The ALPN protocol a recipient selects in the certified flight when it admits the initiator: no confirmation follows from it. */
+export const ADMITTED_ALPN = 'nattrav/1-admitted';
+/** The ALPN protocol a recipient selects in the certified flight when it refuses the initiator; the reason follows the handshake. */
+export const REFUSED_ALPN = 'nattrav/1-refused';
 /** The longest reason after {@link REJECT_BYTE}, in bytes; more is cut off. */
 export const REJECT_REASON_MAX_BYTES = 512;
 /** How long a refusing recipient waits for the initiator to close after the reason, in ms (then it closes): one slow round trip. */
@@ -109,9 +133,23 @@ export async function secureConnection(socket: Socket, options: SecureConnection
     tlsSocket?.destroy();
     socket.destroy();
   };
+  const verify = (certificate: Uint8Array): Promise<VerifiedPeer> =>
+    raceAbort(
+      verifyPeerCertificate(certificate, {
+        trust: [...identity.ca, ...(options.ca ?? [])],
+        ...(role === 'initiator' ? { expectedUri: options.expectedPeerUri, peerRole: 'server' as const } : { peerRole: 'client' as const }),
+        ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint, keyPinned: options.keyPinned === true }),
+      }),
+      phase.signal,
+      destroy,
+    );
   try {
     if (phase.signal.aborted) throw abortError(phase.signal);
-    tlsSocket = role === 'initiator' ? startClient(socket, identity) : startServer(socket, identity);
+    const helloCertificate = role === 'recipient' ? options.helloCertificate : undefined;
+    // The certified flight: the recipient decides before its TLS answer, which carries the outcome (ALPN).
+    const early = helloCertificate === undefined ? undefined : await decideEarly(helloCertificate, verify, options.admit);
+    const certifiedFlight = role === 'initiator' && options.certifiedFlight === true;
+    tlsSocket = role === 'initiator' ? startClient(socket, identity, certifiedFlight) : startServer(socket, identity, early === undefined ? NATTRAV_ALPN : early.refusal === undefined ? ADMITTED_ALPN : REFUSED_ALPN);
     const secured = tlsSocket;
     // Until the caller has the socket, no 'error' may go unhandled (the steps below report errors
     // themselves). On failure the listener stays: the destroyed socket is nobody else's.
@@ -121,22 +159,27 @@ export async function secureConnection(socket: Socket, options: SecureConnection
     if (secured.destroyed) throw new NattravError(ErrorCode.Tls, PEER_CLOSED);
     const peerCert = secured.getPeerX509Certificate();
     if (peerCert === undefined) throw new NattravError(ErrorCode.Tls, `the ${role === 'initiator' ? 'recipient' : 'initiator'} sent no certificate`);
-    const verified = await raceAbort(
-      verifyPeerCertificate(peerCert.raw, {
-        trust: [...identity.ca, ...(options.ca ?? [])],
-        ...(role === 'initiator' ? { expectedUri: options.expectedPeerUri, peerRole: 'server' as const } : { peerRole: 'client' as const }),
-        ...(options.expectedKeyFingerprint === undefined ? {} : { expectedKeyFingerprint: options.expectedKeyFingerprint, keyPinned: options.keyPinned === true }),
-      }),
-      phase.signal,
-      destroy,
-    );
-    const refusal = role === 'recipient' ? options.admit?.(verified) : undefined;
+    if (helloCertificate !== undefined && !peerCert.raw.equals(helloCertificate)) {
+      throw new NattravError(ErrorCode.Tls, 'the initiator\'s TLS certificate is not the one its Hello carried');
+    }
+    if (early?.refusal !== undefined) {
+      await raceAbort(refuse(secured, early.refusal.reason, early.refusal.byte), phase.signal, destroy);
+      throw early.refusal.error;
+    }
+    const verified = early?.verified ?? (await verify(peerCert.raw));
+    const refusal = role === 'recipient' && early === undefined ? options.admit?.(verified) : undefined;
     if (refusal !== undefined) {
-      await raceAbort(refuse(secured, refusal), phase.signal, destroy);
+      await raceAbort(refuse(secured, refusal, REJECT_BYTE), phase.signal, destroy);
       throw new NattravError(ErrorCode.NotAllowed, `refused ${verified.uri}: ${refusal}`);
     }
-    secured.write(Buffer.of(CONFIRM_BYTE));
-    await raceAbort(confirmation(secured), phase.signal, destroy);
+    if (certifiedFlight && secured.alpnProtocol === REFUSED_ALPN) {
+      // The recipient is who we asked for, and it refused us: its reason follows.
+      await raceAbort(confirmation(secured), phase.signal, destroy);
+      throw new NattravError(ErrorCode.Protocol, 'the recipient announced a refusal and then confirmed the connection');
+    }
+    if (role === 'initiator' || early === undefined) secured.write(Buffer.of(CONFIRM_BYTE));
+    // Only a recipient that admitted us before its TLS answer sends no confirmation.
+    if (!(certifiedFlight && secured.alpnProtocol === ADMITTED_ALPN)) await raceAbort(confirmation(secured), phase.signal, destroy);
     secured.off('error', swallow);
     return { socket: secured, peerUri: verified.uri, peerCertificatePem: verified.certificatePem, peerKeyFingerprint: verified.keyFingerprint, vouchedBy: verified.vouchedBy };
   } catch (err) {
@@ -148,27 +191,48 @@ export async function secureConnection(socket: Socket, options: SecureConnection
   }
 }
 
-function startClient(socket: Socket, identity: Identity): TLSSocket {
+/** What a recipient decided on the certificate of a certified flight before TLS: the verified initiator, or the refusal to send after the handshake. */
+interface EarlyDecision {
+  verified?: VerifiedPeer;
+  refusal?: { byte: number; reason: string; error: NattravError };
+}
+
+/** The certified flight, recipient side: verifies the Hello's certificate and runs `admit`, before TLS. */
+async function decideEarly(certificate: Uint8Array, verify: (certificate: Uint8Array) => Promise<VerifiedPeer>, admit: SecureConnectionOptions['admit']): Promise<EarlyDecision> {
+  let verified: VerifiedPeer;
+  try {
+    verified = await verify(certificate);
+  } catch (err) {
+    if (!isNattravError(err) || err.code === ErrorCode.Aborted || err.code === ErrorCode.Timeout) throw err;
+    return { refusal: { byte: CERTIFICATE_REFUSED_BYTE, reason: err.message, error: err } };
+  }
+  const reason = admit?.(verified);
+  if (reason === undefined) return { verified };
+  return { verified, refusal: { byte: REJECT_BYTE, reason, error: new NattravError(ErrorCode.NotAllowed, `refused ${verified.uri}: ${reason}`) } };
+}
+
+function startClient(socket: Socket, identity: Identity, certifiedFlight: boolean): TLSSocket {
   return tlsConnect({
     socket: beforeTls(socket),
     key: identity.keyPem,
     cert: identity.certPem,
     minVersion: TLS_VERSION,
     maxVersion: TLS_VERSION,
-    ALPNProtocols: [NATTRAV_ALPN],
+    // In the certified flight the recipient's choice says whether it admits us.
+    ALPNProtocols: certifiedFlight ? [ADMITTED_ALPN, REFUSED_ALPN, NATTRAV_ALPN] : [NATTRAV_ALPN],
     // verifyPeerCertificate does all checks, including the URI; Node's would reject self-signed certificates.
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
   });
 }
 
-function startServer(socket: Socket, identity: Identity): TLSSocket {
+function startServer(socket: Socket, identity: Identity, alpn: string): TLSSocket {
   return new TLSSocket(beforeTls(socket), {
     isServer: true,
     secureContext: createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: TLS_VERSION, maxVersion: TLS_VERSION }),
     requestCert: true,
     rejectUnauthorized: false,
-    ALPNProtocols: [NATTRAV_ALPN],
+    ALPNProtocols: [alpn],
   });
 }
 
@@ -217,6 +281,7 @@ function confirmation(socket: TLSSocket): Promise<void> {
       cleanup();
       if (chunk[0] === CONFIRM_BYTE) resolve();
       else if (chunk[0] === REJECT_BYTE) void refusalReason(socket).then((reason) => reject(new NattravError(ErrorCode.NotAllowed, `the recipient refused the connection: ${reason}`)));
+      else if (chunk[0] === CERTIFICATE_REFUSED_BYTE) void refusalReason(socket).then((reason) => reject(new NattravError(ErrorCode.Tls, `the recipient refused our certificate: ${reason}`)));
       else reject(new NattravError(ErrorCode.Tls, `the peer sent 0x${chunk.toString('hex')} instead of its TLS confirmation; is it a nattrav peer?`));
     };
     const onClosed = (): void => {
@@ -241,8 +306,8 @@ function confirmation(socket: TLSSocket): Promise<void> {
   });
 }
 
-/** Step 4, the recipient's side: the refusal and its reason instead of the confirmation, then the end of the stream; resolves once the initiator closed (or after {@link REJECT_LINGER_MS}). */
-function refuse(socket: TLSSocket, reason: string): Promise<void> {
+/** Step 4, the recipient's side: the refusal (`marker`, then its reason) instead of the confirmation, then the end of the stream; resolves once the initiator closed (or after {@link REJECT_LINGER_MS}). */
+function refuse(socket: TLSSocket, reason: string, marker: number): Promise<void> {
   const text = Buffer.from(reason, 'utf8').subarray(0, REJECT_REASON_MAX_BYTES);
   return new Promise<void>((resolve) => {
     const done = (): void => {
@@ -256,7 +321,7 @@ function refuse(socket: TLSSocket, reason: string): Promise<void> {
     socket.on('end', done);
     // Whatever the initiator sent (its confirmation) is read and dropped: unread bytes would turn our close into a reset that could destroy the reason.
     socket.resume();
-    socket.end(Buffer.concat([Buffer.of(REJECT_BYTE), text]));
+    socket.end(Buffer.concat([Buffer.of(marker), text]));
   });
 }
 

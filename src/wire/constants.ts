@@ -3,8 +3,8 @@
  * (RFC 5780) and nattrav's own methods and attributes.
  *
  * nattrav's methods sit in 0xE00-0xE0F, inside the range RFC 8489 §18.2 leaves
- * to Expert Review (0x800-0xFFF). Its attributes sit in 0x4E00-0x4E1F
- * (comprehension-required, Expert Review, §18.3) and 0xCE00-0xCE1F
+ * to Expert Review (0x800-0xFFF). Its attributes sit in 0x4E00-0x4E2F
+ * (comprehension-required, Expert Review, §18.3) and 0xCE00-0xCE2F
  * (comprehension-optional, Expert Review). No IETF-reviewed value is used.
  */
 
@@ -197,6 +197,12 @@ export const AttrType = {
    */
   FamilyOnly: 0x4e21,
   /**
+   * nattrav: in a Hello with SECURITY tls-flight-certified or tls-answered-certified, the initiator's TLS certificate (DER,
+   * at most {@link MAX_HELLO_CERTIFICATE_BYTES}): the recipient checks it (and its allow-list)
+   * before its TLS answer, so no confirmation round trip follows TLS (peer/hello.ts).
+   */
+  InitiatorCertificate: 0x4e22,
+  /**
    * nattrav (comprehension-optional): filler bytes that make a UDP request at least as large as the
    * answer it asks for, because the broker never answers an unverified source with more bytes than
    * it sent (anti-amplification). Unlike RFC 5780 PADDING it asks for no padded answer. Ignored by receivers.
@@ -333,7 +339,26 @@ export const SecurityMode = {
    * recipient's is a Hello indication with ROLE recipient (peer/hello.ts). Older peers do not know it.
    */
   PlainProofs: 3,
+  /**
+   * The TLS flight, with the initiator's certificate in the Hello (INITIATOR-CERTIFICATE): the
+   * recipient decides on it before its TLS answer, which says by ALPN whether it admits the
+   * initiator, and writes no confirmation after TLS (security/tls.ts). Older peers do not know it.
+   */
+  TlsFlightCertified: 4,
+  /**
+   * The answered Hello (request and success response, as {@link SecurityMode.Tls}) with the
+   * initiator's certificate in it (INITIATOR-CERTIFICATE): TLS then runs as after
+   * {@link SecurityMode.TlsFlightCertified}, without the recipient's confirmation. Older peers do not know it.
+   */
+  TlsAnsweredCertified: 5,
 } as const;
+
+/**
+ * nattrav: the largest certificate an initiator puts in its Hello (INITIATOR-CERTIFICATE), in
+ * bytes; with a larger one it runs the TLS flight without it (and the confirmation round trip).
+ * The Hello must stay within {@link MAX_MESSAGE_LENGTH} with its other attributes.
+ */
+export const MAX_HELLO_CERTIFICATE_BYTES = 3_072;
 
 /** nattrav: the length of PEER-KEY (base32 of a SHA-256 digest, unpadded). */
 export const KEY_FINGERPRINT_LENGTH = 52;

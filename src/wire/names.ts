@@ -46,6 +46,7 @@ const NAMES: ReadonlyMap<number, string> = new Map<number, string>([
   [AttrType.BoundEndpoint, 'BOUND-ENDPOINT'],
   [AttrType.SecondFamily, 'SECOND-FAMILY'],
   [AttrType.FamilyOnly, 'FAMILY-ONLY'],
+  [AttrType.InitiatorCertificate, 'INITIATOR-CERTIFICATE'],
   [AttrType.OtherFamilyBroker, 'OTHER-FAMILY-BROKER'],
   [AttrType.AlternatePort, 'ALTERNATE-PORT'],
   [AttrType.RequestPadding, 'REQUEST-PADDING'],

@@ -7,6 +7,7 @@
 import {
   ATTEMPT_ID_LENGTH,
   AttrType,
+  MAX_HELLO_CERTIFICATE_BYTES,
   MAX_PRIVATE_ENDPOINTS,
   MAX_SOFTWARE_BYTES,
   MAX_URI_BYTES,
@@ -222,4 +223,19 @@ export function addPeerKey(msg: StunMessage, fingerprint: string): StunMessage {
     throw invalidArgument(`PEER-KEY must be ${KEY_FINGERPRINT_LENGTH} characters a-z 2-7, got ${JSON.stringify(fingerprint)}`);
   }
   return msg.add(AttrType.PeerKey, encodeText(fingerprint, KEY_FINGERPRINT_LENGTH, 'PEER-KEY'));
+}
+
+/** INITIATOR-CERTIFICATE (nattrav): the initiator's certificate (DER) in its Hello, non-empty and at most {@link MAX_HELLO_CERTIFICATE_BYTES} (a copy). */
+export function getInitiatorCertificate(msg: StunMessage): Uint8Array | undefined {
+  return decodeIfPresent(msg, AttrType.InitiatorCertificate, (v) => {
+    if (v.length === 0 || v.length > MAX_HELLO_CERTIFICATE_BYTES) throw malformed(`INITIATOR-CERTIFICATE is ${v.length} bytes, not 1 to ${MAX_HELLO_CERTIFICATE_BYTES}`);
+    return Uint8Array.from(v);
+  });
+}
+
+/** Adds INITIATOR-CERTIFICATE; throws InvalidArgument when `der` is empty or over {@link MAX_HELLO_CERTIFICATE_BYTES}. */
+export function addInitiatorCertificate(msg: StunMessage, der: Uint8Array): StunMessage {
+  checkBytes(der, 'initiator certificate');
+  if (der.length === 0 || der.length > MAX_HELLO_CERTIFICATE_BYTES) throw invalidArgument(`the initiator certificate must be 1 to ${MAX_HELLO_CERTIFICATE_BYTES} bytes, got ${der.length}`);
+  return msg.add(AttrType.InitiatorCertificate, Uint8Array.from(der));
 }

@@ -84,8 +84,8 @@ describe('the Hello without its own round trip', () => {
       assert.equal(message.cls, MessageClass.Indication);
       assert.equal(getSecurityMode(message), mode);
     }
-    const unknown = Buffer.from(`381600082112a442${'00'.repeat(12)}4e12000400000004`, 'hex');
-    assert.throws(() => getSecurityMode(decodeMessage(unknown)), /SECURITY 4 is not a known mode/);
+    const unknown = Buffer.from(`381600082112a442${'00'.repeat(12)}4e12000400000006`, 'hex');
+    assert.throws(() => getSecurityMode(decodeMessage(unknown)), /SECURITY 6 is not a known mode/);
   });
 
   test('which Hello the initiator runs: plain without TLS; the flight only with one candidate and a checked recipient key', () => {
