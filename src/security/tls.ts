@@ -39,7 +39,7 @@
  *   Finished, in the same flight).
  */
 import type { Socket } from 'node:net';
-import { TLSSocket, connect as tlsConnect, createSecureContext } from 'node:tls';
+import { TLSSocket, connect as tlsConnect, createSecureContext, type SecureContext } from 'node:tls';
 import { abortError, raceAbort, startPhase } from '../common/signal.js';
 import { beforeTls } from '../common/websocket-stream.js';
 import { ErrorCode, NattravError, isNattravError } from '../errors.js';
@@ -211,11 +211,22 @@ async function decideEarly(certificate: Uint8Array, verify: (certificate: Uint8A
   return { verified, refusal: { byte: REJECT_BYTE, reason, error: new NattravError(ErrorCode.NotAllowed, `refused ${verified.uri}: ${reason}`) } };
 }
 
+/** One secure context per identity: parsing the key and certificate costs a few ms per connection on the critical path. */
+const contexts = new WeakMap<Identity, SecureContext>();
+
+function contextOf(identity: Identity): SecureContext {
+  let context = contexts.get(identity);
+  if (context === undefined) {
+    context = createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: TLS_VERSION, maxVersion: TLS_VERSION });
+    contexts.set(identity, context);
+  }
+  return context;
+}
+
 function startClient(socket: Socket, identity: Identity, certifiedFlight: boolean): TLSSocket {
   return tlsConnect({
     socket: beforeTls(socket),
-    key: identity.keyPem,
-    cert: identity.certPem,
+    secureContext: contextOf(identity),
     minVersion: TLS_VERSION,
     maxVersion: TLS_VERSION,
     // In the certified flight the recipient's choice says whether it admits us.
@@ -229,7 +240,7 @@ function startClient(socket: Socket, identity: Identity, certifiedFlight: boolea
 function startServer(socket: Socket, identity: Identity, alpn: string): TLSSocket {
   return new TLSSocket(beforeTls(socket), {
     isServer: true,
-    secureContext: createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: TLS_VERSION, maxVersion: TLS_VERSION }),
+    secureContext: contextOf(identity),
     requestCert: true,
     rejectUnauthorized: false,
     ALPNProtocols: [alpn],
