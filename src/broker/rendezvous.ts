@@ -363,11 +363,17 @@ export class Rendezvous {
     }, () => undefined);
     // A warm recipient (standby.ts): answered down its standby, no ConnectionRequest.
     const standby = datagram || joinAt !== undefined ? undefined : this.#standbys.take(uri, uriSessionKey, family, registration.publicEndpoint);
+    const cold = (): void => this.#requestConnection(attempt, registration, notify);
     if (standby !== undefined) {
-      await this.#warm(attempt, standby, parsed.connectRttMs);
+      await this.#warm(attempt, standby, parsed.connectRttMs, cold);
       return;
     }
-    // Retransmit the ConnectionRequest with doubling intervals until acknowledged or joined.
+    cold();
+  }
+
+  /** Step 2, cold: the ConnectionRequest, retransmitted with doubling intervals until acknowledged or joined, under the recipient's deadline. */
+  #requestConnection(attempt: Attempt, registration: Registration, notify: StunMessage): void {
+    const { uri, key } = attempt;
     this.#ctx.emit({ type: 'connection-request', uri, attemptId: key });
     const send = (rto: number): void => {
       if (attempt.state !== 'notifying') return;
@@ -383,15 +389,22 @@ export class Rendezvous {
   /**
    * The attempt of a warm recipient: its standby stands for the Join (step 3) with its round
    * trip measured by the refreshes, the initiator's round trip is its CONNECT-RTT (a Probe
-   * only when it sent none), and step 5 waits only for a mapping not remembered.
+   * only when it sent none), and step 5 waits only for a mapping not remembered. A standby
+   * that closes before its answer went down it (the recipient stopped it: busy, moving,
+   * closing) hands the attempt to the cold path (`cold`): the recipient's answer to the
+   * ConnectionRequest, a Join or a refusal with its reason, decides.
    */
-  async #warm(attempt: Attempt, standby: Standby, initiatorRttMs: number | undefined): Promise<void> {
+  async #warm(attempt: Attempt, standby: Standby, initiatorRttMs: number | undefined, cold: () => void): Promise<void> {
     const recipient: Side = { channel: standby.channel, request: standby.request, publicEndpoint: standby.publicEndpoint, privateEndpoints: standby.privateEndpoints };
     attempt.recipient = recipient;
     attempt.warm = true;
     attempt.state = 'probing';
     standby.channel.closed.then(() => {
-      if (attempt.state === 'probing') this.#abandon(attempt, StunErrorCode.ServerError, 'the recipient closed its standby exchange');
+      if (attempt.state !== 'probing' || attempt.recipient !== recipient) return;
+      attempt.recipient = undefined;
+      attempt.warm = false;
+      attempt.state = 'notifying';
+      cold();
     }, () => undefined);
     let rtt = initiatorRttMs;
     if (rtt === undefined) {
@@ -503,6 +516,8 @@ export class Rendezvous {
       known.initiator === undefined ? this.#probes.wait(attempt.key, 'initiator', initiatorSource, mappingWaitMs) : undefined,
       known.recipient === undefined ? this.#probes.wait(attempt.key, 'recipient', recipientSource, mappingWaitMs) : undefined,
     ]);
+    // A warm attempt whose standby closed meanwhile went cold (#warm): its own Join concludes it, with these probes.
+    if (attempt.recipient !== recipient) return;
     const checks = { initiator: this.#probes.checkOf(attempt.key, 'initiator'), recipient: this.#probes.checkOf(attempt.key, 'recipient') };
     // Take the records whatever became of the attempt: left behind they would only expire.
     const initiatorProbes = this.#probes.take(attempt.key, 'initiator', initiatorSource);

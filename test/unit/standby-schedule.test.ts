@@ -10,129 +10,16 @@ import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { MAX_CONNECT_RTT_MS } from '../../src/broker/exchange-requests.js';
 import { MAPPING_MEMORY_TTL_MS, MappingMemory } from '../../src/broker/mapping-memory.js';
-import { MemoryRegistry } from '../../src/broker/registry/memory.js';
-import { MAPPING_WAIT_MS, Rendezvous, type RendezvousEvent } from '../../src/broker/rendezvous.js';
+import { MAPPING_WAIT_MS } from '../../src/broker/rendezvous.js';
 import { STANDBY_REFRESH_MS, STANDBY_REFRESH_TIMEOUT_MS } from '../../src/broker/standby.js';
 import { openSecret, recipientSealKey } from '../../src/security/attempt-secret.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { AttrType, MessageClass, Method, StunErrorCode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
-import { addAttemptId, addRole, addU32, addUri, addXorAddress, getAttemptId, getErrorCode, getU32Attr } from '../../src/wire/nattrav.js';
-import type { TransportAddress } from '../../src/wire/types.js';
+import { addAttemptId, addRole, addXorAddress, getAttemptId, getErrorCode, getU32Attr } from '../../src/wire/nattrav.js';
 import { FakeChannel } from '../helpers/fake-channel.js';
-import { FakeClock, settle } from '../helpers/fake-clock.js';
-
-const at = (address: string, port: number): TransportAddress => ({ family: 'IPv4', address, port });
-const A = '203.0.113.10';
-const B = '198.51.100.20';
-const NOW = 5_000_000;
-const BOB = 'nattrav://bob';
-const CAROL = 'nattrav://carol';
-
-interface Harness {
-  clock: FakeClock;
-  rendezvous: Rendezvous;
-  registry: MemoryRegistry;
-  notified: StunMessage[];
-  /** Where each ConnectionRequest went (the registration, in the Connect's family). */
-  notifiedTo: TransportAddress[];
-  events: RendezvousEvent[];
-  keys: Map<string, Buffer>;
-}
-
-async function harness(maxStandby = 10): Promise<Harness> {
-  const clock = new FakeClock(NOW);
-  const registry = new MemoryRegistry({ now: () => NOW, sweepIntervalMs: 0 });
-  await registry.put({ uri: BOB, publicEndpoint: at(B, 3478), privateEndpoints: [], expiresAt: NOW + 3_600_000 });
-  await registry.put({ uri: CAROL, publicEndpoint: at(B, 3479), privateEndpoints: [], expiresAt: NOW + 3_600_000 });
-  await registry.put({ uri: 'nattrav://control', publicEndpoint: at(B, 3480), privateEndpoints: [], expiresAt: NOW + 3_600_000, transport: 'tcp' });
-  const keys = new Map([BOB, CAROL, 'nattrav://control'].map((uri) => [uri, randomBytes(32)]));
-  const h: Harness = { clock, registry, notified: [], notifiedTo: [], events: [], keys, rendezvous: undefined as unknown as Rendezvous };
-  h.rendezvous = new Rendezvous({
-    registry,
-    notify: (registration, message) => {
-      h.notified.push(message);
-      h.notifiedTo.push(registration.publicEndpoint);
-    },
-    reply: (channel, message) => channel.send(message),
-    recipientTimeoutMs: 5_000,
-    probeTimeoutMs: 3_000,
-    maxPendingAttempts: 64,
-    emit: (event) => h.events.push(event),
-    authorizeRelay: () => true,
-    sessionKeyFor: async (uri) => keys.get(uri),
-    alternatePort: () => 3479,
-    maxStandby,
-    clock,
-  });
-  return h;
-}
-
-/** A Standby for `uri` from B:`port` (a cone: the standby keeps its port), under `key`. */
-async function standby(h: Harness, uri: string, key: Buffer | undefined, port = 50_000, rttMs = 50): Promise<FakeChannel> {
-  const request = StunMessage.request(Method.Standby);
-  addUri(request, uri);
-  addXorAddress(request, AttrType.PrivateEndpoint, at('10.0.0.2', port));
-  const channel = new FakeChannel(h.clock, at(B, port), rttMs);
-  await h.rendezvous.standby(channel, decodeMessage(encodeMessage(request, key === undefined ? {} : { integritySha256Key: key })));
-  return channel;
-}
-
-/** Serves the standby's request on `channel` and sends its mapping probe from the same address and port; resolves once its mapping is known. */
-async function warmStandby(h: Harness, uri = BOB, port = 50_000): Promise<FakeChannel> {
-  const key = h.keys.get(uri) as Buffer;
-  const request = StunMessage.request(Method.Standby);
-  addUri(request, uri);
-  addXorAddress(request, AttrType.PrivateEndpoint, at('10.0.0.2', port));
-  const channel = new FakeChannel(h.clock, at(B, port), 50);
-  await h.rendezvous.standby(channel, decodeMessage(encodeMessage(request, { integritySha256Key: key })));
-  const probeId = getAttemptId(answerOf(channel)) as Uint8Array;
-  const probe = StunMessage.request(Method.MappingProbe);
-  addAttemptId(probe, probeId);
-  addRole(probe, 'recipient');
-  h.rendezvous.mappingProbe(new FakeChannel(h.clock, at(B, port)), decodeMessage(encodeMessage(probe, { integritySha256Key: key })));
-  await settle();
-  await h.clock.advance(50); // the first refresh's answer: the round trip
-  return channel;
-}
-
-function answerOf(channel: FakeChannel): StunMessage {
-  const answer = channel.answer;
-  assert.ok(answer !== undefined, 'an answer was sent');
-  return answer;
-}
-
-function connectRequest(id: number, rttMs?: number, privateEndpoint: TransportAddress = at('192.168.1.2', 40_000)): StunMessage {
-  const request = StunMessage.request(Method.Connect);
-  addUri(request, BOB);
-  addAttemptId(request, new Uint8Array(16).fill(id));
-  addXorAddress(request, AttrType.PrivateEndpoint, privateEndpoint);
-  if (rttMs !== undefined) addU32(request, AttrType.ConnectRtt, rttMs);
-  return request;
-}
-
-/** A mapping probe of the initiator of attempt `id` from `from`. */
-function initiatorProbe(h: Harness, id: number, from: TransportAddress): void {
-  const probe = StunMessage.request(Method.MappingProbe);
-  addAttemptId(probe, new Uint8Array(16).fill(id));
-  addRole(probe, 'initiator');
-  h.rendezvous.mappingProbe(new FakeChannel(h.clock, from), probe);
-}
-
-/** A first warm attempt from A:40000, whose mapping probe teaches the broker A's NAT (eim). */
-async function firstAttempt(h: Harness): Promise<FakeChannel> {
-  await warmStandby(h);
-  const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
-  const connecting = h.rendezvous.connect(initiator, connectRequest(1, 10));
-  await settle();
-  assert.equal(initiator.answer, undefined, "waiting for the initiator's probe");
-  initiatorProbe(h, 1, at(A, 40_000));
-  await connecting;
-  return initiator;
-}
-
-const scheduledEvents = (h: Harness): Array<Extract<RendezvousEvent, { type: 'scheduled' }>> =>
-  h.events.filter((e): e is Extract<RendezvousEvent, { type: 'scheduled' }> => e.type === 'scheduled');
+import { settle } from '../helpers/fake-clock.js';
+import { A, B, BOB, CAROL, NOW, answerOf, at, connectRequest, firstAttempt, harness, initiatorProbe, scheduledEvents, standby, warmStandby } from '../helpers/standby-harness.js';
 
 describe('standby table: grants, proof, refreshes', () => {
   test('granted while under the cap; at the cap another URI is refused, the same URI replaces its own', async () => {
@@ -235,6 +122,31 @@ describe('a warm attempt', () => {
     await h.rendezvous.connect(next, connectRequest(2, 10));
     assert.equal(answerOf(next).cls, MessageClass.SuccessResponse, 'answered at once');
     assert.equal(h.notified.length, 0);
+  });
+
+  test("a standby closed while its attempt waits for the initiator's probe (the recipient got busy): the attempt goes cold, and the recipient's refusal reaches the initiator with its reason", async () => {
+    const h = await harness();
+    const standbyChannel = await warmStandby(h);
+    const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
+    const connecting = h.rendezvous.connect(initiator, connectRequest(1, 10));
+    await settle();
+    assert.equal(initiator.answer, undefined, "waiting for the initiator's probe");
+    assert.equal(h.notified.length, 0);
+    standbyChannel.hangUp();
+    await settle();
+    assert.equal(h.notified.length, 1, 'a ConnectionRequest instead');
+    assert.equal(initiator.answer, undefined, 'no failure for the closed standby');
+    // The probe comes: the warm path, its standby gone, must not conclude now.
+    initiatorProbe(h, 1, at(A, 40_000));
+    await connecting;
+    assert.equal(initiator.answer, undefined, 'nothing concluded on the closed standby');
+    assert.equal(scheduledEvents(h).length, 0);
+    const request = h.notified[0] as StunMessage;
+    const refusal = request.errorResponse(StunErrorCode.TooManyRequests, 'recipient busy: 16 attempts in progress');
+    h.rendezvous.acknowledge(decodeMessage(encodeMessage(refusal, { integritySha256Key: h.keys.get(BOB) as Buffer, fingerprint: true })), { transport: 'udp', from: at(B, 3478) });
+    const error = getErrorCode(answerOf(initiator));
+    assert.equal(error?.code, StunErrorCode.RecipientUnreachable);
+    assert.match(String(error?.reason), /refused the connection request: recipient busy: 16 attempts in progress/);
   });
 
   test('no usable standby (its mapping probe never came, or a CONNECT-RTT out of range is probed): the old paths', async () => {
