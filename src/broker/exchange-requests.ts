@@ -69,8 +69,8 @@ export function parseConnect(request: StunMessage): ConnectRequest {
 }
 
 /** Reads every attribute of a Join the rendezvous uses; throws StunMalformed on a malformed one. */
-export function parseJoin(request: StunMessage): { id: Uint8Array | undefined; privateEndpoints: TransportAddress[] } {
-  return { id: getAttemptId(request), privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint) };
+export function parseJoin(request: StunMessage): { id: Uint8Array | undefined; privateEndpoints: TransportAddress[]; connectRttMs: number | undefined } {
+  return { id: getAttemptId(request), privateEndpoints: getXorAddressAttrs(request, AttrType.PrivateEndpoint), connectRttMs: connectRttOf(request) };
 }
 
 /** Reads a MappingProbe's attempt ID and role; undefined when either is missing or malformed. */
@@ -90,7 +90,7 @@ export function remoteEndpoint(channel: ExchangeChannel): TransportAddress {
   return toTransportAddress(channel.socket.remoteAddress ?? '0.0.0.0', channel.socket.remotePort ?? 0);
 }
 
-/** CONNECT-RTT of a Connect, when within {@link MAX_CONNECT_RTT_MS} (else undefined: the broker probes). */
+/** CONNECT-RTT of a Connect or Join, when within {@link MAX_CONNECT_RTT_MS} (else undefined: the broker probes). */
 function connectRttOf(request: StunMessage): number | undefined {
   const rtt = getU32Attr(request, AttrType.ConnectRtt);
   return rtt === undefined || rtt > MAX_CONNECT_RTT_MS ? undefined : rtt;

@@ -89,6 +89,8 @@ interface Attempt {
   readonly secret: Buffer;
   /** The initiator's X25519 key from its Connect, to seal the secret for it. */
   readonly initiatorEphemeral: Uint8Array | undefined;
+  /** The initiator's TCP handshake time to us, from its Connect (CONNECT-RTT): no Probe of it when given. */
+  readonly initiatorRttMs: number | undefined;
   /** The recipient's session key when the Connect came (undefined only in open mode): Join, answers and sealing use it. */
   readonly sessionKey: Buffer | undefined;
   state: AttemptState;
@@ -332,6 +334,7 @@ export class Rendezvous {
       recipientKey: registration.keyFingerprint,
       secret: newAttemptSecret(),
       initiatorEphemeral: parsed.ephemeralKey,
+      initiatorRttMs: parsed.connectRttMs,
       sessionKey: uriSessionKey,
       state: 'notifying',
       initiator: side(channel, request, parsed.privateEndpoints),
@@ -476,10 +479,11 @@ export class Rendezvous {
       if (attempt.state === 'probing') this.#abandon(attempt, StunErrorCode.ServerError, 'the recipient closed its exchange');
     }, () => undefined);
 
-    // Step 4: one probe per exchange, both at once.
+    // Step 4: each side's round trip, from its TCP handshake (CONNECT-RTT in its Connect or Join),
+    // else one probe per exchange, both at once.
     let rtts: [number, number];
     try {
-      rtts = await Promise.all([this.#probe(attempt.initiator.channel), this.#probe(channel)]);
+      rtts = await Promise.all([attempt.initiatorRttMs ?? this.#probe(attempt.initiator.channel), parsed.connectRttMs ?? this.#probe(channel)]);
     } catch (err) {
       const reason = isNattravError(err) ? err.message : String(err);
       this.#abandon(attempt, StunErrorCode.ServerError, `round-trip probe failed: ${reason}`);

@@ -103,7 +103,7 @@ export async function runExchange(
   const raw = await dialer.dial(broker, signal);
   // Our TCP handshake is the round trip the broker schedules with (CONNECT-RTT): no Probe needed.
   const handshake = handshakeMsOf(raw);
-  if (identity.role === 'initiator' && handshake !== undefined) addU32(request, AttrType.ConnectRtt, Math.max(1, Math.round(handshake)));
+  if (handshake !== undefined) addU32(request, AttrType.ConnectRtt, Math.max(1, Math.round(handshake)));
   const socket = brokerCa === undefined ? raw : await secureBrokerConnection(raw, broker, brokerCa, signal);
   if (identity.role === 'initiator') claimUnusable(request, dialer);
   // One more connection from the same local port to the broker's alternate port (as

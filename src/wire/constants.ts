@@ -257,8 +257,8 @@ export const AttrType = {
    */
   StandbyGrant: 0xce28,
   /**
-   * nattrav (comprehension-optional): in a Connect, the initiator's TCP handshake time to the
-   * broker in ms (u32): the round trip the broker schedules with instead of a Probe.
+   * nattrav (comprehension-optional): in a Connect or a Join, the sender's TCP handshake time to
+   * the broker in ms (u32): the round trip the broker schedules with instead of a Probe.
    */
   ConnectRtt: 0xce29,
   /** nattrav (comprehension-optional): in a Standby answer, how often the broker refreshes the standby, in ms (u32). */

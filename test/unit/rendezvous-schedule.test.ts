@@ -347,6 +347,43 @@ describe('rendezvous on a fake clock', () => {
     assert.equal(h.rendezvous.probeRecords, 0);
   });
 
+  test('CONNECT-RTT in the Connect and the Join (each side\'s TCP handshake): no Probe in the attempt, delays from those round trips', async () => {
+    const h = await harness();
+    const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
+    const recipient = new FakeChannel(h.clock, at(B, 50_000), 50);
+    const connect = connectRequest('nattrav://bob', 1);
+    addU32(connect, AttrType.ConnectRtt, 10);
+    await h.rendezvous.connect(initiator, connect);
+    probe(h, 1, 'initiator', at(A, 40_000));
+    probe(h, 1, 'recipient', at(B, 50_000));
+    const join = joinRequest(1);
+    addU32(join, AttrType.ConnectRtt, 50);
+    await h.rendezvous.join(recipient, join);
+    assert.equal(initiator.requested.length + recipient.requested.length, 0, 'no Probe of either side');
+    assert.equal(getU32Attr(answered(initiator), AttrType.StartDelay), 20);
+    assert.equal(getU32Attr(answered(recipient), AttrType.StartDelay), 0);
+    const scheduled = h.events.find((e) => e.type === 'scheduled');
+    assert.ok(scheduled?.type === 'scheduled');
+    assert.equal(scheduled.rttInitiatorMs, 10);
+    assert.equal(scheduled.rttRecipientMs, 50);
+    // A Join's CONNECT-RTT past the bound is not believed: that side is probed.
+    const other = await harness();
+    const i2 = new FakeChannel(other.clock, at(A, 40_000), 10);
+    const r2 = new FakeChannel(other.clock, at(B, 50_000), 50);
+    await other.rendezvous.connect(i2, connectRequest('nattrav://bob', 2));
+    probe(other, 2, 'initiator', at(A, 40_000));
+    probe(other, 2, 'recipient', at(B, 50_000));
+    const liar = joinRequest(2);
+    addU32(liar, AttrType.ConnectRtt, 999_999);
+    const joined = other.rendezvous.join(r2, liar);
+    await settle();
+    assert.equal(r2.requested[0]?.method, Method.Probe);
+    assert.equal(i2.requested[0]?.method, Method.Probe, 'and the initiator, whose Connect gave none');
+    await other.clock.advance(50);
+    await joined;
+    assert.equal(answered(i2).cls, MessageClass.SuccessResponse);
+  });
+
   test('a malformed Join changes nothing: the attempt keeps its deadline, and a good Join still works', async () => {
     const h = await harness();
     const initiator = new FakeChannel(h.clock, at(A, 40_000), 10);
