@@ -11,7 +11,9 @@
  *    already made is released (closed). A family whose traversal went direct while it still
  *    secures the connection (TLS) keeps IPv4 from starting on the delay: the other family then
  *    starts at once if this one fails after all, or starts another attempt (its TLS failed and
- *    its connect retries: {@link FamilyRace.retrying}).
+ *    its connect retries: {@link FamilyRace.retrying}), and at the latest
+ *    {@link FAMILY_SECURE_STALL_MS} after the traversal (its TLS stalls: a path that carries
+ *    SYNs but not the certificates' larger segments, say); then both run and the first direct wins.
  * 5. Both families share one deadline, the caller's time limit for the whole race: each is
  *    started with what is left of it, so a late start never runs past it.
  * 3. A relayed connection is held until the other family has ended: it is used only when
@@ -32,9 +34,17 @@ export type Family = 4 | 6;
  * 50 ms of IPv4 alone, the issue's bound being 300 ms, while IPv6 still gets the head start that
  * makes it win when both work (its direct path usually completes in about the time IPv4 needs
  * for the same steps). IPv6 that traverses and then fails its TLS hands over to IPv4 at once;
- * one whose TLS stalls holds IPv4 back until the shared deadline, never past it.
+ * one whose TLS stalls holds IPv4 back for {@link FAMILY_SECURE_STALL_MS}.
  */
 export const FAMILY_RACE_DELAY_MS = 50;
+
+/**
+ * How long a family that traversed may take to secure its connection (TLS: one peer round
+ * trip and the certificate checks) before the other family starts beside it, in ms: several
+ * slow round trips (a relayed or satellite path), far below the usual time limit, so a stalled
+ * handshake costs 2 s instead of the whole deadline.
+ */
+export const FAMILY_SECURE_STALL_MS = 2_000;
 
 /** How one family's attempt ended. */
 export type FamilyOutcome<T> = { readonly ok: true; readonly value: T; readonly direct: boolean } | { readonly ok: false; readonly error: Error };
@@ -90,13 +100,16 @@ export class FamilyRace<T> {
 
   /**
    * `family`'s traversal went direct (its connection is being secured): the other family is no
-   * longer started on the delay, only at once if this one fails or ends on the relay after all.
+   * longer started on the delay, only at once if this one fails or ends on the relay after all,
+   * or {@link FAMILY_SECURE_STALL_MS} from now if it is still securing it.
    */
   traversed(family: Family): void {
     if (this.#over) return;
     const other: Family = family === 6 ? 4 : 6;
     this.#traversed.add(family);
-    if (this.#sides.get(other)?.kind === 'waiting') this.#clock.clearTimeout(this.#timer);
+    if (this.#sides.get(other)?.kind !== 'waiting') return;
+    this.#clock.clearTimeout(this.#timer);
+    this.#timer = this.#clock.setTimeout(() => this.#begin(other), FAMILY_SECURE_STALL_MS);
   }
 
   /**

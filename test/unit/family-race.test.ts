@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { raceFamilies } from '../../src/peer/connect-race.js';
-import { FAMILY_RACE_DELAY_MS, FamilyRace, type Family, type RaceAction } from '../../src/peer/family-race.js';
+import { FAMILY_RACE_DELAY_MS, FAMILY_SECURE_STALL_MS, FamilyRace, type Family, type RaceAction } from '../../src/peer/family-race.js';
 import type { NattravSocket } from '../../src/peer/info.js';
 import type { ConnectOptions } from '../../src/peer/options.js';
 import { FakeClock } from '../helpers/fake-clock.js';
@@ -100,14 +100,14 @@ describe('the IPv6/IPv4 race', () => {
       assert.deepEqual(actions.map((a) => (a.type === 'start' ? [a.family, a.timeoutMs] : a.type)), [[6, 30_000], [4, 30_000 - FAMILY_RACE_DELAY_MS]]);
     }
     {
-      // IPv6 traversed in 5 ms, then its TLS stalled and failed 20 s in: IPv4 gets the 10 s left, not a fresh 30 s.
+      // IPv6 traversed in 5 ms, then its TLS failed 1 s in: IPv4 gets the 29 s left, not a fresh 30 s.
       const { clock, race: r, actions } = race(FAMILY_RACE_DELAY_MS, 30_000);
       r.start();
       await clock.advance(5);
       r.traversed(6);
-      await clock.advance(19_995);
+      await clock.advance(995);
       r.retrying(6);
-      assert.deepEqual(actions.map((a) => (a.type === 'start' ? [a.family, a.timeoutMs] : a.type)), [[6, 30_000], [4, 10_000]]);
+      assert.deepEqual(actions.map((a) => (a.type === 'start' ? [a.family, a.timeoutMs] : a.type)), [[6, 30_000], [4, 29_000]]);
     }
     {
       const { clock, race: r, actions } = race(FAMILY_RACE_DELAY_MS, 1_000);
@@ -116,6 +116,22 @@ describe('the IPv6/IPv4 race', () => {
       await clock.advance(5_000);
       r.settle(6, failure('timed out'));
       assert.deepEqual(actions.at(-1), { type: 'start', family: 4, timeoutMs: 1 }, 'past the deadline: the least limit there is, so it fails at once');
+    }
+  });
+
+  test(`IPv6 traversed and its TLS stalls: IPv4 starts ${FAMILY_SECURE_STALL_MS} ms later beside it, with what is left of the deadline; the first direct wins`, async () => {
+    for (const winner of [4, 6] as const) {
+      const { clock, race: r, log, actions } = race(FAMILY_RACE_DELAY_MS, 30_000);
+      r.start();
+      await clock.advance(5);
+      r.traversed(6);
+      await clock.advance(FAMILY_SECURE_STALL_MS - 1);
+      assert.deepEqual(log, ['start 6'], 'IPv4 held back while IPv6 secures its connection');
+      await clock.advance(1);
+      assert.deepEqual(actions.at(-1), { type: 'start', family: 4, timeoutMs: 30_000 - 5 - FAMILY_SECURE_STALL_MS });
+      r.settle(winner, direct(`v${winner}`));
+      assert.deepEqual(log.slice(2), [`abort ${winner === 4 ? 6 : 4}`, `won ${winner} v${winner}`]);
+      assert.equal(clock.pending, 0);
     }
   });
 
@@ -210,11 +226,11 @@ describe('the IPv6/IPv4 race', () => {
     assert.deepEqual(calls.map((c) => [c.family, c.timeoutMs]), [[6, 10_000]]);
     await clock.advance(5);
     calls[0]?.onTrace?.({ attempt: 1, strategy: 'direct', outcome: 'succeeded', ms: 5 });
-    await clock.advance(3_000);
+    await clock.advance(1_000);
     assert.equal(calls.length, 1, 'IPv4 held back while IPv6 secures its connection');
     // IPv6's TLS failed; its connect runs its next attempt.
     calls[0]?.onTrace?.({ attempt: 2, strategy: 'direct', outcome: 'started', ms: 0 });
-    assert.deepEqual(calls.map((c) => [c.family, c.timeoutMs]), [[6, 10_000], [4, 10_000 - 3_005]], 'IPv4 at once, within the same deadline');
+    assert.deepEqual(calls.map((c) => [c.family, c.timeoutMs]), [[6, 10_000], [4, 10_000 - 1_005]], 'IPv4 at once, within the same deadline');
     const socket = { nattrav: { path: 'direct' }, destroy: () => undefined } as unknown as NattravSocket;
     settle.get(4)?.resolve(socket);
     assert.equal(await won, socket);
