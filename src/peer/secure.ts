@@ -4,7 +4,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { generateKeyPair } from '../security/keys.js';
-import { selfSignedCertificate } from '../security/ca.js';
+import { CA_DEFAULTS } from '../security/ca-defaults.js';
+import { nativeSelfSignedCertificate, validityFromNow } from '../security/native-cert.js';
 import type { Identity } from '../security/identity.js';
 import { PEER_CLOSED, secureConnection } from '../security/tls.js';
 import { ErrorCode, NattravError } from '../errors.js';
@@ -13,11 +14,11 @@ import type { VerifiedPeer } from '../security/verify.js';
 import { selfCertifyingUri } from '../security/uri.js';
 import { attachInfo, factsOf, type NattravSocket } from './info.js';
 
-/** A throwaway self-certifying identity, for an initiator that has none. */
+/** A throwaway self-certifying identity, for an initiator that has none (node:crypto alone: a few ms, no certificate library). */
 export async function throwawayIdentity(): Promise<Identity> {
   const key = generateKeyPair();
   const uri = selfCertifyingUri(key.spki);
-  return { uri, keyPem: key.privateKeyPem, certPem: await selfSignedCertificate({ key, uri }), ca: [] };
+  return { uri, keyPem: key.privateKeyPem, certPem: nativeSelfSignedCertificate({ key, uri, ...validityFromNow(CA_DEFAULTS.leafValidDays) }), ca: [] };
 }
 
 /** Runs mutual TLS over a connected nattrav socket; resolves with the TLS socket carrying the updated info. */

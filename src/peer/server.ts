@@ -345,16 +345,16 @@ export class NattravServer extends EventEmitter {
 
   /**
    * Our identity for TLS: the configured one, or the self-signed certificate for our kept
-   * key, made (and the certificate library loaded) on the first call: once registered, or
-   * by an attempt that comes first. Undefined before #keys has run.
+   * key, made on the first call: once registered, or by an attempt that comes first. Undefined before #keys has run.
    */
   #prepareIdentity(): Promise<Identity> | undefined {
     if (this.#resolvedIdentity !== undefined) return Promise.resolve(this.#resolvedIdentity);
     const key = this.#keptKey;
     if (key === undefined) return undefined;
     const uri = this.#uri;
-    this.#identityReady ??= import('../security/ca.js').then(async ({ selfSignedCertificate }) => {
-      const identity: Identity = { uri, keyPem: key.privateKeyPem, certPem: await selfSignedCertificate({ key, uri }), ca: [] };
+    // node:crypto alone (native-cert.ts): the certificate library is not loaded for it.
+    this.#identityReady ??= Promise.all([import('../security/native-cert.js'), import('../security/ca-defaults.js')]).then(([{ nativeSelfSignedCertificate, validityFromNow }, { CA_DEFAULTS }]) => {
+      const identity: Identity = { uri, keyPem: key.privateKeyPem, certPem: nativeSelfSignedCertificate({ key, uri, ...validityFromNow(CA_DEFAULTS.leafValidDays) }), ca: [] };
       this.#resolvedIdentity = identity;
       return identity;
     });

@@ -16,6 +16,7 @@ import { ErrorCode, NattravError } from '../errors.js';
 import { DEFAULT_KEY_TYPE, KEY_TYPES, generateKeyPair, keyPairFromPrivatePem, type KeyPairPem, type KeyType } from './keys.js';
 import { uriKeyFingerprint, uriMatchesKey } from './uri.js';
 import { CA_DEFAULTS } from './ca-defaults.js';
+import { CLOCK_SKEW_ALLOWANCE_MS, nativeSelfSignedCertificate } from './native-cert.js';
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, readText, writeNewFile } from './files.js';
 import { certificateSpki, cryptoPrivateKey, isCaCertificate, parseCertificate, randomSerial, signingAlgorithm, toPem, x509 } from './x509.js';
 
@@ -65,8 +66,7 @@ export interface SelfSignedCertificateOptions {
 export { CA_DEFAULTS };
 export { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, readText, writeNewFile };
 
-/** Certificates start this long before their creation, so a peer whose clock is a little behind accepts them. */
-export const CLOCK_SKEW_ALLOWANCE_MS = 5 * 60_000;
+export { CLOCK_SKEW_ALLOWANCE_MS };
 /** Milliseconds per day. */
 const DAY_MS = 86_400_000;
 /** The file names in a CA directory. */
@@ -131,20 +131,8 @@ export async function issueCertificate(options: IssueCertificateOptions): Promis
 export async function selfSignedCertificate(options: SelfSignedCertificateOptions): Promise<string> {
   checkUri(options.uri);
   checkSelfCertifying(options.uri, options.key);
-  const { notBefore, notAfter } = validity(undefined, undefined, options.validDays ?? CA_DEFAULTS.leafValidDays);
-  const subject: x509.JsonName = [{ CN: [options.uri] }];
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: randomSerial(),
-    subject,
-    issuer: subject,
-    notBefore,
-    notAfter,
-    publicKey: options.key.spki,
-    signingKey: await cryptoPrivateKey(options.key.privateKeyPem, options.key.type),
-    signingAlgorithm: signingAlgorithm(options.key.type),
-    extensions: await leafExtensions(options.uri, options.key),
-  });
-  return toPem(cert);
+  // Made with node:crypto alone (native-cert.ts): the same certificate, without the ASN.1 library's cost.
+  return nativeSelfSignedCertificate({ key: options.key, uri: options.uri, ...validity(undefined, undefined, options.validDays ?? CA_DEFAULTS.leafValidDays) });
 }
 
 /**

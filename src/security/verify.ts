@@ -24,11 +24,16 @@
  *    fingerprint: the handshake proved the peer holds it.
  * A key pinned by the user (`keyPinned`) must match in every case, also when rule 3
  * or 4 vouched.
+ *
+ * Without trust anchors (the common case: self-certifying URIs, pinned or broker-given keys)
+ * the check runs on node:crypto's X509Certificate and der.ts alone; with anchors it runs
+ * verify-ca.ts, on `@peculiar/x509`, loaded then (150 to 200 ms of CPU the first time).
  */
+import { X509Certificate } from 'node:crypto';
 import { ErrorCode, NattravError } from '../errors.js';
 import { keyFingerprint } from './keys.js';
+import { certificateParts } from './native-cert.js';
 import { uriKeyFingerprint } from './uri.js';
-import { certificateSpki, isCaCertificate, parseCertificate, sanUris, splitPemCertificates, toPem, x509 } from './x509.js';
 
 /** What {@link verifyPeerCertificate} checks a certificate against. */
 export interface VerifyPeerOptions {
@@ -66,16 +71,30 @@ export interface VerifiedPeer {
   keyFingerprint: string;
 }
 
-const EKU_FOR_ROLE = { server: x509.ExtendedKeyUsage.serverAuth, client: x509.ExtendedKeyUsage.clientAuth } as const;
+/** extKeyUsage object identifiers of the roles (RFC 5280 section 4.2.1.12). */
+const EKU_FOR_ROLE = { server: '1.3.6.1.5.5.7.3.1', client: '1.3.6.1.5.5.7.3.2' } as const;
 
 /**
  * Checks a peer's certificate (PEM text or DER bytes). Resolves with the peer's
  * URI; rejects with `NattravError(ERR_TLS)` whose message says what was wrong.
  */
 export async function verifyPeerCertificate(certificate: string | Uint8Array, options: VerifyPeerOptions): Promise<VerifiedPeer> {
-  const cert = parseCertificate(certificate, ErrorCode.Tls, "peer's certificate");
+  if (options.trust.length > 0) return (await import('./verify-ca.js')).verifyWithAnchors(certificate, options);
+  return verifyWithoutAnchors(certificate, options);
+}
+
+/** Rules 1, 2, 5, 3 and 6, in that order, as verify-ca.ts runs them when no anchor is configured. */
+function verifyWithoutAnchors(certificate: string | Uint8Array, options: VerifyPeerOptions): VerifiedPeer {
+  let cert: X509Certificate;
+  let parts: ReturnType<typeof certificateParts>;
+  try {
+    cert = new X509Certificate(typeof certificate === 'string' ? certificate : Buffer.from(certificate));
+    parts = certificateParts(cert.raw);
+  } catch (err) {
+    throw new NattravError(ErrorCode.Tls, `could not parse the peer's certificate: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
   const now = options.now ?? new Date();
-  const uris = sanUris(cert);
+  const uris = parts.sanUris;
 
   // 1. The URI.
   let uri: string;
@@ -94,67 +113,39 @@ export async function verifyPeerCertificate(certificate: string | Uint8Array, op
   }
 
   // 2. The validity period.
-  checkValidity(cert, `certificate of ${uri}`, now);
+  const notBefore = new Date(cert.validFrom);
+  const notAfter = new Date(cert.validTo);
+  if (now.getTime() > notAfter.getTime()) throw tlsError(`certificate of ${uri} expired on ${notAfter.toISOString()}`);
+  if (now.getTime() < notBefore.getTime()) throw tlsError(`certificate of ${uri} is not valid before ${notBefore.toISOString()}`);
 
-  // 5. Extended key usage (checked before trust: it does not depend on it).
+  // 5. Extended key usage (node:crypto's `keyUsage` is the extKeyUsage list, undefined without one).
   const role = options.peerRole ?? (options.expectedUri !== undefined ? 'server' : 'client');
-  const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
-  if (eku !== null && !eku.usages.includes(EKU_FOR_ROLE[role])) {
+  const eku = cert.keyUsage as string[] | undefined;
+  if (eku !== undefined && !eku.includes(EKU_FOR_ROLE[role])) {
     throw tlsError(`certificate of ${uri} is not valid for TLS ${role} authentication (extKeyUsage)`);
   }
 
   // 3. Self-certifying URIs.
   const fingerprint = uriKeyFingerprint(uri);
-  const actual = keyFingerprint(certificateSpki(cert));
-  const verified = (vouchedBy: VerifiedPeer['vouchedBy']): VerifiedPeer => {
+  const actual = keyFingerprint(parts.spki);
+  const verified = (vouchedBy: 'self-certifying' | 'key'): VerifiedPeer => {
     const pin = options.keyPinned === true ? options.expectedKeyFingerprint : undefined;
     if (pin !== undefined && actual !== pin) {
-      const by = vouchedBy === 'ca' ? 'a trusted CA issued its certificate' : `the URI names it`;
-      throw new NattravError(ErrorCode.KeyMismatch, `the key of ${uri} is ${actual}, not the pinned ${pin} (${by}, but a pin must match)`);
+      throw new NattravError(ErrorCode.KeyMismatch, `the key of ${uri} is ${actual}, not the pinned ${pin} (the URI names it, but a pin must match)`);
     }
-    return { uri, certificatePem: toPem(cert), selfCertifying: vouchedBy === 'self-certifying', vouchedBy, keyFingerprint: actual };
+    return { uri, certificatePem: cert.toString(), selfCertifying: vouchedBy === 'self-certifying', vouchedBy, keyFingerprint: actual };
   };
   if (fingerprint !== undefined) {
     if (actual !== fingerprint) throw tlsError(`certificate key does not match self-certifying URI ${uri}`);
     return verified('self-certifying');
   }
 
-  // 4. A trust anchor vouches.
-  const anchors = options.trust.flatMap(splitPemCertificates).map((pem) => parseCertificate(pem, ErrorCode.Identity, 'trusted CA certificate'));
-  const raw = Buffer.from(cert.rawData);
-  if (anchors.some((anchor) => raw.equals(Buffer.from(anchor.rawData)))) return verified('ca');
-  for (const anchor of anchors) {
-    if (!isCaCertificate(anchor) || anchor.subject !== cert.issuer) continue;
-    if (!(await signedBy(cert, anchor))) continue;
-    checkValidity(anchor, `the CA certificate of ${uri} (${anchor.subject})`, now);
-    return verified('ca');
-  }
-
   // 6. A key we were told to expect.
   if (options.expectedKeyFingerprint !== undefined) {
     if (actual === options.expectedKeyFingerprint) return verified('key');
-    throw new NattravError(
-      ErrorCode.KeyMismatch,
-      `the key of ${uri} is ${actual}, not the expected ${options.expectedKeyFingerprint}${anchors.length === 0 ? '' : ', and no trusted CA issued its certificate'}`,
-    );
+    throw new NattravError(ErrorCode.KeyMismatch, `the key of ${uri} is ${actual}, not the expected ${options.expectedKeyFingerprint}`);
   }
-  if (anchors.length === 0) {
-    throw tlsError(`certificate of ${uri} not issued by a trusted CA (no CA is configured, ${uri} is not a self-certifying URI, and no key was given to expect)`);
-  }
-  throw tlsError(`certificate of ${uri} not issued by a trusted CA (issuer ${cert.issuer})`);
-}
-
-async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<boolean> {
-  try {
-    return await cert.verify({ publicKey: issuer.publicKey, signatureOnly: true });
-  } catch {
-    return false; // an unsupported algorithm or a malformed signature is not a valid signature
-  }
-}
-
-function checkValidity(cert: x509.X509Certificate, what: string, now: Date): void {
-  if (now.getTime() > cert.notAfter.getTime()) throw tlsError(`${what} expired on ${cert.notAfter.toISOString()}`);
-  if (now.getTime() < cert.notBefore.getTime()) throw tlsError(`${what} is not valid before ${cert.notBefore.toISOString()}`);
+  throw tlsError(`certificate of ${uri} not issued by a trusted CA (no CA is configured, ${uri} is not a self-certifying URI, and no key was given to expect)`);
 }
 
 function tlsError(message: string): NattravError {
