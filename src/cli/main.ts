@@ -320,6 +320,15 @@ function withJson(out: Reporter, json: boolean | undefined): Reporter {
   return json === true && !out.json ? new Reporter(true) : out;
 }
 
+// A reader that went away (`nattrav listen --help | head -3`) is no crash: what is left of the
+// output has nowhere to go. Commands whose stdout carries a connection's data (pipe.ts) watch
+// it themselves and report the broken pipe with their own exit code.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') return;
+  process.stderr.write(`nattrav: cannot write to standard output: ${err.message}\n`);
+  process.exit(ExitCode.Failure);
+});
+
 // If the event loop ever empties while a command is still pending, something dropped its
 // last handle without settling: say so and fail rather than exit 0 with no result.
 let settled = false;

@@ -210,6 +210,18 @@ describe('ca and demo print their results on stdout', () => {
     }
   });
 
+  test('a reader that goes away (`nattrav listen --help | head -1`): exit 0, no crash', async () => {
+    const child = spawn(process.execPath, [CLI_PATH, 'listen', '--help'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HOME: home } });
+    children.push(child);
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    // Our end closes before the help is written, as `head -1` does once it has its line.
+    child.stdout.destroy();
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)));
+    assert.equal(stderr, '', 'no stack trace');
+    assert.equal(code, 0);
+  });
+
   test('demo --loopback --json: the result on stdout, the steps on stderr', async () => {
     const run = await nattrav(['demo', '--loopback', '--json']);
     assert.equal(run.code, 0, run.stderr);
