@@ -6,7 +6,7 @@
 import { ErrorCode, NattravError } from '../errors.js';
 import { keyFingerprint } from './keys.js';
 import { uriKeyFingerprint } from './uri.js';
-import type { VerifiedPeer, VerifyPeerOptions } from './verify.js';
+import { peerUriOf, type VerifiedPeer, type VerifyPeerOptions } from './verify.js';
 import { certificateSpki, isCaCertificate, parseCertificate, sanUris, splitPemCertificates, toPem, x509 } from './x509.js';
 
 const EKU_FOR_ROLE = { server: x509.ExtendedKeyUsage.serverAuth, client: x509.ExtendedKeyUsage.clientAuth } as const;
@@ -21,20 +21,7 @@ export async function verifyWithAnchors(certificate: string | Uint8Array, option
   const uris = sanUris(cert);
 
   // 1. The URI.
-  let uri: string;
-  if (options.expectedUri !== undefined) {
-    if (!uris.includes(options.expectedUri)) {
-      const named = uris.length === 0 ? 'no URI' : uris.join(', ');
-      throw tlsError(`certificate of ${options.expectedUri} names ${named}`);
-    }
-    uri = options.expectedUri;
-  } else {
-    const [only] = uris;
-    if (only === undefined || uris.length !== 1) {
-      throw tlsError(`the peer's certificate must name exactly one URI in subjectAltName; it names ${uris.length === 0 ? 'none' : uris.join(', ')}`);
-    }
-    uri = only;
-  }
+  const uri = peerUriOf(uris, options.expectedUri);
 
   // 2. The validity period.
   checkValidity(cert, `certificate of ${uri}`, now);

@@ -97,20 +97,7 @@ function verifyWithoutAnchors(certificate: string | Uint8Array, options: VerifyP
   const uris = parts.sanUris;
 
   // 1. The URI.
-  let uri: string;
-  if (options.expectedUri !== undefined) {
-    if (!uris.includes(options.expectedUri)) {
-      const named = uris.length === 0 ? 'no URI' : uris.join(', ');
-      throw tlsError(`certificate of ${options.expectedUri} names ${named}`);
-    }
-    uri = options.expectedUri;
-  } else {
-    const [only] = uris;
-    if (only === undefined || uris.length !== 1) {
-      throw tlsError(`the peer's certificate must name exactly one URI in subjectAltName; it names ${uris.length === 0 ? 'none' : uris.join(', ')}`);
-    }
-    uri = only;
-  }
+  const uri = peerUriOf(uris, options.expectedUri);
 
   // 2. The validity period.
   const notBefore = new Date(cert.validFrom);
@@ -146,6 +133,19 @@ function verifyWithoutAnchors(certificate: string | Uint8Array, options: VerifyP
     throw new NattravError(ErrorCode.KeyMismatch, `the key of ${uri} is ${actual}, not the expected ${options.expectedKeyFingerprint}`);
   }
   throw tlsError(`certificate of ${uri} not issued by a trusted CA (no CA is configured, ${uri} is not a self-certifying URI, and no key was given to expect)`);
+}
+
+/** Rule 1: the peer's URI among a certificate's subjectAltName `uris`: `expectedUri`, or the only one. Throws ERR_TLS naming what it found. */
+export function peerUriOf(uris: readonly string[], expectedUri: string | undefined): string {
+  if (expectedUri !== undefined) {
+    if (!uris.includes(expectedUri)) throw tlsError(`certificate of ${expectedUri} names ${uris.length === 0 ? 'no URI' : uris.join(', ')}`);
+    return expectedUri;
+  }
+  const [only] = uris;
+  if (only === undefined || uris.length !== 1) {
+    throw tlsError(`the peer's certificate must name exactly one URI in subjectAltName; it names ${uris.length === 0 ? 'none' : uris.join(', ')}`);
+  }
+  return only;
 }
 
 function tlsError(message: string): NattravError {

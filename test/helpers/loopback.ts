@@ -84,6 +84,15 @@ export function tcpFrom(port: number, localAddress: string): Socket {
   return socket;
 }
 
+/** A {@link socketPair} whose sockets ignore errors (tests that make them fail on purpose); its close is added to `closers`, for teardown. */
+export async function quietSocketPair(closers: Array<() => unknown>): Promise<{ a: Socket; b: Socket }> {
+  const pair = await socketPair();
+  closers.push(pair.close);
+  pair.a.on('error', () => undefined);
+  pair.b.on('error', () => undefined);
+  return pair;
+}
+
 /** A connected pair of loopback TCP sockets; `close` destroys both and the listener. */
 export async function socketPair(): Promise<{ a: Socket; b: Socket; close: () => void }> {
   const server: Server = createTcpServer();

@@ -27,7 +27,7 @@ import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { ATTEMPT_ID_LENGTH, AttrType, MessageClass, Method, SecurityMode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addU32, getRole, getSecurityMode } from '../../src/wire/nattrav.js';
-import { socketPair, startBroker, startRecipient, until } from '../helpers/loopback.js';
+import { quietSocketPair, startBroker, startRecipient, until } from '../helpers/loopback.js';
 
 /** The first byte of a TLS handshake record (RFC 8446 section 5.1, ContentType handshake). */
 const TLS_HANDSHAKE_RECORD = 0x16;
@@ -64,13 +64,7 @@ describe('the Hello without its own round trip', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function pair(): Promise<{ a: Socket; b: Socket }> {
-    const p = await socketPair();
-    closers.push(p.close);
-    p.a.on('error', () => undefined);
-    p.b.on('error', () => undefined);
-    return p;
-  }
+  const pair = (): Promise<{ a: Socket; b: Socket }> => quietSocketPair(closers);
 
   const tlsClient = (socket: Socket): ReturnType<typeof secureConnection> =>
     secureConnection(socket, { role: 'initiator', identity: initiatorId, expectedPeerUri: recipientId.uri, signal: signal() });

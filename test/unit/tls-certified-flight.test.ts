@@ -26,7 +26,7 @@ import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
 import { ATTEMPT_ID_LENGTH, AttrType, MAX_HELLO_CERTIFICATE_BYTES, Method, SecurityMode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addInitiatorCertificate, addRole, addU32, getInitiatorCertificate, getSecurityMode } from '../../src/wire/nattrav.js';
-import { socketPair, until } from '../helpers/loopback.js';
+import { quietSocketPair, until } from '../helpers/loopback.js';
 
 const signal = (): AbortSignal => AbortSignal.timeout(5_000);
 const der = (identity: Identity): Uint8Array => new X509Certificate(identity.certPem).raw;
@@ -58,13 +58,7 @@ describe('the certified flight', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function pair(): Promise<{ a: Socket; b: Socket }> {
-    const p = await socketPair();
-    closers.push(p.close);
-    p.a.on('error', () => undefined);
-    p.b.on('error', () => undefined);
-    return p;
-  }
+  const pair = (): Promise<{ a: Socket; b: Socket }> => quietSocketPair(closers);
 
   /** Hello with `helloIdentity`'s certificate, then TLS with `initiator`'s on `a`, the recipient's Hello and TLS on `b`. */
   async function run(
