@@ -499,8 +499,9 @@ export class Rendezvous {
     // Step 5: the mapping probes of each side, from its exchange's own address (unless only the relay can come of it).
     const initiatorSource = attempt.initiator.publicEndpoint.address;
     const recipientSource = recipient.publicEndpoint.address;
-    // 'none' is each side's own claim, read from its request; the memory holds only 'eim', and only
-    // while its address looks uniform. The memory spares the warm path the wait for the probes;
+    // 'none' is each side's own claim, read from its request; the memory holds only 'eim' (and a
+    // symmetric kind for an attempt relayed at once), and only while its address looks uniform.
+    // The memory spares the warm path the wait for the probes;
     // a probe that comes late still checks it (mapping-memory.ts LateProbeChecks).
     const remembered = {
       initiator: ownMapping(attempt.initiator) === undefined ? (initiatorKind ?? this.#memory.known(initiatorSource, this.#clock.now())) : undefined,
@@ -551,7 +552,7 @@ export class Rendezvous {
       if (initiatorProbes.length > 0) this.#memory.record(initiatorSource, schedule.mappings.initiator, now);
       if (recipientProbes.length > 0) this.#memory.record(recipientSource, schedule.mappings.recipient, now);
       if (initiatorProbes.length === 0 && remembered.initiator !== undefined) this.#late.expect(attempt.key, 'initiator', attempt.initiator.publicEndpoint, checks.initiator, now, remembered.initiator.kind);
-      if (recipientProbes.length === 0 && remembered.recipient !== undefined) this.#late.expect(attempt.key, 'recipient', recipient.publicEndpoint, checks.recipient, now);
+      if (recipientProbes.length === 0 && remembered.recipient !== undefined) this.#late.expect(attempt.key, 'recipient', recipient.publicEndpoint, checks.recipient, now, remembered.recipient.kind);
     }
     this.#reportBudget(schedule, initiatorSource, attempt.uri, now);
     if (schedule.strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key, attempt.secret)) {
