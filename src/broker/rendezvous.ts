@@ -24,7 +24,10 @@
  * A warm recipient (standby.ts) skips steps 2-5: its standby exchange, with its round
  * trip and its NAT's mapping measured ahead, takes the place of the Join, the initiator's
  * round trip comes in its Connect (CONNECT-RTT), and the broker answers both the moment
- * the Connect arrives (when the initiator's mapping is remembered, mapping-memory.ts).
+ * the Connect arrives (when the initiator's mapping is remembered, mapping-memory.ts). A
+ * standby behind a symmetric NAT, which no strategy could punch from, serves only an attempt
+ * the two NATs' kinds leave to the relay (schedule.ts relayCertain; the initiator's kind
+ * remembered for its address): the relay is then scheduled at once, without either probe.
  *
  * This file does the I/O and the timers around those decisions: every handler
  * parses the whole request (exchange-requests.ts) before it changes any state, and time comes from the
