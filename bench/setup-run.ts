@@ -12,14 +12,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labSupport } from '../src/lab/index.js';
 import { startLabBroker } from '../src/lab/scenario.js';
+import { WIDE_CLI_LIMITS } from './lib/wide.js';
 import type { LabHost } from '../src/lab/types.js';
 import { createScriptLab } from './lib/lab-script.js';
 import { Child } from './lib/procs.js';
 import { PAIRS, SITES, pairText, type SetupRow, type SetupRunConfig, type SetupRunResult } from './lib/setup-pairs.js';
 import type { SetupPeerConfig, SetupSample } from './servers/setup-peer.js';
 
-/** Rates a benchmark's repeated connects would run into (limits.ts), opened wide. */
-const WIDE_LIMITS = ['connect', 'connectPerUri', 'expensivePerUri', 'expensivePerSource', 'relay', 'mappingProbe'].flatMap((name) => ['--limit', `${name}=1000000/1000000`]);
 const PEER = fileURLToPath(new URL('./servers/setup-peer.js', import.meta.url));
 /** A Node start and a registration in a namespace on a busy machine. */
 const START_MS = 30_000;
@@ -39,7 +38,7 @@ const peer = (host: LabHost, name: string, peerConfig: SetupPeerConfig): Child =
   new Child(lab.spawn(host, process.execPath, [PEER, JSON.stringify(peerConfig)], { stdio: ['pipe', 'pipe', 'pipe'] }), name);
 
 try {
-  const broker = await startLabBroker(lab, WIDE_LIMITS);
+  const broker = await startLabBroker(lab, [...WIDE_CLI_LIMITS]);
   const pairs = PAIRS.filter((p) => (config.counts[p.strategy] ?? 0) > 0);
   const recipients = new Map<string, Child>();
   for (const site of new Set(pairs.map((p) => p.recipient))) {

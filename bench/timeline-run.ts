@@ -1,12 +1,13 @@
 /**
  * The lab half of bench/timeline.ts, run as its own process (root, under
- * `flock /tmp/nattrav-lab.lock`): a lab of two sites, a behind a port-restricted NAT and b
- * behind `initiatorNat` (port-restricted: direct; symmetric: birthday), with `delayMs`
- * one way on each WAN link, a broker, a recipient (TLS on, the default) on site a, tcpdump in
+ * `flock /tmp/nattrav-lab.lock`): a lab of two sites, a behind `recipientNat` and b behind
+ * `initiatorNat` (the pair of the setup benchmark that makes the broker plan a strategy:
+ * bench/lib/setup-pairs.ts), with `delayMs` one way on each WAN link, a broker with its
+ * rate limits opened wide (as in the setup benchmark), a recipient (TLS on, the default) on site a, tcpdump in
  * the broker's and both hosts' namespaces, and `count` connects from site b; prints one JSON
  * line ({@link TimelineRunResult}) with the last connect and every packet captured during it.
  * Removes the lab (and stops tcpdump) on the way out, also on failure and on SIGINT/SIGTERM.
- * Run: `node dist/bench/timeline-run.js '{"delayMs":25,"initiatorNat":"port-restricted","count":3}'`.
+ * Run: `node dist/bench/timeline-run.js '{"delayMs":25,"initiatorNat":"port-restricted","recipientNat":"port-restricted","count":3}'`.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { labSupport } from '../src/lab/index.js';
 import { startLabBroker } from '../src/lab/scenario.js';
-import type { LabHost } from '../src/lab/types.js';
+import type { LabHost, NatType } from '../src/lab/types.js';
+import { WIDE_CLI_LIMITS } from './lib/wide.js';
 import { describePacket, readPcap } from './lib/pcap.js';
 import { createScriptLab } from './lib/lab-script.js';
 import { Child } from './lib/procs.js';
@@ -24,8 +26,10 @@ import type { SetupPeerConfig, SetupSample } from './servers/setup-peer.js';
 /** What the parent passes. */
 export interface TimelineRunConfig {
   readonly delayMs: number;
-  /** The initiator's NAT: port-restricted (a direct attempt) or symmetric (random: birthday). */
-  readonly initiatorNat: 'port-restricted' | 'symmetric';
+  /** The initiator's NAT (site b). */
+  readonly initiatorNat: NatType;
+  /** The recipient's NAT (site a). */
+  readonly recipientNat: NatType;
   /** Connects in one process; the last one is the timeline's (the first loads the TLS modules). */
   readonly count: number;
 }
@@ -56,7 +60,7 @@ if (!support.ok) {
   process.exit(0);
 }
 
-const { lab, dir, close } = await createScriptLab({ sites: [{ name: 'a', nat: 'port-restricted' }, { name: 'b', nat: config.initiatorNat }], wanDelayMs: config.delayMs }, 'nattrav-bench-timeline-');
+const { lab, dir, close } = await createScriptLab({ sites: [{ name: 'a', nat: config.recipientNat }, { name: 'b', nat: config.initiatorNat }], wanDelayMs: config.delayMs }, 'nattrav-bench-timeline-');
 
 /** Starts tcpdump in `host`'s namespace, writing `file`; resolves once its capture is open. */
 async function capture(host: LabHost, file: string): Promise<ChildProcess> {
@@ -88,7 +92,7 @@ const peer = (host: LabHost, name: string, peerConfig: SetupPeerConfig): Child =
   new Child(lab.spawn(host, process.execPath, [PEER, JSON.stringify(peerConfig)], { stdio: ['pipe', 'pipe', 'pipe'] }), name);
 
 try {
-  const broker = await startLabBroker(lab);
+  const broker = await startLabBroker(lab, [...WIDE_CLI_LIMITS]);
   const a = lab.site('a');
   const b = lab.site('b');
   const recipient = peer(a.host, 'recipient a', { mode: 'recipient', broker: broker.address, uri: 'nattrav://timeline-a', keyDir: join(dir, 'keys') });

@@ -14,11 +14,15 @@
  *   the same time as the initiator's): SYN (2), SYN/ACK (2), and the ACK (2) that completes
  *   the initiator's accept;
  * - `lan`: a dial inside one LAN (no delayed link);
- * - `relay`: the recipient learns of the attempt with the broker's request (at the same
- *   time as the initiator's answer would come), opens its TCP connection to the broker (2)
- *   and joins (1), and the broker tells the initiator the relay is spliced (1).
+ * - `relay`: nothing. The connections the relay needs exist when the Connect arrives: the
+ *   initiator's own exchange and the warm recipient's standby (the recipient's half of every
+ *   floor here: the broker answers it at the same time as the initiator). The broker can
+ *   splice those two and answer both, so the initiator's answer (the 4 crossings above) is
+ *   also its relayed connection. (Today's relay opens a fresh connection per side and joins:
+ *   4 crossings more, 200 ms at d = 25 ms; rendezvous.ts, broker/relay.ts.)
  * With TLS 1.3 add one peer round trip (ClientHello; ServerHello to Finished): 4 crossings
- * between sites, 0 on a LAN (through the relay too: 4).
+ * between sites, 0 on a LAN (through the relay too: 4, each message crossing the
+ * initiator's link and the recipient's).
  */
 import type { StrategyName } from '../../src/nat/strategy.js';
 
@@ -34,7 +38,7 @@ export const PEER_LEG_CROSSINGS: Readonly<Partial<Record<StrategyName, number>>>
   direct: 4,
   predicted: 4,
   birthday: 4,
-  relay: 4,
+  relay: 0,
 };
 
 /** One strategy's floor. */

@@ -7,6 +7,10 @@
  * Pure.
  */
 
+import type { NatType } from '../../src/lab/types.js';
+import type { StrategyName } from '../../src/nat/strategy.js';
+import { PAIRS, SITES } from './setup-pairs.js';
+
 /** Who a capture point is. */
 export type Party = 'initiator' | 'recipient' | 'broker';
 
@@ -111,4 +115,59 @@ export function spliceTimeline(text: string, block: string, name = 'timeline'): 
   const end = text.indexOf(END);
   if (begin < 0 || end < begin) throw new Error(`the markers ${BEGIN} and ${END} are missing or out of order`);
   return `${text.slice(0, begin + BEGIN.length)}\n${block}\n${text.slice(end)}`;
+}
+
+/** What `node dist/bench/timeline.js` was asked for. */
+export interface TimelineArgs {
+  /** The strategy whose setup-benchmark NAT pair is built (bench/lib/setup-pairs.ts). @default 'direct' */
+  readonly strategy: StrategyName;
+  readonly initiatorNat: NatType;
+  readonly recipientNat: NatType;
+  /** The Markdown file whose markers get the table, if any. */
+  readonly markdown?: string;
+  /** The markers' name: `timeline` (direct), `timeline-birthday`, `timeline-<strategy>`. */
+  readonly marker: string;
+}
+
+/** The usage line of bench/timeline.ts. */
+export const TIMELINE_USAGE = 'node dist/bench/timeline.js [--strategy NAME | --birthday] [--markdown FILE]';
+
+/**
+ * Parses the timeline's arguments: `--strategy NAME` takes the setup benchmark's NAT pair for
+ * NAME (lan, which needs two hosts behind one NAT, is not one the two-site timeline lab can
+ * build), `--birthday` is `--strategy birthday`. Throws naming what was wrong.
+ */
+export function parseTimelineArgs(argv: readonly string[]): TimelineArgs {
+  let strategy: string | undefined;
+  let markdown: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = argv[i + 1];
+    if (arg === '--birthday' || arg === '--strategy') {
+      if (strategy !== undefined) throw new Error(`the strategy is given twice ('${arg}'); usage: ${TIMELINE_USAGE}`);
+      if (arg === '--birthday') strategy = 'birthday';
+      else if (value === undefined || value.startsWith('--')) throw new Error(`--strategy needs a strategy name; usage: ${TIMELINE_USAGE}`);
+      else {
+        strategy = value;
+        i++;
+      }
+    } else if (arg === '--markdown') {
+      if (value === undefined || value.startsWith('--')) throw new Error(`--markdown needs a file; usage: ${TIMELINE_USAGE}`);
+      markdown = value;
+      i++;
+    } else throw new Error(`unexpected argument '${arg ?? ''}'; usage: ${TIMELINE_USAGE}`);
+  }
+  const name = strategy ?? 'direct';
+  const pair = PAIRS.find((p) => p.strategy === name && p.strategy !== 'lan');
+  if (pair === undefined) {
+    const known = PAIRS.filter((p) => p.strategy !== 'lan').map((p) => p.strategy).join(', ');
+    throw new Error(`--strategy ${name}: no two-site NAT pair for it; one of ${known}`);
+  }
+  const nat = (site: string): NatType => {
+    const found = SITES.find((s) => s.name === site);
+    if (found?.nat === undefined) throw new Error(`setup-pairs names site ${site} without a NAT type`);
+    return found.nat;
+  };
+  const marker = name === 'direct' ? 'timeline' : `timeline-${name}`;
+  return { strategy: pair.strategy, initiatorNat: nat(pair.initiator[0]), recipientNat: nat(pair.recipient), marker, ...(markdown === undefined ? {} : { markdown }) };
 }

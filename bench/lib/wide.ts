@@ -20,3 +20,6 @@ export function wideLimits(maxRegistrations: number): BrokerLimitsOptions {
     maxConnectionsPerSource: 65_536,
   };
 }
+
+/** The setup benchmarks' `nattrav broker` arguments: the rates repeated connects would run into, opened wide. */
+export const WIDE_CLI_LIMITS: readonly string[] = ['connect', 'connectPerUri', 'expensivePerUri', 'expensivePerSource', 'relay', 'mappingProbe'].flatMap((name) => ['--limit', `${name}=1000000/1000000`]);

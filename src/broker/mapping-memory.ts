@@ -86,6 +86,17 @@ export class MappingMemory {
     return record !== undefined && !record.disputed && knownAhead(record.mapping) ? record.mapping : undefined;
   }
 
+  /**
+   * The kind of mapping remembered for `address` (any kind recorded: 'eim', 'sequential',
+   * 'random'), if it is still fresh and undisputed. Not for punching: a sequential or random
+   * NAT's next port is not known ahead ({@link MappingMemory.known}). It tells what only the
+   * kind decides, e.g. that two symmetric NATs leave only the relay (schedule.ts relayCertain).
+   */
+  behaviour(address: string, now: number): MappingKind | undefined {
+    const record = this.#fresh(address, now);
+    return record !== undefined && !record.disputed ? record.mapping : undefined;
+  }
+
   /** The record of `address` unless it expired (an expired one is dropped). */
   #fresh(address: string, now: number): Remembered | undefined {
     const record = this.#records.get(address);
@@ -121,15 +132,19 @@ export const LATE_PROBE_WAIT_MS = PROBE_RECORD_TTL_MS;
 interface Expected {
   /** The exchange's public endpoint: a probe from its address and another port contradicts 'eim'. */
   readonly exchange: TransportAddress;
+  /** The kind the side was scheduled with: 'eim' keeps the exchange's port, a symmetric kind does not. */
+  readonly kind: MappingKind['kind'];
   /** The probe's integrity check (the side's key), if the side has one. */
   readonly check: ProbeCheck | undefined;
   readonly expires: number;
 }
 
 /**
- * The sides of attempts scheduled with a remembered 'eim' before their own probes came (the
- * warm path answers at once): the probe that comes late still checks the memory, and one from
- * the exchange's address but another port disputes it (mapping-memory.ts MappingMemory.contradict).
+ * The sides of attempts scheduled with a remembered mapping before their own probes came (the
+ * warm path answers at once): the probe that comes late still checks the memory. For 'eim', one
+ * from the exchange's address but another port disputes it (mapping-memory.ts
+ * MappingMemory.contradict); for a remembered symmetric kind (an attempt relayed at once,
+ * rendezvous.ts), one from the exchange's own port does.
  * Bounded like the probe book; each check is kept {@link LATE_PROBE_WAIT_MS}.
  */
 export class LateProbeChecks {
@@ -145,22 +160,23 @@ export class LateProbeChecks {
     return this.#expected.size;
   }
 
-  /** The side `role` of `attempt` was scheduled with 'eim' remembered for `exchange`'s address; its probe has not come yet. */
-  expect(attempt: string, role: RoleName, exchange: TransportAddress, check: ProbeCheck | undefined, now: number): void {
+  /** The side `role` of `attempt` was scheduled with `kind` (@default 'eim') remembered for `exchange`'s address; its probe has not come yet. */
+  expect(attempt: string, role: RoleName, exchange: TransportAddress, check: ProbeCheck | undefined, now: number, kind: MappingKind['kind'] = 'eim'): void {
     for (const [key, entry] of this.#expected) {
       if (entry.expires > now && this.#expected.size < this.#max) break;
       this.#expected.delete(key);
     }
-    this.#expected.set(`${attempt}/${role}`, { exchange, check, expires: now + LATE_PROBE_WAIT_MS });
+    this.#expected.set(`${attempt}/${role}`, { exchange, kind, check, expires: now + LATE_PROBE_WAIT_MS });
   }
 
-  /** A probe of (`attempt`, `role`) came from `endpoint`: when it is the awaited one and shows another port, `memory` is told. */
+  /** A probe of (`attempt`, `role`) came from `endpoint`: when it is the awaited one and its port contradicts the kind, `memory` is told. */
   observe(attempt: string, role: RoleName, endpoint: TransportAddress, probe: StunMessage, memory: MappingMemory, now: number): void {
     const key = `${attempt}/${role}`;
     const entry = this.#expected.get(key);
     if (entry === undefined || entry.expires <= now || endpoint.address !== entry.exchange.address) return;
     if (entry.check !== undefined && !entry.check(probe)) return;
     this.#expected.delete(key);
-    if (endpoint.port !== entry.exchange.port) memory.contradict(endpoint.address, now);
+    const keptPort = endpoint.port === entry.exchange.port;
+    if (keptPort !== (entry.kind === 'eim')) memory.contradict(endpoint.address, now);
   }
 }

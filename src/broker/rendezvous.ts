@@ -24,7 +24,10 @@
  * A warm recipient (standby.ts) skips steps 2-5: its standby exchange, with its round
  * trip and its NAT's mapping measured ahead, takes the place of the Join, the initiator's
  * round trip comes in its Connect (CONNECT-RTT), and the broker answers both the moment
- * the Connect arrives (when the initiator's mapping is remembered, mapping-memory.ts).
+ * the Connect arrives (when the initiator's mapping is remembered, mapping-memory.ts). A
+ * standby behind a symmetric NAT, which no strategy could punch from, serves only an attempt
+ * the two NATs' kinds leave to the relay (schedule.ts relayCertain; the initiator's kind
+ * remembered for its address): the relay is then scheduled at once, without either probe.
  *
  * This file does the I/O and the timers around those decisions: every handler
  * parses the whole request (exchange-requests.ts) before it changes any state, and time comes from the
@@ -61,7 +64,7 @@ import { LateProbeChecks, MappingMemory } from './mapping-memory.js';
 import { Standbys, type Standby } from './standby.js';
 import type { Registration, Registry } from './registry/registry.js';
 import { SequenceCounter } from './sequences.js';
-import { relayOnly, scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
+import { relayCertain, relayOnly, scheduleAttempt, type Answer, type Schedule, type ScheduledBefore } from './schedule.js';
 import { datagramSide, isDatagramRequest, scheduleDatagram } from './datagram-plan.js';
 import { registrationInFamily } from './family.js';
 
@@ -365,10 +368,19 @@ export class Rendezvous {
       }
     }, () => undefined);
     // A warm recipient (standby.ts): answered down its standby, no ConnectionRequest.
-    const standby = datagram || joinAt !== undefined ? undefined : this.#standbys.take(uri, uriSessionKey, family, registration.publicEndpoint);
+    // A standby behind a symmetric NAT serves only an attempt the NATs' kinds leave to the relay.
+    const initiatorKind = ownMapping(attempt.initiator) ?? this.#memory.behaviour(attempt.initiator.publicEndpoint.address, this.#clock.now());
+    const relayed = (mapping: MappingKind, address: string): boolean =>
+      initiatorKind !== undefined &&
+      relayCertain(
+        { mapping: initiatorKind, publicAddress: attempt.initiator.publicEndpoint.address },
+        { mapping, publicAddress: address, mapped: attempt.recipientMapped !== undefined, bound: attempt.recipientBound !== undefined, web: attempt.recipientWeb },
+      );
+    const standby = datagram || joinAt !== undefined ? undefined : this.#standbys.take(uri, uriSessionKey, family, registration.publicEndpoint, relayed);
     const cold = (): void => this.#requestConnection(attempt, registration, notify);
     if (standby !== undefined) {
-      await this.#warm(attempt, standby, parsed.connectRttMs, cold);
+      const punchable = standby.mapping?.kind === 'eim' || standby.mapping?.kind === 'none';
+      await this.#warm(attempt, standby, parsed.connectRttMs, cold, punchable ? undefined : initiatorKind);
       return;
     }
     cold();
@@ -396,8 +408,10 @@ export class Rendezvous {
    * that closes before its answer went down it (the recipient stopped it: busy, moving,
    * closing) hands the attempt to the cold path (`cold`): the recipient's answer to the
    * ConnectionRequest, a Join or a refusal with its reason, decides.
+   * `initiatorKind`: the initiator's mapping kind from the memory, when the standby was taken
+   * because the two kinds leave only the relay: scheduled with it, without its probe.
    */
-  async #warm(attempt: Attempt, standby: Standby, initiatorRttMs: number | undefined, cold: () => void): Promise<void> {
+  async #warm(attempt: Attempt, standby: Standby, initiatorRttMs: number | undefined, cold: () => void, initiatorKind?: MappingKind): Promise<void> {
     const recipient: Side = { channel: standby.channel, request: standby.request, publicEndpoint: standby.publicEndpoint, privateEndpoints: standby.privateEndpoints };
     attempt.recipient = recipient;
     attempt.warm = true;
@@ -419,7 +433,7 @@ export class Rendezvous {
       }
       if (attempt.state !== 'probing') return;
     }
-    await this.#conclude(attempt, recipient, [rtt, standby.rttMs ?? 0], standby.mapping);
+    await this.#conclude(attempt, recipient, [rtt, standby.rttMs ?? 0], standby.mapping, initiatorKind);
   }
 
   /**
@@ -497,18 +511,20 @@ export class Rendezvous {
   /**
    * Steps 5-6 with both sides in: each side's mapping probes, not waited for when its mapping
    * is known ahead (`recipientMapping`, from a standby; else remembered for the side's public
-   * address, mapping-memory.ts), the decision, and both answers at the same instant (the
-   * recipient's down its standby when the attempt is warm).
+   * address, mapping-memory.ts; `initiatorKind`, a symmetric kind remembered, for an attempt
+   * relayed at once), the decision, and both answers at the same instant (the recipient's down
+   * its standby when the attempt is warm).
    */
-  async #conclude(attempt: Attempt, recipient: Side, rtts: [number, number], recipientMapping: MappingKind | undefined): Promise<void> {
+  async #conclude(attempt: Attempt, recipient: Side, rtts: [number, number], recipientMapping: MappingKind | undefined, initiatorKind?: MappingKind): Promise<void> {
     // Step 5: the mapping probes of each side, from its exchange's own address (unless only the relay can come of it).
     const initiatorSource = attempt.initiator.publicEndpoint.address;
     const recipientSource = recipient.publicEndpoint.address;
-    // 'none' is each side's own claim, read from its request; the memory holds only 'eim', and only
-    // while its address looks uniform. The memory spares the warm path the wait for the probes;
+    // 'none' is each side's own claim, read from its request; the memory holds only 'eim' (and a
+    // symmetric kind for an attempt relayed at once), and only while its address looks uniform.
+    // The memory spares the warm path the wait for the probes;
     // a probe that comes late still checks it (mapping-memory.ts LateProbeChecks).
     const remembered = {
-      initiator: ownMapping(attempt.initiator) === undefined ? this.#memory.known(initiatorSource, this.#clock.now()) : undefined,
+      initiator: ownMapping(attempt.initiator) === undefined ? (initiatorKind ?? this.#memory.known(initiatorSource, this.#clock.now())) : undefined,
       recipient: recipientMapping === undefined && ownMapping(recipient) === undefined ? this.#memory.known(recipientSource, this.#clock.now()) : undefined,
     };
     const known = {
@@ -557,8 +573,8 @@ export class Rendezvous {
     if (!attempt.datagram) {
       if (initiatorProbes.length > 0) this.#memory.record(initiatorSource, schedule.mappings.initiator, now);
       if (recipientProbes.length > 0) this.#memory.record(recipientSource, schedule.mappings.recipient, now);
-      if (initiatorProbes.length === 0 && remembered.initiator !== undefined) this.#late.expect(attempt.key, 'initiator', attempt.initiator.publicEndpoint, checks.initiator, now);
-      if (recipientProbes.length === 0 && remembered.recipient !== undefined) this.#late.expect(attempt.key, 'recipient', recipient.publicEndpoint, checks.recipient, now);
+      if (initiatorProbes.length === 0 && remembered.initiator !== undefined) this.#late.expect(attempt.key, 'initiator', attempt.initiator.publicEndpoint, checks.initiator, now, remembered.initiator.kind);
+      if (recipientProbes.length === 0 && remembered.recipient !== undefined) this.#late.expect(attempt.key, 'recipient', recipient.publicEndpoint, checks.recipient, now, remembered.recipient.kind);
     }
     this.#reportBudget(schedule, initiatorSource, attempt.uri, now);
     if (schedule.strategy === 'relay' && !this.#ctx.authorizeRelay(attempt.key, attempt.secret)) {

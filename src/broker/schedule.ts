@@ -7,7 +7,7 @@
  * `now` comes in. The rendezvous (rendezvous.ts) does the I/O around it.
  */
 import { classifyTcpMapping, lastObservedPort, type MappingKind } from '../nat/mapping.js';
-import { chooseStrategy, planStrategies, strategyCost, type SkipReason, type StrategyChoice } from '../nat/plan.js';
+import { chooseStrategy, planStrategies, strategyCost, type SideFacts, type SkipReason, type StrategyChoice } from '../nat/plan.js';
 import { STRATEGY_NAMES, type StrategyName } from '../nat/strategy.js';
 import type { TransportAddress } from '../wire/types.js';
 import { startDelays, type StartDelays } from './timing.js';
@@ -28,6 +28,17 @@ export const ATTEMPT_HISTORY_MS = 60_000;
  */
 export function relayOnly(recipientWeb: boolean, claimed: ReadonlySet<StrategyName>): boolean {
   return recipientWeb || STRATEGY_NAMES.every((strategy) => strategy === 'relay' || claimed.has(strategy));
+}
+
+/**
+ * True when the kinds of the two NATs alone leave only the relay (nat/plan.ts: e.g. two
+ * symmetric NATs, sequential or random): no probe, round trip or port could make another
+ * strategy the first, so the broker may answer both at once with the relay, on a recipient's
+ * standby whose port would be worth nothing for punching (rendezvous.ts). The kinds may come
+ * from the mapping memory: only the kind counts here, never a port.
+ */
+export function relayCertain(initiator: SideFacts, recipient: SideFacts): boolean {
+  return planStrategies(initiator, recipient)[0] === 'relay';
 }
 
 /** What the broker saw of one side of an attempt. */

@@ -185,12 +185,14 @@ export class Standbys {
   /**
    * Step 6: the standby of `uri`, taken out of the table, when an attempt can be answered
    * down it: proven under `sessionKey` (the URI's session now), its round trip measured
-   * and its mapping known ahead (mapping-memory.ts knownAhead). A standby of another
+   * and its mapping known ahead (mapping-memory.ts knownAhead), or known to be symmetric
+   * when `relayed` says the attempt will be relayed whatever else comes (schedule.ts
+   * relayCertain: the relay needs no port of the standby's). A standby of another
    * session, or from another public address than `registered` (the registration's public
    * endpoint now, in the attempt's family: its holder moved, the standby's path is dead), is
    * dropped; one not ready yet stays for the next attempt.
    */
-  take(uri: string, sessionKey: Buffer | undefined, family?: AddressFamilyName, registered?: TransportAddress): Standby | undefined {
+  take(uri: string, sessionKey: Buffer | undefined, family?: AddressFamilyName, registered?: TransportAddress, relayed?: (mapping: MappingKind, publicAddress: string) => boolean): Standby | undefined {
     const standby = this.#byUri.get(uri);
     if (standby === undefined) return undefined;
     // An attempt runs in the family its Connect came in (family.ts): a standby of the other family stays for another.
@@ -201,7 +203,10 @@ export class Standbys {
       return undefined;
     }
     const mapping = standby.mapping;
-    if (standby.rttMs === undefined || mapping === undefined || (mapping.kind !== 'eim' && mapping.kind !== 'none')) return undefined;
+    if (standby.rttMs === undefined || mapping === undefined) return undefined;
+    // A port that cannot be punched from serves an attempt only when it will be relayed (`relayed`).
+    const punchable = mapping.kind === 'eim' || mapping.kind === 'none';
+    if (!punchable && (mapping.kind === 'unknown' || relayed?.(mapping, standby.publicEndpoint.address) !== true)) return undefined;
     this.#forget(standby);
     return standby;
   }

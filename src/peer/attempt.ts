@@ -13,6 +13,7 @@ import { runExchange, type ExchangeResult } from './exchange.js';
 import { attachInfo, type ConnectionRole, type NattravSocket, type StrategyTrace } from './info.js';
 import { helloAsInitiator, helloAsRecipient, initiatorHello } from './hello.js';
 import { STRATEGIES } from './strategies/index.js';
+import { predictedTargets } from './strategies/predicted.js';
 import { relayQuotaOf } from './strategies/relay.js';
 import type { SocketBudget } from './strategies/socket-budget.js';
 import type { BoundInbound, MappedInbound } from './strategies/types.js';
@@ -139,7 +140,9 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
   const strategy = exchange.strategy;
   const strategyStarted = performance.now();
   params.onTrace?.({ attempt: params.attempt, strategy, outcome: 'started', ms: 0 });
-  const hello = initiator ? initiatorHello(params.tls, strategy, params.recipientKeyChecked?.(exchange) ?? false) : undefined;
+  // Predicted towards a cone: one target, dialled one flow at a time, so nothing to tell apart before TLS.
+  const singleTarget = strategy === 'predicted' && predictedTargets(exchange.peerPublicEndpoint, exchange.peerMapping).length === 1;
+  const hello = initiator ? initiatorHello(params.tls, strategy, params.recipientKeyChecked?.(exchange) ?? false, singleTarget) : undefined;
   const limitMs = strategyTimeoutMs(exchange, role, params.punchTimeoutMs, params.exchangeTimeoutMs);
   const phase = startPhase(signal, limitMs, `connecting ${initiator ? 'to' : 'for'} ${uri} by strategy ${strategy}`);
   let socket: Socket;

@@ -72,10 +72,12 @@ const ONE_CANDIDATE: ReadonlySet<StrategyName> = new Set<StrategyName>(['direct'
  * The initiator's way for an attempt: plain without TLS; with TLS the one-flight Hello when the
  * strategy has one candidate and TLS will authenticate the recipient's key (`recipientKeyChecked`:
  * a self-certifying URI, a CA, a pinned key or the broker's PEER-KEY), else the answered Hello.
+ * `singleTarget`: this attempt's run of a racing strategy aims at one peer endpoint and holds one
+ * candidate at a time (predicted from a sequential NAT towards a cone: strategies/predicted.ts).
  */
-export function initiatorHello(tls: boolean, strategy: StrategyName, recipientKeyChecked: boolean): InitiatorHello {
+export function initiatorHello(tls: boolean, strategy: StrategyName, recipientKeyChecked: boolean, singleTarget = false): InitiatorHello {
   if (!tls) return 'plain';
-  return recipientKeyChecked && ONE_CANDIDATE.has(strategy) ? 'tls-flight' : 'tls-answered';
+  return recipientKeyChecked && (ONE_CANDIDATE.has(strategy) || singleTarget) ? 'tls-flight' : 'tls-answered';
 }
 
 /** Sockets whose Hello announced the TLS flight: a TLS failure on them is explained by secure.ts (explainTlsFlightFailure). */

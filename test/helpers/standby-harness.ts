@@ -78,8 +78,11 @@ export async function standby(h: Harness, uri: string, key: Buffer | undefined, 
   return channel;
 }
 
-/** Serves the standby's request on `channel` and sends its mapping probe from the same address and port; resolves once its mapping is known. */
-export async function warmStandby(h: Harness, uri = BOB, port = 50_000): Promise<FakeChannel> {
+/**
+ * Serves the standby's request on `channel` and sends its mapping probe from the same address
+ * and `probePort` (@default `port`: a cone; another port: a symmetric NAT); resolves once its mapping is known.
+ */
+export async function warmStandby(h: Harness, uri = BOB, port = 50_000, probePort = port): Promise<FakeChannel> {
   const key = h.keys.get(uri) as Buffer;
   const request = StunMessage.request(Method.Standby);
   addUri(request, uri);
@@ -90,7 +93,7 @@ export async function warmStandby(h: Harness, uri = BOB, port = 50_000): Promise
   const probe = StunMessage.request(Method.MappingProbe);
   addAttemptId(probe, probeId);
   addRole(probe, 'recipient');
-  h.rendezvous.mappingProbe(new FakeChannel(h.clock, at(B, port)), decodeMessage(encodeMessage(probe, { integritySha256Key: key })));
+  h.rendezvous.mappingProbe(new FakeChannel(h.clock, at(B, probePort)), decodeMessage(encodeMessage(probe, { integritySha256Key: key })));
   await settle();
   await h.clock.advance(50); // the first refresh's answer: the round trip
   return channel;
@@ -102,9 +105,9 @@ export function answerOf(channel: FakeChannel): StunMessage {
   return answer;
 }
 
-export function connectRequest(id: number, rttMs?: number, privateEndpoint: TransportAddress = at('192.168.1.2', 40_000)): StunMessage {
+export function connectRequest(id: number, rttMs?: number, privateEndpoint: TransportAddress = at('192.168.1.2', 40_000), uri = BOB): StunMessage {
   const request = StunMessage.request(Method.Connect);
-  addUri(request, BOB);
+  addUri(request, uri);
   addAttemptId(request, new Uint8Array(16).fill(id));
   addXorAddress(request, AttrType.PrivateEndpoint, privateEndpoint);
   if (rttMs !== undefined) addU32(request, AttrType.ConnectRtt, rttMs);

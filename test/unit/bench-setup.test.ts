@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setupFloor } from '../../bench/lib/floors.js';
 import { describePacket, describePayload, readPcap } from '../../bench/lib/pcap.js';
-import { buildTimeline, spliceTimeline, timelineMarkdown } from '../../bench/lib/timeline.js';
+import { buildTimeline, parseTimelineArgs, spliceTimeline, timelineMarkdown } from '../../bench/lib/timeline.js';
 import { strategyFigures } from '../../bench/setup.js';
 
 describe('setupFloor', () => {
@@ -19,10 +19,11 @@ describe('setupFloor', () => {
     assert.equal(floor.crossings, 8);
   });
 
-  test('each strategy\'s peer leg: reversal waits for the accept\'s ACK, lan crosses no delayed link, relay joins at the broker', () => {
+  test('each strategy\'s peer leg: reversal waits for the accept\'s ACK, lan crosses no delayed link, relay splices the connections that exist', () => {
     assert.deepEqual([setupFloor('reversal', 25).ms, setupFloor('reversal', 25).tlsMs], [250, 350]);
     assert.deepEqual([setupFloor('lan', 25).ms, setupFloor('lan', 25).tlsMs], [100, 100]);
-    assert.deepEqual([setupFloor('relay', 10).ms, setupFloor('relay', 10).tlsMs], [80, 120]);
+    // The initiator's exchange and the recipient's standby spliced: the answer is the connection; TLS crosses both links each way.
+    assert.deepEqual([setupFloor('relay', 10).ms, setupFloor('relay', 10).tlsMs], [40, 80]);
     assert.equal(setupFloor('public', 0).tlsMs, 0);
   });
 
@@ -149,3 +150,26 @@ describe('buildTimeline', () => {
     assert.match(timelineMarkdown(rows), /\| SYN \(x3, the last sent at 320\.0\) \|/);
   });
 });
+
+describe('parseTimelineArgs', () => {
+  test('the setup bench\'s NAT pair per strategy; direct by default; --birthday is --strategy birthday', () => {
+    assert.deepEqual(parseTimelineArgs([]), { strategy: 'direct', initiatorNat: 'port-restricted', recipientNat: 'port-restricted', marker: 'timeline' });
+    assert.deepEqual(parseTimelineArgs(['--birthday', '--markdown', 'B.md']), { strategy: 'birthday', initiatorNat: 'symmetric', recipientNat: 'port-restricted', marker: 'timeline-birthday', markdown: 'B.md' });
+    assert.deepEqual(parseTimelineArgs(['--markdown', 'B.md', '--strategy', 'relay']), { strategy: 'relay', initiatorNat: 'symmetric', recipientNat: 'symmetric', marker: 'timeline-relay', markdown: 'B.md' });
+    const reversal = parseTimelineArgs(['--strategy', 'reversal']);
+    assert.equal(reversal.initiatorNat, 'none');
+    assert.equal(reversal.recipientNat, 'port-restricted');
+    assert.equal(parseTimelineArgs(['--strategy', 'predicted']).initiatorNat, 'symmetric-sequential');
+  });
+
+  test('bad arguments are refused naming what was wrong', () => {
+    assert.throws(() => parseTimelineArgs(['--strategy', 'lan']), /--strategy lan: no two-site NAT pair.*one of public, reversal, direct/);
+    assert.throws(() => parseTimelineArgs(['--strategy', 'warp']), /--strategy warp/);
+    assert.throws(() => parseTimelineArgs(['--strategy']), /--strategy needs a strategy name/);
+    assert.throws(() => parseTimelineArgs(['--strategy', '--markdown', 'x']), /--strategy needs a strategy name/);
+    assert.throws(() => parseTimelineArgs(['--birthday', '--strategy', 'relay']), /given twice/);
+    assert.throws(() => parseTimelineArgs(['--markdown']), /--markdown needs a file/);
+    assert.throws(() => parseTimelineArgs(['--fast']), /unexpected argument '--fast'/);
+  });
+});
+

@@ -88,6 +88,9 @@ describe('the Hello without its own round trip', () => {
     assert.equal(initiatorHello(true, 'relay', true), 'tls-flight');
     assert.equal(initiatorHello(true, 'direct', false), 'tls-answered');
     for (const racing of ['lan', 'reversal', 'predicted', 'birthday'] as const) assert.equal(initiatorHello(true, racing, true), 'tls-answered', racing);
+    assert.equal(initiatorHello(true, 'predicted', true, true), 'tls-flight', 'predicted aiming at one endpoint (a cone) holds one candidate at a time');
+    assert.equal(initiatorHello(true, 'predicted', false, true), 'tls-answered', 'only where TLS authenticates the recipient');
+    assert.equal(initiatorHello(false, 'predicted', true, true), 'plain');
   });
 
   test('TLS flight: Hello and ClientHello arrive together before the recipient wrote a byte; the recipient answers with TLS alone', async () => {

@@ -19,7 +19,8 @@ import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addRole, addXorAddress, getAttemptId, getErrorCode, getU32Attr } from '../../src/wire/nattrav.js';
 import { FakeChannel } from '../helpers/fake-channel.js';
 import { settle } from '../helpers/fake-clock.js';
-import { A, B, BOB, CAROL, NOW, answerOf, at, connectRequest, firstAttempt, harness, initiatorProbe, scheduledEvents, standby, warmStandby } from '../helpers/standby-harness.js';
+import { StrategyCode } from '../../src/nat/strategy.js';
+import { A, B, BOB, CAROL, NOW, answerOf, at, connectRequest, firstAttempt, harness, initiatorProbe, scheduledEvents, standby, warmStandby, type Harness } from '../helpers/standby-harness.js';
 
 describe('standby table: grants, proof, refreshes', () => {
   test('granted while under the cap; at the cap another URI is refused, the same URI replaces its own', async () => {
@@ -358,3 +359,102 @@ describe('a standby whose holder moved; the CONNECT-RTT bound; the injected cloc
     assert.deepEqual(h.notifiedTo[0], v6, 'asked over IPv6, where the Connect came in');
   });
 });
+
+describe('a relayed attempt on a symmetric standby', () => {
+  /**
+   * A cold attempt for BOB from A:`port` (whose probe comes from A:`probePort`) run to its end:
+   * the recipient joins from B, both round-trip probes answer, its mapping probe shows B random.
+   */
+  async function coldAttempt(h: Harness, id: number, port: number, probePort: number): Promise<FakeChannel> {
+    const initiator = new FakeChannel(h.clock, at(A, port), 10);
+    const connecting = h.rendezvous.connect(initiator, connectRequest(id, 10));
+    await settle();
+    assert.equal(h.notified.at(-1)?.method, Method.ConnectionRequest, 'the symmetric standby is not taken: a ConnectionRequest');
+    const join = StunMessage.request(Method.Join);
+    addAttemptId(join, new Uint8Array(16).fill(id));
+    addXorAddress(join, AttrType.PrivateEndpoint, at('10.0.0.2', 50_100 + id));
+    void h.rendezvous.join(new FakeChannel(h.clock, at(B, 50_100 + id), 10), decodeMessage(encodeMessage(join, { integritySha256Key: h.keys.get(BOB) as Buffer })));
+    await settle();
+    initiatorProbe(h, id, at(A, probePort));
+    const probe = StunMessage.request(Method.MappingProbe);
+    addAttemptId(probe, new Uint8Array(16).fill(id));
+    addRole(probe, 'recipient');
+    h.rendezvous.mappingProbe(new FakeChannel(h.clock, at(B, 52_100 + id)), decodeMessage(encodeMessage(probe, { integritySha256Key: h.keys.get(BOB) as Buffer })));
+    await h.clock.advance(10); // both round-trip probes answered
+    await connecting;
+    return initiator;
+  }
+
+  test('two random NATs, the initiator\'s remembered: the relay at once, down the standby, without waiting for its probe', async () => {
+    const h = await harness();
+    const standbyChannel = await warmStandby(h, BOB, 50_000, 52_000); // B maps each flow to a new port
+    // A new initiator address: its kind is not known, so the standby stays and the old path runs.
+    const first = await coldAttempt(h, 1, 40_000, 61_000);
+    assert.equal(getU32Attr(answerOf(first), AttrType.Strategy), StrategyCode.relay);
+    assert.equal(h.rendezvous.standbys, 1, 'the standby was kept');
+    // A is remembered as random now: random x random leaves only the relay.
+    const next = new FakeChannel(h.clock, at(A, 40_010), 10);
+    await h.rendezvous.connect(next, connectRequest(2, 10));
+    const answer = answerOf(next);
+    assert.equal(answer.cls, MessageClass.SuccessResponse, 'answered with no time passing: no probe waited for');
+    assert.equal(getU32Attr(answer, AttrType.Strategy), StrategyCode.relay);
+    assert.equal(h.notified.length, 1, 'no second ConnectionRequest');
+    const down = standbyChannel.sent.find((m) => m.method === Method.StandbyAttempt);
+    assert.ok(down !== undefined, 'the recipient is answered down its standby');
+    assert.equal(getU32Attr(down, AttrType.Strategy), StrategyCode.relay);
+    const scheduled = scheduledEvents(h).at(-1);
+    assert.equal(scheduled?.warm, true);
+    assert.equal(scheduled?.initiatorMapping, 'random');
+    assert.equal(scheduled?.recipientMapping, 'random');
+    assert.deepEqual(scheduled?.plan, ['relay']);
+    assert.equal(h.rendezvous.standbys, 0, 'used: the recipient opens the next one');
+  });
+
+  test('a symmetric standby is not taken where another strategy could work: an eim initiator, or a recipient with a port mapping', async () => {
+    const h = await harness();
+    await firstAttempt(h); // A is eim: eim x random plans reversal and birthday before the relay
+    await warmStandby(h, CAROL, 50_010, 52_010);
+    const initiator = new FakeChannel(h.clock, at(A, 40_010), 10);
+    void h.rendezvous.connect(initiator, connectRequest(2, 10, at('192.168.1.2', 40_000), CAROL));
+    await settle();
+    assert.equal(h.notified.at(-1)?.method, Method.ConnectionRequest);
+    assert.equal(initiator.answer, undefined, 'the cold path: waiting for the Join');
+    assert.equal(h.rendezvous.standbys, 1, "carol's standby stays");
+
+    const m = await harness();
+    await m.registry.put({ uri: BOB, publicEndpoint: at(B, 3478), privateEndpoints: [], expiresAt: NOW + 3_600_000, mappedEndpoint: at(B, 8_000) });
+    await warmStandby(m, BOB, 50_000, 52_000);
+    await coldAttempt(m, 1, 40_000, 61_000); // A: random
+    void m.rendezvous.connect(new FakeChannel(m.clock, at(A, 40_010), 10), connectRequest(2, 10));
+    await settle();
+    assert.equal(m.notified.length, 2, 'a port mapping may connect a random initiator: no relay at once');
+  });
+
+  test('a late probe from the exchange\'s own port disputes the remembered random: the next attempt takes the old path', async () => {
+    const h = await harness();
+    await warmStandby(h, BOB, 50_000, 52_000);
+    await coldAttempt(h, 1, 40_000, 61_000);
+    await h.rendezvous.connect(new FakeChannel(h.clock, at(A, 40_010), 10), connectRequest(2, 10));
+    assert.equal(h.notified.length, 1, 'relayed at once');
+    // Another host behind A, whose NAT kept the port: A is not uniformly random.
+    initiatorProbe(h, 2, at(A, 40_010));
+    await warmStandby(h, BOB, 50_004, 52_004);
+    void h.rendezvous.connect(new FakeChannel(h.clock, at(A, 40_020), 10), connectRequest(3, 10));
+    await settle();
+    assert.equal(h.notified.length, 2, 'disputed: a ConnectionRequest, the standby is not taken');
+    assert.equal(h.rendezvous.standbys, 1);
+  });
+
+  test('the memory tells the kind of any NAT it recorded (not only eim), until disputed or expired', () => {
+    const memory = new MappingMemory(8, 1_000);
+    memory.record('192.0.2.1', { kind: 'random' }, 0);
+    memory.record('192.0.2.2', { kind: 'sequential', step: 1 }, 0);
+    assert.deepEqual(memory.behaviour('192.0.2.1', 10), { kind: 'random' });
+    assert.equal(memory.known('192.0.2.1', 10), undefined, 'no port to punch from is known ahead');
+    assert.deepEqual(memory.behaviour('192.0.2.2', 10), { kind: 'sequential', step: 1 });
+    assert.equal(memory.behaviour('192.0.2.1', 1_000), undefined, 'expired');
+    memory.record('192.0.2.2', { kind: 'eim' }, 20);
+    assert.equal(memory.behaviour('192.0.2.2', 30), undefined, 'disputed');
+  });
+});
+
