@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('../', import.meta.url));
 const cliDir = join(root, 'dist', 'src', 'cli');
 const srcDir = join(root, 'dist', 'src');
-const { BUNDLE_FILE, CACHE_FILE, MANIFEST_FILE, compileBundle, stampOf } = createRequire(import.meta.url)(join(cliDir, 'bundle.cjs'));
+const { BUNDLE_FILE, CACHE_FILE, MANIFEST_FILE, compileBundle, readBundle, stampOf } = createRequire(import.meta.url)(join(cliDir, 'bundle.cjs'));
 
 // A failed or skipped build leaves no bundle: the bin then runs the ES modules just built.
 for (const name of [MANIFEST_FILE, BUNDLE_FILE, CACHE_FILE]) rmSync(join(cliDir, name), { force: true });
@@ -71,6 +71,12 @@ if (imported.length > 0) {
   process.exit(1);
 }
 
+// esbuild escapes non-ASCII characters in code (charset ascii) but keeps the comments it keeps as
+// written: one `§` in a comment makes V8 hold the whole source as two bytes a character, slower
+// to read and to compile. Escaped in comments too, on the same lines: the bin reads it as latin1.
+const text = readFileSync(bundlePath, 'utf8');
+writeFileSync(bundlePath, text.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+
 const inputs = Object.keys(result.metafile.inputs)
   .map((path) => (isAbsolute(path) ? path : resolve(process.cwd(), path)))
   .filter((path) => path.startsWith(srcDir + sep))
@@ -79,7 +85,7 @@ const inputs = Object.keys(result.metafile.inputs)
 // The cache of the bundle as the bin compiles it. Its functions compile lazily at run time as usual.
 let cache;
 try {
-  const script = compileBundle(bundlePath, readFileSync(bundlePath, 'utf8'));
+  const script = compileBundle(bundlePath, readBundle(bundlePath));
   writeFileSync(join(cliDir, CACHE_FILE), script.createCachedData());
   cache = stampOf(cliDir, CACHE_FILE);
 } catch (err) {

@@ -87,6 +87,11 @@ export function cacheFor(dir: string, manifest: BundleManifest): Buffer | undefi
   }
 }
 
+/** The bundle's source. The build leaves it all ASCII, so latin1 reads it exactly, faster than utf8 decodes it. */
+export function readBundle(file: string): string {
+  return readFileSync(file, 'latin1');
+}
+
 /**
  * The bundle's source as a CommonJS module function, compiled (from `cachedData` when V8
  * accepts it). The build makes its cache with this same function, so the code matches.
@@ -116,7 +121,7 @@ export function runBundle(dir: string): StartMode | undefined {
     manifest = JSON.parse(readFileSync(join(dir, MANIFEST_FILE), 'utf8')) as BundleManifest;
     if (manifest.version !== 1 || !bundleIsCurrent(dir, manifest)) return undefined;
     const cachedData = cacheFor(dir, manifest);
-    script = compileBundle(file, readFileSync(file, 'utf8'), cachedData);
+    script = compileBundle(file, readBundle(file), cachedData);
     cached = cachedData !== undefined && !script.cachedDataRejected;
   } catch {
     return undefined;

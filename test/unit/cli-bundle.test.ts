@@ -186,6 +186,16 @@ describe('the built bin', () => {
     assert.equal(run.stdout.trim(), pkg.version);
   });
 
+  test('the built bundle is all ASCII (the bin reads it as latin1)', (t) => {
+    if (!built) {
+      t.skip('no bundle was built (esbuild absent)');
+      return;
+    }
+    const bytes = readFileSync(join(CLI_DIR, BUNDLE_FILE));
+    const at = bytes.findIndex((byte) => byte > 0x7f);
+    assert.equal(at, -1, `a byte over 0x7f at offset ${at}`);
+  });
+
   test('the bundle and the ES modules answer alike: help, a bad option, a connect that times out', async () => {
     const cases: string[][] = [
       ['connect', '--help'],
