@@ -5,12 +5,17 @@
 // manifest the `nattrav` bin checks before it uses them (src/cli/bundle.cts). Without
 // esbuild (a devDependency) no bundle is made and the bin runs the ES modules: slower to
 // start, the same otherwise. Issue 13 item 4; `npm run bench -- --only start` measures it.
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
+/** How long the warm-up connect may take to dial its stand-in broker (a Node start on a busy machine). */
+const WARM_UP_LIMIT_MS = 20_000;
 const cliDir = join(root, 'dist', 'src', 'cli');
 const srcDir = join(root, 'dist', 'src');
 const { BUNDLE_FILE, CACHE_FILE, MANIFEST_FILE, compileBundle, readBundle, stampOf } = createRequire(import.meta.url)(join(cliDir, 'bundle.cjs'));
@@ -82,7 +87,8 @@ const inputs = Object.keys(result.metafile.inputs)
   .filter((path) => path.startsWith(srcDir + sep))
   .map((path) => stampOf(cliDir, relative(cliDir, path)));
 
-// The cache of the bundle as the bin compiles it. Its functions compile lazily at run time as usual.
+// The cache of the bundle as the bin compiles it: first its top level alone, then (warmUp) with
+// the functions `nattrav connect` runs before its first packet; functions not in it compile lazily as usual.
 let cache;
 try {
   const script = compileBundle(bundlePath, readBundle(bundlePath));
@@ -91,5 +97,58 @@ try {
 } catch (err) {
   console.error(`nattrav: no code cache for the CLI bundle (${err instanceof Error ? err.message : String(err)}); it is compiled at each start`);
 }
+if (cache !== undefined) {
+  try {
+    await warmUp(join(cliDir, CACHE_FILE));
+    cache = stampOf(cliDir, CACHE_FILE);
+  } catch (err) {
+    console.error(`nattrav: the CLI's code cache holds its top level only (${err instanceof Error ? err.message : String(err)})`);
+  }
+}
 const manifest = { version: 1, v8: process.versions.v8, bundle: stampOf(cliDir, BUNDLE_FILE), ...(cache === undefined ? {} : { cache }), inputs };
 writeFileSync(join(cliDir, MANIFEST_FILE), `${JSON.stringify(manifest)}\n`);
+
+/**
+ * Runs `nattrav connect` from the bundle (bundle-warm.cjs) against a stand-in broker on 127.0.0.1
+ * that accepts and stays silent, with a temporary HOME and none of the caller's NATTRAV_* or proxy
+ * variables: the default path. When the stand-in has its connection (the first packet), the child
+ * writes the cache to `cacheFile` and exits. Nothing else is reached: the web fallback waits 1.5 s
+ * for a TCP broker that does not refuse.
+ */
+async function warmUp(cacheFile) {
+  const home = mkdtempSync(join(tmpdir(), 'nattrav-bundle-warm-'));
+  const accepted = [];
+  const server = createServer((socket) => accepted.push(socket));
+  let child;
+  let timer;
+  try {
+    await new Promise((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
+    const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^(NATTRAV_|SOCKS_PROXY$|ALL_PROXY$|HTTPS?_PROXY$|NO_PROXY$|NODE_OPTIONS$)/i.test(key)));
+    const args = ['connect', 'nattrav://bundle-warm-up', '--broker', `127.0.0.1:${server.address().port}`];
+    const partial = `${cacheFile}.warm`;
+    child = spawn(process.execPath, [fileURLToPath(new URL('bundle-warm.cjs', import.meta.url)), cliDir, partial, ...args], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      env: { ...env, HOME: home, XDG_CONFIG_HOME: join(home, '.config') },
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    const connected = new Promise((resolve) => server.once('connection', resolve));
+    const first = await Promise.race([
+      connected.then(() => 'connected'),
+      exited.then(() => 'exited'),
+      new Promise((resolve) => (timer = setTimeout(() => resolve('timeout'), WARM_UP_LIMIT_MS))),
+    ]);
+    if (first !== 'connected') throw new Error(`the warm-up connect ${first === 'exited' ? 'exited' : 'timed out'} before dialing: ${stderr.trim()}`);
+    child.send('write');
+    if ((await exited) !== 0) throw new Error(`the warm-up did not write its cache: ${stderr.trim()}`);
+    renameSync(partial, cacheFile);
+  } finally {
+    clearTimeout(timer);
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    for (const socket of accepted) socket.destroy();
+    server.close();
+    rmSync(home, { recursive: true, force: true });
+    rmSync(`${cacheFile}.warm`, { force: true });
+  }
+}
