@@ -16,8 +16,8 @@ import { quantile } from './lab.js';
 
 /** Starts of each kind (CLI and floor, for connect and for listen). */
 const RUNS = { full: 30, quick: 3 };
-/** The compiled CLI (dist/bench/start.js -> dist/src/cli/main.js). */
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+/** The `nattrav` bin as built (dist/bench/start.js -> dist/src/cli/nattrav.cjs): the CLI's bundle when the build made one. */
+const CLI = fileURLToPath(new URL('../src/cli/nattrav.cjs', import.meta.url));
 /** Issue 13: `nattrav connect` reaches its first packet within 150 ms of process start. */
 const TARGET: Target = { op: '<=', value: 150, text: '<= 150 ms from process start' };
 
@@ -112,8 +112,8 @@ export const startBench: Bench = {
   },
 };
 
-// `node dist/bench/start.js [MAIN_JS] [RUNS]`: the same timing for another build's CLI (e.g. an
-// older commit's dist/src/cli/main.js), printed only. Run it under the bench lock too.
+// `node dist/bench/start.js [CLI_JS] [RUNS]`: the same timing for another build's CLI (e.g. an
+// older commit's dist/src/cli/main.js, or this one's main.js: the ES modules without the bundle), printed only. Run it under the bench lock too.
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const cli = process.argv[2] ?? CLI;
   const runs = Number(process.argv[3] ?? RUNS.full);

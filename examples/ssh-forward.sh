@@ -9,7 +9,7 @@
 # that on this machine, then logs in once and runs a command over the forwarded connection.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-nattrav=(node "$here/../dist/src/cli/main.js")
+nattrav=(node "$here/../dist/src/cli/nattrav.cjs")
 work=$(mktemp -d)
 pids=()
 cleanup() {

@@ -12,7 +12,7 @@
  *     }
  *   }
  */
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { ErrorCode, NattravError } from '../errors.js';
 import { NOT_CONFIGURABLE, sectionKey, valueFromFile, type ConfigValues, type OptionSpec } from './config-spec.js';
@@ -53,7 +53,9 @@ function usage(message: string, cause?: unknown): NattravError {
 export async function loadConfig(location: ConfigLocation, specs: readonly OptionSpec[], home: string): Promise<ConfigValues | undefined> {
   let text: string;
   try {
-    text = await readFile(location.path, 'utf8');
+    // Synchronous: a small file (or none), read before a command's first packet, which an
+    // asynchronous read (the thread pool's first job) would delay by a few ms (issue 13 item 4).
+    text = readFileSync(location.path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' && location.source === 'default') return undefined;

@@ -9,8 +9,8 @@ import { ErrorCode, NattravError } from '../errors.js';
 import type { Lab } from './lab.js';
 import type { LabHost } from './types.js';
 
-/** Path of the built CLI entry point. */
-export const CLI_PATH = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+/** Path of the built `nattrav` bin (the package's `bin`): the CLI's bundle when the build made one, else its ES modules. */
+export const CLI_PATH = fileURLToPath(new URL('../cli/nattrav.cjs', import.meta.url));
 
 /** One JSON event printed by the CLI. */
 export type CliEvent = Record<string, unknown> & { event: string };

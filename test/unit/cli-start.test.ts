@@ -57,7 +57,8 @@ async function runLogged(name: string, args: string[], until?: Promise<void>): P
   const log = join(dir, `${name}.modules`);
   const child = spawn(process.execPath, ['--import', MODULE_LOG_HOOK, CLI_PATH, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, HOME: dir, NATTRAV_MODULE_LOG: log, SOCKS_PROXY: '', ALL_PROXY: '', HTTPS_PROXY: '', HTTP_PROXY: '' },
+    // The ES modules, not the bundle (cli-bundle.test.ts), so that each module loaded is seen; the bundle defers the same ones.
+    env: { ...process.env, NATTRAV_BUNDLE: '0', HOME: dir, NATTRAV_MODULE_LOG: log, SOCKS_PROXY: '', ALL_PROXY: '', HTTPS_PROXY: '', HTTP_PROXY: '' },
   });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
