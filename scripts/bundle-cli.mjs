@@ -51,6 +51,8 @@ const ownFileUrls = {
 };
 
 const bundlePath = join(cliDir, BUNDLE_FILE);
+// esbuild's JavaScript without its native binary (an install with --omit=optional, a node_modules
+// from another platform) throws here: that is a missing esbuild too, not a failed build.
 const result = await esbuild.build({
   entryPoints: [join(cliDir, 'main.js')],
   outfile: bundlePath,
@@ -66,6 +68,10 @@ const result = await esbuild.build({
   metafile: true,
   logLevel: 'warning',
   plugins: [ownFileUrls],
+}).catch((err) => {
+  rmSync(bundlePath, { force: true });
+  console.error(`nattrav: esbuild could not run (${err instanceof Error ? err.message.split('\n')[0] : String(err)}), so no CLI bundle: \`nattrav\` runs from its ES modules (about 70 ms slower to start)`);
+  process.exit(0);
 });
 if (result.errors.length > 0) process.exit(1);
 // A vm.Script run from a code cache has no working import(): every import() must be of a bundled module.
@@ -140,8 +146,10 @@ async function warmUp(cacheFile) {
       new Promise((resolve) => (timer = setTimeout(() => resolve('timeout'), WARM_UP_LIMIT_MS))),
     ]);
     if (first !== 'connected') throw new Error(`the warm-up connect ${first === 'exited' ? 'exited' : 'timed out'} before dialing: ${stderr.trim()}`);
+    clearTimeout(timer);
     child.send('write');
-    if ((await exited) !== 0) throw new Error(`the warm-up did not write its cache: ${stderr.trim()}`);
+    const written = await Promise.race([exited, new Promise((resolve) => (timer = setTimeout(() => resolve('timeout'), WARM_UP_LIMIT_MS)))]);
+    if (written !== 0) throw new Error(`the warm-up did not write its cache${written === 'timeout' ? ` within ${WARM_UP_LIMIT_MS} ms` : ''}: ${stderr.trim()}`);
     renameSync(partial, cacheFile);
   } finally {
     clearTimeout(timer);

@@ -431,7 +431,8 @@ export class Rendezvous {
         this.#abandon(attempt, StunErrorCode.ServerError, `round-trip probe failed: ${isNattravError(err) ? err.message : String(err)}`);
         return;
       }
-      if (attempt.state !== 'probing') return;
+      // Gone cold meanwhile (its standby closed): the cold Join concludes it.
+      if (attempt.state !== 'probing' || attempt.recipient !== recipient) return;
     }
     await this.#conclude(attempt, recipient, [rtt, standby.rttMs ?? 0], standby.mapping, initiatorKind);
   }
@@ -544,7 +545,7 @@ export class Rendezvous {
     const recipientProbes = this.#probes.take(attempt.key, 'recipient', recipientSource);
     // With --workers the evidence is the whole broker's: an earlier attempt may have run on another worker.
     const shared = this.#ctx.history === undefined ? undefined : await this.#ctx.history.recent(initiatorSource, attempt.uri, this.#clock.now());
-    if (attempt.state !== 'probing') return;
+    if (attempt.state !== 'probing' || attempt.recipient !== recipient) return;
 
     // Step 6: decide (pure), then act.
     const now = this.#clock.now();

@@ -63,6 +63,7 @@ function pipeLines(channel: DatagramChannel, stop: StopSignals, out: Reporter): 
     const finish = (code: number, why: string): void => {
       if (done) return;
       done = true;
+      process.stdout.off('error', onOutputError);
       lines.close();
       channel.close();
       reportClosed(channel, why, out);
@@ -71,6 +72,11 @@ function pipeLines(channel: DatagramChannel, stop: StopSignals, out: Reporter): 
     let inputEnded = false;
     let peerEnded = false;
     channel.on('message', (msg: Buffer) => process.stdout.write(Buffer.concat([msg, Buffer.from('\n')])));
+    // Our reader went away (`... --udp | head -1`): nothing received can be delivered any more, as pipe.ts does for TCP.
+    function onOutputError(err: Error): void {
+      finish(out.error(new Error(`cannot write to stdout: ${err.message}; the rest of the data was not delivered`)), 'stdout-error');
+    }
+    process.stdout.on('error', onOutputError);
     channel.on('error', (err: Error) => finish(out.error(err), 'broken'));
     // Like TCP: the peer's end stops its datagrams, ours keeps going until our input ends.
     channel.on('end', () => (peerEnded = true));

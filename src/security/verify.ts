@@ -102,6 +102,8 @@ function verifyWithoutAnchors(certificate: string | Uint8Array, options: VerifyP
   // 2. The validity period.
   const notBefore = new Date(cert.validFrom);
   const notAfter = new Date(cert.validTo);
+  // node:crypto gives "Bad time value" for a time it cannot read: no validity, no certificate.
+  if (Number.isNaN(notBefore.getTime()) || Number.isNaN(notAfter.getTime())) throw tlsError(`certificate of ${uri} has a validity period that cannot be read`);
   if (now.getTime() > notAfter.getTime()) throw tlsError(`certificate of ${uri} expired on ${notAfter.toISOString()}`);
   if (now.getTime() < notBefore.getTime()) throw tlsError(`certificate of ${uri} is not valid before ${notBefore.toISOString()}`);
 

@@ -66,6 +66,22 @@ test('connect --udp to listen --udp --echo: every line comes back before the exi
   assert.deepEqual(client.stdout.split('\n').filter((line) => line !== ''), lines);
 });
 
+test('connect --udp whose reader went away (`| head -1`): the next datagram ends it with exit 1, naming stdout', { timeout: 60_000 }, async (t) => {
+  const { broker, address } = await startBroker();
+  t.after(() => broker.close());
+  const listener = cli(['listen', 'nattrav://cli-dgram-gone', '--udp', '--broker', address, '--json']);
+  t.after(() => listener.child.kill('SIGTERM'));
+  await listener.waitForEvent('registered', 15_000);
+  const client = cli(['connect', 'nattrav://cli-dgram-gone', '--udp', '--broker', address, '--json']);
+  await client.waitForEvent('connected', 15_000);
+  await listener.waitForEvent('accepted', 15_000);
+  client.child.stdout?.destroy();
+  listener.write('nobody reads this\n');
+  assert.equal(await client.exited, 1, client.stderr);
+  assert.match(client.stderr, /cannot write to stdout: .*the rest of the data was not delivered/);
+  assert.match(client.stderr, /"reason":"stdout-error"/);
+});
+
 test('--udp with --expect-key or --socks5 is refused with exit 2 and says why', async () => {
   const pinned = cli(['connect', 'nattrav://x', '--udp', '--broker', '127.0.0.1:9', '--expect-key', 'a'.repeat(52)]);
   assert.equal(await pinned.exited, 2);

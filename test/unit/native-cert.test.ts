@@ -141,6 +141,19 @@ describe('verifying without trust anchors gives what the library gives', () => {
     assert.equal(compared, 60);
   });
 
+  test('a validity time node:crypto cannot read (month 13) is refused, as the library refuses it', async () => {
+    const key = generateKeyPair('ed25519');
+    const uri = selfCertifyingUri(key.spki);
+    const der = Buffer.from(new X509Certificate(nativeSelfSignedCertificate({ key, uri, notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + DAY_MS) })).raw);
+    // The second UTCTime (tag 0x17, 13 bytes) is notAfter.
+    const first = der.indexOf(Buffer.of(0x17, 0x0d));
+    const second = der.indexOf(Buffer.of(0x17, 0x0d), first + 2);
+    der.write('991399999999Z', second + 2, 'ascii');
+    for (const run of [() => verifyPeerCertificate(der, { trust: [] }), () => verifyWithAnchors(der, { trust: [] })]) {
+      await assert.rejects(run(), (err: unknown) => (err as { code?: string }).code === 'ERR_TLS');
+    }
+  });
+
   test('garbage is refused as unparseable, naming the peer\'s certificate', async () => {
     await assert.rejects(verifyPeerCertificate(Buffer.from('30050102', 'hex'), { trust: [] }), (err: unknown) => (err as { code?: string }).code === 'ERR_TLS' && /could not parse the peer's certificate/.test((err as Error).message));
   });
