@@ -37,6 +37,7 @@
  */
 import type { Socket } from 'node:net';
 import { readOneMessage } from './sockets.js';
+import { openHelloCertificate, sealHelloCertificate } from '../security/attempt-secret.js';
 import { ErrorCode, NattravError } from '../errors.js';
 import type { StrategyName } from '../nat/strategy.js';
 import { encodeMessage, verifyMessageIntegritySha256 } from '../wire/codec.js';
@@ -129,7 +130,8 @@ function initiatorProof(attempt: HelloAttempt, way: InitiatorHello, certificate:
   addU32(hello, AttrType.Security, certificate === undefined ? WIRE_MODE[way] : way === 'tls-answered' ? SecurityMode.TlsAnsweredCertified : SecurityMode.TlsFlightCertified);
   // Older recipients read the answered Hello without ROLE; the new values are new to them anyway.
   if (way !== 'tls-answered' || certificate !== undefined) addRole(hello, 'initiator');
-  if (certificate !== undefined) addInitiatorCertificate(hello, certificate);
+  // Sealed: the Hello is in the clear, and may reach a host that is not the recipient.
+  if (certificate !== undefined) addInitiatorCertificate(hello, sealHelloCertificate(attempt.attemptSecret, attempt.attemptId, certificate));
   return hello;
 }
 
@@ -218,8 +220,10 @@ export async function helloAsRecipient(socket: Socket, attempt: HelloAttempt, si
     throw new NattravError(ErrorCode.Protocol, 'the initiator runs a nattrav older than the plain proofs without a round trip: upgrade it (or use TLS on both sides)');
   }
   if (theirs === SecurityMode.TlsFlightCertified || theirs === SecurityMode.TlsAnsweredCertified) {
-    const certificate = getInitiatorCertificate(hello);
-    if (certificate === undefined) throw new NattravError(ErrorCode.Protocol, 'the initiator announced its certificate in the Hello (SECURITY tls-flight-certified or tls-answered-certified) but sent none');
+    const sealed = getInitiatorCertificate(hello);
+    if (sealed === undefined) throw new NattravError(ErrorCode.Protocol, 'the initiator announced its certificate in the Hello (SECURITY tls-flight-certified or tls-answered-certified) but sent none');
+    const certificate = openHelloCertificate(attempt.attemptSecret, attempt.attemptId, sealed);
+    if (certificate === undefined) throw new NattravError(ErrorCode.Protocol, 'the certificate in the initiator\'s Hello is not sealed under this attempt\'s secret');
     helloCertificates.set(socket, certificate);
   }
   if (theirs === SecurityMode.Tls || theirs === SecurityMode.TlsAnsweredCertified) socket.write(sealed(hello.successResponse(), attempt));

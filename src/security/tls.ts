@@ -89,7 +89,7 @@ export interface SecureConnection {
 
 /** The time for handshake, certificate checks and confirmation: a few round trips even on a slow relayed path. */
 export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
-/** Only TLS 1.3: both ends are nattrav, and 1.3 encrypts the certificates. */
+/** Only TLS 1.3: both ends are nattrav, and 1.3 encrypts the certificates (the initiator's in its Hello is sealed under the attempt secret, peer/hello.ts). */
 const TLS_VERSION = 'TLSv1.3';
 /** The ALPN protocol name, so a nattrav TLS connection cannot be mistaken for another protocol's. */
 export const NATTRAV_ALPN = 'nattrav/1';

@@ -197,9 +197,10 @@ export const AttrType = {
    */
   FamilyOnly: 0x4e21,
   /**
-   * nattrav: in a Hello with SECURITY tls-flight-certified or tls-answered-certified, the initiator's TLS certificate (DER,
-   * at most {@link MAX_HELLO_CERTIFICATE_BYTES}): the recipient checks it (and its allow-list)
-   * before its TLS answer, so no confirmation round trip follows TLS (peer/hello.ts).
+   * nattrav: in a Hello with SECURITY tls-flight-certified or tls-answered-certified, the initiator's TLS certificate
+   * (DER, at most {@link MAX_HELLO_CERTIFICATE_BYTES}), sealed under the attempt secret (AES-256-GCM:
+   * 12-byte nonce, ciphertext, 16-byte tag; security/attempt-secret.ts): the recipient checks it (and
+   * its allow-list) before its TLS answer, so no confirmation round trip follows TLS (peer/hello.ts).
    */
   InitiatorCertificate: 0x4e22,
   /**
@@ -359,6 +360,9 @@ export const SecurityMode = {
  * The Hello must stay within {@link MAX_MESSAGE_LENGTH} with its other attributes.
  */
 export const MAX_HELLO_CERTIFICATE_BYTES = 3_072;
+
+/** nattrav: what sealing adds to the certificate in INITIATOR-CERTIFICATE (nonce and tag), in bytes. */
+export const HELLO_CERTIFICATE_SEAL_BYTES = 28;
 
 /** nattrav: the length of PEER-KEY (base32 of a SHA-256 digest, unpadded). */
 export const KEY_FINGERPRINT_LENGTH = 52;

@@ -7,6 +7,7 @@
 import {
   ATTEMPT_ID_LENGTH,
   AttrType,
+  HELLO_CERTIFICATE_SEAL_BYTES,
   MAX_HELLO_CERTIFICATE_BYTES,
   MAX_PRIVATE_ENDPOINTS,
   MAX_SOFTWARE_BYTES,
@@ -225,17 +226,23 @@ export function addPeerKey(msg: StunMessage, fingerprint: string): StunMessage {
   return msg.add(AttrType.PeerKey, encodeText(fingerprint, KEY_FINGERPRINT_LENGTH, 'PEER-KEY'));
 }
 
-/** INITIATOR-CERTIFICATE (nattrav): the initiator's certificate (DER) in its Hello, non-empty and at most {@link MAX_HELLO_CERTIFICATE_BYTES} (a copy). */
+/** The lengths INITIATOR-CERTIFICATE may have: a sealed certificate of 1 to {@link MAX_HELLO_CERTIFICATE_BYTES} bytes. */
+const SEALED_CERTIFICATE_MIN = 1 + HELLO_CERTIFICATE_SEAL_BYTES;
+const SEALED_CERTIFICATE_MAX = MAX_HELLO_CERTIFICATE_BYTES + HELLO_CERTIFICATE_SEAL_BYTES;
+
+/** INITIATOR-CERTIFICATE (nattrav): the initiator's sealed certificate in its Hello, of a length a sealed certificate can have (a copy). */
 export function getInitiatorCertificate(msg: StunMessage): Uint8Array | undefined {
   return decodeIfPresent(msg, AttrType.InitiatorCertificate, (v) => {
-    if (v.length === 0 || v.length > MAX_HELLO_CERTIFICATE_BYTES) throw malformed(`INITIATOR-CERTIFICATE is ${v.length} bytes, not 1 to ${MAX_HELLO_CERTIFICATE_BYTES}`);
+    if (v.length < SEALED_CERTIFICATE_MIN || v.length > SEALED_CERTIFICATE_MAX) throw malformed(`INITIATOR-CERTIFICATE is ${v.length} bytes, not ${SEALED_CERTIFICATE_MIN} to ${SEALED_CERTIFICATE_MAX}`);
     return Uint8Array.from(v);
   });
 }
 
-/** Adds INITIATOR-CERTIFICATE; throws InvalidArgument when `der` is empty or over {@link MAX_HELLO_CERTIFICATE_BYTES}. */
-export function addInitiatorCertificate(msg: StunMessage, der: Uint8Array): StunMessage {
-  checkBytes(der, 'initiator certificate');
-  if (der.length === 0 || der.length > MAX_HELLO_CERTIFICATE_BYTES) throw invalidArgument(`the initiator certificate must be 1 to ${MAX_HELLO_CERTIFICATE_BYTES} bytes, got ${der.length}`);
-  return msg.add(AttrType.InitiatorCertificate, Uint8Array.from(der));
+/** Adds INITIATOR-CERTIFICATE (`sealed`: security/attempt-secret.ts sealHelloCertificate); throws InvalidArgument when it cannot be a sealed certificate. */
+export function addInitiatorCertificate(msg: StunMessage, sealed: Uint8Array): StunMessage {
+  checkBytes(sealed, 'sealed initiator certificate');
+  if (sealed.length < SEALED_CERTIFICATE_MIN || sealed.length > SEALED_CERTIFICATE_MAX) {
+    throw invalidArgument(`the sealed initiator certificate must be ${SEALED_CERTIFICATE_MIN} to ${SEALED_CERTIFICATE_MAX} bytes, got ${sealed.length}`);
+  }
+  return msg.add(AttrType.InitiatorCertificate, Uint8Array.from(sealed));
 }

@@ -18,12 +18,12 @@ import { ErrorCode } from '../../src/errors.js';
 import { helloAsInitiator, helloAsRecipient, helloCertificateOf, sentHelloCertificate, type HelloAttempt } from '../../src/peer/hello.js';
 import { explainTlsFlightFailure } from '../../src/peer/secure.js';
 import { readOneMessage } from '../../src/peer/sockets.js';
-import { newAttemptSecret } from '../../src/security/attempt-secret.js';
+import { newAttemptSecret, openHelloCertificate } from '../../src/security/attempt-secret.js';
 import { createCa, issueCertificate } from '../../src/security/ca.js';
 import { checkedIdentity, newSelfCertifyingIdentity, type Identity } from '../../src/security/identity.js';
 import { ADMITTED_ALPN, NATTRAV_ALPN, REFUSED_ALPN, secureConnection, type SecureConnection, type SecureConnectionOptions } from '../../src/security/tls.js';
 import { decodeMessage, encodeMessage } from '../../src/wire/codec.js';
-import { ATTEMPT_ID_LENGTH, AttrType, MAX_HELLO_CERTIFICATE_BYTES, Method, SecurityMode } from '../../src/wire/constants.js';
+import { ATTEMPT_ID_LENGTH, AttrType, HELLO_CERTIFICATE_SEAL_BYTES, MAX_HELLO_CERTIFICATE_BYTES, Method, SecurityMode } from '../../src/wire/constants.js';
 import { StunMessage } from '../../src/wire/message.js';
 import { addAttemptId, addInitiatorCertificate, addRole, addU32, getInitiatorCertificate, getSecurityMode } from '../../src/wire/nattrav.js';
 import { quietSocketPair, until } from '../helpers/loopback.js';
@@ -81,20 +81,42 @@ describe('the certified flight', () => {
     return { a, b, initiator: client, recipient: server, order };
   }
 
-  test('INITIATOR-CERTIFICATE 0x4e22 with SECURITY 4 in the Hello; empty or over MAX_HELLO_CERTIFICATE_BYTES is refused by name', async () => {
+  test('INITIATOR-CERTIFICATE 0x4e22 with SECURITY 4 in the Hello, sealed under the attempt secret (the DER is not on the wire); bad lengths are refused by name', async () => {
     assert.equal(AttrType.InitiatorCertificate, 0x4e22);
     assert.equal(SecurityMode.TlsFlightCertified, 4);
     assert.equal(SecurityMode.TlsAnsweredCertified, 5);
     const { a, b } = await pair();
     const attempt = newAttempt();
     await helloAsInitiator(a, attempt, signal(), 'tls-flight', der(alice));
+    await until(() => b.readableLength > 0, 5_000, 'the Hello');
+    const bytes = b.read() as Buffer;
+    b.unshift(bytes);
+    assert.equal(bytes.includes(Buffer.from(der(alice))), false, 'the certificate is not in the clear');
+    assert.equal(bytes.includes(Buffer.from(alice.uri)), false, 'nor the initiator\'s URI');
     const hello = await readOneMessage(b, signal());
     assert.equal(getSecurityMode(hello), SecurityMode.TlsFlightCertified);
-    assert.deepEqual(Buffer.from(getInitiatorCertificate(hello) ?? []), Buffer.from(der(alice)));
-    assert.throws(() => addInitiatorCertificate(StunMessage.request(Method.Hello), new Uint8Array(0)), /initiator certificate must be 1 to 3072 bytes, got 0/);
-    assert.throws(() => addInitiatorCertificate(StunMessage.request(Method.Hello), new Uint8Array(MAX_HELLO_CERTIFICATE_BYTES + 1)), /got 3073/);
+    const sealed = getInitiatorCertificate(hello) ?? new Uint8Array();
+    assert.equal(sealed.length, der(alice).length + HELLO_CERTIFICATE_SEAL_BYTES);
+    assert.deepEqual(openHelloCertificate(attempt.attemptSecret, attempt.attemptId, sealed), Buffer.from(der(alice)));
+    assert.equal(openHelloCertificate(newAttemptSecret(), attempt.attemptId, sealed), undefined, 'another secret cannot open it');
+    assert.throws(() => addInitiatorCertificate(StunMessage.request(Method.Hello), new Uint8Array(28)), /sealed initiator certificate must be 29 to 3100 bytes, got 28/);
+    assert.throws(() => addInitiatorCertificate(StunMessage.request(Method.Hello), new Uint8Array(MAX_HELLO_CERTIFICATE_BYTES + HELLO_CERTIFICATE_SEAL_BYTES + 1)), /got 3101/);
     const empty = Buffer.from(`011100042112a442${'00'.repeat(12)}4e220000`, 'hex');
-    assert.throws(() => getInitiatorCertificate(decodeMessage(empty)), /INITIATOR-CERTIFICATE is 0 bytes, not 1 to 3072/);
+    assert.throws(() => getInitiatorCertificate(decodeMessage(empty)), /INITIATOR-CERTIFICATE is 0 bytes, not 29 to 3100/);
+  });
+
+  test('a certificate not sealed under the attempt secret (but the Hello\'s integrity is): refused, naming it', async () => {
+    const { a, b } = await pair();
+    const attempt = newAttempt();
+    const hello = StunMessage.request(Method.Hello);
+    addAttemptId(hello, attempt.attemptId);
+    addU32(hello, AttrType.Security, SecurityMode.TlsFlightCertified);
+    addRole(hello, 'initiator');
+    addInitiatorCertificate(hello, randomBytes(200));
+    a.write(encodeMessage(hello, { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
+    const refused = await rejection(helloAsRecipient(b, attempt, signal(), true));
+    assert.equal(refused.code, ErrorCode.Protocol);
+    assert.match(refused.message, /the certificate in the initiator's Hello is not sealed under this attempt's secret/);
   });
 
   test('a certificate over the limit: the Hello goes without it (SECURITY tls-flight), and TLS keeps the confirmation', async () => {
