@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { toTransportAddress, type HostPort } from '../common/endpoint.js';
 import { startPhase } from '../common/signal.js';
+import { ErrorCode, NattravError } from '../errors.js';
 import type { StunMessage } from '../wire/message.js';
 import type { Dialer } from './dialer.js';
 import { runExchange, type ExchangeResult } from './exchange.js';
@@ -63,6 +64,8 @@ export interface AttemptParams extends BaseAttemptParams {
    * none given) runs the Hello without it.
    */
   readonly helloCertificate?: () => Promise<Uint8Array | undefined>;
+  /** Initiator: the recipient closed on a Hello that carried our certificate (an older recipient, which does not know it). */
+  readonly onCertifiedHelloClosed?: () => void;
   /** The recipient's listener on its gateway-mapped port (path `portmap`), when it holds a mapping. */
   readonly mappedInbound?: MappedInbound;
   /** The recipient's BIND at its SOCKS5 proxy (path `socks5-bind`), when it holds one. */
@@ -161,7 +164,13 @@ export async function runAttempt(params: AttemptParams): Promise<NattravSocket> 
         hello === undefined
           ? helloAsRecipient(candidate, exchange, phase.signal, params.tls)
           : hello !== 'plain' && params.helloCertificate !== undefined
-            ? params.helloCertificate().then((certificate) => helloAsInitiator(candidate, exchange, phase.signal, hello, certificate))
+            ? params.helloCertificate().then((certificate) =>
+                helloAsInitiator(candidate, exchange, phase.signal, hello, certificate).catch((err: unknown) => {
+                  // Closed on our certified (answered) Hello: an older recipient, which does not know it.
+                  if (certificate !== undefined && err instanceof NattravError && err.code === ErrorCode.Closed) params.onCertifiedHelloClosed?.();
+                  throw err;
+                }),
+              )
             : helloAsInitiator(candidate, exchange, phase.signal, hello),
     });
   } catch (err) {

@@ -14,6 +14,7 @@ import { ATTEMPT_ID_LENGTH, AttrType, Method } from '../wire/constants.js';
 import { StunMessage } from '../wire/message.js';
 import { addAttemptId, addU32, addUri } from '../wire/nattrav.js';
 import { brokerPeerKeyOf, runAttempt } from './attempt.js';
+import { sentHelloCertificate } from './hello.js';
 import { checkFingerprint, defaultKnownKeysFile, expectedKey, readKnownKeys, rememberKey, type ExpectedKey } from '../security/known-keys.js';
 import { uriKeyFingerprint } from '../security/uri.js';
 import { handOver, type NattravSocket, type StrategyTrace } from './info.js';
@@ -130,6 +131,10 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
     throw whole.signal.aborted ? stopped() : err;
   }
   let current = 0;
+  // Our Hello carries our certificate (hello.ts) until a recipient closes on it, as one older than
+  // that Hello does: then the next attempt sends the Hello without it, and TLS confirms as before.
+  let certify = true;
+  let retryUncertified = false;
   // Through a proxy, strategies that need our own sockets are claimed failed up front: the broker plans what can work.
   const failed = new Set<StrategyName>(unusableStrategies(dialer));
   const trace: StrategyTrace[] = [];
@@ -142,7 +147,15 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
         const socket = await runAttempt({
           broker: dialTo(targets, current), request, attemptId, role: 'initiator', uri, tls: tlsWanted !== undefined, signal: whole.signal, exchangeTimeoutMs, punchTimeoutMs, started, attempt, trace,
           recipientKeyChecked: (exchange) => keyChecked || exchange.peerKeyFingerprint !== undefined,
-          ...(tlsWanted === undefined ? {} : { helloCertificate: () => helloCertificate((tlsReady ??= tlsSettings(tlsWanted))) }),
+          ...(tlsWanted === undefined
+            ? {}
+            : {
+                helloCertificate: () => (certify ? helloCertificate((tlsReady ??= tlsSettings(tlsWanted))) : Promise.resolve(undefined)),
+                onCertifiedHelloClosed: () => {
+                  certify = false;
+                  retryUncertified = true;
+                },
+              }),
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           dialer: reach,
           onTrace: (event) => {
@@ -174,11 +187,21 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
           return handOver(secured);
         } catch (err) {
           socket.destroy();
+          if (certify && sentHelloCertificate(socket) && secureModule?.closedDuringTls(err) === true) {
+            certify = false;
+            retryUncertified = true;
+          }
           throw err;
         }
       } catch (err) {
         if (whole.signal.aborted) throw withTrace(stopped(), trace);
         const error = isNattravError(err) ? err : new NattravError(ErrorCode.ConnectFailed, String(err), { cause: err });
+        if (retryUncertified) {
+          // The recipient closed on our certified Hello (an older nattrav): the same plan again, the Hello without it.
+          retryUncertified = false;
+          lastError = error;
+          continue;
+        }
         // Unreachable, or accepting and never answering (hung, stopped, overloaded): the broker, not the path, failed.
         if (brokerFailed(error, (err as { strategy?: StrategyName }).strategy) && current + 1 < targets.length) {
           // This broker does not answer: the next one of the cluster gets the same attempt.

@@ -89,7 +89,7 @@ const certifiedFlights = new WeakSet<Socket>();
 const helloCertificates = new WeakMap<Socket, Uint8Array>();
 
 /** What a recipient running nattrav before these Hellos does with one: it does not know their SECURITY and closes. */
-export const OLDER_RECIPIENT = 'a recipient running a nattrav older than the Hello without a round trip closes on it: upgrade it';
+export const OLDER_RECIPIENT = 'a recipient running an older nattrav closes on a Hello it does not know: upgrade it';
 
 /** True when `socket`'s Hello announced the TLS flight: a failed TLS handshake on it is explained by secure.ts. */
 export function sentTlsFlight(socket: Socket): boolean {
@@ -152,7 +152,8 @@ export async function helloAsInitiator(socket: Socket, attempt: HelloAttempt, si
     return;
   }
   const answer = await readOneMessage(socket, signal).catch((err: unknown) => {
-    throw way === 'plain' && err instanceof NattravError && err.code === ErrorCode.Closed ? new NattravError(ErrorCode.Closed, `${err.message} (${OLDER_RECIPIENT})`, { cause: err }) : err;
+    const unknownToOlder = way === 'plain' || certified !== undefined;
+    throw unknownToOlder && err instanceof NattravError && err.code === ErrorCode.Closed ? new NattravError(ErrorCode.Closed, `${err.message} (${OLDER_RECIPIENT})`, { cause: err }) : err;
   });
   // Only a peer the broker told the secret to can write integrity under it.
   if (!verifyMessageIntegritySha256(answer, attempt.attemptSecret)) {

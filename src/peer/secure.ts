@@ -69,6 +69,11 @@ export async function secure(
   );
 }
 
+/** True when `err` says the peer closed during the TLS handshake (or before its confirmation), explained or not. */
+export function closedDuringTls(err: unknown): boolean {
+  return err instanceof NattravError && err.code === ErrorCode.Tls && err.message.startsWith(PEER_CLOSED);
+}
+
 /** TLS errors (Node's codes) that mean the peer answered with bytes that are no TLS record. */
 const NOT_TLS_RECORD: ReadonlySet<string> = new Set(['ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_SSL_PACKET_LENGTH_TOO_LONG']);
 

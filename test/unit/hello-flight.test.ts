@@ -247,7 +247,7 @@ describe('the Hello without its own round trip', () => {
       void readOneMessage(b, signal()).then(() => b.destroy());
       const result = way === 'plain' ? await failure(helloAsInitiator(a, attempt, signal(), way)) : await helloAsInitiator(a, attempt, signal(), way).then(() => failure(tlsClient(a)));
       const message = way === 'plain' ? result.message : (explainTlsFlightFailure(result.error) as Error).message;
-      assert.match(message, /older than the Hello without a round trip closes on it: upgrade it/, way);
+      assert.match(message, /an older nattrav closes on a Hello it does not know: upgrade it/, way);
     }
   });
 

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ErrorCode } from '../../src/errors.js';
 import { helloAsInitiator, helloAsRecipient, helloCertificateOf, sentHelloCertificate, type HelloAttempt } from '../../src/peer/hello.js';
-import { explainTlsFlightFailure } from '../../src/peer/secure.js';
+import { closedDuringTls, explainTlsFlightFailure } from '../../src/peer/secure.js';
 import { readOneMessage } from '../../src/peer/sockets.js';
 import { newAttemptSecret, openHelloCertificate } from '../../src/security/attempt-secret.js';
 import { createCa, issueCertificate } from '../../src/security/ca.js';
@@ -262,7 +262,16 @@ describe('the certified flight', () => {
       () => assert.fail('expected a failure'),
       (err: unknown) => explainTlsFlightFailure(err) as Error,
     );
-    assert.match(failed.message, /older than the Hello without a round trip closes on it: upgrade it/);
+    assert.match(failed.message, /an older nattrav closes on a Hello it does not know: upgrade it/);
+    assert.equal(closedDuringTls(failed), true, 'connect() retries such an attempt without the certificate');
+  });
+
+  test('an older recipient closes on SECURITY 5 (the answered Hello with the certificate): the Hello fails as closed, saying to upgrade it', async () => {
+    const { a, b } = await pair();
+    void readOneMessage(b, signal()).then(() => b.destroy());
+    const failed = await rejection(helloAsInitiator(a, newAttempt(), signal(), 'tls-answered', der(alice)));
+    assert.equal(failed.code, ErrorCode.Closed);
+    assert.match(failed.message, /an older nattrav closes on a Hello it does not know: upgrade it/);
   });
 
   test('REFUSED_ALPN followed by a confirmation is a protocol error, not a connection', async () => {
