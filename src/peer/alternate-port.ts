@@ -26,6 +26,11 @@ export function alternatePortOf(broker: HostPort): number {
   return alternatePorts.get(`${broker.host}:${broker.port}`) ?? broker.port + 1;
 }
 
+/** True when `broker` has announced its alternate port to us (else {@link alternatePortOf} is a guess). */
+export function knowsAlternatePort(broker: HostPort): boolean {
+  return alternatePorts.has(`${broker.host}:${broker.port}`);
+}
+
 /** Remembers the alternate port `message` from `broker` announces (ALTERNATE-PORT), if it has a valid one; returns it. */
 export function learnAlternatePort(broker: HostPort, message: StunMessage): number | undefined {
   const port = getU32Attr(message, AttrType.AlternatePort);

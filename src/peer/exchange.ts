@@ -12,7 +12,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { claimUnusable, DIRECT_DIALER, handshakeMsOf, type Dialer } from './dialer.js';
 import { connect as connectTls } from 'node:tls';
 import { readOneMessage } from './sockets.js';
-import { alternatePortOf, learnAlternatePort } from './alternate-port.js';
+import { alternatePortOf, knowsAlternatePort, learnAlternatePort } from './alternate-port.js';
 import { localEndpoints, formatEndpoint, type HostPort, toTransportAddress } from '../common/endpoint.js';
 import { abortError } from '../common/signal.js';
 import { StunChannel } from '../common/stun-channel.js';
@@ -102,8 +102,10 @@ export async function runExchange(
   if (identity.role === 'initiator' && probeKey !== undefined) request.add(AttrType.MappingKey, probeKey);
   const raw = await dialer.dial(broker, signal);
   // Our TCP handshake is the round trip the broker schedules with (CONNECT-RTT): no Probe needed.
+  // A recipient sends it only to a broker whose alternate port it knows: the Probe is also where a
+  // broker it never registered with (a cluster's JOIN-AT) tells it, in time for its mapping probe.
   const handshake = handshakeMsOf(raw);
-  if (handshake !== undefined) addU32(request, AttrType.ConnectRtt, Math.max(1, Math.round(handshake)));
+  if (handshake !== undefined && (identity.role === 'initiator' || knowsAlternatePort(broker))) addU32(request, AttrType.ConnectRtt, Math.max(1, Math.round(handshake)));
   const socket = brokerCa === undefined ? raw : await secureBrokerConnection(raw, broker, brokerCa, signal);
   if (identity.role === 'initiator') claimUnusable(request, dialer);
   // One more connection from the same local port to the broker's alternate port (as

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { BrokerEvent } from '../../src/broker/events.js';
 import { connect } from '../../src/peer/connect.js';
-import { alternatePortOf, rememberAlternatePort } from '../../src/peer/alternate-port.js';
+import { alternatePortOf, knowsAlternatePort, rememberAlternatePort } from '../../src/peer/alternate-port.js';
 import { startBroker, startRecipient } from '../helpers/loopback.js';
 
 const keyDir = mkdtempSync(join(tmpdir(), 'nattrav-altport-'));
@@ -40,6 +40,8 @@ describe('the broker announces its alternate port', () => {
     const target = { host: host as string, port: Number(port) };
     assert.notEqual(alternatePort, target.port + 1);
     assert.equal(alternatePortOf(target), target.port + 1, 'nothing announced yet: port + 1');
+    // Until then a recipient's Join carries no CONNECT-RTT, so the broker's Probe tells it the port.
+    assert.equal(knowsAlternatePort(target), false);
     const scheduled: Array<Extract<BrokerEvent, { type: 'scheduled' }>> = [];
     broker.on('event', (event: BrokerEvent) => {
       if (event.type === 'scheduled') scheduled.push(event);
@@ -47,6 +49,7 @@ describe('the broker announces its alternate port', () => {
     const { server } = await startRecipient(address, 'nattrav://alt', { keyDir });
     closers.push(() => server.close());
     assert.equal(alternatePortOf(target), alternatePort, 'the registration answer announced it');
+    assert.equal(knowsAlternatePort(target), true);
 
     // Both peers (one process here) guess port + 1, as a peer new to this broker does.
     rememberAlternatePort(target, target.port + 1);
