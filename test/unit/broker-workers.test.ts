@@ -58,10 +58,17 @@ async function startWorkers(extra: string[] = []): Promise<{ proc: CliProcess; a
   return { proc, address: `127.0.0.1:${String(listening.port)}`, pids: workers.pids as number[] };
 }
 
+/** How long a stopped broker and its workers may take to exit (a hang fails the test, with the broker's log, instead of holding the suite). */
+const STOP_LIMIT_MS = 30_000;
+
 /** SIGTERM, exit 143, and the primary's count of cross-worker traffic. */
 async function stopWorkers(proc: CliProcess): Promise<Record<string, number>> {
   proc.child.kill('SIGTERM');
-  assert.equal(await proc.exited, 143, `the broker's exit; its stderr ends:\n${proc.stderr.slice(-3000)}`);
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), STOP_LIMIT_MS)));
+  const code = await Promise.race([proc.exited, limit]).finally(() => clearTimeout(timer));
+  if (code === 'hung') proc.child.kill('SIGKILL');
+  assert.equal(code, 143, `the broker's exit (hung: still running ${STOP_LIMIT_MS} ms after SIGTERM); its stderr ends:\n${proc.stderr.slice(-3000)}`);
   const stopped = proc.events.find((e: CliEvent) => e.event === 'workers-stopped');
   assert.ok(stopped !== undefined, `no workers-stopped event in:\n${proc.stderr}`);
   return stopped.routed as Record<string, number>;
