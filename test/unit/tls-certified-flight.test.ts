@@ -169,16 +169,22 @@ describe('the certified flight', () => {
     assert.equal(getInitiatorCertificate(hello), undefined);
   });
 
-  test('the initiator does not wait: a recipient that answers by ALPN and then stays silent still gives it its connection', async () => {
+  /** The initiator's certified flight on one end; on the other, after the Hello, a bare TLS server (no nattrav logic) that selects `alpn`. */
+  async function againstBareServer(alpn: string): Promise<{ client: Promise<SecureConnection>; server: TLSSocket }> {
     const { a, b } = await pair();
     const attempt = newAttempt();
     await helloAsInitiator(a, attempt, signal(), 'tls-flight', der(alice));
     const client = secureConnection(a, { role: 'initiator', identity: alice, expectedPeerUri: bob.uri, certifiedFlight: true, signal: signal() });
     await helloAsRecipient(b, attempt, signal(), true);
-    // A bare TLS server that admits by ALPN and never writes application data (no confirmation).
-    const silent = new TLSSocket(b, { isServer: true, secureContext: createSecureContext({ key: bob.keyPem, cert: bob.certPem }), requestCert: true, rejectUnauthorized: false, ALPNProtocols: [ADMITTED_ALPN] });
-    silent.on('error', () => undefined);
-    closers.push(() => silent.destroy());
+    const server = new TLSSocket(b, { isServer: true, secureContext: createSecureContext({ key: bob.keyPem, cert: bob.certPem }), requestCert: true, rejectUnauthorized: false, ALPNProtocols: [alpn] });
+    server.on('error', () => undefined);
+    closers.push(() => server.destroy());
+    return { client, server };
+  }
+
+  test('the initiator does not wait: a recipient that answers by ALPN and then stays silent still gives it its connection', async () => {
+    // It admits by ALPN and never writes application data (no confirmation).
+    const { client } = await againstBareServer(ADMITTED_ALPN);
     const connection = await client;
     assert.equal(connection.peerUri, bob.uri);
     connection.socket.destroy();
@@ -275,15 +281,8 @@ describe('the certified flight', () => {
   });
 
   test('REFUSED_ALPN followed by a confirmation is a protocol error, not a connection', async () => {
-    const { a, b } = await pair();
-    const attempt = newAttempt();
-    await helloAsInitiator(a, attempt, signal(), 'tls-flight', der(alice));
-    const client = secureConnection(a, { role: 'initiator', identity: alice, expectedPeerUri: bob.uri, certifiedFlight: true, signal: signal() });
-    await helloAsRecipient(b, attempt, signal(), true);
-    const liar = new TLSSocket(b, { isServer: true, secureContext: createSecureContext({ key: bob.keyPem, cert: bob.certPem }), requestCert: true, rejectUnauthorized: false, ALPNProtocols: [REFUSED_ALPN] });
-    liar.on('error', () => undefined);
+    const { client, server: liar } = await againstBareServer(REFUSED_ALPN);
     liar.on('secure', () => liar.write(Buffer.of(0x06)));
-    closers.push(() => liar.destroy());
     const failed = await rejection(client);
     assert.equal(failed.code, ErrorCode.Protocol);
     assert.match(failed.message, /announced a refusal and then confirmed/);
