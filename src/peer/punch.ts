@@ -17,6 +17,30 @@ import type { TransportAddress } from '../wire/types.js';
 /** After a RST (the far side's SYN not sent yet, or a NAT answering), try the same port again this soon. */
 const REFUSED_RETRY_MS = 100;
 
+/**
+ * After a refusal, how long a NATed recipient accepts on its port before it dials again, in ms:
+ * three of the initiator's redial periods ({@link REFUSED_RETRY_MS}), so its next SYN finds the
+ * listener even when a busy machine runs its timer late; short, because behind a filtering NAT
+ * no SYN reaches a listener and the meeting waits for our next dial.
+ */
+const REFUSAL_LISTEN_MS = 3 * REFUSED_RETRY_MS;
+
+/**
+ * What a side does after its SYN was refused (a RST from the peer's host: the peer's NAT lets
+ * our SYNs through, and the peer's socket was not connecting at that moment).
+ * - `redial`: connect again after {@link REFUSED_RETRY_MS} (the initiator: it always dials).
+ * - `listen`: accept the peer's SYN on our port until the punch ends (a recipient without a NAT:
+ *   the initiator's SYNs reach it whatever happens).
+ * - `listen-awhile`: accept for {@link REFUSAL_LISTEN_MS}, then dial again, and so on (a
+ *   recipient behind a NAT). Two hosts that both answer the other's early SYN with a RST (no
+ *   NAT, a full cone, a restricted cone that has sent to the other) otherwise refuse each other
+ *   in lockstep: each redials while the other sleeps, until the time limit. The RST as the
+ *   first answer removed our own NAT's conntrack entry, so a listener's SYN/ACK is a valid
+ *   answer to the new inbound flow. Behind a filtering NAT the listener hears nothing and the
+ *   next dial meets the initiator's waiting SYN instead.
+ */
+export type RefusalMode = 'redial' | 'listen' | 'listen-awhile';
+
 /** What to punch. */
 export interface PunchParams {
   readonly localAddress: string;
@@ -26,13 +50,12 @@ export interface PunchParams {
   /** Aborts on the caller's abort or the punch time limit. */
   readonly signal: AbortSignal;
   /**
-   * After a refusal (RST), stop connecting and accept the peer's SYN on our
-   * port instead. Only for a recipient without a NAT in front of it: a RST
-   * then means the initiator is directly reachable too, and two reachable
-   * hosts otherwise refuse each other's SYNs forever. Behind a NAT a listener
-   * would fail (its SYN/ACK is invalid to conntrack), so NATed peers keep connecting.
+   * What to do after a refusal (RST); see {@link RefusalMode}. We never listen before a refusal:
+   * while our own SYN's conntrack entry lives, a listener's SYN/ACK (with a new sequence
+   * number) is invalid to a Linux NAT.
+   * @default 'redial'
    */
-  readonly listenOnRefusal?: boolean;
+  readonly onRefusal?: RefusalMode;
 }
 
 /**
@@ -52,7 +75,13 @@ export async function simultaneousOpen(params: PunchParams): Promise<Socket> {
       if (code !== 'ECONNREFUSED' && code !== 'ECONNRESET' && code !== 'EADDRINUSE') {
         throw punchError(params, err);
       }
-      if (code === 'ECONNREFUSED' && params.listenOnRefusal === true) return acceptFrom(params);
+      const mode = params.onRefusal ?? 'redial';
+      if (code === 'ECONNREFUSED' && mode !== 'redial') {
+        // `listen-awhile` dials again at once when the window passes: the listener was the pause between dials.
+        const accepted = await acceptFrom(params, mode === 'listen' ? undefined : REFUSAL_LISTEN_MS);
+        if (accepted !== undefined) return accepted;
+        continue;
+      }
       await sleep(REFUSED_RETRY_MS, params.signal).catch(() => undefined);
     }
   }
@@ -92,26 +121,39 @@ function connectOnce(params: PunchParams): Promise<Socket> {
   });
 }
 
-/** Listens on our punch port until the expected peer connects (see {@link PunchParams.listenOnRefusal}). */
-async function acceptFrom(params: PunchParams): Promise<Socket> {
+/**
+ * Listens on our punch port until the expected peer connects (see {@link RefusalMode}), for
+ * `windowMs` at most when given; undefined when the window passed or `params.signal` fired first.
+ */
+async function acceptFrom(params: PunchParams, windowMs: number | undefined): Promise<Socket | undefined> {
   // Retries while the closing exchange still holds the port; other errors name the port.
   const listener = await listenOn(params.localAddress, params.localPort, params.signal);
+  let settled = false;
+  let window: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
   try {
-    return await new Promise<Socket>((resolve, reject) => {
-      const onAbort = (): void => reject(abortError(params.signal));
+    return await new Promise<Socket | undefined>((resolve) => {
+      const settle = (socket: Socket | undefined): void => {
+        settled = true;
+        resolve(socket);
+      };
+      onAbort = (): void => settle(undefined);
       if (params.signal.aborted) onAbort();
       params.signal.addEventListener('abort', onAbort, { once: true });
+      if (windowMs !== undefined) window = setTimeout(() => settle(undefined), windowMs);
       listener.on('connection', (socket: Socket) => {
-        if (plainAddress(socket.remoteAddress) !== params.remote.address || socket.remotePort !== params.remote.port) {
+        // Late (the window passed) or not the peer: closed.
+        if (settled || plainAddress(socket.remoteAddress) !== params.remote.address || socket.remotePort !== params.remote.port) {
           socket.destroy();
           return;
         }
-        params.signal.removeEventListener('abort', onAbort);
         socket.setNoDelay(true);
-        resolve(socket);
+        settle(socket);
       });
     });
   } finally {
+    clearTimeout(window);
+    if (onAbort !== undefined) params.signal.removeEventListener('abort', onAbort);
     listener.close();
   }
 }

@@ -11,8 +11,9 @@ export const direct: StrategyRunner = async (ctx) => {
     remote: exchange.peerPublicEndpoint,
     startDelayMs: exchange.startDelayMs,
     signal: ctx.signal,
-    // A recipient without a NAT accepts after a RST instead (two reachable hosts refuse each other's SYNs).
-    listenOnRefusal: ctx.role === 'recipient' && exchange.mapping.kind === 'none',
+    // After a RST the recipient accepts instead, for good without a NAT, awhile behind one: two hosts that
+    // both answer early SYNs with RSTs (no NAT, full cone, restricted cone) refuse each other in lockstep.
+    onRefusal: ctx.role === 'initiator' ? 'redial' : exchange.mapping.kind === 'none' ? 'listen' : 'listen-awhile',
   });
   try {
     await ctx.verify(socket);
