@@ -95,9 +95,17 @@ async function echoOnce(address: string, uri: string): Promise<NattravSocket> {
   return socket;
 }
 
+/** How long a recipient may take to register with the workers (a CI run once waited here without end; now it fails, with what the recipient saw). */
+const REGISTER_LIMIT_MS = 30_000;
+
 /** An echoing recipient registered as `uri` (over UDP, or a TCP control connection). */
 async function echoRecipient(address: string, uri: string, registerTransport: 'udp' | 'tcp' = 'udp', brokers?: string[]): Promise<void> {
-  const { server } = await startRecipient(address, uri, { tls: false, keyDir: join(home, 'keys'), registerTransport, ...(brokers === undefined ? {} : { broker: brokers }) });
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${uri} did not register with ${address} within ${REGISTER_LIMIT_MS} ms`)), REGISTER_LIMIT_MS)));
+  const { server } = await Promise.race([
+    startRecipient(address, uri, { tls: false, keyDir: join(home, 'keys'), registerTransport, ...(brokers === undefined ? {} : { broker: brokers }) }),
+    limit,
+  ]).finally(() => clearTimeout(timer));
   server.on('connection', (socket: NattravSocket) => socket.pipe(socket));
   closers.push(() => server.close());
 }
