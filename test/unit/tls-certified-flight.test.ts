@@ -35,6 +35,16 @@ function newAttempt(): HelloAttempt {
   return { attemptId: randomBytes(ATTEMPT_ID_LENGTH), attemptSecret: newAttemptSecret() };
 }
 
+/** A Hello with SECURITY tls-flight-certified and `sealed` as INITIATOR-CERTIFICATE (none when undefined), with integrity under the attempt's secret. */
+function certifiedHelloByHand(attempt: HelloAttempt, sealed?: Uint8Array): Buffer {
+  const hello = StunMessage.request(Method.Hello);
+  addAttemptId(hello, attempt.attemptId);
+  addU32(hello, AttrType.Security, SecurityMode.TlsFlightCertified);
+  addRole(hello, 'initiator');
+  if (sealed !== undefined) addInitiatorCertificate(hello, sealed);
+  return encodeMessage(hello, { integritySha256Key: attempt.attemptSecret, fingerprint: true });
+}
+
 /** What `promise` rejected with (fails the test if it resolved). */
 async function rejection(promise: Promise<unknown>): Promise<{ code: string | undefined; message: string }> {
   try {
@@ -108,12 +118,7 @@ describe('the certified flight', () => {
   test('a certificate not sealed under the attempt secret (but the Hello\'s integrity is): refused, naming it', async () => {
     const { a, b } = await pair();
     const attempt = newAttempt();
-    const hello = StunMessage.request(Method.Hello);
-    addAttemptId(hello, attempt.attemptId);
-    addU32(hello, AttrType.Security, SecurityMode.TlsFlightCertified);
-    addRole(hello, 'initiator');
-    addInitiatorCertificate(hello, randomBytes(200));
-    a.write(encodeMessage(hello, { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
+    a.write(certifiedHelloByHand(attempt, randomBytes(200)));
     const refused = await rejection(helloAsRecipient(b, attempt, signal(), true));
     assert.equal(refused.code, ErrorCode.Protocol);
     assert.match(refused.message, /the certificate in the initiator's Hello is not sealed under this attempt's secret/);
@@ -249,11 +254,7 @@ describe('the certified flight', () => {
   test('SECURITY tls-flight-certified without the certificate is refused by the recipient, naming it', async () => {
     const { a, b } = await pair();
     const attempt = newAttempt();
-    const hello = StunMessage.request(Method.Hello);
-    addAttemptId(hello, attempt.attemptId);
-    addU32(hello, AttrType.Security, SecurityMode.TlsFlightCertified);
-    addRole(hello, 'initiator');
-    a.write(encodeMessage(hello, { integritySha256Key: attempt.attemptSecret, fingerprint: true }));
+    a.write(certifiedHelloByHand(attempt));
     const refused = await rejection(helloAsRecipient(b, attempt, signal(), true));
     assert.equal(refused.code, ErrorCode.Protocol);
     assert.match(refused.message, /announced its certificate in the Hello \(SECURITY tls-flight-certified or tls-answered-certified\) but sent none/);
