@@ -26,8 +26,15 @@ const OID = {
   ed25519: '1.3.101.112',
 } as const;
 
-/** Bytes of the serial number: 128 bits, as the CA/Browser Forum asks (at least 64). */
+/** Bytes of a certificate serial number: 128 bits, as CA/Browser Forum baseline requirements ask (at least 64). */
 const SERIAL_BYTES = 16;
+
+/** A random positive serial number with no leading zero byte (for this module and x509.ts's issued certificates). */
+export function randomSerialBytes(): Buffer {
+  const bytes = randomBytes(SERIAL_BYTES);
+  bytes[0] = ((bytes[0] ?? 0) & 0x7f) | 0x40;
+  return bytes;
+}
 /** The public key's length at the end of its SPKI: an uncompressed P-256 point, or an Ed25519 key. */
 const PUBLIC_KEY_BYTES: Readonly<Record<KeyType, number>> = { 'ecdsa-p256': 65, ed25519: 32 };
 /** GeneralName's uniformResourceIdentifier: [6] IMPLICIT IA5String. */
@@ -66,8 +73,7 @@ export function nativeSelfSignedCertificate(options: NativeSelfSignedOptions): s
     throw new NattravError(ErrorCode.InvalidArgument, `${uri} is a self-certifying URI of another key; certify the key it names, or name this key's own URI`);
   }
   const algorithm = sequence(oid(key.type === 'ed25519' ? OID.ed25519 : OID.ecdsaWithSha256));
-  const serial = randomBytes(SERIAL_BYTES);
-  serial[0] = ((serial[0] ?? 0) & 0x7f) | 0x40; // positive, no leading zero byte
+  const serial = randomSerialBytes();
   const name = sequence(set(sequence(oid(OID.commonName), utf8String(uri))));
   const publicKeyBits = key.spki.subarray(key.spki.length - PUBLIC_KEY_BYTES[key.type]);
   const extensions = sequence(

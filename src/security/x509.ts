@@ -8,7 +8,7 @@
  */
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
+import { createPrivateKey, webcrypto } from 'node:crypto';
 
 type CryptoKey = webcrypto.CryptoKey;
 type Algorithm = webcrypto.Algorithm;
@@ -16,13 +16,11 @@ type EcdsaParams = webcrypto.EcdsaParams;
 type EcKeyImportParams = webcrypto.EcKeyImportParams;
 import { ErrorCode, NattravError, type ErrorCodeValue } from '../errors.js';
 import type { KeyType } from './keys.js';
+import { randomSerialBytes } from './native-cert.js';
 
 x509.cryptoProvider.set(webcrypto);
 
 export { x509 };
-
-/** Bytes of a certificate serial number: 128 bits, as CA/Browser Forum baseline requirements ask (at least 64). */
-const SERIAL_BYTES = 16;
 
 /** The WebCrypto import parameters of a key type. */
 function importAlgorithm(type: KeyType): EcKeyImportParams | Algorithm {
@@ -47,9 +45,7 @@ export async function cryptoPublicKey(spki: Uint8Array, type: KeyType): Promise<
 
 /** A random positive serial number, as hex. */
 export function randomSerial(): string {
-  const bytes = randomBytes(SERIAL_BYTES);
-  bytes[0] = ((bytes[0] ?? 0) & 0x7f) | 0x40; // positive, and no leading zero byte to strip
-  return bytes.toString('hex');
+  return randomSerialBytes().toString('hex');
 }
 
 /**
