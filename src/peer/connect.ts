@@ -135,6 +135,10 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
   // that Hello does: then the next attempt sends the Hello without it, and TLS confirms as before.
   let certify = true;
   let retryUncertified = false;
+  const uncertify = (): void => {
+    certify = false;
+    retryUncertified = true;
+  };
   // Through a proxy, strategies that need our own sockets are claimed failed up front: the broker plans what can work.
   const failed = new Set<StrategyName>(unusableStrategies(dialer));
   const trace: StrategyTrace[] = [];
@@ -151,10 +155,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
             ? {}
             : {
                 helloCertificate: () => (certify ? helloCertificate((tlsReady ??= tlsSettings(tlsWanted))) : Promise.resolve(undefined)),
-                onCertifiedHelloClosed: () => {
-                  certify = false;
-                  retryUncertified = true;
-                },
+                onCertifiedHelloClosed: uncertify,
               }),
           ...(options.brokerCa === undefined ? {} : { brokerCa: options.brokerCa }),
           dialer: reach,
@@ -187,10 +188,7 @@ export async function connect(options: ConnectOptions): Promise<NattravSocket> {
           return handOver(secured);
         } catch (err) {
           socket.destroy();
-          if (certify && sentHelloCertificate(socket) && secureModule?.closedDuringTls(err) === true) {
-            certify = false;
-            retryUncertified = true;
-          }
+          if (certify && sentHelloCertificate(socket) && secureModule?.closedDuringTls(err) === true) uncertify();
           throw err;
         }
       } catch (err) {
@@ -272,6 +270,8 @@ interface TlsSettings {
   readonly identity: Identity;
   readonly ca: string[];
   readonly secure: typeof import('./secure.js').secure;
+  /** Our certificate (DER) for the Hello to carry (hello.ts); undefined when it cannot be read. */
+  readonly certificate: Uint8Array | undefined;
 }
 
 /**
@@ -285,19 +285,22 @@ async function tlsSettings(tls: true | PeerTls): Promise<TlsSettings> {
   const settings = tls === true ? {} : tls;
   secureModule ??= await import('./secure.js');
   const { secure, throwawayIdentity } = secureModule;
-  return { identity: settings.identity ?? (await throwawayIdentity()), ca: settings.ca ?? [], secure };
+  const identity = settings.identity ?? (await throwawayIdentity());
+  return { identity, ca: settings.ca ?? [], secure, certificate: certificateDer(identity.certPem) };
 }
 
-/**
- * Our certificate (DER) for the one-flight Hello (hello.ts), once `tls` is ready; undefined when
- * it failed (its error is reported where TLS awaits it) or the certificate cannot be read.
- */
-async function helloCertificate(tls: Promise<TlsSettings>): Promise<Uint8Array | undefined> {
+/** The first certificate of `pem` as DER; undefined when it cannot be read (TLS then reports what is wrong). */
+function certificateDer(pem: string): Uint8Array | undefined {
   try {
-    return new X509Certificate((await tls).identity.certPem).raw;
+    return new X509Certificate(pem).raw;
   } catch {
     return undefined;
   }
+}
+
+/** Our certificate for the Hello once `tls` is ready; undefined when TLS failed to get ready (its error is reported where TLS awaits it). */
+function helloCertificate(tls: Promise<TlsSettings>): Promise<Uint8Array | undefined> {
+  return tls.then((settings) => settings.certificate, () => undefined);
 }
 
 /** secure.ts, once a connect in this process has loaded it (tlsSettings). */
